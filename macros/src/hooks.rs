@@ -1,0 +1,90 @@
+//! The methods `#[lightning_module]` knows, with the signatures the trait declares
+//! (`fulmen::LightningModule` and the hook list of `fulmen::Callback`).
+
+/// How a known method takes `self`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receiver {
+    Ref,
+    Mut,
+}
+
+pub(crate) struct Known {
+    pub name: &'static str,
+    pub receiver: Receiver,
+    /// The parameters after `self`, as the user should write them.
+    pub params: &'static [&'static str],
+    pub returns: &'static str,
+}
+
+const fn hook(name: &'static str, params: &'static [&'static str]) -> Known {
+    Known {
+        name,
+        receiver: Receiver::Mut,
+        params,
+        returns: "",
+    }
+}
+
+const TRAINER: &str = "trainer: &mut TrainerView";
+
+pub(crate) const REQUIRED: [&str; 2] = ["training_step", "configure_optimizers"];
+
+pub(crate) const KNOWN: &[Known] = &[
+    Known { name: "training_step", receiver: Receiver::Mut, params: &["batch: <your batch type>", "ctx: &mut StepContext<E, D>"], returns: " -> Loss<E, D>" },
+    Known { name: "validation_step", receiver: Receiver::Mut, params: &["batch: <the batch type of training_step>", "ctx: &mut StepContext<E, D>"], returns: "" },
+    Known { name: "test_step", receiver: Receiver::Mut, params: &["batch: <the batch type of training_step>", "ctx: &mut StepContext<E, D>"], returns: "" },
+    Known { name: "predict_step", receiver: Receiver::Mut, params: &["batch: <the batch type of training_step>", "ctx: &mut StepContext<E, D>"], returns: " -> <your prediction type>" },
+    Known { name: "configure_optimizers", receiver: Receiver::Ref, params: &[], returns: " -> Optim" },
+    Known { name: "configure_callbacks", receiver: Receiver::Mut, params: &[], returns: " -> Vec<Box<dyn Callback>>" },
+    hook("setup", &[TRAINER, "stage: Stage"]),
+    hook("teardown", &[TRAINER, "stage: Stage"]),
+    hook("on_fit_start", &[TRAINER]),
+    hook("on_fit_end", &[TRAINER]),
+    hook("on_sanity_check_start", &[TRAINER]),
+    hook("on_sanity_check_end", &[TRAINER]),
+    hook("on_train_start", &[TRAINER]),
+    hook("on_train_end", &[TRAINER]),
+    hook("on_train_epoch_start", &[TRAINER]),
+    hook("on_train_epoch_end", &[TRAINER]),
+    hook("on_train_batch_start", &[TRAINER, "batch_idx: usize"]),
+    hook("on_train_batch_end", &[TRAINER, "loss: f64", "batch_idx: usize"]),
+    hook("on_before_zero_grad", &[TRAINER]),
+    hook("on_before_backward", &[TRAINER, "loss: f64"]),
+    hook("on_after_backward", &[TRAINER]),
+    hook("on_before_optimizer_step", &[TRAINER]),
+    hook("on_validation_start", &[TRAINER]),
+    hook("on_validation_end", &[TRAINER]),
+    hook("on_validation_epoch_start", &[TRAINER]),
+    hook("on_validation_epoch_end", &[TRAINER]),
+    hook("on_validation_batch_start", &[TRAINER, "batch_idx: usize"]),
+    hook("on_validation_batch_end", &[TRAINER, "batch_idx: usize"]),
+    hook("on_test_start", &[TRAINER]),
+    hook("on_test_end", &[TRAINER]),
+    hook("on_test_epoch_start", &[TRAINER]),
+    hook("on_test_epoch_end", &[TRAINER]),
+    hook("on_test_batch_start", &[TRAINER, "batch_idx: usize"]),
+    hook("on_test_batch_end", &[TRAINER, "batch_idx: usize"]),
+    hook("on_predict_start", &[TRAINER]),
+    hook("on_predict_end", &[TRAINER]),
+    hook("on_predict_epoch_start", &[TRAINER]),
+    hook("on_predict_epoch_end", &[TRAINER]),
+    hook("on_predict_batch_start", &[TRAINER, "batch_idx: usize"]),
+    hook("on_predict_batch_end", &[TRAINER, "batch_idx: usize"]),
+];
+
+pub(crate) fn find(name: &str) -> Option<&'static Known> {
+    KNOWN.iter().find(|k| k.name == name)
+}
+
+impl Known {
+    /// `fn name(&mut self, trainer: &mut TrainerView) -> ...`, for messages.
+    pub(crate) fn signature(&self) -> String {
+        let receiver = match self.receiver {
+            Receiver::Ref => "&self",
+            Receiver::Mut => "&mut self",
+        };
+        let mut params = vec![receiver];
+        params.extend(self.params.iter().copied());
+        format!("fn {}({}){}", self.name, params.join(", "), self.returns)
+    }
+}

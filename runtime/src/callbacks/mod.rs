@@ -1,0 +1,1 @@
+//! Built-in callbacks, one per file (more arrive with the engineering issue).

@@ -1,0 +1,181 @@
+//! What a step sees: the tape to trace inputs on, and `log`.
+
+use dfdx::shapes::{Dtype, Rank0, Shape};
+use dfdx::tensor::{Gradients, OwnedTape, Tensor, Trace};
+use dfdx::tensor_ops::Device;
+
+use crate::datamodule::Stage;
+
+/// The loss a `training_step` returns: a scalar that carries the tape of the step.
+pub type Loss<E, D> = Tensor<Rank0, E, D, OwnedTape<E, D>>;
+
+/// How a logged value is reduced over an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduce {
+    /// Batch-size-weighted mean (Lightning's default).
+    #[default]
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
+/// One `ctx.log(...)` call; its builder methods set Lightning's `self.log` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub name: String,
+    pub value: f64,
+    pub on_step: bool,
+    pub on_epoch: bool,
+    pub prog_bar: bool,
+    pub logger: bool,
+    pub reduce: Reduce,
+    pub batch_size: usize,
+}
+
+impl LogEntry {
+    /// Log this value at every step (`name_step` when also logged per epoch).
+    pub fn on_step(&mut self, on: bool) -> &mut Self {
+        self.on_step = on;
+        self
+    }
+    /// Reduce this value over the epoch (`name_epoch` when also logged per step).
+    pub fn on_epoch(&mut self, on: bool) -> &mut Self {
+        self.on_epoch = on;
+        self
+    }
+    /// Show this value in the progress bar.
+    pub fn prog_bar(&mut self, on: bool) -> &mut Self {
+        self.prog_bar = on;
+        self
+    }
+    /// Send this value to the logger (on by default); off keeps it in `callback_metrics` only.
+    pub fn logger(&mut self, on: bool) -> &mut Self {
+        self.logger = on;
+        self
+    }
+    /// How the epoch value is reduced (`Mean`, weighted by batch size, by default).
+    pub fn reduce(&mut self, reduce: Reduce) -> &mut Self {
+        self.reduce = reduce;
+        self
+    }
+    /// The weight of this value in the epoch mean (the batch's size by default).
+    pub fn batch_size(&mut self, n: usize) -> &mut Self {
+        self.batch_size = n;
+        self
+    }
+}
+
+/// A value that can be logged: numbers and scalar tensors.
+pub trait LogValue {
+    fn log_value(&self) -> f64;
+}
+
+impl LogValue for f64 {
+    fn log_value(&self) -> f64 {
+        *self
+    }
+}
+impl LogValue for f32 {
+    fn log_value(&self) -> f64 {
+        f64::from(*self)
+    }
+}
+impl LogValue for usize {
+    fn log_value(&self) -> f64 {
+        *self as f64
+    }
+}
+impl<E: Dtype + num_traits::ToPrimitive, D: Device<E>, T> LogValue for Tensor<Rank0, E, D, T> {
+    fn log_value(&self) -> f64 {
+        self.as_vec()
+            .first()
+            .and_then(|v| v.to_f64())
+            .unwrap_or(f64::NAN)
+    }
+}
+impl<V: LogValue + ?Sized> LogValue for &V {
+    fn log_value(&self) -> f64 {
+        (**self).log_value()
+    }
+}
+
+/// The context of one training, validation, test or predict step.
+pub struct StepContext<E: Dtype, D: Device<E>> {
+    pub(crate) grads: Option<Gradients<E, D>>,
+    pub(crate) logs: Vec<LogEntry>,
+    pub(crate) stage: Stage,
+    pub(crate) training: bool,
+    pub(crate) batch_idx: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) epoch: usize,
+    pub(crate) global_step: usize,
+    pub(crate) device: D,
+}
+
+impl<E: Dtype, D: Device<E>> StepContext<E, D> {
+    pub(crate) fn new(device: D, stage: Stage, training: bool) -> Self {
+        Self {
+            grads: None,
+            logs: Vec::new(),
+            stage,
+            training,
+            batch_idx: 0,
+            batch_size: 0,
+            epoch: 0,
+            global_step: 0,
+            device,
+        }
+    }
+
+    /// Starts recording operations on `x` so that the loss can be differentiated (dfdx's
+    /// `traced`), accumulating into the trainer's gradients.
+    pub fn trace<S: Shape>(&mut self, x: Tensor<S, E, D>) -> Tensor<S, E, D, OwnedTape<E, D>> {
+        match self.grads.take() {
+            Some(grads) => x.traced(grads),
+            None => x.leaky_traced(),
+        }
+    }
+
+    /// Logs `value` under `name` with Lightning's defaults for this stage (training: every
+    /// step; validation and test: the batch-size-weighted epoch mean). Chain the returned
+    /// entry's methods to change them: `ctx.log("val_acc", acc).prog_bar(true);`
+    pub fn log(&mut self, name: &str, value: impl LogValue) -> &mut LogEntry {
+        self.logs.push(LogEntry {
+            name: name.to_string(),
+            value: value.log_value(),
+            on_step: self.training,
+            on_epoch: !self.training,
+            prog_bar: false,
+            logger: true,
+            reduce: Reduce::Mean,
+            batch_size: self.batch_size,
+        });
+        let last = self.logs.len() - 1;
+        &mut self.logs[last]
+    }
+
+    /// Which loop runs this step.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+    /// The index of this batch within its epoch.
+    pub fn batch_idx(&self) -> usize {
+        self.batch_idx
+    }
+    /// The number of samples in this batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+    pub fn current_epoch(&self) -> usize {
+        self.epoch
+    }
+    /// Optimizer steps taken so far.
+    pub fn global_step(&self) -> usize {
+        self.global_step
+    }
+    /// The device the batch lives on.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+}

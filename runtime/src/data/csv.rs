@@ -1,0 +1,60 @@
+//! CSV files (read with the [csv] crate): one sample per record, features first.
+
+use std::path::Path;
+
+use super::{class_sample, Class};
+use crate::{Error, Result};
+
+/// Labelled samples from a CSV file whose records hold `N` numeric features followed by an
+/// integer label in `0..C`. With `has_header`, the first record is a header and is skipped.
+/// Errors name the file and the line.
+pub fn read_classification<const N: usize, const C: usize>(
+    path: impl AsRef<Path>,
+    has_header: bool,
+) -> Result<Vec<([f32; N], Class<C>)>> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingData {
+            path: path.to_path_buf(),
+            message: format!("{} does not exist", path.display()),
+        },
+        _ => Error::io(path, e),
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(has_header)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(std::io::BufReader::new(file));
+    let mut samples = Vec::new();
+    let mut numbers = Vec::with_capacity(N + 1);
+    for record in reader.records() {
+        let record = record.map_err(|e| Error::data(path, format!("{e}")))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let row = format!("line {line}");
+        if record.len() != N + 1 {
+            return Err(Error::data(
+                path,
+                format!(
+                    "{row}: {} columns, expected {} ({N} features and a label)",
+                    record.len(),
+                    N + 1
+                ),
+            ));
+        }
+        numbers.clear();
+        for (column, field) in record.iter().enumerate() {
+            let v: f64 = field.parse().map_err(|_| {
+                Error::data(
+                    path,
+                    format!("{row}, column {}: `{field}` is not a number", column + 1),
+                )
+            })?;
+            numbers.push(v);
+        }
+        samples.push(class_sample(path, &row, &numbers[..N], numbers[N])?);
+    }
+    if samples.is_empty() {
+        return Err(Error::data(path, "the file holds no data rows"));
+    }
+    Ok(samples)
+}

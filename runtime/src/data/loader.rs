@@ -1,0 +1,252 @@
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::Dataset;
+use crate::{Error, Result};
+
+/// Batches of samples from a [`Dataset`], as PyTorch's `DataLoader`: `batch_size`, seeded
+/// `shuffle` (a new order every epoch, the same orders for the same seed), `drop_last`, and
+/// `num_workers` threads that prefetch the next batches while the model trains.
+///
+/// ```
+/// use fulmen::data::{DataLoader, InMemoryDataset};
+/// let loader = DataLoader::new(InMemoryDataset::new((0..10).collect::<Vec<u32>>()), 4).drop_last(true);
+/// let batches: Vec<Vec<u32>> = loader.epoch(0).collect();
+/// assert_eq!(batches, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+/// ```
+pub struct DataLoader<S> {
+    dataset: Arc<dyn Dataset<Item = S>>,
+    batch_size: usize,
+    shuffle: bool,
+    drop_last: bool,
+    num_workers: usize,
+    seed: u64,
+}
+
+impl<S> Clone for DataLoader<S> {
+    fn clone(&self) -> Self {
+        Self {
+            dataset: self.dataset.clone(),
+            batch_size: self.batch_size,
+            shuffle: self.shuffle,
+            drop_last: self.drop_last,
+            num_workers: self.num_workers,
+            seed: self.seed,
+        }
+    }
+}
+
+impl<S: Send + 'static> std::fmt::Debug for DataLoader<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataLoader")
+            .field("len", &self.dataset.len())
+            .field("batch_size", &self.batch_size)
+            .field("shuffle", &self.shuffle)
+            .field("drop_last", &self.drop_last)
+            .field("num_workers", &self.num_workers)
+            .finish()
+    }
+}
+
+impl<S: Send + 'static> DataLoader<S> {
+    /// A loader over `dataset` in batches of `batch_size`, in order, keeping the last partial
+    /// batch. Its shuffle seed is drawn from fulmen's global seed ([`crate::seed_everything`]).
+    pub fn new(dataset: impl Dataset<Item = S> + 'static, batch_size: usize) -> Self {
+        Self {
+            dataset: Arc::new(dataset),
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            num_workers: 0,
+            seed: crate::seed::next_seed(),
+        }
+    }
+
+    /// Visit the samples in a new random order every epoch.
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// Drop the last batch when it is smaller than `batch_size`.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// Threads that fetch samples ahead of the training loop (0: fetch on the loop's thread).
+    pub fn num_workers(mut self, num_workers: usize) -> Self {
+        self.num_workers = num_workers;
+        self
+    }
+
+    /// The seed of the shuffle order (epoch `k` uses an order derived from it and `k`).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The number of samples in the dataset.
+    pub fn num_samples(&self) -> usize {
+        self.dataset.len()
+    }
+
+    /// The number of batches in one epoch.
+    pub fn len(&self) -> usize {
+        let n = self.dataset.len();
+        match self.batch_size {
+            0 => 0,
+            b if self.drop_last => n / b,
+            b => n.div_ceil(b),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses settings that cannot produce batches.
+    pub fn validate(&self, name: &str) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::config(
+                format!("{name}.batch_size"),
+                "must be at least 1",
+            ));
+        }
+        if self.dataset.is_empty() {
+            return Err(Error::config(name, "the dataset is empty"));
+        }
+        if self.is_empty() {
+            return Err(Error::config(
+                name,
+                format!(
+                    "drop_last with batch_size {} leaves no batch of the {} samples",
+                    self.batch_size,
+                    self.dataset.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sample indices of `epoch`, in visiting order.
+    pub fn order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.shuffle {
+            let seed = self
+                .seed
+                .wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        }
+        order
+    }
+
+    /// The batches of `epoch`.
+    pub fn epoch(&self, epoch: usize) -> BatchIter<S> {
+        let order = self.order(epoch);
+        let mut bounds: Vec<(usize, usize)> = (0..order.len())
+            .step_by(self.batch_size.max(1))
+            .map(|start| (start, (start + self.batch_size).min(order.len())))
+            .collect();
+        if self.drop_last {
+            bounds.retain(|(s, e)| e - s == self.batch_size);
+        }
+        let order = Arc::new(order);
+        if self.num_workers == 0 {
+            return BatchIter {
+                source: Source::Inline {
+                    dataset: self.dataset.clone(),
+                    order,
+                    bounds,
+                },
+                next: 0,
+            };
+        }
+        let bounds = Arc::new(bounds);
+        let workers = (0..self.num_workers)
+            .map(|w| {
+                let (tx, rx) = sync_channel(2);
+                let (dataset, order, bounds) =
+                    (self.dataset.clone(), order.clone(), bounds.clone());
+                let step = self.num_workers;
+                std::thread::spawn(move || {
+                    for &(s, e) in bounds.iter().skip(w).step_by(step) {
+                        let batch: Vec<S> = order[s..e].iter().map(|&i| dataset.get(i)).collect();
+                        if tx.send(batch).is_err() {
+                            return; // the loop stopped early
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        BatchIter {
+            source: Source::Workers {
+                workers,
+                total: bounds.len(),
+            },
+            next: 0,
+        }
+    }
+}
+
+enum Source<S> {
+    Inline {
+        dataset: Arc<dyn Dataset<Item = S>>,
+        order: Arc<Vec<usize>>,
+        bounds: Vec<(usize, usize)>,
+    },
+    Workers {
+        workers: Vec<Receiver<Vec<S>>>,
+        total: usize,
+    },
+}
+
+/// The batches of one epoch, in order.
+pub struct BatchIter<S> {
+    source: Source<S>,
+    next: usize,
+}
+
+impl<S: Send + 'static> Iterator for BatchIter<S> {
+    type Item = Vec<S>;
+
+    fn next(&mut self) -> Option<Vec<S>> {
+        let i = self.next;
+        self.next += 1;
+        match &self.source {
+            Source::Inline {
+                dataset,
+                order,
+                bounds,
+            } => {
+                let &(s, e) = bounds.get(i)?;
+                Some(order[s..e].iter().map(|&j| dataset.get(j)).collect())
+            }
+            Source::Workers { workers, total } => {
+                if i >= *total {
+                    return None;
+                }
+                // A worker that died (a panicking Dataset::get) ends the epoch early; the
+                // trainer reports the short epoch instead of hanging.
+                workers[i % workers.len()].recv().ok()
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let total = match &self.source {
+            Source::Inline { bounds, .. } => bounds.len(),
+            Source::Workers { total, .. } => *total,
+        };
+        let left = total.saturating_sub(self.next);
+        (0, Some(left))
+    }
+}

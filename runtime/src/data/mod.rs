@@ -1,0 +1,60 @@
+//! Data: datasets, loaders, collation of samples into dfdx batches, splits and file formats.
+//!
+//! A [`DataLoader`] yields `Vec<Sample>`; the trainer collates each into the model's batch type
+//! on its device through [`Collate`]. Which sample types collate into which batch types is
+//! fixed at compile time, so a data module yielding 5 features cannot feed a model reading 4.
+
+mod collate;
+pub mod csv;
+mod dataset;
+pub mod iris;
+mod labels;
+mod loader;
+pub mod npz;
+mod split;
+
+pub use collate::{ClassBatch, Collate, RegressionBatch};
+pub use dataset::{Dataset, InMemoryDataset};
+pub use labels::{Class, Labels};
+pub use loader::{BatchIter, DataLoader};
+pub use split::{random_split, stratified_split};
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// One labelled sample from a row of numbers, checked: the row has `N` finite features and an
+/// integral label in `0..C`. `row` names the row in errors ("row 12", "line 13").
+pub(crate) fn class_sample<const N: usize, const C: usize>(
+    path: &Path,
+    row: &str,
+    features: &[f64],
+    label: f64,
+) -> Result<([f32; N], Class<C>)> {
+    if features.len() != N {
+        return Err(Error::data(
+            path,
+            format!(
+                "{row}: {} feature values, but the model reads {N}",
+                features.len()
+            ),
+        ));
+    }
+    let mut x = [0f32; N];
+    for (i, (slot, &v)) in x.iter_mut().zip(features).enumerate() {
+        if !v.is_finite() {
+            return Err(Error::data(path, format!("{row}: feature {i} is {v}")));
+        }
+        *slot = v as f32;
+    }
+    let class = (label.fract() == 0.0 && label >= 0.0)
+        .then(|| Class::new(label as usize))
+        .flatten()
+        .ok_or_else(|| {
+            Error::data(
+                path,
+                format!("{row}: label {label} is outside the class range 0..{C}"),
+            )
+        })?;
+    Ok((x, class))
+}

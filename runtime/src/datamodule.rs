@@ -1,0 +1,142 @@
+//! The data side of training (Lightning's `LightningDataModule`).
+
+use crate::data::DataLoader;
+use crate::hparams::{HParams, Hyperparameters};
+use crate::Result;
+
+/// The stage a `setup` / `teardown` call prepares for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Fit,
+    Validate,
+    Test,
+    Predict,
+}
+
+impl Stage {
+    /// Lightning's name for the stage ("fit", "validate", "test", "predict").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Fit => "fit",
+            Stage::Validate => "validate",
+            Stage::Test => "test",
+            Stage::Predict => "predict",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a trainer's data comes from. Write it with `#[data_module]` on the struct and on its
+/// impl: every method is optional, and the sample type is taken from the loaders' types.
+///
+/// The trainer calls `prepare_data` once per machine (download, check files), then
+/// `setup(stage)` (load, split), the loaders the stage needs, and `teardown(stage)`.
+pub trait DataModule: Hyperparameters {
+    /// What one sample of every loader is; collated into the model's batch type.
+    type Sample: Send + 'static;
+
+    fn prepare_data(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn setup(&mut self, _stage: Stage) -> Result<()> {
+        Ok(())
+    }
+    fn teardown(&mut self, _stage: Stage) -> Result<()> {
+        Ok(())
+    }
+    fn train_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
+        Ok(None)
+    }
+    fn val_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
+        Ok(None)
+    }
+    fn test_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
+        Ok(None)
+    }
+    fn predict_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
+        Ok(None)
+    }
+}
+
+/// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in.
+pub struct Loaders<S> {
+    pub train: Option<DataLoader<S>>,
+    pub val: Option<DataLoader<S>>,
+    pub test: Option<DataLoader<S>>,
+    pub predict: Option<DataLoader<S>>,
+}
+
+impl<S> Default for Loaders<S> {
+    fn default() -> Self {
+        Self {
+            train: None,
+            val: None,
+            test: None,
+            predict: None,
+        }
+    }
+}
+
+impl<S> Hyperparameters for Loaders<S> {
+    fn hparams(&self) -> HParams {
+        HParams::new()
+    }
+}
+
+impl<S: Send + 'static> DataModule for Loaders<S> {
+    type Sample = S;
+    fn train_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
+        Ok(self.train.clone())
+    }
+    fn val_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
+        Ok(self.val.clone())
+    }
+    fn test_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
+        Ok(self.test.clone())
+    }
+    fn predict_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
+        Ok(self.predict.clone())
+    }
+}
+
+/// What a `#[data_module]` loader method may return: `DataLoader<S>`, `Option<DataLoader<S>>`
+/// or `Result` of either.
+pub trait IntoLoader<S> {
+    fn into_loader(self) -> Result<Option<DataLoader<S>>>;
+}
+
+impl<S> IntoLoader<S> for DataLoader<S> {
+    fn into_loader(self) -> Result<Option<DataLoader<S>>> {
+        Ok(Some(self))
+    }
+}
+impl<S> IntoLoader<S> for Option<DataLoader<S>> {
+    fn into_loader(self) -> Result<Option<DataLoader<S>>> {
+        Ok(self)
+    }
+}
+impl<S, T: IntoLoader<S>> IntoLoader<S> for Result<T> {
+    fn into_loader(self) -> Result<Option<DataLoader<S>>> {
+        self?.into_loader()
+    }
+}
+
+/// What a `#[data_module]` `prepare_data` / `setup` / `teardown` may return: `()` or `Result<()>`.
+pub trait IntoResult {
+    fn into_result(self) -> Result<()>;
+}
+impl IntoResult for () {
+    fn into_result(self) -> Result<()> {
+        Ok(())
+    }
+}
+impl IntoResult for Result<()> {
+    fn into_result(self) -> Result<()> {
+        self
+    }
+}

@@ -1,0 +1,70 @@
+//! fulmen's error type: every failure a user can cause names the file, row, setting or step.
+
+use std::path::PathBuf;
+
+/// The result of every fallible fulmen call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, with enough context to fix it without a debugger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data file exists but its contents are wrong (bad shape, bad value, bad row).
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
+    /// A data file the program expects is not there.
+    #[error("{message}")]
+    MissingData { path: PathBuf, message: String },
+    /// A trainer, loader or optimizer setting is out of range or contradicts another.
+    #[error("invalid setting `{setting}`: {message}")]
+    Config { setting: String, message: String },
+    /// The loss became NaN or infinite.
+    #[error("the training loss is {value} at epoch {epoch}, step {step} (batch {batch}): training stopped so that no weights are overwritten with non-finite values")]
+    NonFiniteLoss {
+        value: f64,
+        epoch: usize,
+        step: usize,
+        batch: usize,
+    },
+    /// A computation on the device failed (out of memory, driver error).
+    #[error("device error: {0}")]
+    Device(String),
+    /// A hook, callback or data module reported a failure of its own.
+    #[error("{0}")]
+    User(String),
+}
+
+impl Error {
+    /// An error raised by user code (a data module's `setup`, a callback), with its message.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Error::User(message.into())
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn config(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}

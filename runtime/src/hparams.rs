@@ -1,0 +1,102 @@
+//! Hyperparameters: the values a module or data module was built with, written to
+//! `hparams.yaml` (and to checkpoints), in declaration order.
+
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// An ordered map from hyperparameter name to value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HParams {
+    entries: Vec<(String, serde_yaml::Value)>,
+}
+
+impl HParams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `value` under `name`, replacing an earlier value of that name. A value serde
+    /// cannot represent is recorded as a string saying why, never dropped silently.
+    pub fn insert<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) {
+        let value = serde_yaml::to_value(value).unwrap_or_else(|e| {
+            serde_yaml::Value::String(format!("<not representable as a hyperparameter: {e}>"))
+        });
+        match self.entries.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((name.to_string(), value)),
+        }
+    }
+
+    /// The value recorded under `name`, decoded as `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let (_, value) = self
+            .entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| Error::config(name, "no such hyperparameter"))?;
+        serde_yaml::from_value(value.clone())
+            .map_err(|e| Error::config(name, format!("cannot be read back: {e}")))
+    }
+
+    /// Adds every entry of `other`, later entries replacing earlier ones of the same name.
+    pub fn extend(&mut self, other: &HParams) {
+        for (name, value) in &other.entries {
+            match self.entries.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value.clone(),
+                None => self.entries.push((name.clone(), value.clone())),
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The YAML document Lightning writes as `hparams.yaml`.
+    pub fn to_yaml(&self) -> String {
+        if self.entries.is_empty() {
+            return "{}\n".to_string();
+        }
+        let mut map = serde_yaml::Mapping::new();
+        for (name, value) in &self.entries {
+            map.insert(serde_yaml::Value::String(name.clone()), value.clone());
+        }
+        serde_yaml::to_string(&map).unwrap_or_default()
+    }
+}
+
+/// Implemented by `#[lightning_module]`, `#[module]` and `#[data_module]` for their
+/// `#[hparam]` fields (data modules: every field not marked `#[skip]`).
+pub trait Hyperparameters {
+    fn hparams(&self) -> HParams;
+}
+
+/// Moves a module between devices and dtypes without losing its hyperparameters.
+///
+/// dfdx's `to_device` / `to_dtype` rebuild a module from its tensors alone; the macros implement
+/// this trait so that `#[hparam]` and `#[skip]` fields come along.
+pub trait CarryHParams<E: dfdx::shapes::Dtype, D: dfdx::tensor_ops::Device<E>>:
+    dfdx::nn::TensorCollection<E, D>
+{
+    /// Copies this module's non-tensor fields into `to`, a copy of it on another device/dtype.
+    fn carry_hparams<E2: dfdx::shapes::Dtype, D2: dfdx::tensor_ops::Device<E2>>(
+        &self,
+        to: &mut Self::To<E2, D2>,
+    );
+
+    /// This module on `device`, hyperparameters included.
+    fn moved_to<D2: dfdx::tensor_ops::Device<E>>(&self, device: &D2) -> Self::To<E, D2> {
+        let mut moved = dfdx::nn::ToDevice::to_device(self, device);
+        self.carry_hparams(&mut moved);
+        moved
+    }
+}

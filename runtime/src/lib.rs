@@ -1,0 +1,101 @@
+//! # fulmen — PyTorch Lightning for Rust
+//!
+//! Annotate a model struct and its impl with [`lightning_module`], a data struct and its impl
+//! with [`data_module`], and hand both to a [`Trainer`]: the loops, logging, progress bar,
+//! callbacks and device placement are done for you, on [dfdx](https://docs.rs/dfdx/0.13.0)
+//! tensors whose feature shapes the compiler checks.
+//!
+//! ```no_run
+//! use fulmen::prelude::*;
+//!
+//! #[lightning_module]
+//! pub struct IrisClassifier {
+//!     layer_1: Linear<4, 16>,
+//!     layer_2: Linear<16, 3>,
+//!     #[hparam]
+//!     lr: f64,
+//! }
+//!
+//! #[lightning_module]
+//! impl IrisClassifier {
+//!     fn forward<T: Tape<E, D>>(&self, x: Tensor<(usize, Const<4>), E, D, T>) -> Tensor<(usize, Const<3>), E, D, T> {
+//!         self.layer_2.forward(self.layer_1.forward(x).relu())
+//!     }
+//!
+//!     fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+//!         let loss = cross_entropy_with_logits_loss(self.forward(ctx.trace(x)), y.one_hot());
+//!         ctx.log("train_loss", &loss);
+//!         loss
+//!     }
+//!
+//!     fn configure_optimizers(&self) -> Optim {
+//!         Optim::adam(self.lr)
+//!     }
+//! }
+//!
+//! fn main() -> fulmen::Result<()> {
+//!     let data = fulmen::data::iris::load("data/iris.npz")?;
+//!     let loader = DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true);
+//!     let mut model = IrisClassifier::new(0.01);
+//!     Trainer::builder().max_epochs(10).build()?.fit_loaders(&mut model, loader, None)
+//! }
+//! ```
+//!
+//! One concept per module: [`module`] (the model trait and its hooks), [`datamodule`],
+//! [`callback`], [`data`] (datasets, loaders, collation, file formats), [`trainer`],
+//! [`loggers`], [`optim`], [`spec`] (layer specifications → dfdx modules), [`seed`].
+
+pub mod callback;
+pub mod callbacks;
+pub mod context;
+pub mod data;
+pub mod datamodule;
+pub mod device;
+mod error;
+pub mod hparams;
+pub mod loggers;
+pub mod metrics;
+pub mod module;
+pub mod optim;
+pub mod progress;
+pub mod seed;
+pub mod spec;
+pub mod trainer;
+
+pub use callback::Callback;
+pub use context::{Loss, StepContext};
+pub use datamodule::{DataModule, Stage};
+pub use device::{FloatDtype, TrainDevice};
+pub use error::{Error, Result};
+pub use fulmen_macros::{data_module, lightning_module, module};
+pub use hparams::{HParams, Hyperparameters};
+pub use module::LightningModule;
+pub use optim::Optim;
+pub use seed::seed_everything;
+pub use spec::Spec;
+pub use trainer::{Trainer, TrainerBuilder, TrainerView};
+
+/// Re-exported so that macro-generated code and users name one dfdx.
+pub use dfdx;
+#[doc(hidden)]
+pub use serde;
+
+/// Everything a training script needs: fulmen's traits and types, its macros, and dfdx's prelude.
+pub mod prelude {
+    pub use crate::callback::Callback;
+    pub use crate::context::{Loss, StepContext};
+    pub use crate::data::{
+        Class, ClassBatch, Collate, DataLoader, Dataset, InMemoryDataset, Labels, RegressionBatch,
+    };
+    pub use crate::datamodule::{DataModule, Stage};
+    pub use crate::device::{FloatDtype, TrainDevice};
+    pub use crate::hparams::{HParams, Hyperparameters};
+    pub use crate::loggers::Logger;
+    pub use crate::metrics::accuracy;
+    pub use crate::module::LightningModule;
+    pub use crate::optim::Optim;
+    pub use crate::seed::seed_everything;
+    pub use crate::trainer::{Trainer, TrainerView};
+    pub use crate::{data_module, lightning_module, module};
+    pub use dfdx::prelude::*;
+}

@@ -1,0 +1,139 @@
+use crate::{Error, Result};
+
+/// Which update rule an [`Optim`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimKind {
+    Sgd,
+    Adam,
+    AdamW,
+    RmsProp,
+}
+
+/// An optimizer's settings, with PyTorch's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optim {
+    pub(crate) kind: OptimKind,
+    pub(crate) lr: f64,
+    pub(crate) momentum: f64,
+    pub(crate) dampening: f64,
+    pub(crate) nesterov: bool,
+    pub(crate) weight_decay: f64,
+    pub(crate) betas: (f64, f64),
+    pub(crate) eps: f64,
+    pub(crate) alpha: f64,
+    pub(crate) centered: bool,
+}
+
+impl Optim {
+    fn with(kind: OptimKind, lr: f64) -> Self {
+        Optim {
+            kind,
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            alpha: 0.99,
+            centered: false,
+        }
+    }
+
+    /// `torch.optim.SGD(lr=lr)`: momentum 0, dampening 0, no Nesterov, no weight decay.
+    pub fn sgd(lr: f64) -> Self {
+        Self::with(OptimKind::Sgd, lr)
+    }
+    /// `torch.optim.Adam(lr=lr)`: betas (0.9, 0.999), eps 1e-8, L2 weight decay 0.
+    pub fn adam(lr: f64) -> Self {
+        Self::with(OptimKind::Adam, lr)
+    }
+    /// `torch.optim.AdamW(lr=lr)`: as Adam, with decoupled weight decay 0.01.
+    pub fn adamw(lr: f64) -> Self {
+        Self {
+            weight_decay: 0.01,
+            ..Self::with(OptimKind::AdamW, lr)
+        }
+    }
+    /// `torch.optim.RMSprop(lr=lr)`: alpha 0.99, eps 1e-8, momentum 0, not centered.
+    pub fn rmsprop(lr: f64) -> Self {
+        Self::with(OptimKind::RmsProp, lr)
+    }
+
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+    pub fn dampening(mut self, dampening: f64) -> Self {
+        self.dampening = dampening;
+        self
+    }
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+    /// L2 penalty (SGD, Adam, RMSprop) or decoupled decay (AdamW).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.betas = (beta1, beta2);
+        self
+    }
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// RMSprop's smoothing constant.
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.centered = centered;
+        self
+    }
+
+    pub fn kind(&self) -> OptimKind {
+        self.kind
+    }
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    /// Refuses the settings PyTorch refuses, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, message: String| Err(Error::config(setting, message));
+        if !(self.lr >= 0.0 && self.lr.is_finite()) {
+            return bad("lr", format!("{} is not a finite value >= 0", self.lr));
+        }
+        if !(self.momentum >= 0.0 && self.momentum.is_finite()) {
+            return bad("momentum", format!("{} is not a finite value >= 0", self.momentum));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(
+                "weight_decay",
+                format!("{} is not a finite value >= 0", self.weight_decay),
+            );
+        }
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return bad("eps", format!("{} is not a finite value >= 0", self.eps));
+        }
+        for (name, beta) in [("betas.0", self.betas.0), ("betas.1", self.betas.1)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(name, format!("{beta} is not in [0, 1)"));
+            }
+        }
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            return bad("alpha", format!("{} is not a finite value >= 0", self.alpha));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return bad(
+                "nesterov",
+                "Nesterov momentum requires a momentum > 0 and zero dampening".to_string(),
+            );
+        }
+        Ok(())
+    }
+}

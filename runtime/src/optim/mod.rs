@@ -1,0 +1,20 @@
+//! Optimizers that follow PyTorch's documented update rules, with state fulmen owns (so that
+//! checkpoints can save it) and a learning rate that can change during training.
+//!
+//! `configure_optimizers` returns an [`Optim`], the optimizer's settings:
+//!
+//! ```
+//! use fulmen::Optim;
+//! let sgd = Optim::sgd(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4);
+//! let adam = Optim::adam(0.01);
+//! let adamw = Optim::adamw(1e-3).betas(0.9, 0.95);
+//! let rmsprop = Optim::rmsprop(0.01).centered(true);
+//! assert_eq!(adam.lr(), 0.01);
+//! ```
+
+mod config;
+mod rules;
+mod state;
+
+pub use config::{Optim, OptimKind};
+pub use state::Optimizer;

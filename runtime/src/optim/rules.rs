@@ -1,0 +1,107 @@
+//! The update rules, one function each, in the order of operations of PyTorch's documented
+//! algorithms (the single-tensor `for` implementations of `torch.optim`).
+
+use super::Optim;
+use crate::FloatDtype;
+
+fn c<E: FloatDtype>(x: f64) -> E {
+    E::from(x).unwrap_or_else(E::nan)
+}
+
+/// The buffers one parameter's update keeps between steps.
+pub(crate) fn buffers(config: &Optim) -> usize {
+    use super::OptimKind::*;
+    match config.kind {
+        Sgd => 1,            // momentum buffer
+        Adam | AdamW => 2,   // exp_avg, exp_avg_sq
+        RmsProp => 3,        // square_avg, momentum buffer, grad_avg
+    }
+}
+
+/// `torch.optim.SGD`.
+pub(crate) fn sgd<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], buf: &mut [E]) {
+    let (lr, wd, mu, damp) = (c::<E>(o.lr), c::<E>(o.weight_decay), c::<E>(o.momentum), c::<E>(1.0 - o.dampening));
+    for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+        let mut d = g;
+        if o.weight_decay != 0.0 {
+            d = d + wd * *p;
+        }
+        if o.momentum != 0.0 {
+            *b = if step == 1 { d } else { *b * mu + damp * d };
+            d = if o.nesterov { d + mu * *b } else { *b };
+        }
+        *p = *p - lr * d;
+    }
+}
+
+/// `torch.optim.Adam` (L2 weight decay) and `torch.optim.AdamW` (decoupled weight decay).
+pub(crate) fn adam<E: FloatDtype>(
+    o: &Optim,
+    step: u64,
+    p: &mut [E],
+    g: &[E],
+    m: &mut [E],
+    v: &mut [E],
+) {
+    let (b1, b2) = o.betas;
+    let bias_correction1 = 1.0 - b1.powf(step as f64);
+    let bias_correction2 = 1.0 - b2.powf(step as f64);
+    let step_size: E = c(o.lr / bias_correction1);
+    let bc2_sqrt: E = c(bias_correction2.sqrt());
+    let (one_minus_b1, b2e, one_minus_b2, eps) = (c::<E>(1.0 - b1), c::<E>(b2), c::<E>(1.0 - b2), c::<E>(o.eps));
+    let decoupled = o.kind == super::OptimKind::AdamW;
+    let (wd, decay): (E, E) = (c(o.weight_decay), c(1.0 - o.lr * o.weight_decay));
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let mut g = g;
+        if decoupled {
+            *p = *p * decay;
+        } else if o.weight_decay != 0.0 {
+            g = g + wd * *p;
+        }
+        *m = *m + one_minus_b1 * (g - *m); // exp_avg.lerp_(grad, 1 - beta1)
+        *v = *v * b2e + one_minus_b2 * g * g;
+        let denom = v.sqrt() / bc2_sqrt + eps;
+        *p = *p - step_size * (*m / denom);
+    }
+}
+
+/// `torch.optim.RMSprop`.
+pub(crate) fn rmsprop<E: FloatDtype>(
+    o: &Optim,
+    p: &mut [E],
+    g: &[E],
+    square_avg: &mut [E],
+    momentum_buf: &mut [E],
+    grad_avg: &mut [E],
+) {
+    let (lr, wd, alpha, one_minus_alpha, eps, mu) = (
+        c::<E>(o.lr),
+        c::<E>(o.weight_decay),
+        c::<E>(o.alpha),
+        c::<E>(1.0 - o.alpha),
+        c::<E>(o.eps),
+        c::<E>(o.momentum),
+    );
+    for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
+        let mut g = g;
+        if o.weight_decay != 0.0 {
+            g = g + wd * *p;
+        }
+        let sa = &mut square_avg[i];
+        *sa = *sa * alpha + one_minus_alpha * g * g;
+        let avg = if o.centered {
+            let ga = &mut grad_avg[i];
+            *ga = *ga + one_minus_alpha * (g - *ga);
+            (*sa - *ga * *ga).sqrt() + eps
+        } else {
+            sa.sqrt() + eps
+        };
+        if o.momentum > 0.0 {
+            let b = &mut momentum_buf[i];
+            *b = *b * mu + g / avg;
+            *p = *p - lr * *b;
+        } else {
+            *p = *p - lr * (g / avg);
+        }
+    }
+}

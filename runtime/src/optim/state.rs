@@ -1,0 +1,127 @@
+use dfdx::nn::{RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Gradients, Tensor};
+
+use super::{rules, Optim, OptimKind};
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// An optimizer at work: its settings and, per parameter, the buffers its rule keeps.
+#[derive(Debug, Clone)]
+pub struct Optimizer<E> {
+    config: Optim,
+    step: u64,
+    /// Per parameter, in the module's walk order: its name and its buffers.
+    state: Vec<(String, Vec<Vec<E>>)>,
+    scratch: Vec<E>,
+}
+
+impl<E: FloatDtype> Optimizer<E> {
+    pub fn new(config: Optim) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            step: 0,
+            state: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Optim {
+        &self.config
+    }
+
+    /// The learning rate of the next step.
+    pub fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    /// Changes the learning rate from the next step on (what schedulers do).
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        if !(lr >= 0.0 && lr.is_finite()) {
+            return Err(Error::config("lr", format!("{lr} is not a finite value >= 0")));
+        }
+        self.config.lr = lr;
+        Ok(())
+    }
+
+    /// The number of steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The buffers kept for the parameter named `name` (empty before its first step).
+    pub fn buffers(&self, name: &str) -> Option<&[Vec<E>]> {
+        self.state
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
+    }
+
+    /// Updates every trainable parameter of `module` from `grads`.
+    pub fn step<D: TrainDevice<E>, M: TensorCollection<E, D>>(
+        &mut self,
+        module: &mut M,
+        grads: &mut Gradients<E, D>,
+    ) -> Result<()> {
+        self.step += 1;
+        let mut visitor = StepVisitor {
+            optimizer: self,
+            grads,
+            index: 0,
+        };
+        M::iter_tensors(&mut RecursiveWalker {
+            m: (String::new(), module),
+            f: &mut visitor,
+        })?;
+        Ok(())
+    }
+}
+
+struct StepVisitor<'a, E: FloatDtype, D: TrainDevice<E>> {
+    optimizer: &'a mut Optimizer<E>,
+    grads: &'a mut Gradients<E, D>,
+    index: usize,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for StepVisitor<'_, E, D> {
+    type Viewer = (ViewTensorName, ViewTensorMut);
+    type Err = Error;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        (name, param): (String, &mut Tensor<S, E, D>),
+    ) -> Result<Option<Tensor<S, E, D>>> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        let Optimizer {
+            config,
+            step,
+            state,
+            scratch,
+        } = &mut *self.optimizer;
+        if state.len() == self.index {
+            let len = param.shape().num_elements();
+            state.push((name, vec![vec![E::zero(); len]; rules::buffers(config)]));
+        }
+        let buffers = &mut state[self.index].1;
+        self.index += 1;
+        let step = *step;
+        D::update_param(param, self.grads, scratch, |p, g| match config.kind {
+            OptimKind::Sgd => rules::sgd(config, step, p, g, &mut buffers[0]),
+            OptimKind::Adam | OptimKind::AdamW => {
+                let (m, v) = buffers.split_at_mut(1);
+                rules::adam(config, step, p, g, &mut m[0], &mut v[0])
+            }
+            OptimKind::RmsProp => {
+                let (sa, rest) = buffers.split_at_mut(1);
+                let (mb, ga) = rest.split_at_mut(1);
+                rules::rmsprop(config, p, g, &mut sa[0], &mut mb[0], &mut ga[0])
+            }
+        })?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,114 @@
+//! Layer specifications: from a device-free builder type (`Linear<4, 16>`) to the dfdx module
+//! that holds its tensors on a device (`modules::Linear<4, 16, E, D>`).
+//!
+//! `#[lightning_module]` and `#[module]` rewrite a field `layer_1: Linear<4, 16>` to
+//! `<Linear<4, 16> as Spec>::Module<E, D>`, which is how one struct definition serves every
+//! dtype and device. Implement [`Spec`] for your own layers to use them as fields; every
+//! `#[module]` struct implements it too, so modules nest.
+//!
+//! ```
+//! use fulmen::prelude::*;
+//! use fulmen::Spec;
+//!
+//! type Built = <(Linear<4, 16>, ReLU, Linear<16, 3>) as Spec>::Module<f32, Cpu>;
+//! let net: Built = Cpu::default().build_module::<(Linear<4, 16>, ReLU, Linear<16, 3>), f32>();
+//! assert_eq!(net.num_trainable_params(), 4 * 16 + 16 + 16 * 3 + 3);
+//! ```
+
+use dfdx::nn::{builders as b, modules as m};
+use dfdx::shapes::Dtype;
+use dfdx::tensor_ops::Device;
+
+/// A layer specification that can be instantiated for any dtype `E` and device `D`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a layer, so it cannot be a field of a #[lightning_module] or #[module] struct",
+    label = "not a layer",
+    note = "fields must be dfdx builder types (`Linear<4, 16>`, `ReLU`, tuples of them), fulmen layers or #[module] structs; mark plain values #[hparam] (saved) or #[skip] (not saved)"
+)]
+pub trait Spec {
+    /// The module holding this layer's tensors on device `D` with dtype `E`.
+    type Module<E: Dtype, D: Device<E>>;
+}
+
+macro_rules! same_type_specs {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Spec for $ty { type Module<E: Dtype, D: Device<E>> = $ty; })*
+    };
+}
+
+// Parameter-free layers are their own modules.
+same_type_specs!(
+    b::ReLU,
+    b::FastGeLU,
+    b::AccurateGeLU,
+    b::Sin,
+    b::Cos,
+    b::Ln,
+    b::Exp,
+    b::Sigmoid,
+    b::Tanh,
+    b::Square,
+    b::Sqrt,
+    b::Abs,
+    b::Softmax,
+    b::LogSoftmax,
+    b::Dropout,
+    b::AvgPoolGlobal,
+    b::MaxPoolGlobal,
+    b::MinPoolGlobal,
+);
+
+impl<const N: usize> Spec for b::DropoutOneIn<N> {
+    type Module<E: Dtype, D: Device<E>> = b::DropoutOneIn<N>;
+}
+
+impl<const I: usize, const O: usize> Spec for b::Linear<I, O> {
+    type Module<E: Dtype, D: Device<E>> = m::Linear<I, O, E, D>;
+}
+
+impl<const I: usize, const O: usize> Spec for b::UnbiasedLinear<I, O> {
+    type Module<E: Dtype, D: Device<E>> = m::UnbiasedLinear<I, O, E, D>;
+}
+
+impl<const M: usize> Spec for b::LayerNorm1D<M> {
+    type Module<E: Dtype, D: Device<E>> = m::LayerNorm1D<M, E, D>;
+}
+
+impl<const C: usize> Spec for b::BatchNorm1D<C> {
+    type Module<E: Dtype, D: Device<E>> = m::BatchNorm1D<C, E, D>;
+}
+
+impl<const C: usize> Spec for b::BatchNorm2D<C> {
+    type Module<E: Dtype, D: Device<E>> = m::BatchNorm2D<C, E, D>;
+}
+
+impl<const V: usize, const M: usize> Spec for b::Embedding<V, M> {
+    type Module<E: Dtype, D: Device<E>> = m::Embedding<V, M, E, D>;
+}
+
+impl<T: Spec> Spec for b::Residual<T> {
+    type Module<E: Dtype, D: Device<E>> = m::Residual<T::Module<E, D>>;
+}
+
+impl<F: Spec, R: Spec> Spec for b::GeneralizedResidual<F, R> {
+    type Module<E: Dtype, D: Device<E>> = m::GeneralizedResidual<F::Module<E, D>, R::Module<E, D>>;
+}
+
+impl<T: Spec, const N: usize> Spec for b::Repeated<T, N> {
+    type Module<E: Dtype, D: Device<E>> = m::Repeated<T::Module<E, D>, N>;
+}
+
+macro_rules! tuple_specs {
+    ($($name:ident),+) => {
+        impl<$($name: Spec),+> Spec for ($($name,)+) {
+            type Module<E: Dtype, D: Device<E>> = ($($name::Module<E, D>,)+);
+        }
+    };
+}
+
+tuple_specs!(A);
+tuple_specs!(A, B);
+tuple_specs!(A, B, C);
+tuple_specs!(A, B, C, F);
+tuple_specs!(A, B, C, F, G);
+tuple_specs!(A, B, C, F, G, H);

@@ -1,0 +1,329 @@
+//! The [`Trainer`]: runs `fit`, `validate`, `test` and `predict` on a module and its data,
+//! calling hooks and callbacks in Lightning's order.
+
+mod aggregate;
+mod args;
+mod run;
+mod view;
+
+pub use args::TrainerArgs;
+pub use view::TrainerView;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use dfdx::tensor::Cpu;
+
+use crate::callback::Callback;
+use crate::data::{Collate, DataLoader};
+use crate::datamodule::{DataModule, Loaders, Stage};
+use crate::device::Accelerator;
+use crate::loggers::{CsvLogger, Logger};
+use crate::module::LightningModule;
+use crate::{Error, Result};
+
+/// Lightning's default number of epochs when neither `max_epochs` nor `max_steps` is set.
+pub const DEFAULT_MAX_EPOCHS: usize = 1000;
+
+enum LoggerChoice {
+    Csv,
+    Off,
+    Custom(Box<dyn Logger>),
+}
+
+/// Settings of a [`Trainer`], with Lightning's defaults.
+pub struct TrainerBuilder {
+    max_epochs: Option<usize>,
+    max_steps: Option<usize>,
+    accelerator: String,
+    devices: usize,
+    callbacks: Vec<Box<dyn Callback>>,
+    logger: LoggerChoice,
+    default_root_dir: PathBuf,
+    enable_progress_bar: bool,
+    num_sanity_val_steps: usize,
+    log_every_n_steps: usize,
+    check_finite_loss: bool,
+}
+
+impl Default for TrainerBuilder {
+    fn default() -> Self {
+        Self {
+            max_epochs: None,
+            max_steps: None,
+            accelerator: "auto".to_string(),
+            devices: 1,
+            callbacks: Vec::new(),
+            logger: LoggerChoice::Csv,
+            default_root_dir: PathBuf::from("."),
+            enable_progress_bar: true,
+            num_sanity_val_steps: 2,
+            log_every_n_steps: 50,
+            check_finite_loss: true,
+        }
+    }
+}
+
+impl TrainerBuilder {
+    /// Stop after this many epochs (default 1000 when `max_steps` is not set either).
+    pub fn max_epochs(mut self, n: usize) -> Self {
+        self.max_epochs = Some(n);
+        self
+    }
+    /// Stop after this many optimizer steps.
+    pub fn max_steps(mut self, n: usize) -> Self {
+        self.max_steps = Some(n);
+        self
+    }
+    /// "cpu", "gpu" / "cuda" or "auto" (the default).
+    pub fn accelerator(mut self, accelerator: &str) -> Self {
+        self.accelerator = accelerator.to_string();
+        self
+    }
+    /// The number of devices (1 until distributed training lands).
+    pub fn devices(mut self, n: usize) -> Self {
+        self.devices = n;
+        self
+    }
+    /// Adds a callback; callbacks run in the order added, before the module's hooks.
+    pub fn callback(mut self, callback: impl Callback + 'static) -> Self {
+        self.callbacks.push(Box::new(callback));
+        self
+    }
+    /// Replaces the default CSV logger.
+    pub fn logger(mut self, logger: impl Logger + 'static) -> Self {
+        self.logger = LoggerChoice::Custom(Box::new(logger));
+        self
+    }
+    /// No logger at all (Lightning's `logger=False`).
+    pub fn no_logger(mut self) -> Self {
+        self.logger = LoggerChoice::Off;
+        self
+    }
+    /// Where `lightning_logs/` goes (default: the working directory).
+    pub fn default_root_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.default_root_dir = dir.into();
+        self
+    }
+    pub fn enable_progress_bar(mut self, on: bool) -> Self {
+        self.enable_progress_bar = on;
+        self
+    }
+    /// Validation batches run before training to catch bugs early (default 2; 0 disables).
+    pub fn num_sanity_val_steps(mut self, n: usize) -> Self {
+        self.num_sanity_val_steps = n;
+        self
+    }
+    /// How often step-level metrics are written to the logger (default every 50 steps).
+    pub fn log_every_n_steps(mut self, n: usize) -> Self {
+        self.log_every_n_steps = n;
+        self
+    }
+    /// Stop with an error when the loss is NaN or infinite (default on).
+    pub fn check_finite_loss(mut self, on: bool) -> Self {
+        self.check_finite_loss = on;
+        self
+    }
+    /// Applies command-line flags: every flag given replaces the value set in code.
+    pub fn args(mut self, args: &TrainerArgs) -> Self {
+        if let Some(n) = args.max_epochs {
+            self.max_epochs = Some(n);
+        }
+        if let Some(n) = args.max_steps {
+            self.max_steps = Some(n);
+        }
+        if let Some(a) = &args.accelerator {
+            self.accelerator = a.clone();
+        }
+        if let Some(n) = args.devices {
+            self.devices = n;
+        }
+        if let Some(dir) = &args.default_root_dir {
+            self.default_root_dir = dir.clone();
+        }
+        if args.no_progress_bar {
+            self.enable_progress_bar = false;
+        }
+        self
+    }
+
+    /// Checks the settings and builds the trainer.
+    pub fn build(self) -> Result<Trainer> {
+        let accelerator: Accelerator = self.accelerator.parse()?;
+        accelerator.resolve()?;
+        if self.devices != 1 {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "{} devices requested; this fulmen runs on one device (multi-device strategies are not built yet)",
+                    self.devices
+                ),
+            ));
+        }
+        if self.log_every_n_steps == 0 {
+            return Err(Error::config("log_every_n_steps", "must be at least 1"));
+        }
+        Ok(Trainer {
+            max_epochs: match (self.max_epochs, self.max_steps) {
+                (None, None) => Some(DEFAULT_MAX_EPOCHS),
+                (epochs, _) => epochs,
+            },
+            max_steps: self.max_steps,
+            callbacks: self.callbacks,
+            logger_choice: Some(self.logger),
+            default_root_dir: self.default_root_dir,
+            enable_progress_bar: self.enable_progress_bar,
+            num_sanity_val_steps: self.num_sanity_val_steps,
+            log_every_n_steps: self.log_every_n_steps,
+            check_finite_loss: self.check_finite_loss,
+            view: TrainerView::new(None),
+        })
+    }
+}
+
+/// Runs training, validation, testing and prediction (Lightning's `Trainer`).
+///
+/// ```no_run
+/// # use fulmen::prelude::*;
+/// let mut trainer = Trainer::builder().max_epochs(10).accelerator("cpu").build()?;
+/// # Ok::<(), fulmen::Error>(())
+/// ```
+pub struct Trainer {
+    max_epochs: Option<usize>,
+    max_steps: Option<usize>,
+    callbacks: Vec<Box<dyn Callback>>,
+    logger_choice: Option<LoggerChoice>,
+    default_root_dir: PathBuf,
+    enable_progress_bar: bool,
+    num_sanity_val_steps: usize,
+    log_every_n_steps: usize,
+    check_finite_loss: bool,
+    view: TrainerView,
+}
+
+impl Trainer {
+    pub fn builder() -> TrainerBuilder {
+        TrainerBuilder::default()
+    }
+
+    /// Trains `model` on `datamodule`'s training data, validating every epoch when it has
+    /// validation data and the model a `validation_step`.
+    pub fn fit<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
+    where
+        M: LightningModule<f32, Cpu>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        self.run(model, datamodule, Stage::Fit).map(|_| ())
+    }
+
+    /// [`fit`](Self::fit) with bare loaders instead of a data module (the tutorial's first
+    /// program passes a loader).
+    pub fn fit_loaders<M, S>(
+        &mut self,
+        model: &mut M,
+        train: DataLoader<S>,
+        val: Option<DataLoader<S>>,
+    ) -> Result<()>
+    where
+        M: LightningModule<f32, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu>,
+    {
+        let mut loaders = Loaders {
+            train: Some(train),
+            val,
+            ..Loaders::default()
+        };
+        self.fit(model, &mut loaders)
+    }
+
+    /// Runs the validation loop once; returns the epoch metrics.
+    pub fn validate<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<BTreeMap<String, f64>>
+    where
+        M: LightningModule<f32, Cpu>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        self.run(model, datamodule, Stage::Validate).map(|r| r.metrics)
+    }
+
+    /// Runs the test loop once; returns the epoch metrics.
+    pub fn test<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<BTreeMap<String, f64>>
+    where
+        M: LightningModule<f32, Cpu>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        self.run(model, datamodule, Stage::Test).map(|r| r.metrics)
+    }
+
+    /// Runs `predict_step` on every predict batch; returns the predictions in order.
+    pub fn predict<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<Vec<M::Prediction>>
+    where
+        M: LightningModule<f32, Cpu>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        self.run(model, datamodule, Stage::Predict).map(|r| r.predictions)
+    }
+
+    /// [`test`](Self::test) on a bare loader.
+    pub fn test_loader<M, S>(&mut self, model: &mut M, loader: DataLoader<S>) -> Result<BTreeMap<String, f64>>
+    where
+        M: LightningModule<f32, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu>,
+    {
+        self.test(model, &mut Loaders { test: Some(loader), ..Loaders::default() })
+    }
+
+    /// [`validate`](Self::validate) on a bare loader.
+    pub fn validate_loader<M, S>(&mut self, model: &mut M, loader: DataLoader<S>) -> Result<BTreeMap<String, f64>>
+    where
+        M: LightningModule<f32, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu>,
+    {
+        self.validate(model, &mut Loaders { val: Some(loader), ..Loaders::default() })
+    }
+
+    /// [`predict`](Self::predict) on a bare loader.
+    pub fn predict_loader<M, S>(&mut self, model: &mut M, loader: DataLoader<S>) -> Result<Vec<M::Prediction>>
+    where
+        M: LightningModule<f32, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu>,
+    {
+        self.predict(model, &mut Loaders { predict: Some(loader), ..Loaders::default() })
+    }
+
+    /// The latest value of every logged metric.
+    pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {
+        &self.view.callback_metrics
+    }
+    /// Epochs completed by the last `fit`.
+    pub fn current_epoch(&self) -> usize {
+        self.view.current_epoch
+    }
+    /// Optimizer steps taken by the last `fit`.
+    pub fn global_step(&self) -> usize {
+        self.view.global_step
+    }
+    /// The logger (created on the first run).
+    pub fn logger(&mut self) -> Option<&mut (dyn Logger + 'static)> {
+        self.view.logger.as_deref_mut()
+    }
+    /// The directory the logger writes to.
+    pub fn log_dir(&self) -> Option<PathBuf> {
+        self.view.logger.as_ref().and_then(|l| l.log_dir().map(|p| p.to_path_buf()))
+    }
+
+    /// Creates the logger on first use, so that building a trainer touches no file.
+    fn ensure_logger(&mut self) -> Result<()> {
+        match self.logger_choice.take() {
+            Some(LoggerChoice::Csv) => {
+                self.view.logger = Some(Box::new(CsvLogger::new(&self.default_root_dir, "lightning_logs")?));
+            }
+            Some(LoggerChoice::Custom(logger)) => self.view.logger = Some(logger),
+            Some(LoggerChoice::Off) | None => {}
+        }
+        Ok(())
+    }
+}

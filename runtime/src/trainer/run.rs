@@ -1,0 +1,443 @@
+//! The loops. One `Run` holds what a stage needs; each loop is a method, each hook point one
+//! `hook!` line, so that the order of calls reads top to bottom as in Lightning's docs.
+
+use std::collections::BTreeMap;
+
+use dfdx::nn::ZeroGrads;
+use dfdx::tensor_ops::Backward;
+use dfdx::tensor::{Cpu, Gradients};
+
+use super::aggregate::{EpochMetrics, Reduced};
+use super::{Trainer, TrainerView};
+use crate::callback::Callback;
+use crate::context::{LogEntry, LogValue, StepContext};
+use crate::data::{Collate, DataLoader};
+use crate::datamodule::{DataModule, Stage};
+use crate::hparams::HParams;
+use crate::module::LightningModule;
+use crate::optim::Optimizer;
+use crate::progress::Progress;
+use crate::{Error, Result};
+
+pub(super) struct RunResult<P> {
+    pub metrics: BTreeMap<String, f64>,
+    pub predictions: Vec<P>,
+}
+
+/// Calls hook `$name` on every callback, then on the module; a failure reported through the
+/// view ends the run.
+macro_rules! hook {
+    ($run:expr, $name:ident($($arg:expr),*)) => {{
+        for cb in $run.callbacks.iter_mut() {
+            cb.$name(&mut $run.view, $($arg),*);
+        }
+        $run.model.$name(&mut $run.view, $($arg),*);
+        $run.view.take_error()?;
+    }};
+}
+
+struct Run<'a, M> {
+    model: &'a mut M,
+    callbacks: &'a mut Vec<Box<dyn Callback>>,
+    view: &'a mut TrainerView,
+    device: Cpu,
+    progress: Progress,
+    num_sanity_val_steps: usize,
+    log_every_n_steps: usize,
+    check_finite_loss: bool,
+}
+
+impl Trainer {
+    pub(super) fn run<M, DM>(&mut self, model: &mut M, dm: &mut DM, stage: Stage) -> Result<RunResult<M::Prediction>>
+    where
+        M: LightningModule<f32, Cpu>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        self.ensure_logger()?;
+        let view = &mut self.view;
+        view.stage = stage;
+        view.should_stop = false;
+        view.max_epochs = self.max_epochs;
+        view.max_steps = self.max_steps;
+        if stage == Stage::Fit {
+            view.current_epoch = 0;
+            view.global_step = 0;
+            view.callback_metrics.clear();
+        }
+        let module_callbacks = model.configure_callbacks();
+        let own = self.callbacks.len();
+        self.callbacks.extend(module_callbacks);
+        let mut run = Run {
+            model,
+            callbacks: &mut self.callbacks,
+            view,
+            device: crate::seed::cpu(),
+            progress: Progress::new(self.enable_progress_bar),
+            num_sanity_val_steps: self.num_sanity_val_steps,
+            log_every_n_steps: self.log_every_n_steps,
+            check_finite_loss: self.check_finite_loss,
+        };
+        let result = run.stage(dm, stage);
+        // Whatever happened, what was logged reaches the disk.
+        let flushed = match run.view.logger.as_deref_mut() {
+            Some(logger) => logger.finalize(),
+            None => Ok(()),
+        };
+        self.callbacks.truncate(own);
+        let result = result?;
+        flushed?;
+        Ok(result)
+    }
+}
+
+impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
+    fn stage<DM>(&mut self, dm: &mut DM, stage: Stage) -> Result<RunResult<M::Prediction>>
+    where
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        dm.prepare_data()?;
+        dm.setup(stage)?;
+        hook!(self, setup(stage));
+        let mut result = RunResult {
+            metrics: BTreeMap::new(),
+            predictions: Vec::new(),
+        };
+        match stage {
+            Stage::Fit => self.fit(dm)?,
+            Stage::Validate | Stage::Test => {
+                let (loader, what) = if stage == Stage::Validate {
+                    (dm.val_dataloader()?, "val_dataloader")
+                } else {
+                    (dm.test_dataloader()?, "test_dataloader")
+                };
+                let loader = loader.ok_or_else(|| missing(what, stage))?;
+                self.require_step(stage)?;
+                result.metrics = self.evaluate(&loader, stage, None)?;
+            }
+            Stage::Predict => {
+                let loader = dm.predict_dataloader()?.ok_or_else(|| missing("predict_dataloader", stage))?;
+                self.require_step(stage)?;
+                result.predictions = self.predict(&loader)?;
+            }
+        }
+        dm.teardown(stage)?;
+        hook!(self, teardown(stage));
+        Ok(result)
+    }
+
+    fn require_step(&self, stage: Stage) -> Result<()> {
+        let (has, step) = match stage {
+            Stage::Validate => (M::HAS_VALIDATION_STEP, "validation_step"),
+            Stage::Test => (M::HAS_TEST_STEP, "test_step"),
+            Stage::Predict => (M::HAS_PREDICT_STEP, "predict_step"),
+            Stage::Fit => (true, "training_step"),
+        };
+        if has {
+            Ok(())
+        } else {
+            Err(Error::config(
+                stage.as_str(),
+                format!("`{}` has no `{step}`; write one in its #[lightning_module] impl", M::NAME),
+            ))
+        }
+    }
+
+    fn log_hparams(&mut self, dm_hparams: HParams) -> Result<()> {
+        let mut hparams = self.model.hparams();
+        hparams.extend(&dm_hparams);
+        match self.view.logger.as_deref_mut() {
+            Some(logger) => logger.log_hyperparams(&hparams),
+            None => Ok(()),
+        }
+    }
+
+    fn fit<DM>(&mut self, dm: &mut DM) -> Result<()>
+    where
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        let train = dm.train_dataloader()?.ok_or_else(|| missing("train_dataloader", Stage::Fit))?;
+        train.validate("train_dataloader")?;
+        let val = match dm.val_dataloader()? {
+            Some(val) if M::HAS_VALIDATION_STEP => {
+                val.validate("val_dataloader")?;
+                Some(val)
+            }
+            _ => None,
+        };
+        let mut optimizer = Optimizer::<f32>::new(self.model.configure_optimizers())?;
+        self.view.lr = optimizer.lr();
+        self.view.num_training_batches = train.len();
+        self.log_hparams(dm.hparams())?;
+
+        hook!(self, on_fit_start());
+        if let (Some(val), n @ 1..) = (&val, self.num_sanity_val_steps) {
+            self.view.sanity_checking = true;
+            hook!(self, on_sanity_check_start());
+            self.evaluate(val, Stage::Validate, Some(n))?;
+            hook!(self, on_sanity_check_end());
+            self.view.sanity_checking = false;
+        }
+        hook!(self, on_train_start());
+        let mut grads: Option<Gradients<f32, Cpu>> = Some(self.model.alloc_grads());
+        while !self.done_training() {
+            self.train_epoch(&train, val.as_ref(), &mut optimizer, &mut grads)?;
+        }
+        hook!(self, on_train_end());
+        hook!(self, on_fit_end());
+        Ok(())
+    }
+
+    fn done_training(&self) -> bool {
+        self.view.should_stop
+            || self.view.max_epochs.is_some_and(|m| self.view.current_epoch >= m)
+            || self.view.max_steps.is_some_and(|m| self.view.global_step >= m)
+    }
+
+    fn train_epoch<S: Collate<M::Batch, Cpu> + Send + 'static>(
+        &mut self,
+        train: &DataLoader<S>,
+        val: Option<&DataLoader<S>>,
+        optimizer: &mut Optimizer<f32>,
+        grads: &mut Option<Gradients<f32, Cpu>>,
+    ) -> Result<()> {
+        let epoch = self.view.current_epoch;
+        let label = match self.view.max_epochs {
+            Some(max) => format!("Epoch {epoch}/{}", max.saturating_sub(1)),
+            None => format!("Epoch {epoch}"),
+        };
+        self.progress.start(label, train.len());
+        let mut epoch_metrics = EpochMetrics::default();
+        hook!(self, on_train_epoch_start());
+        let mut batches = 0;
+        for (batch_idx, samples) in train.epoch(epoch).enumerate() {
+            batches += 1;
+            hook!(self, on_train_batch_start(batch_idx));
+            let mut ctx = self.context(Stage::Fit, true, batch_idx, samples.len());
+            ctx.grads = grads.take();
+            let batch = S::collate(samples, &self.device);
+            let loss = self.model.training_step(batch, &mut ctx);
+            let value = loss.log_value();
+            if self.check_finite_loss && !value.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    value,
+                    epoch,
+                    step: self.view.global_step,
+                    batch: batch_idx,
+                });
+            }
+            self.record_step_logs(&ctx.logs, &mut epoch_metrics)?;
+            hook!(self, on_before_zero_grad());
+            hook!(self, on_before_backward(value));
+            let mut g = loss.backward();
+            hook!(self, on_after_backward());
+            hook!(self, on_before_optimizer_step());
+            if self.view.lr != optimizer.lr() {
+                optimizer.set_lr(self.view.lr)?;
+            }
+            optimizer.step(self.model, &mut g)?;
+            self.model.zero_grads(&mut g);
+            *grads = Some(g);
+            self.view.global_step += 1;
+            hook!(self, on_train_batch_end(value, batch_idx));
+            self.progress.advance(&self.view.progress_bar_metrics);
+            if self.view.max_steps.is_some_and(|m| self.view.global_step >= m) {
+                break;
+            }
+        }
+        let stopped_early = self.view.max_steps.is_some_and(|m| self.view.global_step >= m);
+        if batches < train.len() && !stopped_early {
+            return Err(Error::msg(format!(
+                "the training loader yielded {batches} of its {} batches in epoch {epoch}: a loader worker stopped (see the panic message above)",
+                train.len()
+            )));
+        }
+        if let Some(val) = val {
+            self.evaluate(val, Stage::Validate, None)?;
+        }
+        let reduced = epoch_metrics.take();
+        self.publish_epoch(&reduced, true);
+        self.progress.finish(&self.view.progress_bar_metrics);
+        for cb in self.callbacks.iter_mut().filter(|c| !c.is_monitoring()) {
+            cb.on_train_epoch_end(self.view);
+        }
+        self.model.on_train_epoch_end(self.view);
+        for cb in self.callbacks.iter_mut().filter(|c| c.is_monitoring()) {
+            cb.on_train_epoch_end(self.view);
+        }
+        self.view.take_error()?;
+        self.log_epoch(&reduced)?;
+        self.view.current_epoch += 1;
+        Ok(())
+    }
+
+    /// The validation or test loop; `limit` caps the batches (the sanity check), whose
+    /// metrics are discarded.
+    fn evaluate<S: Collate<M::Batch, Cpu> + Send + 'static>(
+        &mut self,
+        loader: &DataLoader<S>,
+        stage: Stage,
+        limit: Option<usize>,
+    ) -> Result<BTreeMap<String, f64>> {
+        loader.validate(if stage == Stage::Test { "test_dataloader" } else { "val_dataloader" })?;
+        let test = stage == Stage::Test;
+        let mut epoch_metrics = EpochMetrics::default();
+        if !self.view.sanity_checking && self.view.stage != Stage::Fit {
+            self.progress.start(if test { "Testing".into() } else { "Validation".into() }, loader.len());
+        }
+        if test {
+            hook!(self, on_test_start());
+            hook!(self, on_test_epoch_start());
+        } else {
+            hook!(self, on_validation_start());
+            hook!(self, on_validation_epoch_start());
+        }
+        let total = limit.map_or(loader.len(), |l| l.min(loader.len()));
+        for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
+            if test {
+                hook!(self, on_test_batch_start(batch_idx));
+            } else {
+                hook!(self, on_validation_batch_start(batch_idx));
+            }
+            let mut ctx = self.context(stage, false, batch_idx, samples.len());
+            let batch = S::collate(samples, &self.device);
+            if test {
+                self.model.test_step(batch, &mut ctx);
+            } else {
+                self.model.validation_step(batch, &mut ctx);
+            }
+            for entry in &ctx.logs {
+                epoch_metrics.add(entry);
+            }
+            if test {
+                hook!(self, on_test_batch_end(batch_idx));
+            } else {
+                hook!(self, on_validation_batch_end(batch_idx));
+            }
+            if self.view.stage != Stage::Fit {
+                self.progress.advance(&self.view.progress_bar_metrics);
+            }
+        }
+        let reduced = epoch_metrics.take();
+        if !self.view.sanity_checking {
+            self.publish_epoch(&reduced, false);
+        }
+        if test {
+            hook!(self, on_test_epoch_end());
+            hook!(self, on_test_end());
+        } else {
+            hook!(self, on_validation_epoch_end());
+            hook!(self, on_validation_end());
+        }
+        if !self.view.sanity_checking {
+            self.log_epoch(&reduced)?;
+            if self.view.stage != Stage::Fit {
+                self.progress.finish(&self.view.progress_bar_metrics);
+            }
+        }
+        Ok(reduced.into_iter().map(|(k, r)| (k, r.value)).collect())
+    }
+
+    fn predict<S: Collate<M::Batch, Cpu> + Send + 'static>(
+        &mut self,
+        loader: &DataLoader<S>,
+    ) -> Result<Vec<M::Prediction>> {
+        loader.validate("predict_dataloader")?;
+        let mut predictions = Vec::with_capacity(loader.len());
+        self.progress.start("Predicting".into(), loader.len());
+        hook!(self, on_predict_start());
+        hook!(self, on_predict_epoch_start());
+        for (batch_idx, samples) in loader.epoch(0).enumerate() {
+            hook!(self, on_predict_batch_start(batch_idx));
+            let mut ctx = self.context(Stage::Predict, false, batch_idx, samples.len());
+            let batch = S::collate(samples, &self.device);
+            predictions.push(self.model.predict_step(batch, &mut ctx));
+            hook!(self, on_predict_batch_end(batch_idx));
+            self.progress.advance(&self.view.progress_bar_metrics);
+        }
+        hook!(self, on_predict_epoch_end());
+        hook!(self, on_predict_end());
+        self.progress.finish(&self.view.progress_bar_metrics);
+        Ok(predictions)
+    }
+
+    fn context(&self, stage: Stage, training: bool, batch_idx: usize, batch_size: usize) -> StepContext<f32, Cpu> {
+        let mut ctx = StepContext::new(self.device.clone(), stage, training);
+        ctx.batch_idx = batch_idx;
+        ctx.batch_size = batch_size;
+        ctx.epoch = self.view.current_epoch;
+        ctx.global_step = self.view.global_step;
+        ctx
+    }
+
+    /// Step-level values: into `callback_metrics` and the progress bar now, into the logger
+    /// every `log_every_n_steps` steps; epoch-level values into the running reduction.
+    fn record_step_logs(&mut self, logs: &[LogEntry], epoch_metrics: &mut EpochMetrics) -> Result<()> {
+        let mut to_logger = BTreeMap::new();
+        for entry in logs {
+            epoch_metrics.add(entry);
+            if !entry.on_step {
+                continue;
+            }
+            let key = if entry.on_epoch { format!("{}_step", entry.name) } else { entry.name.clone() };
+            self.view.callback_metrics.insert(entry.name.clone(), entry.value);
+            self.view.callback_metrics.insert(key.clone(), entry.value);
+            if entry.prog_bar {
+                self.view.progress_bar_metrics.insert(key.clone(), entry.value);
+            }
+            if entry.logger {
+                to_logger.insert(key, entry.value);
+            }
+        }
+        let step = self.view.global_step;
+        if !to_logger.is_empty() && (step + 1) % self.log_every_n_steps == 0 {
+            to_logger.insert("epoch".to_string(), self.view.current_epoch as f64);
+            if let Some(logger) = self.view.logger.as_deref_mut() {
+                logger.log_metrics(&to_logger, step)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Epoch values into `callback_metrics` and the progress bar.
+    fn publish_epoch(&mut self, reduced: &BTreeMap<String, Reduced>, training: bool) {
+        for (name, r) in reduced {
+            let key = if training && r.on_step { format!("{name}_epoch") } else { name.clone() };
+            self.view.callback_metrics.insert(name.clone(), r.value);
+            self.view.callback_metrics.insert(key.clone(), r.value);
+            if r.prog_bar {
+                self.view.progress_bar_metrics.insert(key, r.value);
+            }
+        }
+    }
+
+    /// Epoch values into the logger, at the index of the last optimizer step.
+    fn log_epoch(&mut self, reduced: &BTreeMap<String, Reduced>) -> Result<()> {
+        let mut row: BTreeMap<String, f64> = reduced
+            .iter()
+            .filter(|(_, r)| r.logger)
+            .map(|(name, r)| {
+                let key = if r.on_step { format!("{name}_epoch") } else { name.clone() };
+                (key, r.value)
+            })
+            .collect();
+        if row.is_empty() {
+            return Ok(());
+        }
+        row.insert("epoch".to_string(), self.view.current_epoch as f64);
+        let step = self.view.global_step.saturating_sub(1);
+        match self.view.logger.as_deref_mut() {
+            Some(logger) => logger.log_metrics(&row, step),
+            None => Ok(()),
+        }
+    }
+}
+
+fn missing(what: &str, stage: Stage) -> Error {
+    Error::config(
+        what,
+        format!("`{}` needs data: the data module's `{what}` returned none", stage.as_str()),
+    )
+}

@@ -1,0 +1,128 @@
+use std::collections::BTreeMap;
+
+use crate::datamodule::Stage;
+use crate::loggers::Logger;
+use crate::{Error, Result};
+
+/// What callbacks and module hooks see of the trainer (Lightning's `trainer` argument).
+pub struct TrainerView {
+    pub(crate) stage: Stage,
+    pub(crate) sanity_checking: bool,
+    pub(crate) current_epoch: usize,
+    pub(crate) global_step: usize,
+    pub(crate) max_epochs: Option<usize>,
+    pub(crate) max_steps: Option<usize>,
+    pub(crate) num_training_batches: usize,
+    pub(crate) callback_metrics: BTreeMap<String, f64>,
+    pub(crate) progress_bar_metrics: BTreeMap<String, f64>,
+    pub(crate) logger: Option<Box<dyn Logger>>,
+    pub(crate) should_stop: bool,
+    pub(crate) lr: f64,
+    pub(crate) error: Option<Error>,
+}
+
+impl TrainerView {
+    pub(crate) fn new(logger: Option<Box<dyn Logger>>) -> Self {
+        Self {
+            stage: Stage::Fit,
+            sanity_checking: false,
+            current_epoch: 0,
+            global_step: 0,
+            max_epochs: None,
+            max_steps: None,
+            num_training_batches: 0,
+            callback_metrics: BTreeMap::new(),
+            progress_bar_metrics: BTreeMap::new(),
+            logger,
+            should_stop: false,
+            lr: 0.0,
+            error: None,
+        }
+    }
+
+    /// The stage running now.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+    /// Whether the validation loop now running is the sanity check before training.
+    pub fn sanity_checking(&self) -> bool {
+        self.sanity_checking
+    }
+    /// The epoch running now (0-based; after `fit`, the number of epochs run).
+    pub fn current_epoch(&self) -> usize {
+        self.current_epoch
+    }
+    /// Optimizer steps taken.
+    pub fn global_step(&self) -> usize {
+        self.global_step
+    }
+    pub fn max_epochs(&self) -> Option<usize> {
+        self.max_epochs
+    }
+    pub fn max_steps(&self) -> Option<usize> {
+        self.max_steps
+    }
+    /// Batches in one training epoch.
+    pub fn num_training_batches(&self) -> usize {
+        self.num_training_batches
+    }
+    /// The latest value of every logged metric: step values during an epoch, epoch
+    /// reductions once the epoch ends.
+    pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {
+        &self.callback_metrics
+    }
+    /// The metrics logged with `prog_bar`.
+    pub fn progress_bar_metrics(&self) -> &BTreeMap<String, f64> {
+        &self.progress_bar_metrics
+    }
+    /// The logger, if the trainer has one.
+    pub fn logger(&mut self) -> Option<&mut (dyn Logger + 'static)> {
+        self.logger.as_deref_mut()
+    }
+    /// Sends `metrics` to the logger at `step` (Lightning's `trainer.logger.log_metrics`) and
+    /// records them in `callback_metrics`; a write error stops the run after this hook.
+    pub fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) {
+        self.callback_metrics
+            .extend(metrics.iter().map(|(k, v)| (k.clone(), *v)));
+        if let Some(logger) = self.logger.as_deref_mut() {
+            if let Err(e) = logger.log_metrics(metrics, step) {
+                self.fail(e);
+            }
+        }
+    }
+    /// Logs one value at the current step (what `self.log` does in an epoch-level hook).
+    pub fn log(&mut self, name: &str, value: f64) {
+        let step = self.global_step.saturating_sub(1);
+        let mut metrics = BTreeMap::from([(name.to_string(), value)]);
+        metrics.insert("epoch".to_string(), self.current_epoch as f64);
+        self.log_metrics(&metrics, step);
+    }
+    /// Asks the trainer to stop at the end of this epoch (Lightning's `trainer.should_stop`).
+    pub fn request_stop(&mut self) {
+        self.should_stop = true;
+    }
+    pub fn should_stop(&self) -> bool {
+        self.should_stop
+    }
+    /// The optimizer's learning rate.
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+    /// Changes the optimizer's learning rate from the next step on.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    /// Stops the run with `error` after the hook that reports it returns.
+    pub fn fail(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    pub(crate) fn take_error(&mut self) -> Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
