@@ -1,0 +1,167 @@
+//! What the tutorial's Iris programs share: the model, the `TrainingLogger` callback, the data
+//! module, and the command line.
+#![allow(dead_code)] // each example uses part of it
+
+use std::path::PathBuf;
+
+use fulmen::data::{iris, stratified_split};
+use fulmen::prelude::*;
+
+/// The tutorial's MLP: 4 features → 16 hidden (ReLU) → 3 classes.
+#[lightning_module]
+pub struct IrisClassifier {
+    // Input: 4 features (sepal/petal measurements); hidden: 16 neurons;
+    // output: 3 classes (setosa, versicolour, virginica).
+    layer_1: Linear<4, 16>,
+    layer_2: Linear<16, 3>,
+    #[hparam]
+    lr: f64,
+}
+
+#[lightning_module]
+impl IrisClassifier {
+    fn forward<T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, Const<4>), E, D, T>,
+    ) -> Tensor<(usize, Const<3>), E, D, T> {
+        self.layer_2.forward(self.layer_1.forward(x).relu())
+    }
+
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let logits = self.forward(ctx.trace(x));
+        // CrossEntropyLoss on logits, against the one-hot labels.
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        // Log the loss, so that the callback can see it.
+        ctx.log("train_loss", &loss);
+        loss
+    }
+
+    fn validation_step(&self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) {
+        let logits = self.forward(x);
+        ctx.log("val_acc", accuracy(&logits, &y)).prog_bar(true);
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        ctx.log("val_loss", &loss);
+    }
+
+    fn configure_optimizers(&self) -> Optim {
+        Optim::adam(self.lr)
+    }
+}
+
+/// The tutorial's "spy" callback: prints the training loss at the end of every epoch.
+pub struct TrainingLogger;
+
+impl Callback for TrainingLogger {
+    fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
+        // The logged metrics are reachable through trainer.callback_metrics().
+        if let Some(loss) = trainer.callback_metrics().get("train_loss") {
+            println!(
+                "Spy Report: Epoch {} ended. Loss: {loss:.4}",
+                trainer.current_epoch()
+            );
+        }
+    }
+}
+
+/// The tutorial's `IrisDataModule`: checks for the file, splits it stratified, serves loaders.
+#[data_module]
+pub struct IrisDataModule {
+    data_dir: PathBuf,
+    batch_size: usize,
+    #[skip] // save_hyperparameters(ignore=["num_workers"])
+    num_workers: usize,
+    val_size: f64,
+    random_state: u64,
+    shuffle: bool,
+    #[skip]
+    train_ds: Option<InMemoryDataset<iris::Sample>>,
+    #[skip]
+    val_ds: Option<InMemoryDataset<iris::Sample>>,
+}
+
+#[data_module]
+impl IrisDataModule {
+    pub fn new(data_dir: impl Into<PathBuf>, batch_size: usize, val_size: f64, random_state: u64) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            batch_size,
+            num_workers: 0,
+            val_size,
+            random_state,
+            shuffle: true,
+            train_ds: None,
+            val_ds: None,
+        }
+    }
+
+    fn data_file(&self) -> PathBuf {
+        self.data_dir.join("iris.npz")
+    }
+
+    fn prepare_data(&mut self) -> fulmen::Result<()> {
+        let file = self.data_file();
+        if file.exists() {
+            return Ok(());
+        }
+        Err(fulmen::Error::MissingData {
+            message: format!(
+                "Expected dataset at {}. Run the download script provided to create it: \
+                 `cargo run --example make_iris`",
+                file.display()
+            ),
+            path: file,
+        })
+    }
+
+    fn setup(&mut self, _stage: Stage) -> fulmen::Result<()> {
+        let samples = iris::load(self.data_file())?;
+        // Train/val split, stratified to keep the class balance.
+        let labels: Vec<usize> = samples.iter().map(|(_, y)| y.index()).collect();
+        let (train, val) = stratified_split(samples, &labels, self.val_size, self.random_state)?;
+        self.train_ds = Some(InMemoryDataset::new(train));
+        self.val_ds = Some(InMemoryDataset::new(val));
+        Ok(())
+    }
+
+    fn train_dataloader(&self) -> Option<DataLoader<iris::Sample>> {
+        let ds = self.train_ds.clone()?;
+        Some(
+            DataLoader::new(ds, self.batch_size)
+                .shuffle(self.shuffle)
+                .num_workers(self.num_workers),
+        )
+    }
+
+    fn val_dataloader(&self) -> Option<DataLoader<iris::Sample>> {
+        let ds = self.val_ds.clone()?;
+        Some(DataLoader::new(ds, self.batch_size).num_workers(self.num_workers))
+    }
+}
+
+/// The flags every Iris example takes: the trainer's and a seed.
+#[derive(clap::Parser)]
+pub struct Args {
+    /// Where `iris.npz` lives (written by `cargo run --example make_iris`).
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Seed every random stream (weights, shuffling) for a reproducible run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub trainer: fulmen::trainer::TrainerArgs,
+}
+
+/// Runs `body`, printing its error and exiting non-zero on failure.
+pub fn exit_on_error(body: impl FnOnce() -> fulmen::Result<()>) -> std::process::ExitCode {
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
