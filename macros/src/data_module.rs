@@ -28,8 +28,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Ok(item) => item,
         Err(e) => return e.to_compile_error(),
     };
+    let mut fallback = item;
     let out = match &parsed {
-        syn::Item::Struct(s) => expand_struct(&cx, s),
+        syn::Item::Struct(s) => {
+            fallback = crate::module_struct::strip_field_attrs(s);
+            expand_struct(&cx, s)
+        }
         syn::Item::Impl(i) => expand_impl(&cx, i),
         other => {
             cx.error(other, "#[data_module] goes on a struct (its fields are the hyperparameters) or on its impl (the loaders)");
@@ -37,7 +41,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     if cx.has_errors() {
-        cx.into_output(item)
+        cx.into_output(fallback)
     } else {
         out
     }

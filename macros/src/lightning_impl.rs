@@ -33,6 +33,35 @@ fn receiver(sig: &syn::Signature) -> Option<&syn::Receiver> {
     }
 }
 
+/// What is emitted beside the errors: the impl's methods as inherent methods with `E` and `D`
+/// in scope (each name once), so that the IDE and the rest of the crate still see them.
+pub(crate) fn fallback(item: &syn::ItemImpl) -> TokenStream {
+    let Some(self_ty) = with_dtype_device(&item.self_ty) else {
+        return TokenStream::new();
+    };
+    if item.trait_.is_some() {
+        return TokenStream::new();
+    }
+    let mut names = Vec::new();
+    let items = item.items.iter().filter(|i| match i {
+        syn::ImplItem::Fn(f) => {
+            let name = f.sig.ident.to_string();
+            let first = !names.contains(&name);
+            names.push(name);
+            first
+        }
+        _ => true,
+    });
+    let params = item.generics.params.iter();
+    let where_clause = &item.generics.where_clause;
+    quote! {
+        #[allow(dead_code)]
+        impl<#(#params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> #self_ty #where_clause {
+            #(#items)*
+        }
+    }
+}
+
 pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
     if let Some((_, path, _)) = &item.trait_ {
         cx.error(path, "#[lightning_module] goes on the module's own impl (`impl MyModel { ... }`), not on a trait impl");

@@ -50,9 +50,16 @@ pub(crate) fn expand_item(attr: TokenStream, item: TokenStream, kind: Kind) -> T
         Ok(item) => item,
         Err(e) => return e.to_compile_error(),
     };
+    let mut fallback = item;
     let out = match &parsed {
-        syn::Item::Struct(s) => expand_struct(&cx, s, kind),
-        syn::Item::Impl(i) if kind == Kind::Lightning => crate::lightning_impl::expand(&cx, i),
+        syn::Item::Struct(s) => {
+            fallback = strip_field_attrs(s);
+            expand_struct(&cx, s, kind)
+        }
+        syn::Item::Impl(i) if kind == Kind::Lightning => {
+            fallback = crate::lightning_impl::fallback(i);
+            crate::lightning_impl::expand(&cx, i)
+        }
         syn::Item::Impl(i) => {
             cx.error(&i.self_ty, "#[module] goes on the struct only: a plain module has no steps or hooks (did you mean #[lightning_module]?)");
             TokenStream::new()
@@ -71,7 +78,7 @@ pub(crate) fn expand_item(attr: TokenStream, item: TokenStream, kind: Kind) -> T
         }
     };
     if cx.has_errors() {
-        cx.into_output(item)
+        cx.into_output(fallback)
     } else {
         out
     }
@@ -309,6 +316,15 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
         });
     }
     out
+}
+
+/// The struct without the `#[hparam]` / `#[skip]` markers, which mean nothing to rustc.
+pub(crate) fn strip_field_attrs(item: &syn::ItemStruct) -> TokenStream {
+    let mut item = item.clone();
+    for f in item.fields.iter_mut() {
+        f.attrs.retain(|a| !a.path().is_ident("hparam") && !a.path().is_ident("skip"));
+    }
+    item.into_token_stream()
 }
 
 fn strip_default(p: &syn::GenericParam) -> syn::GenericParam {

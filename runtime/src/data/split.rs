@@ -111,15 +111,6 @@ pub fn stratified_split<T>(
     let mut classes: Vec<usize> = labels.to_vec();
     classes.sort_unstable();
     classes.dedup();
-    if classes.len() > n_test || classes.len() > n_train {
-        return Err(Error::config(
-            "test_size",
-            format!(
-                "a stratified split of {n} items into {n_train} + {n_test} cannot hold all {} classes on both sides",
-                classes.len()
-            ),
-        ));
-    }
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
     for (i, l) in labels.iter().enumerate() {
         if let Ok(c) = classes.binary_search(l) {
@@ -130,6 +121,15 @@ pub fn stratified_split<T>(
         return Err(Error::config(
             "stratify",
             format!("class {} has a single member; each class needs at least 2 to be split", classes[c]),
+        ));
+    }
+    if classes.len() > n_test || classes.len() > n_train {
+        return Err(Error::config(
+            "test_size",
+            format!(
+                "a stratified split of {n} items into {n_train} + {n_test} cannot hold all {} classes on both sides",
+                classes.len()
+            ),
         ));
     }
     let counts: Vec<usize> = members.iter().map(Vec::len).collect();

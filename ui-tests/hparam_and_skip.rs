@@ -1,0 +1,11 @@
+use fulmen::prelude::*;
+
+#[lightning_module]
+pub struct Net {
+    layer: Linear<4, 3>,
+    #[hparam]
+    #[skip]
+    lr: f64,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use fulmen::prelude::*;
+
+#[lightning_module]
+pub struct Net {
+    layer: Linear<4, 3>,
+    lr: f64,
+}
+
+fn main() {}
