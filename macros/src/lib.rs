@@ -11,6 +11,8 @@ mod hooks;
 mod lightning_impl;
 mod module_struct;
 mod names;
+#[cfg(test)]
+mod snapshot_tests;
 
 use proc_macro::TokenStream;
 

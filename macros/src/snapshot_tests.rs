@@ -1,0 +1,101 @@
+//! The generated code of the tutorial's module and data module, pinned: a change to what the
+//! macros emit shows up as a reviewed snapshot diff.
+
+use quote::quote;
+
+fn pretty(tokens: proc_macro2::TokenStream) -> String {
+    match syn::parse2::<syn::File>(tokens.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        Err(_) => tokens.to_string(),
+    }
+}
+
+#[test]
+fn iris_module_struct() {
+    let out = crate::module_struct::expand_item(
+        quote!(),
+        quote! {
+            pub struct IrisClassifier {
+                layer_1: Linear<4, 16>,
+                layer_2: Linear<16, 3>,
+                #[hparam]
+                lr: f64,
+            }
+        },
+        crate::module_struct::Kind::Lightning,
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn iris_module_impl() {
+    let out = crate::module_struct::expand_item(
+        quote!(),
+        quote! {
+            impl IrisClassifier {
+                fn forward<T: Tape<E, D>>(&self, x: Tensor<(usize, Const<4>), E, D, T>) -> Tensor<(usize, Const<3>), E, D, T> {
+                    self.layer_2.forward(self.layer_1.forward(x).relu())
+                }
+                fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+                    let loss = cross_entropy_with_logits_loss(self.forward(ctx.trace(x)), y.one_hot());
+                    ctx.log("train_loss", &loss);
+                    loss
+                }
+                fn validation_step(&self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) {
+                    ctx.log("val_acc", accuracy(&self.forward(x), &y));
+                }
+                fn configure_optimizers(&self) -> Optim {
+                    Optim::adam(self.lr)
+                }
+            }
+        },
+        crate::module_struct::Kind::Lightning,
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn block_with_many_layers_nests_field_tuples() {
+    let out = crate::module_struct::expand_item(
+        quote!(),
+        quote! {
+            pub struct Deep<const W: usize> {
+                a: Linear<W, W>, b: Linear<W, W>, c: Linear<W, W>, d: Linear<W, W>,
+                e: Linear<W, W>, f: Linear<W, W>, g: Linear<W, W>, h: ReLU,
+            }
+        },
+        crate::module_struct::Kind::Plain,
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn iris_data_module() {
+    let strukt = crate::data_module::expand(
+        quote!(),
+        quote! {
+            pub struct IrisDataModule {
+                data_dir: PathBuf,
+                batch_size: usize,
+                #[skip]
+                num_workers: usize,
+                val_size: f64,
+                #[skip]
+                train_ds: Option<InMemoryDataset<iris::Sample>>,
+            }
+        },
+    );
+    let imp = crate::data_module::expand(
+        quote!(),
+        quote! {
+            impl IrisDataModule {
+                fn prepare_data(&mut self) -> fulmen::Result<()> { Ok(()) }
+                fn setup(&mut self, _stage: Stage) -> fulmen::Result<()> { Ok(()) }
+                fn train_dataloader(&self) -> Option<DataLoader<iris::Sample>> {
+                    Some(DataLoader::new(self.train_ds.clone()?, self.batch_size))
+                }
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(quote!(#strukt #imp)));
+}
