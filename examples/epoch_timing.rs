@@ -21,10 +21,15 @@ impl Callback for EpochTimingCallback {
     }
 
     fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
-        let Some(start) = self.epoch_start_time.take() else { return };
+        let Some(start) = self.epoch_start_time.take() else {
+            return;
+        };
         let duration = start.elapsed().as_secs_f64();
         let epoch = trainer.current_epoch();
-        trainer.log_metrics(&BTreeMap::from([("epoch_time_sec".to_string(), duration)]), epoch);
+        trainer.log_metrics(
+            &BTreeMap::from([("epoch_time_sec".to_string(), duration)]),
+            epoch,
+        );
         println!("[Timing] Epoch {epoch} took {duration:.2} seconds");
     }
 }

@@ -3,7 +3,9 @@
 //! with fulmen (the machine may have no network).
 
 fn main() -> std::process::ExitCode {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "data/iris.npz".to_string());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "data/iris.npz".to_string());
     match fulmen::data::iris::write_npz(&path) {
         Ok(()) => {
             println!("wrote {path}: X (150, 4) float32, y (150,) int64, 50 samples per class");

@@ -30,7 +30,10 @@ fn the_shipped_iris_npz_is_what_make_iris_writes() {
 #[test]
 fn a_missing_file_names_the_path_and_how_to_create_it() {
     let e = err_text(iris::load("no/such/iris.npz").unwrap_err());
-    assert!(e.contains("no/such/iris.npz") && e.contains("cargo run --example make_iris"), "{e}");
+    assert!(
+        e.contains("no/such/iris.npz") && e.contains("cargo run --example make_iris"),
+        "{e}"
+    );
     let e = err_text(csv::read_classification::<4, 3>("no/such.csv", true).unwrap_err());
     assert!(e.contains("no/such.csv does not exist"), "{e}");
 }
@@ -41,13 +44,22 @@ fn npz_of_the_wrong_width_or_labels_is_refused() {
     let wide = dir.path().join("wide.npz");
     npz::write_classification(&wide, &[([1.0; 5], Class::<3>::new(0).unwrap()); 3]).unwrap();
     let e = err_text(npz::read_classification::<4, 3>(&wide, "X", "y").unwrap_err());
-    assert!(e.contains("wide.npz") && e.contains("shape [3, 5]") && e.contains("(rows, 4)"), "{e}");
+    assert!(
+        e.contains("wide.npz") && e.contains("shape [3, 5]") && e.contains("(rows, 4)"),
+        "{e}"
+    );
 
     let labels = dir.path().join("labels.npz");
-    let rows = [([1.0; 4], Class::<4>::new(0).unwrap()), ([2.0; 4], Class::<4>::new(3).unwrap())];
+    let rows = [
+        ([1.0; 4], Class::<4>::new(0).unwrap()),
+        ([2.0; 4], Class::<4>::new(3).unwrap()),
+    ];
     npz::write_classification(&labels, &rows).unwrap();
     let e = err_text(npz::read_classification::<4, 3>(&labels, "X", "y").unwrap_err());
-    assert!(e.contains("labels.npz: row 1: label 3 is outside the class range 0..3"), "{e}");
+    assert!(
+        e.contains("labels.npz: row 1: label 3 is outside the class range 0..3"),
+        "{e}"
+    );
 
     let e = err_text(npz::read_classification::<4, 3>(&labels, "features", "y").unwrap_err());
     assert!(e.contains("no array named `features`"), "{e}");
@@ -55,7 +67,10 @@ fn npz_of_the_wrong_width_or_labels_is_refused() {
     let junk = dir.path().join("junk.npz");
     std::fs::write(&junk, b"not a zip").unwrap();
     let e = err_text(npz::read_array(&junk, "X").unwrap_err());
-    assert!(e.contains("junk.npz") && e.contains("not a readable .npz"), "{e}");
+    assert!(
+        e.contains("junk.npz") && e.contains("not a readable .npz"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -67,14 +82,37 @@ fn malformed_csv_rows_are_named_by_line() {
         p
     };
     let good = write("good.csv", "a,b,c,d,label\n1,2,3,4,0\n5,6,7,8,2\n");
-    assert_eq!(csv::read_classification::<4, 3>(&good, true).unwrap().len(), 2);
+    assert_eq!(
+        csv::read_classification::<4, 3>(&good, true).unwrap().len(),
+        2
+    );
 
     let cases = [
-        ("text.csv", "a,b,c,d,label\n1,2,3,4,0\n1,abc,3,4,1\n", "line 3, column 2: `abc` is not a number"),
-        ("columns.csv", "a,b,c,d,label\n1,2,3,0\n", "line 2: 4 columns, expected 5"),
-        ("label.csv", "a,b,c,d,label\n1,2,3,4,7\n", "line 2: label 7 is outside the class range 0..3"),
-        ("fraction.csv", "a,b,c,d,label\n1,2,3,4,1.5\n", "line 2: label 1.5 is outside the class range"),
-        ("nan.csv", "a,b,c,d,label\n1,NaN,3,4,1\n", "line 2: feature 1 is NaN"),
+        (
+            "text.csv",
+            "a,b,c,d,label\n1,2,3,4,0\n1,abc,3,4,1\n",
+            "line 3, column 2: `abc` is not a number",
+        ),
+        (
+            "columns.csv",
+            "a,b,c,d,label\n1,2,3,0\n",
+            "line 2: 4 columns, expected 5",
+        ),
+        (
+            "label.csv",
+            "a,b,c,d,label\n1,2,3,4,7\n",
+            "line 2: label 7 is outside the class range 0..3",
+        ),
+        (
+            "fraction.csv",
+            "a,b,c,d,label\n1,2,3,4,1.5\n",
+            "line 2: label 1.5 is outside the class range",
+        ),
+        (
+            "nan.csv",
+            "a,b,c,d,label\n1,NaN,3,4,1\n",
+            "line 2: feature 1 is NaN",
+        ),
         ("empty.csv", "", "holds no data rows"),
     ];
     for (name, text, expected) in cases {

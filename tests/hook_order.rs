@@ -21,18 +21,42 @@ fn rec(log: &Log, who: &str, what: &str) {
 
 #[lightning_module]
 impl Recorded {
-    fn training_step(&mut self, (x, y): ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
-        rec(&self.log, "module", &format!("training_step({})", ctx.batch_idx()));
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        rec(
+            &self.log,
+            "module",
+            &format!("training_step({})", ctx.batch_idx()),
+        );
         cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot())
     }
     fn validation_step(&mut self, _batch: ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) {
-        rec(&self.log, "module", &format!("validation_step({})", ctx.batch_idx()));
+        rec(
+            &self.log,
+            "module",
+            &format!("validation_step({})", ctx.batch_idx()),
+        );
     }
     fn test_step(&mut self, _batch: ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) {
-        rec(&self.log, "module", &format!("test_step({})", ctx.batch_idx()));
+        rec(
+            &self.log,
+            "module",
+            &format!("test_step({})", ctx.batch_idx()),
+        );
     }
-    fn predict_step(&mut self, (x, _): ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) -> usize {
-        rec(&self.log, "module", &format!("predict_step({})", ctx.batch_idx()));
+    fn predict_step(
+        &mut self,
+        (x, _): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> usize {
+        rec(
+            &self.log,
+            "module",
+            &format!("predict_step({})", ctx.batch_idx()),
+        );
         x.shape().0
     }
     fn configure_optimizers(&self) -> Optim {
@@ -43,40 +67,116 @@ impl Recorded {
         rec(&self.log, "module", "configure_callbacks");
         Vec::new()
     }
-    fn setup(&mut self, _t: &mut TrainerView, stage: Stage) { rec(&self.log, "module", &format!("setup({stage})")) }
-    fn teardown(&mut self, _t: &mut TrainerView, stage: Stage) { rec(&self.log, "module", &format!("teardown({stage})")) }
-    fn on_fit_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_fit_start") }
-    fn on_fit_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_fit_end") }
-    fn on_sanity_check_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_sanity_check_start") }
-    fn on_sanity_check_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_sanity_check_end") }
-    fn on_train_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_train_start") }
-    fn on_train_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_train_end") }
-    fn on_train_epoch_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_train_epoch_start") }
-    fn on_train_epoch_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_train_epoch_end") }
-    fn on_train_batch_start(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_train_batch_start({i})")) }
-    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, i: usize) { rec(&self.log, "module", &format!("on_train_batch_end({i})")) }
-    fn on_before_zero_grad(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_before_zero_grad") }
-    fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) { rec(&self.log, "module", "on_before_backward") }
-    fn on_after_backward(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_after_backward") }
-    fn on_before_optimizer_step(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_before_optimizer_step") }
-    fn on_validation_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_validation_start") }
-    fn on_validation_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_validation_end") }
-    fn on_validation_epoch_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_validation_epoch_start") }
-    fn on_validation_epoch_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_validation_epoch_end") }
-    fn on_validation_batch_start(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_validation_batch_start({i})")) }
-    fn on_validation_batch_end(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_validation_batch_end({i})")) }
-    fn on_test_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_test_start") }
-    fn on_test_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_test_end") }
-    fn on_test_epoch_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_test_epoch_start") }
-    fn on_test_epoch_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_test_epoch_end") }
-    fn on_test_batch_start(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_test_batch_start({i})")) }
-    fn on_test_batch_end(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_test_batch_end({i})")) }
-    fn on_predict_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_predict_start") }
-    fn on_predict_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_predict_end") }
-    fn on_predict_epoch_start(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_predict_epoch_start") }
-    fn on_predict_epoch_end(&mut self, _t: &mut TrainerView) { rec(&self.log, "module", "on_predict_epoch_end") }
-    fn on_predict_batch_start(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_predict_batch_start({i})")) }
-    fn on_predict_batch_end(&mut self, _t: &mut TrainerView, i: usize) { rec(&self.log, "module", &format!("on_predict_batch_end({i})")) }
+    fn setup(&mut self, _t: &mut TrainerView, stage: Stage) {
+        rec(&self.log, "module", &format!("setup({stage})"))
+    }
+    fn teardown(&mut self, _t: &mut TrainerView, stage: Stage) {
+        rec(&self.log, "module", &format!("teardown({stage})"))
+    }
+    fn on_fit_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_fit_start")
+    }
+    fn on_fit_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_fit_end")
+    }
+    fn on_sanity_check_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_sanity_check_start")
+    }
+    fn on_sanity_check_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_sanity_check_end")
+    }
+    fn on_train_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_train_start")
+    }
+    fn on_train_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_train_end")
+    }
+    fn on_train_epoch_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_train_epoch_start")
+    }
+    fn on_train_epoch_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_train_epoch_end")
+    }
+    fn on_train_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(&self.log, "module", &format!("on_train_batch_start({i})"))
+    }
+    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, i: usize) {
+        rec(&self.log, "module", &format!("on_train_batch_end({i})"))
+    }
+    fn on_before_zero_grad(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_before_zero_grad")
+    }
+    fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) {
+        rec(&self.log, "module", "on_before_backward")
+    }
+    fn on_after_backward(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_after_backward")
+    }
+    fn on_before_optimizer_step(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_before_optimizer_step")
+    }
+    fn on_validation_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_validation_start")
+    }
+    fn on_validation_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_validation_end")
+    }
+    fn on_validation_epoch_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_validation_epoch_start")
+    }
+    fn on_validation_epoch_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_validation_epoch_end")
+    }
+    fn on_validation_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(
+            &self.log,
+            "module",
+            &format!("on_validation_batch_start({i})"),
+        )
+    }
+    fn on_validation_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(
+            &self.log,
+            "module",
+            &format!("on_validation_batch_end({i})"),
+        )
+    }
+    fn on_test_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_test_start")
+    }
+    fn on_test_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_test_end")
+    }
+    fn on_test_epoch_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_test_epoch_start")
+    }
+    fn on_test_epoch_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_test_epoch_end")
+    }
+    fn on_test_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(&self.log, "module", &format!("on_test_batch_start({i})"))
+    }
+    fn on_test_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(&self.log, "module", &format!("on_test_batch_end({i})"))
+    }
+    fn on_predict_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_predict_start")
+    }
+    fn on_predict_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_predict_end")
+    }
+    fn on_predict_epoch_start(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_predict_epoch_start")
+    }
+    fn on_predict_epoch_end(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_predict_epoch_end")
+    }
+    fn on_predict_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(&self.log, "module", &format!("on_predict_batch_start({i})"))
+    }
+    fn on_predict_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(&self.log, "module", &format!("on_predict_batch_end({i})"))
+    }
 }
 
 struct Spy(Log);
@@ -93,17 +193,52 @@ macro_rules! spy_batch_hooks {
 }
 
 impl Callback for Spy {
-    fn setup(&mut self, _t: &mut TrainerView, stage: Stage) { rec(&self.0, "callback", &format!("setup({stage})")) }
-    fn teardown(&mut self, _t: &mut TrainerView, stage: Stage) { rec(&self.0, "callback", &format!("teardown({stage})")) }
-    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, i: usize) { rec(&self.0, "callback", &format!("on_train_batch_end({i})")) }
-    fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) { rec(&self.0, "callback", "on_before_backward") }
-    spy_hooks!(on_fit_start, on_fit_end, on_sanity_check_start, on_sanity_check_end, on_train_start, on_train_end,
-        on_train_epoch_start, on_train_epoch_end, on_before_zero_grad, on_after_backward, on_before_optimizer_step,
-        on_validation_start, on_validation_end, on_validation_epoch_start, on_validation_epoch_end,
-        on_test_start, on_test_end, on_test_epoch_start, on_test_epoch_end,
-        on_predict_start, on_predict_end, on_predict_epoch_start, on_predict_epoch_end);
-    spy_batch_hooks!(on_train_batch_start, on_validation_batch_start, on_validation_batch_end,
-        on_test_batch_start, on_test_batch_end, on_predict_batch_start, on_predict_batch_end);
+    fn setup(&mut self, _t: &mut TrainerView, stage: Stage) {
+        rec(&self.0, "callback", &format!("setup({stage})"))
+    }
+    fn teardown(&mut self, _t: &mut TrainerView, stage: Stage) {
+        rec(&self.0, "callback", &format!("teardown({stage})"))
+    }
+    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, i: usize) {
+        rec(&self.0, "callback", &format!("on_train_batch_end({i})"))
+    }
+    fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) {
+        rec(&self.0, "callback", "on_before_backward")
+    }
+    spy_hooks!(
+        on_fit_start,
+        on_fit_end,
+        on_sanity_check_start,
+        on_sanity_check_end,
+        on_train_start,
+        on_train_end,
+        on_train_epoch_start,
+        on_train_epoch_end,
+        on_before_zero_grad,
+        on_after_backward,
+        on_before_optimizer_step,
+        on_validation_start,
+        on_validation_end,
+        on_validation_epoch_start,
+        on_validation_epoch_end,
+        on_test_start,
+        on_test_end,
+        on_test_epoch_start,
+        on_test_epoch_end,
+        on_predict_start,
+        on_predict_end,
+        on_predict_epoch_start,
+        on_predict_epoch_end
+    );
+    spy_batch_hooks!(
+        on_train_batch_start,
+        on_validation_batch_start,
+        on_validation_batch_end,
+        on_test_batch_start,
+        on_test_batch_end,
+        on_predict_batch_start,
+        on_predict_batch_end
+    );
 }
 
 type Sample = ([f32; 2], Class<2>);
@@ -117,15 +252,33 @@ struct Data {
 #[data_module]
 impl Data {
     fn samples(n: usize) -> InMemoryDataset<Sample> {
-        InMemoryDataset::new((0..n).map(|i| ([i as f32, 1.0], Class::new(i % 2).unwrap())).collect())
+        InMemoryDataset::new(
+            (0..n)
+                .map(|i| ([i as f32, 1.0], Class::new(i % 2).unwrap()))
+                .collect(),
+        )
     }
-    fn prepare_data(&mut self) { rec(&self.log, "datamodule", "prepare_data") }
-    fn setup(&mut self, stage: Stage) { rec(&self.log, "datamodule", &format!("setup({stage})")) }
-    fn teardown(&mut self, stage: Stage) { rec(&self.log, "datamodule", &format!("teardown({stage})")) }
-    fn train_dataloader(&self) -> DataLoader<Sample> { DataLoader::new(Self::samples(4), 2) }
-    fn val_dataloader(&self) -> DataLoader<Sample> { DataLoader::new(Self::samples(2), 2) }
-    fn test_dataloader(&self) -> DataLoader<Sample> { DataLoader::new(Self::samples(3), 2) }
-    fn predict_dataloader(&self) -> DataLoader<Sample> { DataLoader::new(Self::samples(3), 2) }
+    fn prepare_data(&mut self) {
+        rec(&self.log, "datamodule", "prepare_data")
+    }
+    fn setup(&mut self, stage: Stage) {
+        rec(&self.log, "datamodule", &format!("setup({stage})"))
+    }
+    fn teardown(&mut self, stage: Stage) {
+        rec(&self.log, "datamodule", &format!("teardown({stage})"))
+    }
+    fn train_dataloader(&self) -> DataLoader<Sample> {
+        DataLoader::new(Self::samples(4), 2)
+    }
+    fn val_dataloader(&self) -> DataLoader<Sample> {
+        DataLoader::new(Self::samples(2), 2)
+    }
+    fn test_dataloader(&self) -> DataLoader<Sample> {
+        DataLoader::new(Self::samples(3), 2)
+    }
+    fn predict_dataloader(&self) -> DataLoader<Sample> {
+        DataLoader::new(Self::samples(3), 2)
+    }
 }
 
 /// `name` on the callbacks, then on the module.
@@ -175,7 +328,11 @@ fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
     trainer.validate(&mut model, &mut dm).unwrap();
     trainer.test(&mut model, &mut dm).unwrap();
     let predictions = trainer.predict(&mut model, &mut dm).unwrap();
-    assert_eq!(predictions, vec![2, 1], "one prediction per batch, in order");
+    assert_eq!(
+        predictions,
+        vec![2, 1],
+        "one prediction per batch, in order"
+    );
 
     let mut expected = Vec::new();
     stage_start(&mut expected, "fit");
@@ -190,7 +347,12 @@ fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
         for i in 0..2 {
             both(&mut expected, &format!("on_train_batch_start({i})"));
             expected.push(format!("module:training_step({i})"));
-            for hook in ["on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step"] {
+            for hook in [
+                "on_before_zero_grad",
+                "on_before_backward",
+                "on_after_backward",
+                "on_before_optimizer_step",
+            ] {
                 both(&mut expected, hook);
             }
             both(&mut expected, &format!("on_train_batch_end({i})"));

@@ -33,7 +33,11 @@ fn shuffle_is_a_new_permutation_each_epoch_and_reproducible_by_seed() {
     for e in [&e0, &e1] {
         let mut sorted = e.clone();
         sorted.sort();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>(), "a permutation: every sample once");
+        assert_eq!(
+            sorted,
+            (0..50).collect::<Vec<_>>(),
+            "a permutation: every sample once"
+        );
     }
     let again = loader(50, 8).shuffle(true).seed(11);
     assert_eq!(again.epoch(1).flatten().collect::<Vec<_>>(), e1);
@@ -57,8 +61,19 @@ fn workers_yield_the_same_batches_in_the_same_order() {
 
 #[test]
 fn unusable_settings_are_refused_by_validate() {
-    assert!(loader(5, 0).validate("train_dataloader").unwrap_err().to_string().contains("batch_size"));
-    assert!(loader(0, 4).validate("val_dataloader").unwrap_err().to_string().contains("empty"));
-    let err = loader(3, 4).drop_last(true).validate("train_dataloader").unwrap_err();
+    assert!(loader(5, 0)
+        .validate("train_dataloader")
+        .unwrap_err()
+        .to_string()
+        .contains("batch_size"));
+    assert!(loader(0, 4)
+        .validate("val_dataloader")
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
+    let err = loader(3, 4)
+        .drop_last(true)
+        .validate("train_dataloader")
+        .unwrap_err();
     assert!(err.to_string().contains("leaves no batch"), "{err}");
 }

@@ -30,10 +30,16 @@ pub struct Net {
 
 #[lightning_module]
 impl Net {
-    fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
         let h = self.stem.forward(ctx.trace(x));
         let b = &self.block;
-        let h = b.act.forward(b.g.forward(b.f.forward(b.e.forward(b.d.forward(b.c.forward(b.b.forward(b.a.forward(h))))))));
+        let h = b.act.forward(b.g.forward(
+            b.f.forward(b.e.forward(b.d.forward(b.c.forward(b.b.forward(b.a.forward(h)))))),
+        ));
         cross_entropy_with_logits_loss(self.head.forward(h), y.one_hot())
     }
     fn configure_optimizers(&self) -> Optim {
@@ -44,15 +50,28 @@ impl Net {
 #[test]
 fn nested_modules_build_count_and_train() {
     let mut net = Net::new("deep".to_string(), 8);
-    assert_eq!(net.num_trainable_params(), (4 * 8 + 8) + 7 * (8 * 8 + 8) + (8 * 3 + 3));
+    assert_eq!(
+        net.num_trainable_params(),
+        (4 * 8 + 8) + 7 * (8 * 8 + 8) + (8 * 3 + 3)
+    );
     let hp = net.hparams();
     assert_eq!(hp.get::<String>("name").unwrap(), "deep");
     assert_eq!(hp.get::<usize>("width").unwrap(), 8);
     let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 32);
     let before = net.block.g.weight.as_vec();
-    Trainer::builder().max_steps(3).no_logger().enable_progress_bar(false).build().unwrap()
-        .fit_loaders(&mut net, loader, None).unwrap();
-    assert_ne!(net.block.g.weight.as_vec(), before, "the innermost layer of the nested module trained");
+    Trainer::builder()
+        .max_steps(3)
+        .no_logger()
+        .enable_progress_bar(false)
+        .build()
+        .unwrap()
+        .fit_loaders(&mut net, loader, None)
+        .unwrap();
+    assert_ne!(
+        net.block.g.weight.as_vec(),
+        before,
+        "the innermost layer of the nested module trained"
+    );
 }
 
 #[test]
@@ -67,7 +86,10 @@ fn safetensors_round_trip_uses_the_field_names() {
     assert_eq!(other.head.weight.as_vec(), net.head.weight.as_vec());
     let bytes = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&bytes[..2000.min(bytes.len())]).to_string();
-    assert!(text.contains("block.c.bias") && text.contains("stem.0.weight"), "{text}");
+    assert!(
+        text.contains("block.c.bias") && text.contains("stem.0.weight"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! fulmen's optimizers against PyTorch's documented update rules, worked out by hand in f64
 //! for a parameter vector and gradient sequence (f32 results compared to 1e-6 relative).
 
-use fulmen::prelude::*;
 use fulmen::optim::Optimizer;
+use fulmen::prelude::*;
 
 #[module]
 struct One {
@@ -32,7 +32,10 @@ fn run(config: Optim, p0: [f32; 2], grads: &[[f32; 2]]) -> Vec<[f32; 2]> {
 }
 
 fn close(a: f32, b: f64) {
-    assert!(((a as f64) - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+    assert!(
+        ((a as f64) - b).abs() <= 1e-6 * b.abs().max(1.0),
+        "{a} vs {b}"
+    );
 }
 
 const GRADS: [[f32; 2]; 3] = [[0.5, -1.0], [0.25, 2.0], [-0.75, 0.5]];
@@ -40,13 +43,21 @@ const GRADS: [[f32; 2]; 3] = [[0.5, -1.0], [0.25, 2.0], [-0.75, 0.5]];
 #[test]
 fn sgd_momentum_dampening_weight_decay() {
     let (lr, mu, damp, wd) = (0.1, 0.9, 0.2, 0.01);
-    let got = run(Optim::sgd(lr).momentum(mu).dampening(damp).weight_decay(wd), [1.0, -2.0], &GRADS);
+    let got = run(
+        Optim::sgd(lr).momentum(mu).dampening(damp).weight_decay(wd),
+        [1.0, -2.0],
+        &GRADS,
+    );
     let mut p = [1.0f64, -2.0];
     let mut buf = [0.0f64; 2];
     for (t, g) in GRADS.iter().enumerate() {
         for i in 0..2 {
             let d = g[i] as f64 + wd * p[i];
-            buf[i] = if t == 0 { d } else { mu * buf[i] + (1.0 - damp) * d };
+            buf[i] = if t == 0 {
+                d
+            } else {
+                mu * buf[i] + (1.0 - damp) * d
+            };
             p[i] -= lr * buf[i];
         }
         close(got[t][0], p[0]);
@@ -57,7 +68,11 @@ fn sgd_momentum_dampening_weight_decay() {
 #[test]
 fn sgd_nesterov() {
     let (lr, mu) = (0.05, 0.8);
-    let got = run(Optim::sgd(lr).momentum(mu).nesterov(true), [0.3, 0.7], &GRADS);
+    let got = run(
+        Optim::sgd(lr).momentum(mu).nesterov(true),
+        [0.3, 0.7],
+        &GRADS,
+    );
     let mut p = [0.3f64, 0.7];
     let mut buf = [0.0f64; 2];
     for (t, g) in GRADS.iter().enumerate() {
@@ -98,7 +113,10 @@ fn adam_reference(decoupled: bool, lr: f64, wd: f64, p0: [f64; 2]) -> Vec<[f64; 
 #[test]
 fn adam_with_l2_weight_decay() {
     let got = run(Optim::adam(0.01).weight_decay(0.1), [1.0, -2.0], &GRADS);
-    for (g, e) in got.iter().zip(adam_reference(false, 0.01, 0.1, [1.0, -2.0])) {
+    for (g, e) in got
+        .iter()
+        .zip(adam_reference(false, 0.01, 0.1, [1.0, -2.0]))
+    {
         close(g[0], e[0]);
         close(g[1], e[1]);
     }
@@ -120,7 +138,11 @@ fn adamw_decouples_weight_decay() {
 #[test]
 fn rmsprop_centered_with_momentum() {
     let (lr, alpha, eps, mu) = (0.01f64, 0.99f64, 1e-8f64, 0.5f64);
-    let got = run(Optim::rmsprop(lr).centered(true).momentum(mu), [0.5, 1.5], &GRADS);
+    let got = run(
+        Optim::rmsprop(lr).centered(true).momentum(mu),
+        [0.5, 1.5],
+        &GRADS,
+    );
     let (mut p, mut sq, mut ga, mut buf) = ([0.5f64, 1.5], [0.0f64; 2], [0.0f64; 2], [0.0f64; 2]);
     for (t, g) in GRADS.iter().enumerate() {
         for i in 0..2 {
@@ -166,7 +188,11 @@ fn learning_rate_changes_take_effect_and_state_is_kept_per_parameter() {
     assert_eq!(opt.buffers("layer.weight").unwrap()[0], vec![1.0, 1.0]);
     opt.set_lr(0.0).unwrap();
     opt.step(&mut m, &mut grads).unwrap();
-    assert_eq!(m.layer.weight.array(), [[0.5, 0.5]], "lr 0 leaves the weights");
+    assert_eq!(
+        m.layer.weight.array(),
+        [[0.5, 0.5]],
+        "lr 0 leaves the weights"
+    );
     assert!(opt.set_lr(f64::NAN).is_err());
 }
 
@@ -177,7 +203,10 @@ fn invalid_settings_are_refused_naming_the_setting() {
         (Optim::sgd(0.1).nesterov(true), "nesterov"),
         (Optim::adam(0.1).betas(1.0, 0.9), "betas.0"),
         (Optim::adam(0.1).eps(-1.0), "eps"),
-        (Optim::rmsprop(0.1).weight_decay(f64::INFINITY), "weight_decay"),
+        (
+            Optim::rmsprop(0.1).weight_decay(f64::INFINITY),
+            "weight_decay",
+        ),
     ] {
         let err = Optimizer::<f32>::new(config).unwrap_err().to_string();
         assert!(err.contains(&format!("`{setting}`")), "{err}");

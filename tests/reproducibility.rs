@@ -11,7 +11,11 @@ struct Net {
 
 #[lightning_module]
 impl Net {
-    fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
         let logits = self.l2.forward(self.l1.forward(ctx.trace(x)).relu());
         cross_entropy_with_logits_loss(logits, y.one_hot())
     }
@@ -26,16 +30,30 @@ fn train(seed: u64) -> Vec<f32> {
     let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16)
         .shuffle(true)
         .num_workers(2);
-    let mut trainer = Trainer::builder().max_epochs(3).no_logger().enable_progress_bar(false).build().unwrap();
+    let mut trainer = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .enable_progress_bar(false)
+        .build()
+        .unwrap();
     trainer.fit_loaders(&mut model, loader, None).unwrap();
-    [model.l1.weight.as_vec(), model.l1.bias.as_vec(), model.l2.weight.as_vec(), model.l2.bias.as_vec()].concat()
+    [
+        model.l1.weight.as_vec(),
+        model.l1.bias.as_vec(),
+        model.l2.weight.as_vec(),
+        model.l2.bias.as_vec(),
+    ]
+    .concat()
 }
 
 #[test]
 fn same_seed_same_weights_other_seed_other_weights() {
     let a = train(7);
     let b = train(7);
-    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
     let c = train(8);
     assert_ne!(a, c);
 }

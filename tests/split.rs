@@ -9,7 +9,10 @@ use fulmen::data::{random_split, stratified_split};
 
 #[test]
 fn iris_split_matches_scikit_learn() {
-    let labels: Vec<usize> = fulmen::data::iris::bundled().iter().map(|(_, y)| y.index()).collect();
+    let labels: Vec<usize> = fulmen::data::iris::bundled()
+        .iter()
+        .map(|(_, y)| y.index())
+        .collect();
     let (train, test) = stratified_split((0..150).collect(), &labels, 0.2, 42).unwrap();
     let expected_test = [
         38, 127, 57, 93, 42, 56, 22, 20, 147, 84, 107, 141, 104, 51, 7, 49, 14, 69, 63, 138, 10,
@@ -28,7 +31,10 @@ fn unbalanced_split_matches_scikit_learn() {
     let labels: Vec<usize> = [vec![0; 7], vec![1; 5], vec![2; 9], vec![3; 4]].concat();
     let (train, test) = stratified_split((0..25).collect(), &labels, 0.3, 7).unwrap();
     assert_eq!(test, [8, 18, 4, 19, 20, 1, 24, 7]);
-    assert_eq!(train, [11, 6, 17, 15, 3, 5, 23, 0, 14, 2, 22, 9, 16, 13, 10, 21, 12]);
+    assert_eq!(
+        train,
+        [11, 6, 17, 15, 3, 5, 23, 0, 14, 2, 22, 9, 16, 13, 10, 21, 12]
+    );
 }
 
 #[test]
@@ -39,7 +45,10 @@ fn bad_split_settings_are_refused() {
         assert!(err.to_string().contains("test_size"), "{err}");
     }
     let err = stratified_split(vec![1, 2, 3], &[0, 0, 1], 0.5, 0).unwrap_err();
-    assert!(err.to_string().contains("class 1 has a single member"), "{err}");
+    assert!(
+        err.to_string().contains("class 1 has a single member"),
+        "{err}"
+    );
     let err = stratified_split(vec![1, 2], &[0], 0.5, 0).unwrap_err();
     assert!(err.to_string().contains("1 labels for 2 items"), "{err}");
     let err = stratified_split(vec![1, 2, 3, 4], &labels, 0.5, 1 << 40).unwrap_err();

@@ -15,14 +15,24 @@ struct Mlp {
 
 #[lightning_module]
 impl Mlp {
-    fn forward<T: Tape<E, D>>(&self, x: Tensor<(usize, Const<4>), E, D, T>) -> Tensor<(usize, Const<3>), E, D, T> {
+    fn forward<T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, Const<4>), E, D, T>,
+    ) -> Tensor<(usize, Const<3>), E, D, T> {
         self.l2.forward(self.l1.forward(x).relu())
     }
-    fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
         let loss = cross_entropy_with_logits_loss(self.forward(ctx.trace(x)), y.one_hot());
         ctx.log("train_loss", &loss);
         ctx.log("loss_both", &loss).on_epoch(true);
-        ctx.log("batch_max", ctx.batch_size()).on_step(false).on_epoch(true).reduce(fulmen::context::Reduce::Max);
+        ctx.log("batch_max", ctx.batch_size())
+            .on_step(false)
+            .on_epoch(true)
+            .reduce(fulmen::context::Reduce::Max);
         if self.poison {
             return loss * E::nan();
         }
@@ -46,7 +56,9 @@ fn read_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap().split(',').map(String::from).collect();
-    let rows = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
     (header, rows)
 }
 
@@ -70,31 +82,66 @@ fn metrics_csv_and_hparams_yaml_follow_lightnings_layout() {
     assert_eq!(log_dir, dir.path().join("lightning_logs/version_0"));
 
     let (header, rows) = read_csv(&log_dir.join("metrics.csv"));
-    assert_eq!(header, ["batch_max", "epoch", "loss_both_epoch", "loss_both_step", "step", "train_loss", "val_acc", "val_n"]);
+    assert_eq!(
+        header,
+        [
+            "batch_max",
+            "epoch",
+            "loss_both_epoch",
+            "loss_both_step",
+            "step",
+            "train_loss",
+            "val_acc",
+            "val_n"
+        ]
+    );
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     // 8 step rows and, per epoch, one validation row and one training-epoch row.
-    let step_rows: Vec<&Vec<String>> = rows.iter().filter(|r| !r[col("train_loss")].is_empty()).collect();
+    let step_rows: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| !r[col("train_loss")].is_empty())
+        .collect();
     assert_eq!(step_rows.len(), 8);
     for (i, r) in step_rows.iter().enumerate() {
         assert_eq!(r[col("step")], i.to_string());
         assert_eq!(r[col("epoch")], (i / 4).to_string());
         assert_eq!(r[col("loss_both_step")], r[col("train_loss")]);
     }
-    let val_rows: Vec<&Vec<String>> = rows.iter().filter(|r| !r[col("val_acc")].is_empty()).collect();
+    let val_rows: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| !r[col("val_acc")].is_empty())
+        .collect();
     assert_eq!(val_rows.len(), 2);
-    assert_eq!(val_rows[1][col("step")], "7", "epoch metrics are logged at the last step");
+    assert_eq!(
+        val_rows[1][col("step")],
+        "7",
+        "epoch metrics are logged at the last step"
+    );
     // The epoch mean is weighted by batch size: (10 + 10 + 5 rows) with values 10, 10, 5.
     let weighted: f64 = (10.0 * 10.0 + 10.0 * 10.0 + 5.0 * 5.0) / 25.0;
     assert_eq!(val_rows[0][col("val_n")].parse::<f64>().unwrap(), weighted);
-    let epoch_rows: Vec<&Vec<String>> = rows.iter().filter(|r| !r[col("loss_both_epoch")].is_empty()).collect();
+    let epoch_rows: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| !r[col("loss_both_epoch")].is_empty())
+        .collect();
     assert_eq!(epoch_rows.len(), 2);
-    assert_eq!(epoch_rows[0][col("batch_max")], "40", "reduce=Max keeps the largest value");
+    assert_eq!(
+        epoch_rows[0][col("batch_max")],
+        "40",
+        "reduce=Max keeps the largest value"
+    );
     let mean_of_steps: f64 = {
-        let v: Vec<f64> = step_rows[..4].iter().map(|r| r[col("train_loss")].parse().unwrap()).collect();
+        let v: Vec<f64> = step_rows[..4]
+            .iter()
+            .map(|r| r[col("train_loss")].parse().unwrap())
+            .collect();
         (v[0] * 40.0 + v[1] * 40.0 + v[2] * 40.0 + v[3] * 30.0) / 150.0
     };
     let logged: f64 = epoch_rows[0][col("loss_both_epoch")].parse().unwrap();
-    assert!((logged - mean_of_steps).abs() < 1e-6, "{logged} vs {mean_of_steps}");
+    assert!(
+        (logged - mean_of_steps).abs() < 1e-6,
+        "{logged} vs {mean_of_steps}"
+    );
 
     let hparams = std::fs::read_to_string(log_dir.join("hparams.yaml")).unwrap();
     assert_eq!(hparams, "lr: 0.01\npoison: false\n");
@@ -102,32 +149,85 @@ fn metrics_csv_and_hparams_yaml_follow_lightnings_layout() {
     assert!(trainer.callback_metrics().contains_key("loss_both_epoch"));
 
     // A second run gets the next version directory.
-    let mut again = Trainer::builder().max_steps(1).default_root_dir(dir.path()).enable_progress_bar(false).build().unwrap();
-    again.fit_loaders(&mut model, DataLoader::new(InMemoryDataset::new(iris()), 50), None).unwrap();
-    assert_eq!(again.log_dir().unwrap(), dir.path().join("lightning_logs/version_1"));
-    assert_eq!(again.global_step(), 1, "max_steps stops inside the first epoch");
+    let mut again = Trainer::builder()
+        .max_steps(1)
+        .default_root_dir(dir.path())
+        .enable_progress_bar(false)
+        .build()
+        .unwrap();
+    again
+        .fit_loaders(
+            &mut model,
+            DataLoader::new(InMemoryDataset::new(iris()), 50),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        again.log_dir().unwrap(),
+        dir.path().join("lightning_logs/version_1")
+    );
+    assert_eq!(
+        again.global_step(),
+        1,
+        "max_steps stops inside the first epoch"
+    );
 }
 
 #[test]
 fn a_nan_loss_stops_training_naming_epoch_and_step_before_touching_weights() {
     let mut model = Mlp::new(0.01, true);
     let before = model.l1.weight.as_vec();
-    let mut trainer = Trainer::builder().max_epochs(3).no_logger().enable_progress_bar(false).build().unwrap();
+    let mut trainer = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .enable_progress_bar(false)
+        .build()
+        .unwrap();
     let err = trainer
-        .fit_loaders(&mut model, DataLoader::new(InMemoryDataset::new(iris()), 16), None)
+        .fit_loaders(
+            &mut model,
+            DataLoader::new(InMemoryDataset::new(iris()), 16),
+            None,
+        )
         .unwrap_err();
-    assert!(matches!(err, fulmen::Error::NonFiniteLoss { epoch: 0, step: 0, batch: 0, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            fulmen::Error::NonFiniteLoss {
+                epoch: 0,
+                step: 0,
+                batch: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("epoch 0, step 0"), "{err}");
     assert_eq!(model.l1.weight.as_vec(), before);
 }
 
 #[test]
 fn settings_the_build_cannot_honour_are_refused() {
-    let err = Trainer::builder().accelerator("gpu").build().err().unwrap().to_string();
+    let err = Trainer::builder()
+        .accelerator("gpu")
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("without CUDA support"), "{err}");
-    let err = Trainer::builder().accelerator("tpu").build().err().unwrap().to_string();
+    let err = Trainer::builder()
+        .accelerator("tpu")
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("`tpu` is not an accelerator"), "{err}");
-    let err = Trainer::builder().devices(4).build().err().unwrap().to_string();
+    let err = Trainer::builder()
+        .devices(4)
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("`devices`"), "{err}");
     assert!(Trainer::builder().accelerator("auto").build().is_ok());
 }
@@ -135,17 +235,33 @@ fn settings_the_build_cannot_honour_are_refused() {
 #[test]
 fn stages_without_their_step_or_data_say_so() {
     let mut model = Mlp::new(0.01, false);
-    let mut trainer = Trainer::builder().no_logger().enable_progress_bar(false).build().unwrap();
+    let mut trainer = Trainer::builder()
+        .no_logger()
+        .enable_progress_bar(false)
+        .build()
+        .unwrap();
     let loader = DataLoader::new(InMemoryDataset::new(iris()), 16);
-    let err = trainer.test_loader(&mut model, loader.clone()).unwrap_err().to_string();
+    let err = trainer
+        .test_loader(&mut model, loader.clone())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`Mlp` has no `test_step`"), "{err}");
-    let err = trainer.predict_loader(&mut model, loader.clone()).unwrap_err().to_string();
+    let err = trainer
+        .predict_loader(&mut model, loader.clone())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`Mlp` has no `predict_step`"), "{err}");
     let metrics = trainer.validate_loader(&mut model, loader).unwrap();
     assert_eq!(metrics["val_n"], (16.0 * 16.0 * 9.0 + 6.0 * 6.0) / 150.0);
     let empty = DataLoader::new(InMemoryDataset::new(Vec::<([f32; 4], Class<3>)>::new()), 16);
-    let err = trainer.fit_loaders(&mut model, empty, None).unwrap_err().to_string();
-    assert!(err.contains("train_dataloader") && err.contains("empty"), "{err}");
+    let err = trainer
+        .fit_loaders(&mut model, empty, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train_dataloader") && err.contains("empty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -155,7 +271,12 @@ fn the_tutorial_split_reaches_lightnings_accuracy() {
     let labels: Vec<usize> = samples.iter().map(|(_, y)| y.index()).collect();
     let (train, val) = fulmen::data::stratified_split(samples, &labels, 0.2, 42).unwrap();
     let mut model = Mlp::new(0.01, false);
-    let mut trainer = Trainer::builder().max_epochs(100).no_logger().enable_progress_bar(false).build().unwrap();
+    let mut trainer = Trainer::builder()
+        .max_epochs(100)
+        .no_logger()
+        .enable_progress_bar(false)
+        .build()
+        .unwrap();
     trainer
         .fit_loaders(
             &mut model,

@@ -85,7 +85,12 @@ pub struct IrisDataModule {
 
 #[data_module]
 impl IrisDataModule {
-    pub fn new(data_dir: impl Into<PathBuf>, batch_size: usize, val_size: f64, random_state: u64) -> Self {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        batch_size: usize,
+        val_size: f64,
+        random_state: u64,
+    ) -> Self {
         Self {
             data_dir: data_dir.into(),
             batch_size,

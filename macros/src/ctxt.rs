@@ -24,7 +24,11 @@ impl Ctxt {
     /// The collected errors as `compile_error!`s, after `fallback`: the user's item, or what
     /// of it still compiles, so that the rest of the crate and the IDE keep working.
     pub(crate) fn into_output(self, fallback: TokenStream) -> TokenStream {
-        let errors = self.errors.into_inner().into_iter().map(|e| e.to_compile_error());
+        let errors = self
+            .errors
+            .into_inner()
+            .into_iter()
+            .map(|e| e.to_compile_error());
         quote! { #fallback #(#errors)* }
     }
 }

@@ -65,7 +65,10 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct) -> TokenStream {
             inserts.push(quote_spanned!(ty.span()=> hparams.insert(#label, &self.#name);));
         }
     } else if !matches!(item.fields, syn::Fields::Unit) {
-        cx.error(&item.fields, "#[data_module] needs named fields: their names are the hyperparameter names");
+        cx.error(
+            &item.fields,
+            "#[data_module] needs named fields: their names are the hyperparameter names",
+        );
     }
     let name = &item.ident;
     let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
@@ -87,7 +90,9 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct) -> TokenStream {
 fn loader_sample(ty: &syn::Type) -> Option<syn::Type> {
     let syn::Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     let mut types = args.args.iter().filter_map(|a| match a {
         syn::GenericArgument::Type(t) => Some(t),
         _ => None,
@@ -107,11 +112,16 @@ fn expand_impl(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
     let mut wrappers = Vec::new();
     let mut seen = Vec::new();
     for impl_item in &item.items {
-        let syn::ImplItem::Fn(f) = impl_item else { continue };
+        let syn::ImplItem::Fn(f) = impl_item else {
+            continue;
+        };
         let name = f.sig.ident.to_string();
         let Some(&(known, arity)) = METHODS.iter().find(|(m, _)| *m == name) else {
             if let Some(close) = names::closest(&name, METHODS.iter().map(|(m, _)| *m)) {
-                cx.error(&f.sig.ident, format!("`{name}` is not a DataModule method; did you mean `{close}`?"));
+                cx.error(
+                    &f.sig.ident,
+                    format!("`{name}` is not a DataModule method; did you mean `{close}`?"),
+                );
             }
             continue;
         };
@@ -120,9 +130,14 @@ fn expand_impl(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
             continue;
         }
         seen.push(known);
-        let takes_self = matches!(f.sig.inputs.first(), Some(syn::FnArg::Receiver(r)) if r.reference.is_some());
+        let takes_self =
+            matches!(f.sig.inputs.first(), Some(syn::FnArg::Receiver(r)) if r.reference.is_some());
         if !takes_self || f.sig.inputs.len() - 1 != arity {
-            let expected = if arity == 1 { "(&mut self, stage: Stage)" } else { "(&mut self)" };
+            let expected = if arity == 1 {
+                "(&mut self, stage: Stage)"
+            } else {
+                "(&mut self)"
+            };
             cx.error(&f.sig, format!("`{name}` must take `{expected}`"));
             continue;
         }
@@ -146,7 +161,11 @@ fn expand_impl(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
                 }
             });
         } else {
-            let (param, arg) = if arity == 1 { (quote!(, stage: ::fulmen::Stage), quote!(, stage)) } else { (quote!(), quote!()) };
+            let (param, arg) = if arity == 1 {
+                (quote!(, stage: ::fulmen::Stage), quote!(, stage))
+            } else {
+                (quote!(), quote!())
+            };
             wrappers.push(quote_spanned! {f.sig.span()=>
                 fn #ident(&mut self #param) -> ::fulmen::Result<()> {
                     ::fulmen::datamodule::IntoResult::into_result(Self::#ident(self #arg))

@@ -30,12 +30,51 @@ const TRAINER: &str = "trainer: &mut TrainerView";
 pub(crate) const REQUIRED: [&str; 2] = ["training_step", "configure_optimizers"];
 
 pub(crate) const KNOWN: &[Known] = &[
-    Known { name: "training_step", receiver: Receiver::Mut, params: &["batch: <your batch type>", "ctx: &mut StepContext<E, D>"], returns: " -> Loss<E, D>" },
-    Known { name: "validation_step", receiver: Receiver::Mut, params: &["batch: <the batch type of training_step>", "ctx: &mut StepContext<E, D>"], returns: "" },
-    Known { name: "test_step", receiver: Receiver::Mut, params: &["batch: <the batch type of training_step>", "ctx: &mut StepContext<E, D>"], returns: "" },
-    Known { name: "predict_step", receiver: Receiver::Mut, params: &["batch: <the batch type of training_step>", "ctx: &mut StepContext<E, D>"], returns: " -> <your prediction type>" },
-    Known { name: "configure_optimizers", receiver: Receiver::Ref, params: &[], returns: " -> Optim" },
-    Known { name: "configure_callbacks", receiver: Receiver::Mut, params: &[], returns: " -> Vec<Box<dyn Callback>>" },
+    Known {
+        name: "training_step",
+        receiver: Receiver::Mut,
+        params: &["batch: <your batch type>", "ctx: &mut StepContext<E, D>"],
+        returns: " -> Loss<E, D>",
+    },
+    Known {
+        name: "validation_step",
+        receiver: Receiver::Mut,
+        params: &[
+            "batch: <the batch type of training_step>",
+            "ctx: &mut StepContext<E, D>",
+        ],
+        returns: "",
+    },
+    Known {
+        name: "test_step",
+        receiver: Receiver::Mut,
+        params: &[
+            "batch: <the batch type of training_step>",
+            "ctx: &mut StepContext<E, D>",
+        ],
+        returns: "",
+    },
+    Known {
+        name: "predict_step",
+        receiver: Receiver::Mut,
+        params: &[
+            "batch: <the batch type of training_step>",
+            "ctx: &mut StepContext<E, D>",
+        ],
+        returns: " -> <your prediction type>",
+    },
+    Known {
+        name: "configure_optimizers",
+        receiver: Receiver::Ref,
+        params: &[],
+        returns: " -> Optim",
+    },
+    Known {
+        name: "configure_callbacks",
+        receiver: Receiver::Mut,
+        params: &[],
+        returns: " -> Vec<Box<dyn Callback>>",
+    },
     hook("setup", &[TRAINER, "stage: Stage"]),
     hook("teardown", &[TRAINER, "stage: Stage"]),
     hook("on_fit_start", &[TRAINER]),
@@ -47,7 +86,10 @@ pub(crate) const KNOWN: &[Known] = &[
     hook("on_train_epoch_start", &[TRAINER]),
     hook("on_train_epoch_end", &[TRAINER]),
     hook("on_train_batch_start", &[TRAINER, "batch_idx: usize"]),
-    hook("on_train_batch_end", &[TRAINER, "loss: f64", "batch_idx: usize"]),
+    hook(
+        "on_train_batch_end",
+        &[TRAINER, "loss: f64", "batch_idx: usize"],
+    ),
     hook("on_before_zero_grad", &[TRAINER]),
     hook("on_before_backward", &[TRAINER, "loss: f64"]),
     hook("on_after_backward", &[TRAINER]),

@@ -68,11 +68,19 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
         return TokenStream::new();
     }
     let Some(self_ty) = with_dtype_device(&item.self_ty) else {
-        cx.error(&item.self_ty, "#[lightning_module] expects the struct's name here (`impl MyModel`)");
+        cx.error(
+            &item.self_ty,
+            "#[lightning_module] expects the struct's name here (`impl MyModel`)",
+        );
         return TokenStream::new();
     };
     let type_name = match &*item.self_ty {
-        syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default(),
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.to_string())
+            .unwrap_or_default(),
         _ => String::new(),
     };
 
@@ -90,7 +98,10 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
         let name = f.sig.ident.to_string();
         let Some(known) = hooks::find(&name) else {
             if let Some(close) = names::closest(&name, known_names()) {
-                cx.error(&f.sig.ident, format!("`{name}` is not a LightningModule method; did you mean `{close}`?"));
+                cx.error(
+                    &f.sig.ident,
+                    format!("`{name}` is not a LightningModule method; did you mean `{close}`?"),
+                );
                 near_misses.push(close);
             } else if name.starts_with("on_") {
                 cx.error(&f.sig.ident, format!("unknown hook `{name}`: fulmen's hooks are listed in `fulmen::Callback` (Lightning would silently never call it)"));
@@ -106,16 +117,28 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
         let mut f = f.clone();
         let shape_error = || format!("`{name}` must have the signature `{}`", known.signature());
         if !f.sig.generics.params.is_empty() {
-            cx.error(&f.sig.generics, format!("{}: it takes no generic parameters (`E` and `D` are in scope)", shape_error()));
+            cx.error(
+                &f.sig.generics,
+                format!(
+                    "{}: it takes no generic parameters (`E` and `D` are in scope)",
+                    shape_error()
+                ),
+            );
             continue;
         }
         match receiver(&f.sig) {
             None => {
-                cx.error(&f.sig, format!("{}: it takes `self` by reference", shape_error()));
+                cx.error(
+                    &f.sig,
+                    format!("{}: it takes `self` by reference", shape_error()),
+                );
                 continue;
             }
             Some(r) if r.reference.is_none() => {
-                cx.error(r, format!("{}: it takes `self` by reference", shape_error()));
+                cx.error(
+                    r,
+                    format!("{}: it takes `self` by reference", shape_error()),
+                );
                 continue;
             }
             Some(r) if known.receiver == Receiver::Ref && r.mutability.is_some() => {
@@ -141,8 +164,15 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
 
     for required in hooks::REQUIRED {
         if !seen.contains_key(required) && !near_misses.contains(&required) {
-            let example = hooks::find(required).map(|k| k.signature()).unwrap_or_default();
-            cx.error(&item.self_ty, format!("`{type_name}` has no `{required}`: a #[lightning_module] needs `{example}`"));
+            let example = hooks::find(required)
+                .map(|k| k.signature())
+                .unwrap_or_default();
+            cx.error(
+                &item.self_ty,
+                format!(
+                    "`{type_name}` has no `{required}`: a #[lightning_module] needs `{example}`"
+                ),
+            );
         }
     }
     if cx.has_errors() {
@@ -156,14 +186,20 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
             syn::FnArg::Receiver(_) => None,
         }
     };
-    let batch = arg_type("training_step").map(|t| t.into_token_stream()).unwrap_or_else(|| quote!(()));
+    let batch = arg_type("training_step")
+        .map(|t| t.into_token_stream())
+        .unwrap_or_else(|| quote!(()));
     let predict = trait_items.iter().find(|f| f.sig.ident == "predict_step");
     let prediction = match predict.map(|f| &f.sig.output) {
         Some(syn::ReturnType::Type(_, ty)) => ty.to_token_stream(),
         _ => quote!(()),
     };
     let has = |name: &str| trait_items.iter().any(|f| f.sig.ident == name);
-    let (has_val, has_test, has_predict) = (has("validation_step"), has("test_step"), has("predict_step"));
+    let (has_val, has_test, has_predict) = (
+        has("validation_step"),
+        has("test_step"),
+        has("predict_step"),
+    );
     let default_predict = (!has_predict).then(|| {
         quote! {
             fn predict_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D>) -> Self::Prediction {}

@@ -65,15 +65,18 @@ pub(crate) fn expand_item(attr: TokenStream, item: TokenStream, kind: Kind) -> T
             TokenStream::new()
         }
         syn::Item::Enum(e) => {
-            cx.error(&e.enum_token, format!("{} goes on a struct (the model's layers) or on its impl (the steps and hooks), not on an enum", kind.attr()));
+            cx.error(e.enum_token, format!("{} goes on a struct (the model's layers) or on its impl (the steps and hooks), not on an enum", kind.attr()));
             TokenStream::new()
         }
         syn::Item::Union(u) => {
-            cx.error(&u.union_token, format!("{} goes on a struct (the model's layers) or on its impl (the steps and hooks), not on a union", kind.attr()));
+            cx.error(u.union_token, format!("{} goes on a struct (the model's layers) or on its impl (the steps and hooks), not on a union", kind.attr()));
             TokenStream::new()
         }
         other => {
-            cx.error(other, format!("{} goes on a struct or on its impl", kind.attr()));
+            cx.error(
+                other,
+                format!("{} goes on a struct or on its impl", kind.attr()),
+            );
             TokenStream::new()
         }
     };
@@ -89,8 +92,8 @@ pub(crate) fn expand_item(attr: TokenStream, item: TokenStream, kind: Kind) -> T
 fn plainly_not_a_layer(ty: &syn::Type) -> bool {
     const PLAIN: &[&str] = &[
         "f32", "f64", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16",
-        "i32", "i64", "i128", "isize", "String", "PathBuf", "Vec", "Option", "HashMap",
-        "BTreeMap", "Box", "Rc", "Arc",
+        "i32", "i64", "i128", "isize", "String", "PathBuf", "Vec", "Option", "HashMap", "BTreeMap",
+        "Box", "Rc", "Arc",
     ];
     match ty {
         syn::Type::Path(p) => p
@@ -126,10 +129,16 @@ fn parse_fields(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> Vec<Field> {
                 continue;
             };
             if !matches!(a.meta, syn::Meta::Path(_)) {
-                cx.error(a, format!("`#[{}]` takes no arguments", a.path().to_token_stream()));
+                cx.error(
+                    a,
+                    format!("`#[{}]` takes no arguments", a.path().to_token_stream()),
+                );
             }
             if role != Role::Layer {
-                cx.error(a, "a field is either #[hparam] (saved) or #[skip] (not saved), not both");
+                cx.error(
+                    a,
+                    "a field is either #[hparam] (saved) or #[skip] (not saved), not both",
+                );
             }
             role = new_role;
         }
@@ -173,8 +182,21 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
     let fields = parse_fields(cx, item, kind);
     for param in &item.generics.params {
         match param {
-            syn::GenericParam::Lifetime(l) => cx.error(l, format!("{} structs own their tensors and cannot borrow: remove the lifetime", kind.attr())),
-            syn::GenericParam::Type(t) if t.ident == "E" || t.ident == "D" => cx.error(t, format!("{} adds the dtype `E` and device `D` parameters itself: remove `{}`", kind.attr(), t.ident)),
+            syn::GenericParam::Lifetime(l) => cx.error(
+                l,
+                format!(
+                    "{} structs own their tensors and cannot borrow: remove the lifetime",
+                    kind.attr()
+                ),
+            ),
+            syn::GenericParam::Type(t) if t.ident == "E" || t.ident == "D" => cx.error(
+                t,
+                format!(
+                    "{} adds the dtype `E` and device `D` parameters itself: remove `{}`",
+                    kind.attr(),
+                    t.ident
+                ),
+            ),
             _ => {}
         }
     }
@@ -189,7 +211,8 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
     let attrs = &item.attrs;
     let (user_impl, user_ty, user_where) = item.generics.split_for_impl();
     let user_params: Vec<_> = item.generics.params.iter().collect();
-    let impl_params: Vec<syn::GenericParam> = user_params.iter().map(|p| strip_default(p)).collect();
+    let impl_params: Vec<syn::GenericParam> =
+        user_params.iter().map(|p| strip_default(p)).collect();
     let user_args: Vec<TokenStream> = item
         .generics
         .params
@@ -322,7 +345,8 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
 pub(crate) fn strip_field_attrs(item: &syn::ItemStruct) -> TokenStream {
     let mut item = item.clone();
     for f in item.fields.iter_mut() {
-        f.attrs.retain(|a| !a.path().is_ident("hparam") && !a.path().is_ident("skip"));
+        f.attrs
+            .retain(|a| !a.path().is_ident("hparam") && !a.path().is_ident("skip"));
     }
     item.into_token_stream()
 }

@@ -30,8 +30,15 @@ pub(crate) fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) 
 mod tests {
     #[test]
     fn finds_typos_not_strangers() {
-        let known = ["on_train_epoch_end", "on_train_epoch_start", "training_step"];
-        assert_eq!(super::closest("on_train_epoch_ned", known), Some("on_train_epoch_end"));
+        let known = [
+            "on_train_epoch_end",
+            "on_train_epoch_start",
+            "training_step",
+        ];
+        assert_eq!(
+            super::closest("on_train_epoch_ned", known),
+            Some("on_train_epoch_end")
+        );
         assert_eq!(super::closest("traning_step", known), Some("training_step"));
         assert_eq!(super::closest("forward", known), None);
     }

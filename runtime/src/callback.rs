@@ -39,7 +39,13 @@ macro_rules! __lifecycle_hooks {
         fn on_train_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_train_batch_start(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
         /// `loss` is the value the step returned.
-        fn on_train_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _loss: f64, _batch_idx: usize) {}
+        fn on_train_batch_end(
+            &mut self,
+            _trainer: &mut $crate::TrainerView,
+            _loss: f64,
+            _batch_idx: usize,
+        ) {
+        }
         fn on_before_zero_grad(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_before_backward(&mut self, _trainer: &mut $crate::TrainerView, _loss: f64) {}
         fn on_after_backward(&mut self, _trainer: &mut $crate::TrainerView) {}
@@ -48,8 +54,18 @@ macro_rules! __lifecycle_hooks {
         fn on_validation_end(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_validation_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_validation_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
-        fn on_validation_batch_start(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
-        fn on_validation_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
+        fn on_validation_batch_start(
+            &mut self,
+            _trainer: &mut $crate::TrainerView,
+            _batch_idx: usize,
+        ) {
+        }
+        fn on_validation_batch_end(
+            &mut self,
+            _trainer: &mut $crate::TrainerView,
+            _batch_idx: usize,
+        ) {
+        }
         fn on_test_start(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_test_end(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_test_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
@@ -60,7 +76,12 @@ macro_rules! __lifecycle_hooks {
         fn on_predict_end(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_predict_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
         fn on_predict_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
-        fn on_predict_batch_start(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
+        fn on_predict_batch_start(
+            &mut self,
+            _trainer: &mut $crate::TrainerView,
+            _batch_idx: usize,
+        ) {
+        }
         fn on_predict_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
     };
 }

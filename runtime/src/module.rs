@@ -34,7 +34,8 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
 
     fn test_step(&mut self, _batch: Self::Batch, _ctx: &mut StepContext<E, D>) {}
 
-    fn predict_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>) -> Self::Prediction;
+    fn predict_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>)
+        -> Self::Prediction;
 
     /// The optimizer (and, later, its learning-rate schedule).
     fn configure_optimizers(&self) -> Optim;

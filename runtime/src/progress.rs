@@ -47,7 +47,8 @@ impl Progress {
         self.done = 0;
         self.started = Instant::now();
         if self.terminal {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
             let style = ProgressStyle::with_template(
                 "{prefix} {bar:25} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
             )
@@ -78,7 +79,11 @@ impl Progress {
             }
             None => {
                 let secs = self.started.elapsed().as_secs_f64();
-                let rate = if secs > 0.0 { self.done as f64 / secs } else { 0.0 };
+                let rate = if secs > 0.0 {
+                    self.done as f64 / secs
+                } else {
+                    0.0
+                };
                 println!(
                     "{}: {}/{} batches [{secs:.2}s, {rate:.1} it/s] {metrics}",
                     self.label, self.done, self.total

@@ -24,7 +24,10 @@ pub fn next_seed() -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        STATE.store(nanos ^ (u64::from(std::process::id()) << 32), Ordering::SeqCst);
+        STATE.store(
+            nanos ^ (u64::from(std::process::id()) << 32),
+            Ordering::SeqCst,
+        );
     }
     let mut z = STATE
         .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)

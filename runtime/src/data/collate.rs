@@ -10,8 +10,10 @@ pub type ClassBatch<const N: usize, const C: usize, E, D> =
     (Tensor<(usize, Const<N>), E, D>, Labels<C, D>);
 
 /// A regression batch: `N` inputs and `M` targets per row.
-pub type RegressionBatch<const N: usize, const M: usize, E, D> =
-    (Tensor<(usize, Const<N>), E, D>, Tensor<(usize, Const<M>), E, D>);
+pub type RegressionBatch<const N: usize, const M: usize, E, D> = (
+    Tensor<(usize, Const<N>), E, D>,
+    Tensor<(usize, Const<M>), E, D>,
+);
 
 /// How a batch of samples becomes the model's batch type `B` on device `D`.
 #[diagnostic::on_unimplemented(
@@ -44,8 +46,8 @@ impl<E: FloatDtype, D: Device<E>, const N: usize> Collate<Tensor<(usize, Const<N
     }
 }
 
-impl<E: FloatDtype, D: Device<E>, const N: usize, const C: usize>
-    Collate<ClassBatch<N, C, E, D>, D> for ([f32; N], Class<C>)
+impl<E: FloatDtype, D: Device<E>, const N: usize, const C: usize> Collate<ClassBatch<N, C, E, D>, D>
+    for ([f32; N], Class<C>)
 {
     fn collate(samples: Vec<Self>, device: &D) -> ClassBatch<N, C, E, D> {
         let labels = samples.iter().map(|(_, c)| c.index()).collect();

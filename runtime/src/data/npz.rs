@@ -50,17 +50,67 @@ pub fn read_array(path: impl AsRef<Path>, name: &str) -> Result<Array> {
     let dtype = npy.dtype();
     let data: Vec<f64> = match &dtype {
         DType::Plain(ts) => match (ts.type_char(), ts.size_field()) {
-            (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(bad)?.into_iter().map(f64::from).collect(),
+            (TypeChar::Float, 4) => npy
+                .into_vec::<f32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             (TypeChar::Float, 8) => npy.into_vec::<f64>().map_err(bad)?,
-            (TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(bad)?.into_iter().map(|v| v as f64).collect(),
-            (TypeChar::Int, 4) => npy.into_vec::<i32>().map_err(bad)?.into_iter().map(f64::from).collect(),
-            (TypeChar::Int, 2) => npy.into_vec::<i16>().map_err(bad)?.into_iter().map(f64::from).collect(),
-            (TypeChar::Int, 1) => npy.into_vec::<i8>().map_err(bad)?.into_iter().map(f64::from).collect(),
-            (TypeChar::Uint, 8) => npy.into_vec::<u64>().map_err(bad)?.into_iter().map(|v| v as f64).collect(),
-            (TypeChar::Uint, 4) => npy.into_vec::<u32>().map_err(bad)?.into_iter().map(f64::from).collect(),
-            (TypeChar::Uint, 2) => npy.into_vec::<u16>().map_err(bad)?.into_iter().map(f64::from).collect(),
-            (TypeChar::Uint, 1) => npy.into_vec::<u8>().map_err(bad)?.into_iter().map(f64::from).collect(),
-            _ => return Err(Error::data(path, format!("array `{name}` has dtype {ts}, not a number type"))),
+            (TypeChar::Int, 8) => npy
+                .into_vec::<i64>()
+                .map_err(bad)?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+            (TypeChar::Int, 4) => npy
+                .into_vec::<i32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            (TypeChar::Int, 2) => npy
+                .into_vec::<i16>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            (TypeChar::Int, 1) => npy
+                .into_vec::<i8>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            (TypeChar::Uint, 8) => npy
+                .into_vec::<u64>()
+                .map_err(bad)?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+            (TypeChar::Uint, 4) => npy
+                .into_vec::<u32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            (TypeChar::Uint, 2) => npy
+                .into_vec::<u16>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            (TypeChar::Uint, 1) => npy
+                .into_vec::<u8>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            _ => {
+                return Err(Error::data(
+                    path,
+                    format!("array `{name}` has dtype {ts}, not a number type"),
+                ))
+            }
         },
         other => {
             return Err(Error::data(

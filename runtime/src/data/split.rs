@@ -10,7 +10,10 @@ struct NumpyRandomState(rand_mt::Mt);
 impl NumpyRandomState {
     fn new(seed: u64) -> Result<Self> {
         let seed = u32::try_from(seed).map_err(|_| {
-            Error::config("random_state", format!("{seed} is not between 0 and 2**32 - 1 (NumPy's seed range)"))
+            Error::config(
+                "random_state",
+                format!("{seed} is not between 0 and 2**32 - 1 (NumPy's seed range)"),
+            )
         })?;
         Ok(Self(rand_mt::Mt::new(seed)))
     }
@@ -56,16 +59,25 @@ impl NumpyRandomState {
 /// given to the largest fractional parts, ties broken with `rng` as scikit-learn does.
 fn approximate_mode(counts: &[usize], draws: usize, rng: &mut NumpyRandomState) -> Vec<usize> {
     let total: usize = counts.iter().sum();
-    let continuous: Vec<f64> = counts.iter().map(|&c| c as f64 / total as f64 * draws as f64).collect();
+    let continuous: Vec<f64> = counts
+        .iter()
+        .map(|&c| c as f64 / total as f64 * draws as f64)
+        .collect();
     let mut floored: Vec<usize> = continuous.iter().map(|c| c.floor() as usize).collect();
     let mut need = draws.saturating_sub(floored.iter().sum());
     if need > 0 {
-        let remainder: Vec<f64> = continuous.iter().zip(&floored).map(|(c, &f)| c - f as f64).collect();
+        let remainder: Vec<f64> = continuous
+            .iter()
+            .zip(&floored)
+            .map(|(c, &f)| c - f as f64)
+            .collect();
         let mut values = remainder.clone();
         values.sort_by(|a, b| b.total_cmp(a));
         values.dedup();
         for value in values {
-            let inds: Vec<usize> = (0..remainder.len()).filter(|&i| remainder[i] == value).collect();
+            let inds: Vec<usize> = (0..remainder.len())
+                .filter(|&i| remainder[i] == value)
+                .collect();
             let add_now = inds.len().min(need);
             // rng.choice(inds, size=add_now, replace=False) = inds[permutation(len)[:add_now]]
             for &k in &rng.permutation(inds.len())[..add_now] {
@@ -120,7 +132,10 @@ pub fn stratified_split<T>(
     if let Some(c) = members.iter().position(|m| m.len() < 2) {
         return Err(Error::config(
             "stratify",
-            format!("class {} has a single member; each class needs at least 2 to be split", classes[c]),
+            format!(
+                "class {} has a single member; each class needs at least 2 to be split",
+                classes[c]
+            ),
         ));
     }
     if classes.len() > n_test || classes.len() > n_train {
@@ -147,7 +162,8 @@ pub fn stratified_split<T>(
     rng.shuffle(&mut train);
     rng.shuffle(&mut test);
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
-    let mut take = |idx: &[usize]| -> Vec<T> { idx.iter().filter_map(|&i| slots[i].take()).collect() };
+    let mut take =
+        |idx: &[usize]| -> Vec<T> { idx.iter().filter_map(|&i| slots[i].take()).collect() };
     let train_items = take(&train);
     let test_items = take(&test);
     Ok((train_items, test_items))
@@ -180,7 +196,11 @@ fn test_count(n: usize, test_size: f64) -> Result<usize> {
     Ok(n_test)
 }
 
-fn partition<T>(items: Vec<T>, order: &[usize], is_test: impl Fn(usize) -> bool) -> (Vec<T>, Vec<T>) {
+fn partition<T>(
+    items: Vec<T>,
+    order: &[usize],
+    is_test: impl Fn(usize) -> bool,
+) -> (Vec<T>, Vec<T>) {
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for &i in order {

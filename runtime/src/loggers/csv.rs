@@ -82,8 +82,11 @@ impl CsvLogger {
             out.write_record(&keys).map_err(csv_err)?;
         }
         for row in &self.rows[from..] {
-            out.write_record(keys.iter().map(|k| row.get(k).map(|v| format_value(*v)).unwrap_or_default()))
-                .map_err(csv_err)?;
+            out.write_record(
+                keys.iter()
+                    .map(|k| row.get(k).map(|v| format_value(*v)).unwrap_or_default()),
+            )
+            .map_err(csv_err)?;
         }
         let mut inner = out
             .into_inner()

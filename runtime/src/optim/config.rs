@@ -109,7 +109,10 @@ impl Optim {
             return bad("lr", format!("{} is not a finite value >= 0", self.lr));
         }
         if !(self.momentum >= 0.0 && self.momentum.is_finite()) {
-            return bad("momentum", format!("{} is not a finite value >= 0", self.momentum));
+            return bad(
+                "momentum",
+                format!("{} is not a finite value >= 0", self.momentum),
+            );
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(
@@ -126,7 +129,10 @@ impl Optim {
             }
         }
         if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
-            return bad("alpha", format!("{} is not a finite value >= 0", self.alpha));
+            return bad(
+                "alpha",
+                format!("{} is not a finite value >= 0", self.alpha),
+            );
         }
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
             return bad(

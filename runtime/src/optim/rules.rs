@@ -12,25 +12,30 @@ fn c<E: FloatDtype>(x: f64) -> E {
 pub(crate) fn buffers(config: &Optim) -> usize {
     use super::OptimKind::*;
     match config.kind {
-        Sgd => 1,            // momentum buffer
-        Adam | AdamW => 2,   // exp_avg, exp_avg_sq
-        RmsProp => 3,        // square_avg, momentum buffer, grad_avg
+        Sgd => 1,          // momentum buffer
+        Adam | AdamW => 2, // exp_avg, exp_avg_sq
+        RmsProp => 3,      // square_avg, momentum buffer, grad_avg
     }
 }
 
 /// `torch.optim.SGD`.
 pub(crate) fn sgd<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], buf: &mut [E]) {
-    let (lr, wd, mu, damp) = (c::<E>(o.lr), c::<E>(o.weight_decay), c::<E>(o.momentum), c::<E>(1.0 - o.dampening));
+    let (lr, wd, mu, damp) = (
+        c::<E>(o.lr),
+        c::<E>(o.weight_decay),
+        c::<E>(o.momentum),
+        c::<E>(1.0 - o.dampening),
+    );
     for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
         let mut d = g;
         if o.weight_decay != 0.0 {
-            d = d + wd * *p;
+            d += wd * *p;
         }
         if o.momentum != 0.0 {
             *b = if step == 1 { d } else { *b * mu + damp * d };
             d = if o.nesterov { d + mu * *b } else { *b };
         }
-        *p = *p - lr * d;
+        *p -= lr * d;
     }
 }
 
@@ -48,20 +53,25 @@ pub(crate) fn adam<E: FloatDtype>(
     let bias_correction2 = 1.0 - b2.powf(step as f64);
     let step_size: E = c(o.lr / bias_correction1);
     let bc2_sqrt: E = c(bias_correction2.sqrt());
-    let (one_minus_b1, b2e, one_minus_b2, eps) = (c::<E>(1.0 - b1), c::<E>(b2), c::<E>(1.0 - b2), c::<E>(o.eps));
+    let (one_minus_b1, b2e, one_minus_b2, eps) = (
+        c::<E>(1.0 - b1),
+        c::<E>(b2),
+        c::<E>(1.0 - b2),
+        c::<E>(o.eps),
+    );
     let decoupled = o.kind == super::OptimKind::AdamW;
     let (wd, decay): (E, E) = (c(o.weight_decay), c(1.0 - o.lr * o.weight_decay));
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         let mut g = g;
         if decoupled {
-            *p = *p * decay;
+            *p *= decay;
         } else if o.weight_decay != 0.0 {
-            g = g + wd * *p;
+            g += wd * *p;
         }
         *m = *m + one_minus_b1 * (g - *m); // exp_avg.lerp_(grad, 1 - beta1)
         *v = *v * b2e + one_minus_b2 * g * g;
         let denom = v.sqrt() / bc2_sqrt + eps;
-        *p = *p - step_size * (*m / denom);
+        *p -= step_size * (*m / denom);
     }
 }
 
@@ -85,7 +95,7 @@ pub(crate) fn rmsprop<E: FloatDtype>(
     for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
         let mut g = g;
         if o.weight_decay != 0.0 {
-            g = g + wd * *p;
+            g += wd * *p;
         }
         let sa = &mut square_avg[i];
         *sa = *sa * alpha + one_minus_alpha * g * g;
@@ -99,9 +109,9 @@ pub(crate) fn rmsprop<E: FloatDtype>(
         if o.momentum > 0.0 {
             let b = &mut momentum_buf[i];
             *b = *b * mu + g / avg;
-            *p = *p - lr * *b;
+            *p -= lr * *b;
         } else {
-            *p = *p - lr * (g / avg);
+            *p -= lr * (g / avg);
         }
     }
 }

@@ -1,4 +1,6 @@
-use dfdx::nn::{RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName};
+use dfdx::nn::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+};
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
 
@@ -38,7 +40,10 @@ impl<E: FloatDtype> Optimizer<E> {
     /// Changes the learning rate from the next step on (what schedulers do).
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
         if !(lr >= 0.0 && lr.is_finite()) {
-            return Err(Error::config("lr", format!("{lr} is not a finite value >= 0")));
+            return Err(Error::config(
+                "lr",
+                format!("{lr} is not a finite value >= 0"),
+            ));
         }
         self.config.lr = lr;
         Ok(())

@@ -238,17 +238,26 @@ impl Trainer {
     }
 
     /// Runs the validation loop once; returns the epoch metrics.
-    pub fn validate<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<BTreeMap<String, f64>>
+    pub fn validate<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+    ) -> Result<BTreeMap<String, f64>>
     where
         M: LightningModule<f32, Cpu>,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Validate).map(|r| r.metrics)
+        self.run(model, datamodule, Stage::Validate)
+            .map(|r| r.metrics)
     }
 
     /// Runs the test loop once; returns the epoch metrics.
-    pub fn test<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<BTreeMap<String, f64>>
+    pub fn test<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+    ) -> Result<BTreeMap<String, f64>>
     where
         M: LightningModule<f32, Cpu>,
         DM: DataModule,
@@ -258,40 +267,75 @@ impl Trainer {
     }
 
     /// Runs `predict_step` on every predict batch; returns the predictions in order.
-    pub fn predict<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<Vec<M::Prediction>>
+    pub fn predict<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+    ) -> Result<Vec<M::Prediction>>
     where
         M: LightningModule<f32, Cpu>,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Predict).map(|r| r.predictions)
+        self.run(model, datamodule, Stage::Predict)
+            .map(|r| r.predictions)
     }
 
     /// [`test`](Self::test) on a bare loader.
-    pub fn test_loader<M, S>(&mut self, model: &mut M, loader: DataLoader<S>) -> Result<BTreeMap<String, f64>>
+    pub fn test_loader<M, S>(
+        &mut self,
+        model: &mut M,
+        loader: DataLoader<S>,
+    ) -> Result<BTreeMap<String, f64>>
     where
         M: LightningModule<f32, Cpu>,
         S: Send + 'static + Collate<M::Batch, Cpu>,
     {
-        self.test(model, &mut Loaders { test: Some(loader), ..Loaders::default() })
+        self.test(
+            model,
+            &mut Loaders {
+                test: Some(loader),
+                ..Loaders::default()
+            },
+        )
     }
 
     /// [`validate`](Self::validate) on a bare loader.
-    pub fn validate_loader<M, S>(&mut self, model: &mut M, loader: DataLoader<S>) -> Result<BTreeMap<String, f64>>
+    pub fn validate_loader<M, S>(
+        &mut self,
+        model: &mut M,
+        loader: DataLoader<S>,
+    ) -> Result<BTreeMap<String, f64>>
     where
         M: LightningModule<f32, Cpu>,
         S: Send + 'static + Collate<M::Batch, Cpu>,
     {
-        self.validate(model, &mut Loaders { val: Some(loader), ..Loaders::default() })
+        self.validate(
+            model,
+            &mut Loaders {
+                val: Some(loader),
+                ..Loaders::default()
+            },
+        )
     }
 
     /// [`predict`](Self::predict) on a bare loader.
-    pub fn predict_loader<M, S>(&mut self, model: &mut M, loader: DataLoader<S>) -> Result<Vec<M::Prediction>>
+    pub fn predict_loader<M, S>(
+        &mut self,
+        model: &mut M,
+        loader: DataLoader<S>,
+    ) -> Result<Vec<M::Prediction>>
     where
         M: LightningModule<f32, Cpu>,
         S: Send + 'static + Collate<M::Batch, Cpu>,
     {
-        self.predict(model, &mut Loaders { predict: Some(loader), ..Loaders::default() })
+        self.predict(
+            model,
+            &mut Loaders {
+                predict: Some(loader),
+                ..Loaders::default()
+            },
+        )
     }
 
     /// The latest value of every logged metric.
@@ -312,14 +356,20 @@ impl Trainer {
     }
     /// The directory the logger writes to.
     pub fn log_dir(&self) -> Option<PathBuf> {
-        self.view.logger.as_ref().and_then(|l| l.log_dir().map(|p| p.to_path_buf()))
+        self.view
+            .logger
+            .as_ref()
+            .and_then(|l| l.log_dir().map(|p| p.to_path_buf()))
     }
 
     /// Creates the logger on first use, so that building a trainer touches no file.
     fn ensure_logger(&mut self) -> Result<()> {
         match self.logger_choice.take() {
             Some(LoggerChoice::Csv) => {
-                self.view.logger = Some(Box::new(CsvLogger::new(&self.default_root_dir, "lightning_logs")?));
+                self.view.logger = Some(Box::new(CsvLogger::new(
+                    &self.default_root_dir,
+                    "lightning_logs",
+                )?));
             }
             Some(LoggerChoice::Custom(logger)) => self.view.logger = Some(logger),
             Some(LoggerChoice::Off) | None => {}

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use dfdx::nn::ZeroGrads;
-use dfdx::tensor_ops::Backward;
 use dfdx::tensor::{Cpu, Gradients};
+use dfdx::tensor_ops::Backward;
 
 use super::aggregate::{EpochMetrics, Reduced};
 use super::{Trainer, TrainerView};
@@ -48,7 +48,12 @@ struct Run<'a, M> {
 }
 
 impl Trainer {
-    pub(super) fn run<M, DM>(&mut self, model: &mut M, dm: &mut DM, stage: Stage) -> Result<RunResult<M::Prediction>>
+    pub(super) fn run<M, DM>(
+        &mut self,
+        model: &mut M,
+        dm: &mut DM,
+        stage: Stage,
+    ) -> Result<RunResult<M::Prediction>>
     where
         M: LightningModule<f32, Cpu>,
         DM: DataModule,
@@ -117,7 +122,9 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
                 result.metrics = self.evaluate(&loader, stage, None)?;
             }
             Stage::Predict => {
-                let loader = dm.predict_dataloader()?.ok_or_else(|| missing("predict_dataloader", stage))?;
+                let loader = dm
+                    .predict_dataloader()?
+                    .ok_or_else(|| missing("predict_dataloader", stage))?;
                 self.require_step(stage)?;
                 result.predictions = self.predict(&loader)?;
             }
@@ -139,7 +146,10 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         } else {
             Err(Error::config(
                 stage.as_str(),
-                format!("`{}` has no `{step}`; write one in its #[lightning_module] impl", M::NAME),
+                format!(
+                    "`{}` has no `{step}`; write one in its #[lightning_module] impl",
+                    M::NAME
+                ),
             ))
         }
     }
@@ -158,7 +168,9 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        let train = dm.train_dataloader()?.ok_or_else(|| missing("train_dataloader", Stage::Fit))?;
+        let train = dm
+            .train_dataloader()?
+            .ok_or_else(|| missing("train_dataloader", Stage::Fit))?;
         train.validate("train_dataloader")?;
         let val = match dm.val_dataloader()? {
             Some(val) if M::HAS_VALIDATION_STEP => {
@@ -192,8 +204,14 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
 
     fn done_training(&self) -> bool {
         self.view.should_stop
-            || self.view.max_epochs.is_some_and(|m| self.view.current_epoch >= m)
-            || self.view.max_steps.is_some_and(|m| self.view.global_step >= m)
+            || self
+                .view
+                .max_epochs
+                .is_some_and(|m| self.view.current_epoch >= m)
+            || self
+                .view
+                .max_steps
+                .is_some_and(|m| self.view.global_step >= m)
     }
 
     fn train_epoch<S: Collate<M::Batch, Cpu> + Send + 'static>(
@@ -243,11 +261,18 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
             self.view.global_step += 1;
             hook!(self, on_train_batch_end(value, batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
-            if self.view.max_steps.is_some_and(|m| self.view.global_step >= m) {
+            if self
+                .view
+                .max_steps
+                .is_some_and(|m| self.view.global_step >= m)
+            {
                 break;
             }
         }
-        let stopped_early = self.view.max_steps.is_some_and(|m| self.view.global_step >= m);
+        let stopped_early = self
+            .view
+            .max_steps
+            .is_some_and(|m| self.view.global_step >= m);
         if batches < train.len() && !stopped_early {
             return Err(Error::msg(format!(
                 "the training loader yielded {batches} of its {} batches in epoch {epoch}: a loader worker stopped (see the panic message above)",
@@ -281,11 +306,22 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         stage: Stage,
         limit: Option<usize>,
     ) -> Result<BTreeMap<String, f64>> {
-        loader.validate(if stage == Stage::Test { "test_dataloader" } else { "val_dataloader" })?;
+        loader.validate(if stage == Stage::Test {
+            "test_dataloader"
+        } else {
+            "val_dataloader"
+        })?;
         let test = stage == Stage::Test;
         let mut epoch_metrics = EpochMetrics::default();
         if !self.view.sanity_checking && self.view.stage != Stage::Fit {
-            self.progress.start(if test { "Testing".into() } else { "Validation".into() }, loader.len());
+            self.progress.start(
+                if test {
+                    "Testing".into()
+                } else {
+                    "Validation".into()
+                },
+                loader.len(),
+            );
         }
         if test {
             hook!(self, on_test_start());
@@ -363,7 +399,13 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         Ok(predictions)
     }
 
-    fn context(&self, stage: Stage, training: bool, batch_idx: usize, batch_size: usize) -> StepContext<f32, Cpu> {
+    fn context(
+        &self,
+        stage: Stage,
+        training: bool,
+        batch_idx: usize,
+        batch_size: usize,
+    ) -> StepContext<f32, Cpu> {
         let mut ctx = StepContext::new(self.device.clone(), stage, training);
         ctx.batch_idx = batch_idx;
         ctx.batch_size = batch_size;
@@ -374,25 +416,43 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
 
     /// Step-level values: into `callback_metrics` and the progress bar now, into the logger
     /// every `log_every_n_steps` steps; epoch-level values into the running reduction.
-    fn record_step_logs(&mut self, logs: &[LogEntry], epoch_metrics: &mut EpochMetrics) -> Result<()> {
+    fn record_step_logs(
+        &mut self,
+        logs: &[LogEntry],
+        epoch_metrics: &mut EpochMetrics,
+    ) -> Result<()> {
+        let step = self.view.global_step;
+        let write = self.view.logger.is_some() && (step + 1).is_multiple_of(self.log_every_n_steps);
         let mut to_logger = BTreeMap::new();
         for entry in logs {
             epoch_metrics.add(entry);
             if !entry.on_step {
                 continue;
             }
-            let key = if entry.on_epoch { format!("{}_step", entry.name) } else { entry.name.clone() };
-            self.view.callback_metrics.insert(entry.name.clone(), entry.value);
-            self.view.callback_metrics.insert(key.clone(), entry.value);
-            if entry.prog_bar {
-                self.view.progress_bar_metrics.insert(key.clone(), entry.value);
+            let metrics = &mut self.view.callback_metrics;
+            let key = if entry.on_epoch {
+                let key = format!("{}_step", entry.name);
+                metrics.insert(key.clone(), entry.value);
+                key
+            } else {
+                entry.name.clone()
+            };
+            match metrics.get_mut(&entry.name) {
+                Some(slot) => *slot = entry.value,
+                None => {
+                    metrics.insert(entry.name.clone(), entry.value);
+                }
             }
-            if entry.logger {
+            if entry.prog_bar {
+                self.view
+                    .progress_bar_metrics
+                    .insert(key.clone(), entry.value);
+            }
+            if write && entry.logger {
                 to_logger.insert(key, entry.value);
             }
         }
-        let step = self.view.global_step;
-        if !to_logger.is_empty() && (step + 1) % self.log_every_n_steps == 0 {
+        if !to_logger.is_empty() {
             to_logger.insert("epoch".to_string(), self.view.current_epoch as f64);
             if let Some(logger) = self.view.logger.as_deref_mut() {
                 logger.log_metrics(&to_logger, step)?;
@@ -404,7 +464,11 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
     /// Epoch values into `callback_metrics` and the progress bar.
     fn publish_epoch(&mut self, reduced: &BTreeMap<String, Reduced>, training: bool) {
         for (name, r) in reduced {
-            let key = if training && r.on_step { format!("{name}_epoch") } else { name.clone() };
+            let key = if training && r.on_step {
+                format!("{name}_epoch")
+            } else {
+                name.clone()
+            };
             self.view.callback_metrics.insert(name.clone(), r.value);
             self.view.callback_metrics.insert(key.clone(), r.value);
             if r.prog_bar {
@@ -419,7 +483,11 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
             .iter()
             .filter(|(_, r)| r.logger)
             .map(|(name, r)| {
-                let key = if r.on_step { format!("{name}_epoch") } else { name.clone() };
+                let key = if r.on_step {
+                    format!("{name}_epoch")
+                } else {
+                    name.clone()
+                };
                 (key, r.value)
             })
             .collect();
@@ -438,6 +506,9 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
 fn missing(what: &str, stage: Stage) -> Error {
     Error::config(
         what,
-        format!("`{}` needs data: the data module's `{what}` returned none", stage.as_str()),
+        format!(
+            "`{}` needs data: the data module's `{what}` returned none",
+            stage.as_str()
+        ),
     )
 }
