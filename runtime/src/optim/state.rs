@@ -1,7 +1,7 @@
 use dfdx::nn::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
 };
-use dfdx::shapes::{HasShape, Shape};
+use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 
 use super::{rules, Optim, OptimKind};
@@ -68,6 +68,20 @@ impl<E: FloatDtype> Optimizer<E> {
         module: &mut M,
         grads: &mut Gradients<E, D>,
     ) -> Result<()> {
+        if self.state.is_empty() {
+            // Names are walked once, when the buffers are created; steps walk tensors only.
+            let mut names = NameCollector(Vec::new());
+            M::iter_tensors(&mut RecursiveWalker {
+                m: String::new(),
+                f: &mut names,
+            })?;
+            let buffers = rules::buffers(&self.config);
+            self.state = names
+                .0
+                .into_iter()
+                .map(|(name, len)| (name, vec![vec![E::zero(); len]; buffers]))
+                .collect();
+        }
         self.step += 1;
         let mut visitor = StepVisitor {
             optimizer: self,
@@ -75,10 +89,31 @@ impl<E: FloatDtype> Optimizer<E> {
             index: 0,
         };
         M::iter_tensors(&mut RecursiveWalker {
-            m: (String::new(), module),
+            m: module,
             f: &mut visitor,
         })?;
         Ok(())
+    }
+}
+
+/// The name and size of every trainable parameter, in walk order.
+struct NameCollector(Vec<(String, usize)>);
+
+impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for NameCollector {
+    type Viewer = ViewTensorName;
+    type Err = Error;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        name: String,
+    ) -> Result<Option<Tensor<S, E, D>>> {
+        if opts.do_gradient_update {
+            self.0.push((name, opts.shape.num_elements()));
+        }
+        Ok(None)
     }
 }
 
@@ -89,7 +124,7 @@ struct StepVisitor<'a, E: FloatDtype, D: TrainDevice<E>> {
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for StepVisitor<'_, E, D> {
-    type Viewer = (ViewTensorName, ViewTensorMut);
+    type Viewer = ViewTensorMut;
     type Err = Error;
     type E2 = E;
     type D2 = D;
@@ -97,7 +132,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for StepVisitor<'_, E
     fn visit<S: Shape>(
         &mut self,
         opts: TensorOptions<S, E, D>,
-        (name, param): (String, &mut Tensor<S, E, D>),
+        param: &mut Tensor<S, E, D>,
     ) -> Result<Option<Tensor<S, E, D>>> {
         if !opts.do_gradient_update {
             return Ok(None);
@@ -108,11 +143,10 @@ impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for StepVisitor<'_, E
             state,
             scratch,
         } = &mut *self.optimizer;
-        if state.len() == self.index {
-            let len = param.shape().num_elements();
-            state.push((name, vec![vec![E::zero(); len]; rules::buffers(config)]));
-        }
-        let buffers = &mut state[self.index].1;
+        let buffers = &mut state
+            .get_mut(self.index)
+            .ok_or_else(|| Error::msg("the optimizer was stepped on a module with more parameters than it was created for"))?
+            .1;
         self.index += 1;
         let step = *step;
         D::update_param(param, self.grads, scratch, |p, g| match config.kind {
