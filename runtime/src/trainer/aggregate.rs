@@ -32,6 +32,18 @@ pub(crate) struct Reduced {
     pub on_step: bool,
 }
 
+impl Reduced {
+    /// The name an epoch value is published under: `name_epoch` when the value is also
+    /// logged per step (as `name_step`), else `name`.
+    pub(crate) fn key(&self, name: &str) -> String {
+        if self.on_step {
+            format!("{name}_epoch")
+        } else {
+            name.to_string()
+        }
+    }
+}
+
 impl EpochMetrics {
     pub(crate) fn add(&mut self, entry: &LogEntry) {
         if !entry.on_epoch {

@@ -118,6 +118,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
                     (dm.test_dataloader()?, "test_dataloader")
                 };
                 let loader = loader.ok_or_else(|| missing(what, stage))?;
+                loader.validate(what)?;
                 self.require_step(stage)?;
                 result.metrics = self.evaluate(&loader, stage, None)?;
             }
@@ -283,7 +284,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
             self.evaluate(val, Stage::Validate, None)?;
         }
         let reduced = epoch_metrics.take();
-        self.publish_epoch(&reduced, true);
+        self.publish_epoch(&reduced);
         self.progress.finish(&self.view.progress_bar_metrics);
         for cb in self.callbacks.iter_mut().filter(|c| !c.is_monitoring()) {
             cb.on_train_epoch_end(self.view);
@@ -306,11 +307,6 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         stage: Stage,
         limit: Option<usize>,
     ) -> Result<BTreeMap<String, f64>> {
-        loader.validate(if stage == Stage::Test {
-            "test_dataloader"
-        } else {
-            "val_dataloader"
-        })?;
         let test = stage == Stage::Test;
         let mut epoch_metrics = EpochMetrics::default();
         if !self.view.sanity_checking && self.view.stage != Stage::Fit {
@@ -358,7 +354,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         }
         let reduced = epoch_metrics.take();
         if !self.view.sanity_checking {
-            self.publish_epoch(&reduced, false);
+            self.publish_epoch(&reduced);
         }
         if test {
             hook!(self, on_test_epoch_end());
@@ -462,13 +458,9 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
     }
 
     /// Epoch values into `callback_metrics` and the progress bar.
-    fn publish_epoch(&mut self, reduced: &BTreeMap<String, Reduced>, training: bool) {
+    fn publish_epoch(&mut self, reduced: &BTreeMap<String, Reduced>) {
         for (name, r) in reduced {
-            let key = if training && r.on_step {
-                format!("{name}_epoch")
-            } else {
-                name.clone()
-            };
+            let key = r.key(name);
             self.view.callback_metrics.insert(name.clone(), r.value);
             self.view.callback_metrics.insert(key.clone(), r.value);
             if r.prog_bar {
@@ -482,14 +474,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         let mut row: BTreeMap<String, f64> = reduced
             .iter()
             .filter(|(_, r)| r.logger)
-            .map(|(name, r)| {
-                let key = if r.on_step {
-                    format!("{name}_epoch")
-                } else {
-                    name.clone()
-                };
-                (key, r.value)
-            })
+            .map(|(name, r)| (r.key(name), r.value))
             .collect();
         if row.is_empty() {
             return Ok(());
