@@ -36,16 +36,21 @@ pub fn write_npz(path: impl AsRef<Path>) -> Result<()> {
 
 /// Reads an `iris.npz` as written by [`write_npz`] or by the tutorial's download script.
 pub fn load(path: impl AsRef<Path>) -> Result<Vec<Sample>> {
-    let path = path.as_ref();
-    if !path.exists() {
-        return Err(Error::MissingData {
-            path: path.to_path_buf(),
-            message: format!(
-                "Expected dataset at {}. Run the download script provided to create it: \
-                 `cargo run --example make_iris`",
-                path.display()
-            ),
-        });
+    super::npz::read_classification(path, "X", "y").map_err(|e| match e {
+        Error::MissingData { path, .. } => missing(path),
+        other => other,
+    })
+}
+
+/// The tutorial's `FileNotFoundError` for a missing `iris.npz`: the path, and how to make it.
+pub fn missing(path: impl Into<std::path::PathBuf>) -> Error {
+    let path = path.into();
+    Error::MissingData {
+        message: format!(
+            "Expected dataset at {}. Run the download script provided to create it: \
+             `cargo run --example make_iris`",
+            path.display()
+        ),
+        path,
     }
-    super::npz::read_classification(path, "X", "y")
 }

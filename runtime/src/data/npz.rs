@@ -15,7 +15,7 @@ pub struct Array {
     pub data: Vec<f64>,
 }
 
-fn open(path: &Path) -> Result<NpzArchive<std::io::BufReader<std::fs::File>>> {
+fn open(path: &Path) -> Result<Archive> {
     NpzArchive::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingData {
             path: path.to_path_buf(),
@@ -25,10 +25,15 @@ fn open(path: &Path) -> Result<NpzArchive<std::io::BufReader<std::fs::File>>> {
     })
 }
 
+type Archive = NpzArchive<std::io::BufReader<std::fs::File>>;
+
 /// Reads array `name` of the archive at `path`: any integer or float dtype, C order.
 pub fn read_array(path: impl AsRef<Path>, name: &str) -> Result<Array> {
     let path = path.as_ref();
-    let mut archive = open(path)?;
+    read_from(&mut open(path)?, path, name)
+}
+
+fn read_from(archive: &mut Archive, path: &Path, name: &str) -> Result<Array> {
     let names: Vec<String> = archive.array_names().map(str::to_string).collect();
     let npy = archive
         .by_name(name)
@@ -130,8 +135,9 @@ pub fn read_classification<const N: usize, const C: usize>(
     y_name: &str,
 ) -> Result<Vec<([f32; N], Class<C>)>> {
     let path = path.as_ref();
-    let x = read_array(path, x_name)?;
-    let y = read_array(path, y_name)?;
+    let mut archive = open(path)?;
+    let x = read_from(&mut archive, path, x_name)?;
+    let y = read_from(&mut archive, path, y_name)?;
     let rows = match x.shape[..] {
         [rows, cols] if cols == N => rows,
         _ => {

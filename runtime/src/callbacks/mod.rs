@@ -1,1 +1,0 @@
-//! Built-in callbacks, one per file (more arrive with the engineering issue).
