@@ -13,41 +13,8 @@ use std::time::{Duration, Instant};
 use fulmen::data::{iris, stratified_split};
 use fulmen::prelude::*;
 
-#[lightning_module]
-struct Iris {
-    l1: Linear<4, 16>,
-    l2: Linear<16, 3>,
-}
-
-#[lightning_module]
-impl Iris {
-    fn forward<T: Tape<E, D>>(
-        &self,
-        x: Tensor<(usize, Const<4>), E, D, T>,
-    ) -> Tensor<(usize, Const<3>), E, D, T> {
-        self.l2.forward(self.l1.forward(x).relu())
-    }
-    fn training_step(
-        &mut self,
-        (x, y): ClassBatch<4, 3, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> Loss<E, D> {
-        let loss = cross_entropy_with_logits_loss(self.forward(ctx.trace(x)), y.one_hot());
-        ctx.log("train_loss", &loss);
-        loss
-    }
-    fn validation_step(&self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) {
-        let logits = self.forward(x);
-        ctx.log("val_acc", accuracy(&logits, &y));
-        ctx.log(
-            "val_loss",
-            cross_entropy_with_logits_loss(logits, y.one_hot()),
-        );
-    }
-    fn configure_optimizers(&self) -> Optim {
-        Optim::adam(0.01)
-    }
-}
+#[path = "../examples/common/mod.rs"]
+mod common;
 
 type Sample = iris::Sample;
 
@@ -69,7 +36,7 @@ fn trainer_epochs(train: &DataLoader<Sample>, val: &DataLoader<Sample>, epochs: 
             self.0.borrow_mut().push(Instant::now());
         }
     }
-    let mut model = Iris::new();
+    let mut model = common::IrisClassifier::new(0.01);
     let mut trainer = Trainer::builder()
         .max_epochs(epochs)
         .num_sanity_val_steps(0)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{exit_on_error, Args, IrisClassifier, IrisDataModule, TrainingLogger};
+use common::{exit_on_error, Args, IrisClassifier, IrisDataModule};
 use fulmen::prelude::*;
 
 #[derive(Default)]
@@ -37,18 +37,9 @@ impl Callback for EpochTimingCallback {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     exit_on_error(|| {
-        if let Some(seed) = args.seed {
-            seed_everything(seed);
-        }
+        let mut trainer = args.trainer(|b| b.callback(EpochTimingCallback::default()))?;
         let mut dm = IrisDataModule::new(&args.data_dir, 16, 0.2, 42);
         let mut model = IrisClassifier::new(0.01);
-        let mut trainer = Trainer::builder()
-            .max_epochs(10)
-            .callback(TrainingLogger)
-            .callback(EpochTimingCallback::default())
-            .accelerator("cpu")
-            .args(&args.trainer)
-            .build()?;
         trainer.fit(&mut model, &mut dm)?;
         if let Some(dir) = trainer.log_dir() {
             println!("metrics written to {}", dir.join("metrics.csv").display());

@@ -7,26 +7,17 @@
 mod common;
 
 use clap::Parser;
-use common::{exit_on_error, Args, IrisClassifier, TrainingLogger};
+use common::{exit_on_error, Args, IrisClassifier};
 use fulmen::prelude::*;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     exit_on_error(|| {
-        if let Some(seed) = args.seed {
-            seed_everything(seed);
-        }
+        // Initialize the trainer with the callback: a "spy" in the callbacks list.
+        let mut trainer = args.trainer(|b| b)?;
         let data = fulmen::data::iris::load(args.data_dir.join("iris.npz"))?;
         let train_loader = DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true);
-
         let mut model = IrisClassifier::new(0.01);
-        // Initialize the trainer with the callback: a "spy" in the callbacks list.
-        let mut trainer = Trainer::builder()
-            .max_epochs(10)
-            .callback(TrainingLogger)
-            .accelerator("cpu")
-            .args(&args.trainer)
-            .build()?;
         trainer.fit_loaders(&mut model, train_loader, None)
     })
 }

@@ -5,23 +5,14 @@
 mod common;
 
 use clap::Parser;
-use common::{exit_on_error, Args, IrisClassifier, IrisDataModule, TrainingLogger};
-use fulmen::prelude::*;
+use common::{exit_on_error, Args, IrisClassifier, IrisDataModule};
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     exit_on_error(|| {
-        if let Some(seed) = args.seed {
-            seed_everything(seed);
-        }
+        let mut trainer = args.trainer(|b| b)?;
         let mut dm = IrisDataModule::new(&args.data_dir, 16, 0.2, 42);
         let mut model = IrisClassifier::new(0.01);
-        let mut trainer = Trainer::builder()
-            .max_epochs(10)
-            .callback(TrainingLogger)
-            .accelerator("cpu")
-            .args(&args.trainer)
-            .build()?;
         trainer.fit(&mut model, &mut dm)?;
         if let Some(acc) = trainer.callback_metrics().get("val_acc") {
             println!("val_acc after {} epochs: {acc:.4}", trainer.current_epoch());

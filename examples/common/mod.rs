@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use fulmen::data::{iris, stratified_split};
 use fulmen::prelude::*;
+use fulmen::TrainerBuilder;
 
 /// The tutorial's MLP: 4 features → 16 hidden (ReLU) → 3 classes.
 #[lightning_module]
@@ -112,14 +113,7 @@ impl IrisDataModule {
         if file.exists() {
             return Ok(());
         }
-        Err(fulmen::Error::MissingData {
-            message: format!(
-                "Expected dataset at {}. Run the download script provided to create it: \
-                 `cargo run --example make_iris`",
-                file.display()
-            ),
-            path: file,
-        })
+        Err(iris::missing(file))
     }
 
     fn setup(&mut self, _stage: Stage) -> fulmen::Result<()> {
@@ -158,6 +152,25 @@ pub struct Args {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub trainer: fulmen::trainer::TrainerArgs,
+}
+
+impl Args {
+    /// Seeds the run when `--seed` is given and builds the tutorial's trainer: 10 epochs on
+    /// the CPU with `TrainingLogger`, plus what `extra` adds; flags given on the command line
+    /// override all of it.
+    pub fn trainer(
+        &self,
+        extra: impl FnOnce(TrainerBuilder) -> TrainerBuilder,
+    ) -> fulmen::Result<Trainer> {
+        if let Some(seed) = self.seed {
+            seed_everything(seed);
+        }
+        let builder = Trainer::builder()
+            .max_epochs(10)
+            .callback(TrainingLogger)
+            .accelerator("cpu");
+        extra(builder).args(&self.trainer).build()
+    }
 }
 
 /// Runs `body`, printing its error and exiting non-zero on failure.
