@@ -4,7 +4,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, ToTokens};
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use crate::ctxt::Ctxt;
 use crate::hooks::{self, Receiver};
@@ -84,7 +84,7 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
         _ => String::new(),
     };
 
-    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut trait_items: Vec<syn::ImplItemFn> = Vec::new();
     let mut inherent_items: Vec<syn::ImplItem> = Vec::new();
     let mut near_misses: Vec<&'static str> = Vec::new();
@@ -110,7 +110,7 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
             }
             continue;
         };
-        if seen.insert(name.clone(), ()).is_some() {
+        if !seen.insert(name.clone()) {
             cx.error(&f.sig.ident, format!("`{name}` is defined twice"));
             continue;
         }
@@ -163,7 +163,7 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
     }
 
     for required in hooks::REQUIRED {
-        if !seen.contains_key(required) && !near_misses.contains(&required) {
+        if !seen.contains(required) && !near_misses.contains(&required) {
             let example = hooks::find(required)
                 .map(|k| k.signature())
                 .unwrap_or_default();
@@ -206,10 +206,8 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
         }
     });
 
-    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
-    let generic_params = item.generics.params.iter();
-    let generic_params2 = item.generics.params.iter();
-    let _ = impl_generics;
+    let generic_params: Vec<_> = item.generics.params.iter().collect();
+    let where_clause = &item.generics.where_clause;
     let attrs = &item.attrs;
     let inherent = (!inherent_items.is_empty()).then(|| {
         quote! {
@@ -222,7 +220,7 @@ pub(crate) fn expand(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
     quote! {
         #inherent
 
-        impl<#(#generic_params2,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
+        impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
             type Prediction = #prediction;
             const NAME: &'static str = #type_name;

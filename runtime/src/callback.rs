@@ -16,9 +16,6 @@
 //! }
 //! ```
 
-use crate::datamodule::Stage;
-use crate::trainer::TrainerView;
-
 /// Declares the lifecycle hooks shared by [`Callback`] and [`crate::LightningModule`], each
 /// with an empty default body. The list is the one `#[lightning_module]` checks names against.
 #[macro_export]
@@ -102,6 +99,3 @@ pub trait Callback {
 
     crate::__lifecycle_hooks!();
 }
-
-#[allow(dead_code)]
-fn _assert_object_safe(_: &dyn Callback, _: Stage, _: &TrainerView) {}

@@ -22,6 +22,10 @@ impl HParams {
         let value = serde_yaml::to_value(value).unwrap_or_else(|e| {
             serde_yaml::Value::String(format!("<not representable as a hyperparameter: {e}>"))
         });
+        self.set(name, value);
+    }
+
+    fn set(&mut self, name: &str, value: serde_yaml::Value) {
         match self.entries.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value,
             None => self.entries.push((name.to_string(), value)),
@@ -42,10 +46,7 @@ impl HParams {
     /// Adds every entry of `other`, later entries replacing earlier ones of the same name.
     pub fn extend(&mut self, other: &HParams) {
         for (name, value) in &other.entries {
-            match self.entries.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = value.clone(),
-                None => self.entries.push((name.clone(), value.clone())),
-            }
+            self.set(name, value.clone());
         }
     }
 

@@ -46,7 +46,6 @@
 //! [`loggers`], [`optim`], [`spec`] (layer specifications → dfdx modules), [`seed`].
 
 pub mod callback;
-pub mod callbacks;
 pub mod context;
 pub mod data;
 pub mod datamodule;
