@@ -9,8 +9,8 @@ struct One {
     layer: UnbiasedLinear<2, 1>,
 }
 
-/// Runs `steps` steps of `config` on the weight `[p0, p1]` with gradients from `grad(step, p)`
-/// (fed through a loss whose gradient is exactly that); returns the weights after each step.
+/// Runs one step of `config` per entry of `grads` on the weight `[p0, p1]`, each gradient
+/// fed through a loss whose gradient is exactly that; returns the weights after each step.
 fn run(config: Optim, p0: [f32; 2], grads: &[[f32; 2]]) -> Vec<[f32; 2]> {
     let dev = Cpu::default();
     let mut m: One<f32, Cpu> = BuildModule::build(&dev);

@@ -263,27 +263,3 @@ fn stages_without_their_step_or_data_say_so() {
         "{err}"
     );
 }
-
-#[test]
-fn the_tutorial_split_reaches_lightnings_accuracy() {
-    fulmen::seed_everything(42);
-    let samples = iris();
-    let labels: Vec<usize> = samples.iter().map(|(_, y)| y.index()).collect();
-    let (train, val) = fulmen::data::stratified_split(samples, &labels, 0.2, 42).unwrap();
-    let mut model = Mlp::new(0.01, false);
-    let mut trainer = Trainer::builder()
-        .max_epochs(100)
-        .no_logger()
-        .enable_progress_bar(false)
-        .build()
-        .unwrap();
-    trainer
-        .fit_loaders(
-            &mut model,
-            DataLoader::new(InMemoryDataset::new(train), 16).shuffle(true),
-            Some(DataLoader::new(InMemoryDataset::new(val), 16)),
-        )
-        .unwrap();
-    let acc = trainer.callback_metrics()["val_acc"];
-    assert!(acc >= 0.9, "val_acc {acc} after 100 epochs");
-}

@@ -1,0 +1,32 @@
+//! The accuracy targets on the tutorial's split (val 0.2, split seed 42, Adam 0.01,
+//! batch 16): at least 0.90 after 10 epochs and 0.95 after 100 (Lightning: 0.97 and 1.00).
+//! Alone in its file, so that `seed_everything` makes the run deterministic.
+
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+use common::{IrisClassifier, IrisDataModule};
+use fulmen::prelude::*;
+
+fn val_acc(epochs: usize) -> f64 {
+    seed_everything(1);
+    let data_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
+    let mut dm = IrisDataModule::new(data_dir, 16, 0.2, 42);
+    let mut model = IrisClassifier::new(0.01);
+    let mut trainer = Trainer::builder()
+        .max_epochs(epochs)
+        .no_logger()
+        .enable_progress_bar(false)
+        .build()
+        .unwrap();
+    trainer.fit(&mut model, &mut dm).unwrap();
+    trainer.callback_metrics()["val_acc"]
+}
+
+#[test]
+fn the_tutorial_split_reaches_the_targets() {
+    let after_10 = val_acc(10);
+    assert!(after_10 >= 0.90, "val_acc {after_10} after 10 epochs");
+    let after_100 = val_acc(100);
+    assert!(after_100 >= 0.95, "val_acc {after_100} after 100 epochs");
+}
