@@ -41,6 +41,7 @@ fn trainer_epochs(train: &DataLoader<Sample>, val: &DataLoader<Sample>, epochs: 
         .max_epochs(epochs)
         .num_sanity_val_steps(0)
         .no_logger()
+        .enable_checkpointing(false)
         .enable_progress_bar(false)
         .callback(Shared(stamps.clone()))
         .build()

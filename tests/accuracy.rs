@@ -16,6 +16,7 @@ fn val_acc(epochs: usize) -> f64 {
     let mut trainer = Trainer::builder()
         .max_epochs(epochs)
         .no_logger()
+        .enable_checkpointing(false)
         .enable_progress_bar(false)
         .build()
         .unwrap();

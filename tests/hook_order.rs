@@ -177,6 +177,16 @@ impl Recorded {
     fn on_predict_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
         rec(&self.log, "module", &format!("on_predict_batch_end({i})"))
     }
+    fn on_save_checkpoint(
+        &mut self,
+        _t: &mut TrainerView,
+        _c: &mut fulmen::checkpoint::Checkpoint,
+    ) {
+        rec(&self.log, "module", "on_save_checkpoint")
+    }
+    fn on_load_checkpoint(&mut self, _t: &mut TrainerView, _c: &fulmen::checkpoint::Checkpoint) {
+        rec(&self.log, "module", "on_load_checkpoint")
+    }
 }
 
 struct Spy(Log);
@@ -204,6 +214,16 @@ impl Callback for Spy {
     }
     fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) {
         rec(&self.0, "callback", "on_before_backward")
+    }
+    fn on_save_checkpoint(
+        &mut self,
+        _t: &mut TrainerView,
+        _c: &mut fulmen::checkpoint::Checkpoint,
+    ) {
+        rec(&self.0, "callback", "on_save_checkpoint")
+    }
+    fn on_load_checkpoint(&mut self, _t: &mut TrainerView, _c: &fulmen::checkpoint::Checkpoint) {
+        rec(&self.0, "callback", "on_load_checkpoint")
     }
     spy_hooks!(
         on_fit_start,
@@ -311,19 +331,87 @@ fn stage_end(out: &mut Vec<String>, stage: &str) {
     both(out, &format!("teardown({stage})"));
 }
 
+/// One training epoch: its batches, validation, the epoch end and the checkpoint saved there.
+fn train_epoch(out: &mut Vec<String>) {
+    both(out, "on_train_epoch_start");
+    for i in 0..2 {
+        both(out, &format!("on_train_batch_start({i})"));
+        out.push(format!("module:training_step({i})"));
+        for hook in [
+            "on_before_zero_grad",
+            "on_before_backward",
+            "on_after_backward",
+            "on_before_optimizer_step",
+        ] {
+            both(out, hook);
+        }
+        both(out, &format!("on_train_batch_end({i})"));
+    }
+    eval_loop(out, "validation", "validation_step", 1);
+    both(out, "on_train_epoch_end");
+    both(out, "on_save_checkpoint");
+}
+
+fn assert_calls(log: &Log, expected: &[String]) {
+    let got = log.borrow().clone();
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(g, e, "call {i} differs; calls so far: {:#?}", &got[..i]);
+    }
+    assert_eq!(got.len(), expected.len(), "calls: {got:#?}");
+}
+
+fn trainer(log: &Log, dir: &std::path::Path, epochs: usize) -> Trainer {
+    Trainer::builder()
+        .max_epochs(epochs)
+        .callback(Spy(log.clone()))
+        .no_logger()
+        .default_root_dir(dir)
+        .enable_progress_bar(false)
+        .build()
+        .unwrap()
+}
+
 #[test]
-fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
+fn a_resumed_fit_loads_the_checkpoint_before_configure_optimizers() {
+    let dir = tempfile::tempdir().unwrap();
     let log: Log = Rc::default();
     let mut model = Recorded::new();
     model.log = log.clone();
     let mut dm = Data { log: log.clone() };
-    let mut trainer = Trainer::builder()
-        .max_epochs(2)
-        .callback(Spy(log.clone()))
-        .no_logger()
-        .enable_progress_bar(false)
-        .build()
+    trainer(&log, dir.path(), 1)
+        .fit(&mut model, &mut dm)
         .unwrap();
+    let ckpt = dir.path().join("checkpoints/epoch=0-step=2.ckpt");
+    assert!(ckpt.exists());
+    log.borrow_mut().clear();
+
+    trainer(&log, dir.path(), 2)
+        .fit_from(&mut model, &mut dm, &ckpt)
+        .unwrap();
+    let mut expected = Vec::new();
+    stage_start(&mut expected, "fit");
+    both(&mut expected, "on_load_checkpoint");
+    expected.push("module:configure_optimizers".into());
+    both(&mut expected, "on_fit_start");
+    both(&mut expected, "on_sanity_check_start");
+    eval_loop(&mut expected, "validation", "validation_step", 1);
+    both(&mut expected, "on_sanity_check_end");
+    both(&mut expected, "on_train_start");
+    train_epoch(&mut expected);
+    both(&mut expected, "on_train_end");
+    both(&mut expected, "on_fit_end");
+    stage_end(&mut expected, "fit");
+    assert_calls(&log, &expected);
+}
+
+#[test]
+fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Log = Rc::default();
+    let mut model = Recorded::new();
+    model.log = log.clone();
+    let mut dm = Data { log: log.clone() };
+    let mut trainer = trainer(&log, dir.path(), 2);
     trainer.fit(&mut model, &mut dm).unwrap();
     trainer.validate(&mut model, &mut dm).unwrap();
     trainer.test(&mut model, &mut dm).unwrap();
@@ -343,22 +431,7 @@ fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
     both(&mut expected, "on_sanity_check_end");
     both(&mut expected, "on_train_start");
     for _epoch in 0..2 {
-        both(&mut expected, "on_train_epoch_start");
-        for i in 0..2 {
-            both(&mut expected, &format!("on_train_batch_start({i})"));
-            expected.push(format!("module:training_step({i})"));
-            for hook in [
-                "on_before_zero_grad",
-                "on_before_backward",
-                "on_after_backward",
-                "on_before_optimizer_step",
-            ] {
-                both(&mut expected, hook);
-            }
-            both(&mut expected, &format!("on_train_batch_end({i})"));
-        }
-        eval_loop(&mut expected, "validation", "validation_step", 1);
-        both(&mut expected, "on_train_epoch_end");
+        train_epoch(&mut expected);
     }
     both(&mut expected, "on_train_end");
     both(&mut expected, "on_fit_end");
@@ -375,10 +448,5 @@ fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
     stage_start(&mut expected, "predict");
     eval_loop(&mut expected, "predict", "predict_step", 2);
     stage_end(&mut expected, "predict");
-
-    let got = log.borrow().clone();
-    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(g, e, "call {i} differs; calls so far: {:#?}", &got[..i]);
-    }
-    assert_eq!(got.len(), expected.len());
+    assert_calls(&log, &expected);
 }

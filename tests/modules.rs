@@ -62,6 +62,7 @@ fn nested_modules_build_count_and_train() {
     Trainer::builder()
         .max_steps(3)
         .no_logger()
+        .enable_checkpointing(false)
         .enable_progress_bar(false)
         .build()
         .unwrap()

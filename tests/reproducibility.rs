@@ -33,6 +33,7 @@ fn train(seed: u64) -> Vec<f32> {
     let mut trainer = Trainer::builder()
         .max_epochs(3)
         .no_logger()
+        .enable_checkpointing(false)
         .enable_progress_bar(false)
         .build()
         .unwrap();

@@ -180,6 +180,7 @@ fn a_nan_loss_stops_training_naming_epoch_and_step_before_touching_weights() {
     let mut trainer = Trainer::builder()
         .max_epochs(3)
         .no_logger()
+        .enable_checkpointing(false)
         .enable_progress_bar(false)
         .build()
         .unwrap();
@@ -237,6 +238,7 @@ fn stages_without_their_step_or_data_say_so() {
     let mut model = Mlp::new(0.01, false);
     let mut trainer = Trainer::builder()
         .no_logger()
+        .enable_checkpointing(false)
         .enable_progress_bar(false)
         .build()
         .unwrap();

@@ -112,6 +112,14 @@ pub(crate) const KNOWN: &[Known] = &[
     hook("on_predict_epoch_end", &[TRAINER]),
     hook("on_predict_batch_start", &[TRAINER, "batch_idx: usize"]),
     hook("on_predict_batch_end", &[TRAINER, "batch_idx: usize"]),
+    hook(
+        "on_save_checkpoint",
+        &[TRAINER, "checkpoint: &mut fulmen::checkpoint::Checkpoint"],
+    ),
+    hook(
+        "on_load_checkpoint",
+        &[TRAINER, "checkpoint: &fulmen::checkpoint::Checkpoint"],
+    ),
 ];
 
 pub(crate) fn find(name: &str) -> Option<&'static Known> {

@@ -321,8 +321,15 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
             let fname = &f.name;
             quote!(module.#fname = #fname;)
         });
+        let reads = hparams.iter().map(|f| {
+            let (ty, label) = (&f.ty, f.name.to_string());
+            quote_spanned!(ty.span()=> hparams.get::<#ty>(#label)?)
+        });
         let ctor_doc = format!(
             " Builds `{name}` on the CPU in f32 from its hyperparameters, its weights drawn from fulmen's seeded stream (`seed_everything`)."
+        );
+        let load_doc = format!(
+            " Rebuilds `{name}` from a checkpoint: `new` with the saved hyperparameters, then the saved weights. A checkpoint of another model is refused, naming the tensor or hyperparameter that does not fit."
         );
         out.extend(quote! {
             impl<#(#impl_params,)*> #name<#(#user_args,)* f32, #dfdx::tensor::Cpu> #where_clause {
@@ -334,6 +341,13 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
                     let mut module: Self = #dfdx::nn::BuildModule::build(&device);
                     #(#assigns)*
                     module
+                }
+
+                #[doc = #load_doc]
+                pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> #fulmen::Result<Self> {
+                    #fulmen::checkpoint::Checkpoint::read(path)?.rebuild(|hparams| {
+                        ::core::result::Result::Ok(Self::new(#(#reads),*))
+                    })
                 }
             }
         });

@@ -80,6 +80,21 @@ macro_rules! __lifecycle_hooks {
         ) {
         }
         fn on_predict_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
+        /// While a checkpoint is being saved: add to `checkpoint.extra_mut()` what should
+        /// survive a restart.
+        fn on_save_checkpoint(
+            &mut self,
+            _trainer: &mut $crate::TrainerView,
+            _checkpoint: &mut $crate::checkpoint::Checkpoint,
+        ) {
+        }
+        /// When a run resumes from a checkpoint, after the weights are loaded.
+        fn on_load_checkpoint(
+            &mut self,
+            _trainer: &mut $crate::TrainerView,
+            _checkpoint: &$crate::checkpoint::Checkpoint,
+        ) {
+        }
     };
 }
 
@@ -97,5 +112,39 @@ pub trait Callback {
         false
     }
 
+    /// The key of this callback's state in checkpoints (default: its name). Two callbacks of
+    /// one type that both keep state need different keys.
+    fn state_key(&self) -> String {
+        self.name()
+    }
+
+    /// What this callback keeps across a restart (Lightning's `state_dict`); `None` keeps
+    /// nothing.
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Takes back what [`state_dict`](Self::state_dict) returned, when a run resumes.
+    fn load_state_dict(&mut self, _state: &serde_json::Value) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// For checkpointing callbacks: where they keep checkpoints, so that a trainer can resume
+    /// from `"last"` or `"best"` and knows not to add a default checkpoint callback.
+    fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
+        None
+    }
+
     crate::__lifecycle_hooks!();
+}
+
+/// Where a checkpointing callback keeps its checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointPaths {
+    /// The directory it writes to (once known: the default depends on the logger).
+    pub dirpath: Option<std::path::PathBuf>,
+    /// The best checkpoint by its monitored metric.
+    pub best: Option<std::path::PathBuf>,
+    /// The latest checkpoint saved.
+    pub last: Option<std::path::PathBuf>,
 }

@@ -10,7 +10,7 @@ use crate::datamodule::Stage;
 pub type Loss<E, D> = Tensor<Rank0, E, D, OwnedTape<E, D>>;
 
 /// How a logged value is reduced over an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Reduce {
     /// Batch-size-weighted mean (Lightning's default).
     #[default]

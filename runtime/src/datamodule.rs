@@ -61,6 +61,15 @@ pub trait DataModule: Hyperparameters {
     fn predict_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
         Ok(None)
     }
+    /// What the data module keeps in checkpoints (Lightning's `state_dict`); `None` keeps
+    /// nothing.
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Takes back what [`state_dict`](Self::state_dict) returned, when a run resumes.
+    fn load_state_dict(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in.

@@ -101,3 +101,39 @@ pub trait CarryHParams<E: dfdx::shapes::Dtype, D: dfdx::tensor_ops::Device<E>>:
         moved
     }
 }
+
+/// Written as a map in declaration order (checkpoints store hyperparameters this way).
+impl Serialize for HParams {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.entries.len()))?;
+        for (name, value) in &self.entries {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Read back in the order written.
+impl<'de> serde::Deserialize<'de> for HParams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HParams;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of hyperparameters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HParams, A::Error> {
+                let mut hparams = HParams::new();
+                while let Some((name, value)) = map.next_entry::<String, serde_yaml::Value>()? {
+                    hparams.set(&name, value);
+                }
+                Ok(hparams)
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}

@@ -46,6 +46,8 @@
 //! [`loggers`], [`optim`], [`spec`] (layer specifications → dfdx modules), [`seed`].
 
 pub mod callback;
+pub mod callbacks;
+pub mod checkpoint;
 pub mod context;
 pub mod data;
 pub mod datamodule;

@@ -29,9 +29,13 @@ pub fn next_seed() -> u64 {
             Ordering::SeqCst,
         );
     }
-    let mut z = STATE
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    mix(STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst), 1)
+}
+
+/// The `k`-th value of the splitmix64 stream that starts at `seed`: independent seeds for
+/// numbered things (steps, epochs) drawn from one seed.
+pub fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed.wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

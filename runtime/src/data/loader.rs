@@ -89,6 +89,11 @@ impl<S: Send + 'static> DataLoader<S> {
         self
     }
 
+    /// The seed of the shuffle order.
+    pub fn shuffle_seed(&self) -> u64 {
+        self.seed
+    }
+
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
@@ -150,6 +155,12 @@ impl<S: Send + 'static> DataLoader<S> {
 
     /// The batches of `epoch`.
     pub fn epoch(&self, epoch: usize) -> BatchIter<S> {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on, the earlier ones neither loaded nor
+    /// collated (how a run resumed inside an epoch continues).
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> BatchIter<S> {
         let order = self.order(epoch);
         let mut bounds: Vec<(usize, usize)> = (0..order.len())
             .step_by(self.batch_size.max(1))
@@ -158,6 +169,7 @@ impl<S: Send + 'static> DataLoader<S> {
         if self.drop_last {
             bounds.retain(|(s, e)| e - s == self.batch_size);
         }
+        bounds.drain(..first.min(bounds.len()));
         let order = Arc::new(order);
         if self.num_workers == 0 {
             return BatchIter {

@@ -1,7 +1,7 @@
 use crate::{Error, Result};
 
 /// Which update rule an [`Optim`] applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OptimKind {
     Sgd,
     Adam,
@@ -10,7 +10,7 @@ pub enum OptimKind {
 }
 
 /// An optimizer's settings, with PyTorch's defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Optim {
     pub(crate) kind: OptimKind,
     pub(crate) lr: f64,

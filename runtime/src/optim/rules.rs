@@ -8,13 +8,14 @@ fn c<E: FloatDtype>(x: f64) -> E {
     E::from(x).unwrap_or_else(E::nan)
 }
 
-/// The buffers one parameter's update keeps between steps.
-pub(crate) fn buffers(config: &Optim) -> usize {
+/// The buffers one parameter's update keeps between steps, named as in PyTorch's
+/// `optimizer.state_dict()`.
+pub(crate) fn buffers(config: &Optim) -> &'static [&'static str] {
     use super::OptimKind::*;
     match config.kind {
-        Sgd => 1,          // momentum buffer
-        Adam | AdamW => 2, // exp_avg, exp_avg_sq
-        RmsProp => 3,      // square_avg, momentum buffer, grad_avg
+        Sgd => &["momentum_buffer"],
+        Adam | AdamW => &["exp_avg", "exp_avg_sq"],
+        RmsProp => &["square_avg", "momentum_buffer", "grad_avg"],
     }
 }
 

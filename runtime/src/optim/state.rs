@@ -5,6 +5,7 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 
 use super::{rules, Optim, OptimKind};
+use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// An optimizer at work: its settings and, per parameter, the buffers its rule keeps.
@@ -70,14 +71,8 @@ impl<E: FloatDtype> Optimizer<E> {
     ) -> Result<()> {
         if self.state.is_empty() {
             // Names are walked once, when the buffers are created; steps walk tensors only.
-            let mut names = NameCollector(Vec::new());
-            M::iter_tensors(&mut RecursiveWalker {
-                m: String::new(),
-                f: &mut names,
-            })?;
-            let buffers = rules::buffers(&self.config);
-            self.state = names
-                .0
+            let buffers = rules::buffers(&self.config).len();
+            self.state = parameters::<E, D, M>()?
                 .into_iter()
                 .map(|(name, len)| (name, vec![vec![E::zero(); len]; buffers]))
                 .collect();
@@ -94,6 +89,79 @@ impl<E: FloatDtype> Optimizer<E> {
         })?;
         Ok(())
     }
+}
+
+impl<E: FloatDtype + CkptDtype> Optimizer<E> {
+    /// Adds the buffers to `records` (as `optimizer/<parameter>/<buffer>`) and returns the
+    /// settings and step count.
+    pub(crate) fn save_state(&self, records: &mut Records) -> OptimizerState {
+        let names = rules::buffers(&self.config);
+        for (param, buffers) in &self.state {
+            for (buffer, values) in names.iter().zip(buffers) {
+                records.insert(
+                    format!("{OPTIMIZER_PREFIX}{param}/{buffer}"),
+                    Record::from_values(vec![values.len()], values),
+                );
+            }
+        }
+        OptimizerState {
+            config: self.config.clone(),
+            step: self.step,
+        }
+    }
+
+    /// Takes the settings, step count and buffers of a checkpoint for `M`'s parameters.
+    pub(crate) fn load_state<D: TrainDevice<E>, M: TensorCollection<E, D>>(
+        &mut self,
+        state: &OptimizerState,
+        ckpt: &Checkpoint,
+    ) -> Result<()> {
+        if state.config.kind != self.config.kind {
+            return Err(ckpt.error(Error::msg(format!(
+                "its optimizer is {:?} but configure_optimizers returns {:?}",
+                state.config.kind, self.config.kind
+            ))));
+        }
+        state.config.validate()?;
+        self.config = state.config.clone();
+        self.step = state.step;
+        self.state.clear();
+        if self.step == 0 {
+            return Ok(());
+        }
+        let names = rules::buffers(&self.config);
+        for (param, len) in parameters::<E, D, M>()? {
+            let mut buffers = Vec::with_capacity(names.len());
+            for buffer in names {
+                let key = format!("{OPTIMIZER_PREFIX}{param}/{buffer}");
+                let record = ckpt.records.get(&key).ok_or_else(|| {
+                    ckpt.error(Error::msg(format!(
+                        "the optimizer state has no tensor `{key}`"
+                    )))
+                })?;
+                if record.shape != [len] {
+                    return Err(ckpt.error(Error::msg(format!(
+                        "optimizer tensor `{key}` has shape {:?}; the parameter has {len} values",
+                        record.shape
+                    ))));
+                }
+                buffers.push(record.values::<E>(&key).map_err(|e| ckpt.error(e))?);
+            }
+            self.state.push((param, buffers));
+        }
+        Ok(())
+    }
+}
+
+/// The name and size of every trainable parameter of `M`, in walk order.
+fn parameters<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+) -> Result<Vec<(String, usize)>> {
+    let mut names = NameCollector(Vec::new());
+    M::iter_tensors(&mut RecursiveWalker {
+        m: String::new(),
+        f: &mut names,
+    })?;
+    Ok(names.0)
 }
 
 /// The name and size of every trainable parameter, in walk order.

@@ -4,13 +4,17 @@ use std::collections::BTreeMap;
 
 use crate::context::{LogEntry, Reduce};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Running {
     reduce: Reduce,
+    #[serde(with = "crate::checkpoint::float")]
     weighted_sum: f64,
     weight: f64,
+    #[serde(with = "crate::checkpoint::float")]
     sum: f64,
+    #[serde(with = "crate::checkpoint::float")]
     max: f64,
+    #[serde(with = "crate::checkpoint::float")]
     min: f64,
     prog_bar: bool,
     logger: bool,
@@ -18,7 +22,8 @@ struct Running {
 }
 
 /// Epoch-level values of the `on_epoch` entries logged during one loop.
-#[derive(Debug, Default)]
+/// Serializable, so that a checkpoint saved inside an epoch resumes its running values.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EpochMetrics {
     running: BTreeMap<String, Running>,
 }

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 
 use dfdx::tensor::Cpu;
 
-use crate::callback::Callback;
+use crate::callback::{Callback, CheckpointPaths};
+use crate::callbacks::ModelCheckpoint;
+use crate::checkpoint::{Checkpoint, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
 use crate::device::Accelerator;
@@ -44,6 +46,7 @@ pub struct TrainerBuilder {
     num_sanity_val_steps: usize,
     log_every_n_steps: usize,
     check_finite_loss: bool,
+    enable_checkpointing: bool,
 }
 
 impl Default for TrainerBuilder {
@@ -60,6 +63,7 @@ impl Default for TrainerBuilder {
             num_sanity_val_steps: 2,
             log_every_n_steps: 50,
             check_finite_loss: true,
+            enable_checkpointing: true,
         }
     }
 }
@@ -124,6 +128,12 @@ impl TrainerBuilder {
         self.check_finite_loss = on;
         self
     }
+    /// Checkpoint at the end of every epoch (default on, as in Lightning): a
+    /// [`ModelCheckpoint`] with its defaults is added unless a checkpoint callback is given.
+    pub fn enable_checkpointing(mut self, on: bool) -> Self {
+        self.enable_checkpointing = on;
+        self
+    }
     /// Applies command-line flags: every flag given replaces the value set in code.
     pub fn args(mut self, args: &TrainerArgs) -> Self {
         if let Some(n) = args.max_epochs {
@@ -163,20 +173,34 @@ impl TrainerBuilder {
         if self.log_every_n_steps == 0 {
             return Err(Error::config("log_every_n_steps", "must be at least 1"));
         }
+        let mut callbacks = self.callbacks;
+        let has_checkpointing = callbacks.iter().any(|c| c.checkpoint_paths().is_some());
+        match (self.enable_checkpointing, has_checkpointing) {
+            (true, false) => callbacks.push(Box::new(ModelCheckpoint::new())),
+            (false, true) => {
+                return Err(Error::config(
+                    "enable_checkpointing",
+                    "is off, but a checkpoint callback was given: remove one of the two",
+                ))
+            }
+            _ => {}
+        }
+        let mut view = TrainerView::new(None);
+        view.default_root_dir = self.default_root_dir.clone();
         Ok(Trainer {
             max_epochs: match (self.max_epochs, self.max_steps) {
                 (None, None) => Some(DEFAULT_MAX_EPOCHS),
                 (epochs, _) => epochs,
             },
             max_steps: self.max_steps,
-            callbacks: self.callbacks,
+            callbacks,
             logger_choice: Some(self.logger),
             default_root_dir: self.default_root_dir,
             enable_progress_bar: self.enable_progress_bar,
             num_sanity_val_steps: self.num_sanity_val_steps,
             log_every_n_steps: self.log_every_n_steps,
             check_finite_loss: self.check_finite_loss,
-            view: TrainerView::new(None),
+            view,
         })
     }
 }
@@ -214,7 +238,78 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Fit).map(|_| ())
+        self.run(model, datamodule, Stage::Fit, None).map(|_| ())
+    }
+
+    /// [`fit`](Self::fit), continuing the run saved in a checkpoint: a path, `"last"` or
+    /// `"best"` (Lightning's `ckpt_path`). Weights, optimizer, loop position (inside an
+    /// epoch too), random streams and callback state are restored, so that the run ends with
+    /// the weights an uninterrupted run would have. With `"last"` and no checkpoint yet, it
+    /// starts from scratch with a warning (what a requeued job wants).
+    pub fn fit_from<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        ckpt_path: impl Into<CkptPath>,
+    ) -> Result<()>
+    where
+        M: LightningModule<f32, Cpu>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        let checkpoint = match self.resolve_checkpoint(ckpt_path.into())? {
+            Some(path) => Some(Checkpoint::read(path)?),
+            None => None,
+        };
+        self.run(model, datamodule, Stage::Fit, checkpoint)
+            .map(|_| ())
+    }
+
+    /// Where the checkpoint callback keeps its checkpoints (best and last included).
+    pub fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
+        self.callbacks.iter().find_map(|c| c.checkpoint_paths())
+    }
+
+    fn resolve_checkpoint(&self, which: CkptPath) -> Result<Option<PathBuf>> {
+        let all: Vec<CheckpointPaths> = self
+            .callbacks
+            .iter()
+            .filter_map(|c| c.checkpoint_paths())
+            .collect();
+        match which {
+            CkptPath::Path(path) => Ok(Some(path)),
+            CkptPath::Best => all.iter().find_map(|p| p.best.clone()).map(Some).ok_or_else(|| {
+                Error::config(
+                    "ckpt_path",
+                    "\"best\" needs a checkpoint callback that saved a best checkpoint in an earlier fit of this trainer; pass the checkpoint's path instead",
+                )
+            }),
+            CkptPath::Last => {
+                let mut candidates: Vec<PathBuf> =
+                    all.iter().filter_map(|p| p.last.clone()).collect();
+                let dirs: Vec<&PathBuf> = all.iter().filter_map(|p| p.dirpath.as_ref()).collect();
+                for dir in &dirs {
+                    if let Ok(entries) = std::fs::read_dir(dir) {
+                        candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                            p.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| n.starts_with("last") && n.ends_with(".ckpt"))
+                        }));
+                    }
+                }
+                let newest = candidates
+                    .into_iter()
+                    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+                    .max()
+                    .map(|(_, p)| p);
+                if newest.is_none() {
+                    eprintln!(
+                        "warning: ckpt_path \"last\": no last checkpoint found in {dirs:?}; training starts from scratch"
+                    );
+                }
+                Ok(newest)
+            }
+        }
     }
 
     /// [`fit`](Self::fit) with bare loaders instead of a data module (the tutorial's first
@@ -248,7 +343,7 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Validate)
+        self.run(model, datamodule, Stage::Validate, None)
             .map(|r| r.metrics)
     }
 
@@ -263,7 +358,8 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Test).map(|r| r.metrics)
+        self.run(model, datamodule, Stage::Test, None)
+            .map(|r| r.metrics)
     }
 
     /// Runs `predict_step` on every predict batch; returns the predictions in order.
@@ -277,7 +373,7 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Predict)
+        self.run(model, datamodule, Stage::Predict, None)
             .map(|r| r.predictions)
     }
 

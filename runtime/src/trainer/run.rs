@@ -10,6 +10,7 @@ use dfdx::tensor_ops::Backward;
 use super::aggregate::{EpochMetrics, Reduced};
 use super::{Trainer, TrainerView};
 use crate::callback::Callback;
+use crate::checkpoint::{float, Checkpoint, LoopState};
 use crate::context::{LogEntry, LogValue, StepContext};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Stage};
@@ -32,19 +33,35 @@ macro_rules! hook {
             cb.$name(&mut $run.view, $($arg),*);
         }
         $run.model.$name(&mut $run.view, $($arg),*);
-        $run.view.take_error()?;
+        $run.after_hook()?;
     }};
 }
 
-struct Run<'a, M> {
+/// How far the current epoch has come, for checkpoints saved inside it.
+#[derive(Default)]
+struct Position {
+    batches_done: usize,
+    epoch_done: bool,
+}
+
+struct Run<'a, M, DM> {
     model: &'a mut M,
+    dm: &'a mut DM,
     callbacks: &'a mut Vec<Box<dyn Callback>>,
     view: &'a mut TrainerView,
+    /// The device batches are collated on; during training it is re-seeded every step from
+    /// `run_seed` and the step, so that a resumed run draws the same random numbers.
     device: Cpu,
+    run_seed: u64,
     progress: Progress,
     num_sanity_val_steps: usize,
     log_every_n_steps: usize,
     check_finite_loss: bool,
+    optimizer: Option<Optimizer<f32>>,
+    resume: Option<Checkpoint>,
+    train_loader_seed: u64,
+    position: Position,
+    epoch_metrics: EpochMetrics,
 }
 
 impl Trainer {
@@ -53,6 +70,7 @@ impl Trainer {
         model: &mut M,
         dm: &mut DM,
         stage: Stage,
+        resume: Option<Checkpoint>,
     ) -> Result<RunResult<M::Prediction>>
     where
         M: LightningModule<f32, Cpu>,
@@ -73,17 +91,25 @@ impl Trainer {
         let module_callbacks = model.configure_callbacks();
         let own = self.callbacks.len();
         self.callbacks.extend(module_callbacks);
+        let run_seed = crate::seed::next_seed();
         let mut run = Run {
             model,
+            dm,
             callbacks: &mut self.callbacks,
             view,
-            device: crate::seed::cpu(),
+            device: Cpu::seed_from_u64(run_seed),
+            run_seed,
             progress: Progress::new(self.enable_progress_bar),
             num_sanity_val_steps: self.num_sanity_val_steps,
             log_every_n_steps: self.log_every_n_steps,
             check_finite_loss: self.check_finite_loss,
+            optimizer: None,
+            resume,
+            train_loader_seed: 0,
+            position: Position::default(),
+            epoch_metrics: EpochMetrics::default(),
         };
-        let result = run.stage(dm, stage);
+        let result = run.stage(stage);
         // Whatever happened, what was logged reaches the disk.
         let flushed = match run.view.logger.as_deref_mut() {
             Some(logger) => logger.finalize(),
@@ -96,26 +122,27 @@ impl Trainer {
     }
 }
 
-impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
-    fn stage<DM>(&mut self, dm: &mut DM, stage: Stage) -> Result<RunResult<M::Prediction>>
-    where
-        DM: DataModule,
-        DM::Sample: Collate<M::Batch, Cpu>,
-    {
-        dm.prepare_data()?;
-        dm.setup(stage)?;
+impl<M, DM> Run<'_, M, DM>
+where
+    M: LightningModule<f32, Cpu>,
+    DM: DataModule,
+    DM::Sample: Collate<M::Batch, Cpu>,
+{
+    fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
+        self.dm.prepare_data()?;
+        self.dm.setup(stage)?;
         hook!(self, setup(stage));
         let mut result = RunResult {
             metrics: BTreeMap::new(),
             predictions: Vec::new(),
         };
         match stage {
-            Stage::Fit => self.fit(dm)?,
+            Stage::Fit => self.fit()?,
             Stage::Validate | Stage::Test => {
                 let (loader, what) = if stage == Stage::Validate {
-                    (dm.val_dataloader()?, "val_dataloader")
+                    (self.dm.val_dataloader()?, "val_dataloader")
                 } else {
-                    (dm.test_dataloader()?, "test_dataloader")
+                    (self.dm.test_dataloader()?, "test_dataloader")
                 };
                 let loader = loader.ok_or_else(|| missing(what, stage))?;
                 loader.validate(what)?;
@@ -123,14 +150,15 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
                 result.metrics = self.evaluate(&loader, stage, None)?;
             }
             Stage::Predict => {
-                let loader = dm
+                let loader = self
+                    .dm
                     .predict_dataloader()?
                     .ok_or_else(|| missing("predict_dataloader", stage))?;
                 self.require_step(stage)?;
                 result.predictions = self.predict(&loader)?;
             }
         }
-        dm.teardown(stage)?;
+        self.dm.teardown(stage)?;
         hook!(self, teardown(stage));
         Ok(result)
     }
@@ -164,26 +192,35 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         }
     }
 
-    fn fit<DM>(&mut self, dm: &mut DM) -> Result<()>
-    where
-        DM: DataModule,
-        DM::Sample: Collate<M::Batch, Cpu>,
-    {
-        let train = dm
+    fn fit(&mut self) -> Result<()> {
+        let mut train = self
+            .dm
             .train_dataloader()?
             .ok_or_else(|| missing("train_dataloader", Stage::Fit))?;
         train.validate("train_dataloader")?;
-        let val = match dm.val_dataloader()? {
+        let val = match self.dm.val_dataloader()? {
             Some(val) if M::HAS_VALIDATION_STEP => {
                 val.validate("val_dataloader")?;
                 Some(val)
             }
             _ => None,
         };
+        // As in Lightning: the module, callbacks and data module are restored before
+        // `configure_optimizers`, the optimizer and loops after it.
+        let resume = self.resume.take();
+        if let Some(ckpt) = &resume {
+            self.restore_modules(ckpt)?;
+        }
         let mut optimizer = Optimizer::<f32>::new(self.model.configure_optimizers())?;
+        let mut start_batch = 0;
+        if let Some(ckpt) = &resume {
+            start_batch = self.restore_training_state(ckpt, &mut optimizer, &mut train)?;
+        }
+        self.train_loader_seed = train.shuffle_seed();
         self.view.lr = optimizer.lr();
+        self.optimizer = Some(optimizer);
         self.view.num_training_batches = train.len();
-        self.log_hparams(dm.hparams())?;
+        self.log_hparams(self.dm.hparams())?;
 
         hook!(self, on_fit_start());
         if let (Some(val), n @ 1..) = (&val, self.num_sanity_val_steps) {
@@ -196,7 +233,8 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         hook!(self, on_train_start());
         let mut grads: Option<Gradients<f32, Cpu>> = Some(self.model.alloc_grads());
         while !self.done_training() {
-            self.train_epoch(&train, val.as_ref(), &mut optimizer, &mut grads)?;
+            self.train_epoch(&train, val.as_ref(), &mut grads, start_batch)?;
+            start_batch = 0;
         }
         hook!(self, on_train_end());
         hook!(self, on_fit_end());
@@ -215,12 +253,13 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
                 .is_some_and(|m| self.view.global_step >= m)
     }
 
-    fn train_epoch<S: Collate<M::Batch, Cpu> + Send + 'static>(
+    /// One training epoch from batch `start` on (0 unless resuming inside the epoch).
+    fn train_epoch(
         &mut self,
-        train: &DataLoader<S>,
-        val: Option<&DataLoader<S>>,
-        optimizer: &mut Optimizer<f32>,
+        train: &DataLoader<DM::Sample>,
+        val: Option<&DataLoader<DM::Sample>>,
         grads: &mut Option<Gradients<f32, Cpu>>,
+        start: usize,
     ) -> Result<()> {
         let epoch = self.view.current_epoch;
         let label = match self.view.max_epochs {
@@ -228,15 +267,26 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
             None => format!("Epoch {epoch}"),
         };
         self.progress.start(label, train.len());
-        let mut epoch_metrics = EpochMetrics::default();
+        if start == 0 {
+            self.epoch_metrics = EpochMetrics::default();
+        }
+        self.position = Position {
+            batches_done: start,
+            epoch_done: false,
+        };
         hook!(self, on_train_epoch_start());
-        let mut batches = 0;
-        for (batch_idx, samples) in train.epoch(epoch).enumerate() {
+        let mut batches = start;
+        for (i, samples) in train.epoch_from(epoch, start).enumerate() {
+            let batch_idx = start + i;
             batches += 1;
+            self.device = Cpu::seed_from_u64(crate::seed::mix(
+                self.run_seed,
+                self.view.global_step as u64,
+            ));
             hook!(self, on_train_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Fit, true, batch_idx, samples.len());
             ctx.grads = grads.take();
-            let batch = S::collate(samples, &self.device);
+            let batch = DM::Sample::collate(samples, &self.device);
             let loss = self.model.training_step(batch, &mut ctx);
             let value = loss.log_value();
             if self.check_finite_loss && !value.is_finite() {
@@ -247,19 +297,22 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
                     batch: batch_idx,
                 });
             }
-            self.record_step_logs(&ctx.logs, &mut epoch_metrics)?;
+            self.record_step_logs(&ctx.logs)?;
             hook!(self, on_before_zero_grad());
             hook!(self, on_before_backward(value));
             let mut g = loss.backward();
             hook!(self, on_after_backward());
             hook!(self, on_before_optimizer_step());
-            if self.view.lr != optimizer.lr() {
-                optimizer.set_lr(self.view.lr)?;
+            if let Some(optimizer) = self.optimizer.as_mut() {
+                if self.view.lr != optimizer.lr() {
+                    optimizer.set_lr(self.view.lr)?;
+                }
+                optimizer.step(self.model, &mut g)?;
             }
-            optimizer.step(self.model, &mut g)?;
             self.model.zero_grads(&mut g);
             *grads = Some(g);
             self.view.global_step += 1;
+            self.position.batches_done = batch_idx + 1;
             hook!(self, on_train_batch_end(value, batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
             if self
@@ -283,9 +336,10 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         if let Some(val) = val {
             self.evaluate(val, Stage::Validate, None)?;
         }
-        let reduced = epoch_metrics.take();
+        let reduced = self.epoch_metrics.take();
         self.publish_epoch(&reduced);
         self.progress.finish(&self.view.progress_bar_metrics);
+        self.position.epoch_done = true;
         for cb in self.callbacks.iter_mut().filter(|c| !c.is_monitoring()) {
             cb.on_train_epoch_end(self.view);
         }
@@ -293,7 +347,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         for cb in self.callbacks.iter_mut().filter(|c| c.is_monitoring()) {
             cb.on_train_epoch_end(self.view);
         }
-        self.view.take_error()?;
+        self.after_hook()?;
         self.log_epoch(&reduced)?;
         self.view.current_epoch += 1;
         Ok(())
@@ -301,9 +355,9 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
 
     /// The validation or test loop; `limit` caps the batches (the sanity check), whose
     /// metrics are discarded.
-    fn evaluate<S: Collate<M::Batch, Cpu> + Send + 'static>(
+    fn evaluate(
         &mut self,
-        loader: &DataLoader<S>,
+        loader: &DataLoader<DM::Sample>,
         stage: Stage,
         limit: Option<usize>,
     ) -> Result<BTreeMap<String, f64>> {
@@ -334,7 +388,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
                 hook!(self, on_validation_batch_start(batch_idx));
             }
             let mut ctx = self.context(stage, false, batch_idx, samples.len());
-            let batch = S::collate(samples, &self.device);
+            let batch = DM::Sample::collate(samples, &self.device);
             if test {
                 self.model.test_step(batch, &mut ctx);
             } else {
@@ -372,10 +426,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         Ok(reduced.into_iter().map(|(k, r)| (k, r.value)).collect())
     }
 
-    fn predict<S: Collate<M::Batch, Cpu> + Send + 'static>(
-        &mut self,
-        loader: &DataLoader<S>,
-    ) -> Result<Vec<M::Prediction>> {
+    fn predict(&mut self, loader: &DataLoader<DM::Sample>) -> Result<Vec<M::Prediction>> {
         loader.validate("predict_dataloader")?;
         let mut predictions = Vec::with_capacity(loader.len());
         self.progress.start("Predicting".into(), loader.len());
@@ -384,7 +435,7 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
         for (batch_idx, samples) in loader.epoch(0).enumerate() {
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, false, batch_idx, samples.len());
-            let batch = S::collate(samples, &self.device);
+            let batch = DM::Sample::collate(samples, &self.device);
             predictions.push(self.model.predict_step(batch, &mut ctx));
             hook!(self, on_predict_batch_end(batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
@@ -412,16 +463,12 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
 
     /// Step-level values: into `callback_metrics` and the progress bar now, into the logger
     /// every `log_every_n_steps` steps; epoch-level values into the running reduction.
-    fn record_step_logs(
-        &mut self,
-        logs: &[LogEntry],
-        epoch_metrics: &mut EpochMetrics,
-    ) -> Result<()> {
+    fn record_step_logs(&mut self, logs: &[LogEntry]) -> Result<()> {
         let step = self.view.global_step;
         let write = self.view.logger.is_some() && (step + 1).is_multiple_of(self.log_every_n_steps);
         let mut to_logger = BTreeMap::new();
         for entry in logs {
-            epoch_metrics.add(entry);
+            self.epoch_metrics.add(entry);
             if !entry.on_step {
                 continue;
             }
@@ -485,6 +532,155 @@ impl<M: LightningModule<f32, Cpu>> Run<'_, M> {
             Some(logger) => logger.log_metrics(&row, step),
             None => Ok(()),
         }
+    }
+}
+
+/// Checkpoints: saving what hooks asked for, and restoring a run.
+impl<M, DM> Run<'_, M, DM>
+where
+    M: LightningModule<f32, Cpu>,
+    DM: DataModule,
+    DM::Sample: Collate<M::Batch, Cpu>,
+{
+    /// After every hook: stop on a reported error, else write the checkpoints asked for.
+    fn after_hook(&mut self) -> Result<()> {
+        self.view.take_error()?;
+        if self.view.checkpoint_saves.is_empty() && self.view.checkpoint_removals.is_empty() {
+            return Ok(());
+        }
+        let saves = std::mem::take(&mut self.view.checkpoint_saves);
+        let removals = std::mem::take(&mut self.view.checkpoint_removals);
+        let (mut full, mut weights) = (None, None);
+        for (path, weights_only) in &saves {
+            let slot = if *weights_only {
+                &mut weights
+            } else {
+                &mut full
+            };
+            if slot.is_none() {
+                *slot = Some(self.checkpoint(*weights_only)?);
+            }
+            if let Some(ckpt) = slot {
+                ckpt.write(path)?;
+            }
+        }
+        // Only once every save succeeded: a failed save keeps the checkpoints it would replace.
+        for path in removals
+            .iter()
+            .filter(|r| !saves.iter().any(|(p, _)| p == *r))
+        {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The run as it stands, as a checkpoint (Lightning's `dump_checkpoint`).
+    fn checkpoint(&mut self, weights_only: bool) -> Result<Checkpoint> {
+        let mut ckpt = Checkpoint::of_module(&*self.model, M::NAME)?;
+        ckpt.meta.datamodule_hparams = self.dm.hparams();
+        if !weights_only {
+            ckpt.meta.weights_only = false;
+            if let Some(optimizer) = &self.optimizer {
+                ckpt.meta.optimizer = Some(optimizer.save_state(&mut ckpt.records));
+            }
+            ckpt.meta.loop_state = Some(LoopState {
+                epoch: self.view.current_epoch,
+                batches_done: self.position.batches_done,
+                epoch_done: self.position.epoch_done,
+                global_step: self.view.global_step,
+                run_seed: self.run_seed,
+                train_loader_seed: self.train_loader_seed,
+                callback_metrics: self
+                    .view
+                    .callback_metrics
+                    .iter()
+                    .map(|(k, v)| (k.clone(), float::F64(*v)))
+                    .collect(),
+                epoch_metrics: serde_json::to_value(&self.epoch_metrics)
+                    .map_err(|e| Error::msg(format!("epoch metrics: {e}")))?,
+            });
+            for cb in self.callbacks.iter() {
+                if let Some(state) = cb.state_dict() {
+                    let key = cb.state_key();
+                    if ckpt.meta.callbacks.insert(key.clone(), state).is_some() {
+                        return Err(Error::msg(format!(
+                            "two callbacks keep state under the key `{key}`: give one of them another `state_key`"
+                        )));
+                    }
+                }
+            }
+            ckpt.meta.datamodule = self.dm.state_dict();
+            for cb in self.callbacks.iter_mut() {
+                cb.on_save_checkpoint(self.view, &mut ckpt);
+            }
+        }
+        self.model.on_save_checkpoint(self.view, &mut ckpt);
+        self.view.take_error()?;
+        Ok(ckpt)
+    }
+
+    /// The module's weights, the callbacks' and the data module's state.
+    fn restore_modules(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        if ckpt.weights_only() {
+            return Err(ckpt.error(Error::msg(
+                "it holds weights only (save_weights_only), not the optimizer and loop state a run \
+                 resumes from; load it with `load_from_checkpoint` and start a new fit instead",
+            )));
+        }
+        ckpt.load_weights(self.model)?;
+        for cb in self.callbacks.iter_mut() {
+            if let Some(state) = ckpt.callback_state(&cb.state_key()) {
+                cb.load_state_dict(state).map_err(|e| ckpt.error(e))?;
+            }
+        }
+        if let Some(state) = &ckpt.meta.datamodule {
+            self.dm.load_state_dict(state).map_err(|e| ckpt.error(e))?;
+        }
+        hook!(self, on_load_checkpoint(ckpt));
+        Ok(())
+    }
+
+    /// The optimizer, the loop position and the random streams; returns the batch of the
+    /// current epoch to continue from.
+    fn restore_training_state(
+        &mut self,
+        ckpt: &Checkpoint,
+        optimizer: &mut Optimizer<f32>,
+        train: &mut DataLoader<DM::Sample>,
+    ) -> Result<usize> {
+        let (Some(state), Some(opt)) = (&ckpt.meta.loop_state, &ckpt.meta.optimizer) else {
+            return Err(ckpt.error(Error::msg(
+                "it has no loop or optimizer state to resume from",
+            )));
+        };
+        optimizer.load_state::<Cpu, M>(opt, ckpt)?;
+        if !state.epoch_done && state.batches_done > train.len() {
+            return Err(ckpt.error(Error::msg(format!(
+                "it was saved after batch {} of epoch {}, but the training loader now has {} batches: the data changed",
+                state.batches_done, state.epoch, train.len()
+            ))));
+        }
+        *train = train.clone().seed(state.train_loader_seed);
+        self.run_seed = state.run_seed;
+        self.view.global_step = state.global_step;
+        self.view.callback_metrics = state
+            .callback_metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0))
+            .collect();
+        if state.epoch_done {
+            self.view.current_epoch = state.epoch + 1;
+            return Ok(0);
+        }
+        self.view.current_epoch = state.epoch;
+        self.epoch_metrics = serde_json::from_value(state.epoch_metrics.clone())
+            .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
+        Ok(state.batches_done)
     }
 }
 

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::datamodule::Stage;
 use crate::loggers::Logger;
@@ -19,6 +20,9 @@ pub struct TrainerView {
     pub(crate) should_stop: bool,
     pub(crate) lr: f64,
     pub(crate) error: Option<Error>,
+    pub(crate) default_root_dir: PathBuf,
+    pub(crate) checkpoint_saves: Vec<(PathBuf, bool)>,
+    pub(crate) checkpoint_removals: Vec<PathBuf>,
 }
 
 impl TrainerView {
@@ -37,6 +41,9 @@ impl TrainerView {
             should_stop: false,
             lr: 0.0,
             error: None,
+            default_root_dir: PathBuf::from("."),
+            checkpoint_saves: Vec::new(),
+            checkpoint_removals: Vec::new(),
         }
     }
 
@@ -111,6 +118,27 @@ impl TrainerView {
     /// Changes the optimizer's learning rate from the next step on.
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+    /// Where logs and checkpoints go when no other directory is given.
+    pub fn default_root_dir(&self) -> &Path {
+        &self.default_root_dir
+    }
+    /// The logger's directory (`lightning_logs/version_N`), if it has one.
+    pub fn log_dir(&self) -> Option<PathBuf> {
+        self.logger
+            .as_ref()
+            .and_then(|l| l.log_dir().map(Path::to_path_buf))
+    }
+    /// Saves a checkpoint of the run to `path` once the current hook returns (Lightning's
+    /// `trainer.save_checkpoint`); `weights_only` leaves out optimizer and loop state. A failed
+    /// save stops the run with an error naming the path; the file there before stays whole.
+    pub fn save_checkpoint(&mut self, path: impl Into<PathBuf>, weights_only: bool) {
+        self.checkpoint_saves.push((path.into(), weights_only));
+    }
+    /// Deletes the checkpoint at `path` once the saves requested in the same hook succeeded
+    /// (how `save_top_k` drops a checkpoint that is no longer among the best).
+    pub fn remove_checkpoint(&mut self, path: impl Into<PathBuf>) {
+        self.checkpoint_removals.push(path.into());
     }
     /// Stops the run with `error` after the hook that reports it returns.
     pub fn fail(&mut self, error: Error) {

@@ -1,0 +1,36 @@
+//! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`).
+
+mod filename;
+mod model_checkpoint;
+
+pub use model_checkpoint::ModelCheckpoint;
+
+/// Whether a monitored metric improves downwards (`Min`, a loss) or upwards (`Max`, an
+/// accuracy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Min,
+    Max,
+}
+
+impl Mode {
+    /// Whether `a` is better than `b`; NaN is worse than anything.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match (a.is_nan(), b.is_nan()) {
+            (true, _) => false,
+            (false, true) => true,
+            _ => match self {
+                Mode::Min => a < b,
+                Mode::Max => a > b,
+            },
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Min => "min",
+            Mode::Max => "max",
+        }
+    }
+}

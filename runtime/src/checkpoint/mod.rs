@@ -1,0 +1,267 @@
+//! Checkpoints: everything needed to continue a run exactly where it stopped.
+//!
+//! A checkpoint is one [safetensors](https://github.com/huggingface/safetensors) file. Its
+//! tensors are the module's weights under their dotted names (`layer_1.weight`, what
+//! `safetensors.torch.load_file` returns to a PyTorch user) and the optimizer's buffers under
+//! `optimizer/<parameter>/<buffer>`. Its header metadata holds, as JSON, the hyperparameters,
+//! the loop position (epoch, global step, batches done inside the epoch), the seeds of the
+//! random streams, the optimizer's settings and step count, the state of every callback and of
+//! the data module, what hooks added, the fulmen version, and a CRC-32 over all of it, so that
+//! a truncated or damaged file is refused instead of loaded.
+//!
+//! ```no_run
+//! # use fulmen::checkpoint::Checkpoint;
+//! let ckpt = Checkpoint::read("lightning_logs/version_0/checkpoints/last.ckpt")?;
+//! println!("epoch {:?}, lr {:?}", ckpt.epoch(), ckpt.hparams().get::<f64>("lr"));
+//! # Ok::<(), fulmen::Error>(())
+//! ```
+
+mod file;
+pub mod float;
+mod tensors;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dfdx::nn::TensorCollection;
+use dfdx::tensor_ops::Device;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use tensors::CkptDtype;
+
+use crate::hparams::HParams;
+use crate::{Error, Result};
+
+/// One stored tensor: dtype, shape and little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Record {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+pub(crate) type Records = BTreeMap<String, Record>;
+
+/// The prefix of the optimizer's tensors (a `/` cannot occur in a module's field path).
+pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
+
+/// Where a run continues: the epoch, and how far into it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct LoopState {
+    pub epoch: usize,
+    /// Training batches of `epoch` already done.
+    pub batches_done: usize,
+    /// Whether `epoch` is over (validation and epoch-end hooks done).
+    pub epoch_done: bool,
+    pub global_step: usize,
+    /// The seed of the training device's random stream (dropout), drawn per step from it.
+    pub run_seed: u64,
+    /// The shuffle seed of the training loader.
+    pub train_loader_seed: u64,
+    pub callback_metrics: BTreeMap<String, float::F64>,
+    /// The epoch-level values logged so far in `epoch`.
+    pub epoch_metrics: Value,
+}
+
+/// The optimizer's settings and step count (its buffers are tensors).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct OptimizerState {
+    pub config: crate::optim::Optim,
+    pub step: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Meta {
+    pub fulmen_version: String,
+    pub module: String,
+    pub weights_only: bool,
+    pub hparams: HParams,
+    pub datamodule_hparams: HParams,
+    pub loop_state: Option<LoopState>,
+    pub optimizer: Option<OptimizerState>,
+    pub callbacks: BTreeMap<String, Value>,
+    pub datamodule: Option<Value>,
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A checkpoint in memory: read from a file, or being built by the trainer (hooks see it in
+/// `on_save_checkpoint` / `on_load_checkpoint`).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub(crate) records: Records,
+    pub(crate) meta: Meta,
+    path: Option<PathBuf>,
+}
+
+impl Checkpoint {
+    /// A checkpoint holding `module`'s weights and hyperparameters only.
+    pub fn of_module<E: CkptDtype, D: Device<E>, M>(module: &M, name: &str) -> Result<Self>
+    where
+        M: TensorCollection<E, D> + crate::Hyperparameters,
+    {
+        let mut records = Records::new();
+        tensors::collect(module, &mut records)?;
+        Ok(Checkpoint {
+            records,
+            meta: Meta {
+                fulmen_version: env!("CARGO_PKG_VERSION").to_string(),
+                module: name.to_string(),
+                weights_only: true,
+                hparams: module.hparams(),
+                datamodule_hparams: HParams::new(),
+                loop_state: None,
+                optimizer: None,
+                callbacks: BTreeMap::new(),
+                datamodule: None,
+                extra: BTreeMap::new(),
+            },
+            path: None,
+        })
+    }
+
+    /// Reads and verifies the checkpoint at `path`.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let (records, meta) = file::read(path)?;
+        let meta: Meta = serde_json::from_str(&meta)
+            .map_err(|e| Error::data(path, format!("its fulmen metadata cannot be read: {e}")))?;
+        Ok(Checkpoint {
+            records,
+            meta,
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Writes the checkpoint to `path` atomically: a failure leaves any earlier file there whole.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let meta = serde_json::to_string(&self.meta)
+            .map_err(|e| Error::msg(format!("the checkpoint's metadata cannot be written: {e}")))?;
+        file::write(path.as_ref(), &self.records, &meta)
+    }
+
+    /// The file this checkpoint was read from.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+    /// The module's hyperparameters.
+    pub fn hparams(&self) -> &HParams {
+        &self.meta.hparams
+    }
+    /// The data module's hyperparameters.
+    pub fn datamodule_hparams(&self) -> &HParams {
+        &self.meta.datamodule_hparams
+    }
+    /// The name of the module struct that wrote it.
+    pub fn module_name(&self) -> &str {
+        &self.meta.module
+    }
+    pub fn fulmen_version(&self) -> &str {
+        &self.meta.fulmen_version
+    }
+    /// Whether it holds weights only (no optimizer or loop state: it cannot resume a run).
+    pub fn weights_only(&self) -> bool {
+        self.meta.weights_only
+    }
+    /// The epoch it was saved in.
+    pub fn epoch(&self) -> Option<usize> {
+        self.meta.loop_state.as_ref().map(|l| l.epoch)
+    }
+    /// Optimizer steps taken when it was saved.
+    pub fn global_step(&self) -> Option<usize> {
+        self.meta.loop_state.as_ref().map(|l| l.global_step)
+    }
+    /// The names of the stored tensors.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.records.keys().map(String::as_str)
+    }
+    /// What a callback stored under `key`.
+    pub fn callback_state(&self, key: &str) -> Option<&Value> {
+        self.meta.callbacks.get(key)
+    }
+    /// Entries added by `on_save_checkpoint` hooks.
+    pub fn extra(&self) -> &BTreeMap<String, Value> {
+        &self.meta.extra
+    }
+    /// Room for `on_save_checkpoint` hooks to add entries of their own.
+    pub fn extra_mut(&mut self) -> &mut BTreeMap<String, Value> {
+        &mut self.meta.extra
+    }
+
+    /// Loads the weights into `module`, refusing a checkpoint whose tensors do not match it
+    /// (missing, extra or differently shaped), with the tensor's name.
+    pub fn load_weights<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+        &self,
+        module: &mut M,
+    ) -> Result<()> {
+        let used = tensors::load(module, &self.records).map_err(|e| self.error(e))?;
+        let extra: Vec<&str> = self
+            .records
+            .keys()
+            .filter(|k| !k.starts_with(OPTIMIZER_PREFIX) && !used.contains(k))
+            .map(String::as_str)
+            .collect();
+        if !extra.is_empty() {
+            return Err(self.error(Error::msg(format!(
+                "tensors {extra:?} are in the checkpoint but not in the model: it was written by another model"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Builds a module from the stored hyperparameters with `build`, then loads its weights:
+    /// what the generated `load_from_checkpoint` does.
+    pub fn rebuild<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+        &self,
+        build: impl FnOnce(&HParams) -> Result<M>,
+    ) -> Result<M> {
+        let mut module = build(&self.meta.hparams).map_err(|e| self.error(e))?;
+        self.load_weights(&mut module)?;
+        Ok(module)
+    }
+
+    /// `error`, naming this checkpoint's file when it came from one.
+    pub(crate) fn error(&self, error: Error) -> Error {
+        match &self.path {
+            Some(path) => Error::data(path, error.to_string()),
+            None => error,
+        }
+    }
+}
+
+/// Which checkpoint `Trainer::fit_from` resumes: a file, or the checkpoint callback's `last`
+/// or `best` (Lightning's `ckpt_path="last"` / `"best"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CkptPath {
+    Path(PathBuf),
+    Last,
+    Best,
+}
+
+impl From<&str> for CkptPath {
+    fn from(s: &str) -> Self {
+        match s {
+            "last" => CkptPath::Last,
+            "best" => CkptPath::Best,
+            path => CkptPath::Path(PathBuf::from(path)),
+        }
+    }
+}
+
+impl From<&Path> for CkptPath {
+    fn from(p: &Path) -> Self {
+        CkptPath::Path(p.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for CkptPath {
+    fn from(p: PathBuf) -> Self {
+        CkptPath::Path(p)
+    }
+}
+
+impl From<&PathBuf> for CkptPath {
+    fn from(p: &PathBuf) -> Self {
+        CkptPath::Path(p.clone())
+    }
+}
