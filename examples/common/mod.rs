@@ -13,8 +13,8 @@ use fulmen::TrainerBuilder;
 pub struct IrisClassifier {
     // Input: 4 features (sepal/petal measurements); hidden: 16 neurons;
     // output: 3 classes (setosa, versicolour, virginica).
-    layer_1: Linear<4, 16>,
-    layer_2: Linear<16, 3>,
+    pub layer_1: Linear<4, 16>,
+    pub layer_2: Linear<16, 3>,
     #[hparam]
     lr: f64,
 }

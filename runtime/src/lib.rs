@@ -80,6 +80,8 @@ pub use trainer::{Trainer, TrainerBuilder, TrainerView};
 pub use dfdx;
 #[doc(hidden)]
 pub use serde;
+/// Re-exported: callbacks and data modules keep checkpoint state as `serde_json::Value`.
+pub use serde_json;
 
 /// Everything a training script needs: fulmen's traits and types, its macros, and dfdx's prelude.
 pub mod prelude {
