@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use fulmen::callbacks::ModelCheckpoint;
+use fulmen::callbacks::{Mode, ModelCheckpoint};
 use fulmen::data::{iris, stratified_split};
+use fulmen::optim::ReduceLROnPlateau;
 use fulmen::prelude::*;
 
 #[lightning_module]
@@ -41,7 +42,17 @@ impl Net {
         );
     }
     fn configure_optimizers(&self) -> Optim {
-        Optim::adam(self.lr).weight_decay(0.01)
+        // A plateau scheduler keeps the most state (best value, bad epochs, cooldown) and
+        // steps after the epoch-end checkpoint; `Max` on a falling loss halves the rate often.
+        Optim::adam(self.lr)
+            .weight_decay(0.01)
+            .scheduler(ReduceLROnPlateau {
+                mode: Mode::Max,
+                patience: 0,
+                factor: 0.5,
+                cooldown: 1,
+                ..ReduceLROnPlateau::new("val_loss")
+            })
     }
 }
 
@@ -113,6 +124,11 @@ fn resuming_from_any_checkpoint_ends_bitwise_identical() {
     full.fit_loaders(&mut model, train, Some(val)).unwrap();
     let expected = bits(&model);
     let expected_metrics = full.callback_metrics().clone();
+    let expected_lr = full.lr();
+    assert!(
+        expected_lr < 0.01 / 2.0,
+        "the scheduler lowered the rate: {expected_lr}"
+    );
     assert_eq!(full.global_step(), 32, "8 batches per epoch");
 
     let mut resumed_from = Vec::new();
@@ -134,6 +150,7 @@ fn resuming_from_any_checkpoint_ends_bitwise_identical() {
             "weights differ after resuming from {name}"
         );
         assert_eq!(trainer.global_step(), 32, "{name}");
+        assert_eq!(trainer.lr(), expected_lr, "{name}");
         for key in ["train_loss_epoch", "val_loss"] {
             assert_eq!(
                 trainer.callback_metrics()[key].to_bits(),

@@ -7,7 +7,7 @@ pub use model_checkpoint::ModelCheckpoint;
 
 /// Whether a monitored metric improves downwards (`Min`, a loss) or upwards (`Max`, an
 /// accuracy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     #[default]
     Min,

@@ -80,6 +80,8 @@ pub(crate) struct Meta {
     pub datamodule_hparams: HParams,
     pub loop_state: Option<LoopState>,
     pub optimizer: Option<OptimizerState>,
+    #[serde(default)]
+    pub scheduler: Option<crate::optim::scheduler::SchedulerState>,
     pub callbacks: BTreeMap<String, Value>,
     pub datamodule: Option<Value>,
     pub extra: BTreeMap<String, Value>,
@@ -112,6 +114,7 @@ impl Checkpoint {
                 datamodule_hparams: HParams::new(),
                 loop_state: None,
                 optimizer: None,
+                scheduler: None,
                 callbacks: BTreeMap::new(),
                 datamodule: None,
                 extra: BTreeMap::new(),

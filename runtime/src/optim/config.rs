@@ -22,6 +22,7 @@ pub struct Optim {
     pub(crate) eps: f64,
     pub(crate) alpha: f64,
     pub(crate) centered: bool,
+    pub(crate) scheduler: Option<super::LrScheduler>,
 }
 
 impl Optim {
@@ -37,6 +38,7 @@ impl Optim {
             eps: 1e-8,
             alpha: 0.99,
             centered: false,
+            scheduler: None,
         }
     }
 
@@ -95,6 +97,13 @@ impl Optim {
         self
     }
 
+    /// The learning-rate scheduler that drives this optimizer's rate (Lightning's
+    /// `lr_scheduler`); see [`crate::optim::scheduler`].
+    pub fn scheduler(mut self, scheduler: impl Into<super::LrScheduler>) -> Self {
+        self.scheduler = Some(scheduler.into());
+        self
+    }
+
     pub fn kind(&self) -> OptimKind {
         self.kind
     }
@@ -140,6 +149,9 @@ impl Optim {
                 "Nesterov momentum requires a momentum > 0 and zero dampening".to_string(),
             );
         }
-        Ok(())
+        match &self.scheduler {
+            Some(s) => s.validate(),
+            None => Ok(()),
+        }
     }
 }

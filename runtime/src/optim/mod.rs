@@ -14,7 +14,12 @@
 
 mod config;
 mod rules;
+pub mod scheduler;
 mod state;
 
 pub use config::{Optim, OptimKind};
+pub use scheduler::{
+    Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
+    OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,
+};
 pub use state::Optimizer;

@@ -50,6 +50,14 @@ impl<E: FloatDtype> Optimizer<E> {
         Ok(())
     }
 
+    /// Sets SGD's and RMSprop's momentum or Adam's beta1 (what `OneCycleLR` cycles).
+    pub fn set_momentum(&mut self, momentum: f64) {
+        match self.config.kind {
+            OptimKind::Adam | OptimKind::AdamW => self.config.betas.0 = momentum,
+            OptimKind::Sgd | OptimKind::RmsProp => self.config.momentum = momentum,
+        }
+    }
+
     /// The number of steps taken.
     pub fn steps(&self) -> u64 {
         self.step

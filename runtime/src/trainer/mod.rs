@@ -446,6 +446,10 @@ impl Trainer {
     pub fn global_step(&self) -> usize {
         self.view.global_step
     }
+    /// The optimizer's learning rate at the end of the last `fit`.
+    pub fn lr(&self) -> f64 {
+        self.view.lr
+    }
     /// The logger (created on the first run).
     pub fn logger(&mut self) -> Option<&mut (dyn Logger + 'static)> {
         self.view.logger.as_deref_mut()

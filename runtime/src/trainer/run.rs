@@ -16,7 +16,8 @@ use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Stage};
 use crate::hparams::HParams;
 use crate::module::LightningModule;
-use crate::optim::Optimizer;
+use crate::optim::scheduler::Rates;
+use crate::optim::{Interval, Optimizer, Scheduler};
 use crate::progress::Progress;
 use crate::{Error, Result};
 
@@ -58,6 +59,7 @@ struct Run<'a, M, DM> {
     log_every_n_steps: usize,
     check_finite_loss: bool,
     optimizer: Option<Optimizer<f32>>,
+    scheduler: Option<Scheduler>,
     resume: Option<Checkpoint>,
     train_loader_seed: u64,
     position: Position,
@@ -104,6 +106,7 @@ impl Trainer {
             log_every_n_steps: self.log_every_n_steps,
             check_finite_loss: self.check_finite_loss,
             optimizer: None,
+            scheduler: None,
             resume,
             train_loader_seed: 0,
             position: Position::default(),
@@ -211,14 +214,22 @@ where
         if let Some(ckpt) = &resume {
             self.restore_modules(ckpt)?;
         }
-        let mut optimizer = Optimizer::<f32>::new(self.model.configure_optimizers())?;
+        let mut config = self.model.configure_optimizers();
+        let schedule = config.scheduler.take();
+        let mut optimizer = Optimizer::<f32>::new(config)?;
+        self.view.lr = optimizer.lr();
+        if let Some(schedule) = schedule {
+            // As PyTorch's constructor: the rate of step 0 is set now.
+            let (scheduler, rates) = Scheduler::new(schedule, optimizer.lr())?;
+            apply(&mut optimizer, self.view, rates)?;
+            self.scheduler = Some(scheduler);
+        }
+        self.optimizer = Some(optimizer);
         let mut start_batch = 0;
         if let Some(ckpt) = &resume {
-            start_batch = self.restore_training_state(ckpt, &mut optimizer, &mut train)?;
+            start_batch = self.restore_training_state(ckpt, &mut train)?;
         }
         self.train_loader_seed = train.shuffle_seed();
-        self.view.lr = optimizer.lr();
-        self.optimizer = Some(optimizer);
         self.view.num_training_batches = train.len();
         self.log_hparams(self.dm.hparams())?;
 
@@ -313,6 +324,7 @@ where
             *grads = Some(g);
             self.view.global_step += 1;
             self.position.batches_done = batch_idx + 1;
+            self.step_scheduler(Interval::Step, self.view.global_step)?;
             hook!(self, on_train_batch_end(value, batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
             if self
@@ -348,6 +360,7 @@ where
             cb.on_train_epoch_end(self.view);
         }
         self.after_hook()?;
+        self.step_scheduler(Interval::Epoch, epoch + 1)?;
         self.log_epoch(&reduced)?;
         self.view.current_epoch += 1;
         Ok(())
@@ -588,6 +601,7 @@ where
             if let Some(optimizer) = &self.optimizer {
                 ckpt.meta.optimizer = Some(optimizer.save_state(&mut ckpt.records));
             }
+            ckpt.meta.scheduler = self.scheduler.as_ref().map(|s| s.state.clone());
             ckpt.meta.loop_state = Some(LoopState {
                 epoch: self.view.current_epoch,
                 batches_done: self.position.batches_done,
@@ -650,15 +664,33 @@ where
     fn restore_training_state(
         &mut self,
         ckpt: &Checkpoint,
-        optimizer: &mut Optimizer<f32>,
         train: &mut DataLoader<DM::Sample>,
     ) -> Result<usize> {
-        let (Some(state), Some(opt)) = (&ckpt.meta.loop_state, &ckpt.meta.optimizer) else {
+        let (Some(state), Some(opt), Some(optimizer)) = (
+            &ckpt.meta.loop_state,
+            &ckpt.meta.optimizer,
+            self.optimizer.as_mut(),
+        ) else {
             return Err(ckpt.error(Error::msg(
                 "it has no loop or optimizer state to resume from",
             )));
         };
         optimizer.load_state::<Cpu, M>(opt, ckpt)?;
+        self.view.lr = optimizer.lr();
+        match (&ckpt.meta.scheduler, self.scheduler.as_mut()) {
+            (Some(saved), Some(scheduler)) => {
+                let rates = scheduler.load_state(saved).map_err(|e| ckpt.error(e))?;
+                apply(optimizer, self.view, rates)?;
+            }
+            (None, None) => {}
+            (saved, _) => {
+                return Err(ckpt.error(Error::msg(format!(
+                    "it was saved {} a learning-rate scheduler, but configure_optimizers now returns {}",
+                    if saved.is_some() { "with" } else { "without" },
+                    if saved.is_some() { "none" } else { "one" },
+                ))))
+            }
+        }
         if !state.epoch_done && state.batches_done > train.len() {
             return Err(ckpt.error(Error::msg(format!(
                 "it was saved after batch {} of epoch {}, but the training loader now has {} batches: the data changed",
@@ -674,6 +706,8 @@ where
             .map(|(k, v)| (k.clone(), v.0))
             .collect();
         if state.epoch_done {
+            // Saved in on_train_epoch_end: the epoch's scheduler step came after the save.
+            self.step_scheduler(Interval::Epoch, state.epoch + 1)?;
             self.view.current_epoch = state.epoch + 1;
             return Ok(0);
         }
@@ -682,6 +716,51 @@ where
             .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
         Ok(state.batches_done)
     }
+}
+
+impl<M, DM> Run<'_, M, DM>
+where
+    M: LightningModule<f32, Cpu>,
+    DM: DataModule,
+    DM::Sample: Collate<M::Batch, Cpu>,
+{
+    /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
+    /// multiple of its frequency.
+    fn step_scheduler(&mut self, interval: Interval, count: usize) -> Result<()> {
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return Ok(());
+        };
+        if scheduler.interval() != interval || !count.is_multiple_of(scheduler.frequency()) {
+            return Ok(());
+        }
+        let metric = match scheduler.monitor() {
+            Some(m) => Some(*self.view.callback_metrics.get(m).ok_or_else(|| {
+                Error::config(
+                    "ReduceLROnPlateau.monitor",
+                    format!(
+                        "`{m}` was never logged; the logged metrics are {:?}",
+                        self.view.callback_metrics.keys().collect::<Vec<_>>()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let rates = scheduler.step(metric)?;
+        if let Some(optimizer) = self.optimizer.as_mut() {
+            apply(optimizer, self.view, rates)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets a scheduler's rates on the optimizer and in the view.
+fn apply(optimizer: &mut Optimizer<f32>, view: &mut TrainerView, rates: Rates) -> Result<()> {
+    optimizer.set_lr(rates.lr)?;
+    if let Some(momentum) = rates.momentum {
+        optimizer.set_momentum(momentum);
+    }
+    view.lr = rates.lr;
+    Ok(())
 }
 
 fn missing(what: &str, stage: Stage) -> Error {
