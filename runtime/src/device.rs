@@ -28,6 +28,14 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
         scratch: &mut Vec<E>,
         f: impl FnOnce(&mut [E], &[E]),
     ) -> Result<()>;
+
+    /// Calls `f` with the parameter's gradient as a host slice (clipping, anomaly checks,
+    /// checkpoints of accumulated gradients); what `f` leaves there is the gradient.
+    fn with_grad<S: dfdx::shapes::Shape>(
+        param: &Tensor<S, E, Self>,
+        grads: &mut Gradients<E, Self>,
+        f: impl FnOnce(&mut [E]),
+    ) -> Result<()>;
 }
 
 macro_rules! cpu_train_device {
@@ -46,6 +54,18 @@ macro_rules! cpu_train_device {
                 param.copy_into(scratch);
                 f(scratch, grad);
                 param.copy_from(scratch);
+                Ok(())
+            }
+
+            fn with_grad<S: dfdx::shapes::Shape>(
+                param: &Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+                f: impl FnOnce(&mut [$e]),
+            ) -> Result<()> {
+                let grad = grads
+                    .get_or_alloc_mut(param)
+                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                f(grad);
                 Ok(())
             }
         }

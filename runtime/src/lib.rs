@@ -101,4 +101,6 @@ pub mod prelude {
     pub use crate::trainer::{Trainer, TrainerView};
     pub use crate::{data_module, lightning_module, module};
     pub use dfdx::prelude::*;
+    /// `E::from_f32(0.5)`: constants in code generic over the dtype.
+    pub use num_traits::FromPrimitive;
 }

@@ -2,8 +2,12 @@
 
 mod filename;
 mod model_checkpoint;
+mod model_summary;
+mod timer;
 
 pub use model_checkpoint::ModelCheckpoint;
+pub use model_summary::ModelSummary;
+pub use timer::Timer;
 
 /// Whether a monitored metric improves downwards (`Min`, a loss) or upwards (`Max`, an
 /// accuracy).

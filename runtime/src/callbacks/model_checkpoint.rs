@@ -162,7 +162,10 @@ impl ModelCheckpoint {
 
     fn save(&mut self, trainer: &mut TrainerView) {
         let step = trainer.global_step();
-        if trainer.sanity_checking() || self.state.last_global_step_saved == Some(step) {
+        if trainer.sanity_checking()
+            || trainer.fast_dev_run()
+            || self.state.last_global_step_saved == Some(step)
+        {
             return;
         }
         let (Some(dir), Some(template)) = (self.dir.clone(), self.template.clone()) else {

@@ -18,7 +18,7 @@
 
 mod file;
 pub mod float;
-mod tensors;
+pub(crate) mod tensors;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,8 +43,11 @@ pub(crate) struct Record {
 
 pub(crate) type Records = BTreeMap<String, Record>;
 
-/// The prefix of the optimizer's tensors (a `/` cannot occur in a module's field path).
+/// The prefix of the optimizer's tensors. A `/` cannot occur in a module's field path, so
+/// every name with one is training state, not a weight.
 pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
+/// The prefix of gradients summed inside an unfinished accumulation window.
+pub(crate) const GRADS_PREFIX: &str = "grads/";
 
 /// Where a run continues: the epoch, and how far into it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -201,7 +204,7 @@ impl Checkpoint {
         let extra: Vec<&str> = self
             .records
             .keys()
-            .filter(|k| !k.starts_with(OPTIMIZER_PREFIX) && !used.contains(k))
+            .filter(|k| !k.contains('/') && !used.contains(k))
             .map(String::as_str)
             .collect();
         if !extra.is_empty() {

@@ -178,3 +178,37 @@ impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Load<'_> {
         Ok(None)
     }
 }
+
+/// Every tensor of `module`: name, shape and whether the optimizer trains it.
+pub(crate) fn describe<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+    module: &M,
+) -> Result<Vec<crate::trainer::ParamInfo>> {
+    let mut out = Describe(Vec::new());
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut out,
+    })?;
+    Ok(out.0)
+}
+
+struct Describe(Vec<crate::trainer::ParamInfo>);
+
+impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Describe {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = Error;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        (t, name): (&Tensor<S, E, D>, String),
+    ) -> Result<Option<Tensor<S, E, D>>> {
+        self.0.push(crate::trainer::ParamInfo {
+            name,
+            shape: t.shape().concrete().into_iter().collect(),
+            trainable: opts.do_gradient_update,
+        });
+        Ok(None)
+    }
+}

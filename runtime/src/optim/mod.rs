@@ -13,11 +13,13 @@
 //! ```
 
 mod config;
+pub(crate) mod grads;
 mod rules;
 pub mod scheduler;
 mod state;
 
 pub use config::{Optim, OptimKind};
+pub use grads::ClipAlgorithm;
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,

@@ -1,8 +1,11 @@
 use std::path::PathBuf;
 
+use super::{Limit, TrainerBuilder};
+use crate::optim::ClipAlgorithm;
+
 /// The trainer's command-line flags, to `#[command(flatten)]` into a program's own clap
-/// parser; apply them with [`TrainerBuilder::args`](super::TrainerBuilder::args). Flags not
-/// given keep the values set in code.
+/// parser; apply them with [`TrainerBuilder::args`]. Flags not given keep the values set in
+/// code. Names follow Lightning's `Trainer` arguments (`--max-epochs`, `--limit-val-batches`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainerArgs {
     /// Maximum number of epochs.
@@ -11,16 +14,123 @@ pub struct TrainerArgs {
     /// Maximum number of optimizer steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Minimum number of epochs (early stopping waits for it).
+    #[arg(long)]
+    pub min_epochs: Option<usize>,
+    /// Stop after this many seconds of training.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_time: Option<f64>,
     /// cpu, gpu (cuda) or auto.
     #[arg(long)]
     pub accelerator: Option<String>,
     /// Number of devices.
     #[arg(long)]
     pub devices: Option<usize>,
-    /// Where lightning_logs/ is written.
+    /// Where lightning_logs/ and checkpoints are written.
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,
+    /// Training batches per epoch: a count (10) or a fraction (0.25).
+    #[arg(long)]
+    pub limit_train_batches: Option<Limit>,
+    /// Validation batches per run: a count or a fraction.
+    #[arg(long)]
+    pub limit_val_batches: Option<Limit>,
+    /// Test batches: a count or a fraction.
+    #[arg(long)]
+    pub limit_test_batches: Option<Limit>,
+    /// Validate every n training batches, or a fraction of an epoch.
+    #[arg(long)]
+    pub val_check_interval: Option<Limit>,
+    /// Validate in every n-th epoch.
+    #[arg(long)]
+    pub check_val_every_n_epoch: Option<usize>,
+    /// Validation batches of the sanity check (0 disables it).
+    #[arg(long)]
+    pub num_sanity_val_steps: Option<usize>,
+    /// Run this many batches of each loop as a smoke test (no logs, no checkpoints).
+    #[arg(long, num_args = 0..=1, default_missing_value = "1")]
+    pub fast_dev_run: Option<usize>,
+    /// Overfit this many (or this fraction of) training batches.
+    #[arg(long)]
+    pub overfit_batches: Option<Limit>,
+    /// Write step metrics every n steps.
+    #[arg(long)]
+    pub log_every_n_steps: Option<usize>,
+    /// Accumulate gradients over n batches per optimizer step.
+    #[arg(long)]
+    pub accumulate_grad_batches: Option<usize>,
+    /// Clip gradients at this norm (or value, with --gradient-clip-algorithm value).
+    #[arg(long)]
+    pub gradient_clip_val: Option<f64>,
+    /// norm or value.
+    #[arg(long)]
+    pub gradient_clip_algorithm: Option<ClipAlgorithm>,
+    /// Stop naming the parameter whose gradient turns NaN or infinite.
+    #[arg(long)]
+    pub detect_anomaly: bool,
+    /// Require reproducible runs.
+    #[arg(long)]
+    pub deterministic: bool,
     /// Print no progress bar.
     #[arg(long)]
     pub no_progress_bar: bool,
+    /// Save no checkpoints.
+    #[arg(long)]
+    pub no_checkpointing: bool,
+    /// Print no model summary.
+    #[arg(long)]
+    pub no_model_summary: bool,
+}
+
+impl TrainerArgs {
+    pub(super) fn apply(&self, mut b: TrainerBuilder) -> TrainerBuilder {
+        macro_rules! given {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field.clone() {
+                    b = b.$field(v);
+                }
+            )*};
+        }
+        given!(
+            max_epochs,
+            max_steps,
+            min_epochs,
+            devices,
+            default_root_dir,
+            limit_train_batches,
+            limit_val_batches,
+            limit_test_batches,
+            val_check_interval,
+            check_val_every_n_epoch,
+            num_sanity_val_steps,
+            fast_dev_run,
+            overfit_batches,
+            log_every_n_steps,
+            accumulate_grad_batches,
+            gradient_clip_val,
+            gradient_clip_algorithm
+        );
+        if let Some(a) = &self.accelerator {
+            b = b.accelerator(a);
+        }
+        if let Some(secs) = self.max_time {
+            b = b.max_time(std::time::Duration::from_secs_f64(secs.max(0.0)));
+        }
+        if self.detect_anomaly {
+            b = b.detect_anomaly(true);
+        }
+        if self.deterministic {
+            b = b.deterministic(true);
+        }
+        if self.no_progress_bar {
+            b = b.enable_progress_bar(false);
+        }
+        if self.no_checkpointing {
+            b = b.enable_checkpointing(false);
+        }
+        if self.no_model_summary {
+            b = b.enable_model_summary(false);
+        }
+        b
+    }
 }

@@ -4,10 +4,14 @@
 mod aggregate;
 mod args;
 mod run;
+mod settings;
 mod view;
 
 pub use args::TrainerArgs;
-pub use view::TrainerView;
+pub use settings::Limit;
+pub use view::{ParamInfo, TrainerView};
+
+use settings::Settings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,13 +19,14 @@ use std::path::PathBuf;
 use dfdx::tensor::Cpu;
 
 use crate::callback::{Callback, CheckpointPaths};
-use crate::callbacks::ModelCheckpoint;
+use crate::callbacks::{ModelCheckpoint, ModelSummary, Timer};
 use crate::checkpoint::{Checkpoint, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
 use crate::device::Accelerator;
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::LightningModule;
+use crate::optim::ClipAlgorithm;
 use crate::{Error, Result};
 
 /// Lightning's default number of epochs when neither `max_epochs` nor `max_steps` is set.
@@ -33,52 +38,95 @@ enum LoggerChoice {
     Custom(Box<dyn Logger>),
 }
 
-/// Settings of a [`Trainer`], with Lightning's defaults.
+/// Settings of a [`Trainer`], with Lightning's defaults. Every method is a Lightning
+/// `Trainer` argument of the same name.
 pub struct TrainerBuilder {
-    max_epochs: Option<usize>,
-    max_steps: Option<usize>,
+    settings: Settings,
     accelerator: String,
     devices: usize,
     callbacks: Vec<Box<dyn Callback>>,
     logger: LoggerChoice,
     default_root_dir: PathBuf,
     enable_progress_bar: bool,
-    num_sanity_val_steps: usize,
-    log_every_n_steps: usize,
-    check_finite_loss: bool,
     enable_checkpointing: bool,
+    enable_model_summary: bool,
 }
 
 impl Default for TrainerBuilder {
     fn default() -> Self {
         Self {
-            max_epochs: None,
-            max_steps: None,
+            settings: Settings::default(),
             accelerator: "auto".to_string(),
             devices: 1,
             callbacks: Vec::new(),
             logger: LoggerChoice::Csv,
             default_root_dir: PathBuf::from("."),
             enable_progress_bar: true,
-            num_sanity_val_steps: 2,
-            log_every_n_steps: 50,
-            check_finite_loss: true,
             enable_checkpointing: true,
+            enable_model_summary: true,
         }
     }
 }
 
+macro_rules! setting {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => $wrap:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.settings.$name = setting!(@wrap value $wrap);
+            self
+        }
+    )*};
+    (@wrap $v:ident some) => { Some($v) };
+    (@wrap $v:ident into) => { $v.into() };
+    (@wrap $v:ident plain) => { $v };
+}
+
 impl TrainerBuilder {
-    /// Stop after this many epochs (default 1000 when `max_steps` is not set either).
-    pub fn max_epochs(mut self, n: usize) -> Self {
-        self.max_epochs = Some(n);
-        self
+    setting! {
+        /// Stop after this many epochs (default 1000 when `max_steps` is not set either).
+        max_epochs: usize => some;
+        /// Stop after this many optimizer steps.
+        max_steps: usize => some;
+        /// Train at least this many epochs, whatever asks to stop earlier (early stopping).
+        min_epochs: usize => plain;
+        /// Train at least this many optimizer steps.
+        min_steps: usize => plain;
+        /// Stop once training has run this long (at the end of the current batch).
+        max_time: std::time::Duration => some;
+        /// Training batches per epoch: a count, or a fraction of the loader (`0.25`).
+        limit_train_batches: impl Into<Limit> => into;
+        /// Validation batches per validation run.
+        limit_val_batches: impl Into<Limit> => into;
+        limit_test_batches: impl Into<Limit> => into;
+        limit_predict_batches: impl Into<Limit> => into;
+        /// Validate every n training batches, or this fraction of an epoch (default 1.0).
+        val_check_interval: impl Into<Limit> => into;
+        /// Validate in every n-th epoch only (default 1).
+        check_val_every_n_epoch: usize => plain;
+        /// Validation batches run before training to catch bugs early (default 2; 0 disables).
+        num_sanity_val_steps: usize => plain;
+        /// Run n batches of every loop, one epoch, no logger or checkpoints: a smoke test.
+        fast_dev_run: usize => plain;
+        /// Train and validate on this many (or this fraction of) training batches, unshuffled:
+        /// a model that cannot overfit them has a bug.
+        overfit_batches: impl Into<Limit> => into;
+        /// How often step-level metrics are written to the logger (default every 50 steps).
+        log_every_n_steps: usize => plain;
+        /// Sum the gradients of n batches before each optimizer step; `global_step` counts
+        /// optimizer steps (default 1).
+        accumulate_grad_batches: usize => plain;
+        /// Clip gradients before each step, by norm (default) or value.
+        gradient_clip_val: f64 => some;
+        gradient_clip_algorithm: ClipAlgorithm => plain;
+        /// Stop with an error when the loss is NaN or infinite (default on).
+        check_finite_loss: bool => plain;
+        /// Stop with an error naming the parameter whose gradient is NaN or infinite.
+        detect_anomaly: bool => plain;
+        /// Require bitwise-reproducible runs. On CPU fulmen's kernels always are (with a seed);
+        /// the flag is kept for Lightning's scripts and for CUDA.
+        deterministic: bool => plain;
     }
-    /// Stop after this many optimizer steps.
-    pub fn max_steps(mut self, n: usize) -> Self {
-        self.max_steps = Some(n);
-        self
-    }
+
     /// "cpu", "gpu" / "cuda" or "auto" (the default).
     pub fn accelerator(mut self, accelerator: &str) -> Self {
         self.accelerator = accelerator.to_string();
@@ -104,7 +152,7 @@ impl TrainerBuilder {
         self.logger = LoggerChoice::Off;
         self
     }
-    /// Where `lightning_logs/` goes (default: the working directory).
+    /// Where `lightning_logs/` and checkpoints go (default: the working directory).
     pub fn default_root_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.default_root_dir = dir.into();
         self
@@ -113,48 +161,20 @@ impl TrainerBuilder {
         self.enable_progress_bar = on;
         self
     }
-    /// Validation batches run before training to catch bugs early (default 2; 0 disables).
-    pub fn num_sanity_val_steps(mut self, n: usize) -> Self {
-        self.num_sanity_val_steps = n;
-        self
-    }
-    /// How often step-level metrics are written to the logger (default every 50 steps).
-    pub fn log_every_n_steps(mut self, n: usize) -> Self {
-        self.log_every_n_steps = n;
-        self
-    }
-    /// Stop with an error when the loss is NaN or infinite (default on).
-    pub fn check_finite_loss(mut self, on: bool) -> Self {
-        self.check_finite_loss = on;
-        self
-    }
     /// Checkpoint at the end of every epoch (default on, as in Lightning): a
     /// [`ModelCheckpoint`] with its defaults is added unless a checkpoint callback is given.
     pub fn enable_checkpointing(mut self, on: bool) -> Self {
         self.enable_checkpointing = on;
         self
     }
-    /// Applies command-line flags: every flag given replaces the value set in code.
-    pub fn args(mut self, args: &TrainerArgs) -> Self {
-        if let Some(n) = args.max_epochs {
-            self.max_epochs = Some(n);
-        }
-        if let Some(n) = args.max_steps {
-            self.max_steps = Some(n);
-        }
-        if let Some(a) = &args.accelerator {
-            self.accelerator = a.clone();
-        }
-        if let Some(n) = args.devices {
-            self.devices = n;
-        }
-        if let Some(dir) = &args.default_root_dir {
-            self.default_root_dir = dir.clone();
-        }
-        if args.no_progress_bar {
-            self.enable_progress_bar = false;
-        }
+    /// Print the module's layers and parameter counts when fit starts (default on).
+    pub fn enable_model_summary(mut self, on: bool) -> Self {
+        self.enable_model_summary = on;
         self
+    }
+    /// Applies command-line flags: every flag given replaces the value set in code.
+    pub fn args(self, args: &TrainerArgs) -> Self {
+        args.apply(self)
     }
 
     /// Checks the settings and builds the trainer.
@@ -170,13 +190,12 @@ impl TrainerBuilder {
                 ),
             ));
         }
-        if self.log_every_n_steps == 0 {
-            return Err(Error::config("log_every_n_steps", "must be at least 1"));
-        }
+        let settings = self.settings.resolve()?;
+        let fast_dev_run = settings.fast_dev_run > 0;
         let mut callbacks = self.callbacks;
         let has_checkpointing = callbacks.iter().any(|c| c.checkpoint_paths().is_some());
         match (self.enable_checkpointing, has_checkpointing) {
-            (true, false) => callbacks.push(Box::new(ModelCheckpoint::new())),
+            (true, false) if !fast_dev_run => callbacks.push(Box::new(ModelCheckpoint::new())),
             (false, true) => {
                 return Err(Error::config(
                     "enable_checkpointing",
@@ -185,21 +204,31 @@ impl TrainerBuilder {
             }
             _ => {}
         }
+        if self.enable_model_summary && !fast_dev_run {
+            callbacks.insert(0, Box::new(ModelSummary::new()));
+        }
+        if let Some(limit) = settings.max_time {
+            callbacks.push(Box::new(Timer::new(limit)));
+        }
+        if fast_dev_run {
+            println!(
+                "Running in fast_dev_run mode: will run the requested loop using {} batch(es). Logging and checkpointing is suppressed.",
+                settings.fast_dev_run
+            );
+        }
         let mut view = TrainerView::new(None);
         view.default_root_dir = self.default_root_dir.clone();
+        view.fast_dev_run = fast_dev_run;
         Ok(Trainer {
-            max_epochs: match (self.max_epochs, self.max_steps) {
-                (None, None) => Some(DEFAULT_MAX_EPOCHS),
-                (epochs, _) => epochs,
-            },
-            max_steps: self.max_steps,
+            settings,
             callbacks,
-            logger_choice: Some(self.logger),
+            logger_choice: Some(if fast_dev_run {
+                LoggerChoice::Off
+            } else {
+                self.logger
+            }),
             default_root_dir: self.default_root_dir,
             enable_progress_bar: self.enable_progress_bar,
-            num_sanity_val_steps: self.num_sanity_val_steps,
-            log_every_n_steps: self.log_every_n_steps,
-            check_finite_loss: self.check_finite_loss,
             view,
         })
     }
@@ -213,15 +242,11 @@ impl TrainerBuilder {
 /// # Ok::<(), fulmen::Error>(())
 /// ```
 pub struct Trainer {
-    max_epochs: Option<usize>,
-    max_steps: Option<usize>,
+    settings: Settings,
     callbacks: Vec<Box<dyn Callback>>,
     logger_choice: Option<LoggerChoice>,
     default_root_dir: PathBuf,
     enable_progress_bar: bool,
-    num_sanity_val_steps: usize,
-    log_every_n_steps: usize,
-    check_finite_loss: bool,
     view: TrainerView,
 }
 

@@ -8,16 +8,17 @@ use dfdx::tensor::{Cpu, Gradients};
 use dfdx::tensor_ops::Backward;
 
 use super::aggregate::{EpochMetrics, Reduced};
+use super::settings::{Limit, Settings};
 use super::{Trainer, TrainerView};
 use crate::callback::Callback;
-use crate::checkpoint::{float, Checkpoint, LoopState};
+use crate::checkpoint::{float, Checkpoint, LoopState, Record, GRADS_PREFIX};
 use crate::context::{LogEntry, LogValue, StepContext};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Stage};
 use crate::hparams::HParams;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
-use crate::optim::{Interval, Optimizer, Scheduler};
+use crate::optim::{grads, ClipAlgorithm, Interval, Optimizer, Scheduler};
 use crate::progress::Progress;
 use crate::{Error, Result};
 
@@ -55,10 +56,13 @@ struct Run<'a, M, DM> {
     device: Cpu,
     run_seed: u64,
     progress: Progress,
-    num_sanity_val_steps: usize,
-    log_every_n_steps: usize,
-    check_finite_loss: bool,
+    s: &'a Settings,
     optimizer: Option<Optimizer<f32>>,
+    /// Gradients summed since the last optimizer step (kept between batches for
+    /// `accumulate_grad_batches`, and by checkpoints saved inside an accumulation window).
+    grads: Option<Gradients<f32, Cpu>>,
+    /// Training batches per epoch (after `limit_train_batches`).
+    train_batches: usize,
     scheduler: Option<Scheduler>,
     resume: Option<Checkpoint>,
     train_loader_seed: u64,
@@ -83,8 +87,8 @@ impl Trainer {
         let view = &mut self.view;
         view.stage = stage;
         view.should_stop = false;
-        view.max_epochs = self.max_epochs;
-        view.max_steps = self.max_steps;
+        view.max_epochs = self.settings.max_epochs;
+        view.max_steps = self.settings.max_steps;
         if stage == Stage::Fit {
             view.current_epoch = 0;
             view.global_step = 0;
@@ -102,10 +106,10 @@ impl Trainer {
             device: Cpu::seed_from_u64(run_seed),
             run_seed,
             progress: Progress::new(self.enable_progress_bar),
-            num_sanity_val_steps: self.num_sanity_val_steps,
-            log_every_n_steps: self.log_every_n_steps,
-            check_finite_loss: self.check_finite_loss,
+            s: &self.settings,
             optimizer: None,
+            grads: None,
+            train_batches: 0,
             scheduler: None,
             resume,
             train_loader_seed: 0,
@@ -201,13 +205,25 @@ where
             .train_dataloader()?
             .ok_or_else(|| missing("train_dataloader", Stage::Fit))?;
         train.validate("train_dataloader")?;
+        if self.s.overfit_batches != Limit::Count(0) {
+            train = train.shuffle(false);
+        }
         let val = match self.dm.val_dataloader()? {
             Some(val) if M::HAS_VALIDATION_STEP => {
                 val.validate("val_dataloader")?;
-                Some(val)
+                // limit_val_batches=0 turns validation off.
+                let n = self
+                    .s
+                    .limit_val_batches
+                    .of(val.len(), "limit_val_batches")?;
+                (n > 0).then_some(val)
             }
             _ => None,
         };
+        self.train_batches = self
+            .s
+            .limit_train_batches
+            .of(train.len(), "limit_train_batches")?;
         // As in Lightning: the module, callbacks and data module are restored before
         // `configure_optimizers`, the optimizer and loops after it.
         let resume = self.resume.take();
@@ -225,16 +241,26 @@ where
             self.scheduler = Some(scheduler);
         }
         self.optimizer = Some(optimizer);
+        self.grads = Some(self.model.alloc_grads());
         let mut start_batch = 0;
         if let Some(ckpt) = &resume {
             start_batch = self.restore_training_state(ckpt, &mut train)?;
         }
         self.train_loader_seed = train.shuffle_seed();
-        self.view.num_training_batches = train.len();
+        self.view.num_training_batches = self.train_batches;
+        self.view.model_parameters = crate::checkpoint::tensors::describe(&*self.model)?;
         self.log_hparams(self.dm.hparams())?;
 
         hook!(self, on_fit_start());
-        if let (Some(val), n @ 1..) = (&val, self.num_sanity_val_steps) {
+        let sanity = match &val {
+            Some(val) => self.s.num_sanity_val_steps.min(
+                self.s
+                    .limit_val_batches
+                    .of(val.len(), "limit_val_batches")?,
+            ),
+            None => 0,
+        };
+        if let (Some(val), n @ 1..) = (&val, sanity) {
             self.view.sanity_checking = true;
             hook!(self, on_sanity_check_start());
             self.evaluate(val, Stage::Validate, Some(n))?;
@@ -242,9 +268,8 @@ where
             self.view.sanity_checking = false;
         }
         hook!(self, on_train_start());
-        let mut grads: Option<Gradients<f32, Cpu>> = Some(self.model.alloc_grads());
-        while !self.done_training() {
-            self.train_epoch(&train, val.as_ref(), &mut grads, start_batch)?;
+        while self.train_batches > 0 && !self.done_training() {
+            self.train_epoch(&train, val.as_ref(), start_batch)?;
             start_batch = 0;
         }
         hook!(self, on_train_end());
@@ -252,16 +277,28 @@ where
         Ok(())
     }
 
-    fn done_training(&self) -> bool {
-        self.view.should_stop
-            || self
-                .view
-                .max_epochs
-                .is_some_and(|m| self.view.current_epoch >= m)
-            || self
-                .view
-                .max_steps
-                .is_some_and(|m| self.view.global_step >= m)
+    fn max_steps_reached(&self) -> bool {
+        self.s.max_steps.is_some_and(|m| self.view.global_step >= m)
+    }
+
+    /// A stop request that `min_epochs` / `min_steps` allow now.
+    fn stop_requested(&mut self, epochs_done: usize) -> bool {
+        if !self.view.should_stop {
+            return false;
+        }
+        if self.s.can_stop(epochs_done, self.view.global_step) {
+            return true;
+        }
+        // Lightning's rule: the request is dropped until the minimums are met.
+        self.view.should_stop = false;
+        false
+    }
+
+    fn done_training(&mut self) -> bool {
+        let epoch = self.view.current_epoch;
+        self.s.max_epochs.is_some_and(|m| epoch >= m)
+            || self.max_steps_reached()
+            || self.stop_requested(epoch)
     }
 
     /// One training epoch from batch `start` on (0 unless resuming inside the epoch).
@@ -269,15 +306,15 @@ where
         &mut self,
         train: &DataLoader<DM::Sample>,
         val: Option<&DataLoader<DM::Sample>>,
-        grads: &mut Option<Gradients<f32, Cpu>>,
         start: usize,
     ) -> Result<()> {
         let epoch = self.view.current_epoch;
-        let label = match self.view.max_epochs {
+        let total = self.train_batches;
+        let label = match self.s.max_epochs {
             Some(max) => format!("Epoch {epoch}/{}", max.saturating_sub(1)),
             None => format!("Epoch {epoch}"),
         };
-        self.progress.start(label, train.len());
+        self.progress.start(label, total);
         if start == 0 {
             self.epoch_metrics = EpochMetrics::default();
         }
@@ -285,22 +322,40 @@ where
             batches_done: start,
             epoch_done: false,
         };
+        // Validation runs after every `val_every`-th batch of the epochs it is due in.
+        let val = val.filter(|_| (epoch + 1).is_multiple_of(self.s.check_val_every_n_epoch));
+        let val_every = match self.s.val_check_interval {
+            Limit::Count(n) if n > total => {
+                return Err(Error::config(
+                    "val_check_interval",
+                    format!("{n} batches is more than the {total} training batches of an epoch"),
+                ))
+            }
+            interval => interval.of(total, "val_check_interval")?.max(1),
+        };
+        let k = self.s.accumulate_grad_batches;
         hook!(self, on_train_epoch_start());
         let mut batches = start;
-        for (i, samples) in train.epoch_from(epoch, start).enumerate() {
+        let mut stopped = false;
+        let mut validated_after = None;
+        for (i, samples) in train
+            .epoch_from(epoch, start)
+            .take(total.saturating_sub(start))
+            .enumerate()
+        {
             let batch_idx = start + i;
             batches += 1;
             self.device = Cpu::seed_from_u64(crate::seed::mix(
                 self.run_seed,
-                self.view.global_step as u64,
+                (self.view.global_step * k + batch_idx % k) as u64,
             ));
             hook!(self, on_train_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Fit, true, batch_idx, samples.len());
-            ctx.grads = grads.take();
+            ctx.grads = self.grads.take();
             let batch = DM::Sample::collate(samples, &self.device);
             let loss = self.model.training_step(batch, &mut ctx);
             let value = loss.log_value();
-            if self.check_finite_loss && !value.is_finite() {
+            if self.s.check_finite_loss && !value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     value,
                     epoch,
@@ -309,44 +364,46 @@ where
                 });
             }
             self.record_step_logs(&ctx.logs)?;
-            hook!(self, on_before_zero_grad());
-            hook!(self, on_before_backward(value));
-            let mut g = loss.backward();
-            hook!(self, on_after_backward());
-            hook!(self, on_before_optimizer_step());
-            if let Some(optimizer) = self.optimizer.as_mut() {
-                if self.view.lr != optimizer.lr() {
-                    optimizer.set_lr(self.view.lr)?;
-                }
-                optimizer.step(self.model, &mut g)?;
+            if batch_idx.is_multiple_of(k) {
+                hook!(self, on_before_zero_grad());
             }
-            self.model.zero_grads(&mut g);
-            *grads = Some(g);
-            self.view.global_step += 1;
+            hook!(self, on_before_backward(value));
+            // Lightning divides the loss by the accumulation count, so that the summed
+            // gradients are a mean.
+            let loss = if k > 1 { loss / k as f32 } else { loss };
+            self.grads = Some(loss.backward());
+            hook!(self, on_after_backward());
+            let step_now = (batch_idx + 1).is_multiple_of(k) || batch_idx + 1 == total;
+            if step_now {
+                self.optimizer_step()?;
+            }
             self.position.batches_done = batch_idx + 1;
-            self.step_scheduler(Interval::Step, self.view.global_step)?;
             hook!(self, on_train_batch_end(value, batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
-            if self
-                .view
-                .max_steps
-                .is_some_and(|m| self.view.global_step >= m)
-            {
+            // As Lightning: validation on its interval (and when asked to stop) comes before
+            // the check of max_steps.
+            let stop = self.stop_requested(epoch);
+            if let Some(val) = val {
+                if stop || (batch_idx + 1).is_multiple_of(val_every) {
+                    self.evaluate(val, Stage::Validate, None)?;
+                    validated_after = Some(batch_idx + 1);
+                }
+            }
+            if stop || (step_now && self.max_steps_reached()) {
+                stopped = true;
                 break;
             }
         }
-        let stopped_early = self
-            .view
-            .max_steps
-            .is_some_and(|m| self.view.global_step >= m);
-        if batches < train.len() && !stopped_early {
+        if batches < total && !stopped {
             return Err(Error::msg(format!(
-                "the training loader yielded {batches} of its {} batches in epoch {epoch}: a loader worker stopped (see the panic message above)",
-                train.len()
+                "the training loader yielded {batches} of its {total} batches in epoch {epoch}: a loader worker stopped (see the panic message above)"
             )));
         }
+        // A run resumed after the epoch's last batch still owes its end-of-epoch validation.
         if let Some(val) = val {
-            self.evaluate(val, Stage::Validate, None)?;
+            if !stopped && total.is_multiple_of(val_every) && validated_after != Some(total) {
+                self.evaluate(val, Stage::Validate, None)?;
+            }
         }
         let reduced = self.epoch_metrics.take();
         self.publish_epoch(&reduced);
@@ -366,6 +423,45 @@ where
         Ok(())
     }
 
+    /// At the end of an accumulation window: anomaly check, clipping, the step, zeroed
+    /// gradients, the step-interval scheduler.
+    fn optimizer_step(&mut self) -> Result<()> {
+        let Some(mut grads) = self.grads.take() else {
+            return Ok(());
+        };
+        if self.s.detect_anomaly {
+            if let Some(name) = grads::first_non_finite(&*self.model, &mut grads)? {
+                return Err(Error::msg(format!(
+                    "detect_anomaly: the gradient of `{name}` holds NaN or infinity at epoch {}, step {}; no step was taken",
+                    self.view.current_epoch, self.view.global_step
+                )));
+            }
+        }
+        hook!(self, on_before_optimizer_step());
+        match (self.s.gradient_clip_val, self.s.gradient_clip_algorithm) {
+            (Some(c), ClipAlgorithm::Norm) => {
+                grads::clip_norm(&*self.model, &mut grads, c).map_err(|e| {
+                    Error::msg(format!(
+                        "epoch {}, step {}: {e}",
+                        self.view.current_epoch, self.view.global_step
+                    ))
+                })?;
+            }
+            (Some(c), ClipAlgorithm::Value) => grads::clip_value(&*self.model, &mut grads, c)?,
+            (None, _) => {}
+        }
+        if let Some(optimizer) = self.optimizer.as_mut() {
+            if self.view.lr != optimizer.lr() {
+                optimizer.set_lr(self.view.lr)?;
+            }
+            optimizer.step(self.model, &mut grads)?;
+        }
+        self.model.zero_grads(&mut grads);
+        self.grads = Some(grads);
+        self.view.global_step += 1;
+        self.step_scheduler(Interval::Step, self.view.global_step)
+    }
+
     /// The validation or test loop; `limit` caps the batches (the sanity check), whose
     /// metrics are discarded.
     fn evaluate(
@@ -376,6 +472,16 @@ where
     ) -> Result<BTreeMap<String, f64>> {
         let test = stage == Stage::Test;
         let mut epoch_metrics = EpochMetrics::default();
+        let allowed = if test {
+            self.s
+                .limit_test_batches
+                .of(loader.len(), "limit_test_batches")?
+        } else {
+            self.s
+                .limit_val_batches
+                .of(loader.len(), "limit_val_batches")?
+        };
+        let total = limit.map_or(allowed, |l| l.min(allowed));
         if !self.view.sanity_checking && self.view.stage != Stage::Fit {
             self.progress.start(
                 if test {
@@ -383,7 +489,7 @@ where
                 } else {
                     "Validation".into()
                 },
-                loader.len(),
+                total,
             );
         }
         if test {
@@ -393,7 +499,7 @@ where
             hook!(self, on_validation_start());
             hook!(self, on_validation_epoch_start());
         }
-        let total = limit.map_or(loader.len(), |l| l.min(loader.len()));
+
         for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
             if test {
                 hook!(self, on_test_batch_start(batch_idx));
@@ -445,7 +551,11 @@ where
         self.progress.start("Predicting".into(), loader.len());
         hook!(self, on_predict_start());
         hook!(self, on_predict_epoch_start());
-        for (batch_idx, samples) in loader.epoch(0).enumerate() {
+        let total = self
+            .s
+            .limit_predict_batches
+            .of(loader.len(), "limit_predict_batches")?;
+        for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, false, batch_idx, samples.len());
             let batch = DM::Sample::collate(samples, &self.device);
@@ -478,7 +588,8 @@ where
     /// every `log_every_n_steps` steps; epoch-level values into the running reduction.
     fn record_step_logs(&mut self, logs: &[LogEntry]) -> Result<()> {
         let step = self.view.global_step;
-        let write = self.view.logger.is_some() && (step + 1).is_multiple_of(self.log_every_n_steps);
+        let write =
+            self.view.logger.is_some() && (step + 1).is_multiple_of(self.s.log_every_n_steps);
         let mut to_logger = BTreeMap::new();
         for entry in logs {
             self.epoch_metrics.add(entry);
@@ -602,6 +713,17 @@ where
                 ckpt.meta.optimizer = Some(optimizer.save_state(&mut ckpt.records));
             }
             ckpt.meta.scheduler = self.scheduler.as_ref().map(|s| s.state.clone());
+            if self.accumulating() {
+                if let Some(g) = self.grads.as_mut() {
+                    let records = &mut ckpt.records;
+                    grads::for_each(&*self.model, g, |name, values| {
+                        records.insert(
+                            format!("{GRADS_PREFIX}{name}"),
+                            Record::from_values(vec![values.len()], values),
+                        );
+                    })?;
+                }
+            }
             ckpt.meta.loop_state = Some(LoopState {
                 epoch: self.view.current_epoch,
                 batches_done: self.position.batches_done,
@@ -714,7 +836,41 @@ where
         self.view.current_epoch = state.epoch;
         self.epoch_metrics = serde_json::from_value(state.epoch_metrics.clone())
             .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
+        self.position.batches_done = state.batches_done;
+        if self.accumulating() {
+            self.restore_grads(ckpt)?;
+        }
         Ok(state.batches_done)
+    }
+
+    /// Whether gradients of batches not yet stepped on are waiting (inside an accumulation
+    /// window).
+    fn accumulating(&self) -> bool {
+        let done = self.position.batches_done;
+        !self.position.epoch_done
+            && !done.is_multiple_of(self.s.accumulate_grad_batches)
+            && done != self.train_batches
+    }
+
+    /// The summed gradients of an unfinished accumulation window.
+    fn restore_grads(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let Some(g) = self.grads.as_mut() else {
+            return Ok(());
+        };
+        let mut missing = None;
+        grads::for_each(&*self.model, g, |name, values| {
+            let key = format!("{GRADS_PREFIX}{name}");
+            match ckpt.records.get(&key).map(|r| r.values::<f32>(&key)) {
+                Some(Ok(saved)) if saved.len() == values.len() => values.copy_from_slice(&saved),
+                _ => missing = missing.take().or(Some(key)),
+            }
+        })?;
+        match missing {
+            Some(key) => Err(ckpt.error(Error::msg(format!(
+                "it was saved inside a gradient accumulation window but `{key}` is missing or of another size"
+            )))),
+            None => Ok(()),
+        }
     }
 }
 

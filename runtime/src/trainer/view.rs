@@ -5,6 +5,16 @@ use crate::datamodule::Stage;
 use crate::loggers::Logger;
 use crate::{Error, Result};
 
+/// One tensor of the module, as [`TrainerView::model_parameters`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// The dotted path, `layer_1.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Whether the optimizer updates it (buffers such as running means are not).
+    pub trainable: bool,
+}
+
 /// What callbacks and module hooks see of the trainer (Lightning's `trainer` argument).
 pub struct TrainerView {
     pub(crate) stage: Stage,
@@ -21,6 +31,8 @@ pub struct TrainerView {
     pub(crate) lr: f64,
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
+    pub(crate) fast_dev_run: bool,
+    pub(crate) model_parameters: Vec<ParamInfo>,
     pub(crate) checkpoint_saves: Vec<(PathBuf, bool)>,
     pub(crate) checkpoint_removals: Vec<PathBuf>,
 }
@@ -42,6 +54,8 @@ impl TrainerView {
             lr: 0.0,
             error: None,
             default_root_dir: PathBuf::from("."),
+            fast_dev_run: false,
+            model_parameters: Vec::new(),
             checkpoint_saves: Vec::new(),
             checkpoint_removals: Vec::new(),
         }
@@ -118,6 +132,14 @@ impl TrainerView {
     /// Changes the optimizer's learning rate from the next step on.
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+    /// Whether this is a `fast_dev_run` (checkpoint callbacks save nothing then).
+    pub fn fast_dev_run(&self) -> bool {
+        self.fast_dev_run
+    }
+    /// The module's tensors (name, shape, trainable), known from the start of `fit`.
+    pub fn model_parameters(&self) -> &[ParamInfo] {
+        &self.model_parameters
     }
     /// Where logs and checkpoints go when no other directory is given.
     pub fn default_root_dir(&self) -> &Path {

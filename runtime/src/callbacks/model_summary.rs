@@ -1,0 +1,136 @@
+//! `ModelSummary`: prints the module's layers with their parameter counts when fit starts
+//! (Lightning's `ModelSummary`, on by default through `enable_model_summary`).
+//!
+//! ```text
+//!   | Name    | Params | Shapes
+//! ----------------------------------------------
+//! 0 | layer_1 | 80     | weight [16, 4], bias [16]
+//! 1 | layer_2 | 51     | weight [3, 16], bias [3]
+//! ----------------------------------------------
+//! 131       Trainable params
+//! 0         Non-trainable params
+//! 131       Total params
+//! 0.001     Total estimated model params size (MB)
+//! ```
+
+use crate::callback::Callback;
+use crate::trainer::ParamInfo;
+use crate::TrainerView;
+
+/// Prints the summary table; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ModelSummary {
+    max_depth: usize,
+}
+
+impl Default for ModelSummary {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModelSummary {
+    /// Rows for the top-level fields (Lightning's `max_depth=1`).
+    pub fn new() -> Self {
+        Self { max_depth: 1 }
+    }
+    /// Rows down to this depth of nested modules (`block.conv1` is depth 2).
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth.max(1);
+        self
+    }
+
+    /// The table for `params`, with `bytes` per value.
+    pub fn table(&self, params: &[ParamInfo], bytes: usize) -> String {
+        // Rows in first-seen order: (name, count, shapes).
+        let mut rows: Vec<(String, usize, Vec<String>)> = Vec::new();
+        for p in params {
+            let parts: Vec<&str> = p.name.split('.').collect();
+            let depth = self.max_depth.min(parts.len().saturating_sub(1)).max(1);
+            let (row, rest) = (parts[..depth].join("."), parts[depth..].join("."));
+            let count: usize = p.shape.iter().product();
+            let shape = format!("{rest} {:?}", p.shape);
+            match rows.iter_mut().find(|r| r.0 == row) {
+                Some(r) => {
+                    r.1 += count;
+                    r.2.push(shape);
+                }
+                None => rows.push((row, count, vec![shape])),
+            }
+        }
+        let name_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
+        let count_w = rows
+            .iter()
+            .map(|r| r.1.to_string().len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let mut out = format!("  | {:name_w$} | {:count_w$} | Shapes\n", "Name", "Params");
+        let rule = "-".repeat(name_w + count_w + 40);
+        out += &format!("{rule}\n");
+        for (i, (name, count, shapes)) in rows.iter().enumerate() {
+            out += &format!(
+                "{i} | {name:name_w$} | {count:count_w$} | {}\n",
+                shapes.join(", ")
+            );
+        }
+        let count = |trainable: bool| -> usize {
+            params
+                .iter()
+                .filter(|p| p.trainable == trainable)
+                .map(|p| p.shape.iter().product::<usize>())
+                .sum()
+        };
+        let (t, n) = (count(true), count(false));
+        out += &format!("{rule}\n");
+        out += &format!("{t:<9} Trainable params\n{n:<9} Non-trainable params\n");
+        out += &format!("{:<9} Total params\n", t + n);
+        out += &format!(
+            "{:<9.3} Total estimated model params size (MB)\n",
+            ((t + n) * bytes) as f64 / 1e6
+        );
+        out
+    }
+}
+
+impl Callback for ModelSummary {
+    fn on_fit_start(&mut self, trainer: &mut TrainerView) {
+        print!("{}", self.table(trainer.model_parameters(), 4));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(name: &str, shape: &[usize], trainable: bool) -> ParamInfo {
+        ParamInfo {
+            name: name.into(),
+            shape: shape.to_vec(),
+            trainable,
+        }
+    }
+
+    #[test]
+    fn rows_group_tensors_by_field_down_to_the_depth() {
+        let params = [
+            p("block.conv.weight", &[8, 3], true),
+            p("block.norm.running_mean", &[8], false),
+            p("head.weight", &[2, 8], true),
+        ];
+        let table = ModelSummary::new().table(&params, 4);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[2],
+            "0 | block |     32 | conv.weight [8, 3], norm.running_mean [8]"
+        );
+        assert_eq!(lines[3], "1 | head  |     16 | weight [2, 8]");
+        assert_eq!(lines[5], "40        Trainable params");
+        assert_eq!(lines[6], "8         Non-trainable params");
+        let deep = ModelSummary::new().max_depth(2).table(&params, 4);
+        assert!(
+            deep.contains("0 | block.conv |     24 | weight [8, 3]"),
+            "{deep}"
+        );
+    }
+}
