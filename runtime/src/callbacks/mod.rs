@@ -1,10 +1,20 @@
-//! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`).
+//! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`):
+//! [`ModelCheckpoint`], [`EarlyStopping`], [`LearningRateMonitor`], [`ModelSummary`],
+//! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`].
 
+mod early_stopping;
 mod filename;
+mod grad_accumulation;
+mod lambda;
+mod lr_monitor;
 mod model_checkpoint;
 mod model_summary;
 mod timer;
 
+pub use early_stopping::EarlyStopping;
+pub use grad_accumulation::GradientAccumulationScheduler;
+pub use lambda::LambdaCallback;
+pub use lr_monitor::LearningRateMonitor;
 pub use model_checkpoint::ModelCheckpoint;
 pub use model_summary::ModelSummary;
 pub use timer::Timer;

@@ -104,6 +104,24 @@ impl Optim {
         self
     }
 
+    /// PyTorch's class name: `SGD`, `Adam`, `AdamW`, `RMSprop`.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            OptimKind::Sgd => "SGD",
+            OptimKind::Adam => "Adam",
+            OptimKind::AdamW => "AdamW",
+            OptimKind::RmsProp => "RMSprop",
+        }
+    }
+
+    /// SGD's or RMSprop's momentum, or Adam's beta1.
+    pub fn momentum_value(&self) -> f64 {
+        match self.kind {
+            OptimKind::Adam | OptimKind::AdamW => self.betas.0,
+            OptimKind::Sgd | OptimKind::RmsProp => self.momentum,
+        }
+    }
+
     pub fn kind(&self) -> OptimKind {
         self.kind
     }

@@ -89,6 +89,7 @@ impl Trainer {
         view.should_stop = false;
         view.max_epochs = self.settings.max_epochs;
         view.max_steps = self.settings.max_steps;
+        view.accumulate_grad_batches = self.settings.accumulate_grad_batches;
         if stage == Stage::Fit {
             view.current_epoch = 0;
             view.global_step = 0;
@@ -240,6 +241,9 @@ where
             apply(&mut optimizer, self.view, rates)?;
             self.scheduler = Some(scheduler);
         }
+        self.view.optimizer_name = optimizer.config().name();
+        self.view.momentum = Some(optimizer.config().momentum_value());
+        self.view.scheduler_interval = self.scheduler.as_ref().map(|s| s.interval());
         self.optimizer = Some(optimizer);
         self.grads = Some(self.model.alloc_grads());
         let mut start_batch = 0;
@@ -333,8 +337,8 @@ where
             }
             interval => interval.of(total, "val_check_interval")?.max(1),
         };
-        let k = self.s.accumulate_grad_batches;
         hook!(self, on_train_epoch_start());
+        let k = self.view.accumulate_grad_batches;
         let mut batches = start;
         let mut stopped = false;
         let mut validated_after = None;
@@ -848,7 +852,7 @@ where
     fn accumulating(&self) -> bool {
         let done = self.position.batches_done;
         !self.position.epoch_done
-            && !done.is_multiple_of(self.s.accumulate_grad_batches)
+            && !done.is_multiple_of(self.view.accumulate_grad_batches)
             && done != self.train_batches
     }
 
@@ -916,6 +920,7 @@ fn apply(optimizer: &mut Optimizer<f32>, view: &mut TrainerView, rates: Rates) -
         optimizer.set_momentum(momentum);
     }
     view.lr = rates.lr;
+    view.momentum = Some(optimizer.config().momentum_value());
     Ok(())
 }
 

@@ -32,6 +32,10 @@ pub struct TrainerView {
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
+    pub(crate) optimizer_name: &'static str,
+    pub(crate) momentum: Option<f64>,
+    pub(crate) scheduler_interval: Option<crate::optim::Interval>,
+    pub(crate) accumulate_grad_batches: usize,
     pub(crate) model_parameters: Vec<ParamInfo>,
     pub(crate) checkpoint_saves: Vec<(PathBuf, bool)>,
     pub(crate) checkpoint_removals: Vec<PathBuf>,
@@ -55,6 +59,10 @@ impl TrainerView {
             error: None,
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
+            optimizer_name: "",
+            momentum: None,
+            scheduler_interval: None,
+            accumulate_grad_batches: 1,
             model_parameters: Vec::new(),
             checkpoint_saves: Vec::new(),
             checkpoint_removals: Vec::new(),
@@ -128,6 +136,34 @@ impl TrainerView {
     /// The optimizer's learning rate.
     pub fn lr(&self) -> f64 {
         self.lr
+    }
+    /// The optimizer's name as PyTorch names its class (`SGD`, `Adam`, `AdamW`, `RMSprop`).
+    pub fn optimizer_name(&self) -> &str {
+        self.optimizer_name
+    }
+    /// SGD's or RMSprop's momentum, or Adam's beta1.
+    pub fn momentum(&self) -> Option<f64> {
+        self.momentum
+    }
+    /// When the learning-rate scheduler steps, if there is one.
+    pub fn scheduler_interval(&self) -> Option<crate::optim::Interval> {
+        self.scheduler_interval
+    }
+    /// Batches whose gradients are summed per optimizer step in this epoch.
+    pub fn accumulate_grad_batches(&self) -> usize {
+        self.accumulate_grad_batches
+    }
+    /// Changes `accumulate_grad_batches` from the next epoch on; call it in
+    /// `on_train_epoch_start` (what `GradientAccumulationScheduler` does). 0 is refused.
+    pub fn set_accumulate_grad_batches(&mut self, k: usize) {
+        if k == 0 {
+            self.fail(Error::config(
+                "accumulate_grad_batches",
+                "must be at least 1",
+            ));
+        } else {
+            self.accumulate_grad_batches = k;
+        }
     }
     /// Changes the optimizer's learning rate from the next step on.
     pub fn set_lr(&mut self, lr: f64) {
