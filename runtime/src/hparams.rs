@@ -58,6 +58,11 @@ impl HParams {
         self.entries.is_empty()
     }
 
+    /// Name and value of every entry, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &serde_yaml::Value)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(n, _)| n.as_str())
     }

@@ -23,17 +23,7 @@ pub struct CsvLogger {
 impl CsvLogger {
     /// A logger writing under `root/name/version_N` for the first free `N`.
     pub fn new(root: impl AsRef<Path>, name: &str) -> Result<Self> {
-        let base = root.as_ref().join(name);
-        std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
-        let mut version = 0;
-        let dir = loop {
-            let dir = base.join(format!("version_{version}"));
-            match std::fs::create_dir(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => version += 1,
-                Err(e) => return Err(Error::io(&dir, e)),
-            }
-        };
+        let dir = super::claim_version_dir(root.as_ref(), name)?;
         Ok(Self {
             dir,
             keys: Vec::new(),
