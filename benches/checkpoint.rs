@@ -63,6 +63,9 @@ impl Mlp {
     }
 }
 
+/// A way to build the trainer a timing round uses.
+type Setup = fn() -> fulmen::TrainerBuilder;
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -162,7 +165,7 @@ fn main() {
     measure("25.2 M-parameter module", &ckpt, &mut big, 5);
 
     // Rounds alternate the four setups, so that machine noise hits all alike.
-    let setups: [(&str, fn() -> fulmen::TrainerBuilder); 4] = [
+    let setups: [(&str, Setup); 4] = [
         ("plain step", Trainer::builder),
         ("clip by norm 1.0", || {
             Trainer::builder().gradient_clip_val(1.0)
