@@ -41,9 +41,11 @@
 //! }
 //! ```
 //!
-//! One concept per module: [`module`] (the model trait and its hooks), [`datamodule`],
-//! [`callback`], [`data`] (datasets, loaders, collation, file formats), [`trainer`],
-//! [`loggers`], [`optim`], [`spec`] (layer specifications → dfdx modules), [`seed`].
+//! One concept per module: [`module`](mod@module) (the model trait and its hooks), [`datamodule`],
+//! [`callback`] (the trait), [`callbacks`] (the built-in ones), [`checkpoint`], [`data`]
+//! (datasets, loaders, collation, file formats), [`trainer`] (loops and flags), [`loggers`],
+//! [`optim`] (optimizers, schedulers, clipping), [`spec`] (layer specifications → dfdx
+//! modules), [`seed`].
 
 pub mod callback;
 pub mod callbacks;

@@ -2,14 +2,14 @@
 //! [`ModelCheckpoint`], [`EarlyStopping`], [`LearningRateMonitor`], [`ModelSummary`],
 //! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`].
 
-mod early_stopping;
+pub mod early_stopping;
 mod filename;
-mod grad_accumulation;
-mod lambda;
-mod lr_monitor;
-mod model_checkpoint;
-mod model_summary;
-mod timer;
+pub mod grad_accumulation;
+pub mod lambda;
+pub mod lr_monitor;
+pub mod model_checkpoint;
+pub mod model_summary;
+pub mod timer;
 
 pub use early_stopping::EarlyStopping;
 pub use grad_accumulation::GradientAccumulationScheduler;
