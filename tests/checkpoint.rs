@@ -458,8 +458,16 @@ fn fit_from_last_and_best_restores_callback_state() {
     assert_eq!(last.extra()["note"], "from a callback");
     assert_eq!(last.callback_state("Counter").unwrap()["epochs"], 2);
 
-    // "best" is the one the first trainer ranked best; resuming it continues that run.
+    // "best" is the one the first trainer ranked best; its weights load for testing, and
+    // resuming it continues that run.
     let best = first.checkpoint_paths().unwrap().best.unwrap();
+    let mut tested = IrisClassifier::new(0.01);
+    assert_eq!(first.load_weights(&mut tested, "best").unwrap(), best);
+    let reference = IrisClassifier::load_from_checkpoint(&best).unwrap();
+    assert_eq!(
+        tested.layer_1.weight.as_vec(),
+        reference.layer_1.weight.as_vec()
+    );
     let epoch = Checkpoint::read(&best).unwrap().epoch().unwrap();
     first
         .fit_from(&mut IrisClassifier::new(0.01), &mut data(), "best")

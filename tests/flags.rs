@@ -389,3 +389,29 @@ fn command_line_flags_override_the_code() {
     );
     assert!(Cli::try_parse_from(["prog", "--gradient-clip-algorithm", "clamp"]).is_err());
 }
+
+#[test]
+fn precision_32_trains_and_the_others_are_refused_clearly() {
+    use fulmen::trainer::Precision;
+    let (r, ..) = fit(builder()
+        .max_epochs(1)
+        .precision("32-true".parse().unwrap()));
+    r.unwrap();
+    let err = builder()
+        .precision(Precision::Mixed16)
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("precision") && err.contains("not built yet"),
+        "{err}"
+    );
+    let err = "bf16-mixed".parse::<Precision>().unwrap_err().to_string();
+    assert!(err.contains("bfloat16"), "{err}");
+    let err = Cli::try_parse_from(["prog", "--precision", "bf16-true"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("bfloat16"), "{err}");
+}

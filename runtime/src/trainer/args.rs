@@ -68,6 +68,9 @@ pub struct TrainerArgs {
     /// Stop naming the parameter whose gradient turns NaN or infinite.
     #[arg(long)]
     pub detect_anomaly: bool,
+    /// 32-true (default), 64-true, 16-mixed, 16-true.
+    #[arg(long)]
+    pub precision: Option<super::Precision>,
     /// Require reproducible runs.
     #[arg(long)]
     pub deterministic: bool,
@@ -108,7 +111,8 @@ impl TrainerArgs {
             log_every_n_steps,
             accumulate_grad_batches,
             gradient_clip_val,
-            gradient_clip_algorithm
+            gradient_clip_algorithm,
+            precision
         );
         if let Some(a) = &self.accelerator {
             b = b.accelerator(a);

@@ -8,7 +8,7 @@ mod settings;
 mod view;
 
 pub use args::TrainerArgs;
-pub use settings::Limit;
+pub use settings::{Limit, Precision};
 pub use view::{ParamInfo, TrainerView};
 
 use settings::Settings;
@@ -122,6 +122,9 @@ impl TrainerBuilder {
         check_finite_loss: bool => plain;
         /// Stop with an error naming the parameter whose gradient is NaN or infinite.
         detect_anomaly: bool => plain;
+        /// "32-true" (the default); "64-true", "16-mixed" and "16-true" are refused until
+        /// they are built, "bf16-*" because dfdx has no bfloat16.
+        precision: Precision => plain;
         /// Require bitwise-reproducible runs. On CPU fulmen's kernels always are (with a seed);
         /// the flag is kept for Lightning's scripts and for CUDA.
         deterministic: bool => plain;
@@ -282,12 +285,36 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        let checkpoint = match self.resolve_checkpoint(ckpt_path.into())? {
+        let which = ckpt_path.into();
+        let checkpoint = match self.resolve_checkpoint(which.clone())? {
             Some(path) => Some(Checkpoint::read(path)?),
-            None => None,
+            None => {
+                let dirs: Vec<PathBuf> = self
+                    .callbacks
+                    .iter()
+                    .filter_map(|c| c.checkpoint_paths()?.dirpath)
+                    .collect();
+                eprintln!("warning: ckpt_path {which:?}: no checkpoint found in {dirs:?}; training starts from scratch");
+                None
+            }
         };
         self.run(model, datamodule, Stage::Fit, checkpoint)
             .map(|_| ())
+    }
+
+    /// Loads the weights of a checkpoint — a path, `"best"` or `"last"` — into `model`, for
+    /// testing or predicting with them (Lightning's `trainer.test(ckpt_path="best")` is
+    /// `trainer.load_weights(&mut model, "best")?` then `trainer.test(..)`). Returns the file.
+    pub fn load_weights<M>(&self, model: &mut M, ckpt_path: impl Into<CkptPath>) -> Result<PathBuf>
+    where
+        M: LightningModule<f32, Cpu>,
+    {
+        let which = ckpt_path.into();
+        let path = self.resolve_checkpoint(which.clone())?.ok_or_else(|| {
+            Error::config("ckpt_path", format!("no {which:?} checkpoint was found"))
+        })?;
+        Checkpoint::read(&path)?.load_weights(model)?;
+        Ok(path)
     }
 
     /// Where the checkpoint callback keeps its checkpoints (best and last included).
@@ -312,8 +339,7 @@ impl Trainer {
             CkptPath::Last => {
                 let mut candidates: Vec<PathBuf> =
                     all.iter().filter_map(|p| p.last.clone()).collect();
-                let dirs: Vec<&PathBuf> = all.iter().filter_map(|p| p.dirpath.as_ref()).collect();
-                for dir in &dirs {
+                for dir in all.iter().filter_map(|p| p.dirpath.as_ref()) {
                     if let Ok(entries) = std::fs::read_dir(dir) {
                         candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| {
                             p.file_name()
@@ -327,11 +353,6 @@ impl Trainer {
                     .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
                     .max()
                     .map(|(_, p)| p);
-                if newest.is_none() {
-                    eprintln!(
-                        "warning: ckpt_path \"last\": no last checkpoint found in {dirs:?}; training starts from scratch"
-                    );
-                }
                 Ok(newest)
             }
         }

@@ -72,6 +72,53 @@ impl Limit {
     }
 }
 
+/// The numeric precision of training (Lightning's `precision` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 weights and compute (the default).
+    #[default]
+    F32,
+    /// f64 weights and compute.
+    F64,
+    /// f16 compute with f32 master weights and a dynamic loss scaler.
+    Mixed16,
+    /// f16 weights and compute.
+    True16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "32-true" | "32" => Ok(Precision::F32),
+            "64-true" | "64" => Ok(Precision::F64),
+            "16-mixed" | "16" => Ok(Precision::Mixed16),
+            "16-true" => Ok(Precision::True16),
+            b if b.starts_with("bf16") => Err(Error::config(
+                "precision",
+                format!("\"{b}\": dfdx, fulmen's tensor library, has no bfloat16 dtype; use \"32-true\""),
+            )),
+            other => Err(Error::config(
+                "precision",
+                format!("\"{other}\" is not one of \"32-true\", \"64-true\", \"16-mixed\", \"16-true\""),
+            )),
+        }
+    }
+}
+
+impl Precision {
+    /// Refuses what this build cannot train in yet.
+    fn check(self) -> Result<()> {
+        match self {
+            Precision::F32 => Ok(()),
+            other => Err(Error::config(
+                "precision",
+                format!("{other:?} is not built yet: fulmen trains in f32 (\"32-true\") for now"),
+            )),
+        }
+    }
+}
+
 /// What the loops run and how (everything but callbacks, logger and device).
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -96,6 +143,7 @@ pub(crate) struct Settings {
     pub check_finite_loss: bool,
     pub detect_anomaly: bool,
     pub deterministic: bool,
+    pub precision: Precision,
 }
 
 impl Default for Settings {
@@ -122,6 +170,7 @@ impl Default for Settings {
             check_finite_loss: true,
             detect_anomaly: false,
             deterministic: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -146,6 +195,7 @@ impl Settings {
                 Ok(())
             }
         };
+        self.precision.check()?;
         positive("log_every_n_steps", self.log_every_n_steps)?;
         positive("accumulate_grad_batches", self.accumulate_grad_batches)?;
         positive("check_val_every_n_epoch", self.check_val_every_n_epoch)?;
