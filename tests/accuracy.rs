@@ -8,7 +8,7 @@ mod common;
 use common::{IrisClassifier, IrisDataModule};
 use fulmen::prelude::*;
 
-fn val_acc(epochs: usize) -> f64 {
+fn val_acc(epochs: usize, precision: &str) -> f64 {
     seed_everything(1);
     let data_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
     let mut dm = IrisDataModule::new(data_dir, 16, 0.2, 42);
@@ -18,6 +18,7 @@ fn val_acc(epochs: usize) -> f64 {
         .no_logger()
         .enable_checkpointing(false)
         .enable_progress_bar(false)
+        .precision(precision.parse().unwrap())
         .build()
         .unwrap();
     trainer.fit(&mut model, &mut dm).unwrap();
@@ -25,9 +26,17 @@ fn val_acc(epochs: usize) -> f64 {
 }
 
 #[test]
-fn the_tutorial_split_reaches_the_targets() {
-    let after_10 = val_acc(10);
-    assert!(after_10 >= 0.90, "val_acc {after_10} after 10 epochs");
-    let after_100 = val_acc(100);
-    assert!(after_100 >= 0.95, "val_acc {after_100} after 100 epochs");
+fn the_tutorial_split_reaches_the_targets_in_every_precision() {
+    for precision in ["32-true", "64-true"] {
+        let after_10 = val_acc(10, precision);
+        assert!(
+            after_10 >= 0.90,
+            "{precision}: val_acc {after_10} after 10 epochs"
+        );
+        let after_100 = val_acc(100, precision);
+        assert!(
+            after_100 >= 0.95,
+            "{precision}: val_acc {after_100} after 100 epochs"
+        );
+    }
 }

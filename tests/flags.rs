@@ -397,6 +397,48 @@ fn precision_32_trains_and_the_others_are_refused_clearly() {
         .max_epochs(1)
         .precision("32-true".parse().unwrap()));
     r.unwrap();
+    // 64-true: trained in f64 on a copy, the f32 module gets the weights back; its
+    // checkpoints hold f64 tensors, which load into the f32 module, and resume exactly.
+    let dir = tempfile::tempdir().unwrap();
+    let run64 = |b: fulmen::TrainerBuilder| {
+        b.max_epochs(2)
+            .precision(Precision::F64)
+            .default_root_dir(dir.path())
+            .build()
+            .unwrap()
+    };
+    let mut m = Mlp::new(1.0, false);
+    let before = params(&m);
+    run64(
+        builder()
+            .enable_checkpointing(true)
+            .callback(fulmen::callbacks::ModelCheckpoint::new().save_top_k(-1)),
+    )
+    .fit_loaders(&mut m, loader(16, 2), Some(loader(8, 2)))
+    .unwrap();
+    assert_ne!(params(&m), before);
+    let first = dir.path().join("checkpoints/epoch=0-step=8.ckpt");
+    let last = dir.path().join("checkpoints/epoch=1-step=16.ckpt");
+    let reloaded = Mlp::load_from_checkpoint(&last).unwrap();
+    assert_eq!(
+        params(&reloaded),
+        params(&m),
+        "f64 weights rounded to f32 both ways"
+    );
+    let mut resumed = Mlp::new(1.0, false);
+    run64(builder())
+        .fit_from(
+            &mut resumed,
+            &mut fulmen::datamodule::Loaders {
+                train: Some(loader(16, 2)),
+                val: Some(loader(8, 2)),
+                ..Default::default()
+            },
+            &first,
+        )
+        .unwrap();
+    assert_eq!(params(&resumed), params(&m));
+
     let err = builder()
         .precision(Precision::Mixed16)
         .build()

@@ -4,9 +4,11 @@
 //! trait from the methods you write and checks their names and signatures at compile time.
 
 use dfdx::nn::TensorCollection;
+use dfdx::tensor::Cpu;
 
 use crate::callback::Callback;
 use crate::context::{Loss, StepContext};
+use crate::data::CastBatch;
 use crate::device::{FloatDtype, TrainDevice};
 use crate::hparams::{CarryHParams, Hyperparameters};
 use crate::optim::Optim;
@@ -46,4 +48,43 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     }
 
     crate::__lifecycle_hooks!();
+}
+
+/// A module the trainer can run in every precision it supports (`precision` "32-true" and
+/// "64-true"): what it is in f64, and its batch cast to f64. Every `#[lightning_module]` has it
+/// through the blanket impl.
+pub trait Precisions: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu> + Sized {
+    type F64: LightningModule<f64, Cpu>
+        + CarryHParams<f64, Cpu>
+        + TensorCollection<f64, Cpu, To<f32, Cpu> = Self>;
+    fn batch_f64(batch: Self::Batch) -> <Self::F64 as LightningModule<f64, Cpu>>::Batch;
+    /// This module in f64, hyperparameters included.
+    fn to_f64(&self) -> Self::F64;
+    /// `m` back in f32.
+    fn from_f64(m: &Self::F64) -> Self;
+}
+
+impl<M> Precisions for M
+where
+    M: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu>,
+    M: TensorCollection<f32, Cpu>,
+    M::To<f64, Cpu>: LightningModule<f64, Cpu>
+        + CarryHParams<f64, Cpu>
+        + TensorCollection<f64, Cpu, To<f32, Cpu> = M>,
+    M::Batch: CastBatch<f64, Out = <M::To<f64, Cpu> as LightningModule<f64, Cpu>>::Batch>,
+{
+    type F64 = M::To<f64, Cpu>;
+    fn batch_f64(batch: Self::Batch) -> <Self::F64 as LightningModule<f64, Cpu>>::Batch {
+        batch.cast()
+    }
+    fn to_f64(&self) -> Self::F64 {
+        let mut m = dfdx::nn::ToDtype::to_dtype::<f64>(self);
+        self.carry_hparams(&mut m);
+        m
+    }
+    fn from_f64(m: &Self::F64) -> Self {
+        let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(m);
+        m.carry_hparams::<f32, Cpu>(&mut back);
+        back
+    }
 }

@@ -25,7 +25,7 @@ use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
 use crate::device::Accelerator;
 use crate::loggers::{CsvLogger, Logger};
-use crate::module::LightningModule;
+use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
 use crate::{Error, Result};
 
@@ -262,11 +262,12 @@ impl Trainer {
     /// validation data and the model a `validation_step`.
     pub fn fit<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Fit, None).map(|_| ())
+        self.run_in_precision(model, datamodule, Stage::Fit, None)
+            .map(|_| ())
     }
 
     /// [`fit`](Self::fit), continuing the run saved in a checkpoint: a path, `"last"` or
@@ -281,7 +282,7 @@ impl Trainer {
         ckpt_path: impl Into<CkptPath>,
     ) -> Result<()>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
@@ -298,7 +299,7 @@ impl Trainer {
                 None
             }
         };
-        self.run(model, datamodule, Stage::Fit, checkpoint)
+        self.run_in_precision(model, datamodule, Stage::Fit, checkpoint)
             .map(|_| ())
     }
 
@@ -315,6 +316,46 @@ impl Trainer {
         })?;
         Checkpoint::read(&path)?.load_weights(model)?;
         Ok(path)
+    }
+
+    /// Runs `stage` in the trainer's precision: f32 directly; f64 on a copy of the module in
+    /// f64, whose weights and hyperparameters come back into `model` when it ends, whether it
+    /// succeeded or not (what was trained is never lost).
+    fn run_in_precision<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        stage: Stage,
+        resume: Option<Checkpoint>,
+    ) -> Result<BTreeMap<String, f64>>
+    where
+        M: Precisions,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        match self.settings.precision {
+            Precision::F64 => {
+                let mut in_f64 = model.to_f64();
+                let result = self.run::<f64, M::F64, DM>(
+                    &mut in_f64,
+                    datamodule,
+                    stage,
+                    resume,
+                    |samples, device| {
+                        M::batch_f64(<DM::Sample as Collate<M::Batch, Cpu>>::collate(
+                            samples, device,
+                        ))
+                    },
+                );
+                *model = M::from_f64(&in_f64);
+                result.map(|r| r.metrics)
+            }
+            _ => {
+                let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
+                self.run::<f32, M, DM>(model, datamodule, stage, resume, collate)
+                    .map(|r| r.metrics)
+            }
+        }
     }
 
     /// Where the checkpoint callback keeps its checkpoints (best and last included).
@@ -367,7 +408,7 @@ impl Trainer {
         val: Option<DataLoader<S>>,
     ) -> Result<()>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         S: Send + 'static + Collate<M::Batch, Cpu>,
     {
         let mut loaders = Loaders {
@@ -385,12 +426,11 @@ impl Trainer {
         datamodule: &mut DM,
     ) -> Result<BTreeMap<String, f64>>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Validate, None)
-            .map(|r| r.metrics)
+        self.run_in_precision(model, datamodule, Stage::Validate, None)
     }
 
     /// Runs the test loop once; returns the epoch metrics.
@@ -400,12 +440,11 @@ impl Trainer {
         datamodule: &mut DM,
     ) -> Result<BTreeMap<String, f64>>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Test, None)
-            .map(|r| r.metrics)
+        self.run_in_precision(model, datamodule, Stage::Test, None)
     }
 
     /// Runs `predict_step` on every predict batch; returns the predictions in order.
@@ -419,7 +458,8 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run(model, datamodule, Stage::Predict, None)
+        let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
+        self.run::<f32, M, DM>(model, datamodule, Stage::Predict, None, collate)
             .map(|r| r.predictions)
     }
 
@@ -430,7 +470,7 @@ impl Trainer {
         loader: DataLoader<S>,
     ) -> Result<BTreeMap<String, f64>>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         S: Send + 'static + Collate<M::Batch, Cpu>,
     {
         self.test(
@@ -449,7 +489,7 @@ impl Trainer {
         loader: DataLoader<S>,
     ) -> Result<BTreeMap<String, f64>>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Precisions,
         S: Send + 'static + Collate<M::Batch, Cpu>,
     {
         self.validate(

@@ -11,9 +11,10 @@ use super::aggregate::{EpochMetrics, Reduced};
 use super::settings::{Limit, Settings};
 use super::{Trainer, TrainerView};
 use crate::callback::Callback;
+use crate::checkpoint::CkptDtype;
 use crate::checkpoint::{float, Checkpoint, LoopState, Record, GRADS_PREFIX};
 use crate::context::{LogEntry, LogValue, StepContext};
-use crate::data::{Collate, DataLoader};
+use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::hparams::HParams;
 use crate::module::LightningModule;
@@ -21,6 +22,7 @@ use crate::optim::scheduler::Rates;
 use crate::optim::{grads, ClipAlgorithm, Interval, Optimizer, Scheduler};
 use crate::progress::Progress;
 use crate::{Error, Result};
+use crate::{FloatDtype, TrainDevice};
 
 pub(super) struct RunResult<P> {
     pub metrics: BTreeMap<String, f64>,
@@ -46,8 +48,16 @@ struct Position {
     epoch_done: bool,
 }
 
-struct Run<'a, M, DM> {
+struct Run<'a, E, M, DM>
+where
+    E: FloatDtype,
+    Cpu: TrainDevice<E>,
+    M: LightningModule<E, Cpu>,
+    DM: DataModule,
+{
     model: &'a mut M,
+    /// Samples into the module's batch (collated in f32, cast to `E`).
+    collate: fn(Vec<DM::Sample>, &Cpu) -> M::Batch,
     dm: &'a mut DM,
     callbacks: &'a mut Vec<Box<dyn Callback>>,
     view: &'a mut TrainerView,
@@ -57,10 +67,10 @@ struct Run<'a, M, DM> {
     run_seed: u64,
     progress: Progress,
     s: &'a Settings,
-    optimizer: Option<Optimizer<f32>>,
+    optimizer: Option<Optimizer<E>>,
     /// Gradients summed since the last optimizer step (kept between batches for
     /// `accumulate_grad_batches`, and by checkpoints saved inside an accumulation window).
-    grads: Option<Gradients<f32, Cpu>>,
+    grads: Option<Gradients<E, Cpu>>,
     /// Training batches per epoch (after `limit_train_batches`).
     train_batches: usize,
     scheduler: Option<Scheduler>,
@@ -71,17 +81,19 @@ struct Run<'a, M, DM> {
 }
 
 impl Trainer {
-    pub(super) fn run<M, DM>(
+    pub(super) fn run<E, M, DM>(
         &mut self,
         model: &mut M,
         dm: &mut DM,
         stage: Stage,
         resume: Option<Checkpoint>,
+        collate: fn(Vec<DM::Sample>, &Cpu) -> M::Batch,
     ) -> Result<RunResult<M::Prediction>>
     where
-        M: LightningModule<f32, Cpu>,
+        E: FloatDtype + CkptDtype,
+        Cpu: TrainDevice<E>,
+        M: LightningModule<E, Cpu>,
         DM: DataModule,
-        DM::Sample: Collate<M::Batch, Cpu>,
     {
         self.ensure_logger()?;
         let view = &mut self.view;
@@ -101,6 +113,7 @@ impl Trainer {
         let run_seed = crate::seed::next_seed();
         let mut run = Run {
             model,
+            collate,
             dm,
             callbacks: &mut self.callbacks,
             view,
@@ -130,11 +143,12 @@ impl Trainer {
     }
 }
 
-impl<M, DM> Run<'_, M, DM>
+impl<E, M, DM> Run<'_, E, M, DM>
 where
-    M: LightningModule<f32, Cpu>,
+    E: FloatDtype + CkptDtype,
+    Cpu: TrainDevice<E>,
+    M: LightningModule<E, Cpu>,
     DM: DataModule,
-    DM::Sample: Collate<M::Batch, Cpu>,
 {
     fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
         self.dm.prepare_data()?;
@@ -233,7 +247,7 @@ where
         }
         let mut config = self.model.configure_optimizers();
         let schedule = config.scheduler.take();
-        let mut optimizer = Optimizer::<f32>::new(config)?;
+        let mut optimizer = Optimizer::<E>::new(config)?;
         self.view.lr = optimizer.lr();
         if let Some(schedule) = schedule {
             // As PyTorch's constructor: the rate of step 0 is set now.
@@ -356,7 +370,7 @@ where
             hook!(self, on_train_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Fit, true, batch_idx, samples.len());
             ctx.grads = self.grads.take();
-            let batch = DM::Sample::collate(samples, &self.device);
+            let batch = (self.collate)(samples, &self.device);
             let loss = self.model.training_step(batch, &mut ctx);
             let value = loss.log_value();
             if self.s.check_finite_loss && !value.is_finite() {
@@ -374,7 +388,11 @@ where
             hook!(self, on_before_backward(value));
             // Lightning divides the loss by the accumulation count, so that the summed
             // gradients are a mean.
-            let loss = if k > 1 { loss / k as f32 } else { loss };
+            let loss = if k > 1 {
+                loss / E::from_usize(k).unwrap_or_else(E::one)
+            } else {
+                loss
+            };
             self.grads = Some(loss.backward());
             hook!(self, on_after_backward());
             let step_now = (batch_idx + 1).is_multiple_of(k) || batch_idx + 1 == total;
@@ -511,7 +529,7 @@ where
                 hook!(self, on_validation_batch_start(batch_idx));
             }
             let mut ctx = self.context(stage, false, batch_idx, samples.len());
-            let batch = DM::Sample::collate(samples, &self.device);
+            let batch = (self.collate)(samples, &self.device);
             if test {
                 self.model.test_step(batch, &mut ctx);
             } else {
@@ -562,7 +580,7 @@ where
         for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, false, batch_idx, samples.len());
-            let batch = DM::Sample::collate(samples, &self.device);
+            let batch = (self.collate)(samples, &self.device);
             predictions.push(self.model.predict_step(batch, &mut ctx));
             hook!(self, on_predict_batch_end(batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
@@ -579,7 +597,7 @@ where
         training: bool,
         batch_idx: usize,
         batch_size: usize,
-    ) -> StepContext<f32, Cpu> {
+    ) -> StepContext<E, Cpu> {
         let mut ctx = StepContext::new(self.device.clone(), stage, training);
         ctx.batch_idx = batch_idx;
         ctx.batch_size = batch_size;
@@ -664,11 +682,12 @@ where
 }
 
 /// Checkpoints: saving what hooks asked for, and restoring a run.
-impl<M, DM> Run<'_, M, DM>
+impl<E, M, DM> Run<'_, E, M, DM>
 where
-    M: LightningModule<f32, Cpu>,
+    E: FloatDtype + CkptDtype,
+    Cpu: TrainDevice<E>,
+    M: LightningModule<E, Cpu>,
     DM: DataModule,
-    DM::Sample: Collate<M::Batch, Cpu>,
 {
     /// After every hook: stop on a reported error, else write the checkpoints asked for.
     fn after_hook(&mut self) -> Result<()> {
@@ -864,7 +883,7 @@ where
         let mut missing = None;
         grads::for_each(&*self.model, g, |name, values| {
             let key = format!("{GRADS_PREFIX}{name}");
-            match ckpt.records.get(&key).map(|r| r.values::<f32>(&key)) {
+            match ckpt.records.get(&key).map(|r| r.values::<E>(&key)) {
                 Some(Ok(saved)) if saved.len() == values.len() => values.copy_from_slice(&saved),
                 _ => missing = missing.take().or(Some(key)),
             }
@@ -878,11 +897,12 @@ where
     }
 }
 
-impl<M, DM> Run<'_, M, DM>
+impl<E, M, DM> Run<'_, E, M, DM>
 where
-    M: LightningModule<f32, Cpu>,
+    E: FloatDtype + CkptDtype,
+    Cpu: TrainDevice<E>,
+    M: LightningModule<E, Cpu>,
     DM: DataModule,
-    DM::Sample: Collate<M::Batch, Cpu>,
 {
     /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
     /// multiple of its frequency.
@@ -914,7 +934,11 @@ where
 }
 
 /// Sets a scheduler's rates on the optimizer and in the view.
-fn apply(optimizer: &mut Optimizer<f32>, view: &mut TrainerView, rates: Rates) -> Result<()> {
+fn apply<E: FloatDtype>(
+    optimizer: &mut Optimizer<E>,
+    view: &mut TrainerView,
+    rates: Rates,
+) -> Result<()> {
     optimizer.set_lr(rates.lr)?;
     if let Some(momentum) = rates.momentum {
         optimizer.set_momentum(momentum);
