@@ -27,7 +27,7 @@ fn val_acc(epochs: usize, precision: &str) -> f64 {
 
 #[test]
 fn the_tutorial_split_reaches_the_targets_in_every_precision() {
-    for precision in ["32-true", "64-true"] {
+    for precision in ["32-true", "64-true", "16-mixed"] {
         let after_10 = val_acc(10, precision);
         assert!(
             after_10 >= 0.90,

@@ -440,7 +440,7 @@ fn precision_32_trains_and_the_others_are_refused_clearly() {
     assert_eq!(params(&resumed), params(&m));
 
     let err = builder()
-        .precision(Precision::Mixed16)
+        .precision(Precision::True16)
         .build()
         .err()
         .unwrap()
@@ -456,4 +456,74 @@ fn precision_32_trains_and_the_others_are_refused_clearly() {
         .unwrap()
         .to_string();
     assert!(err.contains("bfloat16"), "{err}");
+}
+
+#[test]
+fn sixteen_mixed_scales_the_loss_keeps_f32_weights_and_resumes_exactly() {
+    use fulmen::trainer::Precision;
+    struct Scales(Rc<RefCell<Vec<f64>>>);
+    impl Callback for Scales {
+        fn on_train_batch_end(&mut self, t: &mut TrainerView, _l: f64, _i: usize) {
+            self.0.borrow_mut().push(t.loss_scale().unwrap());
+        }
+    }
+    let scales_of = |logit_scale: f32| -> (Vec<f64>, bool) {
+        let scales = Rc::new(RefCell::new(Vec::new()));
+        let mut m = Mlp::new(logit_scale, false);
+        let before = params(&m);
+        builder()
+            .max_epochs(1)
+            .precision(Precision::Mixed16)
+            .callback(Scales(scales.clone()))
+            .build()
+            .unwrap()
+            .fit_loaders(&mut m, loader(16, 2), None)
+            .unwrap();
+        assert!(
+            params(&m).iter().all(|v| v.is_finite()),
+            "no overflow reaches the weights"
+        );
+        let s = scales.borrow().clone();
+        (s, params(&m) != before)
+    };
+    // Cross-entropy's backward overflows f16 at 2^15 (NaN): one step is skipped, then the
+    // halved scale holds.
+    assert_eq!(scales_of(1.0), (vec![16384.0; 8], true));
+    // Logits ×1000 make a loss whose scaled value overflows f16 until the scale is far lower.
+    let (big, _) = scales_of(1000.0);
+    assert!(
+        big.windows(2).all(|w| w[1] <= w[0]) && big[7] < 16384.0,
+        "{big:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |b: fulmen::TrainerBuilder| {
+        b.max_epochs(2)
+            .precision(Precision::Mixed16)
+            .default_root_dir(dir.path())
+            .enable_checkpointing(true)
+            .build()
+            .unwrap()
+    };
+    let mut full = Mlp::new(1.0, false);
+    run(builder().callback(fulmen::callbacks::ModelCheckpoint::new().save_top_k(-1)))
+        .fit_loaders(&mut full, loader(16, 2).shuffle(true), Some(loader(8, 2)))
+        .unwrap();
+    let first = dir.path().join("checkpoints/epoch=0-step=8.ckpt");
+    let ckpt = fulmen::checkpoint::Checkpoint::read(&first).unwrap();
+    assert!(ckpt.tensor_names().any(|n| n == "l1.weight"));
+    let mut resumed = Mlp::new(1.0, false);
+    run(builder())
+        .fit_from(
+            &mut resumed,
+            &mut fulmen::datamodule::Loaders {
+                train: Some(loader(16, 2).shuffle(true)),
+                val: Some(loader(8, 2)),
+                ..Default::default()
+            },
+            &first,
+        )
+        .unwrap();
+    let bits = |m: &Mlp| params(m).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&resumed), bits(&full));
 }

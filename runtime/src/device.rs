@@ -50,7 +50,7 @@ macro_rules! cpu_train_device {
                 let grad = grads
                     .get_or_alloc_mut(param)
                     .map_err(|e| Error::Device(format!("{e:?}")))?;
-                scratch.resize(grad.len(), 0.0);
+                scratch.resize(grad.len(), num_traits::Zero::zero());
                 param.copy_into(scratch);
                 f(scratch, grad);
                 param.copy_from(scratch);
@@ -72,7 +72,10 @@ macro_rules! cpu_train_device {
     )*};
 }
 
-cpu_train_device!(f32, f64);
+/// The dtype of `precision="16-mixed"`: f16 storage, f32 arithmetic in dfdx's kernels.
+pub type Half = dfdx::dtypes::AMP<half::f16>;
+
+cpu_train_device!(f32, f64, Half);
 
 /// Which hardware the trainer runs on, as named by Lightning's `accelerator` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,6 +60,7 @@ pub mod loggers;
 pub mod metrics;
 pub mod module;
 pub mod optim;
+pub mod precision;
 pub mod progress;
 pub mod seed;
 pub mod spec;

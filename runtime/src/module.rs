@@ -9,7 +9,7 @@ use dfdx::tensor::Cpu;
 use crate::callback::Callback;
 use crate::context::{Loss, StepContext};
 use crate::data::CastBatch;
-use crate::device::{FloatDtype, TrainDevice};
+use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::hparams::{CarryHParams, Hyperparameters};
 use crate::optim::Optim;
 
@@ -50,9 +50,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     crate::__lifecycle_hooks!();
 }
 
-/// A module the trainer can run in every precision it supports (`precision` "32-true" and
-/// "64-true"): what it is in f64, and its batch cast to f64. Every `#[lightning_module]` has it
-/// through the blanket impl.
+/// A module the trainer can run in every precision it supports (`precision` "32-true",
+/// "64-true", "16-mixed"): what it is in f64 and in half precision, and its batch cast to
+/// them. Every `#[lightning_module]` has it through the blanket impl.
 pub trait Precisions: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu> + Sized {
     type F64: LightningModule<f64, Cpu>
         + CarryHParams<f64, Cpu>
@@ -62,6 +62,12 @@ pub trait Precisions: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu> + Sized
     fn to_f64(&self) -> Self::F64;
     /// `m` back in f32.
     fn from_f64(m: &Self::F64) -> Self;
+
+    /// What it is in half precision ("16-mixed" runs `training_step` on it).
+    type Half: LightningModule<Half, Cpu>;
+    fn batch_half(batch: Self::Batch) -> <Self::Half as LightningModule<Half, Cpu>>::Batch;
+    /// A half-precision copy of this module, hyperparameters included.
+    fn to_half(&self) -> Self::Half;
 }
 
 impl<M> Precisions for M
@@ -72,10 +78,12 @@ where
         + CarryHParams<f64, Cpu>
         + TensorCollection<f64, Cpu, To<f32, Cpu> = M>,
     M::Batch: CastBatch<f64, Out = <M::To<f64, Cpu> as LightningModule<f64, Cpu>>::Batch>,
+    M::To<Half, Cpu>: LightningModule<Half, Cpu>,
+    M::Batch: CastBatch<Half, Out = <M::To<Half, Cpu> as LightningModule<Half, Cpu>>::Batch>,
 {
     type F64 = M::To<f64, Cpu>;
     fn batch_f64(batch: Self::Batch) -> <Self::F64 as LightningModule<f64, Cpu>>::Batch {
-        batch.cast()
+        CastBatch::<f64>::cast(batch)
     }
     fn to_f64(&self) -> Self::F64 {
         let mut m = dfdx::nn::ToDtype::to_dtype::<f64>(self);
@@ -86,5 +94,14 @@ where
         let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(m);
         m.carry_hparams::<f32, Cpu>(&mut back);
         back
+    }
+    type Half = M::To<Half, Cpu>;
+    fn batch_half(batch: Self::Batch) -> <Self::Half as LightningModule<Half, Cpu>>::Batch {
+        CastBatch::<Half>::cast(batch)
+    }
+    fn to_half(&self) -> Self::Half {
+        let mut m = dfdx::nn::ToDtype::to_dtype::<Half>(self);
+        self.carry_hparams(&mut m);
+        m
     }
 }

@@ -85,6 +85,8 @@ pub(crate) struct Meta {
     pub optimizer: Option<OptimizerState>,
     #[serde(default)]
     pub scheduler: Option<crate::optim::scheduler::SchedulerState>,
+    #[serde(default)]
+    pub loss_scaler: Option<crate::precision::LossScaler>,
     pub callbacks: BTreeMap<String, Value>,
     pub datamodule: Option<Value>,
     pub extra: BTreeMap<String, Value>,
@@ -118,6 +120,7 @@ impl Checkpoint {
                 loop_state: None,
                 optimizer: None,
                 scheduler: None,
+                loss_scaler: None,
                 callbacks: BTreeMap::new(),
                 datamodule: None,
                 extra: BTreeMap::new(),

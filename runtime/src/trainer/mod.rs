@@ -27,6 +27,7 @@ use crate::device::Accelerator;
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
+use crate::precision::{HalfStep, Mixed};
 use crate::{Error, Result};
 
 /// Lightning's default number of epochs when neither `max_epochs` nor `max_steps` is set.
@@ -122,8 +123,10 @@ impl TrainerBuilder {
         check_finite_loss: bool => plain;
         /// Stop with an error naming the parameter whose gradient is NaN or infinite.
         detect_anomaly: bool => plain;
-        /// "32-true" (the default); "64-true", "16-mixed" and "16-true" are refused until
-        /// they are built, "bf16-*" because dfdx has no bfloat16.
+        /// "32-true" (the default), "64-true" (an f64 copy of the module trains; the weights
+        /// come back), "16-mixed" (half-precision steps with f32 master weights and a dynamic
+        /// loss scale, see [`crate::precision`]); "16-true" is refused until it is built,
+        /// "bf16-*" because dfdx has no bfloat16.
         precision: Precision => plain;
         /// Require bitwise-reproducible runs. On CPU fulmen's kernels always are (with a seed);
         /// the flag is kept for Lightning's scripts and for CUDA.
@@ -346,13 +349,25 @@ impl Trainer {
                             samples, device,
                         ))
                     },
+                    None,
                 );
                 *model = M::from_f64(&in_f64);
                 result.map(|r| r.metrics)
             }
-            _ => {
+            precision => {
                 let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
-                self.run::<f32, M, DM>(model, datamodule, stage, resume, collate)
+                let half: Option<Box<dyn HalfStep<f32, M, DM::Sample>>> =
+                    (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
+                        Box::new(Mixed::<M, M::Half, DM::Sample>::new(
+                            M::to_half,
+                            |samples, device| {
+                                M::batch_half(<DM::Sample as Collate<M::Batch, Cpu>>::collate(
+                                    samples, device,
+                                ))
+                            },
+                        )) as Box<dyn HalfStep<f32, M, DM::Sample>>
+                    });
+                self.run::<f32, M, DM>(model, datamodule, stage, resume, collate, half)
                     .map(|r| r.metrics)
             }
         }
@@ -459,7 +474,7 @@ impl Trainer {
         DM::Sample: Collate<M::Batch, Cpu>,
     {
         let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
-        self.run::<f32, M, DM>(model, datamodule, Stage::Predict, None, collate)
+        self.run::<f32, M, DM>(model, datamodule, Stage::Predict, None, collate, None)
             .map(|r| r.predictions)
     }
 

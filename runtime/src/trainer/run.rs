@@ -20,6 +20,7 @@ use crate::hparams::HParams;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
 use crate::optim::{grads, ClipAlgorithm, Interval, Optimizer, Scheduler};
+use crate::precision::{HalfStep, StepInfo};
 use crate::progress::Progress;
 use crate::{Error, Result};
 use crate::{FloatDtype, TrainDevice};
@@ -68,6 +69,8 @@ where
     progress: Progress,
     s: &'a Settings,
     optimizer: Option<Optimizer<E>>,
+    /// The half-precision side of "16-mixed" steps.
+    half: Option<Box<dyn HalfStep<E, M, DM::Sample> + 'a>>,
     /// Gradients summed since the last optimizer step (kept between batches for
     /// `accumulate_grad_batches`, and by checkpoints saved inside an accumulation window).
     grads: Option<Gradients<E, Cpu>>,
@@ -88,6 +91,7 @@ impl Trainer {
         stage: Stage,
         resume: Option<Checkpoint>,
         collate: fn(Vec<DM::Sample>, &Cpu) -> M::Batch,
+        half: Option<Box<dyn HalfStep<E, M, DM::Sample> + '_>>,
     ) -> Result<RunResult<M::Prediction>>
     where
         E: FloatDtype + CkptDtype,
@@ -122,6 +126,7 @@ impl Trainer {
             progress: Progress::new(self.enable_progress_bar),
             s: &self.settings,
             optimizer: None,
+            half,
             grads: None,
             train_batches: 0,
             scheduler: None,
@@ -136,6 +141,7 @@ impl Trainer {
             Some(logger) => logger.finalize(),
             None => Ok(()),
         };
+        drop(run);
         self.callbacks.truncate(own);
         let result = result?;
         flushed?;
@@ -265,6 +271,7 @@ where
             start_batch = self.restore_training_state(ckpt, &mut train)?;
         }
         self.train_loader_seed = train.shuffle_seed();
+        self.view.loss_scale = self.half.as_ref().map(|h| h.scaler().scale);
         self.view.num_training_batches = self.train_batches;
         self.view.model_parameters = crate::checkpoint::tensors::describe(&*self.model)?;
         self.log_hparams(self.dm.hparams())?;
@@ -368,11 +375,26 @@ where
                 (self.view.global_step * k + batch_idx % k) as u64,
             ));
             hook!(self, on_train_batch_start(batch_idx));
-            let mut ctx = self.context(Stage::Fit, true, batch_idx, samples.len());
-            ctx.grads = self.grads.take();
-            let batch = (self.collate)(samples, &self.device);
-            let loss = self.model.training_step(batch, &mut ctx);
-            let value = loss.log_value();
+            let batch_size = samples.len();
+            let (value, logs, loss) = match self.half.as_mut() {
+                Some(half) => {
+                    let info = StepInfo {
+                        batch_idx,
+                        batch_size,
+                        epoch,
+                        global_step: self.view.global_step,
+                    };
+                    let (value, logs) = half.forward(self.model, samples, &self.device, info)?;
+                    (value, logs, None)
+                }
+                None => {
+                    let mut ctx = self.context(Stage::Fit, true, batch_idx, batch_size);
+                    ctx.grads = self.grads.take();
+                    let batch = (self.collate)(samples, &self.device);
+                    let loss = self.model.training_step(batch, &mut ctx);
+                    (loss.log_value(), std::mem::take(&mut ctx.logs), Some(loss))
+                }
+            };
             if self.s.check_finite_loss && !value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     value,
@@ -381,19 +403,25 @@ where
                     batch: batch_idx,
                 });
             }
-            self.record_step_logs(&ctx.logs)?;
+            self.record_step_logs(&logs)?;
             if batch_idx.is_multiple_of(k) {
                 hook!(self, on_before_zero_grad());
             }
             hook!(self, on_before_backward(value));
-            // Lightning divides the loss by the accumulation count, so that the summed
-            // gradients are a mean.
-            let loss = if k > 1 {
-                loss / E::from_usize(k).unwrap_or_else(E::one)
-            } else {
-                loss
-            };
-            self.grads = Some(loss.backward());
+            match (loss, self.half.as_mut(), self.grads.as_mut()) {
+                // Lightning divides the loss by the accumulation count, so that the summed
+                // gradients are a mean.
+                (Some(loss), ..) => {
+                    let loss = if k > 1 {
+                        loss / E::from_usize(k).unwrap_or_else(E::one)
+                    } else {
+                        loss
+                    };
+                    self.grads = Some(loss.backward());
+                }
+                (None, Some(half), Some(grads)) => half.backward(self.model, grads, k)?,
+                (None, ..) => return Err(Error::msg("16-mixed: no gradients to add to")),
+            }
             hook!(self, on_after_backward());
             let step_now = (batch_idx + 1).is_multiple_of(k) || batch_idx + 1 == total;
             if step_now {
@@ -451,7 +479,17 @@ where
         let Some(mut grads) = self.grads.take() else {
             return Ok(());
         };
-        if self.s.detect_anomaly {
+        // 16-mixed: a window with a non-finite gradient skips its update (the step still
+        // counts, as with PyTorch's GradScaler) and the loss scale backs off.
+        let finite = match self.half.as_mut() {
+            Some(half) => {
+                let ok = half.finish_window();
+                self.view.loss_scale = Some(half.scaler().scale);
+                ok
+            }
+            None => true,
+        };
+        if finite && self.s.detect_anomaly {
             if let Some(name) = grads::first_non_finite(&*self.model, &mut grads)? {
                 return Err(Error::msg(format!(
                     "detect_anomaly: the gradient of `{name}` holds NaN or infinity at epoch {}, step {}; no step was taken",
@@ -460,6 +498,12 @@ where
             }
         }
         hook!(self, on_before_optimizer_step());
+        if !finite {
+            self.model.zero_grads(&mut grads);
+            self.grads = Some(grads);
+            self.view.global_step += 1;
+            return self.step_scheduler(Interval::Step, self.view.global_step);
+        }
         match (self.s.gradient_clip_val, self.s.gradient_clip_algorithm) {
             (Some(c), ClipAlgorithm::Norm) => {
                 grads::clip_norm(&*self.model, &mut grads, c).map_err(|e| {
@@ -736,6 +780,7 @@ where
                 ckpt.meta.optimizer = Some(optimizer.save_state(&mut ckpt.records));
             }
             ckpt.meta.scheduler = self.scheduler.as_ref().map(|s| s.state.clone());
+            ckpt.meta.loss_scaler = self.half.as_ref().map(|h| h.scaler().clone());
             if self.accumulating() {
                 if let Some(g) = self.grads.as_mut() {
                     let records = &mut ckpt.records;
@@ -821,6 +866,9 @@ where
             )));
         };
         optimizer.load_state::<Cpu, M>(opt, ckpt)?;
+        if let (Some(half), Some(scaler)) = (self.half.as_mut(), &ckpt.meta.loss_scaler) {
+            half.set_scaler(scaler.clone());
+        }
         self.view.lr = optimizer.lr();
         match (&ckpt.meta.scheduler, self.scheduler.as_mut()) {
             (Some(saved), Some(scheduler)) => {

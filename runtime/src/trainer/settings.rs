@@ -110,10 +110,10 @@ impl Precision {
     /// Refuses what this build cannot train in yet.
     fn check(self) -> Result<()> {
         match self {
-            Precision::F32 | Precision::F64 => Ok(()),
+            Precision::F32 | Precision::F64 | Precision::Mixed16 => Ok(()),
             other => Err(Error::config(
                 "precision",
-                format!("{other:?} is not built yet: fulmen trains in \"32-true\" or \"64-true\" for now"),
+                format!("{other:?} is not built yet: fulmen trains in \"32-true\", \"64-true\" or \"16-mixed\" for now"),
             )),
         }
     }

@@ -36,6 +36,7 @@ pub struct TrainerView {
     pub(crate) momentum: Option<f64>,
     pub(crate) scheduler_interval: Option<crate::optim::Interval>,
     pub(crate) accumulate_grad_batches: usize,
+    pub(crate) loss_scale: Option<f64>,
     pub(crate) model_parameters: Vec<ParamInfo>,
     pub(crate) checkpoint_saves: Vec<(PathBuf, bool)>,
     pub(crate) checkpoint_removals: Vec<PathBuf>,
@@ -63,6 +64,7 @@ impl TrainerView {
             momentum: None,
             scheduler_interval: None,
             accumulate_grad_batches: 1,
+            loss_scale: None,
             model_parameters: Vec::new(),
             checkpoint_saves: Vec::new(),
             checkpoint_removals: Vec::new(),
@@ -148,6 +150,10 @@ impl TrainerView {
     /// When the learning-rate scheduler steps, if there is one.
     pub fn scheduler_interval(&self) -> Option<crate::optim::Interval> {
         self.scheduler_interval
+    }
+    /// The loss scale of a "16-mixed" run.
+    pub fn loss_scale(&self) -> Option<f64> {
+        self.loss_scale
     }
     /// Batches whose gradients are summed per optimizer step in this epoch.
     pub fn accumulate_grad_batches(&self) -> usize {

@@ -1,0 +1,227 @@
+//! Mixed precision (`precision="16-mixed"`): the module keeps its f32 weights (the master
+//! copy the optimizer updates, what checkpoints save); each training step runs forward and
+//! backward on a half-precision copy (dfdx's `AMP<f16>`: f16 storage, f32 arithmetic) made from
+//! it, with the loss multiplied by a dynamic scale so that small gradients survive f16. The
+//! gradients are unscaled into the f32 ones; a window with an infinite or NaN gradient skips
+//! its optimizer step and halves the scale, and every 2000 good steps double it (PyTorch's
+//! `GradScaler`, see [`LossScaler`]). Validation and testing run in f32. Checkpoints hold the
+//! f32 weights and the scaler, so a 16-mixed run resumes exactly.
+//!
+//! A copy per step means `training_step` sees the module as it was before the step: state it
+//! changes in `&mut self` during the step does not reach the f32 module.
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::{LogEntry, LogValue, Loss, StepContext};
+use crate::device::{FloatDtype, Half, TrainDevice};
+use crate::module::LightningModule;
+use crate::optim::grads;
+use crate::{Error, Result, Stage};
+
+use dfdx::nn::ZeroGrads;
+use dfdx::tensor::{Cpu, Gradients};
+use dfdx::tensor_ops::Backward;
+use num_traits::{FromPrimitive, ToPrimitive};
+
+/// PyTorch's `GradScaler`: growth ×2 every 2000 good steps, backoff ×0.5 — but an initial
+/// scale of 2^15, not 2^16: the scaled loss is stored in f16 here, whose largest value is
+/// 65504, so 2^16 would overflow on the first step every time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    pub scale: f64,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    pub growth_interval: usize,
+    growth_tracker: usize,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self {
+            scale: 32768.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+            growth_tracker: 0,
+        }
+    }
+}
+
+impl LossScaler {
+    /// After an optimizer step: back off when it was skipped for a non-finite gradient, grow
+    /// after `growth_interval` good steps in a row.
+    pub fn update(&mut self, found_inf: bool) {
+        if found_inf {
+            self.scale *= self.backoff_factor;
+            self.growth_tracker = 0;
+        } else {
+            self.growth_tracker += 1;
+            if self.growth_tracker == self.growth_interval {
+                self.scale *= self.growth_factor;
+                self.growth_tracker = 0;
+            }
+        }
+    }
+}
+
+/// What a step needs to know to build the step context.
+pub(crate) struct StepInfo {
+    pub batch_idx: usize,
+    pub batch_size: usize,
+    pub epoch: usize,
+    pub global_step: usize,
+}
+
+/// The half-precision side of a "16-mixed" training step, for a module `M` of dtype `E` and
+/// samples `S` (type-erased so that the loops need not name the half module's type).
+pub(crate) trait HalfStep<E: FloatDtype, M: LightningModule<E, Cpu>, S>
+where
+    Cpu: TrainDevice<E>,
+{
+    /// `training_step` on a half copy of `model`: the loss value and what it logged.
+    fn forward(
+        &mut self,
+        model: &M,
+        samples: Vec<S>,
+        device: &Cpu,
+        info: StepInfo,
+    ) -> Result<(f64, Vec<LogEntry>)>;
+    /// Backward of the last forward's loss, scaled and divided by `k` (accumulation), adding
+    /// the unscaled gradients into `grads`.
+    fn backward(&mut self, model: &M, grads: &mut Gradients<E, Cpu>, k: usize) -> Result<()>;
+    /// At an optimizer step: whether the window's gradients were all finite (if not, the step
+    /// is skipped); updates the scale.
+    fn finish_window(&mut self) -> bool;
+    fn scaler(&self) -> &LossScaler;
+    fn set_scaler(&mut self, scaler: LossScaler);
+}
+
+/// [`HalfStep`] for a module `M` whose half copy is `H`.
+pub(crate) struct Mixed<M, H: LightningModule<Half, Cpu>, S> {
+    pub to_half: fn(&M) -> H,
+    pub collate: fn(Vec<S>, &Cpu) -> H::Batch,
+    pub scaler: LossScaler,
+    /// The copy and loss of the step in flight.
+    pending: Option<(H, Loss<Half, Cpu>)>,
+    /// Unscaled gradients, reused between steps.
+    buffer: Vec<Vec<f32>>,
+    window_inf: bool,
+}
+
+impl<M, H: LightningModule<Half, Cpu>, S> Mixed<M, H, S> {
+    pub fn new(to_half: fn(&M) -> H, collate: fn(Vec<S>, &Cpu) -> H::Batch) -> Self {
+        Self {
+            to_half,
+            collate,
+            scaler: LossScaler::default(),
+            pending: None,
+            buffer: Vec::new(),
+            window_inf: false,
+        }
+    }
+}
+
+impl<M, H, S> HalfStep<f32, M, S> for Mixed<M, H, S>
+where
+    M: LightningModule<f32, Cpu>,
+    H: LightningModule<Half, Cpu>,
+{
+    fn forward(
+        &mut self,
+        model: &M,
+        samples: Vec<S>,
+        device: &Cpu,
+        info: StepInfo,
+    ) -> Result<(f64, Vec<LogEntry>)> {
+        let mut half = (self.to_half)(model);
+        let mut ctx = StepContext::<Half, Cpu>::new(device.clone(), Stage::Fit, true);
+        ctx.batch_idx = info.batch_idx;
+        ctx.batch_size = info.batch_size;
+        ctx.epoch = info.epoch;
+        ctx.global_step = info.global_step;
+        ctx.grads = Some(half.alloc_grads());
+        let batch = (self.collate)(samples, device);
+        let loss = half.training_step(batch, &mut ctx);
+        let value = loss.log_value();
+        self.pending = Some((half, loss));
+        Ok((value, std::mem::take(&mut ctx.logs)))
+    }
+
+    fn backward(&mut self, model: &M, grads: &mut Gradients<f32, Cpu>, k: usize) -> Result<()> {
+        let (half, loss) = self
+            .pending
+            .take()
+            .ok_or_else(|| Error::msg("16-mixed: backward without a forward"))?;
+        let factor = Half::from_f64(self.scaler.scale / k as f64)
+            .ok_or_else(|| Error::msg("16-mixed: the loss scale is not representable"))?;
+        let mut half_grads = (loss * factor).backward();
+        let inv = 1.0 / self.scaler.scale;
+        let (buffer, mut finite) = (&mut self.buffer, true);
+        let mut i = 0;
+        grads::for_each(&half, &mut half_grads, |_, g| {
+            if buffer.len() <= i {
+                buffer.push(Vec::new());
+            }
+            let out = &mut buffer[i];
+            out.clear();
+            out.extend(g.iter().map(|v| {
+                let x = (v.to_f64().unwrap_or(f64::NAN) * inv) as f32;
+                finite &= x.is_finite();
+                x
+            }));
+            i += 1;
+        })?;
+        if !finite {
+            self.window_inf = true;
+            return Ok(());
+        }
+        let mut j = 0;
+        grads::for_each(model, grads, |_, g| {
+            if let Some(values) = buffer.get(j) {
+                for (a, &b) in g.iter_mut().zip(values) {
+                    *a += b;
+                }
+            }
+            j += 1;
+        })
+    }
+
+    fn finish_window(&mut self) -> bool {
+        let found_inf = std::mem::take(&mut self.window_inf);
+        self.scaler.update(found_inf);
+        !found_inf
+    }
+
+    fn scaler(&self) -> &LossScaler {
+        &self.scaler
+    }
+
+    fn set_scaler(&mut self, scaler: LossScaler) {
+        self.scaler = scaler;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_backs_off_on_overflow_and_grows_after_its_interval() {
+        let mut s = LossScaler {
+            growth_interval: 3,
+            ..LossScaler::default()
+        };
+        s.update(true);
+        assert_eq!(s.scale, 16384.0);
+        s.update(false);
+        s.update(false);
+        assert_eq!(s.scale, 16384.0);
+        s.update(false);
+        assert_eq!(s.scale, 32768.0, "three good steps in a row");
+        s.update(false);
+        s.update(true);
+        s.update(false);
+        s.update(false);
+        assert_eq!(s.scale, 16384.0, "an overflow restarts the count");
+    }
+}
