@@ -391,7 +391,7 @@ fn command_line_flags_override_the_code() {
 }
 
 #[test]
-fn precision_32_trains_and_the_others_are_refused_clearly() {
+fn precisions_train_and_bf16_is_refused_clearly() {
     use fulmen::trainer::Precision;
     let (r, ..) = fit(builder()
         .max_epochs(1)
@@ -439,15 +439,26 @@ fn precision_32_trains_and_the_others_are_refused_clearly() {
         .unwrap();
     assert_eq!(params(&resumed), params(&m));
 
-    let err = builder()
+    // 16-true: everything in half precision; checkpoints hold F16 tensors that load into
+    // the f32 module.
+    let dir16 = tempfile::tempdir().unwrap();
+    let mut m = Mlp::new(1.0, false);
+    let before = params(&m);
+    builder()
+        .max_epochs(2)
         .precision(Precision::True16)
+        .default_root_dir(dir16.path())
+        .enable_checkpointing(true)
         .build()
-        .err()
         .unwrap()
-        .to_string();
-    assert!(
-        err.contains("precision") && err.contains("not built yet"),
-        "{err}"
+        .fit_loaders(&mut m, loader(16, 2), Some(loader(8, 2)))
+        .unwrap();
+    assert_ne!(params(&m), before);
+    assert!(params(&m).iter().all(|v| v.is_finite()));
+    let ckpt = dir16.path().join("checkpoints/epoch=1-step=16.ckpt");
+    assert_eq!(
+        params(&Mlp::load_from_checkpoint(&ckpt).unwrap()),
+        params(&m)
     );
     let err = "bf16-mixed".parse::<Precision>().unwrap_err().to_string();
     assert!(err.contains("bfloat16"), "{err}");

@@ -63,11 +63,16 @@ pub trait Precisions: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu> + Sized
     /// `m` back in f32.
     fn from_f64(m: &Self::F64) -> Self;
 
-    /// What it is in half precision ("16-mixed" runs `training_step` on it).
-    type Half: LightningModule<Half, Cpu>;
+    /// What it is in half precision ("16-mixed" runs `training_step` on it, "16-true"
+    /// everything).
+    type Half: LightningModule<Half, Cpu>
+        + CarryHParams<Half, Cpu>
+        + TensorCollection<Half, Cpu, To<f32, Cpu> = Self>;
     fn batch_half(batch: Self::Batch) -> <Self::Half as LightningModule<Half, Cpu>>::Batch;
     /// A half-precision copy of this module, hyperparameters included.
     fn to_half(&self) -> Self::Half;
+    /// `m` back in f32.
+    fn from_half(m: &Self::Half) -> Self;
 }
 
 impl<M> Precisions for M
@@ -78,7 +83,9 @@ where
         + CarryHParams<f64, Cpu>
         + TensorCollection<f64, Cpu, To<f32, Cpu> = M>,
     M::Batch: CastBatch<f64, Out = <M::To<f64, Cpu> as LightningModule<f64, Cpu>>::Batch>,
-    M::To<Half, Cpu>: LightningModule<Half, Cpu>,
+    M::To<Half, Cpu>: LightningModule<Half, Cpu>
+        + CarryHParams<Half, Cpu>
+        + TensorCollection<Half, Cpu, To<f32, Cpu> = M>,
     M::Batch: CastBatch<Half, Out = <M::To<Half, Cpu> as LightningModule<Half, Cpu>>::Batch>,
 {
     type F64 = M::To<f64, Cpu>;
@@ -103,5 +110,10 @@ where
         let mut m = dfdx::nn::ToDtype::to_dtype::<Half>(self);
         self.carry_hparams(&mut m);
         m
+    }
+    fn from_half(m: &Self::Half) -> Self {
+        let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(m);
+        m.carry_hparams::<f32, Cpu>(&mut back);
+        back
     }
 }

@@ -6,7 +6,6 @@ use dfdx::nn::{
     ViewTensorName, ViewTensorRef,
 };
 use dfdx::shapes::{Dtype, HasShape, Shape};
-use dfdx::tensor::safetensors::SafeDtype;
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 use safetensors::Dtype as SDtype;
@@ -14,18 +13,52 @@ use safetensors::Dtype as SDtype;
 use super::{Record, Records};
 use crate::{Error, Result};
 
-/// A dtype a checkpoint stores: dfdx's safetensors dtypes, read back from either float width.
-pub trait CkptDtype: Dtype + SafeDtype + num_traits::Float {}
-impl<E: Dtype + SafeDtype + num_traits::Float> CkptDtype for E {}
+/// A dtype a checkpoint stores: f32 and f64 as themselves, half precision as F16. Reading
+/// converts between them, so a checkpoint of any precision loads into a module of any other.
+pub trait CkptDtype: Dtype + num_traits::Float {
+    const DTYPE: SDtype;
+    fn write(self, out: &mut Vec<u8>);
+    fn read(bytes: &[u8]) -> Self;
+}
+
+impl CkptDtype for f32 {
+    const DTYPE: SDtype = SDtype::F32;
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend(self.to_le_bytes());
+    }
+    fn read(b: &[u8]) -> Self {
+        f32::from_le_bytes(b.try_into().unwrap_or_default())
+    }
+}
+
+impl CkptDtype for f64 {
+    const DTYPE: SDtype = SDtype::F64;
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend(self.to_le_bytes());
+    }
+    fn read(b: &[u8]) -> Self {
+        f64::from_le_bytes(b.try_into().unwrap_or_default())
+    }
+}
+
+impl CkptDtype for crate::device::Half {
+    const DTYPE: SDtype = SDtype::F16;
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend(self.0.to_le_bytes());
+    }
+    fn read(b: &[u8]) -> Self {
+        dfdx::dtypes::AMP(half::f16::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+}
 
 impl Record {
     pub(crate) fn from_values<E: CkptDtype>(shape: Vec<usize>, values: &[E]) -> Self {
         let mut data = Vec::with_capacity(std::mem::size_of_val(values));
         for &v in values {
-            data.extend(v.to_le_bytes());
+            v.write(&mut data);
         }
         Record {
-            dtype: E::safe_dtype(),
+            dtype: E::DTYPE,
             shape,
             data,
         }
@@ -34,33 +67,29 @@ impl Record {
     /// The values as `E`, converting between float widths; `name` is for the error.
     pub(crate) fn values<E: CkptDtype>(&self, name: &str) -> Result<Vec<E>> {
         let width = self.dtype.size();
-        let read = |i: usize| -> f64 {
-            let b = &self.data[i * width..(i + 1) * width];
-            match self.dtype {
-                SDtype::F64 => f64::from_le_bytes(b.try_into().unwrap_or_default()),
-                _ => f32::from_le_bytes(b.try_into().unwrap_or_default()) as f64,
-            }
-        };
-        if !matches!(self.dtype, SDtype::F32 | SDtype::F64) {
-            return Err(Error::msg(format!(
-                "tensor `{name}` is stored as {:?}; fulmen reads F32 and F64 tensors",
-                self.dtype
-            )));
-        }
-        if self.dtype == E::safe_dtype() {
-            return Ok((0..self.data.len() / width)
-                .map(|i| E::from_le_bytes(&self.data, i * width))
-                .collect());
-        }
-        (0..self.data.len() / width)
-            .map(|i| {
-                E::from(read(i)).ok_or_else(|| {
-                    Error::msg(format!(
-                        "tensor `{name}`: a value does not fit the model's dtype"
-                    ))
-                })
+        let chunks = self.data.chunks_exact(width);
+        let convert = |v: f64| {
+            E::from(v).ok_or_else(|| {
+                Error::msg(format!(
+                    "tensor `{name}`: a value does not fit the model's dtype"
+                ))
             })
-            .collect()
+        };
+        match self.dtype {
+            d if d == E::DTYPE => Ok(chunks.map(E::read).collect()),
+            SDtype::F64 => chunks.map(|b| convert(f64::read(b))).collect(),
+            SDtype::F32 => chunks.map(|b| convert(f32::read(b) as f64)).collect(),
+            SDtype::F16 => chunks
+                .map(|b| {
+                    convert(f64::from(half::f16::from_le_bytes(
+                        b.try_into().unwrap_or_default(),
+                    )))
+                })
+                .collect(),
+            other => Err(Error::msg(format!(
+                "tensor `{name}` is stored as {other:?}; fulmen reads F16, F32 and F64 tensors"
+            ))),
+        }
     }
 }
 

@@ -122,6 +122,11 @@ impl Optim {
         }
     }
 
+    /// Adam's and RMSprop's eps.
+    pub fn eps_value(&self) -> f64 {
+        self.eps
+    }
+
     pub fn kind(&self) -> OptimKind {
         self.kind
     }

@@ -68,7 +68,7 @@ pub struct TrainerArgs {
     /// Stop naming the parameter whose gradient turns NaN or infinite.
     #[arg(long)]
     pub detect_anomaly: bool,
-    /// 32-true (default), 64-true or 16-mixed.
+    /// 32-true (default), 64-true, 16-mixed or 16-true.
     #[arg(long)]
     pub precision: Option<super::Precision>,
     /// Require reproducible runs.

@@ -23,7 +23,7 @@ use crate::callbacks::{ModelCheckpoint, ModelSummary, Timer};
 use crate::checkpoint::{Checkpoint, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
-use crate::device::Accelerator;
+use crate::device::{Accelerator, Half};
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
@@ -125,8 +125,9 @@ impl TrainerBuilder {
         detect_anomaly: bool => plain;
         /// "32-true" (the default), "64-true" (an f64 copy of the module trains; the weights
         /// come back), "16-mixed" (half-precision steps with f32 master weights and a dynamic
-        /// loss scale, see [`crate::precision`]); "16-true" is refused until it is built,
-        /// "bf16-*" because dfdx has no bfloat16.
+        /// loss scale, see [`crate::precision`]), "16-true" (everything in half precision,
+        /// optimizer included: Adam needs an `eps` f16 can hold, such as 1e-4); "bf16-*" is
+        /// refused because dfdx has no bfloat16.
         precision: Precision => plain;
         /// Require bitwise-reproducible runs. On CPU fulmen's kernels always are (with a seed);
         /// the flag is kept for Lightning's scripts and for CUDA.
@@ -352,6 +353,23 @@ impl Trainer {
                     None,
                 );
                 *model = M::from_f64(&in_f64);
+                result.map(|r| r.metrics)
+            }
+            Precision::True16 => {
+                let mut in_half = model.to_half();
+                let result = self.run::<Half, M::Half, DM>(
+                    &mut in_half,
+                    datamodule,
+                    stage,
+                    resume,
+                    |samples, device| {
+                        M::batch_half(<DM::Sample as Collate<M::Batch, Cpu>>::collate(
+                            samples, device,
+                        ))
+                    },
+                    None,
+                );
+                *model = M::from_half(&in_half);
                 result.map(|r| r.metrics)
             }
             precision => {

@@ -253,6 +253,20 @@ where
         }
         let mut config = self.model.configure_optimizers();
         let schedule = config.scheduler.take();
+        // In half precision (16-true) Adam's default eps of 1e-8 is 0, and its first step
+        // divides by zero: refuse it before training instead of stopping on a NaN loss.
+        let uses_eps = config.kind() != crate::optim::OptimKind::Sgd;
+        if uses_eps && !E::from(config.eps_value()).is_some_and(|e| e.is_normal()) {
+            return Err(Error::config(
+                "eps",
+                format!(
+                    "{} is not a normal number in the {}-byte dtype this run trains in, so {} would divide by zero; set `.eps(1e-4)` in configure_optimizers or train in precision \"16-mixed\"",
+                    config.eps_value(),
+                    std::mem::size_of::<E>(),
+                    config.name()
+                ),
+            ));
+        }
         let mut optimizer = Optimizer::<E>::new(config)?;
         self.view.lr = optimizer.lr();
         if let Some(schedule) = schedule {

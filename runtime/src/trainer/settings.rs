@@ -106,18 +106,7 @@ impl std::str::FromStr for Precision {
     }
 }
 
-impl Precision {
-    /// Refuses what this build cannot train in yet.
-    fn check(self) -> Result<()> {
-        match self {
-            Precision::F32 | Precision::F64 | Precision::Mixed16 => Ok(()),
-            other => Err(Error::config(
-                "precision",
-                format!("{other:?} is not built yet: fulmen trains in \"32-true\", \"64-true\" or \"16-mixed\" for now"),
-            )),
-        }
-    }
-}
+impl Precision {}
 
 /// What the loops run and how (everything but callbacks, logger and device).
 #[derive(Debug, Clone)]
@@ -195,7 +184,6 @@ impl Settings {
                 Ok(())
             }
         };
-        self.precision.check()?;
         positive("log_every_n_steps", self.log_every_n_steps)?;
         positive("accumulate_grad_batches", self.accumulate_grad_batches)?;
         positive("check_val_every_n_epoch", self.check_val_every_n_epoch)?;
