@@ -541,3 +541,45 @@ fn python_safetensors_reads_the_weights() {
     assert_eq!(bias, model.layer_2.bias.as_vec());
     assert_eq!(lines[2], "pt");
 }
+
+/// A data module with state of its own (say, a curriculum level) that checkpoints keep.
+#[data_module]
+struct Curriculum {
+    #[skip]
+    level: u64,
+}
+
+#[data_module]
+impl Curriculum {
+    fn train_dataloader(&self) -> DataLoader<fulmen::data::iris::Sample> {
+        DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 50)
+    }
+    fn state_dict(&self) -> fulmen::serde_json::Value {
+        fulmen::serde_json::json!({ "level": self.level })
+    }
+    fn load_state_dict(&mut self, state: &fulmen::serde_json::Value) -> fulmen::Result<()> {
+        self.level = state["level"]
+            .as_u64()
+            .ok_or_else(|| fulmen::Error::msg("Curriculum: no level"))?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_data_modules_state_is_saved_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dm = Curriculum { level: 3 };
+    let (_, path) = {
+        let mut model = IrisClassifier::new(0.01);
+        let mut t = trainer(1, dir.path(), ModelCheckpoint::new());
+        t.fit(&mut model, &mut dm).unwrap();
+        (model, t.checkpoint_paths().and_then(|p| p.best).unwrap())
+    };
+    let ckpt = Checkpoint::read(&path).unwrap();
+    assert_eq!(ckpt.datamodule_state().unwrap()["level"], 3);
+    let mut fresh = Curriculum { level: 0 };
+    trainer(2, dir.path(), ModelCheckpoint::new())
+        .fit_from(&mut IrisClassifier::new(0.01), &mut fresh, &path)
+        .unwrap();
+    assert_eq!(fresh.level, 3);
+}

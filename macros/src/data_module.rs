@@ -9,14 +9,17 @@ use syn::spanned::Spanned;
 use crate::ctxt::Ctxt;
 use crate::names;
 
-const METHODS: &[(&str, usize)] = &[
-    ("prepare_data", 0),
-    ("setup", 1),
-    ("teardown", 1),
-    ("train_dataloader", 0),
-    ("val_dataloader", 0),
-    ("test_dataloader", 0),
-    ("predict_dataloader", 0),
+/// Each method `#[data_module]` knows, with the parameters it takes after `self`.
+const METHODS: &[(&str, &str)] = &[
+    ("prepare_data", ""),
+    ("setup", "stage: Stage"),
+    ("teardown", "stage: Stage"),
+    ("train_dataloader", ""),
+    ("val_dataloader", ""),
+    ("test_dataloader", ""),
+    ("predict_dataloader", ""),
+    ("state_dict", ""),
+    ("load_state_dict", "state: &serde_json::Value"),
 ];
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -116,7 +119,7 @@ fn expand_impl(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
             continue;
         };
         let name = f.sig.ident.to_string();
-        let Some(&(known, arity)) = METHODS.iter().find(|(m, _)| *m == name) else {
+        let Some(&(known, params)) = METHODS.iter().find(|(m, _)| *m == name) else {
             if let Some(close) = names::closest(&name, METHODS.iter().map(|(m, _)| *m)) {
                 cx.error(
                     &f.sig.ident,
@@ -132,11 +135,17 @@ fn expand_impl(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
         seen.push(known);
         let takes_self =
             matches!(f.sig.inputs.first(), Some(syn::FnArg::Receiver(r)) if r.reference.is_some());
+        let arity = usize::from(!params.is_empty());
         if !takes_self || f.sig.inputs.len() - 1 != arity {
-            let expected = if arity == 1 {
-                "(&mut self, stage: Stage)"
+            let receiver = if known == "state_dict" {
+                "&self"
             } else {
-                "(&mut self)"
+                "&mut self"
+            };
+            let expected = if params.is_empty() {
+                format!("({receiver})")
+            } else {
+                format!("({receiver}, {params})")
             };
             cx.error(&f.sig, format!("`{name}` must take `{expected}`"));
             continue;
@@ -158,6 +167,18 @@ fn expand_impl(cx: &Ctxt, item: &syn::ItemImpl) -> TokenStream {
             wrappers.push(quote_spanned! {f.sig.span()=>
                 fn #ident(&mut self) -> ::fulmen::Result<::core::option::Option<::fulmen::data::DataLoader<Self::Sample>>> {
                     ::fulmen::datamodule::IntoLoader::into_loader(Self::#ident(self))
+                }
+            });
+        } else if known == "state_dict" {
+            wrappers.push(quote_spanned! {f.sig.span()=>
+                fn state_dict(&self) -> ::core::option::Option<::fulmen::serde_json::Value> {
+                    ::fulmen::datamodule::IntoState::into_state(Self::state_dict(self))
+                }
+            });
+        } else if known == "load_state_dict" {
+            wrappers.push(quote_spanned! {f.sig.span()=>
+                fn load_state_dict(&mut self, state: &::fulmen::serde_json::Value) -> ::fulmen::Result<()> {
+                    ::fulmen::datamodule::IntoResult::into_result(Self::load_state_dict(self, state))
                 }
             });
         } else {

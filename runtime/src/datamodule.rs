@@ -135,7 +135,23 @@ impl<S, T: IntoLoader<S>> IntoLoader<S> for Result<T> {
     }
 }
 
-/// What a `#[data_module]` `prepare_data` / `setup` / `teardown` may return: `()` or `Result<()>`.
+/// What a `#[data_module]` `state_dict` may return: a JSON value, or `Option` of one.
+pub trait IntoState {
+    fn into_state(self) -> Option<serde_json::Value>;
+}
+impl IntoState for serde_json::Value {
+    fn into_state(self) -> Option<serde_json::Value> {
+        Some(self)
+    }
+}
+impl IntoState for Option<serde_json::Value> {
+    fn into_state(self) -> Option<serde_json::Value> {
+        self
+    }
+}
+
+/// What a `#[data_module]` `prepare_data` / `setup` / `teardown` / `load_state_dict` may
+/// return: `()` or `Result<()>`.
 pub trait IntoResult {
     fn into_result(self) -> Result<()>;
 }

@@ -188,6 +188,10 @@ impl Checkpoint {
     pub fn callback_state(&self, key: &str) -> Option<&Value> {
         self.meta.callbacks.get(key)
     }
+    /// What the data module's `state_dict` returned.
+    pub fn datamodule_state(&self) -> Option<&Value> {
+        self.meta.datamodule.as_ref()
+    }
     /// Entries added by `on_save_checkpoint` hooks.
     pub fn extra(&self) -> &BTreeMap<String, Value> {
         &self.meta.extra
