@@ -388,6 +388,17 @@ fn command_line_flags_override_the_code() {
         "fast_dev_run from the command line wins"
     );
     assert!(Cli::try_parse_from(["prog", "--gradient-clip-algorithm", "clamp"]).is_err());
+    let time = |s: &str| Cli::try_parse_from(["prog", "--max-time", s]).map(|c| c.trainer.max_time);
+    assert_eq!(
+        time("00:01:30:05").unwrap(),
+        Some(std::time::Duration::from_secs(5405))
+    );
+    assert_eq!(
+        time("2.5").unwrap(),
+        Some(std::time::Duration::from_secs_f64(2.5))
+    );
+    let err = time("1:30").err().unwrap().to_string();
+    assert!(err.contains("DD:HH:MM:SS"), "{err}");
 }
 
 #[test]
@@ -537,4 +548,19 @@ fn sixteen_mixed_scales_the_loss_keeps_f32_weights_and_resumes_exactly() {
         .unwrap();
     let bits = |m: &Mlp| params(m).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&resumed), bits(&full));
+}
+
+#[test]
+fn testing_in_half_precision_leaves_the_f32_weights_alone() {
+    use fulmen::trainer::Precision;
+    let mut m = Mlp::new(1.0, false);
+    let before = params(&m);
+    let metrics = builder()
+        .precision(Precision::True16)
+        .build()
+        .unwrap()
+        .validate_loader(&mut m, loader(8, 2))
+        .unwrap();
+    assert!(metrics["val_loss"].is_finite());
+    assert_eq!(params(&m), before);
 }

@@ -17,9 +17,9 @@ pub struct TrainerArgs {
     /// Minimum number of epochs (early stopping waits for it).
     #[arg(long)]
     pub min_epochs: Option<usize>,
-    /// Stop after this many seconds of training.
-    #[arg(long, value_name = "SECONDS")]
-    pub max_time: Option<f64>,
+    /// Stop after this much training: seconds (`90`) or Lightning's `DD:HH:MM:SS`.
+    #[arg(long, value_parser = parse_max_time)]
+    pub max_time: Option<std::time::Duration>,
     /// cpu, gpu (cuda) or auto.
     #[arg(long)]
     pub accelerator: Option<String>,
@@ -117,8 +117,8 @@ impl TrainerArgs {
         if let Some(a) = &self.accelerator {
             b = b.accelerator(a);
         }
-        if let Some(secs) = self.max_time {
-            b = b.max_time(std::time::Duration::from_secs_f64(secs.max(0.0)));
+        if let Some(limit) = self.max_time {
+            b = b.max_time(limit);
         }
         if self.detect_anomaly {
             b = b.detect_anomaly(true);
@@ -137,4 +137,25 @@ impl TrainerArgs {
         }
         b
     }
+}
+
+/// `--max-time`: seconds, or `DD:HH:MM:SS` as Lightning writes it.
+fn parse_max_time(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{s}` is neither seconds nor DD:HH:MM:SS");
+    let secs = if s.contains(':') {
+        let parts: Vec<u64> = s
+            .split(':')
+            .map(|p| p.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let [d, h, m, sec] = parts[..] else {
+            return Err(bad());
+        };
+        (((d * 24 + h) * 60 + m) * 60 + sec) as f64
+    } else {
+        s.parse::<f64>().map_err(|_| bad())?
+    };
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -322,9 +322,10 @@ impl Trainer {
         Ok(path)
     }
 
-    /// Runs `stage` in the trainer's precision: f32 directly; f64 on a copy of the module in
-    /// f64, whose weights and hyperparameters come back into `model` when it ends, whether it
-    /// succeeded or not (what was trained is never lost).
+    /// Runs `stage` in the trainer's precision: f32 directly; f64 or half precision on a copy
+    /// of the module whose weights and hyperparameters come back into `model` when `fit` ends,
+    /// whether it succeeded or not (what was trained is never lost); "16-mixed" on the f32
+    /// module with half-precision steps.
     fn run_in_precision<M, DM>(
         &mut self,
         model: &mut M,
@@ -352,7 +353,9 @@ impl Trainer {
                     },
                     None,
                 );
-                *model = M::from_f64(&in_f64);
+                if stage == Stage::Fit {
+                    *model = M::from_f64(&in_f64);
+                }
                 result.map(|r| r.metrics)
             }
             Precision::True16 => {
@@ -369,7 +372,11 @@ impl Trainer {
                     },
                     None,
                 );
-                *model = M::from_half(&in_half);
+                // Evaluation leaves the f32 weights alone (a round trip through f16 would
+                // round them); training hands its weights back.
+                if stage == Stage::Fit {
+                    *model = M::from_half(&in_half);
+                }
                 result.map(|r| r.metrics)
             }
             precision => {
