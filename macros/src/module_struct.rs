@@ -250,6 +250,10 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
         .collect();
     let (visit_tuple, visit_pattern) = nest(visits);
     let layer_names = layers.iter().map(|f| &f.name);
+    let layer_types = layers.iter().map(|f| {
+        let (label, ty) = (f.name.to_string(), type_text(&f.ty));
+        quote!((#label, #ty))
+    });
     let other_names = others.iter().map(|f| &f.name);
 
     let hparam_inserts = hparams.iter().map(|f| {
@@ -293,6 +297,10 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
                     },
                 )
             }
+        }
+
+        impl<#(#impl_params,)* E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>> #fulmen::spec::Layers for #name<#(#user_args,)* E, D> #where_clause {
+            const LAYERS: &'static [(&'static str, &'static str)] = &[#(#layer_types),*];
         }
 
         impl<#(#impl_params,)* E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>> #fulmen::Hyperparameters for #name<#(#user_args,)* E, D> #where_clause {
@@ -353,6 +361,23 @@ fn expand_struct(cx: &Ctxt, item: &syn::ItemStruct, kind: Kind) -> TokenStream {
         });
     }
     out
+}
+
+/// A type as a user writes it: `Linear<4, 16>`, not the token stream's `Linear < 4 , 16 >`.
+fn type_text(ty: &syn::Type) -> String {
+    let mut text = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("( ", "("),
+        (" )", ")"),
+        (" :: ", "::"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// The struct without the `#[hparam]` / `#[skip]` markers, which mean nothing to rustc.

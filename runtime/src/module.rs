@@ -15,7 +15,7 @@ use crate::optim::Optim;
 
 /// A model with its training logic. `E` is the dtype, `D` the device.
 pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
-    TensorCollection<E, D> + Hyperparameters + CarryHParams<E, D>
+    TensorCollection<E, D> + Hyperparameters + CarryHParams<E, D> + crate::spec::Layers
 {
     /// What every step receives, as taken from `training_step`'s signature.
     type Batch;

@@ -30,6 +30,12 @@ pub trait Spec {
     type Module<E: Dtype, D: Device<E>>;
 }
 
+/// The layer fields of a `#[lightning_module]` or `#[module]` struct, with their types as
+/// written (what `ModelSummary` prints in its Type column).
+pub trait Layers {
+    const LAYERS: &'static [(&'static str, &'static str)];
+}
+
 macro_rules! same_type_specs {
     ($($ty:ty),* $(,)?) => {
         $(impl Spec for $ty { type Module<E: Dtype, D: Device<E>> = $ty; })*

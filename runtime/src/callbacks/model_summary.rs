@@ -2,11 +2,11 @@
 //! (Lightning's `ModelSummary`, on by default through `enable_model_summary`).
 //!
 //! ```text
-//!   | Name    | Params | Shapes
-//! ----------------------------------------------
-//! 0 | layer_1 | 80     | weight [16, 4], bias [16]
-//! 1 | layer_2 | 51     | weight [3, 16], bias [3]
-//! ----------------------------------------------
+//!   | Name    | Type           | Params | Shapes
+//! -------------------------------------------------------------------------
+//! 0 | layer_1 | Linear<4, 16>  |     80 | weight [16, 4], bias [16]
+//! 1 | layer_2 | Linear<16, 3>  |     51 | weight [3, 16], bias [3]
+//! -------------------------------------------------------------------------
 //! 131       Trainable params
 //! 0         Non-trainable params
 //! 131       Total params
@@ -16,6 +16,9 @@
 use crate::callback::Callback;
 use crate::trainer::ParamInfo;
 use crate::TrainerView;
+
+/// One row of the table: a field (or nested field), its parameter count, its tensors' shapes.
+type Row = (String, usize, Vec<String>);
 
 /// Prints the summary table; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -40,10 +43,11 @@ impl ModelSummary {
         self
     }
 
-    /// The table for `params`, with `bytes` per value.
-    pub fn table(&self, params: &[ParamInfo], bytes: usize) -> String {
+    /// The table for `params`, with `bytes` per value; `layers` names the types of the
+    /// top-level fields.
+    pub fn table(&self, params: &[ParamInfo], layers: &[(&str, &str)], bytes: usize) -> String {
         // Rows in first-seen order: (name, count, shapes).
-        let mut rows: Vec<(String, usize, Vec<String>)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         for p in params {
             let parts: Vec<&str> = p.name.split('.').collect();
             let depth = self.max_depth.min(parts.len().saturating_sub(1)).max(1);
@@ -58,19 +62,26 @@ impl ModelSummary {
                 None => rows.push((row, count, vec![shape])),
             }
         }
-        let name_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
-        let count_w = rows
-            .iter()
-            .map(|r| r.1.to_string().len())
-            .max()
-            .unwrap_or(0)
-            .max(6);
-        let mut out = format!("  | {:name_w$} | {:count_w$} | Shapes\n", "Name", "Params");
-        let rule = "-".repeat(name_w + count_w + 40);
+        let type_of = |row: &str| {
+            layers
+                .iter()
+                .find(|(name, _)| *name == row)
+                .map_or("", |(_, ty)| *ty)
+        };
+        let width = |f: &dyn Fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
+        let name_w = width(&|r| r.0.len()).max(4);
+        let type_w = width(&|r| type_of(&r.0).len()).max(4);
+        let count_w = width(&|r| r.1.to_string().len()).max(6);
+        let mut out = format!(
+            "  | {:name_w$} | {:type_w$} | {:count_w$} | Shapes\n",
+            "Name", "Type", "Params"
+        );
+        let rule = "-".repeat(name_w + type_w + count_w + 40);
         out += &format!("{rule}\n");
         for (i, (name, count, shapes)) in rows.iter().enumerate() {
             out += &format!(
-                "{i} | {name:name_w$} | {count:count_w$} | {}\n",
+                "{i} | {name:name_w$} | {:type_w$} | {count:count_w$} | {}\n",
+                type_of(name),
                 shapes.join(", ")
             );
         }
@@ -95,7 +106,10 @@ impl ModelSummary {
 
 impl Callback for ModelSummary {
     fn on_fit_start(&mut self, trainer: &mut TrainerView) {
-        print!("{}", self.table(trainer.model_parameters(), 4));
+        print!(
+            "{}",
+            self.table(trainer.model_parameters(), trainer.model_layers(), 4)
+        );
     }
 }
 
@@ -118,18 +132,22 @@ mod tests {
             p("block.norm.running_mean", &[8], false),
             p("head.weight", &[2, 8], true),
         ];
-        let table = ModelSummary::new().table(&params, 4);
+        let layers = [("block", "Block"), ("head", "Linear<8, 2>")];
+        let table = ModelSummary::new().table(&params, &layers, 4);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[2],
-            "0 | block |     32 | conv.weight [8, 3], norm.running_mean [8]"
+            "0 | block | Block        |     32 | conv.weight [8, 3], norm.running_mean [8]"
         );
-        assert_eq!(lines[3], "1 | head  |     16 | weight [2, 8]");
+        assert_eq!(
+            lines[3],
+            "1 | head  | Linear<8, 2> |     16 | weight [2, 8]"
+        );
         assert_eq!(lines[5], "40        Trainable params");
         assert_eq!(lines[6], "8         Non-trainable params");
-        let deep = ModelSummary::new().max_depth(2).table(&params, 4);
+        let deep = ModelSummary::new().max_depth(2).table(&params, &layers, 4);
         assert!(
-            deep.contains("0 | block.conv |     24 | weight [8, 3]"),
+            deep.contains("0 | block.conv |              |     24 | weight [8, 3]"),
             "{deep}"
         );
     }

@@ -290,6 +290,7 @@ where
         self.view.loss_scale = self.half.as_ref().map(|h| h.scaler().scale);
         self.view.num_training_batches = self.train_batches;
         self.view.model_parameters = crate::checkpoint::tensors::describe(&*self.model)?;
+        self.view.model_layers = <M as crate::spec::Layers>::LAYERS;
         self.log_hparams(self.dm.hparams())?;
 
         hook!(self, on_fit_start());

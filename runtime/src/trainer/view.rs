@@ -38,6 +38,7 @@ pub struct TrainerView {
     pub(crate) accumulate_grad_batches: usize,
     pub(crate) loss_scale: Option<f64>,
     pub(crate) model_parameters: Vec<ParamInfo>,
+    pub(crate) model_layers: &'static [(&'static str, &'static str)],
     pub(crate) checkpoint_saves: Vec<(PathBuf, bool)>,
     pub(crate) checkpoint_removals: Vec<PathBuf>,
 }
@@ -66,6 +67,7 @@ impl TrainerView {
             accumulate_grad_batches: 1,
             loss_scale: None,
             model_parameters: Vec::new(),
+            model_layers: &[],
             checkpoint_saves: Vec::new(),
             checkpoint_removals: Vec::new(),
         }
@@ -182,6 +184,10 @@ impl TrainerView {
     /// The module's tensors (name, shape, trainable), known from the start of `fit`.
     pub fn model_parameters(&self) -> &[ParamInfo] {
         &self.model_parameters
+    }
+    /// The module's layer fields and their types as written (`("layer_1", "Linear<4, 16>")`).
+    pub fn model_layers(&self) -> &'static [(&'static str, &'static str)] {
+        self.model_layers
     }
     /// Where logs and checkpoints go when no other directory is given.
     pub fn default_root_dir(&self) -> &Path {
