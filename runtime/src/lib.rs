@@ -56,6 +56,7 @@ pub mod datamodule;
 pub mod device;
 mod error;
 pub mod hparams;
+pub mod layers;
 pub mod loggers;
 pub mod metrics;
 pub mod module;

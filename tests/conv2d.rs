@@ -1,0 +1,173 @@
+//! The stable-Rust 2-D convolution against PyTorch and against finite differences.
+//!
+//! `tests/fixtures/conv2d.json` holds torch 2.15's `F.conv2d` outputs and gradients for fixed
+//! inputs (`conv2d.py` beside it made it): padding, stride on a non-square input, dilation,
+//! groups, depthwise, a 1×1 downsample without bias and a 7×7 stem.
+
+use fulmen::layers::{conv2d, ConvOptions, Dyn4};
+use fulmen::prelude::*;
+use fulmen::serde_json::Value;
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn shape4(v: &Value) -> (usize, usize, usize, usize) {
+    let s: Vec<usize> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    (s[0], s[1], s[2], s[3])
+}
+
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+            "{what}[{i}]: {g} vs PyTorch's {w}"
+        );
+    }
+}
+
+#[test]
+fn forward_and_gradients_match_pytorch() {
+    let cases: Value = fulmen::serde_json::from_str(include_str!("fixtures/conv2d.json")).unwrap();
+    let dev = Cpu::default();
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let opts = ConvOptions {
+            stride: case["stride"].as_u64().unwrap() as usize,
+            padding: case["padding"].as_u64().unwrap() as usize,
+            dilation: case["dilation"].as_u64().unwrap() as usize,
+            groups: case["groups"].as_u64().unwrap() as usize,
+        };
+        let x: Dyn4<f32> = dev.tensor_from_vec(floats(&case["x"]), shape4(&case["x_shape"]));
+        let w: Dyn4<f32> = dev.tensor_from_vec(floats(&case["w"]), shape4(&case["w_shape"]));
+        let b = case["b"]
+            .as_array()
+            .map(|_| dev.tensor_from_vec(floats(&case["b"]), (shape4(&case["w_shape"]).0,)));
+        let y_shape = shape4(&case["y_shape"]);
+        let dy: Dyn4<f32> = dev.tensor_from_vec(floats(&case["dy"]), y_shape);
+
+        let grads = Gradients::leaky();
+        let y = conv2d(x.clone().traced(grads), &w, b.as_ref(), opts).unwrap();
+        assert_eq!(*y.shape(), y_shape, "{name}: output shape");
+        close(&y.as_vec(), &floats(&case["y"]), &format!("{name} y"));
+        // d(sum(y · dy))/dy = dy: backward hands PyTorch's dy to the convolution.
+        let grads = (y * dy).sum().backward();
+        close(
+            &grads.get(&x).as_vec(),
+            &floats(&case["dx"]),
+            &format!("{name} dx"),
+        );
+        close(
+            &grads.get(&w).as_vec(),
+            &floats(&case["dw"]),
+            &format!("{name} dw"),
+        );
+        if let Some(b) = &b {
+            close(
+                &grads.get(b).as_vec(),
+                &floats(&case["db"]),
+                &format!("{name} db"),
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let dev = Cpu::seed_from_u64(3);
+    let opts = ConvOptions {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+        groups: 2,
+    };
+    let x: Dyn4<f64> = dev.sample_normal_like(&(2, 4, 5, 4));
+    let w: Dyn4<f64> = dev.sample_normal_like(&(2, 2, 3, 3));
+    let b: Tensor<(usize,), f64, Cpu> = dev.sample_normal_like(&(2,));
+    // A loss that weighs every output differently, so that no gradient cancels by symmetry.
+    let probe = |x: &Dyn4<f64>, w: &Dyn4<f64>, b: &Tensor<(usize,), f64, Cpu>| -> f64 {
+        let y = conv2d(x.clone(), w, Some(b), opts).unwrap();
+        y.as_vec()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * ((i % 7) as f64 - 3.0))
+            .sum()
+    };
+    let y = conv2d(x.clone().traced(Gradients::leaky()), &w, Some(&b), opts).unwrap();
+    let weights: Vec<f64> = (0..y.shape().0 * y.shape().1 * y.shape().2 * y.shape().3)
+        .map(|i| (i % 7) as f64 - 3.0)
+        .collect();
+    let weights: Dyn4<f64> = dev.tensor_from_vec(weights, *y.shape());
+    let grads = (y * weights).sum().backward();
+    let eps = 1e-6;
+    let numeric = |values: &[f64], rebuild: &dyn Fn(Vec<f64>) -> f64| -> Vec<f64> {
+        (0..values.len())
+            .map(|i| {
+                let mut up = values.to_vec();
+                up[i] += eps;
+                let mut down = values.to_vec();
+                down[i] -= eps;
+                (rebuild(up) - rebuild(down)) / (2.0 * eps)
+            })
+            .collect()
+    };
+    let check = |analytic: Vec<f64>, numeric: Vec<f64>, what: &str| {
+        for (i, (a, n)) in analytic.iter().zip(&numeric).enumerate() {
+            assert!(
+                (a - n).abs() < 1e-6 * (1.0 + n.abs()),
+                "{what}[{i}]: {a} vs {n}"
+            );
+        }
+    };
+    let shape_x = *x.shape();
+    check(
+        grads.get(&x).as_vec(),
+        numeric(&x.as_vec(), &|v| {
+            probe(&dev.tensor_from_vec(v, shape_x), &w, &b)
+        }),
+        "dx",
+    );
+    let shape_w = *w.shape();
+    check(
+        grads.get(&w).as_vec(),
+        numeric(&w.as_vec(), &|v| {
+            probe(&x, &dev.tensor_from_vec(v, shape_w), &b)
+        }),
+        "dw",
+    );
+    check(
+        grads.get(&b).as_vec(),
+        numeric(&b.as_vec(), &|v| {
+            probe(&x, &w, &dev.tensor_from_vec(v, (2,)))
+        }),
+        "db",
+    );
+}
+
+#[test]
+fn impossible_geometry_is_an_error_naming_it() {
+    let dev = Cpu::default();
+    let x: Dyn4<f32> = dev.zeros_like(&(1, 3, 2, 2));
+    let w: Dyn4<f32> = dev.zeros_like(&(4, 3, 3, 3));
+    let err = conv2d(x.clone(), &w, None, ConvOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kernel_size") && err.contains("2×2"), "{err}");
+    let grouped = ConvOptions {
+        groups: 2,
+        padding: 1,
+        ..ConvOptions::default()
+    };
+    let err = conv2d(x, &w, None, grouped).unwrap_err().to_string();
+    assert!(err.contains("groups"), "{err}");
+}
