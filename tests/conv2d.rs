@@ -171,3 +171,61 @@ fn impossible_geometry_is_an_error_naming_it() {
     let err = conv2d(x, &w, None, grouped).unwrap_err().to_string();
     assert!(err.contains("groups"), "{err}");
 }
+
+#[lightning_module]
+struct TinyCnn {
+    conv1: fulmen::layers::Conv2D<3, 8, 3, 1, 1>,
+    conv2: fulmen::layers::Conv2D<8, 4, 3, 2, 1, 2>,
+}
+
+#[lightning_module]
+impl TinyCnn {
+    fn training_step(
+        &mut self,
+        (x, y): (Tensor<(usize, Const<3>, usize, usize), E, D>, Labels<4, D>),
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let h = self.conv2.forward(self.conv1.forward(ctx.trace(x)).relu());
+        let logits = h.mean::<(usize, Const<4>), Axes2<2, 3>>();
+        cross_entropy_with_logits_loss(logits, y.one_hot())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1).momentum(0.9)
+    }
+}
+
+#[test]
+fn conv_layers_work_inside_a_lightning_module() {
+    let model = TinyCnn::new();
+    assert_eq!(model.num_trainable_params(), 3 * 8 * 9 + 8 + 8 * 4 * 9 + 4);
+    let bound = 1.0 / ((3 * 9) as f32).sqrt();
+    assert!(model.conv1.weight.as_vec().iter().all(|w| w.abs() <= bound));
+    let dev = Cpu::seed_from_u64(0);
+    let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+        dev.sample_normal_like(&(2, Const, 9, 7));
+    let h = model
+        .conv2
+        .forward(model.conv1.forward(x.traced(model.alloc_grads())).relu());
+    // conv2: span 2·(3-1)+1 = 5; (9 + 2 - 5)/2 + 1 = 4 rows, (7 + 2 - 5)/2 + 1 = 3 columns.
+    assert_eq!(
+        *h.shape(),
+        (2, Const::<4>, 4, 3),
+        "stride 2, dilation 2, padding 1"
+    );
+    let grads = h.mean().backward();
+    for g in [
+        grads.get(&model.conv1.weight).as_vec(),
+        grads.get(&model.conv2.bias).as_vec(),
+    ] {
+        assert!(g.iter().any(|v| *v != 0.0), "gradients reach both layers");
+    }
+    let names: Vec<String> = fulmen::checkpoint::Checkpoint::of_module(&model, "TinyCnn")
+        .unwrap()
+        .tensor_names()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        names,
+        ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]
+    );
+}

@@ -1,18 +1,22 @@
 //! Layers dfdx 0.13 has only behind its (broken) nightly feature, for stable Rust.
 //!
-//! [`conv2d`] is the differentiable 2-D convolution: its CPU kernel ([`conv_kernel`]) and its
+//! [`conv2d()`] is the differentiable 2-D convolution: its CPU kernel ([`conv_kernel`]) and its
 //! backward on dfdx's tape, so that gradients reach dfdx's `Gradients` like any other op's.
+//! [`Conv2D`] is the layer that uses it in `#[module]` structs.
 
+pub mod conv2d;
 pub mod conv_kernel;
 
-use dfdx::shapes::{Dtype, HasShape};
-use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+pub use self::conv2d::Conv2D;
 
-use crate::{Error, Result};
+use dfdx::shapes::HasShape;
+use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
+
+use crate::{Error, FloatDtype, Result, TrainDevice};
 pub use conv_kernel::{ConvDtype, ConvGeom};
 
 /// A 4-D tensor with run-time dimensions, `[N, C, H, W]` (or `[C_out, C_in/groups, K, K]`).
-pub type Dyn4<E, T = dfdx::tensor::NoneTape> = Tensor<(usize, usize, usize, usize), E, Cpu, T>;
+pub type Dyn4<E, D = Cpu, T = NoneTape> = Tensor<(usize, usize, usize, usize), E, D, T>;
 
 /// Stride, padding, dilation and groups of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +38,84 @@ impl Default for ConvOptions {
     }
 }
 
-/// `x` convolved with `weight` (PyTorch's `conv2d`, cross-correlation), plus `bias`, on the
-/// CPU. Differentiable: with a tape on `x`, backward fills the gradients of `x`, `weight` and
-/// `bias`.
-pub fn conv2d<E: ConvDtype + Dtype, T: Tape<E, Cpu>>(
-    x: Dyn4<E, T>,
-    weight: &Dyn4<E>,
-    bias: Option<&Tensor<(usize,), E, Cpu>>,
+/// Host values in the kernel's dtype: f64 stays f64, every other dtype computes in f32 (half
+/// precision included, as dfdx's AMP does).
+enum Host {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+fn to_host<E: FloatDtype>(v: Vec<E>) -> Host {
+    if std::mem::size_of::<E>() == 8 {
+        Host::F64(
+            v.into_iter()
+                .map(|x| x.to_f64().unwrap_or(f64::NAN))
+                .collect(),
+        )
+    } else {
+        Host::F32(
+            v.into_iter()
+                .map(|x| x.to_f32().unwrap_or(f32::NAN))
+                .collect(),
+        )
+    }
+}
+
+fn from_host<E: FloatDtype>(h: Host) -> Vec<E> {
+    let cast = |x: f64| E::from(x).unwrap_or_else(E::nan);
+    match h {
+        Host::F32(v) => v.into_iter().map(|x| cast(x as f64)).collect(),
+        Host::F64(v) => v.into_iter().map(cast).collect(),
+    }
+}
+
+fn host_forward(g: &ConvGeom, x: &Host, w: &Host, b: Option<&Host>) -> Host {
+    match (x, w, b) {
+        (Host::F64(x), Host::F64(w), b) => Host::F64(conv_kernel::forward(
+            g,
+            x,
+            w,
+            b.map(|b| match b {
+                Host::F64(b) => b.as_slice(),
+                Host::F32(_) => &[],
+            }),
+        )),
+        (Host::F32(x), Host::F32(w), b) => Host::F32(conv_kernel::forward(
+            g,
+            x,
+            w,
+            b.map(|b| match b {
+                Host::F32(b) => b.as_slice(),
+                Host::F64(_) => &[],
+            }),
+        )),
+        _ => unreachable!("one dtype converts to one host dtype"),
+    }
+}
+
+fn host_backward(g: &ConvGeom, x: &Host, w: &Host, dy: Host) -> (Host, Host, Host) {
+    match (x, w, dy) {
+        (Host::F64(x), Host::F64(w), Host::F64(dy)) => {
+            let (a, b, c) = conv_kernel::backward(g, x, w, &dy);
+            (Host::F64(a), Host::F64(b), Host::F64(c))
+        }
+        (Host::F32(x), Host::F32(w), Host::F32(dy)) => {
+            let (a, b, c) = conv_kernel::backward(g, x, w, &dy);
+            (Host::F32(a), Host::F32(b), Host::F32(c))
+        }
+        _ => unreachable!("one dtype converts to one host dtype"),
+    }
+}
+
+/// `x` convolved with `weight` (PyTorch's `conv2d`, cross-correlation), plus `bias`.
+/// Differentiable: with a tape on `x`, backward fills the gradients of `x`, `weight` and
+/// `bias`. The kernel runs on the host (f64 in f64, f32 for every other dtype).
+pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    x: Dyn4<E, D, T>,
+    weight: &Dyn4<E, D>,
+    bias: Option<&Tensor<(usize,), E, D>>,
     opts: ConvOptions,
-) -> Result<Dyn4<E, T>> {
+) -> Result<Dyn4<E, D, T>> {
     let (n, c_in, h, w) = *x.shape();
     let (c_out, cin_g, k, k2) = *weight.shape();
     let geom = ConvGeom {
@@ -77,20 +150,25 @@ pub fn conv2d<E: ConvDtype + Dtype, T: Tape<E, Cpu>>(
     }
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let (xs, ws) = (x.as_vec(), weight.as_vec());
-    let bs = bias.map(|b| b.as_vec());
-    let out_data = conv_kernel::forward(&geom, &xs, &ws, bs.as_deref());
-    let out: Dyn4<E> = dev.tensor_from_vec(out_data, (n, c_out, geom.h_out(), geom.w_out()));
+    let (xs, ws) = (to_host(x.as_vec()), to_host(weight.as_vec()));
+    let bs = bias.map(|b| to_host(b.as_vec()));
+    let out_data = from_host::<E>(host_forward(&geom, &xs, &ws, bs.as_ref()));
+    let out: Dyn4<E, D> = dev
+        .try_tensor_from_vec(out_data, (n, c_out, geom.h_out(), geom.w_out()))
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
     let (out_key, weight_key, bias_key) = (out.clone(), weight.clone(), bias.cloned());
     tape.add_backward_op(move |grads| {
-        let dy = grads.get_or_alloc_mut(&out_key)?.to_vec();
-        let (dx, dw, db) = conv_kernel::backward(&geom, &xs, &ws, &dy);
+        grads.try_alloc_for(&out_key)?;
+        let dy = to_host(grads.get(&out_key).as_vec());
+        let (dx, dw, db) = host_backward(&geom, &xs, &ws, dy);
         let add =
             |into: &mut [E], from: Vec<E>| into.iter_mut().zip(from).for_each(|(a, b)| *a += b);
-        add(grads.get_or_alloc_mut(&x)?, dx);
-        add(grads.get_or_alloc_mut(&weight_key)?, dw);
+        // with_grad fails only when the device cannot allocate a gradient buffer; dfdx's tape
+        // closure cannot carry fulmen's error, and its own ops would have failed first.
+        let _ = D::with_grad(&x, grads, |g| add(g, from_host(dx)));
+        let _ = D::with_grad(&weight_key, grads, |g| add(g, from_host(dw)));
         if let Some(b) = &bias_key {
-            add(grads.get_or_alloc_mut(b)?, db);
+            let _ = D::with_grad(b, grads, |g| add(g, from_host(db)));
         }
         Ok(())
     });

@@ -1,0 +1,185 @@
+//! `Conv2D<IN, OUT, K, STRIDE, PADDING, DILATION>`: a 2-D convolution layer with bias
+//! for `#[module]` and `#[lightning_module]` structs. Channel counts are compile-time constants —
+//! a layer reading 64 channels after one writing 32 does not compile — while height and width
+//! are run-time.
+//!
+//! ```
+//! use fulmen::layers::Conv2D;
+//! use fulmen::prelude::*;
+//!
+//! #[module]
+//! struct Stem {
+//!     conv: Conv2D<3, 16, 3, 1, 1>, // 3 → 16 channels, 3×3, stride 1, padding 1
+//! }
+//!
+//! let stem = Stem::build(&Cpu::default());
+//! let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> = Cpu::default().zeros_like(&(2, Const, 32, 32));
+//! let y = stem.conv.forward(x);
+//! assert_eq!(y.shape().2, 32);
+//! ```
+//!
+//! Weights start as PyTorch's `nn.Conv2d` does: uniform in ±1/√fan_in, fan_in = IN·K².
+//! (The [`conv2d`](super::conv2d()) op takes groups; a grouped layer needs a weight shape of
+//! run-time size, which dfdx 0.13's `TensorOptions` cannot build, and is still to come.)
+
+use dfdx::nn::{Module, ModuleVisitor, NonMutableModule, TensorCollection, TensorOptions};
+use dfdx::shapes::{Const, Dtype};
+use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor_ops::{Device, RealizeTo};
+use rand_distr::Uniform;
+
+use super::{conv2d, ConvOptions};
+use crate::{Error, FloatDtype, TrainDevice};
+
+/// The layer's specification (what a struct field names); its module is
+/// [`modules::Conv2D`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2D<
+    const IN: usize,
+    const OUT: usize,
+    const K: usize,
+    const STRIDE: usize = 1,
+    const PADDING: usize = 0,
+    const DILATION: usize = 1,
+>;
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+    > crate::Spec for Conv2D<IN, OUT, K, S, P, L>
+{
+    type Module<E: Dtype, D: Device<E>> = modules::Conv2D<IN, OUT, K, S, P, L, E, D>;
+}
+
+pub mod modules {
+    use super::*;
+
+    /// The tensors of a [`Conv2D`](super::Conv2D): `weight` `[OUT, IN, K, K]` and
+    /// `bias` `[OUT]`, PyTorch's names and layout.
+    #[derive(Debug, Clone)]
+    pub struct Conv2D<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: Dtype,
+        D: Device<E>,
+    > {
+        pub weight: Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>,
+        pub bias: Tensor<(Const<OUT>,), E, D>,
+    }
+}
+
+use modules::Conv2D as Built;
+
+/// PyTorch's bound: 1/√(IN·K²).
+fn bound<E: FloatDtype>(c_in: usize, k: usize) -> E {
+    E::one() / E::from(c_in * k * k).unwrap_or_else(E::one).sqrt()
+}
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: FloatDtype,
+        D: Device<E>,
+    > TensorCollection<E, D> for Built<IN, OUT, K, S, P, L, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = Built<IN, OUT, K, S, P, L, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_with(|t| {
+                        let b = bound::<E>(IN, K);
+                        t.try_fill_with_distr(Uniform::new(-b, b))
+                    }),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.bias,
+                    |s| &mut s.bias,
+                    TensorOptions::reset_with(|t| {
+                        let b = bound::<E>(IN, K);
+                        t.try_fill_with_distr(Uniform::new(-b, b))
+                    }),
+                ),
+            ),
+            |(weight, bias)| Built { weight, bias },
+        )
+    }
+}
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: Dtype,
+        D: Device<E>,
+    > NonMutableModule for Built<IN, OUT, K, S, P, L, E, D>
+{
+}
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: FloatDtype,
+        D: TrainDevice<E>,
+        T: Tape<E, D>,
+    > Module<Tensor<(usize, Const<IN>, usize, usize), E, D, T>>
+    for Built<IN, OUT, K, S, P, L, E, D>
+{
+    type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
+    type Error = Error;
+
+    fn try_forward(
+        &self,
+        x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
+    ) -> Result<Self::Output, Error> {
+        let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
+        let x = x
+            .try_realize::<(usize, usize, usize, usize)>()
+            .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
+        let weight = self
+            .weight
+            .clone()
+            .try_realize::<(usize, usize, usize, usize)>()
+            .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
+        let bias = self
+            .bias
+            .clone()
+            .try_realize::<(usize,)>()
+            .map_err(|_| shape_error("the bias is not [OUT]"))?;
+        let opts = ConvOptions {
+            stride: S,
+            padding: P,
+            dilation: L,
+            groups: 1,
+        };
+        conv2d(x, &weight, Some(&bias), opts)?
+            .try_realize::<(usize, Const<OUT>, usize, usize)>()
+            .map_err(|_| shape_error("the output does not have OUT channels"))
+    }
+}
