@@ -175,7 +175,8 @@ fn impossible_geometry_is_an_error_naming_it() {
 #[lightning_module]
 struct TinyCnn {
     conv1: fulmen::layers::Conv2D<3, 8, 3, 1, 1>,
-    conv2: fulmen::layers::Conv2D<8, 4, 3, 2, 1, 2>,
+    conv2: fulmen::layers::Conv2DNoBias<8, 4, 3, 2, 1, 2>,
+    bn: BatchNorm2D<4>,
 }
 
 #[lightning_module]
@@ -186,7 +187,10 @@ impl TinyCnn {
         ctx: &mut StepContext<E, D>,
     ) -> Loss<E, D> {
         let h = self.conv2.forward(self.conv1.forward(ctx.trace(x)).relu());
-        let logits = h.mean::<(usize, Const<4>), Axes2<2, 3>>();
+        let logits = self
+            .bn
+            .forward_mut(h)
+            .mean::<(usize, Const<4>), Axes2<2, 3>>();
         cross_entropy_with_logits_loss(logits, y.one_hot())
     }
     fn configure_optimizers(&self) -> Optim {
@@ -197,7 +201,11 @@ impl TinyCnn {
 #[test]
 fn conv_layers_work_inside_a_lightning_module() {
     let model = TinyCnn::new();
-    assert_eq!(model.num_trainable_params(), 3 * 8 * 9 + 8 + 8 * 4 * 9 + 4);
+    // conv1 weight and bias, conv2 weight (no bias), the batch norm's scale and shift.
+    assert_eq!(
+        model.num_trainable_params(),
+        3 * 8 * 9 + 8 + 8 * 4 * 9 + 4 + 4
+    );
     let bound = 1.0 / ((3 * 9) as f32).sqrt();
     assert!(model.conv1.weight.as_vec().iter().all(|w| w.abs() <= bound));
     let dev = Cpu::seed_from_u64(0);
@@ -215,7 +223,7 @@ fn conv_layers_work_inside_a_lightning_module() {
     let grads = h.mean().backward();
     for g in [
         grads.get(&model.conv1.weight).as_vec(),
-        grads.get(&model.conv2.bias).as_vec(),
+        grads.get(&model.conv2.weight).as_vec(),
     ] {
         assert!(g.iter().any(|v| *v != 0.0), "gradients reach both layers");
     }
@@ -226,6 +234,16 @@ fn conv_layers_work_inside_a_lightning_module() {
         .collect();
     assert_eq!(
         names,
-        ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]
+        [
+            "bn.bias",
+            "bn.epsilon",
+            "bn.momentum",
+            "bn.running_mean",
+            "bn.running_var",
+            "bn.scale",
+            "conv1.bias",
+            "conv1.weight",
+            "conv2.weight"
+        ]
     );
 }

@@ -58,6 +58,21 @@ impl<
 pub mod modules {
     use super::*;
 
+    /// The tensor of a [`Conv2DNoBias`](super::Conv2DNoBias): `weight` `[OUT, IN, K, K]`.
+    #[derive(Debug, Clone)]
+    pub struct Conv2DNoBias<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: Dtype,
+        D: Device<E>,
+    > {
+        pub weight: Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>,
+    }
+
     /// The tensors of a [`Conv2D`](super::Conv2D): `weight` `[OUT, IN, K, K]` and
     /// `bias` `[OUT]`, PyTorch's names and layout.
     #[derive(Debug, Clone)]
@@ -158,28 +173,142 @@ impl<
         &self,
         x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
     ) -> Result<Self::Output, Error> {
-        let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
-        let x = x
-            .try_realize::<(usize, usize, usize, usize)>()
-            .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
-        let weight = self
-            .weight
-            .clone()
-            .try_realize::<(usize, usize, usize, usize)>()
-            .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
-        let bias = self
-            .bias
-            .clone()
-            .try_realize::<(usize,)>()
-            .map_err(|_| shape_error("the bias is not [OUT]"))?;
-        let opts = ConvOptions {
-            stride: S,
-            padding: P,
-            dilation: L,
-            groups: 1,
-        };
-        conv2d(x, &weight, Some(&bias), opts)?
-            .try_realize::<(usize, Const<OUT>, usize, usize)>()
-            .map_err(|_| shape_error("the output does not have OUT channels"))
+        forward::<IN, OUT, K, S, P, L, E, D, T>(x, &self.weight, Some(&self.bias))
     }
+}
+
+/// A convolution layer without bias (PyTorch's `bias=False`, what a convolution before a
+/// batch norm uses); otherwise as [`Conv2D`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2DNoBias<
+    const IN: usize,
+    const OUT: usize,
+    const K: usize,
+    const STRIDE: usize = 1,
+    const PADDING: usize = 0,
+    const DILATION: usize = 1,
+>;
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+    > crate::Spec for Conv2DNoBias<IN, OUT, K, S, P, L>
+{
+    type Module<E: Dtype, D: Device<E>> = modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>;
+}
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: FloatDtype,
+        D: Device<E>,
+    > TensorCollection<E, D> for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = modules::Conv2DNoBias<IN, OUT, K, S, P, L, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            Self::tensor(
+                "weight",
+                |s| &s.weight,
+                |s| &mut s.weight,
+                TensorOptions::reset_with(|t| {
+                    let b = bound::<E>(IN, K);
+                    t.try_fill_with_distr(Uniform::new(-b, b))
+                }),
+            ),
+            |weight| modules::Conv2DNoBias { weight },
+        )
+    }
+}
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: Dtype,
+        D: Device<E>,
+    > NonMutableModule for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
+{
+}
+
+impl<
+        const IN: usize,
+        const OUT: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        E: FloatDtype,
+        D: TrainDevice<E>,
+        T: Tape<E, D>,
+    > Module<Tensor<(usize, Const<IN>, usize, usize), E, D, T>>
+    for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
+{
+    type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
+    type Error = Error;
+
+    fn try_forward(
+        &self,
+        x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
+    ) -> Result<Self::Output, Error> {
+        forward::<IN, OUT, K, S, P, L, E, D, T>(x, &self.weight, None)
+    }
+}
+
+/// The forward of both layers: the shapes made run-time for the op, and back.
+#[allow(clippy::type_complexity)]
+fn forward<
+    const IN: usize,
+    const OUT: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const L: usize,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
+    weight: &Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>,
+    bias: Option<&Tensor<(Const<OUT>,), E, D>>,
+) -> Result<Tensor<(usize, Const<OUT>, usize, usize), E, D, T>, Error> {
+    let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
+    let x = x
+        .try_realize::<(usize, usize, usize, usize)>()
+        .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
+    let weight = weight
+        .clone()
+        .try_realize::<(usize, usize, usize, usize)>()
+        .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
+    let bias = match bias {
+        Some(b) => Some(
+            b.clone()
+                .try_realize::<(usize,)>()
+                .map_err(|_| shape_error("the bias is not [OUT]"))?,
+        ),
+        None => None,
+    };
+    let opts = ConvOptions {
+        stride: S,
+        padding: P,
+        dilation: L,
+        groups: 1,
+    };
+    conv2d(x, &weight, bias.as_ref(), opts)?
+        .try_realize::<(usize, Const<OUT>, usize, usize)>()
+        .map_err(|_| shape_error("the output does not have OUT channels"))
 }

@@ -7,7 +7,7 @@
 pub mod conv2d;
 pub mod conv_kernel;
 
-pub use self::conv2d::Conv2D;
+pub use self::conv2d::{Conv2D, Conv2DNoBias};
 
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
