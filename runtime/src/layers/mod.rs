@@ -2,18 +2,26 @@
 //!
 //! [`conv2d()`] is the differentiable 2-D convolution: its CPU kernel ([`conv_kernel`]) and its
 //! backward on dfdx's tape, so that gradients reach dfdx's `Gradients` like any other op's.
-//! [`Conv2D`] is the layer that uses it in `#[module]` structs.
+//! [`Conv2D`] and [`Conv2DNoBias`] are the layers that use it in `#[module]` structs;
+//! [`MaxPool2D`] and [`AvgPool2D`] are the pooling windows (dfdx's global pools and
+//! `BatchNorm2D` work on stable as they are).
 
 pub mod conv2d;
 pub mod conv_kernel;
+pub mod pool2d;
 
 pub use self::conv2d::{Conv2D, Conv2DNoBias};
+pub use self::pool2d::{pool2d, AvgPool2D, MaxPool2D, PoolKind};
 
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
 pub use conv_kernel::{ConvDtype, ConvGeom};
+
+/// A batch of images with `C` channels: `[N, C, H, W]`, only the channels fixed at compile time.
+pub type Images<const C: usize, E, D = Cpu, T = NoneTape> =
+    Tensor<(usize, dfdx::shapes::Const<C>, usize, usize), E, D, T>;
 
 /// A 4-D tensor with run-time dimensions, `[N, C, H, W]` (or `[C_out, C_in/groups, K, K]`).
 pub type Dyn4<E, D = Cpu, T = NoneTape> = Tensor<(usize, usize, usize, usize), E, D, T>;

@@ -1,0 +1,83 @@
+//! Pooling windows against PyTorch: `tests/fixtures/pool2d.json` holds torch 2.15's
+//! `max_pool2d` / `avg_pool2d` outputs and input gradients (`pool2d.py` beside it made it).
+
+use fulmen::layers::{AvgPool2D, MaxPool2D};
+use fulmen::prelude::*;
+use fulmen::serde_json::Value;
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn dims(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 + 1e-5 * w.abs(),
+            "{what}[{i}]: {g} vs PyTorch's {w}"
+        );
+    }
+}
+
+/// Runs `pool` on a case with `C` channels: output and input gradient.
+fn run<const C: usize, P>(case: &Value, pool: P) -> (Vec<f32>, Vec<f32>, Vec<usize>)
+where
+    P: Module<
+        Tensor<(usize, Const<C>, usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>,
+        Output = Tensor<(usize, Const<C>, usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>,
+    >,
+    P::Error: std::fmt::Debug,
+{
+    let dev = Cpu::default();
+    let s = dims(&case["x_shape"]);
+    let x: Tensor<(usize, Const<C>, usize, usize), f32, Cpu> =
+        dev.tensor_from_vec(floats(&case["x"]), (s[0], Const, s[2], s[3]));
+    let y = pool
+        .try_forward(x.clone().traced(Gradients::leaky()))
+        .unwrap();
+    let shape = y.shape();
+    let out_dims = vec![shape.0, C, shape.2, shape.3];
+    let dy: Tensor<(usize, Const<C>, usize, usize), f32, Cpu> =
+        dev.tensor_from_vec(floats(&case["dy"]), *y.shape());
+    let values = y.as_vec();
+    let grads = (y * dy).sum().backward();
+    (values, grads.get(&x).as_vec(), out_dims)
+}
+
+#[test]
+fn pooling_matches_pytorch() {
+    let cases: Value = fulmen::serde_json::from_str(include_str!("fixtures/pool2d.json")).unwrap();
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (y, dx, out) = match name {
+            "max_3_2_1_stem" => run::<4, _>(case, MaxPool2D::<3, 2, 1>),
+            "max_2_2_0" => run::<3, _>(case, MaxPool2D::<2, 2>),
+            "avg_3_1_1_pads_count" => run::<2, _>(case, AvgPool2D::<3, 1, 1>),
+            "avg_2_2_0_floor" => run::<3, _>(case, AvgPool2D::<2, 2>),
+            other => panic!("no layer for case {other}"),
+        };
+        assert_eq!(out, dims(&case["y_shape"]), "{name}: output shape");
+        close(&y, &floats(&case["y"]), &format!("{name} y"));
+        close(&dx, &floats(&case["dx"]), &format!("{name} dx"));
+    }
+}
+
+#[test]
+fn a_window_larger_than_the_input_is_an_error() {
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+        Cpu::default().zeros_like(&(1, Const, 2, 2));
+    let err = MaxPool2D::<3, 1>.try_forward(x).unwrap_err().to_string();
+    assert!(err.contains("kernel_size") && err.contains("2×2"), "{err}");
+}
