@@ -38,7 +38,6 @@ where
         Tensor<(usize, Const<C>, usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>,
         Output = Tensor<(usize, Const<C>, usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>,
     >,
-    P::Error: std::fmt::Debug,
 {
     let dev = Cpu::default();
     let s = dims(&case["x_shape"]);
@@ -78,6 +77,16 @@ fn pooling_matches_pytorch() {
 fn a_window_larger_than_the_input_is_an_error() {
     let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
         Cpu::default().zeros_like(&(1, Const, 2, 2));
-    let err = MaxPool2D::<3, 1>.try_forward(x).unwrap_err().to_string();
+    let err = fulmen::layers::pool2d(x, fulmen::layers::PoolKind::Max, 3, 1, 0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("kernel_size") && err.contains("2×2"), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "is smaller than the 3×3 window")]
+fn the_layer_panics_with_the_message_as_dfdx_layers_do() {
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+        Cpu::default().zeros_like(&(1, Const, 2, 2));
+    let _ = MaxPool2D::<3, 1>.forward(x);
 }

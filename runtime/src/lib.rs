@@ -59,6 +59,7 @@ pub mod hparams;
 pub mod layers;
 pub mod loggers;
 pub mod metrics;
+pub mod models;
 pub mod module;
 pub mod optim;
 pub mod precision;

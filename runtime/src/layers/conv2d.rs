@@ -167,13 +167,17 @@ impl<
     for Built<IN, OUT, K, S, P, L, E, D>
 {
     type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
-    type Error = Error;
+    type Error = D::Err;
 
     fn try_forward(
         &self,
         x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
-    ) -> Result<Self::Output, Error> {
-        forward::<IN, OUT, K, S, P, L, E, D, T>(x, &self.weight, Some(&self.bias))
+    ) -> Result<Self::Output, D::Err> {
+        Ok(or_panic(forward::<IN, OUT, K, S, P, L, E, D, T>(
+            x,
+            &self.weight,
+            Some(&self.bias),
+        )))
     }
 }
 
@@ -259,14 +263,25 @@ impl<
     for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
 {
     type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
-    type Error = Error;
+    type Error = D::Err;
 
     fn try_forward(
         &self,
         x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
-    ) -> Result<Self::Output, Error> {
-        forward::<IN, OUT, K, S, P, L, E, D, T>(x, &self.weight, None)
+    ) -> Result<Self::Output, D::Err> {
+        Ok(or_panic(forward::<IN, OUT, K, S, P, L, E, D, T>(
+            x,
+            &self.weight,
+            None,
+        )))
     }
+}
+
+/// dfdx composes layers (tuples, residuals) only when they share the device's error type, and
+/// its own ops panic on run-time shapes that cannot work; the layers do the same, with
+/// fulmen's message. Call [`conv2d()`](super::conv2d()) for a `Result`.
+pub(crate) fn or_panic<T>(r: Result<T, Error>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The forward of both layers: the shapes made run-time for the op, and back.

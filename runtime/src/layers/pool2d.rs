@@ -181,10 +181,12 @@ macro_rules! pool_layer {
             T: Tape<E, D>,
         {
             type Output = Images<C, E, D, T>;
-            type Error = Error;
+            type Error = D::Err;
 
-            fn try_forward(&self, x: Images<C, E, D, T>) -> Result<Self::Output> {
-                pool2d(x, $kind, K, S, P)
+            /// Panics, with fulmen's message, on a window larger than the padded input (see
+            /// [`pool2d`] for a `Result`).
+            fn try_forward(&self, x: Images<C, E, D, T>) -> std::result::Result<Self::Output, D::Err> {
+                Ok(super::conv2d::or_panic(pool2d(x, $kind, K, S, P)))
             }
         }
     };

@@ -1,0 +1,4 @@
+//! Ready-made architectures, as layer specifications to use as fields of a `#[module]` or
+//! `#[lightning_module]` struct.
+
+pub mod resnet;

@@ -1,0 +1,152 @@
+//! ResNets (He et al., torchvision's v1.5: the stride on the 3×3 convolution) as layer
+//! specifications built from fulmen's [`Conv2DNoBias`], [`MaxPool2D`] and dfdx's
+//! `BatchNorm2D`, `ReLU`, `Residual`, `GeneralizedResidual`, `AvgPoolGlobal`, `Linear`.
+//!
+//! Channel counts are checked at compile time: the blocks of a stage must agree on them. Two
+//! stems: [`ImageNetStem`] (7×7 stride-2 convolution and a 3×3 stride-2 max pool) and
+//! [`CifarStem`] (3×3 convolution, no pool).
+//!
+//! ```
+//! use fulmen::models::resnet::ResNet50;
+//! use fulmen::prelude::*;
+//!
+//! #[module]
+//! struct Classifier {
+//!     net: ResNet50<10>,
+//! }
+//! ```
+
+use dfdx::nn::builders::{AvgPoolGlobal, BatchNorm2D, GeneralizedResidual, Linear, ReLU, Residual};
+
+use crate::layers::{Conv2DNoBias, MaxPool2D};
+
+/// 7×7 convolution with stride 2 to 64 channels, batch norm, ReLU, 3×3 max pool with stride 2.
+pub type ImageNetStem = (
+    Conv2DNoBias<3, 64, 7, 2, 3>,
+    BatchNorm2D<64>,
+    ReLU,
+    MaxPool2D<3, 2, 1>,
+);
+
+/// 3×3 convolution to 64 channels, batch norm, ReLU: the stem for 32×32 images.
+pub type CifarStem = (Conv2DNoBias<3, 64, 3, 1, 1>, BatchNorm2D<64>, ReLU);
+
+/// Convolution without bias, then batch norm.
+pub type ConvBn<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize> =
+    (Conv2DNoBias<IN, OUT, K, S, P>, BatchNorm2D<OUT>);
+
+/// BasicBlock (ResNet-18/34) keeping size and channels: two 3×3 convolutions, identity
+/// shortcut.
+pub type BasicBlock<const C: usize> = (
+    Residual<(ConvBn<C, C, 3, 1, 1>, ReLU, ConvBn<C, C, 3, 1, 1>)>,
+    ReLU,
+);
+
+/// BasicBlock that changes channels or size: the shortcut is a strided 1×1 convolution.
+pub type BasicBlockDown<const IN: usize, const OUT: usize, const S: usize> = (
+    GeneralizedResidual<
+        (ConvBn<IN, OUT, 3, S, 1>, ReLU, ConvBn<OUT, OUT, 3, 1, 1>),
+        ConvBn<IN, OUT, 1, S, 0>,
+    >,
+    ReLU,
+);
+
+/// Bottleneck (ResNet-50): 1×1 down to `MID`, 3×3, 1×1 up to `OUT = 4·MID`; identity shortcut.
+pub type Bottleneck<const OUT: usize, const MID: usize> = (
+    Residual<(
+        (ConvBn<OUT, MID, 1, 1, 0>, ReLU),
+        (ConvBn<MID, MID, 3, 1, 1>, ReLU),
+        ConvBn<MID, OUT, 1, 1, 0>,
+    )>,
+    ReLU,
+);
+
+/// The first Bottleneck of a stage: stride `S` on the 3×3, a strided 1×1 shortcut.
+pub type BottleneckDown<const IN: usize, const MID: usize, const OUT: usize, const S: usize> = (
+    GeneralizedResidual<
+        (
+            (ConvBn<IN, MID, 1, 1, 0>, ReLU),
+            (ConvBn<MID, MID, 3, S, 1>, ReLU),
+            ConvBn<MID, OUT, 1, 1, 0>,
+        ),
+        ConvBn<IN, OUT, 1, S, 0>,
+    >,
+    ReLU,
+);
+
+/// Global average pool and the classifier.
+pub type Head<const C: usize, const CLASSES: usize> = (AvgPoolGlobal, Linear<C, CLASSES>);
+
+/// ResNet-18 with the ImageNet stem.
+pub type ResNet18<const CLASSES: usize> = (
+    ImageNetStem,
+    (BasicBlock<64>, BasicBlock<64>),
+    (BasicBlockDown<64, 128, 2>, BasicBlock<128>),
+    (BasicBlockDown<128, 256, 2>, BasicBlock<256>),
+    (BasicBlockDown<256, 512, 2>, BasicBlock<512>),
+    Head<512, CLASSES>,
+);
+
+/// ResNet-34 with the ImageNet stem.
+pub type ResNet34<const CLASSES: usize> = (
+    ImageNetStem,
+    (BasicBlock<64>, BasicBlock<64>, BasicBlock<64>),
+    (
+        BasicBlockDown<64, 128, 2>,
+        BasicBlock<128>,
+        BasicBlock<128>,
+        BasicBlock<128>,
+    ),
+    (
+        (
+            BasicBlockDown<128, 256, 2>,
+            BasicBlock<256>,
+            BasicBlock<256>,
+        ),
+        (BasicBlock<256>, BasicBlock<256>, BasicBlock<256>),
+    ),
+    (
+        BasicBlockDown<256, 512, 2>,
+        BasicBlock<512>,
+        BasicBlock<512>,
+    ),
+    Head<512, CLASSES>,
+);
+
+/// ResNet-50 with the ImageNet stem: torchvision's `resnet50(num_classes=CLASSES)`.
+pub type ResNet50<const CLASSES: usize> = (ImageNetStem, ResNet50Body, Head<2048, CLASSES>);
+
+/// ResNet-50 with the CIFAR stem (3×3 convolution, no max pool) for 32×32 images.
+pub type CifarResNet50<const CLASSES: usize> = (CifarStem, ResNet50Body, Head<2048, CLASSES>);
+
+/// The four Bottleneck stages of ResNet-50 (3, 4, 6, 3 blocks).
+pub type ResNet50Body = (
+    (
+        BottleneckDown<64, 64, 256, 1>,
+        Bottleneck<256, 64>,
+        Bottleneck<256, 64>,
+    ),
+    (
+        BottleneckDown<256, 128, 512, 2>,
+        Bottleneck<512, 128>,
+        Bottleneck<512, 128>,
+        Bottleneck<512, 128>,
+    ),
+    (
+        (
+            BottleneckDown<512, 256, 1024, 2>,
+            Bottleneck<1024, 256>,
+            Bottleneck<1024, 256>,
+        ),
+        (
+            Bottleneck<1024, 256>,
+            Bottleneck<1024, 256>,
+            Bottleneck<1024, 256>,
+        ),
+    ),
+    (
+        BottleneckDown<1024, 512, 2048, 2>,
+        Bottleneck<2048, 512>,
+        Bottleneck<2048, 512>,
+    ),
+);
