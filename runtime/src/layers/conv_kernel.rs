@@ -155,6 +155,19 @@ fn matmul<T: ConvDtype>(
     }
 }
 
+/// The output columns `lo..hi` whose input column `ox·stride + offset - padding` lies inside
+/// the row (`offset` = kx·dilation): outside them the window reads padding.
+fn valid_columns(g: &ConvGeom, offset: usize) -> (usize, usize) {
+    let wo = g.w_out();
+    let lo = g.padding.saturating_sub(offset).div_ceil(g.stride).min(wo);
+    let hi = if g.w + g.padding > offset {
+        ((g.w + g.padding - offset - 1) / g.stride + 1).min(wo)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
 /// The column matrix of image `x` (`[C_in, H, W]`) for group `g`: `col_rows × hw_out`.
 fn im2col<T: ConvDtype>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
     let (ho, wo) = (g.h_out(), g.w_out());
@@ -163,22 +176,31 @@ fn im2col<T: ConvDtype>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
+                let (lo, hi) = valid_columns(g, kx * g.dilation);
                 let out = &mut cols[row * ho * wo..(row + 1) * ho * wo];
                 for oy in 0..ho {
                     let iy = (oy * g.stride + ky * g.dilation) as isize - g.padding as isize;
                     let line = &mut out[oy * wo..(oy + 1) * wo];
                     if iy < 0 || iy >= g.h as isize {
-                        line.iter_mut().for_each(|v| *v = T::zero());
+                        line.fill(T::zero());
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for (ox, v) in line.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + kx * g.dilation) as isize - g.padding as isize;
-                        *v = if ix < 0 || ix >= g.w as isize {
-                            T::zero()
-                        } else {
-                            src[ix as usize]
-                        };
+                    line[..lo].fill(T::zero());
+                    line[hi..].fill(T::zero());
+                    if lo == hi {
+                        continue;
+                    }
+                    // First input column read: lo·stride + kx·dilation - padding (>= 0 by the
+                    // choice of lo).
+                    let first = lo * g.stride + kx * g.dilation - g.padding;
+                    if g.stride == 1 {
+                        line[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        let reads = src[first..].iter().step_by(g.stride);
+                        for (v, &s) in line[lo..hi].iter_mut().zip(reads) {
+                            *v = s;
+                        }
                     }
                 }
                 row += 1;
@@ -196,18 +218,18 @@ fn col2im<T: ConvDtype>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
+                let (lo, hi) = valid_columns(g, kx * g.dilation);
                 let src = &cols[row * ho * wo..(row + 1) * ho * wo];
                 for oy in 0..ho {
                     let iy = (oy * g.stride + ky * g.dilation) as isize - g.padding as isize;
-                    if iy < 0 || iy >= g.h as isize {
+                    if iy < 0 || iy >= g.h as isize || lo == hi {
                         continue;
                     }
                     let line = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for ox in 0..wo {
-                        let ix = (ox * g.stride + kx * g.dilation) as isize - g.padding as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            line[ix as usize] = line[ix as usize] + src[oy * wo + ox];
-                        }
+                    let first = lo * g.stride + kx * g.dilation - g.padding;
+                    let from = &src[oy * wo + lo..oy * wo + hi];
+                    for (d, &v) in line[first..].iter_mut().step_by(g.stride).zip(from) {
+                        *d = *d + v;
                     }
                 }
                 row += 1;

@@ -1,0 +1,106 @@
+//! Convolution throughput: the reference's small ResNet (shared/reference/lightning-baseline/
+//! cnn_bench.py: 3×3 stem to 16 channels, BasicBlocks 16, 32 (stride 2), 64 (stride 2), global
+//! pool, linear 10; 78 k parameters) on random 3×32×32 images in batches of 64, SGD with
+//! momentum, 50 steps of which the last 40 are timed.
+//!
+//! The baseline is plain PyTorch on the same machine in the same run, when FULMEN_TORCH_PYTHON
+//! names a Python with torch (threads: as many as fulmen uses).
+//!
+//! `FULMEN_TORCH_PYTHON=/path/to/python cargo bench --bench conv`
+
+use std::time::Instant;
+
+use fulmen::models::resnet::{BasicBlock, BasicBlockDown};
+use fulmen::optim::Optimizer;
+use fulmen::prelude::*;
+
+#[module]
+struct SmallResNet {
+    stem: (
+        fulmen::layers::Conv2DNoBias<3, 16, 3, 1, 1>,
+        BatchNorm2D<16>,
+        ReLU,
+    ),
+    blocks: (
+        BasicBlock<16>,
+        BasicBlockDown<16, 32, 2>,
+        BasicBlockDown<32, 64, 2>,
+    ),
+    head: (AvgPoolGlobal, Linear<64, 10>),
+}
+
+const STEPS: usize = 50;
+const WARMUP: usize = 10;
+const BATCH: usize = 64;
+
+fn fulmen_img_per_s() -> (f64, usize) {
+    let dev = Cpu::seed_from_u64(0);
+    let mut model: SmallResNet = BuildModule::build(&dev);
+    let params = model.num_trainable_params();
+    let mut opt = Optimizer::<f32>::new(Optim::sgd(0.1).momentum(0.9)).expect("valid settings");
+    let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+        dev.sample_normal_like(&(BATCH, Const, 32, 32));
+    let labels: Vec<usize> = (0..BATCH).map(|i| i % 10).collect();
+    let y = Labels::<10, Cpu>::new(labels, dev.clone());
+    let mut grads = model.alloc_grads();
+    let mut stamps = Vec::new();
+    for _ in 0..STEPS {
+        let h = model.stem.forward_mut(x.clone().traced(grads));
+        let logits = model.head.forward_mut(model.blocks.forward_mut(h));
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        grads = loss.backward();
+        opt.step(&mut model, &mut grads).expect("a step");
+        model.zero_grads(&mut grads);
+        stamps.push(Instant::now());
+    }
+    let steady = stamps[STEPS - 1] - stamps[WARMUP - 1];
+    (
+        ((STEPS - WARMUP) * BATCH) as f64 / steady.as_secs_f64(),
+        params,
+    )
+}
+
+const TORCH: &str = r#"
+import sys, time, torch, torch.nn as nn, torch.nn.functional as F
+torch.set_num_threads(int(sys.argv[1])); torch.manual_seed(0)
+class B(nn.Module):
+    def __init__(s, i, o, st):
+        super().__init__()
+        s.c1 = nn.Conv2d(i, o, 3, st, 1, bias=False); s.b1 = nn.BatchNorm2d(o)
+        s.c2 = nn.Conv2d(o, o, 3, 1, 1, bias=False); s.b2 = nn.BatchNorm2d(o)
+        s.s = None if st == 1 and i == o else nn.Sequential(nn.Conv2d(i, o, 1, st, bias=False), nn.BatchNorm2d(o))
+    def forward(s, x):
+        o = s.b2(s.c2(F.relu(s.b1(s.c1(x)))))
+        return F.relu(o + (x if s.s is None else s.s(x)))
+m = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                  B(16, 16, 1), B(16, 32, 2), B(32, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+x = torch.randn(64, 3, 32, 32); y = torch.arange(64) % 10
+t = []
+for _ in range(50):
+    opt.zero_grad(); F.cross_entropy(m(x), y).backward(); opt.step(); t.append(time.perf_counter())
+print(40 * 64 / (t[-1] - t[9]))
+"#;
+
+fn main() {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ours, params) = fulmen_img_per_s();
+    println!("small ResNet ({params} params), batch {BATCH}, {threads} threads, steady state:");
+    println!("  fulmen  : {ours:>8.0} images/s");
+    match std::env::var("FULMEN_TORCH_PYTHON") {
+        Ok(python) => {
+            let out = std::process::Command::new(python)
+                .args(["-c", TORCH, &threads.to_string()])
+                .output();
+            match out.ok().and_then(|o| String::from_utf8(o.stdout).ok()) {
+                Some(s) if s.trim().parse::<f64>().is_ok() => {
+                    let torch: f64 = s.trim().parse().unwrap_or(f64::NAN);
+                    println!("  PyTorch : {torch:>8.0} images/s");
+                    println!("  ratio fulmen/PyTorch: {:.2}", ours / torch);
+                }
+                _ => println!("  PyTorch : could not run (FULMEN_TORCH_PYTHON has no torch?)"),
+            }
+        }
+        Err(_) => println!("  (set FULMEN_TORCH_PYTHON to measure PyTorch beside it)"),
+    }
+}
