@@ -228,8 +228,15 @@ fn col2im<T: ConvDtype>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
                     let line = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                     let first = lo * g.stride + kx * g.dilation - g.padding;
                     let from = &src[oy * wo + lo..oy * wo + hi];
-                    for (d, &v) in line[first..].iter_mut().step_by(g.stride).zip(from) {
-                        *d = *d + v;
+                    if g.stride == 1 {
+                        let to = &mut line[first..first + from.len()];
+                        for (d, &v) in to.iter_mut().zip(from) {
+                            *d = *d + v;
+                        }
+                    } else {
+                        for (d, &v) in line[first..].iter_mut().step_by(g.stride).zip(from) {
+                            *d = *d + v;
+                        }
                     }
                 }
                 row += 1;

@@ -53,27 +53,37 @@ enum Host {
     F64(Vec<f64>),
 }
 
+/// `v` as a `Vec<T>` without a copy when `E` is `T`.
+fn same<E: 'static, T: 'static>(v: Vec<E>) -> Result<Vec<T>, Vec<E>> {
+    let any: Box<dyn std::any::Any> = Box::new(v);
+    match any.downcast::<Vec<T>>() {
+        Ok(t) => Ok(*t),
+        Err(any) => Err(*any.downcast::<Vec<E>>().unwrap_or_else(|_| unreachable!())),
+    }
+}
+
 fn to_host<E: FloatDtype>(v: Vec<E>) -> Host {
-    if std::mem::size_of::<E>() == 8 {
-        Host::F64(
-            v.into_iter()
-                .map(|x| x.to_f64().unwrap_or(f64::NAN))
-                .collect(),
-        )
-    } else {
-        Host::F32(
+    let v = match same::<E, f32>(v) {
+        Ok(v) => return Host::F32(v),
+        Err(v) => v,
+    };
+    match same::<E, f64>(v) {
+        Ok(v) => Host::F64(v),
+        Err(v) => Host::F32(
             v.into_iter()
                 .map(|x| x.to_f32().unwrap_or(f32::NAN))
                 .collect(),
-        )
+        ),
     }
 }
 
 fn from_host<E: FloatDtype>(h: Host) -> Vec<E> {
     let cast = |x: f64| E::from(x).unwrap_or_else(E::nan);
     match h {
-        Host::F32(v) => v.into_iter().map(|x| cast(x as f64)).collect(),
-        Host::F64(v) => v.into_iter().map(cast).collect(),
+        Host::F32(v) => {
+            same::<f32, E>(v).unwrap_or_else(|v| v.into_iter().map(|x| cast(x as f64)).collect())
+        }
+        Host::F64(v) => same::<f64, E>(v).unwrap_or_else(|v| v.into_iter().map(cast).collect()),
     }
 }
 
