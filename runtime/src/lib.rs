@@ -44,8 +44,9 @@
 //! One concept per module: [`module`](mod@module) (the model trait and its hooks), [`datamodule`],
 //! [`callback`] (the trait), [`callbacks`] (the built-in ones), [`checkpoint`], [`data`]
 //! (datasets, loaders, collation, file formats), [`trainer`] (loops and flags), [`loggers`],
-//! [`optim`] (optimizers, schedulers, clipping), [`spec`] (layer specifications → dfdx
-//! modules), [`seed`].
+//! [`optim`] (optimizers, schedulers, clipping), [`precision`] (mixed precision), [`layers`]
+//! (convolution and pooling for stable Rust), [`models`] (ResNets), [`spec`] (layer
+//! specifications → dfdx modules), [`seed`].
 
 pub mod callback;
 pub mod callbacks;
