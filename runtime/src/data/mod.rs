@@ -5,9 +5,11 @@
 //! fixed at compile time, so a data module yielding 5 features cannot feed a model reading 4.
 
 mod cast;
+pub mod cifar10;
 mod collate;
 pub mod csv;
 mod dataset;
+mod image;
 pub mod iris;
 mod labels;
 mod loader;
@@ -17,6 +19,7 @@ mod split;
 pub use cast::CastBatch;
 pub use collate::{ClassBatch, Collate, RegressionBatch};
 pub use dataset::{Dataset, InMemoryDataset};
+pub use image::{Image, ImageBatch};
 pub use labels::{Class, Labels};
 pub use loader::{BatchIter, DataLoader};
 pub use split::{random_split, stratified_split};
