@@ -19,7 +19,7 @@ pub type RegressionBatch<const N: usize, const M: usize, E, D> = (
 #[diagnostic::on_unimplemented(
     message = "the data yields samples of type `{Self}`, which do not collate into the model's batch type `{B}`",
     label = "the data and the model disagree",
-    note = "a sample `([f32; N], Class<C>)` collates into `ClassBatch<N, C, E, D>`, `([f32; N], [f32; M])` into `RegressionBatch<N, M, E, D>`, `[f32; N]` into `Tensor<(usize, Const<N>), E, D>`: check the feature and class counts of the data module against the model's `training_step`"
+    note = "a sample `([f32; N], Class<C>)` collates into `ClassBatch<N, C, E, D>`, `([f32; N], [f32; M])` into `RegressionBatch<N, M, E, D>`, `[f32; N]` into `Tensor<(usize, Const<N>), E, D>`, `(Image<C>, Class<K>)` into `ImageBatch<C, K, E, D>`: check the feature and class counts of the data module against the model's `training_step`"
 )]
 pub trait Collate<B, D>: Sized {
     /// Stacks `samples` (at least one) into a batch on `device`.
