@@ -106,3 +106,63 @@ fn images_collate_into_batches_a_convolution_reads() {
     let conv: <Conv2D<3, 8, 3, 2, 1> as fulmen::Spec>::Module<f32, Cpu> = BuildModule::build(&dev);
     assert_eq!(*conv.forward(x).shape(), (4, Const::<8>, 16, 16));
 }
+
+#[test]
+fn augmentation_is_a_seeded_crop_and_flip_per_epoch() {
+    use fulmen::data::{Augmented, Class, Dataset, Image};
+    // One 1-channel 4×6 image whose pixel value is its column + 1 (0 marks padding).
+    let pixels: Vec<f32> = (0..24).map(|i| (i % 6 + 1) as f32).collect();
+    let image = Image::<1>::new(pixels.clone(), 4, 6).unwrap();
+    let data = InMemoryDataset::new(vec![(image, Class::<2>::new(0).unwrap()); 8]);
+
+    let plain = Augmented::new(data.clone(), 0).normalize([1.0], [2.0]);
+    let (out, _) = plain.get_in_epoch(3, 5);
+    let expected: Vec<f32> = pixels.iter().map(|v| (v - 1.0) / 2.0).collect();
+    assert_eq!(
+        out.pixels(),
+        expected,
+        "no crop or flip asked: normalisation only"
+    );
+
+    let aug = Augmented::new(data, 7)
+        .crop_padding(2)
+        .horizontal_flip(true);
+    let rows = |epoch: usize, index: usize| aug.get_in_epoch(index, epoch).0.pixels().to_vec();
+    assert_eq!(
+        rows(1, 3),
+        rows(1, 3),
+        "the same (seed, epoch, index), the same image"
+    );
+    let views: Vec<Vec<f32>> = (0..8).map(|e| rows(e, 0)).collect();
+    assert!(views.iter().any(|v| *v != views[0]), "epochs differ");
+    for view in &views {
+        // Every row is the image's columns shifted (and maybe mirrored), zeros where padded.
+        for row in view.chunks(6) {
+            let inside: Vec<f32> = row.iter().copied().filter(|&v| v != 0.0).collect();
+            let steps: Vec<f32> = inside.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(
+                steps.iter().all(|&d| d == 1.0) || steps.iter().all(|&d| d == -1.0),
+                "{row:?}"
+            );
+        }
+    }
+
+    // Loader workers see what inline loading sees.
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path());
+    let train = InMemoryDataset::new(cifar10::load_train(dir.path()).unwrap());
+    let make = |workers: usize| {
+        let aug = Augmented::new(train.clone(), 1)
+            .crop_padding(4)
+            .horizontal_flip(true);
+        DataLoader::new(aug, 3)
+            .shuffle(true)
+            .seed(9)
+            .num_workers(workers)
+    };
+    for epoch in 0..2 {
+        let inline: Vec<_> = make(0).epoch(epoch).collect();
+        let threaded: Vec<_> = make(2).epoch(epoch).collect();
+        assert_eq!(inline, threaded);
+    }
+}

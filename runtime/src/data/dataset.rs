@@ -7,6 +7,12 @@ pub trait Dataset: Send + Sync {
     fn len(&self) -> usize;
     /// Sample `index`, `0 <= index < len()`.
     fn get(&self, index: usize) -> Self::Item;
+    /// Sample `index` as epoch `epoch` sees it: the same as [`get`](Self::get) unless the
+    /// dataset draws something per epoch (augmentation), which it then derives from the
+    /// epoch and the index alone, so that loader workers and resumed runs agree.
+    fn get_in_epoch(&self, index: usize, _epoch: usize) -> Self::Item {
+        self.get(index)
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -55,5 +61,8 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
     }
     fn get(&self, index: usize) -> Self::Item {
         (**self).get(index)
+    }
+    fn get_in_epoch(&self, index: usize, epoch: usize) -> Self::Item {
+        (**self).get_in_epoch(index, epoch)
     }
 }

@@ -177,6 +177,7 @@ impl<S: Send + 'static> DataLoader<S> {
                     dataset: self.dataset.clone(),
                     order,
                     bounds,
+                    epoch,
                 },
                 next: 0,
             };
@@ -190,7 +191,10 @@ impl<S: Send + 'static> DataLoader<S> {
                 let step = self.num_workers;
                 std::thread::spawn(move || {
                     for &(s, e) in bounds.iter().skip(w).step_by(step) {
-                        let batch: Vec<S> = order[s..e].iter().map(|&i| dataset.get(i)).collect();
+                        let batch: Vec<S> = order[s..e]
+                            .iter()
+                            .map(|&i| dataset.get_in_epoch(i, epoch))
+                            .collect();
                         if tx.send(batch).is_err() {
                             return; // the loop stopped early
                         }
@@ -214,6 +218,7 @@ enum Source<S> {
         dataset: Arc<dyn Dataset<Item = S>>,
         order: Arc<Vec<usize>>,
         bounds: Vec<(usize, usize)>,
+        epoch: usize,
     },
     Workers {
         workers: Vec<Receiver<Vec<S>>>,
@@ -238,9 +243,15 @@ impl<S: Send + 'static> Iterator for BatchIter<S> {
                 dataset,
                 order,
                 bounds,
+                epoch,
             } => {
                 let &(s, e) = bounds.get(i)?;
-                Some(order[s..e].iter().map(|&j| dataset.get(j)).collect())
+                Some(
+                    order[s..e]
+                        .iter()
+                        .map(|&j| dataset.get_in_epoch(j, *epoch))
+                        .collect(),
+                )
             }
             Source::Workers { workers, total } => {
                 if i >= *total {

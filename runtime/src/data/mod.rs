@@ -4,6 +4,7 @@
 //! on its device through [`Collate`]. Which sample types collate into which batch types is
 //! fixed at compile time, so a data module yielding 5 features cannot feed a model reading 4.
 
+mod augment;
 mod cast;
 pub mod cifar10;
 mod collate;
@@ -16,6 +17,7 @@ mod loader;
 pub mod npz;
 mod split;
 
+pub use augment::Augmented;
 pub use cast::CastBatch;
 pub use collate::{ClassBatch, Collate, RegressionBatch};
 pub use dataset::{Dataset, InMemoryDataset};
