@@ -19,10 +19,16 @@ fn records(n: usize, first_label: u8) -> Vec<u8> {
 }
 
 fn write_dataset(dir: &Path) {
+    write_files(dir, 2);
+}
+
+/// Five training files of `per_file` records (labels continuing from file to file) and a
+/// test file of 3.
+fn write_files(dir: &Path, per_file: usize) {
     let bin = dir.join(cifar10::DIR);
     std::fs::create_dir_all(&bin).unwrap();
     for (k, name) in cifar10::TRAIN_FILES.iter().enumerate() {
-        std::fs::write(bin.join(name), records(2, 2 * k as u8)).unwrap();
+        std::fs::write(bin.join(name), records(per_file, (per_file * k % 10) as u8)).unwrap();
     }
     std::fs::write(bin.join(cifar10::TEST_FILE), records(3, 7)).unwrap();
 }
@@ -165,4 +171,71 @@ fn augmentation_is_a_seeded_crop_and_flip_per_epoch() {
         let threaded: Vec<_> = make(2).epoch(epoch).collect();
         assert_eq!(inline, threaded);
     }
+}
+
+#[lightning_module]
+struct TinyCifar {
+    conv: Conv2D<3, 4, 3, 2, 1>,
+    head: (AvgPoolGlobal, Linear<4, 10>),
+}
+
+#[lightning_module]
+impl TinyCifar {
+    fn training_step(
+        &mut self,
+        (x, y): ImageBatch<3, 10, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let logits = self.head.forward(self.conv.forward(ctx.trace(x)).relu());
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        ctx.log("train_loss", &loss);
+        loss
+    }
+    fn validation_step(&mut self, (x, y): ImageBatch<3, 10, E, D>, ctx: &mut StepContext<E, D>) {
+        let logits = self.head.forward(self.conv.forward(x).relu());
+        ctx.log("val_acc", accuracy(&logits, &y));
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.05).momentum(0.9)
+    }
+}
+
+#[test]
+fn the_data_module_feeds_a_conv_net_through_the_trainer() {
+    // 20 training images, each class twice: 10 for validation (one per class), 10 to train.
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), 4);
+    let mut dm = cifar10::Cifar10::new(dir.path(), 4).val_size(10).seed(3);
+    let mut trainer = Trainer::builder()
+        .max_epochs(2)
+        .no_logger()
+        .enable_checkpointing(false)
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .build()
+        .unwrap();
+    let mut model = TinyCifar::new();
+    trainer.fit(&mut model, &mut dm).unwrap();
+    assert_eq!(
+        trainer.global_step(),
+        6,
+        "10 training images in batches of 4, 2 epochs"
+    );
+    assert!(trainer.callback_metrics().contains_key("val_acc"));
+    assert_eq!(dm.hparams().get::<usize>("val_size").unwrap(), 10);
+    let test = trainer.test(&mut model, &mut dm);
+    assert!(test.is_err(), "TinyCifar has no test_step: {test:?}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = trainer
+        .fit(
+            &mut TinyCifar::new(),
+            &mut cifar10::Cifar10::new(empty.path(), 4),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CIFAR-10 not found") && err.contains("data_batch_1.bin"),
+        "{err}"
+    );
 }

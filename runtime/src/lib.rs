@@ -48,6 +48,9 @@
 //! (convolution and pooling for stable Rust), [`models`] (ResNets), [`spec`] (layer
 //! specifications → dfdx modules), [`seed`].
 
+// The macros name `::fulmen`; inside this crate that is the crate itself.
+extern crate self as fulmen;
+
 pub mod callback;
 pub mod callbacks;
 pub mod checkpoint;

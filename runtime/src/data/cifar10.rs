@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Class, Image};
+use super::{Augmented, Class, DataLoader, Dataset, Image, InMemoryDataset};
 use crate::{Error, Result};
 
 /// The directory the official archive extracts to.
@@ -129,5 +129,135 @@ pub fn normalize(image: &mut Image<3>) {
         for v in values {
             *v = (*v - MEAN[c]) / STD[c];
         }
+    }
+}
+
+/// The CIFAR-10 data module: the five training files split into train and validation
+/// (stratified, seeded), the test file for testing, per-channel normalisation, and — when
+/// `augment` is on — torchvision's random crop (padding 4) and horizontal flip on training
+/// images, drawn per (seed, epoch, index).
+///
+/// ```no_run
+/// use fulmen::data::cifar10::Cifar10;
+/// let dm = Cifar10::new("data", 128).val_size(5000).seed(42).augment(true).num_workers(2);
+/// ```
+#[crate::data_module]
+pub struct Cifar10 {
+    data_dir: PathBuf,
+    batch_size: usize,
+    val_size: usize,
+    seed: u64,
+    augment: bool,
+    #[skip]
+    num_workers: usize,
+    #[skip]
+    splits: Splits,
+}
+
+/// The loaded samples of each stage.
+#[derive(Debug, Clone, Default)]
+struct Splits {
+    train: Option<InMemoryDataset<Sample>>,
+    val: Option<InMemoryDataset<Sample>>,
+    test: Option<InMemoryDataset<Sample>>,
+}
+
+impl Cifar10 {
+    /// CIFAR-10 from `data_dir/cifar-10-batches-bin`, in batches of `batch_size`: 5000
+    /// validation images, seed 0, augmentation on, no loader workers.
+    pub fn new(data_dir: impl Into<PathBuf>, batch_size: usize) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            batch_size,
+            val_size: 5000,
+            seed: 0,
+            augment: true,
+            num_workers: 0,
+            splits: Splits::default(),
+        }
+    }
+    pub fn val_size(mut self, n: usize) -> Self {
+        self.val_size = n;
+        self
+    }
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    pub fn augment(mut self, on: bool) -> Self {
+        self.augment = on;
+        self
+    }
+    pub fn num_workers(mut self, n: usize) -> Self {
+        self.num_workers = n;
+        self
+    }
+
+    fn normalized(samples: Vec<Sample>) -> InMemoryDataset<Sample> {
+        InMemoryDataset::new(
+            samples
+                .into_iter()
+                .map(|(mut image, class)| {
+                    normalize(&mut image);
+                    (image, class)
+                })
+                .collect(),
+        )
+    }
+
+    fn loader(&self, data: impl Dataset<Item = Sample> + 'static) -> DataLoader<Sample> {
+        DataLoader::new(data, self.batch_size).num_workers(self.num_workers)
+    }
+}
+
+#[crate::data_module]
+impl Cifar10 {
+    fn prepare_data(&mut self) -> Result<()> {
+        files(&self.data_dir, &TRAIN_FILES)?;
+        files(&self.data_dir, &[TEST_FILE]).map(|_| ())
+    }
+
+    fn setup(&mut self, stage: crate::Stage) -> Result<()> {
+        match stage {
+            crate::Stage::Fit | crate::Stage::Validate => {
+                let samples = load_train(&self.data_dir)?;
+                let labels: Vec<usize> = samples.iter().map(|(_, c)| c.index()).collect();
+                if self.val_size >= samples.len() {
+                    return Err(Error::config(
+                        "val_size",
+                        format!(
+                            "{} of {} training images leaves none to train on",
+                            self.val_size,
+                            samples.len()
+                        ),
+                    ));
+                }
+                let fraction = self.val_size as f64 / samples.len() as f64;
+                let (train, val) = super::stratified_split(samples, &labels, fraction, self.seed)?;
+                self.splits.train = Some(InMemoryDataset::new(train));
+                self.splits.val = Some(Self::normalized(val));
+            }
+            crate::Stage::Test | crate::Stage::Predict => {
+                self.splits.test = Some(Self::normalized(load_test(&self.data_dir)?));
+            }
+        }
+        Ok(())
+    }
+
+    fn train_dataloader(&self) -> Option<DataLoader<Sample>> {
+        let train = self.splits.train.clone()?;
+        let mut augmented = Augmented::new(train, self.seed).normalize(MEAN, STD);
+        if self.augment {
+            augmented = augmented.crop_padding(4).horizontal_flip(true);
+        }
+        Some(self.loader(augmented).shuffle(true).seed(self.seed))
+    }
+
+    fn val_dataloader(&self) -> Option<DataLoader<Sample>> {
+        Some(self.loader(self.splits.val.clone()?))
+    }
+
+    fn test_dataloader(&self) -> Option<DataLoader<Sample>> {
+        Some(self.loader(self.splits.test.clone()?))
     }
 }
