@@ -61,7 +61,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn config(setting: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A setting that is out of range or contradicts another, named.
+    pub fn config(setting: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
             setting: setting.into(),
             message: message.into(),

@@ -77,19 +77,16 @@ pub type BottleneckDown<const IN: usize, const MID: usize, const OUT: usize, con
 /// Global average pool and the classifier.
 pub type Head<const C: usize, const CLASSES: usize> = (AvgPoolGlobal, Linear<C, CLASSES>);
 
-/// ResNet-18 with the ImageNet stem.
-pub type ResNet18<const CLASSES: usize> = (
-    ImageNetStem,
+/// The four BasicBlock stages of ResNet-18 (2, 2, 2, 2 blocks).
+pub type ResNet18Body = (
     (BasicBlock<64>, BasicBlock<64>),
     (BasicBlockDown<64, 128, 2>, BasicBlock<128>),
     (BasicBlockDown<128, 256, 2>, BasicBlock<256>),
     (BasicBlockDown<256, 512, 2>, BasicBlock<512>),
-    Head<512, CLASSES>,
 );
 
-/// ResNet-34 with the ImageNet stem.
-pub type ResNet34<const CLASSES: usize> = (
-    ImageNetStem,
+/// The four BasicBlock stages of ResNet-34 (3, 4, 6, 3 blocks).
+pub type ResNet34Body = (
     (BasicBlock<64>, BasicBlock<64>, BasicBlock<64>),
     (
         BasicBlockDown<64, 128, 2>,
@@ -110,8 +107,16 @@ pub type ResNet34<const CLASSES: usize> = (
         BasicBlock<512>,
         BasicBlock<512>,
     ),
-    Head<512, CLASSES>,
 );
+
+/// ResNet-18 with the ImageNet stem.
+pub type ResNet18<const CLASSES: usize> = (ImageNetStem, ResNet18Body, Head<512, CLASSES>);
+/// ResNet-18 with the CIFAR stem.
+pub type CifarResNet18<const CLASSES: usize> = (CifarStem, ResNet18Body, Head<512, CLASSES>);
+/// ResNet-34 with the ImageNet stem.
+pub type ResNet34<const CLASSES: usize> = (ImageNetStem, ResNet34Body, Head<512, CLASSES>);
+/// ResNet-34 with the CIFAR stem.
+pub type CifarResNet34<const CLASSES: usize> = (CifarStem, ResNet34Body, Head<512, CLASSES>);
 
 /// ResNet-50 with the ImageNet stem: torchvision's `resnet50(num_classes=CLASSES)`.
 pub type ResNet50<const CLASSES: usize> = (ImageNetStem, ResNet50Body, Head<2048, CLASSES>);

@@ -1,0 +1,184 @@
+//! The tutorial's exercise: a ResNet trained on CIFAR-10, with the tutorial's flags.
+//!
+//! ```sh
+//! # data: https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz extracted into ./data
+//! cargo run --release --example cifar10 -- --arch resnet50 --epochs 2 --batch-size 128
+//! ```
+//!
+//! Prints the loss, accuracy and wall time of every epoch. `--gpus`/`--devices`, `--nodes` and
+//! `--strategy` take the tutorial's values; until CUDA and distributed training land (issues 5
+//! and 6) anything but one CPU device is refused with a clear message.
+
+use std::time::Instant;
+
+use clap::Parser;
+use fulmen::data::cifar10::Cifar10;
+use fulmen::data::ImageBatch;
+use fulmen::models::resnet::{CifarResNet18, CifarResNet34, CifarResNet50};
+use fulmen::optim::CosineAnnealingLR;
+use fulmen::prelude::*;
+use fulmen::trainer::TrainerArgs;
+
+#[derive(Parser)]
+#[command(about = "ResNet on CIFAR-10, the tutorial's exercise")]
+struct Args {
+    /// Where cifar-10-batches-bin/ is.
+    #[arg(long, default_value = "data")]
+    data_dir: std::path::PathBuf,
+    /// resnet18, resnet34 or resnet50 (CIFAR stem: 3×3 convolution, no max pool).
+    #[arg(long, default_value = "resnet50")]
+    arch: String,
+    /// Maximum number of epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Number of GPUs per node (the tutorial's --gpus; same as --devices).
+    #[arg(long)]
+    gpus: Option<usize>,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Parallel strategy: auto, ddp, fsdp, … (only a single device is built yet).
+    #[arg(long, default_value = "auto")]
+    strategy: String,
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 2)]
+    num_workers: usize,
+    #[command(flatten)]
+    trainer: TrainerArgs,
+}
+
+macro_rules! cifar_module {
+    ($name:ident, $net:ty) => {
+        #[lightning_module]
+        struct $name {
+            net: $net,
+            #[hparam]
+            lr: f64,
+            #[hparam]
+            epochs: usize,
+        }
+
+        #[lightning_module]
+        impl $name {
+            fn training_step(
+                &mut self,
+                (x, y): ImageBatch<3, 10, E, D>,
+                ctx: &mut StepContext<E, D>,
+            ) -> Loss<E, D> {
+                let logits = self.net.forward_mut(ctx.trace(x));
+                ctx.log("train_acc", accuracy(&logits, &y)).on_epoch(true);
+                let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+                ctx.log("train_loss", &loss).on_epoch(true).prog_bar(true);
+                loss
+            }
+            fn validation_step(
+                &mut self,
+                (x, y): ImageBatch<3, 10, E, D>,
+                ctx: &mut StepContext<E, D>,
+            ) {
+                let logits = self.net.forward(x);
+                ctx.log("val_acc", accuracy(&logits, &y)).prog_bar(true);
+                ctx.log(
+                    "val_loss",
+                    &cross_entropy_with_logits_loss(logits, y.one_hot()),
+                );
+            }
+            fn test_step(&mut self, (x, y): ImageBatch<3, 10, E, D>, ctx: &mut StepContext<E, D>) {
+                let logits = self.net.forward(x);
+                ctx.log("test_acc", accuracy(&logits, &y));
+            }
+            fn configure_optimizers(&self) -> Optim {
+                Optim::sgd(self.lr)
+                    .momentum(0.9)
+                    .weight_decay(5e-4)
+                    .scheduler(CosineAnnealingLR::new(self.epochs.max(1), 0.0))
+            }
+        }
+    };
+}
+
+cifar_module!(Cifar18, CifarResNet18<10>);
+cifar_module!(Cifar34, CifarResNet34<10>);
+cifar_module!(Cifar50, CifarResNet50<10>);
+
+/// Loss, accuracy and wall time of every epoch (the tutorial's bonus callback, extended).
+struct EpochReport(Option<Instant>);
+
+impl Callback for EpochReport {
+    fn on_train_epoch_start(&mut self, _t: &mut TrainerView) {
+        self.0 = Some(Instant::now());
+    }
+    fn on_train_epoch_end(&mut self, t: &mut TrainerView) {
+        let secs = self.0.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        t.log("epoch_time_sec", secs);
+        let m = t.callback_metrics();
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        println!(
+            "epoch {}: train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  {secs:.1} s",
+            t.current_epoch(),
+            get("train_loss_epoch"),
+            get("train_acc"),
+            get("val_loss"),
+            get("val_acc"),
+        );
+    }
+}
+
+fn run(args: Args) -> fulmen::Result<()> {
+    if args.nodes != 1 || !matches!(args.strategy.as_str(), "auto" | "single_device") {
+        return Err(fulmen::Error::config(
+            "strategy",
+            format!(
+                "{} node(s) with strategy `{}`: distributed training is not built yet; run with --nodes 1 --strategy auto",
+                args.nodes, args.strategy
+            ),
+        ));
+    }
+    seed_everything(args.seed);
+    let mut dm = Cifar10::new(&args.data_dir, args.batch_size)
+        .seed(args.seed)
+        .num_workers(args.num_workers);
+    let mut builder = Trainer::builder()
+        .max_epochs(args.epochs)
+        .callback(EpochReport(None))
+        .args(&args.trainer);
+    if let Some(gpus) = args.gpus {
+        builder = builder.devices(gpus).accelerator("gpu");
+    }
+    let mut trainer = builder.build()?;
+    macro_rules! train {
+        ($module:ident) => {{
+            let mut model = $module::new(args.lr, args.epochs);
+            trainer.fit(&mut model, &mut dm)?;
+            let test = trainer.test(&mut model, &mut dm)?;
+            println!(
+                "test_acc {:.4}",
+                test.get("test_acc").copied().unwrap_or(f64::NAN)
+            );
+        }};
+    }
+    match args.arch.as_str() {
+        "resnet18" => train!(Cifar18),
+        "resnet34" => train!(Cifar34),
+        "resnet50" => train!(Cifar50),
+        other => {
+            return Err(fulmen::Error::config(
+                "arch",
+                format!("`{other}` is not resnet18, resnet34 or resnet50"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
