@@ -31,32 +31,119 @@ use rand_distr::Uniform;
 use super::{conv2d, ConvOptions};
 use crate::{Error, FloatDtype, TrainDevice};
 
-/// The layer's specification (what a struct field names); its module is
-/// [`modules::Conv2D`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2D<
-    const IN: usize,
-    const OUT: usize,
-    const K: usize,
-    const STRIDE: usize = 1,
-    const PADDING: usize = 0,
-    const DILATION: usize = 1,
->;
+/// PyTorch's bound: 1/√(IN·K²).
+fn bound<E: FloatDtype>(c_in: usize, k: usize) -> E {
+    E::one() / E::from(c_in * k * k).unwrap_or_else(E::one).sqrt()
+}
 
-impl<
+/// The tensor types of the layers, by field name.
+type Weight<const IN: usize, const OUT: usize, const K: usize, E, D> =
+    Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>;
+type Bias<const OUT: usize, E, D> = Tensor<(Const<OUT>,), E, D>;
+
+/// One convolution layer: its specification type and dfdx's plumbing for its module, whose
+/// tensor fields (`weight`, and `bias` when it has one) are declared in [`modules`].
+macro_rules! conv_layer {
+    ($(#[$doc:meta])* $name:ident { $($field:ident),+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name<
+            const IN: usize,
+            const OUT: usize,
+            const K: usize,
+            const STRIDE: usize = 1,
+            const PADDING: usize = 0,
+            const DILATION: usize = 1,
+        >;
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize>
+            crate::Spec for $name<IN, OUT, K, S, P, L>
+        {
+            type Module<E: Dtype, D: Device<E>> = modules::$name<IN, OUT, K, S, P, L, E, D>;
+        }
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: Dtype, D: Device<E>>
+            modules::$name<IN, OUT, K, S, P, L, E, D>
+        {
+            fn bias(&self) -> Option<&Bias<OUT, E, D>> {
+                conv_layer!(@bias self $($field)+)
+            }
+        }
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: FloatDtype, D: Device<E>>
+            TensorCollection<E, D> for modules::$name<IN, OUT, K, S, P, L, E, D>
+        {
+            type To<E2: Dtype, D2: Device<E2>> = modules::$name<IN, OUT, K, S, P, L, E2, D2>;
+
+            fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+                visitor: &mut V,
+            ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+                visitor.visit_fields(
+                    ($(
+                        Self::tensor(
+                            stringify!($field),
+                            |s| &s.$field,
+                            |s| &mut s.$field,
+                            TensorOptions::reset_with(|t| {
+                                let b = bound::<E>(IN, K);
+                                t.try_fill_with_distr(Uniform::new(-b, b))
+                            }),
+                        ),
+                    )+),
+                    |($($field,)+)| modules::$name { $($field),+ },
+                )
+            }
+        }
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: Dtype, D: Device<E>>
+            NonMutableModule for modules::$name<IN, OUT, K, S, P, L, E, D>
+        {
+        }
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>
+            Module<Tensor<(usize, Const<IN>, usize, usize), E, D, T>>
+            for modules::$name<IN, OUT, K, S, P, L, E, D>
+        {
+            type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
+            type Error = D::Err;
+
+            fn try_forward(
+                &self,
+                x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
+            ) -> Result<Self::Output, D::Err> {
+                Ok(or_panic(forward::<IN, OUT, K, S, P, L, E, D, T>(
+                    x,
+                    &self.weight,
+                    self.bias(),
+                )))
+            }
+        }
+
+    };
+    (@bias $s:ident weight) => { None };
+    (@bias $s:ident weight bias) => { Some(&$s.bias) };
+}
+
+pub mod modules {
+    //! The modules of the layers: their tensors, with PyTorch's names and layouts.
+    use super::*;
+
+    /// The tensors of a [`Conv2D`](super::Conv2D): `weight` `[OUT, IN, K, K]` and `bias`
+    /// `[OUT]`.
+    #[derive(Debug, Clone)]
+    pub struct Conv2D<
         const IN: usize,
         const OUT: usize,
         const K: usize,
         const S: usize,
         const P: usize,
         const L: usize,
-    > crate::Spec for Conv2D<IN, OUT, K, S, P, L>
-{
-    type Module<E: Dtype, D: Device<E>> = modules::Conv2D<IN, OUT, K, S, P, L, E, D>;
-}
-
-pub mod modules {
-    use super::*;
+        E: Dtype,
+        D: Device<E>,
+    > {
+        pub weight: Weight<IN, OUT, K, E, D>,
+        pub bias: Bias<OUT, E, D>,
+    }
 
     /// The tensor of a [`Conv2DNoBias`](super::Conv2DNoBias): `weight` `[OUT, IN, K, K]`.
     #[derive(Debug, Clone)]
@@ -70,212 +157,21 @@ pub mod modules {
         E: Dtype,
         D: Device<E>,
     > {
-        pub weight: Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>,
-    }
-
-    /// The tensors of a [`Conv2D`](super::Conv2D): `weight` `[OUT, IN, K, K]` and
-    /// `bias` `[OUT]`, PyTorch's names and layout.
-    #[derive(Debug, Clone)]
-    pub struct Conv2D<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: Dtype,
-        D: Device<E>,
-    > {
-        pub weight: Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>,
-        pub bias: Tensor<(Const<OUT>,), E, D>,
+        pub weight: Weight<IN, OUT, K, E, D>,
     }
 }
 
-use modules::Conv2D as Built;
+conv_layer!(
+    /// The layer's specification (what a struct field names); its module is
+    /// [`modules::Conv2D`].
+    Conv2D { weight, bias }
+);
 
-/// PyTorch's bound: 1/√(IN·K²).
-fn bound<E: FloatDtype>(c_in: usize, k: usize) -> E {
-    E::one() / E::from(c_in * k * k).unwrap_or_else(E::one).sqrt()
-}
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: FloatDtype,
-        D: Device<E>,
-    > TensorCollection<E, D> for Built<IN, OUT, K, S, P, L, E, D>
-{
-    type To<E2: Dtype, D2: Device<E2>> = Built<IN, OUT, K, S, P, L, E2, D2>;
-
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                Self::tensor(
-                    "weight",
-                    |s| &s.weight,
-                    |s| &mut s.weight,
-                    TensorOptions::reset_with(|t| {
-                        let b = bound::<E>(IN, K);
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
-                ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::reset_with(|t| {
-                        let b = bound::<E>(IN, K);
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
-                ),
-            ),
-            |(weight, bias)| Built { weight, bias },
-        )
-    }
-}
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: Dtype,
-        D: Device<E>,
-    > NonMutableModule for Built<IN, OUT, K, S, P, L, E, D>
-{
-}
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: FloatDtype,
-        D: TrainDevice<E>,
-        T: Tape<E, D>,
-    > Module<Tensor<(usize, Const<IN>, usize, usize), E, D, T>>
-    for Built<IN, OUT, K, S, P, L, E, D>
-{
-    type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(
-        &self,
-        x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
-    ) -> Result<Self::Output, D::Err> {
-        Ok(or_panic(forward::<IN, OUT, K, S, P, L, E, D, T>(
-            x,
-            &self.weight,
-            Some(&self.bias),
-        )))
-    }
-}
-
-/// A convolution layer without bias (PyTorch's `bias=False`, what a convolution before a
-/// batch norm uses); otherwise as [`Conv2D`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2DNoBias<
-    const IN: usize,
-    const OUT: usize,
-    const K: usize,
-    const STRIDE: usize = 1,
-    const PADDING: usize = 0,
-    const DILATION: usize = 1,
->;
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-    > crate::Spec for Conv2DNoBias<IN, OUT, K, S, P, L>
-{
-    type Module<E: Dtype, D: Device<E>> = modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>;
-}
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: FloatDtype,
-        D: Device<E>,
-    > TensorCollection<E, D> for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
-{
-    type To<E2: Dtype, D2: Device<E2>> = modules::Conv2DNoBias<IN, OUT, K, S, P, L, E2, D2>;
-
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            Self::tensor(
-                "weight",
-                |s| &s.weight,
-                |s| &mut s.weight,
-                TensorOptions::reset_with(|t| {
-                    let b = bound::<E>(IN, K);
-                    t.try_fill_with_distr(Uniform::new(-b, b))
-                }),
-            ),
-            |weight| modules::Conv2DNoBias { weight },
-        )
-    }
-}
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: Dtype,
-        D: Device<E>,
-    > NonMutableModule for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
-{
-}
-
-impl<
-        const IN: usize,
-        const OUT: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        E: FloatDtype,
-        D: TrainDevice<E>,
-        T: Tape<E, D>,
-    > Module<Tensor<(usize, Const<IN>, usize, usize), E, D, T>>
-    for modules::Conv2DNoBias<IN, OUT, K, S, P, L, E, D>
-{
-    type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(
-        &self,
-        x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
-    ) -> Result<Self::Output, D::Err> {
-        Ok(or_panic(forward::<IN, OUT, K, S, P, L, E, D, T>(
-            x,
-            &self.weight,
-            None,
-        )))
-    }
-}
+conv_layer!(
+    /// A convolution layer without bias (PyTorch's `bias=False`, what a convolution before a
+    /// batch norm uses); otherwise as [`Conv2D`].
+    Conv2DNoBias { weight }
+);
 
 /// dfdx composes layers (tuples, residuals) only when they share the device's error type, and
 /// its own ops panic on run-time shapes that cannot work; the layers do the same, with
