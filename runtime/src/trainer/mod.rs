@@ -20,15 +20,17 @@ use dfdx::tensor::Cpu;
 
 use crate::callback::{Callback, CheckpointPaths};
 use crate::callbacks::{ModelCheckpoint, ModelSummary, Timer};
+use crate::checkpoint::CkptDtype;
 use crate::checkpoint::{Checkpoint, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
-use crate::device::{Accelerator, Half};
+use crate::device::Accelerator;
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
 use crate::precision::{HalfStep, Mixed};
 use crate::{Error, Result};
+use crate::{FloatDtype, TrainDevice};
 
 /// Lightning's default number of epochs when neither `max_epochs` nor `max_steps` is set.
 pub const DEFAULT_MAX_EPOCHS: usize = 1000;
@@ -339,46 +341,24 @@ impl Trainer {
         DM::Sample: Collate<M::Batch, Cpu>,
     {
         match self.settings.precision {
-            Precision::F64 => {
-                let mut in_f64 = model.to_f64();
-                let result = self.run::<f64, M::F64, DM>(
-                    &mut in_f64,
-                    datamodule,
-                    stage,
-                    resume,
-                    |samples, device| {
-                        M::batch_f64(<DM::Sample as Collate<M::Batch, Cpu>>::collate(
-                            samples, device,
-                        ))
-                    },
-                    None,
-                );
-                if stage == Stage::Fit {
-                    *model = M::from_f64(&in_f64);
-                }
-                result.map(|r| r.metrics)
-            }
-            Precision::True16 => {
-                let mut in_half = model.to_half();
-                let result = self.run::<Half, M::Half, DM>(
-                    &mut in_half,
-                    datamodule,
-                    stage,
-                    resume,
-                    |samples, device| {
-                        M::batch_half(<DM::Sample as Collate<M::Batch, Cpu>>::collate(
-                            samples, device,
-                        ))
-                    },
-                    None,
-                );
-                // Evaluation leaves the f32 weights alone (a round trip through f16 would
-                // round them); training hands its weights back.
-                if stage == Stage::Fit {
-                    *model = M::from_half(&in_half);
-                }
-                result.map(|r| r.metrics)
-            }
+            Precision::F64 => self.run_on_copy(
+                model,
+                datamodule,
+                stage,
+                resume,
+                M::to_f64,
+                M::from_f64,
+                |s, d| M::batch_f64(<DM::Sample as Collate<M::Batch, Cpu>>::collate(s, d)),
+            ),
+            Precision::True16 => self.run_on_copy(
+                model,
+                datamodule,
+                stage,
+                resume,
+                M::to_half,
+                M::from_half,
+                |s, d| M::batch_half(<DM::Sample as Collate<M::Batch, Cpu>>::collate(s, d)),
+            ),
             precision => {
                 let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
                 let half: Option<Box<dyn HalfStep<f32, M, DM::Sample>>> =
@@ -396,6 +376,34 @@ impl Trainer {
                     .map(|r| r.metrics)
             }
         }
+    }
+
+    /// `stage` on a copy of `model` in another dtype. Training hands the copy's weights and
+    /// hyperparameters back, whether it succeeded or not; evaluation leaves `model` alone (a
+    /// round trip through f16 would round its weights).
+    #[allow(clippy::too_many_arguments)]
+    fn run_on_copy<E, M, C, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        stage: Stage,
+        resume: Option<Checkpoint>,
+        to: fn(&M) -> C,
+        from: fn(&C) -> M,
+        collate: fn(Vec<DM::Sample>, &Cpu) -> C::Batch,
+    ) -> Result<BTreeMap<String, f64>>
+    where
+        E: FloatDtype + CkptDtype,
+        Cpu: TrainDevice<E>,
+        C: LightningModule<E, Cpu>,
+        DM: DataModule,
+    {
+        let mut copy = to(model);
+        let result = self.run::<E, C, DM>(&mut copy, datamodule, stage, resume, collate, None);
+        if stage == Stage::Fit {
+            *model = from(&copy);
+        }
+        result.map(|r| r.metrics)
     }
 
     /// Where the checkpoint callback keeps its checkpoints (best and last included).
