@@ -134,9 +134,11 @@ fn accumulation_steps_every_k_batches_and_at_the_epochs_end() {
 
 #[test]
 fn accumulating_k_batches_equals_one_batch_k_times_larger() {
+    // Both runs start from the same weights (copied: the tests of this file share the global
+    // seed stream, so re-seeding would not guarantee it).
+    let start = Mlp::new(1.0, false);
     let run = |batch: usize, k: usize| {
-        seed_everything(5);
-        let mut model = Mlp::new(1.0, false);
+        let mut model = twin(&start);
         builder()
             .max_epochs(1)
             .num_sanity_val_steps(0)
@@ -332,6 +334,34 @@ fn overfit_batches_trains_on_the_same_unshuffled_batches() {
     r.unwrap();
     assert_eq!(t.global_step(), 6);
     assert_eq!(c.train_batches, [0, 1, 0, 1, 0, 1]);
+    // Shuffled loaders with different seeds train alike once overfit_batches turns the
+    // shuffle off; without it they do not.
+    let start = Mlp::new(1.0, false);
+    let trained = |overfit: bool, seed: u64| {
+        let mut model = twin(&start);
+        let mut b = builder().max_epochs(3).num_sanity_val_steps(0);
+        b = if overfit {
+            b.overfit_batches(2usize)
+        } else {
+            b.limit_train_batches(2usize)
+        };
+        b.build()
+            .unwrap()
+            .fit_loaders(&mut model, loader(16, 2).shuffle(true).seed(seed), None)
+            .unwrap();
+        params(&model)
+    };
+    assert_eq!(trained(true, 1), trained(true, 2));
+    assert_ne!(trained(false, 1), trained(false, 2));
+}
+
+/// A module with `m`'s weights.
+fn twin(m: &Mlp) -> Mlp {
+    let mut copy = Mlp::new(1.0, false);
+    fulmen::checkpoint::Checkpoint::of_module(m, "Mlp")
+        .and_then(|c| c.load_weights(&mut copy))
+        .unwrap();
+    copy
 }
 
 #[test]
