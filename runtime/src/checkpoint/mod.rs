@@ -233,6 +233,13 @@ impl Checkpoint {
         Ok(module)
     }
 
+    /// The values of stored tensor `name`, which must have `shape`; errors name the file.
+    pub(crate) fn values<E: CkptDtype>(&self, name: &str, shape: &[usize]) -> Result<Vec<E>> {
+        tensors::lookup(&self.records, name, shape)
+            .and_then(|r| r.values(name))
+            .map_err(|e| self.error(e))
+    }
+
     /// `error`, naming this checkpoint's file when it came from one.
     pub(crate) fn error(&self, error: Error) -> Error {
         match &self.path {

@@ -159,21 +159,26 @@ struct Load<'a> {
     used: Vec<String>,
 }
 
+/// Stored tensor `name`, which must have `shape` (the one the model expects).
+pub(crate) fn lookup<'a>(records: &'a Records, name: &str, shape: &[usize]) -> Result<&'a Record> {
+    let record = records.get(name).ok_or_else(|| {
+        Error::msg(format!(
+            "the checkpoint has no tensor `{name}` (the model has one of shape {shape:?})"
+        ))
+    })?;
+    if record.shape != shape {
+        return Err(Error::msg(format!(
+            "tensor `{name}` has shape {:?} in the checkpoint but {shape:?} in the model",
+            record.shape
+        )));
+    }
+    Ok(record)
+}
+
 impl Load<'_> {
     fn record(&mut self, name: &str, shape: &[usize]) -> Result<&Record> {
-        let record = self.records.get(name).ok_or_else(|| {
-            Error::msg(format!(
-                "the checkpoint has no tensor `{name}` (the model has one of shape {shape:?})"
-            ))
-        })?;
-        if record.shape != shape {
-            return Err(Error::msg(format!(
-                "tensor `{name}` has shape {:?} in the checkpoint but {shape:?} in the model",
-                record.shape
-            )));
-        }
         self.used.push(name.to_string());
-        Ok(record)
+        lookup(self.records, name, shape)
     }
 }
 

@@ -142,18 +142,7 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
                 let key = format!("{OPTIMIZER_PREFIX}{param}/{buffer}");
-                let record = ckpt.records.get(&key).ok_or_else(|| {
-                    ckpt.error(Error::msg(format!(
-                        "the optimizer state has no tensor `{key}`"
-                    )))
-                })?;
-                if record.shape != [len] {
-                    return Err(ckpt.error(Error::msg(format!(
-                        "optimizer tensor `{key}` has shape {:?}; the parameter has {len} values",
-                        record.shape
-                    ))));
-                }
-                buffers.push(record.values::<E>(&key).map_err(|e| ckpt.error(e))?);
+                buffers.push(ckpt.values::<E>(&key, &[len])?);
             }
             self.state.push((param, buffers));
         }

@@ -215,19 +215,15 @@ where
         let Some(g) = self.grads.as_mut() else {
             return Ok(());
         };
-        let mut missing = None;
+        let mut failed = Ok(());
         grads::for_each(&*self.model, g, |name, values| {
             let key = format!("{GRADS_PREFIX}{name}");
-            match ckpt.records.get(&key).map(|r| r.values::<E>(&key)) {
-                Some(Ok(saved)) if saved.len() == values.len() => values.copy_from_slice(&saved),
-                _ => missing = missing.take().or(Some(key)),
+            match ckpt.values::<E>(&key, &[values.len()]) {
+                Ok(saved) => values.copy_from_slice(&saved),
+                Err(e) if failed.is_ok() => failed = Err(e),
+                Err(_) => {}
             }
         })?;
-        match missing {
-            Some(key) => Err(ckpt.error(Error::msg(format!(
-                "it was saved inside a gradient accumulation window but `{key}` is missing or of another size"
-            )))),
-            None => Ok(()),
-        }
+        failed
     }
 }
