@@ -4,6 +4,8 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "support/python.rs"]
+mod python;
 
 use std::path::{Path, PathBuf};
 
@@ -502,19 +504,9 @@ fn fit_from_last_and_best_restores_callback_state() {
 /// What `.ci/run` installs: PyTorch's users open the file with the `safetensors` package.
 #[test]
 fn python_safetensors_reads_the_weights() {
-    let python = std::env::var("FULMEN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_package = std::process::Command::new(&python)
-        .args(["-c", "import safetensors.numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_package {
-        assert!(
-            std::env::var_os("FULMEN_PYTHON").is_none(),
-            "{python} has no safetensors package"
-        );
-        eprintln!("skipped: no Python with the safetensors package (.ci/run installs one)");
+    let Some(python) = python::with_module("safetensors.numpy") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let (model, path) = trained(1, dir.path());
     let script = "import sys\n\

@@ -5,6 +5,8 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "support/python.rs"]
+mod python;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -54,22 +56,11 @@ print(json.dumps({"scalars": scalars, "hparams": hparams,
 
 #[test]
 fn tensorboard_reads_every_scalar_and_the_hparams() {
-    let python = std::env::var("FULMEN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_package = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import tensorboard.backend.event_processing.event_accumulator",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_package {
-        assert!(
-            std::env::var_os("FULMEN_PYTHON").is_none(),
-            "{python} has no tensorboard package"
-        );
-        eprintln!("skipped: no Python with the tensorboard package (.ci/run installs one)");
+    let Some(python) =
+        python::with_module("tensorboard.backend.event_processing.event_accumulator")
+    else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let logged: Logged = Rc::default();
     let logger = TensorBoardLogger::new(dir.path(), "tb").unwrap();
