@@ -100,6 +100,17 @@ impl<V: LogValue + ?Sized> LogValue for &V {
     }
 }
 
+/// Where in the run a step is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepInfo {
+    pub stage: Stage,
+    pub training: bool,
+    pub batch_idx: usize,
+    pub batch_size: usize,
+    pub epoch: usize,
+    pub global_step: usize,
+}
+
 /// The context of one training, validation, test or predict step.
 pub struct StepContext<E: Dtype, D: Device<E>> {
     pub(crate) grads: Option<Gradients<E, D>>,
@@ -114,16 +125,16 @@ pub struct StepContext<E: Dtype, D: Device<E>> {
 }
 
 impl<E: Dtype, D: Device<E>> StepContext<E, D> {
-    pub(crate) fn new(device: D, stage: Stage, training: bool) -> Self {
+    pub(crate) fn new(device: D, at: StepInfo) -> Self {
         Self {
             grads: None,
             logs: Vec::new(),
-            stage,
-            training,
-            batch_idx: 0,
-            batch_size: 0,
-            epoch: 0,
-            global_step: 0,
+            stage: at.stage,
+            training: at.training,
+            batch_idx: at.batch_idx,
+            batch_size: at.batch_size,
+            epoch: at.epoch,
+            global_step: at.global_step,
             device,
         }
     }

@@ -12,11 +12,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::{LogEntry, LogValue, Loss, StepContext};
+use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo};
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::module::LightningModule;
 use crate::optim::grads;
-use crate::{Error, Result, Stage};
+use crate::{Error, Result};
 
 use dfdx::nn::ZeroGrads;
 use dfdx::tensor::{Cpu, Gradients};
@@ -62,14 +62,6 @@ impl LossScaler {
             }
         }
     }
-}
-
-/// What a step needs to know to build the step context.
-pub(crate) struct StepInfo {
-    pub batch_idx: usize,
-    pub batch_size: usize,
-    pub epoch: usize,
-    pub global_step: usize,
 }
 
 /// The half-precision side of a "16-mixed" training step, for a module `M` of dtype `E` and
@@ -134,11 +126,7 @@ where
         info: StepInfo,
     ) -> Result<(f64, Vec<LogEntry>)> {
         let mut half = (self.to_half)(model);
-        let mut ctx = StepContext::<Half, Cpu>::new(device.clone(), Stage::Fit, true);
-        ctx.batch_idx = info.batch_idx;
-        ctx.batch_size = info.batch_size;
-        ctx.epoch = info.epoch;
-        ctx.global_step = info.global_step;
+        let mut ctx = StepContext::<Half, Cpu>::new(device.clone(), info);
         ctx.grads = Some(half.alloc_grads());
         let batch = (self.collate)(samples, device);
         let loss = half.training_step(batch, &mut ctx);

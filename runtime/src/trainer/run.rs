@@ -13,6 +13,7 @@ use super::{Trainer, TrainerView};
 use crate::callback::Callback;
 use crate::checkpoint::Checkpoint;
 use crate::checkpoint::CkptDtype;
+use crate::context::StepInfo;
 use crate::context::{LogEntry, LogValue, StepContext};
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
@@ -20,7 +21,7 @@ use crate::hparams::HParams;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
 use crate::optim::{grads, ClipAlgorithm, Interval, Optimizer, Scheduler};
-use crate::precision::{HalfStep, StepInfo};
+use crate::precision::HalfStep;
 use crate::progress::Progress;
 use crate::{Error, Result};
 use crate::{FloatDtype, TrainDevice};
@@ -393,19 +394,14 @@ where
             ));
             hook!(self, on_train_batch_start(batch_idx));
             let batch_size = samples.len();
+            let info = self.step_info(Stage::Fit, true, batch_idx, batch_size);
             let (value, logs, loss) = match self.half.as_mut() {
                 Some(half) => {
-                    let info = StepInfo {
-                        batch_idx,
-                        batch_size,
-                        epoch,
-                        global_step: self.view.global_step,
-                    };
                     let (value, logs) = half.forward(self.model, samples, &self.device, info)?;
                     (value, logs, None)
                 }
                 None => {
-                    let mut ctx = self.context(Stage::Fit, true, batch_idx, batch_size);
+                    let mut ctx = StepContext::new(self.device.clone(), info);
                     ctx.grads = self.grads.take();
                     let batch = (self.collate)(samples, &self.device);
                     let loss = self.model.training_step(batch, &mut ctx);
@@ -652,6 +648,23 @@ where
         Ok(predictions)
     }
 
+    fn step_info(
+        &self,
+        stage: Stage,
+        training: bool,
+        batch_idx: usize,
+        batch_size: usize,
+    ) -> StepInfo {
+        StepInfo {
+            stage,
+            training,
+            batch_idx,
+            batch_size,
+            epoch: self.view.current_epoch,
+            global_step: self.view.global_step,
+        }
+    }
+
     fn context(
         &self,
         stage: Stage,
@@ -659,12 +672,10 @@ where
         batch_idx: usize,
         batch_size: usize,
     ) -> StepContext<E, Cpu> {
-        let mut ctx = StepContext::new(self.device.clone(), stage, training);
-        ctx.batch_idx = batch_idx;
-        ctx.batch_size = batch_size;
-        ctx.epoch = self.view.current_epoch;
-        ctx.global_step = self.view.global_step;
-        ctx
+        StepContext::new(
+            self.device.clone(),
+            self.step_info(stage, training, batch_idx, batch_size),
+        )
     }
 
     /// Step-level values: into `callback_metrics` and the progress bar now, into the logger
