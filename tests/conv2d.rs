@@ -84,15 +84,24 @@ fn forward_and_gradients_match_pytorch() {
 
 #[test]
 fn gradients_match_finite_differences() {
+    // One case per way the kernel lays out its columns: im2col (stride 2, groups), the padded
+    // image (stride 1, dilation), the image itself (1×1).
+    let cases = [(3, (2, 1, 1, 2)), (3, (1, 2, 2, 1)), (1, (1, 0, 1, 1))];
+    for (k, (stride, padding, dilation, groups)) in cases {
+        let opts = ConvOptions {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        finite_differences(k, opts);
+    }
+}
+
+fn finite_differences(k: usize, opts: ConvOptions) {
     let dev = Cpu::seed_from_u64(3);
-    let opts = ConvOptions {
-        stride: 2,
-        padding: 1,
-        dilation: 1,
-        groups: 2,
-    };
-    let x: Dyn4<f64> = dev.sample_normal_like(&(2, 4, 5, 4));
-    let w: Dyn4<f64> = dev.sample_normal_like(&(2, 2, 3, 3));
+    let x: Dyn4<f64> = dev.sample_normal_like(&(2, 4, 6, 5));
+    let w: Dyn4<f64> = dev.sample_normal_like(&(2, 4 / opts.groups, k, k));
     let b: Tensor<(usize,), f64, Cpu> = dev.sample_normal_like(&(2,));
     // A loss that weighs every output differently, so that no gradient cancels by symmetry.
     let probe = |x: &Dyn4<f64>, w: &Dyn4<f64>, b: &Tensor<(usize,), f64, Cpu>| -> f64 {
@@ -125,7 +134,7 @@ fn gradients_match_finite_differences() {
         for (i, (a, n)) in analytic.iter().zip(&numeric).enumerate() {
             assert!(
                 (a - n).abs() < 1e-6 * (1.0 + n.abs()),
-                "{what}[{i}]: {a} vs {n}"
+                "{what}[{i}] with {opts:?}: {a} vs {n}"
             );
         }
     };
@@ -240,7 +249,7 @@ fn conv_layers_work_inside_a_lightning_module() {
             "bn.momentum",
             "bn.running_mean",
             "bn.running_var",
-            "bn.scale",
+            "bn.weight",
             "conv1.bias",
             "conv1.weight",
             "conv2.weight"

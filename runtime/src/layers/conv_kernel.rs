@@ -1,5 +1,6 @@
 //! The CPU kernel of 2-D convolution: im2col, then one matrix product per image and group on
-//! the `gemm` crate (the one dfdx itself uses), images spread over threads.
+//! the `gemm` crate (the one dfdx itself uses), images spread over rayon's threads. A 1×1
+//! convolution with stride 1 (most of a Bottleneck's) multiplies the image itself, no im2col.
 //!
 //! Layouts are PyTorch's: input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, K, K]`,
 //! output `[N, C_out, H_out, W_out]`, all contiguous, row-major.
@@ -8,6 +9,9 @@
 //! the one operation CPUs are best at; its cost (K² copies of the input) is small next to the
 //! product for the 3×3 and 1×1 convolutions of a ResNet.
 
+use rayon::prelude::*;
+
+use super::host::HostFloat;
 use crate::{Error, Result};
 
 /// The shape of one convolution.
@@ -89,15 +93,10 @@ impl ConvGeom {
     }
 }
 
-/// A dtype the kernel multiplies with `gemm`.
-pub trait ConvDtype: Copy + Send + Sync + 'static + num_traits::Float {}
-impl ConvDtype for f32 {}
-impl ConvDtype for f64 {}
-
 /// `c (m×n) = a (m×k) · b (k×n)`, plus `c` when `accumulate`; each operand is given by its row
 /// and column strides, so that a transpose costs nothing.
 #[allow(clippy::too_many_arguments)]
-fn matmul<T: ConvDtype>(
+fn matmul<T: HostFloat>(
     (m, n, k): (usize, usize, usize),
     a: &[T],
     (a_rs, a_cs): (usize, usize),
@@ -169,7 +168,7 @@ fn valid_columns(g: &ConvGeom, offset: usize) -> (usize, usize) {
 }
 
 /// The column matrix of image `x` (`[C_in, H, W]`) for group `g`: `col_rows × hw_out`.
-fn im2col<T: ConvDtype>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
+fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let mut row = 0;
     for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
@@ -211,7 +210,7 @@ fn im2col<T: ConvDtype>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
 
 /// Adds the column matrix `cols` of group `g` back into image gradient `dx` (the transpose
 /// of [`im2col`]).
-fn col2im<T: ConvDtype>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
+fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let mut row = 0;
     for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
@@ -231,11 +230,11 @@ fn col2im<T: ConvDtype>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
                     if g.stride == 1 {
                         let to = &mut line[first..first + from.len()];
                         for (d, &v) in to.iter_mut().zip(from) {
-                            *d = *d + v;
+                            *d += v;
                         }
                     } else {
                         for (d, &v) in line[first..].iter_mut().step_by(g.stride).zip(from) {
-                            *d = *d + v;
+                            *d += v;
                         }
                     }
                 }
@@ -245,124 +244,326 @@ fn col2im<T: ConvDtype>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
     }
 }
 
-/// Threads for `n` images: the machine's parallelism, at most one per image.
-fn threads(n: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |p| p.get())
-        .min(n)
+/// Images per task: the batch split evenly over rayon's threads.
+fn images_per_task(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
         .max(1)
 }
 
-/// The output `[N, C_out, H_out, W_out]` of `x` convolved with `w`, plus `bias`.
-pub fn forward<T: ConvDtype>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
-    let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
-    let mut out = vec![T::zero(); g.output_len()];
-    let per_thread = g.batch.div_ceil(threads(g.batch));
-    std::thread::scope(|s| {
-        for (xs, outs) in x
-            .chunks(per_thread * img_in)
-            .zip(out.chunks_mut(per_thread * img_out))
-        {
-            s.spawn(move || {
-                let mut cols = vec![T::zero(); g.col_rows() * g.hw_out()];
-                for (xi, oi) in xs.chunks(img_in).zip(outs.chunks_mut(img_out)) {
-                    for group in 0..g.groups {
-                        im2col(g, xi, group, &mut cols);
-                        let wg = &w[group * g.cout_g() * g.col_rows()..];
-                        let og = &mut oi[group * g.cout_g() * g.hw_out()..];
-                        matmul(
-                            (g.cout_g(), g.hw_out(), g.col_rows()),
-                            wg,
-                            (g.col_rows(), 1),
-                            &cols,
-                            (g.hw_out(), 1),
-                            og,
-                            false,
-                        );
-                    }
-                    if let Some(b) = bias {
-                        for (plane, &bc) in oi.chunks_mut(g.hw_out()).zip(b) {
-                            plane.iter_mut().for_each(|v| *v = *v + bc);
+/// How an image becomes the column matrix that the weights multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// 1×1, stride 1, no padding: the image is its own column matrix.
+    Pointwise,
+    /// Stride 1: the image is copied once into a zero-padded buffer, in which every kernel
+    /// tap's window is one contiguous run when the output is computed `w + 2·padding` wide;
+    /// a column row is then one copy (not one per output row), and the extra output columns
+    /// are cropped.
+    Padded,
+    /// Any stride: classic im2col, row by row.
+    Im2col,
+}
+
+impl ConvGeom {
+    fn layout(&self) -> Layout {
+        match (self.k, self.stride, self.padding) {
+            (1, 1, 0) => Layout::Pointwise,
+            (_, 1, _) => Layout::Padded,
+            _ => Layout::Im2col,
+        }
+    }
+    /// Width and height of the padded image.
+    fn wp(&self) -> usize {
+        self.w + 2 * self.padding
+    }
+    fn hp(&self) -> usize {
+        self.h + 2 * self.padding
+    }
+    /// Length of one row of the column matrix (the product's inner or outer size).
+    fn col_len(&self) -> usize {
+        match self.layout() {
+            Layout::Padded => self.h_out() * self.wp(),
+            _ => self.hw_out(),
+        }
+    }
+    /// The padded image buffer: every channel's plane, then room for the last taps' runs.
+    fn padded_len(&self) -> usize {
+        self.c_in * self.hp() * self.wp() + (self.k - 1) * self.dilation
+    }
+}
+
+/// The buffers one task reuses from image to image.
+struct Workspace<T> {
+    /// The padded image (`Padded`), zero outside the image.
+    xpad: Vec<T>,
+    /// A column matrix.
+    cols: Vec<T>,
+    /// The column matrix's gradient.
+    dcols: Vec<T>,
+    /// The padded image's gradient.
+    dxpad: Vec<T>,
+}
+
+impl<T: HostFloat> Workspace<T> {
+    fn new(g: &ConvGeom, backward: bool) -> Self {
+        let layout = g.layout();
+        let zeros = |n: usize| vec![T::zero(); n];
+        let cols = if layout == Layout::Pointwise {
+            0
+        } else {
+            g.col_rows() * g.col_len()
+        };
+        let padded = if layout == Layout::Padded {
+            g.padded_len()
+        } else {
+            0
+        };
+        Workspace {
+            xpad: zeros(padded),
+            cols: zeros(cols),
+            dcols: zeros(if backward { cols } else { 0 }),
+            dxpad: zeros(if backward { padded } else { 0 }),
+        }
+    }
+
+    /// Prepares image `xi` (the padded copy, for `Padded`).
+    fn load(&mut self, g: &ConvGeom, xi: &[T]) {
+        if g.layout() != Layout::Padded {
+            return;
+        }
+        let (wp, plane, p) = (g.wp(), g.hp() * g.wp(), g.padding);
+        for (c, src) in xi.chunks(g.h * g.w).enumerate() {
+            for (y, row) in src.chunks(g.w).enumerate() {
+                let at = c * plane + (y + p) * wp + p;
+                self.xpad[at..at + g.w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Group `group`'s column matrix of the loaded image `xi`.
+    fn columns<'a>(&'a mut self, g: &ConvGeom, xi: &'a [T], group: usize) -> &'a [T] {
+        match g.layout() {
+            Layout::Pointwise => {
+                let plane = g.h * g.w;
+                &xi[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane]
+            }
+            Layout::Im2col => {
+                im2col(g, xi, group, &mut self.cols);
+                &self.cols
+            }
+            Layout::Padded => {
+                let (len, plane) = (g.col_len(), g.hp() * g.wp());
+                let mut rows = self.cols.chunks_mut(len);
+                for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            let at = ci * plane + (ky * g.wp() + kx) * g.dilation;
+                            if let Some(row) = rows.next() {
+                                row.copy_from_slice(&self.xpad[at..at + len]);
+                            }
                         }
                     }
                 }
-            });
+                &self.cols
+            }
         }
-    });
+    }
+
+    /// Adds the column gradient of group `group` into the image gradient `dxi` (through the
+    /// padded gradient for `Padded`, which [`Workspace::store_dx`] crops).
+    fn fold_columns(&mut self, g: &ConvGeom, group: usize, dxi: &mut [T]) {
+        match g.layout() {
+            Layout::Pointwise => {}
+            Layout::Im2col => col2im(g, &self.dcols, group, dxi),
+            Layout::Padded => {
+                let (len, plane) = (g.col_len(), g.hp() * g.wp());
+                let mut rows = self.dcols.chunks(len);
+                for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            let at = ci * plane + (ky * g.wp() + kx) * g.dilation;
+                            if let Some(row) = rows.next() {
+                                for (d, &v) in self.dxpad[at..at + len].iter_mut().zip(row) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the padded gradient's image part into `dxi` (`Padded`).
+    fn store_dx(&mut self, g: &ConvGeom, dxi: &mut [T]) {
+        if g.layout() != Layout::Padded {
+            return;
+        }
+        let (wp, plane, p) = (g.wp(), g.hp() * g.wp(), g.padding);
+        for (c, dst) in dxi.chunks_mut(g.h * g.w).enumerate() {
+            for (y, row) in dst.chunks_mut(g.w).enumerate() {
+                let at = c * plane + (y + p) * wp + p;
+                for (d, &v) in row.iter_mut().zip(&self.dxpad[at..at + g.w]) {
+                    *d += v;
+                }
+            }
+        }
+        self.dxpad.fill(T::zero());
+    }
+}
+
+/// Copies output gradient `dyi` into the rows of an output `w + 2·padding` wide, whose extra
+/// columns stay zero (`Padded`).
+fn spread_output<T: HostFloat>(g: &ConvGeom, dyi: &[T], ypad: &mut [T]) {
+    let (wo, wp) = (g.w_out(), g.wp());
+    for (src, dst) in dyi.chunks(g.hw_out()).zip(ypad.chunks_mut(g.col_len())) {
+        for (row, out) in src.chunks(wo).zip(dst.chunks_mut(wp)) {
+            out[..wo].copy_from_slice(row);
+        }
+    }
+}
+
+/// A padded output buffer for `Padded`, else none.
+fn output_buffer<T: HostFloat>(g: &ConvGeom) -> Vec<T> {
+    let len = if g.layout() == Layout::Padded {
+        g.c_out * g.col_len()
+    } else {
+        0
+    };
+    vec![T::zero(); len]
+}
+
+/// The output `[N, C_out, H_out, W_out]` of `x` convolved with `w`, plus `bias`.
+pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
+    let mut out = vec![T::zero(); g.output_len()];
+    let per_task = images_per_task(g.batch);
+    let (len, padded) = (g.col_len(), g.layout() == Layout::Padded);
+    x.par_chunks(per_task * img_in)
+        .zip(out.par_chunks_mut(per_task * img_out))
+        .for_each(|(xs, outs)| {
+            let mut ws = Workspace::new(g, false);
+            let mut ypad = output_buffer(g);
+            for (xi, oi) in xs.chunks(img_in).zip(outs.chunks_mut(img_out)) {
+                ws.load(g, xi);
+                for group in 0..g.groups {
+                    let wg = &w[group * g.cout_g() * g.col_rows()..];
+                    let cols = ws.columns(g, xi, group);
+                    let og = if padded {
+                        &mut ypad[group * g.cout_g() * len..]
+                    } else {
+                        &mut oi[group * g.cout_g() * g.hw_out()..]
+                    };
+                    matmul(
+                        (g.cout_g(), len, g.col_rows()),
+                        wg,
+                        (g.col_rows(), 1),
+                        cols,
+                        (len, 1),
+                        og,
+                        false,
+                    );
+                }
+                if padded {
+                    // Crop the extra columns.
+                    let (wo, wp) = (g.w_out(), g.wp());
+                    for (dst, src) in oi.chunks_mut(g.hw_out()).zip(ypad.chunks(len)) {
+                        for (row, from) in dst.chunks_mut(wo).zip(src.chunks(wp)) {
+                            row.copy_from_slice(&from[..wo]);
+                        }
+                    }
+                }
+                if let Some(b) = bias {
+                    for (plane, &bc) in oi.chunks_mut(g.hw_out()).zip(b) {
+                        plane.iter_mut().for_each(|v| *v += bc);
+                    }
+                }
+            }
+        });
     out
 }
 
-/// Gradients of the input, the weight and the bias, given the output's gradient `dy`.
-pub fn backward<T: ConvDtype>(
+/// Adds the input's gradient into `dx` and returns the gradients of the weight and the bias,
+/// given the output's gradient `dy`.
+pub fn backward<T: HostFloat>(
     g: &ConvGeom,
     x: &[T],
     w: &[T],
     dy: &[T],
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+    dx: &mut [T],
+) -> (Vec<T>, Vec<T>) {
     let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
-    let mut dx = vec![T::zero(); g.input_len()];
-    let per_thread = g.batch.div_ceil(threads(g.batch));
-    // Each thread sums the weight and bias gradients of its images; the sums are added after.
-    let partial: Vec<(Vec<T>, Vec<T>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = x
-            .chunks(per_thread * img_in)
-            .zip(dy.chunks(per_thread * img_out))
-            .zip(dx.chunks_mut(per_thread * img_in))
-            .map(|((xs, dys), dxs)| {
-                s.spawn(move || {
-                    let mut dw = vec![T::zero(); g.weight_len()];
-                    let mut db = vec![T::zero(); g.c_out];
-                    let mut cols = vec![T::zero(); g.col_rows() * g.hw_out()];
-                    let mut dcols = vec![T::zero(); g.col_rows() * g.hw_out()];
-                    for ((xi, dyi), dxi) in xs
-                        .chunks(img_in)
-                        .zip(dys.chunks(img_out))
-                        .zip(dxs.chunks_mut(img_in))
-                    {
-                        for (c, plane) in dyi.chunks(g.hw_out()).enumerate() {
-                            db[c] = plane.iter().fold(db[c], |a, &v| a + v);
-                        }
-                        for group in 0..g.groups {
-                            let dyg = &dyi[group * g.cout_g() * g.hw_out()..];
-                            let wg = &w[group * g.cout_g() * g.col_rows()..];
-                            // dW_g += dY_g · colsᵀ
-                            im2col(g, xi, group, &mut cols);
-                            matmul(
-                                (g.cout_g(), g.col_rows(), g.hw_out()),
-                                dyg,
-                                (g.hw_out(), 1),
-                                &cols,
-                                (1, g.hw_out()),
-                                &mut dw[group * g.cout_g() * g.col_rows()..],
-                                true,
-                            );
-                            // dcols = W_gᵀ · dY_g, folded back into dX
-                            matmul(
-                                (g.col_rows(), g.hw_out(), g.cout_g()),
-                                wg,
-                                (1, g.col_rows()),
-                                dyg,
-                                (g.hw_out(), 1),
-                                &mut dcols,
-                                false,
-                            );
-                            col2im(g, &dcols, group, dxi);
-                        }
-                    }
-                    (dw, db)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    let per_task = images_per_task(g.batch);
+    let len = g.col_len();
+    let pointwise = g.layout() == Layout::Pointwise;
+    // Each task sums the weight and bias gradients of its images; the sums are added after.
+    let partial: Vec<(Vec<T>, Vec<T>)> = x
+        .par_chunks(per_task * img_in)
+        .zip(dy.par_chunks(per_task * img_out))
+        .zip(dx.par_chunks_mut(per_task * img_in))
+        .map(|((xs, dys), dxs)| {
+            let mut dw = vec![T::zero(); g.weight_len()];
+            let mut db = vec![T::zero(); g.c_out];
+            let mut ws = Workspace::new(g, true);
+            let mut dypad = output_buffer(g);
+            for ((xi, dyi), dxi) in xs
+                .chunks(img_in)
+                .zip(dys.chunks(img_out))
+                .zip(dxs.chunks_mut(img_in))
+            {
+                for (c, plane) in dyi.chunks(g.hw_out()).enumerate() {
+                    db[c] = plane.iter().fold(db[c], |a, &v| a + v);
+                }
+                ws.load(g, xi);
+                let dyo: &[T] = if g.layout() == Layout::Padded {
+                    spread_output(g, dyi, &mut dypad);
+                    &dypad
+                } else {
+                    dyi
+                };
+                for group in 0..g.groups {
+                    let dyg = &dyo[group * g.cout_g() * len..];
+                    let wg = &w[group * g.cout_g() * g.col_rows()..];
+                    // dW_g += dY_g · colsᵀ
+                    let cols = ws.columns(g, xi, group);
+                    matmul(
+                        (g.cout_g(), g.col_rows(), len),
+                        dyg,
+                        (len, 1),
+                        cols,
+                        (1, len),
+                        &mut dw[group * g.cout_g() * g.col_rows()..],
+                        true,
+                    );
+                    // dcols = W_gᵀ · dY_g, folded back into dX (added to it directly when
+                    // the columns are the image).
+                    let plane = g.h * g.w;
+                    let target = if pointwise {
+                        &mut dxi[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane]
+                    } else {
+                        &mut ws.dcols[..]
+                    };
+                    matmul(
+                        (g.col_rows(), len, g.cout_g()),
+                        wg,
+                        (1, g.col_rows()),
+                        dyg,
+                        (len, 1),
+                        target,
+                        pointwise,
+                    );
+                    ws.fold_columns(g, group, dxi);
+                }
+                ws.store_dx(g, dxi);
+            }
+            (dw, db)
+        })
+        .collect();
     let mut dw = vec![T::zero(); g.weight_len()];
     let mut db = vec![T::zero(); g.c_out];
     for (pw, pb) in partial {
-        dw.iter_mut().zip(pw).for_each(|(a, b)| *a = *a + b);
-        db.iter_mut().zip(pb).for_each(|(a, b)| *a = *a + b);
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
-    (dx, dw, db)
+    (dw, db)
 }

@@ -1,6 +1,6 @@
 //! ResNets (He et al., torchvision's v1.5: the stride on the 3×3 convolution) as layer
-//! specifications built from fulmen's [`Conv2DNoBias`], [`MaxPool2D`] and dfdx's
-//! `BatchNorm2D`, `ReLU`, `Residual`, `GeneralizedResidual`, `AvgPoolGlobal`, `Linear`.
+//! specifications built from fulmen's [`Conv2DNoBias`], [`BatchNorm2D`], [`MaxPool2D`] and
+//! dfdx's `ReLU`, `Residual`, `GeneralizedResidual`, `AvgPoolGlobal`, `Linear`.
 //!
 //! Channel counts are checked at compile time: the blocks of a stage must agree on them. Two
 //! stems: [`ImageNetStem`] (7×7 stride-2 convolution and a 3×3 stride-2 max pool) and
@@ -16,9 +16,9 @@
 //! }
 //! ```
 
-use dfdx::nn::builders::{AvgPoolGlobal, BatchNorm2D, GeneralizedResidual, Linear, ReLU, Residual};
+use dfdx::nn::builders::{AvgPoolGlobal, GeneralizedResidual, Linear, ReLU, Residual};
 
-use crate::layers::{Conv2DNoBias, MaxPool2D};
+use crate::layers::{BatchNorm2D, Conv2DNoBias, MaxPool2D};
 
 /// 7×7 convolution with stride 2 to 64 channels, batch norm, ReLU, 3×3 max pool with stride 2.
 pub type ImageNetStem = (

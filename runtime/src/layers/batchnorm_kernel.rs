@@ -1,0 +1,162 @@
+//! The CPU kernel of 2-D batch normalization, fused: one pass for the statistics, one for the
+//! output, and the same for the backward, where dfdx's composed version runs a dozen
+//! broadcasting ops. Channels and planes are spread over rayon's threads.
+//!
+//! Layout `[N, C, HW]`, contiguous. Sums are taken in lanes of the kernel's dtype and added up
+//! in f64, so that a channel of a large batch does not lose its small terms.
+
+use rayon::prelude::*;
+
+use super::host::HostFloat;
+
+/// The shape of one batch norm: `n` images of `c` channels of `hw` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BnGeom {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl BnGeom {
+    /// Values per channel.
+    pub fn per_channel(&self) -> usize {
+        self.n * self.hw
+    }
+    /// The planes of channel `ch`.
+    fn planes<'a, T>(&self, v: &'a [T], ch: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+        let (c, hw) = (self.c, self.hw);
+        (0..self.n).map(move |i| &v[(i * c + ch) * hw..(i * c + ch + 1) * hw])
+    }
+}
+
+const LANES: usize = 8;
+
+/// Σ f(i) over a plane of `len` values, in lanes.
+fn lane_sum<T: HostFloat>(len: usize, f: impl Fn(usize) -> T) -> f64 {
+    let mut acc = [T::zero(); LANES];
+    let full = len / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(base + l);
+        }
+    }
+    let tail: T = (full..len).map(&f).sum();
+    acc.iter()
+        .chain([&tail])
+        .map(|v| v.to_f64().unwrap_or(f64::NAN))
+        .sum()
+}
+
+fn t<T: HostFloat>(v: f64) -> T {
+    T::from(v).unwrap_or_else(T::nan)
+}
+
+/// Per-channel mean and biased variance of `x` (two passes: the mean, then squares about it).
+pub fn stats<T: HostFloat>(g: &BnGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
+    let m = g.per_channel() as f64;
+    (0..g.c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = g
+                .planes(x, ch)
+                .map(|p| lane_sum(p.len(), |i| p[i]))
+                .sum::<f64>()
+                / m;
+            let mt = t::<T>(mean);
+            let var = g
+                .planes(x, ch)
+                .map(|p| {
+                    lane_sum(p.len(), |i| {
+                        let d = p[i] - mt;
+                        d * d
+                    })
+                })
+                .sum::<f64>()
+                / m;
+            (mean, var)
+        })
+        .unzip()
+}
+
+/// `y = x·a[c] + b[c]` for every plane: the normalization and the affine map in one.
+pub fn affine<T: HostFloat>(g: &BnGeom, x: &[T], a: &[f64], b: &[f64]) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(g.hw)
+        .zip(x.par_chunks(g.hw))
+        .enumerate()
+        .for_each(|(plane, (yp, xp))| {
+            let ch = plane % g.c;
+            let (a, b) = (t::<T>(a[ch]), t::<T>(b[ch]));
+            for (y, &x) in yp.iter_mut().zip(xp) {
+                *y = x * a + b;
+            }
+        });
+    y
+}
+
+/// The scale and shift that normalize by `mean`, `var` and apply `weight`, `bias`.
+pub fn coefficients(
+    mean: &[f64],
+    var: &[f64],
+    weight: &[f64],
+    bias: &[f64],
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    (0..mean.len())
+        .map(|ch| {
+            let a = weight[ch] / (var[ch] + eps).sqrt();
+            (a, bias[ch] - mean[ch] * a)
+        })
+        .unzip()
+}
+
+/// The backward of training-mode batch norm: adds the input's gradient into `dx` and returns
+/// the gradients of the weight and the bias. `mean` and `inv_std` are the forward's.
+pub fn backward<T: HostFloat>(
+    g: &BnGeom,
+    x: &[T],
+    dy: &[T],
+    mean: &[f64],
+    inv_std: &[f64],
+    weight: &[f64],
+    dx: &mut [T],
+) -> (Vec<f64>, Vec<f64>) {
+    let m = g.per_channel() as f64;
+    // Σ dy and Σ dy·x per channel; Σ dy·x̂ = inv_std·(Σ dy·x − mean·Σ dy).
+    let (sum_dy, sum_dy_x): (Vec<f64>, Vec<f64>) = (0..g.c)
+        .into_par_iter()
+        .map(|ch| {
+            let mt = t::<T>(mean[ch]);
+            g.planes(x, ch)
+                .zip(g.planes(dy, ch))
+                .fold((0.0, 0.0), |(s, sx), (xp, dp)| {
+                    (
+                        s + lane_sum(dp.len(), |i| dp[i]),
+                        sx + lane_sum(dp.len(), |i| dp[i] * (xp[i] - mt)),
+                    )
+                })
+        })
+        .unzip();
+    let d_bias = sum_dy.clone();
+    let d_weight: Vec<f64> = sum_dy_x.iter().zip(inv_std).map(|(s, i)| s * i).collect();
+    // dx = w·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂)) = k_dy·dy + k_x·(x − mean) + k_1.
+    let coef: Vec<(f64, f64, f64)> = (0..g.c)
+        .map(|ch| {
+            let ws = weight[ch] * inv_std[ch];
+            let (mdy, mdxh) = (d_bias[ch] / m, d_weight[ch] / m);
+            (ws, -ws * inv_std[ch] * mdxh, -ws * mdy)
+        })
+        .collect();
+    dx.par_chunks_mut(g.hw)
+        .zip(x.par_chunks(g.hw).zip(dy.par_chunks(g.hw)))
+        .enumerate()
+        .for_each(|(plane, (dxp, (xp, dp)))| {
+            let ch = plane % g.c;
+            let (k_dy, k_x, k_1) = coef[ch];
+            let (k_dy, k_x, k_1, mt) = (t::<T>(k_dy), t::<T>(k_x), t::<T>(k_1), t::<T>(mean[ch]));
+            for ((d, &x), &dy) in dxp.iter_mut().zip(xp).zip(dp) {
+                *d += k_dy * dy + k_x * (x - mt) + k_1;
+            }
+        });
+    (d_weight, d_bias)
+}

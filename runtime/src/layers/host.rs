@@ -1,0 +1,204 @@
+//! Host buffers for the CPU kernels: a tensor's values as `f32` or `f64`, without a copy when
+//! the tensor already has that dtype.
+//!
+//! The kernels ([`conv_kernel`](super::conv_kernel), [`batchnorm_kernel`](super::batchnorm_kernel))
+//! are generic over [`HostFloat`]; f64 tensors compute in f64 and every other dtype (f32, and
+//! half precision as dfdx's AMP does) in f32.
+
+use std::any::TypeId;
+
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Gradients, Tensor};
+use dfdx::tensor_ops::ReshapeTo;
+
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// A float type the host kernels compute in.
+pub trait HostFloat:
+    Copy + Send + Sync + 'static + num_traits::Float + std::ops::AddAssign + std::iter::Sum
+{
+}
+impl HostFloat for f32 {}
+impl HostFloat for f64 {}
+
+/// Values in the dtype their kernel computes in.
+#[derive(Debug, Clone)]
+pub enum Host {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// `v` as a slice of `T` when `E` is `T`.
+pub fn cast_slice<E: 'static, T: 'static>(v: &[E]) -> Option<&[T]> {
+    // SAFETY: the type ids are equal, so `E` and `T` are one type.
+    (TypeId::of::<E>() == TypeId::of::<T>())
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) })
+}
+
+/// `v` as a mutable slice of `T` when `E` is `T`.
+pub fn cast_slice_mut<E: 'static, T: 'static>(v: &mut [E]) -> Option<&mut [T]> {
+    // SAFETY: the type ids are equal, so `E` and `T` are one type; the borrow is moved.
+    (TypeId::of::<E>() == TypeId::of::<T>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) })
+}
+
+/// `v` as a `Vec<T>`, moved without a copy when `E` is `T`.
+fn cast_vec<E: 'static, T: 'static>(v: Vec<E>) -> std::result::Result<Vec<T>, Vec<E>> {
+    if TypeId::of::<E>() != TypeId::of::<T>() {
+        return Err(v);
+    }
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `E` and `T` are one type, so pointer, length and capacity describe a Vec<T>.
+    Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) })
+}
+
+impl Host {
+    /// `v` in its kernel's dtype.
+    pub fn from_vec<E: FloatDtype>(v: Vec<E>) -> Host {
+        let v = match cast_vec::<E, f32>(v) {
+            Ok(v) => return Host::F32(v),
+            Err(v) => v,
+        };
+        match cast_vec::<E, f64>(v) {
+            Ok(v) => Host::F64(v),
+            Err(v) => Host::F32(v.iter().map(|x| x.to_f32().unwrap_or(f32::NAN)).collect()),
+        }
+    }
+
+    /// The values of `t`, copied once (a contiguous copy is made first if `t` is a view).
+    pub fn of<S: Shape, E: FloatDtype, D: TrainDevice<E>>(t: &Tensor<S, E, D>) -> Result<Host> {
+        let t = t
+            .clone()
+            .try_contiguous()
+            .map_err(|e| Error::Device(format!("{e:?}")))?;
+        let mut v = vec![E::zero(); t.shape().num_elements()];
+        t.copy_into(&mut v);
+        Ok(Host::from_vec(v))
+    }
+
+    /// The values as dtype `E`, moved without a copy when `E` is the kernel's dtype.
+    pub fn into_vec<E: FloatDtype>(self) -> Vec<E> {
+        let cast = |x: f64| E::from(x).unwrap_or_else(E::nan);
+        match self {
+            Host::F32(v) => cast_vec::<f32, E>(v)
+                .unwrap_or_else(|v| v.iter().map(|&x| cast(x as f64)).collect()),
+            Host::F64(v) => {
+                cast_vec::<f64, E>(v).unwrap_or_else(|v| v.into_iter().map(cast).collect())
+            }
+        }
+    }
+
+    /// The values as a tensor of shape `shape` on `dev`.
+    pub fn into_tensor<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+        self,
+        dev: &D,
+        shape: S,
+    ) -> Result<Tensor<S, E, D>> {
+        dev.try_tensor_from_vec(self.into_vec(), shape)
+            .map_err(|e| Error::Device(format!("{e:?}")))
+    }
+}
+
+/// Runs `f32` or `f64` kernel code on [`Host`] values and [`HostMut`] buffers, all of one
+/// dtype: inside the body each name is bound to its values (or buffer) in that dtype, and `$t`
+/// names the dtype.
+///
+/// ```ignore
+/// let y: Host = on_host!(T; Host(x), Host(w) => kernel::<T>(x, w).into_host());
+/// ```
+macro_rules! on_host {
+    ($t:ident; $($kind:ident($v:ident)),+ => $body:expr) => {
+        match ($($crate::layers::host::on_host!(@arg $kind $v),)+) {
+            ($($crate::layers::host::$kind::F32($v),)+) => {
+                #[allow(dead_code)]
+                type $t = f32;
+                $body
+            }
+            ($($crate::layers::host::$kind::F64($v),)+) => {
+                #[allow(dead_code)]
+                type $t = f64;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("one dtype converts to one host dtype"),
+        }
+    };
+    (@arg Host $v:ident) => { &$v };
+    (@arg HostMut $v:ident) => { $v };
+}
+pub(crate) use on_host;
+
+/// A gradient buffer in its kernel's dtype, for kernels that accumulate into it.
+pub enum HostMut<'a> {
+    F32(&'a mut [f32]),
+    F64(&'a mut [f64]),
+}
+
+/// Wraps kernel output of either host dtype back into a [`Host`].
+pub trait IntoHost {
+    fn into_host(self) -> Host;
+}
+impl IntoHost for Vec<f32> {
+    fn into_host(self) -> Host {
+        Host::F32(self)
+    }
+}
+impl IntoHost for Vec<f64> {
+    fn into_host(self) -> Host {
+        Host::F64(self)
+    }
+}
+
+/// Adds `values` (a [`Host`] of `E`'s kernel dtype) into the gradient of `t`.
+pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    t: &Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+    values: Host,
+) -> Result<()> {
+    D::with_grad(t, grads, |g| {
+        let add = |g: &mut [E], v: Vec<E>| g.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        match values {
+            Host::F32(v) => match cast_slice_mut::<E, f32>(g) {
+                Some(g) => g.iter_mut().zip(v).for_each(|(a, b)| *a += b),
+                None => add(g, Host::F32(v).into_vec()),
+            },
+            Host::F64(v) => match cast_slice_mut::<E, f64>(g) {
+                Some(g) => g.iter_mut().zip(v).for_each(|(a, b)| *a += b),
+                None => add(g, Host::F64(v).into_vec()),
+            },
+        }
+    })
+}
+
+/// Calls `f` with the gradient of `t` in its kernel's dtype, for `f` to add into: the buffer
+/// itself when `E` is f32 or f64, else a buffer of zeros that is added to it afterwards.
+pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
+    t: &Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+    f: impl FnOnce(HostMut<'_>) -> R,
+) -> Result<R> {
+    let mut out = None;
+    D::with_grad(t, grads, |g| {
+        if let Some(g) = cast_slice_mut::<E, f32>(g) {
+            out = Some(f(HostMut::F32(g)));
+        } else if let Some(g) = cast_slice_mut::<E, f64>(g) {
+            out = Some(f(HostMut::F64(g)));
+        } else {
+            let mut buf = vec![0f32; g.len()];
+            out = Some(f(HostMut::F32(&mut buf)));
+            let add = Host::F32(buf).into_vec::<E>();
+            g.iter_mut().zip(add).for_each(|(a, b)| *a += b);
+        }
+    })?;
+    out.ok_or_else(|| Error::msg("a gradient buffer was not handed to its writer"))
+}
+
+/// The gradient of `t` (zeros if it has none yet), in its kernel's dtype.
+pub fn grad_of<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    t: &Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+) -> Result<Host> {
+    let mut out = None;
+    D::with_grad(t, grads, |g| out = Some(Host::from_vec(g.to_vec())))?;
+    out.ok_or_else(|| Error::msg("a gradient buffer was not handed to its reader"))
+}

@@ -1,0 +1,158 @@
+//! fulmen's fused `BatchNorm2D` against PyTorch and against finite differences.
+//!
+//! `tests/fixtures/batchnorm2d.json` holds torch 2.15's `nn.BatchNorm2d` training step (output,
+//! gradients, running statistics) and evaluation output for fixed inputs (`batchnorm2d.py`
+//! beside it made it).
+
+use fulmen::prelude::*;
+use fulmen::serde_json::Value;
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn shape4(v: &Value) -> (usize, Const<4>, usize, usize) {
+    let s: Vec<usize> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(s[1], 4);
+    (s[0], Const, s[2], s[3])
+}
+
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+            "{what}[{i}]: {g} vs PyTorch's {w}"
+        );
+    }
+}
+
+#[module]
+struct Norm {
+    bn: BatchNorm2D<4>,
+}
+
+#[test]
+fn training_and_evaluation_match_pytorch() {
+    let case: Value =
+        fulmen::serde_json::from_str(include_str!("fixtures/batchnorm2d.json")).unwrap();
+    let dev = Cpu::default();
+    let mut norm = Norm::build(&dev);
+    norm.bn.weight.copy_from(&floats(&case["weight"]));
+    norm.bn.bias.copy_from(&floats(&case["bias"]));
+    let x: Tensor<(usize, Const<4>, usize, usize), f32, Cpu> =
+        dev.tensor_from_vec(floats(&case["x"]), shape4(&case["x_shape"]));
+    let dy = dev.tensor_from_vec(floats(&case["dy"]), shape4(&case["x_shape"]));
+
+    let y = norm.bn.forward_mut(x.clone().traced(Gradients::leaky()));
+    close(&y.as_vec(), &floats(&case["y"]), "y");
+    let grads = (y * dy).sum().backward();
+    close(&grads.get(&x).as_vec(), &floats(&case["dx"]), "dx");
+    close(
+        &grads.get(&norm.bn.weight).as_vec(),
+        &floats(&case["dweight"]),
+        "dweight",
+    );
+    close(
+        &grads.get(&norm.bn.bias).as_vec(),
+        &floats(&case["dbias"]),
+        "dbias",
+    );
+    close(
+        &norm.bn.running_mean.as_vec(),
+        &floats(&case["running_mean"]),
+        "running_mean",
+    );
+    close(
+        &norm.bn.running_var.as_vec(),
+        &floats(&case["running_var"]),
+        "running_var (unbiased)",
+    );
+
+    let x_eval = dev.tensor_from_vec(floats(&case["x_eval"]), shape4(&case["x_eval_shape"]));
+    close(
+        &norm.bn.forward(x_eval).as_vec(),
+        &floats(&case["y_eval"]),
+        "y_eval",
+    );
+}
+
+type Bn = fulmen::layers::batchnorm2d::modules::BatchNorm2D<4, f64, Cpu>;
+
+#[test]
+fn gradients_match_finite_differences() {
+    let dev = Cpu::seed_from_u64(5);
+    let mut bn: Bn = Norm::build(&dev).bn;
+    bn.weight = dev.sample_normal();
+    bn.bias = dev.sample_normal();
+    let shape = (3, Const::<4>, 2, 3);
+    let x: Tensor<(usize, Const<4>, usize, usize), f64, Cpu> = dev.sample_normal_like(&shape);
+    // A loss that weighs every output differently (a plain sum of a batch norm's output has
+    // no gradient for its input).
+    let weights: Vec<f64> = (0..x.shape().num_elements())
+        .map(|i| ((i * 7) % 11) as f64 - 5.0)
+        .collect();
+    let weights = dev.tensor_from_vec(weights, shape);
+    let probe = |bn: &Bn, x: Vec<f64>| -> f64 {
+        let mut bn = bn.clone();
+        let x = dev.tensor_from_vec(x, shape);
+        let y = bn.forward_mut(x.traced(bn.alloc_grads()));
+        (y * weights.clone()).sum::<Rank0, _>().array()
+    };
+    let y = bn.clone().forward_mut(x.clone().traced(Gradients::leaky()));
+    let grads = (y * weights.clone()).sum().backward();
+    let eps = 1e-6;
+    let check = |analytic: Vec<f64>, values: Vec<f64>, f: &dyn Fn(Vec<f64>) -> f64, what: &str| {
+        for (i, a) in analytic.iter().enumerate() {
+            let (mut up, mut down) = (values.clone(), values.clone());
+            up[i] += eps;
+            down[i] -= eps;
+            let n = (f(up) - f(down)) / (2.0 * eps);
+            assert!(
+                (a - n).abs() < 1e-5 * (1.0 + n.abs()),
+                "{what}[{i}]: {a} vs {n}"
+            );
+        }
+    };
+    check(grads.get(&x).as_vec(), x.as_vec(), &|v| probe(&bn, v), "dx");
+    let with = |set: &dyn Fn(&mut Bn, Vec<f64>), v: Vec<f64>| {
+        let mut b = bn.clone();
+        set(&mut b, v);
+        probe(&b, x.as_vec())
+    };
+    check(
+        grads.get(&bn.weight).as_vec(),
+        bn.weight.as_vec(),
+        &|v| with(&|b, v| b.weight.copy_from(&v), v),
+        "dweight",
+    );
+    check(
+        grads.get(&bn.bias).as_vec(),
+        bn.bias.as_vec(),
+        &|v| with(&|b, v| b.bias.copy_from(&v), v),
+        "dbias",
+    );
+}
+
+#[test]
+fn one_value_per_channel_is_refused_naming_the_layer() {
+    let dev = Cpu::default();
+    let mut norm = Norm::<f32, Cpu>::build(&dev);
+    let x: Tensor<(usize, Const<4>, usize, usize), f32, Cpu> = dev.zeros_like(&(1, Const, 1, 1));
+    let err = norm
+        .bn
+        .train_forward(x.leaky_traced())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("BatchNorm2D"), "{err}");
+    assert!(err.contains("more than one value per channel"), "{err}");
+}
