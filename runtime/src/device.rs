@@ -36,6 +36,21 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
         grads: &mut Gradients<E, Self>,
         f: impl FnOnce(&mut [E]),
     ) -> Result<()>;
+
+    /// Moves the gradient of `t` out of `grads` (zeros if it had none), so that an op's
+    /// backward can read it while it writes its inputs' gradients; [`TrainDevice::restore_grad`]
+    /// puts it back.
+    fn take_grad<S: dfdx::shapes::Shape>(
+        t: &Tensor<S, E, Self>,
+        grads: &mut Gradients<E, Self>,
+    ) -> Result<Vec<E>>;
+
+    /// Puts back a gradient that [`TrainDevice::take_grad`] took.
+    fn restore_grad<S: dfdx::shapes::Shape>(
+        t: &Tensor<S, E, Self>,
+        grads: &mut Gradients<E, Self>,
+        values: Vec<E>,
+    ) -> Result<()>;
 }
 
 macro_rules! cpu_train_device {
@@ -66,6 +81,28 @@ macro_rules! cpu_train_device {
                     .get_or_alloc_mut(param)
                     .map_err(|e| Error::Device(format!("{e:?}")))?;
                 f(grad);
+                Ok(())
+            }
+
+            fn take_grad<S: dfdx::shapes::Shape>(
+                t: &Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+            ) -> Result<Vec<$e>> {
+                let grad = grads
+                    .get_or_alloc_mut(t)
+                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                Ok(std::mem::take(&mut **grad))
+            }
+
+            fn restore_grad<S: dfdx::shapes::Shape>(
+                t: &Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+                values: Vec<$e>,
+            ) -> Result<()> {
+                let grad = grads
+                    .get_or_alloc_mut(t)
+                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                **grad = values;
                 Ok(())
             }
         }

@@ -26,12 +26,12 @@
 
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions};
 use dfdx::shapes::{Dtype, HasShape, Rank1};
-use dfdx::tensor::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::batchnorm_kernel::{self as kernel, BnGeom};
 use super::conv2d::or_panic;
-use super::host::{accumulate_grad, add_grad, grad_of, on_host, Host, IntoHost};
+use super::host::{accumulate_grad, add_grad, on_host, with_output_grad, Host, IntoHost};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -193,8 +193,9 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
             .collect();
         let (out_key, w_key, b_key) = (out.clone(), self.weight.clone(), self.bias.clone());
         tape.add_backward_op(move |grads| {
-            let backward = |grads: &mut Gradients<E, D>| -> Result<()> {
-                let dy = grad_of(&out_key, grads)?;
+            // dfdx's tape closure cannot carry fulmen's error; the only one here is a device
+            // that cannot hand over a gradient buffer, where dfdx's own ops fail first.
+            with_output_grad(&out_key, grads, |dy, grads| {
                 let (dw, db) = accumulate_grad(&x, grads, |dx| {
                     on_host!(T; Host(xs), Host(dy), HostMut(dx) => {
                         kernel::backward(&g, xs, dy, &mean, &inv_std, &weight, dx)
@@ -203,10 +204,8 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
                 let to_e = |v: Vec<f64>| Host::F64(v).into_vec::<E>();
                 add_grad(&w_key, grads, Host::from_vec(to_e(dw)))?;
                 add_grad(&b_key, grads, Host::from_vec(to_e(db)))
-            };
-            // dfdx's tape closure cannot carry fulmen's error; the only one here is a device
-            // that cannot hand over a gradient buffer, where dfdx's own ops fail first.
-            backward(grads).map_err(|e| panic!("BatchNorm2D backward: {e}"))
+            })
+            .map_err(|e| panic!("BatchNorm2D backward: {e}"))
         });
         Ok(out.put_tape(tape))
     }

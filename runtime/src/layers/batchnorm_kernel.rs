@@ -80,17 +80,20 @@ pub fn stats<T: HostFloat>(g: &BnGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
 
 /// `y = x·a[c] + b[c]` for every plane: the normalization and the affine map in one.
 pub fn affine<T: HostFloat>(g: &BnGeom, x: &[T], a: &[f64], b: &[f64]) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(g.hw)
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(g.hw)
         .zip(x.par_chunks(g.hw))
         .enumerate()
         .for_each(|(plane, (yp, xp))| {
             let ch = plane % g.c;
             let (a, b) = (t::<T>(a[ch]), t::<T>(b[ch]));
             for (y, &x) in yp.iter_mut().zip(xp) {
-                *y = x * a + b;
+                y.write(x * a + b);
             }
         });
+    // SAFETY: the planes cover all of `x.len()` values, and each was written above.
+    unsafe { y.set_len(x.len()) };
     y
 }
 

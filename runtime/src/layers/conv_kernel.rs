@@ -9,6 +9,8 @@
 //! the one operation CPUs are best at; its cost (K² copies of the input) is small next to the
 //! product for the 3×3 and 1×1 convolutions of a ResNet.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::host::HostFloat;
@@ -93,18 +95,28 @@ impl ConvGeom {
     }
 }
 
-/// `c (m×n) = a (m×k) · b (k×n)`, plus `c` when `accumulate`; each operand is given by its row
-/// and column strides, so that a transpose costs nothing.
-#[allow(clippy::too_many_arguments)]
+/// Where a product goes: written into fresh memory, over old values, or added to them.
+enum Dst<'a, T> {
+    Uninit(&'a mut [MaybeUninit<T>]),
+    Overwrite(&'a mut [T]),
+    Add(&'a mut [T]),
+}
+
+/// `c (m×n) = a (m×k) · b (k×n)` (or `c +=` it); each operand is given by its row and column
+/// strides, so that a transpose costs nothing. Every element of `c`'s `m×n` block is written.
 fn matmul<T: HostFloat>(
     (m, n, k): (usize, usize, usize),
     a: &[T],
     (a_rs, a_cs): (usize, usize),
     b: &[T],
     (b_rs, b_cs): (usize, usize),
-    c: &mut [T],
-    accumulate: bool,
+    c: Dst<'_, T>,
 ) {
+    let (c_ptr, c_len, accumulate) = match c {
+        Dst::Uninit(c) => (c.as_mut_ptr().cast::<T>(), c.len(), false),
+        Dst::Overwrite(c) => (c.as_mut_ptr(), c.len(), false),
+        Dst::Add(c) => (c.as_mut_ptr(), c.len(), true),
+    };
     if m == 0 || n == 0 {
         return;
     }
@@ -120,21 +132,25 @@ fn matmul<T: HostFloat>(
         k == 0 || last(k, n, b_rs, b_cs) < b.len(),
         "rhs out of bounds"
     );
-    assert!(last(m, n, n, 1) < c.len(), "dst out of bounds");
+    assert!(last(m, n, n, 1) < c_len, "dst out of bounds");
     if k == 0 {
         if !accumulate {
-            c[..m * n].iter_mut().for_each(|v| *v = T::zero());
+            for i in 0..m * n {
+                // SAFETY: i < m·n <= c_len (asserted), and a zero is a valid value to write.
+                unsafe { c_ptr.add(i).write(T::zero()) };
+            }
         }
         return;
     }
     // SAFETY: the asserts above bound every element gemm reads (a, b) or writes (c) inside the
     // slices, which are valid for the call; `c` is borrowed mutably, so nothing aliases it.
+    // gemm reads `c` only when accumulating, which only initialized (`Add`) buffers ask for.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c_ptr,
             1,
             n as isize,
             accumulate,
@@ -436,11 +452,11 @@ fn output_buffer<T: HostFloat>(g: &ConvGeom) -> Vec<T> {
 /// The output `[N, C_out, H_out, W_out]` of `x` convolved with `w`, plus `bias`.
 pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
-    let mut out = vec![T::zero(); g.output_len()];
+    let mut out = Vec::with_capacity(g.output_len());
     let per_task = images_per_task(g.batch);
     let (len, padded) = (g.col_len(), g.layout() == Layout::Padded);
     x.par_chunks(per_task * img_in)
-        .zip(out.par_chunks_mut(per_task * img_out))
+        .zip(out.spare_capacity_mut()[..g.output_len()].par_chunks_mut(per_task * img_out))
         .for_each(|(xs, outs)| {
             let mut ws = Workspace::new(g, false);
             let mut ypad = output_buffer(g);
@@ -450,9 +466,9 @@ pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>)
                     let wg = &w[group * g.cout_g() * g.col_rows()..];
                     let cols = ws.columns(g, xi, group);
                     let og = if padded {
-                        &mut ypad[group * g.cout_g() * len..]
+                        Dst::Overwrite(&mut ypad[group * g.cout_g() * len..])
                     } else {
-                        &mut oi[group * g.cout_g() * g.hw_out()..]
+                        Dst::Uninit(&mut oi[group * g.cout_g() * g.hw_out()..])
                     };
                     matmul(
                         (g.cout_g(), len, g.col_rows()),
@@ -461,7 +477,6 @@ pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>)
                         cols,
                         (len, 1),
                         og,
-                        false,
                     );
                 }
                 if padded {
@@ -469,17 +484,22 @@ pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>)
                     let (wo, wp) = (g.w_out(), g.wp());
                     for (dst, src) in oi.chunks_mut(g.hw_out()).zip(ypad.chunks(len)) {
                         for (row, from) in dst.chunks_mut(wo).zip(src.chunks(wp)) {
-                            row.copy_from_slice(&from[..wo]);
+                            for (d, &v) in row.iter_mut().zip(from) {
+                                d.write(v);
+                            }
                         }
-                    }
-                }
-                if let Some(b) = bias {
-                    for (plane, &bc) in oi.chunks_mut(g.hw_out()).zip(b) {
-                        plane.iter_mut().for_each(|v| *v += bc);
                     }
                 }
             }
         });
+    // SAFETY: each image's `img_out` values were written: by the products of every group
+    // (`cout_g` channels × all output pixels each), or by the crop of every channel's rows.
+    unsafe { out.set_len(g.output_len()) };
+    if let Some(b) = bias {
+        out.par_chunks_mut(g.hw_out())
+            .enumerate()
+            .for_each(|(plane, values)| values.iter_mut().for_each(|v| *v += b[plane % g.c_out]));
+    }
     out
 }
 
@@ -532,16 +552,17 @@ pub fn backward<T: HostFloat>(
                         (len, 1),
                         cols,
                         (1, len),
-                        &mut dw[group * g.cout_g() * g.col_rows()..],
-                        true,
+                        Dst::Add(&mut dw[group * g.cout_g() * g.col_rows()..]),
                     );
                     // dcols = W_gᵀ · dY_g, folded back into dX (added to it directly when
                     // the columns are the image).
                     let plane = g.h * g.w;
                     let target = if pointwise {
-                        &mut dxi[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane]
+                        Dst::Add(
+                            &mut dxi[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane],
+                        )
                     } else {
-                        &mut ws.dcols[..]
+                        Dst::Overwrite(&mut ws.dcols[..])
                     };
                     matmul(
                         (g.col_rows(), len, g.cout_g()),
@@ -550,7 +571,6 @@ pub fn backward<T: HostFloat>(
                         dyg,
                         (len, 1),
                         target,
-                        pointwise,
                     );
                     ws.fold_columns(g, group, dxi);
                 }

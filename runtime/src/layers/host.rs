@@ -28,13 +28,6 @@ pub enum Host {
     F64(Vec<f64>),
 }
 
-/// `v` as a slice of `T` when `E` is `T`.
-pub fn cast_slice<E: 'static, T: 'static>(v: &[E]) -> Option<&[T]> {
-    // SAFETY: the type ids are equal, so `E` and `T` are one type.
-    (TypeId::of::<E>() == TypeId::of::<T>())
-        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) })
-}
-
 /// `v` as a mutable slice of `T` when `E` is `T`.
 pub fn cast_slice_mut<E: 'static, T: 'static>(v: &mut [E]) -> Option<&mut [T]> {
     // SAFETY: the type ids are equal, so `E` and `T` are one type; the borrow is moved.
@@ -193,12 +186,16 @@ pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
     out.ok_or_else(|| Error::msg("a gradient buffer was not handed to its writer"))
 }
 
-/// The gradient of `t` (zeros if it has none yet), in its kernel's dtype.
-pub fn grad_of<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+/// Calls `f` with the gradient of `t` (zeros if it has none yet) in its kernel's dtype, and
+/// with `grads` for writing other gradients meanwhile; the gradient is moved out and back, not
+/// copied, when `E` is f32 or f64.
+pub fn with_output_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
     t: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
-) -> Result<Host> {
-    let mut out = None;
-    D::with_grad(t, grads, |g| out = Some(Host::from_vec(g.to_vec())))?;
-    out.ok_or_else(|| Error::msg("a gradient buffer was not handed to its reader"))
+    f: impl FnOnce(&Host, &mut Gradients<E, D>) -> Result<R>,
+) -> Result<R> {
+    let dy = Host::from_vec(D::take_grad(t, grads)?);
+    let out = f(&dy, grads);
+    D::restore_grad(t, grads, dy.into_vec())?;
+    out
 }

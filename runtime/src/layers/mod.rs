@@ -21,11 +21,11 @@ pub use self::conv2d::{Conv2D, Conv2DNoBias};
 pub use self::pool2d::{pool2d, AvgPool2D, MaxPool2D, PoolKind};
 
 use dfdx::shapes::HasShape;
-use dfdx::tensor::{Cpu, Gradients, NoneTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
 pub use conv_kernel::ConvGeom;
-use host::{accumulate_grad, add_grad, grad_of, on_host, Host, IntoHost};
+use host::{accumulate_grad, add_grad, on_host, with_output_grad, Host, IntoHost};
 
 /// A batch of images with `C` channels: `[N, C, H, W]`, only the channels fixed at compile time.
 pub type Images<const C: usize, E, D = Cpu, T = NoneTape> =
@@ -112,8 +112,7 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     tape.add_backward_op(move |grads| {
         // dfdx's tape closure cannot carry fulmen's error: a failure here (the device could
         // not hand over a gradient buffer) would have failed dfdx's own ops first.
-        let backward = |grads: &mut Gradients<E, D>| -> Result<()> {
-            let dy = grad_of(&out_key, grads)?;
+        with_output_grad(&out_key, grads, |dy, grads| {
             let (dw, db) = accumulate_grad(&x, grads, |dx| {
                 on_host!(T; Host(xs), Host(ws), Host(dy), HostMut(dx) => {
                     let (dw, db) = conv_kernel::backward(&geom, xs, ws, dy, dx);
@@ -121,12 +120,12 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
                 })
             })?;
             add_grad(&weight_key, grads, dw)?;
-            if let Some(b) = &bias_key {
-                add_grad(b, grads, db)?;
+            match &bias_key {
+                Some(b) => add_grad(b, grads, db),
+                None => Ok(()),
             }
-            Ok(())
-        };
-        backward(grads).map_err(|e| panic!("Conv2D backward: {e}"))
+        })
+        .map_err(|e| panic!("Conv2D backward: {e}"))
     });
     Ok(out.put_tape(tape))
 }
