@@ -156,3 +156,77 @@ fn one_value_per_channel_is_refused_naming_the_layer() {
     assert!(err.contains("BatchNorm2D"), "{err}");
     assert!(err.contains("more than one value per channel"), "{err}");
 }
+
+#[lightning_module]
+struct TinyBnNet {
+    conv: fulmen::layers::Conv2DNoBias<3, 4, 3, 1, 1>,
+    bn: BatchNorm2D<4>,
+    head: Linear<4, 2>,
+}
+
+#[lightning_module]
+impl TinyBnNet {
+    fn training_step(
+        &mut self,
+        (x, y): fulmen::data::ImageBatch<3, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let h = self.bn.forward_mut(self.conv.forward(ctx.trace(x))).relu();
+        let logits = self
+            .head
+            .forward(h.mean::<(usize, Const<4>), Axes2<2, 3>>());
+        cross_entropy_with_logits_loss(logits, y.one_hot())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.01)
+    }
+}
+
+/// The running statistics after two epochs of 4 batches in `precision`.
+fn running_stats(precision: &str) -> (Vec<f32>, Vec<f32>) {
+    use fulmen::data::Image;
+    seed_everything(7);
+    let samples: Vec<(Image<3>, Class<2>)> = (0..32)
+        .map(|i| {
+            let pixels = (0..3 * 5 * 5)
+                .map(|p| ((i * 31 + p * 7) % 17) as f32 / 4.0 - 1.0)
+                .collect();
+            (
+                Image::new(pixels, 5, 5).unwrap(),
+                Class::new(i % 2).unwrap(),
+            )
+        })
+        .collect();
+    let loader = DataLoader::new(InMemoryDataset::new(samples), 8);
+    let mut model = TinyBnNet::new();
+    Trainer::builder()
+        .max_epochs(2)
+        .no_logger()
+        .enable_checkpointing(false)
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .precision(precision.parse().unwrap())
+        .build()
+        .unwrap()
+        .fit_loaders(&mut model, loader, None)
+        .unwrap();
+    (
+        model.bn.running_mean.as_vec(),
+        model.bn.running_var.as_vec(),
+    )
+}
+
+#[test]
+fn running_statistics_survive_every_precision() {
+    let (mean, var) = running_stats("32-true");
+    assert!(mean.iter().all(|m| *m != 0.0) && var.iter().all(|v| *v != 1.0));
+    for precision in ["64-true", "16-mixed"] {
+        let (m, v) = running_stats(precision);
+        for (got, want) in m.iter().chain(&v).zip(mean.iter().chain(&var)) {
+            assert!(
+                (got - want).abs() < 2e-2 * (1.0 + want.abs()),
+                "{precision}: running statistic {got}, 32-true has {want}"
+            );
+        }
+    }
+}

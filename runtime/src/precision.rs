@@ -79,8 +79,9 @@ where
         info: StepInfo,
     ) -> Result<(f64, Vec<LogEntry>)>;
     /// Backward of the last forward's loss, scaled and divided by `k` (accumulation), adding
-    /// the unscaled gradients into `grads`.
-    fn backward(&mut self, model: &M, grads: &mut Gradients<E, Cpu>, k: usize) -> Result<()>;
+    /// the unscaled gradients into `grads`; the buffers the forward updated (batch norm's
+    /// running statistics) are copied back into `model`.
+    fn backward(&mut self, model: &mut M, grads: &mut Gradients<E, Cpu>, k: usize) -> Result<()>;
     /// At an optimizer step: whether the window's gradients were all finite (if not, the step
     /// is skipped); updates the scale.
     fn finish_window(&mut self) -> bool;
@@ -135,11 +136,13 @@ where
         Ok((value, std::mem::take(&mut ctx.logs)))
     }
 
-    fn backward(&mut self, model: &M, grads: &mut Gradients<f32, Cpu>, k: usize) -> Result<()> {
+    fn backward(&mut self, model: &mut M, grads: &mut Gradients<f32, Cpu>, k: usize) -> Result<()> {
         let (half, loss) = self
             .pending
             .take()
             .ok_or_else(|| Error::msg("16-mixed: backward without a forward"))?;
+        let buffers = crate::checkpoint::tensors::collect_buffers(&half)?;
+        crate::checkpoint::tensors::load_present(model, &buffers)?;
         let factor = Half::from_f64(self.scaler.scale / k as f64)
             .ok_or_else(|| Error::msg("16-mixed: the loss scale is not representable"))?;
         let mut half_grads = (loss * factor).backward();
@@ -164,7 +167,7 @@ where
             return Ok(());
         }
         let mut j = 0;
-        grads::for_each(model, grads, |_, g| {
+        grads::for_each(&*model, grads, |_, g| {
             if let Some(values) = buffer.get(j) {
                 for (a, &b) in g.iter_mut().zip(values) {
                     *a += b;

@@ -100,12 +100,33 @@ pub(crate) fn collect<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
 ) -> Result<()> {
     M::iter_tensors(&mut RecursiveWalker {
         m: (module, String::new()),
-        f: &mut Collect(into),
+        f: &mut Collect {
+            into,
+            buffers_only: false,
+        },
     })
     .map(|_| ())
 }
 
-struct Collect<'a>(&'a mut Records);
+/// The tensors of `module` that are not trained (batch norm's running statistics), by name.
+pub(crate) fn collect_buffers<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+    module: &M,
+) -> Result<Records> {
+    let mut into = Records::new();
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut Collect {
+            into: &mut into,
+            buffers_only: true,
+        },
+    })?;
+    Ok(into)
+}
+
+struct Collect<'a> {
+    into: &'a mut Records,
+    buffers_only: bool,
+}
 
 impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Collect<'_> {
     type Viewer = (ViewTensorRef, ViewTensorName);
@@ -115,11 +136,14 @@ impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Collect<'_> {
 
     fn visit<S: Shape>(
         &mut self,
-        _: TensorOptions<S, E, D>,
+        opts: TensorOptions<S, E, D>,
         (t, name): (&Tensor<S, E, D>, String),
     ) -> Result<Option<Tensor<S, E, D>>> {
-        let shape = t.shape().concrete().into_iter().collect();
-        self.0.insert(name, Record::from_values(shape, &t.as_vec()));
+        if !(self.buffers_only && opts.do_gradient_update) {
+            let shape = t.shape().concrete().into_iter().collect();
+            self.into
+                .insert(name, Record::from_values(shape, &t.as_vec()));
+        }
         Ok(None)
     }
 
@@ -128,10 +152,13 @@ impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Collect<'_> {
         _: ScalarOptions<N>,
         (n, name): (&N, String),
     ) -> Result<Option<N>> {
+        if self.buffers_only {
+            return Ok(None);
+        }
         let value = n
             .to_f64()
             .ok_or_else(|| Error::msg(format!("scalar `{name}` is not representable as f64")))?;
-        self.0
+        self.into
             .insert(name, Record::from_values(Vec::new(), &[value]));
         Ok(None)
     }
@@ -146,6 +173,7 @@ pub(crate) fn load<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
     let mut loader = Load {
         records,
         used: Vec::new(),
+        only_present: false,
     };
     M::iter_tensors(&mut RecursiveWalker {
         m: (module, String::new()),
@@ -154,9 +182,27 @@ pub(crate) fn load<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
     Ok(loader.used)
 }
 
+/// Loads the tensors of `module` that `records` has (by name; shapes must agree), leaving the
+/// others as they are.
+pub(crate) fn load_present<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+    module: &mut M,
+    records: &Records,
+) -> Result<()> {
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut Load {
+            records,
+            used: Vec::new(),
+            only_present: true,
+        },
+    })
+    .map(|_| ())
+}
+
 struct Load<'a> {
     records: &'a Records,
     used: Vec<String>,
+    only_present: bool,
 }
 
 /// Stored tensor `name`, which must have `shape` (the one the model expects).
@@ -193,6 +239,9 @@ impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Load<'_> {
         _: TensorOptions<S, E, D>,
         (t, name): (&mut Tensor<S, E, D>, String),
     ) -> Result<Option<Tensor<S, E, D>>> {
+        if self.only_present && !self.records.contains_key(&name) {
+            return Ok(None);
+        }
         let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
         let values = self.record(&name, &shape)?.values::<E>(&name)?;
         t.copy_from(&values);
@@ -204,6 +253,9 @@ impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Load<'_> {
         _: ScalarOptions<N>,
         (n, name): (&mut N, String),
     ) -> Result<Option<N>> {
+        if self.only_present && !self.records.contains_key(&name) {
+            return Ok(None);
+        }
         let values = self.record(&name, &[])?.values::<f64>(&name)?;
         *n = values
             .first()
