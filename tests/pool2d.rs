@@ -1,7 +1,8 @@
 //! Pooling windows against PyTorch: `tests/fixtures/pool2d.json` holds torch 2.15's
-//! `max_pool2d` / `avg_pool2d` outputs and input gradients (`pool2d.py` beside it made it).
+//! `max_pool2d` / `avg_pool2d` / `adaptive_avg_pool2d` outputs and input gradients
+//! (`pool2d.py` beside it made it); and `Flatten`.
 
-use fulmen::layers::{AvgPool2D, MaxPool2D};
+use fulmen::layers::{AdaptiveAvgPool2D, AvgPool2D, Flatten, MaxPool2D};
 use fulmen::prelude::*;
 use fulmen::serde_json::Value;
 
@@ -65,6 +66,9 @@ fn pooling_matches_pytorch() {
             "max_2_2_0" => run::<3, _>(case, MaxPool2D::<2, 2>),
             "avg_3_1_1_pads_count" => run::<2, _>(case, AvgPool2D::<3, 1, 1>),
             "avg_2_2_0_floor" => run::<3, _>(case, AvgPool2D::<2, 2>),
+            "adaptive_3x2_overlapping" => run::<3, _>(case, AdaptiveAvgPool2D::<3, 2>),
+            "adaptive_1_global" => run::<4, _>(case, AdaptiveAvgPool2D::<1>),
+            "adaptive_4x4_upsampling" => run::<2, _>(case, AdaptiveAvgPool2D::<4, 4>),
             other => panic!("no layer for case {other}"),
         };
         assert_eq!(out, dims(&case["y_shape"]), "{name}: output shape");
@@ -89,4 +93,22 @@ fn the_layer_panics_with_the_message_as_dfdx_layers_do() {
     let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
         Cpu::default().zeros_like(&(1, Const, 2, 2));
     let _ = MaxPool2D::<3, 1>.forward(x);
+}
+
+#[test]
+fn flatten_keeps_pytorch_order_and_names_a_size_mismatch() {
+    let dev = Cpu::default();
+    let values: Vec<f32> = (0..2 * 3 * 2 * 2).map(|v| v as f32).collect();
+    let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+        dev.tensor_from_vec(values.clone(), (2, Const, 2, 2));
+    let rows = Flatten::<12>.forward(x.clone());
+    assert_eq!(*rows.shape(), (2, Const::<12>));
+    assert_eq!(rows.as_vec(), values, "row i is image i, channel-major");
+    let err = fulmen::layers::flatten::<10, 3, _, _, _>(x)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Flatten<10>") && err.contains("3×2×2 image has 12 values"),
+        "{err}"
+    );
 }

@@ -4,8 +4,9 @@
 //! [`conv2d()`] is the differentiable 2-D convolution: its CPU kernel ([`conv_kernel`]) and its
 //! backward on dfdx's tape, so that gradients reach dfdx's `Gradients` like any other op's.
 //! [`Conv2D`] and [`Conv2DNoBias`] are the layers that use it in `#[module]` structs;
-//! [`MaxPool2D`] and [`AvgPool2D`] are the pooling windows (dfdx's global pools work on stable
-//! as they are); [`BatchNorm2D`] is batch normalization in one fused kernel
+//! [`MaxPool2D`], [`AvgPool2D`] and [`AdaptiveAvgPool2D`] are the pooling windows (dfdx's
+//! global pools work on stable as they are); [`Flatten`] turns images into rows for a
+//! `Linear`; [`BatchNorm2D`] is batch normalization in one fused kernel
 //! ([`batchnorm_kernel`]). The kernels run on the host ([`host`]: f64 in f64, every other dtype
 //! in f32), their work spread over rayon's threads.
 
@@ -13,12 +14,16 @@ pub mod batchnorm2d;
 pub mod batchnorm_kernel;
 pub mod conv2d;
 pub mod conv_kernel;
+pub mod flatten;
 pub mod host;
 pub mod pool2d;
 
 pub use self::batchnorm2d::BatchNorm2D;
 pub use self::conv2d::{Conv2D, Conv2DNoBias};
-pub use self::pool2d::{pool2d, AvgPool2D, MaxPool2D, PoolKind};
+pub use self::flatten::{flatten, Flatten};
+pub use self::pool2d::{
+    adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D, PoolKind,
+};
 
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};

@@ -2,7 +2,7 @@
 //! for stable Rust, as PyTorch's `nn.MaxPool2d` / `nn.AvgPool2d` (floor mode; max pooling pads
 //! with -∞; average pooling counts padded zeros, `count_include_pad=True`). Differentiable on
 //! dfdx's tape: max pooling sends each gradient to the first maximum of its window, as PyTorch's
-//! CPU kernel does.
+//! CPU kernel does. [`AdaptiveAvgPool2D`] is PyTorch's `nn.AdaptiveAvgPool2d`.
 //!
 //! ```
 //! use fulmen::layers::MaxPool2D;
@@ -28,6 +28,20 @@ pub enum PoolKind {
     Avg,
 }
 
+/// Where the windows of a pooling lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Windows {
+    /// `k`×`k` windows every `stride` pixels of the input padded by `padding`.
+    Fixed {
+        k: usize,
+        stride: usize,
+        padding: usize,
+    },
+    /// PyTorch's adaptive pooling: `out` windows per axis, window `i` covering
+    /// `floor(i·len/out)..ceil((i+1)·len/out)`.
+    Adaptive { out_h: usize, out_w: usize },
+}
+
 /// The geometry of one pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geom {
@@ -35,20 +49,37 @@ struct Geom {
     c: usize,
     h: usize,
     w: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
+    windows: Windows,
 }
 
 impl Geom {
-    fn out(&self, len: usize) -> usize {
-        (len + 2 * self.padding - self.k) / self.stride + 1
+    fn out(&self) -> (usize, usize) {
+        match self.windows {
+            Windows::Fixed { k, stride, padding } => {
+                let out = |len: usize| (len + 2 * padding - k) / stride + 1;
+                (out(self.h), out(self.w))
+            }
+            Windows::Adaptive { out_h, out_w } => (out_h, out_w),
+        }
     }
-    /// Input rows (or columns) window `o` covers, clipped to the input.
-    fn span(&self, o: usize, len: usize) -> std::ops::Range<usize> {
-        let start = (o * self.stride) as isize - self.padding as isize;
-        let end = (start + self.k as isize).min(len as isize);
-        (start.max(0) as usize)..(end.max(0) as usize)
+    /// Input rows (or columns, `len` = w) that window `o` of `outs` covers, clipped to the input.
+    fn span(&self, o: usize, len: usize, outs: usize) -> std::ops::Range<usize> {
+        match self.windows {
+            Windows::Fixed { k, stride, padding } => {
+                let start = (o * stride) as isize - padding as isize;
+                let end = (start + k as isize).min(len as isize);
+                (start.max(0) as usize)..(end.max(0) as usize)
+            }
+            Windows::Adaptive { .. } => (o * len / outs)..((o + 1) * len).div_ceil(outs),
+        }
+    }
+    /// What an average divides by: the whole window, padding included (PyTorch's
+    /// `count_include_pad=True`), or an adaptive window's size.
+    fn divisor(&self, rows: usize, cols: usize) -> usize {
+        match self.windows {
+            Windows::Fixed { k, .. } => k * k,
+            Windows::Adaptive { .. } => rows * cols,
+        }
     }
 }
 
@@ -60,16 +91,7 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
     stride: usize,
     padding: usize,
 ) -> Result<Images<C, E, D, T>> {
-    let (n, _, h, w) = *x.shape();
-    let g = Geom {
-        n,
-        c: C,
-        h,
-        w,
-        k,
-        stride,
-        padding,
-    };
+    let (_, _, h, w) = *x.shape();
     if k == 0 || stride == 0 || 2 * padding > k {
         return Err(Error::config(
             "Pool2D",
@@ -82,7 +104,42 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
             format!("a {h}×{w} input with padding {padding} is smaller than the {k}×{k} window"),
         ));
     }
-    let (ho, wo) = (g.out(h), g.out(w));
+    pool(x, kind, Windows::Fixed { k, stride, padding })
+}
+
+/// Averages `x` (`[N, C, H, W]`) over `out_h`×`out_w` adaptive windows, as PyTorch's
+/// `adaptive_avg_pool2d`; differentiable through the tape on `x`.
+pub fn adaptive_avg_pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Images<C, E, D, T>> {
+    let (_, _, h, w) = *x.shape();
+    if out_h == 0 || out_w == 0 || h == 0 || w == 0 {
+        return Err(Error::config(
+            "AdaptiveAvgPool2D",
+            format!(
+                "a {h}×{w} input cannot be pooled to {out_h}×{out_w}: both need at least one pixel"
+            ),
+        ));
+    }
+    pool(x, PoolKind::Avg, Windows::Adaptive { out_h, out_w })
+}
+
+fn pool<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    kind: PoolKind,
+    windows: Windows,
+) -> Result<Images<C, E, D, T>> {
+    let (n, _, h, w) = *x.shape();
+    let g = Geom {
+        n,
+        c: C,
+        h,
+        w,
+        windows,
+    };
+    let (ho, wo) = g.out();
     let (x, mut tape) = x.split_tape();
     let xs = x.as_vec();
     let mut out = Vec::with_capacity(n * C * ho * wo);
@@ -92,7 +149,7 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
         let src = &xs[plane * h * w..(plane + 1) * h * w];
         for oy in 0..ho {
             for ox in 0..wo {
-                let (rows, cols) = (g.span(oy, h), g.span(ox, w));
+                let (rows, cols) = (g.span(oy, h, ho), g.span(ox, w, wo));
                 match kind {
                     PoolKind::Max => {
                         let mut best: Option<(usize, E)> = None;
@@ -114,7 +171,8 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
                             .flat_map(|iy| cols.clone().map(move |ix| iy * w + ix))
                             .map(|i| src[i].to_f64().unwrap_or(f64::NAN))
                             .sum();
-                        out.push(E::from(sum / (k * k) as f64).unwrap_or_else(E::nan));
+                        let div = g.divisor(rows.len(), cols.len());
+                        out.push(E::from(sum / div as f64).unwrap_or_else(E::nan));
                     }
                 }
             }
@@ -136,13 +194,15 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
                 }
             }
             PoolKind::Avg => {
-                let scale = E::from(1.0 / (g.k * g.k) as f64).unwrap_or_else(E::nan);
                 for plane in 0..g.n * g.c {
                     for oy in 0..ho {
                         for ox in 0..wo {
+                            let (rows, cols) = (g.span(oy, g.h, ho), g.span(ox, g.w, wo));
+                            let div = g.divisor(rows.len(), cols.len());
+                            let scale = E::from(1.0 / div as f64).unwrap_or_else(E::nan);
                             let d = dy[(plane * ho + oy) * wo + ox] * scale;
-                            for iy in g.span(oy, g.h) {
-                                for ix in g.span(ox, g.w) {
+                            for iy in rows {
+                                for ix in cols.clone() {
                                     dx[plane * g.h * g.w + iy * g.w + ix] += d;
                                 }
                             }
@@ -202,3 +262,33 @@ pool_layer!(
     AvgPool2D,
     PoolKind::Avg
 );
+
+/// Averages over `OUT_H`×`OUT_W` windows that tile the input whatever its size, as PyTorch's
+/// `nn.AdaptiveAvgPool2d((OUT_H, OUT_W))`; `AdaptiveAvgPool2D<1>` is global average pooling
+/// that keeps the `[N, C, 1, 1]` shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdaptiveAvgPool2D<const OUT_H: usize, const OUT_W: usize = OUT_H>;
+
+impl<const H: usize, const W: usize> ZeroSizedModule for AdaptiveAvgPool2D<H, W> {}
+impl<const H: usize, const W: usize> NonMutableModule for AdaptiveAvgPool2D<H, W> {}
+
+impl<const H: usize, const W: usize> crate::Spec for AdaptiveAvgPool2D<H, W> {
+    type Module<E: Dtype, D: Device<E>> = Self;
+}
+
+impl<const H: usize, const W: usize, const C: usize, E, D, T> Module<Images<C, E, D, T>>
+    for AdaptiveAvgPool2D<H, W>
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    T: Tape<E, D>,
+{
+    type Output = Images<C, E, D, T>;
+    type Error = D::Err;
+
+    /// Panics, with fulmen's message, on an empty input or output (see
+    /// [`adaptive_avg_pool2d`] for a `Result`).
+    fn try_forward(&self, x: Images<C, E, D, T>) -> std::result::Result<Self::Output, D::Err> {
+        Ok(super::conv2d::or_panic(adaptive_avg_pool2d(x, H, W)))
+    }
+}
