@@ -100,7 +100,8 @@ fn gradients_match_finite_differences() {
 
 fn finite_differences(k: usize, opts: ConvOptions) {
     let dev = Cpu::seed_from_u64(3);
-    let x: Dyn4<f64> = dev.sample_normal_like(&(2, 4, 6, 5));
+    // Five images: the kernel multiplies several small ones side by side.
+    let x: Dyn4<f64> = dev.sample_normal_like(&(5, 4, 6, 5));
     let w: Dyn4<f64> = dev.sample_normal_like(&(2, 4 / opts.groups, k, k));
     let b: Tensor<(usize,), f64, Cpu> = dev.sample_normal_like(&(2,));
     // A loss that weighs every output differently, so that no gradient cancels by symmetry.
@@ -255,4 +256,55 @@ fn conv_layers_work_inside_a_lightning_module() {
             "conv2.weight"
         ]
     );
+}
+
+#[module]
+struct Grouped {
+    grouped: fulmen::layers::Conv2D<4, 6, 3, 1, 1, 1, 2>,
+    depthwise: fulmen::layers::DepthwiseConv2D<6, 3, 2, 1>,
+}
+
+#[test]
+fn grouped_layers_have_pytorchs_weight_shape_and_compute_the_grouped_op() {
+    let dev = Cpu::seed_from_u64(9);
+    let net = Grouped::<f32, Cpu>::build(&dev);
+    assert_eq!(
+        net.grouped.weight.shape().concrete(),
+        [6, 2, 3, 3],
+        "[OUT, IN / groups, K, K]"
+    );
+    assert_eq!(net.depthwise.weight.shape().concrete(), [6, 1, 3, 3]);
+    let bound = 1.0 / ((2 * 9) as f32).sqrt();
+    assert!(net.grouped.weight.as_vec().iter().all(|w| w.abs() <= bound));
+    let x: Tensor<(usize, Const<4>, usize, usize), f32, Cpu> =
+        dev.sample_normal_like(&(2, Const, 5, 5));
+    let y = net.depthwise.forward(net.grouped.forward(x.clone()));
+    let by_op = |x: Dyn4<f32>, w: Dyn4<f32>, b, groups, stride| {
+        let opts = ConvOptions {
+            stride,
+            padding: 1,
+            dilation: 1,
+            groups,
+        };
+        conv2d(x, &w, Some(&b), opts).unwrap()
+    };
+    let realize = |t: Tensor<(Const<6>, Const<2>, Const<3>, Const<3>), f32, Cpu>| {
+        t.realize::<(usize, usize, usize, usize)>()
+    };
+    let h = by_op(
+        x.realize(),
+        realize(net.grouped.weight.clone()),
+        net.grouped.bias.clone().realize(),
+        2,
+        1,
+    );
+    let want = by_op(
+        h,
+        net.depthwise.weight.clone().realize(),
+        net.depthwise.bias.clone().realize(),
+        6,
+        2,
+    );
+    assert_eq!(y.as_vec(), want.as_vec());
+    assert_eq!(y.shape().2, 3, "stride 2");
 }

@@ -1,7 +1,13 @@
-//! `Conv2D<IN, OUT, K, STRIDE, PADDING, DILATION>`: a 2-D convolution layer with bias
-//! for `#[module]` and `#[lightning_module]` structs. Channel counts are compile-time constants —
-//! a layer reading 64 channels after one writing 32 does not compile — while height and width
-//! are run-time.
+//! `Conv2D<IN, OUT, K, STRIDE, PADDING, DILATION, IN_PER_GROUP>`: a 2-D convolution layer with
+//! bias for `#[module]` and `#[lightning_module]` structs. Channel counts are compile-time
+//! constants — a layer reading 64 channels after one writing 32 does not compile — while height
+//! and width are run-time.
+//!
+//! Groups are given by the input channels each group reads, `IN_PER_GROUP` (default `IN`: one
+//! group), because that is the weight's second dimension, `[OUT, IN / groups, K, K]`, and
+//! stable Rust cannot compute it from a group count: PyTorch's `groups=g` is
+//! `IN_PER_GROUP = IN / g`, and [`DepthwiseConv2D`] is `IN_PER_GROUP = 1`. A value that does not
+//! divide the channels fails to build.
 //!
 //! ```
 //! use fulmen::layers::Conv2D;
@@ -18,9 +24,8 @@
 //! assert_eq!(y.shape().2, 32);
 //! ```
 //!
-//! Weights start as PyTorch's `nn.Conv2d` does: uniform in ±1/√fan_in, fan_in = IN·K².
-//! (The [`conv2d`](super::conv2d()) op takes groups; a grouped layer needs a weight shape of
-//! run-time size, which dfdx 0.13's `TensorOptions` cannot build, and is still to come.)
+//! Weights start as PyTorch's `nn.Conv2d` does: uniform in ±1/√fan_in, fan_in =
+//! IN_PER_GROUP·K².
 
 use dfdx::nn::{Module, ModuleVisitor, NonMutableModule, TensorCollection, TensorOptions};
 use dfdx::shapes::{Const, Dtype};
@@ -31,14 +36,15 @@ use rand_distr::Uniform;
 use super::{conv2d, ConvOptions};
 use crate::{Error, FloatDtype, TrainDevice};
 
-/// PyTorch's bound: 1/√(IN·K²).
+/// PyTorch's bound: 1/√(fan_in), fan_in = (IN / groups)·K².
 fn bound<E: FloatDtype>(c_in: usize, k: usize) -> E {
     E::one() / E::from(c_in * k * k).unwrap_or_else(E::one).sqrt()
 }
 
 /// The tensor types of the layers, by field name.
-type Weight<const IN: usize, const OUT: usize, const K: usize, E, D> =
-    Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>;
+/// `[OUT, IN / groups, K, K]`, PyTorch's layout; `G` is the input channels per group.
+type Weight<const G: usize, const OUT: usize, const K: usize, E, D> =
+    Tensor<(Const<OUT>, Const<G>, Const<K>, Const<K>), E, D>;
 type Bias<const OUT: usize, E, D> = Tensor<(Const<OUT>,), E, D>;
 
 /// One convolution layer: its specification type and dfdx's plumbing for its module, whose
@@ -54,26 +60,27 @@ macro_rules! conv_layer {
             const STRIDE: usize = 1,
             const PADDING: usize = 0,
             const DILATION: usize = 1,
+            const IN_PER_GROUP: usize = IN,
         >;
 
-        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize>
-            crate::Spec for $name<IN, OUT, K, S, P, L>
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize>
+            crate::Spec for $name<IN, OUT, K, S, P, L, G>
         {
-            type Module<E: Dtype, D: Device<E>> = modules::$name<IN, OUT, K, S, P, L, E, D>;
+            type Module<E: Dtype, D: Device<E>> = modules::$name<IN, OUT, K, S, P, L, G, E, D>;
         }
 
-        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: Dtype, D: Device<E>>
-            modules::$name<IN, OUT, K, S, P, L, E, D>
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: Dtype, D: Device<E>>
+            modules::$name<IN, OUT, K, S, P, L, G, E, D>
         {
             fn bias(&self) -> Option<&Bias<OUT, E, D>> {
                 conv_layer!(@bias self $($field)+)
             }
         }
 
-        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: FloatDtype, D: Device<E>>
-            TensorCollection<E, D> for modules::$name<IN, OUT, K, S, P, L, E, D>
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: FloatDtype, D: Device<E>>
+            TensorCollection<E, D> for modules::$name<IN, OUT, K, S, P, L, G, E, D>
         {
-            type To<E2: Dtype, D2: Device<E2>> = modules::$name<IN, OUT, K, S, P, L, E2, D2>;
+            type To<E2: Dtype, D2: Device<E2>> = modules::$name<IN, OUT, K, S, P, L, G, E2, D2>;
 
             fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
                 visitor: &mut V,
@@ -85,7 +92,7 @@ macro_rules! conv_layer {
                             |s| &s.$field,
                             |s| &mut s.$field,
                             TensorOptions::reset_with(|t| {
-                                let b = bound::<E>(IN, K);
+                                let b = bound::<E>(G, K);
                                 t.try_fill_with_distr(Uniform::new(-b, b))
                             }),
                         ),
@@ -95,14 +102,14 @@ macro_rules! conv_layer {
             }
         }
 
-        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: Dtype, D: Device<E>>
-            NonMutableModule for modules::$name<IN, OUT, K, S, P, L, E, D>
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: Dtype, D: Device<E>>
+            NonMutableModule for modules::$name<IN, OUT, K, S, P, L, G, E, D>
         {
         }
 
-        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>
             Module<Tensor<(usize, Const<IN>, usize, usize), E, D, T>>
-            for modules::$name<IN, OUT, K, S, P, L, E, D>
+            for modules::$name<IN, OUT, K, S, P, L, G, E, D>
         {
             type Output = Tensor<(usize, Const<OUT>, usize, usize), E, D, T>;
             type Error = D::Err;
@@ -111,7 +118,7 @@ macro_rules! conv_layer {
                 &self,
                 x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
             ) -> Result<Self::Output, D::Err> {
-                Ok(or_panic(forward::<IN, OUT, K, S, P, L, E, D, T>(
+                Ok(or_panic(forward::<IN, OUT, K, S, P, L, G, E, D, T>(
                     x,
                     &self.weight,
                     self.bias(),
@@ -138,10 +145,11 @@ pub mod modules {
         const S: usize,
         const P: usize,
         const L: usize,
+        const G: usize,
         E: Dtype,
         D: Device<E>,
     > {
-        pub weight: Weight<IN, OUT, K, E, D>,
+        pub weight: Weight<G, OUT, K, E, D>,
         pub bias: Bias<OUT, E, D>,
     }
 
@@ -154,10 +162,11 @@ pub mod modules {
         const S: usize,
         const P: usize,
         const L: usize,
+        const G: usize,
         E: Dtype,
         D: Device<E>,
     > {
-        pub weight: Weight<IN, OUT, K, E, D>,
+        pub weight: Weight<G, OUT, K, E, D>,
     }
 }
 
@@ -166,6 +175,15 @@ conv_layer!(
     /// [`modules::Conv2D`].
     Conv2D { weight, bias }
 );
+
+/// A depthwise convolution (one group per channel, PyTorch's `groups=C`) with bias.
+pub type DepthwiseConv2D<
+    const C: usize,
+    const K: usize,
+    const STRIDE: usize = 1,
+    const PADDING: usize = 0,
+    const DILATION: usize = 1,
+> = Conv2D<C, C, K, STRIDE, PADDING, DILATION, 1>;
 
 conv_layer!(
     /// A convolution layer without bias (PyTorch's `bias=False`, what a convolution before a
@@ -180,6 +198,20 @@ pub(crate) fn or_panic<T>(r: Result<T, Error>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The group count of a layer with `G` input channels per group, refused at compile time
+/// unless it divides both channel counts.
+struct Groups<const IN: usize, const OUT: usize, const G: usize>;
+
+impl<const IN: usize, const OUT: usize, const G: usize> Groups<IN, OUT, G> {
+    const COUNT: usize = {
+        assert!(
+            G > 0 && IN % G == 0 && OUT % (IN / G) == 0,
+            "Conv2D: IN_PER_GROUP must divide IN, and the group count IN / IN_PER_GROUP must divide OUT"
+        );
+        IN / G
+    };
+}
+
 /// The forward of both layers: the shapes made run-time for the op, and back.
 #[allow(clippy::type_complexity)]
 fn forward<
@@ -189,12 +221,13 @@ fn forward<
     const S: usize,
     const P: usize,
     const L: usize,
+    const G: usize,
     E: FloatDtype,
     D: TrainDevice<E>,
     T: Tape<E, D>,
 >(
     x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
-    weight: &Tensor<(Const<OUT>, Const<IN>, Const<K>, Const<K>), E, D>,
+    weight: &Weight<G, OUT, K, E, D>,
     bias: Option<&Tensor<(Const<OUT>,), E, D>>,
 ) -> Result<Tensor<(usize, Const<OUT>, usize, usize), E, D, T>, Error> {
     let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
@@ -217,7 +250,7 @@ fn forward<
         stride: S,
         padding: P,
         dilation: L,
-        groups: 1,
+        groups: Groups::<IN, OUT, G>::COUNT,
     };
     conv2d(x, &weight, bias.as_ref(), opts)?
         .try_realize::<(usize, Const<OUT>, usize, usize)>()

@@ -183,8 +183,9 @@ fn valid_columns(g: &ConvGeom, offset: usize) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
-/// The column matrix of image `x` (`[C_in, H, W]`) for group `g`: `col_rows × hw_out`.
-fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
+/// The column matrix of image `x` (`[C_in, H, W]`) for group `g`: `col_rows` rows of `hw_out`
+/// values, row `r` at `cols[r·ld..]`.
+fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T], ld: usize) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let mut row = 0;
     for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
@@ -192,7 +193,7 @@ fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let (lo, hi) = valid_columns(g, kx * g.dilation);
-                let out = &mut cols[row * ho * wo..(row + 1) * ho * wo];
+                let out = &mut cols[row * ld..row * ld + ho * wo];
                 for oy in 0..ho {
                     let iy = (oy * g.stride + ky * g.dilation) as isize - g.padding as isize;
                     let line = &mut out[oy * wo..(oy + 1) * wo];
@@ -224,9 +225,9 @@ fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T]) {
     }
 }
 
-/// Adds the column matrix `cols` of group `g` back into image gradient `dx` (the transpose
-/// of [`im2col`]).
-fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
+/// Adds the column matrix `cols` (rows `ld` apart) of group `g` back into image gradient `dx`
+/// (the transpose of [`im2col`]).
+fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], ld: usize, group: usize, dx: &mut [T]) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let mut row = 0;
     for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
@@ -234,7 +235,7 @@ fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], group: usize, dx: &mut [T]) {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let (lo, hi) = valid_columns(g, kx * g.dilation);
-                let src = &cols[row * ho * wo..(row + 1) * ho * wo];
+                let src = &cols[row * ld..row * ld + ho * wo];
                 for oy in 0..ho {
                     let iy = (oy * g.stride + ky * g.dilation) as isize - g.padding as isize;
                     if iy < 0 || iy >= g.h as isize || lo == hi {
@@ -266,6 +267,10 @@ fn images_per_task(n: usize) -> usize {
         .max(1)
 }
 
+/// About how many columns one product should have: small images are multiplied several at a
+/// time, side by side, so that no product is too narrow for the matrix kernel to run well.
+const PRODUCT_COLUMNS: usize = 1024;
+
 /// How an image becomes the column matrix that the weights multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -295,7 +300,7 @@ impl ConvGeom {
     fn hp(&self) -> usize {
         self.h + 2 * self.padding
     }
-    /// Length of one row of the column matrix (the product's inner or outer size).
+    /// Columns one image contributes to a product.
     fn col_len(&self) -> usize {
         match self.layout() {
             Layout::Padded => self.h_out() * self.wp(),
@@ -306,35 +311,44 @@ impl ConvGeom {
     fn padded_len(&self) -> usize {
         self.c_in * self.hp() * self.wp() + (self.k - 1) * self.dilation
     }
+    /// Images one product takes side by side.
+    fn images_per_product(&self) -> usize {
+        PRODUCT_COLUMNS
+            .div_ceil(self.col_len())
+            .clamp(1, images_per_task(self.batch))
+    }
 }
 
-/// The buffers one task reuses from image to image.
+/// The buffers one task reuses from block to block of `b` images, whose columns lie side by
+/// side: image `i`'s part of row `r` of a column matrix starts at `r·ld + i·len`.
 struct Workspace<T> {
-    /// The padded image (`Padded`), zero outside the image.
+    b: usize,
+    len: usize,
+    /// The padded images (`Padded`), zero outside the images.
     xpad: Vec<T>,
     /// A column matrix.
     cols: Vec<T>,
     /// The column matrix's gradient.
     dcols: Vec<T>,
-    /// The padded image's gradient.
+    /// The padded images' gradients.
     dxpad: Vec<T>,
 }
 
 impl<T: HostFloat> Workspace<T> {
     fn new(g: &ConvGeom, backward: bool) -> Self {
+        let (b, len) = (g.images_per_product(), g.col_len());
         let layout = g.layout();
+        let direct = b == 1 && layout == Layout::Pointwise;
         let zeros = |n: usize| vec![T::zero(); n];
-        let cols = if layout == Layout::Pointwise {
-            0
-        } else {
-            g.col_rows() * g.col_len()
-        };
+        let cols = if direct { 0 } else { g.col_rows() * b * len };
         let padded = if layout == Layout::Padded {
-            g.padded_len()
+            b * g.padded_len()
         } else {
             0
         };
         Workspace {
+            b,
+            len,
             xpad: zeros(padded),
             cols: zeros(cols),
             dcols: zeros(if backward { cols } else { 0 }),
@@ -342,66 +356,113 @@ impl<T: HostFloat> Workspace<T> {
         }
     }
 
-    /// Prepares image `xi` (the padded copy, for `Padded`).
-    fn load(&mut self, g: &ConvGeom, xi: &[T]) {
+    /// Whether products read and write the images' own buffers (one image at a time, and no
+    /// layout to change).
+    fn direct_columns(&self, g: &ConvGeom) -> bool {
+        self.b == 1 && g.layout() == Layout::Pointwise
+    }
+    /// Whether products write the output itself (one image at a time, and no crop).
+    fn direct_output(&self, g: &ConvGeom) -> bool {
+        self.b == 1 && g.layout() != Layout::Padded
+    }
+
+    /// The buffer that holds a block's outputs (or output gradients) side by side, when
+    /// they are not the output itself.
+    fn output_buffer(&self, g: &ConvGeom) -> Vec<T> {
+        let len = if self.direct_output(g) {
+            0
+        } else {
+            g.c_out * self.b * self.len
+        };
+        vec![T::zero(); len]
+    }
+
+    /// Copies the images of a block into their padded buffers (`Padded`).
+    fn load(&mut self, g: &ConvGeom, images: &[T]) {
         if g.layout() != Layout::Padded {
             return;
         }
         let (wp, plane, p) = (g.wp(), g.hp() * g.wp(), g.padding);
-        for (c, src) in xi.chunks(g.h * g.w).enumerate() {
-            for (y, row) in src.chunks(g.w).enumerate() {
-                let at = c * plane + (y + p) * wp + p;
-                self.xpad[at..at + g.w].copy_from_slice(row);
+        for (xi, xpad) in images
+            .chunks(g.c_in * g.h * g.w)
+            .zip(self.xpad.chunks_mut(g.padded_len()))
+        {
+            for (c, src) in xi.chunks(g.h * g.w).enumerate() {
+                for (y, row) in src.chunks(g.w).enumerate() {
+                    let at = c * plane + (y + p) * wp + p;
+                    xpad[at..at + g.w].copy_from_slice(row);
+                }
             }
         }
     }
 
-    /// Group `group`'s column matrix of the loaded image `xi`.
-    fn columns<'a>(&'a mut self, g: &ConvGeom, xi: &'a [T], group: usize) -> &'a [T] {
-        match g.layout() {
-            Layout::Pointwise => {
-                let plane = g.h * g.w;
-                &xi[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane]
-            }
-            Layout::Im2col => {
-                im2col(g, xi, group, &mut self.cols);
-                &self.cols
-            }
-            Layout::Padded => {
-                let (len, plane) = (g.col_len(), g.hp() * g.wp());
-                let mut rows = self.cols.chunks_mut(len);
-                for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
-                    for ky in 0..g.k {
-                        for kx in 0..g.k {
-                            let at = ci * plane + (ky * g.wp() + kx) * g.dilation;
-                            if let Some(row) = rows.next() {
-                                row.copy_from_slice(&self.xpad[at..at + len]);
+    /// Group `group`'s column matrix of the block's images and its row stride.
+    fn columns<'a>(&'a mut self, g: &ConvGeom, images: &'a [T], group: usize) -> (&'a [T], usize) {
+        let (len, img) = (self.len, g.c_in * g.h * g.w);
+        let plane = g.h * g.w;
+        if self.direct_columns(g) {
+            let rows = &images[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane];
+            return (rows, len);
+        }
+        let ld = len * images.len() / img;
+        for (i, xi) in images.chunks(img).enumerate() {
+            let cols = &mut self.cols[i * len..];
+            match g.layout() {
+                Layout::Im2col => im2col(g, xi, group, cols, ld),
+                Layout::Pointwise => {
+                    let channels = group * g.cin_g()..(group + 1) * g.cin_g();
+                    for (r, ci) in channels.enumerate() {
+                        cols[r * ld..r * ld + len]
+                            .copy_from_slice(&xi[ci * plane..(ci + 1) * plane]);
+                    }
+                }
+                Layout::Padded => {
+                    let (pp, xpad) = (g.hp() * g.wp(), &self.xpad[i * g.padded_len()..]);
+                    let mut r = 0;
+                    for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let at = ci * pp + (ky * g.wp() + kx) * g.dilation;
+                                cols[r * ld..r * ld + len].copy_from_slice(&xpad[at..at + len]);
+                                r += 1;
                             }
                         }
                     }
                 }
-                &self.cols
             }
         }
+        (&self.cols[..g.col_rows() * ld], ld)
     }
 
-    /// Adds the column gradient of group `group` into the image gradient `dxi` (through the
-    /// padded gradient for `Padded`, which [`Workspace::store_dx`] crops).
-    fn fold_columns(&mut self, g: &ConvGeom, group: usize, dxi: &mut [T]) {
-        match g.layout() {
-            Layout::Pointwise => {}
-            Layout::Im2col => col2im(g, &self.dcols, group, dxi),
-            Layout::Padded => {
-                let (len, plane) = (g.col_len(), g.hp() * g.wp());
-                let mut rows = self.dcols.chunks(len);
-                for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
-                    for ky in 0..g.k {
-                        for kx in 0..g.k {
-                            let at = ci * plane + (ky * g.wp() + kx) * g.dilation;
-                            if let Some(row) = rows.next() {
-                                for (d, &v) in self.dxpad[at..at + len].iter_mut().zip(row) {
+    /// Adds group `group`'s column gradient (rows `ld` apart) into the block's image gradients
+    /// `dx` (through the padded gradients for `Padded`, which [`Workspace::store_dx`] crops).
+    fn fold_columns(&mut self, g: &ConvGeom, group: usize, ld: usize, dx: &mut [T]) {
+        let (len, plane) = (self.len, g.h * g.w);
+        for (i, dxi) in dx.chunks_mut(g.c_in * plane).enumerate() {
+            let dcols = &self.dcols[i * len..];
+            match g.layout() {
+                Layout::Im2col => col2im(g, dcols, ld, group, dxi),
+                Layout::Pointwise => {
+                    let channels = group * g.cin_g()..(group + 1) * g.cin_g();
+                    for (r, ci) in channels.enumerate() {
+                        let to = &mut dxi[ci * plane..(ci + 1) * plane];
+                        for (d, &v) in to.iter_mut().zip(&dcols[r * ld..r * ld + len]) {
+                            *d += v;
+                        }
+                    }
+                }
+                Layout::Padded => {
+                    let (pp, dxpad) = (g.hp() * g.wp(), &mut self.dxpad[i * g.padded_len()..]);
+                    let mut r = 0;
+                    for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let at = ci * pp + (ky * g.wp() + kx) * g.dilation;
+                                let from = &dcols[r * ld..r * ld + len];
+                                for (d, &v) in dxpad[at..at + len].iter_mut().zip(from) {
                                     *d += v;
                                 }
+                                r += 1;
                             }
                         }
                     }
@@ -410,43 +471,60 @@ impl<T: HostFloat> Workspace<T> {
         }
     }
 
-    /// Adds the padded gradient's image part into `dxi` (`Padded`).
-    fn store_dx(&mut self, g: &ConvGeom, dxi: &mut [T]) {
+    /// Adds the padded gradients' image parts into `dx` and clears them (`Padded`).
+    fn store_dx(&mut self, g: &ConvGeom, dx: &mut [T]) {
         if g.layout() != Layout::Padded {
             return;
         }
         let (wp, plane, p) = (g.wp(), g.hp() * g.wp(), g.padding);
-        for (c, dst) in dxi.chunks_mut(g.h * g.w).enumerate() {
-            for (y, row) in dst.chunks_mut(g.w).enumerate() {
-                let at = c * plane + (y + p) * wp + p;
-                for (d, &v) in row.iter_mut().zip(&self.dxpad[at..at + g.w]) {
-                    *d += v;
+        for (dxi, dxpad) in dx
+            .chunks_mut(g.c_in * g.h * g.w)
+            .zip(self.dxpad.chunks_mut(g.padded_len()))
+        {
+            for (c, dst) in dxi.chunks_mut(g.h * g.w).enumerate() {
+                for (y, row) in dst.chunks_mut(g.w).enumerate() {
+                    let at = c * plane + (y + p) * wp + p;
+                    for (d, &v) in row.iter_mut().zip(&dxpad[at..at + g.w]) {
+                        *d += v;
+                    }
                 }
             }
+            dxpad.fill(T::zero());
         }
-        self.dxpad.fill(T::zero());
     }
 }
 
-/// Copies output gradient `dyi` into the rows of an output `w + 2·padding` wide, whose extra
-/// columns stay zero (`Padded`).
-fn spread_output<T: HostFloat>(g: &ConvGeom, dyi: &[T], ypad: &mut [T]) {
+/// The block's output gradients as one operand, rows `ld` apart: `dy` itself when it already
+/// is one, else copied side by side into `ybuf` (rows `w + 2·padding` wide for `Padded`, the
+/// extra columns zero).
+fn output_grads<'a, T: HostFloat>(
+    g: &ConvGeom,
+    ws: &Workspace<T>,
+    dy: &'a [T],
+    ybuf: &'a mut [T],
+) -> (&'a [T], usize) {
+    let len = ws.len;
+    if ws.direct_output(g) {
+        return (dy, len);
+    }
+    let ld = len * dy.len() / (g.c_out * g.hw_out());
     let (wo, wp) = (g.w_out(), g.wp());
-    for (src, dst) in dyi.chunks(g.hw_out()).zip(ypad.chunks_mut(g.col_len())) {
-        for (row, out) in src.chunks(wo).zip(dst.chunks_mut(wp)) {
-            out[..wo].copy_from_slice(row);
+    for (i, dyi) in dy.chunks(g.c_out * g.hw_out()).enumerate() {
+        for (co, src) in dyi.chunks(g.hw_out()).enumerate() {
+            let dst = &mut ybuf[co * ld + i * len..co * ld + (i + 1) * len];
+            if g.layout() == Layout::Padded {
+                for (row, out) in src.chunks(wo).zip(dst.chunks_mut(wp)) {
+                    out[..wo].copy_from_slice(row);
+                    // Zero, so that the extra columns' products vanish (a shorter last block
+                    // puts other images' rows where earlier blocks had them).
+                    out[wo..].fill(T::zero());
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
         }
     }
-}
-
-/// A padded output buffer for `Padded`, else none.
-fn output_buffer<T: HostFloat>(g: &ConvGeom) -> Vec<T> {
-    let len = if g.layout() == Layout::Padded {
-        g.c_out * g.col_len()
-    } else {
-        0
-    };
-    vec![T::zero(); len]
+    (&ybuf[..g.c_out * ld], ld)
 }
 
 /// The output `[N, C_out, H_out, W_out]` of `x` convolved with `w`, plus `bias`.
@@ -454,38 +532,43 @@ pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>)
     let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
     let mut out = Vec::with_capacity(g.output_len());
     let per_task = images_per_task(g.batch);
-    let (len, padded) = (g.col_len(), g.layout() == Layout::Padded);
     x.par_chunks(per_task * img_in)
         .zip(out.spare_capacity_mut()[..g.output_len()].par_chunks_mut(per_task * img_out))
         .for_each(|(xs, outs)| {
             let mut ws = Workspace::new(g, false);
-            let mut ypad = output_buffer(g);
-            for (xi, oi) in xs.chunks(img_in).zip(outs.chunks_mut(img_out)) {
-                ws.load(g, xi);
+            let (b, len, direct) = (ws.b, ws.len, ws.direct_output(g));
+            let mut ybuf = ws.output_buffer(g);
+            for (images, oi) in xs.chunks(b * img_in).zip(outs.chunks_mut(b * img_out)) {
+                ws.load(g, images);
                 for group in 0..g.groups {
                     let wg = &w[group * g.cout_g() * g.col_rows()..];
-                    let cols = ws.columns(g, xi, group);
-                    let og = if padded {
-                        Dst::Overwrite(&mut ypad[group * g.cout_g() * len..])
-                    } else {
+                    let (cols, ld) = ws.columns(g, images, group);
+                    let dst = if direct {
                         Dst::Uninit(&mut oi[group * g.cout_g() * g.hw_out()..])
+                    } else {
+                        Dst::Overwrite(&mut ybuf[group * g.cout_g() * ld..])
                     };
                     matmul(
-                        (g.cout_g(), len, g.col_rows()),
+                        (g.cout_g(), ld, g.col_rows()),
                         wg,
                         (g.col_rows(), 1),
                         cols,
-                        (len, 1),
-                        og,
+                        (ld, 1),
+                        dst,
                     );
                 }
-                if padded {
-                    // Crop the extra columns.
+                if !direct {
+                    // Each image's part of each row, cropped to the output's width.
+                    let ld = len * images.len() / img_in;
                     let (wo, wp) = (g.w_out(), g.wp());
-                    for (dst, src) in oi.chunks_mut(g.hw_out()).zip(ypad.chunks(len)) {
-                        for (row, from) in dst.chunks_mut(wo).zip(src.chunks(wp)) {
-                            for (d, &v) in row.iter_mut().zip(from) {
-                                d.write(v);
+                    let row_w = if g.layout() == Layout::Padded { wp } else { wo };
+                    for (i, oimg) in oi.chunks_mut(img_out).enumerate() {
+                        for (co, dst) in oimg.chunks_mut(g.hw_out()).enumerate() {
+                            let src = &ybuf[co * ld + i * len..co * ld + (i + 1) * len];
+                            for (row, from) in dst.chunks_mut(wo).zip(src.chunks(row_w)) {
+                                for (d, &v) in row.iter_mut().zip(from) {
+                                    d.write(v);
+                                }
                             }
                         }
                     }
@@ -493,7 +576,7 @@ pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>)
             }
         });
     // SAFETY: each image's `img_out` values were written: by the products of every group
-    // (`cout_g` channels × all output pixels each), or by the crop of every channel's rows.
+    // (`cout_g` channels × all output pixels each), or by the copy of every channel's rows.
     unsafe { out.set_len(g.output_len()) };
     if let Some(b) = bias {
         out.par_chunks_mut(g.hw_out())
@@ -514,8 +597,6 @@ pub fn backward<T: HostFloat>(
 ) -> (Vec<T>, Vec<T>) {
     let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
     let per_task = images_per_task(g.batch);
-    let len = g.col_len();
-    let pointwise = g.layout() == Layout::Pointwise;
     // Each task sums the weight and bias gradients of its images; the sums are added after.
     let partial: Vec<(Vec<T>, Vec<T>)> = x
         .par_chunks(per_task * img_in)
@@ -525,56 +606,56 @@ pub fn backward<T: HostFloat>(
             let mut dw = vec![T::zero(); g.weight_len()];
             let mut db = vec![T::zero(); g.c_out];
             let mut ws = Workspace::new(g, true);
-            let mut dypad = output_buffer(g);
-            for ((xi, dyi), dxi) in xs
-                .chunks(img_in)
-                .zip(dys.chunks(img_out))
-                .zip(dxs.chunks_mut(img_in))
+            let b = ws.b;
+            let mut ybuf = ws.output_buffer(g);
+            for ((images, dyb), dxb) in xs
+                .chunks(b * img_in)
+                .zip(dys.chunks(b * img_out))
+                .zip(dxs.chunks_mut(b * img_in))
             {
-                for (c, plane) in dyi.chunks(g.hw_out()).enumerate() {
+                for (c, plane) in dyb.chunks(g.hw_out()).enumerate() {
+                    let c = c % g.c_out;
                     db[c] = plane.iter().fold(db[c], |a, &v| a + v);
                 }
-                ws.load(g, xi);
-                let dyo: &[T] = if g.layout() == Layout::Padded {
-                    spread_output(g, dyi, &mut dypad);
-                    &dypad
-                } else {
-                    dyi
-                };
+                ws.load(g, images);
+                let (dyo, ld) = output_grads(g, &ws, dyb, &mut ybuf);
                 for group in 0..g.groups {
-                    let dyg = &dyo[group * g.cout_g() * len..];
+                    let dyg = &dyo[group * g.cout_g() * ld..];
                     let wg = &w[group * g.cout_g() * g.col_rows()..];
                     // dW_g += dY_g · colsᵀ
-                    let cols = ws.columns(g, xi, group);
+                    let (cols, _) = ws.columns(g, images, group);
                     matmul(
-                        (g.cout_g(), g.col_rows(), len),
+                        (g.cout_g(), g.col_rows(), ld),
                         dyg,
-                        (len, 1),
+                        (ld, 1),
                         cols,
-                        (1, len),
+                        (1, ld),
                         Dst::Add(&mut dw[group * g.cout_g() * g.col_rows()..]),
                     );
                     // dcols = W_gᵀ · dY_g, folded back into dX (added to it directly when
                     // the columns are the image).
+                    let direct = ws.direct_columns(g);
                     let plane = g.h * g.w;
-                    let target = if pointwise {
+                    let target = if direct {
                         Dst::Add(
-                            &mut dxi[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane],
+                            &mut dxb[group * g.cin_g() * plane..(group + 1) * g.cin_g() * plane],
                         )
                     } else {
                         Dst::Overwrite(&mut ws.dcols[..])
                     };
                     matmul(
-                        (g.col_rows(), len, g.cout_g()),
+                        (g.col_rows(), ld, g.cout_g()),
                         wg,
                         (1, g.col_rows()),
                         dyg,
-                        (len, 1),
+                        (ld, 1),
                         target,
                     );
-                    ws.fold_columns(g, group, dxi);
+                    if !direct {
+                        ws.fold_columns(g, group, ld, dxb);
+                    }
                 }
-                ws.store_dx(g, dxi);
+                ws.store_dx(g, dxb);
             }
             (dw, db)
         })

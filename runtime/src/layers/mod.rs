@@ -19,7 +19,7 @@ pub mod host;
 pub mod pool2d;
 
 pub use self::batchnorm2d::BatchNorm2D;
-pub use self::conv2d::{Conv2D, Conv2DNoBias};
+pub use self::conv2d::{Conv2D, Conv2DNoBias, DepthwiseConv2D};
 pub use self::flatten::{flatten, Flatten};
 pub use self::pool2d::{
     adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D, PoolKind,
