@@ -205,7 +205,7 @@ struct Groups<const IN: usize, const OUT: usize, const G: usize>;
 impl<const IN: usize, const OUT: usize, const G: usize> Groups<IN, OUT, G> {
     const COUNT: usize = {
         assert!(
-            G > 0 && IN % G == 0 && OUT % (IN / G) == 0,
+            G > 0 && IN.is_multiple_of(G) && OUT.is_multiple_of(IN / G),
             "Conv2D: IN_PER_GROUP must divide IN, and the group count IN / IN_PER_GROUP must divide OUT"
         );
         IN / G
