@@ -31,7 +31,7 @@ use dfdx::tensor_ops::Device;
 
 use super::batchnorm_kernel::{self as kernel, BnGeom};
 use super::conv2d::or_panic;
-use super::host::{accumulate_grad, add_grad, on_host, with_output_grad, Host, IntoHost};
+use super::host::{accumulate_grad, add_grad, with_output_grad, Host};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -145,7 +145,7 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         let (weight, bias) = (host_f64(&self.weight), host_f64(&self.bias));
         let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, self.epsilon);
         let xs = Host::of(&x)?;
-        let y = on_host!(T; Host(xs) => kernel::affine(&g, xs, &a, &b).into_host());
+        let y = kernel::affine_host(&g, &xs, &a, &b);
         y.into_tensor(x.device(), *x.shape())
     }
 
@@ -168,10 +168,10 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         }
         let (x, mut tape) = x.split_tape();
         let xs = Host::of(&x)?;
-        let (mean, var) = on_host!(T; Host(xs) => kernel::stats(&g, xs));
+        let (mean, var) = kernel::stats_host(&g, &xs);
         let (weight, bias) = (host_f64(&self.weight), host_f64(&self.bias));
         let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, self.epsilon);
-        let y = on_host!(T; Host(xs) => kernel::affine(&g, xs, &a, &b).into_host());
+        let y = kernel::affine_host(&g, &xs, &a, &b);
 
         let mom = self.momentum;
         let unbias = m as f64 / (m as f64 - 1.0);
@@ -197,9 +197,7 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
             // that cannot hand over a gradient buffer, where dfdx's own ops fail first.
             with_output_grad(&out_key, grads, |dy, grads| {
                 let (dw, db) = accumulate_grad(&x, grads, |dx| {
-                    on_host!(T; Host(xs), Host(dy), HostMut(dx) => {
-                        kernel::backward(&g, xs, dy, &mean, &inv_std, &weight, dx)
-                    })
+                    kernel::backward_host(&g, &xs, dy, &mean, &inv_std, &weight, dx)
                 })?;
                 let to_e = |v: Vec<f64>| Host::F64(v).into_vec::<E>();
                 add_grad(&w_key, grads, Host::from_vec(to_e(dw)))?;

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::host::HostFloat;
+use super::host::{on_host, Host, HostFloat, HostMut, IntoHost};
 
 /// The shape of one batch norm: `n` images of `c` channels of `hw` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,4 +162,29 @@ pub fn backward<T: HostFloat>(
             }
         });
     (d_weight, d_bias)
+}
+
+/// [`stats`] on host values of either dtype. The `_host` functions are not generic, so that
+/// they are compiled once, in fulmen, and not again in every crate whose models normalize.
+pub fn stats_host(g: &BnGeom, x: &Host) -> (Vec<f64>, Vec<f64>) {
+    on_host!(T; Host(x) => stats(g, x))
+}
+
+/// [`affine`] on host values of either dtype.
+pub fn affine_host(g: &BnGeom, x: &Host, a: &[f64], b: &[f64]) -> Host {
+    on_host!(T; Host(x) => affine(g, x, a, b).into_host())
+}
+
+/// [`backward`] on host values of either dtype.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_host(
+    g: &BnGeom,
+    x: &Host,
+    dy: &Host,
+    mean: &[f64],
+    inv_std: &[f64],
+    weight: &[f64],
+    dx: HostMut<'_>,
+) -> (Vec<f64>, Vec<f64>) {
+    on_host!(T; Host(x), Host(dy), HostMut(dx) => backward(g, x, dy, mean, inv_std, weight, dx))
 }

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::host::HostFloat;
+use super::host::{on_host, Host, HostFloat, HostMut, IntoHost};
 use crate::{Error, Result};
 
 /// The shape of one convolution.
@@ -667,4 +667,21 @@ pub fn backward<T: HostFloat>(
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
     (dw, db)
+}
+
+/// [`forward`] on host values of either dtype. Not generic, so that it is compiled once, in
+/// fulmen, and not again in every crate whose models convolve.
+pub fn forward_host(g: &ConvGeom, x: &Host, w: &Host, bias: Option<&Host>) -> Host {
+    match bias {
+        Some(b) => on_host!(T; Host(x), Host(w), Host(b) => forward(g, x, w, Some(b)).into_host()),
+        None => on_host!(T; Host(x), Host(w) => forward(g, x, w, None).into_host()),
+    }
+}
+
+/// [`backward`] on host values of either dtype (compiled once, as [`forward_host`]).
+pub fn backward_host(g: &ConvGeom, x: &Host, w: &Host, dy: &Host, dx: HostMut<'_>) -> (Host, Host) {
+    on_host!(T; Host(x), Host(w), Host(dy), HostMut(dx) => {
+        let (dw, db) = backward(g, x, w, dy, dx);
+        (dw.into_host(), db.into_host())
+    })
 }

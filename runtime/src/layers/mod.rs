@@ -30,7 +30,7 @@ use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
 pub use conv_kernel::ConvGeom;
-use host::{accumulate_grad, add_grad, on_host, with_output_grad, Host, IntoHost};
+use host::{accumulate_grad, add_grad, with_output_grad, Host};
 
 /// A batch of images with `C` channels: `[N, C, H, W]`, only the channels fixed at compile time.
 pub type Images<const C: usize, E, D = Cpu, T = NoneTape> =
@@ -104,14 +104,7 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     let dev = x.device().clone();
     let (xs, ws) = (Host::of(&x)?, Host::of(weight)?);
     let bs = bias.map(Host::of).transpose()?;
-    let out = match &bs {
-        Some(b) => on_host!(T; Host(xs), Host(ws), Host(b) => {
-            conv_kernel::forward(&geom, xs, ws, Some(b)).into_host()
-        }),
-        None => {
-            on_host!(T; Host(xs), Host(ws) => conv_kernel::forward(&geom, xs, ws, None).into_host())
-        }
-    };
+    let out = conv_kernel::forward_host(&geom, &xs, &ws, bs.as_ref());
     let out: Dyn4<E, D> = out.into_tensor(&dev, (n, c_out, geom.h_out(), geom.w_out()))?;
     let (out_key, weight_key, bias_key) = (out.clone(), weight.clone(), bias.cloned());
     tape.add_backward_op(move |grads| {
@@ -119,10 +112,7 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
         // not hand over a gradient buffer) would have failed dfdx's own ops first.
         with_output_grad(&out_key, grads, |dy, grads| {
             let (dw, db) = accumulate_grad(&x, grads, |dx| {
-                on_host!(T; Host(xs), Host(ws), Host(dy), HostMut(dx) => {
-                    let (dw, db) = conv_kernel::backward(&geom, xs, ws, dy, dx);
-                    (dw.into_host(), db.into_host())
-                })
+                conv_kernel::backward_host(&geom, &xs, &ws, dy, dx)
             })?;
             add_grad(&weight_key, grads, dw)?;
             match &bias_key {

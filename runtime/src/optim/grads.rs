@@ -34,26 +34,28 @@ impl std::str::FromStr for ClipAlgorithm {
 }
 
 /// Calls `f(name, gradient)` for every trainable parameter of `M`, in walk order.
+///
+/// The closure is passed on as a trait object: every caller then shares one walk of the
+/// module's type, where a walk per closure type multiplies the code the compiler generates
+/// for deep models (dfdx's walker is instantiated for every field of every layer).
 pub(crate) fn for_each<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     grads: &mut Gradients<E, D>,
-    f: impl FnMut(&str, &mut [E]),
+    mut f: impl FnMut(&str, &mut [E]),
 ) -> Result<()> {
     M::iter_tensors(&mut RecursiveWalker {
         m: (module, String::new()),
-        f: &mut Walk { grads, f },
+        f: &mut Walk { grads, f: &mut f },
     })
     .map(|_| ())
 }
 
-struct Walk<'a, E: FloatDtype, D: TrainDevice<E>, F> {
+struct Walk<'a, E: FloatDtype, D: TrainDevice<E>> {
     grads: &'a mut Gradients<E, D>,
-    f: F,
+    f: &'a mut dyn FnMut(&str, &mut [E]),
 }
 
-impl<E: FloatDtype, D: TrainDevice<E>, F: FnMut(&str, &mut [E])> TensorVisitor<E, D>
-    for Walk<'_, E, D, F>
-{
+impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for Walk<'_, E, D> {
     type Viewer = (ViewTensorRef, ViewTensorName);
     type Err = Error;
     type E2 = E;
