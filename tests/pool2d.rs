@@ -112,3 +112,54 @@ fn flatten_keeps_pytorch_order_and_names_a_size_mismatch() {
         "{err}"
     );
 }
+
+#[lightning_module]
+struct TooSmall {
+    head: Linear<2, 2>,
+}
+
+#[lightning_module]
+impl TooSmall {
+    fn training_step(
+        &mut self,
+        (x, y): fulmen::data::ImageBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        // A 5×5 window on 3×3 images: the layer refuses it at run time.
+        let pooled = MaxPool2D::<5, 1>.forward(ctx.trace(x));
+        let logits = self
+            .head
+            .forward(pooled.mean::<(usize, Const<2>), Axes2<2, 3>>());
+        cross_entropy_with_logits_loss(logits, y.one_hot())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1)
+    }
+}
+
+#[test]
+fn a_layer_refusing_its_input_stops_fit_with_an_error_not_a_panic() {
+    use fulmen::data::Image;
+    let samples: Vec<(Image<2>, Class<2>)> = (0..4)
+        .map(|i| {
+            (
+                Image::new(vec![0.5; 2 * 3 * 3], 3, 3).unwrap(),
+                Class::new(i % 2).unwrap(),
+            )
+        })
+        .collect();
+    let loader = DataLoader::new(InMemoryDataset::new(samples), 2);
+    let err = Trainer::builder()
+        .max_epochs(1)
+        .no_logger()
+        .enable_checkpointing(false)
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .build()
+        .unwrap()
+        .fit_loaders(&mut TooSmall::new(), loader, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("training_step panicked on batch 0"), "{err}");
+    assert!(err.contains("smaller than the 5×5 window"), "{err}");
+}

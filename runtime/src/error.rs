@@ -33,6 +33,14 @@ pub enum Error {
         step: usize,
         batch: usize,
     },
+    /// A step panicked — a layer refusing its input's run-time shape, an index out of range —
+    /// and the run stopped with the panic's message instead of unwinding through the caller.
+    #[error("{hook} panicked on batch {batch}: {message}")]
+    StepPanicked {
+        hook: &'static str,
+        batch: usize,
+        message: String,
+    },
     /// A computation on the device failed (out of memory, driver error).
     #[error("device error: {0}")]
     Device(String),

@@ -96,7 +96,7 @@ impl Host {
 /// dtype: inside the body each name is bound to its values (or buffer) in that dtype, and `$t`
 /// names the dtype.
 ///
-/// ```ignore
+/// ```text
 /// let y: Host = on_host!(T; Host(x), Host(w) => kernel::<T>(x, w).into_host());
 /// ```
 macro_rules! on_host {

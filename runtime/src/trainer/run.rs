@@ -397,14 +397,20 @@ where
             let info = self.step_info(Stage::Fit, true, batch_idx, batch_size);
             let (value, logs, loss) = match self.half.as_mut() {
                 Some(half) => {
-                    let (value, logs) = half.forward(self.model, samples, &self.device, info)?;
+                    let (model, device) = (&*self.model, &self.device);
+                    let (value, logs) = guard("training_step", batch_idx, || {
+                        half.forward(model, samples, device, info)
+                    })??;
                     (value, logs, None)
                 }
                 None => {
                     let mut ctx = StepContext::new(self.device.clone(), info);
                     ctx.grads = self.grads.take();
                     let batch = (self.collate)(samples, &self.device);
-                    let loss = self.model.training_step(batch, &mut ctx);
+                    let model = &mut *self.model;
+                    let loss = guard("training_step", batch_idx, || {
+                        model.training_step(batch, &mut ctx)
+                    })?;
                     (loss.log_value(), std::mem::take(&mut ctx.logs), Some(loss))
                 }
             };
@@ -430,9 +436,12 @@ where
                     } else {
                         loss
                     };
-                    self.grads = Some(loss.backward());
+                    self.grads = Some(guard("backward", batch_idx, || loss.backward())?);
                 }
-                (None, Some(half), Some(grads)) => half.backward(self.model, grads, k)?,
+                (None, Some(half), Some(grads)) => {
+                    let model = &mut *self.model;
+                    guard("backward", batch_idx, || half.backward(model, grads, k))??
+                }
                 (None, ..) => return Err(Error::msg("16-mixed: no gradients to add to")),
             }
             hook!(self, on_after_backward());
@@ -587,10 +596,13 @@ where
             }
             let mut ctx = self.context(stage, false, batch_idx, samples.len());
             let batch = (self.collate)(samples, &self.device);
+            let model = &mut *self.model;
             if test {
-                self.model.test_step(batch, &mut ctx);
+                guard("test_step", batch_idx, || model.test_step(batch, &mut ctx))?;
             } else {
-                self.model.validation_step(batch, &mut ctx);
+                guard("validation_step", batch_idx, || {
+                    model.validation_step(batch, &mut ctx)
+                })?;
             }
             for entry in &ctx.logs {
                 epoch_metrics.add(entry);
@@ -638,7 +650,10 @@ where
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, false, batch_idx, samples.len());
             let batch = (self.collate)(samples, &self.device);
-            predictions.push(self.model.predict_step(batch, &mut ctx));
+            let model = &mut *self.model;
+            predictions.push(guard("predict_step", batch_idx, || {
+                model.predict_step(batch, &mut ctx)
+            })?);
             hook!(self, on_predict_batch_end(batch_idx));
             self.progress.advance(&self.view.progress_bar_metrics);
         }
@@ -812,4 +827,23 @@ fn missing(what: &str, stage: Stage) -> Error {
             stage.as_str()
         ),
     )
+}
+
+/// Runs one step of user code, turning a panic inside it — a layer refusing its input's
+/// run-time shape (dfdx's way, which fulmen's layers follow) — into
+/// [`Error::StepPanicked`], so that `fit` returns an error the caller can handle. The panic's
+/// own report still goes to stderr first, through the process's panic hook.
+fn guard<R>(hook: &'static str, batch: usize, f: impl FnOnce() -> R) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        Error::StepPanicked {
+            hook,
+            batch,
+            message,
+        }
+    })
 }
