@@ -8,32 +8,17 @@ use fulmen::layers::{conv2d, ConvOptions, Dyn4};
 use fulmen::prelude::*;
 use fulmen::serde_json::Value;
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::{dims, floats};
+
+fn close(got: &[f32], want: &[f32], what: &str) {
+    fixtures::close(got, want, 1e-4, what)
 }
 
 fn shape4(v: &Value) -> (usize, usize, usize, usize) {
-    let s: Vec<usize> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect();
+    let s = dims(v);
     (s[0], s[1], s[2], s[3])
-}
-
-fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
-            "{what}[{i}]: {g} vs PyTorch's {w}"
-        );
-    }
 }
 
 #[test]

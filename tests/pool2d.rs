@@ -6,30 +6,12 @@ use fulmen::layers::{AdaptiveAvgPool2D, AvgPool2D, Flatten, MaxPool2D};
 use fulmen::prelude::*;
 use fulmen::serde_json::Value;
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn dims(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::{dims, floats};
 
 fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-5 + 1e-5 * w.abs(),
-            "{what}[{i}]: {g} vs PyTorch's {w}"
-        );
-    }
+    fixtures::close(got, want, 1e-5, what)
 }
 
 /// Runs `pool` on a case with `C` channels: output and input gradient.
