@@ -71,6 +71,7 @@ pub mod progress;
 pub mod seed;
 pub mod spec;
 pub mod trainer;
+mod walk;
 
 pub use callback::Callback;
 pub use context::{Loss, StepContext};

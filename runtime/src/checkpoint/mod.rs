@@ -23,8 +23,8 @@ pub(crate) mod tensors;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::{FloatDtype, TrainDevice};
 use dfdx::nn::TensorCollection;
-use dfdx::tensor_ops::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -103,7 +103,10 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// A checkpoint holding `module`'s weights and hyperparameters only.
-    pub fn of_module<E: CkptDtype, D: Device<E>, M>(module: &M, name: &str) -> Result<Self>
+    pub fn of_module<E: CkptDtype + FloatDtype, D: TrainDevice<E>, M>(
+        module: &M,
+        name: &str,
+    ) -> Result<Self>
     where
         M: TensorCollection<E, D> + crate::Hyperparameters,
     {
@@ -203,7 +206,7 @@ impl Checkpoint {
 
     /// Loads the weights into `module`, refusing a checkpoint whose tensors do not match it
     /// (missing, extra or differently shaped), with the tensor's name.
-    pub fn load_weights<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+    pub fn load_weights<E: CkptDtype + FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
         &self,
         module: &mut M,
     ) -> Result<()> {
@@ -224,7 +227,7 @@ impl Checkpoint {
 
     /// Builds a module from the stored hyperparameters with `build`, then loads its weights:
     /// what the generated `load_from_checkpoint` does.
-    pub fn rebuild<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+    pub fn rebuild<E: CkptDtype + FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
         &self,
         build: impl FnOnce(&HParams) -> Result<M>,
     ) -> Result<M> {

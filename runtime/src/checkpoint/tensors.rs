@@ -1,17 +1,13 @@
-//! A module's tensors to and from a checkpoint's named tensor records, walking the module with
-//! dfdx's `RecursiveWalker` (names are the dotted field paths, `layer_1.weight`).
+//! A module's tensors to and from a checkpoint's named tensor records, by fulmen's one walk
+//! over a module ([`crate::walk`]; names are the dotted field paths, `layer_1.weight`).
 
-use dfdx::nn::{
-    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
-    ViewTensorName, ViewTensorRef,
-};
-use dfdx::shapes::{Dtype, HasShape, Shape};
-use dfdx::tensor::Tensor;
-use dfdx::tensor_ops::Device;
+use dfdx::nn::TensorCollection;
+use dfdx::shapes::Dtype;
 use safetensors::Dtype as SDtype;
 
 use super::{Record, Records};
-use crate::{Error, Result};
+use crate::walk::{self, Item, ItemMut};
+use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// A dtype a checkpoint stores: f32 and f64 as themselves, half precision as F16. Reading
 /// converts between them, so a checkpoint of any precision loads into a module of any other.
@@ -50,6 +46,10 @@ impl CkptDtype for crate::device::Half {
         dfdx::dtypes::AMP(half::f16::from_le_bytes(b.try_into().unwrap_or_default()))
     }
 }
+
+/// A dtype fulmen both trains in and stores.
+pub(crate) trait Ckpt: CkptDtype + FloatDtype {}
+impl<E: CkptDtype + FloatDtype> Ckpt for E {}
 
 impl Record {
     pub(crate) fn from_values<E: CkptDtype>(shape: Vec<usize>, values: &[E]) -> Self {
@@ -94,115 +94,90 @@ impl Record {
 }
 
 /// Every tensor (parameters and buffers) and scalar of `module`, by name.
-pub(crate) fn collect<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+pub(crate) fn collect<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     into: &mut Records,
 ) -> Result<()> {
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut Collect {
-            into,
-            buffers_only: false,
-        },
+    walk::read(module, |name, item| {
+        let record = match item {
+            Item::Tensor { tensor, .. } => Record::from_values(tensor.dims(), &tensor.values()),
+            Item::Scalar(value) => {
+                let value = value.ok_or_else(|| {
+                    Error::msg(format!("scalar `{name}` is not representable as f64"))
+                })?;
+                Record::from_values(Vec::new(), &[value])
+            }
+        };
+        into.insert(name, record);
+        Ok(())
     })
-    .map(|_| ())
 }
 
 /// The tensors of `module` that are not trained (batch norm's running statistics), by name.
-pub(crate) fn collect_buffers<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+pub(crate) fn collect_buffers<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
 ) -> Result<Records> {
     let mut into = Records::new();
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut Collect {
-            into: &mut into,
-            buffers_only: true,
-        },
+    walk::read(module, |name, item| {
+        if let Item::Tensor {
+            tensor,
+            trainable: false,
+        } = item
+        {
+            into.insert(name, Record::from_values(tensor.dims(), &tensor.values()));
+        }
+        Ok(())
     })?;
     Ok(into)
 }
 
-struct Collect<'a> {
-    into: &'a mut Records,
-    buffers_only: bool,
-}
-
-impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Collect<'_> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = Error;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        (t, name): (&Tensor<S, E, D>, String),
-    ) -> Result<Option<Tensor<S, E, D>>> {
-        if !(self.buffers_only && opts.do_gradient_update) {
-            let shape = t.shape().concrete().into_iter().collect();
-            self.into
-                .insert(name, Record::from_values(shape, &t.as_vec()));
-        }
-        Ok(None)
-    }
-
-    fn visit_scalar<N: num_traits::NumCast>(
-        &mut self,
-        _: ScalarOptions<N>,
-        (n, name): (&N, String),
-    ) -> Result<Option<N>> {
-        if self.buffers_only {
-            return Ok(None);
-        }
-        let value = n
-            .to_f64()
-            .ok_or_else(|| Error::msg(format!("scalar `{name}` is not representable as f64")))?;
-        self.into
-            .insert(name, Record::from_values(Vec::new(), &[value]));
-        Ok(None)
-    }
-}
-
 /// Loads every tensor of `module` from `records`, checking names and shapes; the names of
 /// `records` the module used are returned so that the caller can refuse leftovers.
-pub(crate) fn load<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+pub(crate) fn load<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &mut M,
     records: &Records,
 ) -> Result<Vec<String>> {
-    let mut loader = Load {
-        records,
-        used: Vec::new(),
-        only_present: false,
-    };
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut loader,
-    })?;
-    Ok(loader.used)
+    let mut used = Vec::new();
+    load_into(module, records, false, &mut used)?;
+    Ok(used)
 }
 
 /// Loads the tensors of `module` that `records` has (by name; shapes must agree), leaving the
 /// others as they are.
-pub(crate) fn load_present<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+pub(crate) fn load_present<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &mut M,
     records: &Records,
 ) -> Result<()> {
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut Load {
-            records,
-            used: Vec::new(),
-            only_present: true,
-        },
-    })
-    .map(|_| ())
+    load_into(module, records, true, &mut Vec::new())
 }
 
-struct Load<'a> {
-    records: &'a Records,
-    used: Vec<String>,
+fn load_into<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    module: &mut M,
+    records: &Records,
     only_present: bool,
+    used: &mut Vec<String>,
+) -> Result<()> {
+    walk::write(module, |name, item| {
+        if only_present && !records.contains_key(&name) {
+            return Ok(());
+        }
+        match item {
+            ItemMut::Tensor { tensor, .. } => {
+                let values = lookup(records, &name, &tensor.dims())?.values::<E>(&name)?;
+                tensor.set_values(&values);
+            }
+            ItemMut::Scalar(scalar) => {
+                let value = lookup(records, &name, &[])?
+                    .values::<f64>(&name)?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| Error::msg(format!("scalar `{name}` has no value")))?;
+                *scalar = Some(value);
+            }
+        }
+        used.push(name);
+        Ok(())
+    })
 }
 
 /// Stored tensor `name`, which must have `shape` (the one the model expects).
@@ -221,80 +196,20 @@ pub(crate) fn lookup<'a>(records: &'a Records, name: &str, shape: &[usize]) -> R
     Ok(record)
 }
 
-impl Load<'_> {
-    fn record(&mut self, name: &str, shape: &[usize]) -> Result<&Record> {
-        self.used.push(name.to_string());
-        lookup(self.records, name, shape)
-    }
-}
-
-impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Load<'_> {
-    type Viewer = (ViewTensorMut, ViewTensorName);
-    type Err = Error;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, E, D>,
-        (t, name): (&mut Tensor<S, E, D>, String),
-    ) -> Result<Option<Tensor<S, E, D>>> {
-        if self.only_present && !self.records.contains_key(&name) {
-            return Ok(None);
-        }
-        let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
-        let values = self.record(&name, &shape)?.values::<E>(&name)?;
-        t.copy_from(&values);
-        Ok(None)
-    }
-
-    fn visit_scalar<N: num_traits::NumCast>(
-        &mut self,
-        _: ScalarOptions<N>,
-        (n, name): (&mut N, String),
-    ) -> Result<Option<N>> {
-        if self.only_present && !self.records.contains_key(&name) {
-            return Ok(None);
-        }
-        let values = self.record(&name, &[])?.values::<f64>(&name)?;
-        *n = values
-            .first()
-            .and_then(|&v| N::from(v))
-            .ok_or_else(|| Error::msg(format!("scalar `{name}` cannot be read back")))?;
-        Ok(None)
-    }
-}
-
 /// Every tensor of `module`: name, shape and whether the optimizer trains it.
-pub(crate) fn describe<E: CkptDtype, D: Device<E>, M: TensorCollection<E, D>>(
+pub(crate) fn describe<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
 ) -> Result<Vec<crate::trainer::ParamInfo>> {
-    let mut out = Describe(Vec::new());
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut out,
+    let mut out = Vec::new();
+    walk::read(module, |name, item| {
+        if let Item::Tensor { tensor, trainable } = item {
+            out.push(crate::trainer::ParamInfo {
+                name,
+                shape: tensor.dims(),
+                trainable,
+            });
+        }
+        Ok(())
     })?;
-    Ok(out.0)
-}
-
-struct Describe(Vec<crate::trainer::ParamInfo>);
-
-impl<E: CkptDtype, D: Device<E>> TensorVisitor<E, D> for Describe {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = Error;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        (t, name): (&Tensor<S, E, D>, String),
-    ) -> Result<Option<Tensor<S, E, D>>> {
-        self.0.push(crate::trainer::ParamInfo {
-            name,
-            shape: t.shape().concrete().into_iter().collect(),
-            trainable: opts.do_gradient_update,
-        });
-        Ok(None)
-    }
+    Ok(out)
 }

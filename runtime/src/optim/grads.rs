@@ -1,12 +1,10 @@
 //! What the trainer does to gradients between backward and the optimizer step: clipping by
 //! norm or value (PyTorch's `clip_grad_norm_` / `clip_grad_value_`) and the anomaly check.
 
-use dfdx::nn::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
-};
-use dfdx::shapes::Shape;
-use dfdx::tensor::{Gradients, Tensor};
+use dfdx::nn::TensorCollection;
+use dfdx::tensor::Gradients;
 
+use crate::walk::{self, Item};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// How gradients are clipped.
@@ -34,43 +32,18 @@ impl std::str::FromStr for ClipAlgorithm {
 }
 
 /// Calls `f(name, gradient)` for every trainable parameter of `M`, in walk order.
-///
-/// The closure is passed on as a trait object: every caller then shares one walk of the
-/// module's type, where a walk per closure type multiplies the code the compiler generates
-/// for deep models (dfdx's walker is instantiated for every field of every layer).
 pub(crate) fn for_each<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     grads: &mut Gradients<E, D>,
     mut f: impl FnMut(&str, &mut [E]),
 ) -> Result<()> {
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut Walk { grads, f: &mut f },
+    walk::read(module, |name, item| match item {
+        Item::Tensor {
+            tensor,
+            trainable: true,
+        } => tensor.with_grad(grads, &mut |g| f(&name, g)),
+        _ => Ok(()),
     })
-    .map(|_| ())
-}
-
-struct Walk<'a, E: FloatDtype, D: TrainDevice<E>> {
-    grads: &'a mut Gradients<E, D>,
-    f: &'a mut dyn FnMut(&str, &mut [E]),
-}
-
-impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for Walk<'_, E, D> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = Error;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        (param, name): (&Tensor<S, E, D>, String),
-    ) -> Result<Option<Tensor<S, E, D>>> {
-        if opts.do_gradient_update {
-            D::with_grad(param, self.grads, |g| (self.f)(&name, g))?;
-        }
-        Ok(None)
-    }
 }
 
 /// `clip_grad_norm_`: the gradients' joint L2 norm before clipping. A non-finite norm is

@@ -1,11 +1,9 @@
-use dfdx::nn::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-};
-use dfdx::shapes::Shape;
-use dfdx::tensor::{Gradients, Tensor};
+use dfdx::nn::TensorCollection;
+use dfdx::tensor::Gradients;
 
 use super::{rules, Optim, OptimKind};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
+use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// An optimizer at work: its settings and, per parameter, the buffers its rule keeps.
@@ -78,24 +76,47 @@ impl<E: FloatDtype> Optimizer<E> {
         grads: &mut Gradients<E, D>,
     ) -> Result<()> {
         if self.state.is_empty() {
-            // Names are walked once, when the buffers are created; steps walk tensors only.
+            // The buffers are made at the first step, one per parameter in walk order.
             let buffers = rules::buffers(&self.config).len();
-            self.state = parameters::<E, D, M>()?
+            self.state = parameters(module)?
                 .into_iter()
                 .map(|(name, len)| (name, vec![vec![E::zero(); len]; buffers]))
                 .collect();
         }
         self.step += 1;
-        let mut visitor = StepVisitor {
-            optimizer: self,
-            grads,
-            index: 0,
-        };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: module,
-            f: &mut visitor,
-        })?;
-        Ok(())
+        let Optimizer {
+            config,
+            step,
+            state,
+            scratch,
+        } = self;
+        let (step, mut index) = (*step, 0);
+        walk::write(module, |_, item| {
+            let ItemMut::Tensor {
+                tensor,
+                trainable: true,
+            } = item
+            else {
+                return Ok(());
+            };
+            let buffers = &mut state
+                .get_mut(index)
+                .ok_or_else(|| Error::msg("the optimizer was stepped on a module with more parameters than it was created for"))?
+                .1;
+            index += 1;
+            tensor.update(grads, scratch, &mut |p, g| match config.kind {
+                OptimKind::Sgd => rules::sgd(config, step, p, g, &mut buffers[0]),
+                OptimKind::Adam | OptimKind::AdamW => {
+                    let (m, v) = buffers.split_at_mut(1);
+                    rules::adam(config, step, p, g, &mut m[0], &mut v[0])
+                }
+                OptimKind::RmsProp => {
+                    let (sa, rest) = buffers.split_at_mut(1);
+                    let (mb, ga) = rest.split_at_mut(1);
+                    rules::rmsprop(config, p, g, &mut sa[0], &mut mb[0], &mut ga[0])
+                }
+            })
+        })
     }
 }
 
@@ -118,9 +139,10 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
         }
     }
 
-    /// Takes the settings, step count and buffers of a checkpoint for `M`'s parameters.
+    /// Takes the settings, step count and buffers of a checkpoint for `module`'s parameters.
     pub(crate) fn load_state<D: TrainDevice<E>, M: TensorCollection<E, D>>(
         &mut self,
+        module: &M,
         state: &OptimizerState,
         ckpt: &Checkpoint,
     ) -> Result<()> {
@@ -138,7 +160,7 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
             return Ok(());
         }
         let names = rules::buffers(&self.config);
-        for (param, len) in parameters::<E, D, M>()? {
+        for (param, len) in parameters(module)? {
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
                 let key = format!("{OPTIMIZER_PREFIX}{param}/{buffer}");
@@ -150,82 +172,20 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
     }
 }
 
-/// The name and size of every trainable parameter of `M`, in walk order.
+/// The name and size of every trainable parameter of `module`, in walk order.
 fn parameters<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    module: &M,
 ) -> Result<Vec<(String, usize)>> {
-    let mut names = NameCollector(Vec::new());
-    M::iter_tensors(&mut RecursiveWalker {
-        m: String::new(),
-        f: &mut names,
+    let mut names = Vec::new();
+    walk::read(module, |name, item| {
+        if let Item::Tensor {
+            tensor,
+            trainable: true,
+        } = item
+        {
+            names.push((name, tensor.dims().iter().product()));
+        }
+        Ok(())
     })?;
-    Ok(names.0)
-}
-
-/// The name and size of every trainable parameter, in walk order.
-struct NameCollector(Vec<(String, usize)>);
-
-impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for NameCollector {
-    type Viewer = ViewTensorName;
-    type Err = Error;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        name: String,
-    ) -> Result<Option<Tensor<S, E, D>>> {
-        if opts.do_gradient_update {
-            self.0.push((name, opts.shape.num_elements()));
-        }
-        Ok(None)
-    }
-}
-
-struct StepVisitor<'a, E: FloatDtype, D: TrainDevice<E>> {
-    optimizer: &'a mut Optimizer<E>,
-    grads: &'a mut Gradients<E, D>,
-    index: usize,
-}
-
-impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for StepVisitor<'_, E, D> {
-    type Viewer = ViewTensorMut;
-    type Err = Error;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        param: &mut Tensor<S, E, D>,
-    ) -> Result<Option<Tensor<S, E, D>>> {
-        if !opts.do_gradient_update {
-            return Ok(None);
-        }
-        let Optimizer {
-            config,
-            step,
-            state,
-            scratch,
-        } = &mut *self.optimizer;
-        let buffers = &mut state
-            .get_mut(self.index)
-            .ok_or_else(|| Error::msg("the optimizer was stepped on a module with more parameters than it was created for"))?
-            .1;
-        self.index += 1;
-        let step = *step;
-        D::update_param(param, self.grads, scratch, |p, g| match config.kind {
-            OptimKind::Sgd => rules::sgd(config, step, p, g, &mut buffers[0]),
-            OptimKind::Adam | OptimKind::AdamW => {
-                let (m, v) = buffers.split_at_mut(1);
-                rules::adam(config, step, p, g, &mut m[0], &mut v[0])
-            }
-            OptimKind::RmsProp => {
-                let (sa, rest) = buffers.split_at_mut(1);
-                let (mb, ga) = rest.split_at_mut(1);
-                rules::rmsprop(config, p, g, &mut sa[0], &mut mb[0], &mut ga[0])
-            }
-        })?;
-        Ok(None)
-    }
+    Ok(names)
 }

@@ -152,7 +152,7 @@ where
                 "it has no loop or optimizer state to resume from",
             )));
         };
-        optimizer.load_state::<Cpu, M>(opt, ckpt)?;
+        optimizer.load_state(&*self.model, opt, ckpt)?;
         if let (Some(half), Some(scaler)) = (self.half.as_mut(), &ckpt.meta.loss_scaler) {
             half.set_scaler(scaler.clone());
         }
