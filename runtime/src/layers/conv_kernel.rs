@@ -1,6 +1,12 @@
-//! The CPU kernel of 2-D convolution: im2col, then one matrix product per image and group on
-//! the `gemm` crate (the one dfdx itself uses), images spread over rayon's threads. A 1×1
-//! convolution with stride 1 (most of a Bottleneck's) multiplies the image itself, no im2col.
+//! The CPU kernel of 2-D convolution: a column matrix per image, then matrix products on the
+//! `gemm` crate (the one dfdx itself uses), images spread over rayon's threads.
+//!
+//! How an image becomes its column matrix depends on the convolution (its `Layout`): a 1×1
+//! convolution with stride 1 (most of a Bottleneck's) multiplies the image itself; any other
+//! stride-1 convolution copies the image once into a padded buffer, where each column row is
+//! one contiguous run; strided ones use classic im2col. Small images are multiplied several
+//! at a time, side by side, so that no product is too narrow to run well. The `*_host`
+//! functions are the entry points, compiled once here for f32 and f64.
 //!
 //! Layouts are PyTorch's: input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, K, K]`,
 //! output `[N, C_out, H_out, W_out]`, all contiguous, row-major.
