@@ -1,21 +1,21 @@
 //! Seeded image augmentation: torchvision's `RandomCrop(size, padding)` and
-//! `RandomHorizontalFlip()`, then `Normalize(mean, std)`. What each sample gets is drawn from
-//! (seed, epoch, index) alone, so every epoch differs, loader workers agree with inline loading,
-//! and a resumed run sees the same images.
-//!
-//! ```
-//! use fulmen::data::{cifar10, Augmented, InMemoryDataset};
-//! let train = InMemoryDataset::new(Vec::<cifar10::Sample>::new());
-//! let augmented = Augmented::new(train, 0).crop_padding(4).horizontal_flip(true)
-//!     .normalize(cifar10::MEAN, cifar10::STD);
-//! ```
+//! `RandomHorizontalFlip()`, then `Normalize(mean, std)` ([`Augmented`]).
 
 use rand::{Rng, SeedableRng};
 
 use super::{Dataset, Image};
 use crate::seed::mix;
 
-/// A dataset of images with random crops and flips; see the [module docs](self).
+/// A dataset of images with torchvision's random crops and flips, then normalization. What
+/// each sample gets is drawn from (seed, epoch, index) alone: every epoch differs, loader
+/// workers agree with inline loading, and a resumed run sees the same images.
+///
+/// ```
+/// use fulmen::data::{cifar10, Augmented, InMemoryDataset};
+/// let train = InMemoryDataset::new(Vec::<cifar10::Sample>::new());
+/// let augmented = Augmented::new(train, 0).crop_padding(4).horizontal_flip(true)
+///     .normalize(cifar10::MEAN, cifar10::STD);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Augmented<D, const C: usize> {
     inner: D,
