@@ -17,6 +17,7 @@ pub mod conv_kernel;
 pub mod flatten;
 pub mod host;
 pub mod pool2d;
+pub mod residual;
 
 pub use self::batchnorm2d::BatchNorm2D;
 pub use self::conv2d::{Conv2D, Conv2DNoBias, DepthwiseConv2D};
@@ -24,6 +25,7 @@ pub use self::flatten::{flatten, Flatten};
 pub use self::pool2d::{
     adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D, PoolKind,
 };
+pub use self::residual::{add_relu, GeneralizedResidualReLU, ResidualReLU};
 
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};

@@ -1,0 +1,252 @@
+//! `ResidualReLU<F>` and `GeneralizedResidualReLU<F, R>`: the end of a ResNet block,
+//! `relu(f(x) + x)` and `relu(f(x) + r(x))`, with the add and the ReLU fused in one
+//! multithreaded pass each way ([`add_relu`]), where dfdx's `(Residual<F>, ReLU)` runs two
+//! single-threaded ops and keeps both their inputs. Tensor names are dfdx's: `0` for the
+//! residual branch of `ResidualReLU`, `f` and `r` for `GeneralizedResidualReLU`.
+//!
+//! ```
+//! use fulmen::layers::{BatchNorm2D, Conv2DNoBias, ResidualReLU};
+//! use fulmen::prelude::*;
+//!
+//! #[module]
+//! struct Block {
+//!     block: ResidualReLU<(Conv2DNoBias<8, 8, 3, 1, 1>, BatchNorm2D<8>)>,
+//! }
+//!
+//! let dev = Cpu::default();
+//! let mut b = Block::build(&dev);
+//! let x: Tensor<(usize, Const<8>, usize, usize), f32, Cpu> = dev.sample_normal_like(&(2, Const, 5, 5));
+//! let y = b.block.forward_mut(x.leaky_traced());
+//! assert!(y.as_vec().iter().all(|v| *v >= 0.0));
+//! ```
+
+use std::marker::PhantomData;
+
+use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection};
+use dfdx::shapes::{Dtype, HasShape};
+use dfdx::tensor::{Merge, OwnedTape, PutTape, SplitTape, Tape, WithEmptyTape};
+use dfdx::tensor_ops::Device;
+use rayon::prelude::*;
+
+use super::conv2d::or_panic;
+use super::host::{accumulate_grad, on_host, with_output_grad, Host, HostFloat, HostMut, IntoHost};
+use super::Images;
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// `relu(f(x) + x)`; its module is [`modules::ResidualReLU`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResidualReLU<F>(PhantomData<F>);
+
+/// `relu(f(x) + r(x))`; its module is [`modules::GeneralizedResidualReLU`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GeneralizedResidualReLU<F, R>(PhantomData<(F, R)>);
+
+impl<F: crate::Spec> crate::Spec for ResidualReLU<F> {
+    type Module<E: Dtype, D: Device<E>> = modules::ResidualReLU<F::Module<E, D>>;
+}
+
+impl<F: crate::Spec, R: crate::Spec> crate::Spec for GeneralizedResidualReLU<F, R> {
+    type Module<E: Dtype, D: Device<E>> =
+        modules::GeneralizedResidualReLU<F::Module<E, D>, R::Module<E, D>>;
+}
+
+pub mod modules {
+    //! The modules of the blocks: their branches.
+
+    /// The residual branch `F` of `relu(F(x) + x)`.
+    #[derive(Debug, Clone)]
+    pub struct ResidualReLU<F>(pub F);
+
+    /// The branches of `relu(f(x) + r(x))`.
+    #[derive(Debug, Clone)]
+    pub struct GeneralizedResidualReLU<F, R> {
+        pub f: F,
+        pub r: R,
+    }
+}
+
+use modules::{GeneralizedResidualReLU as GenMod, ResidualReLU as ResMod};
+
+impl<E: Dtype, D: Device<E>, F: TensorCollection<E, D>> TensorCollection<E, D> for ResMod<F> {
+    type To<E2: Dtype, D2: Device<E2>> = ResMod<F::To<E2, D2>>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> std::result::Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(Self::module("0", |s| &s.0, |s| &mut s.0), ResMod)
+    }
+}
+
+impl<E: Dtype, D: Device<E>, F: TensorCollection<E, D>, R: TensorCollection<E, D>>
+    TensorCollection<E, D> for GenMod<F, R>
+{
+    type To<E2: Dtype, D2: Device<E2>> = GenMod<F::To<E2, D2>, R::To<E2, D2>>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> std::result::Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::module("f", |s| &s.f, |s| &mut s.f),
+                Self::module("r", |s| &s.r, |s| &mut s.r),
+            ),
+            |(f, r)| GenMod { f, r },
+        )
+    }
+}
+
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>, F> Module<Images<C, E, D>> for ResMod<F>
+where
+    F: Module<Images<C, E, D>, Output = Images<C, E, D>, Error = D::Err>,
+{
+    type Output = Images<C, E, D>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Images<C, E, D>) -> std::result::Result<Self::Output, D::Err> {
+        let fx = self.0.try_forward(x.clone())?;
+        Ok(or_panic(add_relu(fx, x)))
+    }
+}
+
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>, F>
+    ModuleMut<Images<C, E, D, OwnedTape<E, D>>> for ResMod<F>
+where
+    F: ModuleMut<
+        Images<C, E, D, OwnedTape<E, D>>,
+        Output = Images<C, E, D, OwnedTape<E, D>>,
+        Error = D::Err,
+    >,
+{
+    type Output = Images<C, E, D, OwnedTape<E, D>>;
+    type Error = D::Err;
+
+    fn try_forward_mut(
+        &mut self,
+        x: Images<C, E, D, OwnedTape<E, D>>,
+    ) -> std::result::Result<Self::Output, D::Err> {
+        let fx = self.0.try_forward_mut(x.with_empty_tape())?;
+        Ok(or_panic(add_relu(fx, x)))
+    }
+}
+
+impl<const I: usize, const O: usize, E: FloatDtype, D: TrainDevice<E>, F, R> Module<Images<I, E, D>>
+    for GenMod<F, R>
+where
+    F: Module<Images<I, E, D>, Output = Images<O, E, D>, Error = D::Err>,
+    R: Module<Images<I, E, D>, Output = Images<O, E, D>, Error = D::Err>,
+{
+    type Output = Images<O, E, D>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Images<I, E, D>) -> std::result::Result<Self::Output, D::Err> {
+        let fx = self.f.try_forward(x.clone())?;
+        let rx = self.r.try_forward(x)?;
+        Ok(or_panic(add_relu(fx, rx)))
+    }
+}
+
+impl<const I: usize, const O: usize, E: FloatDtype, D: TrainDevice<E>, F, R>
+    ModuleMut<Images<I, E, D, OwnedTape<E, D>>> for GenMod<F, R>
+where
+    F: ModuleMut<
+        Images<I, E, D, OwnedTape<E, D>>,
+        Output = Images<O, E, D, OwnedTape<E, D>>,
+        Error = D::Err,
+    >,
+    R: ModuleMut<
+        Images<I, E, D, OwnedTape<E, D>>,
+        Output = Images<O, E, D, OwnedTape<E, D>>,
+        Error = D::Err,
+    >,
+{
+    type Output = Images<O, E, D, OwnedTape<E, D>>;
+    type Error = D::Err;
+
+    fn try_forward_mut(
+        &mut self,
+        x: Images<I, E, D, OwnedTape<E, D>>,
+    ) -> std::result::Result<Self::Output, D::Err> {
+        let fx = self.f.try_forward_mut(x.with_empty_tape())?;
+        let rx = self.r.try_forward_mut(x)?;
+        Ok(or_panic(add_relu(fx, rx)))
+    }
+}
+
+/// `relu(a + b)`, differentiable through the tapes of both (merged, as dfdx's binary ops
+/// do); the gradient at zero is zero, as dfdx's ReLU.
+pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> + Merge<T>>(
+    a: Images<C, E, D, T>,
+    b: Images<C, E, D, T>,
+) -> Result<Images<C, E, D, T>> {
+    if a.shape() != b.shape() {
+        return Err(Error::config(
+            "residual",
+            format!(
+                "the branches give {:?} and {:?}; a block's branches must agree in shape",
+                a.shape(),
+                b.shape()
+            ),
+        ));
+    }
+    let (a, ta) = a.split_tape();
+    let (b, tb) = b.split_tape();
+    let (y, mask) = add_relu_host(&Host::of(&a)?, &Host::of(&b)?);
+    let out = y.into_tensor(a.device(), *a.shape())?;
+    let mut tape = ta.merge(tb);
+    let out_key = out.clone();
+    tape.add_backward_op(move |grads| {
+        // dfdx's tape closure cannot carry fulmen's error; the only one here is a device
+        // that cannot hand over a gradient buffer, where dfdx's own ops fail first.
+        with_output_grad(&out_key, grads, |dy, grads| {
+            accumulate_grad(&a, grads, |da| add_masked_host(dy, &mask, da))?;
+            accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
+        })
+        .map_err(|e| panic!("residual backward: {e}"))
+    });
+    Ok(out.put_tape(tape))
+}
+
+/// Values per parallel task.
+const CHUNK: usize = 1 << 14;
+
+fn add_relu_kernel<T: HostFloat>(a: &[T], b: &[T]) -> (Vec<T>, Vec<bool>) {
+    let mut y = vec![T::zero(); a.len()];
+    let mut mask = vec![false; a.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(mask.par_chunks_mut(CHUNK))
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|((y, m), (a, b))| {
+            for (((y, m), &a), &b) in y.iter_mut().zip(m).zip(a).zip(b) {
+                let s = a + b;
+                *m = s > T::zero();
+                *y = if *m { s } else { T::zero() };
+            }
+        });
+    (y, mask)
+}
+
+fn add_masked_kernel<T: HostFloat>(dy: &[T], mask: &[bool], into: &mut [T]) {
+    into.par_chunks_mut(CHUNK)
+        .zip(dy.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
+        .for_each(|(into, (dy, m))| {
+            for ((d, &g), &m) in into.iter_mut().zip(dy).zip(m) {
+                if m {
+                    *d += g;
+                }
+            }
+        });
+}
+
+/// `relu(a + b)` and where it is positive, on host values of either dtype (compiled once,
+/// here).
+fn add_relu_host(a: &Host, b: &Host) -> (Host, Vec<bool>) {
+    on_host!(T; Host(a), Host(b) => {
+        let (y, mask) = add_relu_kernel(a, b);
+        (y.into_host(), mask)
+    })
+}
+
+/// Adds `dy` where `mask` is set into `into`.
+fn add_masked_host(dy: &Host, mask: &[bool], into: HostMut<'_>) {
+    on_host!(T; Host(dy), HostMut(into) => add_masked_kernel(dy, mask, into))
+}
