@@ -90,9 +90,6 @@ impl ConvGeom {
     fn hw_out(&self) -> usize {
         self.h_out() * self.w_out()
     }
-    pub fn input_len(&self) -> usize {
-        self.batch * self.c_in * self.h * self.w
-    }
     pub fn weight_len(&self) -> usize {
         self.c_out * self.col_rows()
     }
@@ -317,6 +314,24 @@ impl ConvGeom {
     fn padded_len(&self) -> usize {
         self.c_in * self.hp() * self.wp() + (self.k - 1) * self.dilation
     }
+    /// Where each row of group `group`'s column matrix starts in an image laid out for
+    /// `Pointwise` (the image itself) or `Padded` (the padded copy): row (channel, ky, kx) is
+    /// the run of `col_len` values from there.
+    fn row_starts(&self, group: usize) -> impl Iterator<Item = usize> + '_ {
+        let (plane, taps) = (self.hp() * self.wp(), self.k * self.k);
+        (group * self.cin_g() * taps..(group + 1) * self.cin_g() * taps).map(move |r| {
+            let (ci, ky, kx) = (r / taps, r % taps / self.k, r % self.k);
+            ci * plane + (ky * self.wp() + kx) * self.dilation
+        })
+    }
+    /// Each input row's start in the image and in its padded copy.
+    fn padded_rows(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.c_in * self.h).map(move |row| {
+            let (c, y) = (row / self.h, row % self.h);
+            let at = c * self.hp() * self.wp() + (y + self.padding) * self.wp() + self.padding;
+            (row * self.w, at)
+        })
+    }
     /// Images one product takes side by side.
     fn images_per_product(&self) -> usize {
         PRODUCT_COLUMNS
@@ -388,16 +403,12 @@ impl<T: HostFloat> Workspace<T> {
         if g.layout() != Layout::Padded {
             return;
         }
-        let (wp, plane, p) = (g.wp(), g.hp() * g.wp(), g.padding);
         for (xi, xpad) in images
             .chunks(g.c_in * g.h * g.w)
             .zip(self.xpad.chunks_mut(g.padded_len()))
         {
-            for (c, src) in xi.chunks(g.h * g.w).enumerate() {
-                for (y, row) in src.chunks(g.w).enumerate() {
-                    let at = c * plane + (y + p) * wp + p;
-                    xpad[at..at + g.w].copy_from_slice(row);
-                }
+            for (from, at) in g.padded_rows() {
+                xpad[at..at + g.w].copy_from_slice(&xi[from..from + g.w]);
             }
         }
     }
@@ -413,28 +424,16 @@ impl<T: HostFloat> Workspace<T> {
         let ld = len * images.len() / img;
         for (i, xi) in images.chunks(img).enumerate() {
             let cols = &mut self.cols[i * len..];
-            match g.layout() {
-                Layout::Im2col => im2col(g, xi, group, cols, ld),
-                Layout::Pointwise => {
-                    let channels = group * g.cin_g()..(group + 1) * g.cin_g();
-                    for (r, ci) in channels.enumerate() {
-                        cols[r * ld..r * ld + len]
-                            .copy_from_slice(&xi[ci * plane..(ci + 1) * plane]);
-                    }
-                }
-                Layout::Padded => {
-                    let (pp, xpad) = (g.hp() * g.wp(), &self.xpad[i * g.padded_len()..]);
-                    let mut r = 0;
-                    for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
-                        for ky in 0..g.k {
-                            for kx in 0..g.k {
-                                let at = ci * pp + (ky * g.wp() + kx) * g.dilation;
-                                cols[r * ld..r * ld + len].copy_from_slice(&xpad[at..at + len]);
-                                r += 1;
-                            }
-                        }
-                    }
-                }
+            if g.layout() == Layout::Im2col {
+                im2col(g, xi, group, cols, ld);
+                continue;
+            }
+            let src = match g.layout() {
+                Layout::Padded => &self.xpad[i * g.padded_len()..],
+                _ => xi,
+            };
+            for (r, at) in g.row_starts(group).enumerate() {
+                cols[r * ld..r * ld + len].copy_from_slice(&src[at..at + len]);
             }
         }
         (&self.cols[..g.col_rows() * ld], ld)
@@ -446,32 +445,20 @@ impl<T: HostFloat> Workspace<T> {
         let (len, plane) = (self.len, g.h * g.w);
         for (i, dxi) in dx.chunks_mut(g.c_in * plane).enumerate() {
             let dcols = &self.dcols[i * len..];
-            match g.layout() {
-                Layout::Im2col => col2im(g, dcols, ld, group, dxi),
-                Layout::Pointwise => {
-                    let channels = group * g.cin_g()..(group + 1) * g.cin_g();
-                    for (r, ci) in channels.enumerate() {
-                        let to = &mut dxi[ci * plane..(ci + 1) * plane];
-                        for (d, &v) in to.iter_mut().zip(&dcols[r * ld..r * ld + len]) {
-                            *d += v;
-                        }
-                    }
-                }
-                Layout::Padded => {
-                    let (pp, dxpad) = (g.hp() * g.wp(), &mut self.dxpad[i * g.padded_len()..]);
-                    let mut r = 0;
-                    for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
-                        for ky in 0..g.k {
-                            for kx in 0..g.k {
-                                let at = ci * pp + (ky * g.wp() + kx) * g.dilation;
-                                let from = &dcols[r * ld..r * ld + len];
-                                for (d, &v) in dxpad[at..at + len].iter_mut().zip(from) {
-                                    *d += v;
-                                }
-                                r += 1;
-                            }
-                        }
-                    }
+            if g.layout() == Layout::Im2col {
+                col2im(g, dcols, ld, group, dxi);
+                continue;
+            }
+            let dst = match g.layout() {
+                Layout::Padded => &mut self.dxpad[i * g.padded_len()..],
+                _ => dxi,
+            };
+            for (r, at) in g.row_starts(group).enumerate() {
+                for (d, &v) in dst[at..at + len]
+                    .iter_mut()
+                    .zip(&dcols[r * ld..r * ld + len])
+                {
+                    *d += v;
                 }
             }
         }
@@ -482,17 +469,13 @@ impl<T: HostFloat> Workspace<T> {
         if g.layout() != Layout::Padded {
             return;
         }
-        let (wp, plane, p) = (g.wp(), g.hp() * g.wp(), g.padding);
         for (dxi, dxpad) in dx
             .chunks_mut(g.c_in * g.h * g.w)
             .zip(self.dxpad.chunks_mut(g.padded_len()))
         {
-            for (c, dst) in dxi.chunks_mut(g.h * g.w).enumerate() {
-                for (y, row) in dst.chunks_mut(g.w).enumerate() {
-                    let at = c * plane + (y + p) * wp + p;
-                    for (d, &v) in row.iter_mut().zip(&dxpad[at..at + g.w]) {
-                        *d += v;
-                    }
+            for (to, at) in g.padded_rows() {
+                for (d, &v) in dxi[to..to + g.w].iter_mut().zip(&dxpad[at..at + g.w]) {
+                    *d += v;
                 }
             }
             dxpad.fill(T::zero());
