@@ -31,7 +31,7 @@ use dfdx::tensor_ops::Device;
 
 use super::batchnorm_kernel::{self as kernel, BnGeom};
 use super::conv2d::or_panic;
-use super::host::{accumulate_grad, add_grad, with_output_grad, Host};
+use super::host::{accumulate_grad, add_grad, on_backward, Host};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -191,19 +191,13 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
             .iter()
             .map(|v| 1.0 / (v + self.epsilon).sqrt())
             .collect();
-        let (out_key, w_key, b_key) = (out.clone(), self.weight.clone(), self.bias.clone());
-        tape.add_backward_op(move |grads| {
-            // dfdx's tape closure cannot carry fulmen's error; the only one here is a device
-            // that cannot hand over a gradient buffer, where dfdx's own ops fail first.
-            with_output_grad(&out_key, grads, |dy, grads| {
-                let (dw, db) = accumulate_grad(&x, grads, |dx| {
-                    kernel::backward_host(&g, &xs, dy, &mean, &inv_std, &weight, dx)
-                })?;
-                let to_e = |v: Vec<f64>| Host::F64(v).into_vec::<E>();
-                add_grad(&w_key, grads, Host::from_vec(to_e(dw)))?;
-                add_grad(&b_key, grads, Host::from_vec(to_e(db)))
-            })
-            .map_err(|e| panic!("BatchNorm2D backward: {e}"))
+        let (w_key, b_key) = (self.weight.clone(), self.bias.clone());
+        on_backward(&mut tape, "BatchNorm2D", &out, move |dy, grads| {
+            let (dw, db) = accumulate_grad(&x, grads, |dx| {
+                kernel::backward_host(&g, &xs, dy, &mean, &inv_std, &weight, dx)
+            })?;
+            add_grad(&w_key, grads, Host::from_f64::<E>(dw))?;
+            add_grad(&b_key, grads, Host::from_f64::<E>(db))
         });
         Ok(out.put_tape(tape))
     }

@@ -8,7 +8,7 @@
 use std::any::TypeId;
 
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, Tensor};
+use dfdx::tensor::{Gradients, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -29,7 +29,7 @@ pub enum Host {
 }
 
 /// `v` as a mutable slice of `T` when `E` is `T`.
-pub fn cast_slice_mut<E: 'static, T: 'static>(v: &mut [E]) -> Option<&mut [T]> {
+fn cast_slice_mut<E: 'static, T: 'static>(v: &mut [E]) -> Option<&mut [T]> {
     // SAFETY: the type ids are equal, so `E` and `T` are one type; the borrow is moved.
     (TypeId::of::<E>() == TypeId::of::<T>())
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) })
@@ -55,6 +55,14 @@ impl Host {
         match cast_vec::<E, f64>(v) {
             Ok(v) => Host::F64(v),
             Err(v) => Host::F32(v.iter().map(|x| x.to_f32().unwrap_or(f32::NAN)).collect()),
+        }
+    }
+
+    /// `v` (computed in f64, as small per-channel results are) in `E`'s kernel dtype.
+    pub fn from_f64<E: FloatDtype>(v: Vec<f64>) -> Host {
+        match cast_vec::<E, f64>(Vec::new()) {
+            Ok(_) => Host::F64(v),
+            Err(_) => Host::F32(v.into_iter().map(|x| x as f32).collect()),
         }
     }
 
@@ -142,27 +150,6 @@ impl IntoHost for Vec<f64> {
     }
 }
 
-/// Adds `values` (a [`Host`] of `E`'s kernel dtype) into the gradient of `t`.
-pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
-    t: &Tensor<S, E, D>,
-    grads: &mut Gradients<E, D>,
-    values: Host,
-) -> Result<()> {
-    D::with_grad(t, grads, |g| {
-        let add = |g: &mut [E], v: Vec<E>| g.iter_mut().zip(v).for_each(|(a, b)| *a += b);
-        match values {
-            Host::F32(v) => match cast_slice_mut::<E, f32>(g) {
-                Some(g) => g.iter_mut().zip(v).for_each(|(a, b)| *a += b),
-                None => add(g, Host::F32(v).into_vec()),
-            },
-            Host::F64(v) => match cast_slice_mut::<E, f64>(g) {
-                Some(g) => g.iter_mut().zip(v).for_each(|(a, b)| *a += b),
-                None => add(g, Host::F64(v).into_vec()),
-            },
-        }
-    })
-}
-
 /// Calls `f` with the gradient of `t` in its kernel's dtype, for `f` to add into: the buffer
 /// itself when `E` is f32 or f64, else a buffer of zeros that is added to it afterwards.
 pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
@@ -186,16 +173,39 @@ pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
     out.ok_or_else(|| Error::msg("a gradient buffer was not handed to its writer"))
 }
 
-/// Calls `f` with the gradient of `t` (zeros if it has none yet) in its kernel's dtype, and
-/// with `grads` for writing other gradients meanwhile; the gradient is moved out and back, not
-/// copied, when `E` is f32 or f64.
-pub fn with_output_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
+/// Adds `values` (a [`Host`] of `E`'s kernel dtype) into the gradient of `t`.
+pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     t: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
-    f: impl FnOnce(&Host, &mut Gradients<E, D>) -> Result<R>,
-) -> Result<R> {
-    let dy = Host::from_vec(D::take_grad(t, grads)?);
-    let out = f(&dy, grads);
-    D::restore_grad(t, grads, dy.into_vec())?;
-    out
+    values: Host,
+) -> Result<()> {
+    accumulate_grad(t, grads, |g| {
+        on_host!(T; Host(values), HostMut(g) => {
+            g.iter_mut().zip(values).for_each(|(a, &b)| *a += b)
+        })
+    })
+}
+
+/// Records an op's backward on `tape`: `f` gets the gradient of the op's output `out` (zeros
+/// if it has none yet) in its kernel's dtype, moved out of `grads` and back rather than copied
+/// when `E` is f32 or f64, and adds its inputs' gradients into `grads` meanwhile. `op` names
+/// the op in the panic that an error there becomes: dfdx's tape closures cannot return
+/// fulmen's errors, and the only one possible (a device that cannot hand over a gradient
+/// buffer) fails dfdx's own ops first.
+pub fn on_backward<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    tape: &mut T,
+    op: &'static str,
+    out: &Tensor<S, E, D>,
+    f: impl FnOnce(&Host, &mut Gradients<E, D>) -> Result<()> + 'static,
+) {
+    let out = out.clone();
+    tape.add_backward_op(move |grads| {
+        let backward = |grads: &mut Gradients<E, D>| {
+            let dy = Host::from_vec(D::take_grad(&out, grads)?);
+            let result = f(&dy, grads);
+            D::restore_grad(&out, grads, dy.into_vec())?;
+            result
+        };
+        backward(grads).map_err(|e| panic!("{op} backward: {e}"))
+    });
 }

@@ -32,7 +32,7 @@ use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
 pub use conv_kernel::ConvGeom;
-use host::{accumulate_grad, add_grad, with_output_grad, Host};
+use host::{accumulate_grad, add_grad, on_backward, Host};
 
 /// A batch of images with `C` channels: `[N, C, H, W]`, only the channels fixed at compile time.
 pub type Images<const C: usize, E, D = Cpu, T = NoneTape> =
@@ -108,21 +108,16 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     let bs = bias.map(Host::of).transpose()?;
     let out = conv_kernel::forward_host(&geom, &xs, &ws, bs.as_ref());
     let out: Dyn4<E, D> = out.into_tensor(&dev, (n, c_out, geom.h_out(), geom.w_out()))?;
-    let (out_key, weight_key, bias_key) = (out.clone(), weight.clone(), bias.cloned());
-    tape.add_backward_op(move |grads| {
-        // dfdx's tape closure cannot carry fulmen's error: a failure here (the device could
-        // not hand over a gradient buffer) would have failed dfdx's own ops first.
-        with_output_grad(&out_key, grads, |dy, grads| {
-            let (dw, db) = accumulate_grad(&x, grads, |dx| {
-                conv_kernel::backward_host(&geom, &xs, &ws, dy, dx)
-            })?;
-            add_grad(&weight_key, grads, dw)?;
-            match &bias_key {
-                Some(b) => add_grad(b, grads, db),
-                None => Ok(()),
-            }
-        })
-        .map_err(|e| panic!("Conv2D backward: {e}"))
+    let (weight, bias) = (weight.clone(), bias.cloned());
+    on_backward(&mut tape, "Conv2D", &out, move |dy, grads| {
+        let (dw, db) = accumulate_grad(&x, grads, |dx| {
+            conv_kernel::backward_host(&geom, &xs, &ws, dy, dx)
+        })?;
+        add_grad(&weight, grads, dw)?;
+        match &bias {
+            Some(b) => add_grad(b, grads, db),
+            None => Ok(()),
+        }
     });
     Ok(out.put_tape(tape))
 }

@@ -29,7 +29,7 @@ use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
 
 use super::conv2d::or_panic;
-use super::host::{accumulate_grad, on_host, with_output_grad, Host, HostFloat, HostMut, IntoHost};
+use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, HostMut, IntoHost};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -193,15 +193,9 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
     let (y, mask) = add_relu_host(&Host::of(&a)?, &Host::of(&b)?);
     let out = y.into_tensor(a.device(), *a.shape())?;
     let mut tape = ta.merge(tb);
-    let out_key = out.clone();
-    tape.add_backward_op(move |grads| {
-        // dfdx's tape closure cannot carry fulmen's error; the only one here is a device
-        // that cannot hand over a gradient buffer, where dfdx's own ops fail first.
-        with_output_grad(&out_key, grads, |dy, grads| {
-            accumulate_grad(&a, grads, |da| add_masked_host(dy, &mask, da))?;
-            accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
-        })
-        .map_err(|e| panic!("residual backward: {e}"))
+    on_backward(&mut tape, "residual", &out, move |dy, grads| {
+        accumulate_grad(&a, grads, |da| add_masked_host(dy, &mask, da))?;
+        accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
     });
     Ok(out.put_tape(tape))
 }
