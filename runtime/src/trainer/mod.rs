@@ -20,8 +20,7 @@ use dfdx::tensor::Cpu;
 
 use crate::callback::{Callback, CheckpointPaths};
 use crate::callbacks::{ModelCheckpoint, ModelSummary, Timer};
-use crate::checkpoint::CkptDtype;
-use crate::checkpoint::{Checkpoint, CkptPath};
+use crate::checkpoint::{Checkpoint, CkptDtype, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
 use crate::device::Accelerator;
@@ -29,8 +28,7 @@ use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
 use crate::precision::{HalfStep, Mixed};
-use crate::{Error, Result};
-use crate::{FloatDtype, TrainDevice};
+use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// Lightning's default number of epochs when neither `max_epochs` nor `max_steps` is set.
 pub const DEFAULT_MAX_EPOCHS: usize = 1000;
