@@ -16,6 +16,7 @@ use dfdx::nn::{Module, NonMutableModule, ZeroSizedModule};
 use dfdx::shapes::{Const, Dtype, HasShape};
 use dfdx::tensor::{PutTape, SplitTape, Tape};
 
+use super::host::{accumulate_grad, on_backward, on_host, HostFloat};
 use super::Images;
 use dfdx::tensor_ops::Device;
 
@@ -182,42 +183,44 @@ fn pool<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
     let out: Images<C, E, D> = dev
         .try_tensor_from_vec(out, (n, Const, ho, wo))
         .map_err(|e| Error::Device(format!("{e:?}")))?;
-    let out_key = out.clone();
-    tape.add_backward_op(move |grads| {
-        grads.try_alloc_for(&out_key)?;
-        let dy = grads.get(&out_key).as_vec();
-        let mut dx = vec![E::zero(); g.n * g.c * g.h * g.w];
-        match kind {
-            PoolKind::Max => {
-                for (&i, &d) in argmax.iter().zip(&dy) {
-                    dx[i] += d;
-                }
+    on_backward(&mut tape, "Pool2D", &out, move |dy, grads| {
+        accumulate_grad(
+            &x,
+            grads,
+            |dx| on_host!(T; Host(dy), HostMut(dx) => pool_backward(&g, kind, &argmax, dy, dx)),
+        )
+    });
+    Ok(out.put_tape(tape))
+}
+
+/// Adds the input's gradient into `dx` given the output's, `dy`; `argmax` is where each max
+/// came from.
+fn pool_backward<T: HostFloat>(g: &Geom, kind: PoolKind, argmax: &[usize], dy: &[T], dx: &mut [T]) {
+    match kind {
+        PoolKind::Max => {
+            for (&i, &d) in argmax.iter().zip(dy) {
+                dx[i] += d;
             }
-            PoolKind::Avg => {
-                for plane in 0..g.n * g.c {
-                    for oy in 0..ho {
-                        for ox in 0..wo {
-                            let (rows, cols) = (g.span(oy, g.h, ho), g.span(ox, g.w, wo));
-                            let div = g.divisor(rows.len(), cols.len());
-                            let scale = E::from(1.0 / div as f64).unwrap_or_else(E::nan);
-                            let d = dy[(plane * ho + oy) * wo + ox] * scale;
-                            for iy in rows {
-                                for ix in cols.clone() {
-                                    dx[plane * g.h * g.w + iy * g.w + ix] += d;
-                                }
+        }
+        PoolKind::Avg => {
+            let (ho, wo) = g.out();
+            for plane in 0..g.n * g.c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let (rows, cols) = (g.span(oy, g.h, ho), g.span(ox, g.w, wo));
+                        let div = g.divisor(rows.len(), cols.len());
+                        let d =
+                            dy[(plane * ho + oy) * wo + ox] / T::from(div).unwrap_or_else(T::nan);
+                        for iy in rows {
+                            for ix in cols.clone() {
+                                dx[plane * g.h * g.w + iy * g.w + ix] += d;
                             }
                         }
                     }
                 }
             }
         }
-        // with_grad fails only when the device cannot allocate a gradient buffer.
-        let _ = D::with_grad(&x, grads, |g| {
-            g.iter_mut().zip(dx).for_each(|(a, b)| *a += b)
-        });
-        Ok(())
-    });
-    Ok(out.put_tape(tape))
+    }
 }
 
 macro_rules! pool_layer {
