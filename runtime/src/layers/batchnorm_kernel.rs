@@ -125,8 +125,9 @@ pub fn backward<T: HostFloat>(
     dx: &mut [T],
 ) -> (Vec<f64>, Vec<f64>) {
     let m = g.per_channel() as f64;
-    // Σ dy and Σ dy·x per channel; Σ dy·x̂ = inv_std·(Σ dy·x − mean·Σ dy).
-    let (sum_dy, sum_dy_x): (Vec<f64>, Vec<f64>) = (0..g.c)
+    // Per channel: Σ dy (the bias's gradient) and Σ dy·(x − mean), which inv_std turns into
+    // Σ dy·x̂ (the weight's gradient).
+    let (d_bias, sum_dy_xc): (Vec<f64>, Vec<f64>) = (0..g.c)
         .into_par_iter()
         .map(|ch| {
             let mt = t::<T>(mean[ch]);
@@ -140,8 +141,7 @@ pub fn backward<T: HostFloat>(
                 })
         })
         .unzip();
-    let d_bias = sum_dy.clone();
-    let d_weight: Vec<f64> = sum_dy_x.iter().zip(inv_std).map(|(s, i)| s * i).collect();
+    let d_weight: Vec<f64> = sum_dy_xc.iter().zip(inv_std).map(|(s, i)| s * i).collect();
     // dx = w·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂)) = k_dy·dy + k_x·(x − mean) + k_1.
     let coef: Vec<(f64, f64, f64)> = (0..g.c)
         .map(|ch| {
