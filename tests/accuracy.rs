@@ -5,6 +5,9 @@
 #[path = "../examples/common/mod.rs"]
 mod common;
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 use common::{IrisClassifier, IrisDataModule};
 use fulmen::prelude::*;
 
@@ -13,13 +16,9 @@ fn val_acc(epochs: usize, precision: &str) -> fulmen::Result<f64> {
     let data_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
     let mut dm = IrisDataModule::new(data_dir, 16, 0.2, 42);
     let mut model = IrisClassifier::new(0.01);
-    let mut trainer = Trainer::builder()
+    let mut trainer = quiet::trainer()
         .max_epochs(epochs)
-        .no_logger()
-        .enable_checkpointing(false)
-        .enable_progress_bar(false)
         .precision(precision.parse()?)
-        .enable_model_summary(false)
         .build()?;
     trainer.fit(&mut model, &mut dm)?;
     Ok(trainer.callback_metrics()["val_acc"])

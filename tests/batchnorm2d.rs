@@ -4,6 +4,9 @@
 //! gradients, running statistics) and evaluation output for fixed inputs (`batchnorm2d.py`
 //! beside it made it).
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 use fulmen::prelude::*;
 use fulmen::serde_json::Value;
 
@@ -184,12 +187,8 @@ fn running_stats(precision: &str) -> (Vec<f32>, Vec<f32>) {
         .collect();
     let loader = DataLoader::new(InMemoryDataset::new(samples), 8);
     let mut model = TinyBnNet::new();
-    Trainer::builder()
+    quiet::trainer()
         .max_epochs(2)
-        .no_logger()
-        .enable_checkpointing(false)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
         .precision(precision.parse().unwrap())
         .build()
         .unwrap()

@@ -2,6 +2,9 @@
 //! resume), clipping, anomaly detection, batch limits, validation intervals, fast_dev_run,
 //! overfit_batches, min_epochs, max_time, and the command-line flags.
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -93,13 +96,7 @@ impl Callback for Count {
     }
 }
 
-fn builder() -> fulmen::TrainerBuilder {
-    Trainer::builder()
-        .no_logger()
-        .enable_checkpointing(false)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
-}
+use quiet::trainer as builder;
 
 /// Fits a fresh model on 16 samples in batches of 2 (8 batches), validating on 8 in batches
 /// of 2 (4 batches); returns the trainer, the model and the counts.

@@ -2,6 +2,9 @@
 //! `max_pool2d` / `avg_pool2d` / `adaptive_avg_pool2d` outputs and input gradients
 //! (`pool2d.py` beside it made it); and `Flatten`.
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 use fulmen::layers::{AdaptiveAvgPool2D, AvgPool2D, Flatten, MaxPool2D};
 use fulmen::prelude::*;
 use fulmen::serde_json::Value;
@@ -131,12 +134,8 @@ fn a_layer_refusing_its_input_stops_fit_with_an_error_not_a_panic() {
         })
         .collect();
     let loader = DataLoader::new(InMemoryDataset::new(samples), 2);
-    let err = Trainer::builder()
+    let err = quiet::trainer()
         .max_epochs(1)
-        .no_logger()
-        .enable_checkpointing(false)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
         .build()
         .unwrap()
         .fit_loaders(&mut TooSmall::new(), loader, None)
