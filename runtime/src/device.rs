@@ -1,6 +1,8 @@
 //! The dtype and device bounds of training, bundled so that user code writes `E` and `D` only.
 
 use dfdx::shapes::Dtype;
+#[cfg(feature = "cuda")]
+use dfdx::tensor::Cuda;
 use dfdx::tensor::{Cpu, Gradients, Tensor};
 use dfdx::tensor_ops::Device;
 
@@ -44,6 +46,12 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
         t: &Tensor<S, E, Self>,
         grads: &mut Gradients<E, Self>,
     ) -> Result<Vec<E>>;
+
+    /// The device to run step `seed`'s random operations on (dropout, augmentation drawn
+    /// from the batch's device). On the CPU a fresh generator seeded with `seed`, so that a
+    /// resumed run draws the numbers an uninterrupted one did; on CUDA the same device (dfdx
+    /// cannot reseed it without rebuilding its handles and kernels).
+    fn reseeded(&self, seed: u64) -> Self;
 
     /// Puts back a gradient that [`TrainDevice::take_grad`] took.
     fn restore_grad<S: dfdx::shapes::Shape>(
@@ -105,6 +113,10 @@ macro_rules! cpu_train_device {
                 **grad = values;
                 Ok(())
             }
+
+            fn reseeded(&self, seed: u64) -> Self {
+                Cpu::seed_from_u64(seed)
+            }
         }
     )*};
 }
@@ -113,6 +125,71 @@ macro_rules! cpu_train_device {
 pub type Half = dfdx::dtypes::AMP<half::f16>;
 
 cpu_train_device!(f32, f64, Half);
+
+/// On CUDA the optimizers and gradient hooks work on host copies: the gradient (and the
+/// parameter) is copied to the host, changed there, and copied back.
+#[cfg(feature = "cuda")]
+macro_rules! cuda_train_device {
+    ($($e:ty),*) => {$(
+        impl TrainDevice<$e> for Cuda {
+            fn update_param<S: dfdx::shapes::Shape>(
+                param: &mut Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+                scratch: &mut Vec<$e>,
+                f: impl FnOnce(&mut [$e], &[$e]),
+            ) -> Result<()> {
+                let grad = grads.get_or_alloc_mut(param).map_err(cuda_error)?;
+                let host_grad = grad.device().dtoh_sync_copy(grad).map_err(cuda_error)?;
+                scratch.resize(host_grad.len(), num_traits::Zero::zero());
+                param.copy_into(scratch);
+                f(scratch, &host_grad);
+                param.copy_from(scratch);
+                Ok(())
+            }
+
+            fn with_grad<S: dfdx::shapes::Shape>(
+                param: &Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+                f: impl FnOnce(&mut [$e]),
+            ) -> Result<()> {
+                let grad = grads.get_or_alloc_mut(param).map_err(cuda_error)?;
+                let device = grad.device();
+                let mut host = device.dtoh_sync_copy(grad).map_err(cuda_error)?;
+                f(&mut host);
+                device.htod_sync_copy_into(&host, grad).map_err(cuda_error)
+            }
+
+            fn take_grad<S: dfdx::shapes::Shape>(
+                t: &Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+            ) -> Result<Vec<$e>> {
+                let grad = grads.get_or_alloc_mut(t).map_err(cuda_error)?;
+                grad.device().dtoh_sync_copy(grad).map_err(cuda_error)
+            }
+
+            fn restore_grad<S: dfdx::shapes::Shape>(
+                t: &Tensor<S, $e, Self>,
+                grads: &mut Gradients<$e, Self>,
+                values: Vec<$e>,
+            ) -> Result<()> {
+                let grad = grads.get_or_alloc_mut(t).map_err(cuda_error)?;
+                grad.device().htod_sync_copy_into(&values, grad).map_err(cuda_error)
+            }
+
+            fn reseeded(&self, _seed: u64) -> Self {
+                self.clone()
+            }
+        }
+    )*};
+}
+
+#[cfg(feature = "cuda")]
+cuda_train_device!(f32, f64, Half);
+
+#[cfg(feature = "cuda")]
+fn cuda_error(e: impl std::fmt::Debug) -> Error {
+    Error::Device(format!("CUDA: {e:?}"))
+}
 
 /// Which hardware the trainer runs on, as named by Lightning's `accelerator` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,16 +214,162 @@ impl std::str::FromStr for Accelerator {
     }
 }
 
+/// Which devices to run on, as Lightning's `devices` flag names them: a count, a list of
+/// ordinals (`"1"` is one device, `"1,"` or `"[1]"` the device with ordinal 1), or `"auto"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Devices {
+    Auto,
+    Count(usize),
+    Ordinals(Vec<usize>),
+}
+
+impl From<usize> for Devices {
+    fn from(n: usize) -> Self {
+        Devices::Count(n)
+    }
+}
+
+impl From<&[usize]> for Devices {
+    fn from(ordinals: &[usize]) -> Self {
+        Devices::Ordinals(ordinals.to_vec())
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Devices {
+    fn from(ordinals: [usize; N]) -> Self {
+        Devices::Ordinals(ordinals.to_vec())
+    }
+}
+
+impl std::str::FromStr for Devices {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") || t == "-1" {
+            return Ok(Devices::Auto);
+        }
+        let bad = || {
+            format!("`{s}` is not a device count, a list of ordinals (`0,1` or `[1]`) or `auto`")
+        };
+        if let Ok(n) = t.parse::<usize>() {
+            return Ok(Devices::Count(n));
+        }
+        let inner = t
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(t);
+        let ordinals = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<usize>().map_err(|_| bad()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if ordinals.is_empty() {
+            return Err(bad());
+        }
+        Ok(Devices::Ordinals(ordinals))
+    }
+}
+
+/// Where a run goes: the CPU, or the CUDA device with this ordinal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDevice {
+    Cpu,
+    Cuda(usize),
+}
+
 impl Accelerator {
-    /// Resolves `auto` and refuses what this build cannot run.
-    pub(crate) fn resolve(self) -> Result<Accelerator> {
-        match self {
-            Accelerator::Cpu | Accelerator::Auto => Ok(Accelerator::Cpu),
-            Accelerator::Gpu => Err(Error::config(
-                "accelerator",
-                "\"gpu\" was requested but this fulmen was built without CUDA support; \
-                 rebuild with `--features cuda`, or pass accelerator \"cpu\" (or \"auto\")",
+    /// Resolves `auto` and the device list, and refuses what this build or machine cannot run.
+    pub(crate) fn place(self, devices: &Devices) -> Result<RunDevice> {
+        let ordinals = match devices {
+            Devices::Auto => vec![0],
+            Devices::Count(1) => vec![0],
+            Devices::Count(0) => {
+                return Err(Error::config(
+                    "devices",
+                    "0 devices requested; use at least 1",
+                ))
+            }
+            Devices::Count(n) => (0..*n).collect(),
+            Devices::Ordinals(list) => list.clone(),
+        };
+        let accelerator = match self {
+            Accelerator::Auto if gpu_count().is_ok_and(|n| n > 0) => Accelerator::Gpu,
+            Accelerator::Auto => Accelerator::Cpu,
+            other => other,
+        };
+        if ordinals.len() > 1 {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "{} devices requested ({devices:?}); this fulmen runs on one device (multi-device strategies are not built yet)",
+                    ordinals.len()
+                ),
+            ));
+        }
+        let ordinal = ordinals[0];
+        match accelerator {
+            Accelerator::Cpu if ordinal != 0 => Err(Error::config(
+                "devices",
+                format!(
+                    "device ordinal {ordinal} was requested on the CPU, which has only device 0"
+                ),
             )),
+            Accelerator::Cpu => Ok(RunDevice::Cpu),
+            _ => {
+                let count = gpu_count()?;
+                if ordinal >= count {
+                    return Err(Error::config(
+                        "devices",
+                        format!(
+                            "CUDA device {ordinal} was requested but this machine has {count} (ordinals 0..{count})"
+                        ),
+                    ));
+                }
+                Ok(RunDevice::Cuda(ordinal))
+            }
         }
     }
+}
+
+/// How many CUDA devices the driver reports; an error that says what is missing when none
+/// can be used.
+#[cfg(feature = "cuda")]
+pub(crate) fn gpu_count() -> Result<usize> {
+    use cudarc::driver::result;
+    let no_gpu = |what: String| {
+        Error::config(
+            "accelerator",
+            format!("\"gpu\" was requested but {what}; pass accelerator \"cpu\" (or \"auto\")"),
+        )
+    };
+    // The error's code, not its Debug: that asks the driver for a description, which a driver
+    // that could not start cannot give.
+    result::init().map_err(|e| {
+        no_gpu(format!(
+            "the NVIDIA driver (libcuda.so.1) could not start: {:?}",
+            e.0
+        ))
+    })?;
+    let n = result::device::get_count().map_err(|e| {
+        no_gpu(format!(
+            "the NVIDIA driver could not count its devices: {:?}",
+            e.0
+        ))
+    })?;
+    if n <= 0 {
+        return Err(no_gpu(
+            "the NVIDIA driver reports no CUDA device".to_string(),
+        ));
+    }
+    Ok(n as usize)
+}
+
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn gpu_count() -> Result<usize> {
+    Err(Error::config(
+        "accelerator",
+        "\"gpu\" was requested but this fulmen was built without CUDA support; \
+         rebuild with `--features cuda`, or pass accelerator \"cpu\" (or \"auto\")",
+    ))
 }

@@ -76,7 +76,7 @@ mod walk;
 pub use callback::Callback;
 pub use context::{Loss, StepContext};
 pub use datamodule::{DataModule, Stage};
-pub use device::{FloatDtype, TrainDevice};
+pub use device::{Devices, FloatDtype, TrainDevice};
 pub use error::{Error, Result};
 pub use fulmen_macros::{data_module, lightning_module, module};
 pub use hparams::{HParams, Hyperparameters};

@@ -19,7 +19,7 @@ use crate::optim::grads;
 use crate::{Error, Result};
 
 use dfdx::nn::ZeroGrads;
-use dfdx::tensor::{Cpu, Gradients};
+use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 use num_traits::{FromPrimitive, ToPrimitive};
 
@@ -66,22 +66,19 @@ impl LossScaler {
 
 /// The half-precision side of a "16-mixed" training step, for a module `M` of dtype `E` and
 /// samples `S` (type-erased so that the loops need not name the half module's type).
-pub(crate) trait HalfStep<E: FloatDtype, M: LightningModule<E, Cpu>, S>
-where
-    Cpu: TrainDevice<E>,
-{
+pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S> {
     /// `training_step` on a half copy of `model`: the loss value and what it logged.
     fn forward(
         &mut self,
         model: &M,
         samples: Vec<S>,
-        device: &Cpu,
+        device: &D,
         info: StepInfo,
     ) -> Result<(f64, Vec<LogEntry>)>;
     /// Backward of the last forward's loss, scaled and divided by `k` (accumulation), adding
     /// the unscaled gradients into `grads`; the buffers the forward updated (batch norm's
     /// running statistics) are copied back into `model`.
-    fn backward(&mut self, model: &mut M, grads: &mut Gradients<E, Cpu>, k: usize) -> Result<()>;
+    fn backward(&mut self, model: &mut M, grads: &mut Gradients<E, D>, k: usize) -> Result<()>;
     /// At an optimizer step: whether the window's gradients were all finite (if not, the step
     /// is skipped); updates the scale.
     fn finish_window(&mut self) -> bool;
@@ -90,19 +87,19 @@ where
 }
 
 /// [`HalfStep`] for a module `M` whose half copy is `H`.
-pub(crate) struct Mixed<M, H: LightningModule<Half, Cpu>, S> {
+pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> {
     pub to_half: fn(&M) -> H,
-    pub collate: fn(Vec<S>, &Cpu) -> H::Batch,
+    pub collate: fn(Vec<S>, &D) -> H::Batch,
     pub scaler: LossScaler,
     /// The copy and loss of the step in flight.
-    pending: Option<(H, Loss<Half, Cpu>)>,
+    pending: Option<(H, Loss<Half, D>)>,
     /// Unscaled gradients, reused between steps.
     buffer: Vec<Vec<f32>>,
     window_inf: bool,
 }
 
-impl<M, H: LightningModule<Half, Cpu>, S> Mixed<M, H, S> {
-    pub fn new(to_half: fn(&M) -> H, collate: fn(Vec<S>, &Cpu) -> H::Batch) -> Self {
+impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> {
+    pub fn new(to_half: fn(&M) -> H, collate: fn(Vec<S>, &D) -> H::Batch) -> Self {
         Self {
             to_half,
             collate,
@@ -114,20 +111,21 @@ impl<M, H: LightningModule<Half, Cpu>, S> Mixed<M, H, S> {
     }
 }
 
-impl<M, H, S> HalfStep<f32, M, S> for Mixed<M, H, S>
+impl<D, M, H, S> HalfStep<f32, D, M, S> for Mixed<D, M, H, S>
 where
-    M: LightningModule<f32, Cpu>,
-    H: LightningModule<Half, Cpu>,
+    D: TrainDevice<f32> + TrainDevice<Half>,
+    M: LightningModule<f32, D>,
+    H: LightningModule<Half, D>,
 {
     fn forward(
         &mut self,
         model: &M,
         samples: Vec<S>,
-        device: &Cpu,
+        device: &D,
         info: StepInfo,
     ) -> Result<(f64, Vec<LogEntry>)> {
         let mut half = (self.to_half)(model);
-        let mut ctx = StepContext::<Half, Cpu>::new(device.clone(), info);
+        let mut ctx = StepContext::<Half, D>::new(device.clone(), info);
         ctx.grads = Some(half.alloc_grads());
         let batch = (self.collate)(samples, device);
         let loss = half.training_step(batch, &mut ctx);
@@ -136,7 +134,7 @@ where
         Ok((value, std::mem::take(&mut ctx.logs)))
     }
 
-    fn backward(&mut self, model: &mut M, grads: &mut Gradients<f32, Cpu>, k: usize) -> Result<()> {
+    fn backward(&mut self, model: &mut M, grads: &mut Gradients<f32, D>, k: usize) -> Result<()> {
         let (half, loss) = self
             .pending
             .take()

@@ -1,42 +1,43 @@
-//! Batches in another dtype: the trainer collates samples into the f32 batch the module's
-//! `training_step` names and casts it to the dtype it runs in (`precision="64-true"`), so that
-//! one compile-time check — sample against the f32 batch — covers every precision.
+//! Batches in another dtype and on another device: the trainer collates samples on the CPU
+//! into the f32 batch the module's `training_step` names, then moves it to the dtype and
+//! device it runs in (`precision="64-true"`, `accelerator="gpu"`), so that one compile-time
+//! check — sample against the f32 CPU batch — covers every precision and device.
 
 use dfdx::shapes::{Dtype, Shape};
-use dfdx::tensor::Tensor;
+use dfdx::tensor::{Cpu, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::Labels;
 
-/// A batch with its float tensors cast to `E2`.
-pub trait CastBatch<E2: Dtype> {
+/// A CPU batch with its float tensors cast to `E2` on `D2`.
+pub trait CastBatch<E2: Dtype, D2> {
     type Out;
-    fn cast(self) -> Self::Out;
+    fn cast(self, device: &D2) -> Self::Out;
 }
 
-/// Batches are collated in f32, then cast.
-impl<S: Shape, E2: Dtype, D: Device<E2> + Device<f32>> CastBatch<E2> for Tensor<S, f32, D> {
-    type Out = Tensor<S, E2, D>;
-    fn cast(self) -> Self::Out {
-        self.to_dtype::<E2>()
+/// Batches are collated in f32 on the CPU, then moved and cast.
+impl<S: Shape, E2: Dtype, D2: Device<E2> + Device<f32>> CastBatch<E2, D2> for Tensor<S, f32, Cpu> {
+    type Out = Tensor<S, E2, D2>;
+    fn cast(self, device: &D2) -> Self::Out {
+        self.to_device(device).to_dtype::<E2>()
     }
 }
 
-impl<const C: usize, D, E2: Dtype> CastBatch<E2> for Labels<C, D> {
-    type Out = Self;
-    fn cast(self) -> Self {
-        self
+impl<const C: usize, E2: Dtype, D2: Clone> CastBatch<E2, D2> for Labels<C, Cpu> {
+    type Out = Labels<C, D2>;
+    fn cast(self, device: &D2) -> Self::Out {
+        Labels::new(self.into_indices(), device.clone())
     }
 }
 
 macro_rules! cast_tuple {
     ($($t:ident),+) => {
-        impl<E2: Dtype, $($t: CastBatch<E2>),+> CastBatch<E2> for ($($t,)+) {
+        impl<E2: Dtype, D2, $($t: CastBatch<E2, D2>),+> CastBatch<E2, D2> for ($($t,)+) {
             type Out = ($($t::Out,)+);
             #[allow(non_snake_case)]
-            fn cast(self) -> Self::Out {
+            fn cast(self, device: &D2) -> Self::Out {
                 let ($($t,)+) = self;
-                ($($t.cast(),)+)
+                ($($t.cast(device),)+)
             }
         }
     };

@@ -36,6 +36,10 @@ impl<const C: usize, D> Labels<C, D> {
         &self.indices
     }
 
+    pub fn into_indices(self) -> Vec<usize> {
+        self.indices
+    }
+
     pub fn len(&self) -> usize {
         self.indices.len()
     }

@@ -23,9 +23,9 @@ pub struct TrainerArgs {
     /// cpu, gpu (cuda) or auto.
     #[arg(long)]
     pub accelerator: Option<String>,
-    /// Number of devices.
+    /// Devices: a count (1), ordinals (`0,` or `[1]`: GPU 1) or auto.
     #[arg(long)]
-    pub devices: Option<usize>,
+    pub devices: Option<crate::device::Devices>,
     /// Where lightning_logs/ and checkpoints are written.
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,

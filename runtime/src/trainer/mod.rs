@@ -23,7 +23,7 @@ use crate::callbacks::{ModelCheckpoint, ModelSummary, Timer};
 use crate::checkpoint::{Checkpoint, CkptDtype, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
-use crate::device::Accelerator;
+use crate::device::{Accelerator, Devices, RunDevice};
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
@@ -44,7 +44,7 @@ enum LoggerChoice {
 pub struct TrainerBuilder {
     settings: Settings,
     accelerator: String,
-    devices: usize,
+    devices: Devices,
     callbacks: Vec<Box<dyn Callback>>,
     logger: LoggerChoice,
     default_root_dir: PathBuf,
@@ -58,7 +58,7 @@ impl Default for TrainerBuilder {
         Self {
             settings: Settings::default(),
             accelerator: "auto".to_string(),
-            devices: 1,
+            devices: Devices::Count(1),
             callbacks: Vec::new(),
             logger: LoggerChoice::Csv,
             default_root_dir: PathBuf::from("."),
@@ -139,9 +139,10 @@ impl TrainerBuilder {
         self.accelerator = accelerator.to_string();
         self
     }
-    /// The number of devices (1 until distributed training lands).
-    pub fn devices(mut self, n: usize) -> Self {
-        self.devices = n;
+    /// The devices: a count (`1`), ordinals (`[1]` runs on GPU 1) or [`Devices::Auto`]. One
+    /// device until distributed training lands.
+    pub fn devices(mut self, devices: impl Into<Devices>) -> Self {
+        self.devices = devices.into();
         self
     }
     /// Adds a callback; callbacks run in the order added, before the module's hooks.
@@ -187,16 +188,7 @@ impl TrainerBuilder {
     /// Checks the settings and builds the trainer.
     pub fn build(self) -> Result<Trainer> {
         let accelerator: Accelerator = self.accelerator.parse()?;
-        accelerator.resolve()?;
-        if self.devices != 1 {
-            return Err(Error::config(
-                "devices",
-                format!(
-                    "{} devices requested; this fulmen runs on one device (multi-device strategies are not built yet)",
-                    self.devices
-                ),
-            ));
-        }
+        let device = accelerator.place(&self.devices)?;
         let settings = self.settings.resolve()?;
         let fast_dev_run = settings.fast_dev_run > 0;
         let mut callbacks = self.callbacks;
@@ -237,6 +229,9 @@ impl TrainerBuilder {
             default_root_dir: self.default_root_dir,
             enable_progress_bar: self.enable_progress_bar,
             view,
+            device,
+            #[cfg(feature = "cuda")]
+            cuda: None,
         })
     }
 }
@@ -255,6 +250,11 @@ pub struct Trainer {
     default_root_dir: PathBuf,
     enable_progress_bar: bool,
     view: TrainerView,
+    /// Where the runs go (resolved from `accelerator` and `devices` when the trainer is built).
+    device: RunDevice,
+    /// The CUDA device, opened on the first run that needs it and kept for the next ones.
+    #[cfg(feature = "cuda")]
+    cuda: Option<dfdx::tensor::Cuda>,
 }
 
 impl Trainer {
@@ -322,10 +322,11 @@ impl Trainer {
         Ok(path)
     }
 
-    /// Runs `stage` in the trainer's precision: f32 directly; f64 or half precision on a copy
-    /// of the module whose weights and hyperparameters come back into `model` when `fit` ends,
-    /// whether it succeeded or not (what was trained is never lost); "16-mixed" on the f32
-    /// module with half-precision steps.
+    /// Runs `stage` on the trainer's device in its precision. On the CPU: f32 directly; f64
+    /// or half precision on a copy of the module whose weights and hyperparameters come back
+    /// into `model` when `fit` ends, whether it succeeded or not (what was trained is never
+    /// lost); "16-mixed" on the f32 module with half-precision steps. On a GPU every precision
+    /// runs on a copy there, which comes back the same way.
     fn run_in_precision<M, DM>(
         &mut self,
         model: &mut M,
@@ -338,66 +339,181 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
+        match self.device {
+            RunDevice::Cpu => {}
+            #[cfg(feature = "cuda")]
+            RunDevice::Cuda(ordinal) => {
+                return self.run_on_cuda(model, datamodule, stage, resume, ordinal)
+            }
+            #[cfg(not(feature = "cuda"))]
+            RunDevice::Cuda(_) => {
+                return Err(crate::device::gpu_count()
+                    .err()
+                    .unwrap_or_else(|| Error::msg("this fulmen was built without CUDA support")))
+            }
+        }
+        let cpu = Cpu::default();
         match self.settings.precision {
             Precision::F64 => self.run_on_copy(
                 model,
                 datamodule,
                 stage,
                 resume,
-                M::to_f64,
+                cpu,
+                |m, _| Ok(M::to_f64(m)),
                 M::from_f64,
                 |s, d| M::batch_f64(<DM::Sample as Collate<M::Batch, Cpu>>::collate(s, d)),
+                None,
             ),
             Precision::True16 => self.run_on_copy(
                 model,
                 datamodule,
                 stage,
                 resume,
-                M::to_half,
+                cpu,
+                |m, _| Ok(M::to_half(m)),
                 M::from_half,
                 |s, d| M::batch_half(<DM::Sample as Collate<M::Batch, Cpu>>::collate(s, d)),
+                None,
             ),
             precision => {
                 let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
-                let half: Option<Box<dyn HalfStep<f32, M, DM::Sample>>> =
+                let half: Option<Box<dyn HalfStep<f32, Cpu, M, DM::Sample>>> =
                     (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
-                        Box::new(Mixed::<M, M::Half, DM::Sample>::new(
+                        Box::new(Mixed::<Cpu, M, M::Half, DM::Sample>::new(
                             M::to_half,
                             |samples, device| {
                                 M::batch_half(<DM::Sample as Collate<M::Batch, Cpu>>::collate(
                                     samples, device,
                                 ))
                             },
-                        )) as Box<dyn HalfStep<f32, M, DM::Sample>>
+                        )) as Box<dyn HalfStep<f32, Cpu, M, DM::Sample>>
                     });
-                self.run::<f32, M, DM>(model, datamodule, stage, resume, collate, half)
+                self.run::<f32, Cpu, M, DM>(model, datamodule, stage, resume, cpu, collate, half)
                     .map(|r| r.metrics)
             }
         }
     }
 
-    /// `stage` on a copy of `model` in another dtype. Training hands the copy's weights and
-    /// hyperparameters back, whether it succeeded or not; evaluation leaves `model` alone (a
-    /// round trip through f16 would round its weights).
-    #[allow(clippy::too_many_arguments)]
-    fn run_on_copy<E, M, C, DM>(
+    /// [`run_in_precision`](Self::run_in_precision) on CUDA device `ordinal`: the batches are
+    /// collated on the CPU and moved there.
+    #[cfg(feature = "cuda")]
+    fn run_on_cuda<M, DM>(
         &mut self,
         model: &mut M,
         datamodule: &mut DM,
         stage: Stage,
         resume: Option<Checkpoint>,
-        to: fn(&M) -> C,
+        ordinal: usize,
+    ) -> Result<BTreeMap<String, f64>>
+    where
+        M: Precisions,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        use crate::device::Half;
+        use crate::module::{PlaceAs, Placement};
+        use dfdx::tensor::Cuda;
+        type On<M, E> = <M as PlaceAs<E, Cuda>>::On;
+        type Steps<'a, M, S> = Option<Box<dyn HalfStep<f32, Cuda, On<M, f32>, S> + 'a>>;
+        let device = match &self.cuda {
+            Some(d) => d.clone(),
+            None => {
+                let d = Cuda::try_build(ordinal, crate::seed::next_seed()).map_err(|e| {
+                    Error::Device(format!("CUDA device {ordinal} could not be opened: {e:?}"))
+                })?;
+                self.cuda = Some(d.clone());
+                d
+            }
+        };
+        match self.settings.precision {
+            Precision::F64 => self.run_on_copy(
+                model,
+                datamodule,
+                stage,
+                resume,
+                device,
+                <M as PlaceAs<f64, Cuda>>::place,
+                <M as PlaceAs<f64, Cuda>>::unplace,
+                |s, d| {
+                    let batch = <DM::Sample as Collate<M::Batch, Cpu>>::collate(s, &Cpu::default());
+                    <M as PlaceAs<f64, Cuda>>::place_batch(batch, d)
+                },
+                None,
+            ),
+            Precision::True16 => self.run_on_copy(
+                model,
+                datamodule,
+                stage,
+                resume,
+                device,
+                <M as PlaceAs<Half, Cuda>>::place,
+                <M as PlaceAs<Half, Cuda>>::unplace,
+                |s, d| {
+                    let batch = <DM::Sample as Collate<M::Batch, Cpu>>::collate(s, &Cpu::default());
+                    <M as PlaceAs<Half, Cuda>>::place_batch(batch, d)
+                },
+                None,
+            ),
+            precision => {
+                let half: Steps<M, DM::Sample> =
+                    (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
+                        Box::new(Mixed::<Cuda, On<M, f32>, On<M, Half>, DM::Sample>::new(
+                            <M as Placement<Cuda>>::half_of,
+                            |s, d| {
+                                let batch = <DM::Sample as Collate<M::Batch, Cpu>>::collate(
+                                    s,
+                                    &Cpu::default(),
+                                );
+                                <M as PlaceAs<Half, Cuda>>::place_batch(batch, d)
+                            },
+                        ))
+                            as Box<dyn HalfStep<f32, Cuda, On<M, f32>, DM::Sample>>
+                    });
+                self.run_on_copy(
+                    model,
+                    datamodule,
+                    stage,
+                    resume,
+                    device,
+                    <M as PlaceAs<f32, Cuda>>::place,
+                    <M as PlaceAs<f32, Cuda>>::unplace,
+                    |s, d| {
+                        let batch =
+                            <DM::Sample as Collate<M::Batch, Cpu>>::collate(s, &Cpu::default());
+                        <M as PlaceAs<f32, Cuda>>::place_batch(batch, d)
+                    },
+                    half,
+                )
+            }
+        }
+    }
+
+    /// `stage` on a copy of `model` in another dtype or on another device. Training hands the
+    /// copy's weights and hyperparameters back, whether it succeeded or not; evaluation leaves
+    /// `model` alone (a round trip through f16 would round its weights).
+    #[allow(clippy::too_many_arguments)]
+    fn run_on_copy<E, D, M, C, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        stage: Stage,
+        resume: Option<Checkpoint>,
+        device: D,
+        to: fn(&M, &D) -> Result<C>,
         from: fn(&C) -> M,
-        collate: fn(Vec<DM::Sample>, &Cpu) -> C::Batch,
+        collate: fn(Vec<DM::Sample>, &D) -> C::Batch,
+        half: Option<Box<dyn HalfStep<E, D, C, DM::Sample> + '_>>,
     ) -> Result<BTreeMap<String, f64>>
     where
         E: FloatDtype + CkptDtype,
-        Cpu: TrainDevice<E>,
-        C: LightningModule<E, Cpu>,
+        D: TrainDevice<E>,
+        C: LightningModule<E, D>,
         DM: DataModule,
     {
-        let mut copy = to(model);
-        let result = self.run::<E, C, DM>(&mut copy, datamodule, stage, resume, collate, None);
+        let mut copy = to(model, &device)?;
+        let result =
+            self.run::<E, D, C, DM>(&mut copy, datamodule, stage, resume, device, collate, half);
         if stage == Stage::Fit {
             *model = from(&copy);
         }
@@ -505,7 +621,8 @@ impl Trainer {
         DM::Sample: Collate<M::Batch, Cpu>,
     {
         let collate = <DM::Sample as Collate<M::Batch, Cpu>>::collate;
-        self.run::<f32, M, DM>(model, datamodule, Stage::Predict, None, collate, None)
+        let cpu = Cpu::default();
+        self.run::<f32, Cpu, M, DM>(model, datamodule, Stage::Predict, None, cpu, collate, None)
             .map(|r| r.predictions)
     }
 
@@ -566,6 +683,11 @@ impl Trainer {
         )
     }
 
+    /// Where this trainer runs: the CPU or a CUDA device (what `accelerator` and `devices`
+    /// resolved to when it was built).
+    pub fn device(&self) -> RunDevice {
+        self.device
+    }
     /// The latest value of every logged metric.
     pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {
         &self.view.callback_metrics

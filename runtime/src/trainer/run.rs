@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use dfdx::nn::ZeroGrads;
-use dfdx::tensor::{Cpu, Gradients};
+use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::aggregate::{EpochMetrics, Reduced};
@@ -52,31 +52,31 @@ struct Position {
     epoch_done: bool,
 }
 
-struct Run<'a, E, M, DM>
+struct Run<'a, E, D, M, DM>
 where
     E: FloatDtype,
-    Cpu: TrainDevice<E>,
-    M: LightningModule<E, Cpu>,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
     DM: DataModule,
 {
     model: &'a mut M,
     /// Samples into the module's batch (collated in f32, cast to `E`).
-    collate: fn(Vec<DM::Sample>, &Cpu) -> M::Batch,
+    collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
     dm: &'a mut DM,
     callbacks: &'a mut Vec<Box<dyn Callback>>,
     view: &'a mut TrainerView,
     /// The device batches are collated on; during training it is re-seeded every step from
     /// `run_seed` and the step, so that a resumed run draws the same random numbers.
-    device: Cpu,
+    device: D,
     run_seed: u64,
     progress: Progress,
     s: &'a Settings,
     optimizer: Option<Optimizer<E>>,
     /// The half-precision side of "16-mixed" steps.
-    half: Option<Box<dyn HalfStep<E, M, DM::Sample> + 'a>>,
+    half: Option<Box<dyn HalfStep<E, D, M, DM::Sample> + 'a>>,
     /// Gradients summed since the last optimizer step (kept between batches for
     /// `accumulate_grad_batches`, and by checkpoints saved inside an accumulation window).
-    grads: Option<Gradients<E, Cpu>>,
+    grads: Option<Gradients<E, D>>,
     /// Training batches per epoch (after `limit_train_batches`).
     train_batches: usize,
     scheduler: Option<Scheduler>,
@@ -87,19 +87,21 @@ where
 }
 
 impl Trainer {
-    pub(super) fn run<E, M, DM>(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run<E, D, M, DM>(
         &mut self,
         model: &mut M,
         dm: &mut DM,
         stage: Stage,
         resume: Option<Checkpoint>,
-        collate: fn(Vec<DM::Sample>, &Cpu) -> M::Batch,
-        half: Option<Box<dyn HalfStep<E, M, DM::Sample> + '_>>,
+        device: D,
+        collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
+        half: Option<Box<dyn HalfStep<E, D, M, DM::Sample> + '_>>,
     ) -> Result<RunResult<M::Prediction>>
     where
         E: FloatDtype + CkptDtype,
-        Cpu: TrainDevice<E>,
-        M: LightningModule<E, Cpu>,
+        D: TrainDevice<E>,
+        M: LightningModule<E, D>,
         DM: DataModule,
     {
         self.ensure_logger()?;
@@ -124,7 +126,7 @@ impl Trainer {
             dm,
             callbacks: &mut self.callbacks,
             view,
-            device: Cpu::seed_from_u64(run_seed),
+            device: device.reseeded(run_seed),
             run_seed,
             progress: Progress::new(self.enable_progress_bar),
             s: &self.settings,
@@ -152,11 +154,11 @@ impl Trainer {
     }
 }
 
-impl<E, M, DM> Run<'_, E, M, DM>
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
 where
     E: FloatDtype + CkptDtype,
-    Cpu: TrainDevice<E>,
-    M: LightningModule<E, Cpu>,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
     DM: DataModule,
 {
     fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
@@ -388,7 +390,7 @@ where
         {
             let batch_idx = start + i;
             batches += 1;
-            self.device = Cpu::seed_from_u64(crate::seed::mix(
+            self.device = self.device.reseeded(crate::seed::mix(
                 self.run_seed,
                 (self.view.global_step * k + batch_idx % k) as u64,
             ));
@@ -686,7 +688,7 @@ where
         training: bool,
         batch_idx: usize,
         batch_size: usize,
-    ) -> StepContext<E, Cpu> {
+    ) -> StepContext<E, D> {
         StepContext::new(
             self.device.clone(),
             self.step_info(stage, training, batch_idx, batch_size),
@@ -768,11 +770,11 @@ where
     }
 }
 
-impl<E, M, DM> Run<'_, E, M, DM>
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
 where
     E: FloatDtype + CkptDtype,
-    Cpu: TrainDevice<E>,
-    M: LightningModule<E, Cpu>,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
     DM: DataModule,
 {
     /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a

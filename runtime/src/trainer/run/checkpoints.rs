@@ -2,8 +2,6 @@
 //! restoring a run from one (module, callbacks and data module first, then optimizer,
 //! scheduler, loss scaler, loop position, random streams and accumulated gradients).
 
-use dfdx::tensor::Cpu;
-
 use super::{apply, Run};
 use crate::checkpoint::{float, Checkpoint, CkptDtype, LoopState, Record, GRADS_PREFIX};
 use crate::data::DataLoader;
@@ -13,11 +11,11 @@ use crate::optim::{grads, Interval};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// Checkpoints: saving what hooks asked for, and restoring a run.
-impl<E, M, DM> Run<'_, E, M, DM>
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
 where
     E: FloatDtype + CkptDtype,
-    Cpu: TrainDevice<E>,
-    M: LightningModule<E, Cpu>,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
     DM: DataModule,
 {
     /// After every hook: stop on a reported error, else write the checkpoints asked for.

@@ -1,0 +1,236 @@
+//! The GPU suite: built with `--features cuda`, run by `scripts/gpu-check.sh` on a machine
+//! with an NVIDIA GPU (CI builds it; no CI machine can run it). Each test compares the GPU
+//! against the CPU on the same seed and prints a `GPU-CHECK` line with its largest error,
+//! which the script gathers into its table.
+#![cfg(feature = "cuda")]
+
+#[path = "support/quiet.rs"]
+mod quiet;
+
+use std::sync::{Arc, Mutex};
+
+use fulmen::layers::{AdaptiveAvgPool2D, Conv2DNoBias, Flatten, MaxPool2D};
+use fulmen::models::resnet::BasicBlockDown;
+use fulmen::prelude::*;
+
+/// The tutorial's Iris MLP.
+#[lightning_module]
+struct Iris {
+    l1: Linear<4, 16>,
+    l2: Linear<16, 3>,
+}
+
+#[lightning_module]
+impl Iris {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let logits = self.l2.forward(self.l1.forward(ctx.trace(x)).relu());
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        ctx.log("train_loss", &loss).on_epoch(true);
+        loss
+    }
+    fn validation_step(&self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) {
+        let logits = self.l2.forward(self.l1.forward(x).relu());
+        ctx.log("val_acc", accuracy(&logits, &y));
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::adam(0.01)
+    }
+}
+
+/// The epoch-mean training loss of every epoch.
+struct EpochLosses(Arc<Mutex<Vec<f64>>>);
+
+impl Callback for EpochLosses {
+    fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
+        if let Some(v) = trainer.callback_metrics().get("train_loss_epoch") {
+            self.0.lock().expect("not poisoned").push(*v);
+        }
+    }
+}
+
+fn weights(m: &Iris) -> Vec<f32> {
+    [
+        m.l1.weight.as_vec(),
+        m.l1.bias.as_vec(),
+        m.l2.weight.as_vec(),
+        m.l2.bias.as_vec(),
+    ]
+    .concat()
+}
+
+/// Five epochs of Iris from seed 5 on `accelerator` in `precision`: the epoch losses and the
+/// final weights (back on the CPU).
+fn iris(
+    accelerator: &str,
+    precision: &str,
+    ckpt_dir: Option<&std::path::Path>,
+) -> (Vec<f64>, Iris) {
+    seed_everything(5);
+    let mut model = Iris::new();
+    let losses = Arc::new(Mutex::new(Vec::new()));
+    let mut builder = quiet::trainer()
+        .max_epochs(5)
+        .accelerator(accelerator)
+        .precision(precision.parse().expect("a precision"))
+        .callback(EpochLosses(losses.clone()));
+    if let Some(dir) = ckpt_dir {
+        builder = builder
+            .enable_checkpointing(true)
+            .default_root_dir(dir.to_path_buf());
+    }
+    let mut trainer = builder.build().expect("valid settings");
+    let data = fulmen::data::iris::bundled();
+    let loader = DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true);
+    trainer.fit_loaders(&mut model, loader, None).expect("fit");
+    let losses = losses.lock().expect("not poisoned").clone();
+    (losses, model)
+}
+
+fn max_abs_diff<T: Into<f64> + Copy>(a: &[T], b: &[T]) -> f64 {
+    assert_eq!(a.len(), b.len(), "same number of values");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| ((*x).into() - (*y).into()).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn auto_picks_the_gpu_and_a_missing_ordinal_is_named() {
+    let trainer = quiet::trainer().accelerator("auto").build().expect("a GPU");
+    assert!(matches!(
+        trainer.device(),
+        fulmen::device::RunDevice::Cuda(0)
+    ));
+    let err = quiet::trainer()
+        .accelerator("gpu")
+        .devices([1000])
+        .build()
+        .err()
+        .expect("no device 1000");
+    assert!(err.to_string().contains("CUDA device 1000"), "{err}");
+}
+
+#[test]
+fn iris_on_the_gpu_follows_the_cpu_run() {
+    let (cpu_losses, cpu) = iris("cpu", "32-true", None);
+    let (gpu_losses, gpu) = iris("gpu", "32-true", None);
+    assert_eq!(cpu_losses.len(), 5);
+    let loss_err = max_abs_diff(&cpu_losses, &gpu_losses);
+    let weight_err = max_abs_diff(&weights(&cpu), &weights(&gpu));
+    println!("GPU-CHECK iris_parity_32 loss_err={loss_err:.2e} weight_err={weight_err:.2e}");
+    assert!(loss_err < 1e-4, "losses {cpu_losses:?} vs {gpu_losses:?}");
+    assert!(weight_err < 1e-3, "weights differ by {weight_err}");
+}
+
+#[test]
+fn sixteen_mixed_trains_on_the_gpu_like_on_the_cpu() {
+    let (cpu_losses, _) = iris("cpu", "16-mixed", None);
+    let (gpu_losses, _) = iris("gpu", "16-mixed", None);
+    let err = max_abs_diff(&cpu_losses, &gpu_losses);
+    println!("GPU-CHECK iris_parity_16mixed loss_err={err:.2e}");
+    assert!(gpu_losses.iter().all(|l| l.is_finite()), "{gpu_losses:?}");
+    assert!(gpu_losses[4] < gpu_losses[0], "it learns: {gpu_losses:?}");
+    assert!(err < 1e-2, "losses {cpu_losses:?} vs {gpu_losses:?}");
+}
+
+#[test]
+fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (_, trained) = iris("gpu", "32-true", Some(dir.path()));
+    let path = std::fs::read_dir(dir.path().join("lightning_logs/version_0/checkpoints"))
+        .expect("a checkpoint directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
+        .expect("a checkpoint");
+    let checkpoint = fulmen::checkpoint::Checkpoint::read(&path).expect("readable");
+    let mut on_cpu = Iris::new();
+    checkpoint
+        .load_weights(&mut on_cpu)
+        .expect("loads on the CPU");
+    let err = max_abs_diff(&weights(&on_cpu), &weights(&trained));
+    println!("GPU-CHECK checkpoint_gpu_to_cpu weight_err={err:.2e}");
+    assert_eq!(err, 0.0, "the checkpoint holds the trained weights");
+    // And back: validating the CPU-loaded weights on the GPU gives the CPU's accuracy.
+    let val = || DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
+    let mut cpu_trainer = quiet::trainer().accelerator("cpu").build().expect("valid");
+    let mut gpu_trainer = quiet::trainer().accelerator("gpu").build().expect("valid");
+    let cpu_acc = cpu_trainer
+        .validate_loader(&mut on_cpu, val())
+        .expect("validates")["val_acc"];
+    let gpu_acc = gpu_trainer
+        .validate_loader(&mut on_cpu, val())
+        .expect("validates")["val_acc"];
+    println!(
+        "GPU-CHECK checkpoint_cpu_to_gpu acc_err={:.2e}",
+        (cpu_acc - gpu_acc).abs()
+    );
+    assert_eq!(cpu_acc, gpu_acc);
+}
+
+#[module]
+struct Convs {
+    stem: (Conv2DNoBias<3, 8, 3, 1, 1>, BatchNorm2D<8>, ReLU),
+    pool: MaxPool2D<2, 2>,
+    down: BasicBlockDown<8, 16, 2>,
+    head: (AdaptiveAvgPool2D<2>, Flatten<64>, Linear<64, 5>),
+}
+
+#[test]
+fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
+    let cpu = Cpu::seed_from_u64(3);
+    let gpu = Cuda::seed_from_u64(3);
+    let mut a: Convs<f32, Cpu> = BuildModule::build(&cpu);
+    let mut b = a.to_device(&gpu);
+    let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+        cpu.sample_normal_like(&(6, Const, 17, 15));
+    let run_cpu = a.head.forward_mut(
+        a.down.forward_mut(
+            a.pool
+                .forward_mut(a.stem.forward_mut(x.clone().traced(a.alloc_grads()))),
+        ),
+    );
+    let x_gpu = x.to_device(&gpu);
+    let run_gpu = b.head.forward_mut(
+        b.down.forward_mut(
+            b.pool
+                .forward_mut(b.stem.forward_mut(x_gpu.traced(b.alloc_grads()))),
+        ),
+    );
+    let out_err = max_abs_diff(&run_cpu.as_vec(), &run_gpu.as_vec());
+    let g_cpu = run_cpu.square().sum::<Rank0, _>().backward();
+    let g_gpu = run_gpu.square().sum::<Rank0, _>().backward();
+    let pairs = [
+        (
+            g_cpu.get(&a.stem.0.weight).as_vec(),
+            g_gpu.get(&b.stem.0.weight).as_vec(),
+        ),
+        (
+            g_cpu.get(&a.stem.1.weight).as_vec(),
+            g_gpu.get(&b.stem.1.weight).as_vec(),
+        ),
+        (
+            g_cpu.get(&a.head.2.weight).as_vec(),
+            g_gpu.get(&b.head.2.weight).as_vec(),
+        ),
+    ];
+    let grad_err = pairs
+        .iter()
+        .map(|(c, g)| max_abs_diff(c, g))
+        .fold(0.0, f64::max);
+    let stats_err = max_abs_diff(
+        &a.stem.1.running_var.as_vec(),
+        &b.stem.1.running_var.as_vec(),
+    );
+    println!("GPU-CHECK conv_layers out_err={out_err:.2e} grad_err={grad_err:.2e} bn_stats_err={stats_err:.2e}");
+    assert!(out_err < 1e-4, "outputs differ by {out_err}");
+    assert!(grad_err < 1e-3, "gradients differ by {grad_err}");
+    assert!(
+        stats_err < 1e-5,
+        "batch norm statistics differ by {stats_err}"
+    );
+}
