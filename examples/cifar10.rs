@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Prints the loss, accuracy and wall time of every epoch. `--gpus`/`--devices`, `--nodes` and
-//! `--strategy` take the tutorial's values; until CUDA and distributed training land (issues 5
-//! and 6) anything but one CPU device is refused with a clear message.
+//! `--strategy` take the tutorial's values. Built with `--features cuda`, `--gpus 1` (or
+//! `--accelerator gpu`) trains on the GPU; until distributed training lands, more than one
+//! device or node is refused with a clear message.
 
 use std::time::Instant;
 

@@ -22,6 +22,11 @@ impl<E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform + Send + 
 /// A device that fulmen can train on: dfdx's [`Device`] plus host access to the parameter and
 /// gradient buffers that fulmen's optimizers update.
 pub trait TrainDevice<E: FloatDtype>: Device<E> {
+    /// Whether fulmen's layers run their host kernels on this device's tensors (the CPU,
+    /// where they are the fastest path) or the ops of [`crate::layers::composed`], which stay
+    /// on the device (CUDA).
+    const HOST_KERNELS: bool;
+
     /// Calls `f` with the parameter's values and its gradient as host slices; whatever `f`
     /// leaves in the parameter slice is written back into the tensor.
     fn update_param<S: dfdx::shapes::Shape>(
@@ -64,6 +69,8 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
 macro_rules! cpu_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cpu {
+            const HOST_KERNELS: bool = true;
+
             fn update_param<S: dfdx::shapes::Shape>(
                 param: &mut Tensor<S, $e, Self>,
                 grads: &mut Gradients<$e, Self>,
@@ -132,6 +139,8 @@ cpu_train_device!(f32, f64, Half);
 macro_rules! cuda_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cuda {
+            const HOST_KERNELS: bool = false;
+
             fn update_param<S: dfdx::shapes::Shape>(
                 param: &mut Tensor<S, $e, Self>,
                 grads: &mut Gradients<$e, Self>,

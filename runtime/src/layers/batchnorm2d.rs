@@ -30,6 +30,7 @@ use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::batchnorm_kernel::{self as kernel, BnGeom};
+use super::composed;
 use super::conv2d::or_panic;
 use super::host::{accumulate_grad, add_grad, on_backward, Host};
 use super::Images;
@@ -140,6 +141,10 @@ fn geom<const C: usize, E: FloatDtype, D: Device<E>, T>(x: &Images<C, E, D, T>) 
 impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E, D> {
     /// Normalizes by the running statistics (evaluation).
     pub fn eval_forward(&self, x: Images<C, E, D>) -> Result<Images<C, E, D>> {
+        if !D::HOST_KERNELS {
+            let (m, v) = (&self.running_mean, &self.running_var);
+            return composed::batch_norm_eval(x, m, v, &self.weight, &self.bias, self.epsilon);
+        }
         let g = geom(&x);
         let (mean, var) = (host_f64(&self.running_mean), host_f64(&self.running_var));
         let (weight, bias) = (host_f64(&self.weight), host_f64(&self.bias));
@@ -166,6 +171,20 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
                 ),
             ));
         }
+        let mom = self.momentum;
+        let unbias = m as f64 / (m as f64 - 1.0);
+        if !D::HOST_KERNELS {
+            let (y, mean, var) =
+                composed::batch_norm_train(x, &self.weight, &self.bias, self.epsilon)?;
+            let dev_err = |e| Error::Device(format!("BatchNorm2D: {e:?}"));
+            self.running_mean
+                .try_axpy(1.0 - mom, &mean, mom)
+                .map_err(dev_err)?;
+            self.running_var
+                .try_axpy(1.0 - mom, &var, mom * unbias)
+                .map_err(dev_err)?;
+            return Ok(y);
+        }
         let (x, mut tape) = x.split_tape();
         let xs = Host::of(&x)?;
         let (mean, var) = kernel::stats_host(&g, &xs);
@@ -173,8 +192,6 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, self.epsilon);
         let y = kernel::affine_host(&g, &xs, &a, &b);
 
-        let mom = self.momentum;
-        let unbias = m as f64 / (m as f64 - 1.0);
         let blend = |running: &mut Tensor<Rank1<C>, E, D>, batch: &[f64], k: f64| {
             let v: Vec<E> = host_f64(running)
                 .iter()

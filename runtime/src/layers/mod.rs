@@ -12,6 +12,7 @@
 
 pub mod batchnorm2d;
 pub mod batchnorm_kernel;
+pub mod composed;
 pub mod conv2d;
 pub mod conv_kernel;
 pub mod flatten;
@@ -101,6 +102,9 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
                 format!("{} biases for {c_out} output channels", b.shape().0),
             ));
         }
+    }
+    if !D::HOST_KERNELS && opts.groups == 1 {
+        return composed::conv2d(x, weight, bias, &geom);
     }
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();

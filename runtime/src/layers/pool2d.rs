@@ -105,6 +105,9 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
             format!("a {h}×{w} input with padding {padding} is smaller than the {k}×{k} window"),
         ));
     }
+    if !D::HOST_KERNELS {
+        return super::composed::pool2d(x, kind == PoolKind::Max, k, stride, padding);
+    }
     pool(x, kind, Windows::Fixed { k, stride, padding })
 }
 
@@ -123,6 +126,9 @@ pub fn adaptive_avg_pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, cons
                 "a {h}×{w} input cannot be pooled to {out_h}×{out_w}: both need at least one pixel"
             ),
         ));
+    }
+    if !D::HOST_KERNELS {
+        return super::composed::adaptive_avg_pool2d(x, out_h, out_w);
     }
     pool(x, PoolKind::Avg, Windows::Adaptive { out_h, out_w })
 }

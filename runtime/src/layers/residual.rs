@@ -188,6 +188,11 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
             ),
         ));
     }
+    if !D::HOST_KERNELS {
+        let dev_err = |e| Error::Device(format!("residual: {e:?}"));
+        let sum = dfdx::tensor_ops::TryAdd::try_add(a, b).map_err(dev_err)?;
+        return sum.try_relu().map_err(dev_err);
+    }
     let (a, ta) = a.split_tape();
     let (b, tb) = b.split_tape();
     let (y, mask) = add_relu_host(&Host::of(&a)?, &Host::of(&b)?);

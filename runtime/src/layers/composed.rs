@@ -1,0 +1,290 @@
+//! The layers' ops written with dfdx's differentiable tensor ops, for devices where the host
+//! kernels would copy every activation to the host and back (CUDA, [`TrainDevice::HOST_KERNELS`]
+//! false). Windows are gathered by index (a convolution's im2col is one `gather` of rows),
+//! products go to the device's matrix multiply (cuBLAS on CUDA), and dfdx's backward of each
+//! op makes the gradients, so these need no kernel of fulmen's own on the device.
+//!
+//! Why this and not cuDNN: cudarc 0.9's cuDNN bindings are for cuDNN 8, the GPU machines carry
+//! cuDNN 9, and a layer written this way is checked on the CPU against the host kernels in
+//! every CI run (tests/composed.rs), where a cuDNN path could only be checked on a GPU.
+//!
+//! On the CPU the fused host kernels are several times faster; the layers use these only on
+//! other devices, and grouped convolutions (depthwise) always use the host kernels.
+
+use dfdx::shapes::{Axes2, Axes3, Axes4, Axis, Const, HasShape, Rank1};
+use dfdx::tensor::{NoneTape, Tape, Tensor};
+use dfdx::tensor_ops::{
+    BroadcastTo, GatherTo, MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryAdd, TryConcatAlong,
+    TryDiv, TryMatMul, TryMul, TrySub,
+};
+
+use super::{ConvGeom, Dyn4, Images};
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+fn dev_err(e: impl std::fmt::Debug) -> Error {
+    Error::Device(format!("{e:?}"))
+}
+
+/// For every window position (kernel row, kernel column, output row, output column, in that
+/// order) the input pixel it reads, `h * w` where it falls in the padding.
+fn window_rows(g: &ConvGeom) -> Vec<usize> {
+    let (k, ho, wo) = (g.k, g.h_out(), g.w_out());
+    let mut rows = Vec::with_capacity(k * k * ho * wo);
+    let at = |o: usize, i: usize| (o * g.stride + i * g.dilation).checked_sub(g.padding);
+    for ky in 0..k {
+        for kx in 0..k {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let pixel = match (at(oy, ky), at(ox, kx)) {
+                        (Some(y), Some(x)) if y < g.h && x < g.w => y * g.w + x,
+                        _ => g.h * g.w,
+                    };
+                    rows.push(pixel);
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The windows of `x` as rows: `[k·k·h_out·w_out, n·c]`, one row per window position (in
+/// [`window_rows`]' order) holding that pixel of every plane; `pad` fills the padding.
+fn windows<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    x: Dyn4<E, D, T>,
+    g: &ConvGeom,
+    pad: E,
+) -> Result<Tensor<(usize, usize), E, D, T>> {
+    let (n, c, h, w) = *x.shape();
+    let dev = x.device().clone();
+    let pixels = x
+        .try_reshape_like(&(n * c, h * w))
+        .map_err(dev_err)?
+        .try_permute::<_, Axes2<1, 0>>()
+        .map_err(dev_err)?;
+    let pad_row: Tensor<(usize, usize), E, D> = dev
+        .try_tensor_from_vec(vec![pad; n * c], (1, n * c))
+        .map_err(dev_err)?;
+    let padded = (
+        pixels.try_reshape_like(&(h * w, n * c)).map_err(dev_err)?,
+        pad_row,
+    )
+        .try_concat_along(Axis::<0>)
+        .map_err(dev_err)?;
+    let rows = window_rows(g);
+    let len = rows.len();
+    let idx = dev.try_tensor_from_vec(rows, (len,)).map_err(dev_err)?;
+    padded.try_gather(idx).map_err(dev_err)
+}
+
+/// 2-D convolution (one group) on any device: im2col as a gather, then one matrix product.
+pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    x: Dyn4<E, D, T>,
+    weight: &Dyn4<E, D>,
+    bias: Option<&Tensor<(usize,), E, D>>,
+    g: &ConvGeom,
+) -> Result<Dyn4<E, D, T>> {
+    if g.groups != 1 {
+        return Err(Error::msg("composed conv2d: one group only"));
+    }
+    let (n, c, h, w) = (g.batch, g.c_in, g.h, g.w);
+    let (ho, wo, k, oc) = (g.h_out(), g.w_out(), g.k, g.c_out);
+    let kk = k * k;
+    let cols = if k == 1 && g.stride == 1 && g.padding == 0 {
+        // A pointwise convolution reads every pixel once: its columns are the pixels.
+        x.try_reshape_like(&(n, c, h * w))
+            .map_err(dev_err)?
+            .try_permute::<_, Axes3<0, 2, 1>>()
+            .map_err(dev_err)?
+            .try_reshape_like(&(n * h * w, c))
+            .map_err(dev_err)?
+    } else {
+        // [kk·ho·wo, n·c] → [kk, ho·wo, n, c] → [n, ho·wo, c, kk] → [n·ho·wo, c·kk]
+        windows(x, g, E::zero())?
+            .try_reshape_like(&(kk, ho * wo, n, c))
+            .map_err(dev_err)?
+            .try_permute::<_, Axes4<2, 1, 3, 0>>()
+            .map_err(dev_err)?
+            .try_reshape_like(&(n * ho * wo, c * kk))
+            .map_err(dev_err)?
+    };
+    let w_cols = weight
+        .clone()
+        .retaped::<T>()
+        .try_reshape_like(&(oc, c * kk))
+        .map_err(dev_err)?
+        .try_permute::<_, Axes2<1, 0>>()
+        .map_err(dev_err)?;
+    let mut y = cols.try_matmul(w_cols).map_err(dev_err)?;
+    if let Some(b) = bias {
+        let b = b
+            .clone()
+            .retaped::<T>()
+            .try_broadcast_like::<_, Axis<0>>(&(n * ho * wo, oc))
+            .map_err(dev_err)?;
+        y = y.try_add(b).map_err(dev_err)?;
+    }
+    y.try_reshape_like(&(n, ho * wo, oc))
+        .map_err(dev_err)?
+        .try_permute::<_, Axes3<0, 2, 1>>()
+        .map_err(dev_err)?
+        .try_reshape_like(&(n, oc, ho, wo))
+        .map_err(dev_err)
+}
+
+/// Max or average pooling over square windows (averages count the padding, as PyTorch's
+/// `count_include_pad=True`). Max pooling's gradient goes to every input equal to the
+/// window's maximum (dfdx's rule), where the host kernel gives it to the first.
+pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    max: bool,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Images<C, E, D, T>> {
+    let (n, _, h, w) = *x.shape();
+    let g = ConvGeom {
+        batch: n,
+        c_in: C,
+        h,
+        w,
+        c_out: C,
+        k,
+        stride,
+        padding,
+        dilation: 1,
+        groups: 1,
+    };
+    let (ho, wo) = (g.h_out(), g.w_out());
+    let x = x
+        .try_realize::<(usize, usize, usize, usize)>()
+        .map_err(|_| Error::msg("pool2d: not an image batch"))?;
+    let pad = if max { E::neg_infinity() } else { E::zero() };
+    let rows = windows(x, &g, pad)?
+        .try_reshape_like(&(k * k, ho * wo * n * C))
+        .map_err(dev_err)?;
+    let pooled: Tensor<(usize,), E, D, T> = if max {
+        rows.try_max::<_, Axis<0>>().map_err(dev_err)?
+    } else {
+        rows.try_mean::<_, Axis<0>>().map_err(dev_err)?
+    };
+    pooled
+        .try_reshape_like(&(ho * wo, n * C))
+        .map_err(dev_err)?
+        .try_permute::<_, Axes2<1, 0>>()
+        .map_err(dev_err)?
+        .try_reshape_like(&(n, Const::<C>, ho, wo))
+        .map_err(dev_err)
+}
+
+/// Adaptive average pooling as one product with the averaging matrix: `[n·c, h·w]` times
+/// `[h·w, out_h·out_w]`, whose column for each output holds 1/size over its window.
+pub fn adaptive_avg_pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Images<C, E, D, T>> {
+    let (n, _, h, w) = *x.shape();
+    let span = |o: usize, len: usize, outs: usize| (o * len / outs)..((o + 1) * len).div_ceil(outs);
+    let mut avg = vec![E::zero(); h * w * out_h * out_w];
+    for oy in 0..out_h {
+        for ox in 0..out_w {
+            let (rows, cols) = (span(oy, h, out_h), span(ox, w, out_w));
+            let share = E::from(1.0 / (rows.len() * cols.len()) as f64).unwrap_or_else(E::nan);
+            for iy in rows {
+                for ix in cols.clone() {
+                    avg[(iy * w + ix) * out_h * out_w + oy * out_w + ox] = share;
+                }
+            }
+        }
+    }
+    let dev = x.device().clone();
+    let avg: Tensor<(usize, usize), E, D> = dev
+        .try_tensor_from_vec(avg, (h * w, out_h * out_w))
+        .map_err(dev_err)?;
+    x.try_reshape_like(&(n * C, h * w))
+        .map_err(dev_err)?
+        .try_matmul(avg)
+        .map_err(dev_err)?
+        .try_reshape_like(&(n, Const::<C>, out_h, out_w))
+        .map_err(dev_err)
+}
+
+/// Per-channel statistics of a batch and its normalized, scaled and shifted values:
+/// `(y, mean, biased variance)`; the statistics leave the tape.
+#[allow(clippy::type_complexity)]
+pub fn batch_norm_train<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    weight: &Tensor<Rank1<C>, E, D>,
+    bias: &Tensor<Rank1<C>, E, D>,
+    epsilon: f64,
+) -> Result<(
+    Images<C, E, D, T>,
+    Tensor<Rank1<C>, E, D>,
+    Tensor<Rank1<C>, E, D>,
+)> {
+    let shape = *x.shape();
+    let eps = E::from(epsilon).unwrap_or_else(E::nan);
+    let mean = x
+        .retaped::<T>()
+        .try_mean::<Rank1<C>, Axes3<0, 2, 3>>()
+        .map_err(dev_err)?;
+    let mean_value = mean.retaped::<NoneTape>();
+    let centred = x
+        .try_sub(mean.try_broadcast_like(&shape).map_err(dev_err)?)
+        .map_err(dev_err)?;
+    let var = centred
+        .retaped::<T>()
+        .try_square()
+        .map_err(dev_err)?
+        .try_mean::<Rank1<C>, Axes3<0, 2, 3>>()
+        .map_err(dev_err)?;
+    let var_value = var.retaped::<NoneTape>();
+    let scale = weight
+        .retaped::<T>()
+        .try_div(
+            var.try_add(eps)
+                .map_err(dev_err)?
+                .try_sqrt()
+                .map_err(dev_err)?,
+        )
+        .map_err(dev_err)?;
+    let y = centred
+        .try_mul(scale.try_broadcast_like(&shape).map_err(dev_err)?)
+        .map_err(dev_err)?
+        .try_add(
+            bias.retaped::<T>()
+                .try_broadcast_like(&shape)
+                .map_err(dev_err)?,
+        )
+        .map_err(dev_err)?;
+    Ok((y, mean_value, var_value))
+}
+
+/// Normalizes by given statistics (evaluation): `(x − mean) · weight / √(var + ε) + bias`.
+pub fn batch_norm_eval<E: FloatDtype, D: TrainDevice<E>, const C: usize>(
+    x: Images<C, E, D>,
+    mean: &Tensor<Rank1<C>, E, D>,
+    var: &Tensor<Rank1<C>, E, D>,
+    weight: &Tensor<Rank1<C>, E, D>,
+    bias: &Tensor<Rank1<C>, E, D>,
+    epsilon: f64,
+) -> Result<Images<C, E, D>> {
+    let shape = *x.shape();
+    let eps = E::from(epsilon).unwrap_or_else(E::nan);
+    let scale = weight
+        .clone()
+        .try_div(
+            var.clone()
+                .try_add(eps)
+                .map_err(dev_err)?
+                .try_sqrt()
+                .map_err(dev_err)?,
+        )
+        .map_err(dev_err)?;
+    x.try_sub(mean.clone().try_broadcast_like(&shape).map_err(dev_err)?)
+        .map_err(dev_err)?
+        .try_mul(scale.try_broadcast_like(&shape).map_err(dev_err)?)
+        .map_err(dev_err)?
+        .try_add(bias.clone().try_broadcast_like(&shape).map_err(dev_err)?)
+        .map_err(dev_err)
+}

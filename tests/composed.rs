@@ -1,0 +1,190 @@
+//! The layers' device-side ops (`fulmen::layers::composed`, what they run on CUDA) agree with
+//! the host kernels (what they run on the CPU, themselves checked against PyTorch) in values
+//! and in every gradient, in f64 on the CPU, so that the GPU path is checked in every CI run.
+
+use fulmen::layers::{
+    adaptive_avg_pool2d, composed, conv2d, pool2d, ConvGeom, ConvOptions, Dyn4, Images, PoolKind,
+};
+use fulmen::prelude::*;
+
+fn close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-9 * (1.0 + w.abs()),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+/// A weighted sum of the output (weights from a fixed pattern), whose gradient reaches every
+/// input with a different value.
+fn probe<S: Shape, T: Tape<f64, Cpu>>(y: Tensor<S, f64, Cpu, T>) -> Tensor<Rank0, f64, Cpu, T> {
+    let n = y.shape().num_elements();
+    let w: Vec<f64> = (0..n).map(|i| ((i * 37) % 11) as f64 / 7.0 - 0.6).collect();
+    let w = y.device().tensor_from_vec(w, *y.shape());
+    (y * w).sum()
+}
+
+#[test]
+fn convolution_matches_the_host_kernel() {
+    let dev = Cpu::seed_from_u64(4);
+    // (batch, in, h, w, out, kernel, stride, padding, dilation, bias)
+    let cases = [
+        (2, 3, 7, 6, 4, 3, 1, 1, 1, true),
+        (2, 3, 9, 8, 5, 3, 2, 1, 1, false),
+        (3, 4, 5, 5, 6, 1, 1, 0, 1, true),
+        (2, 4, 7, 7, 3, 1, 2, 0, 1, false),
+        (1, 3, 12, 11, 2, 7, 2, 3, 1, false),
+        (2, 2, 9, 9, 3, 3, 1, 2, 2, true),
+    ];
+    for (n, c, h, w, oc, k, s, p, d, with_bias) in cases {
+        let what = format!("conv {n}x{c}x{h}x{w} -> {oc}, k{k} s{s} p{p} d{d}");
+        let x: Dyn4<f64, Cpu> = dev.sample_normal_like(&(n, c, h, w));
+        let weight: Dyn4<f64, Cpu> = dev.sample_normal_like(&(oc, c, k, k));
+        let bias: Tensor<(usize,), f64, Cpu> = dev.sample_normal_like(&(oc,));
+        let bias = with_bias.then_some(&bias);
+        let opts = ConvOptions {
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: 1,
+        };
+        let geom = ConvGeom {
+            batch: n,
+            c_in: c,
+            h,
+            w,
+            c_out: oc,
+            k,
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: 1,
+        };
+        let host = conv2d(x.clone().leaky_traced(), &weight, bias, opts).expect("host conv");
+        let ours =
+            composed::conv2d(x.clone().leaky_traced(), &weight, bias, &geom).expect("composed");
+        assert_eq!(host.shape(), ours.shape(), "{what}");
+        close(&ours.as_vec(), &host.as_vec(), &what);
+        let (gh, go) = (probe(host).backward(), probe(ours).backward());
+        close(
+            &go.get(&x).as_vec(),
+            &gh.get(&x).as_vec(),
+            &format!("{what} dx"),
+        );
+        close(
+            &go.get(&weight).as_vec(),
+            &gh.get(&weight).as_vec(),
+            &format!("{what} dw"),
+        );
+        if let Some(b) = bias {
+            close(
+                &go.get(b).as_vec(),
+                &gh.get(b).as_vec(),
+                &format!("{what} db"),
+            );
+        }
+    }
+}
+
+#[test]
+fn pooling_matches_the_host_kernel() {
+    let dev = Cpu::seed_from_u64(5);
+    // (kind, kernel, stride, padding, h, w)
+    let cases = [
+        (PoolKind::Max, 2, 2, 0, 8, 6),
+        (PoolKind::Max, 3, 2, 1, 9, 7),
+        (PoolKind::Avg, 2, 2, 0, 6, 6),
+        (PoolKind::Avg, 3, 1, 1, 5, 7),
+    ];
+    for (kind, k, s, p, h, w) in cases {
+        let what = format!("{kind:?} pool k{k} s{s} p{p} on {h}x{w}");
+        let x: Images<3, f64, Cpu> = dev.sample_normal_like(&(2, Const, h, w));
+        let host = pool2d(x.clone().leaky_traced(), kind, k, s, p).expect("host pool");
+        let ours = composed::pool2d(x.clone().leaky_traced(), kind == PoolKind::Max, k, s, p)
+            .expect("composed pool");
+        assert_eq!(host.shape(), ours.shape(), "{what}");
+        close(&ours.as_vec(), &host.as_vec(), &what);
+        let (gh, go) = (probe(host).backward(), probe(ours).backward());
+        close(
+            &go.get(&x).as_vec(),
+            &gh.get(&x).as_vec(),
+            &format!("{what} dx"),
+        );
+    }
+    for (h, w, oh, ow) in [(7, 5, 3, 2), (4, 4, 1, 1), (3, 5, 6, 7)] {
+        let what = format!("adaptive {h}x{w} -> {oh}x{ow}");
+        let x: Images<2, f64, Cpu> = dev.sample_normal_like(&(3, Const, h, w));
+        let host = adaptive_avg_pool2d(x.clone().leaky_traced(), oh, ow).expect("host pool");
+        let ours =
+            composed::adaptive_avg_pool2d(x.clone().leaky_traced(), oh, ow).expect("composed");
+        close(&ours.as_vec(), &host.as_vec(), &what);
+        let (gh, go) = (probe(host).backward(), probe(ours).backward());
+        close(
+            &go.get(&x).as_vec(),
+            &gh.get(&x).as_vec(),
+            &format!("{what} dx"),
+        );
+    }
+}
+
+#[test]
+fn batch_norm_matches_the_host_kernel() {
+    let dev = Cpu::seed_from_u64(6);
+    let mut bn: fulmen::layers::batchnorm2d::modules::BatchNorm2D<4, f64, Cpu> =
+        BuildModule::build(&dev);
+    bn.weight = dev.sample_normal();
+    bn.bias = dev.sample_normal();
+    let x: Images<4, f64, Cpu> = dev.sample_normal_like(&(3, Const, 5, 6));
+    let x = x * 2.0 + 0.5;
+    let mut host_bn = bn.clone();
+    let host = host_bn
+        .train_forward(x.clone().leaky_traced())
+        .expect("host");
+    let (ours, mean, var) =
+        composed::batch_norm_train(x.clone().leaky_traced(), &bn.weight, &bn.bias, bn.epsilon)
+            .expect("composed");
+    close(&ours.as_vec(), &host.as_vec(), "train y");
+    // The host layer moved its running statistics 10% of the way to the batch's; the
+    // composed op returns the batch's, biased variance.
+    let m = (3 * 5 * 6) as f64;
+    let want_mean: Vec<f64> = host_bn
+        .running_mean
+        .as_vec()
+        .iter()
+        .map(|v| v / 0.1)
+        .collect();
+    let want_var: Vec<f64> = host_bn
+        .running_var
+        .as_vec()
+        .iter()
+        .map(|v| (v - 0.9) / 0.1 * (m - 1.0) / m)
+        .collect();
+    close(&mean.as_vec(), &want_mean, "batch mean");
+    close(&var.as_vec(), &want_var, "batch variance");
+    let (gh, go) = (probe(host).backward(), probe(ours).backward());
+    close(&go.get(&x).as_vec(), &gh.get(&x).as_vec(), "train dx");
+    close(
+        &go.get(&bn.weight).as_vec(),
+        &gh.get(&host_bn.weight).as_vec(),
+        "dweight",
+    );
+    close(
+        &go.get(&bn.bias).as_vec(),
+        &gh.get(&host_bn.bias).as_vec(),
+        "dbias",
+    );
+
+    let eval_host = host_bn.eval_forward(x.clone()).expect("host eval");
+    let eval_ours = composed::batch_norm_eval(
+        x,
+        &host_bn.running_mean,
+        &host_bn.running_var,
+        &host_bn.weight,
+        &host_bn.bias,
+        host_bn.epsilon,
+    )
+    .expect("composed eval");
+    close(&eval_ours.as_vec(), &eval_host.as_vec(), "eval y");
+}
