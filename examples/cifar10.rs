@@ -7,8 +7,8 @@
 //!
 //! Prints the loss, accuracy and wall time of every epoch. `--gpus`/`--devices`, `--nodes` and
 //! `--strategy` take the tutorial's values. Built with `--features cuda`, `--gpus 1` (or
-//! `--accelerator gpu`) trains on the GPU; until distributed training lands, more than one
-//! device or node is refused with a clear message.
+//! `--accelerator gpu`) trains on the GPU. `--strategy ddp` with `--features mpi` trains on
+//! several CPU processes started by `mpirun` or `srun` (`examples/cifar10/job.slurm`).
 
 use std::time::Instant;
 
@@ -40,7 +40,7 @@ struct Args {
     /// Number of nodes.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
-    /// Parallel strategy: auto, ddp, fsdp, … (only a single device is built yet).
+    /// Parallel strategy: auto, single_device, ddp, fsdp:NO_SHARD, …
     #[arg(long, default_value = "auto")]
     strategy: String,
     #[arg(long, default_value_t = 0.1)]
@@ -131,15 +131,6 @@ impl Callback for EpochReport {
 }
 
 fn run(args: Args) -> fulmen::Result<()> {
-    if args.nodes != 1 || !matches!(args.strategy.as_str(), "auto" | "single_device") {
-        return Err(fulmen::Error::config(
-            "strategy",
-            format!(
-                "{} node(s) with strategy `{}`: distributed training is not built yet; run with --nodes 1 --strategy auto",
-                args.nodes, args.strategy
-            ),
-        ));
-    }
     seed_everything(args.seed);
     let mut dm = Cifar10::new(&args.data_dir, args.batch_size)
         .seed(args.seed)
@@ -147,6 +138,8 @@ fn run(args: Args) -> fulmen::Result<()> {
     let mut builder = Trainer::builder()
         .max_epochs(args.epochs)
         .callback(EpochReport(None))
+        .strategy(&args.strategy)
+        .num_nodes(args.nodes)
         .args(&args.trainer);
     if let Some(gpus) = args.gpus {
         builder = builder.devices(gpus).accelerator("gpu");

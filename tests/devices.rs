@@ -49,5 +49,8 @@ fn what_cannot_run_is_named() {
 #[test]
 fn a_gpu_without_cuda_support_says_how_to_get_it() {
     let e = error(Trainer::builder().accelerator("gpu"));
-    assert!(e.contains("built without CUDA support") && e.contains("--features cuda"), "{e}");
+    assert!(
+        e.contains("built without CUDA support") && e.contains("--features cuda"),
+        "{e}"
+    );
 }

@@ -31,9 +31,18 @@ pub struct LogEntry {
     pub logger: bool,
     pub reduce: Reduce,
     pub batch_size: usize,
+    /// Reduce the epoch value over every rank of a multi-process run.
+    pub sync_dist: bool,
 }
 
 impl LogEntry {
+    /// Reduce the epoch value over every rank of a multi-process run (Lightning's
+    /// `sync_dist=True`; validation and test values always are).
+    pub fn sync_dist(&mut self, on: bool) -> &mut Self {
+        self.sync_dist = on;
+        self
+    }
+
     /// Log this value at every step (`name_step` when also logged per epoch).
     pub fn on_step(&mut self, on: bool) -> &mut Self {
         self.on_step = on;
@@ -161,6 +170,7 @@ impl<E: Dtype, D: Device<E>> StepContext<E, D> {
             logger: true,
             reduce: Reduce::Mean,
             batch_size: self.batch_size,
+            sync_dist: false,
         });
         let last = self.logs.len() - 1;
         &mut self.logs[last]

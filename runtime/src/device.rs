@@ -288,8 +288,10 @@ pub enum RunDevice {
 }
 
 impl Accelerator {
-    /// Resolves `auto` and the device list, and refuses what this build or machine cannot run.
-    pub(crate) fn place(self, devices: &Devices) -> Result<RunDevice> {
+    /// Resolves `auto` and the device list, and refuses what this build or machine cannot
+    /// run. In a multi-process run (`local_rank` given) the process takes the local rank's
+    /// entry of the list, or the GPU of that ordinal.
+    pub(crate) fn place(self, devices: &Devices, local_rank: Option<usize>) -> Result<RunDevice> {
         let ordinals = match devices {
             Devices::Auto => vec![0],
             Devices::Count(1) => vec![0],
@@ -306,6 +308,12 @@ impl Accelerator {
             Accelerator::Auto if gpu_count().is_ok_and(|n| n > 0) => Accelerator::Gpu,
             Accelerator::Auto => Accelerator::Cpu,
             other => other,
+        };
+        let ordinals = match local_rank {
+            Some(_) if accelerator == Accelerator::Cpu => vec![0],
+            Some(r) if ordinals.len() > 1 => vec![ordinals[r % ordinals.len()]],
+            Some(r) => vec![r],
+            None => ordinals,
         };
         if ordinals.len() > 1 {
             return Err(Error::config(

@@ -58,6 +58,7 @@ pub mod context;
 pub mod data;
 pub mod datamodule;
 pub mod device;
+pub mod distributed;
 mod error;
 pub mod hparams;
 pub mod layers;

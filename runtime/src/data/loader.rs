@@ -24,6 +24,8 @@ pub struct DataLoader<S> {
     drop_last: bool,
     num_workers: usize,
     seed: u64,
+    /// `(rank, world)`: this rank's share of every epoch (the distributed sampler).
+    shard: Option<(usize, usize)>,
 }
 
 impl<S> Clone for DataLoader<S> {
@@ -35,6 +37,7 @@ impl<S> Clone for DataLoader<S> {
             drop_last: self.drop_last,
             num_workers: self.num_workers,
             seed: self.seed,
+            shard: self.shard,
         }
     }
 }
@@ -62,7 +65,17 @@ impl<S: Send + 'static> DataLoader<S> {
             drop_last: false,
             num_workers: 0,
             seed: crate::seed::next_seed(),
+            shard: None,
         }
+    }
+
+    /// Rank `rank` of `world` sees every `world`-th sample of each epoch's order, starting at
+    /// its rank, after the order is padded with its own first samples to a multiple of
+    /// `world` (PyTorch's `DistributedSampler`: every rank the same number of batches, each
+    /// sample once per epoch but for the padding). The trainer sets it under DDP.
+    pub fn distributed(mut self, rank: usize, world: usize) -> Self {
+        self.shard = (world > 1).then_some((rank, world));
+        self
     }
 
     /// Visit the samples in a new random order every epoch.
@@ -103,9 +116,12 @@ impl<S: Send + 'static> DataLoader<S> {
         self.dataset.len()
     }
 
-    /// The number of batches in one epoch.
+    /// The number of batches in one epoch (of this rank's share, under DDP).
     pub fn len(&self) -> usize {
-        let n = self.dataset.len();
+        let n = match self.shard {
+            Some((_, world)) => self.dataset.len().div_ceil(world),
+            None => self.dataset.len(),
+        };
         match self.batch_size {
             0 => 0,
             b if self.drop_last => n / b,
@@ -149,6 +165,17 @@ impl<S: Send + 'static> DataLoader<S> {
                 .seed
                 .wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        }
+        if let Some((rank, world)) = self.shard {
+            let padded = order.len().div_ceil(world) * world;
+            let pad: Vec<usize> = order
+                .iter()
+                .cycle()
+                .take(padded - order.len())
+                .copied()
+                .collect();
+            order.extend(pad);
+            order = order.into_iter().skip(rank).step_by(world).collect();
         }
         order
     }

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::context::{LogEntry, Reduce};
+use crate::distributed::Collective;
+use crate::Result;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Running {
@@ -19,6 +21,8 @@ struct Running {
     prog_bar: bool,
     logger: bool,
     on_step: bool,
+    #[serde(default)]
+    sync_dist: bool,
 }
 
 /// Epoch-level values of the `on_epoch` entries logged during one loop.
@@ -67,6 +71,7 @@ impl EpochMetrics {
                 prog_bar: entry.prog_bar,
                 logger: entry.logger,
                 on_step: entry.on_step,
+                sync_dist: entry.sync_dist,
             });
         let w = entry.batch_size.max(1) as f64;
         r.weighted_sum += entry.value * w;
@@ -74,6 +79,44 @@ impl EpochMetrics {
         r.sum += entry.value;
         r.max = r.max.max(entry.value);
         r.min = r.min.min(entry.value);
+    }
+
+    /// Reduces the running values over every rank (those logged with `sync_dist`, or all):
+    /// sums and weights add up, extremes take the extreme. The names are rank 0's, so every
+    /// rank reduces the same values in the same order; a name rank 0 did not log is left as
+    /// this rank has it.
+    pub(crate) fn sync(&mut self, c: &dyn Collective, all: bool) -> Result<()> {
+        if c.world_size() == 1 {
+            return Ok(());
+        }
+        let mut names = self
+            .running
+            .iter()
+            .filter(|(_, r)| all || r.sync_dist)
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes();
+        c.broadcast(0, &mut names)?;
+        let names = String::from_utf8(names)
+            .map_err(|_| crate::Error::msg("rank 0 sent malformed metric names"))?;
+        let names: Vec<&str> = names.split('\n').filter(|n| !n.is_empty()).collect();
+        let (mut sums, mut extremes) = (Vec::new(), Vec::new());
+        for name in &names {
+            let r = self.running.get(*name);
+            sums.extend(r.map_or([0.0; 3], |r| [r.weighted_sum, r.weight, r.sum]));
+            extremes.extend(r.map_or([f64::NEG_INFINITY; 2], |r| [r.max, -r.min]));
+        }
+        c.all_reduce_sum_f64(&mut sums)?;
+        c.all_reduce_max_f64(&mut extremes)?;
+        for (i, name) in names.iter().enumerate() {
+            if let Some(r) = self.running.get_mut(*name) {
+                [r.weighted_sum, r.weight, r.sum] = [sums[3 * i], sums[3 * i + 1], sums[3 * i + 2]];
+                r.max = extremes[2 * i];
+                r.min = -extremes[2 * i + 1];
+            }
+        }
+        Ok(())
     }
 
     /// The epoch value of every metric, and a fresh start for the next epoch.

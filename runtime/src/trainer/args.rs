@@ -26,6 +26,12 @@ pub struct TrainerArgs {
     /// Devices: a count (1), ordinals (`0,` or `[1]`: GPU 1) or auto.
     #[arg(long)]
     pub devices: Option<crate::device::Devices>,
+    /// auto, single_device, ddp, fsdp:NO_SHARD, ...
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Nodes in the run (must agree with the launcher's).
+    #[arg(long)]
+    pub num_nodes: Option<usize>,
     /// Where lightning_logs/ and checkpoints are written.
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,
@@ -116,6 +122,12 @@ impl TrainerArgs {
         );
         if let Some(a) = &self.accelerator {
             b = b.accelerator(a);
+        }
+        if let Some(s) = &self.strategy {
+            b = b.strategy(s);
+        }
+        if let Some(n) = self.num_nodes {
+            b = b.num_nodes(n);
         }
         if let Some(limit) = self.max_time {
             b = b.max_time(limit);

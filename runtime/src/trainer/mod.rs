@@ -24,6 +24,7 @@ use crate::checkpoint::{Checkpoint, CkptDtype, CkptPath};
 use crate::data::{Collate, DataLoader};
 use crate::datamodule::{DataModule, Loaders, Stage};
 use crate::device::{Accelerator, Devices, RunDevice};
+use crate::distributed::{ClusterEnv, Collective, Strategy};
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
@@ -45,6 +46,10 @@ pub struct TrainerBuilder {
     settings: Settings,
     accelerator: String,
     devices: Devices,
+    strategy: String,
+    num_nodes: usize,
+    collective_timeout: std::time::Duration,
+    use_distributed_sampler: bool,
     callbacks: Vec<Box<dyn Callback>>,
     logger: LoggerChoice,
     default_root_dir: PathBuf,
@@ -59,6 +64,10 @@ impl Default for TrainerBuilder {
             settings: Settings::default(),
             accelerator: "auto".to_string(),
             devices: Devices::Count(1),
+            strategy: "auto".to_string(),
+            num_nodes: 1,
+            collective_timeout: std::time::Duration::from_secs(60),
+            use_distributed_sampler: true,
             callbacks: Vec::new(),
             logger: LoggerChoice::Csv,
             default_root_dir: PathBuf::from("."),
@@ -145,6 +154,30 @@ impl TrainerBuilder {
         self.devices = devices.into();
         self
     }
+    /// "auto" (the default: DDP when a launcher started several processes), "single_device",
+    /// "ddp", "fsdp:NO_SHARD" / "fsdp:SHARD_GRAD_OP", "deepspeed_stage_1|2" (see
+    /// [`Strategy`](crate::distributed::Strategy)).
+    pub fn strategy(mut self, strategy: &str) -> Self {
+        self.strategy = strategy.to_string();
+        self
+    }
+    /// Nodes in the run; must agree with the launcher's (SLURM's `--nodes`).
+    pub fn num_nodes(mut self, n: usize) -> Self {
+        self.num_nodes = n;
+        self
+    }
+    /// How long a rank waits in a collective for the others before it stops with an error
+    /// (a rank that died; default 60 s).
+    pub fn collective_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.collective_timeout = timeout;
+        self
+    }
+    /// Under DDP each rank reads its own share of every epoch (default on); off, every rank
+    /// reads all of it.
+    pub fn use_distributed_sampler(mut self, on: bool) -> Self {
+        self.use_distributed_sampler = on;
+        self
+    }
     /// Adds a callback; callbacks run in the order added, before the module's hooks.
     pub fn callback(mut self, callback: impl Callback + 'static) -> Self {
         self.callbacks.push(Box::new(callback));
@@ -188,7 +221,24 @@ impl TrainerBuilder {
     /// Checks the settings and builds the trainer.
     pub fn build(self) -> Result<Trainer> {
         let accelerator: Accelerator = self.accelerator.parse()?;
-        let device = accelerator.place(&self.devices)?;
+        let plan = crate::distributed::plan(
+            self.strategy.parse()?,
+            ClusterEnv::detect()?,
+            &self.devices,
+            self.num_nodes,
+            self.collective_timeout,
+        )?;
+        if plan.strategy == Strategy::ShardGradOp {
+            return Err(Error::config(
+                "strategy",
+                "SHARD_GRAD_OP (ZeRO-2) is not built yet; use \"ddp\" (or \"fsdp:NO_SHARD\")",
+            ));
+        }
+        let distributed = plan.env.world_size > 1;
+        let device =
+            accelerator.place(&self.devices, distributed.then_some(plan.env.local_rank))?;
+        // Rank 0 alone logs, prints and writes checkpoints.
+        let global_zero = plan.env.is_global_zero();
         let settings = self.settings.resolve()?;
         let fast_dev_run = settings.fast_dev_run > 0;
         let mut callbacks = self.callbacks;
@@ -203,7 +253,7 @@ impl TrainerBuilder {
             }
             _ => {}
         }
-        if self.enable_model_summary && !fast_dev_run {
+        if self.enable_model_summary && !fast_dev_run && global_zero {
             callbacks.insert(0, Box::new(ModelSummary::new()));
         }
         if let Some(limit) = settings.max_time {
@@ -218,22 +268,37 @@ impl TrainerBuilder {
         let mut view = TrainerView::new(None);
         view.default_root_dir = self.default_root_dir.clone();
         view.fast_dev_run = fast_dev_run;
+        view.global_rank = plan.env.global_rank;
+        view.world_size = plan.env.world_size;
         Ok(Trainer {
             settings,
             callbacks,
-            logger_choice: Some(if fast_dev_run {
+            logger_choice: Some(if fast_dev_run || !global_zero {
                 LoggerChoice::Off
             } else {
                 self.logger
             }),
             default_root_dir: self.default_root_dir,
-            enable_progress_bar: self.enable_progress_bar,
+            enable_progress_bar: self.enable_progress_bar && global_zero,
             view,
             device,
+            dist: Dist {
+                env: plan.env,
+                collective: plan.collective,
+                sampler: self.use_distributed_sampler,
+            },
             #[cfg(feature = "cuda")]
             cuda: None,
         })
     }
+}
+
+/// A multi-process run as the trainer holds it.
+pub(crate) struct Dist {
+    pub env: ClusterEnv,
+    pub collective: Box<dyn Collective>,
+    /// Whether loaders are sharded across ranks.
+    pub sampler: bool,
 }
 
 /// Runs training, validation, testing and prediction (Lightning's `Trainer`).
@@ -252,6 +317,8 @@ pub struct Trainer {
     view: TrainerView,
     /// Where the runs go (resolved from `accelerator` and `devices` when the trainer is built).
     device: RunDevice,
+    /// This process's rank and the collectives that join it to the others.
+    dist: Dist,
     /// The CUDA device, opened on the first run that needs it and kept for the next ones.
     #[cfg(feature = "cuda")]
     cuda: Option<dfdx::tensor::Cuda>,
@@ -687,6 +754,14 @@ impl Trainer {
     /// resolved to when it was built).
     pub fn device(&self) -> RunDevice {
         self.device
+    }
+    /// This process's rank among all processes of the run (0 alone).
+    pub fn global_rank(&self) -> usize {
+        self.dist.env.global_rank
+    }
+    /// Processes in the run.
+    pub fn world_size(&self) -> usize {
+        self.dist.env.world_size
     }
     /// The latest value of every logged metric.
     pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {

@@ -60,6 +60,8 @@ where
     DM: DataModule,
 {
     model: &'a mut M,
+    /// This rank and its collectives (a one-process run: rank 0 of 1).
+    dist: &'a super::Dist,
     /// Samples into the module's batch (collated in f32, cast to `E`).
     collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
     dm: &'a mut DM,
@@ -122,6 +124,7 @@ impl Trainer {
         let run_seed = crate::seed::next_seed();
         let mut run = Run {
             model,
+            dist: &self.dist,
             collate,
             dm,
             callbacks: &mut self.callbacks,
@@ -162,7 +165,11 @@ where
     DM: DataModule,
 {
     fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
-        self.dm.prepare_data()?;
+        // Once per node (downloads, unpacking); the other ranks wait for it.
+        if self.dist.env.local_rank == 0 {
+            self.dm.prepare_data()?;
+        }
+        self.dist.collective.barrier()?;
         self.dm.setup(stage)?;
         hook!(self, setup(stage));
         let mut result = RunResult {
@@ -177,7 +184,7 @@ where
                 } else {
                     (self.dm.test_dataloader()?, "test_dataloader")
                 };
-                let loader = loader.ok_or_else(|| missing(what, stage))?;
+                let loader = self.shard(loader.ok_or_else(|| missing(what, stage))?, false)?;
                 loader.validate(what)?;
                 self.require_step(stage)?;
                 result.metrics = self.evaluate(&loader, stage, None)?;
@@ -194,6 +201,27 @@ where
         self.dm.teardown(stage)?;
         hook!(self, teardown(stage));
         Ok(result)
+    }
+
+    /// Under DDP with the distributed sampler, this rank's share of `loader`; a training
+    /// loader also takes rank 0's shuffle seed, so that the ranks split one order.
+    fn shard(&self, loader: DataLoader<DM::Sample>, train: bool) -> Result<DataLoader<DM::Sample>> {
+        let (env, c) = (&self.dist.env, &*self.dist.collective);
+        if env.world_size == 1 || !self.dist.sampler {
+            return Ok(loader);
+        }
+        let loader = if train {
+            let mut seed = loader.shuffle_seed().to_le_bytes().to_vec();
+            c.broadcast(0, &mut seed)?;
+            let seed = seed
+                .try_into()
+                .map(u64::from_le_bytes)
+                .map_err(|_| Error::msg("rank 0 sent a malformed shuffle seed"))?;
+            loader.seed(seed)
+        } else {
+            loader
+        };
+        Ok(loader.distributed(env.global_rank, env.world_size))
     }
 
     fn require_step(&self, stage: Stage) -> Result<()> {
@@ -226,16 +254,18 @@ where
     }
 
     fn fit(&mut self) -> Result<()> {
-        let mut train = self
+        let train = self
             .dm
             .train_dataloader()?
             .ok_or_else(|| missing("train_dataloader", Stage::Fit))?;
+        let mut train = self.shard(train, true)?;
         train.validate("train_dataloader")?;
         if self.s.overfit_batches != Limit::Count(0) {
             train = train.shuffle(false);
         }
         let val = match self.dm.val_dataloader()? {
             Some(val) if M::HAS_VALIDATION_STEP => {
+                let val = self.shard(val, false)?;
                 val.validate("val_dataloader")?;
                 // limit_val_batches=0 turns validation off.
                 let n = self
@@ -256,6 +286,8 @@ where
         if let Some(ckpt) = &resume {
             self.restore_modules(ckpt)?;
         }
+        // Every rank starts from rank 0's weights (DDP's broadcast at construction).
+        crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)?;
         let mut config = self.model.configure_optimizers();
         let schedule = config.scheduler.take();
         // In half precision (16-true) Adam's default eps of 1e-8 is 0, and its first step
@@ -479,6 +511,8 @@ where
                 self.evaluate(val, Stage::Validate, None)?;
             }
         }
+        // Training values logged with `sync_dist` are reduced over the ranks.
+        self.epoch_metrics.sync(&*self.dist.collective, false)?;
         let reduced = self.epoch_metrics.take();
         self.publish_epoch(&reduced);
         self.progress.finish(&self.view.progress_bar_metrics);
@@ -513,6 +547,13 @@ where
             }
             None => true,
         };
+        let c = &*self.dist.collective;
+        // Under DDP a window is stepped only if no rank saw an infinite gradient, and then
+        // with the gradients averaged over the ranks.
+        let finite = crate::distributed::all_true(c, finite)?;
+        if finite {
+            crate::distributed::average_grads(c, &*self.model, &mut grads)?;
+        }
         if finite && self.s.detect_anomaly {
             if let Some(name) = grads::first_non_finite(&*self.model, &mut grads)? {
                 return Err(Error::msg(format!(
@@ -618,6 +659,8 @@ where
                 self.progress.advance(&self.view.progress_bar_metrics);
             }
         }
+        // Validation and test metrics are global: reduced over every rank's batches.
+        epoch_metrics.sync(&*self.dist.collective, true)?;
         let reduced = epoch_metrics.take();
         if !self.view.sanity_checking {
             self.publish_epoch(&reduced);

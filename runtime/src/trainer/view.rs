@@ -41,6 +41,8 @@ pub struct TrainerView {
     pub(crate) model_layers: &'static [(&'static str, &'static str)],
     pub(crate) checkpoint_saves: Vec<(PathBuf, bool)>,
     pub(crate) checkpoint_removals: Vec<PathBuf>,
+    pub(crate) global_rank: usize,
+    pub(crate) world_size: usize,
 }
 
 impl TrainerView {
@@ -70,6 +72,8 @@ impl TrainerView {
             model_layers: &[],
             checkpoint_saves: Vec::new(),
             checkpoint_removals: Vec::new(),
+            global_rank: 0,
+            world_size: 1,
         }
     }
 
@@ -88,6 +92,18 @@ impl TrainerView {
     /// Optimizer steps taken.
     pub fn global_step(&self) -> usize {
         self.global_step
+    }
+    /// This process's rank in a multi-process run (0 alone).
+    pub fn global_rank(&self) -> usize {
+        self.global_rank
+    }
+    /// Processes in the run.
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+    /// Whether this is rank 0, the one that logs and writes checkpoints.
+    pub fn is_global_zero(&self) -> bool {
+        self.global_rank == 0
     }
     pub fn max_epochs(&self) -> Option<usize> {
         self.max_epochs

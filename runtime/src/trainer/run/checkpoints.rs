@@ -26,6 +26,11 @@ where
         }
         let saves = std::mem::take(&mut self.view.checkpoint_saves);
         let removals = std::mem::take(&mut self.view.checkpoint_removals);
+        // Rank 0 alone writes; the others keep the same bookkeeping (the metrics that choose
+        // the checkpoints are global).
+        if !self.dist.env.is_global_zero() {
+            return Ok(());
+        }
         let (mut full, mut weights) = (None, None);
         for (path, weights_only) in &saves {
             let slot = if *weights_only {

@@ -1,0 +1,122 @@
+//! The tutorial's Iris classifier trained with DDP, one process per rank, on CPUs over MPI:
+//!
+//! ```sh
+//! cargo build --release --features mpi --example iris_ddp
+//! mpirun -n 2 target/release/examples/iris_ddp --strategy ddp --devices 2
+//! srun -n 2 --mpi=pmix target/release/examples/iris_ddp --strategy ddp --devices 2
+//! ```
+//!
+//! Every rank starts from rank 0's weights and trains on its half of each epoch (batches of
+//! `--batch-size` per rank); the gradients are averaged across ranks before each step. Rank 0
+//! alone logs and writes checkpoints. `--out DIR` writes each rank's final weights to
+//! `DIR/rank<R>.weights` (f32, little-endian), which tests/ddp.rs compares across ranks and
+//! with one process trained on the same global batches. `--hang-at-step N --hang-rank R`
+//! makes rank R stop answering at step N (`--die`: killed), the faults tests/ddp.rs checks
+//! end the run in bounded time.
+
+mod common;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use common::{exit_on_error, IrisClassifier};
+use fulmen::prelude::*;
+use fulmen::trainer::TrainerArgs;
+
+#[derive(Parser)]
+struct Args {
+    /// Samples per batch on each rank.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Where each rank writes its final weights.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    hang_at_step: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    hang_rank: usize,
+    /// At --hang-at-step, kill the rank (SIGKILL) instead of hanging it.
+    #[arg(long)]
+    die: bool,
+    /// Seconds a collective waits for the other ranks before this rank gives up.
+    #[arg(long, default_value_t = 60)]
+    collective_timeout: u64,
+    #[command(flatten)]
+    trainer: TrainerArgs,
+}
+
+/// Stops answering at a given step, as a rank stuck in a dead filesystem or a deadlock.
+struct Hang {
+    rank: usize,
+    step: usize,
+    die: bool,
+}
+
+impl Callback for Hang {
+    fn on_train_batch_end(&mut self, t: &mut TrainerView, _loss: f64, _batch: usize) {
+        if t.global_rank() == self.rank && t.global_step() >= self.step {
+            if self.die {
+                eprintln!("rank {}: killed at step {}", self.rank, t.global_step());
+                let pid = std::process::id().to_string();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+            }
+            eprintln!("rank {}: hanging at step {}", self.rank, t.global_step());
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    exit_on_error(|| {
+        seed_everything(args.seed);
+        let mut builder = Trainer::builder()
+            .max_epochs(5)
+            .accelerator("cpu")
+            .enable_checkpointing(false)
+            .enable_progress_bar(false)
+            .collective_timeout(std::time::Duration::from_secs(args.collective_timeout));
+        if let Some(step) = args.hang_at_step {
+            builder = builder.callback(Hang {
+                rank: args.hang_rank,
+                step,
+                die: args.die,
+            });
+        }
+        let mut trainer = builder.args(&args.trainer).build()?;
+        let data = fulmen::data::iris::bundled();
+        let loader = DataLoader::new(InMemoryDataset::new(data), args.batch_size).shuffle(true);
+        let mut model = IrisClassifier::new(0.01);
+        trainer.fit_loaders(&mut model, loader, None)?;
+        let weights: Vec<f32> = [
+            model.layer_1.weight.as_vec(),
+            model.layer_1.bias.as_vec(),
+            model.layer_2.weight.as_vec(),
+            model.layer_2.bias.as_vec(),
+        ]
+        .concat();
+        println!(
+            "rank {} of {}: trained, train_loss {:.4}",
+            trainer.global_rank(),
+            trainer.world_size(),
+            trainer
+                .callback_metrics()
+                .get("train_loss")
+                .copied()
+                .unwrap_or(f64::NAN)
+        );
+        if let Some(dir) = &args.out {
+            let bytes: Vec<u8> = weights.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let path = dir.join(format!("rank{}.weights", trainer.global_rank()));
+            std::fs::write(&path, bytes)
+                .map_err(|e| fulmen::Error::msg(format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    })
+}

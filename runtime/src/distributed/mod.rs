@@ -1,0 +1,259 @@
+//! Multi-process training (Lightning's strategies): where this process is
+//! ([`ClusterEnv`]), what the ranks share ([`Strategy`]), and the collectives that keep them
+//! in step ([`Collective`]: MPI on CPUs with the `mpi` feature).
+//!
+//! Under DDP every rank starts from rank 0's weights, trains on its own share of each epoch
+//! (the loaders' distributed sampler), and before each optimizer step sums the gradients
+//! across ranks in buckets and divides by the world size, so all ranks take the same step.
+//! Rank 0 alone writes logs, checkpoints and the progress bar; `prepare_data` runs once per
+//! node, and the others wait for it.
+
+pub mod collective;
+pub mod env;
+#[cfg(feature = "mpi")]
+mod mpi;
+pub mod strategy;
+
+use std::time::Duration;
+
+use dfdx::nn::TensorCollection;
+use dfdx::tensor::Gradients;
+use num_traits::NumCast;
+
+pub use collective::{Collective, Single};
+pub use env::{expand_nodelist, ClusterEnv, Launcher};
+pub use strategy::Strategy;
+
+use crate::device::Devices;
+use crate::walk::{self, Item, ItemMut};
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// Values per all-reduce call (16 MiB of f32), as DDP's gradient buckets.
+const BUCKET: usize = 4 << 20;
+
+/// This process's part in the run the flags and the environment describe.
+pub(crate) struct Plan {
+    pub strategy: Strategy,
+    pub env: ClusterEnv,
+    pub collective: Box<dyn Collective>,
+}
+
+/// Checks the flags against the launcher's environment and joins the other ranks.
+pub(crate) fn plan(
+    strategy: Strategy,
+    env: ClusterEnv,
+    devices: &Devices,
+    num_nodes: usize,
+    timeout: Duration,
+) -> Result<Plan> {
+    let requested = match devices {
+        Devices::Count(n) => Some(*n),
+        Devices::Ordinals(v) => Some(v.len()),
+        Devices::Auto => None,
+    };
+    let multi = matches!(strategy, Strategy::Ddp | Strategy::ShardGradOp);
+    if env.world_size == 1 {
+        if let Some(n @ 2..) = requested {
+            return Err(Error::config(
+                "devices",
+                if multi {
+                    format!("{n} devices with strategy {strategy:?}, but this process was started alone: on CPUs start one process per device with `mpirun -n {n} <program>` or `srun -n {n} <program>` (fulmen starts no CPU workers itself)")
+                } else {
+                    format!("{n} devices requested with strategy {strategy:?}; use strategy \"ddp\" and start one process per device with `mpirun -n {n}` or `srun -n {n}`")
+                },
+            ));
+        }
+        if num_nodes > 1 {
+            return Err(Error::config(
+                "num_nodes",
+                format!("{num_nodes} nodes requested, but this process was started alone; submit with SLURM (`srun`) or `mpirun` across the nodes"),
+            ));
+        }
+        let strategy = match strategy {
+            Strategy::Auto => Strategy::SingleDevice,
+            s => s,
+        };
+        return Ok(Plan {
+            strategy,
+            env,
+            collective: Box::new(Single),
+        });
+    }
+    if strategy == Strategy::SingleDevice {
+        return Err(Error::config(
+            "strategy",
+            format!(
+                "single_device, but the {:?} launcher started {} processes; use \"ddp\"",
+                env.launcher, env.world_size
+            ),
+        ));
+    }
+    if let (Some(n), Some(t)) = (requested, env.tasks_per_node) {
+        if n != t {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "--devices {n} contradicts the {:?} launcher's {t} processes per node; pass --devices {t} or launch {n} per node",
+                    env.launcher
+                ),
+            ));
+        }
+    }
+    if num_nodes != env.num_nodes {
+        return Err(Error::config(
+            "num_nodes",
+            format!(
+                "--num-nodes {num_nodes} contradicts the {:?} launcher's {} node(s)",
+                env.launcher, env.num_nodes
+            ),
+        ));
+    }
+    let strategy = match strategy {
+        Strategy::Auto => Strategy::Ddp,
+        s => s,
+    };
+    Ok(Plan {
+        strategy,
+        collective: join(&env, timeout)?,
+        env,
+    })
+}
+
+#[cfg(feature = "mpi")]
+fn join(_env: &ClusterEnv, timeout: Duration) -> Result<Box<dyn Collective>> {
+    let mpi = mpi::Mpi::join(timeout)?;
+    if mpi.world_size() != _env.world_size || mpi.rank() != _env.global_rank {
+        return Err(Error::config(
+            "strategy",
+            format!(
+                "MPI sees rank {} of {} but the {:?} launcher's environment says rank {} of {}: start the processes with MPI (`mpirun`, or `srun --mpi=pmix`)",
+                mpi.rank(),
+                mpi.world_size(),
+                _env.launcher,
+                _env.global_rank,
+                _env.world_size
+            ),
+        ));
+    }
+    Ok(Box::new(mpi))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn join(env: &ClusterEnv, _timeout: Duration) -> Result<Box<dyn Collective>> {
+    Err(Error::config(
+        "strategy",
+        format!(
+            "the {:?} launcher started {} processes, but this fulmen was built without MPI; rebuild with `--features mpi`",
+            env.launcher, env.world_size
+        ),
+    ))
+}
+
+/// Rank 0's weights and buffers, on every rank.
+pub(crate) fn broadcast_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    c: &dyn Collective,
+    model: &mut M,
+) -> Result<()> {
+    if c.world_size() == 1 {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    if c.rank() == 0 {
+        walk::read(model, |_, item| {
+            if let Item::Tensor { tensor, .. } = item {
+                for v in tensor.values() {
+                    bytes.extend(v.to_f64().unwrap_or(f64::NAN).to_le_bytes());
+                }
+            }
+            Ok(())
+        })?;
+    }
+    c.broadcast(0, &mut bytes)?;
+    if c.rank() == 0 {
+        return Ok(());
+    }
+    let mut values = bytes
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    walk::write(model, |name, item| {
+        if let ItemMut::Tensor { tensor, .. } = item {
+            let n: usize = tensor.dims().iter().product();
+            let mine: Vec<E> = values
+                .by_ref()
+                .take(n)
+                .map(|v| E::from(v).unwrap_or_else(E::nan))
+                .collect();
+            if mine.len() != n {
+                return Err(Error::msg(format!(
+                    "rank 0 sent fewer values than `{name}` holds: the ranks do not build the same model"
+                )));
+            }
+            tensor.set_values(&mine);
+        }
+        Ok(())
+    })?;
+    if values.next().is_some() {
+        return Err(Error::msg(
+            "rank 0 sent more values than this rank's model holds: the ranks do not build the same model",
+        ));
+    }
+    Ok(())
+}
+
+/// Every trainable gradient summed across ranks (in buckets of [`BUCKET`] values) and
+/// divided by the world size: the gradient of the global batch's mean loss.
+pub(crate) fn average_grads<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    c: &dyn Collective,
+    model: &M,
+    grads: &mut Gradients<E, D>,
+) -> Result<()> {
+    if c.world_size() == 1 {
+        return Ok(());
+    }
+    if std::mem::size_of::<E>() == 8 {
+        reduce_as::<f64, E, D, M>(c, model, grads, |c, v| c.all_reduce_sum_f64(v))
+    } else {
+        reduce_as::<f32, E, D, M>(c, model, grads, |c, v| c.all_reduce_sum_f32(v))
+    }
+}
+
+fn reduce_as<W, E, D, M>(
+    c: &dyn Collective,
+    model: &M,
+    grads: &mut Gradients<E, D>,
+    all_reduce: fn(&dyn Collective, &mut [W]) -> Result<()>,
+) -> Result<()>
+where
+    W: num_traits::Float,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: TensorCollection<E, D>,
+{
+    let mut flat: Vec<W> = Vec::new();
+    crate::optim::grads::for_each(model, grads, |_, g| {
+        flat.extend(
+            g.iter()
+                .map(|v| <W as NumCast>::from(*v).unwrap_or_else(W::nan)),
+        );
+    })?;
+    for bucket in flat.chunks_mut(BUCKET) {
+        all_reduce(c, bucket)?;
+    }
+    let inv = 1.0 / c.world_size() as f64;
+    let mut at = 0;
+    crate::optim::grads::for_each(model, grads, |_, g| {
+        for (dst, src) in g.iter_mut().zip(&flat[at..]) {
+            let mean = src.to_f64().unwrap_or(f64::NAN) * inv;
+            *dst = E::from(mean).unwrap_or_else(E::nan);
+        }
+        at += g.len();
+    })
+}
+
+/// Whether every rank's flag is true (a 16-mixed window is stepped only when no rank saw an
+/// infinite gradient).
+pub(crate) fn all_true(c: &dyn Collective, flag: bool) -> Result<bool> {
+    let mut v = [if flag { 0.0 } else { 1.0 }];
+    c.all_reduce_sum_f64(&mut v)?;
+    Ok(v[0] == 0.0)
+}

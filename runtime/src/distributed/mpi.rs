@@ -1,0 +1,123 @@
+//! [`Collective`] over MPI (rsmpi on the system's OpenMPI), for multi-process runs on CPUs
+//! started by `mpirun` or `srun --mpi=pmix`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Threading;
+
+use super::collective::{Collective, Watchdog};
+use crate::{Error, Result};
+
+/// MPI's state, finalized when the process exits (an MPI process that exits without
+/// `MPI_Finalize` is reported by `mpirun` as a failure).
+static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
+static INIT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+
+extern "C" fn finalize() {
+    if let Ok(mut universe) = UNIVERSE.lock() {
+        drop(universe.take());
+    }
+}
+
+/// Ends every rank of the run: MPI_Abort, which `mpirun` and `srun` carry to the others
+/// (the blocked collective holds MPI's state, so finalizing would hang).
+fn abort() -> ! {
+    SimpleCommunicator::world().abort(3)
+}
+
+/// The MPI world: every rank of the run.
+pub struct Mpi {
+    rank: usize,
+    size: usize,
+    watchdog: Watchdog,
+    /// One collective at a time: MPI is initialized for serialized calls.
+    lock: Mutex<()>,
+}
+
+impl Mpi {
+    /// Joins the MPI world (initializing MPI once per process); a collective that waits
+    /// longer than `timeout` ends the process with an error naming the wait.
+    pub fn join(timeout: Duration) -> Result<Self> {
+        INIT.get_or_init(
+            || match mpi::initialize_with_threading(Threading::Serialized) {
+                Some((universe, _)) => {
+                    *UNIVERSE
+                        .lock()
+                        .map_err(|_| "MPI state poisoned".to_string())? = Some(universe);
+                    // SAFETY: `finalize` is a plain function that only takes a lock and drops
+                    // MPI's universe; atexit runs it once, after main returns.
+                    unsafe { libc::atexit(finalize) };
+                    Ok(())
+                }
+                None => Err("MPI was initialized outside fulmen".to_string()),
+            },
+        )
+        .clone()
+        .map_err(|e| Error::config("strategy", e))?;
+        let world = SimpleCommunicator::world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        Ok(Self {
+            rank,
+            size,
+            watchdog: Watchdog::new(rank, timeout, abort),
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn call<R>(&self, what: &'static str, f: impl FnOnce(&SimpleCommunicator) -> R) -> Result<R> {
+        let _one = self
+            .lock
+            .lock()
+            .map_err(|_| Error::msg("MPI: a collective panicked"))?;
+        let world = SimpleCommunicator::world();
+        Ok(self.watchdog.guard(what, || f(&world)))
+    }
+}
+
+impl Collective for Mpi {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        let send = values.to_vec();
+        self.call("all-reduce", |w| {
+            w.all_reduce_into(&send[..], values, SystemOperation::sum())
+        })
+    }
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        let send = values.to_vec();
+        self.call("all-reduce", |w| {
+            w.all_reduce_into(&send[..], values, SystemOperation::sum())
+        })
+    }
+    fn all_reduce_max_f64(&self, values: &mut [f64]) -> Result<()> {
+        let send = values.to_vec();
+        self.call("all-reduce", |w| {
+            w.all_reduce_into(&send[..], values, SystemOperation::max())
+        })
+    }
+    fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
+        let root = root as i32;
+        let mut len = bytes.len() as u64;
+        self.call("broadcast", |w| {
+            w.process_at_rank(root).broadcast_into(&mut len)
+        })?;
+        bytes.resize(len as usize, 0);
+        if bytes.is_empty() {
+            return Ok(()); // MPI refuses a broadcast of nothing
+        }
+        self.call("broadcast", |w| {
+            w.process_at_rank(root).broadcast_into(&mut bytes[..])
+        })
+    }
+    fn barrier(&self) -> Result<()> {
+        self.call("barrier", |w| w.barrier())
+    }
+}

@@ -1,0 +1,208 @@
+//! DDP on CPUs under a real `mpirun` (OpenMPI; `.ci/run` installs it): `examples/iris_ddp`
+//! is built with `--features mpi` into `target/mpi-build` and run on 2 ranks. Without
+//! `mpirun` on the PATH the tests say they were skipped; with `FULMEN_MPI=1` (as `.ci/run`
+//! sets) they are required.
+#![cfg(not(feature = "mpi"))]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The example built with MPI, or `None` (skipped) where there is no `mpirun`.
+fn example() -> Option<&'static Path> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let have_mpirun = Command::new("mpirun").arg("--version").output().is_ok();
+            if !have_mpirun {
+                assert!(
+                    std::env::var_os("FULMEN_MPI").is_none(),
+                    "FULMEN_MPI is set but there is no mpirun"
+                );
+                eprintln!(
+                    "skipped: no mpirun (apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
+                );
+                return None;
+            }
+            let root = env!("CARGO_MANIFEST_DIR");
+            let target = format!("{root}/target/mpi-build");
+            let out = Command::new(env!("CARGO"))
+                .args(["build", "--features", "mpi", "--example", "iris_ddp"])
+                .env("CARGO_TARGET_DIR", &target)
+                .current_dir(root)
+                .output()
+                .expect("cargo starts");
+            assert!(
+                out.status.success(),
+                "building the MPI example failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(PathBuf::from(format!("{target}/debug/examples/iris_ddp")))
+        })
+        .as_deref()
+}
+
+fn mpirun(n: usize, args: &[&str]) -> Output {
+    let exe = example().expect("checked by the caller");
+    Command::new("mpirun")
+        .args(["--oversubscribe", "-n", &n.to_string()])
+        .arg(exe)
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun starts")
+}
+
+fn weights(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
+    let Some(exe) = example() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (ddp, single) = (dir.path().join("ddp"), dir.path().join("single"));
+    std::fs::create_dir_all(&ddp).expect("mkdir");
+    std::fs::create_dir_all(&single).expect("mkdir");
+    let d = ddp.to_str().expect("utf-8");
+    let out = mpirun(
+        2,
+        &[
+            "--strategy",
+            "ddp",
+            "--devices",
+            "2",
+            "--batch-size",
+            "16",
+            "--out",
+            d,
+            "--default-root-dir",
+            d,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (r0, r1) = (
+        weights(&ddp.join("rank0.weights")),
+        weights(&ddp.join("rank1.weights")),
+    );
+    assert_eq!(
+        r0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        r1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "both ranks hold bitwise-identical weights"
+    );
+    // Rank 0 alone writes the logs.
+    assert!(ddp.join("lightning_logs/version_0").exists());
+    assert!(!ddp.join("lightning_logs/version_1").exists());
+
+    let s = single.to_str().expect("utf-8");
+    let out = Command::new(exe)
+        .args(["--batch-size", "32", "--out", s, "--default-root-dir", s])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let one = weights(&single.join("rank0.weights"));
+    let diff = r0
+        .iter()
+        .zip(&one)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff < 1e-5,
+        "DDP on 2×16 and one process on 32 differ by {diff}"
+    );
+}
+
+#[test]
+fn a_hung_rank_ends_the_run_with_the_timeout_error() {
+    if example().is_none() {
+        return;
+    }
+    let start = Instant::now();
+    let out = mpirun(
+        2,
+        &[
+            "--strategy",
+            "ddp",
+            "--devices",
+            "2",
+            "--hang-at-step",
+            "3",
+            "--collective-timeout",
+            "5",
+            "--no-model-summary",
+            "--default-root-dir",
+            "/tmp/fulmen-ddp-hang",
+        ],
+    );
+    let took = start.elapsed();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("all-reduce waited 5 s for the other ranks"),
+        "{}",
+        text(&out)
+    );
+    assert!(took < Duration::from_secs(60), "ended after {took:?}");
+}
+
+#[test]
+fn a_killed_rank_ends_the_run_in_bounded_time() {
+    if example().is_none() {
+        return;
+    }
+    let start = Instant::now();
+    let out = mpirun(
+        2,
+        &[
+            "--strategy",
+            "ddp",
+            "--devices",
+            "2",
+            "--hang-at-step",
+            "3",
+            "--die",
+            "--collective-timeout",
+            "5",
+            "--no-model-summary",
+            "--default-root-dir",
+            "/tmp/fulmen-ddp-kill",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "ended after {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn flags_that_contradict_the_launcher_are_named() {
+    let Some(exe) = example() else { return };
+    let out = mpirun(2, &["--strategy", "ddp", "--devices", "4"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--devices 4 contradicts"),
+        "{}",
+        text(&out)
+    );
+    let out = Command::new(exe)
+        .args(["--strategy", "ddp", "--devices", "2"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("mpirun -n 2"), "{}", text(&out));
+}
