@@ -15,7 +15,7 @@ use std::time::Instant;
 use clap::Parser;
 use fulmen::data::cifar10::Cifar10;
 use fulmen::data::ImageBatch;
-use fulmen::models::resnet::{CifarResNet18, CifarResNet34, CifarResNet50};
+use fulmen::models::resnet::{CifarResNet18, CifarResNet34, CifarResNet50, SmallResNet};
 use fulmen::optim::CosineAnnealingLR;
 use fulmen::prelude::*;
 use fulmen::trainer::TrainerArgs;
@@ -26,7 +26,8 @@ struct Args {
     /// Where cifar-10-batches-bin/ is.
     #[arg(long, default_value = "data")]
     data_dir: std::path::PathBuf,
-    /// resnet18, resnet34 or resnet50 (CIFAR stem: 3×3 convolution, no max pool).
+    /// resnet18, resnet34 or resnet50 (CIFAR stem: 3×3 convolution, no max pool), or small
+    /// (the 78 k-parameter ResNet of the throughput benchmark).
     #[arg(long, default_value = "resnet50")]
     arch: String,
     /// Maximum number of epochs.
@@ -49,6 +50,9 @@ struct Args {
     seed: u64,
     #[arg(long, default_value_t = 2)]
     num_workers: usize,
+    /// Training images held out for validation.
+    #[arg(long, default_value_t = 5000)]
+    val_size: usize,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -72,9 +76,15 @@ macro_rules! cifar_module {
                 ctx: &mut StepContext<E, D>,
             ) -> Loss<E, D> {
                 let logits = self.net.forward_mut(ctx.trace(x));
-                ctx.log("train_acc", accuracy(&logits, &y)).on_epoch(true);
+                // sync_dist: under DDP the epoch values are over every rank's batches.
+                ctx.log("train_acc", accuracy(&logits, &y))
+                    .on_epoch(true)
+                    .sync_dist(true);
                 let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
-                ctx.log("train_loss", &loss).on_epoch(true).prog_bar(true);
+                ctx.log("train_loss", &loss)
+                    .on_epoch(true)
+                    .prog_bar(true)
+                    .sync_dist(true);
                 loss
             }
             fn validation_step(
@@ -106,6 +116,7 @@ macro_rules! cifar_module {
 cifar_module!(Cifar18, CifarResNet18<10>);
 cifar_module!(Cifar34, CifarResNet34<10>);
 cifar_module!(Cifar50, CifarResNet50<10>);
+cifar_module!(CifarSmall, SmallResNet<10>);
 
 /// Loss, accuracy and wall time of every epoch (the tutorial's bonus callback, extended).
 struct EpochReport(Option<Instant>);
@@ -115,6 +126,9 @@ impl Callback for EpochReport {
         self.0 = Some(Instant::now());
     }
     fn on_train_epoch_end(&mut self, t: &mut TrainerView) {
+        if !t.is_global_zero() {
+            return;
+        }
         let secs = self.0.map_or(0.0, |s| s.elapsed().as_secs_f64());
         t.log("epoch_time_sec", secs);
         let m = t.callback_metrics();
@@ -133,6 +147,7 @@ impl Callback for EpochReport {
 fn run(args: Args) -> fulmen::Result<()> {
     seed_everything(args.seed);
     let mut dm = Cifar10::new(&args.data_dir, args.batch_size)
+        .val_size(args.val_size)
         .seed(args.seed)
         .num_workers(args.num_workers);
     let mut builder = Trainer::builder()
@@ -150,20 +165,23 @@ fn run(args: Args) -> fulmen::Result<()> {
             let mut model = $module::new(args.lr, args.epochs);
             trainer.fit(&mut model, &mut dm)?;
             let test = trainer.test(&mut model, &mut dm)?;
-            println!(
-                "test_acc {:.4}",
-                test.get("test_acc").copied().unwrap_or(f64::NAN)
-            );
+            if trainer.global_rank() == 0 {
+                println!(
+                    "test_acc {:.4}",
+                    test.get("test_acc").copied().unwrap_or(f64::NAN)
+                );
+            }
         }};
     }
     match args.arch.as_str() {
         "resnet18" => train!(Cifar18),
         "resnet34" => train!(Cifar34),
         "resnet50" => train!(Cifar50),
+        "small" => train!(CifarSmall),
         other => {
             return Err(fulmen::Error::config(
                 "arch",
-                format!("`{other}` is not resnet18, resnet34 or resnet50"),
+                format!("`{other}` is not resnet18, resnet34, resnet50 or small"),
             ))
         }
     }
@@ -171,8 +189,13 @@ fn run(args: Args) -> fulmen::Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match run(Args::parse()) {
+        Ok(()) => {}
+        // SLURM's requeue signal: the run is saved and the job requeued; this start ends.
+        Err(e @ fulmen::Error::Requeued { .. }) => println!("{e}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
 }

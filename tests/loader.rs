@@ -82,18 +82,36 @@ fn unusable_settings_are_refused_by_validate() {
 fn the_distributed_sampler_splits_each_epoch_padded_to_equal_shares() {
     let base = loader(10, 2).shuffle(true).seed(3);
     let full = base.order(1);
-    let shares: Vec<Vec<usize>> = (0..3).map(|r| base.clone().distributed(r, 3).order(1)).collect();
+    let shares: Vec<Vec<usize>> = (0..3)
+        .map(|r| base.clone().distributed(r, 3).order(1))
+        .collect();
     // 10 samples on 3 ranks: padded to 12 with the order's first two, every 3rd from the rank.
     let padded: Vec<usize> = full.iter().chain(&full[..2]).copied().collect();
     for (r, share) in shares.iter().enumerate() {
         let want: Vec<usize> = padded.iter().skip(r).step_by(3).copied().collect();
         assert_eq!(share, &want, "rank {r}");
-        assert_eq!(base.clone().distributed(r, 3).len(), 2, "4 samples in batches of 2");
+        assert_eq!(
+            base.clone().distributed(r, 3).len(),
+            2,
+            "4 samples in batches of 2"
+        );
     }
     let mut seen: Vec<usize> = shares.concat();
     seen.sort_unstable();
     seen.dedup();
-    assert_eq!(seen, (0..10).collect::<Vec<_>>(), "every sample once, but for the padding");
-    assert_ne!(base.clone().distributed(0, 3).order(2), shares[0], "reshuffled per epoch");
-    assert_eq!(base.clone().distributed(0, 1).order(1), full, "one rank: the whole order");
+    assert_eq!(
+        seen,
+        (0..10).collect::<Vec<_>>(),
+        "every sample once, but for the padding"
+    );
+    assert_ne!(
+        base.clone().distributed(0, 3).order(2),
+        shares[0],
+        "reshuffled per epoch"
+    );
+    assert_eq!(
+        base.clone().distributed(0, 1).order(1),
+        full,
+        "one rank: the whole order"
+    );
 }

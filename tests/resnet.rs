@@ -2,7 +2,7 @@
 //! (`sum(p.numel() for p in resnetXX(num_classes=10).parameters())`, torch 2.15 /
 //! torchvision of the same release), and run forward and backward.
 
-use fulmen::models::resnet::{CifarResNet50, ResNet18, ResNet34, ResNet50};
+use fulmen::models::resnet::{CifarResNet50, ResNet18, ResNet34, ResNet50, SmallResNet};
 use fulmen::prelude::*;
 
 #[module]
@@ -21,6 +21,10 @@ struct R50 {
 struct CifarR50 {
     net: CifarResNet50<10>,
 }
+#[module]
+struct Small {
+    net: SmallResNet<10>,
+}
 
 #[test]
 fn parameter_counts_match_torchvision() {
@@ -34,6 +38,9 @@ fn parameter_counts_match_torchvision() {
     // torchvision's resnet50 with conv1 = 3×3 stride 1 and no max pool.
     let cifar: CifarR50 = BuildModule::build(&dev);
     assert_eq!(cifar.num_trainable_params(), 23_520_842);
+    // The throughput benchmark's small ResNet (benches/conv.rs builds the same in PyTorch).
+    let small: Small = BuildModule::build(&dev);
+    assert_eq!(small.num_trainable_params(), 78_042);
 }
 
 #[test]

@@ -41,6 +41,19 @@ pub enum Error {
         batch: usize,
         message: String,
     },
+    /// SLURM's requeue signal arrived: the run was saved to `checkpoint` and the job
+    /// requeued; the job's next start resumes from the checkpoint.
+    #[error("requeue signal at epoch {epoch}, step {step}: saved {}, job {job} requeued", checkpoint.display())]
+    Requeued {
+        checkpoint: PathBuf,
+        job: String,
+        epoch: usize,
+        step: usize,
+    },
+    /// SIGTERM arrived: training stopped after the step in flight, with its logs flushed and
+    /// every checkpoint whole.
+    #[error("SIGTERM at epoch {epoch}, step {step}: training stopped after the step")]
+    Terminated { epoch: usize, step: usize },
     /// A computation on the device failed (out of memory, driver error).
     #[error("device error: {0}")]
     Device(String),

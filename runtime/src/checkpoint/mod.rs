@@ -187,6 +187,13 @@ impl Checkpoint {
     pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
         self.records.keys().map(String::as_str)
     }
+    /// A stored tensor's values (as f64), in row-major order.
+    pub fn tensor(&self, name: &str) -> Result<Vec<f64>> {
+        self.records
+            .get(name)
+            .ok_or_else(|| Error::msg(format!("the checkpoint has no tensor `{name}`")))?
+            .values::<f64>(name)
+    }
     /// What a callback stored under `key`.
     pub fn callback_state(&self, key: &str) -> Option<&Value> {
         self.meta.callbacks.get(key)

@@ -12,6 +12,7 @@ pub mod collective;
 pub mod env;
 #[cfg(feature = "mpi")]
 mod mpi;
+pub mod requeue;
 pub mod strategy;
 
 use std::time::Duration;

@@ -50,6 +50,7 @@ pub struct TrainerBuilder {
     num_nodes: usize,
     collective_timeout: std::time::Duration,
     use_distributed_sampler: bool,
+    requeue_signal: Option<String>,
     callbacks: Vec<Box<dyn Callback>>,
     logger: LoggerChoice,
     default_root_dir: PathBuf,
@@ -68,6 +69,7 @@ impl Default for TrainerBuilder {
             num_nodes: 1,
             collective_timeout: std::time::Duration::from_secs(60),
             use_distributed_sampler: true,
+            requeue_signal: Some("SIGUSR1".to_string()),
             callbacks: Vec::new(),
             logger: LoggerChoice::Csv,
             default_root_dir: PathBuf::from("."),
@@ -178,6 +180,13 @@ impl TrainerBuilder {
         self.use_distributed_sampler = on;
         self
     }
+    /// Under SLURM, the signal on which the run saves an HPC checkpoint and requeues its job
+    /// (default SIGUSR1, as `#SBATCH --signal=SIGUSR1@90` sends; Lightning's auto-requeue),
+    /// or `None` to leave signals alone. See [`crate::distributed::requeue`].
+    pub fn requeue_signal(mut self, signal: Option<&str>) -> Self {
+        self.requeue_signal = signal.map(str::to_string);
+        self
+    }
     /// Adds a callback; callbacks run in the order added, before the module's hooks.
     pub fn callback(mut self, callback: impl Callback + 'static) -> Self {
         self.callbacks.push(Box::new(callback));
@@ -235,6 +244,12 @@ impl TrainerBuilder {
             ));
         }
         let distributed = plan.env.world_size > 1;
+        let requeue_signal = match (&plan.env.job_id, &self.requeue_signal) {
+            (Some(_), Some(sig)) if plan.env.launcher == crate::distributed::Launcher::Slurm => {
+                Some(crate::distributed::requeue::signal_number(sig)?)
+            }
+            _ => None,
+        };
         let device =
             accelerator.place(&self.devices, distributed.then_some(plan.env.local_rank))?;
         // Rank 0 alone logs, prints and writes checkpoints.
@@ -286,6 +301,7 @@ impl TrainerBuilder {
                 env: plan.env,
                 collective: plan.collective,
                 sampler: self.use_distributed_sampler,
+                requeue_signal,
             },
             #[cfg(feature = "cuda")]
             cuda: None,
@@ -299,6 +315,8 @@ pub(crate) struct Dist {
     pub collective: Box<dyn Collective>,
     /// Whether loaders are sharded across ranks.
     pub sampler: bool,
+    /// Under SLURM with auto-requeue: the signal that saves and requeues the job.
+    pub requeue_signal: Option<i32>,
 }
 
 /// Runs training, validation, testing and prediction (Lightning's `Trainer`).
@@ -337,8 +355,30 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        self.run_in_precision(model, datamodule, Stage::Fit, None)
+        let resume = self.hpc_checkpoint()?;
+        self.run_in_precision(model, datamodule, Stage::Fit, resume)
             .map(|_| ())
+    }
+
+    /// Under SLURM with auto-requeue, the newest HPC checkpoint in the default root directory
+    /// (what a requeued job resumes from, before any `ckpt_path`, as in Lightning).
+    fn hpc_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        if self.dist.requeue_signal.is_none() {
+            return Ok(None);
+        }
+        let found = crate::distributed::requeue::hpc_checkpoints(&self.default_root_dir);
+        match found.last() {
+            Some((_, path)) => {
+                if self.dist.env.is_global_zero() {
+                    println!(
+                        "Restoring states from the HPC checkpoint at {}",
+                        path.display()
+                    );
+                }
+                Checkpoint::read(path).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     /// [`fit`](Self::fit), continuing the run saved in a checkpoint: a path, `"last"` or
@@ -358,6 +398,11 @@ impl Trainer {
         DM::Sample: Collate<M::Batch, Cpu>,
     {
         let which = ckpt_path.into();
+        if let Some(hpc) = self.hpc_checkpoint()? {
+            return self
+                .run_in_precision(model, datamodule, Stage::Fit, Some(hpc))
+                .map(|_| ());
+        }
         let checkpoint = match self.resolve_checkpoint(which.clone())? {
             Some(path) => Some(Checkpoint::read(path)?),
             None => {

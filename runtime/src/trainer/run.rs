@@ -62,6 +62,8 @@ where
     model: &'a mut M,
     /// This rank and its collectives (a one-process run: rank 0 of 1).
     dist: &'a super::Dist,
+    /// The signals `fit` catches under SLURM.
+    signals: Option<crate::distributed::requeue::Signals>,
     /// Samples into the module's batch (collated in f32, cast to `E`).
     collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
     dm: &'a mut DM,
@@ -125,6 +127,7 @@ impl Trainer {
         let mut run = Run {
             model,
             dist: &self.dist,
+            signals: None,
             collate,
             dm,
             callbacks: &mut self.callbacks,
@@ -201,6 +204,42 @@ where
         self.dm.teardown(stage)?;
         hook!(self, teardown(stage));
         Ok(result)
+    }
+
+    /// SLURM's requeue signal or SIGTERM, agreed on by every rank after the step: the first
+    /// saves an HPC checkpoint and requeues the job, the second stops (see
+    /// [`crate::distributed::requeue`]).
+    fn check_signals(&mut self) -> Result<()> {
+        let Some(signals) = &self.signals else {
+            return Ok(());
+        };
+        let (mut requeue, mut term) = signals.pending();
+        if self.dist.env.world_size > 1 {
+            let mut flags = [f64::from(u8::from(requeue)), f64::from(u8::from(term))];
+            self.dist.collective.all_reduce_max_f64(&mut flags)?;
+            (requeue, term) = (flags[0] > 0.0, flags[1] > 0.0);
+        }
+        let (epoch, step) = (self.view.current_epoch, self.view.global_step);
+        if requeue {
+            let path =
+                crate::distributed::requeue::next_hpc_checkpoint(&self.view.default_root_dir);
+            let job = self.dist.env.job_id.clone().unwrap_or_default();
+            if self.dist.env.is_global_zero() {
+                self.checkpoint(false)?.write(&path)?;
+                crate::distributed::requeue::requeue(&job)?;
+            }
+            self.dist.collective.barrier()?;
+            return Err(Error::Requeued {
+                checkpoint: path,
+                job,
+                epoch,
+                step,
+            });
+        }
+        if term {
+            return Err(Error::Terminated { epoch, step });
+        }
+        Ok(())
     }
 
     /// Under DDP with the distributed sampler, this rank's share of `loader`; a training
@@ -344,6 +383,9 @@ where
             hook!(self, on_sanity_check_end());
             self.view.sanity_checking = false;
         }
+        if let Some(sig) = self.dist.requeue_signal {
+            self.signals = Some(crate::distributed::requeue::Signals::catch(Some(sig))?);
+        }
         hook!(self, on_train_start());
         while self.train_batches > 0 && !self.done_training() {
             self.train_epoch(&train, val.as_ref(), start_batch)?;
@@ -485,6 +527,7 @@ where
             }
             self.position.batches_done = batch_idx + 1;
             hook!(self, on_train_batch_end(value, batch_idx));
+            self.check_signals()?;
             self.progress.advance(&self.view.progress_bar_metrics);
             // As Lightning: validation on its interval (and when asked to stop) comes before
             // the check of max_steps.
