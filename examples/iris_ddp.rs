@@ -40,6 +40,12 @@ struct Args {
     /// At --hang-at-step, kill the rank (SIGKILL) instead of hanging it.
     #[arg(long)]
     die: bool,
+    /// Write checkpoints (rank 0, every epoch, under the default root directory).
+    #[arg(long)]
+    checkpoints: bool,
+    /// Resume from this checkpoint (one written by any number of ranks).
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Seconds a collective waits for the other ranks before this rank gives up.
     #[arg(long, default_value_t = 60)]
     collective_timeout: u64,
@@ -79,7 +85,7 @@ fn main() -> std::process::ExitCode {
         let mut builder = Trainer::builder()
             .max_epochs(5)
             .accelerator("cpu")
-            .enable_checkpointing(false)
+            .enable_checkpointing(args.checkpoints)
             .enable_progress_bar(false)
             .collective_timeout(std::time::Duration::from_secs(args.collective_timeout));
         if let Some(step) = args.hang_at_step {
@@ -93,7 +99,16 @@ fn main() -> std::process::ExitCode {
         let data = fulmen::data::iris::bundled();
         let loader = DataLoader::new(InMemoryDataset::new(data), args.batch_size).shuffle(true);
         let mut model = IrisClassifier::new(0.01);
-        trainer.fit_loaders(&mut model, loader, None)?;
+        match &args.resume {
+            Some(path) => {
+                let mut loaders = fulmen::datamodule::Loaders {
+                    train: Some(loader),
+                    ..Default::default()
+                };
+                trainer.fit_from(&mut model, &mut loaders, path.clone())?
+            }
+            None => trainer.fit_loaders(&mut model, loader, None)?,
+        }
         let weights: Vec<f32> = [
             model.layer_1.weight.as_vec(),
             model.layer_1.bias.as_vec(),

@@ -206,3 +206,117 @@ fn flags_that_contradict_the_launcher_are_named() {
     assert!(!out.status.success());
     assert!(text(&out).contains("mpirun -n 2"), "{}", text(&out));
 }
+
+/// The checkpoint of epoch `epoch` that rank 0 wrote under `root`.
+fn checkpoint_of_epoch(root: &Path, epoch: usize) -> PathBuf {
+    let dir = root.join("lightning_logs/version_0/checkpoints");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("epoch={epoch}-")))
+        })
+        .unwrap_or_else(|| panic!("no checkpoint of epoch {epoch} in {}", dir.display()))
+}
+
+#[test]
+fn checkpoints_move_between_two_ranks_and_one() {
+    let Some(exe) = example() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p.to_str().expect("utf-8").to_string()
+    };
+    let run_single = |args: &[&str]| {
+        let out = Command::new(exe).args(args).output().expect("runs");
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let ddp = ["--strategy", "ddp", "--devices", "2", "--batch-size", "16"];
+    // 3 epochs on 2 ranks, then 2 more on one process (the same global batches).
+    let (two, one) = (path("two"), path("one"));
+    let out = mpirun(
+        2,
+        &[
+            &ddp[..],
+            &[
+                "--max-epochs",
+                "3",
+                "--checkpoints",
+                "--default-root-dir",
+                &two,
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ckpt = checkpoint_of_epoch(Path::new(&two), 2);
+    let ckpt = ckpt.to_str().expect("utf-8");
+    run_single(&[
+        "--batch-size",
+        "32",
+        "--resume",
+        ckpt,
+        "--out",
+        &one,
+        "--default-root-dir",
+        &one,
+    ]);
+    // 3 epochs on one process, then 2 more on 2 ranks.
+    let (first, second) = (path("first"), path("second"));
+    run_single(&[
+        "--batch-size",
+        "32",
+        "--max-epochs",
+        "3",
+        "--checkpoints",
+        "--default-root-dir",
+        &first,
+    ]);
+    let ckpt = checkpoint_of_epoch(Path::new(&first), 2);
+    let out = mpirun(
+        2,
+        &[
+            &ddp[..],
+            &[
+                "--resume",
+                ckpt.to_str().expect("utf-8"),
+                "--out",
+                &second,
+                "--default-root-dir",
+                &second,
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // Both equal 5 uninterrupted epochs on one process.
+    let whole = path("whole");
+    run_single(&[
+        "--batch-size",
+        "32",
+        "--out",
+        &whole,
+        "--default-root-dir",
+        &whole,
+    ]);
+    let want = weights(&Path::new(&whole).join("rank0.weights"));
+    for got in [
+        weights(&Path::new(&one).join("rank0.weights")),
+        weights(&Path::new(&second).join("rank0.weights")),
+        weights(&Path::new(&second).join("rank1.weights")),
+    ] {
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff < 1e-5,
+            "a resumed run differs from the uninterrupted one by {diff}"
+        );
+    }
+}
