@@ -320,3 +320,105 @@ fn checkpoints_move_between_two_ranks_and_one() {
         );
     }
 }
+
+#[test]
+fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() {
+    let Some(exe) = example() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p.to_str().expect("utf-8").to_string()
+    };
+    let sharded = [
+        "--strategy",
+        "fsdp:SHARD_GRAD_OP",
+        "--devices",
+        "2",
+        "--batch-size",
+        "16",
+    ];
+    let (full, part) = (path("full"), path("part"));
+    let out = mpirun(
+        2,
+        &[&sharded[..], &["--out", &full, "--default-root-dir", &full]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (r0, r1) = (
+        weights(&Path::new(&full).join("rank0.weights")),
+        weights(&Path::new(&full).join("rank1.weights")),
+    );
+    assert_eq!(r0, r1, "every rank holds every owner's values");
+    let whole = path("whole");
+    let out = Command::new(exe)
+        .args([
+            "--batch-size",
+            "32",
+            "--out",
+            &whole,
+            "--default-root-dir",
+            &whole,
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let want = weights(&Path::new(&whole).join("rank0.weights"));
+    let diff = r0
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff < 1e-5,
+        "sharded on 2×16 and one process on 32 differ by {diff}"
+    );
+
+    // 3 sharded epochs, resumed on one process: Adam's moments of both shards were saved.
+    let out = mpirun(
+        2,
+        &[
+            &sharded[..],
+            &[
+                "--max-epochs",
+                "3",
+                "--checkpoints",
+                "--default-root-dir",
+                &part,
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ckpt = checkpoint_of_epoch(Path::new(&part), 2);
+    let saved = fulmen::checkpoint::Checkpoint::read(&ckpt).expect("readable");
+    let moments = saved
+        .tensor_names()
+        .filter(|n| n.starts_with("optimizer/"))
+        .count();
+    assert_eq!(moments, 8, "two Adam buffers for each of the 4 parameters");
+    let resumed = path("resumed");
+    let out = Command::new(exe)
+        .args([
+            "--batch-size",
+            "32",
+            "--resume",
+            ckpt.to_str().expect("utf-8"),
+            "--out",
+            &resumed,
+            "--default-root-dir",
+            &resumed,
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let got = weights(&Path::new(&resumed).join("rank0.weights"));
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff < 1e-5,
+        "resumed from the sharded checkpoint, it differs by {diff}"
+    );
+}

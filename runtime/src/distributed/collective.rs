@@ -14,6 +14,10 @@ pub trait Collective: Send {
     /// Sums `values` element-wise across ranks; every rank ends with the sum.
     fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()>;
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
+    /// Sums `values` element-wise onto rank `root` (the others' `values` are left as they
+    /// were).
+    fn reduce_sum_f32(&self, root: usize, values: &mut [f32]) -> Result<()>;
+    fn reduce_sum_f64(&self, root: usize, values: &mut [f64]) -> Result<()>;
     /// The element-wise maximum across ranks.
     fn all_reduce_max_f64(&self, values: &mut [f64]) -> Result<()>;
     /// Replaces `bytes` on every rank with rank `root`'s.
@@ -40,6 +44,12 @@ impl Collective for Single {
         Ok(())
     }
     fn all_reduce_max_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn reduce_sum_f32(&self, _: usize, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn reduce_sum_f64(&self, _: usize, _: &mut [f64]) -> Result<()> {
         Ok(())
     }
     fn broadcast(&self, _: usize, _: &mut Vec<u8>) -> Result<()> {

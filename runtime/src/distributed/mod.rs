@@ -13,6 +13,7 @@ pub mod env;
 #[cfg(feature = "mpi")]
 mod mpi;
 pub mod requeue;
+pub(crate) mod shard;
 pub mod strategy;
 
 use std::time::Duration;

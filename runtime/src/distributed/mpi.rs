@@ -78,6 +78,25 @@ impl Mpi {
     }
 }
 
+impl Mpi {
+    fn reduce<T: mpi::datatype::Equivalence + Clone>(
+        &self,
+        root: usize,
+        values: &mut [T],
+    ) -> Result<()> {
+        let send = values.to_vec();
+        let rank = self.rank;
+        self.call("reduce", |w| {
+            let root_process = w.process_at_rank(root as i32);
+            if rank == root {
+                root_process.reduce_into_root(&send[..], values, SystemOperation::sum());
+            } else {
+                root_process.reduce_into(&send[..], SystemOperation::sum());
+            }
+        })
+    }
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
@@ -96,6 +115,12 @@ impl Collective for Mpi {
         self.call("all-reduce", |w| {
             w.all_reduce_into(&send[..], values, SystemOperation::sum())
         })
+    }
+    fn reduce_sum_f32(&self, root: usize, values: &mut [f32]) -> Result<()> {
+        self.reduce(root, values)
+    }
+    fn reduce_sum_f64(&self, root: usize, values: &mut [f64]) -> Result<()> {
+        self.reduce(root, values)
     }
     fn all_reduce_max_f64(&self, values: &mut [f64]) -> Result<()> {
         let send = values.to_vec();

@@ -52,10 +52,13 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
     module: &M,
     grads: &mut Gradients<E, D>,
     max_norm: f64,
+    total: impl FnOnce(f64) -> Result<f64>,
 ) -> Result<f64> {
     let mut sum = 0.0f64;
     for_each(module, grads, |_, g| sum += sum_of_squares(g))?;
-    let norm = sum.sqrt();
+    // `total` turns this rank's Σ g² into the run's (the identity but under SHARD_GRAD_OP,
+    // where each rank holds its own tensors' gradients).
+    let norm = total(sum)?.sqrt();
     if !norm.is_finite() {
         return Err(Error::msg(format!(
             "the gradient norm is {norm}: gradients were not clipped and no step was taken \

@@ -14,6 +14,8 @@ pub struct Optimizer<E> {
     /// Per parameter, in the module's walk order: its name and its buffers.
     state: Vec<(String, Vec<Vec<E>>)>,
     scratch: Vec<E>,
+    /// Under SHARD_GRAD_OP, per parameter whether this rank steps it (and keeps its state).
+    owned: Option<Vec<bool>>,
 }
 
 impl<E: FloatDtype> Optimizer<E> {
@@ -24,6 +26,7 @@ impl<E: FloatDtype> Optimizer<E> {
             step: 0,
             state: Vec::new(),
             scratch: Vec::new(),
+            owned: None,
         })
     }
 
@@ -69,6 +72,71 @@ impl<E: FloatDtype> Optimizer<E> {
             .map(|(_, b)| b.as_slice())
     }
 
+    /// Steps only the parameters marked `true` (in walk order) and keeps state for them alone
+    /// (SHARD_GRAD_OP); `None` steps all.
+    pub(crate) fn set_owned(&mut self, owned: Option<Vec<bool>>) {
+        if let Some(owned) = &owned {
+            for ((_, buffers), &mine) in self.state.iter_mut().zip(owned) {
+                if !mine {
+                    *buffers = Vec::new();
+                }
+            }
+        }
+        self.owned = owned;
+    }
+
+    /// Every parameter's state, the others' sent by their owners (`tensors[i]` is parameter
+    /// i's owner and size): what a sharded run's checkpoint holds. Every rank calls it.
+    pub(crate) fn gathered(
+        &self,
+        c: &dyn crate::distributed::Collective,
+        tensors: &[(usize, usize)],
+    ) -> Result<Self> {
+        let mut full = self.clone();
+        full.owned = None;
+        if self.state.is_empty() {
+            return Ok(full);
+        }
+        let per_param = rules::buffers(&self.config).len();
+        for owner in 0..c.world_size() {
+            let mut bytes = Vec::new();
+            if owner == c.rank() {
+                for ((_, buffers), _) in
+                    self.state.iter().zip(tensors).filter(|(_, t)| t.0 == owner)
+                {
+                    for v in buffers.iter().flatten() {
+                        bytes.extend(v.to_f64().unwrap_or(f64::NAN).to_le_bytes());
+                    }
+                }
+            }
+            c.broadcast(owner, &mut bytes)?;
+            let mut values = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            for ((name, buffers), &(o, len)) in full.state.iter_mut().zip(tensors) {
+                if o != owner {
+                    continue;
+                }
+                let mut got = Vec::with_capacity(per_param);
+                for _ in 0..per_param {
+                    let b: Vec<E> = values
+                        .by_ref()
+                        .take(len)
+                        .map(|v| E::from(v).unwrap_or_else(E::nan))
+                        .collect();
+                    if b.len() != len {
+                        return Err(Error::msg(format!(
+                            "rank {owner} sent too little optimizer state for `{name}`"
+                        )));
+                    }
+                    got.push(b);
+                }
+                *buffers = got;
+            }
+        }
+        Ok(full)
+    }
+
     /// Updates every trainable parameter of `module` from `grads`.
     pub fn step<D: TrainDevice<E>, M: TensorCollection<E, D>>(
         &mut self,
@@ -78,9 +146,17 @@ impl<E: FloatDtype> Optimizer<E> {
         if self.state.is_empty() {
             // The buffers are made at the first step, one per parameter in walk order.
             let buffers = rules::buffers(&self.config).len();
+            let owned = self.owned.clone();
             self.state = parameters(module)?
                 .into_iter()
-                .map(|(name, len)| (name, vec![vec![E::zero(); len]; buffers]))
+                .enumerate()
+                .map(|(i, (name, len))| {
+                    let mine = owned
+                        .as_ref()
+                        .is_none_or(|o| o.get(i).copied().unwrap_or(true));
+                    let kept = if mine { buffers } else { 0 };
+                    (name, vec![vec![E::zero(); len]; kept])
+                })
                 .collect();
         }
         self.step += 1;
@@ -89,6 +165,7 @@ impl<E: FloatDtype> Optimizer<E> {
             step,
             state,
             scratch,
+            owned,
         } = self;
         let (step, mut index) = (*step, 0);
         walk::write(module, |_, item| {
@@ -103,7 +180,13 @@ impl<E: FloatDtype> Optimizer<E> {
                 .get_mut(index)
                 .ok_or_else(|| Error::msg("the optimizer was stepped on a module with more parameters than it was created for"))?
                 .1;
+            let mine = owned
+                .as_ref()
+                .is_none_or(|o| o.get(index).copied().unwrap_or(true));
             index += 1;
+            if !mine {
+                return Ok(());
+            }
             tensor.update(grads, scratch, &mut |p, g| match config.kind {
                 OptimKind::Sgd => rules::sgd(config, step, p, g, &mut buffers[0]),
                 OptimKind::Adam | OptimKind::AdamW => {

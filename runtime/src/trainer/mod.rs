@@ -237,12 +237,6 @@ impl TrainerBuilder {
             self.num_nodes,
             self.collective_timeout,
         )?;
-        if plan.strategy == Strategy::ShardGradOp {
-            return Err(Error::config(
-                "strategy",
-                "SHARD_GRAD_OP (ZeRO-2) is not built yet; use \"ddp\" (or \"fsdp:NO_SHARD\")",
-            ));
-        }
         let distributed = plan.env.world_size > 1;
         let requeue_signal = match (&plan.env.job_id, &self.requeue_signal) {
             (Some(_), Some(sig)) if plan.env.launcher == crate::distributed::Launcher::Slurm => {
@@ -299,6 +293,7 @@ impl TrainerBuilder {
             device,
             dist: Dist {
                 env: plan.env,
+                strategy: plan.strategy,
                 collective: plan.collective,
                 sampler: self.use_distributed_sampler,
                 requeue_signal,
@@ -312,6 +307,7 @@ impl TrainerBuilder {
 /// A multi-process run as the trainer holds it.
 pub(crate) struct Dist {
     pub env: ClusterEnv,
+    pub strategy: Strategy,
     pub collective: Box<dyn Collective>,
     /// Whether loaders are sharded across ranks.
     pub sampler: bool,

@@ -64,6 +64,8 @@ where
     dist: &'a super::Dist,
     /// The signals `fit` catches under SLURM.
     signals: Option<crate::distributed::requeue::Signals>,
+    /// Under SHARD_GRAD_OP, which rank owns each parameter.
+    shards: Option<crate::distributed::shard::Shards>,
     /// Samples into the module's batch (collated in f32, cast to `E`).
     collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
     dm: &'a mut DM,
@@ -128,6 +130,7 @@ impl Trainer {
             model,
             dist: &self.dist,
             signals: None,
+            shards: None,
             collate,
             dm,
             callbacks: &mut self.callbacks,
@@ -224,9 +227,13 @@ where
             let path =
                 crate::distributed::requeue::next_hpc_checkpoint(&self.view.default_root_dir);
             let job = self.dist.env.job_id.clone().unwrap_or_default();
-            if self.dist.env.is_global_zero() {
-                self.checkpoint(false)?.write(&path)?;
-                crate::distributed::requeue::requeue(&job)?;
+            // Under sharding every rank takes part in gathering the optimizer state.
+            if self.shards.is_some() || self.dist.env.is_global_zero() {
+                let ckpt = self.checkpoint(false)?;
+                if self.dist.env.is_global_zero() {
+                    ckpt.write(&path)?;
+                    crate::distributed::requeue::requeue(&job)?;
+                }
             }
             self.dist.collective.barrier()?;
             return Err(Error::Requeued {
@@ -327,6 +334,15 @@ where
         }
         // Every rank starts from rank 0's weights (DDP's broadcast at construction).
         crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)?;
+        let env = &self.dist.env;
+        if self.dist.strategy == crate::distributed::Strategy::ShardGradOp && env.world_size > 1 {
+            let shards = crate::distributed::shard::Shards::new(
+                &*self.model,
+                env.global_rank,
+                env.world_size,
+            )?;
+            self.shards = Some(shards);
+        }
         let mut config = self.model.configure_optimizers();
         let schedule = config.scheduler.take();
         // In half precision (16-true) Adam's default eps of 1e-8 is 0, and its first step
@@ -359,6 +375,9 @@ where
         let mut start_batch = 0;
         if let Some(ckpt) = &resume {
             start_batch = self.restore_training_state(ckpt, &mut train)?;
+        }
+        if let (Some(shards), Some(optimizer)) = (&self.shards, self.optimizer.as_mut()) {
+            optimizer.set_owned(Some(shards.owned()));
         }
         self.train_loader_seed = train.shuffle_seed();
         self.view.loss_scale = self.half.as_ref().map(|h| h.scaler().scale);
@@ -595,12 +614,20 @@ where
         // with the gradients averaged over the ranks.
         let finite = crate::distributed::all_true(c, finite)?;
         if finite {
-            crate::distributed::average_grads(c, &*self.model, &mut grads)?;
+            match &self.shards {
+                // SHARD_GRAD_OP: each gradient onto its owner.
+                Some(shards) => shards.reduce_grads(c, &*self.model, &mut grads)?,
+                None => crate::distributed::average_grads(c, &*self.model, &mut grads)?,
+            }
         }
         if finite && self.s.detect_anomaly {
-            if let Some(name) = grads::first_non_finite(&*self.model, &mut grads)? {
+            let bad = grads::first_non_finite(&*self.model, &mut grads)?;
+            // Under sharding each rank checks its own gradients; all stop if one finds one.
+            let clean = crate::distributed::all_true(c, bad.is_none())?;
+            if !clean {
+                let name = bad.map_or("a parameter of another rank".into(), |n| format!("`{n}`"));
                 return Err(Error::msg(format!(
-                    "detect_anomaly: the gradient of `{name}` holds NaN or infinity at epoch {}, step {}; no step was taken",
+                    "detect_anomaly: the gradient of {name} holds NaN or infinity at epoch {}, step {}; no step was taken",
                     self.view.current_epoch, self.view.global_step
                 )));
             }
@@ -614,7 +641,15 @@ where
         }
         match (self.s.gradient_clip_val, self.s.gradient_clip_algorithm) {
             (Some(c), ClipAlgorithm::Norm) => {
-                grads::clip_norm(&*self.model, &mut grads, c).map_err(|e| {
+                let (comm, sharded) = (&*self.dist.collective, self.shards.is_some());
+                let total = |local: f64| {
+                    let mut sum = [local];
+                    if sharded {
+                        comm.all_reduce_sum_f64(&mut sum)?;
+                    }
+                    Ok(sum[0])
+                };
+                grads::clip_norm(&*self.model, &mut grads, c, total).map_err(|e| {
                     Error::msg(format!(
                         "epoch {}, step {}: {e}",
                         self.view.current_epoch, self.view.global_step
@@ -629,6 +664,9 @@ where
                 optimizer.set_lr(self.view.lr)?;
             }
             optimizer.step(self.model, &mut grads)?;
+        }
+        if let Some(shards) = &self.shards {
+            shards.gather_params(&*self.dist.collective, &mut *self.model)?;
         }
         self.model.zero_grads(&mut grads);
         self.grads = Some(grads);

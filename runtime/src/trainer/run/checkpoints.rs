@@ -27,8 +27,9 @@ where
         let saves = std::mem::take(&mut self.view.checkpoint_saves);
         let removals = std::mem::take(&mut self.view.checkpoint_removals);
         // Rank 0 alone writes; the others keep the same bookkeeping (the metrics that choose
-        // the checkpoints are global).
-        if !self.dist.env.is_global_zero() {
+        // the checkpoints are global), and under sharding help gather the optimizer state.
+        let writer = self.dist.env.is_global_zero();
+        if !writer && self.shards.is_none() {
             return Ok(());
         }
         let (mut full, mut weights) = (None, None);
@@ -41,7 +42,7 @@ where
             if slot.is_none() {
                 *slot = Some(self.checkpoint(*weights_only)?);
             }
-            if let Some(ckpt) = slot {
+            if let (Some(ckpt), true) = (slot, writer) {
                 ckpt.write(path)?;
             }
         }
@@ -67,7 +68,13 @@ where
         if !weights_only {
             ckpt.meta.weights_only = false;
             if let Some(optimizer) = &self.optimizer {
-                ckpt.meta.optimizer = Some(optimizer.save_state(&mut ckpt.records));
+                let state = match &self.shards {
+                    Some(shards) => optimizer
+                        .gathered(&*self.dist.collective, shards.tensors())?
+                        .save_state(&mut ckpt.records),
+                    None => optimizer.save_state(&mut ckpt.records),
+                };
+                ckpt.meta.optimizer = Some(state);
             }
             ckpt.meta.scheduler = self.scheduler.as_ref().map(|s| s.state.clone());
             ckpt.meta.loss_scaler = self.half.as_ref().map(|h| h.scaler().clone());
