@@ -163,7 +163,18 @@ fn run(args: Args) -> fulmen::Result<()> {
     macro_rules! train {
         ($module:ident) => {{
             let mut model = $module::new(args.lr, args.epochs);
+            let start = Instant::now();
             trainer.fit(&mut model, &mut dm)?;
+            if trainer.world_size() > 1 && trainer.global_rank() == 0 {
+                let (busy, all) = (trainer.collective_time(), start.elapsed());
+                println!(
+                    "rank 0 of {}: {:.2} s of {:.2} s in collectives ({:.1}%)",
+                    trainer.world_size(),
+                    busy.as_secs_f64(),
+                    all.as_secs_f64(),
+                    100.0 * busy.as_secs_f64() / all.as_secs_f64()
+                );
+            }
             let test = trainer.test(&mut model, &mut dm)?;
             if trainer.global_rank() == 0 {
                 println!(

@@ -63,6 +63,14 @@ fn weights(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -115,11 +123,7 @@ fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
         .expect("runs");
     assert!(out.status.success(), "{}", text(&out));
     let one = weights(&single.join("rank0.weights"));
-    let diff = r0
-        .iter()
-        .zip(&one)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff = max_diff(&r0, &one);
     assert!(
         diff < 1e-5,
         "DDP on 2×16 and one process on 32 differ by {diff}"
@@ -309,11 +313,7 @@ fn checkpoints_move_between_two_ranks_and_one() {
         weights(&Path::new(&second).join("rank0.weights")),
         weights(&Path::new(&second).join("rank1.weights")),
     ] {
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(&got, &want);
         assert!(
             diff < 1e-5,
             "a resumed run differs from the uninterrupted one by {diff}"
@@ -363,11 +363,7 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
         .expect("runs");
     assert!(out.status.success(), "{}", text(&out));
     let want = weights(&Path::new(&whole).join("rank0.weights"));
-    let diff = r0
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff = max_diff(&r0, &want);
     assert!(
         diff < 1e-5,
         "sharded on 2×16 and one process on 32 differ by {diff}"
@@ -412,11 +408,7 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
         .expect("runs");
     assert!(out.status.success(), "{}", text(&out));
     let got = weights(&Path::new(&resumed).join("rank0.weights"));
-    let diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff = max_diff(&got, &want);
     assert!(
         diff < 1e-5,
         "resumed from the sharded checkpoint, it differs by {diff}"

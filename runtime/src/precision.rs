@@ -86,6 +86,9 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
     fn set_scaler(&mut self, scaler: LossScaler);
 }
 
+/// The half-precision side of a run, when it has one ("16-mixed" training).
+pub(crate) type HalfSteps<'a, E, D, M, S> = Option<Box<dyn HalfStep<E, D, M, S> + 'a>>;
+
 /// [`HalfStep`] for a module `M` whose half copy is `H`.
 pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> {
     pub to_half: fn(&M) -> H,

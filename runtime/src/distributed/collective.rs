@@ -24,6 +24,10 @@ pub trait Collective: Send {
     fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Time spent in collectives so far (waiting for slower ranks included).
+    fn busy(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The one-process run.

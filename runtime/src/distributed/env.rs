@@ -91,10 +91,7 @@ impl ClusterEnv {
             env.local_rank = num("LOCAL_RANK")?.unwrap_or(0);
             env.node_rank = num("GROUP_RANK")?.or(num("NODE_RANK")?).unwrap_or(0);
             env.tasks_per_node = num("LOCAL_WORLD_SIZE")?;
-            env.num_nodes = env
-                .tasks_per_node
-                .filter(|&t| t > 0)
-                .map_or(1, |t| world.div_ceil(t));
+            env.num_nodes = nodes(world, env.tasks_per_node);
             env.master_addr = get("MASTER_ADDR").unwrap_or("127.0.0.1").to_string();
             env.master_port = port("MASTER_PORT")?.unwrap_or(29500);
         } else if let (Some(world), Some(rank)) = (num("SLURM_NTASKS")?, num("SLURM_PROCID")?) {
@@ -136,10 +133,7 @@ impl ClusterEnv {
             env.local_rank = num("OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0);
             env.tasks_per_node = num("OMPI_COMM_WORLD_LOCAL_SIZE")?;
             env.node_rank = num("OMPI_COMM_WORLD_NODE_RANK")?.unwrap_or(0);
-            env.num_nodes = env
-                .tasks_per_node
-                .filter(|&t| t > 0)
-                .map_or(1, |t| world.div_ceil(t));
+            env.num_nodes = nodes(world, env.tasks_per_node);
             env.master_addr = get("MASTER_ADDR").unwrap_or("127.0.0.1").to_string();
             env.master_port = port("MASTER_PORT")?.unwrap_or(29500);
         }
@@ -158,6 +152,11 @@ impl ClusterEnv {
     pub fn is_global_zero(&self) -> bool {
         self.global_rank == 0
     }
+}
+
+/// Nodes of a run of `world` processes, `per_node` on each (one when unknown).
+fn nodes(world: usize, per_node: Option<usize>) -> usize {
+    per_node.filter(|&t| t > 0).map_or(1, |t| world.div_ceil(t))
 }
 
 /// The first count of `SLURM_NTASKS_PER_NODE` (`2`, or `2(x3),1` on uneven allocations).

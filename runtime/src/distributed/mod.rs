@@ -151,6 +151,22 @@ fn join(env: &ClusterEnv, _timeout: Duration) -> Result<Box<dyn Collective>> {
     ))
 }
 
+/// Appends `values` to `out` as they travel between ranks: f64, little-endian (exact for
+/// every dtype fulmen trains in).
+pub(crate) fn to_wire<E: FloatDtype>(values: &[E], out: &mut Vec<u8>) {
+    for v in values {
+        out.extend(v.to_f64().unwrap_or(f64::NAN).to_le_bytes());
+    }
+}
+
+/// The values [`to_wire`] wrote, as `E`.
+pub(crate) fn from_wire<E: FloatDtype>(bytes: &[u8]) -> impl Iterator<Item = E> + '_ {
+    bytes.chunks_exact(8).map(|b| {
+        let v = f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        E::from(v).unwrap_or_else(E::nan)
+    })
+}
+
 /// Rank 0's weights and buffers, on every rank.
 pub(crate) fn broadcast_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     c: &dyn Collective,
@@ -163,9 +179,7 @@ pub(crate) fn broadcast_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     if c.rank() == 0 {
         walk::read(model, |_, item| {
             if let Item::Tensor { tensor, .. } = item {
-                for v in tensor.values() {
-                    bytes.extend(v.to_f64().unwrap_or(f64::NAN).to_le_bytes());
-                }
+                to_wire(&tensor.values(), &mut bytes);
             }
             Ok(())
         })?;
@@ -174,17 +188,11 @@ pub(crate) fn broadcast_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     if c.rank() == 0 {
         return Ok(());
     }
-    let mut values = bytes
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let mut values = from_wire::<E>(&bytes);
     walk::write(model, |name, item| {
         if let ItemMut::Tensor { tensor, .. } = item {
             let n: usize = tensor.dims().iter().product();
-            let mine: Vec<E> = values
-                .by_ref()
-                .take(n)
-                .map(|v| E::from(v).unwrap_or_else(E::nan))
-                .collect();
+            let mine: Vec<E> = values.by_ref().take(n).collect();
             if mine.len() != n {
                 return Err(Error::msg(format!(
                     "rank 0 sent fewer values than `{name}` holds: the ranks do not build the same model"

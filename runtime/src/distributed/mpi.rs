@@ -36,6 +36,8 @@ pub struct Mpi {
     watchdog: Watchdog,
     /// One collective at a time: MPI is initialized for serialized calls.
     lock: Mutex<()>,
+    /// Nanoseconds spent in collectives.
+    busy: std::sync::atomic::AtomicU64,
 }
 
 impl Mpi {
@@ -65,6 +67,7 @@ impl Mpi {
             size,
             watchdog: Watchdog::new(rank, timeout, abort),
             lock: Mutex::new(()),
+            busy: Default::default(),
         })
     }
 
@@ -74,7 +77,12 @@ impl Mpi {
             .lock()
             .map_err(|_| Error::msg("MPI: a collective panicked"))?;
         let world = SimpleCommunicator::world();
-        Ok(self.watchdog.guard(what, || f(&world)))
+        let start = std::time::Instant::now();
+        let r = self.watchdog.guard(what, || f(&world));
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        Ok(r)
     }
 }
 
@@ -144,5 +152,8 @@ impl Collective for Mpi {
     }
     fn barrier(&self) -> Result<()> {
         self.call("barrier", |w| w.barrier())
+    }
+    fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

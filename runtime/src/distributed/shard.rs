@@ -157,9 +157,7 @@ impl Shards {
                     } = item
                     {
                         if self.tensors[index].0 == owner {
-                            for v in tensor.values() {
-                                bytes.extend(v.to_f64().unwrap_or(f64::NAN).to_le_bytes());
-                            }
+                            super::to_wire(&tensor.values(), &mut bytes);
                         }
                         index += 1;
                     }
@@ -170,9 +168,7 @@ impl Shards {
             if owner == self.rank {
                 continue;
             }
-            let mut values = bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            let mut values = super::from_wire::<E>(&bytes);
             let mut index = 0;
             walk::write(model, |name, item| {
                 if let ItemMut::Tensor {
@@ -183,11 +179,7 @@ impl Shards {
                     let (o, len) = self.tensors[index];
                     index += 1;
                     if o == owner {
-                        let new: Vec<E> = values
-                            .by_ref()
-                            .take(len)
-                            .map(|v| E::from(v).unwrap_or_else(E::nan))
-                            .collect();
+                        let new: Vec<E> = values.by_ref().take(len).collect();
                         if new.len() != len {
                             return Err(Error::msg(format!(
                                 "rank {owner} sent too few values for `{name}`: the ranks do not build the same model"

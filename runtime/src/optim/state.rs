@@ -104,26 +104,20 @@ impl<E: FloatDtype> Optimizer<E> {
                 for ((_, buffers), _) in
                     self.state.iter().zip(tensors).filter(|(_, t)| t.0 == owner)
                 {
-                    for v in buffers.iter().flatten() {
-                        bytes.extend(v.to_f64().unwrap_or(f64::NAN).to_le_bytes());
+                    for b in buffers {
+                        crate::distributed::to_wire(b, &mut bytes);
                     }
                 }
             }
             c.broadcast(owner, &mut bytes)?;
-            let mut values = bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            let mut values = crate::distributed::from_wire::<E>(&bytes);
             for ((name, buffers), &(o, len)) in full.state.iter_mut().zip(tensors) {
                 if o != owner {
                     continue;
                 }
                 let mut got = Vec::with_capacity(per_param);
                 for _ in 0..per_param {
-                    let b: Vec<E> = values
-                        .by_ref()
-                        .take(len)
-                        .map(|v| E::from(v).unwrap_or_else(E::nan))
-                        .collect();
+                    let b: Vec<E> = values.by_ref().take(len).collect();
                     if b.len() != len {
                         return Err(Error::msg(format!(
                             "rank {owner} sent too little optimizer state for `{name}`"

@@ -28,7 +28,7 @@ use crate::distributed::{ClusterEnv, Collective, Strategy};
 use crate::loggers::{CsvLogger, Logger};
 use crate::module::{LightningModule, Precisions};
 use crate::optim::ClipAlgorithm;
-use crate::precision::{HalfStep, Mixed};
+use crate::precision::{HalfStep, HalfSteps, Mixed};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// Lightning's default number of epochs when neither `max_epochs` nor `max_steps` is set.
@@ -304,6 +304,21 @@ impl TrainerBuilder {
     }
 }
 
+/// Samples collated on the CPU, then moved to dtype `E` on `device`.
+#[cfg(feature = "cuda")]
+fn collate_to<E, D, M, S>(
+    samples: Vec<S>,
+    device: &D,
+) -> <<M as crate::module::PlaceAs<E, D>>::On as LightningModule<E, D>>::Batch
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: crate::module::PlaceAs<E, D>,
+    S: Collate<M::Batch, Cpu>,
+{
+    M::place_batch(S::collate(samples, &Cpu::default()), device)
+}
+
 /// A multi-process run as the trainer holds it.
 pub(crate) struct Dist {
     pub env: ClusterEnv,
@@ -523,7 +538,6 @@ impl Trainer {
         use crate::module::{PlaceAs, Placement};
         use dfdx::tensor::Cuda;
         type On<M, E> = <M as PlaceAs<E, Cuda>>::On;
-        type Steps<'a, M, S> = Option<Box<dyn HalfStep<f32, Cuda, On<M, f32>, S> + 'a>>;
         let device = match &self.cuda {
             Some(d) => d.clone(),
             None => {
@@ -535,66 +549,57 @@ impl Trainer {
             }
         };
         match self.settings.precision {
-            Precision::F64 => self.run_on_copy(
-                model,
-                datamodule,
-                stage,
-                resume,
-                device,
-                <M as PlaceAs<f64, Cuda>>::place,
-                <M as PlaceAs<f64, Cuda>>::unplace,
-                |s, d| {
-                    let batch = <DM::Sample as Collate<M::Batch, Cpu>>::collate(s, &Cpu::default());
-                    <M as PlaceAs<f64, Cuda>>::place_batch(batch, d)
-                },
-                None,
-            ),
-            Precision::True16 => self.run_on_copy(
-                model,
-                datamodule,
-                stage,
-                resume,
-                device,
-                <M as PlaceAs<Half, Cuda>>::place,
-                <M as PlaceAs<Half, Cuda>>::unplace,
-                |s, d| {
-                    let batch = <DM::Sample as Collate<M::Batch, Cpu>>::collate(s, &Cpu::default());
-                    <M as PlaceAs<Half, Cuda>>::place_batch(batch, d)
-                },
-                None,
-            ),
+            Precision::F64 => {
+                self.run_placed::<f64, M, DM>(model, datamodule, stage, resume, device, None)
+            }
+            Precision::True16 => {
+                self.run_placed::<Half, M, DM>(model, datamodule, stage, resume, device, None)
+            }
             precision => {
-                let half: Steps<M, DM::Sample> =
+                let half: HalfSteps<f32, Cuda, On<M, f32>, DM::Sample> =
                     (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
                         Box::new(Mixed::<Cuda, On<M, f32>, On<M, Half>, DM::Sample>::new(
                             <M as Placement<Cuda>>::half_of,
-                            |s, d| {
-                                let batch = <DM::Sample as Collate<M::Batch, Cpu>>::collate(
-                                    s,
-                                    &Cpu::default(),
-                                );
-                                <M as PlaceAs<Half, Cuda>>::place_batch(batch, d)
-                            },
+                            collate_to::<Half, Cuda, M, DM::Sample>,
                         ))
                             as Box<dyn HalfStep<f32, Cuda, On<M, f32>, DM::Sample>>
                     });
-                self.run_on_copy(
-                    model,
-                    datamodule,
-                    stage,
-                    resume,
-                    device,
-                    <M as PlaceAs<f32, Cuda>>::place,
-                    <M as PlaceAs<f32, Cuda>>::unplace,
-                    |s, d| {
-                        let batch =
-                            <DM::Sample as Collate<M::Batch, Cpu>>::collate(s, &Cpu::default());
-                        <M as PlaceAs<f32, Cuda>>::place_batch(batch, d)
-                    },
-                    half,
-                )
+                self.run_placed::<f32, M, DM>(model, datamodule, stage, resume, device, half)
             }
         }
+    }
+
+    /// `stage` on CUDA in dtype `E`: a copy of `model` placed there, batches collated on the
+    /// CPU and moved.
+    #[cfg(feature = "cuda")]
+    fn run_placed<E, M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        stage: Stage,
+        resume: Option<Checkpoint>,
+        device: dfdx::tensor::Cuda,
+        half: HalfSteps<'_, E, dfdx::tensor::Cuda, M::On, DM::Sample>,
+    ) -> Result<BTreeMap<String, f64>>
+    where
+        E: FloatDtype + CkptDtype,
+        dfdx::tensor::Cuda: TrainDevice<E>,
+        M: crate::module::PlaceAs<E, dfdx::tensor::Cuda>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        use crate::module::PlaceAs;
+        self.run_on_copy(
+            model,
+            datamodule,
+            stage,
+            resume,
+            device,
+            <M as PlaceAs<E, dfdx::tensor::Cuda>>::place,
+            <M as PlaceAs<E, dfdx::tensor::Cuda>>::unplace,
+            collate_to::<E, dfdx::tensor::Cuda, M, DM::Sample>,
+            half,
+        )
     }
 
     /// `stage` on a copy of `model` in another dtype or on another device. Training hands the
@@ -611,7 +616,7 @@ impl Trainer {
         to: fn(&M, &D) -> Result<C>,
         from: fn(&C) -> M,
         collate: fn(Vec<DM::Sample>, &D) -> C::Batch,
-        half: Option<Box<dyn HalfStep<E, D, C, DM::Sample> + '_>>,
+        half: HalfSteps<'_, E, D, C, DM::Sample>,
     ) -> Result<BTreeMap<String, f64>>
     where
         E: FloatDtype + CkptDtype,
@@ -803,6 +808,11 @@ impl Trainer {
     /// Processes in the run.
     pub fn world_size(&self) -> usize {
         self.dist.env.world_size
+    }
+    /// Time this rank has spent in collectives (gradient reductions, metric syncs, waiting for
+    /// the other ranks): zero in a one-process run.
+    pub fn collective_time(&self) -> std::time::Duration {
+        self.dist.collective.busy()
     }
     /// The latest value of every logged metric.
     pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {

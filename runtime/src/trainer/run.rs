@@ -102,7 +102,7 @@ impl Trainer {
         resume: Option<Checkpoint>,
         device: D,
         collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
-        half: Option<Box<dyn HalfStep<E, D, M, DM::Sample> + '_>>,
+        half: crate::precision::HalfSteps<'_, E, D, M, DM::Sample>,
     ) -> Result<RunResult<M::Prediction>>
     where
         E: FloatDtype + CkptDtype,
