@@ -37,6 +37,9 @@ struct Args {
     hang_at_step: Option<usize>,
     #[arg(long, default_value_t = 1)]
     hang_rank: usize,
+    /// Sleep this long after every step (to leave time for a signal).
+    #[arg(long, default_value_t = 0)]
+    step_sleep_ms: u64,
     /// At --hang-at-step, kill the rank (SIGKILL) instead of hanging it.
     #[arg(long)]
     die: bool,
@@ -51,6 +54,15 @@ struct Args {
     collective_timeout: u64,
     #[command(flatten)]
     trainer: TrainerArgs,
+}
+
+/// Sleeps after every step.
+struct Slow(u64);
+
+impl Callback for Slow {
+    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, _batch: usize) {
+        std::thread::sleep(std::time::Duration::from_millis(self.0));
+    }
 }
 
 /// Stops answering at a given step, as a rank stuck in a dead filesystem or a deadlock.
@@ -94,6 +106,9 @@ fn main() -> std::process::ExitCode {
                 step,
                 die: args.die,
             });
+        }
+        if args.step_sleep_ms > 0 {
+            builder = builder.callback(Slow(args.step_sleep_ms));
         }
         let mut trainer = builder.args(&args.trainer).build()?;
         let data = fulmen::data::iris::bundled();

@@ -414,3 +414,55 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
         "resumed from the sharded checkpoint, it differs by {diff}"
     );
 }
+
+/// Under SLURM's variables (no cluster needed), the requeue signal writes the HPC checkpoint
+/// before `scontrol` is asked to requeue, and SIGTERM stops training after the step.
+#[test]
+fn requeue_and_term_signals_stop_after_the_step() {
+    let Some(exe) = example() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().to_str().expect("utf-8");
+    let run = |signal: &str| {
+        let child = Command::new(exe)
+            .args([
+                "--step-sleep-ms",
+                "50",
+                "--max-epochs",
+                "50",
+                "--default-root-dir",
+                root,
+            ])
+            .env("SLURM_NTASKS", "1")
+            .env("SLURM_PROCID", "0")
+            .env("SLURM_JOB_ID", "4242")
+            .env("PATH", "/nonexistent") // no scontrol: its failure is named
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts");
+        std::thread::sleep(Duration::from_secs(2));
+        let sent = Command::new("/bin/kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill starts");
+        assert!(sent.success());
+        let start = Instant::now();
+        let out = child.wait_with_output().expect("ends");
+        (out, start.elapsed())
+    };
+    let (out, took) = run("USR1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("scontrol requeue 4242"),
+        "{}",
+        text(&out)
+    );
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    let hpc = dir.path().join("hpc_ckpt_1.ckpt");
+    let saved = fulmen::checkpoint::Checkpoint::read(&hpc).expect("the HPC checkpoint is whole");
+    assert!(saved.global_step().is_some_and(|s| s > 0));
+
+    let (out, took) = run("TERM");
+    assert!(text(&out).contains("SIGTERM at epoch"), "{}", text(&out));
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+}
