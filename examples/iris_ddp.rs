@@ -37,6 +37,9 @@ struct Args {
     hang_at_step: Option<usize>,
     #[arg(long, default_value_t = 1)]
     hang_rank: usize,
+    /// Rank --hang-rank asks to stop at this step (as early stopping on its own values would).
+    #[arg(long)]
+    stop_at_step: Option<usize>,
     /// Sleep this long after every step (to leave time for a signal).
     #[arg(long, default_value_t = 0)]
     step_sleep_ms: u64,
@@ -54,6 +57,20 @@ struct Args {
     collective_timeout: u64,
     #[command(flatten)]
     trainer: TrainerArgs,
+}
+
+/// One rank asks to stop.
+struct StopOne {
+    rank: usize,
+    step: usize,
+}
+
+impl Callback for StopOne {
+    fn on_train_batch_end(&mut self, t: &mut TrainerView, _loss: f64, _batch: usize) {
+        if t.global_rank() == self.rank && t.global_step() >= self.step {
+            t.request_stop();
+        }
+    }
 }
 
 /// Sleeps after every step.
@@ -107,6 +124,12 @@ fn main() -> std::process::ExitCode {
                 die: args.die,
             });
         }
+        if let Some(step) = args.stop_at_step {
+            builder = builder.callback(StopOne {
+                rank: args.hang_rank,
+                step,
+            });
+        }
         if args.step_sleep_ms > 0 {
             builder = builder.callback(Slow(args.step_sleep_ms));
         }
@@ -132,9 +155,10 @@ fn main() -> std::process::ExitCode {
         ]
         .concat();
         println!(
-            "rank {} of {}: trained, train_loss {:.4}",
+            "rank {} of {}: trained {} steps, train_loss {:.4}",
             trainer.global_rank(),
             trainer.world_size(),
+            trainer.global_step(),
             trainer
                 .callback_metrics()
                 .get("train_loss")

@@ -466,3 +466,28 @@ fn requeue_and_term_signals_stop_after_the_step() {
     assert!(text(&out).contains("SIGTERM at epoch"), "{}", text(&out));
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
 }
+
+#[test]
+fn a_stop_asked_on_one_rank_stops_both() {
+    if example().is_none() {
+        return;
+    }
+    let out = mpirun(
+        2,
+        &[
+            "--strategy",
+            "ddp",
+            "--devices",
+            "2",
+            "--stop-at-step",
+            "7",
+            "--no-model-summary",
+            "--default-root-dir",
+            "/tmp/fulmen-ddp-stop",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("rank 0 of 2: trained 7 steps"), "{all}");
+    assert!(all.contains("rank 1 of 2: trained 7 steps"), "{all}");
+}

@@ -550,6 +550,7 @@ where
             self.progress.advance(&self.view.progress_bar_metrics);
             // As Lightning: validation on its interval (and when asked to stop) comes before
             // the check of max_steps.
+            self.sync_stop()?;
             let stop = self.stop_requested(epoch);
             if let Some(val) = val {
                 if stop || (batch_idx + 1).is_multiple_of(val_every) {
@@ -590,6 +591,17 @@ where
         self.step_scheduler(Interval::Epoch, epoch + 1)?;
         self.log_epoch(&reduced)?;
         self.view.current_epoch += 1;
+        self.sync_stop()
+    }
+
+    /// Under DDP a stop asked for on any rank (a callback's `should_stop`) stops every rank,
+    /// as Lightning's `reduce_boolean_decision`; a rank going on alone would wait forever.
+    fn sync_stop(&mut self) -> Result<()> {
+        if self.dist.env.world_size > 1 {
+            let mut any = [f64::from(u8::from(self.view.should_stop))];
+            self.dist.collective.all_reduce_max_f64(&mut any)?;
+            self.view.should_stop = any[0] > 0.0;
+        }
         Ok(())
     }
 
