@@ -38,6 +38,8 @@ const WARMUP: usize = 10;
 const BATCH: usize = 64;
 
 fn fulmen_img_per_s() -> (f64, usize) {
+    // What the Trainer does when it is built (this loop is written by hand).
+    fulmen::alloc::keep_freed_memory();
     let dev = Cpu::seed_from_u64(0);
     let mut model: SmallResNet = BuildModule::build(&dev);
     let params = model.num_trainable_params();

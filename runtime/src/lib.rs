@@ -51,6 +51,7 @@
 // The macros name `::fulmen`; inside this crate that is the crate itself.
 extern crate self as fulmen;
 
+pub mod alloc;
 pub mod callback;
 pub mod callbacks;
 pub mod checkpoint;

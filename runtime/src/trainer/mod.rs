@@ -229,6 +229,7 @@ impl TrainerBuilder {
 
     /// Checks the settings and builds the trainer.
     pub fn build(self) -> Result<Trainer> {
+        crate::alloc::keep_freed_memory();
         let accelerator: Accelerator = self.accelerator.parse()?;
         let plan = crate::distributed::plan(
             self.strategy.parse()?,
