@@ -40,6 +40,9 @@ struct Args {
     /// Rank --hang-rank asks to stop at this step (as early stopping on its own values would).
     #[arg(long)]
     stop_at_step: Option<usize>,
+    /// Every rank reads the whole of every epoch (Lightning's use_distributed_sampler=False).
+    #[arg(long)]
+    no_distributed_sampler: bool,
     /// Sleep this long after every step (to leave time for a signal).
     #[arg(long, default_value_t = 0)]
     step_sleep_ms: u64,
@@ -115,6 +118,7 @@ fn main() -> std::process::ExitCode {
             .max_epochs(5)
             .accelerator("cpu")
             .enable_checkpointing(args.checkpoints)
+            .use_distributed_sampler(!args.no_distributed_sampler)
             .enable_progress_bar(false)
             .collective_timeout(std::time::Duration::from_secs(args.collective_timeout));
         if let Some(step) = args.hang_at_step {

@@ -491,3 +491,50 @@ fn a_stop_asked_on_one_rank_stops_both() {
     assert!(all.contains("rank 0 of 2: trained 7 steps"), "{all}");
     assert!(all.contains("rank 1 of 2: trained 7 steps"), "{all}");
 }
+
+#[test]
+fn without_the_distributed_sampler_every_rank_reads_every_sample() {
+    if example().is_none() {
+        return;
+    }
+    let base = ["--strategy", "ddp", "--devices", "2", "--no-model-summary"];
+    let sharded = mpirun(
+        2,
+        &[
+            &base[..],
+            &["--default-root-dir", "/tmp/fulmen-ddp-sampler"],
+        ]
+        .concat(),
+    );
+    assert!(sharded.status.success(), "{}", text(&sharded));
+    // Iris: 150 samples in batches of 16, 5 epochs: 5 batches per epoch per rank when the
+    // ranks split it, 10 when each reads all of it.
+    assert!(
+        text(&sharded).contains("rank 1 of 2: trained 25 steps"),
+        "{}",
+        text(&sharded)
+    );
+    let whole = mpirun(
+        2,
+        &[
+            &base[..],
+            &[
+                "--no-distributed-sampler",
+                "--default-root-dir",
+                "/tmp/fulmen-ddp-sampler",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(whole.status.success(), "{}", text(&whole));
+    assert!(
+        text(&whole).contains("rank 0 of 2: trained 50 steps"),
+        "{}",
+        text(&whole)
+    );
+    assert!(
+        text(&whole).contains("rank 1 of 2: trained 50 steps"),
+        "{}",
+        text(&whole)
+    );
+}
