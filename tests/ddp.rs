@@ -63,6 +63,13 @@ fn weights(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// `dir/name`, created, as a command-line argument.
+fn subdir(dir: &Path, name: &str) -> String {
+    let p = dir.join(name);
+    std::fs::create_dir_all(&p).expect("mkdir");
+    p.to_str().expect("utf-8").to_string()
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -230,11 +237,7 @@ fn checkpoint_of_epoch(root: &Path, epoch: usize) -> PathBuf {
 fn checkpoints_move_between_two_ranks_and_one() {
     let Some(exe) = example() else { return };
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = |name: &str| {
-        let p = dir.path().join(name);
-        std::fs::create_dir_all(&p).expect("mkdir");
-        p.to_str().expect("utf-8").to_string()
-    };
+    let path = |name: &str| subdir(dir.path(), name);
     let run_single = |args: &[&str]| {
         let out = Command::new(exe).args(args).output().expect("runs");
         assert!(out.status.success(), "{}", text(&out));
@@ -325,11 +328,7 @@ fn checkpoints_move_between_two_ranks_and_one() {
 fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() {
     let Some(exe) = example() else { return };
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = |name: &str| {
-        let p = dir.path().join(name);
-        std::fs::create_dir_all(&p).expect("mkdir");
-        p.to_str().expect("utf-8").to_string()
-    };
+    let path = |name: &str| subdir(dir.path(), name);
     let sharded = [
         "--strategy",
         "fsdp:SHARD_GRAD_OP",

@@ -4,49 +4,24 @@
 //! which the script gathers into its table.
 #![cfg(feature = "cuda")]
 
+#[path = "../examples/common/mod.rs"]
+mod common;
 #[path = "support/quiet.rs"]
 mod quiet;
 
 use std::sync::{Arc, Mutex};
 
+use common::IrisClassifier as Iris;
 use fulmen::layers::{AdaptiveAvgPool2D, Conv2DNoBias, Flatten, MaxPool2D};
 use fulmen::models::resnet::BasicBlockDown;
 use fulmen::prelude::*;
 
-/// The tutorial's Iris MLP.
-#[lightning_module]
-struct Iris {
-    l1: Linear<4, 16>,
-    l2: Linear<16, 3>,
-}
-
-#[lightning_module]
-impl Iris {
-    fn training_step(
-        &mut self,
-        (x, y): ClassBatch<4, 3, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> Loss<E, D> {
-        let logits = self.l2.forward(self.l1.forward(ctx.trace(x)).relu());
-        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
-        ctx.log("train_loss", &loss).on_epoch(true);
-        loss
-    }
-    fn validation_step(&self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) {
-        let logits = self.l2.forward(self.l1.forward(x).relu());
-        ctx.log("val_acc", accuracy(&logits, &y));
-    }
-    fn configure_optimizers(&self) -> Optim {
-        Optim::adam(0.01)
-    }
-}
-
-/// The epoch-mean training loss of every epoch.
+/// The training loss at the end of every epoch.
 struct EpochLosses(Arc<Mutex<Vec<f64>>>);
 
 impl Callback for EpochLosses {
     fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
-        if let Some(v) = trainer.callback_metrics().get("train_loss_epoch") {
+        if let Some(v) = trainer.callback_metrics().get("train_loss") {
             self.0.lock().expect("not poisoned").push(*v);
         }
     }
@@ -54,10 +29,10 @@ impl Callback for EpochLosses {
 
 fn weights(m: &Iris) -> Vec<f32> {
     [
-        m.l1.weight.as_vec(),
-        m.l1.bias.as_vec(),
-        m.l2.weight.as_vec(),
-        m.l2.bias.as_vec(),
+        m.layer_1.weight.as_vec(),
+        m.layer_1.bias.as_vec(),
+        m.layer_2.weight.as_vec(),
+        m.layer_2.bias.as_vec(),
     ]
     .concat()
 }
@@ -70,7 +45,7 @@ fn iris(
     ckpt_dir: Option<&std::path::Path>,
 ) -> (Vec<f64>, Iris) {
     seed_everything(5);
-    let mut model = Iris::new();
+    let mut model = Iris::new(0.01);
     let losses = Arc::new(Mutex::new(Vec::new()));
     let mut builder = quiet::trainer()
         .max_epochs(5)
@@ -148,7 +123,7 @@ fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
         .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
         .expect("a checkpoint");
     let checkpoint = fulmen::checkpoint::Checkpoint::read(&path).expect("readable");
-    let mut on_cpu = Iris::new();
+    let mut on_cpu = Iris::new(0.01);
     checkpoint
         .load_weights(&mut on_cpu)
         .expect("loads on the CPU");

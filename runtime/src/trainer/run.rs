@@ -209,18 +209,21 @@ where
         Ok(result)
     }
 
-    /// SLURM's requeue signal or SIGTERM, agreed on by every rank after the step: the first
-    /// saves an HPC checkpoint and requeues the job, the second stops (see
-    /// [`crate::distributed::requeue`]).
-    fn check_signals(&mut self) -> Result<()> {
-        let Some(signals) = &self.signals else {
-            return Ok(());
-        };
-        let (mut requeue, mut term) = signals.pending();
+    /// What every rank must agree on after a step, in one collective: a stop asked for on any
+    /// rank (a callback's `should_stop`) stops every rank, as Lightning's
+    /// `reduce_boolean_decision` (a rank going on alone would wait forever); and SLURM's
+    /// requeue signal or SIGTERM: the first saves an HPC checkpoint and requeues the job, the
+    /// second stops (see [`crate::distributed::requeue`]).
+    fn agree_after_step(&mut self) -> Result<()> {
+        let (mut requeue, mut term) = self
+            .signals
+            .as_ref()
+            .map_or((false, false), |s| s.pending());
         if self.dist.env.world_size > 1 {
-            let mut flags = [f64::from(u8::from(requeue)), f64::from(u8::from(term))];
+            let mut flags = [requeue, term, self.view.should_stop].map(|f| f64::from(u8::from(f)));
             self.dist.collective.all_reduce_max_f64(&mut flags)?;
             (requeue, term) = (flags[0] > 0.0, flags[1] > 0.0);
+            self.view.should_stop = flags[2] > 0.0;
         }
         let (epoch, step) = (self.view.current_epoch, self.view.global_step);
         if requeue {
@@ -546,11 +549,10 @@ where
             }
             self.position.batches_done = batch_idx + 1;
             hook!(self, on_train_batch_end(value, batch_idx));
-            self.check_signals()?;
+            self.agree_after_step()?;
             self.progress.advance(&self.view.progress_bar_metrics);
             // As Lightning: validation on its interval (and when asked to stop) comes before
             // the check of max_steps.
-            self.sync_stop()?;
             let stop = self.stop_requested(epoch);
             if let Some(val) = val {
                 if stop || (batch_idx + 1).is_multiple_of(val_every) {
@@ -594,8 +596,7 @@ where
         self.sync_stop()
     }
 
-    /// Under DDP a stop asked for on any rank (a callback's `should_stop`) stops every rank,
-    /// as Lightning's `reduce_boolean_decision`; a rank going on alone would wait forever.
+    /// A stop asked for on any rank at the epoch's end (early stopping) stops every rank.
     fn sync_stop(&mut self) -> Result<()> {
         if self.dist.env.world_size > 1 {
             let mut any = [f64::from(u8::from(self.view.should_stop))];
