@@ -10,7 +10,8 @@
 //! batch 4), against the machine's matrix-multiply rate measured in the same run: the `gemm`
 //! crate (what the kernels call) on a 2048² product over all threads.
 //!
-//! `FULMEN_TORCH_PYTHON=/path/to/python cargo bench --bench conv`
+//! `FULMEN_TORCH_PYTHON=/path/to/python cargo bench --bench conv` (`-- resnet` for the small
+//! ResNet alone, `-- layers` for the layer shapes alone).
 
 use std::time::Instant;
 
@@ -175,6 +176,21 @@ fn conv_gflops(
 
 fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // `cargo bench` passes `--bench`; a bare word picks one half.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |part: &str| only.is_empty() || only.iter().any(|a| a == part);
+    if wants("resnet") {
+        small_resnet(threads);
+    }
+    if wants("layers") {
+        layers(threads);
+    }
+}
+
+fn small_resnet(threads: usize) {
     let (ours, params) = fulmen_img_per_s();
     println!("small ResNet ({params} params), batch {BATCH}, {threads} threads, steady state:");
     println!("  fulmen  : {ours:>8.0} images/s");
@@ -194,7 +210,9 @@ fn main() {
         }
         Err(_) => println!("  (set FULMEN_TORCH_PYTHON to measure PyTorch beside it)"),
     }
+}
 
+fn layers(threads: usize) {
     let peak = gemm_gflops();
     println!("\nconv2d at ResNet-50 shapes, batch 4, {threads} threads, f32; gemm 2048^3: {peak:.1} GFLOP/s");
     println!(

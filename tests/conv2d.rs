@@ -293,3 +293,90 @@ fn grouped_layers_have_pytorchs_weight_shape_and_compute_the_grouped_op() {
     assert_eq!(y.as_vec(), want.as_vec());
     assert_eq!(y.shape().2, 3, "stride 2");
 }
+
+/// f32 convolutions take the fastest kernel the CPU has (AVX-512 implicit GEMM where present);
+/// f64 ones the portable im2col kernel that the PyTorch fixtures and finite differences check.
+/// The two agree on outputs and all gradients across the geometries that choose the paths:
+/// stride 1 with and without padding, 1×1, strided, dilated, odd sizes, channel counts that
+/// do not fill a tile, reductions deeper than one pass, more images than threads, padding
+/// wider than the kernel (portable path) and groups.
+#[test]
+fn f32_kernels_agree_with_the_f64_kernel_across_geometries() {
+    // (batch, c_in, c_out, h, w, k, stride, padding, dilation, groups)
+    let cases = [
+        (3, 16, 16, 32, 32, 3, 1, 1, 1, 1),
+        (2, 3, 16, 9, 7, 3, 1, 1, 1, 1),
+        (3, 5, 11, 6, 13, 3, 1, 0, 1, 1),
+        (5, 4, 9, 8, 8, 1, 1, 0, 1, 1),
+        (2, 4, 8, 9, 9, 3, 2, 1, 1, 1),
+        (3, 4, 12, 8, 10, 1, 2, 0, 1, 1),
+        (1, 3, 10, 15, 15, 7, 2, 3, 1, 1),
+        (2, 6, 7, 10, 9, 3, 1, 2, 2, 1),
+        (2, 4, 6, 7, 7, 5, 1, 2, 1, 1),
+        (9, 20, 40, 5, 5, 3, 1, 1, 1, 1),
+        (1, 600, 8, 4, 4, 3, 1, 1, 1, 1),
+        (1, 8, 600, 4, 4, 3, 1, 1, 1, 1),
+        (2, 300, 9, 5, 5, 3, 2, 1, 1, 1),
+        (2, 3, 5, 11, 9, 3, 3, 2, 2, 1),
+        (2, 4, 6, 10, 10, 5, 2, 2, 1, 1),
+        (3, 2, 4, 7, 6, 2, 2, 0, 1, 1),
+        (1, 3, 5, 6, 6, 3, 1, 3, 1, 1),
+        (2, 4, 6, 6, 6, 3, 1, 1, 1, 2),
+    ];
+    let dev = Cpu::seed_from_u64(7);
+    for (n, c_in, c_out, h, w, k, stride, padding, dilation, groups) in cases {
+        let what = format!("{n}x{c_in}x{h}x{w} -> {c_out}, {k}x{k} stride {stride} padding {padding} dilation {dilation} groups {groups}");
+        let opts = ConvOptions {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        let x64: Dyn4<f64> = dev.sample_normal_like(&(n, c_in, h, w));
+        let w64: Dyn4<f64> = dev.sample_normal_like(&(c_out, c_in / groups, k, k));
+        let b64: Tensor<(usize,), f64, Cpu> = dev.sample_normal_like(&(c_out,));
+        let y64 = conv2d(
+            x64.clone().traced(Gradients::leaky()),
+            &w64,
+            Some(&b64),
+            opts,
+        )
+        .unwrap();
+        let dy64: Dyn4<f64> = dev.sample_normal_like(y64.shape());
+        let grads64 = (y64 * dy64.clone()).sum().backward();
+
+        let to32 = |t: &Dyn4<f64>| -> Dyn4<f32> {
+            dev.tensor_from_vec(t.as_vec().iter().map(|&v| v as f32).collect(), *t.shape())
+        };
+        let (x32, w32, dy32) = (to32(&x64), to32(&w64), to32(&dy64));
+        let b32: Tensor<(usize,), f32, Cpu> =
+            dev.tensor_from_vec(b64.as_vec().iter().map(|&v| v as f32).collect(), (c_out,));
+        let y32 = conv2d(
+            x32.clone().traced(Gradients::leaky()),
+            &w32,
+            Some(&b32),
+            opts,
+        )
+        .unwrap();
+        let y32_values = y32.as_vec();
+        let grads32 = (y32 * dy32).sum().backward();
+
+        let near = |got: Vec<f32>, want: Vec<f64>, part: &str| {
+            assert_eq!(got.len(), want.len(), "{what}: {part} length");
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-5 * (1.0 + scale) + 1e-4 * w.abs(),
+                    "{what}: {part}[{i}] is {g} in f32, {w} in f64"
+                );
+            }
+        };
+        let y64_values = conv2d(x64.clone(), &w64, Some(&b64), opts)
+            .unwrap()
+            .as_vec();
+        near(y32_values, y64_values, "y");
+        near(grads32.get(&x32).as_vec(), grads64.get(&x64).as_vec(), "dx");
+        near(grads32.get(&w32).as_vec(), grads64.get(&w64).as_vec(), "dw");
+        near(grads32.get(&b32).as_vec(), grads64.get(&b64).as_vec(), "db");
+    }
+}

@@ -230,7 +230,13 @@ fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T], ld:
 
 /// Adds the column matrix `cols` (rows `ld` apart) of group `g` back into image gradient `dx`
 /// (the transpose of [`im2col`]).
-fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], ld: usize, group: usize, dx: &mut [T]) {
+pub(super) fn col2im<T: HostFloat>(
+    g: &ConvGeom,
+    cols: &[T],
+    ld: usize,
+    group: usize,
+    dx: &mut [T],
+) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let mut row = 0;
     for ci in group * g.cin_g()..(group + 1) * g.cin_g() {
@@ -661,6 +667,16 @@ pub fn backward<T: HostFloat>(
 /// [`forward`] on host values of either dtype. Not generic, so that it is compiled once, in
 /// fulmen, and not again in every crate whose models convolve.
 pub fn forward_host(g: &ConvGeom, x: &Host, w: &Host, bias: Option<&Host>) -> Host {
+    #[cfg(target_arch = "x86_64")]
+    if let (Host::F32(x), Host::F32(w), None | Some(Host::F32(_))) = (x, w, bias) {
+        if super::conv_avx512::handles(g) {
+            let b = match bias {
+                Some(Host::F32(b)) => Some(&b[..]),
+                _ => None,
+            };
+            return Host::F32(super::conv_avx512::forward(g, x, w, b));
+        }
+    }
     match bias {
         Some(b) => on_host!(T; Host(x), Host(w), Host(b) => forward(g, x, w, Some(b)).into_host()),
         None => on_host!(T; Host(x), Host(w) => forward(g, x, w, None).into_host()),
@@ -669,6 +685,16 @@ pub fn forward_host(g: &ConvGeom, x: &Host, w: &Host, bias: Option<&Host>) -> Ho
 
 /// [`backward`] on host values of either dtype (compiled once, as [`forward_host`]).
 pub fn backward_host(g: &ConvGeom, x: &Host, w: &Host, dy: &Host, dx: HostMut<'_>) -> (Host, Host) {
+    #[cfg(target_arch = "x86_64")]
+    let dx = match (x, w, dy, dx) {
+        (Host::F32(x), Host::F32(w), Host::F32(dy), HostMut::F32(dx))
+            if super::conv_avx512::handles(g) =>
+        {
+            let (dw, db) = super::conv_avx512::backward(g, x, w, dy, dx);
+            return (Host::F32(dw), Host::F32(db));
+        }
+        (_, _, _, dx) => dx,
+    };
     on_host!(T; Host(x), Host(w), Host(dy), HostMut(dx) => {
         let (dw, db) = backward(g, x, w, dy, dx);
         (dw.into_host(), db.into_host())

@@ -10,8 +10,21 @@ use std::any::TypeId;
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
+use rayon::prelude::*;
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// `len` copies of `value`, written by all of rayon's threads: a large buffer that the calling
+/// thread filled alone would hold up a step (the kernels' own work is parallel).
+pub fn filled<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()
+        .par_chunks_mut(1 << 15)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(value)));
+    // SAFETY: the chunks cover the `len` reserved elements, and each was written above.
+    unsafe { v.set_len(len) };
+    v
+}
 
 /// A float type the host kernels compute in.
 pub trait HostFloat:
@@ -72,7 +85,7 @@ impl Host {
             .clone()
             .try_contiguous()
             .map_err(|e| Error::Device(format!("{e:?}")))?;
-        let mut v = vec![E::zero(); t.shape().num_elements()];
+        let mut v = filled(t.shape().num_elements(), E::zero());
         t.copy_into(&mut v);
         Ok(Host::from_vec(v))
     }

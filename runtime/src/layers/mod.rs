@@ -14,6 +14,8 @@ pub mod batchnorm2d;
 pub mod batchnorm_kernel;
 pub mod composed;
 pub mod conv2d;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_avx512;
 pub mod conv_kernel;
 pub mod flatten;
 pub mod host;

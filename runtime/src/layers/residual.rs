@@ -29,7 +29,9 @@ use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
 
 use super::conv2d::or_panic;
-use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, HostMut, IntoHost};
+use super::host::{
+    accumulate_grad, filled, on_backward, on_host, Host, HostFloat, HostMut, IntoHost,
+};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -209,8 +211,8 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
 const CHUNK: usize = 1 << 14;
 
 fn add_relu_kernel<T: HostFloat>(a: &[T], b: &[T]) -> (Vec<T>, Vec<bool>) {
-    let mut y = vec![T::zero(); a.len()];
-    let mut mask = vec![false; a.len()];
+    let mut y = filled(a.len(), T::zero());
+    let mut mask = filled(a.len(), false);
     y.par_chunks_mut(CHUNK)
         .zip(mask.par_chunks_mut(CHUNK))
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
