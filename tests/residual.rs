@@ -1,6 +1,7 @@
-//! The fused residual add + ReLU of ResNet blocks against dfdx's unfused ops.
+//! The fused residual add + ReLU of ResNet blocks, and fulmen's threaded ReLU, against dfdx's
+//! ops.
 
-use fulmen::layers::{add_relu, BatchNorm2D, Conv2DNoBias, ResidualReLU};
+use fulmen::layers::{add_relu, relu, BatchNorm2D, Conv2DNoBias, ResidualReLU};
 use fulmen::prelude::*;
 
 type Imgs = Tensor<(usize, Const<3>, usize, usize), f64, Cpu>;
@@ -21,6 +22,33 @@ fn add_relu_matches_add_then_relu_in_values_and_gradients() {
     let g_plain = (plain * w).sum::<Rank0, _>().backward();
     assert_eq!(g_fused.get(&a).as_vec(), g_plain.get(&a).as_vec());
     assert_eq!(g_fused.get(&b).as_vec(), g_plain.get(&b).as_vec());
+}
+
+#[test]
+fn threaded_relu_matches_dfdxs_in_values_and_gradients() {
+    let dev = Cpu::seed_from_u64(5);
+    // Large enough for the threaded kernel (small tensors go through dfdx's op), with exact
+    // zeros, where the gradient is zero.
+    let x: Imgs = dev.sample_normal_like(&(40, Const, 17, 19));
+    let n = x.shape().num_elements();
+    let x: Imgs = dev.tensor_from_vec(
+        x.as_vec()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 11 == 0 { 0.0 } else { v })
+            .collect(),
+        *x.shape(),
+    );
+    let w: Imgs = dev.tensor_from_vec((0..n).map(|i| (i % 5) as f64 - 1.5).collect(), *x.shape());
+    let ours = relu(x.clone().leaky_traced()).unwrap();
+    let dfdx = x.clone().leaky_traced().relu();
+    assert_eq!(ours.as_vec(), dfdx.as_vec());
+    let g_ours = (ours * w.clone()).sum::<Rank0, _>().backward();
+    let g_dfdx = (dfdx * w).sum::<Rank0, _>().backward();
+    assert_eq!(g_ours.get(&x).as_vec(), g_dfdx.get(&x).as_vec());
+    // The layer in a model is the same op.
+    let layer = ReLU.forward(x.clone());
+    assert_eq!(layer.as_vec(), x.relu().as_vec());
 }
 
 #[test]

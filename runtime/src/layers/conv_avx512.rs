@@ -302,24 +302,29 @@ impl Plan {
     fn load(&self, x: &[f32], src: &mut [f32]) {
         let g = &self.g;
         let (s, p, plane) = (g.stride, g.padding, self.hs * self.ws);
+        // Per column phase: the first pixel of a row that lands in it, and that pixel's
+        // column in the phase plane (pixel x lands in phase (x + p) % s, column (x + p) / s).
+        let starts: Vec<(usize, usize, usize)> = (0..s)
+            .map(|px| {
+                let first = (px + s - p % s) % s;
+                let count = g.w.saturating_sub(first).div_ceil(s);
+                (first, (first + p) / s, count)
+            })
+            .collect();
         for (c, image) in x.chunks(g.h * g.w).enumerate() {
             for (y, row) in image.chunks(g.w).enumerate() {
-                let (yy, first) = (y + p, g.padding);
+                let yy = y + p;
                 if s == 1 {
                     let at = c * plane + yy * self.ws + p;
                     src[at..at + g.w].copy_from_slice(row);
                     continue;
                 }
-                for px in 0..s {
-                    // Pixels x ≡ px - p (mod s) land in phase (yy % s, (x + p) % s).
-                    let start = (px + s - first % s) % s;
-                    if start >= row.len() {
-                        continue;
-                    }
-                    let phase = (yy % s) * s + px;
-                    let at = (phase * g.c_in + c) * plane + (yy / s) * self.ws + (start + p) / s;
-                    for (i, &v) in row[start..].iter().step_by(s).enumerate() {
-                        src[at + i] = v;
+                let (py, yrow) = (yy % s, yy / s);
+                for (px, &(first, col, count)) in starts.iter().enumerate() {
+                    let at = ((py * s + px) * g.c_in + c) * plane + yrow * self.ws + col;
+                    let pixels = row[first.min(row.len())..].iter().step_by(s);
+                    for (d, &v) in src[at..at + count].iter_mut().zip(pixels) {
+                        *d = v;
                     }
                 }
             }

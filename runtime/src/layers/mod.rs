@@ -20,6 +20,7 @@ pub mod conv_kernel;
 pub mod flatten;
 pub mod host;
 pub mod pool2d;
+pub mod relu;
 pub mod residual;
 
 pub use self::batchnorm2d::BatchNorm2D;
@@ -28,6 +29,7 @@ pub use self::flatten::{flatten, Flatten};
 pub use self::pool2d::{
     adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D, PoolKind,
 };
+pub use self::relu::{relu, ReLU};
 pub use self::residual::{add_relu, GeneralizedResidualReLU, ResidualReLU};
 
 use dfdx::shapes::HasShape;

@@ -248,6 +248,6 @@ fn add_relu_host(a: &Host, b: &Host) -> (Host, Vec<bool>) {
 }
 
 /// Adds `dy` where `mask` is set into `into`.
-fn add_masked_host(dy: &Host, mask: &[bool], into: HostMut<'_>) {
+pub(super) fn add_masked_host(dy: &Host, mask: &[bool], into: HostMut<'_>) {
     on_host!(T; Host(dy), HostMut(into) => add_masked_kernel(dy, mask, into))
 }

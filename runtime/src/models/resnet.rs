@@ -16,9 +16,11 @@
 //! }
 //! ```
 
-use dfdx::nn::builders::{AvgPoolGlobal, Linear, ReLU};
+use dfdx::nn::builders::{AvgPoolGlobal, Linear};
 
-use crate::layers::{BatchNorm2D, Conv2DNoBias, GeneralizedResidualReLU, MaxPool2D, ResidualReLU};
+use crate::layers::{
+    BatchNorm2D, Conv2DNoBias, GeneralizedResidualReLU, MaxPool2D, ReLU, ResidualReLU,
+};
 
 /// 7×7 convolution with stride 2 to 64 channels, batch norm, ReLU, 3×3 max pool with stride 2.
 pub type ImageNetStem = (
