@@ -37,9 +37,11 @@ const NB: usize = 192;
 const WR: usize = 4;
 const WC: usize = 6;
 
-/// Whether this CPU runs these kernels.
+/// Whether this CPU runs these kernels. AVX-512VL is not used by them but enabled with F:
+/// without it LLVM keeps accumulators out of registers 16 to 31 and spills them.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
 /// Whether these kernels compute convolution `g`: one group, and for stride 1, padding no
@@ -127,7 +129,7 @@ fn product(a: &Packed, b: &[f32], offs: &[usize], n: usize, c: &mut [f32], ldc: 
 /// One `MR × 48` tile of [`product`] over `kc` reduction rows: `a` the packed block at the
 /// first row, `b` the strip's first column, `c` the tile's first output.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 unsafe fn tile(
     kc: usize,
     a: *const f32,
@@ -213,7 +215,7 @@ fn weight_product(
 }
 
 /// The `WR × WC` sums of one [`weight_product`] tile.
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 unsafe fn weight_tile(
     images: &[(&[f32], &[f32])],
     dy_rows: &[usize; WR],
@@ -223,16 +225,34 @@ unsafe fn weight_tile(
     let mut acc = [[_mm512_setzero_ps(); WC]; WR];
     for (dy, x) in images {
         let (dy, x) = (dy.as_ptr(), x.as_ptr());
+        let dy_at: [*const f32; WR] = [
+            dy.add(dy_rows[0]),
+            dy.add(dy_rows[1]),
+            dy.add(dy_rows[2]),
+            dy.add(dy_rows[3]),
+        ];
+        let x_at: [*const f32; WC] = [
+            x.add(x_rows[0]),
+            x.add(x_rows[1]),
+            x.add(x_rows[2]),
+            x.add(x_rows[3]),
+            x.add(x_rows[4]),
+            x.add(x_rows[5]),
+        ];
         for j in (0..n).step_by(16) {
             let mask = ((1u32 << (n - j).min(16)) - 1) as __mmask16;
+            // Index loops over constant bounds, which unroll into registers (iterator
+            // adaptors here left accumulators on the stack).
             let mut d = [_mm512_setzero_ps(); WR];
-            for (di, &row) in d.iter_mut().zip(dy_rows) {
-                *di = _mm512_maskz_loadu_ps(mask, dy.add(row + j));
+            #[allow(clippy::needless_range_loop)]
+            for i in 0..WR {
+                d[i] = _mm512_maskz_loadu_ps(mask, dy_at[i].add(j));
             }
-            for (r, &at) in x_rows.iter().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mask, x.add(at + j));
-                for (row, &di) in acc.iter_mut().zip(&d) {
-                    row[r] = _mm512_fmadd_ps(di, xv, row[r]);
+            #[allow(clippy::needless_range_loop)]
+            for r in 0..WC {
+                let xv = _mm512_maskz_loadu_ps(mask, x_at[r].add(j));
+                for i in 0..WR {
+                    acc[i][r] = _mm512_fmadd_ps(d[i], xv, acc[i][r]);
                 }
             }
         }

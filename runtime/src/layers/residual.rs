@@ -230,10 +230,9 @@ fn add_masked_kernel<T: HostFloat>(dy: &[T], mask: &[bool], into: &mut [T]) {
     into.par_chunks_mut(CHUNK)
         .zip(dy.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
         .for_each(|(into, (dy, m))| {
+            // Branch-free, so that it vectorizes.
             for ((d, &g), &m) in into.iter_mut().zip(dy).zip(m) {
-                if m {
-                    *d += g;
-                }
+                *d += if m { g } else { T::zero() };
             }
         });
 }
