@@ -190,25 +190,55 @@ fn main() {
     }
 }
 
+/// Rounds of the side-by-side measurement: the two alternate, so that a slow spell of a
+/// shared machine falls on both, and the median round's ratio is reported.
+const ROUNDS: usize = 3;
+
+/// PyTorch's images/s on the same model and loop, or why it could not be measured.
+fn torch_img_per_s(python: &str, threads: usize) -> Result<f64, String> {
+    let out = std::process::Command::new(python)
+        .args(["-c", TORCH, &threads.to_string()])
+        .output()
+        .map_err(|e| format!("could not start {python}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse::<f64>().map_err(|_| {
+        format!(
+            "{python} printed no rate (has it torch?): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )
+    })
+}
+
 fn small_resnet(threads: usize) {
-    let (ours, params) = fulmen_img_per_s();
-    println!("small ResNet ({params} params), batch {BATCH}, {threads} threads, steady state:");
-    println!("  fulmen  : {ours:>8.0} images/s");
-    match std::env::var("FULMEN_TORCH_PYTHON") {
-        Ok(python) => {
-            let out = std::process::Command::new(python)
-                .args(["-c", TORCH, &threads.to_string()])
-                .output();
-            match out.ok().and_then(|o| String::from_utf8(o.stdout).ok()) {
-                Some(s) if s.trim().parse::<f64>().is_ok() => {
-                    let torch: f64 = s.trim().parse().unwrap_or(f64::NAN);
-                    println!("  PyTorch : {torch:>8.0} images/s");
-                    println!("  ratio fulmen/PyTorch: {:.2}", ours / torch);
-                }
-                _ => println!("  PyTorch : could not run (FULMEN_TORCH_PYTHON has no torch?)"),
+    let python = std::env::var("FULMEN_TORCH_PYTHON").ok();
+    let rounds = if python.is_some() { ROUNDS } else { 1 };
+    println!("small ResNet, batch {BATCH}, {threads} threads, steady state, images/s:");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (ours, params) = fulmen_img_per_s();
+        print!("  round {round}: fulmen {ours:>6.0} ({params} params)");
+        match python.as_deref().map(|p| torch_img_per_s(p, threads)) {
+            Some(Ok(torch)) => {
+                println!(", PyTorch {torch:>6.0}, ratio {:.2}", ours / torch);
+                ratios.push(ours / torch);
             }
+            Some(Err(why)) => {
+                println!("\n  PyTorch: {why}");
+                return;
+            }
+            None => println!("\n  (set FULMEN_TORCH_PYTHON to measure PyTorch beside it)"),
         }
-        Err(_) => println!("  (set FULMEN_TORCH_PYTHON to measure PyTorch beside it)"),
+    }
+    if !ratios.is_empty() {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "  ratio fulmen/PyTorch, median of {}: {:.2}",
+            ratios.len(),
+            ratios[ratios.len() / 2]
+        );
     }
 }
 
