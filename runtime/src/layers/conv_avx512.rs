@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::conv_kernel::{col2im, ConvGeom};
-use super::host::filled;
+use super::host::init_with;
 
 /// Output channels (rows) per tile of [`product`].
 const MR: usize = 8;
@@ -318,18 +318,13 @@ impl Plan {
         planes.max(self.offs.iter().max().map_or(0, |&o| o + self.n))
     }
 
-    /// Writes image `x`'s phase planes into `src` (whose padding is zero and stays so).
+    /// Writes image `x`'s phase planes into `src` (whose padding is zero and stays so);
+    /// phases no tap reads (a 1×1 strided convolution reads one) are skipped.
     fn load(&self, x: &[f32], src: &mut [f32]) {
         let g = &self.g;
         let (s, p, plane) = (g.stride, g.padding, self.hs * self.ws);
-        // Per column phase: the first pixel of a row that lands in it, and that pixel's
-        // column in the phase plane (pixel x lands in phase (x + p) % s, column (x + p) / s).
-        let starts: Vec<(usize, usize, usize)> = (0..s)
-            .map(|px| {
-                let first = (px + s - p % s) % s;
-                let count = g.w.saturating_sub(first).div_ceil(s);
-                (first, (first + p) / s, count)
-            })
+        let read: Vec<bool> = (0..s)
+            .map(|r| (0..g.k).any(|t| t * g.dilation % s == r))
             .collect();
         for (c, image) in x.chunks(g.h * g.w).enumerate() {
             for (y, row) in image.chunks(g.w).enumerate() {
@@ -339,12 +334,22 @@ impl Plan {
                     src[at..at + g.w].copy_from_slice(row);
                     continue;
                 }
-                let (py, yrow) = (yy % s, yy / s);
-                for (px, &(first, col, count)) in starts.iter().enumerate() {
-                    let at = ((py * s + px) * g.c_in + c) * plane + yrow * self.ws + col;
-                    let pixels = row[first.min(row.len())..].iter().step_by(s);
-                    for (d, &v) in src[at..at + count].iter_mut().zip(pixels) {
-                        *d = v;
+                let py = yy % s;
+                if !read[py] {
+                    continue;
+                }
+                // Pixel x lands in phase (py, (x + p) % s) at column (x + p) / s, both kept
+                // by counting rather than dividing.
+                let row_at = |px: usize| ((py * s + px) * g.c_in + c) * plane + yy / s * self.ws;
+                let (mut px, mut col) = (p % s, p / s);
+                for &v in row {
+                    if read[px] {
+                        src[row_at(px) + col] = v;
+                    }
+                    px += 1;
+                    if px == s {
+                        px = 0;
+                        col += 1;
                     }
                 }
             }
@@ -373,15 +378,16 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
     let a = Packed::new(g.c_out, k, |co, kk| w[co * k + kk]);
     let (img_in, hw) = (g.c_in * g.h * g.w, g.h_out() * g.w_out());
     let img_out = g.c_out * hw;
-    let mut out = filled(g.output_len(), 0f32);
     let per_task = plan.per_task();
+    let mut out = Vec::with_capacity(g.output_len());
     x.par_chunks(per_task * img_in)
-        .zip(out.par_chunks_mut(per_task * img_out))
+        .zip(out.spare_capacity_mut()[..g.output_len()].par_chunks_mut(per_task * img_out))
         .for_each(|(xs, outs)| {
             let pointwise = plan.pointwise();
             let mut src = vec![0f32; if pointwise { 0 } else { plan.src_len() }];
             let crop = plan.ws != g.w_out();
             let mut ybuf = vec![0f32; if crop { g.c_out * plan.n } else { 0 }];
+            let bias = |c: usize| bias.map_or(0.0, |b| b[c]);
             for (xi, oi) in xs.chunks(img_in).zip(outs.chunks_mut(img_out)) {
                 let src: &[f32] = if pointwise {
                     xi
@@ -390,22 +396,30 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
                     &src
                 };
                 if crop {
+                    // The product's rows are `ws` wide: copy the output's part, plus bias.
                     product(&a, src, &plan.offs, plan.n, &mut ybuf, plan.n, false);
-                    for (dst, from) in oi.chunks_mut(hw).zip(ybuf.chunks(plan.n)) {
+                    let planes = oi.chunks_mut(hw).zip(ybuf.chunks(plan.n));
+                    for (c, (dst, from)) in planes.enumerate() {
+                        let b = bias(c);
                         for (row, wide) in dst.chunks_mut(g.w_out()).zip(from.chunks(plan.ws)) {
-                            row.copy_from_slice(&wide[..g.w_out()]);
+                            for (d, &v) in row.iter_mut().zip(wide) {
+                                d.write(v + b);
+                            }
                         }
                     }
                 } else {
+                    let oi = init_with(oi, 0.0);
                     product(&a, src, &plan.offs, plan.n, oi, hw, false);
-                }
-                if let Some(b) = bias {
-                    for (plane, &bc) in oi.chunks_mut(hw).zip(b) {
-                        plane.iter_mut().for_each(|v| *v += bc);
+                    for (c, plane) in oi.chunks_mut(hw).enumerate() {
+                        let b = bias(c);
+                        plane.iter_mut().for_each(|v| *v += b);
                     }
                 }
             }
         });
+    // SAFETY: each task wrote all of its images' outputs: the crop copies every output row,
+    // and the other path initialized its outputs before the product.
+    unsafe { out.set_len(g.output_len()) };
     out
 }
 

@@ -26,6 +26,13 @@ pub fn filled<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
     v
 }
 
+/// `chunk` filled with `value`, as the initialized slice it now is.
+pub fn init_with<T: Copy>(chunk: &mut [std::mem::MaybeUninit<T>], value: T) -> &mut [T] {
+    chunk.fill(std::mem::MaybeUninit::new(value));
+    // SAFETY: every element was just written; MaybeUninit<T> has T's layout.
+    unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast(), chunk.len()) }
+}
+
 /// A float type the host kernels compute in.
 pub trait HostFloat:
     Copy + Send + Sync + 'static + num_traits::Float + std::ops::AddAssign + std::iter::Sum

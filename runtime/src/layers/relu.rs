@@ -25,7 +25,7 @@ use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
 
-use super::host::{accumulate_grad, filled, on_backward, on_host, Host, HostFloat, IntoHost};
+use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, IntoHost};
 use super::residual::add_masked_host;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -66,17 +66,23 @@ pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
 }
 
 fn relu_kernel<T: HostFloat>(x: &[T]) -> (Vec<T>, Vec<bool>) {
-    let mut y = filled(x.len(), T::zero());
-    let mut mask = filled(x.len(), false);
-    y.par_chunks_mut(CHUNK)
-        .zip(mask.par_chunks_mut(CHUNK))
+    let (mut y, mut mask) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(CHUNK)
+        .zip(mask.spare_capacity_mut()[..x.len()].par_chunks_mut(CHUNK))
         .zip(x.par_chunks(CHUNK))
         .for_each(|((y, m), x)| {
             for ((y, m), &x) in y.iter_mut().zip(m).zip(x) {
-                *m = x > T::zero();
-                *y = if *m { x } else { T::zero() };
+                let positive = x > T::zero();
+                m.write(positive);
+                y.write(if positive { x } else { T::zero() });
             }
         });
+    // SAFETY: the chunks cover all `x.len()` values of both, and each was written above.
+    unsafe {
+        y.set_len(x.len());
+        mask.set_len(x.len());
+    }
     (y, mask)
 }
 

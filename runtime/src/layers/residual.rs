@@ -29,9 +29,7 @@ use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
 
 use super::conv2d::or_panic;
-use super::host::{
-    accumulate_grad, filled, on_backward, on_host, Host, HostFloat, HostMut, IntoHost,
-};
+use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, HostMut, IntoHost};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -211,18 +209,24 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
 const CHUNK: usize = 1 << 14;
 
 fn add_relu_kernel<T: HostFloat>(a: &[T], b: &[T]) -> (Vec<T>, Vec<bool>) {
-    let mut y = filled(a.len(), T::zero());
-    let mut mask = filled(a.len(), false);
-    y.par_chunks_mut(CHUNK)
-        .zip(mask.par_chunks_mut(CHUNK))
+    let (mut y, mut mask) = (Vec::with_capacity(a.len()), Vec::with_capacity(a.len()));
+    y.spare_capacity_mut()[..a.len()]
+        .par_chunks_mut(CHUNK)
+        .zip(mask.spare_capacity_mut()[..a.len()].par_chunks_mut(CHUNK))
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|((y, m), (a, b))| {
             for (((y, m), &a), &b) in y.iter_mut().zip(m).zip(a).zip(b) {
                 let s = a + b;
-                *m = s > T::zero();
-                *y = if *m { s } else { T::zero() };
+                let positive = s > T::zero();
+                m.write(positive);
+                y.write(if positive { s } else { T::zero() });
             }
         });
+    // SAFETY: the chunks cover all `a.len()` values of both, and each was written above.
+    unsafe {
+        y.set_len(a.len());
+        mask.set_len(a.len());
+    }
     (y, mask)
 }
 
