@@ -266,6 +266,19 @@ unsafe fn weight_tile(
     sums
 }
 
+/// Σ v, in 16 lanes (a plain sum is one chain of dependent adds).
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// How the products see one convolution's images: as `stride²` phase planes of the padded
 /// image (phase `(py, px)` holds the padded pixels `(Y·s + py, X·s + px)`), in which every tap's
 /// window over the output is one contiguous run when the output is computed `ws` wide (the
@@ -341,6 +354,23 @@ impl Plan {
                 // Pixel x lands in phase (py, (x + p) % s) at column (x + p) / s, both kept
                 // by counting rather than dividing.
                 let row_at = |px: usize| ((py * s + px) * g.c_in + c) * plane + yy / s * self.ws;
+                if s == 2 {
+                    // Pixels 2i and 2i + 1 (padded columns 2i + p and 2i + 1 + p) land at
+                    // column i + ⌊(j + p) / 2⌋ of phase (j + p) % 2, j = 0, 1: whole pairs,
+                    // then a last even pixel.
+                    for j in 0..2 {
+                        if !read[(j + p) % 2] {
+                            continue;
+                        }
+                        let at = row_at((j + p) % 2) + (j + p) / 2;
+                        let count = (row.len() + 1 - j) / 2;
+                        let pixels = row[j.min(row.len())..].iter().step_by(2);
+                        for (d, &v) in src[at..at + count].iter_mut().zip(pixels) {
+                            *d = v;
+                        }
+                    }
+                    continue;
+                }
                 let (mut px, mut col) = (p % s, p / s);
                 for &v in row {
                     if read[px] {
@@ -423,14 +453,15 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
     out
 }
 
-/// Adds the input's gradient into `dx` and returns the gradients of the weight and the bias,
-/// given the output's gradient `dy`.
+/// Adds the input's gradient into `dx` and returns the gradients of the weight and the bias
+/// (zeros unless `with_bias`), given the output's gradient `dy`.
 pub fn backward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
     dx: &mut [f32],
+    with_bias: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let plan = Plan::new(g);
     let k = plan.offs.len();
@@ -509,8 +540,10 @@ pub fn backward(
                 .zip(dys.chunks(per_block * img_out))
                 .zip(dxs.chunks_mut(per_block * img_in))
             {
-                for (c, plane) in dyb.chunks(hw).enumerate() {
-                    db[c % g.c_out] += plane.iter().sum::<f32>();
+                if with_bias {
+                    for (c, plane) in dyb.chunks(hw).enumerate() {
+                        db[c % g.c_out] += lane_sum(plane);
+                    }
                 }
                 let count = xb.len() / img_in;
                 if !pointwise {

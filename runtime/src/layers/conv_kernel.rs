@@ -581,14 +581,15 @@ pub fn forward<T: HostFloat>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>)
     out
 }
 
-/// Adds the input's gradient into `dx` and returns the gradients of the weight and the bias,
-/// given the output's gradient `dy`.
+/// Adds the input's gradient into `dx` and returns the gradients of the weight and the bias
+/// (zeros unless `with_bias`), given the output's gradient `dy`.
 pub fn backward<T: HostFloat>(
     g: &ConvGeom,
     x: &[T],
     w: &[T],
     dy: &[T],
     dx: &mut [T],
+    with_bias: bool,
 ) -> (Vec<T>, Vec<T>) {
     let (img_in, img_out) = (g.c_in * g.h * g.w, g.c_out * g.hw_out());
     let per_task = images_per_task(g.batch);
@@ -608,9 +609,11 @@ pub fn backward<T: HostFloat>(
                 .zip(dys.chunks(b * img_out))
                 .zip(dxs.chunks_mut(b * img_in))
             {
-                for (c, plane) in dyb.chunks(g.hw_out()).enumerate() {
-                    let c = c % g.c_out;
-                    db[c] = plane.iter().fold(db[c], |a, &v| a + v);
+                if with_bias {
+                    for (c, plane) in dyb.chunks(g.hw_out()).enumerate() {
+                        let c = c % g.c_out;
+                        db[c] = plane.iter().fold(db[c], |a, &v| a + v);
+                    }
                 }
                 ws.load(g, images);
                 let (dyo, ld) = output_grads(g, &ws, dyb, &mut ybuf);
@@ -684,19 +687,24 @@ pub fn forward_host(g: &ConvGeom, x: &Host, w: &Host, bias: Option<&Host>) -> Ho
 }
 
 /// [`backward`] on host values of either dtype (compiled once, as [`forward_host`]).
-pub fn backward_host(g: &ConvGeom, x: &Host, w: &Host, dy: &Host, dx: HostMut<'_>) -> (Host, Host) {
+pub fn backward_host(
+    g: &ConvGeom,
+    (x, w, dy): (&Host, &Host, &Host),
+    dx: HostMut<'_>,
+    with_bias: bool,
+) -> (Host, Host) {
     #[cfg(target_arch = "x86_64")]
     let dx = match (x, w, dy, dx) {
         (Host::F32(x), Host::F32(w), Host::F32(dy), HostMut::F32(dx))
             if super::conv_avx512::handles(g) =>
         {
-            let (dw, db) = super::conv_avx512::backward(g, x, w, dy, dx);
+            let (dw, db) = super::conv_avx512::backward(g, x, w, dy, dx, with_bias);
             return (Host::F32(dw), Host::F32(db));
         }
         (_, _, _, dx) => dx,
     };
     on_host!(T; Host(x), Host(w), Host(dy), HostMut(dx) => {
-        let (dw, db) = backward(g, x, w, dy, dx);
+        let (dw, db) = backward(g, x, w, dy, dx, with_bias);
         (dw.into_host(), db.into_host())
     })
 }

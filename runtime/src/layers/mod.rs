@@ -119,7 +119,7 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     let (weight, bias) = (weight.clone(), bias.cloned());
     on_backward(&mut tape, "Conv2D", &out, move |dy, grads| {
         let (dw, db) = accumulate_grad(&x, grads, |dx| {
-            conv_kernel::backward_host(&geom, &xs, &ws, dy, dx)
+            conv_kernel::backward_host(&geom, (&xs, &ws, dy), dx, bias.is_some())
         })?;
         add_grad(&weight, grads, dw)?;
         match &bias {
