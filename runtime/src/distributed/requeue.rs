@@ -2,9 +2,9 @@
 //! with `#SBATCH --signal=SIGUSR1@90` gets the signal 90 s before its time limit; every rank
 //! finishes its step, rank 0 saves an HPC checkpoint (`hpc_ckpt_<n>.ckpt` in the default root
 //! directory) and runs `scontrol requeue` for the job, and `fit` ends with
-//! [`Error::Requeued`](crate::Error::Requeued). When the job starts again, `fit` resumes from
+//! [`Error::Requeued`]. When the job starts again, `fit` resumes from
 //! the newest HPC checkpoint by itself. SIGTERM (what SLURM sends before killing a job) ends
-//! `fit` after the step with its logs flushed ([`Error::Terminated`](crate::Error::Terminated));
+//! `fit` after the step with its logs flushed ([`Error::Terminated`]);
 //! a second SIGTERM kills at once. Checkpoint writes are atomic, so neither leaves a file
 //! half-written.
 

@@ -13,16 +13,18 @@
 //! - the weight gradient: output gradient times the image's rows transposed ([`weight_product`]);
 //! - the input gradient, for stride 1: itself a stride-1 convolution, of the padded output
 //!   gradient with the weights flipped and transposed, so the same [`product`]; for other
-//!   strides, the column gradient (the transposed weights times the output gradient) folded back.
+//!   strides, the column gradient (the transposed weights times the output gradient), each row
+//!   added back, as one contiguous run, where the forward read it in the phase planes.
 //!
-//! Strided convolutions still build a column matrix (runs are not contiguous there), and read
-//! it through the same offsets.
+//! Strided convolutions read `stride²` phase planes of the image (every `stride`-th pixel of
+//! every `stride`-th row, per offset), in which each tap's window is again a contiguous run;
+//! see [`Plan`]. Layouts are PyTorch's, as in [`conv_kernel`](super::conv_kernel).
 
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::conv_kernel::{col2im, ConvGeom};
+use super::conv_kernel::ConvGeom;
 use super::host::init_with;
 
 /// Output channels (rows) per tile of [`product`].
@@ -331,59 +333,65 @@ impl Plan {
         planes.max(self.offs.iter().max().map_or(0, |&o| o + self.n))
     }
 
-    /// Writes image `x`'s phase planes into `src` (whose padding is zero and stays so);
-    /// phases no tap reads (a 1×1 strided convolution reads one) are skipped.
-    fn load(&self, x: &[f32], src: &mut [f32]) {
+    /// Calls `f(first, at, count)` for every run of an image's pixels that lands contiguously
+    /// in its phase planes: pixels `first, first + s, …` (`count` of them, indices into the
+    /// image) at `at, at + 1, …` of the planes. Phases no tap reads (a 1×1 strided
+    /// convolution reads one) are skipped.
+    fn runs(&self, mut f: impl FnMut(usize, usize, usize)) {
         let g = &self.g;
         let (s, p, plane) = (g.stride, g.padding, self.hs * self.ws);
         let read: Vec<bool> = (0..s)
             .map(|r| (0..g.k).any(|t| t * g.dilation % s == r))
             .collect();
-        for (c, image) in x.chunks(g.h * g.w).enumerate() {
-            for (y, row) in image.chunks(g.w).enumerate() {
+        for c in 0..g.c_in {
+            for y in 0..g.h {
                 let yy = y + p;
-                if s == 1 {
-                    let at = c * plane + yy * self.ws + p;
-                    src[at..at + g.w].copy_from_slice(row);
-                    continue;
-                }
                 let py = yy % s;
                 if !read[py] {
                     continue;
                 }
-                // Pixel x lands in phase (py, (x + p) % s) at column (x + p) / s, both kept
-                // by counting rather than dividing.
-                let row_at = |px: usize| ((py * s + px) * g.c_in + c) * plane + yy / s * self.ws;
-                if s == 2 {
-                    // Pixels 2i and 2i + 1 (padded columns 2i + p and 2i + 1 + p) land at
-                    // column i + ⌊(j + p) / 2⌋ of phase (j + p) % 2, j = 0, 1: whole pairs,
-                    // then a last even pixel.
-                    for j in 0..2 {
-                        if !read[(j + p) % 2] {
-                            continue;
-                        }
-                        let at = row_at((j + p) % 2) + (j + p) / 2;
-                        let count = (row.len() + 1 - j) / 2;
-                        let pixels = row[j.min(row.len())..].iter().step_by(2);
-                        for (d, &v) in src[at..at + count].iter_mut().zip(pixels) {
-                            *d = v;
-                        }
-                    }
-                    continue;
-                }
-                let (mut px, mut col) = (p % s, p / s);
-                for &v in row {
+                let row = (c * g.h + y) * g.w;
+                // Pixel x lands in phase (py, (x + p) % s), column (x + p) / s: the pixels
+                // j, j + s, … of phase (j + p) % s start at column (j + p) / s.
+                for j in 0..s.min(g.w) {
+                    let px = (j + p) % s;
                     if read[px] {
-                        src[row_at(px) + col] = v;
-                    }
-                    px += 1;
-                    if px == s {
-                        px = 0;
-                        col += 1;
+                        let at = ((py * s + px) * g.c_in + c) * plane + yy / s * self.ws;
+                        f(row + j, at + (j + p) / s, (g.w - j).div_ceil(s));
                     }
                 }
             }
         }
+    }
+
+    /// Writes image `x`'s phase planes into `src` (whose padding is zero and stays so).
+    fn load(&self, x: &[f32], src: &mut [f32]) {
+        let s = self.g.stride;
+        self.runs(|first, at, count| {
+            let to = &mut src[at..at + count];
+            if s == 1 {
+                to.copy_from_slice(&x[first..first + count]);
+            } else {
+                to.iter_mut()
+                    .zip(x[first..].iter().step_by(s))
+                    .for_each(|(d, &v)| *d = v);
+            }
+        });
+    }
+
+    /// Adds the image parts of phase planes `src` into image gradient `dx` (the transpose of
+    /// [`Plan::load`]), and clears `src`.
+    fn unload(&self, src: &mut [f32], dx: &mut [f32]) {
+        let s = self.g.stride;
+        self.runs(|first, at, count| {
+            let from = &src[at..at + count];
+            dx[first..]
+                .iter_mut()
+                .step_by(s)
+                .zip(from)
+                .for_each(|(d, &v)| *d += v);
+        });
+        src.fill(0.0);
     }
 
     /// Images per task: the batch over rayon's threads.
@@ -490,7 +498,8 @@ pub fn backward(
     } else {
         Packed::new(k, g.c_out, |r, co| w[co * k + r])
     };
-    let dy_offs: Vec<usize> = (0..g.c_out).map(|co| co * hw).collect();
+    // Output gradient rows, in the product's columns (`n = hw` when they need no widening).
+    let dy_offs: Vec<usize> = (0..g.c_out).map(|co| co * plan.n).collect();
     let per_task = plan.per_task();
     let per_block = plan.per_block();
     let partial: Vec<(Vec<f32>, Vec<f32>)> = x
@@ -527,12 +536,13 @@ pub fn backward(
                     0
                 }
             ];
+            let mut dphase = vec![0f32; if g.stride == 1 { 0 } else { plan.src_len() }];
             let mut gbuf = vec![
                 0f32;
                 if g.stride == 1 {
                     g.c_in * dual_plan.n
                 } else {
-                    k * hw
+                    k * plan.n
                 }
             ];
             for ((xb, dyb), dxb) in xs
@@ -582,7 +592,7 @@ pub fn backward(
                 let ldy = if shaped { plan.n } else { hw };
                 weight_product(&images, g.c_out, ldy, &plan.offs, plan.n, &mut dw);
                 // dX.
-                for (dyi, dxi) in dyb.chunks(img_out).zip(dxb.chunks_mut(img_in)) {
+                for (i, (dyi, dxi)) in dyb.chunks(img_out).zip(dxb.chunks_mut(img_in)).enumerate() {
                     if pointwise {
                         product(&wt, dyi, &dy_offs, hw, dxi, hw, true);
                     } else if g.stride == 1 {
@@ -595,8 +605,23 @@ pub fn backward(
                             }
                         }
                     } else {
-                        product(&wt, dyi, &dy_offs, hw, &mut gbuf, hw, false);
-                        col2im(g, &gbuf, hw, 0, dxi);
+                        // The column gradient (transposed weights times the widened output
+                        // gradient), each row added into the phase planes where its forward
+                        // row was read (one contiguous run), then the planes into dX.
+                        let n = plan.n;
+                        let dyw = if shaped {
+                            &dys_wide[i * g.c_out * n..(i + 1) * g.c_out * n]
+                        } else {
+                            dyi
+                        };
+                        product(&wt, dyw, &dy_offs, n, &mut gbuf, n, false);
+                        for (&at, row) in plan.offs.iter().zip(gbuf.chunks(n)) {
+                            dphase[at..at + n]
+                                .iter_mut()
+                                .zip(row)
+                                .for_each(|(d, &v)| *d += v);
+                        }
+                        plan.unload(&mut dphase, dxi);
                     }
                 }
             }

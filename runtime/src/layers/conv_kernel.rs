@@ -230,13 +230,7 @@ fn im2col<T: HostFloat>(g: &ConvGeom, x: &[T], group: usize, cols: &mut [T], ld:
 
 /// Adds the column matrix `cols` (rows `ld` apart) of group `g` back into image gradient `dx`
 /// (the transpose of [`im2col`]).
-pub(super) fn col2im<T: HostFloat>(
-    g: &ConvGeom,
-    cols: &[T],
-    ld: usize,
-    group: usize,
-    dx: &mut [T],
-) {
+fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], ld: usize, group: usize, dx: &mut [T]) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let mut row = 0;
     for ci in group * g.cin_g()..(group + 1) * g.cin_g() {

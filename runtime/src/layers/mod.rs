@@ -15,7 +15,7 @@ pub mod batchnorm_kernel;
 pub mod composed;
 pub mod conv2d;
 #[cfg(target_arch = "x86_64")]
-pub mod conv_avx512;
+mod conv_avx512;
 pub mod conv_kernel;
 pub mod flatten;
 pub mod host;

@@ -158,7 +158,7 @@ impl TrainerBuilder {
     }
     /// "auto" (the default: DDP when a launcher started several processes), "single_device",
     /// "ddp", "fsdp:NO_SHARD" / "fsdp:SHARD_GRAD_OP", "deepspeed_stage_1|2" (see
-    /// [`Strategy`](crate::distributed::Strategy)).
+    /// [`Strategy`]).
     pub fn strategy(mut self, strategy: &str) -> Self {
         self.strategy = strategy.to_string();
         self
