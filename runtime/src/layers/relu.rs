@@ -24,9 +24,9 @@ use dfdx::shapes::{Dtype, HasShape, Shape};
 use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, IntoHost};
-use super::residual::add_masked_host;
+use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, HostMut, IntoHost};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// `max(x, 0)`, elementwise; the gradient at zero is zero, as dfdx's.
@@ -57,7 +57,7 @@ pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
             .map_err(|e| Error::Device(format!("ReLU: {e:?}")));
     }
     let (x, mut tape) = x.split_tape();
-    let (y, mask) = relu_host(&Host::of(&x)?);
+    let (y, mask) = relu_host(&Host::of(&x)?, None);
     let out = y.into_tensor(x.device(), *x.shape())?;
     on_backward(&mut tape, "ReLU", &out, move |dy, grads| {
         accumulate_grad(&x, grads, |dx| add_masked_host(dy, &mask, dx))
@@ -65,32 +65,67 @@ pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     Ok(out.put_tape(tape))
 }
 
-fn relu_kernel<T: HostFloat>(x: &[T]) -> (Vec<T>, Vec<bool>) {
-    let (mut y, mut mask) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
-    y.spare_capacity_mut()[..x.len()]
+/// `max(a + b, 0)` (`max(a, 0)` without `b`) and where it is positive: the kernel of ReLU and
+/// of the residual add + ReLU ([`add_relu`](super::add_relu)).
+fn relu_kernel<T: HostFloat>(a: &[T], b: Option<&[T]>) -> (Vec<T>, Vec<bool>) {
+    let n = a.len();
+    let (mut y, mut mask) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    y.spare_capacity_mut()[..n]
         .par_chunks_mut(CHUNK)
-        .zip(mask.spare_capacity_mut()[..x.len()].par_chunks_mut(CHUNK))
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|((y, m), x)| {
-            for ((y, m), &x) in y.iter_mut().zip(m).zip(x) {
-                let positive = x > T::zero();
-                m.write(positive);
-                y.write(if positive { x } else { T::zero() });
+        .zip(mask.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+        .zip(a.par_chunks(CHUNK).enumerate())
+        .for_each(|((y, m), (i, a))| {
+            let out = y.iter_mut().zip(m);
+            match b.map(|b| &b[i * CHUNK..i * CHUNK + a.len()]) {
+                Some(b) => write_relu(out, a.iter().zip(b).map(|(&a, &b)| a + b)),
+                None => write_relu(out, a.iter().copied()),
             }
         });
-    // SAFETY: the chunks cover all `x.len()` values of both, and each was written above.
+    // SAFETY: the chunks cover all `n` values of both, and each was written above.
     unsafe {
-        y.set_len(x.len());
-        mask.set_len(x.len());
+        y.set_len(n);
+        mask.set_len(n);
     }
     (y, mask)
 }
 
-/// `max(x, 0)` and where it is positive, on host values of either dtype (compiled once, here).
-fn relu_host(x: &Host) -> (Host, Vec<bool>) {
-    on_host!(T; Host(x) => {
-        let (y, mask) = relu_kernel(x);
-        (y.into_host(), mask)
+/// Writes `max(v, 0)` and `v > 0` for each value.
+fn write_relu<'a, T: HostFloat>(
+    out: impl Iterator<Item = (&'a mut MaybeUninit<T>, &'a mut MaybeUninit<bool>)>,
+    values: impl Iterator<Item = T>,
+) {
+    for ((y, m), v) in out.zip(values) {
+        let positive = v > T::zero();
+        m.write(positive);
+        y.write(if positive { v } else { T::zero() });
+    }
+}
+
+/// [`relu_kernel`] on host values of either dtype (compiled once, here).
+pub(super) fn relu_host(a: &Host, b: Option<&Host>) -> (Host, Vec<bool>) {
+    match b {
+        Some(b) => on_host!(T; Host(a), Host(b) => {
+            let (y, mask) = relu_kernel(a, Some(b));
+            (y.into_host(), mask)
+        }),
+        None => on_host!(T; Host(a) => {
+            let (y, mask) = relu_kernel(a, None);
+            (y.into_host(), mask)
+        }),
+    }
+}
+
+/// ReLU's backward: adds `dy` where `mask` is set into `into`.
+pub(super) fn add_masked_host(dy: &Host, mask: &[bool], into: HostMut<'_>) {
+    on_host!(T; Host(dy), HostMut(into) => {
+        into.par_chunks_mut(CHUNK)
+            .zip(dy.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
+            .for_each(|(into, (dy, m))| {
+                // Branch-free, so that it vectorizes.
+                for ((d, &g), &m) in into.iter_mut().zip(dy).zip(m) {
+                    *d += if m { g } else { 0.0 };
+                }
+            })
     })
 }
 

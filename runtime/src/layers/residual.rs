@@ -22,16 +22,15 @@
 
 use std::marker::PhantomData;
 
+use super::conv2d::or_panic;
+use super::host::{accumulate_grad, on_backward, Host};
+use super::relu::{add_masked_host, relu_host};
+use super::Images;
+use crate::{Error, FloatDtype, Result, TrainDevice};
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection};
 use dfdx::shapes::{Dtype, HasShape};
 use dfdx::tensor::{Merge, OwnedTape, PutTape, SplitTape, Tape, WithEmptyTape};
 use dfdx::tensor_ops::Device;
-use rayon::prelude::*;
-
-use super::conv2d::or_panic;
-use super::host::{accumulate_grad, on_backward, on_host, Host, HostFloat, HostMut, IntoHost};
-use super::Images;
-use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// `relu(f(x) + x)`; its module is [`modules::ResidualReLU`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -195,7 +194,7 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
     }
     let (a, ta) = a.split_tape();
     let (b, tb) = b.split_tape();
-    let (y, mask) = add_relu_host(&Host::of(&a)?, &Host::of(&b)?);
+    let (y, mask) = relu_host(&Host::of(&a)?, Some(&Host::of(&b)?));
     let out = y.into_tensor(a.device(), *a.shape())?;
     let mut tape = ta.merge(tb);
     on_backward(&mut tape, "residual", &out, move |dy, grads| {
@@ -203,54 +202,4 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
         accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
     });
     Ok(out.put_tape(tape))
-}
-
-/// Values per parallel task.
-const CHUNK: usize = 1 << 14;
-
-fn add_relu_kernel<T: HostFloat>(a: &[T], b: &[T]) -> (Vec<T>, Vec<bool>) {
-    let (mut y, mut mask) = (Vec::with_capacity(a.len()), Vec::with_capacity(a.len()));
-    y.spare_capacity_mut()[..a.len()]
-        .par_chunks_mut(CHUNK)
-        .zip(mask.spare_capacity_mut()[..a.len()].par_chunks_mut(CHUNK))
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|((y, m), (a, b))| {
-            for (((y, m), &a), &b) in y.iter_mut().zip(m).zip(a).zip(b) {
-                let s = a + b;
-                let positive = s > T::zero();
-                m.write(positive);
-                y.write(if positive { s } else { T::zero() });
-            }
-        });
-    // SAFETY: the chunks cover all `a.len()` values of both, and each was written above.
-    unsafe {
-        y.set_len(a.len());
-        mask.set_len(a.len());
-    }
-    (y, mask)
-}
-
-fn add_masked_kernel<T: HostFloat>(dy: &[T], mask: &[bool], into: &mut [T]) {
-    into.par_chunks_mut(CHUNK)
-        .zip(dy.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
-        .for_each(|(into, (dy, m))| {
-            // Branch-free, so that it vectorizes.
-            for ((d, &g), &m) in into.iter_mut().zip(dy).zip(m) {
-                *d += if m { g } else { T::zero() };
-            }
-        });
-}
-
-/// `relu(a + b)` and where it is positive, on host values of either dtype (compiled once,
-/// here).
-fn add_relu_host(a: &Host, b: &Host) -> (Host, Vec<bool>) {
-    on_host!(T; Host(a), Host(b) => {
-        let (y, mask) = add_relu_kernel(a, b);
-        (y.into_host(), mask)
-    })
-}
-
-/// Adds `dy` where `mask` is set into `into`.
-pub(super) fn add_masked_host(dy: &Host, mask: &[bool], into: HostMut<'_>) {
-    on_host!(T; Host(dy), HostMut(into) => add_masked_kernel(dy, mask, into))
 }
