@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::host::{on_host, Host, HostFloat, HostMut, IntoHost};
+use super::host::{lane_sum, on_host, Host, HostFloat, HostMut, IntoHost};
 
 /// The shape of one batch norm: `n` images of `c` channels of `hw` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,30 +27,6 @@ impl BnGeom {
         let (c, hw) = (self.c, self.hw);
         (0..self.n).map(move |i| &v[(i * c + ch) * hw..(i * c + ch + 1) * hw])
     }
-}
-
-const LANES: usize = 16;
-
-/// Σ f(a[i], b[i]), in lanes (whole chunks, so that the loop has no bounds checks and
-/// vectorizes).
-fn lane_sum<T: HostFloat>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
-    let mut acc = [T::zero(); LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: T = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += f(xa[l], xb[l]);
-        }
-    }
-    acc.iter()
-        .chain([&tail])
-        .map(|v| v.to_f64().unwrap_or(f64::NAN))
-        .sum()
 }
 
 fn t<T: HostFloat>(v: f64) -> T {

@@ -24,8 +24,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::conv_kernel::ConvGeom;
-use super::host::init_with;
+use super::conv_kernel::{images_per_task, ConvGeom};
+use super::host::{init_with, lane_sum};
 
 /// Output channels (rows) per tile of [`product`].
 const MR: usize = 8;
@@ -227,20 +227,9 @@ unsafe fn weight_tile(
     let mut acc = [[_mm512_setzero_ps(); WC]; WR];
     for (dy, x) in images {
         let (dy, x) = (dy.as_ptr(), x.as_ptr());
-        let dy_at: [*const f32; WR] = [
-            dy.add(dy_rows[0]),
-            dy.add(dy_rows[1]),
-            dy.add(dy_rows[2]),
-            dy.add(dy_rows[3]),
-        ];
-        let x_at: [*const f32; WC] = [
-            x.add(x_rows[0]),
-            x.add(x_rows[1]),
-            x.add(x_rows[2]),
-            x.add(x_rows[3]),
-            x.add(x_rows[4]),
-            x.add(x_rows[5]),
-        ];
+        // Plain pointer arithmetic: no intrinsic in these closures to miss the target feature.
+        let dy_at: [*const f32; WR] = std::array::from_fn(|i| dy.add(dy_rows[i]));
+        let x_at: [*const f32; WC] = std::array::from_fn(|r| x.add(x_rows[r]));
         for j in (0..n).step_by(16) {
             let mask = ((1u32 << (n - j).min(16)) - 1) as __mmask16;
             // Index loops over constant bounds, which unroll into registers (iterator
@@ -266,19 +255,6 @@ unsafe fn weight_tile(
         }
     }
     sums
-}
-
-/// Σ v, in 16 lanes (a plain sum is one chain of dependent adds).
-fn lane_sum(v: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let chunks = v.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// How the products see one convolution's images: as `stride²` phase planes of the padded
@@ -394,18 +370,12 @@ impl Plan {
         src.fill(0.0);
     }
 
-    /// Images per task: the batch over rayon's threads.
-    fn per_task(&self) -> usize {
-        self.g
-            .batch
-            .div_ceil(rayon::current_num_threads().clamp(1, self.g.batch.max(1)))
-            .max(1)
-    }
-
     /// Images whose weight gradients are summed in one pass: enough columns for the sums'
     /// final reductions not to matter.
     fn per_block(&self) -> usize {
-        2048usize.div_ceil(self.n.max(1)).clamp(1, self.per_task())
+        2048usize
+            .div_ceil(self.n.max(1))
+            .clamp(1, images_per_task(self.g.batch))
     }
 }
 
@@ -416,7 +386,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
     let a = Packed::new(g.c_out, k, |co, kk| w[co * k + kk]);
     let (img_in, hw) = (g.c_in * g.h * g.w, g.h_out() * g.w_out());
     let img_out = g.c_out * hw;
-    let per_task = plan.per_task();
+    let per_task = images_per_task(g.batch);
     let mut out = Vec::with_capacity(g.output_len());
     x.par_chunks(per_task * img_in)
         .zip(out.spare_capacity_mut()[..g.output_len()].par_chunks_mut(per_task * img_out))
@@ -500,7 +470,7 @@ pub fn backward(
     };
     // Output gradient rows, in the product's columns (`n = hw` when they need no widening).
     let dy_offs: Vec<usize> = (0..g.c_out).map(|co| co * plan.n).collect();
-    let per_task = plan.per_task();
+    let per_task = images_per_task(g.batch);
     let per_block = plan.per_block();
     let partial: Vec<(Vec<f32>, Vec<f32>)> = x
         .par_chunks(per_task * img_in)
@@ -552,7 +522,7 @@ pub fn backward(
             {
                 if with_bias {
                     for (c, plane) in dyb.chunks(hw).enumerate() {
-                        db[c % g.c_out] += lane_sum(plane);
+                        db[c % g.c_out] += lane_sum(plane, plane, |d, _| d) as f32;
                     }
                 }
                 let count = xb.len() / img_in;

@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::host::{on_host, Host, HostFloat, HostMut, IntoHost};
+use super::host::{lane_sum, on_host, Host, HostFloat, HostMut, IntoHost};
 use crate::{Error, Result};
 
 /// The shape of one convolution.
@@ -265,7 +265,7 @@ fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], ld: usize, group: usize, dx: &
 }
 
 /// Images per task: the batch split evenly over rayon's threads.
-fn images_per_task(n: usize) -> usize {
+pub(super) fn images_per_task(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
         .max(1)
 }
@@ -605,8 +605,8 @@ pub fn backward<T: HostFloat>(
             {
                 if with_bias {
                     for (c, plane) in dyb.chunks(g.hw_out()).enumerate() {
-                        let c = c % g.c_out;
-                        db[c] = plane.iter().fold(db[c], |a, &v| a + v);
+                        db[c % g.c_out] +=
+                            T::from(lane_sum(plane, plane, |d, _| d)).unwrap_or_else(T::nan);
                     }
                 }
                 ws.load(g, images);

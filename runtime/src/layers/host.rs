@@ -33,6 +33,31 @@ pub fn init_with<T: Copy>(chunk: &mut [std::mem::MaybeUninit<T>], value: T) -> &
     unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast(), chunk.len()) }
 }
 
+const LANES: usize = 16;
+
+/// Σ f(a[i], b[i]), in lanes of `T` added up in f64: whole chunks, so that the loop has no
+/// bounds checks and vectorizes (a plain sum is one chain of dependent adds), and a large
+/// sum does not lose its small terms.
+pub fn lane_sum<T: HostFloat>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    let mut acc = [T::zero(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: T = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += f(xa[l], xb[l]);
+        }
+    }
+    acc.iter()
+        .chain([&tail])
+        .map(|v| v.to_f64().unwrap_or(f64::NAN))
+        .sum()
+}
+
 /// A float type the host kernels compute in.
 pub trait HostFloat:
     Copy + Send + Sync + 'static + num_traits::Float + std::ops::AddAssign + std::iter::Sum
