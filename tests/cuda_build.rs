@@ -4,7 +4,9 @@
 //! it was skipped. What the build makes runs on a GPU machine (`scripts/gpu-check.sh`).
 #![cfg(not(feature = "cuda"))]
 
-use std::process::Command;
+#[path = "support/nested_build.rs"]
+mod nested_build;
+use nested_build::cargo_build;
 
 #[test]
 fn every_target_builds_and_links_with_cuda() {
@@ -14,22 +16,9 @@ fn every_target_builds_and_links_with_cuda() {
         );
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--workspace",
-            "--all-targets",
-            "--features",
-            "cuda",
-        ])
-        .env("CARGO_TARGET_DIR", format!("{root}/target/cuda-build"))
-        .current_dir(root)
-        .output()
-        .expect("cargo starts");
-    assert!(
-        out.status.success(),
-        "the CUDA build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    cargo_build(
+        "cuda-build",
+        &["--workspace", "--all-targets", "--features", "cuda"],
+        "with CUDA",
     );
 }

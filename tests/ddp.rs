@@ -9,6 +9,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "support/nested_build.rs"]
+mod nested_build;
+use nested_build::cargo_build;
+
 /// The example built with MPI, or `None` (skipped) where there is no `mpirun`.
 fn example() -> Option<&'static Path> {
     static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -25,20 +29,12 @@ fn example() -> Option<&'static Path> {
                 );
                 return None;
             }
-            let root = env!("CARGO_MANIFEST_DIR");
-            let target = format!("{root}/target/mpi-build");
-            let out = Command::new(env!("CARGO"))
-                .args(["build", "--features", "mpi", "--example", "iris_ddp"])
-                .env("CARGO_TARGET_DIR", &target)
-                .current_dir(root)
-                .output()
-                .expect("cargo starts");
-            assert!(
-                out.status.success(),
-                "building the MPI example failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+            let target = cargo_build(
+                "mpi-build",
+                &["--features", "mpi", "--example", "iris_ddp"],
+                "the MPI example",
             );
-            Some(PathBuf::from(format!("{target}/debug/examples/iris_ddp")))
+            Some(target.join("debug/examples/iris_ddp"))
         })
         .as_deref()
 }
@@ -53,6 +49,31 @@ fn mpirun(n: usize, args: &[&str]) -> Output {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .output()
         .expect("mpirun starts")
+}
+
+/// The example on 2 ranks with `strategy`, logging under `root`, plus `args`.
+fn two_ranks(strategy: &str, root: &str, args: &[&str]) -> Output {
+    let common = [
+        "--strategy",
+        strategy,
+        "--devices",
+        "2",
+        "--no-model-summary",
+        "--default-root-dir",
+        root,
+    ];
+    mpirun(2, &[&common[..], args].concat())
+}
+
+/// The example as one process, logging under `root`, plus `args`; it must succeed.
+fn one_process(root: &str, args: &[&str]) {
+    let exe = example().expect("checked by the caller");
+    let out = Command::new(exe)
+        .args(["--no-model-summary", "--default-root-dir", root])
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 fn weights(path: &Path) -> Vec<f32> {
@@ -88,27 +109,13 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
-    let Some(exe) = example() else { return };
+    if example().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (ddp, single) = (dir.path().join("ddp"), dir.path().join("single"));
-    std::fs::create_dir_all(&ddp).expect("mkdir");
-    std::fs::create_dir_all(&single).expect("mkdir");
-    let d = ddp.to_str().expect("utf-8");
-    let out = mpirun(
-        2,
-        &[
-            "--strategy",
-            "ddp",
-            "--devices",
-            "2",
-            "--batch-size",
-            "16",
-            "--out",
-            d,
-            "--default-root-dir",
-            d,
-        ],
-    );
+    let (d, s) = (subdir(dir.path(), "ddp"), subdir(dir.path(), "single"));
+    let (ddp, single) = (Path::new(&d), Path::new(&s));
+    let out = two_ranks("ddp", &d, &["--batch-size", "16", "--out", &d]);
     assert!(out.status.success(), "{}", text(&out));
     let (r0, r1) = (
         weights(&ddp.join("rank0.weights")),
@@ -123,12 +130,7 @@ fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
     assert!(ddp.join("lightning_logs/version_0").exists());
     assert!(!ddp.join("lightning_logs/version_1").exists());
 
-    let s = single.to_str().expect("utf-8");
-    let out = Command::new(exe)
-        .args(["--batch-size", "32", "--out", s, "--default-root-dir", s])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", text(&out));
+    one_process(&s, &["--batch-size", "32", "--out", &s]);
     let one = weights(&single.join("rank0.weights"));
     let diff = max_diff(&r0, &one);
     assert!(
@@ -143,21 +145,10 @@ fn a_hung_rank_ends_the_run_with_the_timeout_error() {
         return;
     }
     let start = Instant::now();
-    let out = mpirun(
-        2,
-        &[
-            "--strategy",
-            "ddp",
-            "--devices",
-            "2",
-            "--hang-at-step",
-            "3",
-            "--collective-timeout",
-            "5",
-            "--no-model-summary",
-            "--default-root-dir",
-            "/tmp/fulmen-ddp-hang",
-        ],
+    let out = two_ranks(
+        "ddp",
+        "/tmp/fulmen-ddp-hang",
+        &["--hang-at-step", "3", "--collective-timeout", "5"],
     );
     let took = start.elapsed();
     assert!(!out.status.success());
@@ -175,22 +166,10 @@ fn a_killed_rank_ends_the_run_in_bounded_time() {
         return;
     }
     let start = Instant::now();
-    let out = mpirun(
-        2,
-        &[
-            "--strategy",
-            "ddp",
-            "--devices",
-            "2",
-            "--hang-at-step",
-            "3",
-            "--die",
-            "--collective-timeout",
-            "5",
-            "--no-model-summary",
-            "--default-root-dir",
-            "/tmp/fulmen-ddp-kill",
-        ],
+    let out = two_ranks(
+        "ddp",
+        "/tmp/fulmen-ddp-kill",
+        &["--hang-at-step", "3", "--die", "--collective-timeout", "5"],
     );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -235,81 +214,40 @@ fn checkpoint_of_epoch(root: &Path, epoch: usize) -> PathBuf {
 
 #[test]
 fn checkpoints_move_between_two_ranks_and_one() {
-    let Some(exe) = example() else { return };
+    if example().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = |name: &str| subdir(dir.path(), name);
-    let run_single = |args: &[&str]| {
-        let out = Command::new(exe).args(args).output().expect("runs");
-        assert!(out.status.success(), "{}", text(&out));
-    };
-    let ddp = ["--strategy", "ddp", "--devices", "2", "--batch-size", "16"];
     // 3 epochs on 2 ranks, then 2 more on one process (the same global batches).
     let (two, one) = (path("two"), path("one"));
-    let out = mpirun(
-        2,
-        &[
-            &ddp[..],
-            &[
-                "--max-epochs",
-                "3",
-                "--checkpoints",
-                "--default-root-dir",
-                &two,
-            ],
-        ]
-        .concat(),
+    let epochs3 = ["--max-epochs", "3", "--checkpoints"];
+    let out = two_ranks(
+        "ddp",
+        &two,
+        &[&["--batch-size", "16"], &epochs3[..]].concat(),
     );
     assert!(out.status.success(), "{}", text(&out));
     let ckpt = checkpoint_of_epoch(Path::new(&two), 2);
     let ckpt = ckpt.to_str().expect("utf-8");
-    run_single(&[
-        "--batch-size",
-        "32",
-        "--resume",
-        ckpt,
-        "--out",
+    one_process(
         &one,
-        "--default-root-dir",
-        &one,
-    ]);
+        &["--batch-size", "32", "--resume", ckpt, "--out", &one],
+    );
     // 3 epochs on one process, then 2 more on 2 ranks.
     let (first, second) = (path("first"), path("second"));
-    run_single(&[
-        "--batch-size",
-        "32",
-        "--max-epochs",
-        "3",
-        "--checkpoints",
-        "--default-root-dir",
-        &first,
-    ]);
+    one_process(&first, &[&["--batch-size", "32"], &epochs3[..]].concat());
     let ckpt = checkpoint_of_epoch(Path::new(&first), 2);
-    let out = mpirun(
-        2,
-        &[
-            &ddp[..],
-            &[
-                "--resume",
-                ckpt.to_str().expect("utf-8"),
-                "--out",
-                &second,
-                "--default-root-dir",
-                &second,
-            ],
-        ]
-        .concat(),
+    let ckpt = ckpt.to_str().expect("utf-8");
+    let out = two_ranks(
+        "ddp",
+        &second,
+        &["--batch-size", "16", "--resume", ckpt, "--out", &second],
     );
     assert!(out.status.success(), "{}", text(&out));
     // Both equal 5 uninterrupted epochs on one process.
     let whole = path("whole");
-    run_single(&[
-        "--batch-size",
-        "32",
-        "--out",
-        &whole,
-        "--default-root-dir",
-        &whole,
-    ]);
+    one_process(&whole, &["--batch-size", "32", "--out", &whole]);
     let want = weights(&Path::new(&whole).join("rank0.weights"));
     for got in [
         weights(&Path::new(&one).join("rank0.weights")),
@@ -326,22 +264,14 @@ fn checkpoints_move_between_two_ranks_and_one() {
 
 #[test]
 fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() {
-    let Some(exe) = example() else { return };
+    if example().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = |name: &str| subdir(dir.path(), name);
-    let sharded = [
-        "--strategy",
-        "fsdp:SHARD_GRAD_OP",
-        "--devices",
-        "2",
-        "--batch-size",
-        "16",
-    ];
+    let sharded = "fsdp:SHARD_GRAD_OP";
     let (full, part) = (path("full"), path("part"));
-    let out = mpirun(
-        2,
-        &[&sharded[..], &["--out", &full, "--default-root-dir", &full]].concat(),
-    );
+    let out = two_ranks(sharded, &full, &["--batch-size", "16", "--out", &full]);
     assert!(out.status.success(), "{}", text(&out));
     let (r0, r1) = (
         weights(&Path::new(&full).join("rank0.weights")),
@@ -349,18 +279,7 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
     );
     assert_eq!(r0, r1, "every rank holds every owner's values");
     let whole = path("whole");
-    let out = Command::new(exe)
-        .args([
-            "--batch-size",
-            "32",
-            "--out",
-            &whole,
-            "--default-root-dir",
-            &whole,
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", text(&out));
+    one_process(&whole, &["--batch-size", "32", "--out", &whole]);
     let want = weights(&Path::new(&whole).join("rank0.weights"));
     let diff = max_diff(&r0, &want);
     assert!(
@@ -369,19 +288,10 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
     );
 
     // 3 sharded epochs, resumed on one process: Adam's moments of both shards were saved.
-    let out = mpirun(
-        2,
-        &[
-            &sharded[..],
-            &[
-                "--max-epochs",
-                "3",
-                "--checkpoints",
-                "--default-root-dir",
-                &part,
-            ],
-        ]
-        .concat(),
+    let out = two_ranks(
+        sharded,
+        &part,
+        &["--batch-size", "16", "--max-epochs", "3", "--checkpoints"],
     );
     assert!(out.status.success(), "{}", text(&out));
     let ckpt = checkpoint_of_epoch(Path::new(&part), 2);
@@ -392,20 +302,11 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
         .count();
     assert_eq!(moments, 8, "two Adam buffers for each of the 4 parameters");
     let resumed = path("resumed");
-    let out = Command::new(exe)
-        .args([
-            "--batch-size",
-            "32",
-            "--resume",
-            ckpt.to_str().expect("utf-8"),
-            "--out",
-            &resumed,
-            "--default-root-dir",
-            &resumed,
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", text(&out));
+    let ckpt = ckpt.to_str().expect("utf-8");
+    one_process(
+        &resumed,
+        &["--batch-size", "32", "--resume", ckpt, "--out", &resumed],
+    );
     let got = weights(&Path::new(&resumed).join("rank0.weights"));
     let diff = max_diff(&got, &want);
     assert!(
@@ -471,20 +372,7 @@ fn a_stop_asked_on_one_rank_stops_both() {
     if example().is_none() {
         return;
     }
-    let out = mpirun(
-        2,
-        &[
-            "--strategy",
-            "ddp",
-            "--devices",
-            "2",
-            "--stop-at-step",
-            "7",
-            "--no-model-summary",
-            "--default-root-dir",
-            "/tmp/fulmen-ddp-stop",
-        ],
-    );
+    let out = two_ranks("ddp", "/tmp/fulmen-ddp-stop", &["--stop-at-step", "7"]);
     assert!(out.status.success(), "{}", text(&out));
     let all = text(&out);
     assert!(all.contains("rank 0 of 2: trained 7 steps"), "{all}");
@@ -496,15 +384,8 @@ fn without_the_distributed_sampler_every_rank_reads_every_sample() {
     if example().is_none() {
         return;
     }
-    let base = ["--strategy", "ddp", "--devices", "2", "--no-model-summary"];
-    let sharded = mpirun(
-        2,
-        &[
-            &base[..],
-            &["--default-root-dir", "/tmp/fulmen-ddp-sampler"],
-        ]
-        .concat(),
-    );
+    let root = "/tmp/fulmen-ddp-sampler";
+    let sharded = two_ranks("ddp", root, &[]);
     assert!(sharded.status.success(), "{}", text(&sharded));
     // Iris: 150 samples in batches of 16, 5 epochs: 5 batches per epoch per rank when the
     // ranks split it, 10 when each reads all of it.
@@ -513,18 +394,7 @@ fn without_the_distributed_sampler_every_rank_reads_every_sample() {
         "{}",
         text(&sharded)
     );
-    let whole = mpirun(
-        2,
-        &[
-            &base[..],
-            &[
-                "--no-distributed-sampler",
-                "--default-root-dir",
-                "/tmp/fulmen-ddp-sampler",
-            ],
-        ]
-        .concat(),
-    );
+    let whole = two_ranks("ddp", root, &["--no-distributed-sampler"]);
     assert!(whole.status.success(), "{}", text(&whole));
     assert!(
         text(&whole).contains("rank 0 of 2: trained 50 steps"),

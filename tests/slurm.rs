@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use fulmen::checkpoint::Checkpoint;
 
+#[path = "support/nested_build.rs"]
+mod nested_build;
+use nested_build::cargo_build;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The example built with MPI, or `None` (skipped) without a SLURM cluster.
@@ -30,19 +34,12 @@ fn binary() -> Option<&'static Path> {
                 eprintln!("skipped: no SLURM cluster (scripts/slurm-local.sh start)");
                 return None;
             }
-            let target = format!("{ROOT}/target/mpi-build");
-            let out = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--features", "mpi", "--example", "cifar10"])
-                .env("CARGO_TARGET_DIR", &target)
-                .current_dir(ROOT)
-                .output()
-                .expect("cargo starts");
-            assert!(
-                out.status.success(),
-                "building the example failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+            let target = cargo_build(
+                "mpi-build",
+                &["--release", "--features", "mpi", "--example", "cifar10"],
+                "the example",
             );
-            Some(PathBuf::from(format!("{target}/release/examples/cifar10")))
+            Some(target.join("release/examples/cifar10"))
         })
         .as_deref()
 }
