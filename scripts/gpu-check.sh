@@ -2,13 +2,15 @@
 # The GPU check, in two halves.
 #
 #   scripts/gpu-check.sh build   # here, with the Rust toolchain: builds the GPU test suite
-#                                # (tests/gpu.rs) and benchmark (benches/gpu.rs) with CUDA
-#                                # (scripts/cuda-toolchain.sh prepares it) into target/gpu-check
+#                                # (tests/gpu.rs), benchmark (benches/gpu.rs) and the DDP
+#                                # example with CUDA and NCCL (scripts/cuda-toolchain.sh
+#                                # prepares them) into target/gpu-check
 #   scripts/gpu-check.sh         # on the GPU machine (no Rust, no network): runs them
 #
 # The run uses the NVIDIA driver there and the CUDA 13 libraries (cuBLAS, NVRTC) of its
-# Python's nvidia packages (PyTorch's); it runs the GPU tests (CPU/GPU parity on Iris in
-# 32-true and 16-mixed, conv layers against the CPU, checkpoints GPU → CPU → GPU), then
+# Python's nvidia packages (PyTorch's: cuBLAS, NVRTC, NCCL); it runs the GPU tests (CPU/GPU
+# parity on Iris in 32-true and 16-mixed, conv layers against the CPU, checkpoints GPU → CPU
+# → GPU, DDP over NCCL launched by fulmen itself against one GPU alone), then
 # ResNet-50 training throughput in 32-true and 16-mixed beside PyTorch's on the same GPU, and
 # prints a table last. Logs go to $OUT when it is set. Budget: under 8 minutes.
 set -uo pipefail
@@ -19,17 +21,18 @@ if [ "${1:-}" = build ]; then
     set -e
     eval "$(scripts/cuda-toolchain.sh)"
     mkdir -p "$dir"
-    cargo build --release --features cuda --test gpu --bench gpu
-    cargo build --release --features cuda --test gpu --bench gpu --message-format=json |
+    cargo build --release --features nccl --test gpu --bench gpu --example iris_ddp
+    cargo build --release --features nccl --test gpu --bench gpu --example iris_ddp --message-format=json |
         python3 -c '
 import json, shutil, sys
 for line in sys.stdin:
     m = json.loads(line)
     exe = m.get("executable") if m.get("reason") == "compiler-artifact" else None
-    if exe and m["target"]["name"] == "gpu":
-        kind = m["target"]["kind"][0]
-        shutil.copy(exe, sys.argv[1] + "/gpu-" + kind)
-        print("gpu-check:", kind, "->", sys.argv[1] + "/gpu-" + kind, file=sys.stderr)
+    if exe and m["target"]["name"] in ("gpu", "iris_ddp"):
+        name = m["target"]["name"]
+        name = "gpu-" + m["target"]["kind"][0] if name == "gpu" else name
+        shutil.copy(exe, sys.argv[1] + "/" + name)
+        print("gpu-check:", exe, "->", sys.argv[1] + "/" + name, file=sys.stderr)
 ' "$dir"
     ls -la "$dir"
     exit 0
@@ -44,7 +47,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
     say "no NVIDIA driver here: libcuda.so.1 is not in the loader's cache (ldconfig -p)"
     exit 2
 fi
-if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ]; then
+if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ddp" ]; then
     say "no binaries in $dir: run 'scripts/gpu-check.sh build' on the build machine and carry $dir"
     exit 2
 fi
@@ -52,7 +55,7 @@ libs=$("$python" - <<'EOF'
 import glob, os, site
 dirs = []
 for sp in site.getsitepackages():
-    for lib in ("libcublas.so.13", "libnvrtc.so.13"):
+    for lib in ("libcublas.so.13", "libnvrtc.so.13", "libnccl.so.2"):
         for p in glob.glob(os.path.join(sp, "nvidia", "**", lib), recursive=True):
             d = os.path.dirname(p)
             if d not in dirs:
@@ -65,6 +68,8 @@ say "CUDA libraries from $libs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 say "GPU tests"
+# The DDP test runs the example, which launches its own ranks over NCCL.
+export FULMEN_GPU_IRIS_DDP=$dir/iris_ddp
 timeout 240 "$dir/gpu-test" --test-threads 1 2>&1 | tee "$out/tests.log"
 tests_rc=${PIPESTATUS[0]}
 

@@ -1,6 +1,6 @@
 //! The CUDA build compiles and links. CI has no GPU, so this is where a break in the GPU path
 //! fails CI: with `CUDA_ROOT` set by `scripts/cuda-toolchain.sh` (`.ci/run` sets it), every
-//! target is built with `--features cuda` into `target/cuda-build`; without it the test says
+//! target is built with `--features nccl` (CUDA and NCCL) into `target/cuda-build`; without it the test says
 //! it was skipped. What the build makes runs on a GPU machine (`scripts/gpu-check.sh`).
 #![cfg(not(feature = "cuda"))]
 
@@ -18,7 +18,7 @@ fn every_target_builds_and_links_with_cuda() {
     }
     cargo_build(
         "cuda-build",
-        &["--workspace", "--all-targets", "--features", "cuda"],
-        "with CUDA",
+        &["--workspace", "--all-targets", "--features", "nccl"],
+        "with CUDA and NCCL",
     );
 }

@@ -209,3 +209,81 @@ fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
         "batch norm statistics differ by {stats_err}"
     );
 }
+
+/// The DDP example built with NCCL (`scripts/gpu-check.sh` builds it and sets this).
+fn iris_ddp() -> std::process::Command {
+    let exe = std::env::var_os("FULMEN_GPU_IRIS_DDP")
+        .expect("FULMEN_GPU_IRIS_DDP names the iris_ddp example built with --features nccl (scripts/gpu-check.sh sets it)");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--accelerator",
+        "gpu",
+        "--no-model-summary",
+        "--batch-size",
+        "32",
+    ]);
+    cmd
+}
+
+fn rank_weights(dir: &std::path::Path, rank: usize) -> Vec<f32> {
+    let path = dir.join(format!("rank{rank}.weights"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// `--strategy ddp` started as one plain process takes the launcher's path (rank 0 holds the
+/// rendezvous, joins NCCL, averages every step's gradients on the GPU with NCCL's all-reduce);
+/// with one GPU the world is one rank, and it must train exactly as one GPU alone.
+#[test]
+fn ddp_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let run = |name: &str, strategy: &str| {
+        let out_dir = dir.path().join(name);
+        std::fs::create_dir_all(&out_dir).expect("mkdir");
+        let out = iris_ddp()
+            .args(["--strategy", strategy, "--devices", "1", "--out"])
+            .arg(&out_dir)
+            .arg("--default-root-dir")
+            .arg(&out_dir)
+            .output()
+            .expect("the example starts");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{strategy}: {text}");
+        (rank_weights(&out_dir, 0), text)
+    };
+    let (ddp, text) = run("ddp", "ddp");
+    let (alone, _) = run("alone", "single_device");
+    let err = max_abs_diff(&ddp, &alone);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rank 0 of"))
+        .unwrap_or("");
+    println!(
+        "GPU-CHECK nccl_ddp_world_1 weight_err={err:.2e} {}",
+        line.trim()
+    );
+    assert!(
+        err < 1e-6,
+        "DDP over NCCL on one GPU drifted from one GPU alone by {err}"
+    );
+
+    // More GPUs than the machine has: refused before any rank starts.
+    let out = iris_ddp()
+        .args(["--strategy", "ddp", "--devices", "64"])
+        .output()
+        .expect("the example starts");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("asks for 64 GPU(s) for Ddp, but this machine has"),
+        "{text}"
+    );
+    assert!(!text.contains("rank 1"), "no rank was started: {text}");
+}

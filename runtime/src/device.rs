@@ -64,6 +64,17 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
         grads: &mut Gradients<E, Self>,
         values: Vec<E>,
     ) -> Result<()>;
+
+    /// Averages the trainable gradients of `model` across the ranks on the device itself,
+    /// when `c` runs its collectives there (NCCL on CUDA); `Ok(false)` when it does not, and
+    /// the gradients go through the host.
+    fn average_on_device<M: dfdx::nn::TensorCollection<E, Self>>(
+        _c: &dyn crate::distributed::Collective,
+        _model: &M,
+        _grads: &mut Gradients<E, Self>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 macro_rules! cpu_train_device {
@@ -185,6 +196,18 @@ macro_rules! cuda_train_device {
                 grad.device().htod_sync_copy_into(&values, grad).map_err(cuda_error)
             }
 
+            #[cfg(feature = "nccl")]
+            fn average_on_device<M: dfdx::nn::TensorCollection<$e, Self>>(
+                c: &dyn crate::distributed::Collective,
+                model: &M,
+                grads: &mut Gradients<$e, Self>,
+            ) -> Result<bool> {
+                match c.nccl() {
+                    Some(nccl) => <$e as crate::distributed::nccl::OnDevice>::average(nccl, model, grads),
+                    None => Ok(false),
+                }
+            }
+
             fn reseeded(&self, _seed: u64) -> Self {
                 self.clone()
             }
@@ -288,6 +311,15 @@ pub enum RunDevice {
 }
 
 impl Accelerator {
+    /// Whether the run goes to GPUs (`auto` when the driver reports one).
+    pub(crate) fn is_gpu(self) -> bool {
+        match self {
+            Accelerator::Gpu => true,
+            Accelerator::Auto => gpu_count().is_ok_and(|n| n > 0),
+            Accelerator::Cpu => false,
+        }
+    }
+
     /// Resolves `auto` and the device list, and refuses what this build or machine cannot
     /// run. In a multi-process run (`local_rank` given) the process takes the local rank's
     /// entry of the list, or the GPU of that ordinal.
@@ -305,7 +337,7 @@ impl Accelerator {
             Devices::Ordinals(list) => list.clone(),
         };
         let accelerator = match self {
-            Accelerator::Auto if gpu_count().is_ok_and(|n| n > 0) => Accelerator::Gpu,
+            Accelerator::Auto if self.is_gpu() => Accelerator::Gpu,
             Accelerator::Auto => Accelerator::Cpu,
             other => other,
         };

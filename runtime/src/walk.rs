@@ -22,6 +22,12 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn values(&self) -> Vec<E>;
     /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none).
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
+    /// The gradient's buffer as the device holds it (allocated if it had none).
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    fn grad_buffer<'g>(
+        &self,
+        grads: &'g mut Gradients<E, D>,
+    ) -> Result<&'g mut <D as dfdx::tensor::Storage<E>>::Vec>;
 }
 
 /// A tensor of any shape, also written.
@@ -45,6 +51,14 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
     }
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
+    }
+    fn grad_buffer<'g>(
+        &self,
+        grads: &'g mut Gradients<E, D>,
+    ) -> Result<&'g mut <D as dfdx::tensor::Storage<E>>::Vec> {
+        grads
+            .get_or_alloc_mut(self)
+            .map_err(|e| crate::Error::Device(format!("{e:?}")))
     }
 }
 

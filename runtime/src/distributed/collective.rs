@@ -1,6 +1,6 @@
 //! The collectives a multi-process run needs, behind one small trait: sums across ranks,
 //! a broadcast from one rank, a barrier. [`Single`] is the one-process run (every call a
-//! no-op); MPI implements it on CPUs (feature `mpi`).
+//! no-op); MPI implements it on CPUs (feature `mpi`), NCCL on GPUs (feature `nccl`).
 
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::Duration;
@@ -27,6 +27,11 @@ pub trait Collective: Send {
     /// Time spent in collectives so far (waiting for slower ranks included).
     fn busy(&self) -> Duration {
         Duration::ZERO
+    }
+    /// The NCCL communicator, whose gradient average runs on the GPU's own buffers.
+    #[cfg(feature = "nccl")]
+    fn nccl(&self) -> Option<&super::nccl::Nccl> {
+        None
     }
 }
 
@@ -68,12 +73,12 @@ impl Collective for Single {
 /// stuck (a rank that died leaves the rest blocked in MPI, Lightning's most reported
 /// distributed hang), and no call returns to report it. `stop` ends the run (MPI's abort,
 /// which takes every rank down) and must not return.
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "mpi", feature = "nccl")), allow(dead_code))]
 pub(crate) struct Watchdog {
     arm: Sender<Option<&'static str>>,
 }
 
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "mpi", feature = "nccl")), allow(dead_code))]
 impl Watchdog {
     pub fn new(rank: usize, timeout: Duration, stop: fn() -> !) -> Self {
         let (arm, armed) = channel::<Option<&'static str>>();

@@ -1,6 +1,8 @@
 //! Multi-process training (Lightning's strategies): where this process is
 //! ([`ClusterEnv`]), what the ranks share ([`Strategy`]), and the collectives that keep them
-//! in step ([`Collective`]: MPI on CPUs with the `mpi` feature).
+//! in step ([`Collective`]: MPI on CPUs with the `mpi` feature, NCCL on GPUs with `nccl`).
+//! A GPU run of several devices started as one process starts its other ranks itself
+//! ([`launch`]), as Lightning does.
 //!
 //! Under DDP every rank starts from rank 0's weights, trains on its own share of each epoch
 //! (the loaders' distributed sampler), and before each optimizer step sums the gradients
@@ -10,8 +12,12 @@
 
 pub mod collective;
 pub mod env;
+pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
+pub mod rendezvous;
 pub mod requeue;
 pub(crate) mod shard;
 pub mod strategy;
@@ -26,7 +32,7 @@ pub use collective::{Collective, Single};
 pub use env::{expand_nodelist, ClusterEnv, Launcher};
 pub use strategy::Strategy;
 
-use crate::device::Devices;
+use crate::device::{Devices, RunDevice};
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -37,13 +43,16 @@ const BUCKET: usize = 4 << 20;
 pub(crate) struct Plan {
     pub strategy: Strategy,
     pub env: ClusterEnv,
-    pub collective: Box<dyn Collective>,
+    /// The ranks this process started (rank 0 of a GPU run it launched itself).
+    pub workers: Option<launch::Workers>,
 }
 
-/// Checks the flags against the launcher's environment and joins the other ranks.
+/// Checks the flags against the launcher's environment; a GPU run of several devices that
+/// no launcher started starts its other ranks here ([`launch`]).
 pub(crate) fn plan(
     strategy: Strategy,
     env: ClusterEnv,
+    gpu: bool,
     devices: &Devices,
     num_nodes: usize,
     timeout: Duration,
@@ -55,7 +64,47 @@ pub(crate) fn plan(
     };
     let multi = matches!(strategy, Strategy::Ddp | Strategy::ShardGradOp);
     if env.world_size == 1 {
-        if let Some(n @ 2..) = requested {
+        let n = requested.unwrap_or(1);
+        if num_nodes > 1 {
+            return Err(Error::config(
+                "num_nodes",
+                format!("{num_nodes} nodes requested, but this process was started alone; submit with SLURM (`srun`) or `mpirun` across the nodes"),
+            ));
+        }
+        // Lightning's launcher: DDP on GPUs (asked for, or several GPUs with "auto"), one
+        // process per GPU, started from this one.
+        if gpu && (multi || (strategy == Strategy::Auto && n > 1)) {
+            if !cfg!(feature = "nccl") {
+                return Err(Error::config(
+                    "strategy",
+                    format!("{strategy:?} on {n} GPU(s) needs NCCL, and this fulmen was built without it; rebuild with `--features nccl`"),
+                ));
+            }
+            // Every rank's GPU must exist before any rank starts.
+            let count = crate::device::gpu_count()?;
+            let highest = match devices {
+                Devices::Ordinals(v) => v.iter().max().map_or(0, |m| m + 1),
+                _ => n,
+            };
+            if highest > count {
+                return Err(Error::config(
+                    "devices",
+                    format!("{devices:?} asks for {highest} GPU(s) for {strategy:?}, but this machine has {count}"),
+                ));
+            }
+            let (program, args) = launch::this_program()?;
+            let (env, workers) = launch::spawn(n, program, args, timeout)?;
+            let strategy = match strategy {
+                Strategy::Auto => Strategy::Ddp,
+                s => s,
+            };
+            return Ok(Plan {
+                strategy,
+                env,
+                workers: Some(workers),
+            });
+        }
+        if n > 1 {
             return Err(Error::config(
                 "devices",
                 if multi {
@@ -65,12 +114,6 @@ pub(crate) fn plan(
                 },
             ));
         }
-        if num_nodes > 1 {
-            return Err(Error::config(
-                "num_nodes",
-                format!("{num_nodes} nodes requested, but this process was started alone; submit with SLURM (`srun`) or `mpirun` across the nodes"),
-            ));
-        }
         let strategy = match strategy {
             Strategy::Auto => Strategy::SingleDevice,
             s => s,
@@ -78,7 +121,7 @@ pub(crate) fn plan(
         return Ok(Plan {
             strategy,
             env,
-            collective: Box::new(Single),
+            workers: None,
         });
     }
     if strategy == Strategy::SingleDevice {
@@ -116,24 +159,51 @@ pub(crate) fn plan(
     };
     Ok(Plan {
         strategy,
-        collective: join(&env, timeout)?,
         env,
+        workers: None,
     })
 }
 
+/// Joins the other ranks on the engine of the device this process trains on: NCCL on a GPU,
+/// MPI on the CPU. A run of one process that launched nobody needs neither.
+pub(crate) fn join(
+    plan: &mut Plan,
+    device: RunDevice,
+    timeout: Duration,
+) -> Result<Box<dyn Collective>> {
+    let env = &plan.env;
+    match device {
+        _ if env.world_size == 1 && plan.workers.is_none() => Ok(Box::new(Single)),
+        #[cfg(feature = "nccl")]
+        RunDevice::Cuda(ordinal) => {
+            let listener = plan.workers.as_mut().and_then(|w| w.listener.take());
+            Ok(Box::new(nccl::Nccl::join(env, ordinal, listener, timeout)?))
+        }
+        #[cfg(not(feature = "nccl"))]
+        RunDevice::Cuda(_) => Err(Error::config(
+            "strategy",
+            format!(
+                "the {:?} launcher started {} processes on GPUs, but this fulmen was built without NCCL; rebuild with `--features nccl`",
+                env.launcher, env.world_size
+            ),
+        )),
+        RunDevice::Cpu => join_mpi(env, timeout),
+    }
+}
+
 #[cfg(feature = "mpi")]
-fn join(_env: &ClusterEnv, timeout: Duration) -> Result<Box<dyn Collective>> {
+fn join_mpi(env: &ClusterEnv, timeout: Duration) -> Result<Box<dyn Collective>> {
     let mpi = mpi::Mpi::join(timeout)?;
-    if mpi.world_size() != _env.world_size || mpi.rank() != _env.global_rank {
+    if mpi.world_size() != env.world_size || mpi.rank() != env.global_rank {
         return Err(Error::config(
             "strategy",
             format!(
                 "MPI sees rank {} of {} but the {:?} launcher's environment says rank {} of {}: start the processes with MPI (`mpirun`, or `srun --mpi=pmix`)",
                 mpi.rank(),
                 mpi.world_size(),
-                _env.launcher,
-                _env.global_rank,
-                _env.world_size
+                env.launcher,
+                env.global_rank,
+                env.world_size
             ),
         ));
     }
@@ -141,7 +211,7 @@ fn join(_env: &ClusterEnv, timeout: Duration) -> Result<Box<dyn Collective>> {
 }
 
 #[cfg(not(feature = "mpi"))]
-fn join(env: &ClusterEnv, _timeout: Duration) -> Result<Box<dyn Collective>> {
+fn join_mpi(env: &ClusterEnv, _timeout: Duration) -> Result<Box<dyn Collective>> {
     Err(Error::config(
         "strategy",
         format!(
@@ -217,7 +287,8 @@ pub(crate) fn average_grads<E: FloatDtype, D: TrainDevice<E>, M: TensorCollectio
     model: &M,
     grads: &mut Gradients<E, D>,
 ) -> Result<()> {
-    if c.world_size() == 1 {
+    // On the GPU, in its own buffers (also for a world of one: the same path as several).
+    if D::average_on_device(c, model, grads)? || c.world_size() == 1 {
         return Ok(());
     }
     if std::mem::size_of::<E>() == 8 {

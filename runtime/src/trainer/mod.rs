@@ -231,9 +231,10 @@ impl TrainerBuilder {
     pub fn build(self) -> Result<Trainer> {
         crate::alloc::keep_freed_memory();
         let accelerator: Accelerator = self.accelerator.parse()?;
-        let plan = crate::distributed::plan(
+        let mut plan = crate::distributed::plan(
             self.strategy.parse()?,
             ClusterEnv::detect()?,
+            accelerator.is_gpu(),
             &self.devices,
             self.num_nodes,
             self.collective_timeout,
@@ -247,6 +248,7 @@ impl TrainerBuilder {
         };
         let device =
             accelerator.place(&self.devices, distributed.then_some(plan.env.local_rank))?;
+        let collective = crate::distributed::join(&mut plan, device, self.collective_timeout)?;
         // Rank 0 alone logs, prints and writes checkpoints.
         let global_zero = plan.env.is_global_zero();
         let settings = self.settings.resolve()?;
@@ -295,9 +297,10 @@ impl TrainerBuilder {
             dist: Dist {
                 env: plan.env,
                 strategy: plan.strategy,
-                collective: plan.collective,
+                collective,
                 sampler: self.use_distributed_sampler,
                 requeue_signal,
+                workers: plan.workers,
             },
             #[cfg(feature = "cuda")]
             cuda: None,
@@ -329,6 +332,10 @@ pub(crate) struct Dist {
     pub sampler: bool,
     /// Under SLURM with auto-requeue: the signal that saves and requeues the job.
     pub requeue_signal: Option<i32>,
+    /// The ranks this process launched, held for their `Drop`: waited for when the trainer
+    /// is dropped, after the collective.
+    #[allow(dead_code)]
+    pub workers: Option<crate::distributed::launch::Workers>,
 }
 
 /// Runs training, validation, testing and prediction (Lightning's `Trainer`).
