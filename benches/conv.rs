@@ -21,11 +21,11 @@ use fulmen::prelude::*;
 
 #[module]
 struct SmallResNet {
-    stem: (
+    stem: fulmen::layers::Fused<(
         fulmen::layers::Conv2DNoBias<3, 16, 3, 1, 1>,
         BatchNorm2D<16>,
         ReLU,
-    ),
+    )>,
     blocks: (
         BasicBlock<16>,
         BasicBlockDown<16, 32, 2>,

@@ -65,6 +65,24 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
         values: Vec<E>,
     ) -> Result<()>;
 
+    /// Where `t`'s values lie in host memory: the address of its first value and its strides
+    /// in values (on the CPU; `None` on devices whose tensors live elsewhere, or for an empty
+    /// tensor). [`Host::of`](crate::layers::host::Host::of) reads a recent kernel output in
+    /// place by it.
+    fn host_layout<S: dfdx::shapes::Shape>(
+        _t: &Tensor<S, E, Self>,
+    ) -> Option<(usize, S::Concrete)> {
+        None
+    }
+
+    /// A shared handle on `t` that keeps its values alive, where they live in host memory
+    /// (the CPU).
+    fn keep<S: dfdx::shapes::Shape>(
+        _t: &Tensor<S, E, Self>,
+    ) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
     /// Averages the trainable gradients of `model` across the ranks on the device itself,
     /// when `c` runs its collectives there (NCCL on CUDA); `Ok(false)` when it does not, and
     /// the gradients go through the host.
@@ -130,6 +148,37 @@ macro_rules! cpu_train_device {
                     .map_err(|e| Error::Device(format!("{e:?}")))?;
                 **grad = values;
                 Ok(())
+            }
+
+            fn host_layout<S: dfdx::shapes::Shape>(
+                t: &Tensor<S, $e, Self>,
+            ) -> Option<(usize, S::Concrete)> {
+                use dfdx::shapes::HasShape;
+                let dims = t.shape().concrete();
+                if t.shape().num_elements() == 0 {
+                    return None;
+                }
+                // The addresses of the first value and of its neighbour along each axis, by
+                // dfdx's own indexing: their distances are the strides.
+                let origin = S::Concrete::default();
+                let addr = |i: S::Concrete| &t[i] as *const $e as usize;
+                let base = addr(origin);
+                let mut strides = S::Concrete::default();
+                for axis in 0..S::NUM_DIMS {
+                    if dims[axis] > 1 {
+                        let mut next = origin;
+                        next[axis] = 1;
+                        let bytes = addr(next).checked_sub(base)?;
+                        strides[axis] = bytes / std::mem::size_of::<$e>();
+                    }
+                }
+                Some((base, strides))
+            }
+
+            fn keep<S: dfdx::shapes::Shape>(
+                t: &Tensor<S, $e, Self>,
+            ) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+                Some(std::sync::Arc::new(t.clone()))
             }
 
             fn reseeded(&self, seed: u64) -> Self {

@@ -26,13 +26,16 @@
 
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions};
 use dfdx::shapes::{Dtype, HasShape, Rank1};
-use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::batchnorm_kernel::{self as kernel, BnGeom};
 use super::composed;
 use super::conv2d::or_panic;
-use super::host::{accumulate_grad, add_grad, on_backward, Host};
+use std::sync::Arc;
+
+use super::chain;
+use super::host::{add_grad, Host};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -161,19 +164,9 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         x: Images<C, E, D, T>,
     ) -> Result<Images<C, E, D, T>> {
         let g = geom(&x);
-        let m = g.per_channel();
-        if m < 2 {
-            return Err(Error::config(
-                "BatchNorm2D",
-                format!(
-                    "training needs more than one value per channel, got a batch of {} image(s) of {} pixel(s)",
-                    g.n, g.hw
-                ),
-            ));
-        }
-        let mom = self.momentum;
-        let unbias = m as f64 / (m as f64 - 1.0);
         if !D::HOST_KERNELS {
+            let unbias = unbias(&g)?;
+            let mom = self.momentum;
             let (y, mean, var) =
                 composed::batch_norm_train(x, &self.weight, &self.bias, self.epsilon)?;
             let dev_err = |e| Error::Device(format!("BatchNorm2D: {e:?}"));
@@ -185,12 +178,65 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
                 .map_err(dev_err)?;
             return Ok(y);
         }
-        let (x, mut tape) = x.split_tape();
-        let xs = Host::of(&x)?;
-        let (mean, var) = kernel::stats_host(&g, &xs);
-        let (weight, bias) = (host_f64(&self.weight), host_f64(&self.bias));
-        let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, self.epsilon);
-        let y = kernel::affine_host(&g, &xs, &a, &b);
+        chain::run("BatchNorm2D", x, &mut [&mut BnLayer(self)])
+    }
+}
+
+/// `m / (m − 1)` for the running variance, where `m` values of each channel make a batch's
+/// statistics; fewer than two are an error.
+fn unbias(g: &BnGeom) -> Result<f64> {
+    let m = g.per_channel();
+    if m < 2 {
+        return Err(Error::config(
+            "BatchNorm2D",
+            format!(
+                "training needs more than one value per channel, got a batch of {} image(s) of {} pixel(s)",
+                g.n, g.hw
+            ),
+        ));
+    }
+    Ok(m as f64 / (m as f64 - 1.0))
+}
+
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> super::fused::HostModule<E, D>
+    for modules::BatchNorm2D<C, E, D>
+{
+    fn host_layers<'a>(
+        &'a mut self,
+        layers: &mut Vec<Box<dyn chain::HostLayer<E, D> + 'a>>,
+    ) -> Result<()> {
+        layers.push(Box::new(BnLayer(self)));
+        Ok(())
+    }
+}
+
+/// Training-mode batch norm as a [`HostLayer`](chain::HostLayer): normalizes by the batch and
+/// moves the running statistics towards it.
+pub(crate) struct BnLayer<'a, const C: usize, E: Dtype, D: Device<E>>(
+    pub &'a mut modules::BatchNorm2D<C, E, D>,
+);
+
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> chain::HostLayer<E, D>
+    for BnLayer<'_, C, E, D>
+{
+    fn forward(
+        &mut self,
+        xs: &Arc<Host>,
+        dims: chain::Dims,
+    ) -> Result<(Host, chain::Dims, chain::LayerBackward<E, D>)> {
+        let bn = &mut *self.0;
+        let [n, c, h, w] = dims;
+        if c != C {
+            return Err(Error::msg(format!(
+                "BatchNorm2D<{C}>: an input of {c} channels"
+            )));
+        }
+        let g = BnGeom { n, c, hw: h * w };
+        let (unbias, mom) = (unbias(&g)?, bn.momentum);
+        let (mean, var) = kernel::stats_host(&g, xs);
+        let (weight, bias) = (host_f64(&bn.weight), host_f64(&bn.bias));
+        let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, bn.epsilon);
+        let y = kernel::affine_host(&g, xs, &a, &b);
 
         let blend = |running: &mut Tensor<Rank1<C>, E, D>, batch: &[f64], k: f64| {
             let v: Vec<E> = host_f64(running)
@@ -200,23 +246,19 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
                 .collect();
             running.copy_from(&v);
         };
-        blend(&mut self.running_mean, &mean, 1.0);
-        blend(&mut self.running_var, &var, unbias);
+        blend(&mut bn.running_mean, &mean, 1.0);
+        blend(&mut bn.running_var, &var, unbias);
 
-        let out = y.into_tensor(x.device(), *x.shape())?;
-        let inv_std: Vec<f64> = var
-            .iter()
-            .map(|v| 1.0 / (v + self.epsilon).sqrt())
-            .collect();
-        let (w_key, b_key) = (self.weight.clone(), self.bias.clone());
-        on_backward(&mut tape, "BatchNorm2D", &out, move |dy, grads| {
-            let (dw, db) = accumulate_grad(&x, grads, |dx| {
-                kernel::backward_host(&g, &xs, dy, &mean, &inv_std, &weight, dx)
-            })?;
-            add_grad(&w_key, grads, Host::from_f64::<E>(dw))?;
-            add_grad(&b_key, grads, Host::from_f64::<E>(db))
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + bn.epsilon).sqrt()).collect();
+        let (xs, w_key, b_key) = (xs.clone(), bn.weight.clone(), bn.bias.clone());
+        let backward: chain::LayerBackward<E, D> = Box::new(move |dy, dx| {
+            let (dw, db) = kernel::backward_host(&g, &xs, dy, &mean, &inv_std, &weight, dx);
+            Box::new(move |grads| {
+                add_grad(&w_key, grads, Host::from_f64::<E>(dw))?;
+                add_grad(&b_key, grads, Host::from_f64::<E>(db))
+            })
         });
-        Ok(out.put_tape(tape))
+        Ok((y, dims, backward))
     }
 }
 

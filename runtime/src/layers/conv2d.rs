@@ -126,6 +126,19 @@ macro_rules! conv_layer {
             }
         }
 
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: FloatDtype, D: TrainDevice<E>>
+            super::fused::HostModule<E, D> for modules::$name<IN, OUT, K, S, P, L, G, E, D>
+        {
+            fn host_layers<'a>(
+                &'a mut self,
+                layers: &mut Vec<Box<dyn super::chain::HostLayer<E, D> + 'a>>,
+            ) -> crate::Result<()> {
+                let (weight, bias, opts) = parts::<IN, OUT, K, S, P, L, G, E, D>(&self.weight, self.bias())?;
+                layers.push(Box::new(super::ConvLayer { weight, bias, opts }));
+                Ok(())
+            }
+        }
     };
     (@bias $s:ident weight) => { None };
     (@bias $s:ident weight bias) => { Some(&$s.bias) };
@@ -212,6 +225,51 @@ impl<const IN: usize, const OUT: usize, const G: usize> Groups<IN, OUT, G> {
     };
 }
 
+/// A layer's weight and bias with run-time shapes, and its options, as [`conv2d()`] takes them.
+#[allow(clippy::type_complexity)]
+fn parts<
+    const IN: usize,
+    const OUT: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const L: usize,
+    const G: usize,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+>(
+    weight: &Weight<G, OUT, K, E, D>,
+    bias: Option<&Tensor<(Const<OUT>,), E, D>>,
+) -> Result<
+    (
+        super::Dyn4<E, D>,
+        Option<Tensor<(usize,), E, D>>,
+        ConvOptions,
+    ),
+    Error,
+> {
+    let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
+    let weight = weight
+        .clone()
+        .try_realize::<(usize, usize, usize, usize)>()
+        .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
+    let bias = match bias {
+        Some(b) => Some(
+            b.clone()
+                .try_realize::<(usize,)>()
+                .map_err(|_| shape_error("the bias is not [OUT]"))?,
+        ),
+        None => None,
+    };
+    let opts = ConvOptions {
+        stride: S,
+        padding: P,
+        dilation: L,
+        groups: Groups::<IN, OUT, G>::COUNT,
+    };
+    Ok((weight, bias, opts))
+}
+
 /// The forward of both layers: the shapes made run-time for the op, and back.
 #[allow(clippy::type_complexity)]
 fn forward<
@@ -234,24 +292,7 @@ fn forward<
     let x = x
         .try_realize::<(usize, usize, usize, usize)>()
         .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
-    let weight = weight
-        .clone()
-        .try_realize::<(usize, usize, usize, usize)>()
-        .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
-    let bias = match bias {
-        Some(b) => Some(
-            b.clone()
-                .try_realize::<(usize,)>()
-                .map_err(|_| shape_error("the bias is not [OUT]"))?,
-        ),
-        None => None,
-    };
-    let opts = ConvOptions {
-        stride: S,
-        padding: P,
-        dilation: L,
-        groups: Groups::<IN, OUT, G>::COUNT,
-    };
+    let (weight, bias, opts) = parts::<IN, OUT, K, S, P, L, G, E, D>(weight, bias)?;
     conv2d(x, &weight, bias.as_ref(), opts)?
         .try_realize::<(usize, Const<OUT>, usize, usize)>()
         .map_err(|_| shape_error("the output does not have OUT channels"))

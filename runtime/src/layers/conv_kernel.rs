@@ -671,7 +671,7 @@ pub fn forward_host(g: &ConvGeom, x: &Host, w: &Host, bias: Option<&Host>) -> Ho
                 Some(Host::F32(b)) => Some(&b[..]),
                 _ => None,
             };
-            return Host::F32(super::conv_avx512::forward(g, x, w, b));
+            return Host::F32(super::conv_avx512::forward(g, x, w, b).into());
         }
     }
     match bias {
@@ -693,7 +693,7 @@ pub fn backward_host(
             if super::conv_avx512::handles(g) =>
         {
             let (dw, db) = super::conv_avx512::backward(g, x, w, dy, dx, with_bias);
-            return (Host::F32(dw), Host::F32(db));
+            return (Host::F32(dw.into()), Host::F32(db.into()));
         }
         (_, _, _, dx) => dx,
     };

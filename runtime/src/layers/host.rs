@@ -12,6 +12,7 @@ use dfdx::tensor::{Gradients, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 use rayon::prelude::*;
 
+use super::recent::{self, Buf};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// `len` copies of `value`, written by all of rayon's threads: a large buffer that the calling
@@ -66,11 +67,12 @@ pub trait HostFloat:
 impl HostFloat for f32 {}
 impl HostFloat for f64 {}
 
-/// Values in the dtype their kernel computes in.
+/// Values in the dtype their kernel computes in: the kernel's own, or a recent kernel
+/// output's, read in place ([`recent`](super::recent)).
 #[derive(Debug, Clone)]
 pub enum Host {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+    F32(Buf<f32>),
+    F64(Buf<f64>),
 }
 
 /// `v` as a mutable slice of `T` when `E` is `T`.
@@ -94,25 +96,35 @@ impl Host {
     /// `v` in its kernel's dtype.
     pub fn from_vec<E: FloatDtype>(v: Vec<E>) -> Host {
         let v = match cast_vec::<E, f32>(v) {
-            Ok(v) => return Host::F32(v),
+            Ok(v) => return Host::F32(v.into()),
             Err(v) => v,
         };
         match cast_vec::<E, f64>(v) {
-            Ok(v) => Host::F64(v),
-            Err(v) => Host::F32(v.iter().map(|x| x.to_f32().unwrap_or(f32::NAN)).collect()),
+            Ok(v) => Host::F64(v.into()),
+            Err(v) => Host::F32(
+                v.iter()
+                    .map(|x| x.to_f32().unwrap_or(f32::NAN))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
         }
     }
 
     /// `v` (computed in f64, as small per-channel results are) in `E`'s kernel dtype.
     pub fn from_f64<E: FloatDtype>(v: Vec<f64>) -> Host {
         match cast_vec::<E, f64>(Vec::new()) {
-            Ok(_) => Host::F64(v),
-            Err(_) => Host::F32(v.into_iter().map(|x| x as f32).collect()),
+            Ok(_) => Host::F64(v.into()),
+            Err(_) => Host::F32(v.into_iter().map(|x| x as f32).collect::<Vec<_>>().into()),
         }
     }
 
-    /// The values of `t`, copied once (a contiguous copy is made first if `t` is a view).
+    /// The values of `t`: read in place when they are a recent kernel output's
+    /// ([`recent`](super::recent)), else copied once (a contiguous copy is made first if `t`
+    /// is a view).
     pub fn of<S: Shape, E: FloatDtype, D: TrainDevice<E>>(t: &Tensor<S, E, D>) -> Result<Host> {
+        if let Some(host) = Self::recent(t) {
+            return Ok(host);
+        }
         let t = t
             .clone()
             .try_contiguous()
@@ -122,26 +134,81 @@ impl Host {
         Ok(Host::from_vec(v))
     }
 
-    /// The values as dtype `E`, moved without a copy when `E` is the kernel's dtype.
-    pub fn into_vec<E: FloatDtype>(self) -> Vec<E> {
-        let cast = |x: f64| E::from(x).unwrap_or_else(E::nan);
+    /// How many values.
+    pub fn len(&self) -> usize {
         match self {
-            Host::F32(v) => cast_vec::<f32, E>(v)
-                .unwrap_or_else(|v| v.iter().map(|&x| cast(x as f64)).collect()),
-            Host::F64(v) => {
-                cast_vec::<f64, E>(v).unwrap_or_else(|v| v.into_iter().map(cast).collect())
-            }
+            Host::F32(v) => v.len(),
+            Host::F64(v) => v.len(),
         }
     }
 
-    /// The values as a tensor of shape `shape` on `dev`.
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values of `t` if they are a recent kernel output's buffer, in order.
+    fn recent<S: Shape, E: FloatDtype, D: TrainDevice<E>>(t: &Tensor<S, E, D>) -> Option<Host> {
+        let (addr, strides) = D::host_layout(t)?;
+        let dims = t.shape().concrete();
+        let mut expect = 1;
+        for i in (0..S::NUM_DIMS).rev() {
+            if dims[i] > 1 && strides[i] != expect {
+                return None;
+            }
+            expect *= dims[i];
+        }
+        let len = t.shape().num_elements();
+        if TypeId::of::<E>() == TypeId::of::<f32>() {
+            recent::lookup::<f32>(addr, len).map(Host::F32)
+        } else if TypeId::of::<E>() == TypeId::of::<f64>() {
+            recent::lookup::<f64>(addr, len).map(Host::F64)
+        } else {
+            None
+        }
+    }
+
+    /// The values as dtype `E`, moved without a copy when `E` is the kernel's dtype and the
+    /// values are owned.
+    pub fn into_vec<E: FloatDtype>(self) -> Vec<E> {
+        let cast = |x: f64| E::from(x).unwrap_or_else(E::nan);
+        match self {
+            Host::F32(v) => cast_vec::<f32, E>(v.into_vec())
+                .unwrap_or_else(|v| v.iter().map(|&x| cast(x as f64)).collect()),
+            Host::F64(v) => cast_vec::<f64, E>(v.into_vec())
+                .unwrap_or_else(|v| v.into_iter().map(cast).collect()),
+        }
+    }
+
+    /// The values as a tensor of shape `shape` on `dev`; on the CPU the buffer becomes the
+    /// tensor's, and is remembered for the next kernel to read in place.
     pub fn into_tensor<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
         self,
         dev: &D,
         shape: S,
     ) -> Result<Tensor<S, E, D>> {
-        dev.try_tensor_from_vec(self.into_vec(), shape)
-            .map_err(|e| Error::Device(format!("{e:?}")))
+        let (ptr, len): (*const (), usize) = match &self {
+            Host::F32(v) => (v.as_ptr().cast(), v.len()),
+            Host::F64(v) => (v.as_ptr().cast(), v.len()),
+        };
+        let owned = matches!(self, Host::F32(Buf::Owned(_)) | Host::F64(Buf::Owned(_)));
+        let is_f64 = matches!(self, Host::F64(_));
+        let t = dev
+            .try_tensor_from_vec(self.into_vec(), shape)
+            .map_err(|e| Error::Device(format!("{e:?}")))?;
+        // Remembered only where the tensor's values are the buffer itself (moved, not
+        // converted or copied).
+        let keep = D::keep(&t).filter(|_| owned && len > 0);
+        if let Some(keep) =
+            keep.filter(|_| D::host_layout(&t).is_some_and(|(a, _)| a == ptr as usize))
+        {
+            if is_f64 {
+                recent::remember::<f64>(keep, ptr.cast(), len);
+            } else {
+                recent::remember::<f32>(keep, ptr.cast(), len);
+            }
+        }
+        Ok(t)
     }
 }
 
@@ -186,12 +253,12 @@ pub trait IntoHost {
 }
 impl IntoHost for Vec<f32> {
     fn into_host(self) -> Host {
-        Host::F32(self)
+        Host::F32(self.into())
     }
 }
 impl IntoHost for Vec<f64> {
     fn into_host(self) -> Host {
-        Host::F64(self)
+        Host::F64(self.into())
     }
 }
 
@@ -211,7 +278,7 @@ pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
         } else {
             let mut buf = vec![0f32; g.len()];
             out = Some(f(HostMut::F32(&mut buf)));
-            let add = Host::F32(buf).into_vec::<E>();
+            let add = Host::F32(buf.into()).into_vec::<E>();
             g.iter_mut().zip(add).for_each(|(a, b)| *a += b);
         }
     })?;
@@ -226,7 +293,7 @@ pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
 ) -> Result<()> {
     accumulate_grad(t, grads, |g| {
         on_host!(T; Host(values), HostMut(g) => {
-            g.iter_mut().zip(values).for_each(|(a, &b)| *a += b)
+            g.iter_mut().zip(values.iter()).for_each(|(a, &b)| *a += b)
         })
     })
 }

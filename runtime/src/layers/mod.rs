@@ -12,20 +12,24 @@
 
 pub mod batchnorm2d;
 pub mod batchnorm_kernel;
+pub mod chain;
 pub mod composed;
 pub mod conv2d;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 pub mod conv_kernel;
 pub mod flatten;
+pub mod fused;
 pub mod host;
 pub mod pool2d;
+pub mod recent;
 pub mod relu;
 pub mod residual;
 
 pub use self::batchnorm2d::BatchNorm2D;
 pub use self::conv2d::{Conv2D, Conv2DNoBias, DepthwiseConv2D};
 pub use self::flatten::{flatten, Flatten};
+pub use self::fused::Fused;
 pub use self::pool2d::{
     adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D, PoolKind,
 };
@@ -33,11 +37,12 @@ pub use self::relu::{relu, ReLU};
 pub use self::residual::{add_relu, GeneralizedResidualReLU, ResidualReLU};
 
 use dfdx::shapes::HasShape;
-use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cpu, NoneTape, Tape, Tensor};
 
 use crate::{Error, FloatDtype, Result, TrainDevice};
 pub use conv_kernel::ConvGeom;
-use host::{accumulate_grad, add_grad, on_backward, Host};
+use host::{add_grad, Host};
 
 /// A batch of images with `C` channels: `[N, C, H, W]`, only the channels fixed at compile time.
 pub type Images<const C: usize, E, D = Cpu, T = NoneTape> =
@@ -75,57 +80,86 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     bias: Option<&Tensor<(usize,), E, D>>,
     opts: ConvOptions,
 ) -> Result<Dyn4<E, D, T>> {
-    let (n, c_in, h, w) = *x.shape();
-    let (c_out, cin_g, k, k2) = *weight.shape();
-    let geom = ConvGeom {
-        batch: n,
-        c_in,
-        h,
-        w,
-        c_out,
-        k,
-        stride: opts.stride,
-        padding: opts.padding,
-        dilation: opts.dilation,
-        groups: opts.groups,
+    let layer = ConvLayer {
+        weight: weight.clone(),
+        bias: bias.cloned(),
+        opts,
     };
-    geom.check()?;
-    if k != k2 || cin_g * opts.groups != c_in {
-        return Err(Error::config(
-            "Conv2D.weight",
-            format!(
-                "a weight of shape [{c_out}, {cin_g}, {k}, {k2}] does not fit {c_in} input channels in {} groups with a square kernel",
-                opts.groups
-            ),
-        ));
-    }
-    if let Some(b) = bias {
-        if b.shape().0 != c_out {
-            return Err(Error::config(
-                "Conv2D.bias",
-                format!("{} biases for {c_out} output channels", b.shape().0),
-            ));
-        }
-    }
+    let geom = layer.geom(x.shape().concrete())?;
     if !D::HOST_KERNELS && opts.groups == 1 {
         return composed::conv2d(x, weight, bias, &geom);
     }
-    let (x, mut tape) = x.split_tape();
-    let dev = x.device().clone();
-    let (xs, ws) = (Host::of(&x)?, Host::of(weight)?);
-    let bs = bias.map(Host::of).transpose()?;
-    let out = conv_kernel::forward_host(&geom, &xs, &ws, bs.as_ref());
-    let out: Dyn4<E, D> = out.into_tensor(&dev, (n, c_out, geom.h_out(), geom.w_out()))?;
-    let (weight, bias) = (weight.clone(), bias.cloned());
-    on_backward(&mut tape, "Conv2D", &out, move |dy, grads| {
-        let (dw, db) = accumulate_grad(&x, grads, |dx| {
-            conv_kernel::backward_host(&geom, (&xs, &ws, dy), dx, bias.is_some())
-        })?;
-        add_grad(&weight, grads, dw)?;
-        match &bias {
-            Some(b) => add_grad(b, grads, db),
-            None => Ok(()),
+    chain::run("Conv2D", x, &mut [&mut { layer }])
+}
+
+/// A convolution as a [`HostLayer`](chain::HostLayer): its parameters and options.
+pub(crate) struct ConvLayer<E: FloatDtype, D: TrainDevice<E>> {
+    pub weight: Dyn4<E, D>,
+    pub bias: Option<Tensor<(usize,), E, D>>,
+    pub opts: ConvOptions,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> ConvLayer<E, D> {
+    /// The convolution's geometry on images of shape `[n, c_in, h, w]`; impossible geometry is
+    /// an error naming it.
+    fn geom(&self, [n, c_in, h, w]: [usize; 4]) -> Result<ConvGeom> {
+        let opts = self.opts;
+        let (c_out, cin_g, k, k2) = *self.weight.shape();
+        let geom = ConvGeom {
+            batch: n,
+            c_in,
+            h,
+            w,
+            c_out,
+            k,
+            stride: opts.stride,
+            padding: opts.padding,
+            dilation: opts.dilation,
+            groups: opts.groups,
+        };
+        geom.check()?;
+        if k != k2 || cin_g * opts.groups != c_in {
+            return Err(Error::config(
+                "Conv2D.weight",
+                format!(
+                    "a weight of shape [{c_out}, {cin_g}, {k}, {k2}] does not fit {c_in} input channels in {} groups with a square kernel",
+                    opts.groups
+                ),
+            ));
         }
-    });
-    Ok(out.put_tape(tape))
+        if let Some(b) = &self.bias {
+            if b.shape().0 != c_out {
+                return Err(Error::config(
+                    "Conv2D.bias",
+                    format!("{} biases for {c_out} output channels", b.shape().0),
+                ));
+            }
+        }
+        Ok(geom)
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> chain::HostLayer<E, D> for ConvLayer<E, D> {
+    fn forward(
+        &mut self,
+        x: &std::sync::Arc<Host>,
+        dims: chain::Dims,
+    ) -> Result<(Host, chain::Dims, chain::LayerBackward<E, D>)> {
+        let g = self.geom(dims)?;
+        let ws = Host::of(&self.weight)?;
+        let bs = self.bias.as_ref().map(Host::of).transpose()?;
+        let out = conv_kernel::forward_host(&g, x, &ws, bs.as_ref());
+        let (xs, weight, bias) = (x.clone(), self.weight.clone(), self.bias.clone());
+        let backward: chain::LayerBackward<E, D> = Box::new(move |dy, dx| {
+            let (dw, db) = conv_kernel::backward_host(&g, (&xs, &ws, dy), dx, bias.is_some());
+            Box::new(move |grads| {
+                add_grad(&weight, grads, dw)?;
+                match &bias {
+                    Some(b) => add_grad(b, grads, db),
+                    None => Ok(()),
+                }
+            })
+        });
+        Ok((out, [g.batch, g.c_out, g.h_out(), g.w_out()], backward))
+    }
 }

@@ -139,3 +139,31 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>> Module<Tensor<S,
         Ok(super::conv2d::or_panic(relu(x)))
     }
 }
+
+/// ReLU as a [`HostLayer`](super::chain::HostLayer), inside a [`Fused`](super::Fused) chain.
+struct ReluLayer;
+
+impl<E: FloatDtype, D: TrainDevice<E>> super::chain::HostLayer<E, D> for ReluLayer {
+    fn forward(
+        &mut self,
+        x: &std::sync::Arc<Host>,
+        dims: super::chain::Dims,
+    ) -> Result<(Host, super::chain::Dims, super::chain::LayerBackward<E, D>)> {
+        let (y, mask) = relu_host(x, None);
+        let backward: super::chain::LayerBackward<E, D> = Box::new(move |dy, dx| {
+            add_masked_host(dy, &mask, dx);
+            Box::new(|_| Ok(()))
+        });
+        Ok((y, dims, backward))
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> super::fused::HostModule<E, D> for ReLU {
+    fn host_layers<'a>(
+        &'a mut self,
+        layers: &mut Vec<Box<dyn super::chain::HostLayer<E, D> + 'a>>,
+    ) -> Result<()> {
+        layers.push(Box::new(ReluLayer));
+        Ok(())
+    }
+}

@@ -1,6 +1,7 @@
 //! ResNets (He et al., torchvision's v1.5: the stride on the 3×3 convolution) as layer
-//! specifications built from fulmen's [`Conv2DNoBias`], [`BatchNorm2D`], [`MaxPool2D`],
-//! [`ResidualReLU`], [`GeneralizedResidualReLU`] and dfdx's `ReLU`, `AvgPoolGlobal`, `Linear`.
+//! specifications built from fulmen's [`Conv2DNoBias`], [`BatchNorm2D`], [`ReLU`],
+//! [`MaxPool2D`], [`ResidualReLU`], [`GeneralizedResidualReLU`] and dfdx's `AvgPoolGlobal`,
+//! `Linear`. Each block's branches are [`Fused`]: on the CPU they train as one op.
 //!
 //! Channel counts are checked at compile time: the blocks of a stage must agree on them. Two
 //! stems: [`ImageNetStem`] (7×7 stride-2 convolution and a 3×3 stride-2 max pool) and
@@ -19,7 +20,7 @@
 use dfdx::nn::builders::{AvgPoolGlobal, Linear};
 
 use crate::layers::{
-    BatchNorm2D, Conv2DNoBias, GeneralizedResidualReLU, MaxPool2D, ReLU, ResidualReLU,
+    BatchNorm2D, Conv2DNoBias, Fused, GeneralizedResidualReLU, MaxPool2D, ReLU, ResidualReLU,
 };
 
 /// 7×7 convolution with stride 2 to 64 channels, batch norm, ReLU, 3×3 max pool with stride 2.
@@ -31,7 +32,7 @@ pub type ImageNetStem = (
 );
 
 /// 3×3 convolution to 64 channels, batch norm, ReLU: the stem for 32×32 images.
-pub type CifarStem = (Conv2DNoBias<3, 64, 3, 1, 1>, BatchNorm2D<64>, ReLU);
+pub type CifarStem = Fused<(Conv2DNoBias<3, 64, 3, 1, 1>, BatchNorm2D<64>, ReLU)>;
 
 /// Convolution without bias, then batch norm.
 pub type ConvBn<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize> =
@@ -40,31 +41,33 @@ pub type ConvBn<const IN: usize, const OUT: usize, const K: usize, const S: usiz
 /// BasicBlock (ResNet-18/34) keeping size and channels: two 3×3 convolutions, identity
 /// shortcut.
 pub type BasicBlock<const C: usize> =
-    ResidualReLU<(ConvBn<C, C, 3, 1, 1>, ReLU, ConvBn<C, C, 3, 1, 1>)>;
+    ResidualReLU<Fused<(ConvBn<C, C, 3, 1, 1>, ReLU, ConvBn<C, C, 3, 1, 1>)>>;
 
 /// BasicBlock that changes channels or size: the shortcut is a strided 1×1 convolution.
 pub type BasicBlockDown<const IN: usize, const OUT: usize, const S: usize> =
     GeneralizedResidualReLU<
-        (ConvBn<IN, OUT, 3, S, 1>, ReLU, ConvBn<OUT, OUT, 3, 1, 1>),
-        ConvBn<IN, OUT, 1, S, 0>,
+        Fused<(ConvBn<IN, OUT, 3, S, 1>, ReLU, ConvBn<OUT, OUT, 3, 1, 1>)>,
+        Fused<ConvBn<IN, OUT, 1, S, 0>>,
     >;
 
 /// Bottleneck (ResNet-50): 1×1 down to `MID`, 3×3, 1×1 up to `OUT = 4·MID`; identity shortcut.
-pub type Bottleneck<const OUT: usize, const MID: usize> = ResidualReLU<(
-    (ConvBn<OUT, MID, 1, 1, 0>, ReLU),
-    (ConvBn<MID, MID, 3, 1, 1>, ReLU),
-    ConvBn<MID, OUT, 1, 1, 0>,
-)>;
+pub type Bottleneck<const OUT: usize, const MID: usize> = ResidualReLU<
+    Fused<(
+        (ConvBn<OUT, MID, 1, 1, 0>, ReLU),
+        (ConvBn<MID, MID, 3, 1, 1>, ReLU),
+        ConvBn<MID, OUT, 1, 1, 0>,
+    )>,
+>;
 
 /// The first Bottleneck of a stage: stride `S` on the 3×3, a strided 1×1 shortcut.
 pub type BottleneckDown<const IN: usize, const MID: usize, const OUT: usize, const S: usize> =
     GeneralizedResidualReLU<
-        (
+        Fused<(
             (ConvBn<IN, MID, 1, 1, 0>, ReLU),
             (ConvBn<MID, MID, 3, S, 1>, ReLU),
             ConvBn<MID, OUT, 1, 1, 0>,
-        ),
-        ConvBn<IN, OUT, 1, S, 0>,
+        )>,
+        Fused<ConvBn<IN, OUT, 1, S, 0>>,
     >;
 
 /// Global average pool and the classifier.

@@ -1,0 +1,138 @@
+//! `Fused<T>`: the layers of a tuple run as one op when they train on the CPU, with the same
+//! tensors and names as the tuple itself (`Fused<(Conv2DNoBias<..>, BatchNorm2D<..>, ReLU)>`
+//! names them `0.weight`, `1.weight`, `1.bias`, …, as the tuple does, so checkpoints do not
+//! change).
+//!
+//! The values between the layers stay host buffers ([`chain`](super::chain)) and never become
+//! dfdx tensors, so dfdx allocates and zeroes no gradient for them. On other devices, and in
+//! evaluation, the tuple runs as it is. The layers that fuse ([`HostModule`]) are fulmen's
+//! convolutions, `BatchNorm2D` and `ReLU`, and tuples of them; the ResNet builders fuse their
+//! blocks' branches.
+//!
+//! ```
+//! use fulmen::layers::{BatchNorm2D, Conv2DNoBias, Fused};
+//! use fulmen::prelude::*;
+//!
+//! #[module]
+//! struct Stem {
+//!     stem: Fused<(Conv2DNoBias<3, 8, 3, 1, 1>, BatchNorm2D<8>, ReLU)>,
+//! }
+//!
+//! let dev = Cpu::default();
+//! let mut m = Stem::build(&dev);
+//! let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> = dev.sample_normal_like(&(2, Const, 6, 6));
+//! let y = m.stem.forward_mut(x.leaky_traced());
+//! assert!(y.as_vec().iter().all(|v| *v >= 0.0));
+//! ```
+
+use std::marker::PhantomData;
+
+use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection};
+use dfdx::shapes::{Dtype, Shape};
+use dfdx::tensor::{OwnedTape, Tensor};
+use dfdx::tensor_ops::Device;
+
+use super::chain::{self, HostLayer};
+use super::conv2d::or_panic;
+use crate::{FloatDtype, Result, TrainDevice};
+
+/// A module whose training forward runs on host values, as one or more [`HostLayer`]s.
+pub trait HostModule<E: FloatDtype, D: TrainDevice<E>> {
+    /// Appends this module's layers, in order, to `layers`.
+    fn host_layers<'a>(&'a mut self, layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>)
+        -> Result<()>;
+}
+
+/// The layers of the tuple `T` run as one op; its module is [`modules::Fused`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fused<T>(PhantomData<T>);
+
+impl<T: crate::Spec> crate::Spec for Fused<T> {
+    type Module<E: Dtype, D: Device<E>> = modules::Fused<T::Module<E, D>>;
+}
+
+pub mod modules {
+    //! The module of [`Fused`](super::Fused): the tuple's modules.
+
+    /// The tuple of modules, run as one op in training on the CPU.
+    #[derive(Debug, Clone)]
+    pub struct Fused<T>(pub T);
+}
+
+impl<T: Module<X>, X> Module<X> for modules::Fused<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+
+    fn try_forward(&self, x: X) -> std::result::Result<Self::Output, Self::Error> {
+        self.0.try_forward(x)
+    }
+}
+
+impl<Si, So, E, D, T> ModuleMut<Tensor<Si, E, D, OwnedTape<E, D>>> for modules::Fused<T>
+where
+    Si: Shape,
+    So: Shape,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    T: ModuleMut<
+            Tensor<Si, E, D, OwnedTape<E, D>>,
+            Output = Tensor<So, E, D, OwnedTape<E, D>>,
+            Error = D::Err,
+        > + HostModule<E, D>,
+{
+    type Output = Tensor<So, E, D, OwnedTape<E, D>>;
+    type Error = D::Err;
+
+    fn try_forward_mut(
+        &mut self,
+        x: Tensor<Si, E, D, OwnedTape<E, D>>,
+    ) -> std::result::Result<Self::Output, D::Err> {
+        if !D::HOST_KERNELS {
+            return self.0.try_forward_mut(x);
+        }
+        let mut layers = Vec::new();
+        or_panic(self.0.host_layers(&mut layers));
+        let mut refs: Vec<&mut dyn HostLayer<E, D>> =
+            layers.iter_mut().map(|l| &mut **l as _).collect();
+        Ok(or_panic(chain::run("Fused", x, &mut refs)))
+    }
+}
+
+macro_rules! tuples {
+    ($(($($i:tt $t:ident $v:ident),+))+) => {$(
+        impl<E: FloatDtype, D: TrainDevice<E>, $($t: HostModule<E, D>),+> HostModule<E, D>
+            for ($($t,)+)
+        {
+            fn host_layers<'a>(
+                &'a mut self,
+                layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
+            ) -> Result<()> {
+                $(self.$i.host_layers(layers)?;)+
+                Ok(())
+            }
+        }
+
+        impl<E: Dtype, D: Device<E>, $($t: TensorCollection<E, D>),+> TensorCollection<E, D>
+            for modules::Fused<($($t,)+)>
+        {
+            type To<E2: Dtype, D2: Device<E2>> = modules::Fused<($($t::To<E2, D2>,)+)>;
+
+            fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+                visitor: &mut V,
+            ) -> std::result::Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+                visitor.visit_fields(
+                    ($(Self::module(stringify!($i), |s| &s.0.$i, |s| &mut s.0.$i),)+),
+                    |($($v,)+)| modules::Fused(($($v,)+)),
+                )
+            }
+        }
+    )+};
+}
+
+tuples! {
+    (0 A a, 1 B b)
+    (0 A a, 1 B b, 2 C c)
+    (0 A a, 1 B b, 2 C c, 3 F f)
+    (0 A a, 1 B b, 2 C c, 3 F f, 4 G g)
+    (0 A a, 1 B b, 2 C c, 3 F f, 4 G g, 5 H h)
+}
