@@ -26,11 +26,11 @@ struct SmallResNet {
         BatchNorm2D<16>,
         ReLU,
     )>,
-    blocks: (
+    blocks: fulmen::layers::Fused<(
         BasicBlock<16>,
         BasicBlockDown<16, 32, 2>,
         BasicBlockDown<32, 64, 2>,
-    ),
+    )>,
     head: (AvgPoolGlobal, Linear<64, 10>),
 }
 

@@ -123,3 +123,70 @@ fn a_fused_layer_refusing_its_input_names_the_layer() {
     assert!(msg.contains("BatchNorm2D"), "{msg}");
     assert!(msg.contains("more than one value per channel"), "{msg}");
 }
+
+type Stage = (
+    fulmen::layers::ResidualReLU<(
+        (Conv2DNoBias<8, 8, 3, 1, 1>, BatchNorm2D<8>),
+        ReLU,
+        (Conv2DNoBias<8, 8, 3, 1, 1>, BatchNorm2D<8>),
+    )>,
+    fulmen::layers::GeneralizedResidualReLU<
+        (
+            (Conv2DNoBias<8, 16, 3, 2, 1>, BatchNorm2D<16>),
+            ReLU,
+            (Conv2DNoBias<16, 16, 3, 1, 1>, BatchNorm2D<16>),
+        ),
+        (Conv2DNoBias<8, 16, 1, 2, 0>, BatchNorm2D<16>),
+    >,
+);
+
+#[module]
+struct PlainStage {
+    net: Stage,
+}
+
+#[module]
+struct FastStage {
+    net: Fused<Stage>,
+}
+
+/// A whole stage of residual blocks as one op: one SGD step leaves every tensor (weights and
+/// running statistics) bit for bit as the plain stage's, and the input's gradient too.
+#[test]
+fn a_fused_residual_stage_steps_bit_for_bit_as_the_plain_one() {
+    let dev = Cpu::seed_from_u64(8);
+    let mut plain = PlainStage::build(&dev);
+    let mut fast = FastStage::build(&dev);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    plain.save_safetensors(&a).expect("saved");
+    fast.load_safetensors(&a).expect("the same names");
+    let before = std::fs::read(&a).expect("read");
+
+    let x: Imgs<8> = dev.sample_normal_like(&(4, Const, 9, 10));
+    let step = |y: fulmen::layers::Images<16, f32, Cpu, OwnedTape<f32, Cpu>>| {
+        let n = y.shape().num_elements();
+        let w: Imgs<16> =
+            dev.tensor_from_vec((0..n).map(|i| (i % 5) as f32 - 1.0).collect(), *y.shape());
+        (y * w).sum::<Rank0, _>().backward()
+    };
+    let mut g_plain = step(plain.net.forward_mut(x.clone().leaky_traced()));
+    let mut g_fast = step(fast.net.forward_mut(x.clone().leaky_traced()));
+    assert_eq!(
+        bits(&g_plain.get(&x).as_vec()),
+        bits(&g_fast.get(&x).as_vec()),
+        "the input's gradient"
+    );
+    let sgd = || fulmen::optim::Optimizer::<f32>::new(Optim::sgd(0.1)).expect("valid settings");
+    sgd().step(&mut plain, &mut g_plain).expect("a step");
+    sgd().step(&mut fast, &mut g_fast).expect("a step");
+    plain.save_safetensors(&a).expect("saved");
+    fast.save_safetensors(&b).expect("saved");
+    let after = std::fs::read(&a).expect("read");
+    assert_ne!(before, after, "the step moved the weights");
+    assert_eq!(
+        after,
+        std::fs::read(&b).expect("read"),
+        "every tensor after one step"
+    );
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, PutTape, SplitTape, Tape, Tensor};
 
-use super::host::{accumulate_grad, filled, on_backward, Host, HostMut};
+use super::host::{accumulate_grad, add_host, filled, on_backward, Host, HostMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// Adds a layer's parameter gradients into dfdx's gradients.
@@ -39,20 +39,16 @@ pub fn run<Si: Shape, So: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>
     layers: &mut [&mut dyn HostLayer<E, D>],
 ) -> Result<Tensor<So, E, D, T>> {
     let concrete = x.shape().concrete();
-    let mut dims: Dims = concrete
+    let dims: Dims = concrete
         .as_ref()
         .try_into()
         .map_err(|_| Error::msg(format!("{name}: the input is not [N, C, H, W]")))?;
     let (x, mut tape) = x.split_tape();
-    let mut h = Arc::new(Host::of(&x)?);
-    let mut backward = Vec::with_capacity(layers.len());
-    for layer in layers.iter_mut() {
-        let len = h.len();
-        let (y, out, back) = layer.forward(&h, dims)?;
-        backward.push((len, back));
-        h = Arc::new(y);
-        dims = out;
-    }
+    let (y, dims, backward) = forward_all(
+        layers.iter_mut().map(|l| &mut **l),
+        Arc::new(Host::of(&x)?),
+        dims,
+    )?;
     if So::NUM_DIMS != 4 {
         return Err(Error::msg(format!(
             "{name}: the output is not [N, C, H, W]"
@@ -67,24 +63,62 @@ pub fn run<Si: Shape, So: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>
             "{name}: the output {dims:?} does not have the layer's channels"
         ))
     })?;
-    let y = Arc::try_unwrap(h).unwrap_or_else(|h| (*h).clone());
+    let y = Arc::try_unwrap(y).unwrap_or_else(|y| (*y).clone());
     let out = y.into_tensor(x.device(), shape)?;
     on_backward(&mut tape, name, &out, move |dy, grads| {
-        let mut params = Vec::with_capacity(backward.len());
-        let mut inner: Option<Host> = None;
-        while let Some((len, back)) = backward.pop() {
-            let dy = inner.as_ref().unwrap_or(dy);
-            if backward.is_empty() {
-                params.push(accumulate_grad(&x, grads, |dx| back(dy, dx))?);
-            } else {
-                let mut dx = Host::zeros_like(dy, len);
-                params.push(back(dy, dx.as_mut()?));
-                inner = Some(dx);
-            }
-        }
+        let params = accumulate_grad(&x, grads, |dx| backward_all(backward, dy, dx))?;
         params.into_iter().try_for_each(|add| add(grads))
     });
     Ok(out.put_tape(tape))
+}
+
+/// The backward of a run of layers: each layer's backward with the length of its input.
+pub type Backwards<E, D> = Vec<(usize, LayerBackward<E, D>)>;
+
+/// `x` through `layers`: the output, its shape, and the backward of each layer.
+pub fn forward_all<'a, 'b: 'a, E: FloatDtype, D: TrainDevice<E>>(
+    layers: impl IntoIterator<Item = &'a mut (dyn HostLayer<E, D> + 'b)>,
+    x: Arc<Host>,
+    mut dims: Dims,
+) -> Result<(Arc<Host>, Dims, Backwards<E, D>)> {
+    let mut h = x;
+    let mut backward = Vec::new();
+    for layer in layers {
+        let (y, out, back) = layer.forward(&h, dims)?;
+        backward.push((h.len(), back));
+        h = Arc::new(y);
+        dims = out;
+    }
+    Ok((h, dims, backward))
+}
+
+/// Runs `backward` (from [`forward_all`]) from the output's gradient `dy`, last layer first,
+/// adding the input's gradient into `dx` (`dy` itself when there are no layers); returns
+/// what adds the layers' parameter gradients.
+pub fn backward_all<E: FloatDtype, D: TrainDevice<E>>(
+    mut backward: Backwards<E, D>,
+    dy: &Host,
+    dx: HostMut<'_>,
+) -> Vec<ParamGrads<E, D>> {
+    let mut params = Vec::with_capacity(backward.len());
+    let mut inner: Option<Host> = None;
+    let mut dx = Some(dx);
+    while let Some((len, back)) = backward.pop() {
+        let dy = inner.as_ref().unwrap_or(dy);
+        match dx.take() {
+            Some(dx) if backward.is_empty() => params.push(back(dy, dx)),
+            rest => {
+                dx = rest;
+                let mut d = Host::zeros_like(dy, len);
+                params.push(back(dy, d.buffer()));
+                inner = Some(d);
+            }
+        }
+    }
+    if let Some(dx) = dx {
+        add_host(dy, dx);
+    }
+    params
 }
 
 impl Host {
@@ -96,13 +130,16 @@ impl Host {
         }
     }
 
-    /// The values as a buffer to add into (owned values only).
-    fn as_mut(&mut self) -> Result<HostMut<'_>> {
+    /// The values of a buffer this chain made, to add into.
+    fn buffer(&mut self) -> HostMut<'_> {
         use super::recent::Buf;
         match self {
-            Host::F32(Buf::Owned(v)) => Ok(HostMut::F32(v)),
-            Host::F64(Buf::Owned(v)) => Ok(HostMut::F64(v)),
-            _ => Err(Error::msg("a shared host buffer cannot be written")),
+            Host::F32(Buf::Owned(v)) => HostMut::F32(v),
+            Host::F64(Buf::Owned(v)) => HostMut::F64(v),
+            // zeros_like makes owned buffers only.
+            Host::F32(Buf::Shared { .. }) | Host::F64(Buf::Shared { .. }) => {
+                unreachable!("a chain's own buffer is owned")
+            }
         }
     }
 }

@@ -98,6 +98,15 @@ where
     }
 }
 
+impl<E: FloatDtype, D: TrainDevice<E>, T: HostModule<E, D>> HostModule<E, D> for modules::Fused<T> {
+    fn host_layers<'a>(
+        &'a mut self,
+        layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
+    ) -> Result<()> {
+        self.0.host_layers(layers)
+    }
+}
+
 macro_rules! tuples {
     ($(($($i:tt $t:ident $v:ident),+))+) => {$(
         impl<E: FloatDtype, D: TrainDevice<E>, $($t: HostModule<E, D>),+> HostModule<E, D>

@@ -285,6 +285,25 @@ pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
     out.ok_or_else(|| Error::msg("a gradient buffer was not handed to its writer"))
 }
 
+/// Adds `values` into `into` (of the same dtype), across rayon's threads.
+pub fn add_host(values: &Host, into: HostMut<'_>) {
+    on_host!(T; Host(values), HostMut(into) => {
+        into.par_chunks_mut(1 << 14)
+            .zip(values.par_chunks(1 << 14))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b))
+    })
+}
+
+impl HostMut<'_> {
+    /// The same buffer, borrowed again (to add into it twice).
+    pub fn reborrow(&mut self) -> HostMut<'_> {
+        match self {
+            HostMut::F32(v) => HostMut::F32(v),
+            HostMut::F64(v) => HostMut::F64(v),
+        }
+    }
+}
+
 /// Adds `values` (a [`Host`] of `E`'s kernel dtype) into the gradient of `t`.
 pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     t: &Tensor<S, E, D>,

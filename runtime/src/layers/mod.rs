@@ -8,7 +8,9 @@
 //! global pools work on stable as they are); [`Flatten`] turns images into rows for a
 //! `Linear`; [`BatchNorm2D`] is batch normalization in one fused kernel
 //! ([`batchnorm_kernel`]). The kernels run on the host ([`host`]: f64 in f64, every other dtype
-//! in f32), their work spread over rayon's threads.
+//! in f32), their work spread over rayon's threads. Each CPU layer is a host layer
+//! ([`chain`]); [`Fused`] trains a tuple of them as one op, and a kernel reads the previous
+//! kernel's output in place ([`recent`]).
 
 pub mod batchnorm2d;
 pub mod batchnorm_kernel;

@@ -129,6 +129,18 @@ pub(super) fn add_masked_host(dy: &Host, mask: &[bool], into: HostMut<'_>) {
     })
 }
 
+/// `dy` where `mask` is set, zero elsewhere, as a new buffer.
+pub(super) fn masked_host(dy: &Host, mask: &[bool]) -> Host {
+    on_host!(T; Host(dy) => {
+        let v: Vec<T> = dy
+            .par_iter()
+            .zip(mask.par_iter())
+            .map(|(&g, &m)| if m { g } else { 0.0 })
+            .collect();
+        v.into_host()
+    })
+}
+
 impl<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>> Module<Tensor<S, E, D, T>>
     for ReLU
 {

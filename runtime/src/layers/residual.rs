@@ -22,9 +22,13 @@
 
 use std::marker::PhantomData;
 
+use std::sync::Arc;
+
+use super::chain::{self, HostLayer};
 use super::conv2d::or_panic;
+use super::fused::HostModule;
 use super::host::{accumulate_grad, on_backward, Host};
-use super::relu::{add_masked_host, relu_host};
+use super::relu::{add_masked_host, masked_host, relu_host};
 use super::Images;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection};
@@ -202,4 +206,67 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
         accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
     });
     Ok(out.put_tape(tape))
+}
+
+/// `relu(f(x) + r(x))` on host values, `r` the identity when it has no layers: a block of a
+/// [`Fused`](super::Fused) stage, whose branches are chains themselves.
+struct ResidualLayer<'a, E: FloatDtype, D: TrainDevice<E>> {
+    f: Vec<Box<dyn HostLayer<E, D> + 'a>>,
+    r: Vec<Box<dyn HostLayer<E, D> + 'a>>,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> HostLayer<E, D> for ResidualLayer<'_, E, D> {
+    fn forward(
+        &mut self,
+        x: &Arc<Host>,
+        dims: chain::Dims,
+    ) -> Result<(Host, chain::Dims, chain::LayerBackward<E, D>)> {
+        let (fx, f_dims, f_back) =
+            chain::forward_all(self.f.iter_mut().map(|l| &mut **l), x.clone(), dims)?;
+        let (rx, r_dims, r_back) =
+            chain::forward_all(self.r.iter_mut().map(|l| &mut **l), x.clone(), dims)?;
+        if f_dims != r_dims {
+            return Err(Error::config(
+                "residual",
+                format!(
+                    "the branches give {f_dims:?} and {r_dims:?}; a block's branches must agree in shape"
+                ),
+            ));
+        }
+        let (y, mask) = relu_host(&fx, Some(&rx));
+        let backward: chain::LayerBackward<E, D> = Box::new(move |dy, mut dx| {
+            let d = masked_host(dy, &mask);
+            let mut params = chain::backward_all(f_back, &d, dx.reborrow());
+            params.extend(chain::backward_all(r_back, &d, dx));
+            Box::new(move |grads| params.into_iter().try_for_each(|add| add(grads)))
+        });
+        Ok((y, f_dims, backward))
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>, F: HostModule<E, D>> HostModule<E, D> for ResMod<F> {
+    fn host_layers<'a>(
+        &'a mut self,
+        layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
+    ) -> Result<()> {
+        let mut f = Vec::new();
+        self.0.host_layers(&mut f)?;
+        layers.push(Box::new(ResidualLayer { f, r: Vec::new() }));
+        Ok(())
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>, F: HostModule<E, D>, R: HostModule<E, D>> HostModule<E, D>
+    for GenMod<F, R>
+{
+    fn host_layers<'a>(
+        &'a mut self,
+        layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
+    ) -> Result<()> {
+        let (mut f, mut r) = (Vec::new(), Vec::new());
+        self.f.host_layers(&mut f)?;
+        self.r.host_layers(&mut r)?;
+        layers.push(Box::new(ResidualLayer { f, r }));
+        Ok(())
+    }
 }

@@ -1,7 +1,8 @@
 //! ResNets (He et al., torchvision's v1.5: the stride on the 3×3 convolution) as layer
 //! specifications built from fulmen's [`Conv2DNoBias`], [`BatchNorm2D`], [`ReLU`],
 //! [`MaxPool2D`], [`ResidualReLU`], [`GeneralizedResidualReLU`] and dfdx's `AvgPoolGlobal`,
-//! `Linear`. Each block's branches are [`Fused`]: on the CPU they train as one op.
+//! `Linear`. The bodies and each block's branches are [`Fused`]: on the CPU a body trains as
+//! one op, and only its output becomes a dfdx tensor.
 //!
 //! Channel counts are checked at compile time: the blocks of a stage must agree on them. Two
 //! stems: [`ImageNetStem`] (7×7 stride-2 convolution and a 3×3 stride-2 max pool) and
@@ -74,15 +75,15 @@ pub type BottleneckDown<const IN: usize, const MID: usize, const OUT: usize, con
 pub type Head<const C: usize, const CLASSES: usize> = (AvgPoolGlobal, Linear<C, CLASSES>);
 
 /// The four BasicBlock stages of ResNet-18 (2, 2, 2, 2 blocks).
-pub type ResNet18Body = (
+pub type ResNet18Body = Fused<(
     (BasicBlock<64>, BasicBlock<64>),
     (BasicBlockDown<64, 128, 2>, BasicBlock<128>),
     (BasicBlockDown<128, 256, 2>, BasicBlock<256>),
     (BasicBlockDown<256, 512, 2>, BasicBlock<512>),
-);
+)>;
 
 /// The four BasicBlock stages of ResNet-34 (3, 4, 6, 3 blocks).
-pub type ResNet34Body = (
+pub type ResNet34Body = Fused<(
     (BasicBlock<64>, BasicBlock<64>, BasicBlock<64>),
     (
         BasicBlockDown<64, 128, 2>,
@@ -103,7 +104,7 @@ pub type ResNet34Body = (
         BasicBlock<512>,
         BasicBlock<512>,
     ),
-);
+)>;
 
 /// ResNet-18 with the ImageNet stem.
 pub type ResNet18<const CLASSES: usize> = (ImageNetStem, ResNet18Body, Head<512, CLASSES>);
@@ -118,12 +119,12 @@ pub type CifarResNet34<const CLASSES: usize> = (CifarStem, ResNet34Body, Head<51
 /// classes): a 3×3 stem to 16 channels, BasicBlocks at 16, 32 (stride 2) and 64 (stride 2),
 /// global average pooling, a linear layer.
 pub type SmallResNet<const CLASSES: usize> = (
-    (Conv2DNoBias<3, 16, 3, 1, 1>, BatchNorm2D<16>, ReLU),
-    (
+    Fused<(Conv2DNoBias<3, 16, 3, 1, 1>, BatchNorm2D<16>, ReLU)>,
+    Fused<(
         BasicBlock<16>,
         BasicBlockDown<16, 32, 2>,
         BasicBlockDown<32, 64, 2>,
-    ),
+    )>,
     Head<64, CLASSES>,
 );
 
@@ -134,7 +135,7 @@ pub type ResNet50<const CLASSES: usize> = (ImageNetStem, ResNet50Body, Head<2048
 pub type CifarResNet50<const CLASSES: usize> = (CifarStem, ResNet50Body, Head<2048, CLASSES>);
 
 /// The four Bottleneck stages of ResNet-50 (3, 4, 6, 3 blocks).
-pub type ResNet50Body = (
+pub type ResNet50Body = Fused<(
     (
         BottleneckDown<64, 64, 256, 1>,
         Bottleneck<256, 64>,
@@ -163,4 +164,4 @@ pub type ResNet50Body = (
         Bottleneck<2048, 512>,
         Bottleneck<2048, 512>,
     ),
-);
+)>;
