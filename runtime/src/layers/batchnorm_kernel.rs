@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::host::{lane_sum, on_host, Host, HostFloat, HostMut, IntoHost};
+use super::host::{lane_sums, on_host, Host, HostFloat, HostMut, IntoHost};
 
 /// The shape of one batch norm: `n` images of `c` channels of `hw` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,22 +39,10 @@ pub fn stats<T: HostFloat>(g: &BnGeom, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     (0..g.c)
         .into_par_iter()
         .map(|ch| {
-            let mean = g
-                .planes(x, ch)
-                .map(|p| lane_sum(p, p, |x, _| x))
-                .sum::<f64>()
-                / m;
+            let planes = || g.planes(x, ch).map(|p| (p, p));
+            let mean = lane_sums(planes(), |x, _| x) / m;
             let mt = t::<T>(mean);
-            let var = g
-                .planes(x, ch)
-                .map(|p| {
-                    lane_sum(p, p, |x, _| {
-                        let d = x - mt;
-                        d * d
-                    })
-                })
-                .sum::<f64>()
-                / m;
+            let var = lane_sums(planes(), |x, _| (x - mt) * (x - mt)) / m;
             (mean, var)
         })
         .unzip()
@@ -113,14 +101,10 @@ pub fn backward<T: HostFloat>(
         .into_par_iter()
         .map(|ch| {
             let mt = t::<T>(mean[ch]);
-            g.planes(x, ch)
-                .zip(g.planes(dy, ch))
-                .fold((0.0, 0.0), |(s, sx), (xp, dp)| {
-                    (
-                        s + lane_sum(dp, dp, |d, _| d),
-                        sx + lane_sum(dp, xp, |d, x| d * (x - mt)),
-                    )
-                })
+            (
+                lane_sums(g.planes(dy, ch).map(|p| (p, p)), |d, _| d),
+                lane_sums(g.planes(dy, ch).zip(g.planes(x, ch)), |d, x| d * (x - mt)),
+            )
         })
         .unzip();
     let d_weight: Vec<f64> = sum_dy_xc.iter().zip(inv_std).map(|(s, i)| s * i).collect();

@@ -36,27 +36,47 @@ pub fn init_with<T: Copy>(chunk: &mut [std::mem::MaybeUninit<T>], value: T) -> &
 
 const LANES: usize = 16;
 
+/// Chunks added into the lanes before they are added up in f64: enough to amortize that, few
+/// enough (4096 values per lane) that the lanes lose no precision a long sum would keep.
+const FLUSH: usize = 256;
+
 /// Σ f(a[i], b[i]), in lanes of `T` added up in f64: whole chunks, so that the loop has no
 /// bounds checks and vectorizes (a plain sum is one chain of dependent adds), and a large
 /// sum does not lose its small terms.
 pub fn lane_sum<T: HostFloat>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    lane_sums(std::iter::once((a, b)), f)
+}
+
+/// [`lane_sum`] over several pairs of slices (the planes of one channel) as one sum: the lanes
+/// run on across the pairs, so that small planes do not each pay for adding them up.
+pub fn lane_sums<'a, T: HostFloat>(
+    pairs: impl Iterator<Item = (&'a [T], &'a [T])>,
+    f: impl Fn(T, T) -> T,
+) -> f64 {
+    let to_f64 = |v: T| v.to_f64().unwrap_or(f64::NAN);
     let mut acc = [T::zero(); LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: T = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += f(xa[l], xb[l]);
+    let (mut total, mut chunks) = (0.0f64, 0);
+    for (a, b) in pairs {
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        total += ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(&x, &y)| to_f64(f(x, y)))
+            .sum::<f64>();
+        for (xa, xb) in ca.zip(cb) {
+            for l in 0..LANES {
+                acc[l] += f(xa[l], xb[l]);
+            }
+            chunks += 1;
+            if chunks == FLUSH {
+                total += acc.iter().map(|&v| to_f64(v)).sum::<f64>();
+                acc = [T::zero(); LANES];
+                chunks = 0;
+            }
         }
     }
-    acc.iter()
-        .chain([&tail])
-        .map(|v| v.to_f64().unwrap_or(f64::NAN))
-        .sum()
+    total + acc.iter().map(|&v| to_f64(v)).sum::<f64>()
 }
 
 /// A float type the host kernels compute in.
