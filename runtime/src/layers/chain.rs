@@ -5,7 +5,8 @@
 //! single backward: the values between the layers never become dfdx tensors, so they get no
 //! gradient buffer, which dfdx would zero on the calling thread while the others wait (in the
 //! small ResNet that zeroing was a tenth of each step's wall time). A lone layer (a `Conv2D`,
-//! a `BatchNorm2D`) is a chain of one; [`ConvBn`](super::ConvBn) is a chain of two.
+//! a `BatchNorm2D`) is a chain of one; [`Fused`](super::Fused) chains a tuple of layers, and a
+//! residual block is one layer made of the chains of its branches.
 
 use std::sync::Arc;
 
@@ -43,17 +44,17 @@ pub fn run<Si: Shape, So: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>
         .as_ref()
         .try_into()
         .map_err(|_| Error::msg(format!("{name}: the input is not [N, C, H, W]")))?;
+    if So::NUM_DIMS != 4 {
+        return Err(Error::msg(format!(
+            "{name}: the output is not [N, C, H, W]"
+        )));
+    }
     let (x, mut tape) = x.split_tape();
     let (y, dims, backward) = forward_all(
         layers.iter_mut().map(|l| &mut **l),
         Arc::new(Host::of(&x)?),
         dims,
     )?;
-    if So::NUM_DIMS != 4 {
-        return Err(Error::msg(format!(
-            "{name}: the output is not [N, C, H, W]"
-        )));
-    }
     let mut concrete = So::Concrete::default();
     for (i, d) in dims.into_iter().enumerate() {
         concrete[i] = d;

@@ -3,7 +3,7 @@
 //! names them `0.weight`, `1.weight`, `1.bias`, …, as the tuple does, so checkpoints do not
 //! change).
 //!
-//! The values between the layers stay host buffers ([`chain`](super::chain)) and never become
+//! The values between the layers stay host buffers ([`chain`]) and never become
 //! dfdx tensors, so dfdx allocates and zeroes no gradient for them. On other devices, and in
 //! evaluation, the tuple runs as it is. The layers that fuse ([`HostModule`]) are fulmen's
 //! convolutions, `BatchNorm2D` and `ReLU`, and tuples of them; the ResNet builders fuse their

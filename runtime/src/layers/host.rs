@@ -40,7 +40,7 @@ const LANES: usize = 16;
 /// enough (4096 values per lane) that the lanes lose no precision a long sum would keep.
 const FLUSH: usize = 256;
 
-/// Σ f(a[i], b[i]), in lanes of `T` added up in f64: whole chunks, so that the loop has no
+/// Σ f(a\[i\], b\[i\]), in lanes of `T` added up in f64: whole chunks, so that the loop has no
 /// bounds checks and vectorizes (a plain sum is one chain of dependent adds), and a large
 /// sum does not lose its small terms.
 pub fn lane_sum<T: HostFloat>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
@@ -88,7 +88,7 @@ impl HostFloat for f32 {}
 impl HostFloat for f64 {}
 
 /// Values in the dtype their kernel computes in: the kernel's own, or a recent kernel
-/// output's, read in place ([`recent`](super::recent)).
+/// output's, read in place ([`recent`]).
 #[derive(Debug, Clone)]
 pub enum Host {
     F32(Buf<f32>),
@@ -139,7 +139,7 @@ impl Host {
     }
 
     /// The values of `t`: read in place when they are a recent kernel output's
-    /// ([`recent`](super::recent)), else copied once (a contiguous copy is made first if `t`
+    /// ([`recent`]), else copied once (a contiguous copy is made first if `t`
     /// is a view).
     pub fn of<S: Shape, E: FloatDtype, D: TrainDevice<E>>(t: &Tensor<S, E, D>) -> Result<Host> {
         if let Some(host) = Self::recent(t) {
