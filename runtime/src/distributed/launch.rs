@@ -5,15 +5,16 @@
 //! and its GPU by local rank. The master port is one this process holds open for the
 //! rendezvous, so that two runs on one machine cannot collide.
 //!
-//! The workers end with the run: they are waited for when rank 0's trainer is dropped (and
-//! killed if they outlive the collective timeout), and on Linux the kernel sends them SIGTERM
-//! if rank 0 dies.
+//! The workers end with the program: rank 0 waits for them when it exits (and kills them if
+//! they outlive the collective timeout), and on Linux the kernel sends them SIGTERM if rank 0
+//! dies. A later trainer in the same program joins the same ranks ([`ranks`]).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ClusterEnv;
@@ -78,6 +79,49 @@ pub fn spawn(
     }
     let env = ClusterEnv::from_vars(&rank_vars(0, world, port))?;
     Ok((env, workers))
+}
+
+/// The ranks this process launched, for the rest of the process: they run the whole program,
+/// so a later trainer in it joins them again as rank 0 instead of launching more (as
+/// Lightning's launcher, which leaves its variables set). Waited for when the process exits.
+static LAUNCHED: Mutex<Option<(ClusterEnv, Workers)>> = Mutex::new(None);
+
+/// This process's place among the `world` ranks it launched, launching them on the first
+/// call; with the rendezvous port, on that first call.
+pub fn ranks(world: usize, grace: Duration) -> Result<(ClusterEnv, Option<TcpListener>)> {
+    let mut launched = LAUNCHED
+        .lock()
+        .map_err(|_| Error::msg("launching ranks: a launch panicked"))?;
+    if let Some((env, _)) = &*launched {
+        if env.world_size != world {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "{world} devices, but an earlier trainer of this program launched {} ranks, which run it to its end; every trainer of a program must use the same devices",
+                    env.world_size
+                ),
+            ));
+        }
+        return Ok((env.clone(), None));
+    }
+    let (program, args) = this_program()?;
+    let (env, mut workers) = spawn(world, program, args, grace)?;
+    let listener = workers.listener.take();
+    *launched = Some((env.clone(), workers));
+    // SAFETY: `finish_launched` is a plain function that takes a lock and waits for child
+    // processes; atexit runs it once, after main returns.
+    unsafe { libc::atexit(finish_launched) };
+    Ok((env, listener))
+}
+
+extern "C" fn finish_launched() {
+    if let Ok(mut launched) = LAUNCHED.lock() {
+        if let Some((_, mut workers)) = launched.take() {
+            for failure in workers.finish() {
+                eprintln!("error: {failure}");
+            }
+        }
+    }
 }
 
 /// This program and its arguments, as the workers are started.

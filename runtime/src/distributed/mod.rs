@@ -43,8 +43,11 @@ const BUCKET: usize = 4 << 20;
 pub(crate) struct Plan {
     pub strategy: Strategy,
     pub env: ClusterEnv,
-    /// The ranks this process started (rank 0 of a GPU run it launched itself).
-    pub workers: Option<launch::Workers>,
+    /// Whether this process launched its ranks itself (rank 0 of a GPU run).
+    pub launched: bool,
+    /// Where rank 0 of such a run hands out NCCL's id (its first trainer's only).
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    pub listener: Option<std::net::TcpListener>,
 }
 
 /// Checks the flags against the launcher's environment; a GPU run of several devices that
@@ -92,8 +95,7 @@ pub(crate) fn plan(
                     format!("{devices:?} asks for {highest} GPU(s) for {strategy:?}, but this machine has {count}"),
                 ));
             }
-            let (program, args) = launch::this_program()?;
-            let (env, workers) = launch::spawn(n, program, args, timeout)?;
+            let (env, listener) = launch::ranks(n, timeout)?;
             let strategy = match strategy {
                 Strategy::Auto => Strategy::Ddp,
                 s => s,
@@ -101,7 +103,8 @@ pub(crate) fn plan(
             return Ok(Plan {
                 strategy,
                 env,
-                workers: Some(workers),
+                launched: true,
+                listener,
             });
         }
         if n > 1 {
@@ -121,7 +124,8 @@ pub(crate) fn plan(
         return Ok(Plan {
             strategy,
             env,
-            workers: None,
+            launched: false,
+            listener: None,
         });
     }
     if strategy == Strategy::SingleDevice {
@@ -160,7 +164,8 @@ pub(crate) fn plan(
     Ok(Plan {
         strategy,
         env,
-        workers: None,
+        launched: false,
+        listener: None,
     })
 }
 
@@ -173,10 +178,10 @@ pub(crate) fn join(
 ) -> Result<Box<dyn Collective>> {
     let env = &plan.env;
     match device {
-        _ if env.world_size == 1 && plan.workers.is_none() => Ok(Box::new(Single)),
+        _ if env.world_size == 1 && !plan.launched => Ok(Box::new(Single)),
         #[cfg(feature = "nccl")]
         RunDevice::Cuda(ordinal) => {
-            let listener = plan.workers.as_mut().and_then(|w| w.listener.take());
+            let listener = plan.listener.take();
             Ok(Box::new(nccl::Nccl::join(env, ordinal, listener, timeout)?))
         }
         #[cfg(not(feature = "nccl"))]

@@ -300,7 +300,6 @@ impl TrainerBuilder {
                 collective,
                 sampler: self.use_distributed_sampler,
                 requeue_signal,
-                workers: plan.workers,
             },
             #[cfg(feature = "cuda")]
             cuda: None,
@@ -332,10 +331,6 @@ pub(crate) struct Dist {
     pub sampler: bool,
     /// Under SLURM with auto-requeue: the signal that saves and requeues the job.
     pub requeue_signal: Option<i32>,
-    /// The ranks this process launched, held for their `Drop`: waited for when the trainer
-    /// is dropped, after the collective.
-    #[allow(dead_code)]
-    pub workers: Option<crate::distributed::launch::Workers>,
 }
 
 /// Runs training, validation, testing and prediction (Lightning's `Trainer`).
