@@ -33,7 +33,7 @@ use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, RealizeTo};
 use rand_distr::Uniform;
 
-use super::{conv2d, ConvOptions};
+use super::ConvOptions;
 use crate::{Error, FloatDtype, TrainDevice};
 
 /// PyTorch's bound: 1/√(fan_in), fan_in = (IN / groups)·K².
@@ -118,11 +118,46 @@ macro_rules! conv_layer {
                 &self,
                 x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
             ) -> Result<Self::Output, D::Err> {
-                Ok(or_panic(forward::<IN, OUT, K, S, P, L, G, E, D, T>(
-                    x,
-                    &self.weight,
-                    self.bias(),
-                )))
+                // The shapes made run-time for the op, and back.
+                let forward = || {
+                    let x = x
+                        .try_realize::<(usize, usize, usize, usize)>()
+                        .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
+                    self.layer()?
+                        .apply(x)?
+                        .try_realize::<(usize, Const<OUT>, usize, usize)>()
+                        .map_err(|_| shape_error("the output does not have OUT channels"))
+                };
+                Ok(or_panic(forward()))
+            }
+        }
+
+        impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: FloatDtype, D: TrainDevice<E>>
+            modules::$name<IN, OUT, K, S, P, L, G, E, D>
+        {
+            /// The layer as [`conv2d()`] takes it: weight and bias with run-time shapes, and
+            /// its options.
+            fn layer(&self) -> Result<super::ConvLayer<E, D>, Error> {
+                let weight = self
+                    .weight
+                    .clone()
+                    .try_realize::<(usize, usize, usize, usize)>()
+                    .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
+                let bias = match self.bias() {
+                    Some(b) => Some(
+                        b.clone()
+                            .try_realize::<(usize,)>()
+                            .map_err(|_| shape_error("the bias is not [OUT]"))?,
+                    ),
+                    None => None,
+                };
+                let opts = ConvOptions {
+                    stride: S,
+                    padding: P,
+                    dilation: L,
+                    groups: Groups::<IN, OUT, G>::COUNT,
+                };
+                Ok(super::ConvLayer { weight, bias, opts })
             }
         }
 
@@ -134,8 +169,7 @@ macro_rules! conv_layer {
                 &'a mut self,
                 layers: &mut Vec<Box<dyn super::chain::HostLayer<E, D> + 'a>>,
             ) -> crate::Result<()> {
-                let (weight, bias, opts) = parts::<IN, OUT, K, S, P, L, G, E, D>(&self.weight, self.bias())?;
-                layers.push(Box::new(super::ConvLayer { weight, bias, opts }));
+                layers.push(Box::new(self.layer()?));
                 Ok(())
             }
         }
@@ -225,75 +259,6 @@ impl<const IN: usize, const OUT: usize, const G: usize> Groups<IN, OUT, G> {
     };
 }
 
-/// A layer's weight and bias with run-time shapes, and its options, as [`conv2d()`] takes them.
-#[allow(clippy::type_complexity)]
-fn parts<
-    const IN: usize,
-    const OUT: usize,
-    const K: usize,
-    const S: usize,
-    const P: usize,
-    const L: usize,
-    const G: usize,
-    E: FloatDtype,
-    D: TrainDevice<E>,
->(
-    weight: &Weight<G, OUT, K, E, D>,
-    bias: Option<&Tensor<(Const<OUT>,), E, D>>,
-) -> Result<
-    (
-        super::Dyn4<E, D>,
-        Option<Tensor<(usize,), E, D>>,
-        ConvOptions,
-    ),
-    Error,
-> {
-    let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
-    let weight = weight
-        .clone()
-        .try_realize::<(usize, usize, usize, usize)>()
-        .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
-    let bias = match bias {
-        Some(b) => Some(
-            b.clone()
-                .try_realize::<(usize,)>()
-                .map_err(|_| shape_error("the bias is not [OUT]"))?,
-        ),
-        None => None,
-    };
-    let opts = ConvOptions {
-        stride: S,
-        padding: P,
-        dilation: L,
-        groups: Groups::<IN, OUT, G>::COUNT,
-    };
-    Ok((weight, bias, opts))
-}
-
-/// The forward of both layers: the shapes made run-time for the op, and back.
-#[allow(clippy::type_complexity)]
-fn forward<
-    const IN: usize,
-    const OUT: usize,
-    const K: usize,
-    const S: usize,
-    const P: usize,
-    const L: usize,
-    const G: usize,
-    E: FloatDtype,
-    D: TrainDevice<E>,
-    T: Tape<E, D>,
->(
-    x: Tensor<(usize, Const<IN>, usize, usize), E, D, T>,
-    weight: &Weight<G, OUT, K, E, D>,
-    bias: Option<&Tensor<(Const<OUT>,), E, D>>,
-) -> Result<Tensor<(usize, Const<OUT>, usize, usize), E, D, T>, Error> {
-    let shape_error = |what: &str| Error::msg(format!("Conv2D: {what}"));
-    let x = x
-        .try_realize::<(usize, usize, usize, usize)>()
-        .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
-    let (weight, bias, opts) = parts::<IN, OUT, K, S, P, L, G, E, D>(weight, bias)?;
-    conv2d(x, &weight, bias.as_ref(), opts)?
-        .try_realize::<(usize, Const<OUT>, usize, usize)>()
-        .map_err(|_| shape_error("the output does not have OUT channels"))
+fn shape_error(what: &str) -> Error {
+    Error::msg(format!("Conv2D: {what}"))
 }

@@ -82,16 +82,12 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     bias: Option<&Tensor<(usize,), E, D>>,
     opts: ConvOptions,
 ) -> Result<Dyn4<E, D, T>> {
-    let layer = ConvLayer {
+    ConvLayer {
         weight: weight.clone(),
         bias: bias.cloned(),
         opts,
-    };
-    let geom = layer.geom(x.shape().concrete())?;
-    if !D::HOST_KERNELS && opts.groups == 1 {
-        return composed::conv2d(x, weight, bias, &geom);
     }
-    chain::run("Conv2D", x, &mut [&mut { layer }])
+    .apply(x)
 }
 
 /// A convolution as a [`HostLayer`](chain::HostLayer): its parameters and options.
@@ -102,6 +98,16 @@ pub(crate) struct ConvLayer<E: FloatDtype, D: TrainDevice<E>> {
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>> ConvLayer<E, D> {
+    /// The convolution of `x`: on the host as a chain of one, or composed of dfdx's ops on
+    /// devices without host kernels.
+    fn apply<T: Tape<E, D>>(self, x: Dyn4<E, D, T>) -> Result<Dyn4<E, D, T>> {
+        let geom = self.geom(x.shape().concrete())?;
+        if !D::HOST_KERNELS && self.opts.groups == 1 {
+            return composed::conv2d(x, &self.weight, self.bias.as_ref(), &geom);
+        }
+        chain::run("Conv2D", x, &mut [&mut { self }])
+    }
+
     /// The convolution's geometry on images of shape `[n, c_in, h, w]`; impossible geometry is
     /// an error naming it.
     fn geom(&self, [n, c_in, h, w]: [usize; 4]) -> Result<ConvGeom> {

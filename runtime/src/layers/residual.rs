@@ -182,14 +182,7 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
     b: Images<C, E, D, T>,
 ) -> Result<Images<C, E, D, T>> {
     if a.shape() != b.shape() {
-        return Err(Error::config(
-            "residual",
-            format!(
-                "the branches give {:?} and {:?}; a block's branches must agree in shape",
-                a.shape(),
-                b.shape()
-            ),
-        ));
+        return Err(mismatch(a.shape(), b.shape()));
     }
     if !D::HOST_KERNELS {
         let dev_err = |e| Error::Device(format!("residual: {e:?}"));
@@ -206,6 +199,14 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
         accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
     });
     Ok(out.put_tape(tape))
+}
+
+/// The error of a block whose branches end in different shapes.
+fn mismatch(f: impl std::fmt::Debug, r: impl std::fmt::Debug) -> Error {
+    Error::config(
+        "residual",
+        format!("the branches give {f:?} and {r:?}; a block's branches must agree in shape"),
+    )
 }
 
 /// `relu(f(x) + r(x))` on host values, `r` the identity when it has no layers: a block of a
@@ -226,12 +227,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> HostLayer<E, D> for ResidualLayer<'_, E, 
         let (rx, r_dims, r_back) =
             chain::forward_all(self.r.iter_mut().map(|l| &mut **l), x.clone(), dims)?;
         if f_dims != r_dims {
-            return Err(Error::config(
-                "residual",
-                format!(
-                    "the branches give {f_dims:?} and {r_dims:?}; a block's branches must agree in shape"
-                ),
-            ));
+            return Err(mismatch(f_dims, r_dims));
         }
         let (y, mask) = relu_host(&fx, Some(&rx));
         let backward: chain::LayerBackward<E, D> = Box::new(move |dy, mut dx| {
