@@ -125,7 +125,7 @@ extern "C" fn finish_launched() {
 }
 
 /// This program and its arguments, as the workers are started.
-pub fn this_program() -> Result<(PathBuf, Vec<OsString>)> {
+fn this_program() -> Result<(PathBuf, Vec<OsString>)> {
     let exe = std::env::current_exe().map_err(|e| {
         Error::msg(format!(
             "launching ranks: cannot find this program's path: {e}"

@@ -96,15 +96,10 @@ pub(crate) fn plan(
                 ));
             }
             let (env, listener) = launch::ranks(n, timeout)?;
-            let strategy = match strategy {
-                Strategy::Auto => Strategy::Ddp,
-                s => s,
-            };
             return Ok(Plan {
-                strategy,
-                env,
                 launched: true,
                 listener,
+                ..Plan::new(strategy, Strategy::Ddp, env)
             });
         }
         if n > 1 {
@@ -117,16 +112,7 @@ pub(crate) fn plan(
                 },
             ));
         }
-        let strategy = match strategy {
-            Strategy::Auto => Strategy::SingleDevice,
-            s => s,
-        };
-        return Ok(Plan {
-            strategy,
-            env,
-            launched: false,
-            listener: None,
-        });
+        return Ok(Plan::new(strategy, Strategy::SingleDevice, env));
     }
     if strategy == Strategy::SingleDevice {
         return Err(Error::config(
@@ -157,16 +143,22 @@ pub(crate) fn plan(
             ),
         ));
     }
-    let strategy = match strategy {
-        Strategy::Auto => Strategy::Ddp,
-        s => s,
-    };
-    Ok(Plan {
-        strategy,
-        env,
-        launched: false,
-        listener: None,
-    })
+    Ok(Plan::new(strategy, Strategy::Ddp, env))
+}
+
+impl Plan {
+    /// `strategy` (`auto` resolved to `auto_is`) on ranks this process did not launch.
+    fn new(strategy: Strategy, auto_is: Strategy, env: ClusterEnv) -> Self {
+        Plan {
+            strategy: match strategy {
+                Strategy::Auto => auto_is,
+                s => s,
+            },
+            env,
+            launched: false,
+            listener: None,
+        }
+    }
 }
 
 /// Joins the other ranks on the engine of the device this process trains on: NCCL on a GPU,
