@@ -73,6 +73,8 @@ print(next(p["manifest_path"] for p in meta["packages"] if p["name"] == "cudarc"
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub" "$dir/libcuda-stub.c"
     say "driver stub with $(echo "$symbols" | wc -l) functions: $stub"
 fi
+# The name the loader looks for when a binary runs here ($FULMEN_CUDA_STUB_LIBS below).
+ln -sf libcuda.so "$(dirname "$stub")/libcuda.so.1"
 
 mkdir -p "$dir/bin"
 cat >"$dir/bin/nvidia-smi" <<EOF
@@ -88,3 +90,6 @@ chmod +x "$dir/bin/nvidia-smi"
 echo "export CUDA_ROOT='$root'"
 echo "export CUDA_COMPUTE_CAP='$cap'"
 echo "export PATH='$dir/bin:$root/bin':\"\$PATH\""
+# Where the binaries find their libraries on this machine: they load and start, and the stub
+# answers their first driver call with CUDA_ERROR_STUB_LIBRARY.
+echo "export FULMEN_CUDA_STUB_LIBS='$root/lib64/stubs:$root/lib:$site/nvidia/nccl/lib'"

@@ -400,7 +400,7 @@ impl Accelerator {
             return Err(Error::config(
                 "devices",
                 format!(
-                    "{} devices requested ({devices:?}); this fulmen runs on one device (multi-device strategies are not built yet)",
+                    "{} devices requested ({devices:?}) for one process; a process runs on one device: use strategy \"ddp\", one process per device",
                     ordinals.len()
                 ),
             ));
@@ -430,10 +430,18 @@ impl Accelerator {
     }
 }
 
-/// How many CUDA devices the driver reports; an error that says what is missing when none
-/// can be used.
+/// How many CUDA devices the driver reports (what `accelerator="auto"` looks at); an error
+/// that says what is missing when none can be used: a build without CUDA, a driver that
+/// cannot start, or no device.
+///
+/// ```
+/// match fulmen::device::gpu_count() {
+///     Ok(n) => println!("{n} GPU(s)"),
+///     Err(why) => println!("CPU only: {why}"),
+/// }
+/// ```
 #[cfg(feature = "cuda")]
-pub(crate) fn gpu_count() -> Result<usize> {
+pub fn gpu_count() -> Result<usize> {
     use cudarc::driver::result;
     let no_gpu = |what: String| {
         Error::config(
@@ -463,8 +471,10 @@ pub(crate) fn gpu_count() -> Result<usize> {
     Ok(n as usize)
 }
 
+/// How many CUDA devices the driver reports: in a build without the `cuda` feature, an error
+/// that says so.
 #[cfg(not(feature = "cuda"))]
-pub(crate) fn gpu_count() -> Result<usize> {
+pub fn gpu_count() -> Result<usize> {
     Err(Error::config(
         "accelerator",
         "\"gpu\" was requested but this fulmen was built without CUDA support; \
