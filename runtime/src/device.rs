@@ -431,8 +431,8 @@ impl Accelerator {
 }
 
 /// How many CUDA devices the driver reports (what `accelerator="auto"` looks at); an error
-/// that says what is missing when none can be used: a build without CUDA, a driver that
-/// cannot start, or no device.
+/// that says what is missing when none can be used: a build without the `cuda` feature, a
+/// driver that cannot start, or no device.
 ///
 /// ```
 /// match fulmen::device::gpu_count() {
@@ -440,44 +440,39 @@ impl Accelerator {
 ///     Err(why) => println!("CPU only: {why}"),
 /// }
 /// ```
-#[cfg(feature = "cuda")]
 pub fn gpu_count() -> Result<usize> {
-    use cudarc::driver::result;
-    let no_gpu = |what: String| {
-        Error::config(
-            "accelerator",
-            format!("\"gpu\" was requested but {what}; pass accelerator \"cpu\" (or \"auto\")"),
-        )
-    };
-    // The error's code, not its Debug: that asks the driver for a description, which a driver
-    // that could not start cannot give.
-    result::init().map_err(|e| {
-        no_gpu(format!(
-            "the NVIDIA driver (libcuda.so.1) could not start: {:?}",
-            e.0
-        ))
-    })?;
-    let n = result::device::get_count().map_err(|e| {
-        no_gpu(format!(
-            "the NVIDIA driver could not count its devices: {:?}",
-            e.0
-        ))
-    })?;
-    if n <= 0 {
-        return Err(no_gpu(
-            "the NVIDIA driver reports no CUDA device".to_string(),
-        ));
-    }
-    Ok(n as usize)
-}
-
-/// How many CUDA devices the driver reports: in a build without the `cuda` feature, an error
-/// that says so.
-#[cfg(not(feature = "cuda"))]
-pub fn gpu_count() -> Result<usize> {
-    Err(Error::config(
+    #[cfg(not(feature = "cuda"))]
+    return Err(Error::config(
         "accelerator",
         "\"gpu\" was requested but this fulmen was built without CUDA support; \
          rebuild with `--features cuda`, or pass accelerator \"cpu\" (or \"auto\")",
-    ))
+    ));
+    #[cfg(feature = "cuda")]
+    {
+        use cudarc::driver::result;
+        let no_gpu = |what: &str| {
+            Error::config(
+                "accelerator",
+                format!("\"gpu\" was requested but {what}; pass accelerator \"cpu\" (or \"auto\")"),
+            )
+        };
+        // The error's code, not its Debug: that asks the driver for a description, which a
+        // driver that could not start cannot give.
+        result::init().map_err(|e| {
+            no_gpu(&format!(
+                "the NVIDIA driver (libcuda.so.1) could not start: {:?}",
+                e.0
+            ))
+        })?;
+        let n = result::device::get_count().map_err(|e| {
+            no_gpu(&format!(
+                "the NVIDIA driver could not count its devices: {:?}",
+                e.0
+            ))
+        })?;
+        if n <= 0 {
+            return Err(no_gpu("the NVIDIA driver reports no CUDA device"));
+        }
+        Ok(n as usize)
+    }
 }
