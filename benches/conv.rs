@@ -175,12 +175,25 @@ const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 10] = 
     ("l4 1x1/2 1024->2048", 1024, 2048, 1, 2, 0, 14),
 ];
 
+/// The convolutions of the tutorial's CIFAR ResNet-50: each stage's 1×1 in, 3×3, 1×1 out,
+/// at 32, 16, 8 and 4 pixels square.
+const CIFAR_RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 8] = [
+    ("l1 3x3 64->64", 64, 64, 3, 1, 1, 32),
+    ("l1 1x1 256->64", 256, 64, 1, 1, 0, 32),
+    ("l2 3x3 128->128", 128, 128, 3, 1, 1, 16),
+    ("l2 1x1 512->128", 512, 128, 1, 1, 0, 16),
+    ("l3 3x3 256->256", 256, 256, 3, 1, 1, 8),
+    ("l3 1x1 1024->256", 1024, 256, 1, 1, 0, 8),
+    ("l4 3x3 512->512", 512, 512, 3, 1, 1, 4),
+    ("l4 1x1 2048->512", 2048, 512, 1, 1, 0, 4),
+];
+
 /// Forward and backward GFLOP/s of one layer shape (best of 3 after a warm-up).
 fn conv_gflops(
+    batch: usize,
     (c_in, c_out, k, stride, padding, size): (usize, usize, usize, usize, usize, usize),
 ) -> (f64, f64) {
     use fulmen::layers::{conv2d, ConvOptions, Dyn4};
-    let batch = 4;
     let dev = Cpu::seed_from_u64(0);
     let x: Dyn4<f32> = dev.sample_normal_like(&(batch, c_in, size, size));
     let w: Dyn4<f32> = dev.sample_normal_like(&(c_out, c_in, k, k));
@@ -292,17 +305,30 @@ fn side_by_side(threads: usize, case: &Case, mut ours: impl FnMut() -> (f64, usi
 
 fn layers(threads: usize) {
     let peak = gemm_gflops();
-    println!("\nconv2d at ResNet-50 shapes, batch 4, {threads} threads, f32; gemm 2048^3: {peak:.1} GFLOP/s");
-    println!(
-        "  {:<22} {:>9} {:>7} {:>9} {:>7}",
-        "layer", "fwd GF/s", "/gemm", "bwd GF/s", "/gemm"
-    );
-    for (name, c_in, c_out, k, s, p, size) in RESNET50_LAYERS {
-        let (f, b) = conv_gflops((c_in, c_out, k, s, p, size));
+    for (title, batch, shapes) in [
+        (
+            "ResNet-50 shapes (224x224 input), batch 4",
+            4,
+            &RESNET50_LAYERS[..],
+        ),
+        (
+            "CIFAR ResNet-50 shapes (32x32 input), batch 32",
+            32,
+            &CIFAR_RESNET50_LAYERS[..],
+        ),
+    ] {
+        println!("\nconv2d at {title}, {threads} threads, f32; gemm 2048^3: {peak:.1} GFLOP/s");
         println!(
-            "  {name:<22} {f:>9.1} {:>7.2} {b:>9.1} {:>7.2}",
-            f / peak,
-            b / peak
+            "  {:<22} {:>9} {:>7} {:>9} {:>7}",
+            "layer", "fwd GF/s", "/gemm", "bwd GF/s", "/gemm"
         );
+        for &(name, c_in, c_out, k, s, p, size) in shapes {
+            let (f, b) = conv_gflops(batch, (c_in, c_out, k, s, p, size));
+            println!(
+                "  {name:<22} {f:>9.1} {:>7.2} {b:>9.1} {:>7.2}",
+                f / peak,
+                b / peak
+            );
+        }
     }
 }
