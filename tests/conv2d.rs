@@ -298,8 +298,9 @@ fn grouped_layers_have_pytorchs_weight_shape_and_compute_the_grouped_op() {
 /// f64 ones the portable im2col kernel that the PyTorch fixtures and finite differences check.
 /// The two agree on outputs and all gradients across the geometries that choose the paths:
 /// stride 1 with and without padding, 1×1, strided, dilated, odd sizes, channel counts that
-/// do not fill a tile, reductions deeper than one pass, more images than threads, padding
-/// wider than the kernel (portable path) and groups.
+/// do not fill a tile, reductions deeper than one pass, more images than threads, products
+/// over several images whose strips cut a row, padding wider than the kernel (portable path)
+/// and groups.
 #[test]
 fn f32_kernels_agree_with_the_f64_kernel_across_geometries() {
     // (batch, c_in, c_out, h, w, k, stride, padding, dilation, groups)
@@ -322,6 +323,11 @@ fn f32_kernels_agree_with_the_f64_kernel_across_geometries() {
         (3, 2, 4, 7, 6, 2, 2, 0, 1, 1),
         (1, 3, 5, 6, 6, 3, 1, 3, 1, 1),
         (2, 4, 6, 6, 6, 3, 1, 1, 1, 2),
+        // Several images' output rows in one packed product (64 rows or more), its strips
+        // cut inside a row, with reductions deeper than one pass: 3×3 and 1×1, both ways.
+        (6, 70, 66, 11, 13, 3, 1, 1, 1, 1),
+        (16, 600, 24, 6, 6, 1, 1, 0, 1, 1),
+        (16, 24, 80, 6, 6, 1, 1, 0, 1, 1),
     ];
     let dev = Cpu::seed_from_u64(7);
     for (n, c_in, c_out, h, w, k, stride, padding, dilation, groups) in cases {

@@ -16,6 +16,12 @@
 //!   strides, the column gradient (the transposed weights times the output gradient), each row
 //!   added back, as one contiguous run, where the forward read it in the phase planes.
 //!
+//! The output and the stride-1 input gradient multiply all of a block's images at once
+//! ([`multiply`]): with 64 rows or more, strips of their output columns are packed into one
+//! contiguous panel ([`gathered`]), so that a 4×4 image does not leave two thirds of a 48-wide
+//! tile masked off and rows a power of two apart do not fight over cache sets; with fewer
+//! rows the copy costs more than it saves, and each image is its own product.
+//!
 //! Strided convolutions read `stride²` phase planes of the image (every `stride`-th pixel of
 //! every `stride`-th row, per offset), in which each tap's window is again a contiguous run;
 //! see [`Plan`]. Layouts are PyTorch's, as in [`conv_kernel`](super::conv_kernel).
@@ -126,6 +132,205 @@ fn product(a: &Packed, b: &[f32], offs: &[usize], n: usize, c: &mut [f32], ldc: 
             }
         }
     }
+}
+
+/// Rows of output that [`multiply`] computes at least to pack its operand: below, the
+/// panel's copy costs about what it saves.
+const GATHER_ROWS: usize = 64;
+
+/// One image's part of a [`multiply`]: `rows` output rows of `w` columns, whose reduction
+/// row `kk` starts at `b[from + offs[kk]]` with rows `ws` apart (`ws ≥ w`: the extra columns
+/// are not outputs), into `c[to + i·ldc]` for output row (channel) `i`, rows `w` apart.
+#[derive(Debug, Clone, Copy)]
+struct Image {
+    from: usize,
+    to: usize,
+    rows: usize,
+    w: usize,
+    ws: usize,
+}
+
+/// `c (+)= a · b` over the columns of `images` (see [`Image`]): one packed product over all
+/// of them ([`gathered`]) when `a` has enough rows, else a [`product`] per image, through
+/// `ws`-wide rows cropped to `w`.
+fn multiply(
+    a: &Packed,
+    b: &[f32],
+    offs: &[usize],
+    images: &[Image],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    if a.m >= GATHER_ROWS {
+        let runs: Vec<Run> = images
+            .iter()
+            .flat_map(|im| {
+                (0..im.rows).map(move |y| Run {
+                    from: im.from + y * im.ws,
+                    to: im.to + y * im.w,
+                    len: im.w,
+                })
+            })
+            .collect();
+        return gathered(a, b, offs, &runs, c, ldc, add);
+    }
+    let mut wide = Vec::new();
+    for im in images {
+        let n = im.rows * im.ws;
+        if im.ws == im.w {
+            product(a, &b[im.from..], offs, n, &mut c[im.to..], ldc, add);
+            continue;
+        }
+        wide.resize(a.m * n, 0.0);
+        product(a, &b[im.from..], offs, n, &mut wide, n, false);
+        for (i, from) in wide.chunks(n).enumerate() {
+            let to = &mut c[im.to + i * ldc..];
+            for (row, src) in to.chunks_mut(im.w).zip(from.chunks(im.ws)).take(im.rows) {
+                if add {
+                    row.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                } else {
+                    row.copy_from_slice(&src[..im.w]);
+                }
+            }
+        }
+    }
+}
+
+/// `count` images of `len` columns each, `from` and `to` apart: a 1×1 convolution's.
+fn whole_images(count: usize, from: usize, to: usize, len: usize) -> Vec<Image> {
+    (0..count)
+        .map(|i| Image {
+            from: i * from,
+            to: i * to,
+            rows: 1,
+            w: len,
+            ws: len,
+        })
+        .collect()
+}
+
+/// A run of a [`gathered`] product's columns: `len` columns whose reduction row `kk` starts
+/// at `b[from + offs[kk]]` and whose output row `i` starts at `c[to + i·ldc]`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    from: usize,
+    to: usize,
+    len: usize,
+}
+
+/// `c[run.to + i·ldc + j] (+)= Σ_kk a[i, kk] · b[run.from + offs[kk] + j]` for every run,
+/// `i < a.m`, `j < run.len`: one product over the columns of many runs (the output rows of
+/// several images, say), each strip of them first copied ("packed") into a contiguous panel.
+///
+/// Why: a product per image leaves most of each 48-wide tile masked off when images are small
+/// (a 4×4 output has 16 columns), and rows `offs` apart at a power of two (a 32×32 image's
+/// channels) fight over the same cache sets. The panel's copy is made once per strip and read
+/// by every block of rows.
+fn gathered(
+    a: &Packed,
+    b: &[f32],
+    offs: &[usize],
+    runs: &[Run],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    assert_eq!(offs.len(), a.k, "one offset per reduction row");
+    let n: usize = runs.iter().map(|r| r.len).sum();
+    if n == 0 || a.m == 0 {
+        return;
+    }
+    let reach = offs.iter().max().map_or(0, |&o| o);
+    for r in runs {
+        assert!(r.from + reach + r.len <= b.len(), "rhs rows out of bounds");
+        assert!(
+            r.len == 0 || r.to + (a.m - 1) * ldc + r.len <= c.len(),
+            "dst out of bounds"
+        );
+    }
+    let blocks = a.m.div_ceil(MR);
+    let panel_offs: Vec<usize> = (0..KC.min(a.k)).map(|kk| kk * NB).collect();
+    let mut panel = vec![0f32; KC.min(a.k) * NB];
+    let mut out = vec![0f32; blocks * MR * NB];
+    // The runs, cut into strips of NB columns: (run, first column in it, columns).
+    let mut cursor = (0, 0);
+    let mut pieces = cut(runs, &mut cursor, NB);
+    let mut strip_start = 0;
+    while strip_start < n {
+        let width: usize = pieces.iter().map(|p| p.2).sum();
+        let next = cut(runs, &mut cursor, NB);
+        for k0 in (0..a.k).step_by(KC) {
+            let kc = KC.min(a.k - k0);
+            for (kk, row) in panel.chunks_mut(NB).take(kc).enumerate() {
+                let mut col = 0;
+                for &(r, at, take) in &pieces {
+                    let from = runs[r].from + offs[k0 + kk] + at;
+                    row[col..col + take].copy_from_slice(&b[from..from + take]);
+                    col += take;
+                }
+            }
+            for blk in 0..blocks {
+                let rows = MR.min(a.m - blk * MR);
+                for j0 in (0..width).step_by(16 * NV) {
+                    // SAFETY: AVX-512 is present (`gathered` is reached through `handles`).
+                    // Packed values `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); panel lanes
+                    // `kk·NB + j`, kk < kc, j < width (masked) <= NB; out lanes
+                    // `(blk·MR + i)·NB + j` within blocks·MR·NB.
+                    unsafe {
+                        tile(
+                            kc,
+                            a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                            panel.as_ptr().add(j0),
+                            &panel_offs[..kc],
+                            out.as_mut_ptr().add(blk * MR * NB + j0),
+                            NB,
+                            rows,
+                            lane_masks(j0, width),
+                            k0 > 0,
+                        );
+                    }
+                }
+            }
+        }
+        // The strip's outputs to their places.
+        for (i, from_row) in out.chunks(NB).take(a.m).enumerate() {
+            let mut col = 0;
+            for &(r, at, take) in &pieces {
+                let to = runs[r].to + i * ldc + at;
+                let (dst, src) = (&mut c[to..to + take], &from_row[col..col + take]);
+                if add {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+                col += take;
+            }
+        }
+        strip_start += width;
+        pieces = next;
+    }
+}
+
+/// The next `width` columns of `runs` from `cursor` (run, column in it), as pieces (run,
+/// first column, columns); the cursor moves past them.
+fn cut(runs: &[Run], cursor: &mut (usize, usize), width: usize) -> Vec<(usize, usize, usize)> {
+    let mut pieces = Vec::new();
+    let mut filled = 0;
+    while filled < width && cursor.0 < runs.len() {
+        let (r, at) = *cursor;
+        let take = (runs[r].len - at).min(width - filled);
+        if take > 0 {
+            pieces.push((r, at, take));
+        }
+        filled += take;
+        *cursor = if at + take == runs[r].len {
+            (r + 1, 0)
+        } else {
+            (r, at + take)
+        };
+    }
+    pieces
 }
 
 /// One `MR × 48` tile of [`product`] over `kc` reduction rows: `a` the packed block at the
@@ -370,6 +575,20 @@ impl Plan {
         src.fill(0.0);
     }
 
+    /// The parts of a [`multiply`] for `count` images whose phase planes lie `src_len()`
+    /// apart, into outputs `img_out` apart.
+    fn images(&self, count: usize, img_out: usize) -> Vec<Image> {
+        (0..count)
+            .map(|i| Image {
+                from: i * self.src_len(),
+                to: i * img_out,
+                rows: self.g.h_out(),
+                w: self.g.w_out(),
+                ws: self.ws,
+            })
+            .collect()
+    }
+
     /// Images whose weight gradients are summed in one pass: enough columns for the sums'
     /// final reductions not to matter.
     fn per_block(&self) -> usize {
@@ -387,46 +606,44 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
     let (img_in, hw) = (g.c_in * g.h * g.w, g.h_out() * g.w_out());
     let img_out = g.c_out * hw;
     let per_task = images_per_task(g.batch);
+    let per_block = plan.per_block();
+    let pointwise = plan.pointwise();
     let mut out = Vec::with_capacity(g.output_len());
     x.par_chunks(per_task * img_in)
         .zip(out.spare_capacity_mut()[..g.output_len()].par_chunks_mut(per_task * img_out))
         .for_each(|(xs, outs)| {
-            let pointwise = plan.pointwise();
-            let mut src = vec![0f32; if pointwise { 0 } else { plan.src_len() }];
-            let crop = plan.ws != g.w_out();
-            let mut ybuf = vec![0f32; if crop { g.c_out * plan.n } else { 0 }];
-            let bias = |c: usize| bias.map_or(0.0, |b| b[c]);
-            for (xi, oi) in xs.chunks(img_in).zip(outs.chunks_mut(img_out)) {
-                let src: &[f32] = if pointwise {
-                    xi
+            let outs = init_with(outs, 0.0);
+            let mut srcs = vec![
+                0f32;
+                if pointwise {
+                    0
                 } else {
-                    plan.load(xi, &mut src);
-                    &src
+                    per_block * plan.src_len()
+                }
+            ];
+            for (xb, ob) in xs
+                .chunks(per_block * img_in)
+                .zip(outs.chunks_mut(per_block * img_out))
+            {
+                let count = xb.len() / img_in;
+                let (src, images): (&[f32], Vec<Image>) = if pointwise {
+                    (xb, whole_images(count, img_in, img_out, hw))
+                } else {
+                    for (xi, src) in xb.chunks(img_in).zip(srcs.chunks_mut(plan.src_len())) {
+                        plan.load(xi, src);
+                    }
+                    (&srcs, plan.images(count, img_out))
                 };
-                if crop {
-                    // The product's rows are `ws` wide: copy the output's part, plus bias.
-                    product(&a, src, &plan.offs, plan.n, &mut ybuf, plan.n, false);
-                    let planes = oi.chunks_mut(hw).zip(ybuf.chunks(plan.n));
-                    for (c, (dst, from)) in planes.enumerate() {
-                        let b = bias(c);
-                        for (row, wide) in dst.chunks_mut(g.w_out()).zip(from.chunks(plan.ws)) {
-                            for (d, &v) in row.iter_mut().zip(wide) {
-                                d.write(v + b);
-                            }
-                        }
-                    }
-                } else {
-                    let oi = init_with(oi, 0.0);
-                    product(&a, src, &plan.offs, plan.n, oi, hw, false);
-                    for (c, plane) in oi.chunks_mut(hw).enumerate() {
-                        let b = bias(c);
-                        plane.iter_mut().for_each(|v| *v += b);
-                    }
+                multiply(&a, src, &plan.offs, &images, ob, hw, false);
+            }
+            if let Some(bias) = bias {
+                for (c, plane) in outs.chunks_mut(hw).enumerate() {
+                    let b = bias[c % g.c_out];
+                    plane.iter_mut().for_each(|v| *v += b);
                 }
             }
         });
-    // SAFETY: each task wrote all of its images' outputs: the crop copies every output row,
-    // and the other path initialized its outputs before the product.
+    // SAFETY: each task initialized all of its images' outputs (`init_with`).
     unsafe { out.set_len(g.output_len()) };
     out
 }
@@ -498,23 +715,17 @@ pub fn backward(
                     0
                 }
             ];
-            let mut dual_src = vec![
+            let dual_len = dual_plan.src_len();
+            let mut dual_srcs = vec![
                 0f32;
-                if g.stride == 1 {
-                    dual_plan.src_len()
+                if g.stride == 1 && !pointwise {
+                    per_block * dual_len
                 } else {
                     0
                 }
             ];
             let mut dphase = vec![0f32; if g.stride == 1 { 0 } else { plan.src_len() }];
-            let mut gbuf = vec![
-                0f32;
-                if g.stride == 1 {
-                    g.c_in * dual_plan.n
-                } else {
-                    k * plan.n
-                }
-            ];
+            let mut gbuf = vec![0f32; if g.stride == 1 { 0 } else { k * plan.n }];
             for ((xb, dyb), dxb) in xs
                 .chunks(per_block * img_in)
                 .zip(dys.chunks(per_block * img_out))
@@ -561,24 +772,32 @@ pub fn backward(
                     .collect();
                 let ldy = if shaped { plan.n } else { hw };
                 weight_product(&images, g.c_out, ldy, &plan.offs, plan.n, &mut dw);
-                // dX.
-                for (i, (dyi, dxi)) in dyb.chunks(img_out).zip(dxb.chunks_mut(img_in)).enumerate() {
-                    if pointwise {
-                        product(&wt, dyi, &dy_offs, hw, dxi, hw, true);
-                    } else if g.stride == 1 {
-                        dual_plan.load(dyi, &mut dual_src);
-                        let n = dual_plan.n;
-                        product(&wt, &dual_src, &dual_plan.offs, n, &mut gbuf, n, false);
-                        for (plane, from) in dxi.chunks_mut(g.h * g.w).zip(gbuf.chunks(n)) {
-                            for (row, src) in plane.chunks_mut(g.w).zip(from.chunks(dual_plan.ws)) {
-                                row.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                            }
-                        }
-                    } else {
-                        // The column gradient (transposed weights times the widened output
-                        // gradient), each row added into the phase planes where its forward
-                        // row was read (one contiguous run), then the planes into dX.
-                        let n = plan.n;
+                // dX: for stride 1 one product over the block's images.
+                if pointwise {
+                    let images = whole_images(count, img_out, img_in, hw);
+                    multiply(&wt, dyb, &dy_offs, &images, dxb, hw, true);
+                } else if g.stride == 1 {
+                    for (dyi, src) in dyb.chunks(img_out).zip(dual_srcs.chunks_mut(dual_len)) {
+                        dual_plan.load(dyi, src);
+                    }
+                    let images = dual_plan.images(count, img_in);
+                    multiply(
+                        &wt,
+                        &dual_srcs,
+                        &dual_plan.offs,
+                        &images,
+                        dxb,
+                        g.h * g.w,
+                        true,
+                    );
+                } else {
+                    // Strided: per image, the column gradient (transposed weights times the
+                    // widened output gradient), each row added into the phase planes where
+                    // its forward row was read (one contiguous run), then the planes into dX.
+                    let n = plan.n;
+                    for (i, (dyi, dxi)) in
+                        dyb.chunks(img_out).zip(dxb.chunks_mut(img_in)).enumerate()
+                    {
                         let dyw = if shaped {
                             &dys_wide[i * g.c_out * n..(i + 1) * g.c_out * n]
                         } else {
