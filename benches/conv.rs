@@ -175,8 +175,8 @@ const RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 10] = 
     ("l4 1x1/2 1024->2048", 1024, 2048, 1, 2, 0, 14),
 ];
 
-/// The convolutions of the tutorial's CIFAR ResNet-50: each stage's 1×1 in, 3×3, 1×1 out,
-/// at 32, 16, 8 and 4 pixels square.
+/// The convolutions of the tutorial's CIFAR ResNet-50: each stage's 3×3 and its
+/// Bottlenecks' first 1×1, at 32, 16, 8 and 4 pixels square.
 const CIFAR_RESNET50_LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 8] = [
     ("l1 3x3 64->64", 64, 64, 3, 1, 1, 32),
     ("l1 1x1 256->64", 256, 64, 1, 1, 0, 32),

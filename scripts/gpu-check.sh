@@ -63,8 +63,8 @@ build)
     eval "$(scripts/cuda-toolchain.sh)"
     mkdir -p "$dir"
     targets=(--features nccl --test gpu --bench gpu --example iris_ddp)
-    cargo build "$@" "${targets[@]}"
-    cargo build "$@" "${targets[@]}" --message-format=json |
+    # JSON on stdout names the binaries; the compiler's messages still go to stderr as text.
+    cargo build "$@" "${targets[@]}" --message-format=json-render-diagnostics |
         python3 -c '
 import json, os, shutil, sys
 for line in sys.stdin:

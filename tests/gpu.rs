@@ -73,16 +73,16 @@ fn max_abs_diff<T: Into<f64> + Copy>(a: &[T], b: &[T]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The GPU's count, or a failed test that says why there is none. Asked first, because
-/// dfdx's `Cuda` constructors panic without a driver, and cudarc's error then panics again
-/// while it is printed (asking the absent driver to describe it), which aborts the process.
-fn gpus() -> usize {
-    fulmen::device::gpu_count().expect("a GPU")
+/// Fails the test, saying why, when there is no GPU. Asked first, because dfdx's `Cuda`
+/// constructors panic without a driver, and cudarc's error then panics again while it is
+/// printed (asking the absent driver to describe it), which aborts the process.
+fn require_gpu() {
+    fulmen::device::gpu_count().expect("a GPU");
 }
 
 #[test]
 fn auto_picks_the_gpu_and_a_missing_ordinal_is_named() {
-    assert!(gpus() > 0);
+    require_gpu();
     let trainer = quiet::trainer().accelerator("auto").build().expect("a GPU");
     assert!(matches!(
         trainer.device(),
@@ -166,7 +166,7 @@ struct Convs {
 #[test]
 fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
     let cpu = Cpu::seed_from_u64(3);
-    assert!(gpus() > 0);
+    require_gpu();
     let gpu = Cuda::seed_from_u64(3);
     let mut a: Convs<f32, Cpu> = BuildModule::build(&cpu);
     let mut b = a.to_device(&gpu);

@@ -237,8 +237,7 @@ fn gathered(
     add: bool,
 ) {
     assert_eq!(offs.len(), a.k, "one offset per reduction row");
-    let n: usize = runs.iter().map(|r| r.len).sum();
-    if n == 0 || a.m == 0 {
+    if a.m == 0 {
         return;
     }
     let reach = offs.iter().max().map_or(0, |&o| o);
@@ -256,8 +255,7 @@ fn gathered(
     // The runs, cut into strips of NB columns: (run, first column in it, columns).
     let mut cursor = (0, 0);
     let mut pieces = cut(runs, &mut cursor, NB);
-    let mut strip_start = 0;
-    while strip_start < n {
+    while !pieces.is_empty() {
         let width: usize = pieces.iter().map(|p| p.2).sum();
         let next = cut(runs, &mut cursor, NB);
         for k0 in (0..a.k).step_by(KC) {
@@ -307,7 +305,6 @@ fn gathered(
                 col += take;
             }
         }
-        strip_start += width;
         pieces = next;
     }
 }
@@ -578,9 +575,10 @@ impl Plan {
     /// The parts of a [`multiply`] for `count` images whose phase planes lie `src_len()`
     /// apart, into outputs `img_out` apart.
     fn images(&self, count: usize, img_out: usize) -> Vec<Image> {
+        let len = self.src_len();
         (0..count)
             .map(|i| Image {
-                from: i * self.src_len(),
+                from: i * len,
                 to: i * img_out,
                 rows: self.g.h_out(),
                 w: self.g.w_out(),
