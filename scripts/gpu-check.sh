@@ -43,6 +43,23 @@ rehearse() {
         [ -f "$t" ] || continue
         grep -q CUDA_ERROR_STUB_LIBRARY "$t" || bad="$bad; $(basename "$t" .log) did not reach the driver"
     done
+    # The headers that travel are enough for NVRTC: a kernel like those dfdx compiles at run
+    # time, compiled with those include paths alone.
+    LD_LIBRARY_PATH="$FULMEN_CUDA_STUB_LIBS" python3 - "$dir/nvrtc" "${FULMEN_CUDA_STUB_LIBS#*:}" <<'PY' || bad="$bad; NVRTC cannot compile with $dir/nvrtc alone"
+import ctypes, sys
+nvrtc = ctypes.CDLL(sys.argv[2].split(":")[0] + "/libnvrtc.so.13")
+src = b'#include "cuda_fp16.h"\n#include "cuda_utils.cuh"\n' \
+    b'extern "C" __global__ void k(const __half *x, float *y) { y[0] = x[0]; }'
+prog = ctypes.c_void_p()
+assert nvrtc.nvrtcCreateProgram(ctypes.byref(prog), src, b"k.cu", 0, None, None) == 0
+opts = [f"--include-path={sys.argv[1]}/{d}".encode() for d in ("cuda-include", "dfdx-out")]
+rc = nvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+size = ctypes.c_size_t()
+nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+log = ctypes.create_string_buffer(size.value)
+nvrtc.nvrtcGetProgramLog(prog, log)
+sys.exit(f"NVRTC: {log.value.decode()}" if rc else 0)
+PY
     for t in "| GPU tests |" "| ResNet-50 32-true" "| ResNet-50 16-mixed"; do
         grep -qF "$t" "$fake/out/table.md" 2>/dev/null || bad="$bad; the table has no row '$t'"
     done
@@ -69,6 +86,9 @@ build)
 import json, os, shutil, sys
 for line in sys.stdin:
     m = json.loads(line)
+    if m.get("reason") == "build-script-executed" and "#dfdx@" in m["package_id"]:
+        with open(os.path.join(sys.argv[1], "dfdx-out-dir"), "w") as f:
+            print(m["out_dir"], file=f)
     exe = m.get("executable") if m.get("reason") == "compiler-artifact" else None
     if exe and m["target"]["name"] in ("gpu", "iris_ddp"):
         name = m["target"]["name"]
@@ -82,7 +102,18 @@ for line in sys.stdin:
             shutil.copy(exe, dest)
         print("gpu-check:", exe, "->", dest, file=sys.stderr)
 ' "$dir"
-    ls -la "$dir"
+    # dfdx compiles a few kernels at run time with NVRTC (dtype conversion, concatenation,
+    # reshapes), with include paths fixed at build time: the CUDA headers here and its build
+    # script's output folder. Those folders do not exist on the GPU machine, so the files
+    # NVRTC reads travel in $dir/nvrtc and the run half links the build's paths to them.
+    rm -rf "$dir/nvrtc"
+    mkdir -p "$dir/nvrtc/cuda-include" "$dir/nvrtc/dfdx-out"
+    (cd "$CUDA_ROOT/include" && tar cf - --exclude=cccl .) | tar xf - -C "$dir/nvrtc/cuda-include"
+    out_dir=$(cat "$dir/dfdx-out-dir")
+    cp "$out_dir"/*.cuh "$dir/nvrtc/dfdx-out/"
+    printf '%s %s\n' "$CUDA_ROOT/include" nvrtc/cuda-include "$out_dir" nvrtc/dfdx-out >"$dir/nvrtc/paths"
+    rm "$dir/dfdx-out-dir"
+    du -sh "$dir"/*
     rehearse
     exit
     ;;
@@ -101,7 +132,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
     say "no NVIDIA driver here: libcuda.so.1 is not in the loader's cache (ldconfig -p)"
     exit 2
 fi
-if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ddp" ]; then
+if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ddp" ] || [ ! -f "$dir/nvrtc/paths" ]; then
     say "no binaries in $dir: run 'scripts/gpu-check.sh build' on the build machine and carry $dir"
     exit 2
 fi
@@ -119,6 +150,13 @@ EOF
 )
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 say "CUDA libraries from $libs"
+# NVRTC's include paths, as the build fixed them (see `build`).
+while read -r baked local; do
+    if [ ! -e "$baked" ]; then
+        mkdir -p "$(dirname "$baked")" && ln -s "$(realpath "$dir/$local")" "$baked" &&
+            say "NVRTC includes: $baked -> $dir/$local"
+    fi
+done <"$dir/nvrtc/paths"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 say "GPU tests"
@@ -191,6 +229,10 @@ for p in 32-true 16-mixed; do
     cat "$out/torch-$p.log"
 done
 
+say "where a step's time goes, op by op, in f32 and AMP<f16>"
+timeout 150 "$dir/gpu-bench" ops >"$out/ops.log" 2>&1
+cat "$out/ops.log"
+
 value() { grep -ho "$2=[^ ]*" "$1" 2>/dev/null | tail -1 | cut -d= -f2; }
 {
     echo
@@ -203,7 +245,9 @@ value() { grep -ho "$2=[^ ]*" "$1" 2>/dev/null | tail -1 | cut -d= -f2; }
         ours=$(value "$out/bench-$p.log" images_per_s)
         theirs=$(value "$out/torch-$p.log" images_per_s)
         ratio=$("$python" -c "print(f'{float(\"$ours\") / float(\"$theirs\"):.2f}')" 2>/dev/null || echo "?")
-        echo "| ResNet-50 $p, batch 128 | fulmen ${ours:-failed} images/s (GPU memory peak $(value "$out/bench-$p.log" peak_mib) MiB), PyTorch ${theirs:-failed} images/s (peak $(value "$out/torch-$p.log" peak_mib) MiB, of it allocated $(value "$out/torch-$p.log" allocated_mib) MiB), ratio $ratio |"
+        echo "| ResNet-50 $p, batch 128 | fulmen ${ours:-failed} images/s (GPU memory peak $(value "$out/bench-$p.log" peak_mib) MiB, loss $(value "$out/bench-$p.log" loss_first) → $(value "$out/bench-$p.log" loss_last)), PyTorch ${theirs:-failed} images/s (peak $(value "$out/torch-$p.log" peak_mib) MiB, of it allocated $(value "$out/torch-$p.log" allocated_mib) MiB), ratio $ratio |"
     done
+    awk '/^GPU-OPS/ { split($4, v, "="); ms[$2] = ms[$2] " " $3 " " v[2] " ms" }
+        END { for (op in ms) print "| " op " |" ms[op] " |" }' "$out/ops.log" | sort
 } | tee "$out/table.md"
 exit "$tests_rc"
