@@ -124,7 +124,7 @@ fn sixteen_mixed_trains_on_the_gpu_like_on_the_cpu() {
 fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (_, trained) = iris("gpu", "32-true", Some(dir.path()));
-    let path = std::fs::read_dir(dir.path().join("lightning_logs/version_0/checkpoints"))
+    let path = std::fs::read_dir(dir.path().join("checkpoints"))
         .expect("a checkpoint directory")
         .flatten()
         .map(|e| e.path())
