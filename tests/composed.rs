@@ -188,3 +188,46 @@ fn batch_norm_matches_the_host_kernel() {
     .expect("composed eval");
     close(&eval_ours.as_vec(), &eval_host.as_vec(), "eval y");
 }
+
+/// In half precision (16-mixed's `AMP<f16>`: f16 storage) a channel's statistics over a CIFAR
+/// batch (128 images of 32×32, 131,072 values) stay finite and close to f64's: one sum over
+/// all of them would pass f16's largest value, 65,504, on its way to the mean square.
+#[test]
+fn batch_norm_statistics_stay_finite_in_half_precision() {
+    type H = fulmen::device::Half;
+    let dev = Cpu::seed_from_u64(7);
+    let x: Images<2, f64, Cpu> = dev.sample_normal_like(&(128, Const, 32, 32));
+    let x = x * 3.0 + 1.5;
+    let values = x.as_vec();
+    let half: Images<2, H, Cpu> = dev.tensor_from_vec(
+        values
+            .iter()
+            .map(|v| fulmen::dfdx::dtypes::AMP(fulmen::dfdx::dtypes::f16::from_f64(*v)))
+            .collect(),
+        *x.shape(),
+    );
+    let weight: Tensor<Rank1<2>, H, Cpu> = dev.ones();
+    let bias: Tensor<Rank1<2>, H, Cpu> = dev.zeros();
+    let (y, mean, var) =
+        composed::batch_norm_train(half.leaky_traced(), &weight, &bias, 1e-5).expect("composed");
+    let per_channel = 128 * 32 * 32;
+    for c in 0..2 {
+        let of_c = |b: usize| &values[(b * 2 + c) * 1024..(b * 2 + c + 1) * 1024];
+        let want_mean = (0..128).flat_map(of_c).sum::<f64>() / per_channel as f64;
+        let want_var = (0..128)
+            .flat_map(of_c)
+            .map(|v| (v - want_mean).powi(2))
+            .sum::<f64>()
+            / per_channel as f64;
+        let (got_mean, got_var) = (mean.as_vec()[c].0.to_f64(), var.as_vec()[c].0.to_f64());
+        assert!(
+            (got_mean - want_mean).abs() < 1e-2,
+            "mean {got_mean} vs {want_mean}"
+        );
+        assert!(
+            (got_var / want_var - 1.0).abs() < 1e-2,
+            "var {got_var} vs {want_var}"
+        );
+    }
+    assert!(y.as_vec().iter().all(|v| v.0.is_finite()), "y is finite");
+}
