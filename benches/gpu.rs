@@ -41,12 +41,15 @@ mod bench {
         }
     }
 
-    /// The end of every training step.
-    struct Stamps(Arc<Mutex<Vec<Instant>>>);
+    /// The end of every training step, and its loss.
+    struct Stamps(Arc<Mutex<Vec<(Instant, f64)>>>);
 
     impl Callback for Stamps {
-        fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, _batch_idx: usize) {
-            self.0.lock().expect("not poisoned").push(Instant::now());
+        fn on_train_batch_end(&mut self, _t: &mut TrainerView, loss: f64, _batch_idx: usize) {
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((Instant::now(), loss));
         }
     }
 
@@ -79,11 +82,107 @@ mod bench {
         let stamps = stamps.lock().expect("not poisoned");
         let (first, last) = (stamps[WARMUP - 1], stamps[stamps.len() - 1]);
         let timed = stamps.len() - WARMUP;
-        let per_s = (timed * BATCH) as f64 / (last - first).as_secs_f64();
+        let per_s = (timed * BATCH) as f64 / (last.0 - first.0).as_secs_f64();
+        // The first and last steps' losses: finite in both precisions, on the same scale.
         println!(
-            "GPU-BENCH resnet50 {precision} images_per_s={per_s:.1} steps={timed} batch={BATCH}"
+            "GPU-BENCH resnet50 {precision} images_per_s={per_s:.1} steps={timed} batch={BATCH} \
+             loss_first={:.3} loss_last={:.3}",
+            stamps[0].1, last.1
         );
         Ok(())
+    }
+}
+
+/// `-- ops`: where a step's time goes on the GPU, op by op, in f32 and in 16-mixed's half
+/// dtype (`AMP<f16>`), each timed between device synchronizations (mean of 5 after 2 warm-ups):
+/// `GPU-OPS <op> <dtype> ms=<mean>`.
+#[cfg(feature = "cuda")]
+mod ops {
+    use std::time::Instant;
+
+    use fulmen::device::Half;
+    use fulmen::layers::{BatchNorm2D, Conv2DNoBias};
+    use fulmen::models::resnet::CifarResNet50;
+    use fulmen::prelude::*;
+
+    #[module]
+    struct Parts {
+        net: CifarResNet50<10>,
+        conv3: Conv2DNoBias<64, 64, 3, 1, 1>,
+        conv1: Conv2DNoBias<256, 64, 1, 1, 0>,
+        bn: BatchNorm2D<64>,
+    }
+
+    fn time(dev: &Cuda, op: &str, dtype: &str, mut f: impl FnMut()) {
+        for _ in 0..2 {
+            f();
+        }
+        dev.synchronize();
+        let start = Instant::now();
+        for _ in 0..5 {
+            f();
+        }
+        dev.synchronize();
+        let ms = start.elapsed().as_secs_f64() * 1e3 / 5.0;
+        println!("GPU-OPS {op} {dtype} ms={ms:.2}");
+    }
+
+    /// A tensor of values spread over [-1, 1).
+    fn filled<S: Shape, E: FloatDtype>(dev: &Cuda, shape: S) -> Tensor<S, E, Cuda>
+    where
+        Cuda: TrainDevice<E>,
+    {
+        let n = shape.num_elements();
+        let v =
+            (0..n).map(|i| E::from((i * 7919 % 1000) as f64 / 500.0 - 1.0).unwrap_or(E::zero()));
+        dev.tensor_from_vec(v.collect(), shape)
+    }
+
+    fn all<E: FloatDtype>(dev: &Cuda, dtype: &str)
+    where
+        Cuda: TrainDevice<E>,
+    {
+        let mut m: Parts<E, Cuda> = BuildModule::build(dev);
+        let image: Tensor<(usize, Const<3>, usize, usize), E, Cuda> =
+            filled(dev, (128, Const, 32, 32));
+        time(dev, "resnet50_forward_backward", dtype, || {
+            let y = m.net.forward_mut(image.clone().traced(m.alloc_grads()));
+            let _ = y.sum::<Rank0, _>().backward();
+        });
+        time(dev, "resnet50_forward", dtype, || {
+            let _ = m.net.forward(image.clone());
+        });
+        let x64: Tensor<(usize, Const<64>, usize, usize), E, Cuda> =
+            filled(dev, (128, Const, 32, 32));
+        let x256: Tensor<(usize, Const<256>, usize, usize), E, Cuda> =
+            filled(dev, (128, Const, 32, 32));
+        time(dev, "conv3x3_64_32x32_forward_backward", dtype, || {
+            let y = m.conv3.forward_mut(x64.clone().traced(m.alloc_grads()));
+            let _ = y.sum::<Rank0, _>().backward();
+        });
+        time(dev, "conv1x1_256to64_32x32_forward_backward", dtype, || {
+            let y = m.conv1.forward_mut(x256.clone().traced(m.alloc_grads()));
+            let _ = y.sum::<Rank0, _>().backward();
+        });
+        time(dev, "batchnorm_64_32x32_forward_backward", dtype, || {
+            let y = m.bn.forward_mut(x64.clone().traced(m.alloc_grads()));
+            let _ = y.sum::<Rank0, _>().backward();
+        });
+        let a: Tensor<(usize, usize), E, Cuda> = filled(dev, (131_072, 576));
+        let b: Tensor<(usize, usize), E, Cuda> = filled(dev, (576, 64));
+        time(dev, "matmul_131072x576x64_forward_backward", dtype, || {
+            let y = a.clone().traced(Gradients::leaky()).matmul(b.clone());
+            let _ = y.sum::<Rank0, _>().backward();
+        });
+        time(dev, "copy_to_host_25M", dtype, || {
+            let _ = a.as_vec().len() + b.as_vec().len();
+        });
+    }
+
+    pub fn run() {
+        let dev = Cuda::seed_from_u64(0);
+        all::<f32>(&dev, "f32");
+        all::<Half>(&dev, "amp_f16");
     }
 }
 
@@ -94,6 +193,10 @@ fn main() -> std::process::ExitCode {
             .skip(1)
             .find(|a| !a.starts_with('-'))
             .unwrap_or_else(|| "32-true".into());
+        if precision == "ops" {
+            fulmen::device::gpu_count().map_or_else(|e| eprintln!("error: {e}"), |_| ops::run());
+            return std::process::ExitCode::SUCCESS;
+        }
         if let Err(e) = bench::run(&precision) {
             eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
