@@ -150,6 +150,19 @@ EOF
 )
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 say "CUDA libraries from $libs"
+# A binary whose NVRTC include folders are missing says so before training (fulmen's
+# device::open_cuda), rather than panicking inside dfdx at its first batch.
+headers="not checked: the build's include folders exist here"
+missing=""
+while read -r baked _; do [ -e "$baked" ] || missing=1; done <"$dir/nvrtc/paths"
+if [ -n "$missing" ]; then
+    "$dir/gpu-test" --exact iris_on_the_gpu_follows_the_cpu_run >"$out/no-headers.log" 2>&1
+    if grep -q "could not compile its run-time kernels with NVRTC" "$out/no-headers.log"; then
+        headers="named before training"
+    else
+        headers="NOT named (see no-headers.log)"
+    fi
+fi
 # NVRTC's include paths, as the build fixed them (see `build`).
 while read -r baked local; do
     if [ ! -e "$baked" ]; then
@@ -177,6 +190,7 @@ for t in $("$dir/gpu-test" --list 2>/dev/null | sed -n 's/: test$//p'); do
 done
 tests_rc=0
 [ -z "$failed" ] && [ "$passed" -gt 0 ] || tests_rc=1
+case $headers in NOT*) tests_rc=1 ;; esac
 
 # Peak GPU memory while a command runs, in MiB, polled by nvidia-smi.
 with_peak() {
@@ -240,6 +254,7 @@ value() { grep -ho "$2=[^ ]*" "$1" 2>/dev/null | tail -1 | cut -d= -f2; }
     echo "| --- | --- |"
     echo "| GPU | $(cat "$out/gpu.txt") |"
     echo "| GPU tests | $passed passed; failed:${failed:- none} |"
+    echo "| missing CUDA headers | $headers |"
     grep -h '^GPU-CHECK' "$out/tests.log" | sed 's/^GPU-CHECK \([^ ]*\) \(.*\)/| \1 | \2 |/'
     for p in 32-true 16-mixed; do
         ours=$(value "$out/bench-$p.log" images_per_s)

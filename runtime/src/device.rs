@@ -272,6 +272,34 @@ fn cuda_error(e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("CUDA: {e:?}"))
 }
 
+/// Opens CUDA device `ordinal`, then checks that dfdx can compile the kernels it builds at run
+/// time with NVRTC (dtype conversion, which every batch goes through, reshapes, concatenation).
+/// Their include path is the CUDA headers' folder on the machine that *built* the binary,
+/// fixed by dfdx's build script: a binary carried to a machine without that folder would
+/// otherwise panic inside dfdx at its first batch. This names the cause before any work.
+#[cfg(feature = "cuda")]
+pub(crate) fn open_cuda(ordinal: usize, seed: u64) -> Result<Cuda> {
+    use dfdx::shapes::Rank1;
+    use dfdx::tensor::ZerosTensor;
+    let dev = Cuda::try_build(ordinal, seed)
+        .map_err(|e| Error::Device(format!("CUDA device {ordinal} could not be opened: {e:?}")))?;
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let t: Tensor<Rank1<1>, f32, Cuda> = dev.try_zeros()?;
+        t.try_to_dtype::<f32>()
+    }));
+    match probe {
+        Ok(Ok(_)) => Ok(dev),
+        Ok(Err(e)) => Err(cuda_error(e)),
+        Err(payload) => Err(Error::Device(format!(
+            "CUDA device {ordinal}: dfdx could not compile its run-time kernels with NVRTC: {}. \
+             dfdx gives NVRTC the CUDA include folder found where fulmen was built (the \
+             --include-path above); install the CUDA headers (cuda_fp16.h) there, or build on \
+             this machine",
+            Error::panic_message(&*payload)
+        ))),
+    }
+}
+
 /// Which hardware the trainer runs on, as named by Lightning's `accelerator` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accelerator {

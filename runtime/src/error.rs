@@ -82,6 +82,15 @@ impl Error {
         }
     }
 
+    /// What a caught panic said (its `String` or `&str` payload).
+    pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    }
+
     /// A setting that is out of range or contradicts another, named.
     pub fn config(setting: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {

@@ -544,9 +544,7 @@ impl Trainer {
         let device = match &self.cuda {
             Some(d) => d.clone(),
             None => {
-                let d = Cuda::try_build(ordinal, crate::seed::next_seed()).map_err(|e| {
-                    Error::Device(format!("CUDA device {ordinal} could not be opened: {e:?}"))
-                })?;
+                let d = crate::device::open_cuda(ordinal, crate::seed::next_seed())?;
                 self.cuda = Some(d.clone());
                 d
             }

@@ -974,15 +974,10 @@ fn missing(what: &str, stage: Stage) -> Error {
 /// own report still goes to stderr first, through the process's panic hook.
 fn guard<R>(hook: &'static str, batch: usize, f: impl FnOnce() -> R) -> Result<R> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "a panic without a message".into());
         Error::StepPanicked {
             hook,
             batch,
-            message,
+            message: Error::panic_message(&*payload),
         }
     })
 }
