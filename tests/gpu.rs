@@ -44,6 +44,16 @@ fn iris(
     precision: &str,
     ckpt_dir: Option<&std::path::Path>,
 ) -> (Vec<f64>, Iris) {
+    iris_with(accelerator, precision, ckpt_dir, |b| b)
+}
+
+/// [`iris`] with more settings, which `settings` adds to the trainer.
+fn iris_with(
+    accelerator: &str,
+    precision: &str,
+    ckpt_dir: Option<&std::path::Path>,
+    settings: impl FnOnce(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder,
+) -> (Vec<f64>, Iris) {
     seed_everything(5);
     let mut model = Iris::new(0.01);
     let losses = Arc::new(Mutex::new(Vec::new()));
@@ -57,7 +67,7 @@ fn iris(
             .enable_checkpointing(true)
             .default_root_dir(dir.to_path_buf());
     }
-    let mut trainer = builder.build().expect("valid settings");
+    let mut trainer = settings(builder).build().expect("valid settings");
     let data = fulmen::data::iris::bundled();
     let loader = DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true);
     trainer.fit_loaders(&mut model, loader, None).expect("fit");
@@ -105,6 +115,25 @@ fn iris_on_the_gpu_follows_the_cpu_run() {
     let loss_err = max_abs_diff(&cpu_losses, &gpu_losses);
     let weight_err = max_abs_diff(&weights(&cpu), &weights(&gpu));
     println!("GPU-CHECK iris_parity_32 loss_err={loss_err:.2e} weight_err={weight_err:.2e}");
+    assert!(loss_err < 1e-4, "losses {cpu_losses:?} vs {gpu_losses:?}");
+    assert!(weight_err < 1e-3, "weights differ by {weight_err}");
+}
+
+/// Gradient clipping and accumulation change gradients on the host between backward and the
+/// optimizer step; on CUDA that means copies there and back, which must lose nothing.
+#[test]
+fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
+    let settings = |b: fulmen::TrainerBuilder| b.gradient_clip_val(0.05).accumulate_grad_batches(3);
+    let (plain, _) = iris("cpu", "32-true", None);
+    let (cpu_losses, cpu) = iris_with("cpu", "32-true", None, settings);
+    let (gpu_losses, gpu) = iris_with("gpu", "32-true", None, settings);
+    assert_ne!(
+        plain, cpu_losses,
+        "clipping and accumulation change the run"
+    );
+    let loss_err = max_abs_diff(&cpu_losses, &gpu_losses);
+    let weight_err = max_abs_diff(&weights(&cpu), &weights(&gpu));
+    println!("GPU-CHECK iris_clip_accumulate loss_err={loss_err:.2e} weight_err={weight_err:.2e}");
     assert!(loss_err < 1e-4, "losses {cpu_losses:?} vs {gpu_losses:?}");
     assert!(weight_err < 1e-3, "weights differ by {weight_err}");
 }
