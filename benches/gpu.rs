@@ -128,17 +128,17 @@ mod ops {
     }
 
     /// A tensor of values spread over [-1, 1).
-    fn filled<S: Shape, E: FloatDtype>(dev: &Cuda, shape: S) -> Tensor<S, E, Cuda>
+    fn filled<S: Shape, E: Dtype>(dev: &Cuda, shape: S) -> Tensor<S, E, Cuda>
     where
-        Cuda: TrainDevice<E>,
+        Cuda: Device<E>,
     {
         let n = shape.num_elements();
-        let v =
-            (0..n).map(|i| E::from((i * 7919 % 1000) as f64 / 500.0 - 1.0).unwrap_or(E::zero()));
-        dev.tensor_from_vec(v.collect(), shape)
+        let v = (0..n).map(|i| E::from_f64((i * 7919 % 1000) as f64 / 500.0 - 1.0));
+        dev.tensor_from_vec(v.map(|v| v.unwrap_or_default()).collect(), shape)
     }
 
-    fn all<E: FloatDtype>(dev: &Cuda, dtype: &str)
+    /// fulmen's layers and ResNet-50, forward and backward.
+    fn layers<E: FloatDtype>(dev: &Cuda, dtype: &str)
     where
         Cuda: TrainDevice<E>,
     {
@@ -168,21 +168,80 @@ mod ops {
             let y = m.bn.forward_mut(x64.clone().traced(m.alloc_grads()));
             let _ = y.sum::<Rank0, _>().backward();
         });
+    }
+
+    /// dfdx's own ops, which the layers are made of on CUDA.
+    fn raw<E: Dtype>(dev: &Cuda, dtype: &str)
+    where
+        Cuda: Device<E>,
+    {
         let a: Tensor<(usize, usize), E, Cuda> = filled(dev, (131_072, 576));
         let b: Tensor<(usize, usize), E, Cuda> = filled(dev, (576, 64));
+        time(dev, "matmul_131072x576x64_forward", dtype, || {
+            let _ = a.clone().matmul(b.clone());
+        });
         time(dev, "matmul_131072x576x64_forward_backward", dtype, || {
             let y = a.clone().traced(Gradients::leaky()).matmul(b.clone());
             let _ = y.sum::<Rank0, _>().backward();
         });
-        time(dev, "copy_to_host_25M", dtype, || {
-            let _ = a.as_vec().len() + b.as_vec().len();
+        let y: Tensor<(usize, usize), E, Cuda> = filled(dev, (131_072, 64));
+        time(dev, "sum_8M_forward", dtype, || {
+            let _ = y.clone().sum::<Rank0, _>();
+        });
+        time(dev, "sum_8M_forward_backward", dtype, || {
+            let _ = y
+                .clone()
+                .traced(Gradients::leaky())
+                .sum::<Rank0, _>()
+                .backward();
+        });
+        time(dev, "sum_8M_rows_forward", dtype, || {
+            let _ = y.clone().sum::<(usize,), Axis<1>>();
+        });
+        // A column sum (64 outputs, 131,072 values each) in one reduction, and in two: rows
+        // of 64 first (many outputs, short chunks), then the 2,048 partial sums.
+        time(dev, "sum_8M_cols_forward", dtype, || {
+            let _ = y.clone().sum::<(usize,), Axis<0>>();
+        });
+        time(dev, "sum_8M_cols_staged_forward", dtype, || {
+            let _ = y
+                .clone()
+                .reshape_like(&(2048, 64, 64))
+                .sum::<(usize, usize), Axis<1>>()
+                .sum::<(usize,), Axis<0>>();
+        });
+        // The two products of a matmul's backward, each on its own.
+        let g: Tensor<(usize, usize), E, Cuda> = filled(dev, (131_072, 64));
+        time(dev, "matmul_at_g_576x131072x64_forward", dtype, || {
+            let _ = a.clone().permute::<_, Axes2<1, 0>>().matmul(g.clone());
+        });
+        time(dev, "matmul_g_bt_131072x64x576_forward", dtype, || {
+            let _ = g.clone().matmul(b.clone().permute::<_, Axes2<1, 0>>());
+        });
+        time(dev, "relu_8M_forward", dtype, || {
+            let _ = y.clone().relu();
+        });
+        let s: Tensor<Rank1<64>, E, Cuda> = filled(dev, Rank1::<64>::default());
+        time(dev, "broadcast_mul_8M_forward_backward", dtype, || {
+            let scale = s
+                .clone()
+                .traced(Gradients::leaky())
+                .broadcast_like(&(131_072, Const::<64>));
+            let y = scale * y.clone().realize::<(usize, Const<64>)>();
+            let _ = y.sum::<Rank0, _>().backward();
+        });
+        time(dev, "copy_to_host_75M", dtype, || {
+            let _ = a.as_vec().len();
         });
     }
 
     pub fn run() {
         let dev = Cuda::seed_from_u64(0);
-        all::<f32>(&dev, "f32");
-        all::<Half>(&dev, "amp_f16");
+        raw::<f32>(&dev, "f32");
+        raw::<fulmen::dfdx::dtypes::f16>(&dev, "f16");
+        raw::<Half>(&dev, "amp_f16");
+        layers::<f32>(&dev, "f32");
+        layers::<Half>(&dev, "amp_f16");
     }
 }
 
