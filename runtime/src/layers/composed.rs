@@ -209,66 +209,88 @@ pub fn adaptive_avg_pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, cons
         .map_err(dev_err)
 }
 
-/// A `[rows, cols]` matrix of `value`, a factor of the products below.
-fn constant<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+/// A `[rows, cols]` matrix of `value`.
+fn constant<E: FloatDtype, D: TrainDevice<E>>(
     dev: &D,
     (rows, cols): (usize, usize),
     value: f64,
-) -> Result<Tensor<(usize, usize), E, D, T>> {
+) -> Result<Tensor<(usize, usize), E, D>> {
     let v = E::from(value).unwrap_or_else(E::nan);
-    let m: Tensor<(usize, usize), E, D> = dev
-        .try_tensor_from_vec(vec![v; rows * cols], (rows, cols))
-        .map_err(dev_err)?;
-    Ok(m.retaped::<T>())
-}
-
-/// The mean of each channel, as two matrix products (over each plane's pixels, then over the
-/// images), and so is its backward. cuBLAS sums in f32 whatever the dtype, where dfdx's
-/// reductions into a few values contend on atomic adds: in 16-mixed's f16 on an H200, summing
-/// a CIFAR batch's 64 channels took 30 ms in one reduction against 0.12 ms in short stages and
-/// 0.05 ms as a product of the same size. And a sum of 131,072 values in f16 passes its largest
-/// value, 65,504, on the way to a mean that does not.
-fn channel_mean<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
-    x: Images<C, E, D, T>,
-) -> Result<Tensor<Rank1<C>, E, D, T>> {
-    let (n, _, h, w) = *x.shape();
-    let dev = x.device().clone();
-    let per_plane = x
-        .try_reshape_like(&(n * C, h * w))
-        .map_err(dev_err)?
-        .try_matmul(constant::<E, D, NoneTape>(
-            &dev,
-            (h * w, 1),
-            1.0 / (h * w) as f64,
-        )?)
-        .map_err(dev_err)?
-        .try_reshape_like(&(n, C))
-        .map_err(dev_err)?;
-    constant::<E, D, T>(&dev, (1, n), 1.0 / n as f64)?
-        .try_matmul(per_plane)
-        .map_err(dev_err)?
-        .try_reshape_like(&(Const::<C>,))
+    dev.try_tensor_from_vec(vec![v; rows * cols], (rows, cols))
         .map_err(dev_err)
 }
 
-/// `v` at every pixel of every image of `shape`, as two matrix products (over the images, then
-/// over each plane's pixels): their backward sums the gradient per channel with cuBLAS, for
-/// the reasons of [`channel_mean`].
-fn per_pixel<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
-    v: Tensor<Rank1<C>, E, D, T>,
-    shape: (usize, Const<C>, usize, usize),
-) -> Result<Images<C, E, D, T>> {
-    let (n, _, h, w) = shape;
-    let dev = v.device().clone();
-    constant::<E, D, T>(&dev, (n, 1), 1.0)?
-        .try_matmul(v.try_reshape_like(&(1, C)).map_err(dev_err)?)
-        .map_err(dev_err)?
-        .try_reshape_like(&(n * C, 1))
-        .map_err(dev_err)?
-        .try_matmul(constant::<E, D, NoneTape>(&dev, (1, h * w), 1.0)?)
-        .map_err(dev_err)?
-        .try_reshape_like(&shape)
-        .map_err(dev_err)
+/// Per-channel means and broadcasts over a batch of `[n, C, h, w]` images as matrix products,
+/// and so their backward too. cuBLAS sums in f32 whatever the dtype, where dfdx's reductions
+/// into a few values contend on atomic adds: in 16-mixed's f16 on an H200, summing a CIFAR
+/// batch into 64 channels took 30 ms in one reduction against 0.12 ms in short stages and
+/// 0.05 ms for a product reducing as many values. And a sum of 131,072 values in f16 passes
+/// its largest value, 65,504, on the way to a mean that does not.
+///
+/// It holds the products' constant factors, made once per layer call (each is a copy to the
+/// device).
+struct Planes<E: FloatDtype, D: TrainDevice<E>> {
+    shape: (usize, usize, usize),
+    /// `[h·w, 1]` of `1/(h·w)` and `[1, n]` of `1/n`: the means over pixels and images.
+    pixel_mean: Tensor<(usize, usize), E, D>,
+    image_mean: Tensor<(usize, usize), E, D>,
+    /// `[n, 1]` and `[1, h·w]` of ones: the copies over images and pixels.
+    images: Tensor<(usize, usize), E, D>,
+    pixels: Tensor<(usize, usize), E, D>,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
+    fn new(dev: &D, (n, h, w): (usize, usize, usize)) -> Result<Self> {
+        Ok(Self {
+            shape: (n, h, w),
+            pixel_mean: constant(dev, (h * w, 1), 1.0 / (h * w) as f64)?,
+            image_mean: constant(dev, (1, n), 1.0 / n as f64)?,
+            images: constant(dev, (n, 1), 1.0)?,
+            pixels: constant(dev, (1, h * w), 1.0)?,
+        })
+    }
+
+    /// The mean of each channel: over each plane's pixels, then over the images.
+    fn mean<T: Tape<E, D>, const C: usize>(
+        &self,
+        x: Images<C, E, D, T>,
+    ) -> Result<Tensor<Rank1<C>, E, D, T>> {
+        let (n, h, w) = self.shape;
+        let per_plane = x
+            .try_reshape_like(&(n * C, h * w))
+            .map_err(dev_err)?
+            .try_matmul(self.pixel_mean.clone())
+            .map_err(dev_err)?
+            .try_reshape_like(&(n, C))
+            .map_err(dev_err)?;
+        self.image_mean
+            .clone()
+            .retaped::<T>()
+            .try_matmul(per_plane)
+            .map_err(dev_err)?
+            .try_reshape_like(&(Const::<C>,))
+            .map_err(dev_err)
+    }
+
+    /// `v` at every pixel of every image: copied over the images, then over each plane's
+    /// pixels.
+    fn spread<T: Tape<E, D>, const C: usize>(
+        &self,
+        v: Tensor<Rank1<C>, E, D, T>,
+    ) -> Result<Images<C, E, D, T>> {
+        let (n, h, w) = self.shape;
+        self.images
+            .clone()
+            .retaped::<T>()
+            .try_matmul(v.try_reshape_like(&(1, C)).map_err(dev_err)?)
+            .map_err(dev_err)?
+            .try_reshape_like(&(n * C, 1))
+            .map_err(dev_err)?
+            .try_matmul(self.pixels.clone())
+            .map_err(dev_err)?
+            .try_reshape_like(&(n, Const::<C>, h, w))
+            .map_err(dev_err)
+    }
 }
 
 /// Per-channel statistics of a batch and its normalized, scaled and shifted values:
@@ -284,12 +306,13 @@ pub fn batch_norm_train<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C
     Tensor<Rank1<C>, E, D>,
     Tensor<Rank1<C>, E, D>,
 )> {
-    let shape = *x.shape();
+    let (n, _, h, w) = *x.shape();
+    let planes = Planes::new(x.device(), (n, h, w))?;
     let eps = E::from(epsilon).unwrap_or_else(E::nan);
-    let mean = channel_mean(x.retaped::<T>())?;
+    let mean = planes.mean(x.retaped::<T>())?;
     let mean_value = mean.retaped::<NoneTape>();
-    let centred = x.try_sub(per_pixel(mean, shape)?).map_err(dev_err)?;
-    let var = channel_mean(centred.retaped::<T>().try_square().map_err(dev_err)?)?;
+    let centred = x.try_sub(planes.spread(mean)?).map_err(dev_err)?;
+    let var = planes.mean(centred.retaped::<T>().try_square().map_err(dev_err)?)?;
     let var_value = var.retaped::<NoneTape>();
     let scale = weight
         .retaped::<T>()
@@ -301,9 +324,9 @@ pub fn batch_norm_train<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C
         )
         .map_err(dev_err)?;
     let y = centred
-        .try_mul(per_pixel(scale, shape)?)
+        .try_mul(planes.spread(scale)?)
         .map_err(dev_err)?
-        .try_add(per_pixel(bias.retaped::<T>(), shape)?)
+        .try_add(planes.spread(bias.retaped::<T>())?)
         .map_err(dev_err)?;
     Ok((y, mean_value, var_value))
 }
