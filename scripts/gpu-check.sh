@@ -11,9 +11,10 @@
 # The run uses the NVIDIA driver there and the CUDA 13 libraries (cuBLAS, NVRTC) of its
 # Python's nvidia packages (PyTorch's: cuBLAS, NVRTC, NCCL); it runs the GPU tests (CPU/GPU
 # parity on Iris in 32-true and 16-mixed, conv layers against the CPU, checkpoints GPU → CPU
-# → GPU, DDP over NCCL launched by fulmen itself against one GPU alone), then
-# ResNet-50 training throughput in 32-true and 16-mixed beside PyTorch's on the same GPU, and
-# prints a table last. Logs go to $OUT when it is set. Budget: under 8 minutes.
+# → GPU, DDP over NCCL launched by fulmen itself against one GPU alone, a missing CUDA header
+# folder named), then ResNet-50 training throughput in 32-true and 16-mixed beside PyTorch's on
+# the same GPU, then single ops timed in f32 and f16, and prints a table last. Logs go to $OUT
+# when it is set. About 2 minutes on an H200.
 #
 # `build` takes cargo's profile flags (default --release; CI's tests/cuda_build.rs passes
 # --profile dev) and honours CARGO_TARGET_DIR; FULMEN_GPU_CHECK_DIR moves target/gpu-check.
@@ -39,15 +40,15 @@ rehearse() {
     [ "$rc" = 1 ] || bad="$bad; the run ended with $rc, not 1 (tests failed)"
     set -- "$fake"/out/test-*.log
     [ -f "$1" ] || bad="$bad; no GPU tests ran: was $dir/gpu-test built with the cuda feature?"
-    for t in "$@" "$fake"/out/bench-*.log; do
+    for t in "$@" "$fake"/out/bench-*.log "$fake"/out/ops.log; do
         [ -f "$t" ] || continue
         grep -q CUDA_ERROR_STUB_LIBRARY "$t" || bad="$bad; $(basename "$t" .log) did not reach the driver"
     done
     # The headers that travel are enough for NVRTC: a kernel like those dfdx compiles at run
     # time, compiled with those include paths alone.
-    LD_LIBRARY_PATH="$FULMEN_CUDA_STUB_LIBS" python3 - "$dir/nvrtc" "${FULMEN_CUDA_STUB_LIBS#*:}" <<'PY' || bad="$bad; NVRTC cannot compile with $dir/nvrtc alone"
+    LD_LIBRARY_PATH="$CUDA_ROOT/lib" python3 - "$dir/nvrtc" <<'PY' || bad="$bad; NVRTC cannot compile with $dir/nvrtc alone"
 import ctypes, sys
-nvrtc = ctypes.CDLL(sys.argv[2].split(":")[0] + "/libnvrtc.so.13")
+nvrtc = ctypes.CDLL("libnvrtc.so.13")
 src = b'#include "cuda_fp16.h"\n#include "cuda_utils.cuh"\n' \
     b'extern "C" __global__ void k(const __half *x, float *y) { y[0] = x[0]; }'
 prog = ctypes.c_void_p()
@@ -68,7 +69,7 @@ PY
         say "rehearsal failed${bad}"
         return 1
     fi
-    say "rehearsed: $# GPU tests and 2 benchmarks reach the driver; the table comes out"
+    say "rehearsed: $# GPU tests, 2 benchmarks and the op timings reach the driver; NVRTC compiles with the carried headers; the table comes out"
     rm -rf "$fake"
 }
 
@@ -80,15 +81,17 @@ build)
     eval "$(scripts/cuda-toolchain.sh)"
     mkdir -p "$dir"
     targets=(--features nccl --test gpu --bench gpu --example iris_ddp)
-    # JSON on stdout names the binaries; the compiler's messages still go to stderr as text.
-    cargo build "$@" "${targets[@]}" --message-format=json-render-diagnostics |
+    # JSON on stdout names the binaries and dfdx's build-script folder (printed); the
+    # compiler's messages still go to stderr as text.
+    out_dir=$(cargo build "$@" "${targets[@]}" --message-format=json-render-diagnostics |
         python3 -c '
 import json, os, shutil, sys
+dfdx = None
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "build-script-executed" and "#dfdx@" in m["package_id"]:
-        with open(os.path.join(sys.argv[1], "dfdx-out-dir"), "w") as f:
-            print(m["out_dir"], file=f)
+    if m.get("reason") == "build-script-executed" and "#dfdx@" in m["package_id"] and not dfdx:
+        dfdx = m["out_dir"]
+        print(dfdx)
     exe = m.get("executable") if m.get("reason") == "compiler-artifact" else None
     if exe and m["target"]["name"] in ("gpu", "iris_ddp"):
         name = m["target"]["name"]
@@ -101,7 +104,7 @@ for line in sys.stdin:
         except OSError:
             shutil.copy(exe, dest)
         print("gpu-check:", exe, "->", dest, file=sys.stderr)
-' "$dir"
+' "$dir")
     # dfdx compiles a few kernels at run time with NVRTC (dtype conversion, concatenation,
     # reshapes), with include paths fixed at build time: the CUDA headers here and its build
     # script's output folder. Those folders do not exist on the GPU machine, so the files
@@ -109,10 +112,8 @@ for line in sys.stdin:
     rm -rf "$dir/nvrtc"
     mkdir -p "$dir/nvrtc/cuda-include" "$dir/nvrtc/dfdx-out"
     (cd "$CUDA_ROOT/include" && tar cf - --exclude=cccl .) | tar xf - -C "$dir/nvrtc/cuda-include"
-    out_dir=$(cat "$dir/dfdx-out-dir")
     cp "$out_dir"/*.cuh "$dir/nvrtc/dfdx-out/"
     printf '%s %s\n' "$CUDA_ROOT/include" nvrtc/cuda-include "$out_dir" nvrtc/dfdx-out >"$dir/nvrtc/paths"
-    rm "$dir/dfdx-out-dir"
     du -sh "$dir"/*
     rehearse
     exit
