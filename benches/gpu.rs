@@ -93,9 +93,9 @@ mod bench {
     }
 }
 
-/// `-- ops`: where a step's time goes on the GPU, op by op, in f32 and in 16-mixed's half
-/// dtype (`AMP<f16>`), each timed between device synchronizations (mean of 5 after 2 warm-ups):
-/// `GPU-OPS <op> <dtype> ms=<mean>`.
+/// `-- ops`: where a step's time goes on the GPU, op by op: dfdx's ops in f32, f16 and
+/// 16-mixed's `AMP<f16>`, fulmen's layers in f32 and `AMP<f16>`, each timed between device
+/// synchronizations (mean of 5 after 2 warm-ups): `GPU-OPS <op> <dtype> ms=<mean>`.
 #[cfg(feature = "cuda")]
 mod ops {
     use std::time::Instant;
@@ -137,6 +137,23 @@ mod ops {
         dev.tensor_from_vec(v.map(|v| v.unwrap_or_default()).collect(), shape)
     }
 
+    /// The loss a forward-and-backward timing differentiates: the sum of `y`, in three stages
+    /// of at most 4,096 values each into many outputs (y's size must be a multiple of 4,096).
+    /// One sum of millions of values into one takes 45 ms in f16 (`sum_8M_forward`), which
+    /// would be most of what those timings measured.
+    fn loss<S: Shape, E: Dtype>(
+        y: Tensor<S, E, Cuda, OwnedTape<E, Cuda>>,
+    ) -> Tensor<Rank0, E, Cuda, OwnedTape<E, Cuda>>
+    where
+        Cuda: Device<E>,
+    {
+        let n = y.shape().num_elements();
+        y.reshape_like(&(n / 4096, 64, 64))
+            .sum::<(usize, usize), Axis<2>>()
+            .sum::<(usize,), Axis<1>>()
+            .sum()
+    }
+
     /// fulmen's layers and ResNet-50, forward and backward.
     fn layers<E: FloatDtype>(dev: &Cuda, dtype: &str)
     where
@@ -157,16 +174,13 @@ mod ops {
         let x256: Tensor<(usize, Const<256>, usize, usize), E, Cuda> =
             filled(dev, (128, Const, 32, 32));
         time(dev, "conv3x3_64_32x32_forward_backward", dtype, || {
-            let y = m.conv3.forward_mut(x64.clone().traced(m.alloc_grads()));
-            let _ = y.sum::<Rank0, _>().backward();
+            let _ = loss(m.conv3.forward_mut(x64.clone().traced(m.alloc_grads()))).backward();
         });
         time(dev, "conv1x1_256to64_32x32_forward_backward", dtype, || {
-            let y = m.conv1.forward_mut(x256.clone().traced(m.alloc_grads()));
-            let _ = y.sum::<Rank0, _>().backward();
+            let _ = loss(m.conv1.forward_mut(x256.clone().traced(m.alloc_grads()))).backward();
         });
         time(dev, "batchnorm_64_32x32_forward_backward", dtype, || {
-            let y = m.bn.forward_mut(x64.clone().traced(m.alloc_grads()));
-            let _ = y.sum::<Rank0, _>().backward();
+            let _ = loss(m.bn.forward_mut(x64.clone().traced(m.alloc_grads()))).backward();
         });
     }
 
@@ -181,8 +195,7 @@ mod ops {
             let _ = a.clone().matmul(b.clone());
         });
         time(dev, "matmul_131072x576x64_forward_backward", dtype, || {
-            let y = a.clone().traced(Gradients::leaky()).matmul(b.clone());
-            let _ = y.sum::<Rank0, _>().backward();
+            let _ = loss(a.clone().traced(Gradients::leaky()).matmul(b.clone())).backward();
         });
         let y: Tensor<(usize, usize), E, Cuda> = filled(dev, (131_072, 64));
         time(dev, "sum_8M_forward", dtype, || {
@@ -227,8 +240,7 @@ mod ops {
                 .clone()
                 .traced(Gradients::leaky())
                 .broadcast_like(&(131_072, Const::<64>));
-            let y = scale * y.clone().realize::<(usize, Const<64>)>();
-            let _ = y.sum::<Rank0, _>().backward();
+            let _ = loss(scale * y.clone().realize::<(usize, Const<64>)>()).backward();
         });
         time(dev, "copy_to_host_75M", dtype, || {
             let _ = a.as_vec().len();
@@ -253,7 +265,11 @@ fn main() -> std::process::ExitCode {
             .find(|a| !a.starts_with('-'))
             .unwrap_or_else(|| "32-true".into());
         if precision == "ops" {
-            fulmen::device::gpu_count().map_or_else(|e| eprintln!("error: {e}"), |_| ops::run());
+            if let Err(e) = fulmen::device::gpu_count() {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+            ops::run();
             return std::process::ExitCode::SUCCESS;
         }
         if let Err(e) = bench::run(&precision) {
