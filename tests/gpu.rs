@@ -138,6 +138,109 @@ fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
     assert!(weight_err < 1e-3, "weights differ by {weight_err}");
 }
 
+/// Every update rule, run where the parameters live (on CUDA, as dfdx tensor ops), follows the
+/// CPU's host rules over several steps: parameters and buffers.
+#[test]
+fn every_optimizer_steps_on_the_gpu_as_on_the_cpu() {
+    let cpu = Cpu::seed_from_u64(4);
+    require_gpu();
+    let gpu = Cuda::seed_from_u64(4);
+    let settings = [
+        Optim::sgd(0.1)
+            .momentum(0.9)
+            .dampening(0.25)
+            .weight_decay(0.01),
+        Optim::sgd(0.05).momentum(0.8).nesterov(true),
+        Optim::adam(0.01).weight_decay(0.1),
+        Optim::adamw(0.01).weight_decay(0.3),
+        Optim::rmsprop(0.01).centered(true).momentum(0.5),
+    ];
+    let mut worst = 0.0f64;
+    for o in settings {
+        let mut a: fulmen::dfdx::nn::modules::Linear<4, 3, f32, Cpu> = BuildModule::build(&cpu);
+        let mut b = a.to_device(&gpu);
+        let mut on_cpu = fulmen::optim::Optimizer::<f32, Cpu>::new(o.clone()).expect("valid");
+        let mut on_gpu = fulmen::optim::Optimizer::<f32, Cuda>::new(o.clone()).expect("valid");
+        for step in 0..5 {
+            let x: Tensor<Rank2<6, 4>, f32, Cpu> = cpu.sample_normal();
+            let mut ga = a
+                .forward(x.clone().traced(a.alloc_grads()))
+                .square()
+                .sum()
+                .backward();
+            let mut gb = b
+                .forward(x.to_device(&gpu).traced(b.alloc_grads()))
+                .square()
+                .sum()
+                .backward();
+            on_cpu.step(&mut a, &mut ga).expect("steps on the CPU");
+            on_gpu.step(&mut b, &mut gb).expect("steps on the GPU");
+            let mut errs = vec![
+                max_abs_diff(&a.weight.as_vec(), &b.weight.as_vec()),
+                max_abs_diff(&a.bias.as_vec(), &b.bias.as_vec()),
+            ];
+            let (ha, hb) = (on_cpu.buffers("weight"), on_gpu.buffers("weight"));
+            let (ha, hb) = (
+                ha.expect("buffers on the CPU"),
+                hb.expect("buffers on the GPU"),
+            );
+            assert_eq!(ha.len(), hb.len(), "{o:?}");
+            errs.extend(ha.iter().zip(&hb).map(|(x, y)| max_abs_diff(x, y)));
+            let err = errs.into_iter().fold(0.0, f64::max);
+            assert!(err < 1e-5, "{o:?}, step {step}: the GPU differs by {err}");
+            worst = worst.max(err);
+        }
+    }
+    println!("GPU-CHECK optimizers_on_device max_err={worst:.2e}");
+}
+
+/// A run continued on the GPU from its checkpoint (the optimizer's buffers go back to the
+/// device) ends where the uninterrupted GPU run does.
+#[test]
+fn a_run_resumed_on_the_gpu_ends_as_the_uninterrupted_one() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let epochs = dir.path().join("epochs");
+    let loader = || {
+        let data = fulmen::data::iris::bundled();
+        DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true)
+    };
+    seed_everything(5);
+    let mut full = Iris::new(0.01);
+    let checkpoints = fulmen::callbacks::ModelCheckpoint::new()
+        .dirpath(&epochs)
+        .save_top_k(-1);
+    let mut trainer = quiet::trainer()
+        .max_epochs(4)
+        .accelerator("gpu")
+        .callback(checkpoints)
+        .build()
+        .expect("valid settings");
+    trainer.fit_loaders(&mut full, loader(), None).expect("fit");
+    let ckpt = std::fs::read_dir(&epochs)
+        .expect("the checkpoints")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("epoch=1-"))
+        .expect("the checkpoint of epoch 1");
+    seed_everything(1000);
+    let mut resumed = Iris::new(0.01);
+    let mut trainer = quiet::trainer()
+        .max_epochs(4)
+        .accelerator("gpu")
+        .build()
+        .expect("valid settings");
+    let mut loaders = fulmen::datamodule::Loaders {
+        train: Some(loader()),
+        ..Default::default()
+    };
+    trainer
+        .fit_from(&mut resumed, &mut loaders, &ckpt)
+        .expect("resumes");
+    let err = max_abs_diff(&weights(&full), &weights(&resumed));
+    println!("GPU-CHECK resume_on_gpu weight_err={err:.2e}");
+    assert!(err < 1e-5, "the resumed run differs by {err}");
+}
+
 #[test]
 fn sixteen_mixed_trains_on_the_gpu_like_on_the_cpu() {
     let (cpu_losses, _) = iris("cpu", "16-mixed", None);

@@ -27,13 +27,16 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
     /// on the device (CUDA).
     const HOST_KERNELS: bool;
 
-    /// Calls `f` with the parameter's values and its gradient as host slices; whatever `f`
-    /// leaves in the parameter slice is written back into the tensor.
-    fn update_param<S: dfdx::shapes::Shape>(
+    /// One optimizer step of `param` from its gradient (`rule`: the settings and the step's
+    /// number, from 1), with the rule's buffers for it (made at its first step). The CPU runs
+    /// the host rules on `scratch`; other devices run them as tensor ops where the values
+    /// live (`optim/composed.rs`).
+    fn step_param<S: dfdx::shapes::Shape>(
         param: &mut Tensor<S, E, Self>,
         grads: &mut Gradients<E, Self>,
-        scratch: &mut Vec<E>,
-        f: impl FnOnce(&mut [E], &[E]),
+        rule: (&crate::Optim, u64),
+        buffers: &mut Vec<Tensor<(usize,), E, Self>>,
+        scratch: &mut Vec<Vec<E>>,
     ) -> Result<()>;
 
     /// Calls `f` with the parameter's gradient as a host slice (clipping, anomaly checks,
@@ -100,19 +103,36 @@ macro_rules! cpu_train_device {
         impl TrainDevice<$e> for Cpu {
             const HOST_KERNELS: bool = true;
 
-            fn update_param<S: dfdx::shapes::Shape>(
+            fn step_param<S: dfdx::shapes::Shape>(
                 param: &mut Tensor<S, $e, Self>,
                 grads: &mut Gradients<$e, Self>,
-                scratch: &mut Vec<$e>,
-                f: impl FnOnce(&mut [$e], &[$e]),
+                rule: (&crate::Optim, u64),
+                buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
+                scratch: &mut Vec<Vec<$e>>,
             ) -> Result<()> {
+                use dfdx::tensor::ZerosTensor;
                 let grad = grads
                     .get_or_alloc_mut(param)
                     .map_err(|e| Error::Device(format!("{e:?}")))?;
-                scratch.resize(grad.len(), num_traits::Zero::zero());
-                param.copy_into(scratch);
-                f(scratch, grad);
-                param.copy_from(scratch);
+                let n = grad.len();
+                let kept = crate::optim::buffers(rule.0).len();
+                while buffers.len() < kept {
+                    buffers.push(param.device().zeros_like(&(n,)));
+                }
+                scratch.resize_with(1 + kept, Vec::new);
+                let (values, held) = scratch.split_at_mut(1);
+                let values = &mut values[0];
+                values.resize(n, num_traits::Zero::zero());
+                param.copy_into(values);
+                for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
+                    host.resize(n, num_traits::Zero::zero());
+                    buffer.copy_into(host);
+                }
+                crate::optim::apply(rule, values, grad, held);
+                param.copy_from(values);
+                for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
+                    buffer.copy_from(host);
+                }
                 Ok(())
             }
 
@@ -193,27 +213,23 @@ pub type Half = dfdx::dtypes::AMP<half::f16>;
 
 cpu_train_device!(f32, f64, Half);
 
-/// On CUDA the optimizers and gradient hooks work on host copies: the gradient (and the
-/// parameter) is copied to the host, changed there, and copied back.
+/// On CUDA the optimizer steps stay on the device; the gradient hooks (clipping, anomaly
+/// checks, checkpoints of accumulated gradients) work on host copies: the gradient is copied
+/// to the host, changed there, and copied back.
 #[cfg(feature = "cuda")]
 macro_rules! cuda_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cuda {
             const HOST_KERNELS: bool = false;
 
-            fn update_param<S: dfdx::shapes::Shape>(
+            fn step_param<S: dfdx::shapes::Shape>(
                 param: &mut Tensor<S, $e, Self>,
                 grads: &mut Gradients<$e, Self>,
-                scratch: &mut Vec<$e>,
-                f: impl FnOnce(&mut [$e], &[$e]),
+                (config, step): (&crate::Optim, u64),
+                buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
+                _scratch: &mut Vec<Vec<$e>>,
             ) -> Result<()> {
-                let grad = grads.get_or_alloc_mut(param).map_err(cuda_error)?;
-                let host_grad = grad.device().dtoh_sync_copy(grad).map_err(cuda_error)?;
-                scratch.resize(host_grad.len(), num_traits::Zero::zero());
-                param.copy_into(scratch);
-                f(scratch, &host_grad);
-                param.copy_from(scratch);
-                Ok(())
+                crate::optim::composed_step(config, step, param, grads, buffers)
             }
 
             fn with_grad<S: dfdx::shapes::Shape>(

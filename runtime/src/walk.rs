@@ -20,6 +20,7 @@ use crate::{Error, FloatDtype, Result, TrainDevice};
 pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn dims(&self) -> Vec<usize>;
     fn values(&self) -> Vec<E>;
+    fn device(&self) -> D;
     /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none).
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
     /// The gradient's buffer as the device holds it (allocated if it had none).
@@ -33,12 +34,13 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
 /// A tensor of any shape, also written.
 pub(crate) trait AnyTensorMut<E: FloatDtype, D: TrainDevice<E>>: AnyTensor<E, D> {
     fn set_values(&mut self, values: &[E]);
-    /// Calls `f(values, gradient)` and keeps the values `f` leaves (an optimizer update).
-    fn update(
+    /// One optimizer step ([`TrainDevice::step_param`]).
+    fn step(
         &mut self,
         grads: &mut Gradients<E, D>,
-        scratch: &mut Vec<E>,
-        f: &mut dyn FnMut(&mut [E], &[E]),
+        rule: (&crate::Optim, u64),
+        buffers: &mut Vec<Tensor<(usize,), E, D>>,
+        scratch: &mut Vec<Vec<E>>,
     ) -> Result<()>;
 }
 
@@ -48,6 +50,9 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
     }
     fn values(&self) -> Vec<E> {
         self.as_vec()
+    }
+    fn device(&self) -> D {
+        Tensor::device(self).clone()
     }
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
@@ -66,13 +71,14 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S
     fn set_values(&mut self, values: &[E]) {
         self.copy_from(values);
     }
-    fn update(
+    fn step(
         &mut self,
         grads: &mut Gradients<E, D>,
-        scratch: &mut Vec<E>,
-        f: &mut dyn FnMut(&mut [E], &[E]),
+        rule: (&crate::Optim, u64),
+        buffers: &mut Vec<Tensor<(usize,), E, D>>,
+        scratch: &mut Vec<Vec<E>>,
     ) -> Result<()> {
-        D::update_param(self, grads, scratch, f)
+        D::step_param(self, grads, rule, buffers, scratch)
     }
 }
 

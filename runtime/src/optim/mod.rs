@@ -12,6 +12,7 @@
 //! assert_eq!(adam.lr(), 0.01);
 //! ```
 
+mod composed;
 mod config;
 pub(crate) mod grads;
 mod rules;
@@ -25,3 +26,7 @@ pub use scheduler::{
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,
 };
 pub use state::Optimizer;
+
+#[cfg(feature = "cuda")]
+pub(crate) use composed::step as composed_step;
+pub(crate) use rules::{apply, buffers};

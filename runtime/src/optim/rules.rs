@@ -19,8 +19,25 @@ pub(crate) fn buffers(config: &Optim) -> &'static [&'static str] {
     }
 }
 
+/// Step number `step` (from 1) of `config`'s rule on one parameter's values `p`, from its
+/// gradient `g`, with its buffers (in [`buffers`]' order).
+pub(crate) fn apply<E: FloatDtype>(
+    (config, step): (&Optim, u64),
+    p: &mut [E],
+    g: &[E],
+    buffers: &mut [Vec<E>],
+) {
+    use super::OptimKind::*;
+    match (config.kind, buffers) {
+        (Sgd, [b, ..]) => sgd(config, step, p, g, b),
+        (Adam | AdamW, [m, v, ..]) => adam(config, step, p, g, m, v),
+        (RmsProp, [sa, mb, ga, ..]) => rmsprop(config, p, g, sa, mb, ga),
+        _ => debug_assert!(false, "the callers make every buffer of the rule first"),
+    }
+}
+
 /// `torch.optim.SGD`.
-pub(crate) fn sgd<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], buf: &mut [E]) {
+fn sgd<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], buf: &mut [E]) {
     let (lr, wd, mu, damp) = (
         c::<E>(o.lr),
         c::<E>(o.weight_decay),
@@ -41,14 +58,7 @@ pub(crate) fn sgd<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], buf
 }
 
 /// `torch.optim.Adam` (L2 weight decay) and `torch.optim.AdamW` (decoupled weight decay).
-pub(crate) fn adam<E: FloatDtype>(
-    o: &Optim,
-    step: u64,
-    p: &mut [E],
-    g: &[E],
-    m: &mut [E],
-    v: &mut [E],
-) {
+fn adam<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], m: &mut [E], v: &mut [E]) {
     let (b1, b2) = o.betas;
     let bias_correction1 = 1.0 - b1.powf(step as f64);
     let bias_correction2 = 1.0 - b2.powf(step as f64);
@@ -77,7 +87,7 @@ pub(crate) fn adam<E: FloatDtype>(
 }
 
 /// `torch.optim.RMSprop`.
-pub(crate) fn rmsprop<E: FloatDtype>(
+fn rmsprop<E: FloatDtype>(
     o: &Optim,
     p: &mut [E],
     g: &[E],

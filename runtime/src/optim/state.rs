@@ -1,24 +1,35 @@
 use dfdx::nn::TensorCollection;
-use dfdx::tensor::Gradients;
+use dfdx::tensor::{Cpu, Gradients, Tensor};
 
 use super::{rules, Optim, OptimKind};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
-/// An optimizer at work: its settings and, per parameter, the buffers its rule keeps.
+/// An optimizer at work: its settings and, per parameter, the buffers its rule keeps, on the
+/// device `D` of the parameters (on CUDA the step runs there, without copies to the host).
 #[derive(Debug, Clone)]
-pub struct Optimizer<E> {
+pub struct Optimizer<E: FloatDtype, D: TrainDevice<E> = Cpu> {
     config: Optim,
     step: u64,
     /// Per parameter, in the module's walk order: its name and its buffers.
-    state: Vec<(String, Vec<Vec<E>>)>,
-    scratch: Vec<E>,
+    state: Vec<(String, Buffers<E, D>)>,
+    /// Host copies for the CPU's rules.
+    scratch: Vec<Vec<E>>,
     /// Under SHARD_GRAD_OP, per parameter whether this rank steps it (and keeps its state).
     owned: Option<Vec<bool>>,
 }
 
-impl<E: FloatDtype> Optimizer<E> {
+/// One parameter's buffers, in [`rules::buffers`]' order.
+type Buffers<E, D> = Vec<Tensor<(usize,), E, D>>;
+
+/// Per parameter, its name and its buffers' values.
+type HostState<E> = Vec<(String, Vec<Vec<E>>)>;
+
+/// Under SHARD_GRAD_OP: the collective and, per parameter, its owner rank and size.
+type Shards<'a> = (&'a dyn crate::distributed::Collective, &'a [(usize, usize)]);
+
+impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
     pub fn new(config: Optim) -> Result<Self> {
         config.validate()?;
         Ok(Self {
@@ -64,12 +75,13 @@ impl<E: FloatDtype> Optimizer<E> {
         self.step
     }
 
-    /// The buffers kept for the parameter named `name` (empty before its first step).
-    pub fn buffers(&self, name: &str) -> Option<&[Vec<E>]> {
+    /// The values of the buffers kept for the parameter named `name` (none before its first
+    /// step), copied from the device.
+    pub fn buffers(&self, name: &str) -> Option<Vec<Vec<E>>> {
         self.state
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, b)| b.as_slice())
+            .map(|(_, b)| b.iter().map(|t| t.as_vec()).collect())
     }
 
     /// Steps only the parameters marked `true` (in walk order) and keeps state for them alone
@@ -85,25 +97,22 @@ impl<E: FloatDtype> Optimizer<E> {
         self.owned = owned;
     }
 
-    /// Every parameter's state, the others' sent by their owners (`tensors[i]` is parameter
+    /// Every parameter's buffers, the others' sent by their owners (`tensors[i]` is parameter
     /// i's owner and size): what a sharded run's checkpoint holds. Every rank calls it.
-    pub(crate) fn gathered(
+    fn gathered(
         &self,
         c: &dyn crate::distributed::Collective,
         tensors: &[(usize, usize)],
-    ) -> Result<Self> {
-        let mut full = self.clone();
-        full.owned = None;
-        if self.state.is_empty() {
+    ) -> Result<HostState<E>> {
+        let mut full = self.host_state();
+        if full.is_empty() {
             return Ok(full);
         }
         let per_param = rules::buffers(&self.config).len();
         for owner in 0..c.world_size() {
             let mut bytes = Vec::new();
             if owner == c.rank() {
-                for ((_, buffers), _) in
-                    self.state.iter().zip(tensors).filter(|(_, t)| t.0 == owner)
-                {
+                for ((_, buffers), _) in full.iter().zip(tensors).filter(|(_, t)| t.0 == owner) {
                     for b in buffers {
                         crate::distributed::to_wire(b, &mut bytes);
                     }
@@ -111,7 +120,7 @@ impl<E: FloatDtype> Optimizer<E> {
             }
             c.broadcast(owner, &mut bytes)?;
             let mut values = crate::distributed::from_wire::<E>(&bytes);
-            for ((name, buffers), &(o, len)) in full.state.iter_mut().zip(tensors) {
+            for ((name, buffers), &(o, len)) in full.iter_mut().zip(tensors) {
                 if o != owner {
                     continue;
                 }
@@ -131,26 +140,26 @@ impl<E: FloatDtype> Optimizer<E> {
         Ok(full)
     }
 
+    /// Every parameter's buffers, copied from the device.
+    fn host_state(&self) -> HostState<E> {
+        self.state
+            .iter()
+            .map(|(name, b)| (name.clone(), b.iter().map(|t| t.as_vec()).collect()))
+            .collect()
+    }
+
     /// Updates every trainable parameter of `module` from `grads`.
-    pub fn step<D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    pub fn step<M: TensorCollection<E, D>>(
         &mut self,
         module: &mut M,
         grads: &mut Gradients<E, D>,
     ) -> Result<()> {
         if self.state.is_empty() {
-            // The buffers are made at the first step, one per parameter in walk order.
-            let buffers = rules::buffers(&self.config).len();
-            let owned = self.owned.clone();
+            // One entry per parameter in walk order; the device makes its buffers at its
+            // first step.
             self.state = parameters(module)?
                 .into_iter()
-                .enumerate()
-                .map(|(i, (name, len))| {
-                    let mine = owned
-                        .as_ref()
-                        .is_none_or(|o| o.get(i).copied().unwrap_or(true));
-                    let kept = if mine { buffers } else { 0 };
-                    (name, vec![vec![E::zero(); len]; kept])
-                })
+                .map(|(name, _, _)| (name, Vec::new()))
                 .collect();
         }
         self.step += 1;
@@ -161,7 +170,7 @@ impl<E: FloatDtype> Optimizer<E> {
             scratch,
             owned,
         } = self;
-        let (step, mut index) = (*step, 0);
+        let (rule, mut index) = ((&*config, *step), 0);
         walk::write(module, |_, item| {
             let ItemMut::Tensor {
                 tensor,
@@ -181,28 +190,26 @@ impl<E: FloatDtype> Optimizer<E> {
             if !mine {
                 return Ok(());
             }
-            tensor.update(grads, scratch, &mut |p, g| match config.kind {
-                OptimKind::Sgd => rules::sgd(config, step, p, g, &mut buffers[0]),
-                OptimKind::Adam | OptimKind::AdamW => {
-                    let (m, v) = buffers.split_at_mut(1);
-                    rules::adam(config, step, p, g, &mut m[0], &mut v[0])
-                }
-                OptimKind::RmsProp => {
-                    let (sa, rest) = buffers.split_at_mut(1);
-                    let (mb, ga) = rest.split_at_mut(1);
-                    rules::rmsprop(config, p, g, &mut sa[0], &mut mb[0], &mut ga[0])
-                }
-            })
+            tensor.step(grads, rule, buffers, scratch)
         })
     }
 }
 
-impl<E: FloatDtype + CkptDtype> Optimizer<E> {
+impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
     /// Adds the buffers to `records` (as `optimizer/<parameter>/<buffer>`) and returns the
-    /// settings and step count.
-    pub(crate) fn save_state(&self, records: &mut Records) -> OptimizerState {
+    /// settings and step count. Under SHARD_GRAD_OP every rank calls it, and each gets every
+    /// parameter's buffers.
+    pub(crate) fn save_state(
+        &self,
+        records: &mut Records,
+        shards: Option<Shards<'_>>,
+    ) -> Result<OptimizerState> {
         let names = rules::buffers(&self.config);
-        for (param, buffers) in &self.state {
+        let state = match shards {
+            Some((c, tensors)) => self.gathered(c, tensors)?,
+            None => self.host_state(),
+        };
+        for (param, buffers) in &state {
             for (buffer, values) in names.iter().zip(buffers) {
                 records.insert(
                     format!("{OPTIMIZER_PREFIX}{param}/{buffer}"),
@@ -210,14 +217,14 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
                 );
             }
         }
-        OptimizerState {
+        Ok(OptimizerState {
             config: self.config.clone(),
             step: self.step,
-        }
+        })
     }
 
     /// Takes the settings, step count and buffers of a checkpoint for `module`'s parameters.
-    pub(crate) fn load_state<D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    pub(crate) fn load_state<M: TensorCollection<E, D>>(
         &mut self,
         module: &M,
         state: &OptimizerState,
@@ -237,11 +244,15 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
             return Ok(());
         }
         let names = rules::buffers(&self.config);
-        for (param, len) in parameters(module)? {
+        for (param, len, device) in parameters(module)? {
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
                 let key = format!("{OPTIMIZER_PREFIX}{param}/{buffer}");
-                buffers.push(ckpt.values::<E>(&key, &[len])?);
+                let values = ckpt.values::<E>(&key, &[len])?;
+                let tensor = device
+                    .try_tensor_from_vec(values, (len,))
+                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                buffers.push(tensor);
             }
             self.state.push((param, buffers));
         }
@@ -249,10 +260,10 @@ impl<E: FloatDtype + CkptDtype> Optimizer<E> {
     }
 }
 
-/// The name and size of every trainable parameter of `module`, in walk order.
+/// The name, size and device of every trainable parameter of `module`, in walk order.
 fn parameters<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
-) -> Result<Vec<(String, usize)>> {
+) -> Result<Vec<(String, usize, D)>> {
     let mut names = Vec::new();
     walk::read(module, |name, item| {
         if let Item::Tensor {
@@ -260,7 +271,7 @@ fn parameters<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
             trainable: true,
         } = item
         {
-            names.push((name, tensor.dims().iter().product()));
+            names.push((name, tensor.dims().iter().product(), tensor.device()));
         }
         Ok(())
     })?;

@@ -77,7 +77,7 @@ where
     run_seed: u64,
     progress: Progress,
     s: &'a Settings,
-    optimizer: Option<Optimizer<E>>,
+    optimizer: Option<Optimizer<E, D>>,
     /// The half-precision side of "16-mixed" steps.
     half: Option<Box<dyn HalfStep<E, D, M, DM::Sample> + 'a>>,
     /// Gradients summed since the last optimizer step (kept between batches for
@@ -362,7 +362,7 @@ where
                 ),
             ));
         }
-        let mut optimizer = Optimizer::<E>::new(config)?;
+        let mut optimizer = Optimizer::<E, D>::new(config)?;
         self.view.lr = optimizer.lr();
         if let Some(schedule) = schedule {
             // As PyTorch's constructor: the rate of step 0 is set now.
@@ -944,8 +944,8 @@ where
 }
 
 /// Sets a scheduler's rates on the optimizer and in the view.
-fn apply<E: FloatDtype>(
-    optimizer: &mut Optimizer<E>,
+fn apply<E: FloatDtype, D: TrainDevice<E>>(
+    optimizer: &mut Optimizer<E, D>,
     view: &mut TrainerView,
     rates: Rates,
 ) -> Result<()> {

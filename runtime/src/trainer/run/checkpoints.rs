@@ -68,13 +68,9 @@ where
         if !weights_only {
             ckpt.meta.weights_only = false;
             if let Some(optimizer) = &self.optimizer {
-                let state = match &self.shards {
-                    Some(shards) => optimizer
-                        .gathered(&*self.dist.collective, shards.tensors())?
-                        .save_state(&mut ckpt.records),
-                    None => optimizer.save_state(&mut ckpt.records),
-                };
-                ckpt.meta.optimizer = Some(state);
+                let shards =
+                    (self.shards.as_ref()).map(|shards| (&*self.dist.collective, shards.tensors()));
+                ckpt.meta.optimizer = Some(optimizer.save_state(&mut ckpt.records, shards)?);
             }
             ckpt.meta.scheduler = self.scheduler.as_ref().map(|s| s.state.clone());
             ckpt.meta.loss_scaler = self.half.as_ref().map(|h| h.scaler().clone());

@@ -1,0 +1,253 @@
+//! The update rules of [`super::rules`] written with dfdx's tensor ops, for devices where the
+//! host rules would copy every parameter, gradient and buffer to the host and back each step
+//! (CUDA, [`TrainDevice::HOST_KERNELS`] false). Each op is one of the host rule's, in its
+//! order, so on the CPU both give the same bits (the tests below). The parameter is changed in
+//! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity.
+// Without the `cuda` feature only the tests below run these.
+#![cfg_attr(not(feature = "cuda"), allow(dead_code))]
+
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Gradients, Tensor};
+use dfdx::tensor_ops::{ReshapeTo, TryAdd, TryDiv, TryMul, TrySub};
+
+use super::{rules, Optim, OptimKind};
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+type Flat<E, D> = Tensor<(usize,), E, D>;
+
+fn dev_err(e: impl std::fmt::Debug) -> Error {
+    Error::Device(format!("optimizer step: {e:?}"))
+}
+
+/// One step of `param` from its gradient in `grads` (zeros if it has none). `buffers` holds
+/// the rule's buffers ([`rules::buffers`]), made here as zeros at the first step.
+pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    o: &Optim,
+    step: u64,
+    param: &mut Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+    buffers: &mut Vec<Flat<E, D>>,
+) -> Result<()> {
+    let n = param.shape().num_elements();
+    let dev = param.device().clone();
+    while buffers.len() < rules::buffers(o).len() {
+        buffers.push(dev.try_zeros_like(&(n,)).map_err(dev_err)?);
+    }
+    grads.try_alloc_for(param).map_err(dev_err)?;
+    let g: Flat<E, D> = grads.get(param).try_reshape_like(&(n,)).map_err(dev_err)?;
+    // Shares the parameter's values; dropped before the parameter is written.
+    let p: Flat<E, D> = param.clone().try_reshape_like(&(n,)).map_err(dev_err)?;
+    let (keep, update, scale) = match o.kind {
+        OptimKind::Sgd => sgd(o, step, p, g, buffers),
+        OptimKind::Adam | OptimKind::AdamW => adam(o, step, p, g, buffers),
+        OptimKind::RmsProp => rmsprop(o, p, g, buffers),
+    }
+    .map_err(dev_err)?;
+    let update = update.try_reshape_like(param.shape()).map_err(dev_err)?;
+    param.try_axpy(keep, &update, -scale).map_err(dev_err)
+}
+
+/// `(keep, update, scale)`: the parameter becomes `p·keep − update·scale`.
+type Rule<E, D> = std::result::Result<(f64, Flat<E, D>, f64), <D as dfdx::tensor::HasErr>::Err>;
+
+fn c<E: FloatDtype>(x: f64) -> E {
+    E::from(x).unwrap_or_else(E::nan)
+}
+
+/// The gradient with L2 weight decay added (`d += wd * p`).
+fn decayed<E: FloatDtype, D: TrainDevice<E>>(
+    o: &Optim,
+    p: &Flat<E, D>,
+    g: Flat<E, D>,
+) -> std::result::Result<Flat<E, D>, D::Err> {
+    if o.weight_decay != 0.0 {
+        g.try_add(p.clone().try_mul(c::<E>(o.weight_decay))?)
+    } else {
+        Ok(g)
+    }
+}
+
+/// [`rules::sgd`].
+fn sgd<E: FloatDtype, D: TrainDevice<E>>(
+    o: &Optim,
+    step: u64,
+    p: Flat<E, D>,
+    g: Flat<E, D>,
+    buffers: &mut [Flat<E, D>],
+) -> Rule<E, D> {
+    let mut d = decayed(o, &p, g)?;
+    drop(p);
+    if o.momentum != 0.0 {
+        let b = &mut buffers[0];
+        *b = if step == 1 {
+            d.clone()
+        } else {
+            let decayed = b.clone().try_mul(c::<E>(o.momentum))?;
+            decayed.try_add(d.clone().try_mul(c::<E>(1.0 - o.dampening))?)?
+        };
+        d = if o.nesterov {
+            d.try_add(b.clone().try_mul(c::<E>(o.momentum))?)?
+        } else {
+            b.clone()
+        };
+    }
+    Ok((1.0, d, o.lr))
+}
+
+/// [`rules::adam`].
+fn adam<E: FloatDtype, D: TrainDevice<E>>(
+    o: &Optim,
+    step: u64,
+    p: Flat<E, D>,
+    g: Flat<E, D>,
+    buffers: &mut [Flat<E, D>],
+) -> Rule<E, D> {
+    let (b1, b2) = o.betas;
+    let bias_correction1 = 1.0 - b1.powf(step as f64);
+    let bias_correction2 = 1.0 - b2.powf(step as f64);
+    let decoupled = o.kind == OptimKind::AdamW;
+    let (keep, g) = if decoupled {
+        (1.0 - o.lr * o.weight_decay, g)
+    } else {
+        (1.0, decayed(o, &p, g)?)
+    };
+    drop(p);
+    let (m, v) = buffers.split_at_mut(1);
+    let (m, v) = (&mut m[0], &mut v[0]);
+    // exp_avg.lerp_(grad, 1 - beta1)
+    *m = m
+        .clone()
+        .try_add(g.clone().try_sub(m.clone())?.try_mul(c::<E>(1.0 - b1))?)?;
+    let squared = g.clone().try_mul(c::<E>(1.0 - b2))?.try_mul(g)?;
+    *v = v.clone().try_mul(c::<E>(b2))?.try_add(squared)?;
+    let denom = v
+        .clone()
+        .try_sqrt()?
+        .try_div(c::<E>(bias_correction2.sqrt()))?
+        .try_add(c::<E>(o.eps))?;
+    let update = m.clone().try_div(denom)?;
+    Ok((keep, update, o.lr / bias_correction1))
+}
+
+/// [`rules::rmsprop`].
+fn rmsprop<E: FloatDtype, D: TrainDevice<E>>(
+    o: &Optim,
+    p: Flat<E, D>,
+    g: Flat<E, D>,
+    buffers: &mut [Flat<E, D>],
+) -> Rule<E, D> {
+    let g = decayed(o, &p, g)?;
+    drop(p);
+    let (sa, rest) = buffers.split_at_mut(1);
+    let (mb, ga) = rest.split_at_mut(1);
+    let (sa, mb, ga) = (&mut sa[0], &mut mb[0], &mut ga[0]);
+    let one_minus_alpha = c::<E>(1.0 - o.alpha);
+    let squared = g.clone().try_mul(one_minus_alpha)?.try_mul(g.clone())?;
+    *sa = sa.clone().try_mul(c::<E>(o.alpha))?.try_add(squared)?;
+    let avg = if o.centered {
+        *ga = ga
+            .clone()
+            .try_add(g.clone().try_sub(ga.clone())?.try_mul(one_minus_alpha)?)?;
+        let variance = sa.clone().try_sub(ga.clone().try_mul(ga.clone())?)?;
+        variance.try_sqrt()?.try_add(c::<E>(o.eps))?
+    } else {
+        sa.clone().try_sqrt()?.try_add(c::<E>(o.eps))?
+    };
+    let update = if o.momentum > 0.0 {
+        *mb = mb
+            .clone()
+            .try_mul(c::<E>(o.momentum))?
+            .try_add(g.try_div(avg)?)?;
+        mb.clone()
+    } else {
+        g.try_div(avg)?
+    };
+    Ok((1.0, update, o.lr))
+}
+
+#[cfg(test)]
+mod tests {
+    use dfdx::shapes::Rank2;
+    use dfdx::tensor::{AsArray, Cpu, TensorFrom};
+
+    use super::*;
+
+    fn settings() -> Vec<Optim> {
+        vec![
+            Optim::sgd(0.1),
+            Optim::sgd(0.1)
+                .momentum(0.9)
+                .dampening(0.25)
+                .weight_decay(0.01),
+            Optim::sgd(0.05)
+                .momentum(0.8)
+                .nesterov(true)
+                .weight_decay(0.1),
+            Optim::adam(0.01),
+            Optim::adam(0.02).weight_decay(0.1).betas(0.8, 0.95),
+            Optim::adamw(0.01).weight_decay(0.3),
+            Optim::rmsprop(0.01),
+            Optim::rmsprop(0.01)
+                .centered(true)
+                .momentum(0.5)
+                .weight_decay(0.05),
+        ]
+    }
+
+    /// Four steps of `o` on a 3×4 parameter through the CPU's host rules and through the
+    /// tensor ops: the same parameter and buffers, bit for bit.
+    fn agree<E: FloatDtype>(o: &Optim)
+    where
+        Cpu: TrainDevice<E>,
+    {
+        let dev = Cpu::default();
+        let at = |i: usize, k: usize| E::from(((i * 7 + k * 5) % 13) as f64 / 6.5 - 0.9).unwrap();
+        let p0: Vec<E> = (0..12).map(|i| at(i, 0)).collect();
+        let mut host: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0.clone());
+        let mut ops: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0);
+        let (mut host_buffers, mut ops_buffers, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        for step in 1..=4u64 {
+            let g: Vec<E> = (0..12).map(|i| at(i, step as usize)).collect();
+            let mut grads = Gradients::leaky();
+            Cpu::with_grad(&host, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
+            Cpu::step_param(
+                &mut host,
+                &mut grads,
+                (o, step),
+                &mut host_buffers,
+                &mut scratch,
+            )
+            .unwrap();
+            let mut grads = Gradients::leaky();
+            Cpu::with_grad(&ops, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
+            super::step(o, step, &mut ops, &mut grads, &mut ops_buffers).unwrap();
+            assert_eq!(
+                host.array(),
+                ops.array(),
+                "{o:?}: parameter after step {step}"
+            );
+            assert_eq!(host_buffers.len(), rules::buffers(o).len());
+            for (h, t) in host_buffers.iter().zip(&ops_buffers) {
+                assert_eq!(h.as_vec(), t.as_vec(), "{o:?}: buffers after step {step}");
+            }
+        }
+        assert_ne!(host.as_vec(), (0..12).map(|i| at(i, 0)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_tensor_ops_give_the_host_rules_bits() {
+        for o in settings() {
+            agree::<f32>(&o);
+            agree::<f64>(&o);
+        }
+    }
+
+    #[test]
+    fn a_parameter_without_a_gradient_steps_as_on_the_host() {
+        let dev = Cpu::default();
+        let o = Optim::sgd(0.1).weight_decay(0.5);
+        let mut p: Tensor<Rank2<1, 2>, f32, Cpu> = dev.tensor([[1.0, -2.0]]);
+        super::step(&o, 1, &mut p, &mut Gradients::leaky(), &mut Vec::new()).unwrap();
+        assert_eq!(p.array(), [[0.95, -1.9]]);
+    }
+}
