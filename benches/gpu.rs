@@ -94,8 +94,9 @@ mod bench {
 }
 
 /// `-- ops`: where a step's time goes on the GPU, op by op: dfdx's ops in f32, f16 and
-/// 16-mixed's `AMP<f16>`, fulmen's layers in f32 and `AMP<f16>`, each timed between device
-/// synchronizations (mean of 5 after 2 warm-ups): `GPU-OPS <op> <dtype> ms=<mean>`.
+/// 16-mixed's `AMP<f16>`, fulmen's layers and optimizer steps in f32 and `AMP<f16>`, each
+/// timed between device synchronizations (mean of 5 after 2 warm-ups):
+/// `GPU-OPS <op> <dtype> ms=<mean>`.
 #[cfg(feature = "cuda")]
 mod ops {
     use std::time::Instant;
@@ -169,6 +170,18 @@ mod ops {
         time(dev, "resnet50_forward", dtype, || {
             let _ = m.net.forward(image.clone());
         });
+        // An optimizer step over ResNet-50's 23.5 M parameters, on the device.
+        let y = m.net.forward_mut(image.clone().traced(m.alloc_grads()));
+        let mut grads = y.sum::<Rank0, _>().backward();
+        for (name, config) in [
+            ("resnet50_sgd_momentum_step", Optim::sgd(0.1).momentum(0.9)),
+            ("resnet50_adam_step", Optim::adam(1e-3)),
+        ] {
+            let mut opt = fulmen::optim::Optimizer::<E, Cuda>::new(config).expect("valid");
+            time(dev, name, dtype, || {
+                opt.step(&mut m.net, &mut grads).expect("a step");
+            });
+        }
         let x64: Tensor<(usize, Const<64>, usize, usize), E, Cuda> =
             filled(dev, (128, Const, 32, 32));
         let x256: Tensor<(usize, Const<256>, usize, usize), E, Cuda> =
