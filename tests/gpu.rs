@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use common::IrisClassifier as Iris;
 use fulmen::layers::{AdaptiveAvgPool2D, Conv2DNoBias, Flatten, MaxPool2D};
 use fulmen::models::resnet::BasicBlockDown;
+use fulmen::optim::Clip;
 use fulmen::prelude::*;
 
 /// The training loss at the end of every epoch.
@@ -119,8 +120,8 @@ fn iris_on_the_gpu_follows_the_cpu_run() {
     assert!(weight_err < 1e-3, "weights differ by {weight_err}");
 }
 
-/// Gradient clipping and accumulation change gradients on the host between backward and the
-/// optimizer step; on CUDA that means copies there and back, which must lose nothing.
+/// Gradient clipping (its norm summed on the device, its scaling done by the optimizer's step
+/// there) and accumulation (across three backward passes) on CUDA follow the CPU's run.
 #[test]
 fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
     let settings = |b: fulmen::TrainerBuilder| b.gradient_clip_val(0.05).accumulate_grad_batches(3);
@@ -139,7 +140,7 @@ fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
 }
 
 /// Every update rule, run where the parameters live (on CUDA, as dfdx tensor ops), follows the
-/// CPU's host rules over several steps: parameters and buffers.
+/// CPU's host rules over several steps, with each kind of clipping: parameters and buffers.
 #[test]
 fn every_optimizer_steps_on_the_gpu_as_on_the_cpu() {
     let cpu = Cpu::seed_from_u64(4);
@@ -173,8 +174,9 @@ fn every_optimizer_steps_on_the_gpu_as_on_the_cpu() {
                 .square()
                 .sum()
                 .backward();
-            on_cpu.step(&mut a, &mut ga).expect("steps on the CPU");
-            on_gpu.step(&mut b, &mut gb).expect("steps on the GPU");
+            let clip = [Clip::None, Clip::Scale(0.5), Clip::Clamp(0.3)][step % 3];
+            (on_cpu.step_clipped(&mut a, &mut ga, clip)).expect("steps on the CPU");
+            (on_gpu.step_clipped(&mut b, &mut gb, clip)).expect("steps on the GPU");
             let mut errs = vec![
                 max_abs_diff(&a.weight.as_vec(), &b.weight.as_vec()),
                 max_abs_diff(&a.bias.as_vec(), &b.bias.as_vec()),
@@ -187,7 +189,10 @@ fn every_optimizer_steps_on_the_gpu_as_on_the_cpu() {
             assert_eq!(ha.len(), hb.len(), "{o:?}");
             errs.extend(ha.iter().zip(&hb).map(|(x, y)| max_abs_diff(x, y)));
             let err = errs.into_iter().fold(0.0, f64::max);
-            assert!(err < 1e-5, "{o:?}, step {step}: the GPU differs by {err}");
+            assert!(
+                err < 1e-5,
+                "{o:?}, step {step} ({clip:?}): the GPU differs by {err}"
+            );
             worst = worst.max(err);
         }
     }

@@ -27,14 +27,14 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
     /// on the device (CUDA).
     const HOST_KERNELS: bool;
 
-    /// One optimizer step of `param` from its gradient (`rule`: the settings and the step's
-    /// number, from 1), with the rule's buffers for it (made at its first step). The CPU runs
-    /// the host rules on `scratch`; other devices run them as tensor ops where the values
+    /// One optimizer step of `param` from its gradient, clipped first, with the rule's
+    /// buffers for it (made at its first step). The CPU clips the gradient in place and runs
+    /// the host rules on `scratch`; other devices run both as tensor ops where the values
     /// live (`optim/composed.rs`).
     fn step_param<S: dfdx::shapes::Shape>(
         param: &mut Tensor<S, E, Self>,
         grads: &mut Gradients<E, Self>,
-        rule: (&crate::Optim, u64),
+        rule: crate::optim::StepRule<'_>,
         buffers: &mut Vec<Tensor<(usize,), E, Self>>,
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()>;
@@ -106,7 +106,7 @@ macro_rules! cpu_train_device {
             fn step_param<S: dfdx::shapes::Shape>(
                 param: &mut Tensor<S, $e, Self>,
                 grads: &mut Gradients<$e, Self>,
-                rule: (&crate::Optim, u64),
+                rule: crate::optim::StepRule<'_>,
                 buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
                 scratch: &mut Vec<Vec<$e>>,
             ) -> Result<()> {
@@ -114,8 +114,9 @@ macro_rules! cpu_train_device {
                 let grad = grads
                     .get_or_alloc_mut(param)
                     .map_err(|e| Error::Device(format!("{e:?}")))?;
+                rule.clip.apply(grad);
                 let n = grad.len();
-                let kept = crate::optim::buffers(rule.0).len();
+                let kept = crate::optim::buffers(rule.config).len();
                 while buffers.len() < kept {
                     buffers.push(param.device().zeros_like(&(n,)));
                 }
@@ -213,9 +214,10 @@ pub type Half = dfdx::dtypes::AMP<half::f16>;
 
 cpu_train_device!(f32, f64, Half);
 
-/// On CUDA the optimizer steps stay on the device; the gradient hooks (clipping, anomaly
-/// checks, checkpoints of accumulated gradients) work on host copies: the gradient is copied
-/// to the host, changed there, and copied back.
+/// On CUDA the optimizer steps (and the clipping they do) stay on the device; the other
+/// gradient hooks (anomaly checks, checkpoints of accumulated gradients, 16-mixed's
+/// unscaling) work on host copies: the gradient is copied to the host, changed there, and
+/// copied back.
 #[cfg(feature = "cuda")]
 macro_rules! cuda_train_device {
     ($($e:ty),*) => {$(
@@ -225,11 +227,11 @@ macro_rules! cuda_train_device {
             fn step_param<S: dfdx::shapes::Shape>(
                 param: &mut Tensor<S, $e, Self>,
                 grads: &mut Gradients<$e, Self>,
-                (config, step): (&crate::Optim, u64),
+                rule: crate::optim::StepRule<'_>,
                 buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
                 _scratch: &mut Vec<Vec<$e>>,
             ) -> Result<()> {
-                crate::optim::composed_step(config, step, param, grads, buffers)
+                crate::optim::composed_step(rule, param, grads, buffers)
             }
 
             fn with_grad<S: dfdx::shapes::Shape>(

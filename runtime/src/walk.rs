@@ -23,6 +23,8 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn device(&self) -> D;
     /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none).
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
+    /// Σ g² of the tensor's gradient (zero if it has none), summed where it lives.
+    fn grad_sum_of_squares(&self, grads: &mut Gradients<E, D>) -> Result<f64>;
     /// The gradient's buffer as the device holds it (allocated if it had none).
     #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
     fn grad_buffer<'g>(
@@ -38,7 +40,7 @@ pub(crate) trait AnyTensorMut<E: FloatDtype, D: TrainDevice<E>>: AnyTensor<E, D>
     fn step(
         &mut self,
         grads: &mut Gradients<E, D>,
-        rule: (&crate::Optim, u64),
+        rule: crate::optim::StepRule<'_>,
         buffers: &mut Vec<Tensor<(usize,), E, D>>,
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()>;
@@ -57,6 +59,17 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
     }
+    fn grad_sum_of_squares(&self, grads: &mut Gradients<E, D>) -> Result<f64> {
+        if D::HOST_KERNELS {
+            let mut sum = 0.0;
+            D::with_grad(self, grads, |g| {
+                sum = crate::optim::grads::sum_of_squares(g)
+            })?;
+            Ok(sum)
+        } else {
+            crate::optim::composed_sum_of_squares(self, grads)
+        }
+    }
     fn grad_buffer<'g>(
         &self,
         grads: &'g mut Gradients<E, D>,
@@ -74,7 +87,7 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S
     fn step(
         &mut self,
         grads: &mut Gradients<E, D>,
-        rule: (&crate::Optim, u64),
+        rule: crate::optim::StepRule<'_>,
         buffers: &mut Vec<Tensor<(usize,), E, D>>,
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()> {

@@ -6,11 +6,11 @@
 // Without the `cuda` feature only the tests below run these.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
-use dfdx::shapes::{HasShape, Shape};
+use dfdx::shapes::{HasShape, Rank0, Shape};
 use dfdx::tensor::{Gradients, Tensor};
-use dfdx::tensor_ops::{ReshapeTo, TryAdd, TryDiv, TryMul, TrySub};
+use dfdx::tensor_ops::{ReshapeTo, SumTo, TryAdd, TryDiv, TryMul, TrySub};
 
-use super::{rules, Optim, OptimKind};
+use super::{rules, Clip, Optim, OptimKind, StepRule};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 type Flat<E, D> = Tensor<(usize,), E, D>;
@@ -19,22 +19,22 @@ fn dev_err(e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("optimizer step: {e:?}"))
 }
 
-/// One step of `param` from its gradient in `grads` (zeros if it has none). `buffers` holds
-/// the rule's buffers ([`rules::buffers`]), made here as zeros at the first step.
+/// One step of `param` from its gradient in `grads` (zeros if it has none), clipped first.
+/// `buffers` holds the rule's buffers ([`rules::buffers`]), made here as zeros at the first
+/// step.
 pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
-    o: &Optim,
-    step: u64,
+    rule: StepRule<'_>,
     param: &mut Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
     buffers: &mut Vec<Flat<E, D>>,
 ) -> Result<()> {
+    let (o, step) = (rule.config, rule.step);
     let n = param.shape().num_elements();
     let dev = param.device().clone();
     while buffers.len() < rules::buffers(o).len() {
         buffers.push(dev.try_zeros_like(&(n,)).map_err(dev_err)?);
     }
-    grads.try_alloc_for(param).map_err(dev_err)?;
-    let g: Flat<E, D> = grads.get(param).try_reshape_like(&(n,)).map_err(dev_err)?;
+    let g = clipped(gradient(param, grads)?, rule.clip).map_err(dev_err)?;
     // Shares the parameter's values; dropped before the parameter is written.
     let p: Flat<E, D> = param.clone().try_reshape_like(&(n,)).map_err(dev_err)?;
     let (keep, update, scale) = match o.kind {
@@ -45,6 +45,40 @@ pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     .map_err(dev_err)?;
     let update = update.try_reshape_like(param.shape()).map_err(dev_err)?;
     param.try_axpy(keep, &update, -scale).map_err(dev_err)
+}
+
+/// `param`'s gradient in `grads` (zeros if it has none), flat: a copy, where it lives.
+fn gradient<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    param: &Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+) -> Result<Flat<E, D>> {
+    let n = param.shape().num_elements();
+    grads.try_alloc_for(param).map_err(dev_err)?;
+    grads.get(param).try_reshape_like(&(n,)).map_err(dev_err)
+}
+
+/// [`Clip::apply`].
+fn clipped<E: FloatDtype, D: TrainDevice<E>>(
+    g: Flat<E, D>,
+    clip: Clip,
+) -> std::result::Result<Flat<E, D>, D::Err> {
+    match clip {
+        Clip::None => Ok(g),
+        Clip::Scale(coef) => g.try_mul(E::from(coef).unwrap_or_else(E::one)),
+        Clip::Clamp(c) => g.try_clamp(-c, c),
+    }
+}
+
+/// Σ g² of `param`'s gradient (zero if it has none), summed in its dtype where it lives; only
+/// the sum comes to the host.
+pub(crate) fn sum_of_squares<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    param: &Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+) -> Result<f64> {
+    let g = gradient(param, grads)?;
+    let sum: Tensor<Rank0, E, D> = g.try_square().and_then(|g| g.try_sum()).map_err(dev_err)?;
+    let sum = sum.as_vec().first().and_then(|v| v.to_f64());
+    Ok(sum.unwrap_or(f64::NAN))
 }
 
 /// `(keep, update, scale)`: the parameter becomes `p·keep − update·scale`.
@@ -168,7 +202,7 @@ fn rmsprop<E: FloatDtype, D: TrainDevice<E>>(
 #[cfg(test)]
 mod tests {
     use dfdx::shapes::Rank2;
-    use dfdx::tensor::{AsArray, Cpu, TensorFrom};
+    use dfdx::tensor::{AsArray, Cpu, TensorFrom, ZerosTensor};
 
     use super::*;
 
@@ -194,9 +228,10 @@ mod tests {
         ]
     }
 
-    /// Four steps of `o` on a 3×4 parameter through the CPU's host rules and through the
-    /// tensor ops: the same parameter and buffers, bit for bit.
-    fn agree<E: FloatDtype>(o: &Optim)
+    /// Four steps of `o` on a 3×4 parameter, its gradients clipped by `clip`, through the
+    /// CPU's host rules and through the tensor ops: the same parameter and buffers, bit for
+    /// bit.
+    fn agree<E: FloatDtype>(o: &Optim, clip: Clip)
     where
         Cpu: TrainDevice<E>,
     {
@@ -204,41 +239,42 @@ mod tests {
         let at = |i: usize, k: usize| E::from(((i * 7 + k * 5) % 13) as f64 / 6.5 - 0.9).unwrap();
         let p0: Vec<E> = (0..12).map(|i| at(i, 0)).collect();
         let mut host: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0.clone());
-        let mut ops: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0);
+        let mut ops: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0.clone());
         let (mut host_buffers, mut ops_buffers, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
         for step in 1..=4u64 {
+            let rule = StepRule {
+                config: o,
+                step,
+                clip,
+            };
             let g: Vec<E> = (0..12).map(|i| at(i, step as usize)).collect();
             let mut grads = Gradients::leaky();
             Cpu::with_grad(&host, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
-            Cpu::step_param(
-                &mut host,
-                &mut grads,
-                (o, step),
-                &mut host_buffers,
-                &mut scratch,
-            )
-            .unwrap();
+            Cpu::step_param(&mut host, &mut grads, rule, &mut host_buffers, &mut scratch).unwrap();
             let mut grads = Gradients::leaky();
             Cpu::with_grad(&ops, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
-            super::step(o, step, &mut ops, &mut grads, &mut ops_buffers).unwrap();
+            super::step(rule, &mut ops, &mut grads, &mut ops_buffers).unwrap();
+            let what = format!("{o:?} clipped {clip:?}");
             assert_eq!(
                 host.array(),
                 ops.array(),
-                "{o:?}: parameter after step {step}"
+                "{what}: parameter after step {step}"
             );
             assert_eq!(host_buffers.len(), rules::buffers(o).len());
             for (h, t) in host_buffers.iter().zip(&ops_buffers) {
-                assert_eq!(h.as_vec(), t.as_vec(), "{o:?}: buffers after step {step}");
+                assert_eq!(h.as_vec(), t.as_vec(), "{what}: buffers after step {step}");
             }
         }
-        assert_ne!(host.as_vec(), (0..12).map(|i| at(i, 0)).collect::<Vec<_>>());
+        assert_ne!(host.as_vec(), p0);
     }
 
     #[test]
     fn the_tensor_ops_give_the_host_rules_bits() {
         for o in settings() {
-            agree::<f32>(&o);
-            agree::<f64>(&o);
+            for clip in [Clip::None, Clip::Scale(0.37), Clip::Clamp(0.2)] {
+                agree::<f32>(&o, clip);
+                agree::<f64>(&o, clip);
+            }
         }
     }
 
@@ -246,8 +282,27 @@ mod tests {
     fn a_parameter_without_a_gradient_steps_as_on_the_host() {
         let dev = Cpu::default();
         let o = Optim::sgd(0.1).weight_decay(0.5);
+        let rule = StepRule {
+            config: &o,
+            step: 1,
+            clip: Clip::None,
+        };
         let mut p: Tensor<Rank2<1, 2>, f32, Cpu> = dev.tensor([[1.0, -2.0]]);
-        super::step(&o, 1, &mut p, &mut Gradients::leaky(), &mut Vec::new()).unwrap();
+        super::step(rule, &mut p, &mut Gradients::leaky(), &mut Vec::new()).unwrap();
         assert_eq!(p.array(), [[0.95, -1.9]]);
+    }
+
+    #[test]
+    fn the_sum_of_squares_follows_the_host_one() {
+        let dev = Cpu::default();
+        let p: Tensor<Rank2<37, 29>, f32, Cpu> = dev.zeros();
+        let g: Vec<f32> = (0..37 * 29).map(|i| (i % 17) as f32 / 3.0 - 2.5).collect();
+        let mut grads = Gradients::leaky();
+        Cpu::with_grad(&p, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
+        let host = crate::optim::grads::sum_of_squares(&g);
+        let ops = sum_of_squares(&p, &mut grads).unwrap();
+        assert!((host - ops).abs() <= 1e-5 * host, "{host} vs {ops}");
+        let empty = sum_of_squares(&p, &mut Gradients::leaky()).unwrap();
+        assert_eq!(empty, 0.0, "a parameter without a gradient");
     }
 }

@@ -1,5 +1,9 @@
 //! What the trainer does to gradients between backward and the optimizer step: clipping by
 //! norm or value (PyTorch's `clip_grad_norm_` / `clip_grad_value_`) and the anomaly check.
+//!
+//! Clipping is decided here ([`Clip`]) and done by the optimizer's step as it reads each
+//! gradient: on the CPU to the gradient in place, on CUDA to its copy on the device, so that
+//! no gradient goes to the host and back.
 
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
@@ -31,6 +35,35 @@ impl std::str::FromStr for ClipAlgorithm {
     }
 }
 
+/// What clipping does to every gradient before the optimizer's step.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Clip {
+    /// Nothing.
+    #[default]
+    None,
+    /// Multiply by this factor (clipping by norm).
+    Scale(f64),
+    /// Clamp to `[-c, c]` (clipping by value).
+    Clamp(f64),
+}
+
+impl Clip {
+    /// Clips `g` in place, in its dtype (as PyTorch).
+    pub(crate) fn apply<E: FloatDtype>(self, g: &mut [E]) {
+        match self {
+            Clip::None => {}
+            Clip::Scale(coef) => {
+                let c = E::from(coef).unwrap_or_else(E::one);
+                g.iter_mut().for_each(|v| *v *= c);
+            }
+            Clip::Clamp(clip) => {
+                let c = E::from(clip).unwrap_or_else(E::infinity);
+                g.iter_mut().for_each(|v| *v = v.max(-c).min(c));
+            }
+        }
+    }
+}
+
 /// Calls `f(name, gradient)` for every trainable parameter of `M`, in walk order.
 pub(crate) fn for_each<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
@@ -46,16 +79,25 @@ pub(crate) fn for_each<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, 
     })
 }
 
-/// `clip_grad_norm_`: the gradients' joint L2 norm before clipping. A non-finite norm is
-/// returned as an error and nothing is clipped.
+/// `clip_grad_norm_`: the gradients' joint L2 norm before clipping, and the clipping it asks
+/// for. A non-finite norm is returned as an error.
 pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     grads: &mut Gradients<E, D>,
     max_norm: f64,
     total: impl FnOnce(f64) -> Result<f64>,
-) -> Result<f64> {
+) -> Result<(f64, Clip)> {
     let mut sum = 0.0f64;
-    for_each(module, grads, |_, g| sum += sum_of_squares(g))?;
+    walk::read(module, |_, item| match item {
+        Item::Tensor {
+            tensor,
+            trainable: true,
+        } => {
+            sum += tensor.grad_sum_of_squares(grads)?;
+            Ok(())
+        }
+        _ => Ok(()),
+    })?;
     // `total` turns this rank's Σ g² into the run's (the identity but under SHARD_GRAD_OP,
     // where each rank holds its own tensors' gradients).
     let norm = total(sum)?.sqrt();
@@ -66,16 +108,19 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
         )));
     }
     let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        let c = E::from(coef).unwrap_or_else(E::one);
-        for_each(module, grads, |_, g| g.iter_mut().for_each(|v| *v *= c))?;
-    }
-    Ok(norm)
+    Ok((
+        norm,
+        if coef < 1.0 {
+            Clip::Scale(coef)
+        } else {
+            Clip::None
+        },
+    ))
 }
 
 /// Σ v² of one tensor, in eight lanes of `E` (as PyTorch, in the tensor's dtype; the lanes let
 /// the compiler vectorize), then in f64 across tensors.
-fn sum_of_squares<E: FloatDtype>(g: &[E]) -> f64 {
+pub(crate) fn sum_of_squares<E: FloatDtype>(g: &[E]) -> f64 {
     let mut lanes = [E::zero(); 8];
     let chunks = g.chunks_exact(8);
     let rest = chunks.remainder();
@@ -90,18 +135,6 @@ fn sum_of_squares<E: FloatDtype>(g: &[E]) -> f64 {
         .chain([&tail])
         .map(|v| v.to_f64().unwrap_or(f64::NAN))
         .sum()
-}
-
-/// `clip_grad_value_`.
-pub(crate) fn clip_value<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
-    grads: &mut Gradients<E, D>,
-    clip: f64,
-) -> Result<()> {
-    let c = E::from(clip).unwrap_or_else(E::infinity);
-    for_each(module, grads, |_, g| {
-        g.iter_mut().for_each(|v| *v = v.max(-c).min(c))
-    })
 }
 
 /// The first parameter whose gradient holds NaN or infinity (`detect_anomaly`).

@@ -20,7 +20,8 @@ pub mod scheduler;
 mod state;
 
 pub use config::{Optim, OptimKind};
-pub use grads::ClipAlgorithm;
+pub use grads::{Clip, ClipAlgorithm};
+pub use rules::StepRule;
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,
@@ -29,4 +30,5 @@ pub use state::Optimizer;
 
 #[cfg(feature = "cuda")]
 pub(crate) use composed::step as composed_step;
+pub(crate) use composed::sum_of_squares as composed_sum_of_squares;
 pub(crate) use rules::{apply, buffers};

@@ -1,7 +1,7 @@
 //! The update rules, one function each, in the order of operations of PyTorch's documented
 //! algorithms (the single-tensor `for` implementations of `torch.optim`).
 
-use super::Optim;
+use super::{Clip, Optim};
 use crate::FloatDtype;
 
 fn c<E: FloatDtype>(x: f64) -> E {
@@ -19,15 +19,27 @@ pub(crate) fn buffers(config: &Optim) -> &'static [&'static str] {
     }
 }
 
-/// Step number `step` (from 1) of `config`'s rule on one parameter's values `p`, from its
-/// gradient `g`, with its buffers (in [`buffers`]' order).
+/// What one optimizer step does to each parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct StepRule<'a> {
+    /// The optimizer's settings.
+    pub config: &'a Optim,
+    /// The step's number, from 1.
+    pub step: u64,
+    /// The clipping each gradient gets first.
+    pub clip: Clip,
+}
+
+/// `rule`'s update of one parameter's values `p`, from its gradient `g` (clipped already),
+/// with its buffers (in [`buffers`]' order).
 pub(crate) fn apply<E: FloatDtype>(
-    (config, step): (&Optim, u64),
+    rule: StepRule<'_>,
     p: &mut [E],
     g: &[E],
     buffers: &mut [Vec<E>],
 ) {
     use super::OptimKind::*;
+    let (config, step) = (rule.config, rule.step);
     match (config.kind, buffers) {
         (Sgd, [b, ..]) => sgd(config, step, p, g, b),
         (Adam | AdamW, [m, v, ..]) => adam(config, step, p, g, m, v),

@@ -1,7 +1,7 @@
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients, Tensor};
 
-use super::{rules, Optim, OptimKind};
+use super::{rules, Clip, Optim, OptimKind, StepRule};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -154,6 +154,17 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         module: &mut M,
         grads: &mut Gradients<E, D>,
     ) -> Result<()> {
+        self.step_clipped(module, grads, Clip::None)
+    }
+
+    /// [`step`](Self::step) with every gradient clipped first as `clip` says (where it
+    /// lives: on CUDA nothing goes through the host).
+    pub fn step_clipped<M: TensorCollection<E, D>>(
+        &mut self,
+        module: &mut M,
+        grads: &mut Gradients<E, D>,
+        clip: Clip,
+    ) -> Result<()> {
         if self.state.is_empty() {
             // One entry per parameter in walk order; the device makes its buffers at its
             // first step.
@@ -170,7 +181,12 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             scratch,
             owned,
         } = self;
-        let (rule, mut index) = ((&*config, *step), 0);
+        let rule = StepRule {
+            config,
+            step: *step,
+            clip,
+        };
+        let mut index = 0;
         walk::write(module, |_, item| {
             let ItemMut::Tensor {
                 tensor,

@@ -20,7 +20,7 @@ use crate::datamodule::{DataModule, Stage};
 use crate::hparams::HParams;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
-use crate::optim::{grads, ClipAlgorithm, Interval, Optimizer, Scheduler};
+use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optimizer, Scheduler};
 use crate::precision::HalfStep;
 use crate::progress::Progress;
 use crate::{Error, Result};
@@ -652,7 +652,8 @@ where
             self.view.global_step += 1;
             return self.step_scheduler(Interval::Step, self.view.global_step);
         }
-        match (self.s.gradient_clip_val, self.s.gradient_clip_algorithm) {
+        // The clipping is done by the optimizer's step, where the gradients live.
+        let clip = match (self.s.gradient_clip_val, self.s.gradient_clip_algorithm) {
             (Some(c), ClipAlgorithm::Norm) => {
                 let (comm, sharded) = (&*self.dist.collective, self.shards.is_some());
                 let total = |local: f64| {
@@ -662,21 +663,23 @@ where
                     }
                     Ok(sum[0])
                 };
-                grads::clip_norm(&*self.model, &mut grads, c, total).map_err(|e| {
-                    Error::msg(format!(
-                        "epoch {}, step {}: {e}",
-                        self.view.current_epoch, self.view.global_step
-                    ))
-                })?;
+                let (_norm, clip) =
+                    grads::clip_norm(&*self.model, &mut grads, c, total).map_err(|e| {
+                        Error::msg(format!(
+                            "epoch {}, step {}: {e}",
+                            self.view.current_epoch, self.view.global_step
+                        ))
+                    })?;
+                clip
             }
-            (Some(c), ClipAlgorithm::Value) => grads::clip_value(&*self.model, &mut grads, c)?,
-            (None, _) => {}
-        }
+            (Some(c), ClipAlgorithm::Value) => Clip::Clamp(c),
+            (None, _) => Clip::None,
+        };
         if let Some(optimizer) = self.optimizer.as_mut() {
             if self.view.lr != optimizer.lr() {
                 optimizer.set_lr(self.view.lr)?;
             }
-            optimizer.step(self.model, &mut grads)?;
+            optimizer.step_clipped(self.model, &mut grads, clip)?;
         }
         if let Some(shards) = &self.shards {
             shards.gather_params(&*self.dist.collective, &mut *self.model)?;
