@@ -246,6 +246,57 @@ fn a_run_resumed_on_the_gpu_ends_as_the_uninterrupted_one() {
     assert!(err < 1e-5, "the resumed run differs by {err}");
 }
 
+/// A module whose loss is finite (zero) and whose gradients are NaN: d√u/du is infinite at 0,
+/// times 0.
+#[lightning_module]
+struct NanGrads {
+    l1: Linear<4, 3>,
+    #[hparam]
+    lr: f64,
+}
+
+#[lightning_module]
+impl NanGrads {
+    fn training_step(
+        &mut self,
+        (x, _): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let zero = E::from_f32(0.0).unwrap_or_default();
+        (self.l1.forward(ctx.trace(x)) * zero).sqrt().sum()
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(self.lr)
+    }
+}
+
+/// The anomaly check and the clipping norm, both reduced on the device, find NaN gradients:
+/// the run stops naming them, and no step is taken.
+#[test]
+fn non_finite_gradients_on_the_gpu_are_named_and_not_applied() {
+    require_gpu();
+    let run = |settings: fn(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder| {
+        let mut model = NanGrads::new(0.1);
+        let before = model.l1.weight.as_vec();
+        let trainer = settings(quiet::trainer().max_epochs(1).accelerator("gpu"));
+        let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
+        let err = (trainer.build().expect("valid settings"))
+            .fit_loaders(&mut model, loader, None)
+            .expect_err("the run stops")
+            .to_string();
+        assert_eq!(model.l1.weight.as_vec(), before, "no step was taken");
+        err
+    };
+    let anomaly = run(|b| b.detect_anomaly(true));
+    assert!(
+        anomaly.contains("`l1.weight`") && anomaly.contains("NaN"),
+        "{anomaly}"
+    );
+    let norm = run(|b| b.gradient_clip_val(1.0));
+    assert!(norm.contains("gradient norm is NaN"), "{norm}");
+    println!("GPU-CHECK non_finite_gradients named");
+}
+
 #[test]
 fn sixteen_mixed_trains_on_the_gpu_like_on_the_cpu() {
     let (cpu_losses, _) = iris("cpu", "16-mixed", None);

@@ -214,10 +214,9 @@ pub type Half = dfdx::dtypes::AMP<half::f16>;
 
 cpu_train_device!(f32, f64, Half);
 
-/// On CUDA the optimizer steps (and the clipping they do) stay on the device; the other
-/// gradient hooks (anomaly checks, checkpoints of accumulated gradients, 16-mixed's
-/// unscaling) work on host copies: the gradient is copied to the host, changed there, and
-/// copied back.
+/// On CUDA the optimizer steps, clipping and anomaly checks stay on the device; the other
+/// gradient hooks (checkpoints of accumulated gradients, 16-mixed's unscaling) work on host
+/// copies: the gradient is copied to the host, changed there, and copied back.
 #[cfg(feature = "cuda")]
 macro_rules! cuda_train_device {
     ($($e:ty),*) => {$(
@@ -231,7 +230,7 @@ macro_rules! cuda_train_device {
                 buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
                 _scratch: &mut Vec<Vec<$e>>,
             ) -> Result<()> {
-                crate::optim::composed_step(rule, param, grads, buffers)
+                crate::optim::composed::step(rule, param, grads, buffers)
             }
 
             fn with_grad<S: dfdx::shapes::Shape>(

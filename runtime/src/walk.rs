@@ -25,6 +25,8 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
     /// Σ g² of the tensor's gradient (zero if it has none), summed where it lives.
     fn grad_sum_of_squares(&self, grads: &mut Gradients<E, D>) -> Result<f64>;
+    /// Whether the tensor's gradient holds no NaN or infinity, checked where it lives.
+    fn grad_is_finite(&self, grads: &mut Gradients<E, D>) -> Result<bool>;
     /// The gradient's buffer as the device holds it (allocated if it had none).
     #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
     fn grad_buffer<'g>(
@@ -67,7 +69,16 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
             })?;
             Ok(sum)
         } else {
-            crate::optim::composed_sum_of_squares(self, grads)
+            crate::optim::composed::sum_of_squares(self, grads)
+        }
+    }
+    fn grad_is_finite(&self, grads: &mut Gradients<E, D>) -> Result<bool> {
+        if D::HOST_KERNELS {
+            let mut finite = true;
+            D::with_grad(self, grads, |g| finite = g.iter().all(|v| v.is_finite()))?;
+            Ok(finite)
+        } else {
+            crate::optim::composed::is_finite(self, grads)
         }
     }
     fn grad_buffer<'g>(

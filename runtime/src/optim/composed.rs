@@ -2,8 +2,9 @@
 //! host rules would copy every parameter, gradient and buffer to the host and back each step
 //! (CUDA, [`TrainDevice::HOST_KERNELS`] false). Each op is one of the host rule's, in its
 //! order, so on the CPU both give the same bits (the tests below). The parameter is changed in
-//! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity.
-// Without the `cuda` feature only the tests below run these.
+//! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity. The
+//! gradients' reductions for clipping and the anomaly check are here too.
+// Without the `cuda` feature only the tests below run the step.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
 use dfdx::shapes::{HasShape, Rank0, Shape};
@@ -79,6 +80,20 @@ pub(crate) fn sum_of_squares<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     let sum: Tensor<Rank0, E, D> = g.try_square().and_then(|g| g.try_sum()).map_err(dev_err)?;
     let sum = sum.as_vec().first().and_then(|v| v.to_f64());
     Ok(sum.unwrap_or(f64::NAN))
+}
+
+/// Whether `param`'s gradient holds no NaN or infinity: the sum of `g·0` is 0 exactly when
+/// every value is finite (NaN otherwise); only the sum comes to the host.
+pub(crate) fn is_finite<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    param: &Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+) -> Result<bool> {
+    let g = gradient(param, grads)?;
+    let sum: Tensor<Rank0, E, D> = g
+        .try_mul(E::zero())
+        .and_then(|g| g.try_sum())
+        .map_err(dev_err)?;
+    Ok(sum.as_vec().first().is_some_and(|v| v.is_finite()))
 }
 
 /// `(keep, update, scale)`: the parameter becomes `p·keep − update·scale`.
@@ -304,5 +319,25 @@ mod tests {
         assert!((host - ops).abs() <= 1e-5 * host, "{host} vs {ops}");
         let empty = sum_of_squares(&p, &mut Gradients::leaky()).unwrap();
         assert_eq!(empty, 0.0, "a parameter without a gradient");
+    }
+
+    #[test]
+    fn a_nan_or_an_infinity_anywhere_is_found() {
+        let dev = Cpu::default();
+        let p: Tensor<Rank2<3, 5>, f32, Cpu> = dev.zeros();
+        let huge = f32::MAX;
+        for (bad, want) in [
+            (None, true),
+            (Some(f32::NAN), false),
+            (Some(f32::INFINITY), false),
+        ] {
+            let mut g = vec![huge; 15];
+            if let Some(v) = bad {
+                g[11] = v;
+            }
+            let mut grads = Gradients::leaky();
+            Cpu::with_grad(&p, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
+            assert_eq!(is_finite(&p, &mut grads).unwrap(), want, "{bad:?}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! norm or value (PyTorch's `clip_grad_norm_` / `clip_grad_value_`) and the anomaly check.
 //!
 //! Clipping is decided here ([`Clip`]) and done by the optimizer's step as it reads each
-//! gradient: on the CPU to the gradient in place, on CUDA to its copy on the device, so that
-//! no gradient goes to the host and back.
+//! gradient: on the CPU to the gradient in place, on CUDA to its copy on the device. The norm
+//! and the anomaly check reduce each gradient where it lives too: no gradient goes to the
+//! host and back.
 
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
@@ -143,10 +144,17 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     grads: &mut Gradients<E, D>,
 ) -> Result<Option<String>> {
     let mut found = None;
-    for_each(module, grads, |name, g| {
-        if found.is_none() && g.iter().any(|v| !v.is_finite()) {
-            found = Some(name.to_string());
+    walk::read(module, |name, item| match item {
+        Item::Tensor {
+            tensor,
+            trainable: true,
+        } if found.is_none() => {
+            if !tensor.grad_is_finite(grads)? {
+                found = Some(name);
+            }
+            Ok(())
         }
+        _ => Ok(()),
     })?;
     Ok(found)
 }

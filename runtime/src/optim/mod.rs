@@ -12,7 +12,7 @@
 //! assert_eq!(adam.lr(), 0.01);
 //! ```
 
-mod composed;
+pub(crate) mod composed;
 mod config;
 pub(crate) mod grads;
 mod rules;
@@ -28,7 +28,4 @@ pub use scheduler::{
 };
 pub use state::Optimizer;
 
-#[cfg(feature = "cuda")]
-pub(crate) use composed::step as composed_step;
-pub(crate) use composed::sum_of_squares as composed_sum_of_squares;
 pub(crate) use rules::{apply, buffers};
