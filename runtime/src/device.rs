@@ -39,8 +39,9 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()>;
 
-    /// Calls `f` with the parameter's gradient as a host slice (clipping, anomaly checks,
-    /// checkpoints of accumulated gradients); what `f` leaves there is the gradient.
+    /// Calls `f` with the parameter's gradient as a host slice (checkpoints of accumulated
+    /// gradients, 16-mixed's unscaling, and on the CPU the clipping norm and anomaly check);
+    /// what `f` leaves there is the gradient.
     fn with_grad<S: dfdx::shapes::Shape>(
         param: &Tensor<S, E, Self>,
         grads: &mut Gradients<E, Self>,

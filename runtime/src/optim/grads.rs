@@ -80,14 +80,14 @@ pub(crate) fn for_each<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, 
     })
 }
 
-/// `clip_grad_norm_`: the gradients' joint L2 norm before clipping, and the clipping it asks
-/// for. A non-finite norm is returned as an error.
+/// `clip_grad_norm_`: the clipping that bounds the gradients' joint L2 norm by `max_norm`. A
+/// non-finite norm is returned as an error.
 pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     grads: &mut Gradients<E, D>,
     max_norm: f64,
     total: impl FnOnce(f64) -> Result<f64>,
-) -> Result<(f64, Clip)> {
+) -> Result<Clip> {
     let mut sum = 0.0f64;
     walk::read(module, |_, item| match item {
         Item::Tensor {
@@ -109,14 +109,11 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
         )));
     }
     let coef = max_norm / (norm + 1e-6);
-    Ok((
-        norm,
-        if coef < 1.0 {
-            Clip::Scale(coef)
-        } else {
-            Clip::None
-        },
-    ))
+    Ok(if coef < 1.0 {
+        Clip::Scale(coef)
+    } else {
+        Clip::None
+    })
 }
 
 /// Σ v² of one tensor, in eight lanes of `E` (as PyTorch, in the tensor's dtype; the lanes let

@@ -663,14 +663,12 @@ where
                     }
                     Ok(sum[0])
                 };
-                let (_norm, clip) =
-                    grads::clip_norm(&*self.model, &mut grads, c, total).map_err(|e| {
-                        Error::msg(format!(
-                            "epoch {}, step {}: {e}",
-                            self.view.current_epoch, self.view.global_step
-                        ))
-                    })?;
-                clip
+                grads::clip_norm(&*self.model, &mut grads, c, total).map_err(|e| {
+                    Error::msg(format!(
+                        "epoch {}, step {}: {e}",
+                        self.view.current_epoch, self.view.global_step
+                    ))
+                })?
             }
             (Some(c), ClipAlgorithm::Value) => Clip::Clamp(c),
             (None, _) => Clip::None,
