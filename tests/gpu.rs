@@ -217,6 +217,7 @@ fn a_run_resumed_on_the_gpu_ends_as_the_uninterrupted_one() {
     let mut trainer = quiet::trainer()
         .max_epochs(4)
         .accelerator("gpu")
+        .enable_checkpointing(true)
         .callback(checkpoints)
         .build()
         .expect("valid settings");
