@@ -27,7 +27,7 @@ say() { echo "gpu-check: $*"; }
 # stand-ins for ldconfig and nvidia-smi. A GPU machine is lent rarely and briefly, so what is
 # carried there must be proven here: every test and the benchmark get as far as the driver
 # (a binary built without the `cuda` feature has no tests and would "pass"), and the table
-# comes out.
+# comes out, and the tests' own logic passes on the CPU.
 rehearse() {
     local fake rc t bad=""
     fake=$(mktemp -d)
@@ -44,6 +44,13 @@ rehearse() {
         [ -f "$t" ] || continue
         grep -q CUDA_ERROR_STUB_LIBRARY "$t" || bad="$bad; $(basename "$t" .log) did not reach the driver"
     done
+    # The tests' own logic (settings, files, assertions) on the CPU: tests/gpu.rs trains on
+    # "cpu" where it would on "gpu", and skips the tests that need CUDA tensors themselves.
+    local cpu_log=$fake/tests-on-cpu.log ran
+    FULMEN_GPU_TESTS_ON_CPU=1 LD_LIBRARY_PATH="$FULMEN_CUDA_STUB_LIBS" "$dir/gpu-test" \
+        --test-threads 1 --nocapture >"$cpu_log" 2>&1 || bad="$bad; the GPU tests' logic fails on the CPU: $(grep -E '^test .* FAILED|panicked' "$cpu_log" | tr '\n' ' ')"
+    ran=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$cpu_log")
+    ran=$((${ran:-0} - $(grep -c 'rehearsal on the CPU: skipped' "$cpu_log" || true)))
     # The headers that travel are enough for NVRTC: a kernel like those dfdx compiles at run
     # time, compiled with those include paths alone.
     LD_LIBRARY_PATH="$CUDA_ROOT/lib" python3 - "$dir/nvrtc" <<'PY' || bad="$bad; NVRTC cannot compile with $dir/nvrtc alone"
@@ -69,7 +76,7 @@ PY
         say "rehearsal failed${bad}"
         return 1
     fi
-    say "rehearsed: $# GPU tests, 2 benchmarks and the op timings reach the driver; NVRTC compiles with the carried headers; the table comes out"
+    say "rehearsed: $# GPU tests, 2 benchmarks and the op timings reach the driver; $ran of the tests pass on the CPU, the others need CUDA; NVRTC compiles with the carried headers; the table comes out"
     rm -rf "$fake"
 }
 

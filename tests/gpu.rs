@@ -91,16 +91,45 @@ fn require_gpu() {
     fulmen::device::gpu_count().expect("a GPU");
 }
 
+/// Whether the suite rehearses its own logic (settings, files, assertions) on the CPU:
+/// `FULMEN_GPU_TESTS_ON_CPU`, which `scripts/gpu-check.sh build` sets on the build machine,
+/// so that a mistake in a test is found there and not in the GPU machine's scarce time.
+fn rehearsing() -> bool {
+    std::env::var_os("FULMEN_GPU_TESTS_ON_CPU").is_some()
+}
+
+/// The accelerator the tests train on: "gpu" (there must be one), or "cpu" when rehearsing.
+fn gpu() -> &'static str {
+    if rehearsing() {
+        return "cpu";
+    }
+    require_gpu();
+    "gpu"
+}
+
+/// For a test that needs CUDA itself (its own CUDA tensors, `auto`, NCCL): whether it skips,
+/// which it does only when rehearsing on the CPU; otherwise there must be a GPU.
+fn skips_without_cuda() -> bool {
+    if rehearsing() {
+        println!("rehearsal on the CPU: skipped, this test needs CUDA itself");
+        return true;
+    }
+    require_gpu();
+    false
+}
+
 #[test]
 fn auto_picks_the_gpu_and_a_missing_ordinal_is_named() {
-    require_gpu();
+    if skips_without_cuda() {
+        return;
+    }
     let trainer = quiet::trainer().accelerator("auto").build().expect("a GPU");
     assert!(matches!(
         trainer.device(),
         fulmen::device::RunDevice::Cuda(0)
     ));
     let err = quiet::trainer()
-        .accelerator("gpu")
+        .accelerator(gpu())
         .devices([1000])
         .build()
         .err()
@@ -111,7 +140,7 @@ fn auto_picks_the_gpu_and_a_missing_ordinal_is_named() {
 #[test]
 fn iris_on_the_gpu_follows_the_cpu_run() {
     let (cpu_losses, cpu) = iris("cpu", "32-true", None);
-    let (gpu_losses, gpu) = iris("gpu", "32-true", None);
+    let (gpu_losses, gpu) = iris(gpu(), "32-true", None);
     assert_eq!(cpu_losses.len(), 5);
     let loss_err = max_abs_diff(&cpu_losses, &gpu_losses);
     let weight_err = max_abs_diff(&weights(&cpu), &weights(&gpu));
@@ -127,7 +156,7 @@ fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
     let settings = |b: fulmen::TrainerBuilder| b.gradient_clip_val(0.05).accumulate_grad_batches(3);
     let (plain, _) = iris("cpu", "32-true", None);
     let (cpu_losses, cpu) = iris_with("cpu", "32-true", None, settings);
-    let (gpu_losses, gpu) = iris_with("gpu", "32-true", None, settings);
+    let (gpu_losses, gpu) = iris_with(gpu(), "32-true", None, settings);
     assert_ne!(
         plain, cpu_losses,
         "clipping and accumulation change the run"
@@ -143,8 +172,10 @@ fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
 /// CPU's host rules over several steps, with each kind of clipping: parameters and buffers.
 #[test]
 fn every_optimizer_steps_on_the_gpu_as_on_the_cpu() {
+    if skips_without_cuda() {
+        return;
+    }
     let cpu = Cpu::seed_from_u64(4);
-    require_gpu();
     let gpu = Cuda::seed_from_u64(4);
     let settings = [
         Optim::sgd(0.1)
@@ -216,7 +247,7 @@ fn a_run_resumed_on_the_gpu_ends_as_the_uninterrupted_one() {
         .save_top_k(-1);
     let mut trainer = quiet::trainer()
         .max_epochs(4)
-        .accelerator("gpu")
+        .accelerator(gpu())
         .enable_checkpointing(true)
         .callback(checkpoints)
         .build()
@@ -232,7 +263,7 @@ fn a_run_resumed_on_the_gpu_ends_as_the_uninterrupted_one() {
     let mut resumed = Iris::new(0.01);
     let mut trainer = quiet::trainer()
         .max_epochs(4)
-        .accelerator("gpu")
+        .accelerator(gpu())
         .build()
         .expect("valid settings");
     let mut loaders = fulmen::datamodule::Loaders {
@@ -275,11 +306,10 @@ impl NanGrads {
 /// the run stops naming them, and no step is taken.
 #[test]
 fn non_finite_gradients_on_the_gpu_are_named_and_not_applied() {
-    require_gpu();
     let run = |settings: fn(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder| {
         let mut model = NanGrads::new(0.1);
         let before = model.l1.weight.as_vec();
-        let trainer = settings(quiet::trainer().max_epochs(1).accelerator("gpu"));
+        let trainer = settings(quiet::trainer().max_epochs(1).accelerator(gpu()));
         let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
         let err = (trainer.build().expect("valid settings"))
             .fit_loaders(&mut model, loader, None)
@@ -301,7 +331,7 @@ fn non_finite_gradients_on_the_gpu_are_named_and_not_applied() {
 #[test]
 fn sixteen_mixed_trains_on_the_gpu_like_on_the_cpu() {
     let (cpu_losses, _) = iris("cpu", "16-mixed", None);
-    let (gpu_losses, _) = iris("gpu", "16-mixed", None);
+    let (gpu_losses, _) = iris(gpu(), "16-mixed", None);
     let err = max_abs_diff(&cpu_losses, &gpu_losses);
     println!("GPU-CHECK iris_parity_16mixed loss_err={err:.2e}");
     assert!(gpu_losses.iter().all(|l| l.is_finite()), "{gpu_losses:?}");
@@ -312,7 +342,7 @@ fn sixteen_mixed_trains_on_the_gpu_like_on_the_cpu() {
 #[test]
 fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (_, trained) = iris("gpu", "32-true", Some(dir.path()));
+    let (_, trained) = iris(gpu(), "32-true", Some(dir.path()));
     let path = std::fs::read_dir(dir.path().join("checkpoints"))
         .expect("a checkpoint directory")
         .flatten()
@@ -330,7 +360,7 @@ fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
     // And back: validating the CPU-loaded weights on the GPU gives the CPU's accuracy.
     let val = || DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
     let mut cpu_trainer = quiet::trainer().accelerator("cpu").build().expect("valid");
-    let mut gpu_trainer = quiet::trainer().accelerator("gpu").build().expect("valid");
+    let mut gpu_trainer = quiet::trainer().accelerator(gpu()).build().expect("valid");
     let cpu_acc = cpu_trainer
         .validate_loader(&mut on_cpu, val())
         .expect("validates")["val_acc"];
@@ -354,8 +384,10 @@ struct Convs {
 
 #[test]
 fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
+    if skips_without_cuda() {
+        return;
+    }
     let cpu = Cpu::seed_from_u64(3);
-    require_gpu();
     let gpu = Cuda::seed_from_u64(3);
     let mut a: Convs<f32, Cpu> = BuildModule::build(&cpu);
     let mut b = a.to_device(&gpu);
@@ -437,6 +469,9 @@ fn rank_weights(dir: &std::path::Path, rank: usize) -> Vec<f32> {
 /// with one GPU the world is one rank, and it must train exactly as one GPU alone.
 #[test]
 fn ddp_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
+    if skips_without_cuda() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let run = |name: &str, strategy: &str| {
         let out_dir = dir.path().join(name);
