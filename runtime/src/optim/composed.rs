@@ -17,7 +17,7 @@ use crate::{Error, FloatDtype, Result, TrainDevice};
 type Flat<E, D> = Tensor<(usize,), E, D>;
 
 fn dev_err(e: impl std::fmt::Debug) -> Error {
-    Error::Device(format!("optimizer step: {e:?}"))
+    Error::Device(format!("a gradient or optimizer op on the device: {e:?}"))
 }
 
 /// One step of `param` from its gradient in `grads` (zeros if it has none), clipped first.
