@@ -137,16 +137,25 @@ fn auto_picks_the_gpu_and_a_missing_ordinal_is_named() {
     assert!(err.to_string().contains("CUDA device 1000"), "{err}");
 }
 
-#[test]
-fn iris_on_the_gpu_follows_the_cpu_run() {
-    let (cpu_losses, cpu) = iris("cpu", "32-true", None);
-    let (gpu_losses, gpu) = iris(gpu(), "32-true", None);
+/// The GPU's Iris run follows the CPU's: epoch losses within 1e-4, final weights within 1e-3.
+/// Prints the `GPU-CHECK <check>` line.
+fn assert_follows(
+    check: &str,
+    (cpu_losses, cpu): (Vec<f64>, Iris),
+    (gpu_losses, gpu): (Vec<f64>, Iris),
+) {
     assert_eq!(cpu_losses.len(), 5);
     let loss_err = max_abs_diff(&cpu_losses, &gpu_losses);
     let weight_err = max_abs_diff(&weights(&cpu), &weights(&gpu));
-    println!("GPU-CHECK iris_parity_32 loss_err={loss_err:.2e} weight_err={weight_err:.2e}");
+    println!("GPU-CHECK {check} loss_err={loss_err:.2e} weight_err={weight_err:.2e}");
     assert!(loss_err < 1e-4, "losses {cpu_losses:?} vs {gpu_losses:?}");
     assert!(weight_err < 1e-3, "weights differ by {weight_err}");
+}
+
+#[test]
+fn iris_on_the_gpu_follows_the_cpu_run() {
+    let cpu = iris("cpu", "32-true", None);
+    assert_follows("iris_parity_32", cpu, iris(gpu(), "32-true", None));
 }
 
 /// Gradient clipping (its norm summed on the device, its scaling done by the optimizer's step
@@ -155,17 +164,10 @@ fn iris_on_the_gpu_follows_the_cpu_run() {
 fn clipping_and_accumulation_on_the_gpu_follow_the_cpu_run() {
     let settings = |b: fulmen::TrainerBuilder| b.gradient_clip_val(0.05).accumulate_grad_batches(3);
     let (plain, _) = iris("cpu", "32-true", None);
-    let (cpu_losses, cpu) = iris_with("cpu", "32-true", None, settings);
-    let (gpu_losses, gpu) = iris_with(gpu(), "32-true", None, settings);
-    assert_ne!(
-        plain, cpu_losses,
-        "clipping and accumulation change the run"
-    );
-    let loss_err = max_abs_diff(&cpu_losses, &gpu_losses);
-    let weight_err = max_abs_diff(&weights(&cpu), &weights(&gpu));
-    println!("GPU-CHECK iris_clip_accumulate loss_err={loss_err:.2e} weight_err={weight_err:.2e}");
-    assert!(loss_err < 1e-4, "losses {cpu_losses:?} vs {gpu_losses:?}");
-    assert!(weight_err < 1e-3, "weights differ by {weight_err}");
+    let cpu = iris_with("cpu", "32-true", None, settings);
+    assert_ne!(plain, cpu.0, "clipping and accumulation change the run");
+    let gpu = iris_with(gpu(), "32-true", None, settings);
+    assert_follows("iris_clip_accumulate", cpu, gpu);
 }
 
 /// Every update rule, run where the parameters live (on CUDA, as dfdx tensor ops), follows the

@@ -22,26 +22,14 @@ impl<E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform + Send + 
 /// A device that fulmen can train on: dfdx's [`Device`] plus host access to the parameter and
 /// gradient buffers that fulmen's optimizers update.
 pub trait TrainDevice<E: FloatDtype>: Device<E> {
-    /// Whether fulmen's layers run their host kernels on this device's tensors (the CPU,
-    /// where they are the fastest path) or the ops of [`crate::layers::composed`], which stay
-    /// on the device (CUDA).
+    /// Whether fulmen's layers and optimizers run their host kernels on this device's tensors
+    /// (the CPU, where they are the fastest path) or dfdx ops ([`crate::layers::composed`],
+    /// `optim/composed.rs`), which stay on the device (CUDA).
     const HOST_KERNELS: bool;
 
-    /// One optimizer step of `param` from its gradient, clipped first, with the rule's
-    /// buffers for it (made at its first step). The CPU clips the gradient in place and runs
-    /// the host rules on `scratch`; other devices run both as tensor ops where the values
-    /// live (`optim/composed.rs`).
-    fn step_param<S: dfdx::shapes::Shape>(
-        param: &mut Tensor<S, E, Self>,
-        grads: &mut Gradients<E, Self>,
-        rule: crate::optim::StepRule<'_>,
-        buffers: &mut Vec<Tensor<(usize,), E, Self>>,
-        scratch: &mut Vec<Vec<E>>,
-    ) -> Result<()>;
-
     /// Calls `f` with the parameter's gradient as a host slice (checkpoints of accumulated
-    /// gradients, 16-mixed's unscaling, and on the CPU the clipping norm and anomaly check);
-    /// what `f` leaves there is the gradient.
+    /// gradients, 16-mixed's unscaling, and on the CPU the optimizer step, the clipping norm
+    /// and the anomaly check); what `f` leaves there is the gradient.
     fn with_grad<S: dfdx::shapes::Shape>(
         param: &Tensor<S, E, Self>,
         grads: &mut Gradients<E, Self>,
@@ -103,40 +91,6 @@ macro_rules! cpu_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cpu {
             const HOST_KERNELS: bool = true;
-
-            fn step_param<S: dfdx::shapes::Shape>(
-                param: &mut Tensor<S, $e, Self>,
-                grads: &mut Gradients<$e, Self>,
-                rule: crate::optim::StepRule<'_>,
-                buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
-                scratch: &mut Vec<Vec<$e>>,
-            ) -> Result<()> {
-                use dfdx::tensor::ZerosTensor;
-                let grad = grads
-                    .get_or_alloc_mut(param)
-                    .map_err(|e| Error::Device(format!("{e:?}")))?;
-                rule.clip.apply(grad);
-                let n = grad.len();
-                let kept = crate::optim::buffers(rule.config).len();
-                while buffers.len() < kept {
-                    buffers.push(param.device().zeros_like(&(n,)));
-                }
-                scratch.resize_with(1 + kept, Vec::new);
-                let (values, held) = scratch.split_at_mut(1);
-                let values = &mut values[0];
-                values.resize(n, num_traits::Zero::zero());
-                param.copy_into(values);
-                for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
-                    host.resize(n, num_traits::Zero::zero());
-                    buffer.copy_into(host);
-                }
-                crate::optim::apply(rule, values, grad, held);
-                param.copy_from(values);
-                for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
-                    buffer.copy_from(host);
-                }
-                Ok(())
-            }
 
             fn with_grad<S: dfdx::shapes::Shape>(
                 param: &Tensor<S, $e, Self>,
@@ -215,24 +169,15 @@ pub type Half = dfdx::dtypes::AMP<half::f16>;
 
 cpu_train_device!(f32, f64, Half);
 
-/// On CUDA the optimizer steps, clipping and anomaly checks stay on the device; the other
-/// gradient hooks (checkpoints of accumulated gradients, 16-mixed's unscaling) work on host
-/// copies: the gradient is copied to the host, changed there, and copied back.
+/// On CUDA the gradient hooks (checkpoints of accumulated gradients, 16-mixed's unscaling)
+/// work on host copies: the gradient is copied to the host, changed there, and copied back.
+/// The optimizer steps, clipping and anomaly checks do not come here: they run as dfdx ops on
+/// the device (`optim/composed.rs`).
 #[cfg(feature = "cuda")]
 macro_rules! cuda_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cuda {
             const HOST_KERNELS: bool = false;
-
-            fn step_param<S: dfdx::shapes::Shape>(
-                param: &mut Tensor<S, $e, Self>,
-                grads: &mut Gradients<$e, Self>,
-                rule: crate::optim::StepRule<'_>,
-                buffers: &mut Vec<Tensor<(usize,), $e, Self>>,
-                _scratch: &mut Vec<Vec<$e>>,
-            ) -> Result<()> {
-                crate::optim::composed::step(rule, param, grads, buffers)
-            }
 
             fn with_grad<S: dfdx::shapes::Shape>(
                 param: &Tensor<S, $e, Self>,

@@ -14,6 +14,7 @@ use dfdx::nn::{
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
 
+use crate::optim::rules::StepRule;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// A tensor of any shape, read through its values and its gradient.
@@ -38,12 +39,14 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
 /// A tensor of any shape, also written.
 pub(crate) trait AnyTensorMut<E: FloatDtype, D: TrainDevice<E>>: AnyTensor<E, D> {
     fn set_values(&mut self, values: &[E]);
-    /// One optimizer step ([`TrainDevice::step_param`]).
+    /// One optimizer step of the tensor from its gradient, clipped first, with the rule's
+    /// buffers for it: on the host ([`TrainDevice::HOST_KERNELS`]) or as dfdx ops where it
+    /// lives.
     fn step(
         &mut self,
         grads: &mut Gradients<E, D>,
-        rule: crate::optim::StepRule<'_>,
-        buffers: &mut Vec<Tensor<(usize,), E, D>>,
+        rule: StepRule<'_>,
+        buffers: &mut [Tensor<(usize,), E, D>],
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()>;
 }
@@ -98,11 +101,15 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S
     fn step(
         &mut self,
         grads: &mut Gradients<E, D>,
-        rule: crate::optim::StepRule<'_>,
-        buffers: &mut Vec<Tensor<(usize,), E, D>>,
+        rule: StepRule<'_>,
+        buffers: &mut [Tensor<(usize,), E, D>],
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()> {
-        D::step_param(self, grads, rule, buffers, scratch)
+        if D::HOST_KERNELS {
+            crate::optim::rules::step(rule, self, grads, buffers, scratch)
+        } else {
+            crate::optim::composed::step(rule, self, grads, buffers)
+        }
     }
 }
 

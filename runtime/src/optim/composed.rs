@@ -4,14 +4,13 @@
 //! order, so on the CPU both give the same bits (the tests below). The parameter is changed in
 //! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity. The
 //! gradients' reductions for clipping and the anomaly check are here too.
-// Without the `cuda` feature only the tests below run the step.
-#![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
 use dfdx::shapes::{HasShape, Rank0, Shape};
 use dfdx::tensor::{Gradients, Tensor};
 use dfdx::tensor_ops::{ReshapeTo, SumTo, TryAdd, TryDiv, TryMul, TrySub};
 
-use super::{rules, Clip, Optim, OptimKind, StepRule};
+use super::rules::StepRule;
+use super::{Clip, Optim, OptimKind};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 type Flat<E, D> = Tensor<(usize,), E, D>;
@@ -20,21 +19,16 @@ fn dev_err(e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("a gradient or optimizer op on the device: {e:?}"))
 }
 
-/// One step of `param` from its gradient in `grads` (zeros if it has none), clipped first.
-/// `buffers` holds the rule's buffers ([`rules::buffers`]), made here as zeros at the first
-/// step.
+/// One step of `param` from its gradient in `grads` (zeros if it has none), clipped first,
+/// with the rule's buffers ([`super::rules::buffers`]' order).
 pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     rule: StepRule<'_>,
     param: &mut Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
-    buffers: &mut Vec<Flat<E, D>>,
+    buffers: &mut [Flat<E, D>],
 ) -> Result<()> {
     let (o, step) = (rule.config, rule.step);
     let n = param.shape().num_elements();
-    let dev = param.device().clone();
-    while buffers.len() < rules::buffers(o).len() {
-        buffers.push(dev.try_zeros_like(&(n,)).map_err(dev_err)?);
-    }
     let g = clipped(gradient(param, grads)?, rule.clip).map_err(dev_err)?;
     // Shares the parameter's values; dropped before the parameter is written.
     let p: Flat<E, D> = param.clone().try_reshape_like(&(n,)).map_err(dev_err)?;
@@ -116,7 +110,7 @@ fn decayed<E: FloatDtype, D: TrainDevice<E>>(
     }
 }
 
-/// [`rules::sgd`].
+/// [`super::rules::sgd`].
 fn sgd<E: FloatDtype, D: TrainDevice<E>>(
     o: &Optim,
     step: u64,
@@ -143,7 +137,7 @@ fn sgd<E: FloatDtype, D: TrainDevice<E>>(
     Ok((1.0, d, o.lr))
 }
 
-/// [`rules::adam`].
+/// [`super::rules::adam`].
 fn adam<E: FloatDtype, D: TrainDevice<E>>(
     o: &Optim,
     step: u64,
@@ -178,7 +172,7 @@ fn adam<E: FloatDtype, D: TrainDevice<E>>(
     Ok((keep, update, o.lr / bias_correction1))
 }
 
-/// [`rules::rmsprop`].
+/// [`super::rules::rmsprop`].
 fn rmsprop<E: FloatDtype, D: TrainDevice<E>>(
     o: &Optim,
     p: Flat<E, D>,
@@ -255,7 +249,11 @@ mod tests {
         let p0: Vec<E> = (0..12).map(|i| at(i, 0)).collect();
         let mut host: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0.clone());
         let mut ops: Tensor<Rank2<3, 4>, E, Cpu> = dev.tensor(p0.clone());
-        let (mut host_buffers, mut ops_buffers, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        let zeros = || -> Vec<Flat<E, Cpu>> {
+            let kept = super::super::rules::buffers(o).len();
+            (0..kept).map(|_| dev.zeros_like(&(12,))).collect()
+        };
+        let (mut host_buffers, mut ops_buffers, mut scratch) = (zeros(), zeros(), Vec::new());
         for step in 1..=4u64 {
             let rule = StepRule {
                 config: o,
@@ -265,7 +263,8 @@ mod tests {
             let g: Vec<E> = (0..12).map(|i| at(i, step as usize)).collect();
             let mut grads = Gradients::leaky();
             Cpu::with_grad(&host, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
-            Cpu::step_param(&mut host, &mut grads, rule, &mut host_buffers, &mut scratch).unwrap();
+            super::super::rules::step(rule, &mut host, &mut grads, &mut host_buffers, &mut scratch)
+                .unwrap();
             let mut grads = Gradients::leaky();
             Cpu::with_grad(&ops, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
             super::step(rule, &mut ops, &mut grads, &mut ops_buffers).unwrap();
@@ -275,7 +274,6 @@ mod tests {
                 ops.array(),
                 "{what}: parameter after step {step}"
             );
-            assert_eq!(host_buffers.len(), rules::buffers(o).len());
             for (h, t) in host_buffers.iter().zip(&ops_buffers) {
                 assert_eq!(h.as_vec(), t.as_vec(), "{what}: buffers after step {step}");
             }
@@ -303,7 +301,8 @@ mod tests {
             clip: Clip::None,
         };
         let mut p: Tensor<Rank2<1, 2>, f32, Cpu> = dev.tensor([[1.0, -2.0]]);
-        super::step(rule, &mut p, &mut Gradients::leaky(), &mut Vec::new()).unwrap();
+        let mut buffers = vec![dev.zeros_like(&(2,))];
+        super::step(rule, &mut p, &mut Gradients::leaky(), &mut buffers).unwrap();
         assert_eq!(p.array(), [[0.95, -1.9]]);
     }
 

@@ -15,17 +15,14 @@
 pub(crate) mod composed;
 mod config;
 pub(crate) mod grads;
-mod rules;
+pub(crate) mod rules;
 pub mod scheduler;
 mod state;
 
 pub use config::{Optim, OptimKind};
 pub use grads::{Clip, ClipAlgorithm};
-pub use rules::StepRule;
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,
 };
 pub use state::Optimizer;
-
-pub(crate) use rules::{apply, buffers};

@@ -1,8 +1,12 @@
 //! The update rules, one function each, in the order of operations of PyTorch's documented
-//! algorithms (the single-tensor `for` implementations of `torch.optim`).
+//! algorithms (the single-tensor `for` implementations of `torch.optim`), on host values: what
+//! the CPU runs ([`TrainDevice::HOST_KERNELS`]; other devices run `composed.rs`).
+
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Gradients, Tensor};
 
 use super::{Clip, Optim};
-use crate::FloatDtype;
+use crate::{FloatDtype, Result, TrainDevice};
 
 fn c<E: FloatDtype>(x: f64) -> E {
     E::from(x).unwrap_or_else(E::nan)
@@ -21,7 +25,7 @@ pub(crate) fn buffers(config: &Optim) -> &'static [&'static str] {
 
 /// What one optimizer step does to each parameter.
 #[derive(Debug, Clone, Copy)]
-pub struct StepRule<'a> {
+pub(crate) struct StepRule<'a> {
     /// The optimizer's settings.
     pub config: &'a Optim,
     /// The step's number, from 1.
@@ -30,21 +34,46 @@ pub struct StepRule<'a> {
     pub clip: Clip,
 }
 
-/// `rule`'s update of one parameter's values `p`, from its gradient `g` (clipped already),
-/// with its buffers (in [`buffers`]' order).
-pub(crate) fn apply<E: FloatDtype>(
+/// One step of `param` on the host (the CPU): its gradient clipped in place, then the rule
+/// on host copies of its values and `buffers` (in [`buffers`]' order), which are written back.
+pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     rule: StepRule<'_>,
-    p: &mut [E],
-    g: &[E],
-    buffers: &mut [Vec<E>],
-) {
+    param: &mut Tensor<S, E, D>,
+    grads: &mut Gradients<E, D>,
+    buffers: &mut [Tensor<(usize,), E, D>],
+    scratch: &mut Vec<Vec<E>>,
+) -> Result<()> {
+    let n = param.shape().num_elements();
+    scratch.resize_with(1 + buffers.len(), Vec::new);
+    let (values, held) = scratch.split_at_mut(1);
+    let values = &mut values[0];
+    values.resize(n, E::zero());
+    param.copy_into(values);
+    for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
+        host.resize(n, E::zero());
+        buffer.copy_into(host);
+    }
+    D::with_grad(param, grads, |g| {
+        rule.clip.apply(g);
+        apply(rule, values, g, held);
+    })?;
+    param.copy_from(values);
+    for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
+        buffer.copy_from(host);
+    }
+    Ok(())
+}
+
+/// `rule`'s update of one parameter's values `p`, from its gradient `g` (clipped already),
+/// with its buffers.
+fn apply<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [Vec<E>]) {
     use super::OptimKind::*;
     let (config, step) = (rule.config, rule.step);
     match (config.kind, buffers) {
         (Sgd, [b, ..]) => sgd(config, step, p, g, b),
         (Adam | AdamW, [m, v, ..]) => adam(config, step, p, g, m, v),
         (RmsProp, [sa, mb, ga, ..]) => rmsprop(config, p, g, sa, mb, ga),
-        _ => debug_assert!(false, "the callers make every buffer of the rule first"),
+        _ => debug_assert!(false, "the optimizer makes every buffer of the rule first"),
     }
 }
 

@@ -1,7 +1,8 @@
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients, Tensor};
 
-use super::{rules, Clip, Optim, OptimKind, StepRule};
+use super::rules::{self, StepRule};
+use super::{Clip, Optim, OptimKind};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -166,12 +167,19 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         clip: Clip,
     ) -> Result<()> {
         if self.state.is_empty() {
-            // One entry per parameter in walk order; the device makes its buffers at its
-            // first step.
-            self.state = parameters(module)?
-                .into_iter()
-                .map(|(name, _, _)| (name, Vec::new()))
-                .collect();
+            // The buffers are made at the first step, zeros where the parameters live, in
+            // walk order (none for another rank's parameters under SHARD_GRAD_OP).
+            let kept = rules::buffers(&self.config).len();
+            let mut state = Vec::new();
+            for (i, (name, len, device)) in parameters(module)?.into_iter().enumerate() {
+                let mine = (self.owned.as_ref()).is_none_or(|o| o.get(i).copied().unwrap_or(true));
+                let buffers = (0..if mine { kept } else { 0 })
+                    .map(|_| device.try_zeros_like(&(len,)))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                state.push((name, buffers));
+            }
+            self.state = state;
         }
         self.step += 1;
         let Optimizer {
