@@ -12,7 +12,7 @@ mod quiet;
 use std::sync::{Arc, Mutex};
 
 use common::IrisClassifier as Iris;
-use fulmen::layers::{AdaptiveAvgPool2D, Conv2DNoBias, Flatten, MaxPool2D};
+use fulmen::layers::{AdaptiveAvgPool2D, Conv2D, Conv2DNoBias, Flatten, MaxPool2D};
 use fulmen::models::resnet::BasicBlockDown;
 use fulmen::optim::Clip;
 use fulmen::prelude::*;
@@ -381,6 +381,8 @@ struct Convs {
     stem: (Conv2DNoBias<3, 8, 3, 1, 1>, BatchNorm2D<8>, ReLU),
     pool: MaxPool2D<2, 2>,
     down: BasicBlockDown<8, 16, 2>,
+    /// A pointwise convolution with a bias: the GPU's matrix product over planes.
+    mix: Conv2D<16, 16, 1, 1, 0>,
     head: (AdaptiveAvgPool2D<2>, Flatten<64>, Linear<64, 5>),
 }
 
@@ -396,16 +398,20 @@ fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
     let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
         cpu.sample_normal_like(&(6, Const, 17, 15));
     let run_cpu = a.head.forward_mut(
-        a.down.forward_mut(
-            a.pool
-                .forward_mut(a.stem.forward_mut(x.clone().traced(a.alloc_grads()))),
+        a.mix.forward_mut(
+            a.down.forward_mut(
+                a.pool
+                    .forward_mut(a.stem.forward_mut(x.clone().traced(a.alloc_grads()))),
+            ),
         ),
     );
     let x_gpu = x.to_device(&gpu);
     let run_gpu = b.head.forward_mut(
-        b.down.forward_mut(
-            b.pool
-                .forward_mut(b.stem.forward_mut(x_gpu.traced(b.alloc_grads()))),
+        b.mix.forward_mut(
+            b.down.forward_mut(
+                b.pool
+                    .forward_mut(b.stem.forward_mut(x_gpu.traced(b.alloc_grads()))),
+            ),
         ),
     );
     let out_err = max_abs_diff(&run_cpu.as_vec(), &run_gpu.as_vec());
@@ -419,6 +425,14 @@ fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
         (
             g_cpu.get(&a.stem.1.weight).as_vec(),
             g_gpu.get(&b.stem.1.weight).as_vec(),
+        ),
+        (
+            g_cpu.get(&a.mix.weight).as_vec(),
+            g_gpu.get(&b.mix.weight).as_vec(),
+        ),
+        (
+            g_cpu.get(&a.mix.bias).as_vec(),
+            g_gpu.get(&b.mix.bias).as_vec(),
         ),
         (
             g_cpu.get(&a.head.2.weight).as_vec(),

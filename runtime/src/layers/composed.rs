@@ -11,7 +11,7 @@
 //! On the CPU the fused host kernels are several times faster; the layers use these only on
 //! other devices, and grouped convolutions (depthwise) always use the host kernels.
 
-use dfdx::shapes::{Axes2, Axes3, Axes4, Axis, Const, HasShape, Rank1};
+use dfdx::shapes::{Axes3, Axis, Const, HasShape, Rank1};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::{
     BroadcastTo, GatherTo, MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryAdd, TryConcatAlong,
@@ -21,58 +21,66 @@ use dfdx::tensor_ops::{
 use super::{ConvGeom, Dyn4, Images};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
+/// `[n, rows, columns]`: each image's windows, a row per window.
+type Dyn3<E, D, T> = Tensor<(usize, usize, usize), E, D, T>;
+
 fn dev_err(e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("{e:?}"))
 }
 
-/// For every window position (kernel row, kernel column, output row, output column, in that
-/// order) the input pixel it reads, `h * w` where it falls in the padding.
-fn window_rows(g: &ConvGeom) -> Vec<usize> {
+/// For every output pixel and, within it, every kernel tap (output row, output column, kernel
+/// row, kernel column, in that order) the input pixel it reads, `h * w` where it falls in the
+/// padding.
+fn window_pixels(g: &ConvGeom) -> Vec<usize> {
     let (k, ho, wo) = (g.k, g.h_out(), g.w_out());
-    let mut rows = Vec::with_capacity(k * k * ho * wo);
+    let mut pixels = Vec::with_capacity(ho * wo * k * k);
     let at = |o: usize, i: usize| (o * g.stride + i * g.dilation).checked_sub(g.padding);
-    for ky in 0..k {
-        for kx in 0..k {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let pixel = match (at(oy, ky), at(ox, kx)) {
+    for oy in 0..ho {
+        for ox in 0..wo {
+            for ky in 0..k {
+                for kx in 0..k {
+                    pixels.push(match (at(oy, ky), at(ox, kx)) {
                         (Some(y), Some(x)) if y < g.h && x < g.w => y * g.w + x,
                         _ => g.h * g.w,
-                    };
-                    rows.push(pixel);
+                    });
                 }
             }
         }
     }
-    rows
+    pixels
 }
 
-/// The windows of `x` as rows: `[k·k·h_out·w_out, n·c]`, one row per window position (in
-/// [`window_rows`]' order) holding that pixel of every plane; `pad` fills the padding.
+/// The windows of `x` as `[n, h_out·w_out·k·k, c]`: for each image, one row per output pixel
+/// and kernel tap (in [`window_pixels`]' order) holding that input pixel's channels; `pad`
+/// fills the padding. Rows of a pixel's channels are what the gather copies, so it reads and
+/// writes whole rows, and an output pixel's taps are adjacent: a convolution's columns
+/// (`[n·h_out·w_out, k·k·c]`) are these windows as they lie, with no copy of their own.
 fn windows<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     x: Dyn4<E, D, T>,
     g: &ConvGeom,
     pad: E,
-) -> Result<Tensor<(usize, usize), E, D, T>> {
+) -> Result<Dyn3<E, D, T>> {
     let (n, c, h, w) = *x.shape();
     let dev = x.device().clone();
+    // [n, c, h·w] seen as [n, h·w, c] (no copy); the concatenation lays it out channels last,
+    // with one padding pixel after each image's.
     let pixels = x
-        .try_reshape_like(&(n * c, h * w))
+        .try_reshape_like(&(n, c, h * w))
         .map_err(dev_err)?
-        .try_permute::<_, Axes2<1, 0>>()
+        .try_permute::<_, Axes3<0, 2, 1>>()
         .map_err(dev_err)?;
-    let pad_row: Tensor<(usize, usize), E, D> = dev
-        .try_tensor_from_vec(vec![pad; n * c], (1, n * c))
+    let pad: Dyn3<E, D, NoneTape> = dev
+        .try_tensor_from_vec(vec![pad; n * c], (n, 1, c))
         .map_err(dev_err)?;
-    let padded = (
-        pixels.try_reshape_like(&(h * w, n * c)).map_err(dev_err)?,
-        pad_row,
-    )
-        .try_concat_along(Axis::<0>)
+    let padded = (pixels, pad).try_concat_along(Axis::<1>).map_err(dev_err)?;
+    let taps = window_pixels(g);
+    let len = taps.len();
+    // One index per window row, the same for every image (broadcast, not copied).
+    let idx = dev
+        .try_tensor_from_vec(taps, (len,))
+        .map_err(dev_err)?
+        .try_broadcast_like::<_, Axis<0>>(&(n, len))
         .map_err(dev_err)?;
-    let rows = window_rows(g);
-    let len = rows.len();
-    let idx = dev.try_tensor_from_vec(rows, (len,)).map_err(dev_err)?;
     padded.try_gather(idx).map_err(dev_err)
 }
 
@@ -89,46 +97,69 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     let (n, c, h, w) = (g.batch, g.c_in, g.h, g.w);
     let (ho, wo, k, oc) = (g.h_out(), g.w_out(), g.k, g.c_out);
     let kk = k * k;
-    let cols = if k == 1 && g.stride == 1 && g.padding == 0 {
-        // A pointwise convolution reads every pixel once: its columns are the pixels.
-        x.try_reshape_like(&(n, c, h * w))
+    let y = if k == 1 && g.stride == 1 && g.padding == 0 {
+        // A pointwise convolution reads every pixel once: `[oc, c]` times the pixels channel by
+        // channel, `[c, n·h·w]`. Both copies (to that layout and back) move whole planes.
+        let planes = x
+            .try_reshape_like(&(n, c, h * w))
             .map_err(dev_err)?
-            .try_permute::<_, Axes3<0, 2, 1>>()
+            .try_permute::<_, Axes3<1, 0, 2>>()
             .map_err(dev_err)?
-            .try_reshape_like(&(n * h * w, c))
-            .map_err(dev_err)?
-    } else {
-        // [kk·ho·wo, n·c] → [kk, ho·wo, n, c] → [n, ho·wo, c, kk] → [n·ho·wo, c·kk]
-        windows(x, g, E::zero())?
-            .try_reshape_like(&(kk, ho * wo, n, c))
-            .map_err(dev_err)?
-            .try_permute::<_, Axes4<2, 1, 3, 0>>()
-            .map_err(dev_err)?
-            .try_reshape_like(&(n * ho * wo, c * kk))
-            .map_err(dev_err)?
-    };
-    let w_cols = weight
-        .clone()
-        .retaped::<T>()
-        .try_reshape_like(&(oc, c * kk))
-        .map_err(dev_err)?
-        .try_permute::<_, Axes2<1, 0>>()
-        .map_err(dev_err)?;
-    let mut y = cols.try_matmul(w_cols).map_err(dev_err)?;
-    if let Some(b) = bias {
-        let b = b
+            .try_reshape_like(&(c, n * h * w))
+            .map_err(dev_err)?;
+        let y = weight
             .clone()
             .retaped::<T>()
-            .try_broadcast_like::<_, Axis<0>>(&(n * ho * wo, oc))
+            .try_reshape_like(&(oc, c))
+            .map_err(dev_err)?
+            .try_matmul(planes)
             .map_err(dev_err)?;
-        y = y.try_add(b).map_err(dev_err)?;
-    }
-    y.try_reshape_like(&(n, ho * wo, oc))
+        if let Some(b) = bias {
+            let b = b
+                .clone()
+                .retaped::<T>()
+                .try_broadcast_like::<_, Axis<1>>(&(oc, n * h * w))
+                .map_err(dev_err)?;
+            y.try_add(b).map_err(dev_err)?
+        } else {
+            y
+        }
+        .try_reshape_like(&(oc, n, h * w))
+        .map_err(dev_err)?
+        .try_permute::<_, Axes3<1, 0, 2>>()
+        .map_err(dev_err)?
+    } else {
+        // The columns `[n·ho·wo, kk·c]` times the weight as `[kk·c, oc]` (a copy of the
+        // weight, taps first, to match the columns).
+        let cols = windows(x, g, E::zero())?
+            .try_reshape_like(&(n * ho * wo, kk * c))
+            .map_err(dev_err)?;
+        let w_cols = weight
+            .clone()
+            .retaped::<T>()
+            .try_reshape_like(&(oc, c, kk))
+            .map_err(dev_err)?
+            .try_permute::<_, Axes3<2, 1, 0>>()
+            .map_err(dev_err)?
+            .try_reshape_like(&(kk * c, oc))
+            .map_err(dev_err)?;
+        let y = cols.try_matmul(w_cols).map_err(dev_err)?;
+        if let Some(b) = bias {
+            let b = b
+                .clone()
+                .retaped::<T>()
+                .try_broadcast_like::<_, Axis<0>>(&(n * ho * wo, oc))
+                .map_err(dev_err)?;
+            y.try_add(b).map_err(dev_err)?
+        } else {
+            y
+        }
+        .try_reshape_like(&(n, ho * wo, oc))
         .map_err(dev_err)?
         .try_permute::<_, Axes3<0, 2, 1>>()
         .map_err(dev_err)?
-        .try_reshape_like(&(n, oc, ho, wo))
-        .map_err(dev_err)
+    };
+    y.try_reshape_like(&(n, oc, ho, wo)).map_err(dev_err)
 }
 
 /// Max or average pooling over square windows (averages count the padding, as PyTorch's
@@ -160,17 +191,15 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
         .map_err(|_| Error::msg("pool2d: not an image batch"))?;
     let pad = if max { E::neg_infinity() } else { E::zero() };
     let rows = windows(x, &g, pad)?
-        .try_reshape_like(&(k * k, ho * wo * n * C))
+        .try_reshape_like(&(n, ho * wo, k * k, C))
         .map_err(dev_err)?;
-    let pooled: Tensor<(usize,), E, D, T> = if max {
-        rows.try_max::<_, Axis<0>>().map_err(dev_err)?
+    let pooled: Dyn3<E, D, T> = if max {
+        rows.try_max::<_, Axis<2>>().map_err(dev_err)?
     } else {
-        rows.try_mean::<_, Axis<0>>().map_err(dev_err)?
+        rows.try_mean::<_, Axis<2>>().map_err(dev_err)?
     };
     pooled
-        .try_reshape_like(&(ho * wo, n * C))
-        .map_err(dev_err)?
-        .try_permute::<_, Axes2<1, 0>>()
+        .try_permute::<_, Axes3<0, 2, 1>>()
         .map_err(dev_err)?
         .try_reshape_like(&(n, Const::<C>, ho, wo))
         .map_err(dev_err)
