@@ -28,8 +28,8 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
     const HOST_KERNELS: bool;
 
     /// Calls `f` with the parameter's gradient as a host slice (checkpoints of accumulated
-    /// gradients, 16-mixed's unscaling, and on the CPU the optimizer step, the clipping norm
-    /// and the anomaly check); what `f` leaves there is the gradient.
+    /// gradients, and on the CPU the optimizer step, the clipping norm, the anomaly check and
+    /// 16-mixed's unscaling); what `f` leaves there is the gradient.
     fn with_grad<S: dfdx::shapes::Shape>(
         param: &Tensor<S, E, Self>,
         grads: &mut Gradients<E, Self>,

@@ -11,8 +11,8 @@ use dfdx::nn::{
     RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
     ViewTensorName, ViewTensorRef,
 };
-use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, Tensor};
+use dfdx::shapes::{HasShape, Rank0, Shape};
+use dfdx::tensor::{Gradients, OwnedTape, Tensor};
 
 use crate::optim::rules::StepRule;
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -28,6 +28,11 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn grad_sum_of_squares(&self, grads: &mut Gradients<E, D>) -> Result<f64>;
     /// Whether the tensor's gradient holds no NaN or infinity, checked where it lives.
     fn grad_is_finite(&self, grads: &mut Gradients<E, D>) -> Result<bool>;
+    /// The gradient in `grads` (zeros if it has none), flat: a copy, where it lives.
+    fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Tensor<(usize,), E, D>>;
+    /// `⟨self, g⟩` for a flat `g`, on a tape of its own: differentiating it adds `g`, times
+    /// the result's gradient, into this tensor's gradient, where it lives.
+    fn dot(&self, g: Tensor<(usize,), E, D>) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>>;
     /// The gradient's buffer as the device holds it (allocated if it had none).
     #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
     fn grad_buffer<'g>(
@@ -83,6 +88,12 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
         } else {
             crate::optim::composed::is_finite(self, grads)
         }
+    }
+    fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Tensor<(usize,), E, D>> {
+        crate::optim::composed::gradient(self, grads)
+    }
+    fn dot(&self, g: Tensor<(usize,), E, D>) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>> {
+        crate::optim::composed::dot(self, g)
     }
     fn grad_buffer<'g>(
         &self,

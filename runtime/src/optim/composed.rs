@@ -6,8 +6,8 @@
 //! gradients' reductions for clipping and the anomaly check are here too.
 
 use dfdx::shapes::{HasShape, Rank0, Shape};
-use dfdx::tensor::{Gradients, Tensor};
-use dfdx::tensor_ops::{ReshapeTo, SumTo, TryAdd, TryDiv, TryMul, TrySub};
+use dfdx::tensor::{Gradients, OwnedTape, Tensor};
+use dfdx::tensor_ops::{ReshapeTo, SumTo, TryAdd, TryDiv, TryMatMul, TryMul, TrySub};
 
 use super::rules::StepRule;
 use super::{Clip, Optim, OptimKind};
@@ -43,13 +43,30 @@ pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
 }
 
 /// `param`'s gradient in `grads` (zeros if it has none), flat: a copy, where it lives.
-fn gradient<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+pub(crate) fn gradient<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     param: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
 ) -> Result<Flat<E, D>> {
     let n = param.shape().num_elements();
     grads.try_alloc_for(param).map_err(dev_err)?;
     grads.get(param).try_reshape_like(&(n,)).map_err(dev_err)
+}
+
+/// `⟨param, g⟩` on a tape of its own, as a product `[1, n] · [n, 1]`: its backward adds `g`
+/// times the result's gradient into `param`'s gradient with one matrix product on the device
+/// (dfdx has no other way to add a tensor into a gradient buffer).
+pub(crate) fn dot<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    param: &Tensor<S, E, D>,
+    g: Flat<E, D>,
+) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>> {
+    let n = param.shape().num_elements();
+    param
+        .clone()
+        .retaped::<OwnedTape<E, D>>()
+        .try_reshape_like(&(1, n))
+        .and_then(|p| p.try_matmul(g.try_reshape_like(&(n, 1))?))
+        .and_then(|d| d.try_reshape_like(&()))
+        .map_err(dev_err)
 }
 
 /// [`Clip::apply`].
