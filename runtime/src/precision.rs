@@ -238,7 +238,7 @@ where
     H: TensorCollection<Half, D>,
 {
     let err = |e: <D as HasErr>::Err| Error::Device(format!("16-mixed unscaling: {e:?}"));
-    let mut unscaled: Vec<Tensor<(usize,), f32, D>> = Vec::new();
+    let mut in_f32: Vec<Tensor<(usize,), f32, D>> = Vec::new();
     let mut check: Option<Tensor<Rank0, f32, D>> = None;
     walk::read(half, |_, item| {
         if let Item::Tensor {
@@ -259,7 +259,7 @@ where
                 Some(c) => c.try_add(zero).map_err(err)?,
                 None => zero,
             });
-            unscaled.push(g);
+            in_f32.push(g);
         }
         Ok(())
     })?;
@@ -269,7 +269,7 @@ where
     if !check.as_vec().first().is_some_and(|v| v.is_finite()) {
         return Ok(false);
     }
-    let mut unscaled = unscaled.into_iter();
+    let mut in_f32 = in_f32.into_iter();
     let mut total: Option<Tensor<Rank0, f32, D, OwnedTape<f32, D>>> = None;
     walk::read(model, |name, item| {
         if let Item::Tensor {
@@ -277,7 +277,7 @@ where
             trainable: true,
         } = item
         {
-            let g = unscaled.next().ok_or_else(|| {
+            let g = in_f32.next().ok_or_else(|| {
                 Error::msg(format!("16-mixed: `{name}` has no half-precision twin"))
             })?;
             let d = tensor.dot(g)?;

@@ -107,27 +107,17 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
             .map_err(dev_err)?
             .try_reshape_like(&(c, n * h * w))
             .map_err(dev_err)?;
-        let y = weight
+        weight
             .clone()
             .retaped::<T>()
             .try_reshape_like(&(oc, c))
             .map_err(dev_err)?
             .try_matmul(planes)
-            .map_err(dev_err)?;
-        if let Some(b) = bias {
-            let b = b
-                .clone()
-                .retaped::<T>()
-                .try_broadcast_like::<_, Axis<1>>(&(oc, n * h * w))
-                .map_err(dev_err)?;
-            y.try_add(b).map_err(dev_err)?
-        } else {
-            y
-        }
-        .try_reshape_like(&(oc, n, h * w))
-        .map_err(dev_err)?
-        .try_permute::<_, Axes3<1, 0, 2>>()
-        .map_err(dev_err)?
+            .map_err(dev_err)?
+            .try_reshape_like(&(oc, n, h * w))
+            .map_err(dev_err)?
+            .try_permute::<_, Axes3<1, 0, 2>>()
+            .map_err(dev_err)?
     } else {
         // The columns `[n·ho·wo, kk·c]` times the weight as `[kk·c, oc]` (a copy of the
         // weight, taps first, to match the columns).
@@ -143,23 +133,25 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
             .map_err(dev_err)?
             .try_reshape_like(&(kk * c, oc))
             .map_err(dev_err)?;
-        let y = cols.try_matmul(w_cols).map_err(dev_err)?;
-        if let Some(b) = bias {
+        cols.try_matmul(w_cols)
+            .map_err(dev_err)?
+            .try_reshape_like(&(n, ho * wo, oc))
+            .map_err(dev_err)?
+            .try_permute::<_, Axes3<0, 2, 1>>()
+            .map_err(dev_err)?
+    };
+    let y = y.try_reshape_like(&(n, oc, ho, wo)).map_err(dev_err)?;
+    match bias {
+        Some(b) => {
             let b = b
                 .clone()
                 .retaped::<T>()
-                .try_broadcast_like::<_, Axis<0>>(&(n * ho * wo, oc))
+                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&(n, oc, ho, wo))
                 .map_err(dev_err)?;
-            y.try_add(b).map_err(dev_err)?
-        } else {
-            y
+            y.try_add(b).map_err(dev_err)
         }
-        .try_reshape_like(&(n, ho * wo, oc))
-        .map_err(dev_err)?
-        .try_permute::<_, Axes3<0, 2, 1>>()
-        .map_err(dev_err)?
-    };
-    y.try_reshape_like(&(n, oc, ho, wo)).map_err(dev_err)
+        None => Ok(y),
+    }
 }
 
 /// Max or average pooling over square windows (averages count the padding, as PyTorch's
