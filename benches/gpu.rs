@@ -244,6 +244,16 @@ mod ops {
         time(dev, "matmul_g_bt_131072x64x576_forward", dtype, || {
             let _ = g.clone().matmul(b.clone().permute::<_, Axes2<1, 0>>());
         });
+        // A hundred ops on one value each: what an op costs when it has no work (dfdx copies
+        // each op's shapes and strides to the device and allocates its output), against
+        // `relu_8M_forward`, one op with work. A ResNet-50 step runs thousands of ops.
+        let one: Tensor<Rank1<1>, E, Cuda> = filled(dev, Rank1::<1>::default());
+        time(dev, "add_1_value_100_ops_forward", dtype, || {
+            let mut t = one.clone();
+            for _ in 0..100 {
+                t = t + one.clone();
+            }
+        });
         time(dev, "relu_8M_forward", dtype, || {
             let _ = y.clone().relu();
         });
