@@ -2,7 +2,9 @@
 //! host rules would copy every parameter, gradient and buffer to the host and back each step
 //! (CUDA, [`TrainDevice::HOST_KERNELS`] false). Each op is one of the host rule's, in its
 //! order, so on the CPU both give the same bits (the tests below). The parameter is changed in
-//! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity. The
+//! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity; so are the
+//! buffers and the gradient copy wherever the rule is `a·x + b·y` (one op instead of three,
+//! and no new buffer: on CUDA each op is a launch and an allocation, per tensor). The
 //! gradients' reductions for clipping and the anomaly check are here too.
 
 use dfdx::shapes::{HasShape, Rank0, Shape};
@@ -120,11 +122,11 @@ fn decayed<E: FloatDtype, D: TrainDevice<E>>(
     p: &Flat<E, D>,
     g: Flat<E, D>,
 ) -> std::result::Result<Flat<E, D>, D::Err> {
+    let mut g = g;
     if o.weight_decay != 0.0 {
-        g.try_add(p.clone().try_mul(c::<E>(o.weight_decay))?)
-    } else {
-        Ok(g)
+        g.try_axpy(1.0, p, o.weight_decay)?;
     }
+    Ok(g)
 }
 
 /// [`super::rules::sgd`].
@@ -139,17 +141,16 @@ fn sgd<E: FloatDtype, D: TrainDevice<E>>(
     drop(p);
     if o.momentum != 0.0 {
         let b = &mut buffers[0];
-        *b = if step == 1 {
-            d.clone()
+        if step == 1 {
+            *b = d.clone();
         } else {
-            let decayed = b.clone().try_mul(c::<E>(o.momentum))?;
-            decayed.try_add(d.clone().try_mul(c::<E>(1.0 - o.dampening))?)?
-        };
-        d = if o.nesterov {
-            d.try_add(b.clone().try_mul(c::<E>(o.momentum))?)?
+            b.try_axpy(o.momentum, &d, 1.0 - o.dampening)?;
+        }
+        if o.nesterov {
+            d.try_axpy(1.0, b, o.momentum)?;
         } else {
-            b.clone()
-        };
+            d = b.clone();
+        }
     }
     Ok((1.0, d, o.lr))
 }
@@ -179,7 +180,7 @@ fn adam<E: FloatDtype, D: TrainDevice<E>>(
         .clone()
         .try_add(g.clone().try_sub(m.clone())?.try_mul(c::<E>(1.0 - b1))?)?;
     let squared = g.clone().try_mul(c::<E>(1.0 - b2))?.try_mul(g)?;
-    *v = v.clone().try_mul(c::<E>(b2))?.try_add(squared)?;
+    v.try_axpy(b2, &squared, 1.0)?;
     let denom = v
         .clone()
         .try_sqrt()?
@@ -203,7 +204,7 @@ fn rmsprop<E: FloatDtype, D: TrainDevice<E>>(
     let (sa, mb, ga) = (&mut sa[0], &mut mb[0], &mut ga[0]);
     let one_minus_alpha = c::<E>(1.0 - o.alpha);
     let squared = g.clone().try_mul(one_minus_alpha)?.try_mul(g.clone())?;
-    *sa = sa.clone().try_mul(c::<E>(o.alpha))?.try_add(squared)?;
+    sa.try_axpy(o.alpha, &squared, 1.0)?;
     let avg = if o.centered {
         *ga = ga
             .clone()
@@ -214,10 +215,7 @@ fn rmsprop<E: FloatDtype, D: TrainDevice<E>>(
         sa.clone().try_sqrt()?.try_add(c::<E>(o.eps))?
     };
     let update = if o.momentum > 0.0 {
-        *mb = mb
-            .clone()
-            .try_mul(c::<E>(o.momentum))?
-            .try_add(g.try_div(avg)?)?;
+        mb.try_axpy(o.momentum, &g.try_div(avg)?, 1.0)?;
         mb.clone()
     } else {
         g.try_div(avg)?
