@@ -176,9 +176,7 @@ fn adam<E: FloatDtype, D: TrainDevice<E>>(
     let (m, v) = buffers.split_at_mut(1);
     let (m, v) = (&mut m[0], &mut v[0]);
     // exp_avg.lerp_(grad, 1 - beta1)
-    *m = m
-        .clone()
-        .try_add(g.clone().try_sub(m.clone())?.try_mul(c::<E>(1.0 - b1))?)?;
+    m.try_axpy(1.0, &g.clone().try_sub(m.clone())?, 1.0 - b1)?;
     let squared = g.clone().try_mul(c::<E>(1.0 - b2))?.try_mul(g)?;
     v.try_axpy(b2, &squared, 1.0)?;
     let denom = v
@@ -206,9 +204,7 @@ fn rmsprop<E: FloatDtype, D: TrainDevice<E>>(
     let squared = g.clone().try_mul(one_minus_alpha)?.try_mul(g.clone())?;
     sa.try_axpy(o.alpha, &squared, 1.0)?;
     let avg = if o.centered {
-        *ga = ga
-            .clone()
-            .try_add(g.clone().try_sub(ga.clone())?.try_mul(one_minus_alpha)?)?;
+        ga.try_axpy(1.0, &g.clone().try_sub(ga.clone())?, 1.0 - o.alpha)?;
         let variance = sa.clone().try_sub(ga.clone().try_mul(ga.clone())?)?;
         variance.try_sqrt()?.try_add(c::<E>(o.eps))?
     } else {
