@@ -120,9 +120,8 @@ fn c<E: FloatDtype>(x: f64) -> E {
 fn decayed<E: FloatDtype, D: TrainDevice<E>>(
     o: &Optim,
     p: &Flat<E, D>,
-    g: Flat<E, D>,
+    mut g: Flat<E, D>,
 ) -> std::result::Result<Flat<E, D>, D::Err> {
-    let mut g = g;
     if o.weight_decay != 0.0 {
         g.try_axpy(1.0, p, o.weight_decay)?;
     }
