@@ -21,7 +21,7 @@ use crate::{Error, Result};
 use dfdx::nn::{TensorCollection, ZeroGrads};
 use dfdx::shapes::Rank0;
 use dfdx::tensor::{Gradients, HasErr, OwnedTape, Tensor, Trace};
-use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
+use dfdx::tensor_ops::{Backward, TryAdd, TryMul};
 
 use crate::walk::{self, Item};
 use num_traits::{FromPrimitive, ToPrimitive};
@@ -99,7 +99,7 @@ pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S>
     pub scaler: LossScaler,
     /// The copy and loss of the step in flight.
     pending: Option<(H, Loss<Half, D>)>,
-    /// Unscaled gradients, reused between steps.
+    /// Unscaled gradients on the host (the CPU's path), reused between steps.
     buffer: Vec<Vec<f32>>,
     window_inf: bool,
 }
@@ -223,8 +223,8 @@ where
 /// [`unscale_on_host`] without leaving the device: each half gradient becomes f32 there, and
 /// is added into its f32 gradient by differentiating `inv · Σ ⟨p, g⟩` over the f32 tensors
 /// `p` ([`AnyTensor::dot`](crate::walk::AnyTensor::dot): one matrix product each way per
-/// tensor). One number comes to the host: the sum of `g·0` over every gradient, which is 0
-/// when all their values are finite and NaN otherwise.
+/// tensor). One number comes to the host: the sum of every gradient's
+/// [`finite_probe`](crate::optim::composed::finite_probe).
 fn unscale_where_they_live<D, M, H>(
     half: &H,
     half_grads: &mut Gradients<Half, D>,
@@ -250,14 +250,10 @@ where
                 .grad_flat(half_grads)?
                 .try_to_dtype::<f32>()
                 .map_err(err)?;
-            let zero = g
-                .clone()
-                .try_mul(0.0)
-                .and_then(|z| z.try_sum())
-                .map_err(err)?;
+            let probe = crate::optim::composed::finite_probe(g.clone())?;
             check = Some(match check.take() {
-                Some(c) => c.try_add(zero).map_err(err)?,
-                None => zero,
+                Some(c) => c.try_add(probe).map_err(err)?,
+                None => probe,
             });
             in_f32.push(g);
         }
@@ -310,6 +306,7 @@ mod tests {
     use super::*;
     use dfdx::nn::{builders::Linear, BuildOnDevice, Module, ToDtype};
     use dfdx::prelude::{Cpu, SampleTensor};
+    use dfdx::tensor_ops::SumTo;
 
     type Net = (Linear<3, 4>, Linear<4, 2>);
     type Built<E> = <Net as BuildOnDevice<Cpu, E>>::Built;

@@ -95,18 +95,25 @@ pub(crate) fn sum_of_squares<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     Ok(sum.unwrap_or(f64::NAN))
 }
 
-/// Whether `param`'s gradient holds no NaN or infinity: the sum of `g·0` is 0 exactly when
-/// every value is finite (NaN otherwise); only the sum comes to the host.
+/// Whether `param`'s gradient holds no NaN or infinity ([`finite_probe`]); only the probe
+/// comes to the host.
 pub(crate) fn is_finite<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     param: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
 ) -> Result<bool> {
-    let g = gradient(param, grads)?;
-    let sum: Tensor<Rank0, E, D> = g
-        .try_mul(E::zero())
+    let probe = finite_probe(gradient(param, grads)?)?;
+    Ok(probe.as_vec().first().is_some_and(|v| v.is_finite()))
+}
+
+/// The sum of `g·0`, on `g`'s device: 0 exactly when every value of `g` is finite, NaN
+/// otherwise (unlike a sum of squares, which overflows on large finite values). Probes add
+/// up, so many tensors are checked with one number.
+pub(crate) fn finite_probe<E: FloatDtype, D: TrainDevice<E>>(
+    g: Flat<E, D>,
+) -> Result<Tensor<Rank0, E, D>> {
+    g.try_mul(E::zero())
         .and_then(|g| g.try_sum())
-        .map_err(dev_err)?;
-    Ok(sum.as_vec().first().is_some_and(|v| v.is_finite()))
+        .map_err(dev_err)
 }
 
 /// `(keep, update, scale)`: the parameter becomes `p·keep − update·scale`.
