@@ -23,7 +23,7 @@ use dfdx::shapes::Rank0;
 use dfdx::tensor::{Gradients, HasErr, OwnedTape, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, TryAdd, TryMul};
 
-use crate::walk::{self, Item};
+use crate::walk::{self, Item, ItemMut};
 use num_traits::{FromPrimitive, ToPrimitive};
 
 /// PyTorch's `GradScaler`: growth ×2 every 2000 good steps, backoff ×0.5 — but an initial
@@ -145,8 +145,7 @@ where
             .pending
             .take()
             .ok_or_else(|| Error::msg("16-mixed: backward without a forward"))?;
-        let buffers = crate::checkpoint::tensors::collect_buffers(&half)?;
-        crate::checkpoint::tensors::load_present(model, &buffers)?;
+        take_buffers(&half, model)?;
         let factor = Half::from_f64(self.scaler.scale / k as f64)
             .ok_or_else(|| Error::msg("16-mixed: the loss scale is not representable"))?;
         let mut half_grads = (loss * factor).backward();
@@ -173,6 +172,43 @@ where
     fn set_scaler(&mut self, scaler: LossScaler) {
         self.scaler = scaler;
     }
+}
+
+/// Copies the buffers of `half` (batch norm's running statistics, which its forward moved)
+/// into those of `model` (the same tensors in f32, in walk order), converted where they live.
+fn take_buffers<D, M, H>(half: &H, model: &mut M) -> Result<()>
+where
+    D: TrainDevice<f32> + TrainDevice<Half>,
+    M: TensorCollection<f32, D>,
+    H: TensorCollection<Half, D>,
+{
+    let err = |e: <D as HasErr>::Err| Error::Device(format!("16-mixed buffers: {e:?}"));
+    let mut moved = Vec::new();
+    walk::read(half, |name, item| {
+        if let Item::Tensor {
+            tensor,
+            trainable: false,
+        } = item
+        {
+            moved.push((name, tensor.flat()?.try_to_dtype::<f32>().map_err(err)?));
+        }
+        Ok(())
+    })?;
+    let mut moved = moved.into_iter();
+    walk::write(model, |name, item| match item {
+        ItemMut::Tensor {
+            tensor,
+            trainable: false,
+        } => match moved.next() {
+            Some((twin, values)) if twin == name => tensor
+                .set_flat(values)
+                .map_err(|e| Error::msg(format!("16-mixed: buffer `{name}`: {e}"))),
+            _ => Err(Error::msg(format!(
+                "16-mixed: buffer `{name}` has no half-precision twin"
+            ))),
+        },
+        _ => Ok(()),
+    })
 }
 
 /// Adds `inv` times the gradients of `half`'s trainable tensors into those of `model` (the
@@ -239,7 +275,7 @@ where
 {
     let err = |e: <D as HasErr>::Err| Error::Device(format!("16-mixed unscaling: {e:?}"));
     let mut in_f32: Vec<Tensor<(usize,), f32, D>> = Vec::new();
-    let mut check: Option<Tensor<Rank0, f32, D>> = None;
+    let mut check = grads::Total::<f32, D>::default();
     walk::read(half, |_, item| {
         if let Item::Tensor {
             tensor,
@@ -250,19 +286,12 @@ where
                 .grad_flat(half_grads)?
                 .try_to_dtype::<f32>()
                 .map_err(err)?;
-            let probe = crate::optim::composed::finite_probe(g.clone())?;
-            check = Some(match check.take() {
-                Some(c) => c.try_add(probe).map_err(err)?,
-                None => probe,
-            });
+            check.add_device(crate::optim::composed::finite_probe(g.clone())?)?;
             in_f32.push(g);
         }
         Ok(())
     })?;
-    let Some(check) = check else {
-        return Ok(true);
-    };
-    if !check.as_vec().first().is_some_and(|v| v.is_finite()) {
+    if !check.value().is_finite() {
         return Ok(false);
     }
     let mut in_f32 = in_f32.into_iter();

@@ -13,7 +13,9 @@ use dfdx::nn::{
 };
 use dfdx::shapes::{HasShape, Rank0, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tensor};
+use dfdx::tensor_ops::ReshapeTo;
 
+use crate::optim::grads::Total;
 use crate::optim::rules::StepRule;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -24,10 +26,19 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn device(&self) -> D;
     /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none).
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
-    /// Σ g² of the tensor's gradient (zero if it has none), summed where it lives.
-    fn grad_sum_of_squares(&self, grads: &mut Gradients<E, D>) -> Result<f64>;
-    /// Whether the tensor's gradient holds no NaN or infinity, checked where it lives.
-    fn grad_is_finite(&self, grads: &mut Gradients<E, D>) -> Result<bool>;
+    /// Adds Σ g² of the tensor's gradient (zero if it has none) to `total`, summed where it
+    /// lives.
+    fn grad_sum_of_squares(
+        &self,
+        grads: &mut Gradients<E, D>,
+        total: &mut Total<E, D>,
+    ) -> Result<()>;
+    /// Adds 0 to `total` if the tensor's gradient holds no NaN or infinity, NaN if it does:
+    /// checked where it lives.
+    fn grad_finite_probe(&self, grads: &mut Gradients<E, D>, total: &mut Total<E, D>)
+        -> Result<()>;
+    /// The values, flat, where they live.
+    fn flat(&self) -> Result<Tensor<(usize,), E, D>>;
     /// The gradient in `grads` (zeros if it has none), flat: a copy, where it lives.
     fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Tensor<(usize,), E, D>>;
     /// `⟨self, g⟩` for a flat `g`, on a tape of its own: differentiating it adds `g`, times
@@ -44,6 +55,9 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
 /// A tensor of any shape, also written.
 pub(crate) trait AnyTensorMut<E: FloatDtype, D: TrainDevice<E>>: AnyTensor<E, D> {
     fn set_values(&mut self, values: &[E]);
+    /// Takes `values` (flat, of as many values as the tensor has, on its device) as its
+    /// values.
+    fn set_flat(&mut self, values: Tensor<(usize,), E, D>) -> Result<()>;
     /// One optimizer step of the tensor from its gradient, clipped first, with the rule's
     /// buffers for it: on the host ([`TrainDevice::HOST_KERNELS`]) or as dfdx ops where it
     /// lives.
@@ -69,25 +83,39 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
     }
-    fn grad_sum_of_squares(&self, grads: &mut Gradients<E, D>) -> Result<f64> {
+    fn grad_sum_of_squares(
+        &self,
+        grads: &mut Gradients<E, D>,
+        total: &mut Total<E, D>,
+    ) -> Result<()> {
         if D::HOST_KERNELS {
-            let mut sum = 0.0;
             D::with_grad(self, grads, |g| {
-                sum = crate::optim::grads::sum_of_squares(g)
-            })?;
-            Ok(sum)
+                total.add_host(crate::optim::grads::sum_of_squares(g))
+            })
         } else {
-            crate::optim::composed::sum_of_squares(self, grads)
+            total.add_device(crate::optim::composed::sum_of_squares(self, grads)?)
         }
     }
-    fn grad_is_finite(&self, grads: &mut Gradients<E, D>) -> Result<bool> {
+    fn grad_finite_probe(
+        &self,
+        grads: &mut Gradients<E, D>,
+        total: &mut Total<E, D>,
+    ) -> Result<()> {
         if D::HOST_KERNELS {
-            let mut finite = true;
-            D::with_grad(self, grads, |g| finite = g.iter().all(|v| v.is_finite()))?;
-            Ok(finite)
+            D::with_grad(self, grads, |g| {
+                let finite = g.iter().all(|v| v.is_finite());
+                total.add_host(if finite { 0.0 } else { f64::NAN })
+            })
         } else {
-            crate::optim::composed::is_finite(self, grads)
+            let g = crate::optim::composed::gradient(self, grads)?;
+            total.add_device(crate::optim::composed::finite_probe(g)?)
         }
+    }
+    fn flat(&self) -> Result<Tensor<(usize,), E, D>> {
+        let n = self.shape().num_elements();
+        self.clone()
+            .try_reshape_like(&(n,))
+            .map_err(|e| Error::Device(format!("{e:?}")))
     }
     fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Tensor<(usize,), E, D>> {
         crate::optim::composed::gradient(self, grads)
@@ -108,6 +136,19 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
 impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S, E, D> {
     fn set_values(&mut self, values: &[E]) {
         self.copy_from(values);
+    }
+    fn set_flat(&mut self, values: Tensor<(usize,), E, D>) -> Result<()> {
+        let (n, len) = (self.shape().num_elements(), values.shape().0);
+        if n != len {
+            return Err(Error::msg(format!(
+                "{len} values for a tensor of {n} ({:?})",
+                self.dims()
+            )));
+        }
+        *self = values
+            .try_reshape_like(self.shape())
+            .map_err(|e| Error::Device(format!("{e:?}")))?;
+        Ok(())
     }
     fn step(
         &mut self,

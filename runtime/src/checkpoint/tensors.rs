@@ -113,24 +113,6 @@ pub(crate) fn collect<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     })
 }
 
-/// The tensors of `module` that are not trained (batch norm's running statistics), by name.
-pub(crate) fn collect_buffers<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
-) -> Result<Records> {
-    let mut into = Records::new();
-    walk::read(module, |name, item| {
-        if let Item::Tensor {
-            tensor,
-            trainable: false,
-        } = item
-        {
-            into.insert(name, Record::from_values(tensor.dims(), &tensor.values()));
-        }
-        Ok(())
-    })?;
-    Ok(into)
-}
-
 /// Loads every tensor of `module` from `records`, checking names and shapes; the names of
 /// `records` the module used are returned so that the caller can refuse leftovers.
 pub(crate) fn load<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
@@ -138,29 +120,7 @@ pub(crate) fn load<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     records: &Records,
 ) -> Result<Vec<String>> {
     let mut used = Vec::new();
-    load_into(module, records, false, &mut used)?;
-    Ok(used)
-}
-
-/// Loads the tensors of `module` that `records` has (by name; shapes must agree), leaving the
-/// others as they are.
-pub(crate) fn load_present<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &mut M,
-    records: &Records,
-) -> Result<()> {
-    load_into(module, records, true, &mut Vec::new())
-}
-
-fn load_into<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &mut M,
-    records: &Records,
-    only_present: bool,
-    used: &mut Vec<String>,
-) -> Result<()> {
     walk::write(module, |name, item| {
-        if only_present && !records.contains_key(&name) {
-            return Ok(());
-        }
         match item {
             ItemMut::Tensor { tensor, .. } => {
                 let values = lookup(records, &name, &tensor.dims())?.values::<E>(&name)?;
@@ -177,7 +137,8 @@ fn load_into<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
         }
         used.push(name);
         Ok(())
-    })
+    })?;
+    Ok(used)
 }
 
 /// Stored tensor `name`, which must have `shape` (the one the model expects).

@@ -83,26 +83,13 @@ fn clipped<E: FloatDtype, D: TrainDevice<E>>(
     }
 }
 
-/// Σ g² of `param`'s gradient (zero if it has none), summed in its dtype where it lives; only
-/// the sum comes to the host.
+/// Σ g² of `param`'s gradient (zero if it has none), summed in its dtype where it lives.
 pub(crate) fn sum_of_squares<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     param: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
-) -> Result<f64> {
+) -> Result<Tensor<Rank0, E, D>> {
     let g = gradient(param, grads)?;
-    let sum: Tensor<Rank0, E, D> = g.try_square().and_then(|g| g.try_sum()).map_err(dev_err)?;
-    let sum = sum.as_vec().first().and_then(|v| v.to_f64());
-    Ok(sum.unwrap_or(f64::NAN))
-}
-
-/// Whether `param`'s gradient holds no NaN or infinity ([`finite_probe`]); only the probe
-/// comes to the host.
-pub(crate) fn is_finite<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
-    param: &Tensor<S, E, D>,
-    grads: &mut Gradients<E, D>,
-) -> Result<bool> {
-    let probe = finite_probe(gradient(param, grads)?)?;
-    Ok(probe.as_vec().first().is_some_and(|v| v.is_finite()))
+    g.try_square().and_then(|g| g.try_sum()).map_err(dev_err)
 }
 
 /// The sum of `g·0`, on `g`'s device: 0 exactly when every value of `g` is finite, NaN
@@ -331,10 +318,10 @@ mod tests {
         let mut grads = Gradients::leaky();
         Cpu::with_grad(&p, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
         let host = crate::optim::grads::sum_of_squares(&g);
-        let ops = sum_of_squares(&p, &mut grads).unwrap();
+        let ops = f64::from(sum_of_squares(&p, &mut grads).unwrap().array());
         assert!((host - ops).abs() <= 1e-5 * host, "{host} vs {ops}");
         let empty = sum_of_squares(&p, &mut Gradients::leaky()).unwrap();
-        assert_eq!(empty, 0.0, "a parameter without a gradient");
+        assert_eq!(empty.array(), 0.0, "a parameter without a gradient");
     }
 
     #[test]
@@ -353,7 +340,8 @@ mod tests {
             }
             let mut grads = Gradients::leaky();
             Cpu::with_grad(&p, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
-            assert_eq!(is_finite(&p, &mut grads).unwrap(), want, "{bad:?}");
+            let probe = finite_probe(gradient(&p, &mut grads).unwrap()).unwrap();
+            assert_eq!(probe.array().is_finite(), want, "{bad:?}");
         }
     }
 }

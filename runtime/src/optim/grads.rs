@@ -3,11 +3,13 @@
 //!
 //! Clipping is decided here ([`Clip`]) and done by the optimizer's step as it reads each
 //! gradient: on the CPU to the gradient in place, on CUDA to its copy on the device. The norm
-//! and the anomaly check reduce each gradient where it lives too: no gradient goes to the
-//! host and back.
+//! and the anomaly check reduce each gradient where it lives too, and add the results up
+//! there ([`Total`]): one number per step comes to the host, not one per tensor.
 
 use dfdx::nn::TensorCollection;
-use dfdx::tensor::Gradients;
+use dfdx::shapes::Rank0;
+use dfdx::tensor::{Gradients, Tensor};
+use dfdx::tensor_ops::TryAdd;
 
 use crate::walk::{self, Item};
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -88,17 +90,15 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
     max_norm: f64,
     total: impl FnOnce(f64) -> Result<f64>,
 ) -> Result<Clip> {
-    let mut sum = 0.0f64;
+    let mut sum = Total::default();
     walk::read(module, |_, item| match item {
         Item::Tensor {
             tensor,
             trainable: true,
-        } => {
-            sum += tensor.grad_sum_of_squares(grads)?;
-            Ok(())
-        }
+        } => tensor.grad_sum_of_squares(grads, &mut sum),
         _ => Ok(()),
     })?;
+    let sum = sum.value();
     // `total` turns this rank's Σ g² into the run's (the identity but under SHARD_GRAD_OP,
     // where each rank holds its own tensors' gradients).
     let norm = total(sum)?.sqrt();
@@ -140,13 +140,27 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     module: &M,
     grads: &mut Gradients<E, D>,
 ) -> Result<Option<String>> {
+    let mut all = Total::default();
+    walk::read(module, |_, item| match item {
+        Item::Tensor {
+            tensor,
+            trainable: true,
+        } => tensor.grad_finite_probe(grads, &mut all),
+        _ => Ok(()),
+    })?;
+    if all.value().is_finite() {
+        return Ok(None);
+    }
+    // Something is not finite: which tensor, one number at a time.
     let mut found = None;
     walk::read(module, |name, item| match item {
         Item::Tensor {
             tensor,
             trainable: true,
         } if found.is_none() => {
-            if !tensor.grad_is_finite(grads)? {
+            let mut one = Total::default();
+            tensor.grad_finite_probe(grads, &mut one)?;
+            if !one.value().is_finite() {
                 found = Some(name);
             }
             Ok(())
@@ -154,4 +168,77 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
         _ => Ok(()),
     })?;
     Ok(found)
+}
+
+/// A sum of one number per gradient (Σ g², a finiteness probe): in f64 for gradients the host
+/// holds, as a scalar on the device for gradients that live there. The device's numbers are
+/// added where they are, so a whole model's sum comes to the host once: on CUDA, one copy and
+/// one wait per step instead of one per tensor.
+pub(crate) struct Total<E: FloatDtype, D: TrainDevice<E>> {
+    host: f64,
+    device: Option<Tensor<Rank0, E, D>>,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> Default for Total<E, D> {
+    fn default() -> Self {
+        Self {
+            host: 0.0,
+            device: None,
+        }
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> Total<E, D> {
+    pub(crate) fn add_host(&mut self, v: f64) {
+        self.host += v;
+    }
+
+    pub(crate) fn add_device(&mut self, v: Tensor<Rank0, E, D>) -> Result<()> {
+        self.device = Some(match self.device.take() {
+            Some(sum) => sum
+                .try_add(v)
+                .map_err(|e| Error::Device(format!("summing over the gradients: {e:?}")))?,
+            None => v,
+        });
+        Ok(())
+    }
+
+    /// The sum, on the host (NaN if the device's part is not a number).
+    pub(crate) fn value(self) -> f64 {
+        let device = match self.device {
+            Some(t) => t
+                .as_vec()
+                .first()
+                .and_then(|v| v.to_f64())
+                .unwrap_or(f64::NAN),
+            None => 0.0,
+        };
+        self.host + device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dfdx::tensor::{Cpu, TensorFrom};
+
+    use super::Total;
+
+    #[test]
+    fn a_total_adds_the_hosts_numbers_to_the_devices_sum() {
+        let dev = Cpu::default();
+        let mut t = Total::<f32, Cpu>::default();
+        t.add_host(0.5);
+        t.add_device(dev.tensor(2.0)).unwrap();
+        t.add_device(dev.tensor(4.0)).unwrap();
+        t.add_host(0.25);
+        assert_eq!(t.value(), 6.75);
+        assert_eq!(Total::<f32, Cpu>::default().value(), 0.0, "nothing added");
+        let mut t = Total::<f32, Cpu>::default();
+        t.add_device(dev.tensor(f32::NAN)).unwrap();
+        t.add_device(dev.tensor(1.0)).unwrap();
+        assert!(
+            t.value().is_nan(),
+            "a NaN on the device is not lost in the sum"
+        );
+    }
 }
