@@ -10,14 +10,19 @@
 //!
 //! On the CPU the fused host kernels are several times faster; the layers use these only on
 //! other devices, and grouped convolutions (depthwise) always use the host kernels.
+//!
+//! Each layer's ops are recorded as a segment, on a tape of their own spliced into the
+//! caller's: dfdx keeps every gradient of a backward until it ends, and a segment frees those
+//! of its intermediate tensors as soon as its own backward is done (`segment.rs`).
 
-use dfdx::shapes::{Axes3, Axis, Const, HasShape, Rank1};
+use dfdx::shapes::{Axes3, Axis, Const, HasShape, Rank1, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::{
     BroadcastTo, GatherTo, MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryAdd, TryConcatAlong,
     TryDiv, TryMatMul, TryMul, TrySub,
 };
 
+use super::segment::{segment, Handle};
 use super::{ConvGeom, Dyn4, Images};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -84,7 +89,8 @@ fn windows<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     padded.try_gather(idx).map_err(dev_err)
 }
 
-/// 2-D convolution (one group) on any device: im2col as a gather, then one matrix product.
+/// 2-D convolution (one group) on any device: im2col as a gather, then one matrix product;
+/// a segment.
 pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     x: Dyn4<E, D, T>,
     weight: &Dyn4<E, D>,
@@ -94,6 +100,17 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     if g.groups != 1 {
         return Err(Error::msg("composed conv2d: one group only"));
     }
+    let mut params: Vec<Box<dyn Handle<E, D>>> = vec![Box::new(weight.clone())];
+    params.extend(bias.map(|b| Box::new(b.clone()) as Box<dyn Handle<E, D>>));
+    segment([x], params, |[x]| conv2d_ops(x, weight, bias, g))
+}
+
+fn conv2d_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    x: Dyn4<E, D, T>,
+    weight: &Dyn4<E, D>,
+    bias: Option<&Tensor<(usize,), E, D>>,
+    g: &ConvGeom,
+) -> Result<Dyn4<E, D, T>> {
     let (n, c, h, w) = (g.batch, g.c_in, g.h, g.w);
     let (ho, wo, k, oc) = (g.h_out(), g.w_out(), g.k, g.c_out);
     let kk = k * k;
@@ -155,9 +172,21 @@ pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
 }
 
 /// Max or average pooling over square windows (averages count the padding, as PyTorch's
-/// `count_include_pad=True`). Max pooling's gradient goes to every input equal to the
-/// window's maximum (dfdx's rule), where the host kernel gives it to the first.
+/// `count_include_pad=True`); a segment. Max pooling's gradient goes to every input equal
+/// to the window's maximum (dfdx's rule), where the host kernel gives it to the first.
 pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    max: bool,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Images<C, E, D, T>> {
+    segment([x], Vec::new(), |[x]| {
+        pool2d_ops(x, max, k, stride, padding)
+    })
+}
+
+fn pool2d_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
     x: Images<C, E, D, T>,
     max: bool,
     k: usize,
@@ -315,9 +344,31 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
 }
 
 /// Per-channel statistics of a batch and its normalized, scaled and shifted values:
-/// `(y, mean, biased variance)`; the statistics leave the tape.
+/// `(y, mean, biased variance)`; the statistics leave the tape. A segment.
 #[allow(clippy::type_complexity)]
 pub fn batch_norm_train<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
+    x: Images<C, E, D, T>,
+    weight: &Tensor<Rank1<C>, E, D>,
+    bias: &Tensor<Rank1<C>, E, D>,
+    epsilon: f64,
+) -> Result<(
+    Images<C, E, D, T>,
+    Tensor<Rank1<C>, E, D>,
+    Tensor<Rank1<C>, E, D>,
+)> {
+    let params: Vec<Box<dyn Handle<E, D>>> = vec![Box::new(weight.clone()), Box::new(bias.clone())];
+    let mut stats = None;
+    let y = segment([x], params, |[x]| {
+        let (y, mean, var) = batch_norm_train_ops(x, weight, bias, epsilon)?;
+        stats = Some((mean, var));
+        Ok(y)
+    })?;
+    let (mean, var) = stats.ok_or_else(|| Error::msg("batch norm: no statistics"))?;
+    Ok((y, mean, var))
+}
+
+#[allow(clippy::type_complexity)]
+fn batch_norm_train_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
     x: Images<C, E, D, T>,
     weight: &Tensor<Rank1<C>, E, D>,
     bias: &Tensor<Rank1<C>, E, D>,
@@ -379,4 +430,21 @@ pub fn batch_norm_eval<E: FloatDtype, D: TrainDevice<E>, const C: usize>(
         .map_err(dev_err)?
         .try_add(bias.clone().try_broadcast_like(&shape).map_err(dev_err)?)
         .map_err(dev_err)
+}
+
+/// `max(x, 0)` (dfdx's ReLU); a segment.
+pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+) -> Result<Tensor<S, E, D, T>> {
+    segment([x], Vec::new(), |[x]| x.try_relu().map_err(dev_err))
+}
+
+/// `relu(a + b)`, the end of a residual block; a segment.
+pub fn add_relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    a: Tensor<S, E, D, T>,
+    b: Tensor<S, E, D, T>,
+) -> Result<Tensor<S, E, D, T>> {
+    segment([a, b], Vec::new(), |[a, b]| {
+        a.try_add(b).and_then(|s| s.try_relu()).map_err(dev_err)
+    })
 }

@@ -27,6 +27,7 @@ pub mod pool2d;
 pub mod recent;
 pub mod relu;
 pub mod residual;
+mod segment;
 
 pub use self::batchnorm2d::BatchNorm2D;
 pub use self::conv2d::{Conv2D, Conv2DNoBias, DepthwiseConv2D};

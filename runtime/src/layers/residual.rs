@@ -185,9 +185,7 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
         return Err(mismatch(a.shape(), b.shape()));
     }
     if !D::HOST_KERNELS {
-        let dev_err = |e| Error::Device(format!("residual: {e:?}"));
-        let sum = dfdx::tensor_ops::TryAdd::try_add(a, b).map_err(dev_err)?;
-        return sum.try_relu().map_err(dev_err);
+        return super::composed::add_relu(a, b);
     }
     let (a, ta) = a.split_tape();
     let (b, tb) = b.split_tape();
