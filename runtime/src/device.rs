@@ -24,8 +24,9 @@ impl<E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform + Send + 
 pub trait TrainDevice<E: FloatDtype>: Device<E> {
     /// Whether fulmen's layers and optimizers run their host kernels on this device's tensors
     /// (the CPU, where they are the fastest path) or dfdx ops ([`crate::layers::composed`],
-    /// `optim/composed.rs`), which stay on the device (CUDA).
-    const HOST_KERNELS: bool;
+    /// `optim/composed.rs`), which stay on the device (CUDA, and the CPU while a
+    /// [`cpu_runs_device_ops`] guard lives on the thread).
+    fn host_kernels() -> bool;
 
     /// Calls `f` with the parameter's gradient as a host slice (checkpoints of accumulated
     /// gradients, and on the CPU the optimizer step, the clipping norm, the anomaly check and
@@ -87,10 +88,53 @@ pub trait TrainDevice<E: FloatDtype>: Device<E> {
     }
 }
 
+thread_local! {
+    static CPU_RUNS_DEVICE_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While the returned guard lives, training on the CPU on this thread runs what CUDA runs:
+/// dfdx's ops in place of fulmen's host kernels, in the layers ([`crate::layers::composed`]),
+/// the optimizer steps, the gradient reductions and 16-mixed's unscaling. For checking the GPU
+/// path on a machine without a GPU (`tests/device_ops.rs` trains that way beside the host
+/// kernels): slower, and the same results within rounding.
+///
+/// ```
+/// use fulmen::prelude::*;
+///
+/// let dev = Cpu::default();
+/// let x: Tensor<(usize, Const<2>, usize, usize), f32, Cpu> = dev.sample_normal_like(&(2, Const, 3, 3));
+/// let on_host = fulmen::layers::relu(x.clone()).unwrap();
+/// let _guard = fulmen::device::cpu_runs_device_ops();
+/// let as_on_cuda = fulmen::layers::relu(x).unwrap();
+/// assert_eq!(on_host.as_vec(), as_on_cuda.as_vec());
+/// ```
+pub fn cpu_runs_device_ops() -> DeviceOpsOnCpu {
+    DeviceOpsOnCpu {
+        previous: CPU_RUNS_DEVICE_OPS.replace(true),
+        _thread: std::marker::PhantomData,
+    }
+}
+
+/// The guard of [`cpu_runs_device_ops`]: the CPU runs the device's ops until it is dropped.
+#[must_use = "the CPU runs the device's ops only while the guard lives"]
+pub struct DeviceOpsOnCpu {
+    previous: bool,
+    /// The setting is the thread's: the guard stays on it.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for DeviceOpsOnCpu {
+    fn drop(&mut self) {
+        CPU_RUNS_DEVICE_OPS.set(self.previous);
+    }
+}
+
 macro_rules! cpu_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cpu {
-            const HOST_KERNELS: bool = true;
+            fn host_kernels() -> bool {
+                !CPU_RUNS_DEVICE_OPS.get()
+            }
 
             fn with_grad<S: dfdx::shapes::Shape>(
                 param: &Tensor<S, $e, Self>,
@@ -177,7 +221,9 @@ cpu_train_device!(f32, f64, Half);
 macro_rules! cuda_train_device {
     ($($e:ty),*) => {$(
         impl TrainDevice<$e> for Cuda {
-            const HOST_KERNELS: bool = false;
+            fn host_kernels() -> bool {
+                false
+            }
 
             fn with_grad<S: dfdx::shapes::Shape>(
                 param: &Tensor<S, $e, Self>,

@@ -150,7 +150,7 @@ where
             .ok_or_else(|| Error::msg("16-mixed: the loss scale is not representable"))?;
         let mut half_grads = (loss * factor).backward();
         let inv = 1.0 / self.scaler.scale;
-        let finite = if <D as TrainDevice<f32>>::HOST_KERNELS {
+        let finite = if <D as TrainDevice<f32>>::host_kernels() {
             unscale_on_host(&half, &mut half_grads, model, grads, inv, &mut self.buffer)?
         } else {
             unscale_where_they_live(&half, &mut half_grads, model, grads, inv)?

@@ -59,7 +59,7 @@ pub(crate) trait AnyTensorMut<E: FloatDtype, D: TrainDevice<E>>: AnyTensor<E, D>
     /// values.
     fn set_flat(&mut self, values: Tensor<(usize,), E, D>) -> Result<()>;
     /// One optimizer step of the tensor from its gradient, clipped first, with the rule's
-    /// buffers for it: on the host ([`TrainDevice::HOST_KERNELS`]) or as dfdx ops where it
+    /// buffers for it: on the host ([`TrainDevice::host_kernels`]) or as dfdx ops where it
     /// lives.
     fn step(
         &mut self,
@@ -88,7 +88,7 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
         grads: &mut Gradients<E, D>,
         total: &mut Total<E, D>,
     ) -> Result<()> {
-        if D::HOST_KERNELS {
+        if D::host_kernels() {
             D::with_grad(self, grads, |g| {
                 total.add_host(crate::optim::grads::sum_of_squares(g))
             })
@@ -101,7 +101,7 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
         grads: &mut Gradients<E, D>,
         total: &mut Total<E, D>,
     ) -> Result<()> {
-        if D::HOST_KERNELS {
+        if D::host_kernels() {
             D::with_grad(self, grads, |g| {
                 let finite = g.iter().all(|v| v.is_finite());
                 total.add_host(if finite { 0.0 } else { f64::NAN })
@@ -157,7 +157,7 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S
         buffers: &mut [Tensor<(usize,), E, D>],
         scratch: &mut Vec<Vec<E>>,
     ) -> Result<()> {
-        if D::HOST_KERNELS {
+        if D::host_kernels() {
             crate::optim::rules::step(rule, self, grads, buffers, scratch)
         } else {
             crate::optim::composed::step(rule, self, grads, buffers)

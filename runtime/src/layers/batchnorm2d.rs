@@ -144,7 +144,7 @@ fn geom<const C: usize, E: FloatDtype, D: Device<E>, T>(x: &Images<C, E, D, T>) 
 impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E, D> {
     /// Normalizes by the running statistics (evaluation).
     pub fn eval_forward(&self, x: Images<C, E, D>) -> Result<Images<C, E, D>> {
-        if !D::HOST_KERNELS {
+        if !D::host_kernels() {
             let (m, v) = (&self.running_mean, &self.running_var);
             return composed::batch_norm_eval(x, m, v, &self.weight, &self.bias, self.epsilon);
         }
@@ -164,7 +164,7 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         x: Images<C, E, D, T>,
     ) -> Result<Images<C, E, D, T>> {
         let g = geom(&x);
-        if !D::HOST_KERNELS {
+        if !D::host_kernels() {
             let unbias = unbias(&g)?;
             let mom = self.momentum;
             let (y, mean, var) =

@@ -1,5 +1,5 @@
 //! The layers' ops written with dfdx's differentiable tensor ops, for devices where the host
-//! kernels would copy every activation to the host and back (CUDA, [`TrainDevice::HOST_KERNELS`]
+//! kernels would copy every activation to the host and back (CUDA, [`TrainDevice::host_kernels`]
 //! false). Windows are gathered by index (a convolution's im2col is one `gather` of rows),
 //! products go to the device's matrix multiply (cuBLAS on CUDA), and dfdx's backward of each
 //! op makes the gradients, so these need no kernel of fulmen's own on the device.

@@ -87,7 +87,7 @@ where
         &mut self,
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
-        if !D::HOST_KERNELS {
+        if !D::host_kernels() {
             return self.0.try_forward_mut(x);
         }
         let mut layers = Vec::new();

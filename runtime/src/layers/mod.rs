@@ -103,7 +103,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> ConvLayer<E, D> {
     /// devices without host kernels.
     fn apply<T: Tape<E, D>>(self, x: Dyn4<E, D, T>) -> Result<Dyn4<E, D, T>> {
         let geom = self.geom(x.shape().concrete())?;
-        if !D::HOST_KERNELS && self.opts.groups == 1 {
+        if !D::host_kernels() && self.opts.groups == 1 {
             return composed::conv2d(x, &self.weight, self.bias.as_ref(), &geom);
         }
         chain::run("Conv2D", x, &mut [&mut { self }])

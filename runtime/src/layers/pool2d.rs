@@ -105,7 +105,7 @@ pub fn pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
             format!("a {h}×{w} input with padding {padding} is smaller than the {k}×{k} window"),
         ));
     }
-    if !D::HOST_KERNELS {
+    if !D::host_kernels() {
         return super::composed::pool2d(x, kind == PoolKind::Max, k, stride, padding);
     }
     pool(x, kind, Windows::Fixed { k, stride, padding })
@@ -127,7 +127,7 @@ pub fn adaptive_avg_pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, cons
             ),
         ));
     }
-    if !D::HOST_KERNELS {
+    if !D::host_kernels() {
         return super::composed::adaptive_avg_pool2d(x, out_h, out_w);
     }
     pool(x, PoolKind::Avg, Windows::Adaptive { out_h, out_w })

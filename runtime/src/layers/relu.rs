@@ -51,7 +51,7 @@ const CHUNK: usize = 1 << 14;
 pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Result<Tensor<S, E, D, T>> {
-    if !D::HOST_KERNELS {
+    if !D::host_kernels() {
         return super::composed::relu(x);
     }
     if x.shape().num_elements() < PARALLEL_FROM {

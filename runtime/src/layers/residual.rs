@@ -184,7 +184,7 @@ pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> 
     if a.shape() != b.shape() {
         return Err(mismatch(a.shape(), b.shape()));
     }
-    if !D::HOST_KERNELS {
+    if !D::host_kernels() {
         return super::composed::add_relu(a, b);
     }
     let (a, ta) = a.split_tape();

@@ -1,6 +1,6 @@
 //! The update rules of [`super::rules`] written with dfdx's tensor ops, for devices where the
 //! host rules would copy every parameter, gradient and buffer to the host and back each step
-//! (CUDA, [`TrainDevice::HOST_KERNELS`] false). Each op is one of the host rule's, in its
+//! (CUDA, [`TrainDevice::host_kernels`] false). Each op is one of the host rule's, in its
 //! order, so on the CPU both give the same bits (the tests below). The parameter is changed in
 //! place by dfdx's `axpy` (`p·keep − update·scale`), so it keeps its identity; so are the
 //! buffers and the gradient copy wherever the rule is `a·x + b·y` (one op instead of three,

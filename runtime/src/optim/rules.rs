@@ -1,6 +1,6 @@
 //! The update rules, one function each, in the order of operations of PyTorch's documented
 //! algorithms (the single-tensor `for` implementations of `torch.optim`), on host values: what
-//! the CPU runs ([`TrainDevice::HOST_KERNELS`]; other devices run `composed.rs`).
+//! the CPU runs ([`TrainDevice::host_kernels`]; other devices run `composed.rs`).
 
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
