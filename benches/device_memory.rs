@@ -8,7 +8,13 @@
 //! backward's peak and what it leaves behind are printed as multiples of it, and everything in
 //! block outputs (one `[8, 256, 32, 32]` tensor: 8.4 MB in f32).
 //!
-//!     cargo bench --bench device_memory
+//! Then a whole training step of ResNet-50 (CIFAR stem, 10 classes; the GPU benchmark's model)
+//! at batch 16, forward, backward and an SGD step with momentum, through the device's ops
+//! (`fulmen::device::cpu_runs_device_ops`) and, as the baseline in the same run, through the
+//! host kernels: the peak bytes per image, and the allocations the step makes (on the device
+//! path about one per dfdx op: on CUDA each is also a kernel launch).
+//!
+//!     cargo bench --bench device_memory            # `-- blocks` or `-- resnet50` alone
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -20,10 +26,12 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static CALLS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is passed on to the system allocator unchanged; the counters only watch.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        CALLS.fetch_add(1, Relaxed);
         let live = LIVE.fetch_add(l.size(), Relaxed) + l.size();
         PEAK.fetch_max(live, Relaxed);
         System.alloc(l)
@@ -70,6 +78,59 @@ fn batch_norm<const C: usize>(x: Taped, dev: &Cpu) -> Taped {
 }
 
 fn main() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if only.as_deref().unwrap_or("blocks") == "blocks" {
+        blocks();
+    }
+    if only.as_deref().unwrap_or("resnet50") == "resnet50" {
+        let host = resnet50_step(false);
+        let device = resnet50_step(true);
+        for (path, (peak, calls)) in [("host kernels", host), ("device ops", device)] {
+            println!(
+                "DEVICE-MEMORY resnet50 step, batch {BATCH}, f32, {path}: peak {:.0} MB/image \
+                 ({:.2}x the host kernels'), {calls} allocations ({:.2}x)",
+                peak / BATCH as f64 / 1e6,
+                peak / host.0,
+                calls as f64 / host.1 as f64,
+            );
+        }
+    }
+}
+
+#[module]
+struct R50 {
+    net: fulmen::models::resnet::CifarResNet50<10>,
+}
+
+const BATCH: usize = 16;
+
+/// One training step of ResNet-50 at batch [`BATCH`] after a first, unmeasured one (what a
+/// step leaves allocated for the next, as the optimizer's buffers): its peak bytes and how
+/// many allocations it makes.
+fn resnet50_step(device_ops: bool) -> (f64, usize) {
+    let _guard = device_ops.then(fulmen::device::cpu_runs_device_ops);
+    let dev = Cpu::seed_from_u64(0);
+    let mut m: R50<f32, Cpu> = BuildModule::build(&dev);
+    let mut opt = fulmen::optim::Optimizer::<f32, Cpu>::new(Optim::sgd(0.1).momentum(0.9))
+        .expect("valid settings");
+    let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+        dev.sample_normal_like(&(BATCH, Const, 32, 32));
+    let mut measured = (0.0, 0);
+    for _ in 0..2 {
+        let (before, calls) = (LIVE.load(Relaxed), CALLS.load(Relaxed));
+        PEAK.store(before, Relaxed);
+        let y = m.net.forward_mut(x.clone().traced(m.alloc_grads()));
+        let mut grads = y.square().mean().backward();
+        opt.step(&mut m.net, &mut grads).expect("a step");
+        drop(grads);
+        let peak = (PEAK.load(Relaxed) - before) as f64;
+        measured = (peak, CALLS.load(Relaxed) - calls);
+    }
+    measured
+}
+
+/// Three bottlenecks, layer by layer (the first part of the module's documentation).
+fn blocks() {
     let dev = Cpu::seed_from_u64(0);
     let x: Dyn = dev.sample_normal_like(&(N, 256, SIDE, SIDE));
     let weights: Vec<[Dyn; 3]> = (0..3)

@@ -17,7 +17,8 @@ use fulmen::layers::{AdaptiveAvgPool2D, Conv2D, Conv2DNoBias, Flatten, MaxPool2D
 use fulmen::models::resnet::{BasicBlock, BasicBlockDown};
 use fulmen::prelude::*;
 
-/// The runs seed the process's generator (the models' initial weights): one at a time.
+/// The runs draw from the process's generator (the models' initial weights, the shuffling),
+/// which each seeds: one at a time.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static RUNS: Mutex<()> = Mutex::new(());
     RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -37,21 +38,25 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The training loss at the end of every epoch.
+/// The training loss at the end of every epoch, and the validation loss when there is one.
 struct EpochLosses(Arc<Mutex<Vec<f64>>>);
 
 impl Callback for EpochLosses {
     fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
-        if let Some(v) = trainer.callback_metrics().get("train_loss") {
-            self.0.lock().expect("not poisoned").push(*v);
-        }
+        let metrics = trainer.callback_metrics();
+        let mut losses = self.0.lock().expect("not poisoned");
+        losses.extend(
+            ["train_loss", "val_loss"]
+                .iter()
+                .flat_map(|k| metrics.get(*k)),
+        );
     }
 }
 
 /// Fits `model` on `loader` from seed 5 with `settings`: the epoch losses.
 fn fit<M, S>(
     model: &mut M,
-    loader: DataLoader<S>,
+    (train, val): (DataLoader<S>, Option<DataLoader<S>>),
     settings: impl FnOnce(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder,
 ) -> Vec<f64>
 where
@@ -61,7 +66,7 @@ where
     let losses = Arc::new(Mutex::new(Vec::new()));
     let builder = quiet::trainer().callback(EpochLosses(losses.clone()));
     let mut trainer = settings(builder).build().expect("valid settings");
-    trainer.fit_loaders(model, loader, None).expect("fit");
+    trainer.fit_loaders(model, train, val).expect("fit");
     let losses = losses.lock().expect("not poisoned").clone();
     losses
 }
@@ -73,7 +78,7 @@ fn iris(
     seed_everything(5);
     let mut model = Iris::new(0.01);
     let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
-    let losses = fit(&mut model, loader.shuffle(true), |b| {
+    let losses = fit(&mut model, (loader.shuffle(true), None), |b| {
         settings(b.max_epochs(5))
     });
     let weights = [
@@ -140,13 +145,21 @@ impl Convs {
         ctx.log("train_loss", &loss);
         loss
     }
+    /// Evaluation: batch norm by its running statistics, every layer without a tape.
+    fn validation_step(&mut self, (x, y): ImageBatch<3, 5, E, D>, ctx: &mut StepContext<E, D>) {
+        let h = self.pool.forward(self.stem.forward(x));
+        let h = self.mix.forward(self.down.forward(self.block.forward(h)));
+        let loss = cross_entropy_with_logits_loss(self.head.forward(h), y.one_hot());
+        ctx.log("val_loss", &loss);
+    }
     fn configure_optimizers(&self) -> Optim {
         Optim::sgd(0.05).momentum(0.9)
     }
 }
 
-/// Two epochs of 4 batches of 6 images (3×17×15) from seed 5 in `precision`: the epoch losses,
-/// the parameters and the batch norms' running statistics.
+/// Two epochs of 4 batches of 6 images (3×17×15) from seed 5 in `precision`, validated on the
+/// same images: the epoch losses (training and validation), the parameters and the batch
+/// norms' running statistics.
 fn convs(precision: &str) -> (Vec<f64>, Vec<f64>) {
     seed_everything(5);
     let samples: Vec<(Image<3>, Class<5>)> = (0..24)
@@ -159,9 +172,11 @@ fn convs(precision: &str) -> (Vec<f64>, Vec<f64>) {
         })
         .collect();
     let mut model = Convs::new();
-    let loader = DataLoader::new(InMemoryDataset::new(samples), 6);
+    let loader = || DataLoader::new(InMemoryDataset::new(samples.clone()), 6);
     let precision = precision.parse().expect("a precision");
-    let losses = fit(&mut model, loader, |b| b.max_epochs(2).precision(precision));
+    let losses = fit(&mut model, (loader(), Some(loader())), |b| {
+        b.max_epochs(2).precision(precision)
+    });
     let saved = fulmen::checkpoint::Checkpoint::of_module(&model, "convs").expect("a checkpoint");
     let values = saved
         .tensor_names()
@@ -180,7 +195,7 @@ fn conv_layers_train_as_on_the_host() {
             device_losses.iter().all(|l| l.is_finite()),
             "{device_losses:?}"
         );
-        assert_eq!(host_losses.len(), 2, "{precision}: a loss per epoch");
+        assert_eq!(host_losses.len(), 4, "{precision}: two losses per epoch");
         for (h, d) in host_losses.iter().zip(&device_losses) {
             let close = (h - d).abs() < tolerance * (1.0 + h.abs());
             assert!(
@@ -226,6 +241,7 @@ impl NanGrads {
 
 #[test]
 fn non_finite_gradients_are_named_and_not_applied() {
+    let _one = one_at_a_time();
     let run = |settings: fn(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder| {
         let mut model = NanGrads::new();
         let before = model.l1.weight.as_vec();
