@@ -47,16 +47,29 @@ impl<S: Shape, E, D: Storage<E>> Handle<E, D> for Tensor<S, E, D> {
     }
 }
 
-/// Moves `t`'s gradient from `from`, which keeps a copy of `spare` in its place, to `into`,
-/// replacing what `into` held.
-fn move_grad<E, D: Storage<E>>(
-    t: &dyn Handle<E, D>,
+/// Moves the gradients of `handles` from `from`, which keeps a copy of `spare` in their place,
+/// to `into`, replacing what `into` held. A tensor named twice (the same tensor passed as two
+/// inputs) has one gradient, moved once: its second handle finds the buffer the first did.
+fn move_grads<E, D: Storage<E>>(
+    handles: &[Box<dyn Handle<E, D>>],
     from: &mut Gradients<E, D>,
     into: &mut Gradients<E, D>,
     spare: &D::Vec,
 ) -> std::result::Result<(), D::Err> {
-    let g = std::mem::replace(t.grad(from)?, spare.clone());
-    *t.grad(into)? = g;
+    // Every buffer first, so that none moves in memory while their addresses are compared.
+    for h in handles {
+        h.grad(from)?;
+    }
+    let mut seen: Vec<*const D::Vec> = Vec::with_capacity(handles.len());
+    for h in handles {
+        let at: *const D::Vec = h.grad(from)?;
+        if seen.contains(&at) {
+            continue;
+        }
+        seen.push(at);
+        let g = std::mem::replace(h.grad(from)?, spare.clone());
+        *h.grad(into)? = g;
+    }
     Ok(())
 }
 
@@ -113,10 +126,7 @@ where
     let (incoming, from, inner_dev) = (handles.clone(), callers.clone(), dev.clone());
     inner.add_backward_op(move |grads| {
         let spare = spare(&inner_dev)?;
-        let mut from = from.borrow_mut();
-        incoming
-            .iter()
-            .try_for_each(|h| move_grad(&**h, &mut from, grads, &spare))
+        move_grads(&incoming, &mut from.borrow_mut(), grads, &spare)
     });
     outer.add_backward_op(move |grads| {
         std::mem::swap(grads, &mut *callers.borrow_mut());
@@ -126,10 +136,7 @@ where
         std::mem::swap(grads, &mut *callers.borrow_mut());
         let mut done = done?;
         let spare = spare(&dev)?;
-        handles
-            .iter()
-            .skip(1)
-            .try_for_each(|h| move_grad(&**h, &mut done, grads, &spare))
+        move_grads(&handles[1..], &mut done, grads, &spare)
     });
     Ok(y.put_tape(outer))
 }
@@ -154,9 +161,14 @@ mod tests {
         (a * b).exp()
     }
 
-    /// The gradients of x, p and q through a graph that uses x twice, joins two tensors, chains
-    /// pieces, and starts from gradients p already holds (an earlier micro-batch's): with every
-    /// piece a segment or none.
+    /// `a` and `b` are one tensor (dfdx refuses a product of a tensor with itself).
+    fn twice(a: Taped, b: Taped) -> Taped {
+        a.exp() * b.sin()
+    }
+
+    /// The gradients of x, p and q through a graph that uses x twice, joins two tensors and a
+    /// tensor with itself, chains pieces, and starts from gradients p already holds (an earlier
+    /// micro-batch's): with every piece a segment or none.
     fn gradients(segmented: bool) -> Vec<Vec<f64>> {
         let dev = Cpu::default();
         let x: V = dev.tensor([0.3, -1.2, 0.7, 2.0, -0.4]);
@@ -174,9 +186,13 @@ mod tests {
         let y = if segmented {
             let a = segment([xt], vec![hp], |[x]| Ok(body(x, &p))).unwrap();
             let b = segment([a], vec![hq], |[a]| Ok(body(a, &q))).unwrap();
-            segment([b, again], Vec::new(), |[b, x]| Ok(join(b, x))).unwrap()
+            let c = segment([b, again], Vec::new(), |[b, x]| Ok(join(b, x))).unwrap();
+            let same = c.with_empty_tape();
+            segment([c, same], Vec::new(), |[c, same]| Ok(twice(c, same))).unwrap()
         } else {
-            join(body(body(xt, &p), &q), again)
+            let c = join(body(body(xt, &p), &q), again);
+            let same = c.with_empty_tape();
+            twice(c, same)
         };
         let q_again = q.clone().retaped::<dfdx::tensor::OwnedTape<f64, Cpu>>();
         let loss = y.try_add(q_again).unwrap().try_mul(0.5).unwrap();
