@@ -5,24 +5,26 @@
 //! dfdx keeps the gradient of every tensor a backward reaches until the whole backward ends
 //! (only then does `Gradients` drop those that are not parameters). Made of dfdx's ops, as the
 //! layers are on CUDA ([`composed`](super::composed)), a batch norm leaves nine
-//! activation-sized gradients behind and a 3×3 convolution those of its nine-fold columns: for
-//! ResNet-50, most of a step's memory.
+//! activation-sized gradients behind and a 3×3 convolution those of its nine-fold columns.
+//! For three ResNet-50 bottlenecks (`benches/device_memory.rs`) the backward left 60 block
+//! outputs' worth of gradients behind, more than the forward had kept; with segments, 1.
 //!
-//! A segment's backward is one op of the caller's tape. It moves the gradient of the
-//! segment's output in, together with what the gradients of its inputs and parameters hold
-//! so far; runs the segment's own tape, which adds to them as dfdx always does; moves those
-//! back out; and drops the rest. Buffers are moved, not copied, so the gradients are the
-//! same, bit for bit, as without the segment. The caller's tape keeps a one-value buffer in
-//! place of the output's gradient, which nothing reads again.
+//! A segment's backward is one op of the caller's tape. It swaps the gradient of the
+//! segment's output into the segment's own tape, together with what the gradients of its
+//! inputs and parameters hold so far; runs that tape, which adds to them as dfdx always does;
+//! swaps those back; and drops the rest. Buffers are swapped, not copied, so the gradients are
+//! the same, bit for bit, as without the segment. The caller's tape keeps a one-value buffer
+//! in place of the output's gradient, which nothing reads again.
 //!
-//! What it costs: each move into the segment's tape first allocates a zeroed buffer there
-//! (dfdx has no other way to insert one), and the segment keeps its inputs and output (their
-//! ids name the gradients) until its backward, where dfdx might have freed some earlier.
+//! What it costs: each buffer swapped in first has a zeroed one allocated in its place (dfdx
+//! has no other way to insert one), which lives until the segment's backward ends; and the
+//! segment keeps its inputs and output (their ids name the gradients) until its backward,
+//! where dfdx might have freed some earlier.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use dfdx::shapes::{Rank0, Rank1, Shape};
+use dfdx::shapes::{Rank0, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, PutTape, SplitTape, Storage, Tape, Tensor, Trace};
 use dfdx::tensor_ops::Backward;
 
@@ -47,38 +49,27 @@ impl<S: Shape, E, D: Storage<E>> Handle<E, D> for Tensor<S, E, D> {
     }
 }
 
-/// Moves the gradients of `handles` from `from`, which keeps a copy of `spare` in their place,
-/// to `into`, replacing what `into` held. A tensor named twice (the same tensor passed as two
-/// inputs) has one gradient, moved once: its second handle finds the buffer the first did.
-fn move_grads<E, D: Storage<E>>(
+/// Swaps the gradients of `handles` between `a` and `b` (each allocates, zeroed, those it
+/// lacks). A tensor named twice (the same tensor passed as two inputs) has one gradient,
+/// swapped once: its second handle finds the buffer the first did.
+fn swap_grads<E, D: Storage<E>>(
     handles: &[Box<dyn Handle<E, D>>],
-    from: &mut Gradients<E, D>,
-    into: &mut Gradients<E, D>,
-    spare: &D::Vec,
+    a: &mut Gradients<E, D>,
+    b: &mut Gradients<E, D>,
 ) -> std::result::Result<(), D::Err> {
     // Every buffer first, so that none moves in memory while their addresses are compared.
     for h in handles {
-        h.grad(from)?;
+        h.grad(a)?;
     }
     let mut seen: Vec<*const D::Vec> = Vec::with_capacity(handles.len());
     for h in handles {
-        let at: *const D::Vec = h.grad(from)?;
-        if seen.contains(&at) {
-            continue;
+        let at: *const D::Vec = h.grad(a)?;
+        if !seen.contains(&at) {
+            seen.push(at);
+            std::mem::swap(h.grad(a)?, h.grad(b)?);
         }
-        seen.push(at);
-        let g = std::mem::replace(h.grad(from)?, spare.clone());
-        *h.grad(into)? = g;
     }
     Ok(())
-}
-
-/// A buffer of one value: what a gradient moved away leaves behind.
-fn spare<E: FloatDtype, D: TrainDevice<E>>(
-    dev: &D,
-) -> std::result::Result<<D as Storage<E>>::Vec, D::Err> {
-    let one: Tensor<Rank1<1>, E, D> = dev.try_zeros()?;
-    Ok(Gradients::leaky().get_or_alloc_mut(&one)?.clone())
 }
 
 /// `f(xs)`, recorded on a tape of its own and spliced into the tapes of `xs` (see the module's
@@ -122,21 +113,20 @@ where
     // The caller's gradients while the segment's backward runs.
     let callers = Rc::new(RefCell::new(Gradients::leaky()));
 
-    // The segment's first backward op (its tape runs last to first): the gradients come in.
-    let (incoming, from, inner_dev) = (handles.clone(), callers.clone(), dev.clone());
-    inner.add_backward_op(move |grads| {
-        let spare = spare(&inner_dev)?;
-        move_grads(&incoming, &mut from.borrow_mut(), grads, &spare)
-    });
+    // The segment's first backward op (its tape runs last to first): the gradients come in,
+    // leaving zeros in their place.
+    let (incoming, from) = (handles.clone(), callers.clone());
+    inner.add_backward_op(move |grads| swap_grads(&incoming, &mut from.borrow_mut(), grads));
     outer.add_backward_op(move |grads| {
+        // The scalar the segment's backward starts from: its one-value gradient takes the
+        // place of the output's, which nothing reads again.
+        let seed = dev.try_zeros::<Rank0>()?;
         std::mem::swap(grads, &mut *callers.borrow_mut());
-        let done = dev
-            .try_zeros::<Rank0>()
-            .and_then(|z| z.put_tape(inner).try_backward());
+        let done = seed.clone().put_tape(inner).try_backward();
         std::mem::swap(grads, &mut *callers.borrow_mut());
         let mut done = done?;
-        let spare = spare(&dev)?;
-        move_grads(&handles[1..], &mut done, grads, &spare)
+        std::mem::swap(handles[0].grad(grads)?, seed.grad(&mut done)?);
+        swap_grads(&handles[1..], &mut done, grads)
     });
     Ok(y.put_tape(outer))
 }
