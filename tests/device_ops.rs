@@ -264,3 +264,76 @@ fn non_finite_gradients_are_named_and_not_applied() {
     let norm = run(|b| b.gradient_clip_val(1.0));
     assert!(norm.contains("gradient norm is NaN"), "{norm}");
 }
+
+/// Iris for 4 epochs with a checkpoint after each, on `device_ops` or the host kernels; then a
+/// run resumed from epoch 1's checkpoint on `resume_on_device_ops` or not: the weights of
+/// both runs' ends.
+fn resumed(device_ops: bool, resume_on_device_ops: bool) -> (Vec<f32>, Vec<f32>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let epochs = dir.path().join("epochs");
+    let loader = || {
+        let data = fulmen::data::iris::bundled();
+        DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true)
+    };
+    let weights = |m: &Iris| {
+        [
+            m.layer_1.weight.as_vec(),
+            m.layer_1.bias.as_vec(),
+            m.layer_2.weight.as_vec(),
+            m.layer_2.bias.as_vec(),
+        ]
+        .concat()
+    };
+    let full = {
+        let _guard = device_ops.then(fulmen::device::cpu_runs_device_ops);
+        seed_everything(5);
+        let mut full = Iris::new(0.01);
+        let checkpoints = fulmen::callbacks::ModelCheckpoint::new()
+            .dirpath(&epochs)
+            .save_top_k(-1);
+        let mut trainer = quiet::trainer()
+            .max_epochs(4)
+            .enable_checkpointing(true)
+            .callback(checkpoints)
+            .build()
+            .expect("valid settings");
+        trainer.fit_loaders(&mut full, loader(), None).expect("fit");
+        weights(&full)
+    };
+    let ckpt = std::fs::read_dir(&epochs)
+        .expect("the checkpoints")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("epoch=1-"))
+        .expect("the checkpoint of epoch 1");
+    let _guard = resume_on_device_ops.then(fulmen::device::cpu_runs_device_ops);
+    seed_everything(1000);
+    let mut resumed = Iris::new(0.01);
+    let mut trainer = quiet::trainer()
+        .max_epochs(4)
+        .build()
+        .expect("valid settings");
+    let mut loaders = fulmen::datamodule::Loaders {
+        train: Some(loader()),
+        ..Default::default()
+    };
+    trainer
+        .fit_from(&mut resumed, &mut loaders, &ckpt)
+        .expect("resumes");
+    (full, weights(&resumed))
+}
+
+/// A run checkpointed on the device path resumes there, and on the host kernels, as it would
+/// have gone on: the optimizer's buffers travel between the two paths.
+#[test]
+fn a_run_resumes_across_the_two_paths() {
+    let _one = one_at_a_time();
+    for (saved_on, resumed_on) in [(true, true), (true, false), (false, true)] {
+        let (full, resumed) = resumed(saved_on, resumed_on);
+        let err = max_abs_diff(&full, &resumed);
+        assert!(
+            err < 1e-5,
+            "saved on device ops: {saved_on}, resumed on them: {resumed_on}: differs by {err}"
+        );
+    }
+}
