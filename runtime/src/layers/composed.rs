@@ -270,17 +270,23 @@ fn constant<E: FloatDtype, D: TrainDevice<E>>(
         .map_err(dev_err)
 }
 
-/// Per-channel means and broadcasts over a batch of `[n, C, h, w]` images as matrix products,
-/// and so their backward too. cuBLAS sums in f32 whatever the dtype, where dfdx's reductions
-/// into a few values contend on atomic adds: in 16-mixed's f16 on an H200, summing a CIFAR
-/// batch into 64 channels took 30 ms in one reduction against 0.12 ms in short stages and
-/// 0.05 ms for a product reducing as many values. And a sum of 131,072 values in f16 passes
-/// its largest value, 65,504, on the way to a mean that does not.
-///
-/// It holds the products' constant factors, made once per layer call (each is a copy to the
-/// device).
+/// Per-channel means and broadcasts over a batch of `[n, C, h, w]` images: dfdx's reductions
+/// and broadcasts, except in half precision, where they are matrix products (and so their
+/// backward too). cuBLAS sums in f32 whatever the dtype, where dfdx's reductions into a few
+/// values contend on atomic adds, which in f16 are slow: on an H200, summing a CIFAR batch
+/// into 64 channels took 30 ms in f16 in one reduction, 0.12 ms in f32, and 0.05 ms for a
+/// product reducing as many values. And a sum of 131,072 values in f16 passes its largest
+/// value, 65,504, on the way to a mean that does not. In f32 and f64 dfdx's ops keep less for
+/// the backward: a reduction keeps nothing and a broadcast keeps its few values, where a
+/// product keeps its activation-sized operand and makes a broadcast activation-sized.
 struct Planes<E: FloatDtype, D: TrainDevice<E>> {
     shape: (usize, usize, usize),
+    products: Option<Products<E, D>>,
+}
+
+/// The constant factors of [`Planes`]' products, made once per layer call (each is a copy to
+/// the device).
+struct Products<E: FloatDtype, D: TrainDevice<E>> {
     /// `[h·w, 1]` of `1/(h·w)` and `[1, n]` of `1/n`: the means over pixels and images.
     pixel_mean: Tensor<(usize, usize), E, D>,
     image_mean: Tensor<(usize, usize), E, D>,
@@ -291,12 +297,20 @@ struct Planes<E: FloatDtype, D: TrainDevice<E>> {
 
 impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
     fn new(dev: &D, (n, h, w): (usize, usize, usize)) -> Result<Self> {
+        let half = std::mem::size_of::<E>() < 4;
+        let products = if half {
+            Some(Products {
+                pixel_mean: constant(dev, (h * w, 1), 1.0 / (h * w) as f64)?,
+                image_mean: constant(dev, (1, n), 1.0 / n as f64)?,
+                images: constant(dev, (n, 1), 1.0)?,
+                pixels: constant(dev, (1, h * w), 1.0)?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             shape: (n, h, w),
-            pixel_mean: constant(dev, (h * w, 1), 1.0 / (h * w) as f64)?,
-            image_mean: constant(dev, (1, n), 1.0 / n as f64)?,
-            images: constant(dev, (n, 1), 1.0)?,
-            pixels: constant(dev, (1, h * w), 1.0)?,
+            products,
         })
     }
 
@@ -306,14 +320,17 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
         x: Images<C, E, D, T>,
     ) -> Result<Tensor<Rank1<C>, E, D, T>> {
         let (n, h, w) = self.shape;
+        let Some(p) = &self.products else {
+            return x.try_mean::<Rank1<C>, Axes3<0, 2, 3>>().map_err(dev_err);
+        };
         let per_plane = x
             .try_reshape_like(&(n * C, h * w))
             .map_err(dev_err)?
-            .try_matmul(self.pixel_mean.clone())
+            .try_matmul(p.pixel_mean.clone())
             .map_err(dev_err)?
             .try_reshape_like(&(n, C))
             .map_err(dev_err)?;
-        self.image_mean
+        p.image_mean
             .clone()
             .retaped::<T>()
             .try_matmul(per_plane)
@@ -329,14 +346,19 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
         v: Tensor<Rank1<C>, E, D, T>,
     ) -> Result<Images<C, E, D, T>> {
         let (n, h, w) = self.shape;
-        self.images
+        let Some(p) = &self.products else {
+            return v
+                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&(n, Const::<C>, h, w))
+                .map_err(dev_err);
+        };
+        p.images
             .clone()
             .retaped::<T>()
             .try_matmul(v.try_reshape_like(&(1, C)).map_err(dev_err)?)
             .map_err(dev_err)?
             .try_reshape_like(&(n * C, 1))
             .map_err(dev_err)?
-            .try_matmul(self.pixels.clone())
+            .try_matmul(p.pixels.clone())
             .map_err(dev_err)?
             .try_reshape_like(&(n, Const::<C>, h, w))
             .map_err(dev_err)
