@@ -15,7 +15,7 @@
 //! caller's: dfdx keeps every gradient of a backward until it ends, and a segment frees those
 //! of its intermediate tensors as soon as its own backward is done (`segment.rs`).
 
-use dfdx::shapes::{Axes3, Axis, Const, HasShape, Rank1, Shape};
+use dfdx::shapes::{Axes3, Axes4, Axis, Const, HasShape, Rank1, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::{
     BroadcastTo, GatherTo, MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryAdd, TryConcatAlong,
@@ -114,9 +114,12 @@ fn conv2d_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     let (n, c, h, w) = (g.batch, g.c_in, g.h, g.w);
     let (ho, wo, k, oc) = (g.h_out(), g.w_out(), g.k, g.c_out);
     let kk = k * k;
+    // The product is `[oc, n·ho·wo]`: the output channel by channel, seen as
+    // `[n, oc, ho, wo]` (a permuted view whose planes are contiguous, not a copy: a copy would
+    // keep the product for its backward, one more output-sized tensor per layer).
     let y = if k == 1 && g.stride == 1 && g.padding == 0 {
         // A pointwise convolution reads every pixel once: `[oc, c]` times the pixels channel by
-        // channel, `[c, n·h·w]`. Both copies (to that layout and back) move whole planes.
+        // channel, `[c, n·h·w]`, whose copy moves whole planes.
         let planes = x
             .try_reshape_like(&(n, c, h * w))
             .map_err(dev_err)?
@@ -131,33 +134,31 @@ fn conv2d_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
             .map_err(dev_err)?
             .try_matmul(planes)
             .map_err(dev_err)?
-            .try_reshape_like(&(oc, n, h * w))
-            .map_err(dev_err)?
-            .try_permute::<_, Axes3<1, 0, 2>>()
-            .map_err(dev_err)?
     } else {
-        // The columns `[n·ho·wo, kk·c]` times the weight as `[kk·c, oc]` (a copy of the
-        // weight, taps first, to match the columns).
+        // The weight as `[oc, kk·c]` (a copy, taps first, to match the columns) times the
+        // columns `[n·ho·wo, kk·c]` transposed (a view: the product reads them as they lie).
         let cols = windows(x, g, E::zero())?
             .try_reshape_like(&(n * ho * wo, kk * c))
+            .map_err(dev_err)?
+            .try_permute::<_, dfdx::shapes::Axes2<1, 0>>()
             .map_err(dev_err)?;
-        let w_cols = weight
+        weight
             .clone()
             .retaped::<T>()
             .try_reshape_like(&(oc, c, kk))
             .map_err(dev_err)?
-            .try_permute::<_, Axes3<2, 1, 0>>()
-            .map_err(dev_err)?
-            .try_reshape_like(&(kk * c, oc))
-            .map_err(dev_err)?;
-        cols.try_matmul(w_cols)
-            .map_err(dev_err)?
-            .try_reshape_like(&(n, ho * wo, oc))
-            .map_err(dev_err)?
             .try_permute::<_, Axes3<0, 2, 1>>()
             .map_err(dev_err)?
+            .try_reshape_like(&(oc, kk * c))
+            .map_err(dev_err)?
+            .try_matmul(cols)
+            .map_err(dev_err)?
     };
-    let y = y.try_reshape_like(&(n, oc, ho, wo)).map_err(dev_err)?;
+    let y = y
+        .try_reshape_like(&(oc, n, ho, wo))
+        .map_err(dev_err)?
+        .try_permute::<_, Axes4<1, 0, 2, 3>>()
+        .map_err(dev_err)?;
     match bias {
         Some(b) => {
             let b = b
