@@ -153,8 +153,8 @@ fn blocks() {
         let mut h = x.clone().traced(Gradients::leaky());
         for [w1, w2, w3] in &weights {
             let skip = h.with_empty_tape();
-            let a = composed::relu(batch_norm::<64>(conv(h, w1), &dev)).expect("relu");
-            let b = composed::relu(batch_norm::<64>(conv(a, w2), &dev)).expect("relu");
+            let a = batch_norm::<64>(conv(h, w1), &dev).relu();
+            let b = batch_norm::<64>(conv(a, w2), &dev).relu();
             let c = batch_norm::<256>(conv(b, w3), &dev);
             h = composed::add_relu(c, skip).expect("same shapes");
         }
@@ -170,7 +170,8 @@ fn blocks() {
     println!(
         "DEVICE-MEMORY 3 bottlenecks 256-64-256, {N}x{SIDE}x{SIDE}, f32: the forward keeps {:.0} MB \
          ({:.1} block outputs); backward peak {:.2}x that ({:.1} block outputs); left after the \
-         backward {:.2}x ({:.1} block outputs: the gradients of the input and the weights)",
+         backward {:.2}x ({:.1} block outputs: the gradients of the input, the weights and what \
+         single ops made)",
         kept / 1e6,
         kept / block,
         peak / kept,

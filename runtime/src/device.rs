@@ -99,14 +99,20 @@ thread_local! {
 /// kernels): slower, and the same results within rounding.
 ///
 /// ```
+/// use fulmen::layers::{conv2d, ConvOptions};
 /// use fulmen::prelude::*;
 ///
 /// let dev = Cpu::default();
-/// let x: Tensor<(usize, Const<2>, usize, usize), f32, Cpu> = dev.sample_normal_like(&(2, Const, 3, 3));
-/// let on_host = fulmen::layers::relu(x.clone()).unwrap();
-/// let _guard = fulmen::device::cpu_runs_device_ops();
-/// let as_on_cuda = fulmen::layers::relu(x).unwrap();
-/// assert_eq!(on_host.as_vec(), as_on_cuda.as_vec());
+/// let x: Tensor<(usize, usize, usize, usize), f32, Cpu> = dev.sample_normal_like(&(2, 3, 8, 8));
+/// let w: Tensor<(usize, usize, usize, usize), f32, Cpu> = dev.sample_normal_like(&(4, 3, 3, 3));
+/// let opts = ConvOptions { padding: 1, ..Default::default() };
+/// let on_host = conv2d(x.clone(), &w, None, opts).unwrap();
+/// let as_on_cuda = {
+///     let _guard = fulmen::device::cpu_runs_device_ops();
+///     conv2d(x, &w, None, opts).unwrap() // an im2col gather and a matrix product
+/// };
+/// let (a, b) = (on_host.as_vec(), as_on_cuda.as_vec());
+/// assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-4));
 /// ```
 pub fn cpu_runs_device_ops() -> DeviceOpsOnCpu {
     DeviceOpsOnCpu {

@@ -11,9 +11,10 @@
 //! On the CPU the fused host kernels are several times faster; the layers use these only on
 //! other devices, and grouped convolutions (depthwise) always use the host kernels.
 //!
-//! Each layer's ops are recorded as a segment, on a tape of their own spliced into the
-//! caller's: dfdx keeps every gradient of a backward until it ends, and a segment frees those
-//! of its intermediate tensors as soon as its own backward is done (`segment.rs`).
+//! Each layer of more than one op (convolution, batch norm, pooling, the residual add+ReLU)
+//! is recorded as a segment, on a tape of its own spliced into the caller's: dfdx keeps every
+//! gradient of a backward until it ends, and a segment frees those of its intermediate tensors
+//! as soon as its own backward is done (`segment.rs`).
 
 use dfdx::shapes::{Axes3, Axes4, Axis, Const, HasShape, Rank1, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
@@ -453,13 +454,6 @@ pub fn batch_norm_eval<E: FloatDtype, D: TrainDevice<E>, const C: usize>(
         .map_err(dev_err)?
         .try_add(bias.clone().try_broadcast_like(&shape).map_err(dev_err)?)
         .map_err(dev_err)
-}
-
-/// `max(x, 0)` (dfdx's ReLU); a segment.
-pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
-    x: Tensor<S, E, D, T>,
-) -> Result<Tensor<S, E, D, T>> {
-    segment([x], Vec::new(), |[x]| x.try_relu().map_err(dev_err))
 }
 
 /// `relu(a + b)`, the end of a residual block; a segment.

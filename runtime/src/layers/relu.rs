@@ -51,10 +51,9 @@ const CHUNK: usize = 1 << 14;
 pub fn relu<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Result<Tensor<S, E, D, T>> {
-    if !D::host_kernels() {
-        return super::composed::relu(x);
-    }
-    if x.shape().num_elements() < PARALLEL_FROM {
+    // On the device (where a segment would cost more ops than the one gradient it frees
+    // early) and for small tensors, dfdx's op.
+    if !D::host_kernels() || x.shape().num_elements() < PARALLEL_FROM {
         return x
             .try_relu()
             .map_err(|e| Error::Device(format!("ReLU: {e:?}")));

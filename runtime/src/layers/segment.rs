@@ -7,7 +7,7 @@
 //! layers are on CUDA ([`composed`](super::composed)), a batch norm leaves nine
 //! activation-sized gradients behind and a 3×3 convolution those of its nine-fold columns.
 //! For three ResNet-50 bottlenecks (`benches/device_memory.rs`) the backward left 60 block
-//! outputs' worth of gradients behind, more than the forward had kept; with segments, 1.
+//! outputs' worth of gradients behind, more than the forward had kept; with segments, 2.6.
 //!
 //! A segment's backward is one op of the caller's tape. It swaps the gradient of the
 //! segment's output into the segment's own tape, together with what the gradients of its
