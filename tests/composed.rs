@@ -231,3 +231,56 @@ fn batch_norm_statistics_stay_finite_in_half_precision() {
     }
     assert!(y.as_vec().iter().all(|v| v.0.is_finite()), "y is finite");
 }
+
+/// In half precision a convolution's bias is spread as batch norm's shift is (its gradient is a
+/// matrix product, where a broadcast's would be a reduction that is slow in f16 on CUDA): the
+/// output and the bias gradient agree with f64.
+#[test]
+fn a_convolution_bias_in_half_precision_gets_its_gradient() {
+    type H = fulmen::device::Half;
+    let half = |v: f64| fulmen::dfdx::dtypes::AMP(fulmen::dfdx::dtypes::f16::from_f64(v));
+    let dev = Cpu::seed_from_u64(9);
+    let (n, c, side, oc) = (8, 3, 16, 2);
+    let x: Dyn4<f64, Cpu> = dev.sample_normal_like(&(n, c, side, side));
+    let weight: Dyn4<f64, Cpu> = dev.sample_normal_like(&(oc, c, 1, 1));
+    let bias: Tensor<(usize,), f64, Cpu> = dev.tensor_from_vec(vec![0.25, -1.5], (oc,));
+    let in_half = |t: &Dyn4<f64, Cpu>| -> Dyn4<H, Cpu> {
+        dev.tensor_from_vec(t.as_vec().into_iter().map(half).collect(), *t.shape())
+    };
+    let bias_h: Tensor<(usize,), H, Cpu> =
+        dev.tensor_from_vec(bias.as_vec().into_iter().map(half).collect(), (oc,));
+    let geom = ConvGeom {
+        batch: n,
+        c_in: c,
+        h: side,
+        w: side,
+        c_out: oc,
+        k: 1,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+        groups: 1,
+    };
+    let want =
+        composed::conv2d(x.clone().leaky_traced(), &weight, Some(&bias), &geom).expect("f64");
+    let got = composed::conv2d(
+        in_half(&x).leaky_traced(),
+        &in_half(&weight),
+        Some(&bias_h),
+        &geom,
+    )
+    .expect("half");
+    let (w_vals, g_vals) = (want.as_vec(), got.as_vec());
+    for (w, g) in w_vals.iter().zip(&g_vals) {
+        assert!(
+            (g.0.to_f64() - w).abs() < 2e-2 * (1.0 + w.abs()),
+            "{g:?} vs {w}"
+        );
+    }
+    // The mean of the output: each bias value's gradient is its share of the pixels, 1/oc.
+    let grads = got.mean().backward();
+    for g in grads.get(&bias_h).as_vec() {
+        let g = g.0.to_f64();
+        assert!((g - 1.0 / oc as f64).abs() < 1e-3, "bias gradient {g}");
+    }
+}

@@ -16,7 +16,7 @@
 //! gradient of a backward until it ends, and a segment frees those of its intermediate tensors
 //! as soon as its own backward is done (`segment.rs`).
 
-use dfdx::shapes::{Axes3, Axes4, Axis, Const, HasShape, Rank1, Shape};
+use dfdx::shapes::{Axes3, Axes4, Axis, Const, Dim, HasShape, Rank1, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::{
     BroadcastTo, GatherTo, MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryAdd, TryConcatAlong,
@@ -26,6 +26,9 @@ use dfdx::tensor_ops::{
 use super::segment::{segment, Handle};
 use super::{ConvGeom, Dyn4, Images};
 use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// `[n, c, h, w]` images whose channel count is `C`, known at compile time or not.
+type Channels<C, E, D, T> = Tensor<(usize, C, usize, usize), E, D, T>;
 
 /// `[n, rows, columns]`: each image's windows, a row per window.
 type Dyn3<E, D, T> = Tensor<(usize, usize, usize), E, D, T>;
@@ -161,12 +164,10 @@ fn conv2d_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
         .try_permute::<_, Axes4<1, 0, 2, 3>>()
         .map_err(dev_err)?;
     match bias {
+        // Spread as batch norm spreads its shift: in half precision a broadcast's backward
+        // would be one of dfdx's slow reductions.
         Some(b) => {
-            let b = b
-                .clone()
-                .retaped::<T>()
-                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&(n, oc, ho, wo))
-                .map_err(dev_err)?;
+            let b = Planes::new(y.device(), (n, ho, wo))?.spread(b.clone().retaped::<T>())?;
             y.try_add(b).map_err(dev_err)
         }
         None => Ok(y),
@@ -341,28 +342,29 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
             .map_err(dev_err)
     }
 
-    /// `v` at every pixel of every image: copied over the images, then over each plane's
-    /// pixels.
-    fn spread<T: Tape<E, D>, const C: usize>(
+    /// `v` (a value per channel) at every pixel of every image: copied over the images, then
+    /// over each plane's pixels.
+    fn spread<T: Tape<E, D>, C: Dim>(
         &self,
-        v: Tensor<Rank1<C>, E, D, T>,
-    ) -> Result<Images<C, E, D, T>> {
+        v: Tensor<(C,), E, D, T>,
+    ) -> Result<Channels<C, E, D, T>> {
         let (n, h, w) = self.shape;
+        let c = v.shape().0;
         let Some(p) = &self.products else {
             return v
-                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&(n, Const::<C>, h, w))
+                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&(n, c, h, w))
                 .map_err(dev_err);
         };
         p.images
             .clone()
             .retaped::<T>()
-            .try_matmul(v.try_reshape_like(&(1, C)).map_err(dev_err)?)
+            .try_matmul(v.try_reshape_like(&(1, c.size())).map_err(dev_err)?)
             .map_err(dev_err)?
-            .try_reshape_like(&(n * C, 1))
+            .try_reshape_like(&(n * c.size(), 1))
             .map_err(dev_err)?
             .try_matmul(p.pixels.clone())
             .map_err(dev_err)?
-            .try_reshape_like(&(n, Const::<C>, h, w))
+            .try_reshape_like(&(n, c, h, w))
             .map_err(dev_err)
     }
 }

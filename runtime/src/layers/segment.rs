@@ -30,7 +30,7 @@ use dfdx::tensor_ops::Backward;
 
 use crate::{FloatDtype, Result, TrainDevice};
 
-/// A tensor whose gradient a segment moves between tapes: an input, the output or a
+/// A tensor whose gradient a segment swaps between tapes: an input, the output or a
 /// parameter.
 pub(crate) trait Handle<E, D: Storage<E>> {
     /// The gradient in `grads` (allocated, zeroed, if it has none).
@@ -101,7 +101,7 @@ where
         return Ok(y.put_tape(outer));
     }
     let dev = y.device().clone();
-    // The output first, then what is moved back out.
+    // The output first, then what is swapped back out.
     let mut handles: Vec<Box<dyn Handle<E, D>>> = vec![Box::new(y.clone())];
     handles.extend(
         values
