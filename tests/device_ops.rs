@@ -175,7 +175,8 @@ fn convs(precision: &str) -> (Vec<f64>, Vec<f64>) {
     let loader = || DataLoader::new(InMemoryDataset::new(samples.clone()), 6);
     let precision = precision.parse().expect("a precision");
     let losses = fit(&mut model, (loader(), Some(loader())), |b| {
-        b.max_epochs(2).precision(precision)
+        // Clipped by norm: its sums run in each precision's way (16-true: half products).
+        b.max_epochs(2).precision(precision).gradient_clip_val(0.5)
     });
     let saved = fulmen::checkpoint::Checkpoint::of_module(&model, "convs").expect("a checkpoint");
     let values = saved
@@ -188,7 +189,7 @@ fn convs(precision: &str) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn conv_layers_train_as_on_the_host() {
     let _one = one_at_a_time();
-    for (precision, tolerance) in [("32-true", 1e-4), ("16-mixed", 3e-2)] {
+    for (precision, tolerance) in [("32-true", 1e-4), ("16-mixed", 3e-2), ("16-true", 2e-2)] {
         let (host_losses, host) = convs(precision);
         let (device_losses, device) = as_on_cuda(|| convs(precision));
         assert!(

@@ -93,7 +93,8 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
                 total.add_host(crate::optim::grads::sum_of_squares(g))
             })
         } else {
-            total.add_device(crate::optim::composed::sum_of_squares(self, grads)?)
+            let (sum, unit) = crate::optim::composed::sum_of_squares(self, grads)?;
+            total.add_device_in(sum, unit)
         }
     }
     fn grad_finite_probe(

@@ -116,9 +116,18 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
     })
 }
 
-/// Σ v² of one tensor, in eight lanes of `E` (as PyTorch, in the tensor's dtype; the lanes let
-/// the compiler vectorize), then in f64 across tensors.
+/// Σ v² of one tensor, in eight lanes (the lanes let the compiler vectorize) of the tensor's
+/// dtype, or of f32 for half precision (whose squares overflow at 256), as PyTorch
+/// accumulates; then in f64 across tensors.
 pub(crate) fn sum_of_squares<E: FloatDtype>(g: &[E]) -> f64 {
+    if std::mem::size_of::<E>() < 4 {
+        let wide: Vec<f32> = g.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+        return in_lanes(&wide);
+    }
+    in_lanes(g)
+}
+
+fn in_lanes<E: num_traits::Float + std::ops::AddAssign>(g: &[E]) -> f64 {
     let mut lanes = [E::zero(); 8];
     let chunks = g.chunks_exact(8);
     let rest = chunks.remainder();
@@ -177,6 +186,8 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
 pub(crate) struct Total<E: FloatDtype, D: TrainDevice<E>> {
     host: f64,
     device: Option<Tensor<Rank0, E, D>>,
+    /// What one of the device's numbers is worth.
+    unit: f64,
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>> Default for Total<E, D> {
@@ -184,6 +195,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Default for Total<E, D> {
         Self {
             host: 0.0,
             device: None,
+            unit: 1.0,
         }
     }
 }
@@ -194,6 +206,19 @@ impl<E: FloatDtype, D: TrainDevice<E>> Total<E, D> {
     }
 
     pub(crate) fn add_device(&mut self, v: Tensor<Rank0, E, D>) -> Result<()> {
+        self.add_device_in(v, 1.0)
+    }
+
+    /// Adds `v`, counted in units of `unit` (a scaled sum, [`super::composed`]'s half
+    /// precision squares); every device number of a total has the same unit.
+    pub(crate) fn add_device_in(&mut self, v: Tensor<Rank0, E, D>, unit: f64) -> Result<()> {
+        if self.device.is_some() && self.unit != unit {
+            return Err(Error::msg(format!(
+                "summing over the gradients: units {unit} and {}",
+                self.unit
+            )));
+        }
+        self.unit = unit;
         self.device = Some(match self.device.take() {
             Some(sum) => sum
                 .try_add(v)
@@ -206,11 +231,10 @@ impl<E: FloatDtype, D: TrainDevice<E>> Total<E, D> {
     /// The sum, on the host (NaN if the device's part is not a number).
     pub(crate) fn value(self) -> f64 {
         let device = match self.device {
-            Some(t) => t
-                .as_vec()
-                .first()
-                .and_then(|v| v.to_f64())
-                .unwrap_or(f64::NAN),
+            Some(t) => {
+                let v = t.as_vec().first().and_then(|v| v.to_f64());
+                v.unwrap_or(f64::NAN) * self.unit
+            }
             None => 0.0,
         };
         self.host + device
