@@ -15,7 +15,7 @@ use dfdx::shapes::{HasShape, Rank0, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
-use crate::optim::grads::Total;
+use crate::optim::grads::{GradSum, Total};
 use crate::optim::rules::StepRule;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -26,17 +26,14 @@ pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
     fn device(&self) -> D;
     /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none).
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
-    /// Adds Σ g² of the tensor's gradient (zero if it has none) to `total`, summed where it
-    /// lives.
-    fn grad_sum_of_squares(
+    /// Adds `what` of the tensor's gradient (zeros if it has none) to `total`, reduced where
+    /// it lives.
+    fn add_grad_sum(
         &self,
+        what: GradSum,
         grads: &mut Gradients<E, D>,
         total: &mut Total<E, D>,
     ) -> Result<()>;
-    /// Adds 0 to `total` if the tensor's gradient holds no NaN or infinity, NaN if it does:
-    /// checked where it lives.
-    fn grad_finite_probe(&self, grads: &mut Gradients<E, D>, total: &mut Total<E, D>)
-        -> Result<()>;
     /// The values, flat, where they live.
     fn flat(&self) -> Result<Tensor<(usize,), E, D>>;
     /// The gradient in `grads` (zeros if it has none), flat: a copy, where it lives.
@@ -83,33 +80,17 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
     }
-    fn grad_sum_of_squares(
+    fn add_grad_sum(
         &self,
+        what: GradSum,
         grads: &mut Gradients<E, D>,
         total: &mut Total<E, D>,
     ) -> Result<()> {
         if D::host_kernels() {
-            D::with_grad(self, grads, |g| {
-                total.add_host(crate::optim::grads::sum_of_squares(g))
-            })
+            D::with_grad(self, grads, |g| total.add_host(what.on_host(g)))
         } else {
-            let (sum, unit) = crate::optim::composed::sum_of_squares(self, grads)?;
+            let (sum, unit) = crate::optim::composed::grad_sum(what, self, grads)?;
             total.add_device_in(sum, unit)
-        }
-    }
-    fn grad_finite_probe(
-        &self,
-        grads: &mut Gradients<E, D>,
-        total: &mut Total<E, D>,
-    ) -> Result<()> {
-        if D::host_kernels() {
-            D::with_grad(self, grads, |g| {
-                let finite = g.iter().all(|v| v.is_finite());
-                total.add_host(if finite { 0.0 } else { f64::NAN })
-            })
-        } else {
-            let g = crate::optim::composed::gradient(self, grads)?;
-            total.add_device(crate::optim::composed::finite_probe(g)?)
         }
     }
     fn flat(&self) -> Result<Tensor<(usize,), E, D>> {

@@ -300,8 +300,7 @@ struct Products<E: FloatDtype, D: TrainDevice<E>> {
 
 impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
     fn new(dev: &D, (n, h, w): (usize, usize, usize)) -> Result<Self> {
-        let half = std::mem::size_of::<E>() < 4;
-        let products = if half {
+        let products = if crate::device::is_half::<E>() {
             Some(Products {
                 pixel_mean: constant(dev, (h * w, 1), 1.0 / (h * w) as f64)?,
                 image_mean: constant(dev, (1, n), 1.0 / n as f64)?,
@@ -369,19 +368,21 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
     }
 }
 
-/// Per-channel statistics of a batch and its normalized, scaled and shifted values:
-/// `(y, mean, biased variance)`; the statistics leave the tape. A segment.
-#[allow(clippy::type_complexity)]
+/// A batch normalized, scaled and shifted, with the per-channel statistics it was normalized
+/// by: `(y, mean, biased variance)`, the statistics off the tape.
+pub type Normalized<const C: usize, E, D, T> = (
+    Images<C, E, D, T>,
+    Tensor<Rank1<C>, E, D>,
+    Tensor<Rank1<C>, E, D>,
+);
+
+/// Batch norm by the batch's statistics ([`Normalized`]); a segment.
 pub fn batch_norm_train<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
     x: Images<C, E, D, T>,
     weight: &Tensor<Rank1<C>, E, D>,
     bias: &Tensor<Rank1<C>, E, D>,
     epsilon: f64,
-) -> Result<(
-    Images<C, E, D, T>,
-    Tensor<Rank1<C>, E, D>,
-    Tensor<Rank1<C>, E, D>,
-)> {
+) -> Result<Normalized<C, E, D, T>> {
     let params: Vec<Box<dyn Handle<E, D>>> = vec![Box::new(weight.clone()), Box::new(bias.clone())];
     let mut stats = None;
     let y = segment([x], params, |[x]| {
@@ -393,17 +394,12 @@ pub fn batch_norm_train<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C
     Ok((y, mean, var))
 }
 
-#[allow(clippy::type_complexity)]
 fn batch_norm_train_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C: usize>(
     x: Images<C, E, D, T>,
     weight: &Tensor<Rank1<C>, E, D>,
     bias: &Tensor<Rank1<C>, E, D>,
     epsilon: f64,
-) -> Result<(
-    Images<C, E, D, T>,
-    Tensor<Rank1<C>, E, D>,
-    Tensor<Rank1<C>, E, D>,
-)> {
+) -> Result<Normalized<C, E, D, T>> {
     let (n, _, h, w) = *x.shape();
     let planes = Planes::new(x.device(), (n, h, w))?;
     let eps = E::from(epsilon).unwrap_or_else(E::nan);

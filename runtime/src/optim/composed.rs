@@ -8,11 +8,13 @@
 //! gradients' reductions for clipping and the anomaly check are here too.
 
 use dfdx::shapes::{HasShape, Rank0, Shape};
-use dfdx::tensor::{Gradients, OwnedTape, Tensor};
+use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor};
 use dfdx::tensor_ops::{ReshapeTo, SumTo, TryAdd, TryDiv, TryMatMul, TryMul, TrySub};
 
+use super::grads::GradSum;
 use super::rules::StepRule;
 use super::{Clip, Optim, OptimKind};
+use crate::device::is_half;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 type Flat<E, D> = Tensor<(usize,), E, D>;
@@ -62,12 +64,9 @@ pub(crate) fn dot<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
     g: Flat<E, D>,
 ) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>> {
     let n = param.shape().num_elements();
-    param
-        .clone()
-        .retaped::<OwnedTape<E, D>>()
-        .try_reshape_like(&(1, n))
-        .and_then(|p| p.try_matmul(g.try_reshape_like(&(n, 1))?))
-        .and_then(|d| d.try_reshape_like(&()))
+    let p = param.clone().retaped::<OwnedTape<E, D>>();
+    p.try_reshape_like(&(n,))
+        .and_then(|p| inner(p, g))
         .map_err(dev_err)
 }
 
@@ -83,18 +82,11 @@ fn clipped<E: FloatDtype, D: TrainDevice<E>>(
     }
 }
 
-/// Whether `E` is a half-precision type. On CUDA dfdx's reductions into a few values are slow
-/// in it (atomic adds on a few addresses: 45–55 ms for 8M values into one on an H200), so the
-/// sums here take it as matrix products, which cuBLAS accumulates in f32.
-fn is_half<E>() -> bool {
-    std::mem::size_of::<E>() < 4
-}
-
-/// `⟨a, b⟩` as a product `[1, n] · [n, 1]`.
-fn inner<E: FloatDtype, D: TrainDevice<E>>(
-    a: Flat<E, D>,
+/// `⟨a, b⟩` as a product `[1, n] · [n, 1]` (on `a`'s tape).
+fn inner<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    a: Tensor<(usize,), E, D, T>,
     b: Flat<E, D>,
-) -> std::result::Result<Tensor<Rank0, E, D>, D::Err> {
+) -> std::result::Result<Tensor<Rank0, E, D, T>, D::Err> {
     let n = a.shape().0;
     a.try_reshape_like(&(1, n))?
         .try_matmul(b.try_reshape_like(&(n, 1))?)?
@@ -106,13 +98,18 @@ fn inner<E: FloatDtype, D: TrainDevice<E>>(
 /// 256. It underflows below a norm of about 0.06, where a norm is too small to clip anyway.
 const HALF_SQUARES_SCALE: f64 = 1.0 / 256.0;
 
-/// Σ g² of `param`'s gradient (zero if it has none), summed where it lives: `(sum, unit)`, the
-/// sum in units of `unit` (scaled in half precision, [`HALF_SQUARES_SCALE`]).
-pub(crate) fn sum_of_squares<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+/// `what` of `param`'s gradient (zeros if it has none), reduced where it lives: `(sum, unit)`,
+/// the sum in units of `unit` (scaled for half precision's squares, [`HALF_SQUARES_SCALE`]).
+pub(crate) fn grad_sum<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    what: GradSum,
     param: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
 ) -> Result<(Tensor<Rank0, E, D>, f64)> {
     let g = gradient(param, grads)?;
+    if what == GradSum::FiniteProbe {
+        return Ok((finite_probe(g)?, 1.0));
+    }
+    // Half precision: a product (see `is_half`).
     if is_half::<E>() {
         let g = g.try_mul(c::<E>(HALF_SQUARES_SCALE)).map_err(dev_err)?;
         let sum = inner(g.clone(), g).map_err(dev_err)?;
@@ -350,10 +347,10 @@ mod tests {
         let mut grads = Gradients::leaky();
         Cpu::with_grad(&p, &mut grads, |s| s.copy_from_slice(&g)).unwrap();
         let host = crate::optim::grads::sum_of_squares(&g);
-        let (sum, unit) = sum_of_squares(&p, &mut grads).unwrap();
+        let (sum, unit) = grad_sum(GradSum::Squares, &p, &mut grads).unwrap();
         let ops = f64::from(sum.array()) * unit;
         assert!((host - ops).abs() <= 1e-5 * host, "{host} vs {ops}");
-        let (empty, _) = sum_of_squares(&p, &mut Gradients::leaky()).unwrap();
+        let (empty, _) = grad_sum(GradSum::Squares, &p, &mut Gradients::leaky()).unwrap();
         assert_eq!(empty.array(), 0.0, "a parameter without a gradient");
     }
 
@@ -390,7 +387,7 @@ mod tests {
         let p: Tensor<Rank1<16>, Half, Cpu> = dev.zeros();
         let mut grads = Gradients::leaky();
         Cpu::with_grad(&p, &mut grads, |g| g.fill(half(300.0))).unwrap();
-        let (sum, unit) = sum_of_squares(&p, &mut grads).unwrap();
+        let (sum, unit) = grad_sum(GradSum::Squares, &p, &mut grads).unwrap();
         let got = sum.array().0.to_f64() * unit;
         assert!((got / 1.44e6 - 1.0).abs() < 1e-3, "{got}");
         let host = crate::optim::grads::sum_of_squares(&[half(300.0); 16]);

@@ -90,15 +90,7 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
     max_norm: f64,
     total: impl FnOnce(f64) -> Result<f64>,
 ) -> Result<Clip> {
-    let mut sum = Total::default();
-    walk::read(module, |_, item| match item {
-        Item::Tensor {
-            tensor,
-            trainable: true,
-        } => tensor.grad_sum_of_squares(grads, &mut sum),
-        _ => Ok(()),
-    })?;
-    let sum = sum.value();
+    let sum = GradSum::Squares.over(module, grads)?;
     // `total` turns this rank's Σ g² into the run's (the identity but under SHARD_GRAD_OP,
     // where each rank holds its own tensors' gradients).
     let norm = total(sum)?.sqrt();
@@ -116,27 +108,69 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
     })
 }
 
+/// A number summed over gradients, each reduced where it lives ([`Total`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GradSum {
+    /// Σ g², for the clipping norm.
+    Squares,
+    /// 0 when every value is finite, NaN otherwise: the anomaly check (a sum of squares would
+    /// overflow on large finite values).
+    FiniteProbe,
+}
+
+impl GradSum {
+    /// Of one gradient the host holds.
+    pub(crate) fn on_host<E: FloatDtype>(self, g: &[E]) -> f64 {
+        match self {
+            GradSum::Squares => sum_of_squares(g),
+            GradSum::FiniteProbe if g.iter().all(|v| v.is_finite()) => 0.0,
+            GradSum::FiniteProbe => f64::NAN,
+        }
+    }
+
+    /// Over the gradients of every trainable tensor of `module`.
+    fn over<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+        self,
+        module: &M,
+        grads: &mut Gradients<E, D>,
+    ) -> Result<f64> {
+        let mut total = Total::default();
+        walk::read(module, |_, item| match item {
+            Item::Tensor {
+                tensor,
+                trainable: true,
+            } => tensor.add_grad_sum(self, grads, &mut total),
+            _ => Ok(()),
+        })?;
+        Ok(total.value())
+    }
+}
+
 /// Σ v² of one tensor, in eight lanes (the lanes let the compiler vectorize) of the tensor's
 /// dtype, or of f32 for half precision (whose squares overflow at 256), as PyTorch
 /// accumulates; then in f64 across tensors.
 pub(crate) fn sum_of_squares<E: FloatDtype>(g: &[E]) -> f64 {
-    if std::mem::size_of::<E>() < 4 {
-        let wide: Vec<f32> = g.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
-        return in_lanes(&wide);
+    if crate::device::is_half::<E>() {
+        return in_lanes(g, |v| v.to_f32().unwrap_or(f32::NAN));
     }
-    in_lanes(g)
+    in_lanes(g, |v| v)
 }
 
-fn in_lanes<E: num_traits::Float + std::ops::AddAssign>(g: &[E]) -> f64 {
-    let mut lanes = [E::zero(); 8];
+/// Σ widen(v)² in eight lanes of the widened type.
+fn in_lanes<E: Copy, A: num_traits::Float + std::ops::AddAssign>(
+    g: &[E],
+    widen: impl Fn(E) -> A,
+) -> f64 {
+    let mut lanes = [A::zero(); 8];
     let chunks = g.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
         for (lane, &v) in lanes.iter_mut().zip(c) {
+            let v = widen(v);
             *lane += v * v;
         }
     }
-    let tail = rest.iter().fold(E::zero(), |a, &v| a + v * v);
+    let tail = rest.iter().fold(A::zero(), |a, &v| a + widen(v) * widen(v));
     lanes
         .iter()
         .chain([&tail])
@@ -149,15 +183,7 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     module: &M,
     grads: &mut Gradients<E, D>,
 ) -> Result<Option<String>> {
-    let mut all = Total::default();
-    walk::read(module, |_, item| match item {
-        Item::Tensor {
-            tensor,
-            trainable: true,
-        } => tensor.grad_finite_probe(grads, &mut all),
-        _ => Ok(()),
-    })?;
-    if all.value().is_finite() {
+    if GradSum::FiniteProbe.over(module, grads)?.is_finite() {
         return Ok(None);
     }
     // Something is not finite: which tensor, one number at a time.
@@ -168,7 +194,7 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
             trainable: true,
         } if found.is_none() => {
             let mut one = Total::default();
-            tensor.grad_finite_probe(grads, &mut one)?;
+            tensor.add_grad_sum(GradSum::FiniteProbe, grads, &mut one)?;
             if !one.value().is_finite() {
                 found = Some(name);
             }
