@@ -8,6 +8,8 @@
 mod common;
 #[path = "support/quiet.rs"]
 mod quiet;
+#[path = "support/runs.rs"]
+mod runs;
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +18,7 @@ use fulmen::data::{Class, Image, ImageBatch};
 use fulmen::layers::{AdaptiveAvgPool2D, Conv2D, Conv2DNoBias, Flatten, MaxPool2D};
 use fulmen::models::resnet::{BasicBlock, BasicBlockDown};
 use fulmen::prelude::*;
+use runs::{iris_weights, max_abs_diff, EpochLosses};
 
 /// The runs draw from the process's generator (the models' initial weights, the shuffling),
 /// which each seeds: one at a time.
@@ -28,29 +31,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 fn as_on_cuda<R>(f: impl FnOnce() -> R) -> R {
     let _guard = fulmen::device::cpu_runs_device_ops();
     f()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "same number of values");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// The training loss at the end of every epoch, and the validation loss when there is one.
-struct EpochLosses(Arc<Mutex<Vec<f64>>>);
-
-impl Callback for EpochLosses {
-    fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
-        let metrics = trainer.callback_metrics();
-        let mut losses = self.0.lock().expect("not poisoned");
-        losses.extend(
-            ["train_loss", "val_loss"]
-                .iter()
-                .flat_map(|k| metrics.get(*k)),
-        );
-    }
 }
 
 /// Fits `model` on `loader` from seed 5 with `settings`: the epoch losses.
@@ -81,13 +61,7 @@ fn iris(
     let losses = fit(&mut model, (loader.shuffle(true), None), |b| {
         settings(b.max_epochs(5))
     });
-    let weights = [
-        model.layer_1.weight.as_vec(),
-        model.layer_1.bias.as_vec(),
-        model.layer_2.weight.as_vec(),
-        model.layer_2.bias.as_vec(),
-    ];
-    (losses, weights.concat())
+    (losses, iris_weights(&model))
 }
 
 #[test]
@@ -218,110 +192,12 @@ fn conv_layers_train_as_on_the_host() {
     }
 }
 
-/// A module whose loss is finite (zero) and whose gradients are NaN: d√u/du is infinite at 0,
-/// times 0.
-#[lightning_module]
-struct NanGrads {
-    l1: Linear<4, 3>,
-}
-
-#[lightning_module]
-impl NanGrads {
-    fn training_step(
-        &mut self,
-        (x, _): ClassBatch<4, 3, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> Loss<E, D> {
-        let zero = E::from_f32(0.0).unwrap_or_default();
-        (self.l1.forward(ctx.trace(x)) * zero).sqrt().sum()
-    }
-    fn configure_optimizers(&self) -> Optim {
-        Optim::sgd(0.1)
-    }
-}
-
 #[test]
 fn non_finite_gradients_are_named_and_not_applied() {
     let _one = one_at_a_time();
-    let run = |settings: fn(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder| {
-        let mut model = NanGrads::new();
-        let before = model.l1.weight.as_vec();
-        let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
-        let trainer = settings(quiet::trainer().max_epochs(1));
-        let err = as_on_cuda(|| {
-            (trainer.build().expect("valid settings"))
-                .fit_loaders(&mut model, loader, None)
-                .expect_err("the run stops")
-                .to_string()
-        });
-        assert_eq!(model.l1.weight.as_vec(), before, "no step was taken");
-        err
-    };
-    let anomaly = run(|b| b.detect_anomaly(true));
-    assert!(
-        anomaly.contains("`l1.weight`") && anomaly.contains("NaN"),
-        "{anomaly}"
-    );
-    let norm = run(|b| b.gradient_clip_val(1.0));
-    assert!(norm.contains("gradient norm is NaN"), "{norm}");
-}
-
-/// Iris for 4 epochs with a checkpoint after each, on `device_ops` or the host kernels; then a
-/// run resumed from epoch 1's checkpoint on `resume_on_device_ops` or not: the weights of
-/// both runs' ends.
-fn resumed(device_ops: bool, resume_on_device_ops: bool) -> (Vec<f32>, Vec<f32>) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let epochs = dir.path().join("epochs");
-    let loader = || {
-        let data = fulmen::data::iris::bundled();
-        DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true)
-    };
-    let weights = |m: &Iris| {
-        [
-            m.layer_1.weight.as_vec(),
-            m.layer_1.bias.as_vec(),
-            m.layer_2.weight.as_vec(),
-            m.layer_2.bias.as_vec(),
-        ]
-        .concat()
-    };
-    let full = {
-        let _guard = device_ops.then(fulmen::device::cpu_runs_device_ops);
-        seed_everything(5);
-        let mut full = Iris::new(0.01);
-        let checkpoints = fulmen::callbacks::ModelCheckpoint::new()
-            .dirpath(&epochs)
-            .save_top_k(-1);
-        let mut trainer = quiet::trainer()
-            .max_epochs(4)
-            .enable_checkpointing(true)
-            .callback(checkpoints)
-            .build()
-            .expect("valid settings");
-        trainer.fit_loaders(&mut full, loader(), None).expect("fit");
-        weights(&full)
-    };
-    let ckpt = std::fs::read_dir(&epochs)
-        .expect("the checkpoints")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("epoch=1-"))
-        .expect("the checkpoint of epoch 1");
-    let _guard = resume_on_device_ops.then(fulmen::device::cpu_runs_device_ops);
-    seed_everything(1000);
-    let mut resumed = Iris::new(0.01);
-    let mut trainer = quiet::trainer()
-        .max_epochs(4)
-        .build()
-        .expect("valid settings");
-    let mut loaders = fulmen::datamodule::Loaders {
-        train: Some(loader()),
-        ..Default::default()
-    };
-    trainer
-        .fit_from(&mut resumed, &mut loaders, &ckpt)
-        .expect("resumes");
-    (full, weights(&resumed))
+    runs::assert_nan_gradients_named(|settings| {
+        as_on_cuda(|| runs::stopped_by_nan_gradients(settings))
+    });
 }
 
 /// A run checkpointed on the device path resumes there, and on the host kernels, as it would
@@ -330,7 +206,9 @@ fn resumed(device_ops: bool, resume_on_device_ops: bool) -> (Vec<f32>, Vec<f32>)
 fn a_run_resumes_across_the_two_paths() {
     let _one = one_at_a_time();
     for (saved_on, resumed_on) in [(true, true), (true, false), (false, true)] {
-        let (full, resumed) = resumed(saved_on, resumed_on);
+        let guard = |on: bool| move || on.then(fulmen::device::cpu_runs_device_ops);
+        let (full, resumed) =
+            runs::checkpointed_and_resumed(|b| b, guard(saved_on), guard(resumed_on));
         let err = max_abs_diff(&full, &resumed);
         assert!(
             err < 1e-5,

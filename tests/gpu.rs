@@ -8,6 +8,8 @@
 mod common;
 #[path = "support/quiet.rs"]
 mod quiet;
+#[path = "support/runs.rs"]
+mod runs;
 
 use std::sync::{Arc, Mutex};
 
@@ -16,27 +18,7 @@ use fulmen::layers::{AdaptiveAvgPool2D, Conv2D, Conv2DNoBias, Flatten, MaxPool2D
 use fulmen::models::resnet::BasicBlockDown;
 use fulmen::optim::Clip;
 use fulmen::prelude::*;
-
-/// The training loss at the end of every epoch.
-struct EpochLosses(Arc<Mutex<Vec<f64>>>);
-
-impl Callback for EpochLosses {
-    fn on_train_epoch_end(&mut self, trainer: &mut TrainerView) {
-        if let Some(v) = trainer.callback_metrics().get("train_loss") {
-            self.0.lock().expect("not poisoned").push(*v);
-        }
-    }
-}
-
-fn weights(m: &Iris) -> Vec<f32> {
-    [
-        m.layer_1.weight.as_vec(),
-        m.layer_1.bias.as_vec(),
-        m.layer_2.weight.as_vec(),
-        m.layer_2.bias.as_vec(),
-    ]
-    .concat()
-}
+use runs::{iris_weights as weights, max_abs_diff, EpochLosses};
 
 /// Five epochs of Iris from seed 5 on `accelerator` in `precision`: the epoch losses and the
 /// final weights (back on the CPU).
@@ -74,14 +56,6 @@ fn iris_with(
     trainer.fit_loaders(&mut model, loader, None).expect("fit");
     let losses = losses.lock().expect("not poisoned").clone();
     (losses, model)
-}
-
-fn max_abs_diff<T: Into<f64> + Copy>(a: &[T], b: &[T]) -> f64 {
-    assert_eq!(a.len(), b.len(), "same number of values");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| ((*x).into() - (*y).into()).abs())
-        .fold(0.0, f64::max)
 }
 
 /// Fails the test, saying why, when there is no GPU. Asked first, because dfdx's `Cuda`
@@ -236,97 +210,20 @@ fn every_optimizer_steps_on_the_gpu_as_on_the_cpu() {
 /// device) ends where the uninterrupted GPU run does.
 #[test]
 fn a_run_resumed_on_the_gpu_ends_as_the_uninterrupted_one() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let epochs = dir.path().join("epochs");
-    let loader = || {
-        let data = fulmen::data::iris::bundled();
-        DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true)
-    };
-    seed_everything(5);
-    let mut full = Iris::new(0.01);
-    let checkpoints = fulmen::callbacks::ModelCheckpoint::new()
-        .dirpath(&epochs)
-        .save_top_k(-1);
-    let mut trainer = quiet::trainer()
-        .max_epochs(4)
-        .accelerator(gpu())
-        .enable_checkpointing(true)
-        .callback(checkpoints)
-        .build()
-        .expect("valid settings");
-    trainer.fit_loaders(&mut full, loader(), None).expect("fit");
-    let ckpt = std::fs::read_dir(&epochs)
-        .expect("the checkpoints")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("epoch=1-"))
-        .expect("the checkpoint of epoch 1");
-    seed_everything(1000);
-    let mut resumed = Iris::new(0.01);
-    let mut trainer = quiet::trainer()
-        .max_epochs(4)
-        .accelerator(gpu())
-        .build()
-        .expect("valid settings");
-    let mut loaders = fulmen::datamodule::Loaders {
-        train: Some(loader()),
-        ..Default::default()
-    };
-    trainer
-        .fit_from(&mut resumed, &mut loaders, &ckpt)
-        .expect("resumes");
-    let err = max_abs_diff(&weights(&full), &weights(&resumed));
+    let on_gpu = |b: fulmen::TrainerBuilder| b.accelerator(gpu());
+    let (full, resumed) = runs::checkpointed_and_resumed(on_gpu, || (), || ());
+    let err = max_abs_diff(&full, &resumed);
     println!("GPU-CHECK resume_on_gpu weight_err={err:.2e}");
     assert!(err < 1e-5, "the resumed run differs by {err}");
-}
-
-/// A module whose loss is finite (zero) and whose gradients are NaN: d√u/du is infinite at 0,
-/// times 0.
-#[lightning_module]
-struct NanGrads {
-    l1: Linear<4, 3>,
-    #[hparam]
-    lr: f64,
-}
-
-#[lightning_module]
-impl NanGrads {
-    fn training_step(
-        &mut self,
-        (x, _): ClassBatch<4, 3, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> Loss<E, D> {
-        let zero = E::from_f32(0.0).unwrap_or_default();
-        (self.l1.forward(ctx.trace(x)) * zero).sqrt().sum()
-    }
-    fn configure_optimizers(&self) -> Optim {
-        Optim::sgd(self.lr)
-    }
 }
 
 /// The anomaly check and the clipping norm, both reduced on the device, find NaN gradients:
 /// the run stops naming them, and no step is taken.
 #[test]
 fn non_finite_gradients_on_the_gpu_are_named_and_not_applied() {
-    let run = |settings: fn(fulmen::TrainerBuilder) -> fulmen::TrainerBuilder| {
-        let mut model = NanGrads::new(0.1);
-        let before = model.l1.weight.as_vec();
-        let trainer = settings(quiet::trainer().max_epochs(1).accelerator(gpu()));
-        let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
-        let err = (trainer.build().expect("valid settings"))
-            .fit_loaders(&mut model, loader, None)
-            .expect_err("the run stops")
-            .to_string();
-        assert_eq!(model.l1.weight.as_vec(), before, "no step was taken");
-        err
-    };
-    let anomaly = run(|b| b.detect_anomaly(true));
-    assert!(
-        anomaly.contains("`l1.weight`") && anomaly.contains("NaN"),
-        "{anomaly}"
-    );
-    let norm = run(|b| b.gradient_clip_val(1.0));
-    assert!(norm.contains("gradient norm is NaN"), "{norm}");
+    runs::assert_nan_gradients_named(|settings| {
+        runs::stopped_by_nan_gradients(|b| settings(b.accelerator(gpu())))
+    });
     println!("GPU-CHECK non_finite_gradients named");
 }
 
