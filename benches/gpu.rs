@@ -182,18 +182,25 @@ mod ops {
                 opt.step(&mut m.net, &mut grads).expect("a step");
             });
         }
+        time(dev, "resnet50_alloc_grads", dtype, || {
+            let _ = m.net.alloc_grads();
+        });
+        // One layer each, its gradients allocated as the backward reaches them.
         let x64: Tensor<(usize, Const<64>, usize, usize), E, Cuda> =
             filled(dev, (128, Const, 32, 32));
         let x256: Tensor<(usize, Const<256>, usize, usize), E, Cuda> =
             filled(dev, (128, Const, 32, 32));
+        time(dev, "conv3x3_64_32x32_forward", dtype, || {
+            let _ = m.conv3.forward(x64.clone());
+        });
         time(dev, "conv3x3_64_32x32_forward_backward", dtype, || {
-            let _ = loss(m.conv3.forward_mut(x64.clone().traced(m.alloc_grads()))).backward();
+            let _ = loss(m.conv3.forward_mut(x64.clone().traced(Gradients::leaky()))).backward();
         });
         time(dev, "conv1x1_256to64_32x32_forward_backward", dtype, || {
-            let _ = loss(m.conv1.forward_mut(x256.clone().traced(m.alloc_grads()))).backward();
+            let _ = loss(m.conv1.forward_mut(x256.clone().traced(Gradients::leaky()))).backward();
         });
         time(dev, "batchnorm_64_32x32_forward_backward", dtype, || {
-            let _ = loss(m.bn.forward_mut(x64.clone().traced(m.alloc_grads()))).backward();
+            let _ = loss(m.bn.forward_mut(x64.clone().traced(Gradients::leaky()))).backward();
         });
     }
 
@@ -265,6 +272,73 @@ mod ops {
                 .broadcast_like(&(131_072, Const::<64>));
             let _ = loss(scale * y.clone().realize::<(usize, Const<64>)>()).backward();
         });
+        // A 3x3 convolution's pieces on CUDA (layers/composed.rs), 64 channels of 128 images
+        // of 32x32: the images laid out channels last with padding pixels after each one's
+        // (a concatenation), their windows gathered by row into [128, 9216, 64] (the
+        // backward adds each row's gradient back with atomic adds, nine to every pixel), and
+        // the weight times those columns.
+        let planes: Tensor<(usize, usize, usize), E, Cuda> = filled(dev, (128, 64, 1024));
+        let one_pad: Tensor<(usize, usize, usize), E, Cuda> = filled(dev, (128, 1, 64));
+        time(dev, "concat_pixels_pad_forward_backward", dtype, || {
+            let pixels = planes
+                .clone()
+                .traced(Gradients::leaky())
+                .permute::<_, Axes3<0, 2, 1>>();
+            let _ = loss((pixels, one_pad.clone()).concat_along(Axis::<1>)).backward();
+        });
+        // Every tap that falls in the padding reads one padding pixel, or one of many (each
+        // read by at most nine taps, as an image's own pixels are).
+        for (name, spread) in [("one_pad", false), ("spread_pad", true)] {
+            let mut pads = 0;
+            let mut rows = Vec::with_capacity(9216);
+            for o in 0..1024 {
+                for t in 0..9 {
+                    let (y, x) = ((o / 32 + t / 3) as isize - 1, (o % 32 + t % 3) as isize - 1);
+                    rows.push(if (0..32).contains(&y) && (0..32).contains(&x) {
+                        (y * 32 + x) as usize
+                    } else {
+                        pads += 1;
+                        1024 + if spread { (pads - 1) / 9 } else { 0 }
+                    });
+                }
+            }
+            let len = 1024 + if spread { pads.div_ceil(9) } else { 1 };
+            let padded: Tensor<(usize, usize, usize), E, Cuda> = filled(dev, (128, len, 64));
+            let idx = dev
+                .tensor_from_vec(rows, (9216,))
+                .broadcast_like::<_, Axis<0>>(&(128, 9216));
+            time(
+                dev,
+                &format!("gather_windows_3x3_{name}_forward"),
+                dtype,
+                || {
+                    let _ = padded.clone().gather(idx.clone());
+                },
+            );
+            time(
+                dev,
+                &format!("gather_windows_3x3_{name}_forward_backward"),
+                dtype,
+                || {
+                    let taped = padded.clone().traced(Gradients::leaky());
+                    let _ = loss(taped.gather(idx.clone())).backward();
+                },
+            );
+        }
+        let cols: Tensor<(usize, usize), E, Cuda> = filled(dev, (131_072, 576));
+        let w: Tensor<(usize, usize), E, Cuda> = filled(dev, (64, 576));
+        time(
+            dev,
+            "matmul_w_colst_64x576x131072_forward_backward",
+            dtype,
+            || {
+                let c = cols
+                    .clone()
+                    .traced(Gradients::leaky())
+                    .permute::<_, Axes2<1, 0>>();
+                let _ = loss(w.clone().traced(Gradients::leaky()).matmul(c)).backward();
+            },
+        );
         time(dev, "copy_to_host_75M", dtype, || {
             let _ = a.as_vec().len();
         });
