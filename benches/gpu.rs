@@ -2,6 +2,7 @@
 //! `Trainer`, at batch 128 on random 3×32×32 images, SGD with momentum 0.9:
 //!
 //!     cargo bench --features cuda --bench gpu -- 32-true     # or 16-mixed
+//!     cargo bench --features cuda --bench gpu -- 16-mixed phases   # ms per step, phase by phase
 //!
 //! Prints `GPU-BENCH resnet50 <precision> images_per_s=<n>` (steady state: the first
 //! `WARMUP` steps are not timed); `scripts/gpu-check.sh` runs it on a GPU machine beside
@@ -53,7 +54,51 @@ mod bench {
         }
     }
 
-    pub fn run(precision: &str) -> fulmen::Result<()> {
+    /// `-- phases`: where a training step's time goes, the GPU synchronized at each hook (so
+    /// the phases do not overlap, and the step is a little slower than unsynchronized):
+    /// loading, forward, backward (with 16-mixed's unscaling), up to the optimizer step, and
+    /// the step, in ms per step over the timed steps.
+    struct Phases {
+        dev: Cuda,
+        last: Option<Instant>,
+        batch: usize,
+        ms: Arc<Mutex<[f64; 5]>>,
+    }
+
+    const PHASES: [&str; 5] = ["data", "forward", "backward", "before_step", "step"];
+
+    impl Phases {
+        fn mark(&mut self, phase: usize) {
+            self.dev.synchronize();
+            let now = Instant::now();
+            if let (Some(last), true) = (self.last, self.batch >= WARMUP) {
+                self.ms.lock().expect("not poisoned")[phase] +=
+                    (now - last).as_secs_f64() * 1e3 / TIMED as f64;
+            }
+            self.last = Some(now);
+        }
+    }
+
+    impl Callback for Phases {
+        fn on_train_batch_start(&mut self, _t: &mut TrainerView, batch_idx: usize) {
+            self.batch = batch_idx;
+            self.mark(0);
+        }
+        fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) {
+            self.mark(1);
+        }
+        fn on_after_backward(&mut self, _t: &mut TrainerView) {
+            self.mark(2);
+        }
+        fn on_before_optimizer_step(&mut self, _t: &mut TrainerView) {
+            self.mark(3);
+        }
+        fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, _batch_idx: usize) {
+            self.mark(4);
+        }
+    }
+
+    pub fn run(precision: &str, phases: bool) -> fulmen::Result<()> {
         seed_everything(0);
         let samples: Vec<(Image<3>, Class<10>)> = (0..BATCH * (WARMUP + TIMED))
             .map(|i| {
@@ -66,7 +111,17 @@ mod bench {
             })
             .collect::<fulmen::Result<_>>()?;
         let stamps = Arc::new(Mutex::new(Vec::new()));
-        let mut trainer = Trainer::builder()
+        let ms = Arc::new(Mutex::new([0.0; 5]));
+        let mut builder = Trainer::builder();
+        if phases {
+            builder = builder.callback(Phases {
+                dev: Cuda::seed_from_u64(0),
+                last: None,
+                batch: 0,
+                ms: ms.clone(),
+            });
+        }
+        let mut trainer = builder
             .accelerator("gpu")
             .precision(precision.parse()?)
             .max_epochs(1)
@@ -79,6 +134,16 @@ mod bench {
         let mut model = Net::new();
         let loader = DataLoader::new(InMemoryDataset::new(samples), BATCH).num_workers(2);
         trainer.fit_loaders(&mut model, loader, None)?;
+        if phases {
+            let ms = ms.lock().expect("not poisoned");
+            let each: Vec<String> = PHASES
+                .iter()
+                .zip(ms.iter())
+                .map(|(p, v)| format!("{p}_ms={v:.1}"))
+                .collect();
+            println!("GPU-PHASES resnet50 {precision} {}", each.join(" "));
+            return Ok(());
+        }
         let stamps = stamps.lock().expect("not poisoned");
         let (first, last) = (stamps[WARMUP - 1], stamps[stamps.len() - 1]);
         let timed = stamps.len() - WARMUP;
@@ -369,7 +434,8 @@ fn main() -> std::process::ExitCode {
             ops::run();
             return std::process::ExitCode::SUCCESS;
         }
-        if let Err(e) = bench::run(&precision) {
+        let phases = std::env::args().any(|a| a == "phases");
+        if let Err(e) = bench::run(&precision, phases) {
             eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }

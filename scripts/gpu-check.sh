@@ -6,7 +6,8 @@
 #                                # example with CUDA and NCCL (scripts/cuda-toolchain.sh
 #                                # prepares them) into target/gpu-check, then rehearses
 #   scripts/gpu-check.sh         # on the GPU machine (no Rust, no network): runs them
-#   scripts/gpu-check.sh ops       # on the GPU machine: the op timings alone (gpu-bench ops)
+#   scripts/gpu-check.sh ops       # on the GPU machine: a training step phase by phase and the
+#                                  # op timings, alone (gpu-bench 32-true phases, gpu-bench ops)
 #   scripts/gpu-check.sh rehearse  # the run half here, under the driver stub
 #
 # The run uses the NVIDIA driver there and the CUDA 13 libraries (cuBLAS, NVRTC) of its
@@ -181,8 +182,11 @@ while read -r baked local; do
 done <"$dir/nvrtc/paths"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 if [ "${1:-}" = ops ]; then
-    say "the op timings alone"
-    timeout 150 "$dir/gpu-bench" ops | tee "$out/ops.log"
+    say "phases of a training step and op timings, alone"
+    for p in 32-true 16-mixed; do
+        timeout 150 "$dir/gpu-bench" "$p" phases | tee -a "$out/ops.log"
+    done
+    timeout 150 "$dir/gpu-bench" ops | tee -a "$out/ops.log"
     exit "${PIPESTATUS[0]}"
 fi
 
