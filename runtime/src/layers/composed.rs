@@ -16,6 +16,8 @@
 //! gradient of a backward until it ends, and a segment frees those of its intermediate tensors
 //! as soon as its own backward is done (`segment.rs`).
 
+use std::cell::OnceCell;
+
 use dfdx::shapes::{Axes3, Axes4, Axis, Const, Dim, HasShape, Rank1, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::{
@@ -25,6 +27,7 @@ use dfdx::tensor_ops::{
 
 use super::segment::{segment, Handle};
 use super::{ConvGeom, Dyn4, Images};
+use crate::device::is_half;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// `[n, c, h, w]` images whose channel count is `C`, known at compile time or not.
@@ -45,7 +48,7 @@ fn dev_err(e: impl std::fmt::Debug) -> Error {
 /// address are slow (on an H100, the gather's forward and backward for a 3x3 layer on 128
 /// images of 32x32 took 12.0 ms in f16 with one padding pixel, 5.1 with them spread; in f32,
 /// 4.2 either way).
-fn window_pixels(g: &ConvGeom) -> (Vec<usize>, usize) {
+pub fn window_pixels(g: &ConvGeom) -> (Vec<usize>, usize) {
     let (k, ho, wo) = (g.k, g.h_out(), g.w_out());
     let mut pixels = Vec::with_capacity(ho * wo * k * k);
     let mut padding = 0;
@@ -176,7 +179,7 @@ fn conv2d_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
         // Spread as batch norm spreads its shift: in half precision a broadcast's backward
         // would be one of dfdx's slow reductions.
         Some(b) => {
-            let b = Planes::new(y.device(), (n, ho, wo))?.spread(b.clone().retaped::<T>())?;
+            let b = Planes::new(y.device(), (n, ho, wo)).spread(b.clone().retaped::<T>())?;
             y.try_add(b).map_err(dev_err)
         }
         None => Ok(y),
@@ -271,6 +274,15 @@ pub fn adaptive_avg_pool2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, cons
         .map_err(dev_err)
 }
 
+/// What `cell` holds, made by `make` if it holds nothing yet.
+fn made<X>(cell: &OnceCell<X>, make: impl FnOnce() -> Result<X>) -> Result<&X> {
+    if let Some(x) = cell.get() {
+        return Ok(x);
+    }
+    let x = make()?;
+    Ok(cell.get_or_init(|| x))
+}
+
 /// A `[rows, cols]` matrix of `value`.
 fn constant<E: FloatDtype, D: TrainDevice<E>>(
     dev: &D,
@@ -292,36 +304,42 @@ fn constant<E: FloatDtype, D: TrainDevice<E>>(
 /// the backward: a reduction keeps nothing and a broadcast keeps its few values, where a
 /// product keeps its activation-sized operand and makes a broadcast activation-sized.
 struct Planes<E: FloatDtype, D: TrainDevice<E>> {
+    dev: D,
     shape: (usize, usize, usize),
-    products: Option<Products<E, D>>,
+    /// The products' constant factors ([`Self::means`], [`Self::copies`]), each pair made (a
+    /// copy to the device) when first used: in half precision only, and a convolution's bias
+    /// needs only the copies.
+    means: OnceCell<Pair<E, D>>,
+    copies: OnceCell<Pair<E, D>>,
 }
 
-/// The constant factors of [`Planes`]' products, made once per layer call (each is a copy to
-/// the device).
-struct Products<E: FloatDtype, D: TrainDevice<E>> {
-    /// `[h·w, 1]` of `1/(h·w)` and `[1, n]` of `1/n`: the means over pixels and images.
-    pixel_mean: Tensor<(usize, usize), E, D>,
-    image_mean: Tensor<(usize, usize), E, D>,
-    /// `[n, 1]` and `[1, h·w]` of ones: the copies over images and pixels.
-    images: Tensor<(usize, usize), E, D>,
-    pixels: Tensor<(usize, usize), E, D>,
-}
+type Pair<E, D> = (Tensor<(usize, usize), E, D>, Tensor<(usize, usize), E, D>);
 
 impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
-    fn new(dev: &D, (n, h, w): (usize, usize, usize)) -> Result<Self> {
-        let products = if crate::device::is_half::<E>() {
-            Some(Products {
-                pixel_mean: constant(dev, (h * w, 1), 1.0 / (h * w) as f64)?,
-                image_mean: constant(dev, (1, n), 1.0 / n as f64)?,
-                images: constant(dev, (n, 1), 1.0)?,
-                pixels: constant(dev, (1, h * w), 1.0)?,
-            })
-        } else {
-            None
-        };
-        Ok(Self {
-            shape: (n, h, w),
-            products,
+    fn new(dev: &D, shape: (usize, usize, usize)) -> Self {
+        Self {
+            dev: dev.clone(),
+            shape,
+            means: OnceCell::new(),
+            copies: OnceCell::new(),
+        }
+    }
+
+    /// `([h·w, 1]` of `1/(h·w)`, `[1, n]` of `1/n`): the means over pixels, then images.
+    fn means(&self) -> Result<&Pair<E, D>> {
+        let (n, h, w) = self.shape;
+        made(&self.means, || {
+            let pixels = constant(&self.dev, (h * w, 1), 1.0 / (h * w) as f64)?;
+            Ok((pixels, constant(&self.dev, (1, n), 1.0 / n as f64)?))
+        })
+    }
+
+    /// `([n, 1]`, `[1, h·w])` of ones: the copies over images, then pixels.
+    fn copies(&self) -> Result<&Pair<E, D>> {
+        let (n, h, w) = self.shape;
+        made(&self.copies, || {
+            let images = constant(&self.dev, (n, 1), 1.0)?;
+            Ok((images, constant(&self.dev, (1, h * w), 1.0)?))
         })
     }
 
@@ -331,17 +349,18 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
         x: Images<C, E, D, T>,
     ) -> Result<Tensor<Rank1<C>, E, D, T>> {
         let (n, h, w) = self.shape;
-        let Some(p) = &self.products else {
+        if !is_half::<E>() {
             return x.try_mean::<Rank1<C>, Axes3<0, 2, 3>>().map_err(dev_err);
-        };
+        }
+        let (pixel_mean, image_mean) = self.means()?;
         let per_plane = x
             .try_reshape_like(&(n * C, h * w))
             .map_err(dev_err)?
-            .try_matmul(p.pixel_mean.clone())
+            .try_matmul(pixel_mean.clone())
             .map_err(dev_err)?
             .try_reshape_like(&(n, C))
             .map_err(dev_err)?;
-        p.image_mean
+        image_mean
             .clone()
             .retaped::<T>()
             .try_matmul(per_plane)
@@ -358,19 +377,20 @@ impl<E: FloatDtype, D: TrainDevice<E>> Planes<E, D> {
     ) -> Result<Channels<C, E, D, T>> {
         let (n, h, w) = self.shape;
         let c = v.shape().0;
-        let Some(p) = &self.products else {
+        if !is_half::<E>() {
             return v
                 .try_broadcast_like::<_, Axes3<0, 2, 3>>(&(n, c, h, w))
                 .map_err(dev_err);
-        };
-        p.images
+        }
+        let (images, pixels) = self.copies()?;
+        images
             .clone()
             .retaped::<T>()
             .try_matmul(v.try_reshape_like(&(1, c.size())).map_err(dev_err)?)
             .map_err(dev_err)?
             .try_reshape_like(&(n * c.size(), 1))
             .map_err(dev_err)?
-            .try_matmul(p.pixels.clone())
+            .try_matmul(pixels.clone())
             .map_err(dev_err)?
             .try_reshape_like(&(n, c, h, w))
             .map_err(dev_err)
@@ -410,7 +430,7 @@ fn batch_norm_train_ops<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>, const C
     epsilon: f64,
 ) -> Result<Normalized<C, E, D, T>> {
     let (n, _, h, w) = *x.shape();
-    let planes = Planes::new(x.device(), (n, h, w))?;
+    let planes = Planes::new(x.device(), (n, h, w));
     let eps = E::from(epsilon).unwrap_or_else(E::nan);
     let mean = planes.mean(x.retaped::<T>())?;
     let mean_value = mean.retaped::<NoneTape>();
