@@ -167,7 +167,8 @@ mod ops {
     use std::time::Instant;
 
     use fulmen::device::Half;
-    use fulmen::layers::{BatchNorm2D, Conv2DNoBias};
+    use fulmen::layers::composed::window_pixels;
+    use fulmen::layers::{BatchNorm2D, Conv2DNoBias, ConvGeom};
     use fulmen::models::resnet::CifarResNet50;
     use fulmen::prelude::*;
 
@@ -351,23 +352,26 @@ mod ops {
                 .permute::<_, Axes3<0, 2, 1>>();
             let _ = loss((pixels, one_pad.clone()).concat_along(Axis::<1>)).backward();
         });
-        // Every tap that falls in the padding reads one padding pixel, or one of many (each
-        // read by at most nine taps, as an image's own pixels are).
-        for (name, spread) in [("one_pad", false), ("spread_pad", true)] {
-            let mut pads = 0;
-            let mut rows = Vec::with_capacity(9216);
-            for o in 0..1024 {
-                for t in 0..9 {
-                    let (y, x) = ((o / 32 + t / 3) as isize - 1, (o % 32 + t % 3) as isize - 1);
-                    rows.push(if (0..32).contains(&y) && (0..32).contains(&x) {
-                        (y * 32 + x) as usize
-                    } else {
-                        pads += 1;
-                        1024 + if spread { (pads - 1) / 9 } else { 0 }
-                    });
-                }
-            }
-            let len = 1024 + if spread { pads.div_ceil(9) } else { 1 };
+        // Every tap that falls in the padding reads one of many padding pixels, each read by
+        // at most nine taps as an image's own pixels are (the layer's), or one padding pixel.
+        let geom = ConvGeom {
+            batch: 128,
+            c_in: 64,
+            h: 32,
+            w: 32,
+            c_out: 64,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            dilation: 1,
+            groups: 1,
+        };
+        let (spread_rows, pads) = window_pixels(&geom);
+        let one_row = spread_rows.iter().map(|&r| r.min(1024)).collect();
+        for (name, rows, len) in [
+            ("spread_pad", spread_rows, 1024 + pads),
+            ("one_pad", one_row, 1025),
+        ] {
             let padded: Tensor<(usize, usize, usize), E, Cuda> = filled(dev, (128, len, 64));
             let idx = dev
                 .tensor_from_vec(rows, (9216,))
