@@ -1,5 +1,5 @@
 //! The memory of a training step on the device path (the layers as dfdx's ops,
-//! `fulmen::layers::composed`: what CUDA runs), measured on the CPU, where every tensor is a
+//! `fulmen::kernels::Composed`: what CUDA runs), measured on the CPU, where every tensor is a
 //! heap allocation: a global allocator counts the bytes alive.
 //!
 //! Three ResNet-50 bottlenecks of layer 1's shape (256 → 64 → 64 → 256 channels, 3×3 in the
@@ -10,7 +10,7 @@
 //!
 //! Then a whole training step of ResNet-50 (CIFAR stem, 10 classes; the GPU benchmark's model)
 //! at batch 16, forward, backward and an SGD step with momentum, through the device's ops
-//! (`fulmen::device::cpu_runs_device_ops`) and, as the baseline in the same run, through the
+//! (`fulmen::kernels::cpu_runs::<Composed>()`) and, as the baseline in the same run, through the
 //! host kernels: the peak bytes per image, and the allocations the step makes (on the device
 //! path about one per dfdx op: on CUDA each is also a kernel launch).
 //!
@@ -19,7 +19,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use fulmen::layers::{composed, ConvGeom};
+use fulmen::kernels::{cpu_runs, Composed, Conv, Elementwise, Norm};
+use fulmen::layers::ConvGeom;
 use fulmen::prelude::*;
 
 struct Counting;
@@ -65,7 +66,7 @@ fn conv(x: Taped, w: &Dyn) -> Taped {
         dilation: 1,
         groups: 1,
     };
-    composed::conv2d(x, w, None, &g).expect("a valid convolution")
+    Composed::conv2d(x, w, None, &g).expect("a valid convolution")
 }
 
 fn batch_norm<const C: usize>(x: Taped, dev: &Cpu) -> Taped {
@@ -73,7 +74,7 @@ fn batch_norm<const C: usize>(x: Taped, dev: &Cpu) -> Taped {
         .try_realize::<(usize, Const<C>, usize, usize)>()
         .expect("C channels");
     let (weight, bias): (Tensor<Rank1<C>, f32, Cpu>, _) = (dev.ones(), dev.zeros());
-    let (y, _, _) = composed::batch_norm_train(x, &weight, &bias, 1e-5).expect("a batch");
+    let (y, _, _) = Composed::batch_norm_train(x, &weight, &bias, 1e-5).expect("a batch");
     y.try_realize().expect("run-time shape")
 }
 
@@ -108,7 +109,7 @@ const BATCH: usize = 16;
 /// step leaves allocated for the next, as the optimizer's buffers): its peak bytes and how
 /// many allocations it makes.
 fn resnet50_step(device_ops: bool) -> (f64, usize) {
-    let _guard = device_ops.then(fulmen::device::cpu_runs_device_ops);
+    let _guard = device_ops.then(cpu_runs::<Composed>);
     let dev = Cpu::seed_from_u64(0);
     let mut m: R50<f32, Cpu> = BuildModule::build(&dev);
     let mut opt = fulmen::optim::Optimizer::<f32, Cpu>::new(Optim::sgd(0.1).momentum(0.9))
@@ -156,7 +157,7 @@ fn blocks() {
             let a = batch_norm::<64>(conv(h, w1), &dev).relu();
             let b = batch_norm::<64>(conv(a, w2), &dev).relu();
             let c = batch_norm::<256>(conv(b, w3), &dev);
-            h = composed::add_relu(c, skip).expect("same shapes");
+            h = Composed::add_relu(c, skip).expect("same shapes");
         }
         let kept = (LIVE.load(Relaxed) - before) as f64;
         let grads = h.sum().backward();

@@ -1,10 +1,10 @@
-//! The layers' device-side ops (`fulmen::layers::composed`, what they run on CUDA) agree with
-//! the host kernels (what they run on the CPU, themselves checked against PyTorch) in values
-//! and in every gradient, in f64 on the CPU, so that the GPU path is checked in every CI run.
+//! The layers' op families computed by the composed kernels (`fulmen::kernels::Composed`, what
+//! CUDA runs) agree with the host kernels (what the CPU runs, themselves checked against
+//! PyTorch) in values and in every gradient, in f64 on the CPU, so that the GPU path is checked
+//! in every CI run. Each test runs one function generic over the implementation, once with each.
 
-use fulmen::layers::{
-    adaptive_avg_pool2d, composed, conv2d, pool2d, ConvGeom, ConvOptions, Dyn4, Images, PoolKind,
-};
+use fulmen::kernels::{Composed, Conv, Host, Norm, Pool};
+use fulmen::layers::{ConvGeom, ConvOptions, Dyn4, Images, PoolKind};
 use fulmen::prelude::*;
 
 fn close(got: &[f64], want: &[f64], what: &str) {
@@ -62,9 +62,9 @@ fn convolution_matches_the_host_kernel() {
             dilation: d,
             groups: 1,
         };
-        let host = conv2d(x.clone().leaky_traced(), &weight, bias, opts).expect("host conv");
-        let ours =
-            composed::conv2d(x.clone().leaky_traced(), &weight, bias, &geom).expect("composed");
+        assert_eq!(geom.options(), opts);
+        let host = Host::conv2d(x.clone().leaky_traced(), &weight, bias, &geom).expect("host");
+        let ours = Composed::conv2d(x.clone().leaky_traced(), &weight, bias, &geom).expect("ours");
         assert_eq!(host.shape(), ours.shape(), "{what}");
         close(&ours.as_vec(), &host.as_vec(), &what);
         let (gh, go) = (probe(host).backward(), probe(ours).backward());
@@ -101,9 +101,8 @@ fn pooling_matches_the_host_kernel() {
     for (kind, k, s, p, h, w) in cases {
         let what = format!("{kind:?} pool k{k} s{s} p{p} on {h}x{w}");
         let x: Images<3, f64, Cpu> = dev.sample_normal_like(&(2, Const, h, w));
-        let host = pool2d(x.clone().leaky_traced(), kind, k, s, p).expect("host pool");
-        let ours = composed::pool2d(x.clone().leaky_traced(), kind == PoolKind::Max, k, s, p)
-            .expect("composed pool");
+        let host = Host::pool2d(x.clone().leaky_traced(), kind, k, s, p).expect("host pool");
+        let ours = Composed::pool2d(x.clone().leaky_traced(), kind, k, s, p).expect("our pool");
         assert_eq!(host.shape(), ours.shape(), "{what}");
         close(&ours.as_vec(), &host.as_vec(), &what);
         let (gh, go) = (probe(host).backward(), probe(ours).backward());
@@ -116,9 +115,8 @@ fn pooling_matches_the_host_kernel() {
     for (h, w, oh, ow) in [(7, 5, 3, 2), (4, 4, 1, 1), (3, 5, 6, 7)] {
         let what = format!("adaptive {h}x{w} -> {oh}x{ow}");
         let x: Images<2, f64, Cpu> = dev.sample_normal_like(&(3, Const, h, w));
-        let host = adaptive_avg_pool2d(x.clone().leaky_traced(), oh, ow).expect("host pool");
-        let ours =
-            composed::adaptive_avg_pool2d(x.clone().leaky_traced(), oh, ow).expect("composed");
+        let host = Host::adaptive_avg_pool2d(x.clone().leaky_traced(), oh, ow).expect("host");
+        let ours = Composed::adaptive_avg_pool2d(x.clone().leaky_traced(), oh, ow).expect("ours");
         close(&ours.as_vec(), &host.as_vec(), &what);
         let (gh, go) = (probe(host).backward(), probe(ours).backward());
         close(
@@ -138,54 +136,59 @@ fn batch_norm_matches_the_host_kernel() {
     bn.bias = dev.sample_normal();
     let x: Images<4, f64, Cpu> = dev.sample_normal_like(&(3, Const, 5, 6));
     let x = x * 2.0 + 0.5;
-    let mut host_bn = bn.clone();
-    let host = host_bn
-        .train_forward(x.clone().leaky_traced())
-        .expect("host");
-    let (ours, mean, var) =
-        composed::batch_norm_train(x.clone().leaky_traced(), &bn.weight, &bn.bias, bn.epsilon)
-            .expect("composed");
-    close(&ours.as_vec(), &host.as_vec(), "train y");
-    // The host layer moved its running statistics 10% of the way to the batch's; the
-    // composed op returns the batch's, biased variance.
+    let train = |kernels: &str| {
+        let x = x.clone().leaky_traced();
+        let (y, mean, var) = match kernels {
+            "host" => Host::batch_norm_train(x, &bn.weight, &bn.bias, bn.epsilon),
+            _ => Composed::batch_norm_train(x, &bn.weight, &bn.bias, bn.epsilon),
+        }
+        .expect("batch norm");
+        let y_values = y.as_vec();
+        (y_values, mean.as_vec(), var.as_vec(), probe(y).backward())
+    };
+    let (host, host_mean, host_var, gh) = train("host");
+    let (ours, mean, var, go) = train("composed");
+    close(&ours, &host, "train y");
+    close(&mean, &host_mean, "batch mean");
+    close(&var, &host_var, "batch variance (biased)");
     let m = (3 * 5 * 6) as f64;
-    let want_mean: Vec<f64> = host_bn
-        .running_mean
-        .as_vec()
-        .iter()
-        .map(|v| v / 0.1)
-        .collect();
-    let want_var: Vec<f64> = host_bn
-        .running_var
-        .as_vec()
-        .iter()
-        .map(|v| (v - 0.9) / 0.1 * (m - 1.0) / m)
-        .collect();
-    close(&mean.as_vec(), &want_mean, "batch mean");
-    close(&var.as_vec(), &want_var, "batch variance");
-    let (gh, go) = (probe(host).backward(), probe(ours).backward());
+    let values = x.as_vec();
+    let want_mean = (0..3 * 30)
+        .map(|i| values[(i / 30) * 120 + i % 30])
+        .sum::<f64>()
+        / m;
+    assert!(
+        (host_mean[0] - want_mean).abs() < 1e-9,
+        "the first channel's mean"
+    );
     close(&go.get(&x).as_vec(), &gh.get(&x).as_vec(), "train dx");
     close(
         &go.get(&bn.weight).as_vec(),
-        &gh.get(&host_bn.weight).as_vec(),
+        &gh.get(&bn.weight).as_vec(),
         "dweight",
     );
     close(
         &go.get(&bn.bias).as_vec(),
-        &gh.get(&host_bn.bias).as_vec(),
+        &gh.get(&bn.bias).as_vec(),
         "dbias",
     );
+    // The layer moves its running statistics 10% of the way to the batch's, the variance
+    // unbiased, whichever kernels computed them.
+    let mut layer = bn.clone();
+    layer
+        .train_forward(x.clone().leaky_traced())
+        .expect("the layer");
+    let want_mean: Vec<f64> = mean.iter().map(|v| 0.1 * v).collect();
+    let want_var: Vec<f64> = var.iter().map(|v| 0.9 + 0.1 * v * m / (m - 1.0)).collect();
+    close(&layer.running_mean.as_vec(), &want_mean, "running mean");
+    close(&layer.running_var.as_vec(), &want_var, "running variance");
 
-    let eval_host = host_bn.eval_forward(x.clone()).expect("host eval");
-    let eval_ours = composed::batch_norm_eval(
-        x,
-        &host_bn.running_mean,
-        &host_bn.running_var,
-        &host_bn.weight,
-        &host_bn.bias,
-        host_bn.epsilon,
-    )
-    .expect("composed eval");
+    let stats: Tensor<Rank1<4>, f64, Cpu> = dev.tensor([0.5, -0.25, 1.0, 2.0]);
+    let var: Tensor<Rank1<4>, f64, Cpu> = dev.tensor([1.5, 0.25, 2.0, 0.75]);
+    let eval_host = Host::batch_norm_eval(x.clone(), &stats, &var, &bn.weight, &bn.bias, 1e-5)
+        .expect("host eval");
+    let eval_ours = Composed::batch_norm_eval(x, &stats, &var, &bn.weight, &bn.bias, 1e-5)
+        .expect("composed eval");
     close(&eval_ours.as_vec(), &eval_host.as_vec(), "eval y");
 }
 
@@ -209,7 +212,7 @@ fn batch_norm_statistics_stay_finite_in_half_precision() {
     let weight: Tensor<Rank1<2>, H, Cpu> = dev.ones();
     let bias: Tensor<Rank1<2>, H, Cpu> = dev.zeros();
     let (y, mean, var) =
-        composed::batch_norm_train(half.leaky_traced(), &weight, &bias, 1e-5).expect("composed");
+        Composed::batch_norm_train(half.leaky_traced(), &weight, &bias, 1e-5).expect("composed");
     let per_channel = 128 * 32 * 32;
     for c in 0..2 {
         let of_c = |b: usize| &values[(b * 2 + c) * 1024..(b * 2 + c + 1) * 1024];
@@ -262,8 +265,8 @@ fn a_convolution_bias_in_half_precision_gets_its_gradient() {
         groups: 1,
     };
     let want =
-        composed::conv2d(x.clone().leaky_traced(), &weight, Some(&bias), &geom).expect("f64");
-    let got = composed::conv2d(
+        Composed::conv2d(x.clone().leaky_traced(), &weight, Some(&bias), &geom).expect("f64");
+    let got = Composed::conv2d(
         in_half(&x).leaky_traced(),
         &in_half(&weight),
         Some(&bias_h),

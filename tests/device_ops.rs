@@ -1,6 +1,6 @@
 //! The device path on the CPU. What CUDA runs (dfdx's ops in place of fulmen's host kernels:
 //! the composed layers and their segments, the optimizer steps, the gradient reductions,
-//! 16-mixed's unscaling and buffers) runs here under `fulmen::device::cpu_runs_device_ops`,
+//! 16-mixed's unscaling and buffers) runs here under `fulmen::kernels::cpu_runs::<Composed>()`,
 //! beside the host kernels, from the same seed. The GPU suite (tests/gpu.rs) checks the GPU
 //! against the CPU when a GPU is lent; this checks the same code in every CI run.
 
@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use common::IrisClassifier as Iris;
 use fulmen::data::{Class, Image, ImageBatch};
+use fulmen::kernels::{cpu_runs, Composed, Host, RunsOnCpu};
 use fulmen::layers::{AdaptiveAvgPool2D, Conv2D, Conv2DNoBias, Flatten, MaxPool2D};
 use fulmen::models::resnet::{BasicBlock, BasicBlockDown};
 use fulmen::prelude::*;
@@ -27,9 +28,9 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// `f` with the CPU running the device's ops.
-fn as_on_cuda<R>(f: impl FnOnce() -> R) -> R {
-    let _guard = fulmen::device::cpu_runs_device_ops();
+/// `f` with the CPU running the kernels `K`.
+fn on<K: RunsOnCpu, R>(f: impl FnOnce() -> R) -> R {
+    let _kernels = cpu_runs::<K>();
     f()
 }
 
@@ -79,8 +80,8 @@ fn iris_with_clipping_and_accumulation_runs_as_on_the_host() {
             b.precision("16-mixed".parse().expect("a precision"))
         }),
     ] {
-        let (host_losses, host) = iris(settings);
-        let (device_losses, device) = as_on_cuda(|| iris(settings));
+        let (host_losses, host) = on::<Host, _>(|| iris(settings));
+        let (device_losses, device) = on::<Composed, _>(|| iris(settings));
         let err = max_abs_diff(&host, &device);
         assert!(err < 1e-5, "{what}: weights differ by {err}");
         for (h, d) in host_losses.iter().zip(&device_losses) {
@@ -164,8 +165,8 @@ fn convs(precision: &str) -> (Vec<f64>, Vec<f64>) {
 fn conv_layers_train_as_on_the_host() {
     let _one = one_at_a_time();
     for (precision, tolerance) in [("32-true", 1e-4), ("16-mixed", 3e-2), ("16-true", 2e-2)] {
-        let (host_losses, host) = convs(precision);
-        let (device_losses, device) = as_on_cuda(|| convs(precision));
+        let (host_losses, host) = on::<Host, _>(|| convs(precision));
+        let (device_losses, device) = on::<Composed, _>(|| convs(precision));
         assert!(
             device_losses.iter().all(|l| l.is_finite()),
             "{device_losses:?}"
@@ -196,7 +197,7 @@ fn conv_layers_train_as_on_the_host() {
 fn non_finite_gradients_are_named_and_not_applied() {
     let _one = one_at_a_time();
     runs::assert_nan_gradients_named(|settings| {
-        as_on_cuda(|| runs::stopped_by_nan_gradients(settings))
+        on::<Composed, _>(|| runs::stopped_by_nan_gradients(settings))
     });
 }
 
@@ -206,9 +207,14 @@ fn non_finite_gradients_are_named_and_not_applied() {
 fn a_run_resumes_across_the_two_paths() {
     let _one = one_at_a_time();
     for (saved_on, resumed_on) in [(true, true), (true, false), (false, true)] {
-        let guard = |on: bool| move || on.then(fulmen::device::cpu_runs_device_ops);
+        let kernels = |composed: bool| {
+            move || match composed {
+                true => cpu_runs::<Composed>(),
+                false => cpu_runs::<Host>(),
+            }
+        };
         let (full, resumed) =
-            runs::checkpointed_and_resumed(|b| b, guard(saved_on), guard(resumed_on));
+            runs::checkpointed_and_resumed(|b| b, kernels(saved_on), kernels(resumed_on));
         let err = max_abs_diff(&full, &resumed);
         assert!(
             err < 1e-5,

@@ -62,6 +62,23 @@ pub enum Error {
     User(String),
 }
 
+/// The error type of a dfdx device (`CpuError`, `CudaError`): out of memory, a driver failure.
+/// `?` turns it into [`Error::Device`] in code generic over the device, because
+/// [`TrainDevice`](crate::TrainDevice) bounds its device's `Err` by this trait.
+pub trait DeviceFailure: std::fmt::Debug {}
+
+impl DeviceFailure for dfdx::tensor::CpuError {}
+#[cfg(feature = "cuda")]
+impl DeviceFailure for dfdx::tensor::CudaError {}
+#[cfg(feature = "cuda")]
+impl DeviceFailure for cudarc::driver::DriverError {}
+
+impl<F: DeviceFailure> From<F> for Error {
+    fn from(failure: F) -> Self {
+        Error::Device(format!("{failure:?}"))
+    }
+}
+
 impl Error {
     /// An error raised by user code (a data module's `setup`, a callback), with its message.
     pub fn msg(message: impl Into<String>) -> Self {

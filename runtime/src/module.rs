@@ -155,8 +155,7 @@ where
     fn place(&self, device: &D) -> crate::Result<Self::On> {
         let mut cast = dfdx::nn::ToDtype::to_dtype::<E2>(self);
         self.carry_hparams::<E2, Cpu>(&mut cast);
-        let mut m = dfdx::nn::ToDevice::try_to_device(&cast, device)
-            .map_err(|e| crate::Error::Device(format!("moving the module to the device: {e:?}")))?;
+        let mut m = dfdx::nn::ToDevice::try_to_device(&cast, device)?;
         cast.carry_hparams::<E2, D>(&mut m);
         Ok(m)
     }

@@ -12,19 +12,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use dfdx::nn::{TensorCollection, ZeroGrads};
+use dfdx::tensor::Gradients;
+use dfdx::tensor_ops::Backward;
+use num_traits::FromPrimitive;
+
 use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo};
 use crate::device::{FloatDtype, Half, TrainDevice};
+use crate::kernels::{Scratch, Unscale};
 use crate::module::LightningModule;
-use crate::optim::grads;
-use crate::{Error, Result};
-
-use dfdx::nn::{TensorCollection, ZeroGrads};
-use dfdx::shapes::Rank0;
-use dfdx::tensor::{Gradients, HasErr, OwnedTape, Tensor, Trace};
-use dfdx::tensor_ops::{Backward, TryAdd, TryMul};
-
 use crate::walk::{self, Item, ItemMut};
-use num_traits::{FromPrimitive, ToPrimitive};
+use crate::{Error, Result};
 
 /// PyTorch's `GradScaler`: growth ×2 every 2000 good steps, backoff ×0.5 — but an initial
 /// scale of 2^15, not 2^16: the scaled loss is stored in f16 here, whose largest value is
@@ -99,8 +97,8 @@ pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S>
     pub scaler: LossScaler,
     /// The copy and loss of the step in flight.
     pending: Option<(H, Loss<Half, D>)>,
-    /// Unscaled gradients on the host (the CPU's path), reused between steps.
-    buffer: Vec<Vec<f32>>,
+    /// The host kernels' copies for unscaling, reused between steps.
+    buffer: Scratch<f32>,
     window_inf: bool,
 }
 
@@ -120,6 +118,7 @@ impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> 
 impl<D, M, H, S> HalfStep<f32, D, M, S> for Mixed<D, M, H, S>
 where
     D: TrainDevice<f32> + TrainDevice<Half>,
+    <D as TrainDevice<f32>>::Kernels: Unscale<D>,
     M: LightningModule<f32, D>,
     H: LightningModule<Half, D>,
 {
@@ -150,11 +149,14 @@ where
             .ok_or_else(|| Error::msg("16-mixed: the loss scale is not representable"))?;
         let mut half_grads = (loss * factor).backward();
         let inv = 1.0 / self.scaler.scale;
-        let finite = if <D as TrainDevice<f32>>::host_kernels() {
-            unscale_on_host(&half, &mut half_grads, model, grads, inv, &mut self.buffer)?
-        } else {
-            unscale_where_they_live(&half, &mut half_grads, model, grads, inv)?
-        };
+        let finite = <D as TrainDevice<f32>>::Kernels::unscale(
+            &half,
+            &mut half_grads,
+            model,
+            grads,
+            inv,
+            &mut self.buffer,
+        )?;
         self.window_inf |= !finite;
         Ok(())
     }
@@ -182,7 +184,6 @@ where
     M: TensorCollection<f32, D>,
     H: TensorCollection<Half, D>,
 {
-    let err = |e: <D as HasErr>::Err| Error::Device(format!("16-mixed buffers: {e:?}"));
     let mut moved = Vec::new();
     walk::read(half, |name, item| {
         if let Item::Tensor {
@@ -190,7 +191,7 @@ where
             trainable: false,
         } = item
         {
-            moved.push((name, tensor.flat()?.try_to_dtype::<f32>().map_err(err)?));
+            moved.push((name, tensor.flat()?.try_to_dtype::<f32>()?));
         }
         Ok(())
     })?;
@@ -211,191 +212,9 @@ where
     })
 }
 
-/// Adds `inv` times the gradients of `half`'s trainable tensors into those of `model` (the
-/// same tensors in f32, in walk order), through host buffers (`buffer`, reused between
-/// steps); nothing is added, and `false` returned, when any of them is not finite.
-fn unscale_on_host<D, M, H>(
-    half: &H,
-    half_grads: &mut Gradients<Half, D>,
-    model: &M,
-    grads: &mut Gradients<f32, D>,
-    inv: f64,
-    buffer: &mut Vec<Vec<f32>>,
-) -> Result<bool>
-where
-    D: TrainDevice<f32> + TrainDevice<Half>,
-    M: TensorCollection<f32, D>,
-    H: TensorCollection<Half, D>,
-{
-    let (mut finite, mut i) = (true, 0);
-    grads::for_each(half, half_grads, |_, g| {
-        if buffer.len() <= i {
-            buffer.push(Vec::new());
-        }
-        let out = &mut buffer[i];
-        out.clear();
-        out.extend(g.iter().map(|v| {
-            let x = (v.to_f64().unwrap_or(f64::NAN) * inv) as f32;
-            finite &= x.is_finite();
-            x
-        }));
-        i += 1;
-    })?;
-    if !finite {
-        return Ok(false);
-    }
-    let mut j = 0;
-    grads::for_each(model, grads, |_, g| {
-        if let Some(values) = buffer.get(j) {
-            for (a, &b) in g.iter_mut().zip(values) {
-                *a += b;
-            }
-        }
-        j += 1;
-    })?;
-    Ok(true)
-}
-
-/// [`unscale_on_host`] without leaving the device: each half gradient becomes f32 there, and
-/// is added into its f32 gradient by differentiating `inv · Σ ⟨p, g⟩` over the f32 tensors
-/// `p` ([`AnyTensor::dot`](crate::walk::AnyTensor::dot): one matrix product each way per
-/// tensor). One number comes to the host: the sum of every gradient's
-/// [`finite_probe`](crate::optim::composed::finite_probe).
-fn unscale_where_they_live<D, M, H>(
-    half: &H,
-    half_grads: &mut Gradients<Half, D>,
-    model: &M,
-    grads: &mut Gradients<f32, D>,
-    inv: f64,
-) -> Result<bool>
-where
-    D: TrainDevice<f32> + TrainDevice<Half>,
-    M: TensorCollection<f32, D>,
-    H: TensorCollection<Half, D>,
-{
-    let err = |e: <D as HasErr>::Err| Error::Device(format!("16-mixed unscaling: {e:?}"));
-    let mut in_f32: Vec<Tensor<(usize,), f32, D>> = Vec::new();
-    let mut check = grads::Total::<f32, D>::default();
-    walk::read(half, |_, item| {
-        if let Item::Tensor {
-            tensor,
-            trainable: true,
-        } = item
-        {
-            let g = tensor
-                .grad_flat(half_grads)?
-                .try_to_dtype::<f32>()
-                .map_err(err)?;
-            check.add_device(crate::optim::composed::finite_probe(g.clone())?)?;
-            in_f32.push(g);
-        }
-        Ok(())
-    })?;
-    if !check.value().is_finite() {
-        return Ok(false);
-    }
-    let mut in_f32 = in_f32.into_iter();
-    let mut total: Option<Tensor<Rank0, f32, D, OwnedTape<f32, D>>> = None;
-    walk::read(model, |name, item| {
-        if let Item::Tensor {
-            tensor,
-            trainable: true,
-        } = item
-        {
-            let g = in_f32.next().ok_or_else(|| {
-                Error::msg(format!("16-mixed: `{name}` has no half-precision twin"))
-            })?;
-            let d = tensor.dot(g)?;
-            total = Some(match total.take() {
-                Some(t) => t.try_add(d).map_err(err)?,
-                None => d,
-            });
-        }
-        Ok(())
-    })?;
-    if let Some(total) = total {
-        // The gradients so far join the tape (on a zero that adds nothing), so that the
-        // backward adds into them; the tape gives them back with the additions.
-        let so_far = total
-            .device()
-            .try_zeros::<Rank0>()
-            .map_err(err)?
-            .traced(std::mem::replace(grads, Gradients::leaky()));
-        *grads = total
-            .try_mul(inv as f32)
-            .and_then(|t| t.try_add(so_far))
-            .and_then(|t| t.try_backward())
-            .map_err(err)?;
-    }
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfdx::nn::{builders::Linear, BuildOnDevice, Module, ToDtype};
-    use dfdx::prelude::{Cpu, SampleTensor};
-    use dfdx::tensor_ops::SumTo;
-
-    type Net = (Linear<3, 4>, Linear<4, 2>);
-    type Built<E> = <Net as BuildOnDevice<Cpu, E>>::Built;
-
-    /// A small net, its half copy, and the half copy's gradients of a loss scaled by 1024.
-    fn setup() -> (Built<f32>, Built<Half>, Gradients<Half, Cpu>) {
-        let dev = Cpu::default();
-        let m = Net::build_on_device(&dev);
-        let half = m.to_dtype::<Half>();
-        let x: Tensor<(usize, dfdx::shapes::Const<3>), Half, Cpu> =
-            dev.sample_normal_like(&(5, dfdx::shapes::Const));
-        let y = half.forward(x.traced(half.alloc_grads()));
-        let g = (y.square().sum::<Rank0, _>() * Half::from_f64(1024.0).expect("f16")).backward();
-        (m, half, g)
-    }
-
-    /// Gradients already accumulated in f32, as after an earlier micro-batch.
-    fn earlier(m: &Built<f32>) -> Gradients<f32, Cpu> {
-        let x: Tensor<(usize, dfdx::shapes::Const<3>), f32, Cpu> =
-            Cpu::default().sample_normal_like(&(2, dfdx::shapes::Const));
-        m.forward(x.traced(m.alloc_grads()))
-            .sum::<Rank0, _>()
-            .backward()
-    }
-
-    fn all(m: &impl TensorCollection<f32, Cpu>, g: &mut Gradients<f32, Cpu>) -> Vec<Vec<f32>> {
-        let mut out = Vec::new();
-        grads::for_each(m, g, |_, g| out.push(g.to_vec())).expect("walk");
-        out
-    }
-
-    #[test]
-    fn unscaling_on_the_device_adds_what_the_host_adds() {
-        let (m, half, mut hg) = setup();
-        let (mut on_host, mut on_device) = (earlier(&m), earlier(&m));
-        let before = all(&m, &mut on_host);
-        let inv = 1.0 / 1024.0;
-        let mut buffer = Vec::new();
-        assert!(unscale_on_host(&half, &mut hg, &m, &mut on_host, inv, &mut buffer).expect("host"));
-        assert!(unscale_where_they_live(&half, &mut hg, &m, &mut on_device, inv).expect("device"));
-        let (host, device) = (all(&m, &mut on_host), all(&m, &mut on_device));
-        assert_eq!(host, device, "the same bits");
-        assert_ne!(host, before, "the half gradients were added");
-    }
-
-    #[test]
-    fn a_non_finite_half_gradient_adds_nothing_on_the_device() {
-        let (m, half, mut hg) = setup();
-        grads::for_each(&half, &mut hg, |name, g| {
-            if name == "1.bias" {
-                g[1] = Half::from_f64(f64::INFINITY).expect("f16");
-            }
-        })
-        .expect("walk");
-        let mut on_device = earlier(&m);
-        let before = all(&m, &mut on_device);
-        let added = unscale_where_they_live(&half, &mut hg, &m, &mut on_device, 1.0 / 1024.0);
-        assert!(!added.expect("device"), "an infinite gradient is reported");
-        assert_eq!(all(&m, &mut on_device), before, "nothing was added");
-    }
 
     #[test]
     fn the_scale_backs_off_on_overflow_and_grows_after_its_interval() {

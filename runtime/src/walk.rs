@@ -1,5 +1,7 @@
 //! One walk over a module's tensors for every pass fulmen makes (checkpoints, optimizer
-//! steps, gradient clipping, the model summary), each tensor handed over type-erased.
+//! steps, gradient clipping, the model summary), each tensor handed over type-erased
+//! ([`AnyTensor`], [`AnyTensorMut`]: what the passes and the kernels need of a tensor whose
+//! shape they do not know).
 //!
 //! dfdx's `RecursiveWalker` is instantiated for every field of every layer of a model, once
 //! per visitor type. A visitor per pass multiplied that by the number of passes, and for deep
@@ -7,72 +9,73 @@
 //! generated. Here there are two visitors, one reading and one writing; a pass is a closure
 //! over [`Item`]s or [`ItemMut`]s.
 
+use std::any::Any;
+
 use dfdx::nn::{
     RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
     ViewTensorName, ViewTensorRef,
 };
-use dfdx::shapes::{HasShape, Rank0, Shape};
+use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
-use crate::optim::grads::{GradSum, Total};
-use crate::optim::rules::StepRule;
-use crate::{Error, FloatDtype, Result, TrainDevice};
+use crate::device::{FloatDtype, HostAccess};
+use crate::{Error, Result};
 
-/// A tensor of any shape, read through its values and its gradient.
-pub(crate) trait AnyTensor<E: FloatDtype, D: TrainDevice<E>> {
+/// A flat tensor of `E` on `D`.
+type Flat<E, D, T = dfdx::tensor::NoneTape> = Tensor<(usize,), E, D, T>;
+
+/// A tensor of any shape, read.
+pub trait AnyTensor<E: FloatDtype, D: HostAccess<E>> {
+    /// Its dimensions.
     fn dims(&self) -> Vec<usize>;
+    /// How many values it holds.
+    fn num_values(&self) -> usize;
+    /// Its values, copied to the host.
     fn values(&self) -> Vec<E>;
+    /// Copies its values into `out` (of [`num_values`](AnyTensor::num_values)).
+    fn read_into(&self, out: &mut [E]);
+    /// Its device.
     fn device(&self) -> D;
-    /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none).
+    /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none), on the host.
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
-    /// Adds `what` of the tensor's gradient (zeros if it has none) to `total`, reduced where
-    /// it lives.
-    fn add_grad_sum(
-        &self,
-        what: GradSum,
-        grads: &mut Gradients<E, D>,
-        total: &mut Total<E, D>,
-    ) -> Result<()>;
-    /// The values, flat, where they live.
-    fn flat(&self) -> Result<Tensor<(usize,), E, D>>;
+    /// The values, flat, where they live (sharing them).
+    fn flat(&self) -> Result<Flat<E, D>>;
+    /// The values, flat, on a tape of their own: differentiating what is computed from them
+    /// adds into this tensor's gradient, where it lives.
+    fn traced_flat(&self) -> Result<Flat<E, D, OwnedTape<E, D>>>;
     /// The gradient in `grads` (zeros if it has none), flat: a copy, where it lives.
-    fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Tensor<(usize,), E, D>>;
-    /// `⟨self, g⟩` for a flat `g`, on a tape of its own: differentiating it adds `g`, times
-    /// the result's gradient, into this tensor's gradient, where it lives.
-    fn dot(&self, g: Tensor<(usize,), E, D>) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>>;
-    /// The gradient's buffer as the device holds it (allocated if it had none).
+    fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Flat<E, D>>;
+    /// The gradient's buffer as the device holds it (allocated if it had none): a `Vec<E>`
+    /// on the CPU, a `CudaSlice<E>` on CUDA.
     #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
-    fn grad_buffer<'g>(
-        &self,
-        grads: &'g mut Gradients<E, D>,
-    ) -> Result<&'g mut <D as dfdx::tensor::Storage<E>>::Vec>;
+    fn grad_buffer<'g>(&self, grads: &'g mut Gradients<E, D>) -> Result<&'g mut dyn Any>;
 }
 
 /// A tensor of any shape, also written.
-pub(crate) trait AnyTensorMut<E: FloatDtype, D: TrainDevice<E>>: AnyTensor<E, D> {
+pub trait AnyTensorMut<E: FloatDtype, D: HostAccess<E>>: AnyTensor<E, D> {
+    /// Takes `values` (as many as the tensor has, from the host) as its values.
     fn set_values(&mut self, values: &[E]);
     /// Takes `values` (flat, of as many values as the tensor has, on its device) as its
     /// values.
-    fn set_flat(&mut self, values: Tensor<(usize,), E, D>) -> Result<()>;
-    /// One optimizer step of the tensor from its gradient, clipped first, with the rule's
-    /// buffers for it: on the host ([`TrainDevice::host_kernels`]) or as dfdx ops where it
-    /// lives.
-    fn step(
-        &mut self,
-        grads: &mut Gradients<E, D>,
-        rule: StepRule<'_>,
-        buffers: &mut [Tensor<(usize,), E, D>],
-        scratch: &mut Vec<Vec<E>>,
-    ) -> Result<()>;
+    fn set_flat(&mut self, values: Flat<E, D>) -> Result<()>;
+    /// `self · keep + update · scale` in place (`update` flat, of as many values), keeping the
+    /// tensor's identity: an optimizer step where the parameter lives.
+    fn axpy(&mut self, keep: f64, update: Flat<E, D>, scale: f64) -> Result<()>;
 }
 
-impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E, D> {
+impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensor<E, D> for Tensor<S, E, D> {
     fn dims(&self) -> Vec<usize> {
         self.shape().concrete().into_iter().collect()
     }
+    fn num_values(&self) -> usize {
+        self.shape().num_elements()
+    }
     fn values(&self) -> Vec<E> {
         self.as_vec()
+    }
+    fn read_into(&self, out: &mut [E]) {
+        self.copy_into(out);
     }
     fn device(&self) -> D {
         Tensor::device(self).clone()
@@ -80,46 +83,30 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensor<E, D> for Tensor<S, E
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
     }
-    fn add_grad_sum(
-        &self,
-        what: GradSum,
-        grads: &mut Gradients<E, D>,
-        total: &mut Total<E, D>,
-    ) -> Result<()> {
-        if D::host_kernels() {
-            D::with_grad(self, grads, |g| total.add_host(what.on_host(g)))
-        } else {
-            let (sum, unit) = crate::optim::composed::grad_sum(what, self, grads)?;
-            total.add_device_in(sum, unit)
-        }
+    fn flat(&self) -> Result<Flat<E, D>> {
+        Ok(self.clone().try_reshape_like(&(self.num_values(),))?)
     }
-    fn flat(&self) -> Result<Tensor<(usize,), E, D>> {
-        let n = self.shape().num_elements();
-        self.clone()
-            .try_reshape_like(&(n,))
-            .map_err(|e| Error::Device(format!("{e:?}")))
+    fn traced_flat(&self) -> Result<Flat<E, D, OwnedTape<E, D>>> {
+        let n = self.num_values();
+        Ok(self
+            .clone()
+            .retaped::<OwnedTape<E, D>>()
+            .try_reshape_like(&(n,))?)
     }
-    fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Tensor<(usize,), E, D>> {
-        crate::optim::composed::gradient(self, grads)
+    fn grad_flat(&self, grads: &mut Gradients<E, D>) -> Result<Flat<E, D>> {
+        grads.try_alloc_for(self)?;
+        Ok(grads.get(self).try_reshape_like(&(self.num_values(),))?)
     }
-    fn dot(&self, g: Tensor<(usize,), E, D>) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>> {
-        crate::optim::composed::dot(self, g)
-    }
-    fn grad_buffer<'g>(
-        &self,
-        grads: &'g mut Gradients<E, D>,
-    ) -> Result<&'g mut <D as dfdx::tensor::Storage<E>>::Vec> {
-        grads
-            .get_or_alloc_mut(self)
-            .map_err(|e| crate::Error::Device(format!("{e:?}")))
+    fn grad_buffer<'g>(&self, grads: &'g mut Gradients<E, D>) -> Result<&'g mut dyn Any> {
+        Ok(grads.get_or_alloc_mut(self)?)
     }
 }
 
-impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S, E, D> {
+impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensorMut<E, D> for Tensor<S, E, D> {
     fn set_values(&mut self, values: &[E]) {
         self.copy_from(values);
     }
-    fn set_flat(&mut self, values: Tensor<(usize,), E, D>) -> Result<()> {
+    fn set_flat(&mut self, values: Flat<E, D>) -> Result<()> {
         let (n, len) = (self.shape().num_elements(), values.shape().0);
         if n != len {
             return Err(Error::msg(format!(
@@ -127,28 +114,17 @@ impl<S: Shape, E: FloatDtype, D: TrainDevice<E>> AnyTensorMut<E, D> for Tensor<S
                 self.dims()
             )));
         }
-        *self = values
-            .try_reshape_like(self.shape())
-            .map_err(|e| Error::Device(format!("{e:?}")))?;
+        *self = values.try_reshape_like(self.shape())?;
         Ok(())
     }
-    fn step(
-        &mut self,
-        grads: &mut Gradients<E, D>,
-        rule: StepRule<'_>,
-        buffers: &mut [Tensor<(usize,), E, D>],
-        scratch: &mut Vec<Vec<E>>,
-    ) -> Result<()> {
-        if D::host_kernels() {
-            crate::optim::rules::step(rule, self, grads, buffers, scratch)
-        } else {
-            crate::optim::composed::step(rule, self, grads, buffers)
-        }
+    fn axpy(&mut self, keep: f64, update: Flat<E, D>, scale: f64) -> Result<()> {
+        let update = update.try_reshape_like(self.shape())?;
+        Ok(self.try_axpy(keep, &update, scale)?)
     }
 }
 
 /// What a reading walk hands over, by dotted name (`layer_1.weight`).
-pub(crate) enum Item<'a, E: FloatDtype, D: TrainDevice<E>> {
+pub(crate) enum Item<'a, E: FloatDtype, D: HostAccess<E>> {
     /// A tensor, and whether the optimizer trains it (batch norm's running statistics are
     /// not trained).
     Tensor {
@@ -159,7 +135,7 @@ pub(crate) enum Item<'a, E: FloatDtype, D: TrainDevice<E>> {
 }
 
 /// What a writing walk hands over.
-pub(crate) enum ItemMut<'a, E: FloatDtype, D: TrainDevice<E>> {
+pub(crate) enum ItemMut<'a, E: FloatDtype, D: HostAccess<E>> {
     Tensor {
         tensor: &'a mut dyn AnyTensorMut<E, D>,
         trainable: bool,
@@ -173,7 +149,7 @@ type Reader<'f, E, D> = dyn FnMut(String, Item<'_, E, D>) -> Result<()> + 'f;
 type Writer<'f, E, D> = dyn FnMut(String, ItemMut<'_, E, D>) -> Result<()> + 'f;
 
 /// Calls `f` on every tensor and scalar of `module`, in dfdx's walk order.
-pub(crate) fn read<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+pub(crate) fn read<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
     module: &M,
     mut f: impl FnMut(String, Item<'_, E, D>) -> Result<()>,
 ) -> Result<()> {
@@ -185,7 +161,7 @@ pub(crate) fn read<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
 }
 
 /// Calls `f` on every tensor and scalar of `module`, for writing, in dfdx's walk order.
-pub(crate) fn write<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+pub(crate) fn write<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
     module: &mut M,
     mut f: impl FnMut(String, ItemMut<'_, E, D>) -> Result<()>,
 ) -> Result<()> {
@@ -196,11 +172,11 @@ pub(crate) fn write<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>
     .map(|_| ())
 }
 
-struct Read<'f, E: FloatDtype, D: TrainDevice<E>> {
+struct Read<'f, E: FloatDtype, D: HostAccess<E>> {
     f: &'f mut Reader<'f, E, D>,
 }
 
-impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for Read<'_, E, D> {
+impl<E: FloatDtype, D: HostAccess<E>> TensorVisitor<E, D> for Read<'_, E, D> {
     type Viewer = (ViewTensorRef, ViewTensorName);
     type Err = Error;
     type E2 = E;
@@ -226,11 +202,11 @@ impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for Read<'_, E, D> {
     }
 }
 
-struct Write<'f, E: FloatDtype, D: TrainDevice<E>> {
+struct Write<'f, E: FloatDtype, D: HostAccess<E>> {
     f: &'f mut Writer<'f, E, D>,
 }
 
-impl<E: FloatDtype, D: TrainDevice<E>> TensorVisitor<E, D> for Write<'_, E, D> {
+impl<E: FloatDtype, D: HostAccess<E>> TensorVisitor<E, D> for Write<'_, E, D> {
     type Viewer = (ViewTensorMut, ViewTensorName);
     type Err = Error;
     type E2 = E;

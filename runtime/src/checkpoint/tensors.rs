@@ -156,21 +156,3 @@ pub(crate) fn lookup<'a>(records: &'a Records, name: &str, shape: &[usize]) -> R
     }
     Ok(record)
 }
-
-/// Every tensor of `module`: name, shape and whether the optimizer trains it.
-pub(crate) fn describe<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
-) -> Result<Vec<crate::trainer::ParamInfo>> {
-    let mut out = Vec::new();
-    walk::read(module, |name, item| {
-        if let Item::Tensor { tensor, trainable } = item {
-            out.push(crate::trainer::ParamInfo {
-                name,
-                shape: tensor.dims(),
-                trainable,
-            });
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}

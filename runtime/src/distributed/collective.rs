@@ -28,12 +28,19 @@ pub trait Collective: Send {
     fn busy(&self) -> Duration {
         Duration::ZERO
     }
-    /// The NCCL communicator, whose gradient average runs on the GPU's own buffers.
-    #[cfg(feature = "nccl")]
-    fn nccl(&self) -> Option<&super::nccl::Nccl> {
-        None
+    /// Averages gradients across the ranks where they live, when this collective can (NCCL,
+    /// on the GPU's own buffers); `Ok(false)` when it cannot, and they go through the host.
+    /// `each(f)` calls `f` on every gradient buffer as the device holds it (a `CudaSlice` on
+    /// CUDA), in the same order on every rank and every call.
+    fn average_in_place(&self, _each: &mut EachBuffer<'_>) -> Result<bool> {
+        Ok(false)
     }
 }
+
+/// Calls the function it is given on every gradient buffer of a model, type-erased, in walk
+/// order ([`Collective::average_in_place`]).
+pub type EachBuffer<'a> =
+    dyn FnMut(&mut dyn FnMut(&mut dyn std::any::Any) -> Result<()>) -> Result<()> + 'a;
 
 /// The one-process run.
 #[derive(Debug, Clone, Copy, Default)]

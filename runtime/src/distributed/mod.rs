@@ -28,7 +28,7 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
 use num_traits::NumCast;
 
-pub use collective::{Collective, Single};
+pub use collective::{Collective, EachBuffer, Single};
 pub use env::{expand_nodelist, ClusterEnv, Launcher};
 pub use strategy::Strategy;
 
@@ -285,7 +285,16 @@ pub(crate) fn average_grads<E: FloatDtype, D: TrainDevice<E>, M: TensorCollectio
     grads: &mut Gradients<E, D>,
 ) -> Result<()> {
     // On the GPU, in its own buffers (also for a world of one: the same path as several).
-    if D::average_on_device(c, model, grads)? || c.world_size() == 1 {
+    let in_place = c.average_in_place(&mut |f| {
+        walk::read(model, |_, item| match item {
+            Item::Tensor {
+                tensor,
+                trainable: true,
+            } => f(tensor.grad_buffer(grads)?),
+            _ => Ok(()),
+        })
+    })?;
+    if in_place || c.world_size() == 1 {
         return Ok(());
     }
     if std::mem::size_of::<E>() == 8 {

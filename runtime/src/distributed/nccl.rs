@@ -3,7 +3,7 @@
 //!
 //! Rank 0 makes NCCL's unique id and hands it to the others through the
 //! [`rendezvous`](super::rendezvous) at the master address; from there on every collective
-//! is NCCL's. Gradients are averaged on the GPU in dfdx's own buffers ([`Nccl::average`]):
+//! is NCCL's. Gradients are averaged on the GPU in dfdx's own buffers ([`Collective::average_in_place`]):
 //! copied into buckets of [`BUCKET`](super::BUCKET) values, all-reduced with NCCL's `Avg` in
 //! one group, and copied back, with no trip through the host. The other collectives (metrics,
 //! flags, the start-up broadcast of rank 0's weights) are small and go through host copies.
@@ -18,20 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dfdx::nn::TensorCollection;
-use dfdx::tensor::{Cuda, Gradients};
-
 use cudarc::driver::{CudaDevice, CudaSlice, DeviceRepr, DeviceSlice, ValidAsZeroBits};
 use cudarc::nccl::{group_end, group_start, Comm, Id, NcclType, ReduceOp};
 
-use super::collective::{Collective, Watchdog};
+use super::collective::{Collective, EachBuffer, Watchdog};
 use super::{rendezvous, ClusterEnv, BUCKET};
-use crate::walk::{self, Item};
 use crate::{Error, Result};
-
-/// Calls the function it is given on every gradient buffer, in walk order.
-pub type EachGrad<'a, E> =
-    dyn FnMut(&mut dyn FnMut(&mut CudaSlice<E>) -> Result<()>) -> Result<()> + 'a;
 
 /// The NCCL communicator of this rank, on its GPU.
 pub struct Nccl {
@@ -46,7 +38,7 @@ pub struct Nccl {
 struct Inner {
     comm: Comm,
     dev: Arc<CudaDevice>,
-    /// The gradient buckets (send, receive) of the last [`Nccl::average`], kept for the next
+    /// The gradient buckets (send, receive) of the last average, kept for the next
     /// step: `Vec<(CudaSlice<E>, CudaSlice<E>)>` for the run's dtype.
     buckets: Option<Box<dyn Any + Send>>,
 }
@@ -180,16 +172,16 @@ impl Nccl {
         })
     }
 
-    /// Averages gradients across the ranks in place, on the GPU. `each(f)` calls `f` on every
-    /// gradient buffer, in the same order on every rank and every call; it is called three
-    /// times (sizes, copy in, copy out).
-    pub fn average<E: NcclType + DeviceRepr + ValidAsZeroBits + Unpin + Send + 'static>(
+    /// Averages gradients of dtype `E` across the ranks in place, on the GPU. `each(f)` calls
+    /// `f` on every gradient buffer, in the same order on every rank and every call; it is
+    /// called three times (sizes, copy in, copy out).
+    fn average<E: NcclType + DeviceRepr + ValidAsZeroBits + Unpin + Send + 'static>(
         &self,
-        each: &mut EachGrad<'_, E>,
+        each: &mut EachBuffer<'_>,
     ) -> Result<()> {
         let mut lens = Vec::new();
         each(&mut |g| {
-            lens.push(g.len());
+            lens.push(buffer::<E>(g)?.len());
             Ok(())
         })?;
         let total: usize = lens.iter().sum();
@@ -236,6 +228,7 @@ impl Nccl {
             let dev = inner.dev.clone();
             let mut i = 0;
             each(&mut |g| {
+                let g = buffer::<E>(g)?;
                 for &(from, b, off, len) in &pieces[i] {
                     let src = g.slice(from..from + len);
                     let mut dst = buckets[b].0.slice_mut(off..off + len);
@@ -255,6 +248,7 @@ impl Nccl {
             group_end().map_err(nccl_error("group end"))?;
             let mut i = 0;
             each(&mut |g| {
+                let g = buffer::<E>(g)?;
                 for &(from, b, off, len) in &pieces[i] {
                     let src = buckets[b].1.slice(off..off + len);
                     let mut dst = g.slice_mut(from..from + len);
@@ -339,54 +333,25 @@ impl Collective for Nccl {
     fn busy(&self) -> Duration {
         Duration::from_nanos(self.busy.load(Ordering::Relaxed))
     }
-    fn nccl(&self) -> Option<&Nccl> {
-        Some(self)
-    }
-}
-
-/// The gradient dtypes NCCL averages in place on the GPU. Half precision's gradients
-/// (dfdx's `AMP<f16>`, which NCCL has no type for) take the host path.
-pub trait OnDevice: crate::FloatDtype
-where
-    Cuda: crate::TrainDevice<Self>,
-{
-    fn average<M: TensorCollection<Self, Cuda>>(
-        nccl: &Nccl,
-        model: &M,
-        grads: &mut Gradients<Self, Cuda>,
-    ) -> Result<bool>;
-}
-
-macro_rules! on_device {
-    ($($e:ty),*) => {$(
-        impl OnDevice for $e {
-            fn average<M: TensorCollection<Self, Cuda>>(
-                nccl: &Nccl,
-                model: &M,
-                grads: &mut Gradients<Self, Cuda>,
-            ) -> Result<bool> {
-                nccl.average::<$e>(&mut |f| {
-                    walk::read(model, |_, item| match item {
-                        Item::Tensor {
-                            tensor,
-                            trainable: true,
-                        } => f(tensor.grad_buffer(grads)?),
-                        _ => Ok(()),
-                    })
-                })?;
-                Ok(true)
-            }
+    /// f32 and f64 gradients are averaged in place on the GPU; half precision's (dfdx's
+    /// `AMP<f16>`, which NCCL has no type for) take the host path.
+    fn average_in_place(&self, each: &mut EachBuffer<'_>) -> Result<bool> {
+        let mut dtype = None;
+        each(&mut |g| {
+            dtype = dtype.or(Some((g.is::<CudaSlice<f32>>(), g.is::<CudaSlice<f64>>())));
+            Ok(())
+        })?;
+        match dtype {
+            None => Ok(true),
+            Some((true, _)) => self.average::<f32>(each).map(|()| true),
+            Some((_, true)) => self.average::<f64>(each).map(|()| true),
+            Some(_) => Ok(false),
         }
-    )*};
-}
-on_device!(f32, f64);
-
-impl OnDevice for crate::device::Half {
-    fn average<M: TensorCollection<Self, Cuda>>(
-        _: &Nccl,
-        _: &M,
-        _: &mut Gradients<Self, Cuda>,
-    ) -> Result<bool> {
-        Ok(false)
     }
+}
+
+/// A gradient buffer as NCCL averages it: a `CudaSlice<E>`.
+fn buffer<E: 'static>(g: &mut dyn Any) -> Result<&mut CudaSlice<E>> {
+    g.downcast_mut::<CudaSlice<E>>()
+        .ok_or_else(|| Error::msg("NCCL: a gradient buffer of another dtype than the others"))
 }

@@ -4,8 +4,8 @@
 //!
 //! It replaces dfdx's `BatchNorm2D` in fulmen's prelude: the same rules (`forward_mut` on a
 //! traced batch normalizes by the batch and updates the running statistics; `forward` on an
-//! untraced one normalizes by the running statistics), one fused, multithreaded kernel
-//! ([`batchnorm_kernel`](super::batchnorm_kernel)) in place of a dozen broadcasting ops.
+//! untraced one normalizes by the running statistics), computed by the device's kernels: on
+//! the CPU one fused, multithreaded pass each way in place of a dozen broadcasting ops.
 //!
 //! ```
 //! use fulmen::prelude::*;
@@ -29,14 +29,9 @@ use dfdx::shapes::{Dtype, HasShape, Rank1};
 use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
-use super::batchnorm_kernel::{self as kernel, BnGeom};
-use super::composed;
-use super::conv2d::or_panic;
-use std::sync::Arc;
-
-use super::chain;
-use super::host::{add_grad, Host};
-use super::Images;
+use super::or_panic;
+use crate::kernels::{Describe, Norm, NormState, Op};
+use crate::shapes::{realize, Images};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// The layer's specification (what a struct field names); its module is
@@ -129,32 +124,11 @@ impl<const C: usize, E: FloatDtype, D: Device<E>> TensorCollection<E, D>
     }
 }
 
-fn host_f64<const C: usize, E: FloatDtype, D: Device<E>>(t: &Tensor<Rank1<C>, E, D>) -> Vec<f64> {
-    t.as_vec()
-        .iter()
-        .map(|v| v.to_f64().unwrap_or(f64::NAN))
-        .collect()
-}
-
-fn geom<const C: usize, E: FloatDtype, D: Device<E>, T>(x: &Images<C, E, D, T>) -> BnGeom {
-    let (n, _, h, w) = *x.shape();
-    BnGeom { n, c: C, hw: h * w }
-}
-
 impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E, D> {
     /// Normalizes by the running statistics (evaluation).
     pub fn eval_forward(&self, x: Images<C, E, D>) -> Result<Images<C, E, D>> {
-        if !D::host_kernels() {
-            let (m, v) = (&self.running_mean, &self.running_var);
-            return composed::batch_norm_eval(x, m, v, &self.weight, &self.bias, self.epsilon);
-        }
-        let g = geom(&x);
-        let (mean, var) = (host_f64(&self.running_mean), host_f64(&self.running_var));
-        let (weight, bias) = (host_f64(&self.weight), host_f64(&self.bias));
-        let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, self.epsilon);
-        let xs = Host::of(&x)?;
-        let y = kernel::affine_host(&g, &xs, &a, &b);
-        y.into_tensor(x.device(), *x.shape())
+        let (m, v) = (&self.running_mean, &self.running_var);
+        D::Kernels::batch_norm_eval(x, m, v, &self.weight, &self.bias, self.epsilon)
     }
 
     /// Normalizes by the batch's statistics and moves the running ones towards them
@@ -163,102 +137,62 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         &mut self,
         x: Images<C, E, D, T>,
     ) -> Result<Images<C, E, D, T>> {
-        let g = geom(&x);
-        if !D::host_kernels() {
-            let unbias = unbias(&g)?;
-            let mom = self.momentum;
-            let (y, mean, var) =
-                composed::batch_norm_train(x, &self.weight, &self.bias, self.epsilon)?;
-            let dev_err = |e| Error::Device(format!("BatchNorm2D: {e:?}"));
-            self.running_mean
-                .try_axpy(1.0 - mom, &mean, mom)
-                .map_err(dev_err)?;
-            self.running_var
-                .try_axpy(1.0 - mom, &var, mom * unbias)
-                .map_err(dev_err)?;
-            return Ok(y);
-        }
-        chain::run("BatchNorm2D", x, &mut [&mut BnLayer(self)])
+        let (n, _, h, w) = *x.shape();
+        let (y, mean, var) =
+            D::Kernels::batch_norm_train(x, &self.weight, &self.bias, self.epsilon)?;
+        let (mean, var) = (realize(mean, "mean")?, realize(var, "variance")?);
+        self.update_running(mean, var, n * h * w)?;
+        Ok(y)
     }
 }
 
-/// `m / (m − 1)` for the running variance, where `m` values of each channel make a batch's
-/// statistics; fewer than two are an error.
-fn unbias(g: &BnGeom) -> Result<f64> {
-    let m = g.per_channel();
-    if m < 2 {
-        return Err(Error::config(
-            "BatchNorm2D",
-            format!(
-                "training needs more than one value per channel, got a batch of {} image(s) of {} pixel(s)",
-                g.n, g.hw
-            ),
-        ));
-    }
-    Ok(m as f64 / (m as f64 - 1.0))
-}
-
-impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> super::fused::HostModule<E, D>
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> NormState<E, D>
     for modules::BatchNorm2D<C, E, D>
 {
-    fn host_layers<'a>(
-        &'a mut self,
-        layers: &mut Vec<Box<dyn chain::HostLayer<E, D> + 'a>>,
+    fn weight(&self) -> Result<Tensor<(usize,), E, D>> {
+        realize(self.weight.clone(), "BatchNorm2D.weight")
+    }
+
+    fn bias(&self) -> Result<Tensor<(usize,), E, D>> {
+        realize(self.bias.clone(), "BatchNorm2D.bias")
+    }
+
+    fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
+
+    /// PyTorch's rule: `running ← (1 − momentum)·running + momentum·batch`, the variance the
+    /// unbiased one (`m / (m − 1)` times the batch's, over `m` values per channel).
+    fn update_running(
+        &mut self,
+        mean: Tensor<(usize,), E, D>,
+        var: Tensor<(usize,), E, D>,
+        per_channel: usize,
     ) -> Result<()> {
-        layers.push(Box::new(BnLayer(self)));
+        if per_channel < 2 {
+            return Err(Error::config(
+                "BatchNorm2D",
+                format!(
+                    "training needs more than one value per channel, got {per_channel} per channel in the batch"
+                ),
+            ));
+        }
+        let m = per_channel as f64;
+        let (mom, unbias) = (self.momentum, m / (m - 1.0));
+        let mean: Tensor<Rank1<C>, E, D> = realize(mean, "BatchNorm2D statistics")?;
+        let var: Tensor<Rank1<C>, E, D> = realize(var, "BatchNorm2D statistics")?;
+        self.running_mean.try_axpy(1.0 - mom, &mean, mom)?;
+        self.running_var.try_axpy(1.0 - mom, &var, mom * unbias)?;
         Ok(())
     }
 }
 
-/// Training-mode batch norm as a [`HostLayer`](chain::HostLayer): normalizes by the batch and
-/// moves the running statistics towards it.
-pub(crate) struct BnLayer<'a, const C: usize, E: Dtype, D: Device<E>>(
-    pub &'a mut modules::BatchNorm2D<C, E, D>,
-);
-
-impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> chain::HostLayer<E, D>
-    for BnLayer<'_, C, E, D>
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> Describe<E, D>
+    for modules::BatchNorm2D<C, E, D>
 {
-    fn forward(
-        &mut self,
-        xs: &Arc<Host>,
-        dims: chain::Dims,
-    ) -> Result<(Host, chain::Dims, chain::LayerBackward<E, D>)> {
-        let bn = &mut *self.0;
-        let [n, c, h, w] = dims;
-        if c != C {
-            return Err(Error::msg(format!(
-                "BatchNorm2D<{C}>: an input of {c} channels"
-            )));
-        }
-        let g = BnGeom { n, c, hw: h * w };
-        let (unbias, mom) = (unbias(&g)?, bn.momentum);
-        let (mean, var) = kernel::stats_host(&g, xs);
-        let (weight, bias) = (host_f64(&bn.weight), host_f64(&bn.bias));
-        let (a, b) = kernel::coefficients(&mean, &var, &weight, &bias, bn.epsilon);
-        let y = kernel::affine_host(&g, xs, &a, &b);
-
-        let blend = |running: &mut Tensor<Rank1<C>, E, D>, batch: &[f64], k: f64| {
-            let v: Vec<E> = host_f64(running)
-                .iter()
-                .zip(batch)
-                .map(|(r, b)| E::from((1.0 - mom) * r + mom * b * k).unwrap_or_else(E::nan))
-                .collect();
-            running.copy_from(&v);
-        };
-        blend(&mut bn.running_mean, &mean, 1.0);
-        blend(&mut bn.running_var, &var, unbias);
-
-        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + bn.epsilon).sqrt()).collect();
-        let (xs, w_key, b_key) = (xs.clone(), bn.weight.clone(), bn.bias.clone());
-        let backward: chain::LayerBackward<E, D> = Box::new(move |dy, dx| {
-            let (dw, db) = kernel::backward_host(&g, &xs, dy, &mean, &inv_std, &weight, dx);
-            Box::new(move |grads| {
-                add_grad(&w_key, grads, Host::from_f64::<E>(dw))?;
-                add_grad(&b_key, grads, Host::from_f64::<E>(db))
-            })
-        });
-        Ok((y, dims, backward))
+    fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> Result<()> {
+        ops.push(Op::BatchNorm(self));
+        Ok(())
     }
 }
 

@@ -28,13 +28,41 @@
 //! IN_PER_GROUP·K².
 
 use dfdx::nn::{Module, ModuleVisitor, NonMutableModule, TensorCollection, TensorOptions};
-use dfdx::shapes::{Const, Dtype};
+use dfdx::shapes::{Const, Dtype, HasShape, Shape};
 use dfdx::tensor::{Tape, Tensor};
-use dfdx::tensor_ops::{Device, RealizeTo};
+use dfdx::tensor_ops::Device;
 use rand_distr::Uniform;
 
-use super::ConvOptions;
-use crate::{Error, FloatDtype, TrainDevice};
+use super::or_panic;
+use crate::kernels::{Conv, Describe, Op};
+use crate::shapes::{realize, ConvGeom, ConvOptions, Dyn4};
+use crate::{FloatDtype, Result, TrainDevice};
+
+/// `x` convolved with `weight` (PyTorch's `conv2d`, cross-correlation), plus `bias`; an error
+/// names a weight, bias or input that does not fit. Differentiable: with a tape on `x`,
+/// backward fills the gradients of `x`, `weight` and `bias`.
+///
+/// ```
+/// use fulmen::layers::{conv2d, ConvOptions};
+/// use fulmen::prelude::*;
+///
+/// let dev = Cpu::default();
+/// let x: Tensor<(usize, usize, usize, usize), f32, Cpu> = dev.sample_normal_like(&(2, 3, 8, 8));
+/// let w: Tensor<(usize, usize, usize, usize), f32, Cpu> = dev.sample_normal_like(&(4, 3, 3, 3));
+/// let y = conv2d(x, &w, None, ConvOptions { stride: 2, padding: 1, ..Default::default() })?;
+/// assert_eq!(*y.shape(), (2, 4, 4, 4));
+/// # Ok::<(), fulmen::Error>(())
+/// ```
+pub fn conv2d<E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+    x: Dyn4<E, D, T>,
+    weight: &Dyn4<E, D>,
+    bias: Option<&Tensor<(usize,), E, D>>,
+    opts: ConvOptions,
+) -> Result<Dyn4<E, D, T>> {
+    let bias_len = bias.map(|b| b.shape().0);
+    let g = ConvGeom::of(x.shape().concrete(), *weight.shape(), bias_len, opts)?;
+    D::Kernels::conv2d(x, weight, bias, &g)
+}
 
 /// PyTorch's bound: 1/√(fan_in), fan_in = (IN / groups)·K².
 fn bound<E: FloatDtype>(c_in: usize, k: usize) -> E {
@@ -120,13 +148,9 @@ macro_rules! conv_layer {
             ) -> Result<Self::Output, D::Err> {
                 // The shapes made run-time for the op, and back.
                 let forward = || {
-                    let x = x
-                        .try_realize::<(usize, usize, usize, usize)>()
-                        .map_err(|_| shape_error("the input is not [N, IN, H, W]"))?;
-                    self.layer()?
-                        .apply(x)?
-                        .try_realize::<(usize, Const<OUT>, usize, usize)>()
-                        .map_err(|_| shape_error("the output does not have OUT channels"))
+                    let x = realize(x, "Conv2D input")?;
+                    let (weight, bias, opts) = self.parts()?;
+                    realize(conv2d(x, &weight, bias.as_ref(), opts)?, "Conv2D output")
                 };
                 Ok(or_panic(forward()))
             }
@@ -137,18 +161,10 @@ macro_rules! conv_layer {
         {
             /// The layer as [`conv2d()`] takes it: weight and bias with run-time shapes, and
             /// its options.
-            fn layer(&self) -> Result<super::ConvLayer<E, D>, Error> {
-                let weight = self
-                    .weight
-                    .clone()
-                    .try_realize::<(usize, usize, usize, usize)>()
-                    .map_err(|_| shape_error("the weight is not [OUT, IN, K, K]"))?;
+            fn parts(&self) -> Result<(Dyn4<E, D>, Option<Tensor<(usize,), E, D>>, ConvOptions)> {
+                let weight = realize(self.weight.clone(), "Conv2D.weight")?;
                 let bias = match self.bias() {
-                    Some(b) => Some(
-                        b.clone()
-                            .try_realize::<(usize,)>()
-                            .map_err(|_| shape_error("the bias is not [OUT]"))?,
-                    ),
+                    Some(b) => Some(realize(b.clone(), "Conv2D.bias")?),
                     None => None,
                 };
                 let opts = ConvOptions {
@@ -157,19 +173,17 @@ macro_rules! conv_layer {
                     dilation: L,
                     groups: Groups::<IN, OUT, G>::COUNT,
                 };
-                Ok(super::ConvLayer { weight, bias, opts })
+                Ok((weight, bias, opts))
             }
         }
 
 
         impl<const IN: usize, const OUT: usize, const K: usize, const S: usize, const P: usize, const L: usize, const G: usize, E: FloatDtype, D: TrainDevice<E>>
-            super::fused::HostModule<E, D> for modules::$name<IN, OUT, K, S, P, L, G, E, D>
+            Describe<E, D> for modules::$name<IN, OUT, K, S, P, L, G, E, D>
         {
-            fn host_layers<'a>(
-                &'a mut self,
-                layers: &mut Vec<Box<dyn super::chain::HostLayer<E, D> + 'a>>,
-            ) -> crate::Result<()> {
-                layers.push(Box::new(self.layer()?));
+            fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> Result<()> {
+                let (weight, bias, opts) = self.parts()?;
+                ops.push(Op::Conv { weight, bias, opts });
                 Ok(())
             }
         }
@@ -238,13 +252,6 @@ conv_layer!(
     Conv2DNoBias { weight }
 );
 
-/// dfdx composes layers (tuples, residuals) only when they share the device's error type, and
-/// its own ops panic on run-time shapes that cannot work; the layers do the same, with
-/// fulmen's message. Call [`conv2d()`](super::conv2d()) for a `Result`.
-pub(crate) fn or_panic<T>(r: Result<T, Error>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The group count of a layer with `G` input channels per group, refused at compile time
 /// unless it divides both channel counts.
 struct Groups<const IN: usize, const OUT: usize, const G: usize>;
@@ -257,8 +264,4 @@ impl<const IN: usize, const OUT: usize, const G: usize> Groups<IN, OUT, G> {
         );
         IN / G
     };
-}
-
-fn shape_error(what: &str) -> Error {
-    Error::msg(format!("Conv2D: {what}"))
 }

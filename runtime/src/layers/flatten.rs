@@ -59,8 +59,7 @@ where
             ),
         ));
     }
-    x.try_reshape_like(&(n, Const::<F>))
-        .map_err(|e| Error::Device(format!("{e:?}")))
+    x.try_reshape_like(&(n, Const::<F>)).map_err(Error::from)
 }
 
 impl<const F: usize, const C: usize, E, D, T> Module<Images<C, E, D, T>> for Flatten<F>
@@ -74,6 +73,6 @@ where
 
     /// Panics, with fulmen's message, when `C·H·W ≠ F` (see [`flatten`] for a `Result`).
     fn try_forward(&self, x: Images<C, E, D, T>) -> std::result::Result<Self::Output, D::Err> {
-        Ok(super::conv2d::or_panic(flatten(x)))
+        Ok(super::or_panic(flatten(x)))
     }
 }

@@ -1,13 +1,13 @@
-//! `Fused<T>`: the layers of a tuple run as one op when they train on the CPU, with the same
-//! tensors and names as the tuple itself (`Fused<(Conv2DNoBias<..>, BatchNorm2D<..>, ReLU)>`
-//! names them `0.weight`, `1.weight`, `1.bias`, …, as the tuple does, so checkpoints do not
-//! change).
+//! `Fused<T>`: the layers of a tuple trained as one op, with the same tensors and names as the
+//! tuple itself (`Fused<(Conv2DNoBias<..>, BatchNorm2D<..>, ReLU)>` names them `0.weight`,
+//! `1.weight`, `1.bias`, …, as the tuple does, so checkpoints do not change).
 //!
-//! The values between the layers stay host buffers ([`chain`]) and never become
-//! dfdx tensors, so dfdx allocates and zeroes no gradient for them. On other devices, and in
-//! evaluation, the tuple runs as it is. The layers that fuse ([`HostModule`]) are fulmen's
-//! convolutions, `BatchNorm2D` and `ReLU`, and tuples of them; the ResNet builders fuse their
-//! blocks' branches.
+//! The layers describe what they compute ([`Describe`]) and the device's kernels run the
+//! sequence ([`Fuse`]): on the CPU the values between the layers stay host buffers and never
+//! become dfdx tensors, so dfdx allocates and zeroes no gradient for them; the composed
+//! kernels run each layer as it is. In evaluation the tuple runs as it is. The layers that
+//! fuse are fulmen's convolutions, `BatchNorm2D`, `ReLU` and the residual blocks, and tuples of
+//! them; the ResNet builders fuse their blocks' branches.
 //!
 //! ```
 //! use fulmen::layers::{BatchNorm2D, Conv2DNoBias, Fused};
@@ -32,16 +32,9 @@ use dfdx::shapes::{Dtype, Shape};
 use dfdx::tensor::{OwnedTape, Tensor};
 use dfdx::tensor_ops::Device;
 
-use super::chain::{self, HostLayer};
-use super::conv2d::or_panic;
+use super::or_panic;
+use crate::kernels::{Describe, Fuse, Op};
 use crate::{FloatDtype, Result, TrainDevice};
-
-/// A module whose training forward runs on host values, as one or more [`HostLayer`]s.
-pub trait HostModule<E: FloatDtype, D: TrainDevice<E>> {
-    /// Appends this module's layers, in order, to `layers`.
-    fn host_layers<'a>(&'a mut self, layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>)
-        -> Result<()>;
-}
 
 /// The layers of the tuple `T` run as one op; its module is [`modules::Fused`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,7 +71,7 @@ where
             Tensor<Si, E, D, OwnedTape<E, D>>,
             Output = Tensor<So, E, D, OwnedTape<E, D>>,
             Error = D::Err,
-        > + HostModule<E, D>,
+        > + Describe<E, D>,
 {
     type Output = Tensor<So, E, D, OwnedTape<E, D>>;
     type Error = D::Err;
@@ -87,36 +80,23 @@ where
         &mut self,
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
-        if !D::host_kernels() {
-            return self.0.try_forward_mut(x);
-        }
-        let mut layers = Vec::new();
-        or_panic(self.0.host_layers(&mut layers));
-        let mut refs: Vec<&mut dyn HostLayer<E, D>> =
-            layers.iter_mut().map(|l| &mut **l as _).collect();
-        Ok(or_panic(chain::run("Fused", x, &mut refs)))
+        Ok(or_panic(D::Kernels::fused(x, &mut self.0)))
     }
 }
 
-impl<E: FloatDtype, D: TrainDevice<E>, T: HostModule<E, D>> HostModule<E, D> for modules::Fused<T> {
-    fn host_layers<'a>(
-        &'a mut self,
-        layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
-    ) -> Result<()> {
-        self.0.host_layers(layers)
+impl<E: FloatDtype, D: TrainDevice<E>, T: Describe<E, D>> Describe<E, D> for modules::Fused<T> {
+    fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> Result<()> {
+        self.0.describe(ops)
     }
 }
 
 macro_rules! tuples {
     ($(($($i:tt $t:ident $v:ident),+))+) => {$(
-        impl<E: FloatDtype, D: TrainDevice<E>, $($t: HostModule<E, D>),+> HostModule<E, D>
+        impl<E: FloatDtype, D: TrainDevice<E>, $($t: Describe<E, D>),+> Describe<E, D>
             for ($($t,)+)
         {
-            fn host_layers<'a>(
-                &'a mut self,
-                layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
-            ) -> Result<()> {
-                $(self.$i.host_layers(layers)?;)+
+            fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> Result<()> {
+                $(self.$i.describe(ops)?;)+
                 Ok(())
             }
         }

@@ -1,6 +1,6 @@
 //! `ResidualReLU<F>` and `GeneralizedResidualReLU<F, R>`: the end of a ResNet block,
-//! `relu(f(x) + x)` and `relu(f(x) + r(x))`, with the add and the ReLU fused in one
-//! multithreaded pass each way ([`add_relu`]), where dfdx's `(Residual<F>, ReLU)` runs two
+//! `relu(f(x) + x)` and `relu(f(x) + r(x))`, with the add and the ReLU one op ([`add_relu`]; on
+//! the CPU one multithreaded pass each way), where dfdx's `(Residual<F>, ReLU)` runs two
 //! single-threaded ops and keeps both their inputs. Tensor names are dfdx's: `0` for the
 //! residual branch of `ResidualReLU`, `f` and `r` for `GeneralizedResidualReLU`.
 //!
@@ -22,19 +22,15 @@
 
 use std::marker::PhantomData;
 
-use std::sync::Arc;
-
-use super::chain::{self, HostLayer};
-use super::conv2d::or_panic;
-use super::fused::HostModule;
-use super::host::{accumulate_grad, on_backward, Host};
-use super::relu::{add_masked_host, masked_host, relu_host};
-use super::Images;
-use crate::{Error, FloatDtype, Result, TrainDevice};
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection};
 use dfdx::shapes::{Dtype, HasShape};
-use dfdx::tensor::{Merge, OwnedTape, PutTape, SplitTape, Tape, WithEmptyTape};
+use dfdx::tensor::{OwnedTape, Tape, WithEmptyTape};
 use dfdx::tensor_ops::Device;
+
+use super::or_panic;
+use crate::kernels::{Describe, Elementwise, Op};
+use crate::shapes::{branches_disagree, Images};
+use crate::{FloatDtype, Result, TrainDevice};
 
 /// `relu(f(x) + x)`; its module is [`modules::ResidualReLU`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,91 +172,35 @@ where
 }
 
 /// `relu(a + b)`, differentiable through the tapes of both (merged, as dfdx's binary ops
-/// do); the gradient at zero is zero, as dfdx's ReLU.
-pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D> + Merge<T>>(
+/// do); the gradient at zero is zero, as dfdx's ReLU. Branches of different shapes are an
+/// error naming both.
+pub fn add_relu<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
     a: Images<C, E, D, T>,
     b: Images<C, E, D, T>,
 ) -> Result<Images<C, E, D, T>> {
     if a.shape() != b.shape() {
-        return Err(mismatch(a.shape(), b.shape()));
+        return Err(branches_disagree(a.shape(), b.shape()));
     }
-    if !D::host_kernels() {
-        return super::composed::add_relu(a, b);
-    }
-    let (a, ta) = a.split_tape();
-    let (b, tb) = b.split_tape();
-    let (y, mask) = relu_host(&Host::of(&a)?, Some(&Host::of(&b)?));
-    let out = y.into_tensor(a.device(), *a.shape())?;
-    let mut tape = ta.merge(tb);
-    on_backward(&mut tape, "residual", &out, move |dy, grads| {
-        accumulate_grad(&a, grads, |da| add_masked_host(dy, &mask, da))?;
-        accumulate_grad(&b, grads, |db| add_masked_host(dy, &mask, db))
-    });
-    Ok(out.put_tape(tape))
+    D::Kernels::add_relu(a, b)
 }
 
-/// The error of a block whose branches end in different shapes.
-fn mismatch(f: impl std::fmt::Debug, r: impl std::fmt::Debug) -> Error {
-    Error::config(
-        "residual",
-        format!("the branches give {f:?} and {r:?}; a block's branches must agree in shape"),
-    )
-}
-
-/// `relu(f(x) + r(x))` on host values, `r` the identity when it has no layers: a block of a
-/// [`Fused`](super::Fused) stage, whose branches are chains themselves.
-struct ResidualLayer<'a, E: FloatDtype, D: TrainDevice<E>> {
-    f: Vec<Box<dyn HostLayer<E, D> + 'a>>,
-    r: Vec<Box<dyn HostLayer<E, D> + 'a>>,
-}
-
-impl<E: FloatDtype, D: TrainDevice<E>> HostLayer<E, D> for ResidualLayer<'_, E, D> {
-    fn forward(
-        &mut self,
-        x: &Arc<Host>,
-        dims: chain::Dims,
-    ) -> Result<(Host, chain::Dims, chain::LayerBackward<E, D>)> {
-        let (fx, f_dims, f_back) =
-            chain::forward_all(self.f.iter_mut().map(|l| &mut **l), x.clone(), dims)?;
-        let (rx, r_dims, r_back) =
-            chain::forward_all(self.r.iter_mut().map(|l| &mut **l), x.clone(), dims)?;
-        if f_dims != r_dims {
-            return Err(mismatch(f_dims, r_dims));
-        }
-        let (y, mask) = relu_host(&fx, Some(&rx));
-        let backward: chain::LayerBackward<E, D> = Box::new(move |dy, mut dx| {
-            let d = masked_host(dy, &mask);
-            let mut params = chain::backward_all(f_back, &d, dx.reborrow());
-            params.extend(chain::backward_all(r_back, &d, dx));
-            Box::new(move |grads| params.into_iter().try_for_each(|add| add(grads)))
-        });
-        Ok((y, f_dims, backward))
-    }
-}
-
-impl<E: FloatDtype, D: TrainDevice<E>, F: HostModule<E, D>> HostModule<E, D> for ResMod<F> {
-    fn host_layers<'a>(
-        &'a mut self,
-        layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
-    ) -> Result<()> {
+impl<E: FloatDtype, D: TrainDevice<E>, F: Describe<E, D>> Describe<E, D> for ResMod<F> {
+    fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> Result<()> {
         let mut f = Vec::new();
-        self.0.host_layers(&mut f)?;
-        layers.push(Box::new(ResidualLayer { f, r: Vec::new() }));
+        self.0.describe(&mut f)?;
+        ops.push(Op::Residual { f, r: Vec::new() });
         Ok(())
     }
 }
 
-impl<E: FloatDtype, D: TrainDevice<E>, F: HostModule<E, D>, R: HostModule<E, D>> HostModule<E, D>
+impl<E: FloatDtype, D: TrainDevice<E>, F: Describe<E, D>, R: Describe<E, D>> Describe<E, D>
     for GenMod<F, R>
 {
-    fn host_layers<'a>(
-        &'a mut self,
-        layers: &mut Vec<Box<dyn HostLayer<E, D> + 'a>>,
-    ) -> Result<()> {
+    fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> Result<()> {
         let (mut f, mut r) = (Vec::new(), Vec::new());
-        self.f.host_layers(&mut f)?;
-        self.r.host_layers(&mut r)?;
-        layers.push(Box::new(ResidualLayer { f, r }));
+        self.f.describe(&mut f)?;
+        self.r.describe(&mut r)?;
+        ops.push(Op::Residual { f, r });
         Ok(())
     }
 }

@@ -12,15 +12,14 @@
 //! assert_eq!(adam.lr(), 0.01);
 //! ```
 
-pub(crate) mod composed;
+mod clip;
 mod config;
 pub(crate) mod grads;
-pub(crate) mod rules;
 pub mod scheduler;
 mod state;
 
+pub use clip::{Clip, ClipAlgorithm};
 pub use config::{Optim, OptimKind};
-pub use grads::{Clip, ClipAlgorithm};
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,

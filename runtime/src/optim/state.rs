@@ -1,9 +1,9 @@
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients, Tensor};
 
-use super::rules::{self, StepRule};
 use super::{Clip, Optim, OptimKind};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
+use crate::kernels::{Scratch, Step, StepRule};
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -15,13 +15,13 @@ pub struct Optimizer<E: FloatDtype, D: TrainDevice<E> = Cpu> {
     step: u64,
     /// Per parameter, in the module's walk order: its name and its buffers.
     state: Vec<(String, Buffers<E, D>)>,
-    /// Host copies for the CPU's rules.
-    scratch: Vec<Vec<E>>,
+    /// The host kernels' copies, kept between steps.
+    scratch: Scratch<E>,
     /// Under SHARD_GRAD_OP, per parameter whether this rank steps it (and keeps its state).
     owned: Option<Vec<bool>>,
 }
 
-/// One parameter's buffers, in [`rules::buffers`]' order.
+/// One parameter's buffers, in [`StepRule::buffers`]' order.
 type Buffers<E, D> = Vec<Tensor<(usize,), E, D>>;
 
 /// Per parameter, its name and its buffers' values.
@@ -109,7 +109,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         if full.is_empty() {
             return Ok(full);
         }
-        let per_param = rules::buffers(&self.config).len();
+        let per_param = StepRule::buffers(&self.config).len();
         for owner in 0..c.world_size() {
             let mut bytes = Vec::new();
             if owner == c.rank() {
@@ -169,14 +169,13 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         if self.state.is_empty() {
             // The buffers are made at the first step, zeros where the parameters live, in
             // walk order (none for another rank's parameters under SHARD_GRAD_OP).
-            let kept = rules::buffers(&self.config).len();
+            let kept = StepRule::buffers(&self.config).len();
             let mut state = Vec::new();
             for (i, (name, len, device)) in parameters(module)?.into_iter().enumerate() {
                 let mine = (self.owned.as_ref()).is_none_or(|o| o.get(i).copied().unwrap_or(true));
                 let buffers = (0..if mine { kept } else { 0 })
                     .map(|_| device.try_zeros_like(&(len,)))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 state.push((name, buffers));
             }
             self.state = state;
@@ -214,7 +213,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             if !mine {
                 return Ok(());
             }
-            tensor.step(grads, rule, buffers, scratch)
+            D::Kernels::step(rule, tensor, grads, buffers, scratch)
         })
     }
 }
@@ -228,7 +227,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         records: &mut Records,
         shards: Option<Shards<'_>>,
     ) -> Result<OptimizerState> {
-        let names = rules::buffers(&self.config);
+        let names = StepRule::buffers(&self.config);
         let state = match shards {
             Some((c, tensors)) => self.gathered(c, tensors)?,
             None => self.host_state(),
@@ -267,15 +266,13 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         if self.step == 0 {
             return Ok(());
         }
-        let names = rules::buffers(&self.config);
+        let names = StepRule::buffers(&self.config);
         for (param, len, device) in parameters(module)? {
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
                 let key = format!("{OPTIMIZER_PREFIX}{param}/{buffer}");
                 let values = ckpt.values::<E>(&key, &[len])?;
-                let tensor = device
-                    .try_tensor_from_vec(values, (len,))
-                    .map_err(|e| Error::Device(format!("{e:?}")))?;
+                let tensor = device.try_tensor_from_vec(values, (len,))?;
                 buffers.push(tensor);
             }
             self.state.push((param, buffers));

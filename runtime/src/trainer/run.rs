@@ -385,7 +385,7 @@ where
         self.train_loader_seed = train.shuffle_seed();
         self.view.loss_scale = self.half.as_ref().map(|h| h.scaler().scale);
         self.view.num_training_batches = self.train_batches;
-        self.view.model_parameters = crate::checkpoint::tensors::describe(&*self.model)?;
+        self.view.model_parameters = super::ParamInfo::of_module(&*self.model)?;
         self.view.model_layers = <M as crate::spec::Layers>::LAYERS;
         self.log_hparams(self.dm.hparams())?;
 

@@ -1,9 +1,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use dfdx::nn::TensorCollection;
+
 use crate::datamodule::Stage;
 use crate::loggers::Logger;
-use crate::{Error, Result};
+use crate::walk::{self, Item};
+use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// One tensor of the module, as [`TrainerView::model_parameters`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +16,26 @@ pub struct ParamInfo {
     pub shape: Vec<usize>,
     /// Whether the optimizer updates it (buffers such as running means are not).
     pub trainable: bool,
+}
+
+impl ParamInfo {
+    /// Every tensor of `module`: name, shape and whether the optimizer trains it.
+    pub(crate) fn of_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+        module: &M,
+    ) -> Result<Vec<ParamInfo>> {
+        let mut out = Vec::new();
+        walk::read(module, |name, item| {
+            if let Item::Tensor { tensor, trainable } = item {
+                out.push(ParamInfo {
+                    name,
+                    shape: tensor.dims(),
+                    trainable,
+                });
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
 }
 
 /// What callbacks and module hooks see of the trainer (Lightning's `trainer` argument).

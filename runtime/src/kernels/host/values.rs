@@ -1,9 +1,11 @@
-//! Host buffers for the CPU kernels: a tensor's values as `f32` or `f64`, without a copy when
-//! the tensor already has that dtype.
+//! Host values for the host kernels: a tensor's values as `f32` or `f64` ([`Values`]), read in
+//! place when the tensor already has that dtype ([`Buf`]), and the plumbing between them and
+//! dfdx's tensors and tape: gradients added into dfdx's buffers ([`accumulate_grad`]), an op's
+//! backward recorded on the tape ([`on_backward`]).
 //!
-//! The kernels ([`conv_kernel`](super::conv_kernel), [`batchnorm_kernel`](super::batchnorm_kernel))
-//! are generic over [`HostFloat`]; f64 tensors compute in f64 and every other dtype (f32, and
-//! half precision as dfdx's AMP does) in f32.
+//! The kernels ([`conv_gemm`](super::conv_gemm), [`norm`](super::norm)) are generic over
+//! [`HostFloat`]; f64 tensors compute in f64 and every other dtype (f32, and half precision as
+//! dfdx's AMP does) in f32.
 
 use std::any::TypeId;
 
@@ -12,8 +14,9 @@ use dfdx::tensor::{Gradients, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 use rayon::prelude::*;
 
-use super::recent::{self, Buf};
-use crate::{Error, FloatDtype, Result, TrainDevice};
+use super::buf::Buf;
+use crate::device::{FloatDtype, HostAccess};
+use crate::{Error, Result};
 
 /// `len` copies of `value`, written by all of rayon's threads: a large buffer that the calling
 /// thread filled alone would hold up a step (the kernels' own work is parallel).
@@ -87,11 +90,13 @@ pub trait HostFloat:
 impl HostFloat for f32 {}
 impl HostFloat for f64 {}
 
-/// Values in the dtype their kernel computes in: the kernel's own, or a recent kernel
-/// output's, read in place ([`recent`]).
+/// Values in the dtype their kernel computes in: the kernel's own, or a tensor's, read in place
+/// ([`Buf`]).
 #[derive(Debug, Clone)]
-pub enum Host {
+pub enum Values {
+    /// The values of every dtype but f64.
     F32(Buf<f32>),
+    /// The values of an f64 tensor.
     F64(Buf<f64>),
 }
 
@@ -112,16 +117,16 @@ fn cast_vec<E: 'static, T: 'static>(v: Vec<E>) -> std::result::Result<Vec<T>, Ve
     Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) })
 }
 
-impl Host {
+impl Values {
     /// `v` in its kernel's dtype.
-    pub fn from_vec<E: FloatDtype>(v: Vec<E>) -> Host {
+    pub fn from_vec<E: FloatDtype>(v: Vec<E>) -> Values {
         let v = match cast_vec::<E, f32>(v) {
-            Ok(v) => return Host::F32(v.into()),
+            Ok(v) => return Values::F32(v.into()),
             Err(v) => v,
         };
         match cast_vec::<E, f64>(v) {
-            Ok(v) => Host::F64(v.into()),
-            Err(v) => Host::F32(
+            Ok(v) => Values::F64(v.into()),
+            Err(v) => Values::F32(
                 v.iter()
                     .map(|x| x.to_f32().unwrap_or(f32::NAN))
                     .collect::<Vec<_>>()
@@ -131,60 +136,34 @@ impl Host {
     }
 
     /// `v` (computed in f64, as small per-channel results are) in `E`'s kernel dtype.
-    pub fn from_f64<E: FloatDtype>(v: Vec<f64>) -> Host {
+    pub fn from_f64<E: FloatDtype>(v: Vec<f64>) -> Values {
         match cast_vec::<E, f64>(Vec::new()) {
-            Ok(_) => Host::F64(v.into()),
-            Err(_) => Host::F32(v.into_iter().map(|x| x as f32).collect::<Vec<_>>().into()),
+            Ok(_) => Values::F64(v.into()),
+            Err(_) => Values::F32(v.into_iter().map(|x| x as f32).collect::<Vec<_>>().into()),
         }
     }
 
-    /// The values of `t`: read in place when they are a recent kernel output's
-    /// ([`recent`]), else copied once (a contiguous copy is made first if `t`
-    /// is a view).
-    pub fn of<S: Shape, E: FloatDtype, D: TrainDevice<E>>(t: &Tensor<S, E, D>) -> Result<Host> {
-        if let Some(host) = Self::recent(t) {
-            return Ok(host);
+    /// The values of `t`: read in place when they are contiguous in host memory and of a
+    /// kernel dtype ([`Buf::of_tensor`]), else copied once (a contiguous copy is made first if
+    /// `t` is a view).
+    pub fn of<S: Shape, E: FloatDtype, D: HostAccess<E>>(t: &Tensor<S, E, D>) -> Result<Values> {
+        if let Some(b) = Buf::<f32>::of_tensor(t) {
+            return Ok(Values::F32(b));
         }
-        let t = t
-            .clone()
-            .try_contiguous()
-            .map_err(|e| Error::Device(format!("{e:?}")))?;
+        if let Some(b) = Buf::<f64>::of_tensor(t) {
+            return Ok(Values::F64(b));
+        }
+        let t = t.clone().try_contiguous()?;
         let mut v = filled(t.shape().num_elements(), E::zero());
         t.copy_into(&mut v);
-        Ok(Host::from_vec(v))
+        Ok(Values::from_vec(v))
     }
 
     /// How many values.
     pub fn len(&self) -> usize {
         match self {
-            Host::F32(v) => v.len(),
-            Host::F64(v) => v.len(),
-        }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The values of `t` if they are a recent kernel output's buffer, in order.
-    fn recent<S: Shape, E: FloatDtype, D: TrainDevice<E>>(t: &Tensor<S, E, D>) -> Option<Host> {
-        let (addr, strides) = D::host_layout(t)?;
-        let dims = t.shape().concrete();
-        let mut expect = 1;
-        for i in (0..S::NUM_DIMS).rev() {
-            if dims[i] > 1 && strides[i] != expect {
-                return None;
-            }
-            expect *= dims[i];
-        }
-        let len = t.shape().num_elements();
-        if TypeId::of::<E>() == TypeId::of::<f32>() {
-            recent::lookup::<f32>(addr, len).map(Host::F32)
-        } else if TypeId::of::<E>() == TypeId::of::<f64>() {
-            recent::lookup::<f64>(addr, len).map(Host::F64)
-        } else {
-            None
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
         }
     }
 
@@ -193,61 +172,40 @@ impl Host {
     pub fn into_vec<E: FloatDtype>(self) -> Vec<E> {
         let cast = |x: f64| E::from(x).unwrap_or_else(E::nan);
         match self {
-            Host::F32(v) => cast_vec::<f32, E>(v.into_vec())
+            Values::F32(v) => cast_vec::<f32, E>(v.into_vec())
                 .unwrap_or_else(|v| v.iter().map(|&x| cast(x as f64)).collect()),
-            Host::F64(v) => cast_vec::<f64, E>(v.into_vec())
+            Values::F64(v) => cast_vec::<f64, E>(v.into_vec())
                 .unwrap_or_else(|v| v.into_iter().map(cast).collect()),
         }
     }
 
     /// The values as a tensor of shape `shape` on `dev`; on the CPU the buffer becomes the
-    /// tensor's, and is remembered for the next kernel to read in place.
-    pub fn into_tensor<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    /// tensor's, without a copy when its dtype is the tensor's.
+    pub fn into_tensor<S: Shape, E: FloatDtype, D: HostAccess<E>>(
         self,
         dev: &D,
         shape: S,
     ) -> Result<Tensor<S, E, D>> {
-        let (ptr, len): (*const (), usize) = match &self {
-            Host::F32(v) => (v.as_ptr().cast(), v.len()),
-            Host::F64(v) => (v.as_ptr().cast(), v.len()),
-        };
-        let owned = matches!(self, Host::F32(Buf::Owned(_)) | Host::F64(Buf::Owned(_)));
-        let is_f64 = matches!(self, Host::F64(_));
-        let t = dev
-            .try_tensor_from_vec(self.into_vec(), shape)
-            .map_err(|e| Error::Device(format!("{e:?}")))?;
-        // Remembered only where the tensor's values are the buffer itself (moved, not
-        // converted or copied).
-        let keep = D::keep(&t).filter(|_| owned && len > 0);
-        if let Some(keep) =
-            keep.filter(|_| D::host_layout(&t).is_some_and(|(a, _)| a == ptr as usize))
-        {
-            if is_f64 {
-                recent::remember::<f64>(keep, ptr.cast(), len);
-            } else {
-                recent::remember::<f32>(keep, ptr.cast(), len);
-            }
-        }
-        Ok(t)
+        Ok(dev.try_tensor_from_vec(self.into_vec(), shape)?)
     }
 }
 
-/// Runs `f32` or `f64` kernel code on [`Host`] values and [`HostMut`] buffers, all of one
+/// Runs `f32` or `f64` kernel code on [`Values`] and [`ValuesMut`] buffers, all of one
 /// dtype: inside the body each name is bound to its values (or buffer) in that dtype, and `$t`
 /// names the dtype.
 ///
 /// ```text
-/// let y: Host = on_host!(T; Host(x), Host(w) => kernel::<T>(x, w).into_host());
+/// let y: Values = on_host!(T; Values(x), Values(w) => kernel::<T>(x, w).into_values());
 /// ```
 macro_rules! on_host {
     ($t:ident; $($kind:ident($v:ident)),+ => $body:expr) => {
-        match ($($crate::layers::host::on_host!(@arg $kind $v),)+) {
-            ($($crate::layers::host::$kind::F32($v),)+) => {
+        match ($($crate::kernels::host::values::on_host!(@arg $kind $v),)+) {
+            ($($crate::kernels::host::values::$kind::F32($v),)+) => {
                 #[allow(dead_code)]
                 type $t = f32;
                 $body
             }
-            ($($crate::layers::host::$kind::F64($v),)+) => {
+            ($($crate::kernels::host::values::$kind::F64($v),)+) => {
                 #[allow(dead_code)]
                 type $t = f64;
                 $body
@@ -256,49 +214,52 @@ macro_rules! on_host {
             _ => unreachable!("one dtype converts to one host dtype"),
         }
     };
-    (@arg Host $v:ident) => { &$v };
-    (@arg HostMut $v:ident) => { $v };
+    (@arg Values $v:ident) => { &$v };
+    (@arg ValuesMut $v:ident) => { $v };
 }
 pub(crate) use on_host;
 
 /// A gradient buffer in its kernel's dtype, for kernels that accumulate into it.
-pub enum HostMut<'a> {
+pub enum ValuesMut<'a> {
+    /// The gradient of every dtype but f64.
     F32(&'a mut [f32]),
+    /// The gradient of an f64 tensor.
     F64(&'a mut [f64]),
 }
 
-/// Wraps kernel output of either host dtype back into a [`Host`].
-pub trait IntoHost {
-    fn into_host(self) -> Host;
+/// Wraps kernel output of either host dtype back into [`Values`].
+pub trait IntoValues {
+    /// The values, owned.
+    fn into_values(self) -> Values;
 }
-impl IntoHost for Vec<f32> {
-    fn into_host(self) -> Host {
-        Host::F32(self.into())
+impl IntoValues for Vec<f32> {
+    fn into_values(self) -> Values {
+        Values::F32(self.into())
     }
 }
-impl IntoHost for Vec<f64> {
-    fn into_host(self) -> Host {
-        Host::F64(self.into())
+impl IntoValues for Vec<f64> {
+    fn into_values(self) -> Values {
+        Values::F64(self.into())
     }
 }
 
 /// Calls `f` with the gradient of `t` in its kernel's dtype, for `f` to add into: the buffer
 /// itself when `E` is f32 or f64, else a buffer of zeros that is added to it afterwards.
-pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
+pub fn accumulate_grad<S: Shape, E: FloatDtype, D: HostAccess<E>, R>(
     t: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
-    f: impl FnOnce(HostMut<'_>) -> R,
+    f: impl FnOnce(ValuesMut<'_>) -> R,
 ) -> Result<R> {
     let mut out = None;
     D::with_grad(t, grads, |g| {
         if let Some(g) = cast_slice_mut::<E, f32>(g) {
-            out = Some(f(HostMut::F32(g)));
+            out = Some(f(ValuesMut::F32(g)));
         } else if let Some(g) = cast_slice_mut::<E, f64>(g) {
-            out = Some(f(HostMut::F64(g)));
+            out = Some(f(ValuesMut::F64(g)));
         } else {
             let mut buf = vec![0f32; g.len()];
-            out = Some(f(HostMut::F32(&mut buf)));
-            let add = Host::F32(buf.into()).into_vec::<E>();
+            out = Some(f(ValuesMut::F32(&mut buf)));
+            let add = Values::F32(buf.into()).into_vec::<E>();
             g.iter_mut().zip(add).for_each(|(a, b)| *a += b);
         }
     })?;
@@ -306,32 +267,32 @@ pub fn accumulate_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>, R>(
 }
 
 /// Adds `values` into `into` (of the same dtype), across rayon's threads.
-pub fn add_host(values: &Host, into: HostMut<'_>) {
-    on_host!(T; Host(values), HostMut(into) => {
+pub fn add_values(values: &Values, into: ValuesMut<'_>) {
+    on_host!(T; Values(values), ValuesMut(into) => {
         into.par_chunks_mut(1 << 14)
             .zip(values.par_chunks(1 << 14))
             .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b))
     })
 }
 
-impl HostMut<'_> {
+impl ValuesMut<'_> {
     /// The same buffer, borrowed again (to add into it twice).
-    pub fn reborrow(&mut self) -> HostMut<'_> {
+    pub fn reborrow(&mut self) -> ValuesMut<'_> {
         match self {
-            HostMut::F32(v) => HostMut::F32(v),
-            HostMut::F64(v) => HostMut::F64(v),
+            ValuesMut::F32(v) => ValuesMut::F32(v),
+            ValuesMut::F64(v) => ValuesMut::F64(v),
         }
     }
 }
 
-/// Adds `values` (a [`Host`] of `E`'s kernel dtype) into the gradient of `t`.
-pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+/// Adds `values` (of `E`'s kernel dtype) into the gradient of `t`.
+pub fn add_grad<S: Shape, E: FloatDtype, D: HostAccess<E>>(
     t: &Tensor<S, E, D>,
     grads: &mut Gradients<E, D>,
-    values: Host,
+    values: Values,
 ) -> Result<()> {
     accumulate_grad(t, grads, |g| {
-        on_host!(T; Host(values), HostMut(g) => {
+        on_host!(T; Values(values), ValuesMut(g) => {
             g.iter_mut().zip(values.iter()).for_each(|(a, &b)| *a += b)
         })
     })
@@ -343,16 +304,16 @@ pub fn add_grad<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
 /// the op in the panic that an error there becomes: dfdx's tape closures cannot return
 /// fulmen's errors, and the only one possible (a device that cannot hand over a gradient
 /// buffer) fails dfdx's own ops first.
-pub fn on_backward<S: Shape, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>(
+pub fn on_backward<S: Shape, E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
     tape: &mut T,
     op: &'static str,
     out: &Tensor<S, E, D>,
-    f: impl FnOnce(&Host, &mut Gradients<E, D>) -> Result<()> + 'static,
+    f: impl FnOnce(&Values, &mut Gradients<E, D>) -> Result<()> + 'static,
 ) {
     let out = out.clone();
     tape.add_backward_op(move |grads| {
         let backward = |grads: &mut Gradients<E, D>| {
-            let dy = Host::from_vec(D::take_grad(&out, grads)?);
+            let dy = Values::from_vec(D::take_grad(&out, grads)?);
             let result = f(&dy, grads);
             D::restore_grad(&out, grads, dy.into_vec())?;
             result

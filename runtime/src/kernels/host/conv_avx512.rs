@@ -1,5 +1,5 @@
 //! f32 convolution on AVX-512 without a column matrix ("implicit GEMM"), used by
-//! [`conv_kernel`](super::conv_kernel) for one-group convolutions whenever the CPU has AVX-512.
+//! [`conv`](super::conv) for one-group convolutions whenever the CPU has AVX-512.
 //!
 //! Why: the `gemm` crate enables AVX-512 only on nightly Rust, so on stable it runs AVX2
 //! kernels, at about half of what this machine kind's cores do with AVX-512 (measured: 85 vs
@@ -24,14 +24,15 @@
 //!
 //! Strided convolutions read `stride²` phase planes of the image (every `stride`-th pixel of
 //! every `stride`-th row, per offset), in which each tap's window is again a contiguous run;
-//! see [`Plan`]. Layouts are PyTorch's, as in [`conv_kernel`](super::conv_kernel).
+//! see [`Plan`]. Layouts are PyTorch's, as in [`conv`](super::conv).
 
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::conv_kernel::{images_per_task, ConvGeom};
-use super::host::{init_with, lane_sum};
+use super::conv_gemm::images_per_task;
+use super::values::{init_with, lane_sum};
+use crate::shapes::ConvGeom;
 
 /// Output channels (rows) per tile of [`product`].
 const MR: usize = 8;

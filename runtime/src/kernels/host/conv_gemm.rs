@@ -5,8 +5,8 @@
 //! convolution with stride 1 (most of a Bottleneck's) multiplies the image itself; any other
 //! stride-1 convolution copies the image once into a padded buffer, where each column row is
 //! one contiguous run; strided ones use classic im2col. Small images are multiplied several
-//! at a time, side by side, so that no product is too narrow to run well. The `*_host`
-//! functions are the entry points, compiled once here for f32 and f64.
+//! at a time, side by side, so that no product is too narrow to run well. [`forward`] and
+//! [`backward`] are the entry points ([`super::conv`] picks them or the AVX-512 kernels).
 //!
 //! Layouts are PyTorch's: input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, K, K]`,
 //! output `[N, C_out, H_out, W_out]`, all contiguous, row-major.
@@ -19,84 +19,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::host::{lane_sum, on_host, Host, HostFloat, HostMut, IntoHost};
-use crate::{Error, Result};
-
-/// The shape of one convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeom {
-    pub batch: usize,
-    pub c_in: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c_out: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub dilation: usize,
-    pub groups: usize,
-}
-
-impl ConvGeom {
-    /// Refuses impossible geometry, naming what is wrong.
-    pub fn check(&self) -> Result<()> {
-        let bad = |what: &str, why: String| Err(Error::config(format!("Conv2D.{what}"), why));
-        if self.stride == 0 || self.dilation == 0 || self.k == 0 {
-            return bad(
-                "stride",
-                "stride, dilation and kernel size must be at least 1".into(),
-            );
-        }
-        if self.groups == 0
-            || !self.c_in.is_multiple_of(self.groups)
-            || !self.c_out.is_multiple_of(self.groups)
-        {
-            return bad(
-                "groups",
-                format!(
-                    "{} groups do not divide {} input and {} output channels",
-                    self.groups, self.c_in, self.c_out
-                ),
-            );
-        }
-        let span = self.dilation * (self.k - 1) + 1;
-        if self.h + 2 * self.padding < span || self.w + 2 * self.padding < span {
-            return bad(
-                "kernel_size",
-                format!(
-                    "a {}×{} input with padding {} is smaller than the kernel's span of {span}",
-                    self.h, self.w, self.padding
-                ),
-            );
-        }
-        Ok(())
-    }
-    pub fn h_out(&self) -> usize {
-        (self.h + 2 * self.padding - self.dilation * (self.k - 1) - 1) / self.stride + 1
-    }
-    pub fn w_out(&self) -> usize {
-        (self.w + 2 * self.padding - self.dilation * (self.k - 1) - 1) / self.stride + 1
-    }
-    fn cin_g(&self) -> usize {
-        self.c_in / self.groups
-    }
-    fn cout_g(&self) -> usize {
-        self.c_out / self.groups
-    }
-    /// Rows of one group's column matrix: `C_in / groups × K × K`.
-    fn col_rows(&self) -> usize {
-        self.cin_g() * self.k * self.k
-    }
-    fn hw_out(&self) -> usize {
-        self.h_out() * self.w_out()
-    }
-    pub fn weight_len(&self) -> usize {
-        self.c_out * self.col_rows()
-    }
-    pub fn output_len(&self) -> usize {
-        self.batch * self.c_out * self.hw_out()
-    }
-}
+use super::values::{lane_sum, HostFloat};
+use crate::shapes::ConvGeom;
 
 /// Where a product goes: written into fresh memory, over old values, or added to them.
 enum Dst<'a, T> {
@@ -265,7 +189,7 @@ fn col2im<T: HostFloat>(g: &ConvGeom, cols: &[T], ld: usize, group: usize, dx: &
 }
 
 /// Images per task: the batch split evenly over rayon's threads.
-pub(super) fn images_per_task(n: usize) -> usize {
+pub(crate) fn images_per_task(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
         .max(1)
 }
@@ -659,46 +583,4 @@ pub fn backward<T: HostFloat>(
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
     (dw, db)
-}
-
-/// [`forward`] on host values of either dtype. Not generic, so that it is compiled once, in
-/// fulmen, and not again in every crate whose models convolve.
-pub fn forward_host(g: &ConvGeom, x: &Host, w: &Host, bias: Option<&Host>) -> Host {
-    #[cfg(target_arch = "x86_64")]
-    if let (Host::F32(x), Host::F32(w), None | Some(Host::F32(_))) = (x, w, bias) {
-        if super::conv_avx512::handles(g) {
-            let b = match bias {
-                Some(Host::F32(b)) => Some(&b[..]),
-                _ => None,
-            };
-            return Host::F32(super::conv_avx512::forward(g, x, w, b).into());
-        }
-    }
-    match bias {
-        Some(b) => on_host!(T; Host(x), Host(w), Host(b) => forward(g, x, w, Some(b)).into_host()),
-        None => on_host!(T; Host(x), Host(w) => forward(g, x, w, None).into_host()),
-    }
-}
-
-/// [`backward`] on host values of either dtype (compiled once, as [`forward_host`]).
-pub fn backward_host(
-    g: &ConvGeom,
-    (x, w, dy): (&Host, &Host, &Host),
-    dx: HostMut<'_>,
-    with_bias: bool,
-) -> (Host, Host) {
-    #[cfg(target_arch = "x86_64")]
-    let dx = match (x, w, dy, dx) {
-        (Host::F32(x), Host::F32(w), Host::F32(dy), HostMut::F32(dx))
-            if super::conv_avx512::handles(g) =>
-        {
-            let (dw, db) = super::conv_avx512::backward(g, x, w, dy, dx, with_bias);
-            return (Host::F32(dw.into()), Host::F32(db.into()));
-        }
-        (_, _, _, dx) => dx,
-    };
-    on_host!(T; Host(x), Host(w), Host(dy), HostMut(dx) => {
-        let (dw, db) = backward(g, x, w, dy, dx, with_bias);
-        (dw.into_host(), db.into_host())
-    })
 }

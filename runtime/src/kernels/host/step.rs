@@ -1,63 +1,44 @@
-//! The update rules, one function each, in the order of operations of PyTorch's documented
-//! algorithms (the single-tensor `for` implementations of `torch.optim`), on host values: what
-//! the CPU runs ([`TrainDevice::host_kernels`]; other devices run `composed.rs`).
+//! The optimizers' update rules on host values, one function each, in the order of operations
+//! of PyTorch's documented algorithms (the single-tensor `for` implementations of
+//! `torch.optim`). The composed kernels ([`crate::kernels::composed`]) do the same ops in the
+//! same order, so on the CPU both give the same bits.
 
-use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, Tensor};
+use dfdx::tensor::Gradients;
 
-use super::{Clip, Optim};
-use crate::{FloatDtype, Result, TrainDevice};
+use crate::device::{FloatDtype, HostAccess};
+use crate::kernels::{Flat, Scratch, StepRule};
+use crate::optim::{Optim, OptimKind};
+use crate::walk::AnyTensorMut;
+use crate::Result;
 
 fn c<E: FloatDtype>(x: f64) -> E {
     E::from(x).unwrap_or_else(E::nan)
 }
 
-/// The buffers one parameter's update keeps between steps, named as in PyTorch's
-/// `optimizer.state_dict()`.
-pub(crate) fn buffers(config: &Optim) -> &'static [&'static str] {
-    use super::OptimKind::*;
-    match config.kind {
-        Sgd => &["momentum_buffer"],
-        Adam | AdamW => &["exp_avg", "exp_avg_sq"],
-        RmsProp => &["square_avg", "momentum_buffer", "grad_avg"],
-    }
-}
-
-/// What one optimizer step does to each parameter.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StepRule<'a> {
-    /// The optimizer's settings.
-    pub config: &'a Optim,
-    /// The step's number, from 1.
-    pub step: u64,
-    /// The clipping each gradient gets first.
-    pub clip: Clip,
-}
-
-/// One step of `param` on the host (the CPU): its gradient clipped in place, then the rule
-/// on host copies of its values and `buffers` (in [`buffers`]' order), which are written back.
-pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+/// One step of `param`: its gradient clipped in place, then the rule on host copies of its
+/// values and `buffers` (in [`StepRule::buffers`]' order), which are written back.
+pub(crate) fn step<E: FloatDtype, D: HostAccess<E>>(
     rule: StepRule<'_>,
-    param: &mut Tensor<S, E, D>,
+    param: &mut dyn AnyTensorMut<E, D>,
     grads: &mut Gradients<E, D>,
-    buffers: &mut [Tensor<(usize,), E, D>],
-    scratch: &mut Vec<Vec<E>>,
+    buffers: &mut [Flat<E, D>],
+    scratch: &mut Scratch<E>,
 ) -> Result<()> {
-    let n = param.shape().num_elements();
+    let n = param.num_values();
     scratch.resize_with(1 + buffers.len(), Vec::new);
     let (values, held) = scratch.split_at_mut(1);
     let values = &mut values[0];
     values.resize(n, E::zero());
-    param.copy_into(values);
+    param.read_into(values);
     for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
         host.resize(n, E::zero());
         buffer.copy_into(host);
     }
-    D::with_grad(param, grads, |g| {
+    param.with_grad(grads, &mut |g| {
         rule.clip.apply(g);
         apply(rule, values, g, held);
     })?;
-    param.copy_from(values);
+    param.set_values(values);
     for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
         buffer.copy_from(host);
     }
@@ -67,7 +48,7 @@ pub(crate) fn step<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
 /// `rule`'s update of one parameter's values `p`, from its gradient `g` (clipped already),
 /// with its buffers.
 fn apply<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [Vec<E>]) {
-    use super::OptimKind::*;
+    use OptimKind::*;
     let (config, step) = (rule.config, rule.step);
     match (config.kind, buffers) {
         (Sgd, [b, ..]) => sgd(config, step, p, g, b),
@@ -111,7 +92,7 @@ fn adam<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], m: &mut [E], 
         c::<E>(1.0 - b2),
         c::<E>(o.eps),
     );
-    let decoupled = o.kind == super::OptimKind::AdamW;
+    let decoupled = o.kind == OptimKind::AdamW;
     let (wd, decay): (E, E) = (c(o.weight_decay), c(1.0 - o.lr * o.weight_decay));
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         let mut g = g;

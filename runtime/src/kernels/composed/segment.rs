@@ -28,7 +28,8 @@ use dfdx::shapes::{Rank0, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, PutTape, SplitTape, Storage, Tape, Tensor, Trace};
 use dfdx::tensor_ops::Backward;
 
-use crate::{FloatDtype, Result, TrainDevice};
+use crate::device::{FloatDtype, HostAccess};
+use crate::Result;
 
 /// A tensor whose gradient a segment swaps between tapes: an input, the output or a
 /// parameter.
@@ -84,7 +85,7 @@ where
     S1: Shape,
     S2: Shape,
     E: FloatDtype,
-    D: TrainDevice<E>,
+    D: HostAccess<E>,
     T: Tape<E, D>,
 {
     let mut outer = T::default();
@@ -138,7 +139,7 @@ mod tests {
     use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
 
     use super::{segment, Handle};
-    use crate::TrainDevice;
+    use crate::device::HostAccess;
 
     type V = Tensor<Rank1<5>, f64, Cpu>;
     type Taped = Tensor<Rank1<5>, f64, Cpu, dfdx::tensor::OwnedTape<f64, Cpu>>;

@@ -1,0 +1,119 @@
+//! Sums over gradients on the host: Σ g² and the finiteness probe of one gradient, and
+//! 16-mixed's unscaling through host copies.
+
+use dfdx::nn::TensorCollection;
+use dfdx::tensor::Gradients;
+
+use crate::device::{is_half, FloatDtype, HostAccess};
+use crate::kernels::{GradSum, Scratch, Total};
+use crate::walk::{self, AnyTensor, Item};
+use crate::Result;
+
+/// Adds `what` of `param`'s gradient to `total`.
+pub(crate) fn grad_sum<E: FloatDtype, D: HostAccess<E>>(
+    what: GradSum,
+    param: &dyn AnyTensor<E, D>,
+    grads: &mut Gradients<E, D>,
+    total: &mut Total<E, D>,
+) -> Result<()> {
+    param.with_grad(grads, &mut |g| {
+        total.add_host(match what {
+            GradSum::Squares => sum_of_squares(g),
+            GradSum::FiniteProbe if g.iter().all(|v| v.is_finite()) => 0.0,
+            GradSum::FiniteProbe => f64::NAN,
+        })
+    })
+}
+
+/// Σ v² of one tensor, in eight lanes (the lanes let the compiler vectorize) of the tensor's
+/// dtype, or of f32 for half precision (whose squares overflow at 256), as PyTorch
+/// accumulates; then in f64 across tensors.
+pub(crate) fn sum_of_squares<E: FloatDtype>(g: &[E]) -> f64 {
+    if is_half::<E>() {
+        return in_lanes(g, |v| v.to_f32().unwrap_or(f32::NAN));
+    }
+    in_lanes(g, |v| v)
+}
+
+/// Σ widen(v)² in eight lanes of the widened type.
+fn in_lanes<E: Copy, A: num_traits::Float + std::ops::AddAssign>(
+    g: &[E],
+    widen: impl Fn(E) -> A,
+) -> f64 {
+    let mut lanes = [A::zero(); 8];
+    let chunks = g.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(c) {
+            let v = widen(v);
+            *lane += v * v;
+        }
+    }
+    let tail = rest.iter().fold(A::zero(), |a, &v| a + widen(v) * widen(v));
+    lanes
+        .iter()
+        .chain([&tail])
+        .map(|v| v.to_f64().unwrap_or(f64::NAN))
+        .sum()
+}
+
+/// Calls `f` on the gradient of every trainable tensor of `module`, in walk order.
+fn each_grad<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
+    module: &M,
+    grads: &mut Gradients<E, D>,
+    mut f: impl FnMut(&mut [E]),
+) -> Result<()> {
+    walk::read(module, |_, item| match item {
+        Item::Tensor {
+            tensor,
+            trainable: true,
+        } => tensor.with_grad(grads, &mut f),
+        _ => Ok(()),
+    })
+}
+
+/// 16-mixed's unscaling through host copies (`scratch`, reused between steps): every half
+/// gradient times `inv` in `E`, then, if all are finite, added to the gradients of `into`.
+pub(crate) fn unscale<F, E, D, H, M>(
+    from: &H,
+    from_grads: &mut Gradients<F, D>,
+    into: &M,
+    grads: &mut Gradients<E, D>,
+    inv: f64,
+    scratch: &mut Scratch<E>,
+) -> Result<bool>
+where
+    F: FloatDtype,
+    E: FloatDtype,
+    D: HostAccess<F> + HostAccess<E>,
+    H: TensorCollection<F, D>,
+    M: TensorCollection<E, D>,
+{
+    let (mut finite, mut i) = (true, 0);
+    each_grad(from, from_grads, |g| {
+        if scratch.len() <= i {
+            scratch.push(Vec::new());
+        }
+        let out = &mut scratch[i];
+        out.clear();
+        out.extend(g.iter().map(|v| {
+            let x = E::from(v.to_f64().unwrap_or(f64::NAN) * inv).unwrap_or_else(E::nan);
+            finite &= x.is_finite();
+            x
+        }));
+        i += 1;
+    })?;
+    if !finite {
+        return Ok(false);
+    }
+    let mut j = 0;
+    each_grad(into, grads, |g| {
+        if let Some(values) = scratch.get(j) {
+            for (a, &b) in g.iter_mut().zip(values) {
+                *a += b;
+            }
+        }
+        j += 1;
+    })?;
+    Ok(true)
+}

@@ -1,0 +1,44 @@
+//! The seam between fulmen's layers and optimizers and the code that computes them: one trait
+//! per op family, each implemented once per way of computing it.
+//!
+//! | family | what | called by |
+//! | --- | --- | --- |
+//! | [`Conv`] | 2-D convolution | `layers::conv2d` |
+//! | [`Norm`] | batch normalization | `layers::batchnorm2d` |
+//! | [`Pool`] | max, average and adaptive pooling | `layers::pool2d` |
+//! | [`Elementwise`] | ReLU, the residual add + ReLU | `layers::{relu, residual}` |
+//! | [`Fuse`] | a tuple of layers trained as one op | `layers::fused` |
+//! | [`Step`] | one optimizer step of one parameter | `optim::Optimizer` |
+//! | [`Reduce`] | sums over gradients | clipping, anomaly checks |
+//! | [`Unscale`] | 16-mixed's half gradients into the f32 ones | `precision` |
+//!
+//! The implementations, each in the folder of its name:
+//! - [`Host`] (`kernels/host/`): fulmen's own kernels on host memory, multithreaded (AVX-512
+//!   convolutions where the CPU has them): the fastest on the CPU.
+//! - [`Composed`] (`kernels/composed/`): dfdx's differentiable tensor ops, which run wherever
+//!   dfdx runs, so the values never leave the device: what CUDA runs.
+//!
+//! Each device names its implementation ([`TrainDevice::Kernels`]); a layer calls the family
+//! once (`D::Kernels::conv2d(..)`) and never asks which device it is on. On the CPU the
+//! implementation is [`OnCpu`]: the host kernels, or, while a [`cpu_runs`] guard lives on the
+//! thread, the composed ones, so that every CI run checks what CUDA runs (a second CPU device
+//! type cannot carry that choice: dfdx's `Device` trait needs some eighty kernels that only
+//! dfdx can implement).
+//!
+//! [`TrainDevice::Kernels`]: crate::TrainDevice::Kernels
+
+pub mod composed;
+pub mod host;
+mod on_cpu;
+pub(crate) mod ops;
+pub(crate) mod seam;
+#[cfg(test)]
+mod tests;
+
+pub use composed::Composed;
+pub use host::Host;
+pub use on_cpu::{cpu_runs, CpuKernels, OnCpu, RunsOnCpu};
+pub use ops::{Describe, GradSum, NormState, Op, Scratch, StepRule, Total};
+pub use seam::{
+    Conv, Elementwise, Flat, Fuse, Kernels, Norm, Normalized, Pool, Reduce, Step, Unscale,
+};
