@@ -50,134 +50,106 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     crate::__lifecycle_hooks!();
 }
 
-/// A module the trainer can run in every precision it supports (`precision` "32-true",
-/// "64-true", "16-mixed"): what it is in f64 and in half precision, and its batch cast to
-/// them. Every `#[lightning_module]` has it through the blanket impl.
-pub trait Precisions: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu> + OnGpu + Sized {
-    type F64: LightningModule<f64, Cpu>
-        + CarryHParams<f64, Cpu>
-        + TensorCollection<f64, Cpu, To<f32, Cpu> = Self>;
-    fn batch_f64(batch: Self::Batch) -> <Self::F64 as LightningModule<f64, Cpu>>::Batch;
-    /// This module in f64, hyperparameters included.
-    fn to_f64(&self) -> Self::F64;
-    /// `m` back in f32.
-    fn from_f64(m: &Self::F64) -> Self;
+/// `Self`, the f32 CPU module the user holds, run in dtype `E` on device `D`: how the trainer
+/// places a module for a run, in every precision on every device.
+pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> + Sized {
+    /// The module the run trains: `Self` in f32 on the CPU, a copy elsewhere.
+    type On: LightningModule<E, D>;
 
-    /// What it is in half precision ("16-mixed" runs `training_step` on it, "16-true"
-    /// everything).
-    type Half: LightningModule<Half, Cpu>
-        + CarryHParams<Half, Cpu>
-        + TensorCollection<Half, Cpu, To<f32, Cpu> = Self>;
-    fn batch_half(batch: Self::Batch) -> <Self::Half as LightningModule<Half, Cpu>>::Batch;
-    /// A half-precision copy of this module, hyperparameters included.
-    fn to_half(&self) -> Self::Half;
-    /// `m` back in f32.
-    fn from_half(m: &Self::Half) -> Self;
+    /// `f` on this module in `E` on `device`: the module itself where that is what it is (f32
+    /// on the CPU), else a copy made for the run, whose weights and hyperparameters come back
+    /// into this one when `write_back` (training; whether `f` succeeded or not, so that what
+    /// was trained is never lost). Evaluation leaves the module alone: a round trip through
+    /// f16 would round its weights.
+    fn placed<R>(
+        &mut self,
+        device: &D,
+        write_back: bool,
+        f: impl FnOnce(&mut Self::On) -> R,
+    ) -> crate::Result<R>;
+
+    /// A batch collated on the CPU in f32, in `E` on `device`.
+    fn place_batch(batch: Self::Batch, device: &D) -> <Self::On as LightningModule<E, D>>::Batch;
 }
 
-impl<M> Precisions for M
-where
-    M: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu>,
-    M: TensorCollection<f32, Cpu>,
-    M::To<f64, Cpu>: LightningModule<f64, Cpu>
-        + CarryHParams<f64, Cpu>
-        + TensorCollection<f64, Cpu, To<f32, Cpu> = M>,
-    M::Batch: CastBatch<f64, Cpu, Out = <M::To<f64, Cpu> as LightningModule<f64, Cpu>>::Batch>,
-    M::To<Half, Cpu>: LightningModule<Half, Cpu>
-        + CarryHParams<Half, Cpu>
-        + TensorCollection<Half, Cpu, To<f32, Cpu> = M>,
-    M::Batch: CastBatch<Half, Cpu, Out = <M::To<Half, Cpu> as LightningModule<Half, Cpu>>::Batch>,
-    M: OnGpu,
-{
-    type F64 = M::To<f64, Cpu>;
-    fn batch_f64(batch: Self::Batch) -> <Self::F64 as LightningModule<f64, Cpu>>::Batch {
-        CastBatch::<f64, Cpu>::cast(batch, &Cpu::default())
+/// f32 on the CPU is where the user's module is: it trains in place.
+impl<M: LightningModule<f32, Cpu>> PlaceAs<f32, Cpu> for M {
+    type On = M;
+
+    fn placed<R>(&mut self, _: &Cpu, _: bool, f: impl FnOnce(&mut M) -> R) -> crate::Result<R> {
+        Ok(f(self))
     }
-    fn to_f64(&self) -> Self::F64 {
-        let mut m = dfdx::nn::ToDtype::to_dtype::<f64>(self);
-        self.carry_hparams(&mut m);
-        m
-    }
-    fn from_f64(m: &Self::F64) -> Self {
-        let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(m);
-        m.carry_hparams::<f32, Cpu>(&mut back);
-        back
-    }
-    type Half = M::To<Half, Cpu>;
-    fn batch_half(batch: Self::Batch) -> <Self::Half as LightningModule<Half, Cpu>>::Batch {
-        CastBatch::<Half, Cpu>::cast(batch, &Cpu::default())
-    }
-    fn to_half(&self) -> Self::Half {
-        let mut m = dfdx::nn::ToDtype::to_dtype::<Half>(self);
-        self.carry_hparams(&mut m);
-        m
-    }
-    fn from_half(m: &Self::Half) -> Self {
-        let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(m);
-        m.carry_hparams::<f32, Cpu>(&mut back);
-        back
+
+    fn place_batch(batch: M::Batch, _: &Cpu) -> M::Batch {
+        batch
     }
 }
 
-/// `M` (f32 on the CPU, as the user holds it) as a module of dtype `E2` on device `D`: the
-/// copy the trainer runs there, the way back, and the batch moved there.
-pub trait PlaceAs<E2: FloatDtype, D: TrainDevice<E2>>:
-    LightningModule<f32, Cpu> + CarryHParams<f32, Cpu> + Sized
-{
-    type On: LightningModule<E2, D> + CarryHParams<E2, D>;
-    /// A copy of this module in `E2` on `device`, hyperparameters included.
-    fn place(&self, device: &D) -> crate::Result<Self::On>;
-    /// `m` back in f32 on the CPU.
-    fn unplace(m: &Self::On) -> Self;
-    fn place_batch(batch: Self::Batch, device: &D) -> <Self::On as LightningModule<E2, D>>::Batch;
+/// Every other dtype and device trains a copy.
+macro_rules! placed_copies {
+    ($(($e:ty, $d:ty)),* $(,)?) => {$(
+        impl<M> PlaceAs<$e, $d> for M
+        where
+            M: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu>,
+            M::To<$e, Cpu>: TensorCollection<$e, Cpu, To<f32, Cpu> = M> + CarryHParams<$e, Cpu>,
+            <M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d>: LightningModule<$e, $d>
+                + CarryHParams<$e, $d>
+                + TensorCollection<$e, $d, To<$e, Cpu> = M::To<$e, Cpu>>,
+            M::Batch: CastBatch<
+                $e,
+                $d,
+                Out = <<M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d> as LightningModule<
+                    $e,
+                    $d,
+                >>::Batch,
+            >,
+        {
+            type On = <M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d>;
+
+            fn placed<R>(
+                &mut self,
+                device: &$d,
+                write_back: bool,
+                f: impl FnOnce(&mut Self::On) -> R,
+            ) -> crate::Result<R> {
+                let mut cast = dfdx::nn::ToDtype::to_dtype::<$e>(self);
+                self.carry_hparams::<$e, Cpu>(&mut cast);
+                let mut copy = dfdx::nn::ToDevice::try_to_device(&cast, device)?;
+                cast.carry_hparams::<$e, $d>(&mut copy);
+                let result = f(&mut copy);
+                if write_back {
+                    let mut host = dfdx::nn::ToDevice::to_device(&copy, &Cpu::default());
+                    copy.carry_hparams::<$e, Cpu>(&mut host);
+                    let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(&host);
+                    host.carry_hparams::<f32, Cpu>(&mut back);
+                    *self = back;
+                }
+                Ok(result)
+            }
+
+            fn place_batch(batch: M::Batch, device: &$d) -> <Self::On as LightningModule<$e, $d>>::Batch {
+                batch.cast(device)
+            }
+        }
+    )*};
 }
 
-impl<M, E2, D> PlaceAs<E2, D> for M
-where
-    E2: FloatDtype,
-    D: TrainDevice<E2>,
-    Cpu: TrainDevice<E2>,
-    M: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu>,
-    M::To<E2, Cpu>: TensorCollection<E2, Cpu, To<f32, Cpu> = M> + CarryHParams<E2, Cpu>,
-    <M::To<E2, Cpu> as TensorCollection<E2, Cpu>>::To<E2, D>: LightningModule<E2, D>
-        + CarryHParams<E2, D>
-        + TensorCollection<E2, D, To<E2, Cpu> = M::To<E2, Cpu>>,
-    M::Batch: CastBatch<
-        E2,
-        D,
-        Out = <<M::To<E2, Cpu> as TensorCollection<E2, Cpu>>::To<E2, D> as LightningModule<
-            E2,
-            D,
-        >>::Batch,
-    >,
-{
-    type On = <M::To<E2, Cpu> as TensorCollection<E2, Cpu>>::To<E2, D>;
-    fn place(&self, device: &D) -> crate::Result<Self::On> {
-        let mut cast = dfdx::nn::ToDtype::to_dtype::<E2>(self);
-        self.carry_hparams::<E2, Cpu>(&mut cast);
-        let mut m = dfdx::nn::ToDevice::try_to_device(&cast, device)?;
-        cast.carry_hparams::<E2, D>(&mut m);
-        Ok(m)
-    }
-    fn unplace(m: &Self::On) -> Self {
-        let mut host = dfdx::nn::ToDevice::to_device(m, &Cpu::default());
-        m.carry_hparams::<E2, Cpu>(&mut host);
-        let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(&host);
-        host.carry_hparams::<f32, Cpu>(&mut back);
-        back
-    }
-    fn place_batch(batch: Self::Batch, device: &D) -> <Self::On as LightningModule<E2, D>>::Batch {
-        batch.cast(device)
-    }
-}
+placed_copies!((f64, Cpu), (Half, Cpu));
+#[cfg(feature = "cuda")]
+placed_copies!(
+    (f32, dfdx::tensor::Cuda),
+    (f64, dfdx::tensor::Cuda),
+    (Half, dfdx::tensor::Cuda),
+);
 
-/// A module the trainer can run on the device `D` in every precision: f32, f64 and half
-/// copies there, and the f32 copy's half twin for "16-mixed" steps.
+/// A module the trainer can run on the device `D` in every precision ("32-true", "64-true",
+/// "16-true", "16-mixed"): the placements, and the half-precision twin of its f32 placement
+/// that "16-mixed" runs each step on.
 pub trait Placement<D>: PlaceAs<f32, D> + PlaceAs<f64, D> + PlaceAs<Half, D>
 where
     D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
 {
-    /// The half-precision copy of `m` (made on the device at every "16-mixed" step).
+    /// The half-precision copy of `m`, hyperparameters included.
     fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> <Self as PlaceAs<Half, D>>::On;
 }
 
@@ -194,15 +166,15 @@ where
     }
 }
 
-/// What a module needs to run on the GPU: [`Placement`] on CUDA in builds with the `cuda`
-/// feature, nothing in others.
+/// A module the trainer can run in every precision on every device of this build (the CPU, and
+/// CUDA with the `cuda` feature): every `#[lightning_module]`, through the blanket impl.
 #[cfg(feature = "cuda")]
-pub trait OnGpu: Placement<dfdx::tensor::Cuda> {}
+pub trait Precisions: Placement<Cpu> + Placement<dfdx::tensor::Cuda> {}
 #[cfg(feature = "cuda")]
-impl<M: Placement<dfdx::tensor::Cuda>> OnGpu for M {}
-/// What a module needs to run on the GPU: [`Placement`] on CUDA in builds with the `cuda`
-/// feature, nothing in others.
+impl<M: Placement<Cpu> + Placement<dfdx::tensor::Cuda>> Precisions for M {}
+/// A module the trainer can run in every precision on every device of this build (the CPU, and
+/// CUDA with the `cuda` feature): every `#[lightning_module]`, through the blanket impl.
 #[cfg(not(feature = "cuda"))]
-pub trait OnGpu {}
+pub trait Precisions: Placement<Cpu> {}
 #[cfg(not(feature = "cuda"))]
-impl<M> OnGpu for M {}
+impl<M: Placement<Cpu>> Precisions for M {}

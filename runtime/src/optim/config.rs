@@ -114,6 +114,14 @@ impl Optim {
         }
     }
 
+    /// Sets SGD's and RMSprop's momentum or Adam's beta1 (what `OneCycleLR` cycles).
+    pub(crate) fn set_momentum(&mut self, momentum: f64) {
+        match self.kind {
+            OptimKind::Adam | OptimKind::AdamW => self.betas.0 = momentum,
+            OptimKind::Sgd | OptimKind::RmsProp => self.momentum = momentum,
+        }
+    }
+
     /// SGD's or RMSprop's momentum, or Adam's beta1.
     pub fn momentum_value(&self) -> f64 {
         match self.kind {

@@ -1,7 +1,8 @@
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients, Tensor};
 
-use super::{Clip, Optim, OptimKind};
+use super::scheduler::Rates;
+use super::{Clip, Optim};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::kernels::{Scratch, Step, StepRule};
 use crate::walk::{self, Item, ItemMut};
@@ -65,10 +66,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
 
     /// Sets SGD's and RMSprop's momentum or Adam's beta1 (what `OneCycleLR` cycles).
     pub fn set_momentum(&mut self, momentum: f64) {
-        match self.config.kind {
-            OptimKind::Adam | OptimKind::AdamW => self.config.betas.0 = momentum,
-            OptimKind::Sgd | OptimKind::RmsProp => self.config.momentum = momentum,
-        }
+        self.config.set_momentum(momentum);
     }
 
     /// The number of steps taken.
@@ -158,6 +156,22 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         self.step_clipped(module, grads, Clip::None)
     }
 
+    /// [`step_clipped`](Self::step_clipped) at the learning rate (and momentum) `rates`: what
+    /// the trainer's loop, which owns the rate, hands each step.
+    pub(crate) fn step_at<M: TensorCollection<E, D>>(
+        &mut self,
+        module: &mut M,
+        grads: &mut Gradients<E, D>,
+        clip: Clip,
+        rates: Rates,
+    ) -> Result<()> {
+        self.set_lr(rates.lr)?;
+        if let Some(momentum) = rates.momentum {
+            self.set_momentum(momentum);
+        }
+        self.step_clipped(module, grads, clip)
+    }
+
     /// [`step`](Self::step) with every gradient clipped first as `clip` says (where it
     /// lives: on CUDA nothing goes through the host).
     pub fn step_clipped<M: TensorCollection<E, D>>(
@@ -220,12 +234,13 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
 
 impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
     /// Adds the buffers to `records` (as `optimizer/<parameter>/<buffer>`) and returns the
-    /// settings and step count. Under SHARD_GRAD_OP every rank calls it, and each gets every
-    /// parameter's buffers.
+    /// settings, at the run's learning rate and momentum `rates`, and the step count. Under
+    /// SHARD_GRAD_OP every rank calls it, and each gets every parameter's buffers.
     pub(crate) fn save_state(
         &self,
         records: &mut Records,
         shards: Option<Shards<'_>>,
+        rates: Rates,
     ) -> Result<OptimizerState> {
         let names = StepRule::buffers(&self.config);
         let state = match shards {
@@ -240,8 +255,13 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
                 );
             }
         }
+        let mut config = self.config.clone();
+        config.lr = rates.lr;
+        if let Some(momentum) = rates.momentum {
+            config.set_momentum(momentum);
+        }
         Ok(OptimizerState {
-            config: self.config.clone(),
+            config,
             step: self.step,
         })
     }

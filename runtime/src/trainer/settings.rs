@@ -167,40 +167,7 @@ impl Default for Settings {
 impl Settings {
     /// Checks every setting, then applies what `fast_dev_run` and `overfit_batches` imply.
     pub(crate) fn resolve(mut self) -> Result<Self> {
-        for (name, limit) in [
-            ("limit_train_batches", self.limit_train_batches),
-            ("limit_val_batches", self.limit_val_batches),
-            ("limit_test_batches", self.limit_test_batches),
-            ("limit_predict_batches", self.limit_predict_batches),
-            ("val_check_interval", self.val_check_interval),
-            ("overfit_batches", self.overfit_batches),
-        ] {
-            limit.check(name)?;
-        }
-        let positive = |name: &str, n: usize| {
-            if n == 0 {
-                Err(Error::config(name, "must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        positive("log_every_n_steps", self.log_every_n_steps)?;
-        positive("accumulate_grad_batches", self.accumulate_grad_batches)?;
-        positive("check_val_every_n_epoch", self.check_val_every_n_epoch)?;
-        if matches!(
-            self.val_check_interval,
-            Limit::Count(0) | Limit::Fraction(0.0)
-        ) {
-            return Err(Error::config("val_check_interval", "must be above 0"));
-        }
-        if let Some(c) = self.gradient_clip_val {
-            if !(c > 0.0 && c.is_finite()) {
-                return Err(Error::config(
-                    "gradient_clip_val",
-                    format!("{c} is not a finite value above 0"),
-                ));
-            }
-        }
+        self.check()?;
         if self.max_epochs.is_none() && self.max_steps.is_none() {
             self.max_epochs = Some(super::DEFAULT_MAX_EPOCHS);
         }
@@ -228,6 +195,43 @@ impl Settings {
             self.limit_val_batches = self.overfit_batches;
         }
         Ok(self)
+    }
+
+    /// Refuses settings out of range, naming them.
+    fn check(&self) -> Result<()> {
+        for (name, limit) in [
+            ("limit_train_batches", self.limit_train_batches),
+            ("limit_val_batches", self.limit_val_batches),
+            ("limit_test_batches", self.limit_test_batches),
+            ("limit_predict_batches", self.limit_predict_batches),
+            ("val_check_interval", self.val_check_interval),
+            ("overfit_batches", self.overfit_batches),
+        ] {
+            limit.check(name)?;
+        }
+        let positive = |name: &str, n: usize| {
+            if n == 0 {
+                Err(Error::config(name, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("log_every_n_steps", self.log_every_n_steps)?;
+        positive("accumulate_grad_batches", self.accumulate_grad_batches)?;
+        positive("check_val_every_n_epoch", self.check_val_every_n_epoch)?;
+        if matches!(
+            self.val_check_interval,
+            Limit::Count(0) | Limit::Fraction(0.0)
+        ) {
+            return Err(Error::config("val_check_interval", "must be above 0"));
+        }
+        match self.gradient_clip_val {
+            Some(c) if !(c > 0.0 && c.is_finite()) => Err(Error::config(
+                "gradient_clip_val",
+                format!("{c} is not a finite value above 0"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a stop request may end training now (Lightning's `min_epochs` / `min_steps`).

@@ -51,7 +51,10 @@ pub struct TrainerView {
     pub(crate) progress_bar_metrics: BTreeMap<String, f64>,
     pub(crate) logger: Option<Box<dyn Logger>>,
     pub(crate) should_stop: bool,
+    /// The learning rate of the next step, as the loop's optimization has it.
     pub(crate) lr: f64,
+    /// A rate a callback asked for, which the loop makes the next step's.
+    pub(crate) lr_request: Option<f64>,
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
@@ -83,6 +86,7 @@ impl TrainerView {
             logger,
             should_stop: false,
             lr: 0.0,
+            lr_request: None,
             error: None,
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
@@ -97,6 +101,21 @@ impl TrainerView {
             checkpoint_removals: Vec::new(),
             global_rank: 0,
             world_size: 1,
+        }
+    }
+
+    /// A run of `stage` with `settings` begins: a fit starts at epoch 0, step 0, with no
+    /// metrics.
+    pub(crate) fn start(&mut self, stage: Stage, settings: &super::settings::Settings) {
+        self.stage = stage;
+        self.should_stop = false;
+        self.max_epochs = settings.max_epochs;
+        self.max_steps = settings.max_steps;
+        self.accumulate_grad_batches = settings.accumulate_grad_batches;
+        if stage == Stage::Fit {
+            self.current_epoch = 0;
+            self.global_step = 0;
+            self.callback_metrics.clear();
         }
     }
 
@@ -176,9 +195,10 @@ impl TrainerView {
     pub fn should_stop(&self) -> bool {
         self.should_stop
     }
-    /// The optimizer's learning rate.
+    /// The learning rate of the next optimizer step (one a callback asked for, until the
+    /// loop takes it).
     pub fn lr(&self) -> f64 {
-        self.lr
+        self.lr_request.unwrap_or(self.lr)
     }
     /// The optimizer's name as PyTorch names its class (`SGD`, `Adam`, `AdamW`, `RMSprop`).
     pub fn optimizer_name(&self) -> &str {
@@ -212,9 +232,11 @@ impl TrainerView {
             self.accumulate_grad_batches = k;
         }
     }
-    /// Changes the optimizer's learning rate from the next step on.
+    /// Asks for the learning rate `lr` from the next optimizer step on: the loop makes it the
+    /// next step's (a scheduler's next step sets its own). A rate that is not finite and
+    /// non-negative stops the run with an error at that step.
     pub fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
+        self.lr_request = Some(lr);
     }
     /// Whether this is a `fast_dev_run` (checkpoint callbacks save nothing then).
     pub fn fast_dev_run(&self) -> bool {

@@ -1,0 +1,316 @@
+//! Checkpoints and the run (Lightning's `checkpoint_connector.py`): which checkpoint a run
+//! resumes from, writing what hooks ask for (`TrainerView::save_checkpoint`), and restoring a
+//! run from one (module, callbacks and data module first, then optimizer, scheduler, loss
+//! scaler, loop position, random streams and accumulated gradients).
+
+use std::path::PathBuf;
+
+use crate::callback::CheckpointPaths;
+use crate::checkpoint::{float, Checkpoint, CkptDtype, CkptPath, LoopState, Record, GRADS_PREFIX};
+use crate::data::DataLoader;
+use crate::datamodule::DataModule;
+use crate::module::LightningModule;
+use crate::optim::scheduler::Rates;
+use crate::optim::{grads, Interval};
+use crate::trainer::loops::Run;
+use crate::trainer::Trainer;
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+impl Trainer {
+    /// Under SLURM with auto-requeue, the newest HPC checkpoint in the default root directory
+    /// (what a requeued job resumes from, before any `ckpt_path`, as in Lightning).
+    pub(in crate::trainer) fn hpc_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        if self.dist.requeue_signal.is_none() {
+            return Ok(None);
+        }
+        let found = crate::distributed::requeue::hpc_checkpoints(&self.default_root_dir);
+        let Some((_, path)) = found.last() else {
+            return Ok(None);
+        };
+        if self.dist.env.is_global_zero() {
+            println!(
+                "Restoring states from the HPC checkpoint at {}",
+                path.display()
+            );
+        }
+        Checkpoint::read(path).map(Some)
+    }
+
+    /// The file `which` names: a path, the best checkpoint of this trainer's checkpoint
+    /// callback, or the newest `last*.ckpt` where the callbacks keep theirs (`None` if there is
+    /// none yet).
+    pub(in crate::trainer) fn resolve_checkpoint(
+        &self,
+        which: CkptPath,
+    ) -> Result<Option<PathBuf>> {
+        let all: Vec<CheckpointPaths> = self
+            .callbacks
+            .iter()
+            .filter_map(|c| c.checkpoint_paths())
+            .collect();
+        match which {
+            CkptPath::Path(path) => Ok(Some(path)),
+            CkptPath::Best => all.iter().find_map(|p| p.best.clone()).map(Some).ok_or_else(|| {
+                Error::config(
+                    "ckpt_path",
+                    "\"best\" needs a checkpoint callback that saved a best checkpoint in an earlier fit of this trainer; pass the checkpoint's path instead",
+                )
+            }),
+            CkptPath::Last => {
+                let mut candidates: Vec<PathBuf> =
+                    all.iter().filter_map(|p| p.last.clone()).collect();
+                for dir in all.iter().filter_map(|p| p.dirpath.as_ref()) {
+                    if let Ok(entries) = std::fs::read_dir(dir) {
+                        candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                            p.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| n.starts_with("last") && n.ends_with(".ckpt"))
+                        }));
+                    }
+                }
+                let newest = candidates
+                    .into_iter()
+                    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+                    .max()
+                    .map(|(_, p)| p);
+                Ok(newest)
+            }
+        }
+    }
+}
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// After every hook: stop on a reported error, else write the checkpoints asked for.
+    pub(in crate::trainer) fn after_hook(&mut self) -> Result<()> {
+        self.view.take_error()?;
+        if self.view.checkpoint_saves.is_empty() && self.view.checkpoint_removals.is_empty() {
+            return Ok(());
+        }
+        let saves = std::mem::take(&mut self.view.checkpoint_saves);
+        let removals = std::mem::take(&mut self.view.checkpoint_removals);
+        // Rank 0 alone writes; the others keep the same bookkeeping (the metrics that choose
+        // the checkpoints are global), and under sharding help gather the optimizer state.
+        let writer = self.dist.env.is_global_zero();
+        if !writer && self.optimization.shards.is_none() {
+            return Ok(());
+        }
+        let (mut full, mut weights) = (None, None);
+        for (path, weights_only) in &saves {
+            let slot = if *weights_only {
+                &mut weights
+            } else {
+                &mut full
+            };
+            if slot.is_none() {
+                *slot = Some(self.checkpoint(*weights_only)?);
+            }
+            if let (Some(ckpt), true) = (slot, writer) {
+                ckpt.write(path)?;
+            }
+        }
+        // Only once every save succeeded: a failed save keeps the checkpoints it would replace.
+        for path in removals
+            .iter()
+            .filter(|r| !saves.iter().any(|(p, _)| p == *r))
+        {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The run as it stands, as a checkpoint (Lightning's `dump_checkpoint`).
+    pub(in crate::trainer) fn checkpoint(&mut self, weights_only: bool) -> Result<Checkpoint> {
+        let mut ckpt = Checkpoint::of_module(&*self.model, M::NAME)?;
+        ckpt.meta.datamodule_hparams = self.dm.hparams();
+        if !weights_only {
+            self.save_training_state(&mut ckpt)?;
+            for cb in self.callbacks.iter() {
+                if let Some(state) = cb.state_dict() {
+                    let key = cb.state_key();
+                    if ckpt.meta.callbacks.insert(key.clone(), state).is_some() {
+                        return Err(Error::msg(format!(
+                            "two callbacks keep state under the key `{key}`: give one of them another `state_key`"
+                        )));
+                    }
+                }
+            }
+            ckpt.meta.datamodule = self.dm.state_dict();
+            for cb in self.callbacks.iter_mut() {
+                cb.on_save_checkpoint(self.view, &mut ckpt);
+            }
+        }
+        self.model.on_save_checkpoint(self.view, &mut ckpt);
+        self.view.take_error()?;
+        Ok(ckpt)
+    }
+
+    /// The optimizer (at the run's learning rate), scheduler, loss scaler, loop position and
+    /// the gradients of an unfinished accumulation window.
+    fn save_training_state(&mut self, ckpt: &mut Checkpoint) -> Result<()> {
+        ckpt.meta.weights_only = false;
+        let o = &mut self.optimization;
+        if let Some(optimizer) = &o.optimizer {
+            let shards = (o.shards.as_ref()).map(|s| (&*self.dist.collective, s.tensors()));
+            let state = optimizer.save_state(&mut ckpt.records, shards, o.rates)?;
+            ckpt.meta.optimizer = Some(state);
+        }
+        ckpt.meta.scheduler = o.scheduler.as_ref().map(|s| s.state.clone());
+        ckpt.meta.loss_scaler = o.half.as_ref().map(|h| h.scaler().clone());
+        if self
+            .position
+            .accumulating(self.view.accumulate_grad_batches)
+        {
+            if let Some(g) = o.grads.as_mut() {
+                let records = &mut ckpt.records;
+                grads::for_each(&*self.model, g, |name, values| {
+                    records.insert(
+                        format!("{GRADS_PREFIX}{name}"),
+                        Record::from_values(vec![values.len()], values),
+                    );
+                })?;
+            }
+        }
+        let p = &self.position;
+        ckpt.meta.loop_state = Some(LoopState {
+            epoch: self.view.current_epoch,
+            batches_done: p.batches_done,
+            epoch_done: p.epoch_done,
+            global_step: self.view.global_step,
+            run_seed: p.run_seed,
+            train_loader_seed: p.train_loader_seed,
+            callback_metrics: (self.view.callback_metrics.iter())
+                .map(|(k, v)| (k.clone(), float::F64(*v)))
+                .collect(),
+            epoch_metrics: serde_json::to_value(&p.epoch_metrics)
+                .map_err(|e| Error::msg(format!("epoch metrics: {e}")))?,
+        });
+        Ok(())
+    }
+
+    /// The module's weights, the callbacks' and the data module's state.
+    pub(in crate::trainer) fn restore_modules(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        if ckpt.weights_only() {
+            return Err(ckpt.error(Error::msg(
+                "it holds weights only (save_weights_only), not the optimizer and loop state a run \
+                 resumes from; load it with `load_from_checkpoint` and start a new fit instead",
+            )));
+        }
+        ckpt.load_weights(self.model)?;
+        for cb in self.callbacks.iter_mut() {
+            if let Some(state) = ckpt.callback_state(&cb.state_key()) {
+                cb.load_state_dict(state).map_err(|e| ckpt.error(e))?;
+            }
+        }
+        if let Some(state) = &ckpt.meta.datamodule {
+            self.dm.load_state_dict(state).map_err(|e| ckpt.error(e))?;
+        }
+        hook!(self, on_load_checkpoint(ckpt));
+        Ok(())
+    }
+
+    /// The optimizer, the loop position and the random streams; returns the batch of the
+    /// current epoch to continue from.
+    pub(in crate::trainer) fn restore_training_state(
+        &mut self,
+        ckpt: &Checkpoint,
+        train: &mut DataLoader<DM::Sample>,
+    ) -> Result<usize> {
+        let Some(state) = &ckpt.meta.loop_state else {
+            return Err(ckpt.error(Error::msg(
+                "it has no loop or optimizer state to resume from",
+            )));
+        };
+        self.restore_optimization(ckpt)?;
+        if !state.epoch_done && state.batches_done > train.len() {
+            return Err(ckpt.error(Error::msg(format!(
+                "it was saved after batch {} of epoch {}, but the training loader now has {} batches: the data changed",
+                state.batches_done, state.epoch, train.len()
+            ))));
+        }
+        *train = train.clone().seed(state.train_loader_seed);
+        self.position.run_seed = state.run_seed;
+        self.view.global_step = state.global_step;
+        self.view.callback_metrics = (state.callback_metrics.iter())
+            .map(|(k, v)| (k.clone(), v.0))
+            .collect();
+        if state.epoch_done {
+            // Saved in on_train_epoch_end: the epoch's scheduler step came after the save.
+            self.step_scheduler(Interval::Epoch, state.epoch + 1)?;
+            self.view.current_epoch = state.epoch + 1;
+            return Ok(0);
+        }
+        self.view.current_epoch = state.epoch;
+        self.position.epoch_metrics = serde_json::from_value(state.epoch_metrics.clone())
+            .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
+        self.position.batches_done = state.batches_done;
+        if self
+            .position
+            .accumulating(self.view.accumulate_grad_batches)
+        {
+            self.restore_grads(ckpt)?;
+        }
+        Ok(state.batches_done)
+    }
+
+    /// The optimizer's settings, step count and buffers, the loss scale, the scheduler and the
+    /// learning rate they make.
+    fn restore_optimization(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let o = &mut self.optimization;
+        let (Some(saved), Some(optimizer)) = (&ckpt.meta.optimizer, o.optimizer.as_mut()) else {
+            return Err(ckpt.error(Error::msg(
+                "it has no loop or optimizer state to resume from",
+            )));
+        };
+        optimizer.load_state(&*self.model, saved, ckpt)?;
+        if let (Some(half), Some(scaler)) = (o.half.as_mut(), &ckpt.meta.loss_scaler) {
+            half.set_scaler(scaler.clone());
+        }
+        let mut rates = Rates {
+            lr: optimizer.lr(),
+            momentum: None,
+        };
+        match (&ckpt.meta.scheduler, o.scheduler.as_mut()) {
+            (Some(saved), Some(scheduler)) => {
+                rates = scheduler.load_state(saved).map_err(|e| ckpt.error(e))?;
+            }
+            (None, None) => {}
+            (saved, _) => {
+                return Err(ckpt.error(Error::msg(format!(
+                    "it was saved {} a learning-rate scheduler, but configure_optimizers now returns {}",
+                    if saved.is_some() { "with" } else { "without" },
+                    if saved.is_some() { "none" } else { "one" },
+                ))))
+            }
+        }
+        self.set_rates(rates);
+        Ok(())
+    }
+
+    /// The summed gradients of an unfinished accumulation window.
+    fn restore_grads(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let Some(g) = self.optimization.grads.as_mut() else {
+            return Ok(());
+        };
+        let mut failed = Ok(());
+        grads::for_each(&*self.model, g, |name, values| {
+            let key = format!("{GRADS_PREFIX}{name}");
+            match ckpt.values::<E>(&key, &[values.len()]) {
+                Ok(saved) => values.copy_from_slice(&saved),
+                Err(e) if failed.is_ok() => failed = Err(e),
+                Err(_) => {}
+            }
+        })?;
+        failed
+    }
+}

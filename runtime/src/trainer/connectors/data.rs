@@ -1,0 +1,126 @@
+//! The data module's loaders as the loops take them (Lightning's `data_connector.py`): each
+//! stage's loader checked, and under DDP this rank's share of it.
+
+use crate::checkpoint::CkptDtype;
+use crate::data::DataLoader;
+use crate::datamodule::{DataModule, Stage};
+use crate::module::LightningModule;
+use crate::trainer::loops::Run;
+use crate::trainer::settings::Limit;
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// Fit's loaders: the training one, and the validation one when validation runs.
+type FitLoaders<S> = (DataLoader<S>, Option<DataLoader<S>>);
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// The training loader (unshuffled for `overfit_batches`), and the validation loader when
+    /// the module validates and `limit_val_batches` allows it; sets the epoch's batches.
+    pub(in crate::trainer) fn fit_loaders(&mut self) -> Result<FitLoaders<DM::Sample>> {
+        let train = self.dm.train_dataloader()?;
+        let mut train = self.shard(
+            train.ok_or_else(|| missing("train_dataloader", Stage::Fit))?,
+            true,
+        )?;
+        train.validate("train_dataloader")?;
+        if self.settings.overfit_batches != Limit::Count(0) {
+            train = train.shuffle(false);
+        }
+        let val = match self.dm.val_dataloader()? {
+            Some(val) if M::HAS_VALIDATION_STEP => {
+                let val = self.shard(val, false)?;
+                val.validate("val_dataloader")?;
+                // limit_val_batches=0 turns validation off.
+                let n = self
+                    .settings
+                    .limit_val_batches
+                    .of(val.len(), "limit_val_batches")?;
+                (n > 0).then_some(val)
+            }
+            _ => None,
+        };
+        let limit = self.settings.limit_train_batches;
+        self.position.train_batches = limit.of(train.len(), "limit_train_batches")?;
+        Ok((train, val))
+    }
+
+    /// The validation or test loader, for `validate` or `test`.
+    pub(in crate::trainer) fn eval_loader(
+        &mut self,
+        stage: Stage,
+    ) -> Result<DataLoader<DM::Sample>> {
+        let (loader, what) = match stage {
+            Stage::Validate => (self.dm.val_dataloader()?, "val_dataloader"),
+            _ => (self.dm.test_dataloader()?, "test_dataloader"),
+        };
+        let loader = self.shard(loader.ok_or_else(|| missing(what, stage))?, false)?;
+        loader.validate(what)?;
+        self.require_step(stage)?;
+        Ok(loader)
+    }
+
+    /// The prediction loader, for `predict`.
+    pub(in crate::trainer) fn predict_loader(&mut self) -> Result<DataLoader<DM::Sample>> {
+        let loader = self.dm.predict_dataloader()?;
+        let loader = loader.ok_or_else(|| missing("predict_dataloader", Stage::Predict))?;
+        self.require_step(Stage::Predict)?;
+        Ok(loader)
+    }
+
+    /// Under DDP with the distributed sampler, this rank's share of `loader`; a training
+    /// loader also takes rank 0's shuffle seed, so that the ranks split one order.
+    fn shard(&self, loader: DataLoader<DM::Sample>, train: bool) -> Result<DataLoader<DM::Sample>> {
+        let (env, c) = (&self.dist.env, &*self.dist.collective);
+        if env.world_size == 1 || !self.dist.sampler {
+            return Ok(loader);
+        }
+        let loader = if train {
+            let mut seed = loader.shuffle_seed().to_le_bytes().to_vec();
+            c.broadcast(0, &mut seed)?;
+            let seed = seed
+                .try_into()
+                .map(u64::from_le_bytes)
+                .map_err(|_| Error::msg("rank 0 sent a malformed shuffle seed"))?;
+            loader.seed(seed)
+        } else {
+            loader
+        };
+        Ok(loader.distributed(env.global_rank, env.world_size))
+    }
+
+    /// An error unless the module wrote the step `stage` runs.
+    fn require_step(&self, stage: Stage) -> Result<()> {
+        let (has, step) = match stage {
+            Stage::Validate => (M::HAS_VALIDATION_STEP, "validation_step"),
+            Stage::Test => (M::HAS_TEST_STEP, "test_step"),
+            Stage::Predict => (M::HAS_PREDICT_STEP, "predict_step"),
+            Stage::Fit => (true, "training_step"),
+        };
+        if has {
+            return Ok(());
+        }
+        Err(Error::config(
+            stage.as_str(),
+            format!(
+                "`{}` has no `{step}`; write one in its #[lightning_module] impl",
+                M::NAME
+            ),
+        ))
+    }
+}
+
+/// The error of a stage whose loader the data module does not give.
+fn missing(what: &str, stage: Stage) -> Error {
+    Error::config(
+        what,
+        format!(
+            "`{}` needs data: the data module's `{what}` returned none",
+            stage.as_str()
+        ),
+    )
+}

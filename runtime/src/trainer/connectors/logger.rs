@@ -1,0 +1,121 @@
+//! Logged values and the logger (Lightning's `logger_connector/`): step values into
+//! `callback_metrics`, the progress bar and, every `log_every_n_steps`, the logger; epoch
+//! values reduced, published and written; the hyperparameters.
+
+use std::collections::BTreeMap;
+
+use crate::checkpoint::CkptDtype;
+use crate::context::LogEntry;
+use crate::datamodule::DataModule;
+use crate::loggers::CsvLogger;
+use crate::module::LightningModule;
+use crate::trainer::aggregate::Reduced;
+use crate::trainer::loops::Run;
+use crate::trainer::{LoggerChoice, Trainer};
+use crate::{FloatDtype, Result, TrainDevice};
+
+impl Trainer {
+    /// Creates the logger on first use, so that building a trainer touches no file.
+    pub(in crate::trainer) fn ensure_logger(&mut self) -> Result<()> {
+        match self.logger_choice.take() {
+            Some(LoggerChoice::Csv) => {
+                let csv = CsvLogger::new(&self.default_root_dir, "lightning_logs")?;
+                self.view.logger = Some(Box::new(csv));
+            }
+            Some(LoggerChoice::Custom(logger)) => self.view.logger = Some(logger),
+            Some(LoggerChoice::Off) | None => {}
+        }
+        Ok(())
+    }
+}
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// The module's and the data module's hyperparameters, to the logger.
+    pub(in crate::trainer) fn log_hparams(&mut self) -> Result<()> {
+        let mut hparams = self.model.hparams();
+        hparams.extend(&self.dm.hparams());
+        match self.view.logger.as_deref_mut() {
+            Some(logger) => logger.log_hyperparams(&hparams),
+            None => Ok(()),
+        }
+    }
+
+    /// Step-level values: into `callback_metrics` and the progress bar now, into the logger
+    /// every `log_every_n_steps` steps; epoch-level values into the running reduction.
+    pub(in crate::trainer) fn record_step_logs(&mut self, logs: &[LogEntry]) -> Result<()> {
+        let step = self.view.global_step;
+        let write = self.view.logger.is_some()
+            && (step + 1).is_multiple_of(self.settings.log_every_n_steps);
+        let mut to_logger = BTreeMap::new();
+        for entry in logs {
+            self.position.epoch_metrics.add(entry);
+            if !entry.on_step {
+                continue;
+            }
+            let metrics = &mut self.view.callback_metrics;
+            let key = if entry.on_epoch {
+                let key = format!("{}_step", entry.name);
+                metrics.insert(key.clone(), entry.value);
+                key
+            } else {
+                entry.name.clone()
+            };
+            metrics.insert(entry.name.clone(), entry.value);
+            if entry.prog_bar {
+                self.view
+                    .progress_bar_metrics
+                    .insert(key.clone(), entry.value);
+            }
+            if write && entry.logger {
+                to_logger.insert(key, entry.value);
+            }
+        }
+        if to_logger.is_empty() {
+            return Ok(());
+        }
+        to_logger.insert("epoch".to_string(), self.view.current_epoch as f64);
+        match self.view.logger.as_deref_mut() {
+            Some(logger) => logger.log_metrics(&to_logger, step),
+            None => Ok(()),
+        }
+    }
+
+    /// Epoch values into `callback_metrics` and the progress bar.
+    pub(in crate::trainer) fn publish_epoch(&mut self, reduced: &BTreeMap<String, Reduced>) {
+        for (name, r) in reduced {
+            let key = r.key(name);
+            self.view.callback_metrics.insert(name.clone(), r.value);
+            self.view.callback_metrics.insert(key.clone(), r.value);
+            if r.prog_bar {
+                self.view.progress_bar_metrics.insert(key, r.value);
+            }
+        }
+    }
+
+    /// Epoch values into the logger, at the index of the last optimizer step.
+    pub(in crate::trainer) fn log_epoch(
+        &mut self,
+        reduced: &BTreeMap<String, Reduced>,
+    ) -> Result<()> {
+        let mut row: BTreeMap<String, f64> = reduced
+            .iter()
+            .filter(|(_, r)| r.logger)
+            .map(|(name, r)| (r.key(name), r.value))
+            .collect();
+        if row.is_empty() {
+            return Ok(());
+        }
+        row.insert("epoch".to_string(), self.view.current_epoch as f64);
+        let step = self.view.global_step.saturating_sub(1);
+        match self.view.logger.as_deref_mut() {
+            Some(logger) => logger.log_metrics(&row, step),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! What the loops hand off (Lightning's `trainer/connectors/`), one concern per file:
+//! [`checkpoint`] (which checkpoint to resume, saving, restoring), [`logger`] (logged values
+//! to `callback_metrics`, the progress bar and the logger), [`signal`] (what the ranks agree
+//! on after a step: stops, requeue, SIGTERM), [`data`] (each stage's loader).
+
+mod checkpoint;
+mod data;
+mod logger;
+mod signal;

@@ -1,0 +1,118 @@
+//! The validation and test loop (Lightning's `evaluation_loop.py`): every batch through
+//! `validation_step` or `test_step`, the logged values reduced over the epoch and the ranks.
+
+use std::collections::BTreeMap;
+
+use super::{guard, Run};
+use crate::checkpoint::CkptDtype;
+use crate::data::DataLoader;
+use crate::datamodule::{DataModule, Stage};
+use crate::module::LightningModule;
+use crate::trainer::aggregate::EpochMetrics;
+use crate::{FloatDtype, Result, TrainDevice};
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// The validation or test loop; `limit` caps the batches (the sanity check), whose
+    /// metrics are discarded. Returns the epoch's metrics.
+    pub(super) fn evaluate(
+        &mut self,
+        loader: &DataLoader<DM::Sample>,
+        stage: Stage,
+        limit: Option<usize>,
+    ) -> Result<BTreeMap<String, f64>> {
+        let test = stage == Stage::Test;
+        let allowed = match test {
+            true => &self.settings.limit_test_batches,
+            false => &self.settings.limit_val_batches,
+        }
+        .of(
+            loader.len(),
+            if test {
+                "limit_test_batches"
+            } else {
+                "limit_val_batches"
+            },
+        )?;
+        let total = limit.map_or(allowed, |l| l.min(allowed));
+        let standalone = self.view.stage != Stage::Fit;
+        if !self.view.sanity_checking && standalone {
+            let label = if test { "Testing" } else { "Validation" };
+            self.progress.start(label.into(), total);
+        }
+        if test {
+            hook!(self, on_test_start());
+            hook!(self, on_test_epoch_start());
+        } else {
+            hook!(self, on_validation_start());
+            hook!(self, on_validation_epoch_start());
+        }
+        let mut metrics = EpochMetrics::default();
+        for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
+            self.eval_batch(test, batch_idx, samples, &mut metrics)?;
+            if standalone {
+                self.progress.advance(&self.view.progress_bar_metrics);
+            }
+        }
+        // Validation and test metrics are global: reduced over every rank's batches.
+        metrics.sync(&*self.dist.collective, true)?;
+        let reduced = metrics.take();
+        if !self.view.sanity_checking {
+            self.publish_epoch(&reduced);
+        }
+        if test {
+            hook!(self, on_test_epoch_end());
+            hook!(self, on_test_end());
+        } else {
+            hook!(self, on_validation_epoch_end());
+            hook!(self, on_validation_end());
+        }
+        if !self.view.sanity_checking {
+            self.log_epoch(&reduced)?;
+            if standalone {
+                self.progress.finish(&self.view.progress_bar_metrics);
+            }
+        }
+        Ok(reduced.into_iter().map(|(k, r)| (k, r.value)).collect())
+    }
+
+    /// One batch through `test_step` or `validation_step`, its logs into `metrics`.
+    fn eval_batch(
+        &mut self,
+        test: bool,
+        batch_idx: usize,
+        samples: Vec<DM::Sample>,
+        metrics: &mut EpochMetrics,
+    ) -> Result<()> {
+        if test {
+            hook!(self, on_test_batch_start(batch_idx));
+        } else {
+            hook!(self, on_validation_batch_start(batch_idx));
+        }
+        let stage = if test { Stage::Test } else { Stage::Validate };
+        let mut ctx = self.context(stage, batch_idx, samples.len());
+        let batch = (self.collate)(samples, &self.device);
+        let model = &mut *self.model;
+        if test {
+            guard("test_step", batch_idx, || model.test_step(batch, &mut ctx))?;
+        } else {
+            guard("validation_step", batch_idx, || {
+                model.validation_step(batch, &mut ctx)
+            })?;
+        }
+        for entry in &ctx.logs {
+            metrics.add(entry);
+        }
+        if test {
+            hook!(self, on_test_batch_end(batch_idx));
+        } else {
+            hook!(self, on_validation_batch_end(batch_idx));
+        }
+        Ok(())
+    }
+}

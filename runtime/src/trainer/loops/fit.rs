@@ -1,0 +1,109 @@
+//! The fit loop (Lightning's `fit_loop.py`): restore, configure the optimization, the sanity
+//! check, then training epochs until a limit or a stop request ends them.
+
+use super::Run;
+use crate::checkpoint::CkptDtype;
+use crate::data::DataLoader;
+use crate::datamodule::{DataModule, Stage};
+use crate::distributed::requeue::Signals;
+use crate::module::LightningModule;
+use crate::{FloatDtype, Result, TrainDevice};
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// `fit`, hook by hook.
+    pub(super) fn fit(&mut self) -> Result<()> {
+        let (mut train, val) = self.fit_loaders()?;
+        // As in Lightning: the module, callbacks and data module are restored before
+        // `configure_optimizers`, the optimizer and loops after it.
+        let resume = self.resume.take();
+        if let Some(ckpt) = &resume {
+            self.restore_modules(ckpt)?;
+        }
+        // Every rank starts from rank 0's weights (DDP's broadcast at construction).
+        crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)?;
+        self.configure_optimization()?;
+        let mut start_batch = 0;
+        if let Some(ckpt) = &resume {
+            start_batch = self.restore_training_state(ckpt, &mut train)?;
+        }
+        self.optimization.own_shards();
+        self.position.train_loader_seed = train.shuffle_seed();
+        self.publish_fit()?;
+
+        hook!(self, on_fit_start());
+        self.sanity_check(val.as_ref())?;
+        if let Some(sig) = self.dist.requeue_signal {
+            self.signals = Some(Signals::catch(Some(sig))?);
+        }
+        hook!(self, on_train_start());
+        while self.position.train_batches > 0 && !self.done_training() {
+            self.train_epoch(&train, val.as_ref(), start_batch)?;
+            start_batch = 0;
+        }
+        hook!(self, on_train_end());
+        hook!(self, on_fit_end());
+        Ok(())
+    }
+
+    /// What callbacks see of the run from `on_fit_start` on, and the hyperparameters logged.
+    fn publish_fit(&mut self) -> Result<()> {
+        let view = &mut *self.view;
+        view.loss_scale = self.optimization.loss_scale();
+        view.num_training_batches = self.position.train_batches;
+        view.model_parameters = super::super::ParamInfo::of_module(&*self.model)?;
+        view.model_layers = <M as crate::spec::Layers>::LAYERS;
+        self.log_hparams()
+    }
+
+    /// The validation batches run before training to catch bugs early
+    /// (`num_sanity_val_steps`); their metrics are discarded.
+    fn sanity_check(&mut self, val: Option<&DataLoader<DM::Sample>>) -> Result<()> {
+        let Some(val) = val else {
+            return Ok(());
+        };
+        let n = self.settings.num_sanity_val_steps.min(
+            self.settings
+                .limit_val_batches
+                .of(val.len(), "limit_val_batches")?,
+        );
+        if n == 0 {
+            return Ok(());
+        }
+        self.view.sanity_checking = true;
+        hook!(self, on_sanity_check_start());
+        self.evaluate(val, Stage::Validate, Some(n))?;
+        hook!(self, on_sanity_check_end());
+        self.view.sanity_checking = false;
+        Ok(())
+    }
+
+    pub(super) fn max_steps_reached(&self) -> bool {
+        (self.settings.max_steps).is_some_and(|m| self.view.global_step >= m)
+    }
+
+    /// A stop request that `min_epochs` / `min_steps` allow now.
+    pub(super) fn stop_requested(&mut self, epochs_done: usize) -> bool {
+        if !self.view.should_stop {
+            return false;
+        }
+        if self.settings.can_stop(epochs_done, self.view.global_step) {
+            return true;
+        }
+        // Lightning's rule: the request is dropped until the minimums are met.
+        self.view.should_stop = false;
+        false
+    }
+
+    fn done_training(&mut self) -> bool {
+        let epoch = self.view.current_epoch;
+        self.settings.max_epochs.is_some_and(|m| epoch >= m)
+            || self.max_steps_reached()
+            || self.stop_requested(epoch)
+    }
+}

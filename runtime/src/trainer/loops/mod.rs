@@ -1,0 +1,227 @@
+//! The loops (Lightning's `loops/`): [`Run`] holds what a stage needs; each loop is a file
+//! (`fit.rs`, `training_epoch.rs`, `optimization.rs`: the backward and the optimizer step,
+//! `evaluation.rs`, `prediction.rs`) and each hook point one `hook!` line, so that the order
+//! of calls reads top to bottom as in Lightning's docs. What the loops hand off lives beside
+//! them: checkpoints, logging, signals and data (`trainer/connectors/`).
+
+mod evaluation;
+mod fit;
+mod optimization;
+mod prediction;
+mod training_epoch;
+
+use std::collections::BTreeMap;
+
+use super::aggregate::EpochMetrics;
+use super::optimization::Optimization;
+use super::settings::Settings;
+use super::{Dist, Trainer, TrainerView};
+use crate::callback::Callback;
+use crate::checkpoint::{Checkpoint, CkptDtype};
+use crate::context::{StepContext, StepInfo};
+use crate::datamodule::{DataModule, Stage};
+use crate::distributed::requeue::Signals;
+use crate::module::LightningModule;
+use crate::precision::HalfSteps;
+use crate::progress::Progress;
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// What a stage returns: the epoch's metrics, or the predictions.
+pub(super) struct RunResult<P> {
+    pub metrics: BTreeMap<String, f64>,
+    pub predictions: Vec<P>,
+}
+
+/// Where the training loop is, as checkpoints save it.
+#[derive(Default)]
+pub(super) struct Position {
+    /// Training batches of the current epoch done.
+    pub batches_done: usize,
+    /// Whether the current epoch is over (validation and epoch-end hooks done).
+    pub epoch_done: bool,
+    /// Training batches per epoch (after `limit_train_batches`).
+    pub train_batches: usize,
+    /// Batches per optimizer step in this epoch (`accumulate_grad_batches` as it started).
+    pub window: usize,
+    /// The seed of the training device's random stream, drawn per step from it.
+    pub run_seed: u64,
+    /// The shuffle seed of the training loader.
+    pub train_loader_seed: u64,
+    /// The epoch-level values logged so far in the current epoch.
+    pub epoch_metrics: EpochMetrics,
+}
+
+/// One stage of a module `M` of dtype `E` on device `D`, with the data module `DM`.
+pub(super) struct Run<'a, E, D, M, DM>
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    pub model: &'a mut M,
+    pub dm: &'a mut DM,
+    pub callbacks: &'a mut Vec<Box<dyn Callback>>,
+    pub view: &'a mut TrainerView,
+    pub settings: &'a Settings,
+    /// This rank and its collectives (a one-process run: rank 0 of 1).
+    pub dist: &'a Dist,
+    /// The device batches are collated on; during training it is re-seeded every step from
+    /// the run's seed and the step, so that a resumed run draws the same random numbers.
+    pub device: D,
+    /// Samples into the module's batch (collated in f32 on the CPU, then placed).
+    pub collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
+    pub progress: Progress,
+    pub position: Position,
+    pub optimization: Optimization<'a, E, D, M, DM::Sample>,
+    /// The signals `fit` catches under SLURM.
+    pub signals: Option<Signals>,
+    /// The checkpoint `fit` resumes from.
+    pub resume: Option<Checkpoint>,
+}
+
+/// How a stage runs: the module, its data and where; what the trainer adds is its own.
+pub(super) struct Job<'a, E, D, M, DM>
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    pub model: &'a mut M,
+    pub dm: &'a mut DM,
+    pub stage: Stage,
+    pub resume: Option<Checkpoint>,
+    pub device: D,
+    pub collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
+    pub half: HalfSteps<'a, E, D, M, DM::Sample>,
+}
+
+impl Trainer {
+    /// Runs `job` with the trainer's callbacks (and the module's own, for this run), view,
+    /// settings and logger; whatever happens, what was logged reaches the disk.
+    pub(super) fn run<E, D, M, DM>(
+        &mut self,
+        job: Job<'_, E, D, M, DM>,
+    ) -> Result<RunResult<M::Prediction>>
+    where
+        E: FloatDtype + CkptDtype,
+        D: TrainDevice<E>,
+        M: LightningModule<E, D>,
+        DM: DataModule,
+    {
+        self.ensure_logger()?;
+        let stage = job.stage;
+        self.view.start(stage, &self.settings);
+        let own = self.callbacks.len();
+        self.callbacks.extend(job.model.configure_callbacks());
+        let run_seed = crate::seed::next_seed();
+        let mut run = Run {
+            model: job.model,
+            dm: job.dm,
+            callbacks: &mut self.callbacks,
+            view: &mut self.view,
+            settings: &self.settings,
+            dist: &self.dist,
+            device: job.device.reseeded(run_seed),
+            collate: job.collate,
+            progress: Progress::new(self.enable_progress_bar),
+            position: Position {
+                run_seed,
+                ..Position::default()
+            },
+            optimization: Optimization::new(job.half),
+            signals: None,
+            resume: job.resume,
+        };
+        let result = run.stage(stage);
+        let flushed = match run.view.logger.as_deref_mut() {
+            Some(logger) => logger.finalize(),
+            None => Ok(()),
+        };
+        drop(run);
+        self.callbacks.truncate(own);
+        let result = result?;
+        flushed?;
+        Ok(result)
+    }
+}
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// `prepare_data`, `setup`, the stage's loop, `teardown`.
+    fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
+        // Once per node (downloads, unpacking); the other ranks wait for it.
+        if self.dist.env.local_rank == 0 {
+            self.dm.prepare_data()?;
+        }
+        self.dist.collective.barrier()?;
+        self.dm.setup(stage)?;
+        hook!(self, setup(stage));
+        let mut result = RunResult {
+            metrics: BTreeMap::new(),
+            predictions: Vec::new(),
+        };
+        match stage {
+            Stage::Fit => self.fit()?,
+            Stage::Validate | Stage::Test => {
+                let loader = self.eval_loader(stage)?;
+                result.metrics = self.evaluate(&loader, stage, None)?;
+            }
+            Stage::Predict => {
+                let loader = self.predict_loader()?;
+                result.predictions = self.predict(&loader)?;
+            }
+        }
+        self.dm.teardown(stage)?;
+        hook!(self, teardown(stage));
+        Ok(result)
+    }
+
+    /// Where a step of `stage` is.
+    fn step_info(
+        &self,
+        stage: Stage,
+        training: bool,
+        batch_idx: usize,
+        batch_size: usize,
+    ) -> StepInfo {
+        StepInfo {
+            stage,
+            training,
+            batch_idx,
+            batch_size,
+            epoch: self.view.current_epoch,
+            global_step: self.view.global_step,
+        }
+    }
+
+    /// The context of an evaluation or prediction step.
+    fn context(&self, stage: Stage, batch_idx: usize, batch_size: usize) -> StepContext<E, D> {
+        let info = self.step_info(stage, false, batch_idx, batch_size);
+        StepContext::new(self.device.clone(), info)
+    }
+}
+
+/// Runs one step of user code, turning a panic inside it — a layer refusing its input's
+/// run-time shape (dfdx's way, which fulmen's layers follow) — into
+/// [`Error::StepPanicked`], so that `fit` returns an error the caller can handle. The panic's
+/// own report still goes to stderr first, through the process's panic hook.
+pub(in crate::trainer) fn guard<R>(
+    hook: &'static str,
+    batch: usize,
+    f: impl FnOnce() -> R,
+) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        Error::StepPanicked {
+            hook,
+            batch,
+            message: Error::panic_message(&*payload),
+        }
+    })
+}

@@ -1,0 +1,245 @@
+//! Automatic optimization (Lightning's `loops/optimization/automatic.py`): backward, and at
+//! the end of each accumulation window the gradients averaged over the ranks, checked,
+//! clipped and stepped on, then zeroed; the schedulers stepped on their interval. The
+//! learning rate flows one way: scheduler (or a callback's request) → [`Rates`] → the step.
+
+use dfdx::nn::ZeroGrads;
+use dfdx::tensor::Gradients;
+use dfdx::tensor_ops::Backward;
+
+use super::{guard, Run};
+use crate::checkpoint::CkptDtype;
+use crate::context::Loss;
+use crate::datamodule::DataModule;
+use crate::distributed::shard::Shards;
+use crate::distributed::Strategy;
+use crate::module::LightningModule;
+use crate::optim::scheduler::Rates;
+use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// In half precision (16-true) Adam's default eps of 1e-8 is 0, and its first step divides by
+/// zero: refused before training instead of stopping on a NaN loss.
+fn check_eps<E: FloatDtype>(config: &Optim) -> Result<()> {
+    let uses_eps = config.kind() != OptimKind::Sgd;
+    if !uses_eps || E::from(config.eps_value()).is_some_and(|e| e.is_normal()) {
+        return Ok(());
+    }
+    Err(Error::config(
+        "eps",
+        format!(
+            "{} is not a normal number in the {}-byte dtype this run trains in, so {} would divide by zero; set `.eps(1e-4)` in configure_optimizers or train in precision \"16-mixed\"",
+            config.eps_value(),
+            std::mem::size_of::<E>(),
+            config.name()
+        ),
+    ))
+}
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// The shards of a sharded run, `configure_optimizers` and its scheduler (whose rate of
+    /// step 0 is set now, as PyTorch's constructor does), and the gradients.
+    pub(super) fn configure_optimization(&mut self) -> Result<()> {
+        let env = &self.dist.env;
+        if self.dist.strategy == Strategy::ShardGradOp && env.world_size > 1 {
+            let shards = Shards::new(&*self.model, env.global_rank, env.world_size)?;
+            self.optimization.shards = Some(shards);
+        }
+        let mut config = self.model.configure_optimizers();
+        let schedule = config.scheduler.take();
+        check_eps::<E>(&config)?;
+        let optimizer = Optimizer::<E, D>::new(config)?;
+        let mut rates = Rates {
+            lr: optimizer.lr(),
+            momentum: None,
+        };
+        if let Some(schedule) = schedule {
+            let (scheduler, first) = Scheduler::new(schedule, optimizer.lr())?;
+            self.optimization.scheduler = Some(scheduler);
+            rates = first;
+        }
+        self.view.scheduler_interval = self.optimization.scheduler.as_ref().map(|s| s.interval());
+        self.view.optimizer_name = optimizer.config().name();
+        self.optimization.optimizer = Some(optimizer);
+        self.set_rates(rates);
+        self.optimization.grads = Some(self.model.alloc_grads());
+        Ok(())
+    }
+
+    /// Makes `rates` those of the next step, and what the view shows.
+    pub(in crate::trainer) fn set_rates(&mut self, rates: Rates) {
+        let o = &mut self.optimization;
+        o.rates = rates;
+        let momentum = o
+            .optimizer
+            .as_ref()
+            .map(|opt| opt.config().momentum_value());
+        self.view.lr = rates.lr;
+        self.view.lr_request = None;
+        self.view.momentum = rates.momentum.or(momentum);
+    }
+
+    /// The backward of the step's loss, divided by the window's size (Lightning's rule, so
+    /// that the summed gradients are a mean), into the summed gradients; in 16-mixed from the
+    /// half copy's loss, unscaled.
+    pub(super) fn backward(&mut self, loss: Option<Loss<E, D>>, batch_idx: usize) -> Result<()> {
+        let k = self.position.window;
+        let o = &mut self.optimization;
+        match (loss, o.half.as_mut(), o.grads.as_mut()) {
+            (Some(loss), ..) => {
+                let loss = match k {
+                    1 => loss,
+                    _ => loss / E::from_usize(k).unwrap_or_else(E::one),
+                };
+                o.grads = Some(guard("backward", batch_idx, || loss.backward())?);
+            }
+            (None, Some(half), Some(grads)) => {
+                let model = &mut *self.model;
+                guard("backward", batch_idx, || half.backward(model, grads, k))??
+            }
+            (None, ..) => return Err(Error::msg("16-mixed: no gradients to add to")),
+        }
+        Ok(())
+    }
+
+    /// At the end of an accumulation window: the gradients averaged over the ranks and
+    /// checked, `on_before_optimizer_step`, clipping, the step, zeroed gradients, the
+    /// step-interval scheduler.
+    pub(super) fn optimizer_step(&mut self) -> Result<()> {
+        let Some(mut grads) = self.optimization.grads.take() else {
+            return Ok(());
+        };
+        let finite = self.finish_window(&mut grads)?;
+        hook!(self, on_before_optimizer_step());
+        if finite {
+            let clip = self.clipping(&mut grads)?;
+            self.take_lr_request()?;
+            if let Some(optimizer) = self.optimization.optimizer.as_mut() {
+                optimizer.step_at(self.model, &mut grads, clip, self.optimization.rates)?;
+            }
+            if let Some(shards) = &self.optimization.shards {
+                shards.gather_params(&*self.dist.collective, &mut *self.model)?;
+            }
+        }
+        self.model.zero_grads(&mut grads);
+        self.optimization.grads = Some(grads);
+        self.view.global_step += 1;
+        self.step_scheduler(Interval::Step, self.view.global_step)
+    }
+
+    /// Whether the window is stepped on: in 16-mixed a window with a non-finite gradient is
+    /// not (the step still counts, as with PyTorch's GradScaler, and the loss scale backs
+    /// off); under DDP only if no rank saw one, and then with the gradients averaged over the
+    /// ranks. `detect_anomaly` names a non-finite gradient.
+    fn finish_window(&mut self, grads: &mut Gradients<E, D>) -> Result<bool> {
+        let finite = match self.optimization.half.as_mut() {
+            Some(half) => {
+                let ok = half.finish_window();
+                self.view.loss_scale = Some(half.scaler().scale);
+                ok
+            }
+            None => true,
+        };
+        let c = &*self.dist.collective;
+        let finite = crate::distributed::all_true(c, finite)?;
+        if !finite {
+            return Ok(false);
+        }
+        match &self.optimization.shards {
+            // SHARD_GRAD_OP: each gradient onto its owner.
+            Some(shards) => shards.reduce_grads(c, &*self.model, grads)?,
+            None => crate::distributed::average_grads(c, &*self.model, grads)?,
+        }
+        if self.settings.detect_anomaly {
+            let bad = grads::first_non_finite(&*self.model, grads)?;
+            // Under sharding each rank checks its own gradients; all stop if one finds one.
+            if !crate::distributed::all_true(c, bad.is_none())? {
+                let name = bad.map_or("a parameter of another rank".into(), |n| format!("`{n}`"));
+                return Err(Error::msg(format!(
+                    "detect_anomaly: the gradient of {name} holds NaN or infinity at epoch {}, step {}; no step was taken",
+                    self.view.current_epoch, self.view.global_step
+                )));
+            }
+        }
+        Ok(true)
+    }
+
+    /// What clipping does to every gradient of this step (done by the optimizer's step,
+    /// where the gradients live).
+    fn clipping(&mut self, grads: &mut Gradients<E, D>) -> Result<Clip> {
+        let max = match (
+            self.settings.gradient_clip_val,
+            self.settings.gradient_clip_algorithm,
+        ) {
+            (Some(c), ClipAlgorithm::Norm) => c,
+            (Some(c), ClipAlgorithm::Value) => return Ok(Clip::Clamp(c)),
+            (None, _) => return Ok(Clip::None),
+        };
+        let (comm, sharded) = (&*self.dist.collective, self.optimization.shards.is_some());
+        // Under sharding each rank holds its own tensors' gradients: Σ g² over the ranks.
+        let total = |local: f64| {
+            let mut sum = [local];
+            if sharded {
+                comm.all_reduce_sum_f64(&mut sum)?;
+            }
+            Ok(sum[0])
+        };
+        grads::clip_norm(&*self.model, grads, max, total).map_err(|e| {
+            Error::msg(format!(
+                "epoch {}, step {}: {e}",
+                self.view.current_epoch, self.view.global_step
+            ))
+        })
+    }
+
+    /// A learning rate a callback asked for (`TrainerView::set_lr`) becomes the next step's.
+    fn take_lr_request(&mut self) -> Result<()> {
+        if let Some(lr) = self.view.lr_request.take() {
+            if !(lr >= 0.0 && lr.is_finite()) {
+                return Err(Error::config(
+                    "lr",
+                    format!("{lr} is not a finite value >= 0"),
+                ));
+            }
+            self.optimization.rates.lr = lr;
+            self.view.lr = lr;
+        }
+        Ok(())
+    }
+
+    /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
+    /// multiple of its frequency; its rates are the next step's.
+    pub(in crate::trainer) fn step_scheduler(
+        &mut self,
+        interval: Interval,
+        count: usize,
+    ) -> Result<()> {
+        let Some(scheduler) = self.optimization.scheduler.as_mut() else {
+            return Ok(());
+        };
+        if scheduler.interval() != interval || !count.is_multiple_of(scheduler.frequency()) {
+            return Ok(());
+        }
+        let metric = match scheduler.monitor() {
+            Some(m) => Some(*self.view.callback_metrics.get(m).ok_or_else(|| {
+                Error::config(
+                    "ReduceLROnPlateau.monitor",
+                    format!(
+                        "`{m}` was never logged; the logged metrics are {:?}",
+                        self.view.callback_metrics.keys().collect::<Vec<_>>()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let rates = scheduler.step(metric)?;
+        self.set_rates(rates);
+        Ok(())
+    }
+}

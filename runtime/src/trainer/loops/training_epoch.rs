@@ -1,0 +1,220 @@
+//! One training epoch (Lightning's `training_epoch_loop.py`): batch by batch the step, its
+//! backward and, at the end of each accumulation window, the optimizer step; validation on
+//! its interval; then the epoch's end.
+
+use super::{guard, Position, Run};
+use crate::checkpoint::CkptDtype;
+use crate::context::{LogEntry, LogValue, Loss, StepContext};
+use crate::data::DataLoader;
+use crate::datamodule::{DataModule, Stage};
+use crate::module::LightningModule;
+use crate::optim::Interval;
+use crate::trainer::aggregate::EpochMetrics;
+use crate::trainer::settings::Limit;
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// What a training step gives: the loss's value, what it logged, and the loss to
+/// differentiate (`None` when 16-mixed's half copy holds it).
+type Stepped<E, D> = (f64, Vec<LogEntry>, Option<Loss<E, D>>);
+
+/// How far an epoch's batches went.
+struct Progressed {
+    /// Batches done, counting those done before a resume.
+    batches: usize,
+    /// Whether a stop request or `max_steps` ended the epoch early.
+    stopped: bool,
+    /// The batch after which validation last ran.
+    validated_after: Option<usize>,
+}
+
+impl<E, D, M, DM> Run<'_, E, D, M, DM>
+where
+    E: FloatDtype + CkptDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+{
+    /// One training epoch from batch `start` on (0 unless resuming inside the epoch).
+    pub(super) fn train_epoch(
+        &mut self,
+        train: &DataLoader<DM::Sample>,
+        val: Option<&DataLoader<DM::Sample>>,
+        start: usize,
+    ) -> Result<()> {
+        let epoch = self.view.current_epoch;
+        let total = self.position.train_batches;
+        // Validation runs after every `val_every`-th batch of the epochs it is due in.
+        let val = val.filter(|_| (epoch + 1).is_multiple_of(self.settings.check_val_every_n_epoch));
+        let val_every = self.start_epoch(start)?;
+        let mut done = Progressed {
+            batches: start,
+            stopped: false,
+            validated_after: None,
+        };
+        let batches = train
+            .epoch_from(epoch, start)
+            .take(total.saturating_sub(start));
+        for (batch_idx, samples) in (start..).zip(batches) {
+            done.batches += 1;
+            let step_now = self.train_batch(batch_idx, samples)?;
+            // As Lightning: validation on its interval (and when asked to stop) comes before
+            // the check of max_steps.
+            let stop = self.stop_requested(epoch);
+            if let Some(val) = val {
+                if stop || (batch_idx + 1).is_multiple_of(val_every) {
+                    self.evaluate(val, Stage::Validate, None)?;
+                    done.validated_after = Some(batch_idx + 1);
+                }
+            }
+            if stop || (step_now && self.max_steps_reached()) {
+                done.stopped = true;
+                break;
+            }
+        }
+        self.end_epoch(val, val_every, done)
+    }
+
+    /// The progress bar, the epoch's state and `on_train_epoch_start`; returns after how many
+    /// batches validation runs.
+    fn start_epoch(&mut self, start: usize) -> Result<usize> {
+        let (epoch, total) = (self.view.current_epoch, self.position.train_batches);
+        let label = match self.settings.max_epochs {
+            Some(max) => format!("Epoch {epoch}/{}", max.saturating_sub(1)),
+            None => format!("Epoch {epoch}"),
+        };
+        self.progress.start(label, total);
+        if start == 0 {
+            self.position.epoch_metrics = EpochMetrics::default();
+        }
+        self.position.batches_done = start;
+        self.position.epoch_done = false;
+        let val_every = match self.settings.val_check_interval {
+            Limit::Count(n) if n > total => {
+                return Err(Error::config(
+                    "val_check_interval",
+                    format!("{n} batches is more than the {total} training batches of an epoch"),
+                ))
+            }
+            interval => interval.of(total, "val_check_interval")?.max(1),
+        };
+        hook!(self, on_train_epoch_start());
+        // A change of `accumulate_grad_batches` in `on_train_epoch_start` applies from here.
+        self.position.window = self.view.accumulate_grad_batches;
+        Ok(val_every)
+    }
+
+    /// One training batch: the step, its backward, the optimizer step at the end of an
+    /// accumulation window, and what every rank agrees on after it. Returns whether the
+    /// optimizer stepped.
+    fn train_batch(&mut self, batch_idx: usize, samples: Vec<DM::Sample>) -> Result<bool> {
+        let k = self.position.window;
+        let step = (self.view.global_step * k + batch_idx % k) as u64;
+        self.device = self
+            .device
+            .reseeded(crate::seed::mix(self.position.run_seed, step));
+        hook!(self, on_train_batch_start(batch_idx));
+        let (value, logs, loss) = self.training_step(batch_idx, samples)?;
+        if self.settings.check_finite_loss && !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                value,
+                epoch: self.view.current_epoch,
+                step: self.view.global_step,
+                batch: batch_idx,
+            });
+        }
+        self.record_step_logs(&logs)?;
+        if batch_idx.is_multiple_of(k) {
+            hook!(self, on_before_zero_grad());
+        }
+        hook!(self, on_before_backward(value));
+        self.backward(loss, batch_idx)?;
+        hook!(self, on_after_backward());
+        let step_now =
+            (batch_idx + 1).is_multiple_of(k) || batch_idx + 1 == self.position.train_batches;
+        if step_now {
+            self.optimizer_step()?;
+        }
+        self.position.batches_done = batch_idx + 1;
+        hook!(self, on_train_batch_end(value, batch_idx));
+        self.agree_after_step()?;
+        self.progress.advance(&self.view.progress_bar_metrics);
+        Ok(step_now)
+    }
+
+    /// `training_step` (on the half-precision copy in 16-mixed): the loss's value, what the
+    /// step logged, and the loss to differentiate (`None` when the half copy holds it).
+    fn training_step(
+        &mut self,
+        batch_idx: usize,
+        samples: Vec<DM::Sample>,
+    ) -> Result<Stepped<E, D>> {
+        let info = self.step_info(Stage::Fit, true, batch_idx, samples.len());
+        if let Some(half) = self.optimization.half.as_mut() {
+            let (model, device) = (&*self.model, &self.device);
+            let (value, logs) = guard("training_step", batch_idx, || {
+                half.forward(model, samples, device, info)
+            })??;
+            return Ok((value, logs, None));
+        }
+        let mut ctx = StepContext::new(self.device.clone(), info);
+        ctx.grads = self.optimization.grads.take();
+        let batch = (self.collate)(samples, &self.device);
+        let model = &mut *self.model;
+        let loss = guard("training_step", batch_idx, || {
+            model.training_step(batch, &mut ctx)
+        })?;
+        Ok((loss.log_value(), std::mem::take(&mut ctx.logs), Some(loss)))
+    }
+
+    /// The end of an epoch: its remaining validation, its metrics, `on_train_epoch_end` (the
+    /// monitoring callbacks after the module), the epoch-interval scheduler.
+    fn end_epoch(
+        &mut self,
+        val: Option<&DataLoader<DM::Sample>>,
+        val_every: usize,
+        done: Progressed,
+    ) -> Result<()> {
+        let (epoch, total) = (self.view.current_epoch, self.position.train_batches);
+        if done.batches < total && !done.stopped {
+            return Err(Error::msg(format!(
+                "the training loader yielded {} of its {total} batches in epoch {epoch}: a loader worker stopped (see the panic message above)",
+                done.batches
+            )));
+        }
+        // A run resumed after the epoch's last batch still owes its end-of-epoch validation.
+        if let Some(val) = val {
+            let owed = total.is_multiple_of(val_every) && done.validated_after != Some(total);
+            if !done.stopped && owed {
+                self.evaluate(val, Stage::Validate, None)?;
+            }
+        }
+        // Training values logged with `sync_dist` are reduced over the ranks.
+        let metrics = &mut self.position.epoch_metrics;
+        metrics.sync(&*self.dist.collective, false)?;
+        let reduced = metrics.take();
+        self.publish_epoch(&reduced);
+        self.progress.finish(&self.view.progress_bar_metrics);
+        self.position.epoch_done = true;
+        for cb in self.callbacks.iter_mut().filter(|c| !c.is_monitoring()) {
+            cb.on_train_epoch_end(self.view);
+        }
+        self.model.on_train_epoch_end(self.view);
+        for cb in self.callbacks.iter_mut().filter(|c| c.is_monitoring()) {
+            cb.on_train_epoch_end(self.view);
+        }
+        self.after_hook()?;
+        self.step_scheduler(Interval::Epoch, epoch + 1)?;
+        self.log_epoch(&reduced)?;
+        self.view.current_epoch += 1;
+        self.sync_stop()
+    }
+}
+
+impl Position {
+    /// Whether gradients of batches not yet stepped on are waiting (inside an accumulation
+    /// window of `k` batches).
+    pub(in crate::trainer) fn accumulating(&self, k: usize) -> bool {
+        let done = self.batches_done;
+        !self.epoch_done && !done.is_multiple_of(k) && done != self.train_batches
+    }
+}

@@ -1,0 +1,147 @@
+//! Where and in what a stage runs (Lightning's accelerator and precision plugins): the
+//! device the trainer was built for, the precision of its settings, and one mechanism for
+//! every pair of them ([`PlaceAs`]): the module itself trains in f32 on the CPU, a copy in
+//! every other dtype or device, and batches are collated on the CPU in f32 and moved there.
+
+use std::collections::BTreeMap;
+
+use dfdx::tensor::Cpu;
+
+use super::loops::Job;
+use super::settings::Precision;
+use super::Trainer;
+use crate::checkpoint::{Checkpoint, CkptDtype};
+use crate::data::Collate;
+use crate::datamodule::{DataModule, Stage};
+use crate::device::{Half, RunDevice};
+use crate::kernels::Unscale;
+use crate::module::{LightningModule, PlaceAs, Placement, Precisions};
+use crate::precision::{HalfStep, HalfSteps, Mixed};
+use crate::{FloatDtype, Result, TrainDevice};
+
+/// The module `M` placed in dtype `E` on device `D`.
+type On<M, E, D> = <M as PlaceAs<E, D>>::On;
+
+/// A stage's metrics.
+type Metrics = BTreeMap<String, f64>;
+
+/// Samples collated on the CPU into the f32 batch `M` names, then placed in `E` on `device`.
+fn collate_to<E, D, M, S>(
+    samples: Vec<S>,
+    device: &D,
+) -> <On<M, E, D> as LightningModule<E, D>>::Batch
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: PlaceAs<E, D>,
+    S: Collate<M::Batch, Cpu>,
+{
+    M::place_batch(S::collate(samples, &Cpu::default()), device)
+}
+
+impl Trainer {
+    /// Runs `stage` on the trainer's device in its precision.
+    pub(super) fn run_in_precision<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        stage: Stage,
+        resume: Option<Checkpoint>,
+    ) -> Result<Metrics>
+    where
+        M: Precisions,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        match self.device {
+            RunDevice::Cpu => self.run_on(model, datamodule, stage, resume, Cpu::default()),
+            #[cfg(feature = "cuda")]
+            RunDevice::Cuda(ordinal) => {
+                let device = self.cuda(ordinal)?;
+                self.run_on(model, datamodule, stage, resume, device)
+            }
+            #[cfg(not(feature = "cuda"))]
+            RunDevice::Cuda(_) => Err(crate::device::gpu_count().err().unwrap_or_else(|| {
+                crate::Error::msg("this fulmen was built without CUDA support")
+            })),
+        }
+    }
+
+    /// The CUDA device, opened on the first run that needs it and kept for the next ones.
+    #[cfg(feature = "cuda")]
+    fn cuda(&mut self, ordinal: usize) -> Result<dfdx::tensor::Cuda> {
+        if let Some(device) = &self.cuda {
+            return Ok(device.clone());
+        }
+        let device = crate::device::open_cuda(ordinal, crate::seed::next_seed())?;
+        self.cuda = Some(device.clone());
+        Ok(device)
+    }
+
+    /// `stage` on `device` in the trainer's precision: "64-true" and "16-true" in f64 and
+    /// half precision, "32-true" in f32, and "16-mixed" training in f32 with each step's
+    /// forward and backward on a half-precision twin.
+    fn run_on<D, M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        stage: Stage,
+        resume: Option<Checkpoint>,
+        device: D,
+    ) -> Result<Metrics>
+    where
+        D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
+        <D as TrainDevice<f32>>::Kernels: Unscale<D>,
+        M: Placement<D>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        let place = (model, datamodule, stage, resume, device);
+        match self.settings.precision {
+            Precision::F64 => self.run_placed::<f64, _, _, _>(place, None),
+            Precision::True16 => self.run_placed::<Half, _, _, _>(place, None),
+            precision => {
+                let half: HalfSteps<f32, D, On<M, f32, D>, DM::Sample> =
+                    (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
+                        Box::new(Mixed::<D, On<M, f32, D>, On<M, Half, D>, DM::Sample>::new(
+                            M::half_of,
+                            collate_to::<Half, D, M, DM::Sample>,
+                        ))
+                            as Box<dyn HalfStep<f32, D, On<M, f32, D>, DM::Sample>>
+                    });
+                self.run_placed::<f32, _, _, _>(place, half)
+            }
+        }
+    }
+
+    /// `stage` on `model` placed in `E` on `device`: training hands a copy's weights and
+    /// hyperparameters back, evaluation leaves `model` alone ([`PlaceAs::placed`]).
+    #[allow(clippy::type_complexity)]
+    fn run_placed<E, D, M, DM>(
+        &mut self,
+        (model, dm, stage, resume, device): (&mut M, &mut DM, Stage, Option<Checkpoint>, D),
+        half: HalfSteps<'_, E, D, On<M, E, D>, DM::Sample>,
+    ) -> Result<Metrics>
+    where
+        E: FloatDtype + CkptDtype,
+        D: TrainDevice<E>,
+        M: PlaceAs<E, D>,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+    {
+        let collate = collate_to::<E, D, M, DM::Sample>;
+        model
+            .placed(&device.clone(), stage == Stage::Fit, |on| {
+                self.run(Job {
+                    model: on,
+                    dm,
+                    stage,
+                    resume,
+                    device,
+                    collate,
+                    half,
+                })
+            })?
+            .map(|r| r.metrics)
+    }
+}
