@@ -167,7 +167,7 @@ mod ops {
     use std::time::Instant;
 
     use fulmen::device::Half;
-    use fulmen::layers::composed::window_pixels;
+    use fulmen::kernels::composed::window_pixels;
     use fulmen::layers::{BatchNorm2D, Conv2DNoBias, ConvGeom};
     use fulmen::models::resnet::CifarResNet50;
     use fulmen::prelude::*;
@@ -338,7 +338,7 @@ mod ops {
                 .broadcast_like(&(131_072, Const::<64>));
             let _ = loss(scale * y.clone().realize::<(usize, Const<64>)>()).backward();
         });
-        // A 3x3 convolution's pieces on CUDA (layers/composed.rs), 64 channels of 128 images
+        // A 3x3 convolution's pieces on CUDA (kernels/composed/conv.rs), 64 channels of 128 images
         // of 32x32: the images laid out channels last with padding pixels after each one's
         // (a concatenation), their windows gathered by row into [128, 9216, 64] (the
         // backward adds each row's gradient back with atomic adds, nine to every pixel), and

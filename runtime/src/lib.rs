@@ -70,7 +70,7 @@ pub mod models;
 pub mod module;
 pub mod optim;
 pub mod precision;
-pub mod progress;
+mod progress;
 pub mod seed;
 pub mod shapes;
 pub mod spec;

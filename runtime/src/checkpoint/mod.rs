@@ -17,7 +17,7 @@
 //! ```
 
 mod file;
-pub mod float;
+pub(crate) mod float;
 pub(crate) mod tensors;
 
 use std::collections::BTreeMap;

@@ -10,17 +10,19 @@
 //! Rank 0 alone writes logs, checkpoints and the progress bar; `prepare_data` runs once per
 //! node, and the others wait for it.
 
-pub mod collective;
-pub mod env;
-pub mod launch;
+mod collective;
+mod env;
+pub(crate) mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
 #[cfg(feature = "nccl")]
-pub mod nccl;
-pub mod rendezvous;
+pub(crate) mod nccl;
+// Compiled without NCCL too, so that its tests run on every machine.
+#[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+pub(crate) mod rendezvous;
 pub mod requeue;
 pub(crate) mod shard;
-pub mod strategy;
+mod strategy;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@
 //! An event file is a sequence of TFRecords (length, masked CRC-32C of the length, an `Event`
 //! protocol buffer, masked CRC-32C of it); the messages are in [`proto`].
 
-pub mod proto;
+mod proto;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
