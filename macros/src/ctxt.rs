@@ -1,34 +1,79 @@
 //! Error collection, after serde_derive's `Ctxt`: every problem is recorded with the span of
-//! the user's token, and all are reported together.
+//! the user's token while the item is parsed and checked, and all are reported together. A
+//! context whose errors were never taken ([`Ctxt::check`]) panics when dropped: a pass that
+//! forgets to look would otherwise generate code from an item known to be wrong.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::ToTokens;
 use std::cell::RefCell;
 
-#[derive(Default)]
 pub(crate) struct Ctxt {
-    errors: RefCell<Vec<syn::Error>>,
+    /// `None` once the errors were taken.
+    errors: RefCell<Option<Vec<syn::Error>>>,
 }
 
 impl Ctxt {
+    pub(crate) fn new() -> Self {
+        Ctxt {
+            errors: RefCell::new(Some(Vec::new())),
+        }
+    }
+
+    /// Records `message` at `tokens`.
     pub(crate) fn error(&self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.syn_error(syn::Error::new_spanned(tokens.into_token_stream(), message));
+    }
+
+    /// Records an error syn made.
+    pub(crate) fn syn_error(&self, error: syn::Error) {
         self.errors
             .borrow_mut()
-            .push(syn::Error::new_spanned(tokens.into_token_stream(), message));
+            .as_mut()
+            .expect("a context is not used after its errors were taken")
+            .push(error);
     }
 
+    /// Whether an error was recorded so far.
     pub(crate) fn has_errors(&self) -> bool {
-        !self.errors.borrow().is_empty()
+        self.errors.borrow().as_ref().is_some_and(|e| !e.is_empty())
     }
 
-    /// The collected errors as `compile_error!`s, after `fallback`: the user's item, or what
-    /// of it still compiles, so that the rest of the crate and the IDE keep working.
-    pub(crate) fn into_output(self, fallback: TokenStream) -> TokenStream {
-        let errors = self
-            .errors
-            .into_inner()
-            .into_iter()
-            .map(|e| e.to_compile_error());
-        quote! { #fallback #(#errors)* }
+    /// Takes the errors: `Err` with all of them as `compile_error!`s, if there are any.
+    pub(crate) fn check(self) -> Result<(), TokenStream> {
+        let errors = self.errors.borrow_mut().take().unwrap_or_default();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(errors.iter().map(syn::Error::to_compile_error).collect())
+    }
+}
+
+impl Drop for Ctxt {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.errors.borrow().is_some() {
+            panic!("a macro pass forgot to check its context's errors");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ctxt;
+
+    #[test]
+    fn errors_come_out_together() {
+        let cx = Ctxt::new();
+        cx.error(quote::quote!(a), "first");
+        cx.error(quote::quote!(b), "second");
+        let out = cx.check().expect_err("two errors").to_string();
+        assert!(out.contains("first") && out.contains("second"), "{out}");
+        assert!(Ctxt::new().check().is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "forgot to check")]
+    fn a_context_never_checked_panics() {
+        let cx = Ctxt::new();
+        cx.error(quote::quote!(a), "unseen");
     }
 }

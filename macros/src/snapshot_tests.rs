@@ -12,7 +12,7 @@ fn pretty(tokens: proc_macro2::TokenStream) -> String {
 
 #[test]
 fn iris_module_struct() {
-    let out = crate::module_struct::expand_item(
+    let out = crate::expand::module(
         quote!(),
         quote! {
             pub struct IrisClassifier {
@@ -22,14 +22,14 @@ fn iris_module_struct() {
                 lr: f64,
             }
         },
-        crate::module_struct::Kind::Lightning,
+        crate::ast::Kind::Lightning,
     );
     insta::assert_snapshot!(pretty(out));
 }
 
 #[test]
 fn iris_module_impl() {
-    let out = crate::module_struct::expand_item(
+    let out = crate::expand::module(
         quote!(),
         quote! {
             impl IrisClassifier {
@@ -49,14 +49,14 @@ fn iris_module_impl() {
                 }
             }
         },
-        crate::module_struct::Kind::Lightning,
+        crate::ast::Kind::Lightning,
     );
     insta::assert_snapshot!(pretty(out));
 }
 
 #[test]
 fn block_with_many_layers_nests_field_tuples() {
-    let out = crate::module_struct::expand_item(
+    let out = crate::expand::module(
         quote!(),
         quote! {
             pub struct Deep<const W: usize> {
@@ -64,14 +64,14 @@ fn block_with_many_layers_nests_field_tuples() {
                 e: Linear<W, W>, f: Linear<W, W>, g: Linear<W, W>, h: ReLU,
             }
         },
-        crate::module_struct::Kind::Plain,
+        crate::ast::Kind::Plain,
     );
     insta::assert_snapshot!(pretty(out));
 }
 
 #[test]
 fn iris_data_module() {
-    let strukt = crate::data_module::expand(
+    let strukt = crate::expand::data_module(
         quote!(),
         quote! {
             pub struct IrisDataModule {
@@ -85,7 +85,7 @@ fn iris_data_module() {
             }
         },
     );
-    let imp = crate::data_module::expand(
+    let imp = crate::expand::data_module(
         quote!(),
         quote! {
             impl IrisDataModule {

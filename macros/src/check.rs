@@ -1,0 +1,255 @@
+//! The checks of the typed models: every mistake recorded in the [`Ctxt`] with the span of
+//! the user's token, one message per mistake. Where a mistake leaves an item that code can
+//! still be generated for, the check says so (and recovers what it can, such as a plain
+//! value marked as nothing, kept out of the module's state), so that the rest of the user's
+//! crate compiles against it and reports nothing more.
+
+use std::collections::HashSet;
+
+use quote::ToTokens;
+
+use crate::ast::{DataImpl, DataStruct, ModuleImpl, ModuleStruct, Role};
+use crate::ctxt::Ctxt;
+use crate::hooks::{self, Receiver};
+use crate::names;
+
+/// Primitive and container types that cannot be layers: a field of one of these without
+/// `#[hparam]` or `#[skip]` is a mistake we can name precisely.
+fn plainly_not_a_layer(ty: &syn::Type) -> bool {
+    const PLAIN: &[&str] = &[
+        "f32", "f64", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16",
+        "i32", "i64", "i128", "isize", "String", "PathBuf", "Vec", "Option", "HashMap", "BTreeMap",
+        "Box", "Rc", "Arc",
+    ];
+    match ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| PLAIN.contains(&s.ident.to_string().as_str())),
+        syn::Type::Reference(_) | syn::Type::Slice(_) | syn::Type::Array(_) => true,
+        _ => false,
+    }
+}
+
+/// Checks a module struct; returns whether the module's code can still be generated for it.
+pub(crate) fn module_struct(cx: &Ctxt, s: &mut ModuleStruct) -> bool {
+    let attr = s.kind.attr();
+    let mut generatable = true;
+    if let syn::Fields::Unnamed(f) = &s.item.fields {
+        cx.error(f, format!("{attr} needs named fields: their names are the tensor names in checkpoints (`layer_1.weight`)"));
+        generatable = false;
+    }
+    for param in &s.item.generics.params {
+        match param {
+            syn::GenericParam::Lifetime(l) => {
+                cx.error(
+                    l,
+                    format!(
+                        "{attr} structs own their tensors and cannot borrow: remove the lifetime"
+                    ),
+                );
+                generatable = false;
+            }
+            syn::GenericParam::Type(t) if t.ident == "E" || t.ident == "D" => {
+                cx.error(
+                    t,
+                    format!(
+                        "{attr} adds the dtype `E` and device `D` parameters itself: remove `{}`",
+                        t.ident
+                    ),
+                );
+                generatable = false;
+            }
+            _ => {}
+        }
+    }
+    for f in &mut s.fields {
+        for m in &f.markers {
+            if !matches!(m.attr.meta, syn::Meta::Path(_)) {
+                let name = m.attr.path().to_token_stream();
+                cx.error(&m.attr, format!("`#[{name}]` takes no arguments"));
+            }
+        }
+        if let Some(second) = f.markers.get(1) {
+            cx.error(
+                &second.attr,
+                "a field is either #[hparam] (saved) or #[skip] (not saved), not both",
+            );
+        }
+        if f.role == Role::Layer && plainly_not_a_layer(&f.ty) {
+            let name = &f.name;
+            cx.error(&f.ty, format!("field `{name}` is neither a layer nor marked: add #[hparam] to save it as a hyperparameter, or #[skip] to keep it out of the module's state"));
+            f.role = Role::Skip;
+        }
+    }
+    generatable
+}
+
+/// Checks a module's impl: known methods by name, shape and presence. A method whose
+/// signature is wrong is no longer taken for the known one.
+pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
+    if let Some((_, path, _)) = &m.item.trait_ {
+        cx.error(path, "#[lightning_module] goes on the module's own impl (`impl MyModel { ... }`), not on a trait impl");
+        return;
+    }
+    if m.self_ty.is_none() {
+        cx.error(
+            &m.item.self_ty,
+            "#[lightning_module] expects the struct's name here (`impl MyModel`)",
+        );
+        return;
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut near_misses: Vec<&'static str> = Vec::new();
+    for method in &mut m.methods {
+        let name = method.f.sig.ident.to_string();
+        let Some(known) = method.known else {
+            let known_names = hooks::KNOWN.iter().map(|k| k.name);
+            if let Some(close) = names::closest(&name, known_names) {
+                cx.error(
+                    &method.f.sig.ident,
+                    format!("`{name}` is not a LightningModule method; did you mean `{close}`?"),
+                );
+                near_misses.push(close);
+            } else if name.starts_with("on_") {
+                cx.error(&method.f.sig.ident, format!("unknown hook `{name}`: fulmen's hooks are listed in `fulmen::Callback` (Lightning would silently never call it)"));
+            }
+            continue;
+        };
+        if !seen.insert(name.clone()) {
+            cx.error(&method.f.sig.ident, format!("`{name}` is defined twice"));
+            method.known = None;
+            continue;
+        }
+        if let Err((tokens, why)) = signature(&method.f.sig, known) {
+            let shape = format!("`{name}` must have the signature `{}`", known.signature());
+            cx.error(tokens, format!("{shape}{why}"));
+            method.known = None;
+        }
+    }
+    for required in hooks::REQUIRED {
+        if !seen.contains(required) && !near_misses.contains(&required) {
+            let example = hooks::find(required)
+                .map(|k| k.signature())
+                .unwrap_or_default();
+            let type_name = &m.type_name;
+            cx.error(
+                &m.item.self_ty,
+                format!(
+                    "`{type_name}` has no `{required}`: a #[lightning_module] needs `{example}`"
+                ),
+            );
+        }
+    }
+}
+
+/// Whether `sig` has the shape of `known`; if not, the tokens to point at and what is wrong.
+fn signature(
+    sig: &syn::Signature,
+    known: &hooks::Known,
+) -> Result<(), (proc_macro2::TokenStream, &'static str)> {
+    if !sig.generics.params.is_empty() {
+        let why = ": it takes no generic parameters (`E` and `D` are in scope)";
+        return Err((sig.generics.to_token_stream(), why));
+    }
+    match sig.inputs.first() {
+        Some(syn::FnArg::Receiver(r)) if r.reference.is_none() => {
+            return Err((r.to_token_stream(), ": it takes `self` by reference"))
+        }
+        Some(syn::FnArg::Receiver(r))
+            if known.receiver == Receiver::Ref && r.mutability.is_some() =>
+        {
+            return Err((r.to_token_stream(), ": it only reads the module"))
+        }
+        Some(syn::FnArg::Receiver(_)) => {}
+        _ => return Err((sig.to_token_stream(), ": it takes `self` by reference")),
+    }
+    if sig.inputs.len() - 1 != known.params.len() {
+        return Err((sig.to_token_stream(), ""));
+    }
+    Ok(())
+}
+
+/// Checks a data module's struct: every field is a hyperparameter unless `#[skip]`.
+pub(crate) fn data_struct(cx: &Ctxt, s: &DataStruct) {
+    if !matches!(s.item.fields, syn::Fields::Named(_) | syn::Fields::Unit) {
+        cx.error(
+            &s.item.fields,
+            "#[data_module] needs named fields: their names are the hyperparameter names",
+        );
+    }
+    for f in &s.fields {
+        for a in &f.hparams {
+            let why = match f.skip {
+                true => "a #[skip] field is not a hyperparameter: remove #[hparam]",
+                false => "in a #[data_module] every field is a hyperparameter unless marked #[skip]: remove #[hparam]",
+            };
+            cx.error(a, why);
+        }
+    }
+}
+
+/// Checks a data module's impl: known methods by name and shape, and a loader to take the
+/// sample type from. A method whose signature is wrong is no longer taken for the known one.
+pub(crate) fn data_impl(cx: &Ctxt, d: &mut DataImpl) {
+    if let Some((_, path, _)) = &d.item.trait_ {
+        cx.error(path, "#[data_module] goes on the data module's own impl (`impl MyData { ... }`), not on a trait impl");
+        return;
+    }
+    let mut seen = Vec::new();
+    for method in &mut d.methods {
+        let name = method.f.sig.ident.to_string();
+        let Some((known, params)) = method.known else {
+            let known_names = crate::ast::DATA_METHODS.iter().map(|(m, _)| *m);
+            if let Some(close) = names::closest(&name, known_names) {
+                cx.error(
+                    &method.f.sig.ident,
+                    format!("`{name}` is not a DataModule method; did you mean `{close}`?"),
+                );
+            }
+            continue;
+        };
+        if seen.contains(&known) {
+            cx.error(&method.f.sig.ident, format!("`{name}` is defined twice"));
+            method.known = None;
+            continue;
+        }
+        seen.push(known);
+        let sig = &method.f.sig;
+        let takes_self =
+            matches!(sig.inputs.first(), Some(syn::FnArg::Receiver(r)) if r.reference.is_some());
+        let arity = usize::from(!params.is_empty());
+        if !takes_self || sig.inputs.len() - 1 != arity {
+            let receiver = if known == "state_dict" {
+                "&self"
+            } else {
+                "&mut self"
+            };
+            let expected = match params {
+                "" => format!("({receiver})"),
+                params => format!("({receiver}, {params})"),
+            };
+            cx.error(sig, format!("`{name}` must take `{expected}`"));
+            method.known = None;
+            continue;
+        }
+        if known.ends_with("_dataloader") {
+            let loader = match &sig.output {
+                syn::ReturnType::Type(_, ret) => crate::ast::loader_sample(ret).ok_or(&**ret),
+                syn::ReturnType::Default => {
+                    cx.error(sig, format!("`{name}` must return the loader: `-> DataLoader<Sample>` (or `Result<...>` / `Option<...>` of it)"));
+                    method.known = None;
+                    continue;
+                }
+            };
+            if let Err(ret) = loader {
+                cx.error(ret, format!("`{name}` must return `DataLoader<Sample>` (or `Result<...>` / `Option<...>` of it)"));
+                method.known = None;
+            }
+        }
+    }
+    if d.sample().is_none() && !cx.has_errors() {
+        cx.error(&d.item.self_ty, "a #[data_module] needs at least one loader: `fn train_dataloader(&self) -> DataLoader<Sample>`");
+    }
+}

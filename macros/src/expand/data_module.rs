@@ -1,0 +1,107 @@
+//! `#[data_module]`: on the struct, its fields (less `#[skip]` ones) as hyperparameters; on
+//! the impl, `fulmen::DataModule` from the methods written, whose return types may be plain
+//! (`DataLoader<S>`, `()`) or fallible (`Result<DataLoader<S>>`, `Result<()>`, `Option<...>`).
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+
+use crate::ast::{DataImpl, DataStruct};
+
+/// The struct without its markers, and its `Hyperparameters` impl (its fields but the
+/// `#[skip]` ones).
+pub(crate) fn expand_struct(model: &DataStruct) -> TokenStream {
+    let item = model.stripped();
+    let inserts = model.fields.iter().filter(|f| !f.skip).map(|f| {
+        let (name, ty) = (&f.name, &f.ty);
+        let label = name.to_token_stream().to_string();
+        quote_spanned!(ty.span()=> hparams.insert(#label, &self.#name);)
+    });
+    let name = &item.ident;
+    let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
+    quote! {
+        #item
+
+        impl #impl_generics ::fulmen::Hyperparameters for #name #ty_generics #where_clause {
+            fn hparams(&self) -> ::fulmen::HParams {
+                #[allow(unused_mut)]
+                let mut hparams = ::fulmen::HParams::new();
+                #(#inserts)*
+                hparams
+            }
+        }
+    }
+}
+
+/// The impl as written, and `DataModule`'s methods calling its known ones.
+pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
+    let wrappers = model.methods.iter().filter_map(|m| {
+        let (known, params) = m.known?;
+        let ident = &m.f.sig.ident;
+        let span = m.f.sig.span();
+        Some(match known {
+            k if k.ends_with("_dataloader") => quote_spanned! {span=>
+                fn #ident(&mut self) -> ::fulmen::Result<::core::option::Option<::fulmen::data::DataLoader<Self::Sample>>> {
+                    ::fulmen::datamodule::IntoLoader::into_loader(Self::#ident(self))
+                }
+            },
+            "state_dict" => quote_spanned! {span=>
+                fn state_dict(&self) -> ::core::option::Option<::fulmen::serde_json::Value> {
+                    ::fulmen::datamodule::IntoState::into_state(Self::state_dict(self))
+                }
+            },
+            "load_state_dict" => quote_spanned! {span=>
+                fn load_state_dict(&mut self, state: &::fulmen::serde_json::Value) -> ::fulmen::Result<()> {
+                    ::fulmen::datamodule::IntoResult::into_result(Self::load_state_dict(self, state))
+                }
+            },
+            _ => {
+                let (param, arg) = match params {
+                    "" => (quote!(), quote!()),
+                    _ => (quote!(, stage: ::fulmen::Stage), quote!(, stage)),
+                };
+                quote_spanned! {span=>
+                    fn #ident(&mut self #param) -> ::fulmen::Result<()> {
+                        ::fulmen::datamodule::IntoResult::into_result(Self::#ident(self #arg))
+                    }
+                }
+            }
+        })
+    });
+    let item = &model.item;
+    let sample = model
+        .sample()
+        .map_or_else(|| quote!(()), |t| t.into_token_stream());
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let self_ty = &item.self_ty;
+    quote! {
+        #item
+
+        impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
+            type Sample = #sample;
+            #(#wrappers)*
+        }
+    }
+}
+
+/// What is emitted beside the errors: the impl as written, and a stub `DataModule` impl
+/// (the sample type of the first loader that names one, every method its default), so that
+/// code using the data module reports nothing more.
+pub(crate) fn fallback(model: &DataImpl) -> TokenStream {
+    let item = &model.item;
+    if item.trait_.is_some() {
+        return item.to_token_stream();
+    }
+    let sample = model
+        .sample()
+        .map_or_else(|| quote!(()), |t| t.into_token_stream());
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let self_ty = &item.self_ty;
+    quote! {
+        #item
+
+        impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
+            type Sample = #sample;
+        }
+    }
+}
