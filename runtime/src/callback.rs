@@ -26,14 +26,25 @@ macro_rules! __lifecycle_hooks {
         fn setup(&mut self, _trainer: &mut $crate::TrainerView, _stage: $crate::Stage) {}
         /// After the stage ends.
         fn teardown(&mut self, _trainer: &mut $crate::TrainerView, _stage: $crate::Stage) {}
+        /// Called when `fit` begins, after a checkpoint to resume from is restored and the
+        /// optimizers are configured, before the sanity check.
         fn on_fit_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when `fit` ends, after `on_train_end`.
         fn on_fit_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before the sanity check's validation batches (`num_sanity_val_steps`) run.
         fn on_sanity_check_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called after the sanity check's validation batches, whose metrics are discarded.
         fn on_sanity_check_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when training begins, after the sanity check and before the first epoch.
         fn on_train_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when training ends, after the last training epoch.
         fn on_train_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when the training epoch begins, before its first batch.
         fn on_train_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when the training epoch ends, after its validation and once its metrics are
+        /// reduced; monitoring callbacks run after the module, the others before it.
         fn on_train_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before each training batch's `training_step`.
         fn on_train_batch_start(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
         /// `loss` is the value the step returned.
         fn on_train_batch_end(
@@ -43,42 +54,70 @@ macro_rules! __lifecycle_hooks {
             _batch_idx: usize,
         ) {
         }
+        /// Called on the first batch of each gradient-accumulation window, after `training_step`
+        /// and before the backward pass.
         fn on_before_zero_grad(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before each training batch's backward pass; `loss` is the value the step
+        /// returned.
         fn on_before_backward(&mut self, _trainer: &mut $crate::TrainerView, _loss: f64) {}
+        /// Called after each training batch's backward pass, before any optimizer step.
         fn on_after_backward(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called at the end of each accumulation window (or epoch), once the gradients are
+        /// averaged over the ranks and checked, before clipping and the optimizer step.
         fn on_before_optimizer_step(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when a validation loop begins (in `fit`, the sanity check or `validate`), before
+        /// `on_validation_epoch_start`.
         fn on_validation_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when a validation loop ends, after `on_validation_epoch_end`.
         fn on_validation_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before the first batch of a validation loop.
         fn on_validation_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called after the last batch of a validation loop, once the logged values are reduced
+        /// over the epoch and the ranks.
         fn on_validation_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before each validation batch's `validation_step`.
         fn on_validation_batch_start(
             &mut self,
             _trainer: &mut $crate::TrainerView,
             _batch_idx: usize,
         ) {
         }
+        /// Called after each validation batch's `validation_step`.
         fn on_validation_batch_end(
             &mut self,
             _trainer: &mut $crate::TrainerView,
             _batch_idx: usize,
         ) {
         }
+        /// Called when the test loop begins, before `on_test_epoch_start`.
         fn on_test_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when the test loop ends, after `on_test_epoch_end`.
         fn on_test_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before the first batch of the test loop.
         fn on_test_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called after the last batch of the test loop, once the logged values are reduced over
+        /// the epoch and the ranks.
         fn on_test_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before each test batch's `test_step`.
         fn on_test_batch_start(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
+        /// Called after each test batch's `test_step`.
         fn on_test_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
+        /// Called when the prediction loop begins, before `on_predict_epoch_start`.
         fn on_predict_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called when the prediction loop ends, after `on_predict_epoch_end`.
         fn on_predict_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before the first batch of the prediction loop.
         fn on_predict_epoch_start(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called after the last batch of the prediction loop.
         fn on_predict_epoch_end(&mut self, _trainer: &mut $crate::TrainerView) {}
+        /// Called before each prediction batch's `predict_step`.
         fn on_predict_batch_start(
             &mut self,
             _trainer: &mut $crate::TrainerView,
             _batch_idx: usize,
         ) {
         }
+        /// Called after each prediction batch's `predict_step`.
         fn on_predict_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
         /// While a checkpoint is being saved: add to `checkpoint.extra_mut()` what should
         /// survive a restart.

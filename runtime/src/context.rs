@@ -15,21 +15,33 @@ pub enum Reduce {
     /// Batch-size-weighted mean (Lightning's default).
     #[default]
     Mean,
+    /// The sum of the epoch's values (Lightning's `reduce_fx="sum"`).
     Sum,
+    /// The largest of the epoch's values (`reduce_fx="max"`).
     Max,
+    /// The smallest of the epoch's values (`reduce_fx="min"`).
     Min,
 }
 
 /// One `ctx.log(...)` call; its builder methods set Lightning's `self.log` options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
+    /// The name it is logged under.
     pub name: String,
+    /// The logged value.
     pub value: f64,
+    /// Whether it is logged at every step (Lightning's `on_step`).
     pub on_step: bool,
+    /// Whether it is reduced over the epoch and logged at its end (Lightning's `on_epoch`).
     pub on_epoch: bool,
+    /// Whether the progress bar shows it (Lightning's `prog_bar`).
     pub prog_bar: bool,
+    /// Whether it goes to the logger; it reaches `callback_metrics` either way (Lightning's
+    /// `logger`).
     pub logger: bool,
+    /// How the epoch value is reduced (Lightning's `reduce_fx`).
     pub reduce: Reduce,
+    /// Its weight in the epoch mean: the batch's size unless set (Lightning's `batch_size`).
     pub batch_size: usize,
     /// Reduce the epoch value over every rank of a multi-process run.
     pub sync_dist: bool,
@@ -77,6 +89,7 @@ impl LogEntry {
 
 /// A value that can be logged: numbers and scalar tensors.
 pub trait LogValue {
+    /// The value as an `f64`.
     fn log_value(&self) -> f64;
 }
 
@@ -188,6 +201,7 @@ impl<E: Dtype, D: Device<E>> StepContext<E, D> {
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
+    /// The current epoch, counted from 0.
     pub fn current_epoch(&self) -> usize {
         self.epoch
     }

@@ -7,9 +7,13 @@ use crate::Result;
 /// The stage a `setup` / `teardown` call prepares for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// `fit`: training, with validation when the module has a `validation_step`.
     Fit,
+    /// `validate`: one pass over the validation loader.
     Validate,
+    /// `test`: one pass over the test loader.
     Test,
+    /// `predict`: `predict_step` over the prediction loader.
     Predict,
 }
 
@@ -40,24 +44,34 @@ pub trait DataModule: Hyperparameters {
     /// What one sample of every loader is; collated into the model's batch type.
     type Sample: Send + 'static;
 
+    /// Downloads or checks files (Lightning's `prepare_data`): called once per machine, by its
+    /// local rank 0, while the other ranks wait.
     fn prepare_data(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Loads and splits the data for `stage` (Lightning's `setup`): called on every rank, before
+    /// the stage's loaders are asked for.
     fn setup(&mut self, _stage: Stage) -> Result<()> {
         Ok(())
     }
+    /// Frees what `setup` made (Lightning's `teardown`): called after the stage's loop.
     fn teardown(&mut self, _stage: Stage) -> Result<()> {
         Ok(())
     }
+    /// The training loader (Lightning's `train_dataloader`); `fit` needs one.
     fn train_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
         Ok(None)
     }
+    /// The validation loader (Lightning's `val_dataloader`); `None` trains without validation, and
+    /// `validate` needs one.
     fn val_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
         Ok(None)
     }
+    /// The test loader (Lightning's `test_dataloader`); `test` needs one.
     fn test_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
         Ok(None)
     }
+    /// The prediction loader (Lightning's `predict_dataloader`); `predict` needs one.
     fn predict_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
         Ok(None)
     }
@@ -74,9 +88,13 @@ pub trait DataModule: Hyperparameters {
 
 /// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in.
 pub struct Loaders<S> {
+    /// The training loader.
     pub train: Option<DataLoader<S>>,
+    /// The validation loader.
     pub val: Option<DataLoader<S>>,
+    /// The test loader.
     pub test: Option<DataLoader<S>>,
+    /// The prediction loader.
     pub predict: Option<DataLoader<S>>,
 }
 
@@ -116,6 +134,7 @@ impl<S: Send + 'static> DataModule for Loaders<S> {
 /// What a `#[data_module]` loader method may return: `DataLoader<S>`, `Option<DataLoader<S>>`
 /// or `Result` of either.
 pub trait IntoLoader<S> {
+    /// The loader, `None` for no loader, or the error.
     fn into_loader(self) -> Result<Option<DataLoader<S>>>;
 }
 
@@ -137,6 +156,7 @@ impl<S, T: IntoLoader<S>> IntoLoader<S> for Result<T> {
 
 /// What a `#[data_module]` `state_dict` may return: a JSON value, or `Option` of one.
 pub trait IntoState {
+    /// The state to keep, `None` for none.
     fn into_state(self) -> Option<serde_json::Value>;
 }
 impl IntoState for serde_json::Value {
@@ -153,6 +173,7 @@ impl IntoState for Option<serde_json::Value> {
 /// What a `#[data_module]` `prepare_data` / `setup` / `teardown` / `load_state_dict` may
 /// return: `()` or `Result<()>`.
 pub trait IntoResult {
+    /// The value as a `Result<()>`.
     fn into_result(self) -> Result<()>;
 }
 impl IntoResult for () {

@@ -12,48 +12,82 @@ pub enum Error {
     /// A file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A data file exists but its contents are wrong (bad shape, bad value, bad row).
     #[error("{path}: {message}")]
-    Data { path: PathBuf, message: String },
+    Data {
+        /// The data file.
+        path: PathBuf,
+        /// What is wrong with it, and where in it.
+        message: String,
+    },
     /// A data file the program expects is not there.
     #[error("{message}")]
-    MissingData { path: PathBuf, message: String },
+    MissingData {
+        /// The path that does not exist.
+        path: PathBuf,
+        /// The whole message: the path, and how to get the data there.
+        message: String,
+    },
     /// A trainer, loader or optimizer setting is out of range or contradicts another.
     #[error("invalid setting `{setting}`: {message}")]
-    Config { setting: String, message: String },
+    Config {
+        /// The setting's name, as the user wrote it (`max_epochs`, `lr_scheduler.frequency`).
+        setting: String,
+        /// Why its value is refused.
+        message: String,
+    },
     /// The loss became NaN or infinite.
     #[error("the training loss is {value} at epoch {epoch}, step {step} (batch {batch}): training stopped so that no weights are overwritten with non-finite values")]
     NonFiniteLoss {
+        /// The loss `training_step` returned.
         value: f64,
+        /// The epoch it happened in (from 0).
         epoch: usize,
+        /// The optimizer steps taken before it (`global_step`).
         step: usize,
+        /// The batch's index in the epoch.
         batch: usize,
     },
     /// A step panicked — a layer refusing its input's run-time shape, an index out of range —
     /// and the run stopped with the panic's message instead of unwinding through the caller.
     #[error("{hook} panicked on batch {batch}: {message}")]
     StepPanicked {
+        /// The step that panicked: `training_step`, `validation_step`, `test_step`,
+        /// `predict_step` or `backward`.
         hook: &'static str,
+        /// The batch's index in the epoch.
         batch: usize,
+        /// The panic's message.
         message: String,
     },
     /// SLURM's requeue signal arrived: the run was saved to `checkpoint` and the job
     /// requeued; the job's next start resumes from the checkpoint.
     #[error("requeue signal at epoch {epoch}, step {step}: saved {}, job {job} requeued", checkpoint.display())]
     Requeued {
+        /// The HPC checkpoint the run was saved to.
         checkpoint: PathBuf,
+        /// The id of the SLURM job requeued (`JOB_TASK` for an array task).
         job: String,
+        /// The epoch the run stopped in (from 0).
         epoch: usize,
+        /// The optimizer steps taken (`global_step`).
         step: usize,
     },
     /// SIGTERM arrived: training stopped after the step in flight, with its logs flushed and
     /// every checkpoint whole.
     #[error("SIGTERM at epoch {epoch}, step {step}: training stopped after the step")]
-    Terminated { epoch: usize, step: usize },
+    Terminated {
+        /// The epoch the run stopped in (from 0).
+        epoch: usize,
+        /// The optimizer steps taken (`global_step`).
+        step: usize,
+    },
     /// A computation on the device failed (out of memory, driver error).
     #[error("device error: {0}")]
     Device(String),

@@ -12,6 +12,7 @@ pub struct HParams {
 }
 
 impl HParams {
+    /// An empty map.
     pub fn new() -> Self {
         Self::default()
     }
@@ -50,10 +51,12 @@ impl HParams {
         }
     }
 
+    /// The number of hyperparameters.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -63,6 +66,7 @@ impl HParams {
         self.entries.iter().map(|(n, v)| (n.as_str(), v))
     }
 
+    /// The names, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(n, _)| n.as_str())
     }
@@ -83,6 +87,7 @@ impl HParams {
 /// Implemented by `#[lightning_module]`, `#[module]` and `#[data_module]` for their
 /// `#[hparam]` fields (data modules: every field not marked `#[skip]`).
 pub trait Hyperparameters {
+    /// The hyperparameters, in declaration order.
     fn hparams(&self) -> HParams;
 }
 

@@ -48,6 +48,8 @@
 //! (convolution and pooling for stable Rust), [`models`] (ResNets), [`spec`] (layer
 //! specifications → dfdx modules), [`seed`].
 
+#![warn(missing_docs)]
+
 // The macros name `::fulmen`; inside this crate that is the crate itself.
 extern crate self as fulmen;
 

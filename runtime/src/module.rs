@@ -26,16 +26,24 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     const NAME: &'static str;
     /// Whether the module wrote a `validation_step` (without one the validation loop is skipped).
     const HAS_VALIDATION_STEP: bool = false;
+    /// Whether the module wrote a `test_step` (`test` refuses a module without one).
     const HAS_TEST_STEP: bool = false;
+    /// Whether the module wrote a `predict_step` (`predict` refuses a module without one).
     const HAS_PREDICT_STEP: bool = false;
 
     /// Computes the loss of one batch; the trainer runs backward and the optimizer on it.
     fn training_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>) -> Loss<E, D>;
 
+    /// Runs one validation batch (Lightning's `validation_step`): what it logs through `ctx` is
+    /// reduced over the epoch. By default, nothing.
     fn validation_step(&mut self, _batch: Self::Batch, _ctx: &mut StepContext<E, D>) {}
 
+    /// Runs one test batch (Lightning's `test_step`): what it logs through `ctx` is reduced over
+    /// the epoch. By default, nothing.
     fn test_step(&mut self, _batch: Self::Batch, _ctx: &mut StepContext<E, D>) {}
 
+    /// The prediction of one batch (Lightning's `predict_step`); `predict` returns them in order.
+    /// `#[lightning_module]` writes one returning `()` when the impl has none.
     fn predict_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>)
         -> Self::Prediction;
 

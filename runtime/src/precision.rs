@@ -29,9 +29,15 @@ use crate::{Error, Result};
 /// 65504, so 2^16 would overflow on the first step every time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossScaler {
+    /// The current loss scale: the loss is multiplied by it before the backward pass.
     pub scale: f64,
+    /// The scale is multiplied by this after `growth_interval` good steps in a row (`GradScaler`'s
+    /// `growth_factor`, default 2).
     pub growth_factor: f64,
+    /// The scale is multiplied by this after a step with a non-finite gradient (`GradScaler`'s
+    /// `backoff_factor`, default 0.5).
     pub backoff_factor: f64,
+    /// Good steps in a row before the scale grows (`GradScaler`'s `growth_interval`, default 2000).
     pub growth_interval: usize,
     growth_tracker: usize,
 }

@@ -41,6 +41,7 @@ pub struct Tail;
 /// The layer fields of a `#[lightning_module]` or `#[module]` struct, with their types as
 /// written (what `ModelSummary` prints in its Type column).
 pub trait Layers {
+    /// Each layer field's name and its type as written, in declaration order.
     const LAYERS: &'static [(&'static str, &'static str)];
 }
 

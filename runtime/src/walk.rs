@@ -7,7 +7,7 @@
 //! per visitor type. A visitor per pass multiplied that by the number of passes, and for deep
 //! models (a ResNet-50 in three dtypes) the walkers were most of the code the compiler
 //! generated. Here there are two visitors, one reading and one writing; a pass is a closure
-//! over [`Item`]s or [`ItemMut`]s.
+//! over `Item`s or `ItemMut`s.
 
 use std::any::Any;
 

@@ -63,6 +63,7 @@ impl EarlyStopping {
         self.patience = n;
         self
     }
+    /// Whether the metric improves downwards (`Min`, the default) or upwards (`Max`).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
@@ -97,9 +98,11 @@ impl EarlyStopping {
     pub fn stopped_epoch(&self) -> usize {
         self.state.stopped_epoch
     }
+    /// The best value of the metric so far (`None` before the first check).
     pub fn best_score(&self) -> Option<f64> {
         self.state.best_score.map(|s| s.0)
     }
+    /// Checks in a row without improvement so far.
     pub fn wait_count(&self) -> usize {
         self.state.wait_count
     }

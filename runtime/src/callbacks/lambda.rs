@@ -26,10 +26,12 @@ macro_rules! lambda_callback {
         }
 
         impl LambdaCallback {
+            /// A callback with no closures: every hook does nothing.
             pub fn new() -> Self {
                 Self::default()
             }
             $(
+                /// Sets the closure run at the hook this method is named after.
                 pub fn $p(mut self, f: impl FnMut(&mut TrainerView) + 'static) -> Self {
                     self.$p = Some(Box::new(f));
                     self

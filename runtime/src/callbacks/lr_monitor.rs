@@ -25,6 +25,8 @@ impl LearningRateMonitor {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Logs every epoch or every optimizer step instead of at the scheduler's interval (Lightning's
+    /// `logging_interval`).
     pub fn logging_interval(mut self, interval: Interval) -> Self {
         self.logging_interval = Some(interval);
         self

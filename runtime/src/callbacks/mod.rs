@@ -23,8 +23,10 @@ pub use timer::Timer;
 /// accuracy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
+    /// Lower is better, as for a loss (Lightning's `"min"`).
     #[default]
     Min,
+    /// Higher is better, as for an accuracy (Lightning's `"max"`).
     Max,
 }
 
@@ -41,6 +43,7 @@ impl Mode {
         }
     }
 
+    /// Lightning's name for the mode: `"min"` or `"max"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Min => "min",

@@ -94,6 +94,7 @@ impl ModelCheckpoint {
         self.monitor = Some(metric.to_string());
         self
     }
+    /// Whether `monitor` improves downwards (`Min`, the default) or upwards (`Max`).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self

@@ -21,6 +21,8 @@ pub struct Timer {
 }
 
 impl Timer {
+    /// A timer that stops training once it has trained for `duration`, earlier runs of a resumed
+    /// fit included.
     pub fn new(duration: Duration) -> Self {
         Self {
             duration,

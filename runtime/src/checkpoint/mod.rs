@@ -168,6 +168,7 @@ impl Checkpoint {
     pub fn module_name(&self) -> &str {
         &self.meta.module
     }
+    /// The version of fulmen that wrote it.
     pub fn fulmen_version(&self) -> &str {
         &self.meta.fulmen_version
     }
@@ -263,8 +264,11 @@ impl Checkpoint {
 /// or `best` (Lightning's `ckpt_path="last"` / `"best"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CkptPath {
+    /// The checkpoint file at this path.
     Path(PathBuf),
+    /// The newest `last*.ckpt` where the checkpoint callbacks keep theirs (`"last"`).
     Last,
+    /// The best checkpoint by the checkpoint callback's monitored metric (`"best"`).
     Best,
 }
 

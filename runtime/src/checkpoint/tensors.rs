@@ -12,8 +12,11 @@ use crate::{Error, FloatDtype, Result, TrainDevice};
 /// A dtype a checkpoint stores: f32 and f64 as themselves, half precision as F16. Reading
 /// converts between them, so a checkpoint of any precision loads into a module of any other.
 pub trait CkptDtype: Dtype + num_traits::Float {
+    /// The safetensors dtype it is stored as.
     const DTYPE: SDtype;
+    /// Appends its little-endian bytes to `out`.
     fn write(self, out: &mut Vec<u8>);
+    /// The value of its little-endian bytes.
     fn read(bytes: &[u8]) -> Self;
 }
 

@@ -11,7 +11,9 @@ use super::Labels;
 
 /// A CPU batch with its float tensors cast to `E2` on `D2`.
 pub trait CastBatch<E2: Dtype, D2> {
+    /// The batch in dtype `E2` on `D2`.
     type Out;
+    /// Moves the batch to `device` and casts its float tensors to `E2`.
     fn cast(self, device: &D2) -> Self::Out;
 }
 

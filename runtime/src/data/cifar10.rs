@@ -16,6 +16,7 @@ use crate::{Error, Result};
 
 /// The directory the official archive extracts to.
 pub const DIR: &str = "cifar-10-batches-bin";
+/// The five training files in [`DIR`], 10,000 images each.
 pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
@@ -23,7 +24,9 @@ pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_4.bin",
     "data_batch_5.bin",
 ];
+/// The test file in [`DIR`], 10,000 images.
 pub const TEST_FILE: &str = "test_batch.bin";
+/// The class names, by label.
 pub const CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -38,6 +41,7 @@ pub const CLASSES: [&str; 10] = [
 ];
 /// Per-channel mean and standard deviation of the training images (pixels in 0..1).
 pub const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// Per-channel standard deviation of the training images (pixels in 0..1).
 pub const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 /// Where the archive can be downloaded.
 pub const URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
@@ -176,18 +180,22 @@ impl Cifar10 {
             splits: Splits::default(),
         }
     }
+    /// The number of training images held out for validation (default 5000).
     pub fn val_size(mut self, n: usize) -> Self {
         self.val_size = n;
         self
     }
+    /// The seed of the validation split, the shuffle and the augmentation (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
+    /// Whether training images are randomly cropped and flipped (default on).
     pub fn augment(mut self, on: bool) -> Self {
         self.augment = on;
         self
     }
+    /// The loaders' worker threads (default 0: batches are made on the training thread).
     pub fn num_workers(mut self, n: usize) -> Self {
         self.num_workers = n;
         self

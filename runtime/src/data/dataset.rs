@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 /// Random access to samples, as PyTorch's map-style `Dataset`.
 pub trait Dataset: Send + Sync {
+    /// One sample.
     type Item: Send + 'static;
     /// The number of samples.
     fn len(&self) -> usize;
@@ -13,6 +14,7 @@ pub trait Dataset: Send + Sync {
     fn get_in_epoch(&self, index: usize, _epoch: usize) -> Self::Item {
         self.get(index)
     }
+    /// Whether the dataset has no samples.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -33,12 +35,14 @@ impl<T> Clone for InMemoryDataset<T> {
 }
 
 impl<T> InMemoryDataset<T> {
+    /// A dataset of `items`, in order.
     pub fn new(items: Vec<T>) -> Self {
         Self {
             items: items.into(),
         }
     }
 
+    /// The samples, in order.
     pub fn items(&self) -> &[T] {
         &self.items
     }

@@ -31,9 +31,11 @@ impl<const C: usize> Image<C> {
             width,
         })
     }
+    /// The height in pixels.
     pub fn height(&self) -> usize {
         self.height
     }
+    /// The width in pixels.
     pub fn width(&self) -> usize {
         self.width
     }
@@ -41,6 +43,7 @@ impl<const C: usize> Image<C> {
     pub fn pixels(&self) -> &[f32] {
         &self.pixels
     }
+    /// The pixels, CHW, to change in place.
     pub fn pixels_mut(&mut self) -> &mut [f32] {
         &mut self.pixels
     }

@@ -14,6 +14,7 @@ impl<const C: usize> Class<C> {
         (index < C).then_some(Class(index))
     }
 
+    /// The class index, in `0..C`.
     pub fn index(self) -> usize {
         self.0
     }
@@ -27,23 +28,28 @@ pub struct Labels<const C: usize, D> {
 }
 
 impl<const C: usize, D> Labels<C, D> {
+    /// Labels from class indices on `device`; each must be in `0..C` (checked in debug builds).
     pub fn new(indices: Vec<usize>, device: D) -> Self {
         debug_assert!(indices.iter().all(|&i| i < C));
         Self { indices, device }
     }
 
+    /// The class indices, one per sample.
     pub fn indices(&self) -> &[usize] {
         &self.indices
     }
 
+    /// The class indices, taking the labels apart.
     pub fn into_indices(self) -> Vec<usize> {
         self.indices
     }
 
+    /// The number of labels (the batch's size).
     pub fn len(&self) -> usize {
         self.indices.len()
     }
 
+    /// Whether there are no labels.
     pub fn is_empty(&self) -> bool {
         self.indices.is_empty()
     }

@@ -107,6 +107,7 @@ impl<S: Send + 'static> DataLoader<S> {
         self.seed
     }
 
+    /// The number of samples per batch (the last may have fewer unless `drop_last`).
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
@@ -129,6 +130,7 @@ impl<S: Send + 'static> DataLoader<S> {
         }
     }
 
+    /// Whether an epoch has no batches.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -11,7 +11,9 @@ use crate::{Error, Result};
 /// A numeric array read from an archive, converted to `f64`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
+    /// The array's shape, as NumPy's `shape`.
     pub shape: Vec<usize>,
+    /// The values in C (row-major) order.
     pub data: Vec<f64>,
 }
 

@@ -37,8 +37,11 @@ pub(crate) fn open_cuda(ordinal: usize, seed: u64) -> Result<Cuda> {
 /// Which hardware the trainer runs on, as named by Lightning's `accelerator` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accelerator {
+    /// The CPU (`"cpu"`).
     Cpu,
+    /// NVIDIA GPUs through CUDA (`"gpu"` or `"cuda"`); needs the `cuda` feature.
     Gpu,
+    /// A GPU when the driver reports one, else the CPU (`"auto"`).
     Auto,
 }
 
@@ -61,8 +64,11 @@ impl std::str::FromStr for Accelerator {
 /// ordinals (`"1"` is one device, `"1,"` or `"[1]"` the device with ordinal 1), or `"auto"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Devices {
+    /// One device per process: device 0, or under DDP the local rank's GPU (`"auto"` or `-1`).
     Auto,
+    /// This many devices, ordinals `0..n`; more than one needs one process per device.
     Count(usize),
+    /// The devices with these ordinals.
     Ordinals(Vec<usize>),
 }
 
@@ -117,7 +123,9 @@ impl std::str::FromStr for Devices {
 /// Where a run goes: the CPU, or the CUDA device with this ordinal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunDevice {
+    /// The CPU.
     Cpu,
+    /// The CUDA device with this ordinal.
     Cuda(usize),
 }
 

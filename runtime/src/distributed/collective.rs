@@ -9,14 +9,19 @@ use crate::Result;
 
 /// Operations every rank calls in the same order.
 pub trait Collective: Send {
+    /// This process's rank, `0..world_size()`.
     fn rank(&self) -> usize;
+    /// The number of processes in the run.
     fn world_size(&self) -> usize;
     /// Sums `values` element-wise across ranks; every rank ends with the sum.
     fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()>;
+    /// Sums `values` element-wise across ranks, in f64; every rank ends with the sum.
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
     /// Sums `values` element-wise onto rank `root` (the others' `values` are left as they
     /// were).
     fn reduce_sum_f32(&self, root: usize, values: &mut [f32]) -> Result<()>;
+    /// Sums `values` element-wise onto rank `root`, in f64 (the others' `values` are left as they
+    /// were).
     fn reduce_sum_f64(&self, root: usize, values: &mut [f64]) -> Result<()>;
     /// The element-wise maximum across ranks.
     fn all_reduce_max_f64(&self, values: &mut [f64]) -> Result<()>;

@@ -22,6 +22,7 @@ pub enum Launcher {
 /// This process's place in the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterEnv {
+    /// Who started the processes.
     pub launcher: Launcher,
     /// Processes in the run.
     pub world_size: usize,
@@ -31,11 +32,14 @@ pub struct ClusterEnv {
     pub local_rank: usize,
     /// This process's node, `0..num_nodes`.
     pub node_rank: usize,
+    /// Nodes in the run.
     pub num_nodes: usize,
     /// Processes per node, when the launcher says.
     pub tasks_per_node: Option<usize>,
     /// The host and port of rank 0 (where a GPU run's NCCL id is shared).
     pub master_addr: String,
+    /// The port of rank 0 (`MASTER_PORT`; by default 29500, or under SLURM 15000 plus the last four
+    /// digits of the job id).
     pub master_port: u16,
     /// The SLURM job, for requeueing.
     pub job_id: Option<String>,
@@ -149,6 +153,7 @@ impl ClusterEnv {
         Ok(env)
     }
 
+    /// Whether this is rank 0, the process that logs and writes checkpoints.
     pub fn is_global_zero(&self) -> bool {
         self.global_rank == 0
     }

@@ -2,7 +2,7 @@
 //! ([`ClusterEnv`]), what the ranks share ([`Strategy`]), and the collectives that keep them
 //! in step ([`Collective`]: MPI on CPUs with the `mpi` feature, NCCL on GPUs with `nccl`).
 //! A GPU run of several devices started as one process starts its other ranks itself
-//! ([`launch`]), as Lightning does.
+//! (`launch`), as Lightning does.
 //!
 //! Under DDP every rank starts from rank 0's weights, trains on its own share of each epoch
 //! (the loaders' distributed sampler), and before each optimizer step sums the gradients

@@ -210,7 +210,9 @@ pub mod modules {
         E: Dtype,
         D: Device<E>,
     > {
+        /// The kernels, `[OUT, IN / groups, K, K]` (`G` is the input channels per group).
         pub weight: Weight<G, OUT, K, E, D>,
+        /// The bias, one value per output channel.
         pub bias: Bias<OUT, E, D>,
     }
 
@@ -227,6 +229,7 @@ pub mod modules {
         E: Dtype,
         D: Device<E>,
     > {
+        /// The kernels, `[OUT, IN / groups, K, K]` (`G` is the input channels per group).
         pub weight: Weight<G, OUT, K, E, D>,
     }
 }

@@ -59,7 +59,9 @@ pub mod modules {
     /// The branches of `relu(f(x) + r(x))`.
     #[derive(Debug, Clone)]
     pub struct GeneralizedResidualReLU<F, R> {
+        /// The branch `f`.
         pub f: F,
+        /// The branch `r`, in place of the identity.
         pub r: R,
     }
 }

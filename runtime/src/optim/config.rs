@@ -3,9 +3,13 @@ use crate::{Error, Result};
 /// Which update rule an [`Optim`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OptimKind {
+    /// `torch.optim.SGD`.
     Sgd,
+    /// `torch.optim.Adam`.
     Adam,
+    /// `torch.optim.AdamW`.
     AdamW,
+    /// `torch.optim.RMSprop`.
     RmsProp,
 }
 
@@ -62,14 +66,18 @@ impl Optim {
         Self::with(OptimKind::RmsProp, lr)
     }
 
+    /// `torch.optim.SGD`'s and `RMSprop`'s `momentum` (default 0).
     pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
+    /// `torch.optim.SGD`'s `dampening` (default 0).
     pub fn dampening(mut self, dampening: f64) -> Self {
         self.dampening = dampening;
         self
     }
+    /// `torch.optim.SGD`'s `nesterov` (default false); it needs a momentum above 0 and no
+    /// dampening.
     pub fn nesterov(mut self, nesterov: bool) -> Self {
         self.nesterov = nesterov;
         self
@@ -79,10 +87,13 @@ impl Optim {
         self.weight_decay = weight_decay;
         self
     }
+    /// `torch.optim.Adam`'s and `AdamW`'s `betas` (default (0.9, 0.999)), each in [0, 1).
     pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
         self.betas = (beta1, beta2);
         self
     }
+    /// `torch.optim.Adam`'s, `AdamW`'s and `RMSprop`'s `eps`, added to the denominator (default
+    /// 1e-8).
     pub fn eps(mut self, eps: f64) -> Self {
         self.eps = eps;
         self
@@ -92,6 +103,8 @@ impl Optim {
         self.alpha = alpha;
         self
     }
+    /// `torch.optim.RMSprop`'s `centered` (default false): normalize by the gradient's estimated
+    /// variance instead of its mean square.
     pub fn centered(mut self, centered: bool) -> Self {
         self.centered = centered;
         self
@@ -135,9 +148,11 @@ impl Optim {
         self.eps
     }
 
+    /// Which update rule it applies.
     pub fn kind(&self) -> OptimKind {
         self.kind
     }
+    /// The learning rate (`lr`).
     pub fn lr(&self) -> f64 {
         self.lr
     }

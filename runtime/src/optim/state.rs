@@ -32,6 +32,8 @@ type HostState<E> = Vec<(String, Vec<Vec<E>>)>;
 type Shards<'a> = (&'a dyn crate::distributed::Collective, &'a [(usize, usize)]);
 
 impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
+    /// An optimizer with the settings `config` and no buffers yet; refuses the settings PyTorch
+    /// refuses.
     pub fn new(config: Optim) -> Result<Self> {
         config.validate()?;
         Ok(Self {
@@ -43,6 +45,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         })
     }
 
+    /// Its settings, at the current learning rate.
     pub fn config(&self) -> &Optim {
         &self.config
     }

@@ -85,7 +85,9 @@ impl TrainerBuilder {
         limit_train_batches: impl Into<Limit> => into;
         /// Validation batches per validation run.
         limit_val_batches: impl Into<Limit> => into;
+        /// Test batches per test run.
         limit_test_batches: impl Into<Limit> => into;
+        /// Prediction batches per prediction run.
         limit_predict_batches: impl Into<Limit> => into;
         /// Validate every n training batches, or this fraction of an epoch (default 1.0).
         val_check_interval: impl Into<Limit> => into;
@@ -105,6 +107,7 @@ impl TrainerBuilder {
         accumulate_grad_batches: usize => plain;
         /// Clip gradients before each step, by norm (default) or value.
         gradient_clip_val: f64 => some;
+        /// How `gradient_clip_val` clips: by the gradients' total norm (the default) or by value.
         gradient_clip_algorithm: ClipAlgorithm => plain;
         /// Stop with an error when the loss is NaN or infinite (default on).
         check_finite_loss: bool => plain;
@@ -134,7 +137,7 @@ impl TrainerBuilder {
     }
     /// "auto" (the default: DDP when a launcher started several processes), "single_device",
     /// "ddp", "fsdp:NO_SHARD" / "fsdp:SHARD_GRAD_OP", "deepspeed_stage_1|2" (see
-    /// [`Strategy`]).
+    /// [`Strategy`](crate::distributed::Strategy)).
     pub fn strategy(mut self, strategy: &str) -> Self {
         self.strategy = strategy.to_string();
         self
@@ -183,6 +186,7 @@ impl TrainerBuilder {
         self.default_root_dir = dir.into();
         self
     }
+    /// Show the progress bar (default on; only rank 0 shows one).
     pub fn enable_progress_bar(mut self, on: bool) -> Self {
         self.enable_progress_bar = on;
         self

@@ -93,6 +93,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// A [`TrainerBuilder`] with Lightning's defaults, to set the trainer's flags on.
     pub fn builder() -> TrainerBuilder {
         TrainerBuilder::default()
     }

@@ -10,7 +10,9 @@ use crate::{Error, Result};
 /// `int` or `float` for `limit_*_batches`, `val_check_interval`, `overfit_batches`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
+    /// This many batches (all of them if the loader has fewer).
     Count(usize),
+    /// This fraction of the loader's batches, in [0, 1], rounded down.
     Fraction(f64),
 }
 

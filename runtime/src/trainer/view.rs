@@ -13,6 +13,7 @@ use crate::{Error, FloatDtype, Result, TrainDevice};
 pub struct ParamInfo {
     /// The dotted path, `layer_1.weight`.
     pub name: String,
+    /// Its shape, outermost dimension first.
     pub shape: Vec<usize>,
     /// Whether the optimizer updates it (buffers such as running means are not).
     pub trainable: bool,
@@ -147,9 +148,11 @@ impl TrainerView {
     pub fn is_global_zero(&self) -> bool {
         self.global_rank == 0
     }
+    /// The epoch limit (`max_epochs`; 1000 when neither it nor `max_steps` was set).
     pub fn max_epochs(&self) -> Option<usize> {
         self.max_epochs
     }
+    /// The optimizer-step limit (`max_steps`), if one was set.
     pub fn max_steps(&self) -> Option<usize> {
         self.max_steps
     }
@@ -192,6 +195,7 @@ impl TrainerView {
     pub fn request_stop(&mut self) {
         self.should_stop = true;
     }
+    /// Whether a stop was requested (Lightning's `trainer.should_stop`).
     pub fn should_stop(&self) -> bool {
         self.should_stop
     }

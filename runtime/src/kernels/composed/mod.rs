@@ -10,7 +10,7 @@
 //! be checked on a GPU.
 //!
 //! Each layer of more than one op (convolution, batch norm, pooling, the residual add + ReLU)
-//! is recorded as a [`segment`], on a tape of its own spliced into the caller's: dfdx keeps
+//! is recorded as a `segment`, on a tape of its own spliced into the caller's: dfdx keeps
 //! every gradient of a backward until it ends, and a segment frees those of its intermediate
 //! tensors as soon as its own backward is done. Grouped convolutions (depthwise) take the host
 //! kernel's path, through copies.

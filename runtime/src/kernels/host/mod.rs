@@ -1,12 +1,11 @@
 //! [`Host`]: fulmen's own kernels on host memory, spread over rayon's threads. f64 tensors
 //! compute in f64 and every other dtype (f32, and half precision as dfdx's AMP does) in f32.
-//! On the CPU a tensor's values are read in place ([`buf`]); on other devices they are copied
+//! On the CPU a tensor's values are read in place (`buf`); on other devices they are copied
 //! to the host and back, which only the composed kernels' fallbacks do (grouped
 //! convolutions on CUDA).
 //!
-//! Layers compute as chains of [`HostLayer`](chain::HostLayer)s ([`chain`]): a lone layer is a
-//! chain of one, a fused sequence the chain of its ops, so that the values between them never
-//! become dfdx tensors.
+//! Layers compute as chains of `HostLayer`s (`chain`): a lone layer is a chain of one, a fused
+//! sequence the chain of its ops, so that the values between them never become dfdx tensors.
 
 pub(crate) mod buf;
 pub(crate) mod chain;

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! An event file is a sequence of TFRecords (length, masked CRC-32C of the length, an `Event`
-//! protocol buffer, masked CRC-32C of it); the messages are in [`proto`].
+//! protocol buffer, masked CRC-32C of it); the messages are in `proto`.
 
 mod proto;
 
