@@ -11,7 +11,7 @@ mod dtype;
 mod host;
 mod select;
 
-pub(crate) use dtype::is_half;
+pub(crate) use dtype::{is_half, of_f64};
 pub use dtype::{FloatDtype, Half};
 pub use host::{HostAccess, InHostMemory};
 #[cfg(feature = "cuda")]

@@ -6,7 +6,7 @@ use dfdx::tensor_ops::{BroadcastTo, TryAdd, TryDiv, TryMul, TrySub};
 
 use super::planes::Planes;
 use super::segment::{segment, Handle};
-use crate::device::{FloatDtype, HostAccess};
+use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::kernels::seam::Normalized;
 use crate::shapes::Images;
 use crate::{Error, Result};
@@ -37,7 +37,7 @@ fn batch_norm_train_ops<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C:
 ) -> Result<Normalized<C, E, D, T>> {
     let (n, _, h, w) = *x.shape();
     let planes = Planes::new(x.device(), (n, h, w));
-    let eps = E::from(epsilon).unwrap_or_else(E::nan);
+    let eps = of_f64::<E>(epsilon);
     let mean = planes.mean(x.retaped::<T>())?;
     let mean_value = mean.retaped::<NoneTape>();
     let centred = x.try_sub(planes.spread(mean)?)?;
@@ -62,7 +62,7 @@ pub fn batch_norm_eval<E: FloatDtype, D: HostAccess<E>, const C: usize>(
     epsilon: f64,
 ) -> Result<Images<C, E, D>> {
     let shape = *x.shape();
-    let eps = E::from(epsilon).unwrap_or_else(E::nan);
+    let eps = of_f64::<E>(epsilon);
     let scale = weight
         .clone()
         .try_div(var.clone().try_add(eps)?.try_sqrt()?)?;

@@ -7,7 +7,7 @@ use dfdx::shapes::{Axes3, Const, Dim, HasShape, Rank1};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{BroadcastTo, MeanTo, ReshapeTo, TryMatMul};
 
-use crate::device::{is_half, FloatDtype, HostAccess};
+use crate::device::{is_half, of_f64, FloatDtype, HostAccess};
 use crate::shapes::Images;
 use crate::Result;
 
@@ -29,7 +29,7 @@ fn constant<E: FloatDtype, D: HostAccess<E>>(
     (rows, cols): (usize, usize),
     value: f64,
 ) -> Result<Tensor<(usize, usize), E, D>> {
-    let v = E::from(value).unwrap_or_else(E::nan);
+    let v = of_f64::<E>(value);
     dev.try_tensor_from_vec(vec![v; rows * cols], (rows, cols))
         .map_err(crate::Error::from)
 }

@@ -7,7 +7,7 @@ use dfdx::tensor_ops::{MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryMatMul
 
 use super::conv::{windows, Dyn3};
 use super::segment::segment;
-use crate::device::{FloatDtype, HostAccess};
+use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::shapes::{ConvGeom, Images};
 use crate::{Error, Result};
 
@@ -76,7 +76,7 @@ pub fn adaptive_avg_pool2d<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const
     for oy in 0..out_h {
         for ox in 0..out_w {
             let (rows, cols) = (span(oy, h, out_h), span(ox, w, out_w));
-            let share = E::from(1.0 / (rows.len() * cols.len()) as f64).unwrap_or_else(E::nan);
+            let share = of_f64::<E>(1.0 / (rows.len() * cols.len()) as f64);
             for iy in rows {
                 for ix in cols.clone() {
                     avg[(iy * w + ix) * out_h * out_w + oy * out_w + ox] = share;

@@ -7,7 +7,7 @@ use dfdx::shapes::{HasShape, Rank0};
 use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, ReshapeTo, SumTo, TryAdd, TryMatMul, TryMul};
 
-use crate::device::{is_half, FloatDtype, Half, HostAccess};
+use crate::device::{is_half, of_f64, FloatDtype, Half, HostAccess};
 use crate::kernels::{Flat, GradSum, Total};
 use crate::walk::{self, AnyTensor, Item};
 use crate::{Error, Result};
@@ -43,7 +43,7 @@ pub(crate) fn grad_sum<E: FloatDtype, D: HostAccess<E>>(
     }
     // Half precision: a product (see `is_half`).
     if is_half::<E>() {
-        let g = g.try_mul(E::from(HALF_SQUARES_SCALE).unwrap_or_else(E::nan))?;
+        let g = g.try_mul(of_f64::<E>(HALF_SQUARES_SCALE))?;
         return total.add_device(inner(g.clone(), g)?, HALF_SQUARES_SCALE.powi(-2));
     }
     total.add_device(g.try_square()?.try_sum()?, 1.0)

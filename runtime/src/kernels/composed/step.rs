@@ -9,7 +9,7 @@
 use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::{TryAdd, TryDiv, TryMul, TrySub};
 
-use crate::device::{FloatDtype, HostAccess};
+use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::kernels::{Flat, StepRule};
 use crate::optim::{Clip, Optim, OptimKind};
 use crate::walk::AnyTensorMut;
@@ -49,10 +49,6 @@ fn clipped<E: FloatDtype, D: HostAccess<E>>(
 
 /// `(keep, update, scale)`: the parameter becomes `p·keep − update·scale`.
 type Rule<E, D> = std::result::Result<(f64, Flat<E, D>, f64), <D as dfdx::tensor::HasErr>::Err>;
-
-fn c<E: FloatDtype>(x: f64) -> E {
-    E::from(x).unwrap_or_else(E::nan)
-}
 
 /// The gradient with L2 weight decay added (`d += wd * p`).
 fn decayed<E: FloatDtype, D: HostAccess<E>>(
@@ -114,13 +110,13 @@ fn adam<E: FloatDtype, D: HostAccess<E>>(
     let (m, v) = (&mut m[0], &mut v[0]);
     // exp_avg.lerp_(grad, 1 - beta1)
     m.try_axpy(1.0, &g.clone().try_sub(m.clone())?, 1.0 - b1)?;
-    let squared = g.clone().try_mul(c::<E>(1.0 - b2))?.try_mul(g)?;
+    let squared = g.clone().try_mul(of_f64::<E>(1.0 - b2))?.try_mul(g)?;
     v.try_axpy(b2, &squared, 1.0)?;
     let denom = v
         .clone()
         .try_sqrt()?
-        .try_div(c::<E>(bias_correction2.sqrt()))?
-        .try_add(c::<E>(o.eps))?;
+        .try_div(of_f64::<E>(bias_correction2.sqrt()))?
+        .try_add(of_f64::<E>(o.eps))?;
     let update = m.clone().try_div(denom)?;
     Ok((keep, update, o.lr / bias_correction1))
 }
@@ -137,15 +133,15 @@ fn rmsprop<E: FloatDtype, D: HostAccess<E>>(
     let (sa, rest) = buffers.split_at_mut(1);
     let (mb, ga) = rest.split_at_mut(1);
     let (sa, mb, ga) = (&mut sa[0], &mut mb[0], &mut ga[0]);
-    let one_minus_alpha = c::<E>(1.0 - o.alpha);
+    let one_minus_alpha = of_f64::<E>(1.0 - o.alpha);
     let squared = g.clone().try_mul(one_minus_alpha)?.try_mul(g.clone())?;
     sa.try_axpy(o.alpha, &squared, 1.0)?;
     let avg = if o.centered {
         ga.try_axpy(1.0, &g.clone().try_sub(ga.clone())?, 1.0 - o.alpha)?;
         let variance = sa.clone().try_sub(ga.clone().try_mul(ga.clone())?)?;
-        variance.try_sqrt()?.try_add(c::<E>(o.eps))?
+        variance.try_sqrt()?.try_add(of_f64::<E>(o.eps))?
     } else {
-        sa.clone().try_sqrt()?.try_add(c::<E>(o.eps))?
+        sa.clone().try_sqrt()?.try_add(of_f64::<E>(o.eps))?
     };
     let update = if o.momentum > 0.0 {
         mb.try_axpy(o.momentum, &g.try_div(avg)?, 1.0)?;

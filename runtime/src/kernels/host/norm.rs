@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::chain::{self, Dims, HostLayer, LayerBackward};
 use super::values::{add_grad, lane_sums, on_host, HostFloat, IntoValues, Values, ValuesMut};
-use crate::device::{FloatDtype, HostAccess};
+use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::kernels::{NormState, Normalized};
 use crate::shapes::{realize, Images};
 use crate::{Error, Result};
@@ -178,10 +178,7 @@ fn per_channel<E: FloatDtype, D: HostAccess<E>>(
     dev: &D,
     values: &[f64],
 ) -> Result<Tensor<(usize,), E, D>> {
-    let v = values
-        .iter()
-        .map(|&x| E::from(x).unwrap_or_else(E::nan))
-        .collect();
+    let v = values.iter().map(|&x| of_f64(x)).collect();
     Ok(dev.try_tensor_from_vec(v, (values.len(),))?)
 }
 

@@ -5,7 +5,7 @@ use dfdx::shapes::{Const, HasShape};
 use dfdx::tensor::{PutTape, SplitTape, Tape};
 
 use super::values::{accumulate_grad, on_backward, on_host, HostFloat};
-use crate::device::{FloatDtype, HostAccess};
+use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::shapes::{Images, PoolKind};
 use crate::Result;
 
@@ -135,7 +135,7 @@ fn pool<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
                             .map(|i| src[i].to_f64().unwrap_or(f64::NAN))
                             .sum();
                         let div = g.divisor(rows.len(), cols.len());
-                        out.push(E::from(sum / div as f64).unwrap_or_else(E::nan));
+                        out.push(of_f64(sum / div as f64));
                     }
                 }
             }

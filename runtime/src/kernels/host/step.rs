@@ -5,15 +5,11 @@
 
 use dfdx::tensor::Gradients;
 
-use crate::device::{FloatDtype, HostAccess};
+use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::kernels::{Flat, Scratch, StepRule};
 use crate::optim::{Optim, OptimKind};
 use crate::walk::AnyTensorMut;
 use crate::Result;
-
-fn c<E: FloatDtype>(x: f64) -> E {
-    E::from(x).unwrap_or_else(E::nan)
-}
 
 /// One step of `param`: its gradient clipped in place, then the rule on host copies of its
 /// values and `buffers` (in [`StepRule::buffers`]' order), which are written back.
@@ -61,10 +57,10 @@ fn apply<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut 
 /// `torch.optim.SGD`.
 fn sgd<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], buf: &mut [E]) {
     let (lr, wd, mu, damp) = (
-        c::<E>(o.lr),
-        c::<E>(o.weight_decay),
-        c::<E>(o.momentum),
-        c::<E>(1.0 - o.dampening),
+        of_f64::<E>(o.lr),
+        of_f64::<E>(o.weight_decay),
+        of_f64::<E>(o.momentum),
+        of_f64::<E>(1.0 - o.dampening),
     );
     for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
         let mut d = g;
@@ -84,16 +80,16 @@ fn adam<E: FloatDtype>(o: &Optim, step: u64, p: &mut [E], g: &[E], m: &mut [E], 
     let (b1, b2) = o.betas;
     let bias_correction1 = 1.0 - b1.powf(step as f64);
     let bias_correction2 = 1.0 - b2.powf(step as f64);
-    let step_size: E = c(o.lr / bias_correction1);
-    let bc2_sqrt: E = c(bias_correction2.sqrt());
+    let step_size: E = of_f64(o.lr / bias_correction1);
+    let bc2_sqrt: E = of_f64(bias_correction2.sqrt());
     let (one_minus_b1, b2e, one_minus_b2, eps) = (
-        c::<E>(1.0 - b1),
-        c::<E>(b2),
-        c::<E>(1.0 - b2),
-        c::<E>(o.eps),
+        of_f64::<E>(1.0 - b1),
+        of_f64::<E>(b2),
+        of_f64::<E>(1.0 - b2),
+        of_f64::<E>(o.eps),
     );
     let decoupled = o.kind == OptimKind::AdamW;
-    let (wd, decay): (E, E) = (c(o.weight_decay), c(1.0 - o.lr * o.weight_decay));
+    let (wd, decay): (E, E) = (of_f64(o.weight_decay), of_f64(1.0 - o.lr * o.weight_decay));
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         let mut g = g;
         if decoupled {
@@ -118,12 +114,12 @@ fn rmsprop<E: FloatDtype>(
     grad_avg: &mut [E],
 ) {
     let (lr, wd, alpha, one_minus_alpha, eps, mu) = (
-        c::<E>(o.lr),
-        c::<E>(o.weight_decay),
-        c::<E>(o.alpha),
-        c::<E>(1.0 - o.alpha),
-        c::<E>(o.eps),
-        c::<E>(o.momentum),
+        of_f64::<E>(o.lr),
+        of_f64::<E>(o.weight_decay),
+        of_f64::<E>(o.alpha),
+        of_f64::<E>(1.0 - o.alpha),
+        of_f64::<E>(o.eps),
+        of_f64::<E>(o.momentum),
     );
     for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
         let mut g = g;
