@@ -68,10 +68,14 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
             }
         })
     });
+    with_data_module(model, quote!(#(#wrappers)*))
+}
+
+/// The impl as written and `DataModule` for its type, with `methods`, its sample type that of
+/// the first loader that names one.
+fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
     let item = &model.item;
-    let sample = model
-        .sample()
-        .map_or_else(|| quote!(()), |t| t.into_token_stream());
+    let sample = (model.sample()).map_or_else(|| quote!(()), |t| t.into_token_stream());
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let self_ty = &item.self_ty;
     quote! {
@@ -79,7 +83,7 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
 
         impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
             type Sample = #sample;
-            #(#wrappers)*
+            #methods
         }
     }
 }
@@ -88,20 +92,8 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
 /// (the sample type of the first loader that names one, every method its default), so that
 /// code using the data module reports nothing more.
 pub(crate) fn fallback(model: &DataImpl) -> TokenStream {
-    let item = &model.item;
-    if item.trait_.is_some() {
-        return item.to_token_stream();
-    }
-    let sample = model
-        .sample()
-        .map_or_else(|| quote!(()), |t| t.into_token_stream());
-    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
-    let self_ty = &item.self_ty;
-    quote! {
-        #item
-
-        impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
-            type Sample = #sample;
-        }
+    match model.item.trait_ {
+        Some(_) => model.item.to_token_stream(),
+        None => with_data_module(model, TokenStream::new()),
     }
 }

@@ -28,6 +28,7 @@ use dfdx::nn::TensorCollection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub(crate) use tensors::Ckpt;
 pub use tensors::CkptDtype;
 
 use crate::hparams::HParams;

@@ -10,7 +10,9 @@ use dfdx::tensor_ops::{
 
 use super::planes::Planes;
 use super::segment::{segment, Handle};
+use super::Composed;
 use crate::device::{FloatDtype, HostAccess};
+use crate::kernels::{Conv, Host};
 use crate::shapes::{ConvGeom, Dyn4};
 use crate::{Error, Result};
 
@@ -77,20 +79,22 @@ pub(super) fn windows<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
     padded.try_gather(idx).map_err(Error::from)
 }
 
-/// 2-D convolution (one group) on any device: im2col as a gather, then one matrix product;
-/// a segment.
-pub fn conv2d<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
-    x: Dyn4<E, D, T>,
-    weight: &Dyn4<E, D>,
-    bias: Option<&Tensor<(usize,), E, D>>,
-    g: &ConvGeom,
-) -> Result<Dyn4<E, D, T>> {
-    if g.groups != 1 {
-        return Err(Error::msg("composed conv2d: one group only"));
+impl<E: FloatDtype, D: HostAccess<E>> Conv<E, D> for Composed {
+    /// One group: im2col as a gather, then one matrix product, as a segment. More groups
+    /// (depthwise): the host kernel, through copies.
+    fn conv2d<T: Tape<E, D>>(
+        x: Dyn4<E, D, T>,
+        weight: &Dyn4<E, D>,
+        bias: Option<&Tensor<(usize,), E, D>>,
+        g: &ConvGeom,
+    ) -> Result<Dyn4<E, D, T>> {
+        if g.groups != 1 {
+            return Host::conv2d(x, weight, bias, g);
+        }
+        let mut params: Vec<Box<dyn Handle<E, D>>> = vec![Box::new(weight.clone())];
+        params.extend(bias.map(|b| Box::new(b.clone()) as Box<dyn Handle<E, D>>));
+        segment([x], params, |[x]| conv2d_ops(x, weight, bias, g))
     }
-    let mut params: Vec<Box<dyn Handle<E, D>>> = vec![Box::new(weight.clone())];
-    params.extend(bias.map(|b| Box::new(b.clone()) as Box<dyn Handle<E, D>>));
-    segment([x], params, |[x]| conv2d_ops(x, weight, bias, g))
 }
 
 fn conv2d_ops<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(

@@ -7,23 +7,38 @@ use dfdx::tensor_ops::{MaxTo, MeanTo, PermuteTo, RealizeTo, ReshapeTo, TryMatMul
 
 use super::conv::{windows, Dyn3};
 use super::segment::segment;
+use super::Composed;
 use crate::device::{of_f64, FloatDtype, HostAccess};
-use crate::shapes::{ConvGeom, Images};
+use crate::kernels::Pool;
+use crate::shapes::{ConvGeom, Images, PoolKind};
 use crate::{Error, Result};
 
-/// Max or average pooling over square windows (averages count the padding, as PyTorch's
-/// `count_include_pad=True`); a segment. Max pooling's gradient goes to every input equal
-/// to the window's maximum (dfdx's rule), where the host kernel gives it to the first.
-pub fn pool2d<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
-    x: Images<C, E, D, T>,
-    max: bool,
-    k: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<Images<C, E, D, T>> {
-    segment([x], Vec::new(), |[x]| {
-        pool2d_ops(x, max, k, stride, padding)
-    })
+impl<E: FloatDtype, D: HostAccess<E>> Pool<E, D> for Composed {
+    /// The windows gathered, then reduced; a segment. Max pooling's gradient goes to every
+    /// input equal to the window's maximum (dfdx's rule), where the host kernel gives it to
+    /// the first.
+    fn pool2d<T: Tape<E, D>, const C: usize>(
+        x: Images<C, E, D, T>,
+        kind: PoolKind,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Images<C, E, D, T>> {
+        let max = kind == PoolKind::Max;
+        segment([x], Vec::new(), |[x]| {
+            pool2d_ops(x, max, k, stride, padding)
+        })
+    }
+
+    /// One product with the averaging matrix: `[n·c, h·w]` times `[h·w, out_h·out_w]`, whose
+    /// column for each output holds 1/size over its window.
+    fn adaptive_avg_pool2d<T: Tape<E, D>, const C: usize>(
+        x: Images<C, E, D, T>,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Images<C, E, D, T>> {
+        adaptive(x, out_h, out_w)
+    }
 }
 
 fn pool2d_ops<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
@@ -63,9 +78,7 @@ fn pool2d_ops<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
         .map_err(crate::Error::from)
 }
 
-/// Adaptive average pooling as one product with the averaging matrix: `[n·c, h·w]` times
-/// `[h·w, out_h·out_w]`, whose column for each output holds 1/size over its window.
-pub fn adaptive_avg_pool2d<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
+fn adaptive<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
     x: Images<C, E, D, T>,
     out_h: usize,
     out_w: usize,

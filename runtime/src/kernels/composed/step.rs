@@ -9,30 +9,33 @@
 use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::{TryAdd, TryDiv, TryMul, TrySub};
 
+use super::Composed;
 use crate::device::{of_f64, FloatDtype, HostAccess};
-use crate::kernels::{Flat, StepRule};
+use crate::kernels::{Flat, Scratch, Step, StepRule};
 use crate::optim::{Clip, Optim, OptimKind};
 use crate::walk::AnyTensorMut;
 use crate::Result;
 
-/// One step of `param` from its gradient in `grads` (zeros if it has none), clipped first,
-/// with the rule's buffers ([`StepRule::buffers`]' order).
-pub(crate) fn step<E: FloatDtype, D: HostAccess<E>>(
-    rule: StepRule<'_>,
-    param: &mut dyn AnyTensorMut<E, D>,
-    grads: &mut Gradients<E, D>,
-    buffers: &mut [Flat<E, D>],
-) -> Result<()> {
-    let (o, step) = (rule.config, rule.step);
-    let g = clipped(param.grad_flat(grads)?, rule.clip)?;
-    // Shares the parameter's values; dropped before the parameter is written.
-    let p = param.flat()?;
-    let (keep, update, scale) = match o.kind {
-        OptimKind::Sgd => sgd(o, step, p, g, buffers),
-        OptimKind::Adam | OptimKind::AdamW => adam(o, step, p, g, buffers),
-        OptimKind::RmsProp => rmsprop(o, p, g, buffers),
-    }?;
-    param.axpy(keep, update, -scale)
+impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Composed {
+    /// The rule as dfdx ops where the parameter lives (`scratch` is not used).
+    fn step(
+        rule: StepRule<'_>,
+        param: &mut dyn AnyTensorMut<E, D>,
+        grads: &mut Gradients<E, D>,
+        buffers: &mut [Flat<E, D>],
+        _scratch: &mut Scratch<E>,
+    ) -> Result<()> {
+        let (o, step) = (rule.config, rule.step);
+        let g = clipped(param.grad_flat(grads)?, rule.clip)?;
+        // Shares the parameter's values; dropped before the parameter is written.
+        let p = param.flat()?;
+        let (keep, update, scale) = match o.kind {
+            OptimKind::Sgd => sgd(o, step, p, g, buffers),
+            OptimKind::Adam | OptimKind::AdamW => adam(o, step, p, g, buffers),
+            OptimKind::RmsProp => rmsprop(o, p, g, buffers),
+        }?;
+        param.axpy(keep, update, -scale)
+    }
 }
 
 /// [`Clip::apply`].

@@ -5,13 +5,32 @@
 use std::sync::Arc;
 
 use dfdx::shapes::HasShape;
-use dfdx::tensor::Tensor;
+use dfdx::tensor::{Tape, Tensor};
 
 use super::chain::{Dims, HostLayer, LayerBackward};
 use super::values::{add_grad, on_host, IntoValues, Values, ValuesMut};
+use super::Host;
 use crate::device::{FloatDtype, HostAccess};
+use crate::kernels::Conv;
 use crate::shapes::{ConvGeom, ConvOptions, Dyn4};
 use crate::Result;
+
+impl<E: FloatDtype, D: HostAccess<E>> Conv<E, D> for Host {
+    /// As a chain of one.
+    fn conv2d<T: Tape<E, D>>(
+        x: Dyn4<E, D, T>,
+        weight: &Dyn4<E, D>,
+        bias: Option<&Tensor<(usize,), E, D>>,
+        g: &ConvGeom,
+    ) -> Result<Dyn4<E, D, T>> {
+        let mut layer = ConvLayer {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            opts: g.options(),
+        };
+        super::chain::run("Conv2D", x, &mut [&mut layer])
+    }
+}
 
 /// A convolution as a chain's layer: its parameters and options.
 pub(crate) struct ConvLayer<E: FloatDtype, D: HostAccess<E>> {

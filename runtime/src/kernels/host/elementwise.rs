@@ -14,7 +14,9 @@ use super::chain::{self, Dims, HostLayer, LayerBackward};
 use super::values::{
     accumulate_grad, on_backward, on_host, HostFloat, IntoValues, Values, ValuesMut,
 };
+use super::Host;
 use crate::device::{FloatDtype, HostAccess};
+use crate::kernels::Elementwise;
 use crate::shapes::branches_disagree;
 use crate::Result;
 
@@ -25,37 +27,37 @@ const PARALLEL_FROM: usize = 1 << 15;
 /// Values per parallel task.
 const CHUNK: usize = 1 << 14;
 
-/// `max(x, 0)`: small tensors through dfdx's op, large ones across rayon's threads.
-pub(crate) fn relu<S: Shape, E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
-    x: Tensor<S, E, D, T>,
-) -> Result<Tensor<S, E, D, T>> {
-    if x.shape().num_elements() < PARALLEL_FROM {
-        return Ok(x.try_relu()?);
+impl<E: FloatDtype, D: HostAccess<E>> Elementwise<E, D> for Host {
+    /// Small tensors through dfdx's op, large ones across rayon's threads.
+    fn relu<S: Shape, T: Tape<E, D>>(x: Tensor<S, E, D, T>) -> Result<Tensor<S, E, D, T>> {
+        if x.shape().num_elements() < PARALLEL_FROM {
+            return Ok(x.try_relu()?);
+        }
+        let (x, mut tape) = x.split_tape();
+        let (y, mask) = relu_values(&Values::of(&x)?, None);
+        let out = y.into_tensor(x.device(), *x.shape())?;
+        on_backward(&mut tape, "ReLU", &out, move |dy, grads| {
+            accumulate_grad(&x, grads, |dx| add_masked(dy, &mask, dx))
+        });
+        Ok(out.put_tape(tape))
     }
-    let (x, mut tape) = x.split_tape();
-    let (y, mask) = relu_values(&Values::of(&x)?, None);
-    let out = y.into_tensor(x.device(), *x.shape())?;
-    on_backward(&mut tape, "ReLU", &out, move |dy, grads| {
-        accumulate_grad(&x, grads, |dx| add_masked(dy, &mask, dx))
-    });
-    Ok(out.put_tape(tape))
-}
 
-/// `relu(a + b)`, differentiable through the tapes of both (merged, as dfdx's binary ops do).
-pub(crate) fn add_relu<S: Shape, E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
-    a: Tensor<S, E, D, T>,
-    b: Tensor<S, E, D, T>,
-) -> Result<Tensor<S, E, D, T>> {
-    let (a, ta) = a.split_tape();
-    let (b, tb) = b.split_tape();
-    let (y, mask) = relu_values(&Values::of(&a)?, Some(&Values::of(&b)?));
-    let out = y.into_tensor(a.device(), *a.shape())?;
-    let mut tape = ta.merge(tb);
-    on_backward(&mut tape, "residual", &out, move |dy, grads| {
-        accumulate_grad(&a, grads, |da| add_masked(dy, &mask, da))?;
-        accumulate_grad(&b, grads, |db| add_masked(dy, &mask, db))
-    });
-    Ok(out.put_tape(tape))
+    /// Differentiable through the tapes of both (merged, as dfdx's binary ops do).
+    fn add_relu<S: Shape, T: Tape<E, D>>(
+        a: Tensor<S, E, D, T>,
+        b: Tensor<S, E, D, T>,
+    ) -> Result<Tensor<S, E, D, T>> {
+        let (a, ta) = a.split_tape();
+        let (b, tb) = b.split_tape();
+        let (y, mask) = relu_values(&Values::of(&a)?, Some(&Values::of(&b)?));
+        let out = y.into_tensor(a.device(), *a.shape())?;
+        let mut tape = ta.merge(tb);
+        on_backward(&mut tape, "residual", &out, move |dy, grads| {
+            accumulate_grad(&a, grads, |da| add_masked(dy, &mask, da))?;
+            accumulate_grad(&b, grads, |db| add_masked(dy, &mask, db))
+        });
+        Ok(out.put_tape(tape))
+    }
 }
 
 /// `max(a + b, 0)` (`max(a, 0)` without `b`) and where it is positive: the kernel of ReLU and

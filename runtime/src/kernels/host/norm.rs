@@ -14,8 +14,9 @@ use rayon::prelude::*;
 
 use super::chain::{self, Dims, HostLayer, LayerBackward};
 use super::values::{add_grad, lane_sums, on_host, HostFloat, IntoValues, Values, ValuesMut};
+use super::Host;
 use crate::device::{of_f64, FloatDtype, HostAccess};
-use crate::kernels::{NormState, Normalized};
+use crate::kernels::{Norm, NormState, Normalized};
 use crate::shapes::{realize, Images};
 use crate::{Error, Result};
 
@@ -252,60 +253,57 @@ impl<E: FloatDtype, D: HostAccess<E>> HostLayer<E, D> for BnLayer<'_, E, D> {
     }
 }
 
-/// Batch norm by the batch's statistics, as a chain of one.
-pub(crate) fn batch_norm_train<E, D, T, const C: usize>(
-    x: Images<C, E, D, T>,
-    weight: &Tensor<Rank1<C>, E, D>,
-    bias: &Tensor<Rank1<C>, E, D>,
-    epsilon: f64,
-) -> Result<Normalized<C, E, D, T>>
-where
-    E: FloatDtype,
-    D: HostAccess<E>,
-    T: Tape<E, D>,
-{
-    let dev = x.device().clone();
-    let mut stats = None;
-    let y = chain::run(
-        "BatchNorm2D",
-        x,
-        &mut [&mut BnLayer {
-            weight: realize(weight.clone(), "BatchNorm2D.weight")?,
-            bias: realize(bias.clone(), "BatchNorm2D.bias")?,
-            epsilon,
-            sink: Sink::Caller(&mut stats),
-        }],
-    )?;
-    let (mean, var) = stats.ok_or_else(|| Error::msg("batch norm: no statistics"))?;
-    let channels = |v| realize::<Rank1<C>, _, _, _, _>(v, "BatchNorm2D statistics");
-    Ok((
-        y,
-        channels(per_channel(&dev, &mean)?)?,
-        channels(per_channel(&dev, &var)?)?,
-    ))
-}
+impl<E: FloatDtype, D: HostAccess<E>> Norm<E, D> for Host {
+    /// As a chain of one.
+    fn batch_norm_train<T: Tape<E, D>, const C: usize>(
+        x: Images<C, E, D, T>,
+        weight: &Tensor<Rank1<C>, E, D>,
+        bias: &Tensor<Rank1<C>, E, D>,
+        epsilon: f64,
+    ) -> Result<Normalized<C, E, D, T>> {
+        let dev = x.device().clone();
+        let mut stats = None;
+        let y = chain::run(
+            "BatchNorm2D",
+            x,
+            &mut [&mut BnLayer {
+                weight: realize(weight.clone(), "BatchNorm2D.weight")?,
+                bias: realize(bias.clone(), "BatchNorm2D.bias")?,
+                epsilon,
+                sink: Sink::Caller(&mut stats),
+            }],
+        )?;
+        let (mean, var) = stats.ok_or_else(|| Error::msg("batch norm: no statistics"))?;
+        let channels = |v| realize::<Rank1<C>, _, _, _, _>(v, "BatchNorm2D statistics");
+        Ok((
+            y,
+            channels(per_channel(&dev, &mean)?)?,
+            channels(per_channel(&dev, &var)?)?,
+        ))
+    }
 
-/// Batch norm by given statistics (evaluation), in one pass.
-pub(crate) fn batch_norm_eval<E: FloatDtype, D: HostAccess<E>, const C: usize>(
-    x: Images<C, E, D>,
-    mean: &Tensor<Rank1<C>, E, D>,
-    var: &Tensor<Rank1<C>, E, D>,
-    weight: &Tensor<Rank1<C>, E, D>,
-    bias: &Tensor<Rank1<C>, E, D>,
-    epsilon: f64,
-) -> Result<Images<C, E, D>> {
-    let (n, _, h, w) = *x.shape();
-    let g = BnGeom { n, c: C, hw: h * w };
-    let f64s = |t: &Tensor<Rank1<C>, E, D>| -> Result<Vec<f64>> {
-        Ok(host_f64(&realize(t.clone(), "BatchNorm2D")?))
-    };
-    let (a, b) = coefficients(
-        &f64s(mean)?,
-        &f64s(var)?,
-        &f64s(weight)?,
-        &f64s(bias)?,
-        epsilon,
-    );
-    let y = affine_values(&g, &Values::of(&x)?, &a, &b);
-    y.into_tensor(x.device(), *x.shape())
+    /// In one pass.
+    fn batch_norm_eval<const C: usize>(
+        x: Images<C, E, D>,
+        mean: &Tensor<Rank1<C>, E, D>,
+        var: &Tensor<Rank1<C>, E, D>,
+        weight: &Tensor<Rank1<C>, E, D>,
+        bias: &Tensor<Rank1<C>, E, D>,
+        epsilon: f64,
+    ) -> Result<Images<C, E, D>> {
+        let (n, _, h, w) = *x.shape();
+        let g = BnGeom { n, c: C, hw: h * w };
+        let f64s = |t: &Tensor<Rank1<C>, E, D>| -> Result<Vec<f64>> {
+            Ok(host_f64(&realize(t.clone(), "BatchNorm2D")?))
+        };
+        let (a, b) = coefficients(
+            &f64s(mean)?,
+            &f64s(var)?,
+            &f64s(weight)?,
+            &f64s(bias)?,
+            epsilon,
+        );
+        let y = affine_values(&g, &Values::of(&x)?, &a, &b);
+        y.into_tensor(x.device(), *x.shape())
+    }
 }

@@ -5,7 +5,9 @@ use dfdx::shapes::{Const, HasShape};
 use dfdx::tensor::{PutTape, SplitTape, Tape};
 
 use super::values::{accumulate_grad, on_backward, on_host, HostFloat};
+use super::Host;
 use crate::device::{of_f64, FloatDtype, HostAccess};
+use crate::kernels::Pool;
 use crate::shapes::{Images, PoolKind};
 use crate::Result;
 
@@ -64,29 +66,24 @@ impl Geom {
     }
 }
 
-/// `k`×`k` windows every `stride` pixels of `x` padded by `padding`.
-pub(crate) fn pool2d<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
-    x: Images<C, E, D, T>,
-    kind: PoolKind,
-    k: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<Images<C, E, D, T>> {
-    pool(x, kind, Windows::Fixed { k, stride, padding })
-}
+impl<E: FloatDtype, D: HostAccess<E>> Pool<E, D> for Host {
+    fn pool2d<T: Tape<E, D>, const C: usize>(
+        x: Images<C, E, D, T>,
+        kind: PoolKind,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Images<C, E, D, T>> {
+        pool(x, kind, Windows::Fixed { k, stride, padding })
+    }
 
-/// The average over `out_h`×`out_w` adaptive windows.
-pub(crate) fn adaptive_avg_pool2d<
-    E: FloatDtype,
-    D: HostAccess<E>,
-    T: Tape<E, D>,
-    const C: usize,
->(
-    x: Images<C, E, D, T>,
-    out_h: usize,
-    out_w: usize,
-) -> Result<Images<C, E, D, T>> {
-    pool(x, PoolKind::Avg, Windows::Adaptive { out_h, out_w })
+    fn adaptive_avg_pool2d<T: Tape<E, D>, const C: usize>(
+        x: Images<C, E, D, T>,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Images<C, E, D, T>> {
+        pool(x, PoolKind::Avg, Windows::Adaptive { out_h, out_w })
+    }
 }
 
 fn pool<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(

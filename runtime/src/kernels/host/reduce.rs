@@ -3,26 +3,29 @@
 
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
+use num_traits::ToPrimitive;
 
-use crate::device::{is_half, FloatDtype, HostAccess};
-use crate::kernels::{GradSum, Scratch, Total};
+use super::Host;
+use crate::device::{is_half, FloatDtype, Half, HostAccess};
+use crate::kernels::{GradSum, Reduce, Scratch, Total, Unscale};
 use crate::walk::{self, AnyTensor, Item};
 use crate::Result;
 
-/// Adds `what` of `param`'s gradient to `total`.
-pub(crate) fn grad_sum<E: FloatDtype, D: HostAccess<E>>(
-    what: GradSum,
-    param: &dyn AnyTensor<E, D>,
-    grads: &mut Gradients<E, D>,
-    total: &mut Total<E, D>,
-) -> Result<()> {
-    param.with_grad(grads, &mut |g| {
-        total.add_host(match what {
-            GradSum::Squares => sum_of_squares(g),
-            GradSum::FiniteProbe if g.iter().all(|v| v.is_finite()) => 0.0,
-            GradSum::FiniteProbe => f64::NAN,
+impl<E: FloatDtype, D: HostAccess<E>> Reduce<E, D> for Host {
+    fn grad_sum(
+        what: GradSum,
+        param: &dyn AnyTensor<E, D>,
+        grads: &mut Gradients<E, D>,
+        total: &mut Total<E, D>,
+    ) -> Result<()> {
+        param.with_grad(grads, &mut |g| {
+            total.add_host(match what {
+                GradSum::Squares => sum_of_squares(g),
+                GradSum::FiniteProbe if g.iter().all(|v| v.is_finite()) => 0.0,
+                GradSum::FiniteProbe => f64::NAN,
+            })
         })
-    })
+    }
 }
 
 /// Σ v² of one tensor, in eight lanes (the lanes let the compiler vectorize) of the tensor's
@@ -72,48 +75,43 @@ fn each_grad<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
     })
 }
 
-/// 16-mixed's unscaling through host copies (`scratch`, reused between steps): every half
-/// gradient times `inv` in `E`, then, if all are finite, added to the gradients of `into`.
-pub(crate) fn unscale<F, E, D, H, M>(
-    from: &H,
-    from_grads: &mut Gradients<F, D>,
-    into: &M,
-    grads: &mut Gradients<E, D>,
-    inv: f64,
-    scratch: &mut Scratch<E>,
-) -> Result<bool>
-where
-    F: FloatDtype,
-    E: FloatDtype,
-    D: HostAccess<F> + HostAccess<E>,
-    H: TensorCollection<F, D>,
-    M: TensorCollection<E, D>,
-{
-    let (mut finite, mut i) = (true, 0);
-    each_grad(from, from_grads, |g| {
-        if scratch.len() <= i {
-            scratch.push(Vec::new());
-        }
-        let out = &mut scratch[i];
-        out.clear();
-        out.extend(g.iter().map(|v| {
-            let x = E::from(v.to_f64().unwrap_or(f64::NAN) * inv).unwrap_or_else(E::nan);
-            finite &= x.is_finite();
-            x
-        }));
-        i += 1;
-    })?;
-    if !finite {
-        return Ok(false);
-    }
-    let mut j = 0;
-    each_grad(into, grads, |g| {
-        if let Some(values) = scratch.get(j) {
-            for (a, &b) in g.iter_mut().zip(values) {
-                *a += b;
+impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Host {
+    /// Through host copies (`scratch`, reused between steps): every half gradient times `inv`
+    /// in f32, then, if all are finite, added to the gradients of `into`.
+    fn unscale<H: TensorCollection<Half, D>, M: TensorCollection<f32, D>>(
+        from: &H,
+        from_grads: &mut Gradients<Half, D>,
+        into: &M,
+        grads: &mut Gradients<f32, D>,
+        inv: f64,
+        scratch: &mut Scratch<f32>,
+    ) -> Result<bool> {
+        let (mut finite, mut i) = (true, 0);
+        each_grad(from, from_grads, |g| {
+            if scratch.len() <= i {
+                scratch.push(Vec::new());
             }
+            let out = &mut scratch[i];
+            out.clear();
+            out.extend(g.iter().map(|v| {
+                let x = (v.to_f64().unwrap_or(f64::NAN) * inv) as f32;
+                finite &= x.is_finite();
+                x
+            }));
+            i += 1;
+        })?;
+        if !finite {
+            return Ok(false);
         }
-        j += 1;
-    })?;
-    Ok(true)
+        let mut j = 0;
+        each_grad(into, grads, |g| {
+            if let Some(values) = scratch.get(j) {
+                for (a, &b) in g.iter_mut().zip(values) {
+                    *a += b;
+                }
+            }
+            j += 1;
+        })?;
+        Ok(true)
+    }
 }

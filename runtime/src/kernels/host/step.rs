@@ -5,40 +5,43 @@
 
 use dfdx::tensor::Gradients;
 
+use super::Host;
 use crate::device::{of_f64, FloatDtype, HostAccess};
-use crate::kernels::{Flat, Scratch, StepRule};
+use crate::kernels::{Flat, Scratch, Step, StepRule};
 use crate::optim::{Optim, OptimKind};
 use crate::walk::AnyTensorMut;
 use crate::Result;
 
-/// One step of `param`: its gradient clipped in place, then the rule on host copies of its
-/// values and `buffers` (in [`StepRule::buffers`]' order), which are written back.
-pub(crate) fn step<E: FloatDtype, D: HostAccess<E>>(
-    rule: StepRule<'_>,
-    param: &mut dyn AnyTensorMut<E, D>,
-    grads: &mut Gradients<E, D>,
-    buffers: &mut [Flat<E, D>],
-    scratch: &mut Scratch<E>,
-) -> Result<()> {
-    let n = param.num_values();
-    scratch.resize_with(1 + buffers.len(), Vec::new);
-    let (values, held) = scratch.split_at_mut(1);
-    let values = &mut values[0];
-    values.resize(n, E::zero());
-    param.read_into(values);
-    for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
-        host.resize(n, E::zero());
-        buffer.copy_into(host);
+impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
+    /// The gradient clipped in place, then the rule on host copies of the parameter's values
+    /// and `buffers`, which are written back.
+    fn step(
+        rule: StepRule<'_>,
+        param: &mut dyn AnyTensorMut<E, D>,
+        grads: &mut Gradients<E, D>,
+        buffers: &mut [Flat<E, D>],
+        scratch: &mut Scratch<E>,
+    ) -> Result<()> {
+        let n = param.num_values();
+        scratch.resize_with(1 + buffers.len(), Vec::new);
+        let (values, held) = scratch.split_at_mut(1);
+        let values = &mut values[0];
+        values.resize(n, E::zero());
+        param.read_into(values);
+        for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
+            host.resize(n, E::zero());
+            buffer.copy_into(host);
+        }
+        param.with_grad(grads, &mut |g| {
+            rule.clip.apply(g);
+            apply(rule, values, g, held);
+        })?;
+        param.set_values(values);
+        for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
+            buffer.copy_from(host);
+        }
+        Ok(())
     }
-    param.with_grad(grads, &mut |g| {
-        rule.clip.apply(g);
-        apply(rule, values, g, held);
-    })?;
-    param.set_values(values);
-    for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
-        buffer.copy_from(host);
-    }
-    Ok(())
 }
 
 /// `rule`'s update of one parameter's values `p`, from its gradient `g` (clipped already),

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::callback::CheckpointPaths;
-use crate::checkpoint::{float, Checkpoint, CkptDtype, CkptPath, LoopState, Record, GRADS_PREFIX};
+use crate::checkpoint::{float, Checkpoint, Ckpt, CkptPath, LoopState, Record, GRADS_PREFIX};
 use crate::data::DataLoader;
 use crate::datamodule::DataModule;
 use crate::module::LightningModule;
@@ -14,7 +14,7 @@ use crate::optim::scheduler::Rates;
 use crate::optim::{grads, Interval};
 use crate::trainer::loops::Run;
 use crate::trainer::Trainer;
-use crate::{Error, FloatDtype, Result, TrainDevice};
+use crate::{Error, Result, TrainDevice};
 
 impl Trainer {
     /// Under SLURM with auto-requeue, the newest HPC checkpoint in the default root directory
@@ -79,13 +79,7 @@ impl Trainer {
     }
 }
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// After every hook: stop on a reported error, else write the checkpoints asked for.
     pub(in crate::trainer) fn after_hook(&mut self) -> Result<()> {
         self.view.take_error()?;

@@ -1,24 +1,18 @@
 //! The data module's loaders as the loops take them (Lightning's `data_connector.py`): each
 //! stage's loader checked, and under DDP this rank's share of it.
 
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
 use crate::trainer::loops::Run;
 use crate::trainer::settings::Limit;
-use crate::{Error, FloatDtype, Result, TrainDevice};
+use crate::{Error, Result, TrainDevice};
 
 /// Fit's loaders: the training one, and the validation one when validation runs.
 type FitLoaders<S> = (DataLoader<S>, Option<DataLoader<S>>);
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The training loader (unshuffled for `overfit_batches`), and the validation loader when
     /// the module validates and `limit_val_batches` allows it; sets the epoch's batches.
     pub(in crate::trainer) fn fit_loaders(&mut self) -> Result<FitLoaders<DM::Sample>> {

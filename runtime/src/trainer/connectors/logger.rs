@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::context::LogEntry;
 use crate::datamodule::DataModule;
 use crate::loggers::CsvLogger;
@@ -12,7 +12,7 @@ use crate::module::LightningModule;
 use crate::trainer::aggregate::Reduced;
 use crate::trainer::loops::Run;
 use crate::trainer::{LoggerChoice, Trainer};
-use crate::{FloatDtype, Result, TrainDevice};
+use crate::{Result, TrainDevice};
 
 impl Trainer {
     /// Creates the logger on first use, so that building a trainer touches no file.
@@ -29,13 +29,7 @@ impl Trainer {
     }
 }
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The module's and the data module's hyperparameters, to the logger.
     pub(in crate::trainer) fn log_hparams(&mut self) -> Result<()> {
         let mut hparams = self.model.hparams();

@@ -2,20 +2,14 @@
 //! strategies' `reduce_boolean_decision`): a stop asked for on any rank, and SLURM's requeue
 //! signal or SIGTERM.
 
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::datamodule::DataModule;
 use crate::distributed::requeue;
 use crate::module::LightningModule;
 use crate::trainer::loops::Run;
-use crate::{Error, FloatDtype, Result, TrainDevice};
+use crate::{Error, Result, TrainDevice};
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// What every rank must agree on after a step, in one collective: a stop asked for on any
     /// rank (a callback's `should_stop`) stops every rank (a rank going on alone would wait
     /// forever); and SLURM's requeue signal or SIGTERM: the first saves an HPC checkpoint and

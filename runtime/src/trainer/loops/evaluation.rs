@@ -4,20 +4,14 @@
 use std::collections::BTreeMap;
 
 use super::{guard, Run};
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
 use crate::trainer::aggregate::EpochMetrics;
-use crate::{FloatDtype, Result, TrainDevice};
+use crate::{Result, TrainDevice};
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The validation or test loop; `limit` caps the batches (the sanity check), whose
     /// metrics are discarded. Returns the epoch's metrics.
     pub(super) fn evaluate(

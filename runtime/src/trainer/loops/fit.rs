@@ -2,20 +2,14 @@
 //! check, then training epochs until a limit or a stop request ends them.
 
 use super::Run;
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::distributed::requeue::Signals;
 use crate::module::LightningModule;
-use crate::{FloatDtype, Result, TrainDevice};
+use crate::{Result, TrainDevice};
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// `fit`, hook by hook.
     pub(super) fn fit(&mut self) -> Result<()> {
         let (mut train, val) = self.fit_loaders()?;

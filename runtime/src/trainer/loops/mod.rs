@@ -17,7 +17,7 @@ use super::optimization::Optimization;
 use super::settings::Settings;
 use super::{Dist, Trainer, TrainerView};
 use crate::callback::Callback;
-use crate::checkpoint::{Checkpoint, CkptDtype};
+use crate::checkpoint::{Checkpoint, Ckpt};
 use crate::context::{StepContext, StepInfo};
 use crate::datamodule::{DataModule, Stage};
 use crate::distributed::requeue::Signals;
@@ -52,13 +52,13 @@ pub(super) struct Position {
 }
 
 /// One stage of a module `M` of dtype `E` on device `D`, with the data module `DM`.
-pub(super) struct Run<'a, E, D, M, DM>
-where
+pub(super) struct Run<
+    'a,
     E: FloatDtype,
     D: TrainDevice<E>,
     M: LightningModule<E, D>,
     DM: DataModule,
-{
+> {
     pub model: &'a mut M,
     pub dm: &'a mut DM,
     pub callbacks: &'a mut Vec<Box<dyn Callback>>,
@@ -81,13 +81,13 @@ where
 }
 
 /// How a stage runs: the module, its data and where; what the trainer adds is its own.
-pub(super) struct Job<'a, E, D, M, DM>
-where
+pub(super) struct Job<
+    'a,
     E: FloatDtype,
     D: TrainDevice<E>,
     M: LightningModule<E, D>,
     DM: DataModule,
-{
+> {
     pub model: &'a mut M,
     pub dm: &'a mut DM,
     pub stage: Stage,
@@ -105,7 +105,7 @@ impl Trainer {
         job: Job<'_, E, D, M, DM>,
     ) -> Result<RunResult<M::Prediction>>
     where
-        E: FloatDtype + CkptDtype,
+        E: Ckpt,
         D: TrainDevice<E>,
         M: LightningModule<E, D>,
         DM: DataModule,
@@ -147,13 +147,7 @@ impl Trainer {
     }
 }
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// `prepare_data`, `setup`, the stage's loop, `teardown`.
     fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
         // Once per node (downloads, unpacking); the other ranks wait for it.

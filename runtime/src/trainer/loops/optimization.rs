@@ -8,7 +8,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::{guard, Run};
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::context::Loss;
 use crate::datamodule::DataModule;
 use crate::distributed::shard::Shards;
@@ -36,13 +36,7 @@ fn check_eps<E: FloatDtype>(config: &Optim) -> Result<()> {
     ))
 }
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The shards of a sharded run, `configure_optimizers` and its scheduler (whose rate of
     /// step 0 is set now, as PyTorch's constructor does), and the gradients.
     pub(super) fn configure_optimization(&mut self) -> Result<()> {

@@ -2,19 +2,13 @@
 //! `predict_step`, the predictions kept in order.
 
 use super::{guard, Run};
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
-use crate::{FloatDtype, Result, TrainDevice};
+use crate::{Result, TrainDevice};
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// `predict_step` on every batch of `loader` (up to `limit_predict_batches`).
     pub(super) fn predict(
         &mut self,

@@ -3,7 +3,7 @@
 //! its interval; then the epoch's end.
 
 use super::{guard, Position, Run};
-use crate::checkpoint::CkptDtype;
+use crate::checkpoint::Ckpt;
 use crate::context::{LogEntry, LogValue, Loss, StepContext};
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
@@ -11,7 +11,7 @@ use crate::module::LightningModule;
 use crate::optim::Interval;
 use crate::trainer::aggregate::EpochMetrics;
 use crate::trainer::settings::Limit;
-use crate::{Error, FloatDtype, Result, TrainDevice};
+use crate::{Error, Result, TrainDevice};
 
 /// What a training step gives: the loss's value, what it logged, and the loss to
 /// differentiate (`None` when 16-mixed's half copy holds it).
@@ -27,13 +27,7 @@ struct Progressed {
     validated_after: Option<usize>,
 }
 
-impl<E, D, M, DM> Run<'_, E, D, M, DM>
-where
-    E: FloatDtype + CkptDtype,
-    D: TrainDevice<E>,
-    M: LightningModule<E, D>,
-    DM: DataModule,
-{
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// One training epoch from batch `start` on (0 unless resuming inside the epoch).
     pub(super) fn train_epoch(
         &mut self,
