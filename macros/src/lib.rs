@@ -1,8 +1,8 @@
 //! The attributes of fulmen: `#[lightning_module]`, `#[module]` and `#[data_module]`.
 //!
 //! Each runs in three passes, after serde_derive: parse the user's item into a typed model
-//! ([`ast`]), check it while collecting every error with its span ([`check`], into a
-//! [`ctxt::Ctxt`] that panics if its errors are never looked at), and generate ([`expand`]).
+//! (`ast.rs`), check it while collecting every error with its span (`check.rs`, into a
+//! `ctxt::Ctxt` that panics if its errors are never looked at), and generate (`expand/`).
 //! On error the user's item is emitted beside the `compile_error!`s, with what can still be
 //! generated for it or a stub impl of the trait, so that the rest of the crate (and the IDE)
 //! sees it and one mistake is one message.

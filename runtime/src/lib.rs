@@ -45,8 +45,10 @@
 //! [`callback`] (the trait), [`callbacks`] (the built-in ones), [`checkpoint`], [`data`]
 //! (datasets, loaders, collation, file formats), [`trainer`] (loops and flags), [`loggers`],
 //! [`optim`] (optimizers, schedulers, clipping), [`precision`] (mixed precision), [`layers`]
-//! (convolution and pooling for stable Rust), [`models`] (ResNets), [`spec`] (layer
-//! specifications → dfdx modules), [`seed`].
+//! (convolution and pooling for stable Rust), [`kernels`] (how each op family is computed, per
+//! device), [`shapes`], [`device`], [`walk`] (a module's tensors by name), [`models`]
+//! (ResNets), [`spec`] (layer specifications → dfdx modules), [`seed`]. `ARCHITECTURE.md` in
+//! the repository maps them.
 
 #![warn(missing_docs)]
 

@@ -31,7 +31,7 @@ fn inner<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
 }
 
 impl<E: FloatDtype, D: HostAccess<E>> Reduce<E, D> for Composed {
-    /// Reduced where it lives (in half precision scaled by [`HALF_SQUARES_SCALE`] and counted
+    /// Reduced where it lives (in half precision scaled by `HALF_SQUARES_SCALE` and counted
     /// in its units).
     fn grad_sum(
         what: GradSum,
@@ -67,7 +67,7 @@ impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Composed {
     /// Without leaving the device: each gradient of `from` becomes f32 there, and is added into
     /// its twin's gradient by differentiating `inv · Σ ⟨p, g⟩` over the tensors `p` of `into`
     /// (one matrix product each way per tensor). One number comes to the host: the sum of
-    /// every gradient's [`finite_probe`]. (`scratch` is not used.)
+    /// every gradient's `finite_probe`. (`scratch` is not used.)
     fn unscale<H: TensorCollection<Half, D>, M: TensorCollection<f32, D>>(
         from: &H,
         from_grads: &mut Gradients<Half, D>,
