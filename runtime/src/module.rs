@@ -8,7 +8,7 @@ use dfdx::tensor::Cpu;
 
 use crate::callback::Callback;
 use crate::context::{Loss, StepContext};
-use crate::data::CastBatch;
+use crate::data::{CastBatch, Collate};
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::hparams::{CarryHParams, Hyperparameters};
 use crate::optim::Optim;
@@ -76,8 +76,13 @@ pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> +
         f: impl FnOnce(&mut Self::On) -> R,
     ) -> crate::Result<R>;
 
-    /// A batch collated on the CPU in f32, in `E` on `device`.
-    fn place_batch(batch: Self::Batch, device: &D) -> <Self::On as LightningModule<E, D>>::Batch;
+    /// `samples` as the batch of the module placed in `E` on `device`: collated on the CPU in
+    /// f32 (what `training_step`'s signature names, so that one compile-time check covers every
+    /// precision and device), then cast and moved there.
+    fn collate<S: Collate<Self::Batch, Cpu>>(
+        samples: Vec<S>,
+        device: &D,
+    ) -> <Self::On as LightningModule<E, D>>::Batch;
 }
 
 /// f32 on the CPU is where the user's module is: it trains in place.
@@ -88,8 +93,9 @@ impl<M: LightningModule<f32, Cpu>> PlaceAs<f32, Cpu> for M {
         Ok(f(self))
     }
 
-    fn place_batch(batch: M::Batch, _: &Cpu) -> M::Batch {
-        batch
+    /// Straight onto `device` (the run's, reseeded every step).
+    fn collate<S: Collate<M::Batch, Cpu>>(samples: Vec<S>, device: &Cpu) -> M::Batch {
+        S::collate(samples, device)
     }
 }
 
@@ -122,7 +128,9 @@ macro_rules! placed_copies {
             ) -> crate::Result<R> {
                 let mut cast = dfdx::nn::ToDtype::to_dtype::<$e>(self);
                 self.carry_hparams::<$e, Cpu>(&mut cast);
-                let mut copy = dfdx::nn::ToDevice::try_to_device(&cast, device)?;
+                let mut copy = dfdx::nn::ToDevice::try_to_device(&cast, device).map_err(|e| {
+                    crate::Error::Device(format!("moving the module to the device: {e:?}"))
+                })?;
                 cast.carry_hparams::<$e, $d>(&mut copy);
                 let result = f(&mut copy);
                 if write_back {
@@ -135,8 +143,11 @@ macro_rules! placed_copies {
                 Ok(result)
             }
 
-            fn place_batch(batch: M::Batch, device: &$d) -> <Self::On as LightningModule<$e, $d>>::Batch {
-                batch.cast(device)
+            fn collate<S: Collate<M::Batch, Cpu>>(
+                samples: Vec<S>,
+                device: &$d,
+            ) -> <Self::On as LightningModule<$e, $d>>::Batch {
+                S::collate(samples, &Cpu::default()).cast(device)
             }
         }
     )*};

@@ -31,9 +31,9 @@ pub trait Spec {
 }
 
 /// The last field of every `#[lightning_module]` and `#[module]` struct (`__tail`): dfdx's
-/// traits need the struct's size, which depends on its last field only; with this one it does
-/// not depend on a layer, so that a field whose type is not a layer is one error, at the
-/// field, and not one per trait the struct implements.
+/// traits need the struct to be `Sized`, which depends on its last field only; with this one
+/// it does not depend on a layer, so that a field whose type is not a layer is one error, at
+/// the field, and not one per trait the struct implements.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Tail;

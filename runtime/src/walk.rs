@@ -172,6 +172,22 @@ pub(crate) fn write<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
     .map(|_| ())
 }
 
+/// Calls `f(name, gradient)` for the gradient of every trainable tensor of `module` (allocated
+/// if it has none), on the host, in walk order.
+pub(crate) fn each_grad<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
+    module: &M,
+    grads: &mut Gradients<E, D>,
+    mut f: impl FnMut(&str, &mut [E]),
+) -> Result<()> {
+    read(module, |name, item| match item {
+        Item::Tensor {
+            tensor,
+            trainable: true,
+        } => tensor.with_grad(grads, &mut |g| f(&name, g)),
+        _ => Ok(()),
+    })
+}
+
 struct Read<'f, E: FloatDtype, D: HostAccess<E>> {
     f: &'f mut Reader<'f, E, D>,
 }

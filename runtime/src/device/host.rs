@@ -28,8 +28,18 @@ pub struct InHostMemory<S: Shape> {
     pub strides: S::Concrete,
 }
 
-/// A device whose errors convert with `?` and whose gradient buffers the host can reach.
-pub trait HostAccess<E: FloatDtype>: Device<E, Err: DeviceFailure> {
+/// Only fulmen implements [`HostAccess`]: the host kernels read the memory that
+/// [`HostAccess::in_host_memory`] points at.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for dfdx::tensor::Cpu {}
+    #[cfg(feature = "cuda")]
+    impl Sealed for dfdx::tensor::Cuda {}
+}
+
+/// A device whose errors convert with `?` and whose gradient buffers the host can reach
+/// (sealed: implemented for dfdx's `Cpu` and `Cuda`).
+pub trait HostAccess<E: FloatDtype>: Device<E, Err: DeviceFailure> + sealed::Sealed {
     /// Calls `f` with the gradient of `param` in `grads` (allocated, zeroed, if it has none)
     /// as a host slice; what `f` leaves there is the gradient.
     fn with_grad<S: Shape>(
@@ -56,7 +66,9 @@ pub trait HostAccess<E: FloatDtype>: Device<E, Err: DeviceFailure> {
     ) -> Result<()>;
 
     /// Where `t`'s values lie in host memory (on the CPU; `None` on devices whose tensors live
-    /// elsewhere, and for an empty tensor).
+    /// elsewhere, and for an empty tensor). The address is that of the tensor's first value in
+    /// the buffer `keep` owns, and the strides are the tensor's: the host kernels read the
+    /// values through it.
     fn in_host_memory<S: Shape>(_t: &Tensor<S, E, Self>) -> Option<InHostMemory<S>> {
         None
     }

@@ -2,6 +2,7 @@
 //! a broadcast from one rank, a barrier. [`Single`] is the one-process run (every call a
 //! no-op); MPI implements it on CPUs (feature `mpi`), NCCL on GPUs (feature `nccl`).
 
+use std::any::TypeId;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::Duration;
 
@@ -33,11 +34,11 @@ pub trait Collective: Send {
     fn busy(&self) -> Duration {
         Duration::ZERO
     }
-    /// Averages gradients across the ranks where they live, when this collective can (NCCL,
-    /// on the GPU's own buffers); `Ok(false)` when it cannot, and they go through the host.
-    /// `each(f)` calls `f` on every gradient buffer as the device holds it (a `CudaSlice` on
-    /// CUDA), in the same order on every rank and every call.
-    fn average_in_place(&self, _each: &mut EachBuffer<'_>) -> Result<bool> {
+    /// Averages gradients of the dtype `dtype` across the ranks where they live, when this
+    /// collective can (NCCL, on the GPU's own buffers); `Ok(false)` when it cannot, and they
+    /// go through the host. `each(f)` calls `f` on every gradient buffer as the device holds
+    /// it (a `CudaSlice` on CUDA), in the same order on every rank and every call.
+    fn average_in_place(&self, _dtype: TypeId, _each: &mut EachBuffer<'_>) -> Result<bool> {
         Ok(false)
     }
 }

@@ -287,7 +287,7 @@ pub(crate) fn average_grads<E: FloatDtype, D: TrainDevice<E>, M: TensorCollectio
     grads: &mut Gradients<E, D>,
 ) -> Result<()> {
     // On the GPU, in its own buffers (also for a world of one: the same path as several).
-    let in_place = c.average_in_place(&mut |f| {
+    let in_place = c.average_in_place(std::any::TypeId::of::<E>(), &mut |f| {
         walk::read(model, |_, item| match item {
             Item::Tensor {
                 tensor,
@@ -319,7 +319,7 @@ where
     M: TensorCollection<E, D>,
 {
     let mut flat: Vec<W> = Vec::new();
-    crate::optim::grads::for_each(model, grads, |_, g| {
+    walk::each_grad(model, grads, |_, g| {
         flat.extend(
             g.iter()
                 .map(|v| <W as NumCast>::from(*v).unwrap_or_else(W::nan)),
@@ -330,7 +330,7 @@ where
     }
     let inv = 1.0 / c.world_size() as f64;
     let mut at = 0;
-    crate::optim::grads::for_each(model, grads, |_, g| {
+    walk::each_grad(model, grads, |_, g| {
         for (dst, src) in g.iter_mut().zip(&flat[at..]) {
             let mean = src.to_f64().unwrap_or(f64::NAN) * inv;
             *dst = E::from(mean).unwrap_or_else(E::nan);

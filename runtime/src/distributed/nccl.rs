@@ -12,7 +12,7 @@
 //! kernels are ordered after the backward pass that wrote the gradients and before the
 //! optimizer reads them.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -335,17 +335,13 @@ impl Collective for Nccl {
     }
     /// f32 and f64 gradients are averaged in place on the GPU; half precision's (dfdx's
     /// `AMP<f16>`, which NCCL has no type for) take the host path.
-    fn average_in_place(&self, each: &mut EachBuffer<'_>) -> Result<bool> {
-        let mut dtype = None;
-        each(&mut |g| {
-            dtype = dtype.or(Some((g.is::<CudaSlice<f32>>(), g.is::<CudaSlice<f64>>())));
-            Ok(())
-        })?;
-        match dtype {
-            None => Ok(true),
-            Some((true, _)) => self.average::<f32>(each).map(|()| true),
-            Some((_, true)) => self.average::<f64>(each).map(|()| true),
-            Some(_) => Ok(false),
+    fn average_in_place(&self, dtype: TypeId, each: &mut EachBuffer<'_>) -> Result<bool> {
+        if dtype == TypeId::of::<f32>() {
+            self.average::<f32>(each).map(|()| true)
+        } else if dtype == TypeId::of::<f64>() {
+            self.average::<f64>(each).map(|()| true)
+        } else {
+            Ok(false)
         }
     }
 }

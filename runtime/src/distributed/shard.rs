@@ -15,7 +15,6 @@ use dfdx::tensor::Gradients;
 use num_traits::NumCast;
 
 use super::{Collective, BUCKET};
-use crate::optim::grads;
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -101,7 +100,7 @@ impl Shards {
         reduce: fn(&dyn Collective, usize, &mut [W]) -> Result<()>,
     ) -> Result<()> {
         let mut flat: Vec<W> = Vec::new();
-        grads::for_each(model, grads, |_, g| {
+        walk::each_grad(model, grads, |_, g| {
             flat.extend(
                 g.iter()
                     .map(|v| <W as NumCast>::from(*v).unwrap_or_else(W::nan)),
@@ -123,7 +122,7 @@ impl Shards {
         }
         let inv = 1.0 / self.world as f64;
         let (mut at, mut index) = (0, 0);
-        grads::for_each(model, grads, |_, g| {
+        walk::each_grad(model, grads, |_, g| {
             let mine = self
                 .tensors
                 .get(index)

@@ -14,21 +14,6 @@ use crate::kernels::{GradSum, Reduce, Total};
 use crate::walk::{self, Item};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
-/// Calls `f(name, gradient)` for every trainable parameter of `M`, in walk order.
-pub(crate) fn for_each<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
-    grads: &mut Gradients<E, D>,
-    mut f: impl FnMut(&str, &mut [E]),
-) -> Result<()> {
-    walk::read(module, |name, item| match item {
-        Item::Tensor {
-            tensor,
-            trainable: true,
-        } => tensor.with_grad(grads, &mut |g| f(&name, g)),
-        _ => Ok(()),
-    })
-}
-
 /// `clip_grad_norm_`: the clipping that bounds the gradients' joint L2 norm by `max_norm`. A
 /// non-finite norm is returned as an error.
 pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(

@@ -50,7 +50,8 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         &self.config
     }
 
-    /// The learning rate of the next step.
+    /// The learning rate it steps at: the configured one, or the last one it was given
+    /// ([`set_lr`](Self::set_lr); in a trainer's run, each step's rate).
     pub fn lr(&self) -> f64 {
         self.config.lr
     }

@@ -3,9 +3,9 @@
 //!
 //! Built by [`TrainerBuilder`] (`builder.rs`, flags in `args.rs` and `settings.rs`); a stage is
 //! placed on its device in its precision (`placement.rs`) and run by the loops (`loops/`: fit,
-//! training epoch, evaluation, prediction), which hand the optimizer step to
-//! `optimization.rs` and checkpoints, logging, signals and data to `connectors/`. Callbacks
-//! and hooks see the run through [`TrainerView`] (`view.rs`).
+//! training epoch, the optimizer step, evaluation, prediction, over the state in
+//! `optimization_state.rs`), which hand checkpoints, logging, signals and data to
+//! `connectors/`. Callbacks and hooks see the run through [`TrainerView`] (`view.rs`).
 
 /// Calls hook `$name` on every callback, then on the module; a failure reported through the
 /// view ends the run, and checkpoints asked for are written.
@@ -24,7 +24,7 @@ mod args;
 mod builder;
 mod connectors;
 mod loops;
-mod optimization;
+mod optimization_state;
 mod placement;
 mod settings;
 mod view;
@@ -327,9 +327,9 @@ impl Trainer {
     pub fn global_step(&self) -> usize {
         self.view.global_step
     }
-    /// The optimizer's learning rate at the end of the last `fit`.
+    /// The learning rate of the next optimizer step, as the last `fit` left it.
     pub fn lr(&self) -> f64 {
-        self.view.lr
+        self.view.lr()
     }
     /// The logger (created on the first run).
     pub fn logger(&mut self) -> Option<&mut (dyn Logger + 'static)> {

@@ -15,7 +15,7 @@ use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
 use crate::device::{Half, RunDevice};
 use crate::kernels::Unscale;
-use crate::module::{LightningModule, PlaceAs, Placement, Precisions};
+use crate::module::{PlaceAs, Placement, Precisions};
 use crate::precision::{HalfStep, HalfSteps, Mixed};
 use crate::{FloatDtype, Result, TrainDevice};
 
@@ -24,20 +24,6 @@ type On<M, E, D> = <M as PlaceAs<E, D>>::On;
 
 /// A stage's metrics.
 type Metrics = BTreeMap<String, f64>;
-
-/// Samples collated on the CPU into the f32 batch `M` names, then placed in `E` on `device`.
-fn collate_to<E, D, M, S>(
-    samples: Vec<S>,
-    device: &D,
-) -> <On<M, E, D> as LightningModule<E, D>>::Batch
-where
-    E: FloatDtype,
-    D: TrainDevice<E>,
-    M: PlaceAs<E, D>,
-    S: Collate<M::Batch, Cpu>,
-{
-    M::place_batch(S::collate(samples, &Cpu::default()), device)
-}
 
 impl Trainer {
     /// Runs `stage` on the trainer's device in its precision.
@@ -105,7 +91,7 @@ impl Trainer {
                     (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
                         Box::new(Mixed::<D, On<M, f32, D>, On<M, Half, D>, DM::Sample>::new(
                             M::half_of,
-                            collate_to::<Half, D, M, DM::Sample>,
+                            <M as PlaceAs<Half, D>>::collate::<DM::Sample>,
                         ))
                             as Box<dyn HalfStep<f32, D, On<M, f32, D>, DM::Sample>>
                     });
@@ -129,7 +115,7 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        let collate = collate_to::<E, D, M, DM::Sample>;
+        let collate = <M as PlaceAs<E, D>>::collate::<DM::Sample>;
         model
             .placed(&device.clone(), stage == Stage::Fit, |on| {
                 self.run(Job {

@@ -4,8 +4,9 @@
 //! by reference, which gives their address and strides
 //! ([`HostAccess::in_host_memory`](crate::device::HostAccess::in_host_memory)), and a clone of
 //! the tensor keeps them allocated and unchanged: dfdx copies a buffer before writing it while
-//! another handle shares it. A contiguous tensor is read in place that way (a kernel's input is
-//! most often the previous kernel's output); any other is copied once.
+//! another handle shares it. A contiguous tensor of a kernel dtype (f32, f64) is read in place
+//! that way (a kernel's input is most often the previous kernel's output, and its weights are
+//! parameters); any other is copied ([`Values::of`](super::values::Values::of)).
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;

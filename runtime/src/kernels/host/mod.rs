@@ -4,8 +4,9 @@
 //! to the host and back, which only the composed kernels' fallbacks do (grouped
 //! convolutions on CUDA).
 //!
-//! Layers compute as chains of `HostLayer`s (`chain`): a lone layer is a chain of one, a fused
-//! sequence the chain of its ops, so that the values between them never become dfdx tensors.
+//! Convolution and training batch norm compute as chains of `HostLayer`s (`chain`): a lone one
+//! is a chain of one, a fused sequence the chain of its ops, so that the values between them
+//! never become dfdx tensors.
 
 pub(crate) mod buf;
 pub(crate) mod chain;

@@ -8,7 +8,7 @@ use num_traits::ToPrimitive;
 use super::Host;
 use crate::device::{is_half, FloatDtype, Half, HostAccess};
 use crate::kernels::{GradSum, Reduce, Scratch, Total, Unscale};
-use crate::walk::{self, AnyTensor, Item};
+use crate::walk::{self, AnyTensor};
 use crate::Result;
 
 impl<E: FloatDtype, D: HostAccess<E>> Reduce<E, D> for Host {
@@ -60,21 +60,6 @@ fn in_lanes<E: Copy, A: num_traits::Float + std::ops::AddAssign>(
         .sum()
 }
 
-/// Calls `f` on the gradient of every trainable tensor of `module`, in walk order.
-fn each_grad<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
-    module: &M,
-    grads: &mut Gradients<E, D>,
-    mut f: impl FnMut(&mut [E]),
-) -> Result<()> {
-    walk::read(module, |_, item| match item {
-        Item::Tensor {
-            tensor,
-            trainable: true,
-        } => tensor.with_grad(grads, &mut f),
-        _ => Ok(()),
-    })
-}
-
 impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Host {
     /// Through host copies (`scratch`, reused between steps): every half gradient times `inv`
     /// in f32, then, if all are finite, added to the gradients of `into`.
@@ -87,7 +72,7 @@ impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Host {
         scratch: &mut Scratch<f32>,
     ) -> Result<bool> {
         let (mut finite, mut i) = (true, 0);
-        each_grad(from, from_grads, |g| {
+        walk::each_grad(from, from_grads, |_, g| {
             if scratch.len() <= i {
                 scratch.push(Vec::new());
             }
@@ -104,7 +89,7 @@ impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Host {
             return Ok(false);
         }
         let mut j = 0;
-        each_grad(into, grads, |g| {
+        walk::each_grad(into, grads, |_, g| {
             if let Some(values) = scratch.get(j) {
                 for (a, &b) in g.iter_mut().zip(values) {
                     *a += b;

@@ -11,9 +11,10 @@ use crate::data::DataLoader;
 use crate::datamodule::DataModule;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
-use crate::optim::{grads, Interval};
+use crate::optim::Interval;
 use crate::trainer::loops::Run;
 use crate::trainer::Trainer;
+use crate::walk;
 use crate::{Error, Result, TrainDevice};
 
 impl Trainer {
@@ -167,7 +168,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         {
             if let Some(g) = o.grads.as_mut() {
                 let records = &mut ckpt.records;
-                grads::for_each(&*self.model, g, |name, values| {
+                walk::each_grad(&*self.model, g, |name, values| {
                     records.insert(
                         format!("{GRADS_PREFIX}{name}"),
                         Record::from_values(vec![values.len()], values),
@@ -297,7 +298,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             return Ok(());
         };
         let mut failed = Ok(());
-        grads::for_each(&*self.model, g, |name, values| {
+        walk::each_grad(&*self.model, g, |name, values| {
             let key = format!("{GRADS_PREFIX}{name}");
             match ckpt.values::<E>(&key, &[values.len()]) {
                 Ok(saved) => values.copy_from_slice(&saved),

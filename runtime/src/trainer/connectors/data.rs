@@ -15,7 +15,7 @@ type FitLoaders<S> = (DataLoader<S>, Option<DataLoader<S>>);
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The training loader (unshuffled for `overfit_batches`), and the validation loader when
     /// the module validates and `limit_val_batches` allows it; sets the epoch's batches.
-    pub(in crate::trainer) fn fit_loaders(&mut self) -> Result<FitLoaders<DM::Sample>> {
+    pub(in crate::trainer) fn train_and_val_loaders(&mut self) -> Result<FitLoaders<DM::Sample>> {
         let train = self.dm.train_dataloader()?;
         let mut train = self.shard(
             train.ok_or_else(|| missing("train_dataloader", Stage::Fit))?,

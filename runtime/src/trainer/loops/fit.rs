@@ -12,7 +12,7 @@ use crate::{Result, TrainDevice};
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// `fit`, hook by hook.
     pub(super) fn fit(&mut self) -> Result<()> {
-        let (mut train, val) = self.fit_loaders()?;
+        let (mut train, val) = self.train_and_val_loaders()?;
         // As in Lightning: the module, callbacks and data module are restored before
         // `configure_optimizers`, the optimizer and loops after it.
         let resume = self.resume.take();

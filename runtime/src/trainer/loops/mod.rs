@@ -13,7 +13,7 @@ mod training_epoch;
 use std::collections::BTreeMap;
 
 use super::aggregate::EpochMetrics;
-use super::optimization::Optimization;
+use super::optimization_state::Optimization;
 use super::settings::Settings;
 use super::{Dist, Trainer, TrainerView};
 use crate::callback::Callback;
@@ -41,7 +41,8 @@ pub(super) struct Position {
     pub epoch_done: bool,
     /// Training batches per epoch (after `limit_train_batches`).
     pub train_batches: usize,
-    /// Batches per optimizer step in this epoch (`accumulate_grad_batches` as it started).
+    /// Batches per optimizer step in this epoch (`accumulate_grad_batches` once
+    /// `on_train_epoch_start` has run).
     pub window: usize,
     /// The seed of the training device's random stream, drawn per step from it.
     pub run_seed: u64,

@@ -113,7 +113,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         hook!(self, on_before_optimizer_step());
         if finite {
             let clip = self.clipping(&mut grads)?;
-            self.take_lr_request()?;
+            self.take_lr_request();
             if let Some(optimizer) = self.optimization.optimizer.as_mut() {
                 optimizer.step_at(self.model, &mut grads, clip, self.optimization.rates)?;
             }
@@ -192,19 +192,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         })
     }
 
-    /// A learning rate a callback asked for (`TrainerView::set_lr`) becomes the next step's.
-    fn take_lr_request(&mut self) -> Result<()> {
+    /// A learning rate a callback asked for (`TrainerView::set_lr`) becomes the next step's
+    /// (the step refuses one that is not finite and non-negative).
+    fn take_lr_request(&mut self) {
         if let Some(lr) = self.view.lr_request.take() {
-            if !(lr >= 0.0 && lr.is_finite()) {
-                return Err(Error::config(
-                    "lr",
-                    format!("{lr} is not a finite value >= 0"),
-                ));
-            }
             self.optimization.rates.lr = lr;
             self.view.lr = lr;
         }
-        Ok(())
     }
 
     /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
