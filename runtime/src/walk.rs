@@ -16,7 +16,8 @@ use dfdx::nn::{
     ViewTensorName, ViewTensorRef,
 };
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, OwnedTape, Tensor};
+use dfdx::tensor::{Gradients, OwnedTape, Tensor, TensorFrom};
+use dfdx::tensor_ops::BroadcastTo;
 use dfdx::tensor_ops::ReshapeTo;
 
 use crate::device::{FloatDtype, HostAccess};
@@ -62,6 +63,10 @@ pub trait AnyTensorMut<E: FloatDtype, D: HostAccess<E>>: AnyTensor<E, D> {
     /// `self · keep + update · scale` in place (`update` flat, of as many values), keeping the
     /// tensor's identity: an optimizer step where the parameter lives.
     fn axpy(&mut self, keep: f64, update: Flat<E, D>, scale: f64) -> Result<()>;
+    /// Drops the values, keeping the shape: one NaN, broadcast (what a FULL_SHARD run leaves
+    /// of a parameter between the times its unit runs; read by mistake, it is NaN, not a
+    /// plausible number). [`set_flat`](AnyTensorMut::set_flat) gives it values again.
+    fn release(&mut self) -> Result<()>;
 }
 
 impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensor<E, D> for Tensor<S, E, D> {
@@ -121,6 +126,11 @@ impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensorMut<E, D> for Tensor<S,
         let update = update.try_reshape_like(self.shape())?;
         Ok(self.try_axpy(keep, &update, scale)?)
     }
+    fn release(&mut self) -> Result<()> {
+        let nan = AnyTensor::device(self).try_tensor(E::nan())?;
+        *self = nan.try_broadcast_like::<S, S::AllAxes>(self.shape())?;
+        Ok(())
+    }
 }
 
 /// What a reading walk hands over, by dotted name (`layer_1.weight`).
@@ -179,13 +189,203 @@ pub(crate) fn each_grad<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, 
     grads: &mut Gradients<E, D>,
     mut f: impl FnMut(&str, &mut [E]),
 ) -> Result<()> {
+    each_trainable(module, &mut |name, tensor| {
+        tensor.with_grad(grads, &mut |g| f(name, g))
+    })
+}
+
+/// Trainable tensors by name, in an order that never changes: what optimizers step and the
+/// gradient passes reduce. A module's ([`Tensors`]) are its trainable tensors in walk order; a
+/// FULL_SHARD run's are this rank's flat shards of them.
+pub(crate) trait Params<E: FloatDtype, D: HostAccess<E>> {
+    /// Calls `f` on every trainable tensor, in order.
+    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()>;
+}
+
+/// [`Params`], for writing.
+pub(crate) trait ParamsMut<E: FloatDtype, D: HostAccess<E>>: Params<E, D> {
+    /// Calls `f` on every trainable tensor, for writing, in order.
+    fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()>;
+}
+
+/// What [`Params::each`] calls on each tensor.
+pub(crate) type EachParam<'f, E, D> = dyn FnMut(&str, &dyn AnyTensor<E, D>) -> Result<()> + 'f;
+
+/// What [`ParamsMut::each_mut`] calls on each tensor.
+pub(crate) type EachParamMut<'f, E, D> =
+    dyn FnMut(&str, &mut dyn AnyTensorMut<E, D>) -> Result<()> + 'f;
+
+/// A module's trainable tensors, as [`Params`].
+pub(crate) struct Tensors<'a, M>(pub &'a M);
+
+/// A module's trainable tensors, as [`ParamsMut`].
+pub(crate) struct TensorsMut<'a, M>(pub &'a mut M);
+
+/// Calls `f` on every trainable tensor of `module`.
+fn each_trainable<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
+    module: &M,
+    f: &mut EachParam<'_, E, D>,
+) -> Result<()> {
     read(module, |name, item| match item {
         Item::Tensor {
             tensor,
             trainable: true,
-        } => tensor.with_grad(grads, &mut |g| f(&name, g)),
+        } => f(&name, tensor),
         _ => Ok(()),
     })
+}
+
+impl<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>> Params<E, D> for Tensors<'_, M> {
+    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
+        each_trainable(self.0, f)
+    }
+}
+
+impl<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>> Params<E, D>
+    for TensorsMut<'_, M>
+{
+    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
+        each_trainable(self.0, f)
+    }
+}
+
+impl<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>> ParamsMut<E, D>
+    for TensorsMut<'_, M>
+{
+    fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()> {
+        write(self.0, |name, item| match item {
+            ItemMut::Tensor {
+                tensor,
+                trainable: true,
+            } => f(&name, tensor),
+            _ => Ok(()),
+        })
+    }
+}
+
+/// Which FULL_SHARD unit ([`Unit`](crate::layers::Unit) layer) holds each trainable tensor of a
+/// module, as [`units`] finds them.
+pub(crate) struct UnitTrace {
+    /// Per trainable tensor in walk order: the innermost unit around it, if any.
+    pub innermost: Vec<Option<usize>>,
+    /// Per unit, in walk order: the trainable tensors its module spans (its nested units'
+    /// included) and the key that finds it from the layer.
+    pub units: Vec<(std::ops::Range<usize>, UnitKey)>,
+}
+
+/// What a [`Unit`](crate::layers::Unit) layer and its clones share: the number a FULL_SHARD
+/// run gave the unit, if one did.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitKey(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Default for UnitKey {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(usize::MAX.into()))
+    }
+}
+
+impl UnitKey {
+    /// The number a run gave the unit.
+    pub fn get(&self) -> Option<usize> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            usize::MAX => None,
+            k => Some(k),
+        }
+    }
+
+    /// Whether `other` is this key (the same unit, or a clone of it).
+    pub fn same(&self, other: &UnitKey) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Gives the unit (and its clones) the number `k`, or none.
+    pub fn set(&self, k: Option<usize>) {
+        self.0.store(
+            k.unwrap_or(usize::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+thread_local! {
+    /// While [`units`] walks a module: the trace so far and the units open around the visit.
+    static TRACE: std::cell::RefCell<Option<(UnitTrace, Vec<usize>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Which unit holds each trainable tensor of `module` (units nest: a tensor belongs to the
+/// innermost).
+pub(crate) fn units<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
+    module: &M,
+) -> Result<UnitTrace> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TRACE.with(|t| t.borrow_mut().take());
+        }
+    }
+    let reset = Reset;
+    TRACE.with(|t| {
+        *t.borrow_mut() = Some((
+            UnitTrace {
+                innermost: Vec::new(),
+                units: Vec::new(),
+            },
+            Vec::new(),
+        ))
+    });
+    read(module, |_, _| Ok(()))?;
+    let trace = TRACE
+        .with(|t| t.borrow_mut().take())
+        .map(|(trace, _)| trace);
+    drop(reset);
+    trace.ok_or_else(|| Error::msg("the walk over the module's units lost its trace"))
+}
+
+/// Called by a unit's `iter_tensors` around its module's: what is visited inside `f` is the
+/// unit's. Returns the unit's number in this walk while [`units`] traces one.
+pub(crate) fn in_unit<R>(f: impl FnOnce(Option<usize>) -> R) -> R {
+    let opened = TRACE.with(|t| {
+        let mut t = t.borrow_mut();
+        let (trace, open) = t.as_mut()?;
+        let k = trace.units.len();
+        let start = trace.innermost.len();
+        trace.units.push((start..start, UnitKey::default()));
+        open.push(k);
+        Some(k)
+    });
+    let r = f(opened);
+    if let Some(k) = opened {
+        TRACE.with(|t| {
+            if let Some((trace, open)) = t.borrow_mut().as_mut() {
+                open.pop();
+                trace.units[k].0.end = trace.innermost.len();
+            }
+        });
+    }
+    r
+}
+
+/// Called by a unit as a walk reads its fields: records the key the unit `k` of the traced
+/// walk is found by.
+pub(crate) fn saw_unit(k: Option<usize>, key: &UnitKey) {
+    let Some(k) = k else { return };
+    TRACE.with(|t| {
+        if let Some((trace, _)) = t.borrow_mut().as_mut() {
+            if let Some(unit) = trace.units.get_mut(k) {
+                unit.1 = key.clone();
+            }
+        }
+    });
+}
+
+/// A trainable tensor was visited: while tracing, it belongs to the innermost open unit.
+fn saw_trainable() {
+    TRACE.with(|t| {
+        if let Some((trace, open)) = t.borrow_mut().as_mut() {
+            trace.innermost.push(open.last().copied());
+        }
+    });
 }
 
 struct Read<'f, E: FloatDtype, D: HostAccess<E>> {
@@ -204,6 +404,9 @@ impl<E: FloatDtype, D: HostAccess<E>> TensorVisitor<E, D> for Read<'_, E, D> {
         (tensor, name): (&Tensor<S, E, D>, String),
     ) -> Result<Option<Tensor<S, E, D>>> {
         let trainable = opts.do_gradient_update;
+        if trainable {
+            saw_trainable();
+        }
         (self.f)(name, Item::Tensor { tensor, trainable })?;
         Ok(None)
     }

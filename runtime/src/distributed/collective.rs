@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::Result;
 
 /// Operations every rank calls in the same order.
-pub trait Collective: Send {
+pub trait Collective: Send + Sync {
     /// This process's rank, `0..world_size()`.
     fn rank(&self) -> usize;
     /// The number of processes in the run.
@@ -28,6 +28,30 @@ pub trait Collective: Send {
     fn all_reduce_max_f64(&self, values: &mut [f64]) -> Result<()>;
     /// Replaces `bytes` on every rank with rank `root`'s.
     fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
+    /// Every rank's `mine` (one length on all ranks) into `all`, in rank order: block `r` of
+    /// `all` (`world_size() · mine.len()` values) is rank `r`'s.
+    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) -> Result<()> {
+        gather_by_broadcast(self, mine, all)
+    }
+    /// [`all_gather_f32`](Collective::all_gather_f32) in f64.
+    fn all_gather_f64(&self, mine: &[f64], all: &mut [f64]) -> Result<()> {
+        gather_by_broadcast(self, mine, all)
+    }
+    /// `all` (`world_size()` blocks of `mine.len()` values) summed element-wise across ranks;
+    /// this rank gets its own block of the sum, block `rank()`, in `mine`.
+    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]) -> Result<()> {
+        let (rank, world) = (self.rank(), self.world_size());
+        scatter_by_reduce(all, mine, rank, world, |root, v| {
+            self.reduce_sum_f32(root, v)
+        })
+    }
+    /// [`reduce_scatter_sum_f32`](Collective::reduce_scatter_sum_f32) in f64.
+    fn reduce_scatter_sum_f64(&self, all: &[f64], mine: &mut [f64]) -> Result<()> {
+        let (rank, world) = (self.rank(), self.world_size());
+        scatter_by_reduce(all, mine, rank, world, |root, v| {
+            self.reduce_sum_f64(root, v)
+        })
+    }
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
     /// Time spent in collectives so far (waiting for slower ranks included).
@@ -47,6 +71,92 @@ pub trait Collective: Send {
 /// order ([`Collective::average_in_place`]).
 pub type EachBuffer<'a> =
     dyn FnMut(&mut dyn FnMut(&mut dyn std::any::Any) -> Result<()>) -> Result<()> + 'a;
+
+/// A value that travels between ranks as its little-endian bytes.
+pub(crate) trait Wire: Copy + Default {
+    /// Appends the value's bytes to `out`.
+    fn put(self, out: &mut Vec<u8>);
+    /// The value whose bytes begin `bytes`.
+    fn take(bytes: &[u8]) -> Self;
+    /// How many bytes a value takes.
+    const BYTES: usize;
+}
+
+macro_rules! wire {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend(self.to_le_bytes());
+            }
+            fn take(bytes: &[u8]) -> Self {
+                let mut b = [0; std::mem::size_of::<$t>()];
+                b.copy_from_slice(&bytes[..std::mem::size_of::<$t>()]);
+                <$t>::from_le_bytes(b)
+            }
+            const BYTES: usize = std::mem::size_of::<$t>();
+        }
+    )*};
+}
+wire!(f32, f64);
+
+/// The all-gather as one broadcast from each rank in turn (a collective without its own).
+fn gather_by_broadcast<C: Collective + ?Sized, W: Wire>(
+    c: &C,
+    mine: &[W],
+    all: &mut [W],
+) -> Result<()> {
+    let n = mine.len();
+    check_blocks(c.world_size(), n, all.len())?;
+    for (owner, block) in all.chunks_mut(n.max(1)).enumerate().take(c.world_size()) {
+        let mut bytes = Vec::new();
+        if owner == c.rank() {
+            bytes.reserve(n * W::BYTES);
+            mine.iter().for_each(|v| v.put(&mut bytes));
+        }
+        c.broadcast(owner, &mut bytes)?;
+        if bytes.len() != n * W::BYTES {
+            return Err(crate::Error::msg(format!(
+                "all-gather: rank {owner} sent {} bytes where {} were expected; the ranks do not shard the same model",
+                bytes.len(),
+                n * W::BYTES
+            )));
+        }
+        for (v, b) in block.iter_mut().zip(bytes.chunks_exact(W::BYTES)) {
+            *v = W::take(b);
+        }
+    }
+    Ok(())
+}
+
+/// The reduce-scatter as one reduce onto each rank in turn (a collective without its own).
+fn scatter_by_reduce<W: Wire>(
+    all: &[W],
+    mine: &mut [W],
+    rank: usize,
+    world: usize,
+    mut reduce: impl FnMut(usize, &mut [W]) -> Result<()>,
+) -> Result<()> {
+    let n = mine.len();
+    check_blocks(world, n, all.len())?;
+    for (owner, block) in all.chunks(n.max(1)).enumerate() {
+        let mut sum = block.to_vec();
+        reduce(owner, &mut sum)?;
+        if owner == rank {
+            mine.copy_from_slice(&sum);
+        }
+    }
+    Ok(())
+}
+
+/// `total` values must be `world` blocks of `n`.
+pub(crate) fn check_blocks(world: usize, n: usize, total: usize) -> Result<()> {
+    if world * n != total {
+        return Err(crate::Error::msg(format!(
+            "a collective over {world} ranks of {n} values each was given {total} values"
+        )));
+    }
+    Ok(())
+}
 
 /// The one-process run.
 #[derive(Debug, Clone, Copy, Default)]

@@ -12,6 +12,7 @@
 
 mod collective;
 mod env;
+pub(crate) mod full_shard;
 pub(crate) mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -67,7 +68,10 @@ pub(crate) fn plan(
         Devices::Ordinals(v) => Some(v.len()),
         Devices::Auto => None,
     };
-    let multi = matches!(strategy, Strategy::Ddp | Strategy::ShardGradOp);
+    let multi = matches!(
+        strategy,
+        Strategy::Ddp | Strategy::ShardGradOp | Strategy::FullShard
+    );
     if env.world_size == 1 {
         let n = requested.unwrap_or(1);
         if num_nodes > 1 {
@@ -169,14 +173,14 @@ pub(crate) fn join(
     plan: &mut Plan,
     device: RunDevice,
     timeout: Duration,
-) -> Result<Box<dyn Collective>> {
+) -> Result<std::sync::Arc<dyn Collective>> {
     let env = &plan.env;
     match device {
-        _ if env.world_size == 1 && !plan.launched => Ok(Box::new(Single)),
+        _ if env.world_size == 1 && !plan.launched => Ok(std::sync::Arc::new(Single)),
         #[cfg(feature = "nccl")]
         RunDevice::Cuda(ordinal) => {
             let listener = plan.listener.take();
-            Ok(Box::new(nccl::Nccl::join(env, ordinal, listener, timeout)?))
+            Ok(std::sync::Arc::new(nccl::Nccl::join(env, ordinal, listener, timeout)?))
         }
         #[cfg(not(feature = "nccl"))]
         RunDevice::Cuda(_) => Err(Error::config(
@@ -191,7 +195,7 @@ pub(crate) fn join(
 }
 
 #[cfg(feature = "mpi")]
-fn join_mpi(env: &ClusterEnv, timeout: Duration) -> Result<Box<dyn Collective>> {
+fn join_mpi(env: &ClusterEnv, timeout: Duration) -> Result<std::sync::Arc<dyn Collective>> {
     let mpi = mpi::Mpi::join(timeout)?;
     if mpi.world_size() != env.world_size || mpi.rank() != env.global_rank {
         return Err(Error::config(
@@ -206,11 +210,11 @@ fn join_mpi(env: &ClusterEnv, timeout: Duration) -> Result<Box<dyn Collective>> 
             ),
         ));
     }
-    Ok(Box::new(mpi))
+    Ok(std::sync::Arc::new(mpi))
 }
 
 #[cfg(not(feature = "mpi"))]
-fn join_mpi(env: &ClusterEnv, _timeout: Duration) -> Result<Box<dyn Collective>> {
+fn join_mpi(env: &ClusterEnv, _timeout: Duration) -> Result<std::sync::Arc<dyn Collective>> {
     Err(Error::config(
         "strategy",
         format!(

@@ -9,7 +9,7 @@ use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 
-use super::collective::{Collective, Watchdog};
+use super::collective::{check_blocks, Collective, Watchdog};
 use crate::{Error, Result};
 
 /// MPI's state, finalized when the process exits (an MPI process that exits without
@@ -105,6 +105,26 @@ impl Mpi {
     }
 }
 
+impl Mpi {
+    fn gather<T: mpi::datatype::Equivalence>(&self, mine: &[T], all: &mut [T]) -> Result<()> {
+        check_blocks(self.size, mine.len(), all.len())?;
+        if mine.is_empty() {
+            return Ok(());
+        }
+        self.call("all-gather", |w| w.all_gather_into(mine, all))
+    }
+
+    fn scatter<T: mpi::datatype::Equivalence>(&self, all: &[T], mine: &mut [T]) -> Result<()> {
+        check_blocks(self.size, mine.len(), all.len())?;
+        if mine.is_empty() {
+            return Ok(());
+        }
+        self.call("reduce-scatter", |w| {
+            w.reduce_scatter_block_into(all, mine, SystemOperation::sum())
+        })
+    }
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
@@ -149,6 +169,18 @@ impl Collective for Mpi {
         self.call("broadcast", |w| {
             w.process_at_rank(root).broadcast_into(&mut bytes[..])
         })
+    }
+    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) -> Result<()> {
+        self.gather(mine, all)
+    }
+    fn all_gather_f64(&self, mine: &[f64], all: &mut [f64]) -> Result<()> {
+        self.gather(mine, all)
+    }
+    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]) -> Result<()> {
+        self.scatter(all, mine)
+    }
+    fn reduce_scatter_sum_f64(&self, all: &[f64], mine: &mut [f64]) -> Result<()> {
+        self.scatter(all, mine)
     }
     fn barrier(&self) -> Result<()> {
         self.call("barrier", |w| w.barrier())

@@ -17,27 +17,23 @@ pub enum Strategy {
     /// belongs to one rank, which alone keeps its optimizer state and its summed gradient,
     /// steps it, and sends the new values to the others.
     ShardGradOp,
+    /// FSDP's `FULL_SHARD` (its default; ZeRO-3, DeepSpeed stage 3): each rank holds 1/N of
+    /// every parameter, gradient and optimizer state, and a unit's parameters are gathered
+    /// whole only while it runs ([`Unit`](crate::layers::Unit)).
+    FullShard,
 }
 
 impl std::str::FromStr for Strategy {
     type Err = Error;
 
     /// `auto`, `single_device`, `ddp` (also `ddp_find_unused_parameters_true|false`),
-    /// `fsdp[:SHARDING]` with sharding `NO_SHARD`, `SHARD_GRAD_OP` or `FULL_SHARD` (FSDP's
-    /// default), and `deepspeed` / `deepspeed_stage_1|2|3`.
+    /// `fsdp[:SHARDING]` with sharding `FULL_SHARD` (FSDP's default), `SHARD_GRAD_OP` or
+    /// `NO_SHARD`, and `deepspeed` / `deepspeed_stage_1|2|3`.
     fn from_str(s: &str) -> Result<Self> {
         let lower = s.trim().to_ascii_lowercase();
         let (name, sharding) = match lower.split_once(':') {
             Some((n, sh)) => (n, Some(sh)),
             None => (lower.as_str(), None),
-        };
-        let full_shard = |what: &str| {
-            Error::config(
-                "strategy",
-                format!(
-                    "`{s}`: {what} shards the parameters themselves, which fulmen does not do yet; use \"fsdp:SHARD_GRAD_OP\" (optimizer state and gradients sharded) or \"ddp\""
-                ),
-            )
         };
         match (name, sharding) {
             ("auto", None) => Ok(Strategy::Auto),
@@ -48,24 +44,26 @@ impl std::str::FromStr for Strategy {
             ) => Ok(Strategy::Ddp),
             ("fsdp", Some("no_shard")) => Ok(Strategy::Ddp),
             ("fsdp", Some("shard_grad_op")) => Ok(Strategy::ShardGradOp),
-            ("fsdp", None | Some("full_shard") | Some("hybrid_shard")) => {
-                Err(full_shard("FSDP's FULL_SHARD (its default)"))
-            }
+            ("fsdp", None | Some("full_shard")) => Ok(Strategy::FullShard),
+            ("fsdp", Some("hybrid_shard")) => Err(Error::config(
+                "strategy",
+                format!("`{s}`: HYBRID_SHARD (sharded within a node, replicated across nodes) is not built; use \"fsdp\" (FULL_SHARD across every rank)"),
+            )),
             ("deepspeed" | "deepspeed_stage_1" | "deepspeed_stage_2", None) => {
                 Ok(Strategy::ShardGradOp)
             }
-            ("deepspeed_stage_3", None) => Err(full_shard("DeepSpeed stage 3")),
+            ("deepspeed_stage_3", None) => Ok(Strategy::FullShard),
             (n, None) if n.starts_with("deepspeed") || n.starts_with("fsdp") => Err(Error::config(
                 "strategy",
-                format!("`{s}`: offloading to the CPU or NVMe is not built; use \"deepspeed_stage_2\" or \"fsdp:SHARD_GRAD_OP\""),
+                format!("`{s}`: DeepSpeed's offloading to the CPU or NVMe is not built; use \"deepspeed_stage_3\" or \"fsdp\""),
             )),
             ("fsdp", Some(other)) => Err(Error::config(
                 "strategy",
-                format!("`{other}` is not an FSDP sharding; use NO_SHARD, SHARD_GRAD_OP or FULL_SHARD"),
+                format!("`{other}` is not an FSDP sharding; use FULL_SHARD, SHARD_GRAD_OP or NO_SHARD"),
             )),
             _ => Err(Error::config(
                 "strategy",
-                format!("`{s}` is not a strategy; use \"auto\", \"single_device\", \"ddp\", \"fsdp:SHARD_GRAD_OP\", \"fsdp:NO_SHARD\" or \"deepspeed_stage_2\""),
+                format!("`{s}` is not a strategy; use \"auto\", \"single_device\", \"ddp\", \"fsdp\" (FULL_SHARD), \"fsdp:SHARD_GRAD_OP\", \"fsdp:NO_SHARD\", \"deepspeed_stage_2\" or \"deepspeed_stage_3\""),
             )),
         }
     }
@@ -83,10 +81,14 @@ mod tests {
         assert_eq!(p("fsdp:NO_SHARD").unwrap(), Strategy::Ddp);
         assert_eq!(p("fsdp:SHARD_GRAD_OP").unwrap(), Strategy::ShardGradOp);
         assert_eq!(p("deepspeed_stage_2").unwrap(), Strategy::ShardGradOp);
-        for refused in ["fsdp", "fsdp:FULL_SHARD", "deepspeed_stage_3"] {
-            let e = p(refused).unwrap_err().to_string();
-            assert!(e.contains("SHARD_GRAD_OP") && e.contains("ddp"), "{e}");
+        for full in ["fsdp", "FSDP:FULL_SHARD", "deepspeed_stage_3"] {
+            assert_eq!(p(full).unwrap(), Strategy::FullShard);
         }
+        let hybrid = p("fsdp:HYBRID_SHARD").unwrap_err().to_string();
+        assert!(
+            hybrid.contains("HYBRID_SHARD") && hybrid.contains("\"fsdp\""),
+            "{hybrid}"
+        );
         assert!(p("deepspeed_stage_2_offload")
             .unwrap_err()
             .to_string()

@@ -15,6 +15,7 @@ pub mod fused;
 pub mod pool2d;
 pub mod relu;
 pub mod residual;
+pub mod unit;
 
 pub use self::batchnorm2d::BatchNorm2D;
 pub use self::conv2d::{conv2d, Conv2D, Conv2DNoBias, DepthwiseConv2D};
@@ -23,6 +24,7 @@ pub use self::fused::Fused;
 pub use self::pool2d::{adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D};
 pub use self::relu::{relu, ReLU};
 pub use self::residual::{add_relu, GeneralizedResidualReLU, ResidualReLU};
+pub use self::unit::Unit;
 pub use crate::shapes::{ConvGeom, ConvOptions, Dyn4, Images, PoolKind};
 
 use crate::Error;

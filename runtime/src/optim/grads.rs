@@ -6,18 +6,17 @@
 //! and the anomaly check reduce each gradient where it lives too, and add the results up
 //! there ([`Total`]): one number per step comes to the host, not one per tensor.
 
-use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
 
 use super::Clip;
 use crate::kernels::{GradSum, Reduce, Total};
-use crate::walk::{self, Item};
+use crate::walk::Params;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// `clip_grad_norm_`: the clipping that bounds the gradients' joint L2 norm by `max_norm`. A
 /// non-finite norm is returned as an error.
-pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
+pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
+    module: &P,
     grads: &mut Gradients<E, D>,
     max_norm: f64,
     total: impl FnOnce(f64) -> Result<f64>,
@@ -42,25 +41,19 @@ pub(crate) fn clip_norm<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E,
 
 /// `what` summed over the gradients of every trainable tensor of `module`, each reduced
 /// where it lives.
-fn sum_over<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+fn sum_over<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
     what: GradSum,
-    module: &M,
+    module: &P,
     grads: &mut Gradients<E, D>,
 ) -> Result<f64> {
     let mut total = Total::default();
-    walk::read(module, |_, item| match item {
-        Item::Tensor {
-            tensor,
-            trainable: true,
-        } => D::Kernels::grad_sum(what, tensor, grads, &mut total),
-        _ => Ok(()),
-    })?;
+    module.each(&mut |_, tensor| D::Kernels::grad_sum(what, tensor, grads, &mut total))?;
     Ok(total.value())
 }
 
 /// The first parameter whose gradient holds NaN or infinity (`detect_anomaly`).
-pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
+pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
+    module: &P,
     grads: &mut Gradients<E, D>,
 ) -> Result<Option<String>> {
     if sum_over(GradSum::FiniteProbe, module, grads)?.is_finite() {
@@ -68,19 +61,15 @@ pub(crate) fn first_non_finite<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     }
     // Something is not finite: which tensor, one number at a time.
     let mut found = None;
-    walk::read(module, |name, item| match item {
-        Item::Tensor {
-            tensor,
-            trainable: true,
-        } if found.is_none() => {
+    module.each(&mut |name, tensor| {
+        if found.is_none() {
             let mut one = Total::default();
             D::Kernels::grad_sum(GradSum::FiniteProbe, tensor, grads, &mut one)?;
             if !one.value().is_finite() {
-                found = Some(name);
+                found = Some(name.to_string());
             }
-            Ok(())
         }
-        _ => Ok(()),
+        Ok(())
     })?;
     Ok(found)
 }

@@ -5,7 +5,7 @@ use super::scheduler::Rates;
 use super::{Clip, Optim};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::kernels::{Scratch, Step, StepRule};
-use crate::walk::{self, Item, ItemMut};
+use crate::walk::{Params, ParamsMut, Tensors, TensorsMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// An optimizer at work: its settings and, per parameter, the buffers its rule keeps, on the
@@ -22,14 +22,14 @@ pub struct Optimizer<E: FloatDtype, D: TrainDevice<E> = Cpu> {
     owned: Option<Vec<bool>>,
 }
 
+/// Reads a parameter's buffer from a checkpoint: `(index, parameter, buffer, len)`.
+pub(crate) type ReadBuffer<'f, E> = dyn FnMut(usize, &str, &str, usize) -> Result<Vec<E>> + 'f;
+
 /// One parameter's buffers, in [`StepRule::buffers`]' order.
 type Buffers<E, D> = Vec<Tensor<(usize,), E, D>>;
 
 /// Per parameter, its name and its buffers' values.
-type HostState<E> = Vec<(String, Vec<Vec<E>>)>;
-
-/// Under SHARD_GRAD_OP: the collective and, per parameter, its owner rank and size.
-type Shards<'a> = (&'a dyn crate::distributed::Collective, &'a [(usize, usize)]);
+pub(crate) type HostState<E> = Vec<(String, Vec<Vec<E>>)>;
 
 impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
     /// An optimizer with the settings `config` and no buffers yet; refuses the settings PyTorch
@@ -102,7 +102,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
 
     /// Every parameter's buffers, the others' sent by their owners (`tensors[i]` is parameter
     /// i's owner and size): what a sharded run's checkpoint holds. Every rank calls it.
-    fn gathered(
+    pub(crate) fn gathered(
         &self,
         c: &dyn crate::distributed::Collective,
         tensors: &[(usize, usize)],
@@ -144,7 +144,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
     }
 
     /// Every parameter's buffers, copied from the device.
-    fn host_state(&self) -> HostState<E> {
+    pub(crate) fn host_state(&self) -> HostState<E> {
         self.state
             .iter()
             .map(|(name, b)| (name.clone(), b.iter().map(|t| t.as_vec()).collect()))
@@ -169,11 +169,22 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         clip: Clip,
         rates: Rates,
     ) -> Result<()> {
+        self.step_params_at(&mut TensorsMut(module), grads, clip, rates)
+    }
+
+    /// [`step_params`](Self::step_params) at the learning rate (and momentum) `rates`.
+    pub(crate) fn step_params_at<P: ParamsMut<E, D> + ?Sized>(
+        &mut self,
+        params: &mut P,
+        grads: &mut Gradients<E, D>,
+        clip: Clip,
+        rates: Rates,
+    ) -> Result<()> {
         self.set_lr(rates.lr)?;
         if let Some(momentum) = rates.momentum {
             self.set_momentum(momentum);
         }
-        self.step_clipped(module, grads, clip)
+        self.step_params(params, grads, clip)
     }
 
     /// [`step`](Self::step) with every gradient clipped first as `clip` says (where it
@@ -181,6 +192,17 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
     pub fn step_clipped<M: TensorCollection<E, D>>(
         &mut self,
         module: &mut M,
+        grads: &mut Gradients<E, D>,
+        clip: Clip,
+    ) -> Result<()> {
+        self.step_params(&mut TensorsMut(module), grads, clip)
+    }
+
+    /// [`step_clipped`](Self::step_clipped) over any trainable tensors (a FULL_SHARD run's
+    /// flat shards).
+    pub(crate) fn step_params<P: ParamsMut<E, D> + ?Sized>(
+        &mut self,
+        module: &mut P,
         grads: &mut Gradients<E, D>,
         clip: Clip,
     ) -> Result<()> {
@@ -212,14 +234,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             clip,
         };
         let mut index = 0;
-        walk::write(module, |_, item| {
-            let ItemMut::Tensor {
-                tensor,
-                trainable: true,
-            } = item
-            else {
-                return Ok(());
-            };
+        module.each_mut(&mut |_, tensor| {
             let buffers = &mut state
                 .get_mut(index)
                 .ok_or_else(|| Error::msg("the optimizer was stepped on a module with more parameters than it was created for"))?
@@ -237,20 +252,17 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
 }
 
 impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
-    /// Adds the buffers to `records` (as `optimizer/<parameter>/<buffer>`) and returns the
-    /// settings, at the run's learning rate and momentum `rates`, and the step count. Under
-    /// SHARD_GRAD_OP every rank calls it, and each gets every parameter's buffers.
+    /// Adds `state` (every parameter's buffers: [`host_state`](Self::host_state), or what
+    /// a sharded run gathered of it) to `records` (as `optimizer/<parameter>/<buffer>`) and
+    /// returns the settings, at the run's learning rate and momentum `rates`, and the step
+    /// count.
     pub(crate) fn save_state(
         &self,
         records: &mut Records,
-        shards: Option<Shards<'_>>,
+        state: HostState<E>,
         rates: Rates,
     ) -> Result<OptimizerState> {
         let names = StepRule::buffers(&self.config);
-        let state = match shards {
-            Some((c, tensors)) => self.gathered(c, tensors)?,
-            None => self.host_state(),
-        };
         for (param, buffers) in &state {
             for (buffer, values) in names.iter().zip(buffers) {
                 records.insert(
@@ -277,6 +289,25 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         state: &OptimizerState,
         ckpt: &Checkpoint,
     ) -> Result<()> {
+        self.load_state_of(
+            &Tensors(module),
+            state,
+            ckpt,
+            &mut |_, param, buffer, len| {
+                ckpt.values::<E>(&format!("{OPTIMIZER_PREFIX}{param}/{buffer}"), &[len])
+            },
+        )
+    }
+
+    /// Takes the settings and step count of a checkpoint, and for each of `params` the
+    /// buffers `read(index, parameter, buffer, len)` gives.
+    pub(crate) fn load_state_of(
+        &mut self,
+        params: &dyn Params<E, D>,
+        state: &OptimizerState,
+        ckpt: &Checkpoint,
+        read: &mut ReadBuffer<'_, E>,
+    ) -> Result<()> {
         if state.config.kind != self.config.kind {
             return Err(ckpt.error(Error::msg(format!(
                 "its optimizer is {:?} but configure_optimizers returns {:?}",
@@ -291,13 +322,11 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
             return Ok(());
         }
         let names = StepRule::buffers(&self.config);
-        for (param, len, device) in parameters(module)? {
+        for (index, (param, len, device)) in parameters(params)?.into_iter().enumerate() {
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
-                let key = format!("{OPTIMIZER_PREFIX}{param}/{buffer}");
-                let values = ckpt.values::<E>(&key, &[len])?;
-                let tensor = device.try_tensor_from_vec(values, (len,))?;
-                buffers.push(tensor);
+                let values = read(index, &param, buffer, len)?;
+                buffers.push(device.try_tensor_from_vec(values, (len,))?);
             }
             self.state.push((param, buffers));
         }
@@ -305,19 +334,13 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
     }
 }
 
-/// The name, size and device of every trainable parameter of `module`, in walk order.
-fn parameters<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    module: &M,
+/// The name, size and device of every trainable parameter of `module`, in order.
+fn parameters<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
+    module: &P,
 ) -> Result<Vec<(String, usize, D)>> {
     let mut names = Vec::new();
-    walk::read(module, |name, item| {
-        if let Item::Tensor {
-            tensor,
-            trainable: true,
-        } = item
-        {
-            names.push((name, tensor.dims().iter().product(), tensor.device()));
-        }
+    module.each(&mut |name, tensor| {
+        names.push((name.to_string(), tensor.num_values(), tensor.device()));
         Ok(())
     })?;
     Ok(names)

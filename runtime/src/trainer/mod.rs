@@ -62,7 +62,7 @@ enum LoggerChoice {
 pub(crate) struct Dist {
     pub env: ClusterEnv,
     pub strategy: Strategy,
-    pub collective: Box<dyn Collective>,
+    pub collective: std::sync::Arc<dyn Collective>,
     /// Whether loaders are sharded across ranks.
     pub sampler: bool,
     /// Under SLURM with auto-requeue: the signal that saves and requeues the job.

@@ -7,6 +7,7 @@
 
 use dfdx::tensor::Gradients;
 
+use crate::distributed::full_shard;
 use crate::distributed::shard::Shards;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
@@ -28,6 +29,9 @@ pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: Lightnin
     pub half: HalfSteps<'a, E, D, M, S>,
     /// Under SHARD_GRAD_OP, which rank owns each parameter.
     pub shards: Option<Shards>,
+    /// Under FULL_SHARD, this rank's shards of the parameters and their gradients (shared
+    /// with the units' backward ops).
+    pub full_shard: Option<full_shard::Shared<E, D>>,
 }
 
 impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
@@ -44,6 +48,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
             grads: None,
             half,
             shards: None,
+            full_shard: None,
         }
     }
 

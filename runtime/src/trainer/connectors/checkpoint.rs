@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use crate::callback::CheckpointPaths;
-use crate::checkpoint::{float, Checkpoint, Ckpt, CkptPath, LoopState, Record, GRADS_PREFIX};
+use crate::checkpoint::{
+    float, Checkpoint, Ckpt, CkptPath, LoopState, Record, GRADS_PREFIX, OPTIMIZER_PREFIX,
+};
 use crate::data::DataLoader;
 use crate::datamodule::DataModule;
 use crate::module::LightningModule;
@@ -92,7 +94,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // Rank 0 alone writes; the others keep the same bookkeeping (the metrics that choose
         // the checkpoints are global), and under sharding help gather the optimizer state.
         let writer = self.dist.env.is_global_zero();
-        if !writer && self.optimization.shards.is_none() {
+        let o = &self.optimization;
+        if !writer && o.shards.is_none() && o.full_shard.is_none() {
             return Ok(());
         }
         let (mut full, mut weights) = (None, None);
@@ -124,8 +127,23 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(())
     }
 
-    /// The run as it stands, as a checkpoint (Lightning's `dump_checkpoint`).
+    /// The run as it stands, as a checkpoint (Lightning's `dump_checkpoint`). Under
+    /// FULL_SHARD every rank calls it: the module is whole while it is written.
     pub(in crate::trainer) fn checkpoint(&mut self, weights_only: bool) -> Result<Checkpoint> {
+        let Some(run) = self.optimization.full_shard.clone() else {
+            return self.checkpoint_whole(weights_only);
+        };
+        if run.borrow().is_whole() {
+            return self.checkpoint_whole(weights_only);
+        }
+        run.borrow_mut().unshard(&mut *self.model)?;
+        let ckpt = self.checkpoint_whole(weights_only);
+        run.borrow_mut().reshard(&mut *self.model)?;
+        ckpt
+    }
+
+    /// [`checkpoint`](Self::checkpoint) of the module as it is.
+    fn checkpoint_whole(&mut self, weights_only: bool) -> Result<Checkpoint> {
         let mut ckpt = Checkpoint::of_module(&*self.model, M::NAME)?;
         ckpt.meta.datamodule_hparams = self.dm.hparams();
         if !weights_only {
@@ -155,10 +173,20 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     fn save_training_state(&mut self, ckpt: &mut Checkpoint) -> Result<()> {
         ckpt.meta.weights_only = false;
         let o = &mut self.optimization;
+        let c = &*self.dist.collective;
         if let Some(optimizer) = &o.optimizer {
-            let shards = (o.shards.as_ref()).map(|s| (&*self.dist.collective, s.tensors()));
-            let state = optimizer.save_state(&mut ckpt.records, shards, o.rates)?;
-            ckpt.meta.optimizer = Some(state);
+            // Every parameter's buffers, whole: a sharded run's gathered from every rank.
+            let state = match (&o.shards, &o.full_shard) {
+                (Some(shards), _) => optimizer.gathered(c, shards.tensors())?,
+                (_, Some(run)) => {
+                    let per_unit: Vec<_> =
+                        optimizer.host_state().into_iter().map(|s| s.1).collect();
+                    run.borrow().unflatten(&per_unit)?
+                }
+                _ => optimizer.host_state(),
+            };
+            let saved = optimizer.save_state(&mut ckpt.records, state, o.rates)?;
+            ckpt.meta.optimizer = Some(saved);
         }
         ckpt.meta.scheduler = o.scheduler.as_ref().map(|s| s.state.clone());
         ckpt.meta.loss_scaler = o.half.as_ref().map(|h| h.scaler().clone());
@@ -166,14 +194,20 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .position
             .accumulating(self.view.accumulate_grad_batches)
         {
-            if let Some(g) = o.grads.as_mut() {
-                let records = &mut ckpt.records;
-                walk::each_grad(&*self.model, g, |name, values| {
-                    records.insert(
-                        format!("{GRADS_PREFIX}{name}"),
-                        Record::from_values(vec![values.len()], values),
-                    );
-                })?;
+            let records = &mut ckpt.records;
+            let mut keep = |name: &str, values: &[E]| {
+                records.insert(
+                    format!("{GRADS_PREFIX}{name}"),
+                    Record::from_values(vec![values.len()], values),
+                );
+            };
+            if let Some(run) = &o.full_shard {
+                let local = run.borrow_mut().local_grads()?;
+                for (name, values) in run.borrow().unflatten(&local)? {
+                    keep(&name, values.first().map_or(&[][..], |v| v));
+                }
+            } else if let Some(g) = o.grads.as_mut() {
+                walk::each_grad(&*self.model, g, |name, values| keep(name, values))?;
             }
         }
         let p = &self.position;
@@ -267,7 +301,19 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 "it has no loop or optimizer state to resume from",
             )));
         };
-        optimizer.load_state(&*self.model, saved, ckpt)?;
+        match &o.full_shard {
+            // FULL_SHARD: each shard's buffers cut from the whole ones.
+            Some(run) => {
+                let run = run.borrow();
+                let mut read = |k: usize, _: &str, buffer: &str, _: usize| {
+                    run.shard_of(k, &mut |name, len| {
+                        ckpt.values::<E>(&format!("{OPTIMIZER_PREFIX}{name}/{buffer}"), &[len])
+                    })
+                };
+                optimizer.load_state_of(&run.params, saved, ckpt, &mut read)?;
+            }
+            None => optimizer.load_state(&*self.model, saved, ckpt)?,
+        }
         if let (Some(half), Some(scaler)) = (o.half.as_mut(), &ckpt.meta.loss_scaler) {
             half.set_scaler(scaler.clone());
         }
@@ -294,6 +340,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// The summed gradients of an unfinished accumulation window.
     fn restore_grads(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        if let Some(run) = &self.optimization.full_shard {
+            let mut run = run.borrow_mut();
+            let per_unit = (0..run.unit_names().count())
+                .map(|k| {
+                    run.shard_of(k, &mut |name, len| {
+                        ckpt.values::<E>(&format!("{GRADS_PREFIX}{name}"), &[len])
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return run.set_local_grads(per_unit);
+        }
         let Some(g) = self.optimization.grads.as_mut() else {
             return Ok(());
         };

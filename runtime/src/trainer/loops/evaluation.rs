@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{guard, Run};
+use super::{guard, sharded, Run};
 use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
@@ -47,12 +47,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             hook!(self, on_validation_epoch_start());
         }
         let mut metrics = EpochMetrics::default();
+        self.roots(true)?;
         for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
             self.eval_batch(test, batch_idx, samples, &mut metrics)?;
             if standalone {
                 self.progress.advance(&self.view.progress_bar_metrics);
             }
         }
+        self.roots(false)?;
         // Validation and test metrics are global: reduced over every rank's batches.
         metrics.sync(&*self.dist.collective, true)?;
         let reduced = metrics.take();
@@ -91,12 +93,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let stage = if test { Stage::Test } else { Stage::Validate };
         let mut ctx = self.context(stage, batch_idx, samples.len());
         let batch = (self.collate)(samples, &self.device);
-        let model = &mut *self.model;
+        let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
         if test {
-            guard("test_step", batch_idx, || model.test_step(batch, &mut ctx))?;
+            guard("test_step", batch_idx, || {
+                sharded(fsdp, || model.test_step(batch, &mut ctx))
+            })?;
         } else {
             guard("validation_step", batch_idx, || {
-                model.validation_step(batch, &mut ctx)
+                sharded(fsdp, || model.validation_step(batch, &mut ctx))
             })?;
         }
         for entry in &ctx.logs {

@@ -20,6 +20,7 @@ use crate::callback::Callback;
 use crate::checkpoint::{Checkpoint, Ckpt};
 use crate::context::{StepContext, StepInfo};
 use crate::datamodule::{DataModule, Stage};
+use crate::distributed::full_shard::{self, Shared};
 use crate::distributed::requeue::Signals;
 use crate::module::LightningModule;
 use crate::precision::HalfSteps;
@@ -200,6 +201,35 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     fn context(&self, stage: Stage, batch_idx: usize, batch_size: usize) -> StepContext<E, D> {
         let info = self.step_info(stage, false, batch_idx, batch_size);
         StepContext::new(self.device.clone(), info)
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule>
+    Run<'_, E, D, M, DM>
+{
+    /// Under FULL_SHARD, gathers the parameters outside the units (the top-level fields') for
+    /// the steps to come (`true`), or frees them after those steps (`false`).
+    fn roots(&mut self, gathered: bool) -> Result<()> {
+        let Some(run) = &self.optimization.full_shard else {
+            return Ok(());
+        };
+        let run = run.borrow();
+        match gathered {
+            true => run.gather_roots(&mut *self.model),
+            false => run.release_roots(&mut *self.model),
+        }
+    }
+}
+
+/// `f` (a step's user code, or its backward) as part of the FULL_SHARD run `fsdp`, if this is
+/// one: its units gather their parameters from it.
+pub(in crate::trainer) fn sharded<E: FloatDtype, D: TrainDevice<E>, R>(
+    fsdp: &Option<Shared<E, D>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    match fsdp {
+        Some(run) => full_shard::within(run, f),
+        None => f(),
     }
 }
 

@@ -7,15 +7,20 @@ use dfdx::nn::ZeroGrads;
 use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
-use super::{guard, Run};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::{guard, sharded, Run};
 use crate::checkpoint::Ckpt;
 use crate::context::Loss;
 use crate::datamodule::DataModule;
+use crate::distributed::full_shard::{FullShard, Shared};
 use crate::distributed::shard::Shards;
 use crate::distributed::Strategy;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
 use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
+use crate::walk::{Params, Tensors};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// In half precision (16-true) Adam's default eps of 1e-8 is 0, and its first step divides by
@@ -45,6 +50,16 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             let shards = Shards::new(&*self.model, env.global_rank, env.world_size)?;
             self.optimization.shards = Some(shards);
         }
+        if self.dist.strategy == Strategy::FullShard {
+            if self.optimization.half.is_some() {
+                return Err(Error::config(
+                    "precision",
+                    "16-mixed under FULL_SHARD is not built; train in \"32-true\" (or \"16-true\"), or use \"fsdp:SHARD_GRAD_OP\"",
+                ));
+            }
+            let run = FullShard::new(&mut *self.model, self.dist.collective.clone())?;
+            self.optimization.full_shard = Some(Rc::new(RefCell::new(run)));
+        }
         let mut config = self.model.configure_optimizers();
         let schedule = config.scheduler.take();
         check_eps::<E>(&config)?;
@@ -62,7 +77,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.view.optimizer_name = optimizer.config().name();
         self.optimization.optimizer = Some(optimizer);
         self.set_rates(rates);
-        self.optimization.grads = Some(self.model.alloc_grads());
+        // Under FULL_SHARD the gradients are the shards' (the module's are dropped after each
+        // backward).
+        if self.optimization.full_shard.is_none() {
+            self.optimization.grads = Some(self.model.alloc_grads());
+        }
         Ok(())
     }
 
@@ -91,7 +110,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     1 => loss,
                     _ => loss / E::from_usize(k).unwrap_or_else(E::one),
                 };
-                o.grads = Some(guard("backward", batch_idx, || loss.backward())?);
+                let fsdp = o.full_shard.clone();
+                let mut grads =
+                    guard("backward", batch_idx, || sharded(&fsdp, || loss.backward()))?;
+                // FULL_SHARD: the units reduce-scattered their gradients as the backward left
+                // them; the top-level fields' follow, and the module's gradients are dropped.
+                if let Some(run) = fsdp {
+                    run.borrow_mut()
+                        .scatter_root_grads(&*self.model, &mut grads)?;
+                    return self.roots(false);
+                }
+                o.grads = Some(grads);
             }
             (None, Some(half), Some(grads)) => {
                 let model = &mut *self.model;
@@ -106,25 +135,47 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// checked, `on_before_optimizer_step`, clipping, the step, zeroed gradients, the
     /// step-interval scheduler.
     pub(super) fn optimizer_step(&mut self) -> Result<()> {
-        let Some(mut grads) = self.optimization.grads.take() else {
-            return Ok(());
-        };
-        let finite = self.finish_window(&mut grads)?;
-        hook!(self, on_before_optimizer_step());
-        if finite {
-            let clip = self.clipping(&mut grads)?;
-            self.take_lr_request();
-            if let Some(optimizer) = self.optimization.optimizer.as_mut() {
-                optimizer.step_at(self.model, &mut grads, clip, self.optimization.rates)?;
-            }
-            if let Some(shards) = &self.optimization.shards {
-                shards.gather_params(&*self.dist.collective, &mut *self.model)?;
+        match self.optimization.full_shard.clone() {
+            Some(run) => self.sharded_step(&run)?,
+            None => {
+                let Some(mut grads) = self.optimization.grads.take() else {
+                    return Ok(());
+                };
+                if self.finish_window(&mut grads)? {
+                    hook!(self, on_before_optimizer_step());
+                    let clip = self.clipping(&Tensors(&*self.model), &mut grads)?;
+                    self.take_lr_request();
+                    if let Some(optimizer) = self.optimization.optimizer.as_mut() {
+                        optimizer.step_at(self.model, &mut grads, clip, self.optimization.rates)?;
+                    }
+                    if let Some(shards) = &self.optimization.shards {
+                        shards.gather_params(&*self.dist.collective, &mut *self.model)?;
+                    }
+                } else {
+                    hook!(self, on_before_optimizer_step());
+                }
+                self.model.zero_grads(&mut grads);
+                self.optimization.grads = Some(grads);
             }
         }
-        self.model.zero_grads(&mut grads);
-        self.optimization.grads = Some(grads);
         self.view.global_step += 1;
         self.step_scheduler(Interval::Step, self.view.global_step)
+    }
+
+    /// FULL_SHARD's step: the gradients were reduce-scattered by the backward, so each rank
+    /// checks, clips (by the norm over every rank's shards) and steps its own shards.
+    fn sharded_step(&mut self, run: &Shared<E, D>) -> Result<()> {
+        let mut run = run.borrow_mut();
+        let FullShard { params, grads, .. } = &mut *run;
+        self.check_anomaly(&*params, grads)?;
+        hook!(self, on_before_optimizer_step());
+        let clip = self.clipping(&*params, grads)?;
+        self.take_lr_request();
+        if let Some(optimizer) = self.optimization.optimizer.as_mut() {
+            optimizer.step_params_at(params, grads, clip, self.optimization.rates)?;
+        }
+        run.zero_grads();
+        Ok(())
     }
 
     /// Whether the window is stepped on: in 16-mixed a window with a non-finite gradient is
@@ -150,23 +201,30 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             Some(shards) => shards.reduce_grads(c, &*self.model, grads)?,
             None => crate::distributed::average_grads(c, &*self.model, grads)?,
         }
-        if self.settings.detect_anomaly {
-            let bad = grads::first_non_finite(&*self.model, grads)?;
-            // Under sharding each rank checks its own gradients; all stop if one finds one.
-            if !crate::distributed::all_true(c, bad.is_none())? {
-                let name = bad.map_or("a parameter of another rank".into(), |n| format!("`{n}`"));
-                return Err(Error::msg(format!(
-                    "detect_anomaly: the gradient of {name} holds NaN or infinity at epoch {}, step {}; no step was taken",
-                    self.view.current_epoch, self.view.global_step
-                )));
-            }
-        }
+        self.check_anomaly(&Tensors(&*self.model), grads)?;
         Ok(true)
     }
 
-    /// What clipping does to every gradient of this step (done by the optimizer's step,
-    /// where the gradients live).
-    fn clipping(&mut self, grads: &mut Gradients<E, D>) -> Result<Clip> {
+    /// `detect_anomaly`: an error naming a parameter whose gradient is not finite. Under
+    /// sharding each rank checks its own gradients, and all stop if one finds one.
+    fn check_anomaly(&self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<()> {
+        if !self.settings.detect_anomaly {
+            return Ok(());
+        }
+        let bad = grads::first_non_finite(params, grads)?;
+        if crate::distributed::all_true(&*self.dist.collective, bad.is_none())? {
+            return Ok(());
+        }
+        let name = bad.map_or("a parameter of another rank".into(), |n| format!("`{n}`"));
+        Err(Error::msg(format!(
+            "detect_anomaly: the gradient of {name} holds NaN or infinity at epoch {}, step {}; no step was taken",
+            self.view.current_epoch, self.view.global_step
+        )))
+    }
+
+    /// What clipping does to every gradient of `params` this step (done by the optimizer's
+    /// step, where the gradients live).
+    fn clipping(&self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<Clip> {
         let max = match (
             self.settings.gradient_clip_val,
             self.settings.gradient_clip_algorithm,
@@ -175,7 +233,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             (Some(c), ClipAlgorithm::Value) => return Ok(Clip::Clamp(c)),
             (None, _) => return Ok(Clip::None),
         };
-        let (comm, sharded) = (&*self.dist.collective, self.optimization.shards.is_some());
+        let o = &self.optimization;
+        let comm = &*self.dist.collective;
+        let sharded = o.shards.is_some() || o.full_shard.is_some();
         // Under sharding each rank holds its own tensors' gradients: Σ g² over the ranks.
         let total = |local: f64| {
             let mut sum = [local];
@@ -184,7 +244,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             }
             Ok(sum[0])
         };
-        grads::clip_norm(&*self.model, grads, max, total).map_err(|e| {
+        grads::clip_norm(params, grads, max, total).map_err(|e| {
             Error::msg(format!(
                 "epoch {}, step {}: {e}",
                 self.view.current_epoch, self.view.global_step

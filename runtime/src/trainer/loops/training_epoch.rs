@@ -2,7 +2,7 @@
 //! backward and, at the end of each accumulation window, the optimizer step; validation on
 //! its interval; then the epoch's end.
 
-use super::{guard, Position, Run};
+use super::{guard, sharded, Position, Run};
 use crate::checkpoint::Ckpt;
 use crate::context::{LogEntry, LogValue, Loss, StepContext};
 use crate::data::DataLoader;
@@ -153,9 +153,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut ctx = StepContext::new(self.device.clone(), info);
         ctx.grads = self.optimization.grads.take();
         let batch = (self.collate)(samples, &self.device);
-        let model = &mut *self.model;
+        // Under FULL_SHARD until this step's backward is done.
+        self.roots(true)?;
+        let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
         let loss = guard("training_step", batch_idx, || {
-            model.training_step(batch, &mut ctx)
+            sharded(fsdp, || model.training_step(batch, &mut ctx))
         })?;
         Ok((loss.log_value(), std::mem::take(&mut ctx.logs), Some(loss)))
     }

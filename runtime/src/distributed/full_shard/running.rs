@@ -1,0 +1,180 @@
+//! A unit's forward and backward under FULL_SHARD: the run a step belongs to ([`within`],
+//! [`running`]), and what a [`Unit`](crate::layers::Unit) layer does in it ([`forward`],
+//! [`forward_mut`]).
+//!
+//! The forward gathers the unit's parameters, runs its layers on a tape of their own that is
+//! dropped at once (so neither the gathered parameters nor the activations inside the unit
+//! outlive it), and frees the parameters. Its one op on the caller's tape gathers them again
+//! into a copy of the layers, recomputes the forward, runs that tape from the gradient of the
+//! unit's output, which the caller's backward computed, hands the input's gradient back to
+//! the caller, and reduce-scatters the parameters' gradients into the shards'. The gradients
+//! are swapped between the tapes, not copied, so they are those of the layers without the
+//! unit, bit for bit.
+//!
+//! Randomness inside a unit (dropout) draws again in the recomputation: keep random layers
+//! out of units.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use dfdx::nn::{Module, ModuleMut, TensorCollection};
+use dfdx::shapes::{Rank0, Shape};
+use dfdx::tensor::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
+use dfdx::tensor_ops::Backward;
+
+use super::{FullShard, Shared};
+use crate::layers::or_panic;
+use crate::{FloatDtype, Result, TrainDevice};
+
+thread_local! {
+    /// The FULL_SHARD run whose step this thread is in.
+    static RUNNING: RefCell<Option<Rc<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// The FULL_SHARD run whose step this thread is in, if any.
+pub(crate) fn running<E: FloatDtype, D: TrainDevice<E>>() -> Option<Shared<E, D>> {
+    let any = RUNNING.with(|r| r.borrow().clone())?;
+    any.downcast::<RefCell<FullShard<E, D>>>().ok()
+}
+
+/// Runs `f` as part of a step of `run`: the units it runs (its forwards, its backward) gather
+/// their parameters from `run`.
+pub(crate) fn within<E: FloatDtype, D: TrainDevice<E>, R>(
+    run: &Shared<E, D>,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore(Option<Rc<dyn Any>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            RUNNING.with(|r| *r.borrow_mut() = previous);
+        }
+    }
+    let run: Rc<dyn Any> = run.clone();
+    let _restore = Restore(RUNNING.with(|r| r.borrow_mut().replace(run)));
+    f()
+}
+
+/// Unit `k`'s forward through `&self` (evaluation, or layers that train through `Module`).
+pub(crate) fn forward<Si, So, E, D, T, M>(
+    run: &Shared<E, D>,
+    k: usize,
+    module: &M,
+    x: Tensor<Si, E, D, T>,
+) -> Result<Tensor<So, E, D, T>>
+where
+    Si: Shape,
+    So: Shape,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    T: Tape<E, D>,
+    M: Module<Tensor<Si, E, D, NoneTape>, Output = Tensor<So, E, D, NoneTape>, Error = D::Err>
+        + Module<
+            Tensor<Si, E, D, OwnedTape<E, D>>,
+            Output = Tensor<So, E, D, OwnedTape<E, D>>,
+            Error = D::Err,
+        > + TensorCollection<E, D>
+        + Clone
+        + 'static,
+{
+    let mut twin = module.clone();
+    run.borrow().gather(k, &mut twin)?;
+    let (x, tape) = x.split_tape();
+    if !T::OWNS_TAPE {
+        return Ok(twin.try_forward(x)?.put_tape(tape));
+    }
+    let (y, _dropped) = twin
+        .try_forward(x.clone().traced(Gradients::leaky()))?
+        .split_tape();
+    run.borrow().release(k, &mut twin)?;
+    let tape = recompute(run, k, twin, x, y.clone(), tape, |m: &mut M, x| {
+        m.try_forward(x)
+    });
+    Ok(y.put_tape(tape))
+}
+
+/// Unit `k`'s forward through `&mut self` (training: batch norm updates its statistics).
+pub(crate) fn forward_mut<Si, So, E, D, M>(
+    run: &Shared<E, D>,
+    k: usize,
+    module: &mut M,
+    x: Tensor<Si, E, D, OwnedTape<E, D>>,
+) -> Result<Tensor<So, E, D, OwnedTape<E, D>>>
+where
+    Si: Shape,
+    So: Shape,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: ModuleMut<
+            Tensor<Si, E, D, OwnedTape<E, D>>,
+            Output = Tensor<So, E, D, OwnedTape<E, D>>,
+            Error = D::Err,
+        > + TensorCollection<E, D>
+        + Clone
+        + 'static,
+{
+    run.borrow().gather(k, module)?;
+    let (x, tape) = x.split_tape();
+    let (y, _dropped) = module
+        .try_forward_mut(x.clone().traced(Gradients::leaky()))?
+        .split_tape();
+    run.borrow().release(k, module)?;
+    let twin = module.clone();
+    let tape = recompute(run, k, twin, x, y.clone(), tape, |m: &mut M, x| {
+        m.try_forward_mut(x)
+    });
+    Ok(y.put_tape(tape))
+}
+
+/// Adds to `tape` the backward of unit `k` (`y = f(twin, x)`), recomputed (see the module's
+/// documentation).
+fn recompute<Si, So, E, D, T, M>(
+    run: &Shared<E, D>,
+    k: usize,
+    twin: M,
+    x: Tensor<Si, E, D>,
+    y: Tensor<So, E, D>,
+    mut tape: T,
+    f: impl FnOnce(
+            &mut M,
+            Tensor<Si, E, D, OwnedTape<E, D>>,
+        ) -> std::result::Result<Tensor<So, E, D, OwnedTape<E, D>>, D::Err>
+        + 'static,
+) -> T
+where
+    Si: Shape,
+    So: Shape,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    T: Tape<E, D>,
+    M: TensorCollection<E, D> + 'static,
+{
+    let run = run.clone();
+    tape.add_backward_op(move |grads| {
+        let mut twin = twin;
+        or_panic(run.borrow().gather(k, &mut twin));
+        let (y2, mut inner) = f(&mut twin, x.clone().traced(Gradients::leaky()))?.split_tape();
+        // The caller's gradients while the recomputed tape runs; its first op takes the
+        // gradient of the output and what the input's holds so far.
+        let callers = Rc::new(RefCell::new(Gradients::leaky()));
+        let (from, yk, y2k, xk) = (callers.clone(), y.clone(), y2.clone(), x.clone());
+        inner.add_backward_op(move |g| {
+            let mut outer = from.borrow_mut();
+            std::mem::swap(outer.get_or_alloc_mut(&yk)?, g.get_or_alloc_mut(&y2k)?);
+            std::mem::swap(outer.get_or_alloc_mut(&xk)?, g.get_or_alloc_mut(&xk)?);
+            Ok(())
+        });
+        let seed = y2.device().try_zeros::<Rank0>()?;
+        std::mem::swap(grads, &mut *callers.borrow_mut());
+        let done = seed.clone().put_tape(inner).try_backward();
+        std::mem::swap(grads, &mut *callers.borrow_mut());
+        let mut done = done?;
+        // Nothing reads the output's gradient again: the seed's one value takes its place.
+        std::mem::swap(grads.get_or_alloc_mut(&y)?, done.get_or_alloc_mut(&seed)?);
+        std::mem::swap(grads.get_or_alloc_mut(&x)?, done.get_or_alloc_mut(&x)?);
+        or_panic(run.borrow_mut().scatter_grads(k, &twin, &mut done));
+        Ok(())
+    });
+    tape
+}
