@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Prints the loss, accuracy and wall time of every epoch. `--gpus`/`--devices`, `--nodes` and
-//! `--strategy` take the tutorial's values. Built with `--features cuda`, `--gpus 1` (or
+//! `--strategy` take the tutorial's values (`--strategy fsdp` is FSDP's FULL_SHARD: each
+//! ResNet block gathers its parameters from every rank only while it runs). Built with `--features cuda`, `--gpus 1` (or
 //! `--accelerator gpu`) trains on the GPU. `--strategy ddp` with `--features mpi` trains on
 //! several CPU processes started by `mpirun` or `srun` (`examples/cifar10/job.slurm`).
 
@@ -41,9 +42,6 @@ struct Args {
     /// Number of nodes.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
-    /// Parallel strategy: auto, single_device, ddp, fsdp:NO_SHARD, …
-    #[arg(long, default_value = "auto")]
-    strategy: String,
     #[arg(long, default_value_t = 0.1)]
     lr: f64,
     #[arg(long, default_value_t = 42)]
@@ -153,7 +151,6 @@ fn run(args: Args) -> fulmen::Result<()> {
     let mut builder = Trainer::builder()
         .max_epochs(args.epochs)
         .callback(EpochReport(None))
-        .strategy(&args.strategy)
         .num_nodes(args.nodes)
         .args(&args.trainer);
     if let Some(gpus) = args.gpus {

@@ -55,9 +55,6 @@ struct Args {
     /// Resume from this checkpoint (one written by any number of ranks).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Seconds a collective waits for the other ranks before this rank gives up.
-    #[arg(long, default_value_t = 60)]
-    collective_timeout: u64,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -119,8 +116,7 @@ fn main() -> std::process::ExitCode {
             .accelerator("cpu")
             .enable_checkpointing(args.checkpoints)
             .use_distributed_sampler(!args.no_distributed_sampler)
-            .enable_progress_bar(false)
-            .collective_timeout(std::time::Duration::from_secs(args.collective_timeout));
+            .enable_progress_bar(false);
         if let Some(step) = args.hang_at_step {
             builder = builder.callback(Hang {
                 rank: args.hang_rank,

@@ -4,51 +4,21 @@
 //! sets) they are required.
 #![cfg(not(feature = "mpi"))]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-#[path = "support/nested_build.rs"]
-mod nested_build;
-use nested_build::cargo_build;
+#[path = "support/mpi.rs"]
+mod mpi;
+use mpi::{checkpoint_of_epoch, max_diff, subdir, text, weights};
 
-/// The example built with MPI, or `None` (skipped) where there is no `mpirun`.
-fn example() -> Option<&'static Path> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let have_mpirun = Command::new("mpirun").arg("--version").output().is_ok();
-            if !have_mpirun {
-                assert!(
-                    std::env::var_os("FULMEN_MPI").is_none(),
-                    "FULMEN_MPI is set but there is no mpirun"
-                );
-                eprintln!(
-                    "skipped: no mpirun (apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
-                );
-                return None;
-            }
-            let target = cargo_build(
-                "mpi-build",
-                &["--features", "mpi", "--example", "iris_ddp"],
-                "the MPI example",
-            );
-            Some(target.join("debug/examples/iris_ddp"))
-        })
-        .as_deref()
+/// The Iris example built with MPI, or `None` (skipped) where there is no `mpirun`.
+fn example() -> Option<std::path::PathBuf> {
+    mpi::examples().map(|dir| dir.join("iris_ddp"))
 }
 
 fn mpirun(n: usize, args: &[&str]) -> Output {
-    let exe = example().expect("checked by the caller");
-    Command::new("mpirun")
-        .args(["--oversubscribe", "-n", &n.to_string()])
-        .arg(exe)
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .expect("mpirun starts")
+    mpi::mpirun(n, &[], "iris_ddp", args, &[])
 }
 
 /// The example on 2 ranks with `strategy`, logging under `root`, plus `args`.
@@ -67,44 +37,11 @@ fn two_ranks(strategy: &str, root: &str, args: &[&str]) -> Output {
 
 /// The example as one process, logging under `root`, plus `args`; it must succeed.
 fn one_process(root: &str, args: &[&str]) {
-    let exe = example().expect("checked by the caller");
-    let out = Command::new(exe)
-        .args(["--no-model-summary", "--default-root-dir", root])
-        .args(args)
-        .output()
-        .expect("runs");
+    let out = mpi::alone(
+        "iris_ddp",
+        &[&["--no-model-summary", "--default-root-dir", root], args].concat(),
+    );
     assert!(out.status.success(), "{}", text(&out));
-}
-
-fn weights(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// `dir/name`, created, as a command-line argument.
-fn subdir(dir: &Path, name: &str) -> String {
-    let p = dir.join(name);
-    std::fs::create_dir_all(&p).expect("mkdir");
-    p.to_str().expect("utf-8").to_string()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -189,27 +126,12 @@ fn flags_that_contradict_the_launcher_are_named() {
         "{}",
         text(&out)
     );
-    let out = Command::new(exe)
+    let out = Command::new(&exe)
         .args(["--strategy", "ddp", "--devices", "2"])
         .output()
         .expect("runs");
     assert!(!out.status.success());
     assert!(text(&out).contains("mpirun -n 2"), "{}", text(&out));
-}
-
-/// The checkpoint of epoch `epoch` that rank 0 wrote under `root`.
-fn checkpoint_of_epoch(root: &Path, epoch: usize) -> PathBuf {
-    let dir = root.join("lightning_logs/version_0/checkpoints");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("epoch={epoch}-")))
-        })
-        .unwrap_or_else(|| panic!("no checkpoint of epoch {epoch} in {}", dir.display()))
 }
 
 #[test]
@@ -323,7 +245,7 @@ fn requeue_and_term_signals_stop_after_the_step() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let root = dir.path().to_str().expect("utf-8");
     let run = |signal: &str| {
-        let child = Command::new(exe)
+        let child = Command::new(&exe)
             .args([
                 "--step-sleep-ms",
                 "50",

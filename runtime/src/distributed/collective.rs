@@ -28,6 +28,14 @@ pub trait Collective: Send + Sync {
     fn all_reduce_max_f64(&self, values: &mut [f64]) -> Result<()>;
     /// Replaces `bytes` on every rank with rank `root`'s.
     fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
+    /// Replaces `values` on every rank with rank `root`'s (of one length on all ranks).
+    fn broadcast_f32(&self, root: usize, values: &mut [f32]) -> Result<()> {
+        broadcast_as_bytes(self, root, values)
+    }
+    /// [`broadcast_f32`](Collective::broadcast_f32) in f64.
+    fn broadcast_f64(&self, root: usize, values: &mut [f64]) -> Result<()> {
+        broadcast_as_bytes(self, root, values)
+    }
     /// Every rank's `mine` (one length on all ranks) into `all`, in rank order: block `r` of
     /// `all` (`world_size() · mine.len()` values) is rank `r`'s.
     fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) -> Result<()> {
@@ -98,6 +106,31 @@ macro_rules! wire {
     )*};
 }
 wire!(f32, f64);
+
+/// A typed broadcast through the byte one (a collective without its own).
+fn broadcast_as_bytes<C: Collective + ?Sized, W: Wire>(
+    c: &C,
+    root: usize,
+    values: &mut [W],
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    if c.rank() == root {
+        bytes.reserve(values.len() * W::BYTES);
+        values.iter().for_each(|v| v.put(&mut bytes));
+    }
+    c.broadcast(root, &mut bytes)?;
+    if bytes.len() != values.len() * W::BYTES {
+        return Err(crate::Error::msg(format!(
+            "broadcast: rank {root} sent {} bytes where {} were expected",
+            bytes.len(),
+            values.len() * W::BYTES
+        )));
+    }
+    for (v, b) in values.iter_mut().zip(bytes.chunks_exact(W::BYTES)) {
+        *v = W::take(b);
+    }
+    Ok(())
+}
 
 /// The all-gather as one broadcast from each rank in turn (a collective without its own).
 fn gather_by_broadcast<C: Collective + ?Sized, W: Wire>(

@@ -240,7 +240,8 @@ pub(crate) fn from_wire<E: FloatDtype>(bytes: &[u8]) -> impl Iterator<Item = E> 
     })
 }
 
-/// Rank 0's weights and buffers, on every rank.
+/// Rank 0's weights and buffers, on every rank: one broadcast per tensor, so that no rank
+/// holds more than one tensor's copy on the wire.
 pub(crate) fn broadcast_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     c: &dyn Collective,
     model: &mut M,
@@ -248,39 +249,85 @@ pub(crate) fn broadcast_module<E: FloatDtype, D: TrainDevice<E>, M: TensorCollec
     if c.world_size() == 1 {
         return Ok(());
     }
-    let mut bytes = Vec::new();
-    if c.rank() == 0 {
-        walk::read(model, |_, item| {
-            if let Item::Tensor { tensor, .. } = item {
-                to_wire(&tensor.values(), &mut bytes);
-            }
-            Ok(())
-        })?;
-    }
-    c.broadcast(0, &mut bytes)?;
-    if c.rank() == 0 {
-        return Ok(());
-    }
-    let mut values = from_wire::<E>(&bytes);
-    walk::write(model, |name, item| {
-        if let ItemMut::Tensor { tensor, .. } = item {
-            let n: usize = tensor.dims().iter().product();
-            let mine: Vec<E> = values.by_ref().take(n).collect();
-            if mine.len() != n {
-                return Err(Error::msg(format!(
-                    "rank 0 sent fewer values than `{name}` holds: the ranks do not build the same model"
-                )));
-            }
-            tensor.set_values(&mine);
+    let root = c.rank() == 0;
+    // The same tensors on every rank first, or every rank stops (rather than waiting in a
+    // broadcast the others never make).
+    let (mut count, mut total) = (0u64, 0u64);
+    walk::read(model, |_, item| {
+        if let Item::Tensor { tensor, .. } = item {
+            count += 1;
+            total += tensor.num_values() as u64;
         }
         Ok(())
     })?;
-    if values.next().is_some() {
-        return Err(Error::msg(
-            "rank 0 sent more values than this rank's model holds: the ranks do not build the same model",
-        ));
+    let mut shape = Vec::new();
+    if root {
+        shape.extend(count.to_le_bytes());
+        shape.extend(total.to_le_bytes());
     }
-    Ok(())
+    c.broadcast(0, &mut shape)?;
+    let word = |at: usize| {
+        shape
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(u64::MAX, u64::from_le_bytes)
+    };
+    let (root_count, root_total) = (word(0), word(8));
+    if !all_true(c, (root_count, root_total) == (count, total))? {
+        return Err(Error::msg(format!(
+            "the ranks do not build the same model: rank 0's has {root_count} tensors of {root_total} values, rank {}'s {count} of {total}",
+            c.rank()
+        )));
+    }
+    walk::write(model, |_, item| {
+        let ItemMut::Tensor { tensor, .. } = item else {
+            return Ok(());
+        };
+        let values = match root {
+            true => tensor.values(),
+            false => vec![E::zero(); tensor.num_values()],
+        };
+        let values = broadcast_values(c, 0, values)?;
+        if !root {
+            tensor.set_values(&values);
+        }
+        Ok(())
+    })
+}
+
+/// Rank `root`'s `values` on every rank (of one length on all), in the wire type of `E`.
+pub(crate) fn broadcast_values<E: FloatDtype>(
+    c: &dyn Collective,
+    root: usize,
+    values: Vec<E>,
+) -> Result<Vec<E>> {
+    if std::mem::size_of::<E>() == 8 {
+        let mut wire = cast::<E, f64>(values);
+        c.broadcast_f64(root, &mut wire)?;
+        Ok(cast(wire))
+    } else {
+        let mut wire = cast::<E, f32>(values);
+        c.broadcast_f32(root, &mut wire)?;
+        Ok(cast(wire))
+    }
+}
+
+/// `values` as `B`: moved when `A` is `B`, converted value by value when not (exact between
+/// the dtypes fulmen trains in and their wire types: f32 for the 2- and 4-byte ones, f64 for
+/// f64).
+pub(crate) fn cast<A: FloatDtype, B: FloatDtype>(values: Vec<A>) -> Vec<B> {
+    let any: Box<dyn std::any::Any> = Box::new(values);
+    match any.downcast::<Vec<B>>() {
+        Ok(same) => *same,
+        Err(any) => any.downcast::<Vec<A>>().map_or_else(
+            |_| Vec::new(),
+            |v| {
+                v.into_iter()
+                    .map(|x| B::from(x).unwrap_or_else(B::nan))
+                    .collect()
+            },
+        ),
+    }
 }
 
 /// Every trainable gradient summed across ranks (in buckets of [`BUCKET`] values) and

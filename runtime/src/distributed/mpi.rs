@@ -106,6 +106,19 @@ impl Mpi {
 }
 
 impl Mpi {
+    fn broadcast_values<T: mpi::datatype::Equivalence>(
+        &self,
+        root: usize,
+        values: &mut [T],
+    ) -> Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.call("broadcast", |w| {
+            w.process_at_rank(root as i32).broadcast_into(values)
+        })
+    }
+
     fn gather<T: mpi::datatype::Equivalence>(&self, mine: &[T], all: &mut [T]) -> Result<()> {
         check_blocks(self.size, mine.len(), all.len())?;
         if mine.is_empty() {
@@ -169,6 +182,12 @@ impl Collective for Mpi {
         self.call("broadcast", |w| {
             w.process_at_rank(root).broadcast_into(&mut bytes[..])
         })
+    }
+    fn broadcast_f32(&self, root: usize, values: &mut [f32]) -> Result<()> {
+        self.broadcast_values(root, values)
+    }
+    fn broadcast_f64(&self, root: usize, values: &mut [f64]) -> Result<()> {
+        self.broadcast_values(root, values)
     }
     fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) -> Result<()> {
         self.gather(mine, all)

@@ -5,9 +5,10 @@
 //! The layers describe what they compute ([`Describe`]) and the device's kernels run the
 //! sequence ([`Fuse`]): on the CPU the values between the layers stay host buffers and never
 //! become dfdx tensors, so dfdx allocates and zeroes no gradient for them; the composed
-//! kernels run each layer as it is. In evaluation the tuple runs as it is. The layers that
-//! fuse are fulmen's convolutions, `BatchNorm2D`, `ReLU` and the residual blocks, and tuples of
-//! them; the ResNet builders fuse their blocks' branches.
+//! kernels run each layer as it is. In evaluation, and in a FULL_SHARD step (where the
+//! [`Unit`](super::Unit)s among the layers gather their parameters), the tuple runs as it is.
+//! The layers that fuse are fulmen's convolutions, `BatchNorm2D`, `ReLU`, the residual blocks
+//! and units, and tuples of them; the ResNet builders fuse their blocks' branches.
 //!
 //! ```
 //! use fulmen::layers::{BatchNorm2D, Conv2DNoBias, Fused};
@@ -33,6 +34,7 @@ use dfdx::tensor::{OwnedTape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::or_panic;
+use crate::distributed::full_shard;
 use crate::kernels::{Describe, Fuse, Op};
 use crate::{FloatDtype, Result, TrainDevice};
 
@@ -80,6 +82,11 @@ where
         &mut self,
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
+        // In a FULL_SHARD step the layers run one by one, so that the units among them gather
+        // their parameters.
+        if full_shard::running::<E, D>().is_some() {
+            return self.0.try_forward_mut(x);
+        }
         Ok(or_panic(D::Kernels::fused(x, &mut self.0)))
     }
 }

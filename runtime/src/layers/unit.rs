@@ -34,11 +34,12 @@ use dfdx::nn::{
     Module, ModuleFields, ModuleMut, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions,
 };
 use dfdx::shapes::{Dtype, Shape};
-use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
+use dfdx::tensor::{OwnedTape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::or_panic;
 use crate::distributed::full_shard;
+use crate::kernels::{Describe, Op};
 use crate::walk;
 use crate::{FloatDtype, TrainDevice};
 
@@ -180,16 +181,34 @@ where
     }
 }
 
-impl<Si, So, E, D, T, M> Module<Tensor<Si, E, D, T>> for modules::Unit<M>
+impl<Si, So, E, D, M> Module<Tensor<Si, E, D>> for modules::Unit<M>
 where
     Si: Shape,
     So: Shape,
     E: FloatDtype,
     D: TrainDevice<E>,
-    T: Tape<E, D>,
-    M: Module<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>
-        + Module<Tensor<Si, E, D, NoneTape>, Output = Tensor<So, E, D, NoneTape>, Error = D::Err>
-        + Module<
+    M: Module<Tensor<Si, E, D>, Output = Tensor<So, E, D>, Error = D::Err>
+        + TensorCollection<E, D>
+        + Clone,
+{
+    type Output = Tensor<So, E, D>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<Si, E, D>) -> std::result::Result<Self::Output, D::Err> {
+        match (full_shard::running::<E, D>(), self.1.get()) {
+            (Some(run), Some(k)) => Ok(or_panic(full_shard::evaluate(&run, k, &self.0, x))),
+            _ => self.0.try_forward(x),
+        }
+    }
+}
+
+impl<Si, So, E, D, M> Module<Tensor<Si, E, D, OwnedTape<E, D>>> for modules::Unit<M>
+where
+    Si: Shape,
+    So: Shape,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: Module<
             Tensor<Si, E, D, OwnedTape<E, D>>,
             Output = Tensor<So, E, D, OwnedTape<E, D>>,
             Error = D::Err,
@@ -197,13 +216,16 @@ where
         + Clone
         + 'static,
 {
-    type Output = Tensor<So, E, D, T>;
+    type Output = Tensor<So, E, D, OwnedTape<E, D>>;
     type Error = D::Err;
 
-    fn try_forward(&self, x: Tensor<Si, E, D, T>) -> std::result::Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<Si, E, D, OwnedTape<E, D>>,
+    ) -> std::result::Result<Self::Output, D::Err> {
         match (full_shard::running::<E, D>(), self.1.get()) {
             (Some(run), Some(k)) => Ok(or_panic(full_shard::forward(&run, k, &self.0, x))),
-            _ => Module::<Tensor<Si, E, D, T>>::try_forward(&self.0, x),
+            _ => self.0.try_forward(x),
         }
     }
 }
@@ -233,5 +255,13 @@ where
             (Some(run), Some(k)) => Ok(or_panic(full_shard::forward_mut(&run, k, &mut self.0, x))),
             _ => self.0.try_forward_mut(x),
         }
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>, M: Describe<E, D>> Describe<E, D> for modules::Unit<M> {
+    /// A unit in a [`Fused`](super::Fused) body fuses as its layers do (outside FULL_SHARD;
+    /// under it the body runs layer by layer, and the unit gathers).
+    fn describe<'a>(&'a mut self, ops: &mut Vec<Op<'a, E, D>>) -> crate::Result<()> {
+        self.0.describe(ops)
     }
 }

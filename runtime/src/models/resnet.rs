@@ -2,7 +2,9 @@
 //! specifications built from fulmen's [`Conv2DNoBias`], [`BatchNorm2D`], [`ReLU`],
 //! [`MaxPool2D`], [`ResidualReLU`], [`GeneralizedResidualReLU`] and dfdx's `AvgPoolGlobal`,
 //! `Linear`. The bodies and each block's branches are [`Fused`]: on the CPU a body trains as
-//! one op, and only its output becomes a dfdx tensor.
+//! one op, and only its output becomes a dfdx tensor. Each block is a [`Unit`]: under
+//! `strategy("fsdp")` it gathers its parameters only while it runs (the stem and head are
+//! gathered for the whole step).
 //!
 //! Channel counts are checked at compile time: the blocks of a stage must agree on them. Two
 //! stems: [`ImageNetStem`] (7×7 stride-2 convolution and a 3×3 stride-2 max pool) and
@@ -21,7 +23,7 @@
 use dfdx::nn::builders::{AvgPoolGlobal, Linear};
 
 use crate::layers::{
-    BatchNorm2D, Conv2DNoBias, Fused, GeneralizedResidualReLU, MaxPool2D, ReLU, ResidualReLU,
+    BatchNorm2D, Conv2DNoBias, Fused, GeneralizedResidualReLU, MaxPool2D, ReLU, ResidualReLU, Unit,
 };
 
 /// 7×7 convolution with stride 2 to 64 channels, batch norm, ReLU, 3×3 max pool with stride 2.
@@ -76,33 +78,41 @@ pub type Head<const C: usize, const CLASSES: usize> = (AvgPoolGlobal, Linear<C, 
 
 /// The four BasicBlock stages of ResNet-18 (2, 2, 2, 2 blocks).
 pub type ResNet18Body = Fused<(
-    (BasicBlock<64>, BasicBlock<64>),
-    (BasicBlockDown<64, 128, 2>, BasicBlock<128>),
-    (BasicBlockDown<128, 256, 2>, BasicBlock<256>),
-    (BasicBlockDown<256, 512, 2>, BasicBlock<512>),
+    (Unit<BasicBlock<64>>, Unit<BasicBlock<64>>),
+    (Unit<BasicBlockDown<64, 128, 2>>, Unit<BasicBlock<128>>),
+    (Unit<BasicBlockDown<128, 256, 2>>, Unit<BasicBlock<256>>),
+    (Unit<BasicBlockDown<256, 512, 2>>, Unit<BasicBlock<512>>),
 )>;
 
 /// The four BasicBlock stages of ResNet-34 (3, 4, 6, 3 blocks).
 pub type ResNet34Body = Fused<(
-    (BasicBlock<64>, BasicBlock<64>, BasicBlock<64>),
     (
-        BasicBlockDown<64, 128, 2>,
-        BasicBlock<128>,
-        BasicBlock<128>,
-        BasicBlock<128>,
+        Unit<BasicBlock<64>>,
+        Unit<BasicBlock<64>>,
+        Unit<BasicBlock<64>>,
+    ),
+    (
+        Unit<BasicBlockDown<64, 128, 2>>,
+        Unit<BasicBlock<128>>,
+        Unit<BasicBlock<128>>,
+        Unit<BasicBlock<128>>,
     ),
     (
         (
-            BasicBlockDown<128, 256, 2>,
-            BasicBlock<256>,
-            BasicBlock<256>,
+            Unit<BasicBlockDown<128, 256, 2>>,
+            Unit<BasicBlock<256>>,
+            Unit<BasicBlock<256>>,
         ),
-        (BasicBlock<256>, BasicBlock<256>, BasicBlock<256>),
+        (
+            Unit<BasicBlock<256>>,
+            Unit<BasicBlock<256>>,
+            Unit<BasicBlock<256>>,
+        ),
     ),
     (
-        BasicBlockDown<256, 512, 2>,
-        BasicBlock<512>,
-        BasicBlock<512>,
+        Unit<BasicBlockDown<256, 512, 2>>,
+        Unit<BasicBlock<512>>,
+        Unit<BasicBlock<512>>,
     ),
 )>;
 
@@ -121,9 +131,9 @@ pub type CifarResNet34<const CLASSES: usize> = (CifarStem, ResNet34Body, Head<51
 pub type SmallResNet<const CLASSES: usize> = (
     Fused<(Conv2DNoBias<3, 16, 3, 1, 1>, BatchNorm2D<16>, ReLU)>,
     Fused<(
-        BasicBlock<16>,
-        BasicBlockDown<16, 32, 2>,
-        BasicBlockDown<32, 64, 2>,
+        Unit<BasicBlock<16>>,
+        Unit<BasicBlockDown<16, 32, 2>>,
+        Unit<BasicBlockDown<32, 64, 2>>,
     )>,
     Head<64, CLASSES>,
 );
@@ -137,31 +147,31 @@ pub type CifarResNet50<const CLASSES: usize> = (CifarStem, ResNet50Body, Head<20
 /// The four Bottleneck stages of ResNet-50 (3, 4, 6, 3 blocks).
 pub type ResNet50Body = Fused<(
     (
-        BottleneckDown<64, 64, 256, 1>,
-        Bottleneck<256, 64>,
-        Bottleneck<256, 64>,
+        Unit<BottleneckDown<64, 64, 256, 1>>,
+        Unit<Bottleneck<256, 64>>,
+        Unit<Bottleneck<256, 64>>,
     ),
     (
-        BottleneckDown<256, 128, 512, 2>,
-        Bottleneck<512, 128>,
-        Bottleneck<512, 128>,
-        Bottleneck<512, 128>,
+        Unit<BottleneckDown<256, 128, 512, 2>>,
+        Unit<Bottleneck<512, 128>>,
+        Unit<Bottleneck<512, 128>>,
+        Unit<Bottleneck<512, 128>>,
     ),
     (
         (
-            BottleneckDown<512, 256, 1024, 2>,
-            Bottleneck<1024, 256>,
-            Bottleneck<1024, 256>,
+            Unit<BottleneckDown<512, 256, 1024, 2>>,
+            Unit<Bottleneck<1024, 256>>,
+            Unit<Bottleneck<1024, 256>>,
         ),
         (
-            Bottleneck<1024, 256>,
-            Bottleneck<1024, 256>,
-            Bottleneck<1024, 256>,
+            Unit<Bottleneck<1024, 256>>,
+            Unit<Bottleneck<1024, 256>>,
+            Unit<Bottleneck<1024, 256>>,
         ),
     ),
     (
-        BottleneckDown<1024, 512, 2048, 2>,
-        Bottleneck<2048, 512>,
-        Bottleneck<2048, 512>,
+        Unit<BottleneckDown<1024, 512, 2048, 2>>,
+        Unit<Bottleneck<2048, 512>>,
+        Unit<Bottleneck<2048, 512>>,
     ),
 )>;

@@ -26,12 +26,23 @@ pub struct TrainerArgs {
     /// Devices: a count (1), ordinals (`0,` or `[1]`: GPU 1) or auto.
     #[arg(long)]
     pub devices: Option<crate::device::Devices>,
-    /// auto, single_device, ddp, fsdp:NO_SHARD, ...
+    /// auto, single_device, ddp, fsdp (FULL_SHARD), fsdp:SHARD_GRAD_OP, fsdp:NO_SHARD, ...
     #[arg(long)]
     pub strategy: Option<String>,
     /// Nodes in the run (must agree with the launcher's).
     #[arg(long)]
     pub num_nodes: Option<usize>,
+    /// How long a rank waits in a collective for the others before it stops: seconds or
+    /// DD:HH:MM:SS.
+    #[arg(long, value_parser = parse_max_time)]
+    pub collective_timeout: Option<std::time::Duration>,
+    /// FULL_SHARD's checkpoints: `full` (one file, gathered) or `sharded` (a directory of one
+    /// file per rank, written in parallel).
+    #[arg(long)]
+    pub state_dict_type: Option<String>,
+    /// FULL_SHARD on GPUs: keep the shards' optimizer state in host memory.
+    #[arg(long)]
+    pub cpu_offload: bool,
     /// Where lightning_logs/ and checkpoints are written.
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,
@@ -131,6 +142,15 @@ impl TrainerArgs {
         }
         if let Some(limit) = self.max_time {
             b = b.max_time(limit);
+        }
+        if let Some(t) = self.collective_timeout {
+            b = b.collective_timeout(t);
+        }
+        if let Some(kind) = &self.state_dict_type {
+            b = b.state_dict_type(kind);
+        }
+        if self.cpu_offload {
+            b = b.cpu_offload(true);
         }
         if self.detect_anomaly {
             b = b.detect_anomaly(true);

@@ -25,6 +25,8 @@ pub struct TrainerBuilder {
     strategy: String,
     num_nodes: usize,
     collective_timeout: std::time::Duration,
+    state_dict_type: String,
+    cpu_offload: bool,
     use_distributed_sampler: bool,
     requeue_signal: Option<String>,
     callbacks: Vec<Box<dyn Callback>>,
@@ -44,6 +46,8 @@ impl Default for TrainerBuilder {
             strategy: "auto".to_string(),
             num_nodes: 1,
             collective_timeout: std::time::Duration::from_secs(60),
+            state_dict_type: "full".to_string(),
+            cpu_offload: false,
             use_distributed_sampler: true,
             requeue_signal: Some("SIGUSR1".to_string()),
             callbacks: Vec::new(),
@@ -153,6 +157,21 @@ impl TrainerBuilder {
         self.collective_timeout = timeout;
         self
     }
+    /// FULL_SHARD's checkpoints (Lightning's `FSDPStrategy(state_dict_type=...)`): `"full"`
+    /// (default; one file, the weights and optimizer state gathered whole: the file DDP
+    /// writes) or `"sharded"` (a directory of one file per rank, each written by its rank,
+    /// with nothing gathered). Either resumes on any number of ranks.
+    pub fn state_dict_type(mut self, kind: &str) -> Self {
+        self.state_dict_type = kind.to_string();
+        self
+    }
+    /// FULL_SHARD on GPUs (Lightning's `FSDPStrategy(cpu_offload=...)`): the shards'
+    /// optimizer state lives in host memory and each step copies it in and out (default
+    /// off). Nothing changes on CPUs.
+    pub fn cpu_offload(mut self, on: bool) -> Self {
+        self.cpu_offload = on;
+        self
+    }
     /// Under DDP each rank reads its own share of every epoch (default on); off, every rank
     /// reads all of it.
     pub fn use_distributed_sampler(mut self, on: bool) -> Self {
@@ -229,9 +248,36 @@ impl TrainerBuilder {
         };
         let device = accelerator.place(&self.devices, local_rank)?;
         let collective = crate::distributed::join(&mut plan, device, self.collective_timeout)?;
+        let sharded_checkpoints = match self.state_dict_type.to_ascii_lowercase().as_str() {
+            "full" => false,
+            "sharded" => true,
+            other => {
+                return Err(Error::config(
+                    "state_dict_type",
+                    format!("`{other}` is not \"full\" or \"sharded\""),
+                ))
+            }
+        };
+        let full_shard = plan.strategy == crate::distributed::Strategy::FullShard;
+        if !full_shard && (sharded_checkpoints || self.cpu_offload) {
+            let what = if self.cpu_offload {
+                "cpu_offload"
+            } else {
+                "state_dict_type"
+            };
+            return Err(Error::config(
+                what,
+                format!(
+                    "is FULL_SHARD's (strategy \"fsdp\"), and this run's strategy is {:?}",
+                    plan.strategy
+                ),
+            ));
+        }
         let dist = Dist {
             env: plan.env,
             strategy: plan.strategy,
+            sharded_checkpoints,
+            cpu_offload: self.cpu_offload,
             collective,
             sampler: self.use_distributed_sampler,
             requeue_signal,

@@ -62,6 +62,10 @@ enum LoggerChoice {
 pub(crate) struct Dist {
     pub env: ClusterEnv,
     pub strategy: Strategy,
+    /// FULL_SHARD's checkpoints are one file per rank (`state_dict_type("sharded")`).
+    pub sharded_checkpoints: bool,
+    /// FULL_SHARD on GPUs keeps the shards' optimizer state in host memory.
+    pub cpu_offload: bool,
     pub collective: std::sync::Arc<dyn Collective>,
     /// Whether loaders are sharded across ranks.
     pub sampler: bool,

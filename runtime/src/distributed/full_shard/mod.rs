@@ -27,9 +27,9 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Gradients, Tensor};
 
 pub(crate) use layout::Layout;
-pub(crate) use running::{forward, forward_mut, running, within};
+pub(crate) use running::{evaluate, forward, forward_mut, running, within};
 
-use super::Collective;
+use super::{cast, Collective};
 use crate::walk::{
     self, AnyTensor, EachParam, EachParamMut, Params, ParamsMut, Tensors, TensorsMut,
 };
@@ -166,7 +166,6 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
         let params = Shards {
             flats: shard_values(model, &units, &tensors, collective.rank())?,
         };
-        TensorsMut(model).each_mut(&mut |_, t| t.release())?;
         Ok(Self {
             collective,
             units,
@@ -185,7 +184,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
 
     /// Unit `k`'s whole flat buffer (padding included), gathered from every rank.
     fn gathered(&self, k: usize) -> Result<Vec<E>> {
-        self.all_gather(&self.params.flats[k].1.as_vec())
+        self.all_gather(self.params.flats[k].1.as_vec())
     }
 
     /// Gives unit `k`'s tensors in `module` (the unit's layers, or the whole model for a
@@ -250,33 +249,30 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
         grads: &mut Gradients<E, D>,
     ) -> Result<()> {
         let unit = &self.units[k];
-        let mut flat: Vec<f64> = Vec::with_capacity(unit.layout.padded());
+        let mut flat: Vec<E> = Vec::with_capacity(unit.layout.padded());
         let mut i = 0;
         Tensors(module).each(&mut |_, t| {
             let mine = unit.mask.get(i).copied().unwrap_or(false);
             i += 1;
             if mine {
-                t.with_grad(grads, &mut |g| {
-                    flat.extend(g.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)))
-                })?;
+                t.with_grad(grads, &mut |g| flat.extend_from_slice(g))?;
             }
             Ok(())
         })?;
         if flat.len() != unit.layout.total() {
             return Err(self.not_the_unit(k));
         }
-        flat.resize(unit.layout.padded(), 0.0);
+        flat.resize(unit.layout.padded(), E::zero());
         let c = &*self.collective;
         let shard = unit.layout.shard;
         let sum: Vec<f64> = if std::mem::size_of::<E>() == 8 {
             let mut mine = vec![0.0; shard];
-            c.reduce_scatter_sum_f64(&flat, &mut mine)?;
+            c.reduce_scatter_sum_f64(&cast::<E, f64>(flat), &mut mine)?;
             mine
         } else {
-            let all: Vec<f32> = flat.iter().map(|&v| v as f32).collect();
             let mut mine = vec![0.0f32; shard];
-            c.reduce_scatter_sum_f32(&all, &mut mine)?;
-            mine.into_iter().map(<f64 as From<f32>>::from).collect()
+            c.reduce_scatter_sum_f32(&cast::<E, f32>(flat), &mut mine)?;
+            mine.into_iter().map(f64::from).collect()
         };
         let inv = 1.0 / c.world_size() as f64;
         let (_, tensor) = &self.params.flats[k];
@@ -310,34 +306,43 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
             .try_for_each(|k| self.scatter_grads(k, model, grads))
     }
 
-    /// Gives every parameter of `model` its whole value again, from every rank's shards.
-    pub fn unshard<M: TensorCollection<E, D>>(&mut self, model: &mut M) -> Result<()> {
+    /// Gives every parameter of `model` its whole value again, from every rank's shards, one
+    /// unit at a time; `drop_shards` frees each unit's shard once it is gathered (at the end of
+    /// a fit, so that no rank holds more than the model and one unit's shard).
+    pub fn unshard<M: TensorCollection<E, D>>(
+        &mut self,
+        model: &mut M,
+        drop_shards: bool,
+    ) -> Result<()> {
         self.whole = true;
-        let full: Vec<Vec<E>> = (0..self.units.len())
-            .map(|k| self.gathered(k))
-            .collect::<Result<_>>()?;
-        let ranges: Vec<Vec<std::ops::Range<usize>>> = self
-            .units
-            .iter()
-            .map(|u| u.layout.tensors().collect())
-            .collect();
-        let mut next = vec![0; self.units.len()];
-        let mut g = 0;
-        TensorsMut(model).each_mut(&mut |name, t| {
-            let k = self.tensors.get(g).map(|t| t.1).ok_or_else(|| {
-                Error::msg(format!("`{name}` was not in the model when it was sharded"))
+        for k in 0..self.units.len() {
+            let full = self.gathered(k)?;
+            if drop_shards {
+                let (_, flat) = &mut self.params.flats[k];
+                *flat = flat.device().try_tensor_from_vec(Vec::new(), (0,))?;
+            }
+            let mut ranges = self.units[k].layout.tensors();
+            let mut g = 0;
+            TensorsMut(&mut *model).each_mut(&mut |name, t| {
+                let owner = self.tensors.get(g).map(|t| t.1).ok_or_else(|| {
+                    Error::msg(format!("`{name}` was not in the model when it was sharded"))
+                })?;
+                g += 1;
+                if owner != k {
+                    return Ok(());
+                }
+                let r = ranges.next().ok_or_else(|| self.not_the_unit(k))?;
+                let n = r.len();
+                t.set_flat(t.device().try_tensor_from_vec(full[r].to_vec(), (n,))?)
             })?;
-            g += 1;
-            let r = ranges[k][next[k]].clone();
-            next[k] += 1;
-            let n = r.len();
-            t.set_flat(t.device().try_tensor_from_vec(full[k][r].to_vec(), (n,))?)
-        })
+        }
+        Ok(())
     }
 
     /// Frees every parameter of `model` again (after [`unshard`](Self::unshard), for a
     /// checkpoint).
-    pub fn reshard<M: TensorCollection<E, D>>(&self, model: &mut M) -> Result<()> {
+    pub fn reshard<M: TensorCollection<E, D>>(&mut self, model: &mut M) -> Result<()> {
+        self.whole = false;
         TensorsMut(model).each_mut(&mut |_, t| t.release())
     }
 
@@ -370,7 +375,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
                         unit.layout.shard
                     )));
                 }
-                let whole = self.all_gather(local)?;
+                let whole = self.all_gather(local.clone())?;
                 for (&g, r) in unit.own.iter().zip(unit.layout.tensors()) {
                     out[g].1.push(whole[r].to_vec());
                 }
@@ -424,66 +429,53 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
     }
 
     /// Every rank's `mine`, in rank order.
-    fn all_gather(&self, mine: &[E]) -> Result<Vec<E>> {
+    fn all_gather(&self, mine: Vec<E>) -> Result<Vec<E>> {
         let c = &*self.collective;
+        let n = mine.len() * c.world_size();
         if std::mem::size_of::<E>() == 8 {
-            let mine: Vec<f64> = mine
-                .iter()
-                .map(|v| v.to_f64().unwrap_or(f64::NAN))
-                .collect();
-            let mut all = vec![0.0; mine.len() * c.world_size()];
-            c.all_gather_f64(&mine, &mut all)?;
-            Ok(all
-                .into_iter()
-                .map(|v| E::from(v).unwrap_or_else(E::nan))
-                .collect())
+            let mut all = vec![0.0; n];
+            c.all_gather_f64(&cast::<E, f64>(mine), &mut all)?;
+            Ok(cast(all))
         } else {
-            let mine: Vec<f32> = mine
-                .iter()
-                .map(|v| v.to_f32().unwrap_or(f32::NAN))
-                .collect();
-            let mut all = vec![0.0; mine.len() * c.world_size()];
-            c.all_gather_f32(&mine, &mut all)?;
-            Ok(all
-                .into_iter()
-                .map(|v| E::from(v).unwrap_or_else(E::nan))
-                .collect())
+            let mut all = vec![0.0f32; n];
+            c.all_gather_f32(&cast::<E, f32>(mine), &mut all)?;
+            Ok(cast(all))
         }
     }
 }
 
-/// Each unit's shard for `rank` of the values `model` holds now.
+/// Each unit's shard for `rank` of the values `model` holds, one unit at a time: the unit's
+/// tensors are released as soon as its shard is cut, so that no rank holds more than the model
+/// and one unit's shard.
 fn shard_values<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-    model: &M,
+    model: &mut M,
     units: &[UnitShard],
     tensors: &[(String, usize)],
     rank: usize,
 ) -> Result<Vec<(String, Flat<E, D>)>> {
-    let mut flat: Vec<Vec<E>> = units
-        .iter()
-        .map(|u| Vec::with_capacity(u.layout.padded()))
-        .collect();
-    let mut device = None;
-    let mut g = 0;
-    Tensors(model).each(&mut |_, t| {
-        flat[tensors[g].1].extend(t.values());
-        device.get_or_insert_with(|| t.device());
-        g += 1;
-        Ok(())
-    })?;
-    let Some(device) = device else {
-        return Ok(Vec::new());
-    };
-    units
-        .iter()
-        .zip(flat)
-        .map(|(u, mut values)| {
-            values.resize(u.layout.padded(), E::zero());
-            let mine = values[u.layout.range(rank)].to_vec();
-            let n = mine.len();
-            Ok((u.name.clone(), device.try_tensor_from_vec(mine, (n,))?))
-        })
-        .collect()
+    let mut shards = Vec::with_capacity(units.len());
+    for (k, u) in units.iter().enumerate() {
+        let mut values = Vec::with_capacity(u.layout.padded());
+        let mut device = None;
+        let mut g = 0;
+        TensorsMut(&mut *model).each_mut(&mut |_, t| {
+            if tensors[g].1 == k {
+                values.extend(t.values());
+                device.get_or_insert_with(|| t.device());
+                t.release()?;
+            }
+            g += 1;
+            Ok(())
+        })?;
+        let device =
+            device.ok_or_else(|| Error::msg(format!("unit `{}` has no tensors", u.name)))?;
+        values.resize(u.layout.padded(), E::zero());
+        let mine = values[u.layout.range(rank)].to_vec();
+        drop(values);
+        let n = mine.len();
+        shards.push((u.name.clone(), device.try_tensor_from_vec(mine, (n,))?));
+    }
+    Ok(shards)
 }
 
 /// The dotted prefix `names` share (`body.0` of `body.0.0.weight` and `body.0.2.bias`).

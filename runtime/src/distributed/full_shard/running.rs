@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use dfdx::nn::{Module, ModuleMut, TensorCollection};
 use dfdx::shapes::{Rank0, Shape};
-use dfdx::tensor::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
+use dfdx::tensor::{Gradients, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
 use dfdx::tensor_ops::Backward;
 
 use super::{FullShard, Shared};
@@ -56,21 +56,40 @@ pub(crate) fn within<E: FloatDtype, D: TrainDevice<E>, R>(
     f()
 }
 
-/// Unit `k`'s forward through `&self` (evaluation, or layers that train through `Module`).
-pub(crate) fn forward<Si, So, E, D, T, M>(
+/// Unit `k`'s forward without a tape (evaluation): into a copy of the layers, gathered.
+pub(crate) fn evaluate<Si, So, E, D, M>(
     run: &Shared<E, D>,
     k: usize,
     module: &M,
-    x: Tensor<Si, E, D, T>,
-) -> Result<Tensor<So, E, D, T>>
+    x: Tensor<Si, E, D>,
+) -> Result<Tensor<So, E, D>>
 where
     Si: Shape,
     So: Shape,
     E: FloatDtype,
     D: TrainDevice<E>,
-    T: Tape<E, D>,
-    M: Module<Tensor<Si, E, D, NoneTape>, Output = Tensor<So, E, D, NoneTape>, Error = D::Err>
-        + Module<
+    M: Module<Tensor<Si, E, D>, Output = Tensor<So, E, D>, Error = D::Err>
+        + TensorCollection<E, D>
+        + Clone,
+{
+    let mut twin = module.clone();
+    run.borrow().gather(k, &mut twin)?;
+    Ok(twin.try_forward(x)?)
+}
+
+/// Unit `k`'s forward through `&self` on a tape (layers that train through `Module`).
+pub(crate) fn forward<Si, So, E, D, M>(
+    run: &Shared<E, D>,
+    k: usize,
+    module: &M,
+    x: Tensor<Si, E, D, OwnedTape<E, D>>,
+) -> Result<Tensor<So, E, D, OwnedTape<E, D>>>
+where
+    Si: Shape,
+    So: Shape,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: Module<
             Tensor<Si, E, D, OwnedTape<E, D>>,
             Output = Tensor<So, E, D, OwnedTape<E, D>>,
             Error = D::Err,
@@ -81,9 +100,6 @@ where
     let mut twin = module.clone();
     run.borrow().gather(k, &mut twin)?;
     let (x, tape) = x.split_tape();
-    if !T::OWNS_TAPE {
-        return Ok(twin.try_forward(x)?.put_tape(tape));
-    }
     let (y, _dropped) = twin
         .try_forward(x.clone().traced(Gradients::leaky()))?
         .split_tape();

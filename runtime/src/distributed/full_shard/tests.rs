@@ -93,6 +93,17 @@ fn units_gather_recompute_and_scatter_the_gradients_of_the_plain_layers() {
     let y_eval = within(&run, || net.forward(x.clone()));
     run.borrow().release_roots(&mut net).expect("released");
     assert_eq!(y_eval.array(), plain.forward(x).array());
-    run.borrow_mut().unshard(&mut net).expect("unsharded");
+    // A checkpoint's unshard and reshard, twice, then the end of the fit's.
+    for _ in 0..2 {
+        run.borrow_mut()
+            .unshard(&mut net, false)
+            .expect("unsharded");
+        assert_eq!(values(&net), values(&plain));
+        run.borrow_mut().reshard(&mut net).expect("resharded");
+        assert!(values(&net)
+            .iter()
+            .all(|(_, v)| v.iter().all(|x| x.is_nan())));
+    }
+    run.borrow_mut().unshard(&mut net, true).expect("unsharded");
     assert_eq!(values(&net), values(&plain));
 }

@@ -136,7 +136,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if run.borrow().is_whole() {
             return self.checkpoint_whole(weights_only);
         }
-        run.borrow_mut().unshard(&mut *self.model)?;
+        run.borrow_mut().unshard(&mut *self.model, false)?;
         let ckpt = self.checkpoint_whole(weights_only);
         run.borrow_mut().reshard(&mut *self.model)?;
         ckpt

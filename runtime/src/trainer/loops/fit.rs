@@ -40,10 +40,6 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.train_epoch(&train, val.as_ref(), start_batch)?;
             start_batch = 0;
         }
-        // FULL_SHARD: the module gets its whole parameters back.
-        if let Some(run) = &self.optimization.full_shard {
-            run.borrow_mut().unshard(&mut *self.model)?;
-        }
         hook!(self, on_train_end());
         hook!(self, on_fit_end());
         Ok(())

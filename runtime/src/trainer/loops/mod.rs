@@ -136,7 +136,10 @@ impl Trainer {
             signals: None,
             resume: job.resume,
         };
-        let result = run.stage(stage);
+        let mut result = run.stage(stage);
+        if result.is_ok() {
+            result = run.unshard().and(result);
+        }
         let flushed = match run.view.logger.as_deref_mut() {
             Some(logger) => logger.finalize(),
             None => Ok(()),
@@ -207,6 +210,19 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 impl<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule>
     Run<'_, E, D, M, DM>
 {
+    /// After a FULL_SHARD fit: the optimizer's state and the gradients are dropped, and the
+    /// module gets its whole parameters back from every rank's shards. (A fit that fails
+    /// leaves the module sharded, its parameters placeholders: its checkpoints hold them.)
+    fn unshard(&mut self) -> Result<()> {
+        let Some(run) = self.optimization.full_shard.take() else {
+            return Ok(());
+        };
+        self.optimization.optimizer = None;
+        let mut run = run.borrow_mut();
+        run.zero_grads();
+        run.unshard(&mut *self.model, true)
+    }
+
     /// Under FULL_SHARD, gathers the parameters outside the units (the top-level fields') for
     /// the steps to come (`true`), or frees them after those steps (`false`).
     fn roots(&mut self, gathered: bool) -> Result<()> {
