@@ -107,7 +107,7 @@ fn full_shard_ends_where_ddp_does_on_two_and_three_ranks_and_the_same_every_time
 }
 
 #[test]
-fn full_checkpoints_resume_on_another_number_of_ranks_with_the_same_weights() {
+fn checkpoints_full_and_sharded_resume_on_another_number_of_ranks_with_the_same_weights() {
     let _one = ONE_AT_A_TIME.lock();
     if mpi::examples().is_none() {
         return;
@@ -123,65 +123,88 @@ fn full_checkpoints_resume_on_another_number_of_ranks_with_the_same_weights() {
     let want = &ranks(&whole, 2)[0];
 
     // 1 epoch on 2 ranks, resumed on 3; 2 epochs on 3 ranks, resumed on 1.
-    for (first, then, epochs) in [(2, 3, 1), (3, 1, 2)] {
-        let (a, b) = (path(&format!("from{first}")), path(&format!("on{then}")));
-        let e = epochs.to_string();
-        let args = [
-            &data[..],
-            &per(first),
-            &["--max-epochs", &e, "--checkpoints"],
-        ]
-        .concat();
-        small(first, "fsdp", &a, &args);
-        let ckpt = checkpoint_of_epoch(Path::new(&a), epochs - 1);
-        let ckpt = ckpt.to_str().expect("utf-8");
-        let rest = ["--max-epochs", "3", "--resume", ckpt, "--out", &b];
-        small(
-            then,
-            "fsdp",
-            &b,
-            &[&data[..], &per(then), &rest[..]].concat(),
-        );
-        for got in ranks(&b, then) {
-            let diff = max_diff(&got, want);
-            assert!(
-                diff < 1e-5,
-                "saved on {first} rank(s), resumed on {then}: {diff} from the uninterrupted run"
+    for kind in ["full", "sharded"] {
+        for (first, then, epochs) in [(2, 3, 1), (3, 1, 2)] {
+            let a = path(&format!("{kind}_from{first}"));
+            let b = path(&format!("{kind}_on{then}"));
+            let e = epochs.to_string();
+            let save = [
+                "--max-epochs",
+                &e,
+                "--checkpoints",
+                "--state-dict-type",
+                kind,
+            ];
+            small(
+                first,
+                "fsdp",
+                &a,
+                &[&data[..], &per(first), &save[..]].concat(),
             );
+            let ckpt = checkpoint_of_epoch(Path::new(&a), epochs - 1);
+            if kind == "sharded" {
+                let files = std::fs::read_dir(&ckpt).expect("a directory").count();
+                assert_eq!(files, first, "one file per rank in {}", ckpt.display());
+            }
+            let ckpt = ckpt.to_str().expect("utf-8");
+            let rest = ["--max-epochs", "3", "--resume", ckpt, "--out", &b];
+            small(
+                then,
+                "fsdp",
+                &b,
+                &[&data[..], &per(then), &rest[..]].concat(),
+            );
+            for got in ranks(&b, then) {
+                let diff = max_diff(&got, want);
+                assert!(
+                    diff < 1e-5,
+                    "{kind}: saved on {first} rank(s), resumed on {then}: {diff} from the uninterrupted run"
+                );
+            }
         }
     }
 
-    // The file DDP writes: the same tensors under the same names, the optimizer's whole.
-    let (ddp, fsdp) = (path("ddp_ckpt"), path("fsdp_ckpt"));
+    // The full file is the one DDP writes, and the sharded one reads back as it: the same
+    // tensors under the same names, the optimizer's whole.
     let one_epoch = [&data[..], &per(2), &["--max-epochs", "1", "--checkpoints"]].concat();
-    small(2, "ddp", &ddp, &one_epoch);
-    small(2, "fsdp", &fsdp, &one_epoch);
-    let read = |root: &str| {
-        fulmen::checkpoint::Checkpoint::read(checkpoint_of_epoch(Path::new(root), 0))
+    let saved = |strategy: &str, kind: &str| {
+        let root = path(&format!("{strategy}_{kind}_ckpt"));
+        let args = [&one_epoch[..], &["--state-dict-type", kind]].concat();
+        let args = if strategy == "ddp" {
+            &one_epoch[..]
+        } else {
+            &args[..]
+        };
+        small(2, strategy, &root, args);
+        fulmen::checkpoint::Checkpoint::read(checkpoint_of_epoch(Path::new(&root), 0))
             .expect("readable")
     };
-    let (ddp, fsdp) = (read(&ddp), read(&fsdp));
+    let ddp = saved("ddp", "full");
     let names = |c: &fulmen::checkpoint::Checkpoint| {
         let mut n: Vec<String> = c.tensor_names().map(str::to_string).collect();
         n.sort();
         n
     };
-    assert_eq!(names(&fsdp), names(&ddp));
-    for name in names(&ddp) {
-        let (a, b) = (
-            ddp.tensor(&name).expect("ddp"),
-            fsdp.tensor(&name).expect("fsdp"),
-        );
-        assert_eq!(a.len(), b.len(), "{name}");
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            diff <= f64::from(REDUCTION_ORDER),
-            "{name} differs by {diff}"
-        );
+    for kind in ["full", "sharded"] {
+        let fsdp = saved("fsdp", kind);
+        assert_eq!(names(&fsdp), names(&ddp), "{kind}");
+        assert_eq!(fsdp.global_step(), ddp.global_step());
+        for name in names(&ddp) {
+            let (a, b) = (
+                ddp.tensor(&name).expect("ddp"),
+                fsdp.tensor(&name).expect("fsdp"),
+            );
+            assert_eq!(a.len(), b.len(), "{name}");
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                diff <= f64::from(REDUCTION_ORDER),
+                "{kind}: {name} differs by {diff}"
+            );
+        }
     }
 }
 

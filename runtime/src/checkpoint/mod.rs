@@ -18,6 +18,7 @@
 
 mod file;
 pub(crate) mod float;
+pub(crate) mod sharded;
 pub(crate) mod tensors;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,9 @@ pub(crate) struct Meta {
     pub callbacks: BTreeMap<String, Value>,
     pub datamodule: Option<Value>,
     pub extra: BTreeMap<String, Value>,
+    /// In a sharded checkpoint's files: how the ranks' shards make the whole tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<sharded::Layout>,
 }
 
 /// A checkpoint in memory: read from a file, or being built by the trainer (hooks see it in
@@ -113,13 +117,18 @@ impl Checkpoint {
     {
         let mut records = Records::new();
         tensors::collect(module, &mut records)?;
-        Ok(Checkpoint {
+        Ok(Self::of_records(records, module.hparams(), name))
+    }
+
+    /// A weights-only checkpoint of `records` and `hparams`, written by module `name`.
+    fn of_records(records: Records, hparams: HParams, name: &str) -> Self {
+        Checkpoint {
             records,
             meta: Meta {
                 fulmen_version: env!("CARGO_PKG_VERSION").to_string(),
                 module: name.to_string(),
                 weights_only: true,
-                hparams: module.hparams(),
+                hparams,
                 datamodule_hparams: HParams::new(),
                 loop_state: None,
                 optimizer: None,
@@ -128,14 +137,36 @@ impl Checkpoint {
                 callbacks: BTreeMap::new(),
                 datamodule: None,
                 extra: BTreeMap::new(),
+                layout: None,
             },
             path: None,
-        })
+        }
     }
 
-    /// Reads and verifies the checkpoint at `path`.
+    /// A sharded checkpoint's part of `module`: its buffers and scalars when `root` (the
+    /// trainable tensors go in as shards), nothing else.
+    pub(crate) fn of_module_buffers<E: CkptDtype + FloatDtype, D: TrainDevice<E>, M>(
+        module: &M,
+        name: &str,
+        root: bool,
+    ) -> Result<Self>
+    where
+        M: TensorCollection<E, D> + crate::Hyperparameters,
+    {
+        let mut ckpt = Self::of_records(Records::new(), module.hparams(), name);
+        if root {
+            tensors::collect_buffers(module, &mut ckpt.records)?;
+        }
+        Ok(ckpt)
+    }
+
+    /// Reads and verifies the checkpoint at `path`: a file, or the directory of a sharded
+    /// checkpoint (FULL_SHARD's `state_dict_type("sharded")`), read whole.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Self::read_sharded(path);
+        }
         let (records, meta) = file::read(path)?;
         let meta: Meta = serde_json::from_str(&meta)
             .map_err(|e| Error::data(path, format!("its fulmen metadata cannot be read: {e}")))?;
@@ -144,6 +175,51 @@ impl Checkpoint {
             meta,
             path: Some(path.to_path_buf()),
         })
+    }
+
+    /// A sharded checkpoint's files, each verified, put back together.
+    fn read_sharded(dir: &Path) -> Result<Self> {
+        let world = sharded::world_of(dir)?;
+        let mut parts = Vec::with_capacity(world);
+        let mut first = None;
+        for rank in 0..world {
+            let (records, meta) = file::read(&sharded::part(dir, rank, world))?;
+            first.get_or_insert(meta);
+            parts.push(records);
+        }
+        let meta: Meta = serde_json::from_str(first.as_deref().unwrap_or_default())
+            .map_err(|e| Error::data(dir, format!("its fulmen metadata cannot be read: {e}")))?;
+        let layout = match &meta.layout {
+            Some(l) if l.world == world => l,
+            Some(l) => {
+                return Err(Error::data(
+                    dir,
+                    format!("its layout is of {} ranks, its files of {world}", l.world),
+                ))
+            }
+            None => return Err(Error::data(dir, "rank 0's file has no shard layout")),
+        };
+        let records = sharded::assemble(dir, layout, parts)?;
+        Ok(Checkpoint {
+            records,
+            meta: Meta {
+                layout: None,
+                ..meta
+            },
+            path: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// Writes rank `rank`'s file of a sharded checkpoint of `world` ranks bound for `path`
+    /// into the directory every rank stages it in ([`sharded::commit`] moves it into place).
+    pub(crate) fn write_part(&self, path: &Path, rank: usize, world: usize) -> Result<()> {
+        let meta = serde_json::to_string(&self.meta)
+            .map_err(|e| Error::msg(format!("the checkpoint's metadata cannot be written: {e}")))?;
+        file::write(
+            &sharded::part(&sharded::staging(path), rank, world),
+            &self.records,
+            &meta,
+        )
     }
 
     /// Writes the checkpoint to `path` atomically: a failure leaves any earlier file there whole.

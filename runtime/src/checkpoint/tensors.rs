@@ -101,8 +101,28 @@ pub(crate) fn collect<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     into: &mut Records,
 ) -> Result<()> {
+    collect_where(module, into, true)
+}
+
+/// The buffers (tensors not trained, as batch norm's statistics) and scalars of `module`.
+pub(crate) fn collect_buffers<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    module: &M,
+    into: &mut Records,
+) -> Result<()> {
+    collect_where(module, into, false)
+}
+
+/// [`collect`], with the trainable tensors or without them.
+fn collect_where<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+    module: &M,
+    into: &mut Records,
+    trained_too: bool,
+) -> Result<()> {
     walk::read(module, |name, item| {
         let record = match item {
+            Item::Tensor {
+                trainable: true, ..
+            } if !trained_too => return Ok(()),
             Item::Tensor { tensor, .. } => Record::from_values(tensor.dims(), &tensor.values()),
             Item::Scalar(value) => {
                 let value = value.ok_or_else(|| {

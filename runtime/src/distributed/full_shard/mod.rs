@@ -30,6 +30,7 @@ pub(crate) use layout::Layout;
 pub(crate) use running::{evaluate, forward, forward_mut, running, within};
 
 use super::{cast, Collective};
+use crate::checkpoint::sharded::{Layout as ShardLayout, UnitLayout};
 use crate::walk::{
     self, AnyTensor, EachParam, EachParamMut, Params, ParamsMut, Tensors, TensorsMut,
 };
@@ -47,6 +48,8 @@ pub(crate) struct FullShard<E: FloatDtype, D: TrainDevice<E>> {
     units: Vec<UnitShard>,
     /// Per trainable tensor of the model, in walk order: its name and its unit.
     tensors: Vec<(String, usize)>,
+    /// Per trainable tensor of the model, in walk order: its shape.
+    dims: Vec<Vec<usize>>,
     /// This rank's shard of every unit: what the optimizer steps.
     pub params: Shards<E, D>,
     /// The shards' gradients, summed since the optimizer last stepped.
@@ -98,9 +101,11 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
         let trace = walk::units(model)?;
         let mut tensors = Vec::new();
         let mut sizes = Vec::new();
+        let mut dims = Vec::new();
         Tensors(&*model).each(&mut |name, t| {
             tensors.push((name.to_string(), usize::MAX));
             sizes.push(t.num_values());
+            dims.push(t.dims());
             Ok(())
         })?;
         let mut units: Vec<UnitShard> = Vec::new();
@@ -170,6 +175,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
             collective,
             units,
             tensors,
+            dims,
             params,
             grads: Gradients::leaky(),
             whole: false,
@@ -421,6 +427,28 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
             t.with_grad(grads, &mut |g| g.copy_from_slice(&values))?;
         }
         Ok(())
+    }
+
+    /// This rank's shard of every unit's parameters.
+    pub fn local_params(&self) -> Vec<Vec<E>> {
+        self.params.flats.iter().map(|(_, t)| t.as_vec()).collect()
+    }
+
+    /// How the ranks' shards make the model's tensors (what a sharded checkpoint records).
+    pub fn layout(&self) -> ShardLayout {
+        ShardLayout {
+            world: self.collective.world_size(),
+            units: self
+                .units
+                .iter()
+                .map(|u| UnitLayout {
+                    tensors: (u.own.iter())
+                        .map(|&g| (self.tensors[g].0.clone(), self.dims[g].clone()))
+                        .collect(),
+                    shard: u.layout.shard,
+                })
+                .collect(),
+        }
     }
 
     /// The units by number, with their names (what the optimizer's state is named by).

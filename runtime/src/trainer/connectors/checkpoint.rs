@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::callback::CheckpointPaths;
 use crate::checkpoint::{
-    float, Checkpoint, Ckpt, CkptPath, LoopState, Record, GRADS_PREFIX, OPTIMIZER_PREFIX,
+    float, sharded, Checkpoint, Ckpt, CkptPath, LoopState, Record, GRADS_PREFIX, OPTIMIZER_PREFIX,
 };
 use crate::data::DataLoader;
 use crate::datamodule::DataModule;
@@ -98,8 +98,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if !writer && o.shards.is_none() && o.full_shard.is_none() {
             return Ok(());
         }
+        let sharded = self.sharded_checkpoints();
         let (mut full, mut weights) = (None, None);
         for (path, weights_only) in &saves {
+            if sharded {
+                self.write_sharded(path, *weights_only)?;
+                continue;
+            }
             let slot = if *weights_only {
                 &mut weights
             } else {
@@ -113,18 +118,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             }
         }
         // Only once every save succeeded: a failed save keeps the checkpoints it would replace.
-        for path in removals
+        if !writer {
+            return Ok(());
+        }
+        removals
             .iter()
             .filter(|r| !saves.iter().any(|(p, _)| p == *r))
-        {
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(path, e))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+            .try_for_each(|path| sharded::remove(path))
     }
 
     /// The run as it stands, as a checkpoint (Lightning's `dump_checkpoint`). Under
@@ -144,10 +144,22 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// [`checkpoint`](Self::checkpoint) of the module as it is.
     fn checkpoint_whole(&mut self, weights_only: bool) -> Result<Checkpoint> {
-        let mut ckpt = Checkpoint::of_module(&*self.model, M::NAME)?;
+        let ckpt = Checkpoint::of_module(&*self.model, M::NAME)?;
+        self.complete(ckpt, weights_only, true)
+    }
+
+    /// `ckpt` (the module's tensors, or this rank's part of them) with the run's state unless
+    /// `weights_only` (`whole`: see [`save_training_state`](Self::save_training_state)), the
+    /// callbacks' and the data module's, and what `on_save_checkpoint` hooks add.
+    pub(super) fn complete(
+        &mut self,
+        mut ckpt: Checkpoint,
+        weights_only: bool,
+        whole: bool,
+    ) -> Result<Checkpoint> {
         ckpt.meta.datamodule_hparams = self.dm.hparams();
         if !weights_only {
-            self.save_training_state(&mut ckpt)?;
+            self.save_training_state(&mut ckpt, whole)?;
             for cb in self.callbacks.iter() {
                 if let Some(state) = cb.state_dict() {
                     let key = cb.state_key();
@@ -169,14 +181,16 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The optimizer (at the run's learning rate), scheduler, loss scaler, loop position and
-    /// the gradients of an unfinished accumulation window.
-    fn save_training_state(&mut self, ckpt: &mut Checkpoint) -> Result<()> {
+    /// the gradients of an unfinished accumulation window; `whole`: the optimizer's buffers and
+    /// the gradients as whole tensors (else a sharded checkpoint's part adds its shards).
+    pub(super) fn save_training_state(&mut self, ckpt: &mut Checkpoint, whole: bool) -> Result<()> {
         ckpt.meta.weights_only = false;
         let o = &mut self.optimization;
         let c = &*self.dist.collective;
         if let Some(optimizer) = &o.optimizer {
             // Every parameter's buffers, whole: a sharded run's gathered from every rank.
             let state = match (&o.shards, &o.full_shard) {
+                _ if !whole => Vec::new(),
                 (Some(shards), _) => optimizer.gathered(c, shards.tensors())?,
                 (_, Some(run)) => {
                     let per_unit: Vec<_> =
@@ -190,9 +204,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         ckpt.meta.scheduler = o.scheduler.as_ref().map(|s| s.state.clone());
         ckpt.meta.loss_scaler = o.half.as_ref().map(|h| h.scaler().clone());
-        if self
-            .position
-            .accumulating(self.view.accumulate_grad_batches)
+        if whole
+            && self
+                .position
+                .accumulating(self.view.accumulate_grad_batches)
         {
             let records = &mut ckpt.records;
             let mut keep = |name: &str, values: &[E]| {
