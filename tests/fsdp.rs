@@ -69,15 +69,14 @@ fn full_shard_ends_where_ddp_does_on_two_and_three_ranks_and_the_same_every_time
             assert!(diff <= REDUCTION_ORDER, "rank {r} of {n} differs by {diff}");
         }
     }
-    // Bitwise the same from run to run.
-    let again = path("again");
-    small(
-        3,
-        "fsdp",
-        &again,
-        &[&epochs[..], &["--out", &again]].concat(),
-    );
-    assert_eq!(ranks(&again, 3), ranks(&path("fsdp3"), 3));
+    // Bitwise the same from run to run, and with the optimizer's state offloaded to the host
+    // between steps.
+    for (name, extra) in [("again", None), ("offload", Some("--cpu-offload"))] {
+        let out = path(name);
+        let args = [&epochs[..], extra.as_slice(), &["--out", &out]].concat();
+        small(3, "fsdp", &out, &args);
+        assert_eq!(ranks(&out, 3), ranks(&path("fsdp3"), 3), "{name}");
+    }
 
     // Parameters outside every unit (the tutorial's Iris MLP) are gathered for the step.
     let iris = |strategy: &str, out: &str| {

@@ -5,7 +5,7 @@ use super::scheduler::Rates;
 use super::{Clip, Optim};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
 use crate::kernels::{Scratch, Step, StepRule};
-use crate::walk::{Params, ParamsMut, Tensors, TensorsMut};
+use crate::walk::{AnyTensorMut, Params, ParamsMut, Tensors, TensorsMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// An optimizer at work: its settings and, per parameter, the buffers its rule keeps, on the
@@ -20,13 +20,66 @@ pub struct Optimizer<E: FloatDtype, D: TrainDevice<E> = Cpu> {
     scratch: Scratch<E>,
     /// Under SHARD_GRAD_OP, per parameter whether this rank steps it (and keeps its state).
     owned: Option<Vec<bool>>,
+    /// Whether the buffers stay in host memory between steps (FULL_SHARD's `cpu_offload`).
+    offload: bool,
 }
 
 /// Reads a parameter's buffer from a checkpoint: `(index, parameter, buffer, len)`.
 pub(crate) type ReadBuffer<'f, E> = dyn FnMut(usize, &str, &str, usize) -> Result<Vec<E>> + 'f;
 
-/// One parameter's buffers, in [`StepRule::buffers`]' order.
-type Buffers<E, D> = Vec<Tensor<(usize,), E, D>>;
+/// One parameter's buffers, in [`StepRule::buffers`]' order: where the parameter lives, or
+/// in host memory between steps (`cpu_offload`), copied to the parameter's device for its
+/// step and back.
+#[derive(Debug, Clone)]
+enum Buffers<E: FloatDtype, D: TrainDevice<E>> {
+    Device(Vec<Tensor<(usize,), E, D>>),
+    Host(Vec<Vec<E>>),
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> Buffers<E, D> {
+    /// Buffers of `values` on `device`, or in host memory.
+    fn new(values: Vec<Vec<E>>, device: &D, offload: bool) -> Result<Self> {
+        if offload {
+            return Ok(Buffers::Host(values));
+        }
+        let on_device = values
+            .into_iter()
+            .map(|v| {
+                let n = v.len();
+                device.try_tensor_from_vec(v, (n,))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Buffers::Device(on_device))
+    }
+
+    /// The buffers' values, on the host.
+    fn values(&self) -> Vec<Vec<E>> {
+        match self {
+            Buffers::Device(b) => b.iter().map(|t| t.as_vec()).collect(),
+            Buffers::Host(h) => h.clone(),
+        }
+    }
+
+    /// `param`'s step with these buffers, where the parameter lives.
+    fn step(
+        &mut self,
+        rule: StepRule<'_>,
+        param: &mut dyn AnyTensorMut<E, D>,
+        grads: &mut Gradients<E, D>,
+        scratch: &mut Scratch<E>,
+    ) -> Result<()> {
+        match self {
+            Buffers::Device(b) => D::Kernels::step(rule, param, grads, b, scratch),
+            Buffers::Host(h) => {
+                let device = param.device();
+                let mut b = Buffers::new(std::mem::take(h), &device, false)?;
+                let stepped = b.step(rule, param, grads, scratch);
+                *h = b.values();
+                stepped
+            }
+        }
+    }
+}
 
 /// Per parameter, its name and its buffers' values.
 pub(crate) type HostState<E> = Vec<(String, Vec<Vec<E>>)>;
@@ -42,7 +95,14 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             state: Vec::new(),
             scratch: Vec::new(),
             owned: None,
+            offload: false,
         })
+    }
+
+    /// Keeps the buffers in host memory between steps (`cpu_offload`: the device holds one
+    /// parameter's at a time, during its step), or where the parameters live.
+    pub(crate) fn set_offload(&mut self, offload: bool) {
+        self.offload = offload;
     }
 
     /// Its settings, at the current learning rate.
@@ -84,7 +144,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         self.state
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, b)| b.iter().map(|t| t.as_vec()).collect())
+            .map(|(_, b)| b.values())
     }
 
     /// Steps only the parameters marked `true` (in walk order) and keeps state for them alone
@@ -93,7 +153,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         if let Some(owned) = &owned {
             for ((_, buffers), &mine) in self.state.iter_mut().zip(owned) {
                 if !mine {
-                    *buffers = Vec::new();
+                    *buffers = Buffers::Host(Vec::new());
                 }
             }
         }
@@ -147,7 +207,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
     pub(crate) fn host_state(&self) -> HostState<E> {
         self.state
             .iter()
-            .map(|(name, b)| (name.clone(), b.iter().map(|t| t.as_vec()).collect()))
+            .map(|(name, b)| (name.clone(), b.values()))
             .collect()
     }
 
@@ -213,10 +273,8 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             let mut state = Vec::new();
             for (i, (name, len, device)) in parameters(module)?.into_iter().enumerate() {
                 let mine = (self.owned.as_ref()).is_none_or(|o| o.get(i).copied().unwrap_or(true));
-                let buffers = (0..if mine { kept } else { 0 })
-                    .map(|_| device.try_zeros_like(&(len,)))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                state.push((name, buffers));
+                let zeros = vec![vec![E::zero(); len]; if mine { kept } else { 0 }];
+                state.push((name, Buffers::new(zeros, &device, self.offload)?));
             }
             self.state = state;
         }
@@ -227,6 +285,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             state,
             scratch,
             owned,
+            ..
         } = self;
         let rule = StepRule {
             config,
@@ -246,7 +305,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             if !mine {
                 return Ok(());
             }
-            D::Kernels::step(rule, tensor, grads, buffers, scratch)
+            buffers.step(rule, tensor, grads, scratch)
         })
     }
 }
@@ -325,9 +384,9 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         for (index, (param, len, device)) in parameters(params)?.into_iter().enumerate() {
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
-                let values = read(index, &param, buffer, len)?;
-                buffers.push(device.try_tensor_from_vec(values, (len,))?);
+                buffers.push(read(index, &param, buffer, len)?);
             }
+            let buffers = Buffers::new(buffers, &device, self.offload)?;
             self.state.push((param, buffers));
         }
         Ok(())

@@ -63,7 +63,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut config = self.model.configure_optimizers();
         let schedule = config.scheduler.take();
         check_eps::<E>(&config)?;
-        let optimizer = Optimizer::<E, D>::new(config)?;
+        let mut optimizer = Optimizer::<E, D>::new(config)?;
+        optimizer.set_offload(self.dist.cpu_offload);
         let mut rates = Rates {
             lr: optimizer.lr(),
             momentum: None,
