@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# DDP scaling on this machine's CPUs: the small CIFAR ResNet (78 k parameters) trained by the
-# CIFAR-10 example on synthetic CIFAR-format data, on 1 process and on 2 processes under
-# mpirun (one thread each, so that 2 processes use what 1 process with 2 threads would), in
-# the same run. Prints images/s of each, their ratio, and rank 0's share of time in
-# collectives. Needs OpenMPI (apt-get install openmpi-bin libopenmpi-dev libclang-dev).
+# Data-parallel scaling on this machine's CPUs: the small CIFAR ResNet (78 k parameters)
+# trained by the CIFAR-10 example on synthetic CIFAR-format data, with each strategy (ddp,
+# fsdp1 = FSDP's SHARD_GRAD_OP, fsdp = FULL_SHARD) on 1, 2 and 3 processes under mpirun, in
+# the same run (2 threads split between the processes). Prints images/s, its ratio to one
+# process of the same strategy, the largest peak resident memory of a rank, and rank 0's share
+# of time in collectives. Needs OpenMPI (apt-get install openmpi-bin libopenmpi-dev
+# libclang-dev) and GNU time (/usr/bin/time).
 #
 #   scripts/ddp-scaling.sh [EPOCHS] [IMAGES_PER_FILE]
 set -euo pipefail
@@ -11,9 +13,11 @@ cd "$(dirname "$0")/.."
 epochs=${1:-3}
 per_file=${2:-512}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# The build tests/slurm.rs makes too.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/mpi-build}
 
 cargo build --release --features mpi --example cifar10 >&2
-bin=target/release/examples/cifar10
+bin=$CARGO_TARGET_DIR/release/examples/cifar10
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 python3 - "$data" "$per_file" <<'PY'
@@ -31,18 +35,23 @@ train=$((5 * per_file - 64))
 common=(--data-dir "$data" --arch small --epochs "$epochs" --batch-size 64 --val-size 64
         --num-workers 1 --accelerator cpu --no-progress-bar --no-checkpointing --no-model-summary)
 
-run() { # prints the mean seconds of the epochs after the first
-    grep -o '[0-9.]* s$' | awk 'NR > 1 { s += $1; n++ } END { printf "%.3f", s / n }'
-}
-one=$(RAYON_NUM_THREADS=2 "$bin" "${common[@]}" --default-root-dir "$data/one" | run)
-out2=$(RAYON_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -n 2 "$bin" "${common[@]}" \
-    --strategy ddp --devices 2 --default-root-dir "$data/two")
-two=$(echo "$out2" | run)
-share=$(echo "$out2" | grep -o '([0-9.]*%)' | tr -d '()')
-python3 - "$train" "$one" "$two" "$share" <<'PY'
-import sys
-n, one, two, share = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-a, b = n / one, n / two
-print(f"1 process,  2 threads : {a:8.0f} images/s")
-print(f"2 processes, 1 thread : {b:8.0f} images/s  (ratio {b / a:.2f}; rank 0 in collectives: {share} of fit)")
-PY
+printf '%-6s %5s %10s %7s %16s %14s\n' strategy ranks images/s ratio "peak MiB/rank" collectives
+for strategy in ddp fsdp:SHARD_GRAD_OP fsdp; do
+    base=""
+    for n in 1 2 3; do
+        threads=$((n == 1 ? 2 : 1))
+        out=$(RAYON_NUM_THREADS=$threads mpirun --oversubscribe --bind-to none -n "$n" \
+            /usr/bin/time -f "peak %M KB" "$bin" "${common[@]}" --strategy "$strategy" \
+            --devices "$n" --default-root-dir "$data/$strategy-$n" 2>&1)
+        # The mean seconds of the epochs after the first, rank 0's (only it prints them).
+        secs=$(echo "$out" | grep -o '[0-9.]* s$' | awk 'NR > 1 { s += $1; k++ } END { printf "%.3f", s / k }')
+        peak=$(echo "$out" | grep -o 'peak [0-9]* KB' | awk '{ if ($2 > m) m = $2 } END { printf "%.0f", m / 1024 }')
+        share=$(echo "$out" | grep -o '([0-9.]*%)' | tr -d '()' || true)
+        rate=$(python3 -c "print(f'{$train / $secs:.0f}')")
+        base=${base:-$rate}
+        name=$strategy
+        [ "$strategy" = fsdp:SHARD_GRAD_OP ] && name=fsdp1
+        printf '%-8s %3s %10s %7.2f %16s %14s\n' "$name" "$n" "$rate" \
+            "$(python3 -c "print($rate / $base)")" "$peak" "${share:--}"
+    done
+done

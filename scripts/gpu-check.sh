@@ -2,8 +2,8 @@
 # The GPU check, in two halves.
 #
 #   scripts/gpu-check.sh build   # here, with the Rust toolchain: builds the GPU test suite
-#                                # (tests/gpu.rs), benchmark (benches/gpu.rs) and the DDP
-#                                # example with CUDA and NCCL (scripts/cuda-toolchain.sh
+#                                # (tests/gpu.rs), benchmark (benches/gpu.rs) and the DDP and
+#                                # FSDP examples with CUDA and NCCL (scripts/cuda-toolchain.sh
 #                                # prepares them) into target/gpu-check, then rehearses
 #   scripts/gpu-check.sh         # on the GPU machine (no Rust, no network): runs them
 #   scripts/gpu-check.sh ops       # on the GPU machine: a training step phase by phase and the
@@ -13,7 +13,8 @@
 # The run uses the NVIDIA driver there and the CUDA 13 libraries (cuBLAS, NVRTC) of its
 # Python's nvidia packages (PyTorch's: cuBLAS, NVRTC, NCCL); it runs the GPU tests (CPU/GPU
 # parity on Iris in 32-true and 16-mixed, conv layers against the CPU, checkpoints GPU → CPU
-# → GPU, DDP over NCCL launched by fulmen itself against one GPU alone, a missing CUDA header
+# → GPU, DDP and FSDP's FULL_SHARD (with and without cpu_offload) over NCCL launched by fulmen
+# itself against one GPU alone, a missing CUDA header
 # folder named), then ResNet-50 training throughput in 32-true and 16-mixed beside PyTorch's on
 # the same GPU, then single ops timed in f32 and f16, and prints a table last. Logs go to $OUT
 # when it is set. About 2 minutes on an H200.
@@ -89,7 +90,7 @@ build)
     [ $# -gt 0 ] || set -- --release
     eval "$(scripts/cuda-toolchain.sh)"
     mkdir -p "$dir"
-    targets=(--features nccl --test gpu --bench gpu --example iris_ddp)
+    targets=(--features nccl --test gpu --bench gpu --example iris_ddp --example fsdp)
     # JSON on stdout names the binaries and dfdx's build-script folder (printed); the
     # compiler's messages still go to stderr as text.
     out_dir=$(cargo build "$@" "${targets[@]}" --message-format=json-render-diagnostics |
@@ -102,7 +103,7 @@ for line in sys.stdin:
         dfdx = m["out_dir"]
         print(dfdx)
     exe = m.get("executable") if m.get("reason") == "compiler-artifact" else None
-    if exe and m["target"]["name"] in ("gpu", "iris_ddp"):
+    if exe and m["target"]["name"] in ("gpu", "iris_ddp", "fsdp"):
         name = m["target"]["name"]
         name = "gpu-" + m["target"]["kind"][0] if name == "gpu" else name
         dest = os.path.join(sys.argv[1], name)
@@ -142,7 +143,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
     say "no NVIDIA driver here: libcuda.so.1 is not in the loader's cache (ldconfig -p)"
     exit 2
 fi
-if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ddp" ] || [ ! -f "$dir/nvrtc/paths" ]; then
+if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ddp" ] || [ ! -x "$dir/fsdp" ] || [ ! -f "$dir/nvrtc/paths" ]; then
     say "no binaries in $dir: run 'scripts/gpu-check.sh build' on the build machine and carry $dir"
     exit 2
 fi
@@ -195,7 +196,7 @@ say "GPU tests"
 # process of its own, so a test that aborts (a panic inside a CUDA call that panics again while
 # unwinding) does not take the others with it; --nocapture lets passing tests print their
 # GPU-CHECK lines.
-export FULMEN_GPU_IRIS_DDP=$dir/iris_ddp
+export FULMEN_GPU_IRIS_DDP=$dir/iris_ddp FULMEN_GPU_FSDP=$dir/fsdp
 : >"$out/tests.log"
 passed=0
 failed=""

@@ -238,13 +238,13 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
 }
 
 /// Under SLURM's variables (no cluster needed), the requeue signal writes the HPC checkpoint
-/// before `scontrol` is asked to requeue, and SIGTERM stops training after the step.
+/// before `scontrol` is asked to requeue (under FULL_SHARD too, sharded), and SIGTERM stops
+/// training after the step.
 #[test]
 fn requeue_and_term_signals_stop_after_the_step() {
     let Some(exe) = example() else { return };
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let root = dir.path().to_str().expect("utf-8");
-    let run = |signal: &str| {
+    let run = |signal: &str, root: &str, args: &[&str]| {
         let child = Command::new(&exe)
             .args([
                 "--step-sleep-ms",
@@ -254,6 +254,7 @@ fn requeue_and_term_signals_stop_after_the_step() {
                 "--default-root-dir",
                 root,
             ])
+            .args(args)
             .env("SLURM_NTASKS", "1")
             .env("SLURM_PROCID", "0")
             .env("SLURM_JOB_ID", "4242")
@@ -272,19 +273,29 @@ fn requeue_and_term_signals_stop_after_the_step() {
         let out = child.wait_with_output().expect("ends");
         (out, start.elapsed())
     };
-    let (out, took) = run("USR1");
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("scontrol requeue 4242"),
-        "{}",
-        text(&out)
-    );
-    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
-    let hpc = dir.path().join("hpc_ckpt_1.ckpt");
-    let saved = fulmen::checkpoint::Checkpoint::read(&hpc).expect("the HPC checkpoint is whole");
-    assert!(saved.global_step().is_some_and(|s| s > 0));
+    let full_shard = ["--strategy", "fsdp", "--state-dict-type", "sharded"];
+    for (name, args) in [("ddp", &[][..]), ("fsdp", &full_shard[..])] {
+        let root = subdir(dir.path(), name);
+        let (out, took) = run("USR1", &root, args);
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("scontrol requeue 4242"),
+            "{name}: {}",
+            text(&out)
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: stopped after {took:?}"
+        );
+        let hpc = Path::new(&root).join("hpc_ckpt_1.ckpt");
+        let saved =
+            fulmen::checkpoint::Checkpoint::read(&hpc).expect("the HPC checkpoint is whole");
+        assert!(saved.global_step().is_some_and(|s| s > 0));
+        let weight = saved.tensor("layer_1.weight").expect("stored");
+        assert!(weight.iter().all(|v| v.is_finite()), "{name}: {weight:?}");
+    }
 
-    let (out, took) = run("TERM");
+    let (out, took) = run("TERM", &subdir(dir.path(), "term"), &[]);
     assert!(text(&out).contains("SIGTERM at epoch"), "{}", text(&out));
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
 }

@@ -368,6 +368,76 @@ fn iris_ddp() -> std::process::Command {
     cmd
 }
 
+/// The FSDP example built with NCCL (`scripts/gpu-check.sh` builds it and sets this).
+fn fsdp() -> std::process::Command {
+    let exe = std::env::var_os("FULMEN_GPU_FSDP")
+        .expect("FULMEN_GPU_FSDP names the fsdp example built with --features nccl (scripts/gpu-check.sh sets it)");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--accelerator",
+        "gpu",
+        "--no-model-summary",
+        "--size",
+        "small",
+    ]);
+    cmd
+}
+
+/// Rank 0's weights after `cmd` (an example) with `args`, written under `dir/name`, and what
+/// it printed; it must succeed.
+fn run_example(
+    mut cmd: std::process::Command,
+    dir: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> (Vec<f32>, String) {
+    let out_dir = dir.join(name);
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let out = cmd
+        .args(args)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--default-root-dir")
+        .arg(&out_dir)
+        .output()
+        .expect("the example starts");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name}: {text}");
+    (rank_weights(&out_dir, 0), text)
+}
+
+/// FULL_SHARD started as one plain process on one GPU takes the launcher's path and NCCL, a
+/// world of one: on Iris (parameters outside any unit, gathered for the step) and on the
+/// FSDP example (units gathered, recomputed and reduce-scattered through NCCL), with the
+/// optimizer's state on the GPU and offloaded to the host. Each must train as one GPU alone.
+#[test]
+fn full_shard_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
+    if skips_without_cuda() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (example, name) in [(iris_ddp as fn() -> _, "iris"), (fsdp, "mlp")] {
+        let alone = ["--strategy", "single_device", "--devices", "1"];
+        let (want, _) = run_example(example(), dir.path(), &format!("{name}_alone"), &alone);
+        for offload in [false, true] {
+            let mut args = vec!["--strategy", "fsdp", "--devices", "1"];
+            args.extend(offload.then_some("--cpu-offload"));
+            let tag = format!("{name}_fsdp{}", if offload { "_offload" } else { "" });
+            let (got, _) = run_example(example(), dir.path(), &tag, &args);
+            let err = max_abs_diff(&got, &want);
+            println!("GPU-CHECK nccl_{tag}_world_1 weight_err={err:.2e}");
+            assert!(
+                err < 1e-6,
+                "{tag}: FULL_SHARD over NCCL on one GPU drifted from one GPU alone by {err}"
+            );
+        }
+    }
+}
+
 fn rank_weights(dir: &std::path::Path, rank: usize) -> Vec<f32> {
     let path = dir.join(format!("rank{rank}.weights"));
     std::fs::read(&path)

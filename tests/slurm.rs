@@ -66,8 +66,9 @@ fn write_data(dir: &Path) {
     std::fs::write(bin.join(fulmen::data::cifar10::TEST_FILE), records(16)).expect("write");
 }
 
-/// Submits the example's job.slurm training the small ResNet for `epochs` into `root`.
-fn submit(root: &Path, data: &Path, epochs: usize) -> String {
+/// Submits the example's job.slurm training the small ResNet for `epochs` into `root` with
+/// `strategy`, plus `extra` flags.
+fn submit(root: &Path, data: &Path, epochs: usize, strategy: &str, extra: &str) -> String {
     let out = Command::new("sbatch")
         .args(["--parsable", "--output"])
         .arg(root.join("job-%j.out"))
@@ -79,7 +80,11 @@ fn submit(root: &Path, data: &Path, epochs: usize) -> String {
         .env("ARCH", "small")
         .env("EPOCHS", epochs.to_string())
         .env("BATCH_SIZE", "16")
-        .env("EXTRA_ARGS", "--val-size 32 --num-workers 0 --seed 3")
+        .env("STRATEGY", strategy)
+        .env(
+            "EXTRA_ARGS",
+            format!("--val-size 32 --num-workers 0 --seed 3 {extra}"),
+        )
         .output()
         .expect("sbatch starts");
     assert!(
@@ -163,7 +168,7 @@ fn the_job_trains_on_two_tasks_and_rank_zero_writes_one_log() {
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     write_data(dir.path());
-    let job = submit(dir.path(), dir.path(), 2);
+    let job = submit(dir.path(), dir.path(), 2, "ddp", "");
     let state = finished(&job);
     let out = output(dir.path(), &job);
     assert_eq!(state, "COMPLETED", "{out}");
@@ -175,6 +180,37 @@ fn the_job_trains_on_two_tasks_and_rank_zero_writes_one_log() {
         !logs.join("version_1").exists(),
         "rank 1 wrote no log of its own"
     );
+}
+
+/// The tutorial's `--strategy fsdp` (FULL_SHARD: each ResNet block gathered from both tasks
+/// while it runs), writing sharded checkpoints: one file per task.
+#[test]
+fn the_job_trains_with_full_shard_and_writes_sharded_checkpoints() {
+    if binary().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    write_data(dir.path());
+    let job = submit(
+        dir.path(),
+        dir.path(),
+        2,
+        "fsdp",
+        "--state-dict-type sharded",
+    );
+    let state = finished(&job);
+    let out = output(dir.path(), &job);
+    assert_eq!(state, "COMPLETED", "{out}");
+    assert!(out.contains("epoch 1: train_loss"), "{out}");
+    assert!(out.contains("test_acc"), "{out}");
+    let ckpt = last_checkpoint(dir.path());
+    assert_eq!(ckpt.epoch(), Some(1), "{out}");
+    let parts = std::fs::read_dir(ckpt.path().expect("read from a path"))
+        .expect("a sharded checkpoint is a directory")
+        .count();
+    assert_eq!(parts, 2, "one file per task");
+    let weights = ckpt.tensor("net.2.1.weight").expect("the head's weights");
+    assert!(weights.iter().all(|v| v.is_finite()));
 }
 
 #[test]
@@ -189,7 +225,7 @@ fn a_requeued_job_resumes_and_ends_with_the_uninterrupted_weights() {
     );
     write_data(plain.path());
     write_data(requeued.path());
-    let job = submit(requeued.path(), requeued.path(), EPOCHS);
+    let job = submit(requeued.path(), requeued.path(), EPOCHS, "ddp", "");
     wait_for(Duration::from_secs(300), "epoch 2 of the job", || {
         output(requeued.path(), &job).contains("epoch 2: train_loss")
     });
@@ -216,7 +252,7 @@ fn a_requeued_job_resumes_and_ends_with_the_uninterrupted_weights() {
         "{out}"
     );
 
-    let reference = submit(plain.path(), plain.path(), EPOCHS);
+    let reference = submit(plain.path(), plain.path(), EPOCHS, "ddp", "");
     assert_eq!(
         finished(&reference),
         "COMPLETED",

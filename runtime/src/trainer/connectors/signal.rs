@@ -37,14 +37,20 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     fn requeue(&mut self) -> Result<Error> {
         let path = requeue::next_hpc_checkpoint(&self.view.default_root_dir);
         let job = self.dist.env.job_id.clone().unwrap_or_default();
-        // Under sharding every rank takes part in gathering the optimizer state.
+        // Under sharding every rank takes part: in gathering the optimizer state (and the
+        // weights, under FULL_SHARD), or in writing a sharded checkpoint's files.
         let global_zero = self.dist.env.is_global_zero();
-        if self.optimization.shards.is_some() || global_zero {
+        let o = &self.optimization;
+        if self.sharded_checkpoints() {
+            self.write_sharded(&path, false)?;
+        } else if o.shards.is_some() || o.full_shard.is_some() || global_zero {
             let ckpt = self.checkpoint(false)?;
             if global_zero {
                 ckpt.write(&path)?;
-                requeue::requeue(&job)?;
             }
+        }
+        if global_zero {
+            requeue::requeue(&job)?;
         }
         self.dist.collective.barrier()?;
         Ok(Error::Requeued {
