@@ -9,7 +9,8 @@
 //! Lightning's auto-wrap policy does: a few layers large enough that gathering them is worth
 //! a collective, small enough that one gathered at a time fits (the ResNet builders make each
 //! block one). Parameters outside every unit are gathered by top-level field, for the whole
-//! step.
+//! step. Keep layers that draw random numbers (dropout) out of units: the backward's
+//! recomputation would draw others, and it stops with an error naming the unit.
 //!
 //! ```
 //! use fulmen::layers::Unit;

@@ -14,7 +14,10 @@
 //! so stepping each shard is stepping the whole.
 //!
 //! Buffers (batch norm's running statistics) are not sharded: each rank keeps its own, as
-//! under DDP. When a fit ends the module gets its whole parameters back ([`FullShard::unshard`]).
+//! under DDP. During the fit, hooks and callbacks see the placeholders (NaN), not the
+//! parameters, as PyTorch's FSDP shows its flat shards; checkpoints gather them or write them
+//! sharded (`connectors/`). When a fit ends the module gets its whole parameters back
+//! ([`FullShard::unshard`]); a fit that fails leaves them sharded (its checkpoints hold them).
 
 mod layout;
 mod running;
@@ -449,6 +452,11 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
                 })
                 .collect(),
         }
+    }
+
+    /// Unit `k`'s name: its parameters' common prefix.
+    pub fn unit_name(&self, k: usize) -> &str {
+        self.units.get(k).map_or("?", |u| u.name.as_str())
     }
 
     /// The units by number, with their names (what the optimizer's state is named by).

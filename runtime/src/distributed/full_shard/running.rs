@@ -11,8 +11,10 @@
 //! are swapped between the tapes, not copied, so they are those of the layers without the
 //! unit, bit for bit.
 //!
-//! Randomness inside a unit (dropout) draws again in the recomputation: keep random layers
-//! out of units.
+//! The recomputation must give the forward's output: a layer inside a unit that draws random
+//! numbers (dropout) draws others the second time, and the gradients would be those of
+//! another mask. The backward compares the two outputs and stops with an error naming the
+//! unit when they differ beyond a GPU's non-determinism: keep random layers out of units.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -21,7 +23,7 @@ use std::rc::Rc;
 use dfdx::nn::{Module, ModuleMut, TensorCollection};
 use dfdx::shapes::{Rank0, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
-use dfdx::tensor_ops::Backward;
+use dfdx::tensor_ops::{Backward, MaxTo, TrySub};
 
 use super::{FullShard, Shared};
 use crate::layers::or_panic;
@@ -171,6 +173,7 @@ where
         let mut twin = twin;
         or_panic(run.borrow().gather(k, &mut twin));
         let (y2, mut inner) = f(&mut twin, x.clone().traced(Gradients::leaky()))?.split_tape();
+        or_panic(same_output(&run, k, &y, &y2));
         // The caller's gradients while the recomputed tape runs; its first op takes the
         // gradient of the output and what the input's holds so far.
         let callers = Rc::new(RefCell::new(Gradients::leaky()));
@@ -193,4 +196,34 @@ where
         Ok(())
     });
     tape
+}
+
+/// Whether unit `k`'s recomputed output `again` is its forward's `y`, up to the reordered
+/// sums of a GPU's kernels (1e-3 of the output's largest value; another dropout mask moves
+/// values by their own size).
+fn same_output<S: Shape, E: FloatDtype, D: TrainDevice<E>>(
+    run: &Shared<E, D>,
+    k: usize,
+    y: &Tensor<S, E, D>,
+    again: &Tensor<S, E, D>,
+) -> Result<()> {
+    let largest = |t: Tensor<S, E, D>| -> Result<f64> {
+        let max = t.try_abs()?.try_max::<(), S::AllAxes>()?;
+        Ok(max
+            .as_vec()
+            .first()
+            .and_then(|v| v.to_f64())
+            .unwrap_or(f64::NAN))
+    };
+    let (scale, diff) = (
+        largest(y.clone())?,
+        largest(again.clone().try_sub(y.clone())?)?,
+    );
+    if diff <= 1e-3 * scale || (diff == 0.0 && scale.is_nan()) {
+        return Ok(());
+    }
+    Err(crate::Error::msg(format!(
+        "FULL_SHARD recomputes unit `{}` in the backward, and its output came out different ({diff:e} apart, its values reach {scale:e}): a layer inside it draws random numbers (dropout); keep random layers out of `Unit`s",
+        run.borrow().unit_name(k)
+    )))
 }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use dfdx::nn::builders::{Linear, ReLU, Tanh};
+use dfdx::nn::builders::{DropoutOneIn, Linear, ReLU, Tanh};
 use dfdx::nn::{BuildModule, Module, ModuleMut};
 use dfdx::shapes::{Rank0, Rank2};
 use dfdx::tensor::{AsArray, Cpu, Gradients, SampleTensor, Tensor, Trace};
@@ -106,4 +106,31 @@ fn units_gather_recompute_and_scatter_the_gradients_of_the_plain_layers() {
     }
     run.borrow_mut().unshard(&mut net, true).expect("unsharded");
     assert_eq!(values(&net), values(&plain));
+}
+
+#[test]
+fn a_unit_whose_recomputation_draws_other_random_numbers_is_named() {
+    type Random = (Unit<(Linear<4, 8>, DropoutOneIn<2>)>, Linear<8, 2>);
+    let dev = Cpu::default();
+    let mut net = <Random as Spec>::Module::<f64, Cpu>::try_build(&dev).expect("built");
+    let run = Rc::new(RefCell::new(
+        FullShard::new(&mut net, Arc::new(Single)).expect("sharded"),
+    ));
+    let x: Tensor<Rank2<16, 4>, f64, Cpu> = dev.sample_normal();
+    run.borrow().gather_roots(&mut net).expect("roots");
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        within(&run, || {
+            let loss = net
+                .forward_mut(x.leaky_traced())
+                .square()
+                .mean::<Rank0, _>();
+            loss.backward()
+        })
+    }));
+    let message = failed
+        .err()
+        .and_then(|p| p.downcast_ref::<String>().cloned())
+        .expect("the backward stops");
+    assert!(message.contains("unit `0.0`"), "{message}");
+    assert!(message.contains("dropout"), "{message}");
 }
