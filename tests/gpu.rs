@@ -457,22 +457,8 @@ fn ddp_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let run = |name: &str, strategy: &str| {
-        let out_dir = dir.path().join(name);
-        std::fs::create_dir_all(&out_dir).expect("mkdir");
-        let out = iris_ddp()
-            .args(["--strategy", strategy, "--devices", "1", "--out"])
-            .arg(&out_dir)
-            .arg("--default-root-dir")
-            .arg(&out_dir)
-            .output()
-            .expect("the example starts");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{strategy}: {text}");
-        (rank_weights(&out_dir, 0), text)
+        let args = ["--strategy", strategy, "--devices", "1"];
+        run_example(iris_ddp(), dir.path(), name, &args)
     };
     let (ddp, text) = run("ddp", "ddp");
     let (alone, _) = run("alone", "single_device");

@@ -225,7 +225,16 @@ where
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
         match (full_shard::running::<E, D>(), self.1.get()) {
-            (Some(run), Some(k)) => Ok(or_panic(full_shard::forward(&run, k, &self.0, x))),
+            (Some(run), Some(k)) => {
+                let f = |m: &mut M, x| m.try_forward(x);
+                Ok(or_panic(full_shard::forward(
+                    &run,
+                    k,
+                    &mut self.0.clone(),
+                    x,
+                    f,
+                )))
+            }
             _ => self.0.try_forward(x),
         }
     }
@@ -253,7 +262,10 @@ where
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
         match (full_shard::running::<E, D>(), self.1.get()) {
-            (Some(run), Some(k)) => Ok(or_panic(full_shard::forward_mut(&run, k, &mut self.0, x))),
+            (Some(run), Some(k)) => {
+                let f = |m: &mut M, x| m.try_forward_mut(x);
+                Ok(or_panic(full_shard::forward(&run, k, &mut self.0, x, f)))
+            }
             _ => self.0.try_forward_mut(x),
         }
     }

@@ -30,7 +30,7 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Gradients, Tensor};
 
 pub(crate) use layout::Layout;
-pub(crate) use running::{evaluate, forward, forward_mut, running, within};
+pub(crate) use running::{evaluate, forward, running, within};
 
 use super::{cast, Collective};
 use crate::checkpoint::sharded::{Layout as ShardLayout, UnitLayout};

@@ -1,6 +1,6 @@
 //! A unit's forward and backward under FULL_SHARD: the run a step belongs to ([`within`],
-//! [`running`]), and what a [`Unit`](crate::layers::Unit) layer does in it ([`forward`],
-//! [`forward_mut`]).
+//! [`running`]), and what a [`Unit`](crate::layers::Unit) layer does in it ([`forward`] on a
+//! tape, [`evaluate`] without).
 //!
 //! The forward gathers the unit's parameters, runs its layers on a tape of their own that is
 //! dropped at once (so neither the gathered parameters nor the activations inside the unit
@@ -20,9 +20,9 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use dfdx::nn::{Module, ModuleMut, TensorCollection};
+use dfdx::nn::{Module, TensorCollection};
 use dfdx::shapes::{Rank0, Shape};
-use dfdx::tensor::{Gradients, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
+use dfdx::tensor::{Gradients, HasErr, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, MaxTo, TrySub};
 
 use super::{FullShard, Shared};
@@ -79,71 +79,37 @@ where
     Ok(twin.try_forward(x)?)
 }
 
-/// Unit `k`'s forward through `&self` on a tape (layers that train through `Module`).
+/// Unit `k`'s forward on a tape, `f(module, x)`: `module` is the unit's layers (through
+/// `&mut self`, so that batch norm updates its statistics) or a copy of them (layers that
+/// train through `&self`).
 pub(crate) fn forward<Si, So, E, D, M>(
-    run: &Shared<E, D>,
-    k: usize,
-    module: &M,
-    x: Tensor<Si, E, D, OwnedTape<E, D>>,
-) -> Result<Tensor<So, E, D, OwnedTape<E, D>>>
-where
-    Si: Shape,
-    So: Shape,
-    E: FloatDtype,
-    D: TrainDevice<E>,
-    M: Module<
-            Tensor<Si, E, D, OwnedTape<E, D>>,
-            Output = Tensor<So, E, D, OwnedTape<E, D>>,
-            Error = D::Err,
-        > + TensorCollection<E, D>
-        + Clone
-        + 'static,
-{
-    let mut twin = module.clone();
-    run.borrow().gather(k, &mut twin)?;
-    let (x, tape) = x.split_tape();
-    let (y, _dropped) = twin
-        .try_forward(x.clone().traced(Gradients::leaky()))?
-        .split_tape();
-    run.borrow().release(k, &mut twin)?;
-    let tape = recompute(run, k, twin, x, y.clone(), tape, |m: &mut M, x| {
-        m.try_forward(x)
-    });
-    Ok(y.put_tape(tape))
-}
-
-/// Unit `k`'s forward through `&mut self` (training: batch norm updates its statistics).
-pub(crate) fn forward_mut<Si, So, E, D, M>(
     run: &Shared<E, D>,
     k: usize,
     module: &mut M,
     x: Tensor<Si, E, D, OwnedTape<E, D>>,
+    f: Taped<M, Si, So, E, D>,
 ) -> Result<Tensor<So, E, D, OwnedTape<E, D>>>
 where
     Si: Shape,
     So: Shape,
     E: FloatDtype,
     D: TrainDevice<E>,
-    M: ModuleMut<
-            Tensor<Si, E, D, OwnedTape<E, D>>,
-            Output = Tensor<So, E, D, OwnedTape<E, D>>,
-            Error = D::Err,
-        > + TensorCollection<E, D>
-        + Clone
-        + 'static,
+    M: TensorCollection<E, D> + Clone + 'static,
 {
     run.borrow().gather(k, module)?;
     let (x, tape) = x.split_tape();
-    let (y, _dropped) = module
-        .try_forward_mut(x.clone().traced(Gradients::leaky()))?
-        .split_tape();
+    let (y, _dropped) = f(module, x.clone().traced(Gradients::leaky()))?.split_tape();
     run.borrow().release(k, module)?;
-    let twin = module.clone();
-    let tape = recompute(run, k, twin, x, y.clone(), tape, |m: &mut M, x| {
-        m.try_forward_mut(x)
-    });
+    let tape = recompute(run, k, module.clone(), x, y.clone(), tape, f);
     Ok(y.put_tape(tape))
 }
+
+/// A unit's layers' forward on a tape.
+pub(crate) type Taped<M, Si, So, E, D> =
+    fn(
+        &mut M,
+        Tensor<Si, E, D, OwnedTape<E, D>>,
+    ) -> std::result::Result<Tensor<So, E, D, OwnedTape<E, D>>, <D as HasErr>::Err>;
 
 /// Adds to `tape` the backward of unit `k` (`y = f(twin, x)`), recomputed (see the module's
 /// documentation).
@@ -154,11 +120,7 @@ fn recompute<Si, So, E, D, T, M>(
     x: Tensor<Si, E, D>,
     y: Tensor<So, E, D>,
     mut tape: T,
-    f: impl FnOnce(
-            &mut M,
-            Tensor<Si, E, D, OwnedTape<E, D>>,
-        ) -> std::result::Result<Tensor<So, E, D, OwnedTape<E, D>>, D::Err>
-        + 'static,
+    f: Taped<M, Si, So, E, D>,
 ) -> T
 where
     Si: Shape,
