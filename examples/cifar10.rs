@@ -132,7 +132,7 @@ impl Callback for EpochReport {
         let m = t.callback_metrics();
         let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
         println!(
-            "epoch {}: train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  {secs:.1} s",
+            "epoch {}: train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  {secs:.2} s",
             t.current_epoch(),
             get("train_loss_epoch"),
             get("train_acc"),

@@ -90,12 +90,15 @@ pub fn subdir(dir: &Path, name: &str) -> String {
     p.to_str().expect("utf-8").to_string()
 }
 
-/// The largest difference between two sets of weights.
+/// The largest difference between two sets of weights (infinite where either holds NaN).
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
-        .map(|(x, y)| (x - y).abs())
+        .map(|(x, y)| match (x - y).abs() {
+            d if d.is_nan() => f32::INFINITY,
+            d => d,
+        })
         .fold(0.0, f32::max)
 }
 

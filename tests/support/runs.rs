@@ -41,6 +41,7 @@ pub fn max_abs_diff<T: Into<f64> + Copy>(a: &[T], b: &[T]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| ((*x).into() - (*y).into()).abs())
+        .map(|d| if d.is_nan() { f64::INFINITY } else { d })
         .fold(0.0, f64::max)
 }
 

@@ -1,7 +1,8 @@
 //! SLURM's auto-requeue (Lightning's `SLURMEnvironment(auto_requeue=True)`): a job submitted
 //! with `#SBATCH --signal=SIGUSR1@90` gets the signal 90 s before its time limit; every rank
 //! finishes its step, rank 0 saves an HPC checkpoint (`hpc_ckpt_<n>.ckpt` in the default root
-//! directory) and runs `scontrol requeue` for the job, and `fit` ends with
+//! directory; under sharding every rank takes part, and FULL_SHARD's sharded checkpoints are
+//! a directory of one file per rank) and runs `scontrol requeue` for the job, and `fit` ends with
 //! [`Error::Requeued`]. When the job starts again, `fit` resumes from
 //! the newest HPC checkpoint by itself. SIGTERM (what SLURM sends before killing a job) ends
 //! `fit` after the step with its logs flushed ([`Error::Terminated`]);

@@ -267,6 +267,8 @@ impl TrainerView {
     /// Saves a checkpoint of the run to `path` once the current hook returns (Lightning's
     /// `trainer.save_checkpoint`); `weights_only` leaves out optimizer and loop state. A failed
     /// save stops the run with an error naming the path; the file there before stays whole.
+    /// Under SHARD_GRAD_OP and FULL_SHARD every rank must ask for the same saves in the same
+    /// hook (the ranks gather or write together), as `ModelCheckpoint` does.
     pub fn save_checkpoint(&mut self, path: impl Into<PathBuf>, weights_only: bool) {
         self.checkpoint_saves.push((path.into(), weights_only));
     }

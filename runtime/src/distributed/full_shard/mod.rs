@@ -57,8 +57,17 @@ pub(crate) struct FullShard<E: FloatDtype, D: TrainDevice<E>> {
     pub params: Shards<E, D>,
     /// The shards' gradients, summed since the optimizer last stepped.
     pub grads: Gradients<E, D>,
-    /// Whether the model holds its whole parameters ([`unshard`](Self::unshard)).
-    whole: bool,
+    /// Whether the top-level fields' parameters are gathered for a step.
+    roots_gathered: std::cell::Cell<bool>,
+}
+
+/// What [`FullShard::unshard`] gathers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unshard {
+    /// A checkpoint: into the model of the rank `here` (rank 0), the shards kept.
+    Checkpoint { here: bool },
+    /// The end of a fit: into every rank's model, the shards freed.
+    End,
 }
 
 /// One unit.
@@ -181,7 +190,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
             dims,
             params,
             grads: Gradients::leaky(),
-            whole: false,
+            roots_gathered: Default::default(),
         })
     }
 
@@ -294,11 +303,17 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
 
     /// Gathers the top-level fields' parameters into `model`, for a step.
     pub fn gather_roots<M: TensorCollection<E, D>>(&self, model: &mut M) -> Result<()> {
-        self.roots().try_for_each(|k| self.gather(k, model))
+        if self.roots_gathered.get() {
+            return Ok(());
+        }
+        self.roots().try_for_each(|k| self.gather(k, model))?;
+        self.roots_gathered.set(true);
+        Ok(())
     }
 
     /// Frees the top-level fields' parameters in `model` after a step.
     pub fn release_roots<M: TensorCollection<E, D>>(&self, model: &mut M) -> Result<()> {
+        self.roots_gathered.set(false);
         self.roots().try_for_each(|k| self.release(k, model))
     }
 
@@ -315,20 +330,32 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
             .try_for_each(|k| self.scatter_grads(k, model, grads))
     }
 
-    /// Gives every parameter of `model` its whole value again, from every rank's shards, one
-    /// unit at a time; `drop_shards` frees each unit's shard once it is gathered (at the end of
-    /// a fit, so that no rank holds more than the model and one unit's shard).
+    /// Gives the parameters of `model` their whole values again, from every rank's shards, one
+    /// unit at a time (every rank calls it). For a checkpoint only rank 0's model takes them
+    /// (`Unshard::Checkpoint { here }`: the others help gather and keep nothing); at the end of
+    /// a fit every rank's does, and each shard is freed once gathered, so that no rank holds
+    /// more than the model and one unit's shard. The top-level fields' parameters gathered for
+    /// a step are left as they are (the step's tape holds them).
     pub fn unshard<M: TensorCollection<E, D>>(
         &mut self,
         model: &mut M,
-        drop_shards: bool,
+        how: Unshard,
     ) -> Result<()> {
-        self.whole = true;
+        let here = match how {
+            Unshard::Checkpoint { here } => here,
+            Unshard::End => true,
+        };
         for k in 0..self.units.len() {
+            if self.is_gathered(k) {
+                continue;
+            }
             let full = self.gathered(k)?;
-            if drop_shards {
+            if matches!(how, Unshard::End) {
                 let (_, flat) = &mut self.params.flats[k];
                 *flat = flat.device().try_tensor_from_vec(Vec::new(), (0,))?;
+            }
+            if !here {
+                continue;
             }
             let mut ranges = self.units[k].layout.tensors();
             let mut g = 0;
@@ -348,16 +375,23 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
         Ok(())
     }
 
-    /// Frees every parameter of `model` again (after [`unshard`](Self::unshard), for a
-    /// checkpoint).
+    /// Frees the parameters of `model` that [`unshard`](Self::unshard) gave it, for a
+    /// checkpoint.
     pub fn reshard<M: TensorCollection<E, D>>(&mut self, model: &mut M) -> Result<()> {
-        self.whole = false;
-        TensorsMut(model).each_mut(&mut |_, t| t.release())
+        let mut g = 0;
+        TensorsMut(model).each_mut(&mut |_, t| {
+            let k = self.tensors.get(g).map_or(usize::MAX, |t| t.1);
+            g += 1;
+            match self.is_gathered(k) {
+                true => Ok(()),
+                false => t.release(),
+            }
+        })
     }
 
-    /// Whether the model holds its whole parameters (after [`unshard`](Self::unshard)).
-    pub fn is_whole(&self) -> bool {
-        self.whole
+    /// Whether unit `k` is a top-level field's, gathered for the step under way.
+    fn is_gathered(&self, k: usize) -> bool {
+        self.roots_gathered.get() && self.units.get(k).is_some_and(|u| !u.layer)
     }
 
     /// Sets every shard's gradient to zero, for the next window.
@@ -367,8 +401,13 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
 
     /// Per-unit values of this rank's shards (`per_unit[k]`: a list of flat buffers of unit
     /// `k`'s shard length, as the optimizer keeps per shard), as every rank's together, per
-    /// tensor of the model by name, in walk order. Every rank calls it.
-    pub fn unflatten(&self, per_unit: &[Vec<Vec<E>>]) -> Result<Vec<(String, Vec<Vec<E>>)>> {
+    /// tensor of the model by name, in walk order, on the rank where `here` (rank 0, for a
+    /// checkpoint; the others get nothing). Every rank calls it.
+    pub fn unflatten(
+        &self,
+        per_unit: &[Vec<Vec<E>>],
+        here: bool,
+    ) -> Result<Vec<(String, Vec<Vec<E>>)>> {
         let mut out: Vec<(String, Vec<Vec<E>>)> = self
             .tensors
             .iter()
@@ -385,12 +424,14 @@ impl<E: FloatDtype, D: TrainDevice<E>> FullShard<E, D> {
                     )));
                 }
                 let whole = self.all_gather(local.clone())?;
-                for (&g, r) in unit.own.iter().zip(unit.layout.tensors()) {
-                    out[g].1.push(whole[r].to_vec());
+                if here {
+                    for (&g, r) in unit.own.iter().zip(unit.layout.tensors()) {
+                        out[g].1.push(whole[r].to_vec());
+                    }
                 }
             }
         }
-        Ok(out)
+        Ok(if here { out } else { Vec::new() })
     }
 
     /// This rank's shard of unit `k` of values read per tensor: `read(name, len)` gives the
@@ -509,7 +550,9 @@ fn shard_values<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
         let mine = values[u.layout.range(rank)].to_vec();
         drop(values);
         let n = mine.len();
-        shards.push((u.name.clone(), device.try_tensor_from_vec(mine, (n,))?));
+        // Named for what the gradient checks report: the unit, not one tensor.
+        let name = format!("unit {}", u.name);
+        shards.push((name, device.try_tensor_from_vec(mine, (n,))?));
     }
     Ok(shards)
 }

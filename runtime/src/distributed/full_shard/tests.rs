@@ -11,7 +11,7 @@ use dfdx::shapes::{Rank0, Rank2};
 use dfdx::tensor::{AsArray, Cpu, Gradients, SampleTensor, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, MeanTo};
 
-use super::{within, FullShard};
+use super::{within, FullShard, Unshard};
 use crate::distributed::Single;
 use crate::layers::Unit;
 use crate::walk::{self, Tensors};
@@ -81,7 +81,7 @@ fn units_gather_recompute_and_scatter_the_gradients_of_the_plain_layers() {
     let local = run.borrow_mut().local_grads().expect("local");
     let got: Vec<(String, Vec<f64>)> = run
         .borrow()
-        .unflatten(&local)
+        .unflatten(&local, true)
         .expect("unflattened")
         .into_iter()
         .map(|(name, mut v)| (name, v.remove(0)))
@@ -94,9 +94,10 @@ fn units_gather_recompute_and_scatter_the_gradients_of_the_plain_layers() {
     run.borrow().release_roots(&mut net).expect("released");
     assert_eq!(y_eval.array(), plain.forward(x).array());
     // A checkpoint's unshard and reshard, twice, then the end of the fit's.
+    let checkpoint = Unshard::Checkpoint { here: true };
     for _ in 0..2 {
         run.borrow_mut()
-            .unshard(&mut net, false)
+            .unshard(&mut net, checkpoint)
             .expect("unsharded");
         assert_eq!(values(&net), values(&plain));
         run.borrow_mut().reshard(&mut net).expect("resharded");
@@ -104,7 +105,28 @@ fn units_gather_recompute_and_scatter_the_gradients_of_the_plain_layers() {
             .iter()
             .all(|(_, v)| v.iter().all(|x| x.is_nan())));
     }
-    run.borrow_mut().unshard(&mut net, true).expect("unsharded");
+    // One asked for inside a step leaves the top-level fields' gathered parameters (the
+    // step's tape holds them) as they are.
+    run.borrow().gather_roots(&mut net).expect("roots");
+    run.borrow_mut()
+        .unshard(&mut net, checkpoint)
+        .expect("unsharded");
+    run.borrow_mut().reshard(&mut net).expect("resharded");
+    for (name, v) in values(&net) {
+        let root = name.starts_with("2.");
+        assert_eq!(v.iter().all(|x| x.is_finite()), root, "{name}");
+    }
+    run.borrow().release_roots(&mut net).expect("released");
+    // Another rank's checkpoint: this rank helps gather and keeps nothing.
+    run.borrow_mut()
+        .unshard(&mut net, Unshard::Checkpoint { here: false })
+        .expect("helped");
+    assert!(values(&net)
+        .iter()
+        .all(|(_, v)| v.iter().all(|x| x.is_nan())));
+    run.borrow_mut()
+        .unshard(&mut net, Unshard::End)
+        .expect("unsharded");
     assert_eq!(values(&net), values(&plain));
 }
 

@@ -11,6 +11,7 @@ use crate::checkpoint::{
 };
 use crate::data::DataLoader;
 use crate::datamodule::DataModule;
+use crate::distributed::full_shard::Unshard;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
 use crate::optim::Interval;
@@ -91,8 +92,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let saves = std::mem::take(&mut self.view.checkpoint_saves);
         let removals = std::mem::take(&mut self.view.checkpoint_removals);
-        // Rank 0 alone writes; the others keep the same bookkeeping (the metrics that choose
-        // the checkpoints are global), and under sharding help gather the optimizer state.
+        // Rank 0 alone writes (a sharded checkpoint: every rank its file); the others keep the
+        // same bookkeeping (the metrics that choose the checkpoints are global), and under
+        // sharding help gather the optimizer state (and FULL_SHARD's weights).
         let writer = self.dist.env.is_global_zero();
         let o = &self.optimization;
         if !writer && o.shards.is_none() && o.full_shard.is_none() {
@@ -133,10 +135,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let Some(run) = self.optimization.full_shard.clone() else {
             return self.checkpoint_whole(weights_only);
         };
-        if run.borrow().is_whole() {
-            return self.checkpoint_whole(weights_only);
+        // FULL_SHARD: rank 0's module gets the whole parameters while it is written; the other
+        // ranks help gather them, and write nothing.
+        let root = self.dist.env.is_global_zero();
+        run.borrow_mut()
+            .unshard(&mut *self.model, Unshard::Checkpoint { here: root })?;
+        if !root {
+            let part = Checkpoint::of_module_buffers(&*self.model, M::NAME, false)?;
+            return self.complete(part, weights_only, true);
         }
-        run.borrow_mut().unshard(&mut *self.model, false)?;
         let ckpt = self.checkpoint_whole(weights_only);
         run.borrow_mut().reshard(&mut *self.model)?;
         ckpt
@@ -195,7 +202,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 (_, Some(run)) => {
                     let per_unit: Vec<_> =
                         optimizer.host_state().into_iter().map(|s| s.1).collect();
-                    run.borrow().unflatten(&per_unit)?
+                    run.borrow()
+                        .unflatten(&per_unit, self.dist.env.is_global_zero())?
                 }
                 _ => optimizer.host_state(),
             };
@@ -218,7 +226,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             };
             if let Some(run) = &o.full_shard {
                 let local = run.borrow_mut().local_grads()?;
-                for (name, values) in run.borrow().unflatten(&local)? {
+                let root = self.dist.env.is_global_zero();
+                for (name, values) in run.borrow().unflatten(&local, root)? {
                     keep(&name, values.first().map_or(&[][..], |v| v));
                 }
             } else if let Some(g) = o.grads.as_mut() {

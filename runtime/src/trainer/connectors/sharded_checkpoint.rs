@@ -23,27 +23,36 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// `path` as it was).
     pub(super) fn write_sharded(&mut self, path: &Path, weights_only: bool) -> Result<()> {
         let (rank, world) = (self.dist.env.global_rank, self.dist.env.world_size);
-        // Rank 0's path (the others' callbacks may place theirs elsewhere: no logger there).
-        let mut bytes = Vec::new();
+        let c = &*self.dist.collective;
+        // Rank 0's path (without a logger the others' callbacks name another directory),
+        // once rank 0 has cleared what an interrupted save left staged there; empty when it
+        // cannot be shared.
+        let (mut bytes, mut failed) = (Vec::new(), None);
         if rank == 0 {
-            let utf8 = path.to_str().ok_or_else(|| {
-                Error::config(
-                    "state_dict_type",
-                    format!("the checkpoint path {} is not UTF-8, which a sharded checkpoint's ranks need to agree on it", path.display()),
-                )
-            })?;
-            bytes.extend(utf8.as_bytes());
+            match (path.to_str(), sharded::remove(&sharded::staging(path))) {
+                (Some(utf8), Ok(())) => bytes.extend(utf8.as_bytes()),
+                (_, Err(e)) => failed = Some(e),
+                (None, Ok(())) => {}
+            }
         }
-        self.dist.collective.broadcast(0, &mut bytes)?;
+        c.broadcast(0, &mut bytes)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if bytes.is_empty() {
+            return Err(Error::config(
+                "state_dict_type",
+                format!("rank 0 could not prepare the sharded checkpoint {} (its path must be UTF-8, for the ranks to agree on it)", path.display()),
+            ));
+        }
         let path = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
-        let path = path.as_path();
         let written = self
             .checkpoint_part(weights_only)
-            .and_then(|part| part.write_part(path, rank, world));
-        let everyone = crate::distributed::all_true(&*self.dist.collective, written.is_ok())?;
-        if !everyone || written.is_err() {
+            .and_then(|part| part.write_part(&path, rank, world));
+        let c = &*self.dist.collective;
+        if !crate::distributed::all_true(c, written.is_ok())? || written.is_err() {
             if rank == 0 {
-                let _ = sharded::remove(&sharded::staging(path));
+                let _ = sharded::remove(&sharded::staging(&path));
             }
             written?;
             return Err(Error::msg(format!(
@@ -51,8 +60,16 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 path.display()
             )));
         }
-        if rank == 0 {
-            sharded::commit(path)?;
+        let committed = match rank {
+            0 => sharded::commit(&path),
+            _ => Ok(()),
+        };
+        if !crate::distributed::all_true(c, committed.is_ok())? {
+            committed?;
+            return Err(Error::msg(format!(
+                "rank 0 could not move the checkpoint {} into place",
+                path.display()
+            )));
         }
         Ok(())
     }

@@ -137,8 +137,8 @@ impl Trainer {
             resume: job.resume,
         };
         let mut result = run.stage(stage);
-        if result.is_ok() {
-            result = run.unshard().and(result);
+        if let Err(e) = run.end_full_shard(result.is_ok()) {
+            result = result.and(Err(e));
         }
         let flushed = match run.view.logger.as_deref_mut() {
             Some(logger) => logger.finalize(),
@@ -210,17 +210,23 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 impl<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule>
     Run<'_, E, D, M, DM>
 {
-    /// After a FULL_SHARD fit: the optimizer's state and the gradients are dropped, and the
-    /// module gets its whole parameters back from every rank's shards. (A fit that fails
-    /// leaves the module sharded, its parameters placeholders: its checkpoints hold them.)
-    fn unshard(&mut self) -> Result<()> {
+    /// After a FULL_SHARD fit (`ok` on this rank): the optimizer's state and the gradients
+    /// are dropped, and the module gets its whole parameters back from every rank's shards.
+    /// The ranks agree first: if one failed, every one stops with an error (a fit that fails
+    /// leaves the module sharded, its parameters placeholders; its checkpoints hold them).
+    fn end_full_shard(&mut self, ok: bool) -> Result<()> {
         let Some(run) = self.optimization.full_shard.take() else {
             return Ok(());
         };
         self.optimization.optimizer = None;
+        if !crate::distributed::all_true(&*self.dist.collective, ok)? {
+            return Err(Error::msg(
+                "another rank's fit failed (its error says why); this rank stops too, and its module keeps the placeholders of FULL_SHARD (resume from a checkpoint)",
+            ));
+        }
         let mut run = run.borrow_mut();
         run.zero_grads();
-        run.unshard(&mut *self.model, true)
+        run.unshard(&mut *self.model, full_shard::Unshard::End)
     }
 
     /// Under FULL_SHARD, gathers the parameters outside the units (the top-level fields') for

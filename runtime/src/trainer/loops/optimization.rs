@@ -166,10 +166,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// FULL_SHARD's step: the gradients were reduce-scattered by the backward, so each rank
     /// checks, clips (by the norm over every rank's shards) and steps its own shards.
     fn sharded_step(&mut self, run: &Shared<E, D>) -> Result<()> {
+        {
+            let mut run = run.borrow_mut();
+            let FullShard { params, grads, .. } = &mut *run;
+            self.check_anomaly(&*params, grads)?;
+        }
+        // Not borrowed while hooks run: one may ask for a checkpoint.
+        hook!(self, on_before_optimizer_step());
         let mut run = run.borrow_mut();
         let FullShard { params, grads, .. } = &mut *run;
-        self.check_anomaly(&*params, grads)?;
-        hook!(self, on_before_optimizer_step());
         let clip = self.clipping(&*params, grads)?;
         self.take_lr_request();
         if let Some(optimizer) = self.optimization.optimizer.as_mut() {
