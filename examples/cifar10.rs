@@ -203,7 +203,7 @@ fn main() {
         Err(e @ fulmen::Error::Requeued { .. }) => println!("{e}"),
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::exit(1);
+            std::process::exit(e.exit_code().into());
         }
     }
 }

@@ -184,6 +184,9 @@ impl Recorded {
     ) {
         rec(&self.log, "module", "on_save_checkpoint")
     }
+    fn on_exception(&mut self, _t: &mut TrainerView, error: &fulmen::Error) {
+        rec(&self.log, "module", &format!("on_exception({error})"))
+    }
     fn on_load_checkpoint(&mut self, _t: &mut TrainerView, _c: &fulmen::checkpoint::Checkpoint) {
         rec(&self.log, "module", "on_load_checkpoint")
     }
@@ -224,6 +227,9 @@ impl Callback for Spy {
     }
     fn on_load_checkpoint(&mut self, _t: &mut TrainerView, _c: &fulmen::checkpoint::Checkpoint) {
         rec(&self.0, "callback", "on_load_checkpoint")
+    }
+    fn on_exception(&mut self, _t: &mut TrainerView, error: &fulmen::Error) {
+        rec(&self.0, "callback", &format!("on_exception({error})"))
     }
     spy_hooks!(
         on_fit_start,
@@ -449,4 +455,44 @@ fn fit_validate_test_predict_call_every_hook_in_lightnings_order() {
     eval_loop(&mut expected, "predict", "predict_step", 2);
     stage_end(&mut expected, "predict");
     assert_calls(&log, &expected);
+}
+
+/// Fails the run in its first training batch.
+struct Fails;
+
+impl Callback for Fails {
+    fn on_train_batch_start(&mut self, t: &mut TrainerView, _batch_idx: usize) {
+        t.fail(fulmen::Error::msg("the disk is gone"));
+    }
+}
+
+#[test]
+fn an_error_reaches_on_exception_of_the_callbacks_then_the_module_and_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Log = Rc::default();
+    let mut model = Recorded::new();
+    model.log = log.clone();
+    let mut dm = Data { log: log.clone() };
+    let mut trainer = Trainer::builder()
+        .max_epochs(1)
+        .callback(Fails)
+        .callback(Spy(log.clone()))
+        .no_logger()
+        .default_root_dir(dir.path())
+        .enable_progress_bar(false)
+        .num_sanity_val_steps(0)
+        .build()
+        .unwrap();
+    let err = trainer.fit(&mut model, &mut dm).unwrap_err();
+    assert_eq!(err.to_string(), "the disk is gone");
+    let log = log.borrow();
+    let tail: Vec<&str> = log.iter().rev().take(3).rev().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "module:on_train_batch_start(0)",
+            "callback:on_exception(the disk is gone)",
+            "module:on_exception(the disk is gone)",
+        ]
+    );
 }

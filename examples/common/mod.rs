@@ -173,13 +173,13 @@ impl Args {
     }
 }
 
-/// Runs `body`, printing its error and exiting non-zero on failure.
+/// Runs `body`, printing its error and exiting non-zero on failure (130 after Ctrl-C).
 pub fn exit_on_error(body: impl FnOnce() -> fulmen::Result<()>) -> std::process::ExitCode {
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(e.exit_code())
         }
     }
 }

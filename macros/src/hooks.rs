@@ -112,6 +112,7 @@ pub(crate) const KNOWN: &[Known] = &[
     hook("on_predict_epoch_end", &[TRAINER]),
     hook("on_predict_batch_start", &[TRAINER, "batch_idx: usize"]),
     hook("on_predict_batch_end", &[TRAINER, "batch_idx: usize"]),
+    hook("on_exception", &[TRAINER, "error: &fulmen::Error"]),
     hook(
         "on_save_checkpoint",
         &[TRAINER, "checkpoint: &mut fulmen::checkpoint::Checkpoint"],

@@ -119,6 +119,12 @@ macro_rules! __lifecycle_hooks {
         }
         /// Called after each prediction batch's `predict_step`.
         fn on_predict_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
+        /// When the run ends on an error (a failed step, a signal: [`Error::Interrupted`]),
+        /// before the loggers are flushed and closed; the error is returned by the call that
+        /// ran the stage.
+        ///
+        /// [`Error::Interrupted`]: $crate::Error::Interrupted
+        fn on_exception(&mut self, _trainer: &mut $crate::TrainerView, _error: &$crate::Error) {}
         /// While a checkpoint is being saved: add to `checkpoint.extra_mut()` what should
         /// survive a restart.
         fn on_save_checkpoint(

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, with enough context to fix it without a debugger.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is its message, so that `fn main() -> fulmen::Result<()>` prints
+/// `Error: <the message>` once, readably (and exits with 1; [`Error::exit_code`] is the status
+/// a program that handles the error itself exits with).
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A file or directory could not be read or written.
@@ -79,10 +83,13 @@ pub enum Error {
         /// The optimizer steps taken (`global_step`).
         step: usize,
     },
-    /// SIGTERM arrived: training stopped after the step in flight, with its logs flushed and
-    /// every checkpoint whole.
-    #[error("SIGTERM at epoch {epoch}, step {step}: training stopped after the step")]
-    Terminated {
+    /// SIGINT (Ctrl-C) or SIGTERM arrived: the run stopped after the step in flight, with
+    /// `on_exception` run, its logs flushed and every checkpoint whole. A program exits with
+    /// [`Error::exit_code`] (the shell's 130 or 143).
+    #[error("{signal} at epoch {epoch}, step {step}: the run stopped after the step in flight")]
+    Interrupted {
+        /// `SIGINT` or `SIGTERM`.
+        signal: &'static str,
         /// The epoch the run stopped in (from 0).
         epoch: usize,
         /// The optimizer steps taken (`global_step`).
@@ -113,6 +120,12 @@ impl<F: DeviceFailure> From<F> for Error {
     }
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 impl Error {
     /// An error raised by user code (a data module's `setup`, a callback), with its message.
     pub fn msg(message: impl Into<String>) -> Self {
@@ -140,6 +153,20 @@ impl Error {
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "a panic without a message".into())
+    }
+
+    /// The exit status for a program that ends on this error: 130 after SIGINT and 143 after
+    /// SIGTERM (what a shell reports for a process those signals ended), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted {
+                signal: "SIGINT", ..
+            } => 130,
+            Error::Interrupted {
+                signal: "SIGTERM", ..
+            } => 143,
+            _ => 1,
+        }
     }
 
     /// A setting that is out of range or contradicts another, named.

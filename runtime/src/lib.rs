@@ -65,6 +65,7 @@ pub mod datamodule;
 pub mod device;
 pub mod distributed;
 mod error;
+pub(crate) mod files;
 pub mod hparams;
 pub mod kernels;
 pub mod layers;

@@ -1,10 +1,10 @@
 //! The checkpoint file: one safetensors file (PyTorch users open it with the `safetensors`
 //! package) whose header metadata holds fulmen's state as JSON and a CRC-32 over everything,
-//! written atomically (temporary file, fsync, rename, fsync of the directory).
+//! written atomically (`crate::files`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{SafeTensors, View};
 use safetensors::SafeTensorError;
@@ -46,22 +46,6 @@ fn checksum<'a>(meta: &str, records: impl Iterator<Item = (&'a str, &'a Record)>
 /// checkpoint, never a partial file. On failure the error names the path and nothing is left
 /// behind.
 pub(crate) fn write(path: &Path, records: &Records, meta: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::config(
-            "checkpoint path",
-            format!("{} names no file", path.display()),
-        )
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
     let header = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         (META_KEY.to_string(), meta.to_string()),
@@ -70,22 +54,12 @@ pub(crate) fn write(path: &Path, records: &Records, meta: &str) -> Result<()> {
             checksum(meta, records.iter().map(|(n, r)| (n.as_str(), r))),
         ),
     ]);
-    let written = safetensors::serialize_to_file(records.iter(), &Some(header), &tmp)
-        .map_err(|e| match e {
+    crate::files::write_atomic(path, |tmp| {
+        safetensors::serialize_to_file(records.iter(), &Some(header), tmp).map_err(|e| match e {
             SafeTensorError::IoError(io) => io,
             other => std::io::Error::other(format!("{other:?}")),
         })
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    // The rename is durable once the directory entry is; a failure here loses nothing.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }
 
 /// Reads a checkpoint, refusing a truncated or corrupt file with an error naming it.

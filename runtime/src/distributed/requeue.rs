@@ -5,63 +5,10 @@
 //! a directory of one file per rank) and runs `scontrol requeue` for the job, and `fit` ends with
 //! [`Error::Requeued`]. When the job starts again, `fit` resumes from
 //! the newest HPC checkpoint by itself. SIGTERM (what SLURM sends before killing a job) ends
-//! `fit` after the step with its logs flushed ([`Error::Terminated`]);
-//! a second SIGTERM kills at once. Checkpoint writes are atomic, so neither leaves a file
-//! half-written.
-
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use signal_hook::SigId;
+//! the run as everywhere ([`Error::Interrupted`]).
 
 use crate::{Error, Result};
-
-/// The signals caught while `fit` runs, released when it ends.
-pub(crate) struct Signals {
-    requeue: Arc<AtomicBool>,
-    term: Arc<AtomicBool>,
-    ids: Vec<SigId>,
-}
-
-impl Signals {
-    /// Catches `requeue_signal` (when given) and SIGTERM.
-    pub fn catch(requeue_signal: Option<i32>) -> Result<Self> {
-        let (requeue, term) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let mut ids = Vec::new();
-        let err = |e: std::io::Error| Error::msg(format!("installing a signal handler: {e}"));
-        if let Some(sig) = requeue_signal {
-            ids.push(signal_hook::flag::register(sig, requeue.clone()).map_err(err)?);
-        }
-        use signal_hook::consts::SIGTERM;
-        // A second SIGTERM, with the first one's flag still set, terminates at once.
-        ids.push(
-            signal_hook::flag::register_conditional_shutdown(SIGTERM, 143, term.clone())
-                .map_err(err)?,
-        );
-        ids.push(signal_hook::flag::register(SIGTERM, term.clone()).map_err(err)?);
-        Ok(Self { requeue, term, ids })
-    }
-
-    /// `(requeue asked, SIGTERM received)` on this rank.
-    pub fn pending(&self) -> (bool, bool) {
-        (
-            self.requeue.load(Ordering::SeqCst),
-            self.term.load(Ordering::SeqCst),
-        )
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
-}
+use std::path::{Path, PathBuf};
 
 /// A signal's number from its name (`SIGUSR1`, `USR1`) or number.
 pub fn signal_number(name: &str) -> Result<i32> {

@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::Logger;
@@ -53,38 +52,29 @@ impl CsvLogger {
         }
         keys.sort();
         let path = self.metrics_path();
-        let io = |e: std::io::Error| Error::io(&path, e);
         let rewrite = keys != self.keys || self.written == 0;
-        let (file, from) = if rewrite {
+        let rows = |file: std::fs::File, from: usize| -> std::io::Result<()> {
+            let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
+            if rewrite {
+                out.write_record(&keys)?;
+            }
+            for row in &self.rows[from..] {
+                out.write_record(
+                    keys.iter()
+                        .map(|k| row.get(k).map(|v| format_value(*v)).unwrap_or_default()),
+                )?;
+            }
+            out.flush()
+        };
+        if rewrite {
             // New columns: rewrite the whole file under the new header, atomically.
-            let tmp = path.with_extension("csv.tmp");
-            (std::fs::File::create(&tmp).map_err(io)?, 0)
+            crate::files::write_atomic(&path, |tmp| rows(std::fs::File::create(tmp)?, 0))?;
         } else {
-            let file = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .append(true)
                 .open(&path)
-                .map_err(io)?;
-            (file, self.written)
-        };
-        let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
-        let csv_err = |e: csv::Error| Error::io(&path, std::io::Error::other(e.to_string()));
-        if rewrite {
-            out.write_record(&keys).map_err(csv_err)?;
-        }
-        for row in &self.rows[from..] {
-            out.write_record(
-                keys.iter()
-                    .map(|k| row.get(k).map(|v| format_value(*v)).unwrap_or_default()),
-            )
-            .map_err(csv_err)?;
-        }
-        let mut inner = out
-            .into_inner()
-            .map_err(|e| Error::io(&path, std::io::Error::other(e.to_string())))?;
-        inner.flush().map_err(io)?;
-        drop(inner);
-        if rewrite {
-            std::fs::rename(path.with_extension("csv.tmp"), &path).map_err(io)?;
+                .and_then(|file| rows(file, self.written))
+                .map_err(|e| Error::io(&path, e))?;
         }
         self.keys = keys;
         self.written = self.rows.len();
@@ -103,8 +93,7 @@ fn format_value(v: f64) -> String {
 
 impl Logger for CsvLogger {
     fn log_hyperparams(&mut self, hparams: &HParams) -> Result<()> {
-        let path = self.dir.join("hparams.yaml");
-        std::fs::write(&path, hparams.to_yaml()).map_err(|e| Error::io(&path, e))
+        crate::files::write_bytes(&self.dir.join("hparams.yaml"), hparams.to_yaml().as_bytes())
     }
 
     fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) -> Result<()> {

@@ -156,8 +156,7 @@ fn hparam_value(v: &serde_yaml::Value) -> (prost_types::Value, i32) {
 
 impl Logger for TensorBoardLogger {
     fn log_hyperparams(&mut self, hparams: &HParams) -> Result<()> {
-        let yaml = self.dir.join("hparams.yaml");
-        std::fs::write(&yaml, hparams.to_yaml()).map_err(|e| Error::io(&yaml, e))?;
+        crate::files::write_bytes(&self.dir.join("hparams.yaml"), hparams.to_yaml().as_bytes())?;
         let mut values = HashMap::new();
         let mut infos = Vec::new();
         for (name, value) in hparams.entries() {

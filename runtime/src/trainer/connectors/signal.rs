@@ -1,6 +1,14 @@
-//! What every rank agrees on during training (Lightning's `signal_connector.py` and the
-//! strategies' `reduce_boolean_decision`): a stop asked for on any rank, and SLURM's requeue
-//! signal or SIGTERM.
+//! Signals and what every rank agrees on during training (Lightning's `signal_connector.py`
+//! and the strategies' `reduce_boolean_decision`): a stop asked for on any rank, SLURM's
+//! requeue signal, and SIGINT (Ctrl-C) or SIGTERM, which stop the run as Lightning's
+//! `KeyboardInterrupt` does: after the step in flight, with `on_exception` run and every logger
+//! flushed and closed ([`Error::Interrupted`]). A second SIGINT or SIGTERM exits at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::SigId;
 
 use crate::checkpoint::Ckpt;
 use crate::datamodule::DataModule;
@@ -15,22 +23,43 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// forever); and SLURM's requeue signal or SIGTERM: the first saves an HPC checkpoint and
     /// requeues the job, the second stops (see [`crate::distributed::requeue`]).
     pub(in crate::trainer) fn agree_after_step(&mut self) -> Result<()> {
-        let (mut requeue, mut term) =
-            (self.signals.as_ref()).map_or((false, false), |s| s.pending());
+        let (mut requeue, mut stop) = (self.signals.requeue(), self.signals.stop());
         if self.dist.env.world_size > 1 {
-            let mut flags = [requeue, term, self.view.should_stop].map(|f| f64::from(u8::from(f)));
+            let mut flags = [
+                f64::from(u8::from(requeue)),
+                stop.map_or(0.0, f64::from),
+                f64::from(u8::from(self.view.should_stop)),
+            ];
             self.dist.collective.all_reduce_max_f64(&mut flags)?;
-            (requeue, term) = (flags[0] > 0.0, flags[1] > 0.0);
+            requeue = flags[0] > 0.0;
+            stop = (flags[1] > 0.0).then_some(flags[1] as i32);
             self.view.should_stop = flags[2] > 0.0;
         }
-        let (epoch, step) = (self.view.current_epoch, self.view.global_step);
         if requeue {
             return Err(self.requeue()?);
         }
-        if term {
-            return Err(Error::Terminated { epoch, step });
+        match stop {
+            Some(signal) => Err(self.interrupted(signal)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Between evaluation or prediction batches: a one-process run stops at a stop signal.
+    /// (Ranks of a larger run take it at their next training step, all together: one going
+    /// on alone would wait for the others forever.)
+    pub(in crate::trainer) fn check_signals(&self) -> Result<()> {
+        match self.signals.stop() {
+            Some(signal) if self.dist.env.world_size == 1 => Err(self.interrupted(signal)),
+            _ => Ok(()),
+        }
+    }
+
+    fn interrupted(&self, signal: i32) -> Error {
+        Error::Interrupted {
+            signal: signal_name(signal),
+            epoch: self.view.current_epoch,
+            step: self.view.global_step,
+        }
     }
 
     /// Saves an HPC checkpoint and requeues the job; the error that ends the run.
@@ -69,5 +98,74 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.view.should_stop = any[0] > 0.0;
         }
         Ok(())
+    }
+}
+
+/// The signals caught while a stage runs, released when it ends.
+pub(crate) struct Signals {
+    requeue: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+    ids: Vec<SigId>,
+}
+
+impl Signals {
+    /// Catches SIGINT, SIGTERM and `requeue_signal` (when given).
+    pub fn catch(requeue_signal: Option<i32>) -> Result<Self> {
+        let flag = || Arc::new(AtomicBool::new(false));
+        let (requeue, int, term, either) = (flag(), flag(), flag(), flag());
+        let err = |e: std::io::Error| Error::msg(format!("installing a signal handler: {e}"));
+        let mut ids = Vec::new();
+        if let Some(sig) = requeue_signal {
+            ids.push(signal_hook::flag::register(sig, requeue.clone()).map_err(err)?);
+        }
+        // A second stop signal, with the first one's flag set, exits at once (the shell's
+        // code: 128 + the signal). The handlers run in the order registered.
+        for (sig, own) in [(SIGINT, &int), (SIGTERM, &term)] {
+            let code = 128 + sig;
+            let exit = signal_hook::flag::register_conditional_shutdown(sig, code, either.clone());
+            ids.push(exit.map_err(err)?);
+            ids.push(signal_hook::flag::register(sig, either.clone()).map_err(err)?);
+            ids.push(signal_hook::flag::register(sig, own.clone()).map_err(err)?);
+        }
+        Ok(Self {
+            requeue,
+            int,
+            term,
+            ids,
+        })
+    }
+
+    /// Whether the requeue signal arrived on this rank.
+    pub fn requeue(&self) -> bool {
+        self.requeue.load(Ordering::SeqCst)
+    }
+
+    /// The stop signal that arrived on this rank, if one did (SIGTERM before SIGINT).
+    pub fn stop(&self) -> Option<i32> {
+        if self.term.load(Ordering::SeqCst) {
+            Some(SIGTERM)
+        } else if self.int.load(Ordering::SeqCst) {
+            Some(SIGINT)
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// `SIGINT`, `SIGTERM`: the names [`Error::Interrupted`] reports.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "a stop signal",
     }
 }

@@ -50,6 +50,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.roots(true)?;
         for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
             self.eval_batch(test, batch_idx, samples, &mut metrics)?;
+            self.check_signals()?;
             if standalone {
                 self.progress.advance(&self.view.progress_bar_metrics);
             }

@@ -5,7 +5,6 @@ use super::Run;
 use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
-use crate::distributed::requeue::Signals;
 use crate::module::LightningModule;
 use crate::{Result, TrainDevice};
 
@@ -32,9 +31,6 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
         hook!(self, on_fit_start());
         self.sanity_check(val.as_ref())?;
-        if let Some(sig) = self.dist.requeue_signal {
-            self.signals = Some(Signals::catch(Some(sig))?);
-        }
         hook!(self, on_train_start());
         while self.position.train_batches > 0 && !self.done_training() {
             self.train_epoch(&train, val.as_ref(), start_batch)?;

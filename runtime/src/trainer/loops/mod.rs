@@ -21,10 +21,10 @@ use crate::checkpoint::{Checkpoint, Ckpt};
 use crate::context::{StepContext, StepInfo};
 use crate::datamodule::{DataModule, Stage};
 use crate::distributed::full_shard::{self, Shared};
-use crate::distributed::requeue::Signals;
 use crate::module::LightningModule;
 use crate::precision::HalfSteps;
 use crate::progress::Progress;
+use crate::trainer::connectors::signal::Signals;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// What a stage returns: the epoch's metrics, or the predictions.
@@ -76,8 +76,8 @@ pub(super) struct Run<
     pub progress: Progress,
     pub position: Position,
     pub optimization: Optimization<'a, E, D, M, DM::Sample>,
-    /// The signals `fit` catches under SLURM.
-    pub signals: Option<Signals>,
+    /// SIGINT, SIGTERM and (fitting under SLURM) the requeue signal, caught while the stage runs.
+    pub signals: Signals,
     /// The checkpoint `fit` resumes from.
     pub resume: Option<Checkpoint>,
 }
@@ -118,6 +118,8 @@ impl Trainer {
         let own = self.callbacks.len();
         self.callbacks.extend(job.model.configure_callbacks());
         let run_seed = crate::seed::next_seed();
+        let requeue = self.dist.requeue_signal.filter(|_| stage == Stage::Fit);
+        let signals = Signals::catch(requeue)?;
         let mut run = Run {
             model: job.model,
             dm: job.dm,
@@ -133,10 +135,13 @@ impl Trainer {
                 ..Position::default()
             },
             optimization: Optimization::new(job.half),
-            signals: None,
+            signals,
             resume: job.resume,
         };
         let mut result = run.stage(stage);
+        if let Err(e) = &result {
+            run.on_exception(e);
+        }
         if let Err(e) = run.end_full_shard(result.is_ok()) {
             result = result.and(Err(e));
         }
@@ -180,6 +185,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.dm.teardown(stage)?;
         hook!(self, teardown(stage));
         Ok(result)
+    }
+
+    /// Lightning's `on_exception`: the callbacks', then the module's, with the error that ends
+    /// the run (before the loggers are flushed and closed).
+    fn on_exception(&mut self, error: &Error) {
+        for cb in self.callbacks.iter_mut() {
+            cb.on_exception(self.view, error);
+        }
+        self.model.on_exception(self.view, error);
     }
 
     /// Where a step of `stage` is.

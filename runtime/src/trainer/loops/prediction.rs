@@ -30,6 +30,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 model.predict_step(batch, &mut ctx)
             })?);
             hook!(self, on_predict_batch_end(batch_idx));
+            self.check_signals()?;
             self.progress.advance(&self.view.progress_bar_metrics);
         }
         hook!(self, on_predict_epoch_end());
