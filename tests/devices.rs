@@ -39,6 +39,8 @@ fn what_cannot_run_is_named() {
     assert!(e.contains("2 devices requested"), "{e}");
     let e = error(Trainer::builder().devices(0));
     assert!(e.contains("0 devices"), "{e}");
+    let e = error(Trainer::builder().num_nodes(0));
+    assert!(e.contains("num_nodes") && e.contains("0 nodes"), "{e}");
     let e = error(Trainer::builder().accelerator("cpu").devices([1]));
     assert!(e.contains("device ordinal 1") && e.contains("CPU"), "{e}");
     let e = error(Trainer::builder().accelerator("tpu"));

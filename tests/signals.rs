@@ -5,6 +5,8 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "support/examples.rs"]
+mod examples;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,22 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::{IrisClassifier, IrisDataModule};
 use fulmen::prelude::*;
-
-/// The `iris` example, built by `cargo test` beside this test's binary.
-fn iris_example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let example = debug.join("examples").join("iris");
-    assert!(
-        example.exists(),
-        "{} is missing: `cargo test` builds the examples (or run `cargo build --examples`)",
-        example.display()
-    );
-    example
-}
 
 /// Waits until a file of `dir` ends with `suffix`, or panics after a minute.
 fn wait_for(dir: &Path, suffix: &str, child: &mut Child) {
@@ -88,7 +74,7 @@ fn sigint_and_sigterm_stop_the_iris_example_with_its_logs_written_and_no_tempora
         (libc::SIGTERM, "SIGTERM", 143),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(iris_example())
+        let mut child = Command::new(examples::example("iris"))
             .args(["--max-epochs", "1000000", "--no-progress-bar", "--data-dir"])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/data"))
             .arg("--default-root-dir")

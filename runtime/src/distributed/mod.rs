@@ -71,6 +71,12 @@ pub(crate) fn plan(
         Devices::Ordinals(v) => Some(v.len()),
         Devices::Auto => None,
     };
+    if num_nodes == 0 {
+        return Err(Error::config(
+            "num_nodes",
+            "0 nodes requested; use at least 1",
+        ));
+    }
     let multi = matches!(
         strategy,
         Strategy::Ddp | Strategy::ShardGradOp | Strategy::FullShard

@@ -8,14 +8,14 @@ use crate::optim::ClipAlgorithm;
 /// code. Names follow Lightning's `Trainer` arguments (`--max-epochs`, `--limit-val-batches`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainerArgs {
-    /// Maximum number of epochs.
-    #[arg(long)]
+    /// Maximum number of epochs (-1: no limit).
+    #[arg(long, allow_negative_numbers = true, value_parser = count_or_unlimited)]
     pub max_epochs: Option<usize>,
-    /// Maximum number of optimizer steps.
-    #[arg(long)]
+    /// Maximum number of optimizer steps (-1: no limit).
+    #[arg(long, allow_negative_numbers = true, value_parser = count_or_unlimited)]
     pub max_steps: Option<usize>,
     /// Minimum number of epochs (early stopping waits for it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count)]
     pub min_epochs: Option<usize>,
     /// Stop after this much training: seconds (`90`) or Lightning's `DD:HH:MM:SS`.
     #[arg(long, value_parser = parse_max_time)]
@@ -30,7 +30,7 @@ pub struct TrainerArgs {
     #[arg(long)]
     pub strategy: Option<String>,
     /// Nodes in the run (must agree with the launcher's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count)]
     pub num_nodes: Option<usize>,
     /// How long a rank waits in a collective for the others before it stops: seconds or
     /// DD:HH:MM:SS.
@@ -47,37 +47,37 @@ pub struct TrainerArgs {
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,
     /// Training batches per epoch: a count (10) or a fraction (0.25).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub limit_train_batches: Option<Limit>,
     /// Validation batches per run: a count or a fraction.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub limit_val_batches: Option<Limit>,
     /// Test batches: a count or a fraction.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub limit_test_batches: Option<Limit>,
     /// Validate every n training batches, or a fraction of an epoch.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub val_check_interval: Option<Limit>,
     /// Validate in every n-th epoch.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count)]
     pub check_val_every_n_epoch: Option<usize>,
     /// Validation batches of the sanity check (0 disables it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count)]
     pub num_sanity_val_steps: Option<usize>,
     /// Run this many batches of each loop as a smoke test (no logs, no checkpoints).
-    #[arg(long, num_args = 0..=1, default_missing_value = "1")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "1", allow_negative_numbers = true, value_parser = count)]
     pub fast_dev_run: Option<usize>,
     /// Overfit this many (or this fraction of) training batches.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub overfit_batches: Option<Limit>,
     /// Write step metrics every n steps.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count)]
     pub log_every_n_steps: Option<usize>,
     /// Accumulate gradients over n batches per optimizer step.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count)]
     pub accumulate_grad_batches: Option<usize>,
     /// Clip gradients at this norm (or value, with --gradient-clip-algorithm value).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gradient_clip_val: Option<f64>,
     /// norm or value.
     #[arg(long)]
@@ -168,6 +168,23 @@ impl TrainerArgs {
             b = b.enable_model_summary(false);
         }
         b
+    }
+}
+
+/// A count: 0 or more (clap names the flag before this message).
+fn count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n < 0 => Err(format!("{n} is negative: give a count, 0 or more")),
+        Ok(n) => usize::try_from(n).map_err(|_| format!("{n} is too large a count")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// `--max-epochs`, `--max-steps`: a count, or Lightning's -1 for no limit.
+fn count_or_unlimited(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "-1" => Ok(usize::MAX),
+        _ => count(s).map_err(|e| format!("{e} (or -1: no limit)")),
     }
 }
 

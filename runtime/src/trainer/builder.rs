@@ -75,9 +75,12 @@ macro_rules! setting {
 
 impl TrainerBuilder {
     setting! {
-        /// Stop after this many epochs (default 1000 when `max_steps` is not set either).
+        /// Stop after this many epochs (default 1000 when `max_steps` is not set either;
+        /// `usize::MAX`, or `--max-epochs -1`, trains until another limit or a stop ends it).
+        /// With 0, or a checkpoint resumed already past it, `fit` warns that nothing will be
+        /// trained.
         max_epochs: usize => some;
-        /// Stop after this many optimizer steps.
+        /// Stop after this many optimizer steps (`usize::MAX` or `--max-steps -1`: no limit).
         max_steps: usize => some;
         /// Train at least this many epochs, whatever asks to stop earlier (early stopping).
         min_epochs: usize => plain;

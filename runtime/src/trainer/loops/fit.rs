@@ -6,6 +6,7 @@ use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
+use crate::trainer::Limit;
 use crate::{Result, TrainDevice};
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
@@ -28,6 +29,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.optimization.own_shards();
         self.position.train_loader_seed = train.shuffle_seed();
         self.publish_fit()?;
+        if let Some(why) = self.nothing_to_train() {
+            if self.dist.env.is_global_zero() {
+                eprintln!("warning: {why}: nothing will be trained");
+            }
+        }
 
         hook!(self, on_fit_start());
         self.sanity_check(val.as_ref())?;
@@ -71,6 +77,30 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         hook!(self, on_sanity_check_end());
         self.view.sanity_checking = false;
         Ok(())
+    }
+
+    /// Why `fit` will train no batch at all, when it will not: a limit of zero, or a
+    /// checkpoint already past the limits.
+    fn nothing_to_train(&self) -> Option<String> {
+        let (s, epoch, step) = (
+            self.settings,
+            self.view.current_epoch,
+            self.view.global_step,
+        );
+        let resumed = |what: &str, at: usize| match at {
+            0 => String::new(),
+            _ => format!(" (the checkpoint resumed from is at {what} {at})"),
+        };
+        if let Some(max) = s.max_epochs.filter(|&m| epoch >= m) {
+            return Some(format!("max_epochs={max}{}", resumed("epoch", epoch)));
+        }
+        if let Some(max) = s.max_steps.filter(|&m| step >= m) {
+            return Some(format!("max_steps={max}{}", resumed("step", step)));
+        }
+        (self.position.train_batches == 0).then(|| match s.limit_train_batches {
+            Limit::Count(0) | Limit::Fraction(0.0) => "limit_train_batches=0".to_string(),
+            _ => "the training data loader yields no batch at this limit_train_batches".to_string(),
+        })
     }
 
     pub(super) fn max_steps_reached(&self) -> bool {
