@@ -121,3 +121,89 @@ fn malformed_csv_rows_are_named_by_line() {
         assert!(e.contains(name) && e.contains(expected), "{name}: {e}");
     }
 }
+
+/// Writes array `X` (rows × 4, of element type `T`) and int64 labels `y` as `np.savez` does.
+fn write_npz<T: npyz::AutoSerialize + Copy>(path: &std::path::Path, x: &[[T; 4]]) {
+    use npyz::WriterBuilder;
+    let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
+    let options = npyz::zip::write::FileOptions::default();
+    let mut w = npz
+        .array::<T>("X", options)
+        .unwrap()
+        .default_dtype()
+        .shape(&[x.len() as u64, 4])
+        .begin_nd()
+        .unwrap();
+    w.extend(x.iter().flatten().copied()).unwrap();
+    w.finish().unwrap();
+    let mut w = npz
+        .array::<i64>("y", options)
+        .unwrap()
+        .default_dtype()
+        .shape(&[x.len() as u64])
+        .begin_nd()
+        .unwrap();
+    w.extend((0..x.len() as i64).map(|i| i % 3)).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn float16_and_float64_features_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let half = dir.path().join("half.npz");
+    let h = half::f16::from_f32;
+    write_npz(&half, &[[h(5.1), h(3.5), h(1.4), h(0.2)], [h(-1.0); 4]]);
+    let loaded = npz::read_classification::<4, 3>(&half, "X", "y").unwrap();
+    let expected = [5.1f32, 3.5, 1.4, 0.2].map(|v| half::f16::from_f32(v).to_f32());
+    assert_eq!(loaded[0].0, expected);
+    assert_eq!(loaded[1], ([-1.0; 4], Class::new(1).unwrap()));
+
+    let double = dir.path().join("double.npz");
+    write_npz(&double, &[[5.1f64, 3.5, 1.4, 0.2]]);
+    let loaded = npz::read_classification::<4, 3>(&double, "X", "y").unwrap();
+    assert_eq!(loaded[0].0, [5.1, 3.5, 1.4, 0.2]);
+}
+
+#[test]
+fn values_beyond_float32s_range_are_refused_at_load_naming_file_row_and_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.npz");
+    write_npz(&path, &[[1.0f64; 4], [1.0, 1.0, -1e39, 1.0]]);
+    let e = err_text(npz::read_classification::<4, 3>(&path, "X", "y").unwrap_err());
+    assert!(
+        e.contains("huge.npz: row 1: feature 2 is -1e39, beyond float32's range"),
+        "{e}"
+    );
+    let csv_path = dir.path().join("huge.csv");
+    std::fs::write(&csv_path, "a,b,c,d,label\n1,2,3,4,0\n1,2e39,3,4,1\n").unwrap();
+    let e = err_text(csv::read_classification::<4, 3>(&csv_path, true).unwrap_err());
+    assert!(
+        e.contains("huge.csv: line 3: feature 1 is 2e39, beyond float32's range"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_directory_given_as_the_data_file_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err_text(iris::load(dir.path()).unwrap_err());
+    assert!(e.contains("is a directory"), "{e}");
+    let e = err_text(csv::read_classification::<4, 3>(dir.path(), true).unwrap_err());
+    assert!(e.contains("is a directory"), "{e}");
+}
+
+#[test]
+fn make_iris_writes_the_same_bytes_every_time_the_shipped_file_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
+    iris::write_npz(&a).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100)); // past zip's 2 s resolution
+    iris::write_npz(&b).unwrap();
+    let a = std::fs::read(a).unwrap();
+    assert_eq!(a, std::fs::read(b).unwrap());
+    let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/iris.npz")).unwrap();
+    assert!(
+        a == shipped,
+        "data/iris.npz differs from what make_iris writes: run `cargo run --example make_iris` and commit it"
+    );
+}

@@ -13,13 +13,7 @@ pub fn read_classification<const N: usize, const C: usize>(
     has_header: bool,
 ) -> Result<Vec<([f32; N], Class<C>)>> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingData {
-            path: path.to_path_buf(),
-            message: format!("{} does not exist", path.display()),
-        },
-        _ => Error::io(path, e),
-    })?;
+    let file = super::open_file(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(has_header)
         .flexible(true)

@@ -30,6 +30,23 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+/// Opens a data file, saying what is wrong when it is missing or a directory.
+pub(crate) fn open_file(path: &Path) -> Result<std::fs::File> {
+    if path.is_dir() {
+        return Err(Error::data(
+            path,
+            "is a directory; name the data file inside it",
+        ));
+    }
+    std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingData {
+            path: path.to_path_buf(),
+            message: format!("{} does not exist", path.display()),
+        },
+        _ => Error::io(path, e),
+    })
+}
+
 /// One labelled sample from a row of numbers, checked: the row has `N` finite features and an
 /// integral label in `0..C`. `row` names the row in errors ("row 12", "line 13").
 pub(crate) fn class_sample<const N: usize, const C: usize>(
@@ -53,6 +70,12 @@ pub(crate) fn class_sample<const N: usize, const C: usize>(
             return Err(Error::data(path, format!("{row}: feature {i} is {v}")));
         }
         *slot = v as f32;
+        if !slot.is_finite() {
+            return Err(Error::data(
+                path,
+                format!("{row}: feature {i} is {v:e}, beyond float32's range (±3.4e38), in which samples are collated"),
+            ));
+        }
     }
     let class = (label.fract() == 0.0 && label >= 0.0)
         .then(|| Class::new(label as usize))

@@ -18,18 +18,15 @@ pub struct Array {
 }
 
 fn open(path: &Path) -> Result<Archive> {
-    NpzArchive::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingData {
-            path: path.to_path_buf(),
-            message: format!("{} does not exist", path.display()),
-        },
-        _ => Error::data(path, format!("not a readable .npz archive: {e}")),
-    })
+    let file = super::open_file(path)?;
+    NpzArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| Error::data(path, format!("not a readable .npz archive: {e}")))
 }
 
 type Archive = NpzArchive<std::io::BufReader<std::fs::File>>;
 
-/// Reads array `name` of the archive at `path`: any integer or float dtype, C order.
+/// Reads array `name` of the archive at `path`: float16, float32, float64 or an integer dtype
+/// of 8 to 64 bits, signed or not, in C order.
 pub fn read_array(path: impl AsRef<Path>, name: &str) -> Result<Array> {
     let path = path.as_ref();
     read_from(&mut open(path)?, path, name)
@@ -64,6 +61,12 @@ fn read_from(archive: &mut Archive, path: &Path, name: &str) -> Result<Array> {
                 .map(f64::from)
                 .collect(),
             (TypeChar::Float, 8) => npy.into_vec::<f64>().map_err(bad)?,
+            (TypeChar::Float, 2) => npy
+                .into_vec::<half::f16>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             (TypeChar::Int, 8) => npy
                 .into_vec::<i64>()
                 .map_err(bad)?
@@ -115,7 +118,7 @@ fn read_from(archive: &mut Archive, path: &Path, name: &str) -> Result<Array> {
             _ => {
                 return Err(Error::data(
                     path,
-                    format!("array `{name}` has dtype {ts}, not a number type"),
+                    format!("array `{name}` has dtype {ts}; fulmen reads float16/32/64 and (unsigned) integers of 8 to 64 bits"),
                 ))
             }
         },
@@ -182,7 +185,9 @@ pub fn write_classification<const N: usize, const C: usize>(
     let path = path.as_ref();
     let io = |e: std::io::Error| Error::io(path, e);
     let mut npz = npyz::npz::NpzWriter::create(path).map_err(io)?;
-    let options = npyz::zip::write::FileOptions::default();
+    // A fixed timestamp (zip's epoch, 1980-01-01): the same samples give the same bytes.
+    let options =
+        npyz::zip::write::FileOptions::default().last_modified_time(npyz::zip::DateTime::default());
     let mut writer = npz
         .array::<f32>("X", options)
         .map_err(io)?
