@@ -177,3 +177,22 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_the_message_so_main_prints_it_once_readably() {
+        let e = Error::config("max_epochs", "-2 is negative");
+        assert_eq!(format!("{e:?}"), e.to_string());
+        let interrupted = |signal| Error::Interrupted {
+            signal,
+            epoch: 3,
+            step: 40,
+        };
+        assert_eq!(interrupted("SIGINT").exit_code(), 130);
+        assert_eq!(interrupted("SIGTERM").exit_code(), 143);
+        assert_eq!(e.exit_code(), 1);
+    }
+}

@@ -295,6 +295,9 @@ impl TrainerBuilder {
         // Rank 0 alone logs, prints and writes checkpoints.
         let global_zero = dist.env.is_global_zero();
         let settings = self.settings.resolve()?;
+        if global_zero {
+            warn_if_unoptimized();
+        }
         let fast_dev_run = settings.fast_dev_run > 0;
         if fast_dev_run {
             println!(
@@ -359,4 +362,18 @@ fn callbacks_for(
         callbacks.push(Box::new(Timer::new(limit)));
     }
     Ok(callbacks)
+}
+
+/// A debug build of a crate that depends on fulmen compiles fulmen and dfdx without
+/// optimizations, which trains many times slower; said once per process. (Not when fulmen is
+/// itself the package being built, as in its own tests, whose workspace optimizes dfdx.)
+fn warn_if_unoptimized() {
+    if cfg!(fulmen_unoptimized) && option_env!("CARGO_PRIMARY_PACKAGE").is_none() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            eprintln!(
+                "warning: fulmen and dfdx were compiled without optimizations (a debug build), which trains many times slower; build with --release, or add to your Cargo.toml:\n[profile.dev.package.\"*\"]\nopt-level = 3"
+            )
+        });
+    }
 }
