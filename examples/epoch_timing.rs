@@ -38,7 +38,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     exit_on_error(|| {
         let mut trainer = args.trainer(|b| b.callback(EpochTimingCallback::default()))?;
-        let mut dm = IrisDataModule::new(&args.data_dir, 16, 0.2, 42);
+        let mut dm = IrisDataModule::new(args.data_dir.clone(), 16, 0.2, 42, true);
         let mut model = IrisClassifier::new(0.01);
         trainer.fit(&mut model, &mut dm)?;
         if let Some(dir) = trainer.log_dir() {

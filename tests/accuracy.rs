@@ -14,7 +14,7 @@ use fulmen::prelude::*;
 fn val_acc(epochs: usize, precision: &str) -> fulmen::Result<f64> {
     seed_everything(1);
     let data_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
-    let mut dm = IrisDataModule::new(data_dir, 16, 0.2, 42);
+    let mut dm = IrisDataModule::new(data_dir.into(), 16, 0.2, 42, true);
     let mut model = IrisClassifier::new(0.01);
     let mut trainer = quiet::trainer()
         .max_epochs(epochs)

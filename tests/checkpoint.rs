@@ -15,7 +15,13 @@ use fulmen::checkpoint::Checkpoint;
 use fulmen::prelude::*;
 
 fn data() -> IrisDataModule {
-    IrisDataModule::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data"), 16, 0.2, 42)
+    IrisDataModule::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
+        16,
+        0.2,
+        42,
+        true,
+    )
 }
 
 fn trainer(epochs: usize, dir: &Path, checkpoint: ModelCheckpoint) -> Trainer {

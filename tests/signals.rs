@@ -177,7 +177,13 @@ fn signals_child() {
         })
         .build()
         .unwrap();
-    let mut dm = IrisDataModule::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data"), 16, 0.2, 42);
+    let mut dm = IrisDataModule::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
+        16,
+        0.2,
+        42,
+        true,
+    );
     let result = trainer.fit(&mut IrisClassifier::new(0.01), &mut dm);
     let code = result.map_or_else(|e| e.exit_code(), |()| 0);
     std::process::exit(code.into());

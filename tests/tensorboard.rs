@@ -66,7 +66,13 @@ fn tensorboard_reads_every_scalar_and_the_hparams() {
     let logger = TensorBoardLogger::new(dir.path(), "tb").unwrap();
     let log_dir = logger.log_dir().unwrap().to_path_buf();
     assert_eq!(log_dir, dir.path().join("tb/version_0"));
-    let mut dm = IrisDataModule::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data"), 16, 0.2, 42);
+    let mut dm = IrisDataModule::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
+        16,
+        0.2,
+        42,
+        true,
+    );
     Trainer::builder()
         .max_epochs(3)
         .log_every_n_steps(1)

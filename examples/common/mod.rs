@@ -84,26 +84,16 @@ pub struct IrisDataModule {
     val_ds: Option<InMemoryDataset<iris::Sample>>,
 }
 
+/// The tutorial's defaults (`IrisDataModule()` in Python).
+impl Default for IrisDataModule {
+    fn default() -> Self {
+        // `new` is generated from the fields that are hyperparameters, in order.
+        Self::new(PathBuf::from("./data"), 16, 0.2, 42, true)
+    }
+}
+
 #[data_module]
 impl IrisDataModule {
-    pub fn new(
-        data_dir: impl Into<PathBuf>,
-        batch_size: usize,
-        val_size: f64,
-        random_state: u64,
-    ) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            batch_size,
-            num_workers: 0,
-            val_size,
-            random_state,
-            shuffle: true,
-            train_ds: None,
-            val_ds: None,
-        }
-    }
-
     fn data_file(&self) -> PathBuf {
         self.data_dir.join("iris.npz")
     }

@@ -215,6 +215,8 @@ pub(crate) struct DataField {
 pub(crate) struct DataStruct {
     pub item: syn::ItemStruct,
     pub fields: Vec<DataField>,
+    /// Whether `new` is generated (not under `#[data_module(no_new)]`).
+    pub generate_new: bool,
 }
 
 impl DataStruct {
@@ -233,7 +235,11 @@ impl DataStruct {
                 .collect(),
             _ => Vec::new(),
         };
-        DataStruct { item, fields }
+        DataStruct {
+            item,
+            fields,
+            generate_new: true,
+        }
     }
 
     /// The struct without `#[skip]` and `#[hparam]`, which mean nothing to rustc.

@@ -91,6 +91,18 @@ pub trait Hyperparameters {
     fn hparams(&self) -> HParams;
 }
 
+/// A type built from its hyperparameters by name: a `#[lightning_module]` (on the CPU, in
+/// f32) or a `#[data_module]`; the macros implement it. Checkpoints rebuild modules through it,
+/// and [`crate::cli::LightningCli`] fills it from config files and flags.
+pub trait FromHParams: Sized {
+    /// The hyperparameters [`from_hparams`](Self::from_hparams) reads: name and type as
+    /// written, in declaration order.
+    const HPARAMS: &'static [(&'static str, &'static str)];
+
+    /// Builds the value; a hyperparameter missing or of another type is an error naming it.
+    fn from_hparams(hparams: &HParams) -> Result<Self>;
+}
+
 /// Moves a module between devices and dtypes without losing its hyperparameters.
 ///
 /// dfdx's `to_device` / `to_dtype` rebuild a module from its tensors alone; the macros implement

@@ -88,7 +88,7 @@ pub use datamodule::{DataModule, Stage};
 pub use device::{Devices, FloatDtype, TrainDevice};
 pub use error::{DeviceFailure, Error, Result};
 pub use fulmen_macros::{data_module, lightning_module, module};
-pub use hparams::{HParams, Hyperparameters};
+pub use hparams::{FromHParams, HParams, Hyperparameters};
 pub use module::LightningModule;
 pub use optim::Optim;
 pub use seed::seed_everything;
@@ -111,7 +111,7 @@ pub mod prelude {
     };
     pub use crate::datamodule::{DataModule, Stage};
     pub use crate::device::{FloatDtype, TrainDevice};
-    pub use crate::hparams::{HParams, Hyperparameters};
+    pub use crate::hparams::{FromHParams, HParams, Hyperparameters};
     pub use crate::loggers::Logger;
     pub use crate::metrics::accuracy;
     pub use crate::module::LightningModule;

@@ -8,8 +8,9 @@ use syn::spanned::Spanned;
 
 use crate::ast::{DataImpl, DataStruct};
 
-/// The struct without its markers, and its `Hyperparameters` impl (its fields but the
-/// `#[skip]` ones).
+/// The struct without its markers, its `Hyperparameters` impl (its fields but the `#[skip]`
+/// ones), and, for named fields, `new` from those (the skipped ones take their `Default`) and
+/// `FromHParams`, the same by name.
 pub(crate) fn expand_struct(model: &DataStruct) -> TokenStream {
     let item = model.stripped();
     let inserts = model.fields.iter().filter(|f| !f.skip).map(|f| {
@@ -19,6 +20,7 @@ pub(crate) fn expand_struct(model: &DataStruct) -> TokenStream {
     });
     let name = &item.ident;
     let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
+    let constructors = constructors(model, &item);
     quote! {
         #item
 
@@ -28,6 +30,74 @@ pub(crate) fn expand_struct(model: &DataStruct) -> TokenStream {
                 let mut hparams = ::fulmen::HParams::new();
                 #(#inserts)*
                 hparams
+            }
+        }
+
+        #constructors
+    }
+}
+
+/// `new` (unless `no_new`) and `FromHParams` for a data module of named fields.
+fn constructors(model: &DataStruct, item: &syn::ItemStruct) -> TokenStream {
+    let named = matches!(item.fields, syn::Fields::Named(_));
+    let Some(fields) = (named)
+        .then(|| {
+            (model.fields.iter())
+                .map(|f| Some((f.name.as_ref()?, f)))
+                .collect::<Option<Vec<_>>>()
+        })
+        .flatten()
+    else {
+        return quote!();
+    };
+    let hparams: Vec<_> = fields.iter().filter(|(_, f)| !f.skip).collect();
+    let params = hparams.iter().map(|(n, f)| {
+        let ty = &f.ty;
+        quote!(#n: #ty)
+    });
+    let init = |from_hparams: bool| {
+        let fields = fields
+            .iter()
+            .map(move |(n, f)| match (f.skip, from_hparams) {
+                (true, _) => quote_spanned!(f.ty.span()=> #n: ::core::default::Default::default()),
+                (false, false) => quote!(#n),
+                (false, true) => {
+                    let (ty, label) = (&f.ty, n.to_string());
+                    quote_spanned!(ty.span()=> #n: hparams.get::<#ty>(#label)?)
+                }
+            });
+        quote!(Self { #(#fields),* })
+    };
+    let (by_args, by_hparams) = (init(false), init(true));
+    let schema = hparams.iter().map(|(n, f)| {
+        let (label, ty) = (n.to_string(), super::module_struct::type_text(&f.ty));
+        quote!((#label, #ty))
+    });
+    let name = &item.ident;
+    let doc = format!(
+        " Builds `{name}` from its hyperparameters (every field but the `#[skip]` ones, which take their `Default`)."
+    );
+    let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
+    let new = model.generate_new.then(|| {
+        quote! {
+            impl #impl_generics #name #ty_generics #where_clause {
+                #[doc = #doc]
+                #[allow(clippy::new_without_default, clippy::too_many_arguments)]
+                pub fn new(#(#params),*) -> Self {
+                    #by_args
+                }
+            }
+        }
+    });
+    quote! {
+        #new
+
+        impl #impl_generics ::fulmen::FromHParams for #name #ty_generics #where_clause {
+            const HPARAMS: &'static [(&'static str, &'static str)] = &[#(#schema),*];
+
+            #[allow(unused_variables)]
+            fn from_hparams(hparams: &::fulmen::HParams) -> ::fulmen::Result<Self> {
+                ::core::result::Result::Ok(#by_hparams)
             }
         }
     }

@@ -72,16 +72,20 @@ pub(crate) fn module(attr: TokenStream, item: TokenStream, kind: Kind) -> TokenS
 /// `#[data_module]` on `item`.
 pub(crate) fn data_module(attr: TokenStream, item: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
-    if !attr.is_empty() {
-        cx.error(&attr, "#[data_module] takes no arguments");
+    let parsed = syn::parse2::<syn::Item>(item.clone());
+    // `no_new`, on the struct only: it keeps a `new` of its own (a builder's, say).
+    let no_new = attr.to_string() == "no_new" && matches!(parsed, Ok(syn::Item::Struct(_)));
+    if !attr.is_empty() && !no_new {
+        cx.error(&attr, "#[data_module] takes no arguments but `no_new`, on the struct: write `#[data_module(no_new)]` to keep a `new` of your own");
     }
-    let (out, fallback) = match syn::parse2::<syn::Item>(item.clone()) {
+    let (out, fallback) = match parsed {
         Err(e) => {
             cx.syn_error(e);
             (TokenStream::new(), item)
         }
         Ok(syn::Item::Struct(s)) => {
-            let model = DataStruct::parse(s);
+            let mut model = DataStruct::parse(s);
+            model.generate_new = !no_new;
             check::data_struct(&cx, &model);
             let out = data_module::expand_struct(&model);
             (out.clone(), out)

@@ -214,7 +214,8 @@ fn hyperparameters(n: &Names) -> TokenStream {
     }
 }
 
-/// A `#[lightning_module]`'s `new` from its hyperparameters and `load_from_checkpoint`.
+/// A `#[lightning_module]`'s `new` from its hyperparameters, `FromHParams` (the same by name:
+/// config files, checkpoints) and `load_from_checkpoint`.
 fn constructors(n: &Names) -> TokenStream {
     let (name, params, args) = (&n.model.item.ident, &n.params, &n.args);
     let where_clause = &n.model.item.generics.where_clause;
@@ -230,6 +231,10 @@ fn constructors(n: &Names) -> TokenStream {
     let reads = hparams.iter().map(|f| {
         let (ty, label) = (&f.ty, f.name.to_string());
         quote_spanned!(ty.span()=> hparams.get::<#ty>(#label)?)
+    });
+    let schema = hparams.iter().map(|f| {
+        let (label, ty) = (f.name.to_string(), type_text(&f.ty));
+        quote!((#label, #ty))
     });
     let ctor_doc = format!(
         " Builds `{name}` on the CPU in f32 from its hyperparameters, its weights drawn from fulmen's seeded stream (`seed_everything`)."
@@ -251,9 +256,17 @@ fn constructors(n: &Names) -> TokenStream {
 
             #[doc = #load_doc]
             pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::fulmen::Result<Self> {
-                ::fulmen::checkpoint::Checkpoint::read(path)?.rebuild(|hparams| {
-                    ::core::result::Result::Ok(Self::new(#(#reads),*))
-                })
+                ::fulmen::checkpoint::Checkpoint::read(path)?
+                    .rebuild(<Self as ::fulmen::FromHParams>::from_hparams)
+            }
+        }
+
+        impl<#(#params,)*> ::fulmen::FromHParams for #name<#(#args,)* f32, ::fulmen::dfdx::tensor::Cpu> #where_clause {
+            const HPARAMS: &'static [(&'static str, &'static str)] = &[#(#schema),*];
+
+            #[allow(unused_variables)]
+            fn from_hparams(hparams: &::fulmen::HParams) -> ::fulmen::Result<Self> {
+                ::core::result::Result::Ok(Self::new(#(#reads),*))
             }
         }
     }
@@ -266,7 +279,7 @@ fn at_type(f: &Field) -> syn::Ident {
 }
 
 /// A type as a user writes it: `Linear<4, 16>`, not the token stream's `Linear < 4 , 16 >`.
-fn type_text(ty: &syn::Type) -> String {
+pub(crate) fn type_text(ty: &syn::Type) -> String {
     let mut text = ty.to_token_stream().to_string();
     for (from, to) in [
         (" <", "<"),

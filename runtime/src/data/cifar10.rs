@@ -145,7 +145,7 @@ pub fn normalize(image: &mut Image<3>) {
 /// use fulmen::data::cifar10::Cifar10;
 /// let dm = Cifar10::new("data", 128).val_size(5000).seed(42).augment(true).num_workers(2);
 /// ```
-#[crate::data_module]
+#[crate::data_module(no_new)]
 pub struct Cifar10 {
     data_dir: PathBuf,
     batch_size: usize,
