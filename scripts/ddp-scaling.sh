@@ -33,7 +33,7 @@ open(os.path.join(d, "test_batch.bin"), "wb").write(records(64))
 PY
 train=$((5 * per_file - 64))
 common=(--data-dir "$data" --arch small --epochs "$epochs" --batch-size 64 --val-size 64
-        --num-workers 1 --accelerator cpu --no-progress-bar --no-checkpointing --no-model-summary)
+        --num-workers 1 --accelerator cpu --enable-progress-bar false --enable-checkpointing false --enable-model-summary false)
 
 printf '%-6s %5s %10s %7s %16s %14s\n' strategy ranks images/s ratio "peak MiB/rank" collectives
 for strategy in ddp fsdp:SHARD_GRAD_OP fsdp; do

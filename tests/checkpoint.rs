@@ -327,7 +327,8 @@ fn a_checkpoint_of_another_model_is_refused_naming_the_tensor() {
     assert!(e.contains("learning_rate"), "{e}");
 }
 
-/// Makes the save of `epoch` fail: a directory where the checkpoint's temporary file goes.
+/// Makes the save of `epoch` fail: a directory where the checkpoint's temporary file goes
+/// (`.NAME.tmp-HOST-PID`, the host's name with `-` and `/` as `_`).
 struct BlockSave {
     dir: PathBuf,
     epoch: usize,
@@ -337,8 +338,16 @@ impl Callback for BlockSave {
     fn on_train_epoch_end(&mut self, t: &mut TrainerView) {
         if t.current_epoch() == self.epoch {
             let name = format!("epoch={}-step={}.ckpt", self.epoch, t.global_step());
-            let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
-            std::fs::create_dir_all(tmp.join("blocker")).unwrap();
+            let mut buf = [0u8; 256];
+            // SAFETY: the buffer is valid for its length.
+            assert_eq!(
+                unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) },
+                0
+            );
+            let len = buf.iter().position(|&b| b == 0).unwrap();
+            let host = String::from_utf8_lossy(&buf[..len]).replace(['/', '-'], "_");
+            let tmp = format!(".{name}.tmp-{host}-{}", std::process::id());
+            std::fs::create_dir_all(self.dir.join(tmp).join("blocker")).unwrap();
         }
     }
 }

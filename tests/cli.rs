@@ -12,8 +12,10 @@ fn iris(args: &[&str]) -> (std::process::Output, tempfile::TempDir) {
     let mut all = vec![
         "--data-dir",
         DATA,
-        "--no-progress-bar",
-        "--no-model-summary",
+        "--enable-progress-bar",
+        "false",
+        "--enable-model-summary",
+        "false",
     ];
     all.extend_from_slice(args);
     (run("iris", dir.path(), &all), dir)
@@ -79,8 +81,10 @@ fn a_resume_past_max_epochs_says_that_nothing_will_be_trained() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
     let common = [
-        "--no-progress-bar",
-        "--no-model-summary",
+        "--enable-progress-bar",
+        "false",
+        "--enable-model-summary",
+        "false",
         "--default-root-dir",
         root,
     ];
@@ -116,4 +120,191 @@ fn zero_nodes_are_refused() {
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("num_nodes") && t.contains("0 nodes"), "{t}");
+}
+
+/// Runs `iris_cli` in `dir`, its data the repository's and its logs under `dir`.
+fn iris_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let root = dir.to_str().unwrap();
+    let mut all = args.to_vec();
+    all.extend([
+        "--data.data_dir",
+        DATA,
+        "--trainer.default_root_dir",
+        root,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]);
+    run("iris_cli", dir, &all)
+}
+
+const RUN_YAML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/iris_cli/run.yaml");
+
+#[test]
+fn the_cli_fits_from_a_config_and_saves_the_config_it_used_beside_hparams_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = iris_cli(
+        dir.path(),
+        &["fit", "--config", RUN_YAML, "--trainer.max_epochs", "2"],
+    );
+    assert!(fit.status.success(), "{}", text(&fit));
+    assert!(
+        text(&fit).contains("Spy Report: Epoch 1 ended"),
+        "{}",
+        text(&fit)
+    );
+    let version = dir.path().join("lightning_logs/version_0");
+    assert!(version.join("hparams.yaml").exists());
+    let saved = std::fs::read_to_string(version.join("config.yaml")).unwrap();
+    let printed = iris_cli(
+        dir.path(),
+        &[
+            "fit",
+            "--config",
+            RUN_YAML,
+            "--trainer.max_epochs",
+            "2",
+            "--print_config",
+        ],
+    );
+    assert!(printed.status.success(), "{}", text(&printed));
+    assert_eq!(saved, String::from_utf8_lossy(&printed.stdout));
+    assert!(
+        saved.contains("max_epochs: 2") && saved.contains("lr: 0.01"),
+        "{saved}"
+    );
+}
+
+#[test]
+fn later_configs_override_earlier_ones_flags_override_files_and_the_printout_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = dir.path().join("over.yaml");
+    std::fs::write(
+        &over,
+        "model:\n  lr: 0.5\ndata:\n  batch_size: 4\ntrainer:\n  max_epochs: 7\n",
+    )
+    .unwrap();
+    let over = over.to_str().unwrap();
+    let args = [
+        "fit",
+        "--config",
+        RUN_YAML,
+        "--config",
+        over,
+        "--data.batch_size",
+        "8",
+        "--print_config",
+    ];
+    let out = iris_cli(dir.path(), &args);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    for line in [
+        "lr: 0.5",
+        "batch_size: 8",
+        "max_epochs: 7",
+        "seed_everything: 42",
+        "val_size: 0.2",
+    ] {
+        assert!(printed.contains(line), "{line} in:\n{printed}");
+    }
+    let back = dir.path().join("printed.yaml");
+    std::fs::write(&back, &printed).unwrap();
+    let again = iris_cli(
+        dir.path(),
+        &["fit", "--config", back.to_str().unwrap(), "--print_config"],
+    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout), printed);
+}
+
+#[test]
+fn config_mistakes_name_the_file_or_flag_and_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "trainer:\n  max_epoch: 3\n").unwrap();
+    let out = iris_cli(dir.path(), &["fit", "--config", bad.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("bad.yaml: unknown key `trainer.max_epoch`; did you mean `trainer.max_epochs`?"),
+        "{t}"
+    );
+    std::fs::write(&bad, "trainer:\n  max_epochs: ten\n").unwrap();
+    let out = iris_cli(dir.path(), &["fit", "--config", bad.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(
+        t.contains("bad.yaml: invalid value 'ten' for '--trainer.max_epochs"),
+        "{t}"
+    );
+    let out = iris_cli(dir.path(), &["fit", "--model.lr", "fast"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("--model.lr: `model.lr`") && t.contains("expected f64"),
+        "{t}"
+    );
+    let out = iris_cli(dir.path(), &["fit", "--trainer.max_epochs", "-3"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("-3 is negative"), "{t}");
+    let out = iris_cli(dir.path(), &["fit", "--trainer.max_epoch", "3"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("'--trainer.max_epochs'"), "{t}");
+}
+
+#[test]
+fn ckpt_path_last_resumes_a_fit_in_a_new_process_and_validates_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = iris_cli(
+        dir.path(),
+        &["fit", "--config", RUN_YAML, "--trainer.max_epochs", "2"],
+    );
+    assert!(fit.status.success(), "{}", text(&fit));
+    // A new process resumes the newest checkpoint of the earlier run: epochs 2 and 3 only.
+    let more = iris_cli(
+        dir.path(),
+        &[
+            "fit",
+            "--config",
+            RUN_YAML,
+            "--trainer.max_epochs",
+            "4",
+            "--ckpt_path",
+            "last",
+        ],
+    );
+    let t = text(&more);
+    assert!(more.status.success(), "{t}");
+    assert!(
+        !t.contains("Epoch 1 ended") && t.contains("Epoch 2 ended") && t.contains("Epoch 3 ended"),
+        "{t}"
+    );
+    let out = iris_cli(
+        dir.path(),
+        &["validate", "--config", RUN_YAML, "--ckpt_path", "last"],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("weights from") && t.contains("epoch=3-step=32.ckpt"),
+        "{t}"
+    );
+    assert!(t.contains("val_acc: ") && t.contains("val_loss: "), "{t}");
+    // The tutorial's data module has no test or predict data, and says so.
+    for (stage, loader) in [
+        ("test", "test_dataloader"),
+        ("predict", "predict_dataloader"),
+    ] {
+        let out = iris_cli(
+            dir.path(),
+            &[stage, "--config", RUN_YAML, "--ckpt_path", "last"],
+        );
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains(&format!("the data module's `{loader}` returned none")),
+            "{t}"
+        );
+    }
 }

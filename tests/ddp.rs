@@ -28,7 +28,8 @@ fn two_ranks(strategy: &str, root: &str, args: &[&str]) -> Output {
         strategy,
         "--devices",
         "2",
-        "--no-model-summary",
+        "--enable-model-summary",
+        "false",
         "--default-root-dir",
         root,
     ];
@@ -39,7 +40,16 @@ fn two_ranks(strategy: &str, root: &str, args: &[&str]) -> Output {
 fn one_process(root: &str, args: &[&str]) {
     let out = mpi::alone(
         "iris_ddp",
-        &[&["--no-model-summary", "--default-root-dir", root], args].concat(),
+        &[
+            &[
+                "--enable-model-summary",
+                "false",
+                "--default-root-dir",
+                root,
+            ],
+            args,
+        ]
+        .concat(),
     );
     assert!(out.status.success(), "{}", text(&out));
 }

@@ -35,7 +35,8 @@ fn small(n: usize, strategy: &str, root: &str, args: &[&str]) -> Output {
         strategy,
         "--devices",
         &n.to_string(),
-        "--no-model-summary",
+        "--enable-model-summary",
+        "false",
         "--default-root-dir",
         root,
     ];
@@ -109,7 +110,8 @@ fn full_shard_ends_where_ddp_does_on_two_and_three_ranks_and_the_same_every_time
             strategy,
             "--devices",
             "2",
-            "--no-model-summary",
+            "--enable-model-summary",
+            "false",
             "--default-root-dir",
             out,
             "--out",
@@ -261,7 +263,8 @@ fn full_shard_trains_under_a_memory_limit_ddp_cannot_train_under() {
             strategy,
             "--devices",
             "8",
-            "--no-model-summary",
+            "--enable-model-summary",
+            "false",
             "--default-root-dir",
             &root,
         ];
@@ -306,7 +309,12 @@ fn a_rank_killed_while_the_others_gather_ends_the_run_in_bounded_time() {
         .arg(&exe)
         .args(["--size", "large", "--strategy", "fsdp", "--devices", "2"])
         .args(["--collective-timeout", "5", "--samples", "256"])
-        .args(["--no-model-summary", "--default-root-dir", &root])
+        .args([
+            "--enable-model-summary",
+            "false",
+            "--default-root-dir",
+            &root,
+        ])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .stdout(std::process::Stdio::piped())

@@ -361,7 +361,8 @@ fn iris_ddp() -> std::process::Command {
     cmd.args([
         "--accelerator",
         "gpu",
-        "--no-model-summary",
+        "--enable-model-summary",
+        "false",
         "--batch-size",
         "32",
     ]);
@@ -376,7 +377,8 @@ fn fsdp() -> std::process::Command {
     cmd.args([
         "--accelerator",
         "gpu",
-        "--no-model-summary",
+        "--enable-model-summary",
+        "false",
         "--size",
         "small",
     ]);

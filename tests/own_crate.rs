@@ -24,7 +24,9 @@ fn readme_blocks() -> (String, String) {
 #[test]
 fn the_readmes_own_crate_builds_trains_and_warns_about_its_debug_build() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let krate = root.join("target/own-crate");
+    // Outside the repository, whose `.cargo/config.toml` would apply; built into its target.
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path();
     std::fs::create_dir_all(krate.join("src")).unwrap();
     let manifest = format!(
         "[package]\nname = \"own\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nfulmen = {{ path = {:?} }}\n\n[workspace]\n",
@@ -38,8 +40,9 @@ fn the_readmes_own_crate_builds_trains_and_warns_about_its_debug_build() {
     std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
     let out = Command::new(env!("CARGO"))
         .args(["run", "--quiet"])
-        .current_dir(&krate)
-        .env("CARGO_TARGET_DIR", krate.join("target"))
+        .current_dir(krate)
+        .env("CARGO_TARGET_DIR", root.join("target/own-crate"))
+        .env_remove("FULMEN_DEPS_OPTIMIZED")
         .output()
         .expect("cargo starts");
     let text = format!(

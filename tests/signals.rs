@@ -75,7 +75,13 @@ fn sigint_and_sigterm_stop_the_iris_example_with_its_logs_written_and_no_tempora
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(examples::example("iris"))
-            .args(["--max-epochs", "1000000", "--no-progress-bar", "--data-dir"])
+            .args([
+                "--max-epochs",
+                "1000000",
+                "--enable-progress-bar",
+                "false",
+                "--data-dir",
+            ])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/data"))
             .arg("--default-root-dir")
             .arg(dir.path())

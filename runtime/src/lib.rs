@@ -59,6 +59,7 @@ pub mod alloc;
 pub mod callback;
 pub mod callbacks;
 pub mod checkpoint;
+pub mod cli;
 pub mod context;
 pub mod data;
 pub mod datamodule;

@@ -349,6 +349,17 @@ pub enum CkptPath {
     Best,
 }
 
+/// As Lightning's `ckpt_path` writes it: `"last"`, `"best"`, or the path.
+impl std::fmt::Display for CkptPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CkptPath::Last => f.write_str("ckpt_path \"last\""),
+            CkptPath::Best => f.write_str("ckpt_path \"best\""),
+            CkptPath::Path(p) => write!(f, "ckpt_path {}", p.display()),
+        }
+    }
+}
+
 impl From<&str> for CkptPath {
     fn from(s: &str) -> Self {
         match s {

@@ -33,10 +33,7 @@ use crate::{Error, Result};
 /// Opens a data file, saying what is wrong when it is missing or a directory.
 pub(crate) fn open_file(path: &Path) -> Result<std::fs::File> {
     if path.is_dir() {
-        return Err(Error::data(
-            path,
-            "is a directory; name the data file inside it",
-        ));
+        return Err(Error::data(path, "is a directory, not a file"));
     }
     std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingData {

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::hparams::HParams;
 use crate::{Error, Result};
 
+/// The folder of the trainer's default logger under its root directory (Lightning's).
+pub const DEFAULT_NAME: &str = "lightning_logs";
+
 /// Creates and returns `root/name/version_N` for the first free `N` (Lightning's versioning);
 /// creating the directory claims the version, so two runs never share one.
 pub(crate) fn claim_version_dir(root: &Path, name: &str) -> Result<PathBuf> {

@@ -41,8 +41,8 @@ pub struct TrainerArgs {
     #[arg(long)]
     pub state_dict_type: Option<String>,
     /// FULL_SHARD on GPUs: keep the shards' optimizer state in host memory.
-    #[arg(long)]
-    pub cpu_offload: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cpu_offload: Option<bool>,
     /// Where lightning_logs/ and checkpoints are written.
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,
@@ -83,23 +83,23 @@ pub struct TrainerArgs {
     #[arg(long)]
     pub gradient_clip_algorithm: Option<ClipAlgorithm>,
     /// Stop naming the parameter whose gradient turns NaN or infinite.
-    #[arg(long)]
-    pub detect_anomaly: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub detect_anomaly: Option<bool>,
     /// 32-true (default), 64-true, 16-mixed or 16-true.
     #[arg(long)]
     pub precision: Option<super::Precision>,
     /// Require reproducible runs.
-    #[arg(long)]
-    pub deterministic: bool,
-    /// Print no progress bar.
-    #[arg(long)]
-    pub no_progress_bar: bool,
-    /// Save no checkpoints.
-    #[arg(long)]
-    pub no_checkpointing: bool,
-    /// Print no model summary.
-    #[arg(long)]
-    pub no_model_summary: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub deterministic: Option<bool>,
+    /// Show the progress bar (default true).
+    #[arg(long, value_name = "BOOL")]
+    pub enable_progress_bar: Option<bool>,
+    /// Save checkpoints (`ModelCheckpoint`; default true).
+    #[arg(long, value_name = "BOOL")]
+    pub enable_checkpointing: Option<bool>,
+    /// Print the model summary at the start of fit (default true).
+    #[arg(long, value_name = "BOOL")]
+    pub enable_model_summary: Option<bool>,
 }
 
 impl TrainerArgs {
@@ -129,7 +129,13 @@ impl TrainerArgs {
             accumulate_grad_batches,
             gradient_clip_val,
             gradient_clip_algorithm,
-            precision
+            precision,
+            cpu_offload,
+            detect_anomaly,
+            deterministic,
+            enable_progress_bar,
+            enable_checkpointing,
+            enable_model_summary
         );
         if let Some(a) = &self.accelerator {
             b = b.accelerator(a);
@@ -148,24 +154,6 @@ impl TrainerArgs {
         }
         if let Some(kind) = &self.state_dict_type {
             b = b.state_dict_type(kind);
-        }
-        if self.cpu_offload {
-            b = b.cpu_offload(true);
-        }
-        if self.detect_anomaly {
-            b = b.detect_anomaly(true);
-        }
-        if self.deterministic {
-            b = b.deterministic(true);
-        }
-        if self.no_progress_bar {
-            b = b.enable_progress_bar(false);
-        }
-        if self.no_checkpointing {
-            b = b.enable_checkpointing(false);
-        }
-        if self.no_model_summary {
-            b = b.enable_model_summary(false);
         }
         b
     }

@@ -365,10 +365,9 @@ fn callbacks_for(
 }
 
 /// A debug build of a crate that depends on fulmen compiles fulmen and dfdx without
-/// optimizations, which trains many times slower; said once per process. (Not when fulmen is
-/// itself the package being built, as in its own tests, whose workspace optimizes dfdx.)
+/// optimizations, which trains many times slower; said once per process (`runtime/build.rs`).
 fn warn_if_unoptimized() {
-    if cfg!(fulmen_unoptimized) && option_env!("CARGO_PRIMARY_PACKAGE").is_none() {
+    if cfg!(fulmen_unoptimized) {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             eprintln!(

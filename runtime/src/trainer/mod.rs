@@ -145,7 +145,7 @@ impl Trainer {
                     .iter()
                     .filter_map(|c| c.checkpoint_paths()?.dirpath)
                     .collect();
-                eprintln!("warning: ckpt_path {which:?}: no checkpoint found in {dirs:?}; training starts from scratch");
+                eprintln!("warning: {which}: no checkpoint found in {dirs:?}; training starts from scratch");
                 None
             }
         };
@@ -162,7 +162,10 @@ impl Trainer {
     {
         let which = ckpt_path.into();
         let path = self.resolve_checkpoint(which.clone())?.ok_or_else(|| {
-            Error::config("ckpt_path", format!("no {which:?} checkpoint was found"))
+            Error::config(
+                "ckpt_path",
+                format!("{which}: no checkpoint was found (an earlier fit writes them under {}/lightning_logs/)", self.default_root_dir.display()),
+            )
         })?;
         Checkpoint::read(&path)?.load_weights(model)?;
         Ok(path)

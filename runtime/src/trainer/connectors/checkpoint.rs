@@ -3,7 +3,7 @@
 //! run from one (module, callbacks and data module first, then optimizer, scheduler, loss
 //! scaler, loop position, random streams and accumulated gradients).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::callback::CheckpointPaths;
 use crate::checkpoint::{
@@ -41,8 +41,9 @@ impl Trainer {
     }
 
     /// The file `which` names: a path, the best checkpoint of this trainer's checkpoint
-    /// callback, or the newest `last*.ckpt` where the callbacks keep theirs (`None` if there is
-    /// none yet).
+    /// callback, or for "last" the newest checkpoint where the callbacks keep theirs or an
+    /// earlier run of the default logger did (`ROOT/lightning_logs/version_*/checkpoints`;
+    /// `None` if there is none yet).
     pub(in crate::trainer) fn resolve_checkpoint(
         &self,
         which: CkptPath,
@@ -61,15 +62,18 @@ impl Trainer {
                 )
             }),
             CkptPath::Last => {
+                // The newest checkpoint of this trainer's callbacks, or of an earlier run of
+                // the same logger (`lightning_logs/version_*/checkpoints`): what a new process
+                // resuming "last" means.
                 let mut candidates: Vec<PathBuf> =
                     all.iter().filter_map(|p| p.last.clone()).collect();
-                for dir in all.iter().filter_map(|p| p.dirpath.as_ref()) {
-                    if let Ok(entries) = std::fs::read_dir(dir) {
-                        candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-                            p.file_name()
-                                .and_then(|n| n.to_str())
-                                .is_some_and(|n| n.starts_with("last") && n.ends_with(".ckpt"))
-                        }));
+                let default = (self.default_root_dir)
+                    .join(crate::loggers::DEFAULT_NAME)
+                    .join("version_0/checkpoints");
+                let dirs = all.iter().filter_map(|p| p.dirpath.clone());
+                for dir in dirs.chain([default]) {
+                    for dir in with_earlier_versions(&dir) {
+                        candidates.extend(checkpoint_files(&dir));
                     }
                 }
                 let newest = candidates
@@ -81,6 +85,44 @@ impl Trainer {
             }
         }
     }
+}
+
+/// `dir`, and when it is a logger's `version_N/checkpoints`, the same folder of every version.
+fn with_earlier_versions(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let version = dir
+        .parent()
+        .filter(|_| dir.file_name().is_some_and(|n| n == "checkpoints"));
+    let is_version = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("version_"))
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+    };
+    if let Some(logs) = version.filter(|v| is_version(v)).and_then(Path::parent) {
+        let versions = std::fs::read_dir(logs).into_iter().flatten().flatten();
+        dirs.extend(
+            versions
+                .map(|e| e.path())
+                .filter(|p| is_version(p))
+                .map(|p| p.join("checkpoints"))
+                .filter(|p| p != dir),
+        );
+    }
+    dirs
+}
+
+/// The checkpoints (`*.ckpt` files, and sharded ones' folders; not temporaries) in `dir`.
+fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    entries
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".ckpt") && !n.starts_with('.'))
+        })
+        .collect()
 }
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {

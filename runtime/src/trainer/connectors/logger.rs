@@ -19,7 +19,7 @@ impl Trainer {
     pub(in crate::trainer) fn ensure_logger(&mut self) -> Result<()> {
         match self.logger_choice.take() {
             Some(LoggerChoice::Csv) => {
-                let csv = CsvLogger::new(&self.default_root_dir, "lightning_logs")?;
+                let csv = CsvLogger::new(&self.default_root_dir, crate::loggers::DEFAULT_NAME)?;
                 self.view.logger = Some(Box::new(csv));
             }
             Some(LoggerChoice::Custom(logger)) => self.view.logger = Some(logger),
