@@ -31,17 +31,17 @@ struct Args {
     /// (the 78 k-parameter ResNet of the throughput benchmark).
     #[arg(long, default_value = "resnet50")]
     arch: String,
-    /// Maximum number of epochs.
-    #[arg(long, default_value_t = 2)]
-    epochs: usize,
+    /// Maximum number of epochs, default 2 (the tutorial's name for --max-epochs).
+    #[arg(long, conflicts_with = "max_epochs", allow_negative_numbers = true)]
+    epochs: Option<usize>,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// Number of GPUs per node (the tutorial's --gpus; same as --devices).
-    #[arg(long)]
+    /// Number of GPUs per node: --devices N on the GPU (the tutorial's name).
+    #[arg(long, conflicts_with = "devices")]
     gpus: Option<usize>,
-    /// Number of nodes.
-    #[arg(long, default_value_t = 1)]
-    nodes: usize,
+    /// Number of nodes (the tutorial's name for --num-nodes).
+    #[arg(long, conflicts_with = "num_nodes")]
+    nodes: Option<usize>,
     #[arg(long, default_value_t = 0.1)]
     lr: f64,
     #[arg(long, default_value_t = 42)]
@@ -148,10 +148,13 @@ fn run(args: Args) -> fulmen::Result<()> {
         .val_size(args.val_size)
         .seed(args.seed)
         .num_workers(args.num_workers);
+    // One value per setting, whichever name gave it (clap refuses both names at once); the
+    // cosine schedule's T_max is the epochs trained.
+    let epochs = args.epochs.or(args.trainer.max_epochs).unwrap_or(2);
     let mut builder = Trainer::builder()
-        .max_epochs(args.epochs)
+        .max_epochs(epochs)
         .callback(EpochReport(None))
-        .num_nodes(args.nodes)
+        .num_nodes(args.nodes.unwrap_or(1))
         .args(&args.trainer);
     if let Some(gpus) = args.gpus {
         builder = builder.devices(gpus).accelerator("gpu");
@@ -159,7 +162,7 @@ fn run(args: Args) -> fulmen::Result<()> {
     let mut trainer = builder.build()?;
     macro_rules! train {
         ($module:ident) => {{
-            let mut model = $module::new(args.lr, args.epochs);
+            let mut model = $module::new(args.lr, epochs);
             let start = Instant::now();
             trainer.fit(&mut model, &mut dm)?;
             if trainer.world_size() > 1 && trainer.global_rank() == 0 {

@@ -308,3 +308,24 @@ fn ckpt_path_last_resumes_a_fit_in_a_new_process_and_validates_its_weights() {
         );
     }
 }
+
+#[test]
+fn the_tutorials_names_and_lightnings_are_one_setting_and_both_at_once_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (a, b) in [
+        (["--epochs", "1"], ["--max-epochs", "3"]),
+        (["--nodes", "2"], ["--num-nodes", "1"]),
+        (["--gpus", "2"], ["--devices", "1"]),
+    ] {
+        let out = run("cifar10", dir.path(), &[&a[..], &b[..]].concat());
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains(&format!("the argument '{} <", a[0]))
+                && t.contains(&format!("cannot be used with '{} <", b[0])),
+            "{t}"
+        );
+    }
+    let help = text(&run("cifar10", dir.path(), &["--help"]));
+    assert_eq!(help.matches("--strategy <").count(), 1, "{help}");
+}
