@@ -329,3 +329,65 @@ fn the_tutorials_names_and_lightnings_are_one_setting_and_both_at_once_is_an_err
     let help = text(&run("cifar10", dir.path(), &["--help"]));
     assert_eq!(help.matches("--strategy <").count(), 1, "{help}");
 }
+
+#[test]
+fn logger_chooses_csv_tensorboard_both_in_one_folder_or_none() {
+    let files = |dir: &std::path::Path| -> Vec<String> {
+        let version = dir.join("lightning_logs/version_0");
+        let mut names: Vec<String> = std::fs::read_dir(version)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n != "checkpoints")
+            .map(|n| {
+                if n.starts_with("events.out.tfevents") {
+                    "events".into()
+                } else {
+                    n
+                }
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    for (args, expected) in [
+        (
+            &["--logger", "csv,tensorboard"][..],
+            &["events", "hparams.yaml", "metrics.csv"][..],
+        ),
+        (
+            &["--logger", "tensorboard", "--logger", "csv"][..],
+            &["events", "hparams.yaml", "metrics.csv"][..],
+        ),
+        (
+            &["--logger", "tensorboard"][..],
+            &["events", "hparams.yaml"][..],
+        ),
+        (&["--logger", "false"][..], &[][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let common = [
+            "--max-epochs",
+            "1",
+            "--log-every-n-steps",
+            "1",
+            "--default-root-dir",
+            root,
+        ];
+        let (out, _d) = iris(&[&common[..], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert_eq!(files(dir.path()), expected, "{args:?}");
+        assert!(
+            !dir.path().join("lightning_logs/version_1").exists(),
+            "{args:?}"
+        );
+    }
+    let (out, _d) = iris(&["--logger", "wandb"]);
+    assert!(
+        text(&out).contains("`logger`: `wandb` is not csv, tensorboard or false"),
+        "{}",
+        text(&out)
+    );
+}

@@ -22,7 +22,12 @@ pub struct CsvLogger {
 impl CsvLogger {
     /// A logger writing under `root/name/version_N` for the first free `N`.
     pub fn new(root: impl AsRef<Path>, name: &str) -> Result<Self> {
-        let dir = super::claim_version_dir(root.as_ref(), name)?;
+        Self::in_dir(super::claim_version_dir(root.as_ref(), name)?)
+    }
+
+    /// A logger writing into `dir` (another logger's version folder, say).
+    pub fn in_dir(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(Self {
             dir,
             keys: Vec::new(),

@@ -48,3 +48,72 @@ pub trait Logger {
         None
     }
 }
+
+/// Several loggers as one (Lightning's list of loggers): each call goes to every one, in order;
+/// the first one's folder is the run's `log_dir`.
+pub struct Loggers(pub Vec<Box<dyn Logger>>);
+
+impl Logger for Loggers {
+    fn log_hyperparams(&mut self, hparams: &HParams) -> Result<()> {
+        self.0
+            .iter_mut()
+            .try_for_each(|l| l.log_hyperparams(hparams))
+    }
+    fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) -> Result<()> {
+        self.0
+            .iter_mut()
+            .try_for_each(|l| l.log_metrics(metrics, step))
+    }
+    /// Finalizes every logger, even after one fails; the first failure is returned.
+    fn finalize(&mut self) -> Result<()> {
+        let results: Vec<Result<()>> = self.0.iter_mut().map(|l| l.finalize()).collect();
+        results.into_iter().collect()
+    }
+    fn log_dir(&self) -> Option<&Path> {
+        self.0.first().and_then(|l| l.log_dir())
+    }
+}
+
+/// Refuses a name that is not a built-in logger, and `false` beside others.
+pub(crate) fn check_names(names: &[String]) -> Result<()> {
+    for n in names {
+        match n.to_ascii_lowercase().as_str() {
+            "csv" | "tensorboard" => {}
+            "false" if names.len() == 1 => {}
+            "false" => {
+                return Err(Error::config(
+                    "logger",
+                    format!("{names:?}: `false` (no logger) beside others"),
+                ))
+            }
+            _ => {
+                return Err(Error::config(
+                    "logger",
+                    format!("`{n}` is not csv, tensorboard or false"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The loggers `names` choose (`csv`, `tensorboard`; `false` for none), sharing one
+/// `root/lightning_logs/version_N` folder.
+pub(crate) fn by_name(root: &Path, names: &[String]) -> Result<Option<Box<dyn Logger>>> {
+    check_names(names)?;
+    if names.iter().any(|n| n.eq_ignore_ascii_case("false")) {
+        return Ok(None);
+    }
+    let dir = claim_version_dir(root, DEFAULT_NAME)?;
+    let mut loggers: Vec<Box<dyn Logger>> = Vec::new();
+    for n in names {
+        loggers.push(match n.to_ascii_lowercase().as_str() {
+            "csv" => Box::new(CsvLogger::in_dir(dir.clone())?),
+            _ => Box::new(TensorBoardLogger::in_dir(dir.clone())?),
+        });
+    }
+    Ok(Some(match loggers.len() {
+        1 => loggers.remove(0),
+        _ => Box::new(Loggers(loggers)),
+    }))
+}

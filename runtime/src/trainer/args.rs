@@ -43,6 +43,10 @@ pub struct TrainerArgs {
     /// FULL_SHARD on GPUs: keep the shards' optimizer state in host memory.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub cpu_offload: Option<bool>,
+    /// The loggers: csv (default), tensorboard, both (`csv,tensorboard` or the flag twice), or
+    /// false for none.
+    #[arg(long, value_delimiter = ',', value_name = "csv|tensorboard|false")]
+    pub logger: Vec<String>,
     /// Where lightning_logs/ and checkpoints are written.
     #[arg(long)]
     pub default_root_dir: Option<PathBuf>,
@@ -137,6 +141,9 @@ impl TrainerArgs {
             enable_checkpointing,
             enable_model_summary
         );
+        if !self.logger.is_empty() {
+            b = b.loggers(self.logger.clone());
+        }
         if let Some(a) = &self.accelerator {
             b = b.accelerator(a);
         }

@@ -51,7 +51,7 @@ impl Default for TrainerBuilder {
             use_distributed_sampler: true,
             requeue_signal: Some("SIGUSR1".to_string()),
             callbacks: Vec::new(),
-            logger: LoggerChoice::Csv,
+            logger: LoggerChoice::Named(vec!["csv".into()]),
             default_root_dir: PathBuf::from("."),
             enable_progress_bar: true,
             enable_checkpointing: true,
@@ -198,6 +198,13 @@ impl TrainerBuilder {
         self.logger = LoggerChoice::Custom(Box::new(logger));
         self
     }
+    /// The built-in loggers by name, writing into one `lightning_logs/version_N` folder: `csv`
+    /// (the default), `tensorboard`, both, or `false` for none (`--logger csv,tensorboard`).
+    /// An unknown name is an error of [`build`](Self::build).
+    pub fn loggers<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.logger = LoggerChoice::Named(names.into_iter().map(Into::into).collect());
+        self
+    }
     /// No logger at all (Lightning's `logger=False`).
     pub fn no_logger(mut self) -> Self {
         self.logger = LoggerChoice::Off;
@@ -295,6 +302,9 @@ impl TrainerBuilder {
         // Rank 0 alone logs, prints and writes checkpoints.
         let global_zero = dist.env.is_global_zero();
         let settings = self.settings.resolve()?;
+        if let LoggerChoice::Named(names) = &self.logger {
+            crate::loggers::check_names(names)?;
+        }
         if global_zero {
             warn_if_unoptimized();
         }

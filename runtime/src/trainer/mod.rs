@@ -53,7 +53,8 @@ use crate::{Error, Result};
 
 /// Which logger a trainer creates on its first run.
 enum LoggerChoice {
-    Csv,
+    /// Built-in loggers by name (`csv`, `tensorboard`), in one version folder.
+    Named(Vec<String>),
     Off,
     Custom(Box<dyn Logger>),
 }

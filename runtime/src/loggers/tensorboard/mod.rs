@@ -59,7 +59,12 @@ fn masked_crc(data: &[u8]) -> u32 {
 impl TensorBoardLogger {
     /// A logger writing under `root/name/version_N` for the first free `N`.
     pub fn new(root: impl AsRef<Path>, name: &str) -> Result<Self> {
-        let dir = super::claim_version_dir(root.as_ref(), name)?;
+        Self::in_dir(super::claim_version_dir(root.as_ref(), name)?)
+    }
+
+    /// A logger writing into `dir` (another logger's version folder, say).
+    pub fn in_dir(dir: std::path::PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!(
             "events.out.tfevents.{}.{}.{}.0",
             now() as u64,

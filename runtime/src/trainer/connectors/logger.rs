@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use crate::checkpoint::Ckpt;
 use crate::context::LogEntry;
 use crate::datamodule::DataModule;
-use crate::loggers::CsvLogger;
 use crate::module::LightningModule;
 use crate::trainer::aggregate::Reduced;
 use crate::trainer::loops::Run;
@@ -18,9 +17,8 @@ impl Trainer {
     /// Creates the logger on first use, so that building a trainer touches no file.
     pub(in crate::trainer) fn ensure_logger(&mut self) -> Result<()> {
         match self.logger_choice.take() {
-            Some(LoggerChoice::Csv) => {
-                let csv = CsvLogger::new(&self.default_root_dir, crate::loggers::DEFAULT_NAME)?;
-                self.view.logger = Some(Box::new(csv));
+            Some(LoggerChoice::Named(names)) => {
+                self.view.logger = crate::loggers::by_name(&self.default_root_dir, &names)?;
             }
             Some(LoggerChoice::Custom(logger)) => self.view.logger = Some(logger),
             Some(LoggerChoice::Off) | None => {}
