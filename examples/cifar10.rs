@@ -48,6 +48,9 @@ struct Args {
     seed: u64,
     #[arg(long, default_value_t = 2)]
     num_workers: usize,
+    /// Resume the run saved in this checkpoint: a path, `last` or `best`.
+    #[arg(long, value_name = "PATH|last|best")]
+    ckpt_path: Option<String>,
     /// Training images held out for validation.
     #[arg(long, default_value_t = 5000)]
     val_size: usize,
@@ -164,7 +167,7 @@ fn run(args: Args) -> fulmen::Result<()> {
         ($module:ident) => {{
             let mut model = $module::new(args.lr, epochs);
             let start = Instant::now();
-            trainer.fit(&mut model, &mut dm)?;
+            trainer.fit_from(&mut model, &mut dm, args.ckpt_path.as_deref())?;
             if trainer.world_size() > 1 && trainer.global_rank() == 0 {
                 let (busy, all) = (trainer.collective_time(), start.elapsed());
                 println!(

@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
         let mut trainer = args.trainer(|b| b.callback(EpochTimingCallback::default()))?;
         let mut dm = IrisDataModule::new(args.data_dir.clone(), 16, 0.2, 42, true);
         let mut model = IrisClassifier::new(0.01);
-        trainer.fit(&mut model, &mut dm)?;
+        trainer.fit_from(&mut model, &mut dm, args.ckpt_path.as_deref())?;
         if let Some(dir) = trainer.log_dir() {
             println!("metrics written to {}", dir.join("metrics.csv").display());
         }

@@ -11,7 +11,7 @@
 //! the parameters, of their gradients and of Adam's state, and gathers one unit's parameters at
 //! a time, while it runs; under "ddp" every rank holds all of them. Every rank prints its peak
 //! memory at the end. `--size small` (256 wide) trains the same way in a fraction of the time;
-//! `--checkpoints` saves every epoch and `--resume PATH` continues from a checkpoint, on any
+//! `--checkpoints` saves every epoch and `--ckpt-path PATH` continues from a checkpoint, on any
 //! number of ranks; `--out DIR` writes each rank's final weights to `DIR/rank<R>.weights`
 //! (f32, little-endian), which `tests/fsdp.rs` compares across strategies.
 
@@ -41,9 +41,10 @@ struct Args {
     /// Write a checkpoint every epoch (under the default root directory).
     #[arg(long)]
     checkpoints: bool,
-    /// Continue the run saved in this checkpoint (written by any number of ranks).
-    #[arg(long)]
-    resume: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint (written by any number of ranks): a path,
+    /// `last` or `best`.
+    #[arg(long, value_name = "PATH|last|best")]
+    ckpt_path: Option<String>,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -139,16 +140,11 @@ macro_rules! train {
         )
         .shuffle(true);
         let mut model = $module::new(1e-3);
-        match &$args.resume {
-            Some(path) => {
-                let mut loaders = fulmen::datamodule::Loaders {
-                    train: Some(loader),
-                    ..Default::default()
-                };
-                $trainer.fit_from(&mut model, &mut loaders, path.clone())?
-            }
-            None => $trainer.fit_loaders(&mut model, loader, None)?,
-        }
+        let mut loaders = fulmen::datamodule::Loaders {
+            train: Some(loader),
+            ..Default::default()
+        };
+        $trainer.fit_from(&mut model, &mut loaders, $args.ckpt_path.as_deref())?;
         $args.out.is_some().then(|| model.weights())
     }};
 }

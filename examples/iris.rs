@@ -2,7 +2,8 @@
 //! set from a bare loader, with the `TrainingLogger` callback (both in `common/mod.rs`).
 //!
 //! `cargo run --release --example make_iris` writes `data/iris.npz` once; then
-//! `cargo run --release --example iris` (flags: `--max-epochs N`, `--seed S`, `--accelerator cpu`).
+//! `cargo run --release --example iris` (flags: `--max-epochs N`, `--seed S`, `--accelerator cpu`,
+//! `--ckpt-path last`).
 
 mod common;
 
@@ -18,6 +19,10 @@ fn main() -> std::process::ExitCode {
         let data = fulmen::data::iris::load(args.data_dir.join("iris.npz"))?;
         let train_loader = DataLoader::new(InMemoryDataset::new(data), 16).shuffle(true);
         let mut model = IrisClassifier::new(0.01);
-        trainer.fit_loaders(&mut model, train_loader, None)
+        let mut loaders = fulmen::datamodule::Loaders {
+            train: Some(train_loader),
+            ..Default::default()
+        };
+        trainer.fit_from(&mut model, &mut loaders, args.ckpt_path.as_deref())
     })
 }

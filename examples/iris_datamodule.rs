@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         let mut trainer = args.trainer(|b| b)?;
         let mut dm = IrisDataModule::new(args.data_dir.clone(), 16, 0.2, 42, true);
         let mut model = IrisClassifier::new(0.01);
-        trainer.fit(&mut model, &mut dm)?;
+        trainer.fit_from(&mut model, &mut dm, args.ckpt_path.as_deref())?;
         if let Some(acc) = trainer.callback_metrics().get("val_acc") {
             println!("val_acc after {} epochs: {acc:.4}", trainer.current_epoch());
         }

@@ -52,9 +52,10 @@ struct Args {
     /// Write checkpoints (rank 0, every epoch, under the default root directory).
     #[arg(long)]
     checkpoints: bool,
-    /// Resume from this checkpoint (one written by any number of ranks).
-    #[arg(long)]
-    resume: Option<PathBuf>,
+    /// Resume from this checkpoint (one written by any number of ranks): a path, `last` or
+    /// `best`.
+    #[arg(long, value_name = "PATH|last|best")]
+    ckpt_path: Option<String>,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -137,16 +138,11 @@ fn main() -> std::process::ExitCode {
         let data = fulmen::data::iris::bundled();
         let loader = DataLoader::new(InMemoryDataset::new(data), args.batch_size).shuffle(true);
         let mut model = IrisClassifier::new(0.01);
-        match &args.resume {
-            Some(path) => {
-                let mut loaders = fulmen::datamodule::Loaders {
-                    train: Some(loader),
-                    ..Default::default()
-                };
-                trainer.fit_from(&mut model, &mut loaders, path.clone())?
-            }
-            None => trainer.fit_loaders(&mut model, loader, None)?,
-        }
+        let mut loaders = fulmen::datamodule::Loaders {
+            train: Some(loader),
+            ..Default::default()
+        };
+        trainer.fit_from(&mut model, &mut loaders, args.ckpt_path.as_deref())?;
         let weights: Vec<f32> = [
             model.layer_1.weight.as_vec(),
             model.layer_1.bias.as_vec(),

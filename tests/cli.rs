@@ -104,7 +104,7 @@ fn a_resume_past_max_epochs_says_that_nothing_will_be_trained() {
     let out = run(
         "iris_ddp",
         dir.path(),
-        &[&common[..], &["--max-epochs", "1", "--resume", ckpt]].concat(),
+        &[&common[..], &["--max-epochs", "1", "--ckpt-path", ckpt]].concat(),
     );
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -390,4 +390,34 @@ fn logger_chooses_csv_tensorboard_both_in_one_folder_or_none() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn every_iris_example_resumes_with_ckpt_path_last() {
+    for example in ["iris", "iris_datamodule", "epoch_timing"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let common = [
+            "--data-dir",
+            DATA,
+            "--default-root-dir",
+            root,
+            "--enable-progress-bar",
+            "false",
+        ];
+        let first = run(
+            example,
+            dir.path(),
+            &[&common[..], &["--max-epochs", "2"]].concat(),
+        );
+        assert!(first.status.success(), "{example}: {}", text(&first));
+        let more = ["--max-epochs", "3", "--ckpt-path", "last"];
+        let second = run(example, dir.path(), &[&common[..], &more[..]].concat());
+        let t = text(&second);
+        assert!(second.status.success(), "{example}: {t}");
+        assert!(
+            t.contains("Epoch 2 ended") && !t.contains("Epoch 1 ended"),
+            "{example}: {t}"
+        );
+    }
 }

@@ -164,7 +164,7 @@ fn checkpoints_move_between_two_ranks_and_one() {
     let ckpt = ckpt.to_str().expect("utf-8");
     one_process(
         &one,
-        &["--batch-size", "32", "--resume", ckpt, "--out", &one],
+        &["--batch-size", "32", "--ckpt-path", ckpt, "--out", &one],
     );
     // 3 epochs on one process, then 2 more on 2 ranks.
     let (first, second) = (path("first"), path("second"));
@@ -174,7 +174,7 @@ fn checkpoints_move_between_two_ranks_and_one() {
     let out = two_ranks(
         "ddp",
         &second,
-        &["--batch-size", "16", "--resume", ckpt, "--out", &second],
+        &["--batch-size", "16", "--ckpt-path", ckpt, "--out", &second],
     );
     assert!(out.status.success(), "{}", text(&out));
     // Both equal 5 uninterrupted epochs on one process.
@@ -237,7 +237,7 @@ fn shard_grad_op_trains_like_ddp_and_its_checkpoint_holds_the_whole_optimizer() 
     let ckpt = ckpt.to_str().expect("utf-8");
     one_process(
         &resumed,
-        &["--batch-size", "32", "--resume", ckpt, "--out", &resumed],
+        &["--batch-size", "32", "--ckpt-path", ckpt, "--out", &resumed],
     );
     let got = weights(&Path::new(&resumed).join("rank0.weights"));
     let diff = max_diff(&got, &want);

@@ -172,7 +172,7 @@ fn checkpoints_full_and_sharded_resume_on_another_number_of_ranks_with_the_same_
                 assert_eq!(files, first, "one file per rank in {}", ckpt.display());
             }
             let ckpt = ckpt.to_str().expect("utf-8");
-            let rest = ["--max-epochs", "3", "--resume", ckpt, "--out", &b];
+            let rest = ["--max-epochs", "3", "--ckpt-path", ckpt, "--out", &b];
             small(
                 then,
                 "fsdp",

@@ -140,6 +140,10 @@ pub struct Args {
     /// Seed every random stream (weights, shuffling) for a reproducible run.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Resume the run saved in this checkpoint: a path, `last` (the newest of an earlier run)
+    /// or `best`.
+    #[arg(long, value_name = "PATH|last|best")]
+    pub ckpt_path: Option<String>,
     #[command(flatten)]
     pub trainer: fulmen::trainer::TrainerArgs,
 }

@@ -338,9 +338,12 @@ impl Checkpoint {
 }
 
 /// Which checkpoint `Trainer::fit_from` resumes: a file, or the checkpoint callback's `last`
-/// or `best` (Lightning's `ckpt_path="last"` / `"best"`).
+/// or `best` (Lightning's `ckpt_path="last"` / `"best"`), or none (`ckpt_path=None`: an
+/// `Option` of any of these converts, so that a program passes its optional flag as it is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CkptPath {
+    /// No checkpoint: a fresh run.
+    Fresh,
     /// The checkpoint file at this path.
     Path(PathBuf),
     /// The newest `last*.ckpt` where the checkpoint callbacks keep theirs (`"last"`).
@@ -356,7 +359,14 @@ impl std::fmt::Display for CkptPath {
             CkptPath::Last => f.write_str("ckpt_path \"last\""),
             CkptPath::Best => f.write_str("ckpt_path \"best\""),
             CkptPath::Path(p) => write!(f, "ckpt_path {}", p.display()),
+            CkptPath::Fresh => f.write_str("no ckpt_path"),
         }
+    }
+}
+
+impl<T: Into<CkptPath>> From<Option<T>> for CkptPath {
+    fn from(p: Option<T>) -> Self {
+        p.map_or(CkptPath::Fresh, Into::into)
     }
 }
 

@@ -117,7 +117,8 @@ impl Trainer {
     }
 
     /// [`fit`](Self::fit), continuing the run saved in a checkpoint: a path, `"last"` or
-    /// `"best"` (Lightning's `ckpt_path`). Weights, optimizer, loop position (inside an
+    /// `"best"` (Lightning's `ckpt_path`; `None::<&str>` fits from scratch, so an optional
+    /// flag passes as it is). Weights, optimizer, loop position (inside an
     /// epoch too), random streams and callback state are restored, so that the run ends with
     /// the weights an uninterrupted run would have. With `"last"` and no checkpoint yet, it
     /// starts from scratch with a warning (what a requeued job wants).
@@ -140,6 +141,7 @@ impl Trainer {
         }
         let checkpoint = match self.resolve_checkpoint(which.clone())? {
             Some(path) => Some(Checkpoint::read(path)?),
+            None if which == CkptPath::Fresh => None,
             None => {
                 let dirs: Vec<PathBuf> = self
                     .callbacks

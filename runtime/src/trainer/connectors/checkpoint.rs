@@ -55,6 +55,7 @@ impl Trainer {
             .collect();
         match which {
             CkptPath::Path(path) => Ok(Some(path)),
+            CkptPath::Fresh => Ok(None),
             CkptPath::Best => all.iter().find_map(|p| p.best.clone()).map(Some).ok_or_else(|| {
                 Error::config(
                     "ckpt_path",
