@@ -66,11 +66,11 @@ impl ModelSummary {
             layers
                 .iter()
                 .find(|(name, _)| *name == row)
-                .map_or("", |(_, ty)| *ty)
+                .map_or(String::new(), |(_, ty)| brief(ty))
         };
         let width = |f: &dyn Fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
         let name_w = width(&|r| r.0.len()).max(4);
-        let type_w = width(&|r| type_of(&r.0).len()).max(4);
+        let type_w = width(&|r| type_of(&r.0).chars().count()).max(4);
         let count_w = width(&|r| r.1.to_string().len()).max(6);
         let mut out = format!(
             "  | {:name_w$} | {:type_w$} | {:count_w$} | Shapes\n",
@@ -102,6 +102,34 @@ impl ModelSummary {
         );
         out
     }
+}
+
+/// A field's type on one short line: the tuples inside a tuple elided, `((Linear<4, 16>,
+/// ReLU), Linear<16, 3>)` as `((…), Linear<16, 3>)`, whitespace made single spaces.
+fn brief(ty: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in ty.split_whitespace().collect::<Vec<_>>().join(" ").chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                match depth {
+                    1 => out.push('('),
+                    2 => out.push_str("(…"),
+                    _ => {}
+                }
+            }
+            ')' => {
+                if depth <= 2 {
+                    out.push(')');
+                }
+                depth = depth.saturating_sub(1);
+            }
+            c if depth < 2 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 impl Callback for ModelSummary {
@@ -150,5 +178,22 @@ mod tests {
             deep.contains("0 | block.conv |              |     24 | weight [8, 3]"),
             "{deep}"
         );
+    }
+
+    #[test]
+    fn a_nested_tuples_type_stays_on_one_short_line() {
+        assert_eq!(
+            brief("((Linear<4, 16>, ReLU),\n (Linear<16, 16>, ReLU), Linear<16, 3>)"),
+            "((…), (…), Linear<16, 3>)"
+        );
+        assert_eq!(brief("(Linear<4, 16>, ReLU)"), "(Linear<4, 16>, ReLU)");
+        assert_eq!(
+            brief("Repeated<(Linear<8, 8>, (ReLU, Dropout)), 3>"),
+            "Repeated<(Linear<8, 8>, (…)), 3>"
+        );
+        let params = [p("body.0.weight", &[16, 4], true)];
+        let layers = [("body", "((Linear<4, 16>, ReLU), Linear<16, 3>)")];
+        let table = ModelSummary::new().table(&params, &layers, 4);
+        assert!(table.contains("| body | ((…), Linear<16, 3>) |"), "{table}");
     }
 }
