@@ -77,6 +77,14 @@ pub(crate) fn module_struct(cx: &Ctxt, s: &mut ModuleStruct) -> bool {
                 "a field is either #[hparam] (saved) or #[skip] (not saved), not both",
             );
         }
+        if let (Role::Layer, syn::Type::Tuple(t)) = (f.role, &f.ty) {
+            if t.elems.len() > 6 {
+                let (name, n) = (&f.name, t.elems.len());
+                cx.error(&f.ty, format!("field `{name}` is a tuple of {n} layers, but a tuple holds at most 6 (dfdx implements layers' traits for tuples up to 6): write `seq![...]` (fulmen::seq!: any number of layers in sequence) or nest tuples"));
+                // The same layers nested, so that nothing else fails on this field.
+                f.ty = nested(t);
+            }
+        }
         if f.role == Role::Layer && plainly_not_a_layer(&f.ty) {
             let name = &f.name;
             cx.error(&f.ty, format!("field `{name}` is neither a layer nor marked: add #[hparam] to save it as a hyperparameter, or #[skip] to keep it out of the module's state"));
@@ -84,6 +92,19 @@ pub(crate) fn module_struct(cx: &Ctxt, s: &mut ModuleStruct) -> bool {
         }
     }
     generatable
+}
+
+/// A tuple of more than six types as tuples of at most six: the first five, then the rest.
+fn nested(t: &syn::TypeTuple) -> syn::Type {
+    let elems: Vec<&syn::Type> = t.elems.iter().collect();
+    if elems.len() <= 6 {
+        return syn::Type::Tuple(t.clone());
+    }
+    let mut rest = t.clone();
+    rest.elems = elems[5..].iter().map(|e| (*e).clone()).collect();
+    let tail = nested(&rest);
+    let head = elems[..5].iter().copied();
+    syn::parse_quote!((#(#head,)* #tail))
 }
 
 /// Checks a module's impl: known methods by name, shape and presence. A method whose

@@ -118,6 +118,7 @@ pub mod prelude {
     pub use crate::module::LightningModule;
     pub use crate::optim::Optim;
     pub use crate::seed::seed_everything;
+    pub use crate::seq;
     pub use crate::trainer::{Trainer, TrainerView};
     pub use crate::{data_module, lightning_module, module};
     pub use dfdx::prelude::*;

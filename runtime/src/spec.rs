@@ -23,11 +23,46 @@ use dfdx::tensor_ops::Device;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a layer, so it cannot be a field of a #[lightning_module] or #[module] struct",
     label = "not a layer",
-    note = "fields must be dfdx builder types (`Linear<4, 16>`, `ReLU`, tuples of them), fulmen layers or #[module] structs; mark plain values #[hparam] (saved) or #[skip] (not saved)"
+    note = "fields must be dfdx builder types (`Linear<4, 16>`, `ReLU`, tuples of up to six of them, `seq![...]` of any number), fulmen layers or #[module] structs; mark plain values #[hparam] (saved) or #[skip] (not saved)"
 )]
 pub trait Spec {
     /// The module holding this layer's tensors on device `D` with dtype `E`.
     type Module<E: Dtype, D: Device<E>>;
+}
+
+/// Layers in sequence, any number of them (Lightning's `nn.Sequential`): a tuple, nested by
+/// sixes, since dfdx implements its traits for tuples of up to six layers. The tensors of the
+/// seventh layer of `seq![..]` are named `field.5.1.weight` (its place in the nesting).
+///
+/// ```
+/// use fulmen::prelude::*;
+///
+/// #[lightning_module]
+/// pub struct Deep {
+///     body: seq![Linear<4, 16>, ReLU, Linear<16, 16>, ReLU, Linear<16, 16>, ReLU, Linear<16, 3>],
+/// }
+///
+/// #[lightning_module]
+/// impl Deep {
+///     fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+///         cross_entropy_with_logits_loss(self.body.forward(ctx.trace(x)), y.one_hot())
+///     }
+///     fn configure_optimizers(&self) -> Optim { Optim::sgd(0.1) }
+/// }
+///
+/// let model = Deep::new();
+/// assert_eq!(model.num_trainable_params(), 4 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 3 + 3);
+/// ```
+#[macro_export]
+macro_rules! seq {
+    ($a:ty $(,)?) => { $a };
+    ($a:ty, $b:ty $(,)?) => { ($a, $b) };
+    ($a:ty, $b:ty, $c:ty $(,)?) => { ($a, $b, $c) };
+    ($a:ty, $b:ty, $c:ty, $d:ty $(,)?) => { ($a, $b, $c, $d) };
+    ($a:ty, $b:ty, $c:ty, $d:ty, $e:ty $(,)?) => { ($a, $b, $c, $d, $e) };
+    ($a:ty, $b:ty, $c:ty, $d:ty, $e:ty, $($rest:ty),+ $(,)?) => {
+        ($a, $b, $c, $d, $e, $crate::seq![$($rest),+])
+    };
 }
 
 /// The last field of every `#[lightning_module]` and `#[module]` struct (`__tail`): dfdx's
