@@ -46,10 +46,12 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
     let generic_params: Vec<_> = m.item.generics.params.iter().collect();
     let where_clause = &m.item.generics.where_clause;
     let attrs = &m.item.attrs;
+    // The module's own methods see what its hooks see: a device the trainer runs on, so that
+    // fulmen's layers (which compute through `TrainDevice`'s kernels) can be called in them.
     let inherent = (!inherent_items.is_empty()).then(|| {
         quote! {
             #(#attrs)*
-            impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::dfdx::tensor_ops::Device<E>> #self_ty #where_clause {
+            impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> #self_ty #where_clause {
                 #(#inherent_items)*
             }
         }

@@ -26,7 +26,7 @@
 
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions};
 use dfdx::shapes::{Dtype, HasShape, Rank1};
-use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
+use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::or_panic;
@@ -196,16 +196,29 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> Describe<E, D>
     }
 }
 
-impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> Module<Images<C, E, D, NoneTape>>
+/// The batch [`BatchNorm2D`]'s `forward` takes: an untraced one (`NoneTape`, the only tape
+/// that implements this). A traced batch there is a compile error that says to call
+/// `forward_mut`, which trains.
+#[diagnostic::on_unimplemented(
+    message = "`BatchNorm2D::forward` takes an untraced batch, and this one may be traced (`{Self}`)",
+    label = "a traced batch needs `forward_mut`",
+    note = "in training, BatchNorm2D normalizes by the batch and updates its running statistics, which takes `&mut self`: call `forward_mut` on the traced batch (`self.net.forward_mut(ctx.trace(x))` in `training_step`, as examples/cifar10.rs does, or from a `forward` of your own that takes `&mut self`); `forward` normalizes an untraced batch (validation, prediction) by the running statistics"
+)]
+pub trait Untraced<E: Dtype, D: Device<E>>: Tape<E, D> {}
+
+impl<E: Dtype, D: Device<E>> Untraced<E, D> for NoneTape {}
+
+impl<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Untraced<E, D>> Module<Images<C, E, D, T>>
     for modules::BatchNorm2D<C, E, D>
 {
-    type Output = Images<C, E, D, NoneTape>;
+    type Output = Images<C, E, D, T>;
     type Error = D::Err;
 
     /// Normalizes by the running statistics. Panics, with fulmen's message, on an input the
     /// layer cannot take (see [`eval_forward`](modules::BatchNorm2D::eval_forward)).
-    fn try_forward(&self, x: Images<C, E, D>) -> std::result::Result<Self::Output, D::Err> {
-        Ok(or_panic(self.eval_forward(x)))
+    fn try_forward(&self, x: Images<C, E, D, T>) -> std::result::Result<Self::Output, D::Err> {
+        let (x, tape) = x.split_tape();
+        Ok(or_panic(self.eval_forward(x)).put_tape(tape))
     }
 }
 

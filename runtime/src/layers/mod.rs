@@ -17,7 +17,7 @@ pub mod relu;
 pub mod residual;
 pub mod unit;
 
-pub use self::batchnorm2d::BatchNorm2D;
+pub use self::batchnorm2d::{BatchNorm2D, Untraced};
 pub use self::conv2d::{conv2d, Conv2D, Conv2DNoBias, DepthwiseConv2D};
 pub use self::flatten::{flatten, Flatten};
 pub use self::fused::Fused;
