@@ -157,9 +157,11 @@ fn key_text(key: &Value, path: &Path) -> Result<String> {
 
 /// An unknown key's error: where it is, and the nearest valid key (or all of them).
 fn unknown(source: &str, key: &str, valid: &[String]) -> Error {
+    // Compared by the last name only: `data.zzz` is not near `data.batch_size`.
+    let last = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
     let nearest = valid
         .iter()
-        .map(|v| (strsim::jaro_winkler(key, v), v))
+        .map(|v| (strsim::jaro_winkler(&last(key), &last(v)), v))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let hint = match nearest {
