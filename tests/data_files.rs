@@ -207,3 +207,31 @@ fn make_iris_writes_the_same_bytes_every_time_the_shipped_file_has() {
         "data/iris.npz differs from what make_iris writes: run `cargo run --example make_iris` and commit it"
     );
 }
+
+#[test]
+fn csv_reads_from_any_reader_plain_or_gzip_compressed() {
+    use std::io::Write;
+    let text = "f1,f2,f3,f4,label\n5.1,3.5,1.4,0.2,0\n6.2,2.9,4.3,1.3,1\n";
+    let plain = csv::read_classification_from::<4, 3>(text.as_bytes(), "memory", true).unwrap();
+    assert_eq!(plain[1], ([6.2, 2.9, 4.3, 1.3], Class::new(1).unwrap()));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let unpacked = csv::read_classification_from::<4, 3>(&gz[..], "memory.gz", true).unwrap();
+    assert_eq!(unpacked, plain);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iris.csv.gz");
+    std::fs::write(&path, &gz).unwrap();
+    assert_eq!(
+        csv::read_classification::<4, 3>(&path, true).unwrap(),
+        plain
+    );
+    let e = err_text(
+        csv::read_classification_from::<4, 3>("1,2,x,4,0\n".as_bytes(), "stdin", false)
+            .unwrap_err(),
+    );
+    assert!(
+        e.contains("stdin: line 1, column 3: `x` is not a number"),
+        "{e}"
+    );
+}

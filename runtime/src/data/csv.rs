@@ -1,24 +1,43 @@
-//! CSV files (read with the [csv] crate): one sample per record, features first.
+//! CSV (read with the [csv] crate), from a file or any reader, plain or gzip-compressed: one
+//! sample per record, features first.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::{class_sample, Class};
 use crate::{Error, Result};
 
-/// Labelled samples from a CSV file whose records hold `N` numeric features followed by an
-/// integer label in `0..C`. With `has_header`, the first record is a header and is skipped.
-/// Errors name the file and the line.
+/// Labelled samples from a CSV file (`.csv`, or gzip-compressed) whose records hold `N`
+/// numeric features followed by an integer label in `0..C`. With `has_header`, the first
+/// record is a header and is skipped. Errors name the file and the line.
 pub fn read_classification<const N: usize, const C: usize>(
     path: impl AsRef<Path>,
     has_header: bool,
 ) -> Result<Vec<([f32; N], Class<C>)>> {
     let path = path.as_ref();
-    let file = super::open_file(path)?;
+    read_classification_from(super::open_file(path)?, path, has_header)
+}
+
+/// [`read_classification`] from any reader (standard input, bytes in memory, a socket);
+/// gzip-compressed data, known by its first bytes, is decompressed. `source` names the data in
+/// errors.
+pub fn read_classification_from<const N: usize, const C: usize>(
+    reader: impl Read,
+    source: impl AsRef<Path>,
+    has_header: bool,
+) -> Result<Vec<([f32; N], Class<C>)>> {
+    let path = source.as_ref();
+    let mut buffered = BufReader::new(reader);
+    let head = buffered.fill_buf().map_err(|e| Error::io(path, e))?;
+    let input: Box<dyn Read> = match head {
+        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        _ => Box::new(buffered),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(has_header)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(input);
     let mut samples = Vec::new();
     let mut numbers = Vec::with_capacity(N + 1);
     for record in reader.records() {

@@ -15,6 +15,7 @@ pub mod iris;
 mod labels;
 mod loader;
 pub mod npz;
+mod scaler;
 mod split;
 
 pub use augment::Augmented;
@@ -24,6 +25,7 @@ pub use dataset::{Dataset, InMemoryDataset};
 pub use image::{Image, ImageBatch};
 pub use labels::{Class, Labels};
 pub use loader::{BatchIter, DataLoader};
+pub use scaler::{Scaler, ScalerKind};
 pub use split::{random_split, stratified_split};
 
 use std::path::Path;
@@ -44,9 +46,18 @@ pub(crate) fn open_file(path: &Path) -> Result<std::fs::File> {
     })
 }
 
-/// One labelled sample from a row of numbers, checked: the row has `N` finite features and an
-/// integral label in `0..C`. `row` names the row in errors ("row 12", "line 13").
-pub(crate) fn class_sample<const N: usize, const C: usize>(
+/// One labelled sample from a row of numbers (a record of your own format), checked as fulmen's
+/// readers check theirs: the row has `N` finite features, within float32's range, and an
+/// integral label in `0..C`. `path` and `row` name the data in errors ("row 12", "line 13").
+///
+/// ```
+/// use fulmen::data::{class_sample, Class};
+/// let (x, y) = class_sample::<2, 3>("mine.txt".as_ref(), "row 0", &[1.5, 2.0], 2.0).unwrap();
+/// assert_eq!((x, y), ([1.5, 2.0], Class::new(2).unwrap()));
+/// let e = class_sample::<2, 3>("mine.txt".as_ref(), "row 1", &[1.5, f64::NAN], 0.0).unwrap_err();
+/// assert_eq!(e.to_string(), "mine.txt: row 1: feature 1 is NaN");
+/// ```
+pub fn class_sample<const N: usize, const C: usize>(
     path: &Path,
     row: &str,
     features: &[f64],
