@@ -214,3 +214,74 @@ fn running_statistics_survive_every_precision() {
         }
     }
 }
+
+#[path = "support/python.rs"]
+mod python;
+
+/// Trains `Norm` for `steps` batches through `forward_mut`, as a training step does.
+fn trained_norm(steps: usize) -> Norm<f32, Cpu> {
+    let dev = Cpu::seed_from_u64(3);
+    let mut m = Norm::<f32, Cpu>::build(&dev);
+    m.bn.epsilon = 1e-3;
+    for _ in 0..steps {
+        let x: Tensor<(usize, Const<4>, usize, usize), f32, Cpu> =
+            dev.sample_normal_like(&(2, Const, 3, 3));
+        let _ = m.bn.forward_mut(x.leaky_traced());
+    }
+    m
+}
+
+#[test]
+fn a_checkpoint_has_pytorchs_keys_counts_batches_and_keeps_settings_in_its_header() {
+    use fulmen::checkpoint::Checkpoint;
+    let model = trained_norm(3);
+    assert_eq!(model.bn.num_batches_tracked, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("norm.ckpt");
+    Checkpoint::of_module(&model, "Norm")
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let ckpt = Checkpoint::read(&path).unwrap();
+    let names: Vec<&str> = ckpt.tensor_names().collect();
+    assert_eq!(
+        names,
+        [
+            "bn.bias",
+            "bn.num_batches_tracked",
+            "bn.running_mean",
+            "bn.running_var",
+            "bn.weight"
+        ]
+    );
+    assert_eq!(ckpt.tensor("bn.num_batches_tracked").unwrap(), [3.0]);
+    // Loading restores the count and the settings (from the header) with the statistics.
+    let mut fresh = Norm::<f32, Cpu>::build(&Cpu::default());
+    ckpt.load_weights(&mut fresh).unwrap();
+    assert_eq!(fresh.bn.num_batches_tracked, 3);
+    assert_eq!(fresh.bn.epsilon, 1e-3, "exactly: the header holds it as f64");
+    assert_eq!(fresh.bn.running_var.as_vec(), model.bn.running_var.as_vec());
+
+    // As PyTorch stores it: an int64 scalar beside float32 tensors.
+    let Some(python) = python::with_module("safetensors.numpy") else {
+        return;
+    };
+    let script =
+        "import sys\nfrom safetensors.numpy import load_file\nw = load_file(sys.argv[1])\n\
+        t = w['bn.num_batches_tracked']\nprint(t.dtype, t.shape, int(t), sorted(w))\n";
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.trim(),
+        "int64 () 3 ['bn.bias', 'bn.num_batches_tracked', 'bn.running_mean', 'bn.running_var', 'bn.weight']"
+    );
+}

@@ -227,12 +227,12 @@ fn conv_layers_work_inside_a_lightning_module() {
         .tensor_names()
         .map(String::from)
         .collect();
+    // PyTorch's state_dict keys, so that `load_state_dict(strict=True)` takes the file.
     assert_eq!(
         names,
         [
             "bn.bias",
-            "bn.epsilon",
-            "bn.momentum",
+            "bn.num_batches_tracked",
             "bn.running_mean",
             "bn.running_var",
             "bn.weight",

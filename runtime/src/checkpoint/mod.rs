@@ -45,6 +45,9 @@ pub(crate) struct Record {
 
 pub(crate) type Records = BTreeMap<String, Record>;
 
+/// A module's configuration scalars by name (batch norm's `epsilon`), kept in the header.
+pub(crate) type Scalars = BTreeMap<String, f64>;
+
 /// The prefix of the optimizer's tensors. A `/` cannot occur in a module's field path, so
 /// every name with one is training state, not a weight.
 pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
@@ -92,6 +95,9 @@ pub(crate) struct Meta {
     pub callbacks: BTreeMap<String, Value>,
     pub datamodule: Option<Value>,
     pub extra: BTreeMap<String, Value>,
+    /// The modules' configuration scalars (batch norm's `epsilon`, `momentum`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scalars: Scalars,
     /// In a sharded checkpoint's files: how the ranks' shards make the whole tensors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<sharded::Layout>,
@@ -115,9 +121,11 @@ impl Checkpoint {
     where
         M: TensorCollection<E, D> + crate::Hyperparameters,
     {
-        let mut records = Records::new();
-        tensors::collect(module, &mut records)?;
-        Ok(Self::of_records(records, module.hparams(), name))
+        let (mut records, mut scalars) = (Records::new(), Scalars::new());
+        tensors::collect(module, &mut records, &mut scalars)?;
+        let mut ckpt = Self::of_records(records, module.hparams(), name);
+        ckpt.meta.scalars = scalars;
+        Ok(ckpt)
     }
 
     /// A weights-only checkpoint of `records` and `hparams`, written by module `name`.
@@ -137,6 +145,7 @@ impl Checkpoint {
                 callbacks: BTreeMap::new(),
                 datamodule: None,
                 extra: BTreeMap::new(),
+                scalars: Scalars::new(),
                 layout: None,
             },
             path: None,
@@ -155,7 +164,7 @@ impl Checkpoint {
     {
         let mut ckpt = Self::of_records(Records::new(), module.hparams(), name);
         if root {
-            tensors::collect_buffers(module, &mut ckpt.records)?;
+            tensors::collect_buffers(module, &mut ckpt.records, &mut ckpt.meta.scalars)?;
         }
         Ok(ckpt)
     }
@@ -295,7 +304,8 @@ impl Checkpoint {
         &self,
         module: &mut M,
     ) -> Result<()> {
-        let used = tensors::load(module, &self.records).map_err(|e| self.error(e))?;
+        let used =
+            tensors::load(module, &self.records, &self.meta.scalars).map_err(|e| self.error(e))?;
         let extra: Vec<&str> = self
             .records
             .keys()

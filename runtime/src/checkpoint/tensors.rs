@@ -5,7 +5,7 @@ use dfdx::nn::TensorCollection;
 use dfdx::shapes::Dtype;
 use safetensors::Dtype as SDtype;
 
-use super::{Record, Records};
+use super::{Record, Records, Scalars};
 use crate::walk::{self, Item, ItemMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -89,33 +89,58 @@ impl Record {
                     )))
                 })
                 .collect(),
+            // Counters, as batch norm's `num_batches_tracked`.
+            SDtype::I64 => chunks
+                .map(|b| convert(i64::from_le_bytes(b.try_into().unwrap_or_default()) as f64))
+                .collect(),
             other => Err(Error::msg(format!(
-                "tensor `{name}` is stored as {other:?}; fulmen reads F16, F32 and F64 tensors"
+                "tensor `{name}` is stored as {other:?}; fulmen reads F16, F32, F64 and I64 tensors"
             ))),
         }
     }
 }
 
-/// Every tensor (parameters and buffers) and scalar of `module`, by name.
+/// A scalar that is state, stored as a tensor: a counter PyTorch keeps as an int64 buffer
+/// (batch norm's `num_batches_tracked`). Every other scalar (batch norm's `epsilon` and
+/// `momentum`) is configuration, kept in the header, so that the tensor names are PyTorch's
+/// and a checkpoint loads into the PyTorch twin with `load_state_dict(strict=True)`.
+fn is_counter(name: &str) -> bool {
+    name.rsplit('.').next() == Some("num_batches_tracked")
+}
+
+/// A counter as PyTorch stores it: an int64 scalar.
+fn counter_record(value: f64) -> Record {
+    Record {
+        dtype: SDtype::I64,
+        shape: Vec::new(),
+        data: (value as i64).to_le_bytes().to_vec(),
+    }
+}
+
+/// Every tensor (parameters and buffers) of `module` by name into `into`; its configuration
+/// scalars into `config`.
 pub(crate) fn collect<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     into: &mut Records,
+    config: &mut Scalars,
 ) -> Result<()> {
-    collect_where(module, into, true)
+    collect_where(module, into, config, true)
 }
 
 /// The buffers (tensors not trained, as batch norm's statistics) and scalars of `module`.
 pub(crate) fn collect_buffers<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     into: &mut Records,
+    config: &mut Scalars,
 ) -> Result<()> {
-    collect_where(module, into, false)
+    collect_where(module, into, config, false)
 }
 
 /// [`collect`], with the trainable tensors or without them.
 fn collect_where<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &M,
     into: &mut Records,
+    config: &mut Scalars,
     trained_too: bool,
 ) -> Result<()> {
     walk::read(module, |name, item| {
@@ -128,7 +153,11 @@ fn collect_where<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
                 let value = value.ok_or_else(|| {
                     Error::msg(format!("scalar `{name}` is not representable as f64"))
                 })?;
-                Record::from_values(Vec::new(), &[value])
+                if !is_counter(&name) {
+                    config.insert(name, value);
+                    return Ok(());
+                }
+                counter_record(value)
             }
         };
         into.insert(name, record);
@@ -136,11 +165,14 @@ fn collect_where<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     })
 }
 
-/// Loads every tensor of `module` from `records`, checking names and shapes; the names of
-/// `records` the module used are returned so that the caller can refuse leftovers.
+/// Loads every tensor of `module` from `records` and its configuration scalars from `config`,
+/// checking names and shapes; the names of `records` the module used are returned so that the
+/// caller can refuse leftovers. (Checkpoints of fulmen 0.1 held the scalars as tensors, and no
+/// counter: both load.)
 pub(crate) fn load<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
     module: &mut M,
     records: &Records,
+    config: &Scalars,
 ) -> Result<Vec<String>> {
     let mut used = Vec::new();
     walk::write(module, |name, item| {
@@ -150,12 +182,19 @@ pub(crate) fn load<E: Ckpt, D: TrainDevice<E>, M: TensorCollection<E, D>>(
                 tensor.set_values(&values);
             }
             ItemMut::Scalar(scalar) => {
-                let value = lookup(records, &name, &[])?
-                    .values::<f64>(&name)?
-                    .first()
-                    .copied()
-                    .ok_or_else(|| Error::msg(format!("scalar `{name}` has no value")))?;
-                *scalar = Some(value);
+                if let Some(&value) = config.get(&name) {
+                    *scalar = Some(value);
+                    return Ok(());
+                }
+                if is_counter(&name) && !records.contains_key(&name) {
+                    *scalar = Some(0.0);
+                    return Ok(());
+                }
+                let value = lookup(records, &name, &[])?.values::<f64>(&name)?;
+                *scalar = Some(
+                    (value.first().copied())
+                        .ok_or_else(|| Error::msg(format!("scalar `{name}` has no value")))?,
+                );
             }
         }
         used.push(name);

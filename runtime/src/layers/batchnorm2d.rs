@@ -62,6 +62,9 @@ pub mod modules {
         pub epsilon: f64,
         /// The weight of a batch's statistics in the running ones (0.1).
         pub momentum: f64,
+        /// The batches whose statistics updated the running ones (PyTorch's buffer of the
+        /// same name; checkpoints store it as PyTorch does, an int64 scalar).
+        pub num_batches_tracked: u64,
     }
 }
 
@@ -75,50 +78,66 @@ impl<const C: usize, E: FloatDtype, D: Device<E>> TensorCollection<E, D>
     ) -> std::result::Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
-                Self::tensor(
-                    "weight",
-                    |s| &s.weight,
-                    |s| &mut s.weight,
-                    TensorOptions::reset_to_ones(),
+                (
+                    Self::tensor(
+                        "weight",
+                        |s| &s.weight,
+                        |s| &mut s.weight,
+                        TensorOptions::reset_to_ones(),
+                    ),
+                    Self::tensor(
+                        "bias",
+                        |s| &s.bias,
+                        |s| &mut s.bias,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "running_mean",
+                        |s| &s.running_mean,
+                        |s| &mut s.running_mean,
+                        TensorOptions::detached(|t| t.try_fill_with_zeros()),
+                    ),
+                    Self::tensor(
+                        "running_var",
+                        |s| &s.running_var,
+                        |s| &mut s.running_var,
+                        TensorOptions::detached(|t| t.try_fill_with_ones()),
+                    ),
                 ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::reset_to_zeros(),
-                ),
-                Self::tensor(
-                    "running_mean",
-                    |s| &s.running_mean,
-                    |s| &mut s.running_mean,
-                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
-                ),
-                Self::tensor(
-                    "running_var",
-                    |s| &s.running_var,
-                    |s| &mut s.running_var,
-                    TensorOptions::detached(|t| t.try_fill_with_ones()),
-                ),
-                Self::scalar(
-                    "epsilon",
-                    |s| &s.epsilon,
-                    |s| &mut s.epsilon,
-                    ScalarOptions::from_default(1e-5),
-                ),
-                Self::scalar(
-                    "momentum",
-                    |s| &s.momentum,
-                    |s| &mut s.momentum,
-                    ScalarOptions::from_default(0.1),
+                (
+                    Self::scalar(
+                        "epsilon",
+                        |s| &s.epsilon,
+                        |s| &mut s.epsilon,
+                        ScalarOptions::from_default(1e-5),
+                    ),
+                    Self::scalar(
+                        "momentum",
+                        |s| &s.momentum,
+                        |s| &mut s.momentum,
+                        ScalarOptions::from_default(0.1),
+                    ),
+                    Self::scalar(
+                        "num_batches_tracked",
+                        |s| &s.num_batches_tracked,
+                        |s| &mut s.num_batches_tracked,
+                        ScalarOptions::from_default(0),
+                    ),
                 ),
             ),
-            |(weight, bias, running_mean, running_var, epsilon, momentum)| modules::BatchNorm2D {
-                weight,
-                bias,
-                running_mean,
-                running_var,
-                epsilon,
-                momentum,
+            |(
+                (weight, bias, running_mean, running_var),
+                (epsilon, momentum, num_batches_tracked),
+            )| {
+                modules::BatchNorm2D {
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                    epsilon,
+                    momentum,
+                    num_batches_tracked,
+                }
             },
         )
     }
@@ -183,6 +202,7 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> NormState<E, D>
         let var: Tensor<Rank1<C>, E, D> = realize(var, "BatchNorm2D statistics")?;
         self.running_mean.try_axpy(1.0 - mom, &mean, mom)?;
         self.running_var.try_axpy(1.0 - mom, &var, mom * unbias)?;
+        self.num_batches_tracked += 1;
         Ok(())
     }
 }
