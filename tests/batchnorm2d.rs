@@ -259,7 +259,10 @@ fn a_checkpoint_has_pytorchs_keys_counts_batches_and_keeps_settings_in_its_heade
     let mut fresh = Norm::<f32, Cpu>::build(&Cpu::default());
     ckpt.load_weights(&mut fresh).unwrap();
     assert_eq!(fresh.bn.num_batches_tracked, 3);
-    assert_eq!(fresh.bn.epsilon, 1e-3, "exactly: the header holds it as f64");
+    assert_eq!(
+        fresh.bn.epsilon, 1e-3,
+        "exactly: the header holds it as f64"
+    );
     assert_eq!(fresh.bn.running_var.as_vec(), model.bn.running_var.as_vec());
 
     // As PyTorch stores it: an int64 scalar beside float32 tensors.

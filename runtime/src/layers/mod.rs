@@ -33,6 +33,11 @@ use crate::Error;
 /// its own ops panic on run-time shapes that cannot work; the layers do the same, with
 /// fulmen's message (the trainer turns a panic in a step into an error naming the step). The
 /// functions ([`conv2d()`], [`pool2d`], ...) return a `Result` instead.
+/// The panic's location is the layer's own `forward` (`#[track_caller]`), not this helper.
+#[track_caller]
 pub(crate) fn or_panic<T>(r: Result<T, Error>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
 }
