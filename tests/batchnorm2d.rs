@@ -170,8 +170,9 @@ impl TinyBnNet {
     }
 }
 
-/// The running statistics after two epochs of 4 batches in `precision`.
-fn running_stats(precision: &str) -> (Vec<f32>, Vec<f32>) {
+/// The running statistics after two epochs of 4 batches in `precision`, and the batches
+/// counted.
+fn running_stats(precision: &str) -> (Vec<f32>, Vec<f32>, u64) {
     use fulmen::data::Image;
     seed_everything(7);
     let samples: Vec<(Image<3>, Class<2>)> = (0..32)
@@ -197,15 +198,18 @@ fn running_stats(precision: &str) -> (Vec<f32>, Vec<f32>) {
     (
         model.bn.running_mean.as_vec(),
         model.bn.running_var.as_vec(),
+        model.bn.num_batches_tracked,
     )
 }
 
 #[test]
 fn running_statistics_survive_every_precision() {
-    let (mean, var) = running_stats("32-true");
+    let (mean, var, counted) = running_stats("32-true");
     assert!(mean.iter().all(|m| *m != 0.0) && var.iter().all(|v| *v != 1.0));
+    assert_eq!(counted, 8);
     for precision in ["64-true", "16-mixed"] {
-        let (m, v) = running_stats(precision);
+        let (m, v, counted) = running_stats(precision);
+        assert_eq!(counted, 8, "{precision}: the batches counted");
         for (got, want) in m.iter().chain(&v).zip(mean.iter().chain(&var)) {
             assert!(
                 (got - want).abs() < 2e-2 * (1.0 + want.abs()),

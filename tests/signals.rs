@@ -172,6 +172,30 @@ fn signals_child() {
     let Some(ready) = std::env::var_os("FULMEN_SIGNALS_CHILD") else {
         return;
     };
+    if std::env::var_os("FULMEN_SIGNALS_AFTER_FIT").is_some() {
+        // A short fit, then the program's own work: a signal now is the program's again.
+        let mut trainer = Trainer::builder()
+            .no_logger()
+            .enable_checkpointing(false)
+            .enable_progress_bar(false)
+            .enable_model_summary(false)
+            .max_epochs(1)
+            .build()
+            .unwrap();
+        let mut dm = IrisDataModule::new(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
+            16,
+            0.2,
+            42,
+            true,
+        );
+        trainer
+            .fit(&mut IrisClassifier::new(0.01), &mut dm)
+            .unwrap();
+        std::fs::write(&ready, "").unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        std::process::exit(0);
+    }
     let mut trainer = Trainer::builder()
         .no_logger()
         .enable_checkpointing(false)
@@ -222,4 +246,35 @@ fn one_ctrl_c_runs_on_exception_and_a_second_exits_at_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(!stderr.contains("on_exception"), "{stderr}");
+}
+
+#[test]
+fn after_a_fit_ctrl_c_ends_the_program_as_it_would_without_fulmen() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "signals_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FULMEN_SIGNALS_CHILD", &ready)
+        .env("FULMEN_SIGNALS_AFTER_FIT", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(dir.path(), "ready", &mut child);
+    send(&child, libc::SIGINT);
+    let out = finish(child);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGINT),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -126,18 +126,23 @@ macro_rules! placed_copies {
                 write_back: bool,
                 f: impl FnOnce(&mut Self::On) -> R,
             ) -> crate::Result<R> {
+                // Each move carries what dfdx's drops: hyperparameters and layers' scalars.
                 let mut cast = dfdx::nn::ToDtype::to_dtype::<$e>(self);
                 self.carry_hparams::<$e, Cpu>(&mut cast);
+                crate::walk::copy_scalars(self, &mut cast)?;
                 let mut copy = dfdx::nn::ToDevice::try_to_device(&cast, device).map_err(|e| {
                     crate::Error::Device(format!("moving the module to the device: {e:?}"))
                 })?;
                 cast.carry_hparams::<$e, $d>(&mut copy);
+                crate::walk::copy_scalars(&cast, &mut copy)?;
                 let result = f(&mut copy);
                 if write_back {
                     let mut host = dfdx::nn::ToDevice::to_device(&copy, &Cpu::default());
                     copy.carry_hparams::<$e, Cpu>(&mut host);
+                    crate::walk::copy_scalars(&copy, &mut host)?;
                     let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(&host);
                     host.carry_hparams::<f32, Cpu>(&mut back);
+                    crate::walk::copy_scalars(&host, &mut back)?;
                     *self = back;
                 }
                 Ok(result)
@@ -169,7 +174,7 @@ where
     D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
 {
     /// The half-precision copy of `m`, hyperparameters included.
-    fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> <Self as PlaceAs<Half, D>>::On;
+    fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> crate::Result<<Self as PlaceAs<Half, D>>::On>;
 }
 
 impl<M, D> Placement<D> for M
@@ -178,10 +183,11 @@ where
     M: PlaceAs<f32, D> + PlaceAs<f64, D> + PlaceAs<Half, D>,
     <M as PlaceAs<f32, D>>::On: TensorCollection<f32, D, To<Half, D> = <M as PlaceAs<Half, D>>::On>,
 {
-    fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> <Self as PlaceAs<Half, D>>::On {
+    fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> crate::Result<<Self as PlaceAs<Half, D>>::On> {
         let mut h = dfdx::nn::ToDtype::to_dtype::<Half>(m);
         m.carry_hparams::<Half, D>(&mut h);
-        h
+        crate::walk::copy_scalars(m, &mut h)?;
+        Ok(h)
     }
 }
 

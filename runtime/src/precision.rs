@@ -98,7 +98,7 @@ pub(crate) type HalfSteps<'a, E, D, M, S> = Option<Box<dyn HalfStep<E, D, M, S> 
 
 /// [`HalfStep`] for a module `M` whose half copy is `H`.
 pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> {
-    pub to_half: fn(&M) -> H,
+    pub to_half: fn(&M) -> Result<H>,
     pub collate: fn(Vec<S>, &D) -> H::Batch,
     pub scaler: LossScaler,
     /// The copy and loss of the step in flight.
@@ -109,7 +109,7 @@ pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S>
 }
 
 impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> {
-    pub fn new(to_half: fn(&M) -> H, collate: fn(Vec<S>, &D) -> H::Batch) -> Self {
+    pub fn new(to_half: fn(&M) -> Result<H>, collate: fn(Vec<S>, &D) -> H::Batch) -> Self {
         Self {
             to_half,
             collate,
@@ -135,7 +135,7 @@ where
         device: &D,
         info: StepInfo,
     ) -> Result<(f64, Vec<LogEntry>)> {
-        let mut half = (self.to_half)(model);
+        let mut half = (self.to_half)(model)?;
         let mut ctx = StepContext::<Half, D>::new(device.clone(), info);
         ctx.grads = Some(half.alloc_grads());
         let batch = (self.collate)(samples, device);
@@ -183,25 +183,27 @@ where
 }
 
 /// Copies the buffers of `half` (batch norm's running statistics, which its forward moved)
-/// into those of `model` (the same tensors in f32, in walk order), converted where they live.
+/// into those of `model` (the same tensors in f32, in walk order), converted where they live,
+/// and its scalars (batch norm's `num_batches_tracked`, which its forward counted).
 fn take_buffers<D, M, H>(half: &H, model: &mut M) -> Result<()>
 where
     D: TrainDevice<f32> + TrainDevice<Half>,
     M: TensorCollection<f32, D>,
     H: TensorCollection<Half, D>,
 {
-    let mut moved = Vec::new();
+    let (mut moved, mut scalars) = (Vec::new(), Vec::new());
     walk::read(half, |name, item| {
-        if let Item::Tensor {
-            tensor,
-            trainable: false,
-        } = item
-        {
-            moved.push((name, tensor.flat()?.try_to_dtype::<f32>()?));
+        match item {
+            Item::Tensor {
+                tensor,
+                trainable: false,
+            } => moved.push((name, tensor.flat()?.try_to_dtype::<f32>()?)),
+            Item::Scalar(value) => scalars.push((name, value)),
+            Item::Tensor { .. } => {}
         }
         Ok(())
     })?;
-    let mut moved = moved.into_iter();
+    let (mut moved, mut scalars) = (moved.into_iter(), scalars.into_iter());
     walk::write(model, |name, item| match item {
         ItemMut::Tensor {
             tensor,
@@ -212,6 +214,15 @@ where
                 .map_err(|e| Error::msg(format!("16-mixed: buffer `{name}`: {e}"))),
             _ => Err(Error::msg(format!(
                 "16-mixed: buffer `{name}` has no half-precision twin"
+            ))),
+        },
+        ItemMut::Scalar(slot) => match scalars.next() {
+            Some((twin, value)) if twin == name => {
+                *slot = value;
+                Ok(())
+            }
+            _ => Err(Error::msg(format!(
+                "16-mixed: scalar `{name}` has no half-precision twin"
             ))),
         },
         _ => Ok(()),

@@ -170,6 +170,40 @@ pub(crate) fn read<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
     .map(|_| ())
 }
 
+/// Copies the scalars of `from` (batch norm's settings and `num_batches_tracked`) into `to`,
+/// the same module in another dtype or on another device, by name: dfdx's `to_dtype` and
+/// `to_device` bring scalars back at their defaults.
+pub(crate) fn copy_scalars<E1, D1, A, E2, D2, B>(from: &A, to: &mut B) -> Result<()>
+where
+    E1: FloatDtype,
+    D1: HostAccess<E1>,
+    A: TensorCollection<E1, D1>,
+    E2: FloatDtype,
+    D2: HostAccess<E2>,
+    B: TensorCollection<E2, D2>,
+{
+    let mut scalars = Vec::new();
+    read(from, |name, item| {
+        if let Item::Scalar(value) = item {
+            scalars.push((name, value));
+        }
+        Ok(())
+    })?;
+    let mut scalars = scalars.into_iter();
+    write(to, |name, item| match item {
+        ItemMut::Scalar(slot) => match scalars.next() {
+            Some((from_name, value)) if from_name == name => {
+                *slot = value;
+                Ok(())
+            }
+            _ => Err(Error::msg(format!(
+                "scalar `{name}` has no counterpart in the module it is copied from"
+            ))),
+        },
+        ItemMut::Tensor { .. } => Ok(()),
+    })
+}
+
 /// Calls `f` on every tensor and scalar of `module`, for writing, in dfdx's walk order.
 pub(crate) fn write<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
     module: &mut M,
