@@ -421,3 +421,95 @@ fn every_iris_example_resumes_with_ckpt_path_last() {
         );
     }
 }
+
+#[test]
+fn config_values_of_every_yaml_kind_reach_the_trainer_as_its_flags_take_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kinds.yaml");
+    // null is unset (Lightning's configs write it); a list of loggers splits at commas; a
+    // device list is ordinals.
+    std::fs::write(
+        &cfg,
+        "trainer:\n  max_steps: null\n  logger: [csv, tensorboard]\n  devices: [0]\n  max_epochs: 1\n",
+    )
+    .unwrap();
+    let out = iris_cli(dir.path(), &["fit", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let version = dir.path().join("lightning_logs/version_0");
+    let events = std::fs::read_dir(&version).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents")
+    });
+    assert!(events, "the tensorboard logger of the list wrote");
+    // A quoted flag value stays a string (and the model then refuses it for its f64).
+    let out = iris_cli(
+        dir.path(),
+        &["fit", "--model.lr", "'0.5'", "--print_config"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("lr: '0.5'"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_logger_named_twice_is_refused() {
+    let (out, _d) = iris(&["--logger", "csv,csv"]);
+    assert!(
+        text(&out).contains("`csv` is given twice"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn ckpt_path_last_prefers_save_lasts_file_and_otherwise_names_the_one_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let common = [
+        "--data-dir",
+        DATA,
+        "--default-root-dir",
+        root,
+        "--enable-progress-bar",
+        "false",
+    ];
+    let first = run(
+        "iris",
+        dir.path(),
+        &[&common[..], &["--max-epochs", "2"]].concat(),
+    );
+    assert!(first.status.success(), "{}", text(&first));
+    let more = ["--max-epochs", "3", "--ckpt-path", "last"];
+    let second = run("iris", dir.path(), &[&common[..], &more[..]].concat());
+    let t = text(&second);
+    assert!(
+        t.contains("ckpt_path \"last\": no last*.ckpt") && t.contains("epoch=1-step=20.ckpt"),
+        "{t}"
+    );
+    // Without a logger, checkpoints go to ROOT/checkpoints, and "last" finds them there.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let common = [
+        "--data-dir",
+        DATA,
+        "--default-root-dir",
+        root,
+        "--logger",
+        "false",
+    ];
+    let first = run(
+        "iris",
+        dir.path(),
+        &[&common[..], &["--max-epochs", "2"]].concat(),
+    );
+    assert!(first.status.success(), "{}", text(&first));
+    let second = run("iris", dir.path(), &[&common[..], &more[..]].concat());
+    let t = text(&second);
+    assert!(
+        t.contains("Epoch 2 ended") && !t.contains("Epoch 1 ended"),
+        "{t}"
+    );
+}

@@ -235,3 +235,32 @@ fn csv_reads_from_any_reader_plain_or_gzip_compressed() {
         "{e}"
     );
 }
+
+/// A reader that hands out one byte per call, as a pipe may.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((&b, rest)), Some(slot)) => {
+                *slot = b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+#[test]
+fn gzip_is_known_from_a_reader_that_gives_one_byte_at_a_time() {
+    use std::io::Write;
+    let text = "1,2,3,4,0\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let rows = csv::read_classification_from::<4, 3>(Trickle(&gz), "pipe", false).unwrap();
+    assert_eq!(rows, [([1.0, 2.0, 3.0, 4.0], Class::new(0).unwrap())]);
+    let plain = csv::read_classification_from::<4, 3>(Trickle(text.as_bytes()), "pipe", false);
+    assert_eq!(plain.unwrap(), rows);
+}

@@ -356,9 +356,11 @@ pub enum CkptPath {
     Fresh,
     /// The checkpoint file at this path.
     Path(PathBuf),
-    /// The newest `last*.ckpt` where the checkpoint callbacks keep theirs (`"last"`).
+    /// The newest `last*.ckpt` where the checkpoint callbacks keep theirs, or of an earlier
+    /// run under the same root directory; else the newest checkpoint there (`"last"`).
     Last,
-    /// The best checkpoint by the checkpoint callback's monitored metric (`"best"`).
+    /// The best checkpoint by the checkpoint callback's monitored metric, saved by an earlier
+    /// fit of the same trainer (`"best"`).
     Best,
 }
 

@@ -172,10 +172,10 @@ fn unknown(source: &str, key: &str, valid: &[String]) -> Error {
 }
 
 /// A value given on the command line as YAML reads it: `0.01` a number, `true` a boolean,
-/// `./data` a string.
+/// `./data` a string, `'"1.10"'` the string `1.10`.
 pub(super) fn scalar(text: &str) -> Value {
     match serde_yaml::from_str::<Value>(text) {
-        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v,
+        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null | Value::String(_))) => v,
         _ => Value::String(text.to_string()),
     }
 }

@@ -37,7 +37,7 @@
 //!
 //! ```sh
 //! program fit --config run.yaml --trainer.max_epochs 5 --model.lr 0.02 --seed_everything 42
-//! program test --config run.yaml --ckpt_path best
+//! program validate --config run.yaml --ckpt_path last
 //! ```
 //!
 //! A config file is the same tree:
@@ -111,7 +111,8 @@ where
     }
 
     /// The model's hyperparameters when neither a file nor a flag gives them: those of the
-    /// model `defaults` builds (Python's `__init__` defaults).
+    /// model `defaults` builds (Python's `__init__` defaults). It is built once per run, to
+    /// read them.
     pub fn model_defaults(mut self, defaults: impl Fn() -> M + 'static) -> Self {
         self.model_defaults = Some(Box::new(move || defaults().hparams()));
         self
@@ -150,7 +151,11 @@ where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = match self.command().try_get_matches_from(args) {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let name = (args.first())
+            .and_then(|p| std::path::Path::new(p).file_name())
+            .map_or_else(|| "fulmen".into(), |n| n.to_string_lossy().into_owned());
+        let matches = match self.command(name).try_get_matches_from(args) {
             Ok(m) => m,
             Err(e) => {
                 let _ = e.print();
@@ -176,15 +181,7 @@ where
     }
 
     /// The command: one subcommand per stage, each with every flag.
-    fn command(&self) -> Command {
-        let name = std::env::args()
-            .next()
-            .and_then(|p| {
-                std::path::Path::new(&p)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "fulmen".into());
+    fn command(&self, name: String) -> Command {
         let mut cmd = Command::new(name)
             .subcommand_required(true)
             .arg_required_else_help(true);
@@ -356,10 +353,8 @@ fn stage_command(
 fn flags_over(config: &mut Config, m: &ArgMatches) {
     for id in m.ids() {
         let id = id.as_str();
-        if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine) || id == "config" {
-            continue;
-        }
-        if id == "print_config" {
+        let given = m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        if !given || id == "config" || id == "print_config" {
             continue;
         }
         let raw: Vec<String> = m
@@ -389,18 +384,20 @@ fn trainer_section(config: &Config) -> Result<TrainerArgs> {
     let mut argv = vec!["trainer".to_string()];
     for (key, value) in config.section("trainer") {
         let dotted = format!("trainer.{key}");
-        let is_switch = known
+        // A list is the flag's own list: `csv,tensorboard` where the flag splits at commas,
+        // `[0,1]` (device ordinals) elsewhere.
+        let delimited = known
             .iter()
             .find(|a| a.get_id() == key.as_str())
-            .is_some_and(|a| matches!(a.get_action(), ArgAction::SetTrue));
-        let flag = match (is_switch, &value) {
-            (true, Value::Bool(false)) => continue,
-            (true, Value::Bool(true)) => format!("--{dotted}"),
-            (true, _) => return Err(bad_value(config, &dotted, "true or false")),
-            (false, v) => match config::flag_text(v) {
-                Some(text) => format!("--{dotted}={text}"),
-                None => return Err(bad_value(config, &dotted, "a value")),
-            },
+            .is_some_and(|a| a.get_value_delimiter().is_some());
+        let flag = match (&value, config::flag_text(&value)) {
+            (Value::Null, _) => continue, // unset, as in Lightning's configs
+            (Value::Sequence(items), _) if !delimited => {
+                let items: Vec<String> = items.iter().filter_map(config::flag_text).collect();
+                format!("--{dotted}=[{}]", items.join(","))
+            }
+            (_, Some(text)) => format!("--{dotted}={text}"),
+            (_, None) => return Err(bad_value(config, &dotted, "a value")),
         };
         // Each flag alone first, so that an error names where it was given.
         parse_trainer(&known, ["trainer".to_string(), flag.clone()])

@@ -27,11 +27,21 @@ pub fn read_classification_from<const N: usize, const C: usize>(
     has_header: bool,
 ) -> Result<Vec<([f32; N], Class<C>)>> {
     let path = source.as_ref();
-    let mut buffered = BufReader::new(reader);
-    let head = buffered.fill_buf().map_err(|e| Error::io(path, e))?;
-    let input: Box<dyn Read> = match head {
-        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        _ => Box::new(buffered),
+    // The first two bytes, however the reader hands them out (a pipe may give one at a time).
+    let mut reader = BufReader::new(reader);
+    let mut head = Vec::with_capacity(2);
+    while head.len() < 2 {
+        let got = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+        let Some(&byte) = got.first() else {
+            break;
+        };
+        head.push(byte);
+        reader.consume(1);
+    }
+    let whole = std::io::Cursor::new(head.clone()).chain(reader);
+    let input: Box<dyn Read> = match head[..] {
+        [0x1f, 0x8b] => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        _ => Box::new(whole),
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(has_header)

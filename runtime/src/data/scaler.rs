@@ -75,7 +75,7 @@ impl<const N: usize> Scaler<N> {
             let lo = train.iter().map(|x| x[j]).fold(f32::INFINITY, f32::min);
             let hi = train.iter().map(|x| x[j]).fold(f32::NEG_INFINITY, f32::max);
             shift[j] = lo;
-            scale[j] = nonzero(f64::from(hi - lo));
+            scale[j] = nonzero(f64::from(hi) - f64::from(lo));
         }
         Ok(Self {
             kind: ScalerKind::MinMax,

@@ -224,9 +224,15 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> Describe<E, D>
     label = "a traced batch needs `forward_mut`",
     note = "in training, BatchNorm2D normalizes by the batch and updates its running statistics, which takes `&mut self`: call `forward_mut` on the traced batch (`self.net.forward_mut(ctx.trace(x))` in `training_step`, as examples/cifar10.rs does, or from a `forward` of your own that takes `&mut self`); `forward` normalizes an untraced batch (validation, prediction) by the running statistics"
 )]
-pub trait Untraced<E: Dtype, D: Device<E>>: Tape<E, D> {}
+pub trait Untraced<E: Dtype, D: Device<E>>: Tape<E, D> + sealed::Sealed {}
 
 impl<E: Dtype, D: Device<E>> Untraced<E, D> for NoneTape {}
+
+mod sealed {
+    /// `Untraced` is `NoneTape`'s alone.
+    pub trait Sealed {}
+    impl Sealed for dfdx::tensor::NoneTape {}
+}
 
 impl<const C: usize, E: FloatDtype, D: TrainDevice<E>, T: Untraced<E, D>> Module<Images<C, E, D, T>>
     for modules::BatchNorm2D<C, E, D>

@@ -74,9 +74,13 @@ impl Logger for Loggers {
     }
 }
 
-/// Refuses a name that is not a built-in logger, and `false` beside others.
+/// Refuses a name that is not a built-in logger, one given twice (two writers of one file),
+/// and `false` beside others.
 pub(crate) fn check_names(names: &[String]) -> Result<()> {
-    for n in names {
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].iter().any(|m| m.eq_ignore_ascii_case(n)) {
+            return Err(Error::config("logger", format!("`{n}` is given twice")));
+        }
         match n.to_ascii_lowercase().as_str() {
             "csv" | "tensorboard" => {}
             "false" if names.len() == 1 => {}

@@ -11,7 +11,7 @@ pub struct TrainerArgs {
     /// Maximum number of epochs (-1: no limit).
     #[arg(long, allow_negative_numbers = true, value_parser = count_or_unlimited)]
     pub max_epochs: Option<usize>,
-    /// Maximum number of optimizer steps (-1: no limit).
+    /// Maximum number of optimizer steps (-1: none, Lightning's default).
     #[arg(long, allow_negative_numbers = true, value_parser = count_or_unlimited)]
     pub max_steps: Option<usize>,
     /// Minimum number of epochs (early stopping waits for it).
@@ -23,8 +23,8 @@ pub struct TrainerArgs {
     /// cpu, gpu (cuda) or auto.
     #[arg(long)]
     pub accelerator: Option<String>,
-    /// Devices: a count (1), ordinals (`0,` or `[1]`: GPU 1) or auto.
-    #[arg(long)]
+    /// Devices: a count (1), ordinals (`0,` or `[1]`: GPU 1) or auto (-1).
+    #[arg(long, allow_negative_numbers = true)]
     pub devices: Option<crate::device::Devices>,
     /// auto, single_device, ddp, fsdp (FULL_SHARD), fsdp:SHARD_GRAD_OP, fsdp:NO_SHARD, ...
     #[arg(long)]
@@ -117,7 +117,6 @@ impl TrainerArgs {
         }
         given!(
             max_epochs,
-            max_steps,
             min_epochs,
             devices,
             default_root_dir,
@@ -141,6 +140,11 @@ impl TrainerArgs {
             enable_checkpointing,
             enable_model_summary
         );
+        // Lightning's `max_steps=-1` is its default: no step limit, and 1000 epochs unless
+        // max_epochs says otherwise.
+        if let Some(steps) = self.max_steps.filter(|&s| s != usize::MAX) {
+            b = b.max_steps(steps);
+        }
         if !self.logger.is_empty() {
             b = b.loggers(self.logger.clone());
         }

@@ -143,11 +143,7 @@ impl Trainer {
             Some(path) => Some(Checkpoint::read(path)?),
             None if which == CkptPath::Fresh => None,
             None => {
-                let dirs: Vec<PathBuf> = self
-                    .callbacks
-                    .iter()
-                    .filter_map(|c| c.checkpoint_paths()?.dirpath)
-                    .collect();
+                let dirs = self.last_dirs();
                 eprintln!("warning: {which}: no checkpoint found in {dirs:?}; training starts from scratch");
                 None
             }

@@ -41,9 +41,9 @@ impl Trainer {
     }
 
     /// The file `which` names: a path, the best checkpoint of this trainer's checkpoint
-    /// callback, or for "last" the newest checkpoint where the callbacks keep theirs or an
-    /// earlier run of the default logger did (`ROOT/lightning_logs/version_*/checkpoints`;
-    /// `None` if there is none yet).
+    /// callback, or for "last" the newest `last*.ckpt` (`save_last`'s) in the folders
+    /// [`last_dirs`](Self::last_dirs) names, else the newest checkpoint there of any name,
+    /// said in a warning (`None` if there is none yet).
     pub(in crate::trainer) fn resolve_checkpoint(
         &self,
         which: CkptPath,
@@ -59,33 +59,68 @@ impl Trainer {
             CkptPath::Best => all.iter().find_map(|p| p.best.clone()).map(Some).ok_or_else(|| {
                 Error::config(
                     "ckpt_path",
-                    "\"best\" needs a checkpoint callback that saved a best checkpoint in an earlier fit of this trainer; pass the checkpoint's path instead",
+                    "\"best\" needs a checkpoint callback that saved a best checkpoint in an earlier fit of this trainer (in this process); pass the checkpoint's path instead",
                 )
             }),
             CkptPath::Last => {
-                // The newest checkpoint of this trainer's callbacks, or of an earlier run of
-                // the same logger (`lightning_logs/version_*/checkpoints`): what a new process
-                // resuming "last" means.
                 let mut candidates: Vec<PathBuf> =
                     all.iter().filter_map(|p| p.last.clone()).collect();
-                let default = (self.default_root_dir)
-                    .join(crate::loggers::DEFAULT_NAME)
-                    .join("version_0/checkpoints");
-                let dirs = all.iter().filter_map(|p| p.dirpath.clone());
-                for dir in dirs.chain([default]) {
-                    for dir in with_earlier_versions(&dir) {
-                        candidates.extend(checkpoint_files(&dir));
-                    }
+                for dir in self.last_dirs() {
+                    candidates.extend(checkpoint_files(&dir));
                 }
-                let newest = candidates
-                    .into_iter()
-                    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-                    .max()
-                    .map(|(_, p)| p);
-                Ok(newest)
+                let is_last = |p: &PathBuf| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("last"))
+                };
+                if candidates.iter().any(is_last) {
+                    return Ok(newest(candidates.into_iter().filter(is_last)));
+                }
+                let found = newest(candidates.into_iter());
+                if let (Some(path), true) = (&found, self.dist.env.is_global_zero()) {
+                    eprintln!(
+                        "ckpt_path \"last\": no last*.ckpt (ModelCheckpoint's save_last writes one); the newest checkpoint is {}",
+                        path.display()
+                    );
+                }
+                Ok(found)
             }
         }
     }
+
+    /// Where "last" looks: the folders of the checkpoint callbacks that name one (and, for a
+    /// logger's `version_N/checkpoints`, those of its other versions); with none named yet (a
+    /// new process, default callbacks), those of the default layout under the root directory:
+    /// `lightning_logs/version_*/checkpoints`, and `checkpoints` (runs without a logger).
+    pub(in crate::trainer) fn last_dirs(&self) -> Vec<PathBuf> {
+        let named: Vec<PathBuf> = (self.callbacks.iter())
+            .filter_map(|c| c.checkpoint_paths()?.dirpath)
+            .collect();
+        let root = &self.default_root_dir;
+        let starts = match named.is_empty() {
+            false => named,
+            true => vec![
+                root.join(crate::loggers::DEFAULT_NAME)
+                    .join("version_0/checkpoints"),
+                root.join("checkpoints"),
+            ],
+        };
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for dir in starts.iter().flat_map(|d| with_earlier_versions(d)) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs
+    }
+}
+
+/// The most recently modified of `paths`.
+fn newest(paths: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
+    paths
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// `dir`, and when it is a logger's `version_N/checkpoints`, the same folder of every version.

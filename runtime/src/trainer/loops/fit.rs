@@ -99,6 +99,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         (self.position.train_batches == 0).then(|| match s.limit_train_batches {
             Limit::Count(0) | Limit::Fraction(0.0) => "limit_train_batches=0".to_string(),
+            Limit::Fraction(1.0) => "the training data loader yields no batch".to_string(),
             _ => "the training data loader yields no batch at this limit_train_batches".to_string(),
         })
     }

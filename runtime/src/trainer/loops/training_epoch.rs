@@ -73,8 +73,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     fn start_epoch(&mut self, start: usize) -> Result<usize> {
         let (epoch, total) = (self.view.current_epoch, self.position.train_batches);
         let label = match self.settings.max_epochs {
-            Some(max) => format!("Epoch {epoch}/{}", max.saturating_sub(1)),
-            None => format!("Epoch {epoch}"),
+            Some(max) if max != usize::MAX => format!("Epoch {epoch}/{}", max.saturating_sub(1)),
+            _ => format!("Epoch {epoch}"),
         };
         self.progress.start(label, total);
         if start == 0 {
