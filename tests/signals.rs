@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{IrisClassifier, IrisDataModule};
+use fulmen::callbacks::OnExceptionCheckpoint;
 use fulmen::prelude::*;
 
 /// Waits until a file of `dir` ends with `suffix`, or panics after a minute.
@@ -202,6 +203,9 @@ fn signals_child() {
         .enable_progress_bar(false)
         .enable_model_summary(false)
         .max_epochs(100)
+        .callback(OnExceptionCheckpoint::new(
+            Path::new(&ready).parent().unwrap(),
+        ))
         .callback(SlowSteps {
             ready: ready.into(),
         })
@@ -234,6 +238,9 @@ fn one_ctrl_c_runs_on_exception_and_a_second_exits_at_once() {
         stderr.contains("on_exception: SIGINT at epoch 0, step "),
         "{stderr}"
     );
+    // OnExceptionCheckpoint saved the run where it stopped, after its first step.
+    let saved = fulmen::checkpoint::Checkpoint::read(dir.path().join("on_exception.ckpt")).unwrap();
+    assert_eq!((saved.epoch(), saved.global_step()), (Some(0), Some(1)));
 
     // Two: the second exits while the step still sleeps, without `on_exception`.
     std::fs::remove_file(&ready).unwrap();

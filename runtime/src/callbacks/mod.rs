@@ -1,6 +1,6 @@
 //! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`):
 //! [`ModelCheckpoint`], [`EarlyStopping`], [`LearningRateMonitor`], [`ModelSummary`],
-//! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`].
+//! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`], [`OnExceptionCheckpoint`].
 
 pub mod early_stopping;
 mod filename;
@@ -9,6 +9,7 @@ pub mod lambda;
 pub mod lr_monitor;
 pub mod model_checkpoint;
 pub mod model_summary;
+pub mod on_exception_checkpoint;
 pub mod timer;
 
 pub use early_stopping::EarlyStopping;
@@ -17,6 +18,7 @@ pub use lambda::LambdaCallback;
 pub use lr_monitor::LearningRateMonitor;
 pub use model_checkpoint::ModelCheckpoint;
 pub use model_summary::ModelSummary;
+pub use on_exception_checkpoint::OnExceptionCheckpoint;
 pub use timer::Timer;
 
 /// Whether a monitored metric improves downwards (`Min`, a loss) or upwards (`Max`, an

@@ -188,12 +188,24 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// Lightning's `on_exception`: the callbacks', then the module's, with the error that ends
-    /// the run (before the loggers are flushed and closed).
+    /// the run (before the loggers are flushed and closed); then the checkpoints they asked
+    /// for (`OnExceptionCheckpoint`), where every rank can take part: in a run of one, or when
+    /// the ranks stop together (a signal). A failed save is said, not returned: the error that
+    /// ended the run is the one the caller gets.
     fn on_exception(&mut self, error: &Error) {
         for cb in self.callbacks.iter_mut() {
             cb.on_exception(self.view, error);
         }
         self.model.on_exception(self.view, error);
+        let together = self.dist.env.world_size == 1 || matches!(error, Error::Interrupted { .. });
+        if !together {
+            self.view.checkpoint_saves.clear();
+            self.view.checkpoint_removals.clear();
+            return;
+        }
+        if let Err(e) = self.after_hook() {
+            eprintln!("warning: a checkpoint asked for in on_exception was not written: {e}");
+        }
     }
 
     /// Where a step of `stage` is.
