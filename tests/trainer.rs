@@ -265,3 +265,64 @@ fn stages_without_their_step_or_data_say_so() {
         "{err}"
     );
 }
+
+#[lightning_module]
+struct Dict {
+    l: Linear<4, 3>,
+}
+
+#[lightning_module]
+impl Dict {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let logits = self.l.forward(ctx.trace(x));
+        let acc = accuracy(&logits, &y);
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        ctx.log_dict([("d_loss", loss.log_value()), ("d_acc", acc)])
+            .prog_bar(true)
+            .on_epoch(true);
+        loss
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1)
+    }
+}
+
+/// Keeps what the progress bar and callbacks saw at the end of training.
+struct Seen(std::rc::Rc<std::cell::RefCell<Vec<String>>>);
+
+impl Callback for Seen {
+    fn on_train_end(&mut self, t: &mut TrainerView) {
+        let mut seen = self.0.borrow_mut();
+        seen.extend(t.progress_bar_metrics().keys().cloned());
+        seen.extend(t.callback_metrics().keys().map(|k| format!("cb:{k}")));
+    }
+}
+
+#[test]
+fn log_dict_logs_every_value_with_the_options_chained_on_it() {
+    let seen = std::rc::Rc::default();
+    let mut trainer = Trainer::builder()
+        .max_epochs(1)
+        .no_logger()
+        .enable_checkpointing(false)
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .callback(Seen(std::rc::Rc::clone(&seen)))
+        .build()
+        .unwrap();
+    let loader = DataLoader::new(InMemoryDataset::new(iris()), 16);
+    trainer.fit_loaders(&mut Dict::new(), loader, None).unwrap();
+    let seen = seen.borrow();
+    for key in [
+        "d_acc_step",
+        "d_loss_step",
+        "cb:d_acc_epoch",
+        "cb:d_loss_epoch",
+    ] {
+        assert!(seen.iter().any(|k| k == key), "{key} in {seen:?}");
+    }
+}

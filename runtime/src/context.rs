@@ -87,6 +87,33 @@ impl LogEntry {
     }
 }
 
+/// The entries of one `ctx.log_dict(...)` call; each option applies to all of them.
+pub struct LogEntries<'a>(&'a mut [LogEntry]);
+
+macro_rules! for_each_entry {
+    ($($name:ident: $ty:ty),*) => {$(
+        #[doc = concat!("[`LogEntry::", stringify!($name), "`] for every entry.")]
+        pub fn $name(self, value: $ty) -> Self {
+            for e in self.0.iter_mut() {
+                e.$name(value);
+            }
+            self
+        }
+    )*};
+}
+
+impl LogEntries<'_> {
+    for_each_entry!(
+        sync_dist: bool,
+        on_step: bool,
+        on_epoch: bool,
+        prog_bar: bool,
+        logger: bool,
+        reduce: Reduce,
+        batch_size: usize
+    );
+}
+
 /// A value that can be logged: numbers and scalar tensors.
 pub trait LogValue {
     /// The value as an `f64`.
@@ -187,6 +214,21 @@ impl<E: Dtype, D: Device<E>> StepContext<E, D> {
         });
         let last = self.logs.len() - 1;
         &mut self.logs[last]
+    }
+
+    /// Logs every `(name, value)` of `values` as [`log`](Self::log) does, the options chained
+    /// on the result applying to all (Lightning's `self.log_dict`); values of one type, so a
+    /// tensor joins numbers as `loss.log_value()`:
+    /// `ctx.log_dict([("val_loss", loss.log_value()), ("val_acc", acc)]).prog_bar(true);`
+    pub fn log_dict<K: AsRef<str>, V: LogValue>(
+        &mut self,
+        values: impl IntoIterator<Item = (K, V)>,
+    ) -> LogEntries<'_> {
+        let first = self.logs.len();
+        for (name, value) in values {
+            self.log(name.as_ref(), value);
+        }
+        LogEntries(&mut self.logs[first..])
     }
 
     /// Which loop runs this step.

@@ -106,7 +106,7 @@ pub use serde_json;
 /// Everything a training script needs: fulmen's traits and types, its macros, and dfdx's prelude.
 pub mod prelude {
     pub use crate::callback::Callback;
-    pub use crate::context::{Loss, StepContext};
+    pub use crate::context::{LogValue, Loss, StepContext};
     pub use crate::data::{
         Class, ClassBatch, Collate, DataLoader, Dataset, InMemoryDataset, Labels, RegressionBatch,
     };
