@@ -8,15 +8,10 @@
 //!
 //! Every rank starts from rank 0's weights and trains on its half of each epoch (batches of
 //! `--batch-size` per rank); the gradients are averaged across ranks before each step. Rank 0
-//! alone logs and writes checkpoints. `--out DIR` writes each rank's final weights to
-//! `DIR/rank<R>.weights` (f32, little-endian), which tests/ddp.rs compares across ranks and
-//! with one process trained on the same global batches. `--hang-at-step N --hang-rank R`
-//! makes rank R stop answering at step N (`--die`: killed), the faults tests/ddp.rs checks
-//! end the run in bounded time.
+//! alone logs and writes checkpoints; `--ckpt-path last` resumes on any number of ranks, and
+//! under SLURM a requeued job resumes by itself.
 
 mod common;
-
-use std::path::PathBuf;
 
 use clap::Parser;
 use common::{exit_on_error, IrisClassifier};
@@ -30,28 +25,6 @@ struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Where each rank writes its final weights.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[arg(long)]
-    hang_at_step: Option<usize>,
-    #[arg(long, default_value_t = 1)]
-    hang_rank: usize,
-    /// Rank --hang-rank asks to stop at this step (as early stopping on its own values would).
-    #[arg(long)]
-    stop_at_step: Option<usize>,
-    /// Every rank reads the whole of every epoch (Lightning's use_distributed_sampler=False).
-    #[arg(long)]
-    no_distributed_sampler: bool,
-    /// Sleep this long after every step (to leave time for a signal).
-    #[arg(long, default_value_t = 0)]
-    step_sleep_ms: u64,
-    /// At --hang-at-step, kill the rank (SIGKILL) instead of hanging it.
-    #[arg(long)]
-    die: bool,
-    /// Write checkpoints (rank 0, every epoch, under the default root directory).
-    #[arg(long)]
-    checkpoints: bool,
     /// Resume from this checkpoint (one written by any number of ranks): a path, `last` or
     /// `best`.
     #[arg(long, value_name = "PATH|last|best")]
@@ -60,96 +33,23 @@ struct Args {
     trainer: TrainerArgs,
 }
 
-/// One rank asks to stop.
-struct StopOne {
-    rank: usize,
-    step: usize,
-}
-
-impl Callback for StopOne {
-    fn on_train_batch_end(&mut self, t: &mut TrainerView, _loss: f64, _batch: usize) {
-        if t.global_rank() == self.rank && t.global_step() >= self.step {
-            t.request_stop();
-        }
-    }
-}
-
-/// Sleeps after every step.
-struct Slow(u64);
-
-impl Callback for Slow {
-    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, _batch: usize) {
-        std::thread::sleep(std::time::Duration::from_millis(self.0));
-    }
-}
-
-/// Stops answering at a given step, as a rank stuck in a dead filesystem or a deadlock.
-struct Hang {
-    rank: usize,
-    step: usize,
-    die: bool,
-}
-
-impl Callback for Hang {
-    fn on_train_batch_end(&mut self, t: &mut TrainerView, _loss: f64, _batch: usize) {
-        if t.global_rank() == self.rank && t.global_step() >= self.step {
-            if self.die {
-                eprintln!("rank {}: killed at step {}", self.rank, t.global_step());
-                let pid = std::process::id().to_string();
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid])
-                    .status();
-            }
-            eprintln!("rank {}: hanging at step {}", self.rank, t.global_step());
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     exit_on_error(|| {
         seed_everything(args.seed);
-        let mut builder = Trainer::builder()
+        let mut trainer = Trainer::builder()
             .max_epochs(5)
             .accelerator("cpu")
-            .enable_checkpointing(args.checkpoints)
-            .use_distributed_sampler(!args.no_distributed_sampler)
-            .enable_progress_bar(false);
-        if let Some(step) = args.hang_at_step {
-            builder = builder.callback(Hang {
-                rank: args.hang_rank,
-                step,
-                die: args.die,
-            });
-        }
-        if let Some(step) = args.stop_at_step {
-            builder = builder.callback(StopOne {
-                rank: args.hang_rank,
-                step,
-            });
-        }
-        if args.step_sleep_ms > 0 {
-            builder = builder.callback(Slow(args.step_sleep_ms));
-        }
-        let mut trainer = builder.args(&args.trainer).build()?;
+            .args(&args.trainer)
+            .build()?;
         let data = fulmen::data::iris::bundled();
         let loader = DataLoader::new(InMemoryDataset::new(data), args.batch_size).shuffle(true);
-        let mut model = IrisClassifier::new(0.01);
         let mut loaders = fulmen::datamodule::Loaders {
             train: Some(loader),
             ..Default::default()
         };
+        let mut model = IrisClassifier::new(0.01);
         trainer.fit_from(&mut model, &mut loaders, args.ckpt_path.as_deref())?;
-        let weights: Vec<f32> = [
-            model.layer_1.weight.as_vec(),
-            model.layer_1.bias.as_vec(),
-            model.layer_2.weight.as_vec(),
-            model.layer_2.bias.as_vec(),
-        ]
-        .concat();
         println!(
             "rank {} of {}: trained {} steps, train_loss {:.4}",
             trainer.global_rank(),
@@ -161,12 +61,6 @@ fn main() -> std::process::ExitCode {
                 .copied()
                 .unwrap_or(f64::NAN)
         );
-        if let Some(dir) = &args.out {
-            let bytes: Vec<u8> = weights.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let path = dir.join(format!("rank{}.weights", trainer.global_rank()));
-            std::fs::write(&path, bytes)
-                .map_err(|e| fulmen::Error::msg(format!("{}: {e}", path.display())))?;
-        }
         Ok(())
     })
 }

@@ -90,7 +90,7 @@ build)
     [ $# -gt 0 ] || set -- --release
     eval "$(scripts/cuda-toolchain.sh)"
     mkdir -p "$dir"
-    targets=(--features nccl --test gpu --bench gpu --example iris_ddp --example fsdp)
+    targets=(--features nccl --test gpu --bench gpu --example iris_ranks --example fsdp)
     # JSON on stdout names the binaries and dfdx's build-script folder (printed); the
     # compiler's messages still go to stderr as text.
     out_dir=$(cargo build "$@" "${targets[@]}" --message-format=json-render-diagnostics |
@@ -103,7 +103,7 @@ for line in sys.stdin:
         dfdx = m["out_dir"]
         print(dfdx)
     exe = m.get("executable") if m.get("reason") == "compiler-artifact" else None
-    if exe and m["target"]["name"] in ("gpu", "iris_ddp", "fsdp"):
+    if exe and m["target"]["name"] in ("gpu", "iris_ranks", "fsdp"):
         name = m["target"]["name"]
         name = "gpu-" + m["target"]["kind"][0] if name == "gpu" else name
         dest = os.path.join(sys.argv[1], name)
@@ -143,7 +143,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
     say "no NVIDIA driver here: libcuda.so.1 is not in the loader's cache (ldconfig -p)"
     exit 2
 fi
-if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ddp" ] || [ ! -x "$dir/fsdp" ] || [ ! -f "$dir/nvrtc/paths" ]; then
+if [ ! -x "$dir/gpu-test" ] || [ ! -x "$dir/gpu-bench" ] || [ ! -x "$dir/iris_ranks" ] || [ ! -x "$dir/fsdp" ] || [ ! -f "$dir/nvrtc/paths" ]; then
     say "no binaries in $dir: run 'scripts/gpu-check.sh build' on the build machine and carry $dir"
     exit 2
 fi
@@ -196,7 +196,7 @@ say "GPU tests"
 # process of its own, so a test that aborts (a panic inside a CUDA call that panics again while
 # unwinding) does not take the others with it; --nocapture lets passing tests print their
 # GPU-CHECK lines.
-export FULMEN_GPU_IRIS_DDP=$dir/iris_ddp FULMEN_GPU_FSDP=$dir/fsdp
+export FULMEN_GPU_IRIS_RANKS=$dir/iris_ranks FULMEN_GPU_FSDP=$dir/fsdp
 : >"$out/tests.log"
 passed=0
 failed=""

@@ -89,7 +89,7 @@ fn a_resume_past_max_epochs_says_that_nothing_will_be_trained() {
         root,
     ];
     let out = run(
-        "iris_ddp",
+        "iris_ranks",
         dir.path(),
         &[&common[..], &["--max-epochs", "2", "--checkpoints"]].concat(),
     );
@@ -102,7 +102,7 @@ fn a_resume_past_max_epochs_says_that_nothing_will_be_trained() {
         .expect("a checkpoint");
     let ckpt = ckpt.to_str().unwrap();
     let out = run(
-        "iris_ddp",
+        "iris_ranks",
         dir.path(),
         &[&common[..], &["--max-epochs", "1", "--ckpt-path", ckpt]].concat(),
     );

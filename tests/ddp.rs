@@ -1,4 +1,4 @@
-//! DDP on CPUs under a real `mpirun` (OpenMPI; `.ci/run` installs it): `examples/iris_ddp`
+//! DDP on CPUs under a real `mpirun` (OpenMPI; `.ci/run` installs it): `tests/programs/iris_ranks.rs` (the example `iris_ddp` with fault injection)
 //! is built with `--features mpi` into `target/mpi-build` and run on 2 ranks. Without
 //! `mpirun` on the PATH the tests say they were skipped; with `FULMEN_MPI=1` (as `.ci/run`
 //! sets) they are required.
@@ -14,11 +14,11 @@ use mpi::{checkpoint_of_epoch, max_diff, subdir, text, weights};
 
 /// The Iris example built with MPI, or `None` (skipped) where there is no `mpirun`.
 fn example() -> Option<std::path::PathBuf> {
-    mpi::examples().map(|dir| dir.join("iris_ddp"))
+    mpi::examples().map(|dir| dir.join("iris_ranks"))
 }
 
 fn mpirun(n: usize, args: &[&str]) -> Output {
-    mpi::mpirun(n, &[], "iris_ddp", args, &[])
+    mpi::mpirun(n, &[], "iris_ranks", args, &[])
 }
 
 /// The example on 2 ranks with `strategy`, logging under `root`, plus `args`.
@@ -39,7 +39,7 @@ fn two_ranks(strategy: &str, root: &str, args: &[&str]) -> Output {
 /// The example as one process, logging under `root`, plus `args`; it must succeed.
 fn one_process(root: &str, args: &[&str]) {
     let out = mpi::alone(
-        "iris_ddp",
+        "iris_ranks",
         &[
             &[
                 "--enable-model-summary",

@@ -1,5 +1,5 @@
 //! FSDP's FULL_SHARD (`--strategy fsdp`) on CPUs under a real `mpirun` (OpenMPI; `.ci/run`
-//! installs it): `examples/fsdp` (an MLP whose layers are units) and `examples/iris_ddp`
+//! installs it): `examples/fsdp` (an MLP whose layers are units) and `tests/programs/iris_ranks.rs` (the example `iris_ddp` with fault injection)
 //! (parameters outside any unit) against DDP, their checkpoints across numbers of ranks, a
 //! per-rank memory limit DDP cannot train under, and a rank killed mid-step. Without
 //! `mpirun` the tests say they were skipped; with `FULMEN_MPI=1` they are required. They run
@@ -117,12 +117,12 @@ fn full_shard_ends_where_ddp_does_on_two_and_three_ranks_and_the_same_every_time
             "--out",
             out,
         ];
-        let run = mpi::mpirun(2, &[], "iris_ddp", &args, &[]);
+        let run = mpi::mpirun(2, &[], "iris_ranks", &args, &[]);
         assert!(run.status.success(), "{}", text(&run));
         ranks(out, 2)
     };
     let (ddp, fsdp) = (
-        iris("ddp", &path("iris_ddp")),
+        iris("ddp", &path("iris_ranks")),
         iris("fsdp", &path("iris_fsdp")),
     );
     for got in &fsdp {

@@ -353,10 +353,11 @@ fn conv_layers_on_the_gpu_match_the_cpu_forward_and_backward() {
     );
 }
 
-/// The DDP example built with NCCL (`scripts/gpu-check.sh` builds it and sets this).
-fn iris_ddp() -> std::process::Command {
-    let exe = std::env::var_os("FULMEN_GPU_IRIS_DDP")
-        .expect("FULMEN_GPU_IRIS_DDP names the iris_ddp example built with --features nccl (scripts/gpu-check.sh sets it)");
+/// The DDP test program (`tests/programs/iris_ranks.rs`) built with NCCL (`scripts/gpu-check.sh`
+/// builds it and sets this).
+fn iris_ranks() -> std::process::Command {
+    let exe = std::env::var_os("FULMEN_GPU_IRIS_RANKS")
+        .expect("FULMEN_GPU_IRIS_RANKS names the iris_ranks test program built with --features nccl (scripts/gpu-check.sh sets it)");
     let mut cmd = std::process::Command::new(exe);
     cmd.args([
         "--accelerator",
@@ -422,7 +423,7 @@ fn full_shard_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
-    for (example, name) in [(iris_ddp as fn() -> _, "iris"), (fsdp, "mlp")] {
+    for (example, name) in [(iris_ranks as fn() -> _, "iris"), (fsdp, "mlp")] {
         let alone = ["--strategy", "single_device", "--devices", "1"];
         let (want, _) = run_example(example(), dir.path(), &format!("{name}_alone"), &alone);
         for offload in [false, true] {
@@ -460,7 +461,7 @@ fn ddp_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let run = |name: &str, strategy: &str| {
         let args = ["--strategy", strategy, "--devices", "1"];
-        run_example(iris_ddp(), dir.path(), name, &args)
+        run_example(iris_ranks(), dir.path(), name, &args)
     };
     let (ddp, text) = run("ddp", "ddp");
     let (alone, _) = run("alone", "single_device");
@@ -479,7 +480,7 @@ fn ddp_over_nccl_launched_by_fulmen_trains_as_one_gpu_alone() {
     );
 
     // More GPUs than the machine has: refused before any rank starts.
-    let out = iris_ddp()
+    let out = iris_ranks()
         .args(["--strategy", "ddp", "--devices", "64"])
         .output()
         .expect("the example starts");

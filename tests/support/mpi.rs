@@ -1,5 +1,5 @@
 //! The MPI examples under a real `mpirun` (OpenMPI; `.ci/run` installs it), for the
-//! distributed tests: `examples/iris_ddp` and `examples/fsdp` built with `--features mpi`
+//! distributed tests: `tests/programs/iris_ranks.rs` (the example `iris_ddp` with fault injection) and `examples/fsdp` built with `--features mpi`
 //! into `target/mpi-build`, run on several ranks, and what they write read back.
 #![allow(dead_code)] // each test file uses part of it
 
@@ -33,7 +33,7 @@ pub fn examples() -> Option<&'static Path> {
                     "--features",
                     "mpi",
                     "--example",
-                    "iris_ddp",
+                    "iris_ranks",
                     "--example",
                     "fsdp",
                 ],
