@@ -78,6 +78,7 @@ pub mod optim;
 pub mod precision;
 mod progress;
 pub mod seed;
+mod signals;
 pub mod shapes;
 pub mod spec;
 pub mod trainer;

@@ -8,4 +8,4 @@ mod checkpoint;
 mod data;
 mod logger;
 mod sharded_checkpoint;
-pub(in crate::trainer) mod signal;
+mod signal;

@@ -24,7 +24,7 @@ use crate::distributed::full_shard::{self, Shared};
 use crate::module::LightningModule;
 use crate::precision::HalfSteps;
 use crate::progress::Progress;
-use crate::trainer::connectors::signal::Signals;
+use crate::signals::Signals;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// What a stage returns: the epoch's metrics, or the predictions.
