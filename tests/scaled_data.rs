@@ -96,3 +96,39 @@ fn the_training_splits_scaler_scales_every_split_and_travels_in_checkpoints() {
         .unwrap();
     assert_eq!(restored.scaler, Some(scaler));
 }
+
+/// A resource without a `Default`.
+pub struct Handle(#[allow(dead_code)] std::time::Instant);
+
+/// `no_new`: no generated `new` or `FromHParams`, so a skipped field needs no `Default` and
+/// the data module keeps its own constructor.
+#[data_module(no_new)]
+pub struct WithHandle {
+    batch_size: usize,
+    #[skip]
+    handle: Handle,
+}
+
+#[data_module]
+impl WithHandle {
+    fn train_dataloader(&self) -> DataLoader<iris::Sample> {
+        DataLoader::new(InMemoryDataset::new(iris::bundled()), self.batch_size)
+    }
+}
+
+impl WithHandle {
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            handle: Handle(std::time::Instant::now()),
+        }
+    }
+}
+
+#[test]
+fn no_new_keeps_a_data_modules_own_constructor_and_fields_without_default() {
+    let dm = WithHandle::new(8);
+    let names: Vec<String> = dm.hparams().names().map(String::from).collect();
+    assert_eq!(names, ["batch_size"]);
+    assert_eq!(dm.train_dataloader().len(), 19);
+}

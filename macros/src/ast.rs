@@ -215,7 +215,7 @@ pub(crate) struct DataField {
 pub(crate) struct DataStruct {
     pub item: syn::ItemStruct,
     pub fields: Vec<DataField>,
-    /// Whether `new` is generated (not under `#[data_module(no_new)]`).
+    /// Whether `new` and `FromHParams` are generated (not under `#[data_module(no_new)]`).
     pub generate_new: bool,
 }
 

@@ -35,6 +35,11 @@ pub fn module(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Makes a data struct (on the struct) and its loaders (on its impl) a `fulmen::DataModule`.
+///
+/// On the struct it also generates `new` from the fields that are hyperparameters (in order;
+/// `#[skip]` fields take their `Default`) and `fulmen::FromHParams` (what `LightningCli`
+/// builds it with). `#[data_module(no_new)]` generates neither: for a data module with a `new`
+/// of its own, or with `#[skip]` fields that have no `Default`.
 #[proc_macro_attribute]
 pub fn data_module(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::data_module(attr.into(), item.into()).into()

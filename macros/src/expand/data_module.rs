@@ -37,9 +37,10 @@ pub(crate) fn expand_struct(model: &DataStruct) -> TokenStream {
     }
 }
 
-/// `new` (unless `no_new`) and `FromHParams` for a data module of named fields.
+/// `new` and `FromHParams` for a data module of named fields, neither under `no_new` (a data
+/// module with its own `new`, or `#[skip]` fields without a `Default`).
 fn constructors(model: &DataStruct, item: &syn::ItemStruct) -> TokenStream {
-    let named = matches!(item.fields, syn::Fields::Named(_));
+    let named = matches!(item.fields, syn::Fields::Named(_)) && model.generate_new;
     let Some(fields) = (named)
         .then(|| {
             (model.fields.iter())
@@ -78,19 +79,14 @@ fn constructors(model: &DataStruct, item: &syn::ItemStruct) -> TokenStream {
         " Builds `{name}` from its hyperparameters (every field but the `#[skip]` ones, which take their `Default`)."
     );
     let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
-    let new = model.generate_new.then(|| {
-        quote! {
-            impl #impl_generics #name #ty_generics #where_clause {
-                #[doc = #doc]
-                #[allow(clippy::new_without_default, clippy::too_many_arguments)]
-                pub fn new(#(#params),*) -> Self {
-                    #by_args
-                }
+    quote! {
+        impl #impl_generics #name #ty_generics #where_clause {
+            #[doc = #doc]
+            #[allow(clippy::new_without_default, clippy::too_many_arguments)]
+            pub fn new(#(#params),*) -> Self {
+                #by_args
             }
         }
-    });
-    quote! {
-        #new
 
         impl #impl_generics ::fulmen::FromHParams for #name #ty_generics #where_clause {
             const HPARAMS: &'static [(&'static str, &'static str)] = &[#(#schema),*];

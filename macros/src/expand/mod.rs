@@ -73,7 +73,8 @@ pub(crate) fn module(attr: TokenStream, item: TokenStream, kind: Kind) -> TokenS
 pub(crate) fn data_module(attr: TokenStream, item: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
     let parsed = syn::parse2::<syn::Item>(item.clone());
-    // `no_new`, on the struct only: it keeps a `new` of its own (a builder's, say).
+    // `no_new`, on the struct only: it keeps a `new` of its own (a builder's, say), or has
+    // `#[skip]` fields without a `Default`; it gets neither `new` nor `FromHParams`.
     let no_new = attr.to_string() == "no_new" && matches!(parsed, Ok(syn::Item::Struct(_)));
     if !attr.is_empty() && !no_new {
         cx.error(&attr, "#[data_module] takes no arguments but `no_new`, on the struct: write `#[data_module(no_new)]` to keep a `new` of your own");
