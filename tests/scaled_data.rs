@@ -131,5 +131,8 @@ fn no_new_keeps_a_data_modules_own_constructor_and_fields_without_default() {
     let names: Vec<String> = dm.hparams().names().map(String::from).collect();
     assert_eq!(names, ["batch_size"]);
     assert_eq!(dm.train_dataloader().len(), 19);
-    assert!(dm.handle.0.elapsed().as_secs() < 3600, "the handle it was built with");
+    assert!(
+        dm.handle.0.elapsed().as_secs() < 3600,
+        "the handle it was built with"
+    );
 }
