@@ -96,7 +96,7 @@ fn safetensors_round_trip_uses_the_field_names() {
 #[test]
 fn moves_keep_hyperparameters() {
     let net = Net::new("kept".to_string(), 5);
-    let moved: Net<f32, Cpu> = net.moved_to(&Cpu::default());
+    let moved: Net<f32, Cpu> = net.moved_to(&Cpu::default()).unwrap();
     assert_eq!(moved.hparams(), net.hparams());
     assert_eq!(moved.head.weight.as_vec(), net.head.weight.as_vec());
     let plain = net.to_device(&Cpu::default());

@@ -116,11 +116,32 @@ pub trait CarryHParams<E: dfdx::shapes::Dtype, D: dfdx::tensor_ops::Device<E>>:
         to: &mut Self::To<E2, D2>,
     );
 
-    /// This module on `device`, hyperparameters included.
-    fn moved_to<D2: dfdx::tensor_ops::Device<E>>(&self, device: &D2) -> Self::To<E, D2> {
+    /// Copies into `to` everything dfdx's `to_dtype` and `to_device` leave behind: the
+    /// non-tensor fields ([`carry_hparams`](Self::carry_hparams)) and the layers' scalars
+    /// (batch norm's settings and `num_batches_tracked`, which they reset to defaults).
+    fn carry<E2, D2>(&self, to: &mut Self::To<E2, D2>) -> Result<()>
+    where
+        E: crate::FloatDtype,
+        D: crate::device::HostAccess<E>,
+        E2: crate::FloatDtype,
+        D2: crate::device::HostAccess<E2>,
+        Self::To<E2, D2>: dfdx::nn::TensorCollection<E2, D2>,
+    {
+        self.carry_hparams(to);
+        crate::walk::copy_scalars(self, to)
+    }
+
+    /// This module on `device`, hyperparameters and scalars included.
+    fn moved_to<D2>(&self, device: &D2) -> Result<Self::To<E, D2>>
+    where
+        E: crate::FloatDtype,
+        D: crate::device::HostAccess<E>,
+        D2: crate::device::HostAccess<E>,
+        Self::To<E, D2>: dfdx::nn::TensorCollection<E, D2>,
+    {
         let mut moved = dfdx::nn::ToDevice::to_device(self, device);
-        self.carry_hparams(&mut moved);
-        moved
+        self.carry(&mut moved)?;
+        Ok(moved)
     }
 }
 

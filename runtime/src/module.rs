@@ -128,21 +128,17 @@ macro_rules! placed_copies {
             ) -> crate::Result<R> {
                 // Each move carries what dfdx's drops: hyperparameters and layers' scalars.
                 let mut cast = dfdx::nn::ToDtype::to_dtype::<$e>(self);
-                self.carry_hparams::<$e, Cpu>(&mut cast);
-                crate::walk::copy_scalars(self, &mut cast)?;
+                self.carry::<$e, Cpu>(&mut cast)?;
                 let mut copy = dfdx::nn::ToDevice::try_to_device(&cast, device).map_err(|e| {
                     crate::Error::Device(format!("moving the module to the device: {e:?}"))
                 })?;
-                cast.carry_hparams::<$e, $d>(&mut copy);
-                crate::walk::copy_scalars(&cast, &mut copy)?;
+                cast.carry::<$e, $d>(&mut copy)?;
                 let result = f(&mut copy);
                 if write_back {
                     let mut host = dfdx::nn::ToDevice::to_device(&copy, &Cpu::default());
-                    copy.carry_hparams::<$e, Cpu>(&mut host);
-                    crate::walk::copy_scalars(&copy, &mut host)?;
+                    copy.carry::<$e, Cpu>(&mut host)?;
                     let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(&host);
-                    host.carry_hparams::<f32, Cpu>(&mut back);
-                    crate::walk::copy_scalars(&host, &mut back)?;
+                    host.carry::<f32, Cpu>(&mut back)?;
                     *self = back;
                 }
                 Ok(result)
@@ -185,8 +181,7 @@ where
 {
     fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> crate::Result<<Self as PlaceAs<Half, D>>::On> {
         let mut h = dfdx::nn::ToDtype::to_dtype::<Half>(m);
-        m.carry_hparams::<Half, D>(&mut h);
-        crate::walk::copy_scalars(m, &mut h)?;
+        m.carry::<Half, D>(&mut h)?;
         Ok(h)
     }
 }
