@@ -392,29 +392,29 @@ fn logger_chooses_csv_tensorboard_both_in_one_folder_or_none() {
     );
 }
 
+/// Runs `example` for 2 epochs in a fresh root, then for 3 with `--ckpt-path last`, with
+/// `extra` flags both times; returns what the second run printed.
+fn fit_then_resume_last(example: &str, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let common = [&["--data-dir", DATA, "--default-root-dir", root][..], extra].concat();
+    let first = run(
+        example,
+        dir.path(),
+        &[&common[..], &["--max-epochs", "2"]].concat(),
+    );
+    assert!(first.status.success(), "{example}: {}", text(&first));
+    let more = ["--max-epochs", "3", "--ckpt-path", "last"];
+    let second = run(example, dir.path(), &[&common[..], &more[..]].concat());
+    let t = text(&second);
+    assert!(second.status.success(), "{example}: {t}");
+    t
+}
+
 #[test]
 fn every_iris_example_resumes_with_ckpt_path_last() {
     for example in ["iris", "iris_datamodule", "epoch_timing"] {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_str().unwrap();
-        let common = [
-            "--data-dir",
-            DATA,
-            "--default-root-dir",
-            root,
-            "--enable-progress-bar",
-            "false",
-        ];
-        let first = run(
-            example,
-            dir.path(),
-            &[&common[..], &["--max-epochs", "2"]].concat(),
-        );
-        assert!(first.status.success(), "{example}: {}", text(&first));
-        let more = ["--max-epochs", "3", "--ckpt-path", "last"];
-        let second = run(example, dir.path(), &[&common[..], &more[..]].concat());
-        let t = text(&second);
-        assert!(second.status.success(), "{example}: {t}");
+        let t = fit_then_resume_last(example, &["--enable-progress-bar", "false"]);
         assert!(
             t.contains("Epoch 2 ended") && !t.contains("Epoch 1 ended"),
             "{example}: {t}"
@@ -465,49 +465,14 @@ fn a_logger_named_twice_is_refused() {
 }
 
 #[test]
-fn ckpt_path_last_prefers_save_lasts_file_and_otherwise_names_the_one_it_takes() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_str().unwrap();
-    let common = [
-        "--data-dir",
-        DATA,
-        "--default-root-dir",
-        root,
-        "--enable-progress-bar",
-        "false",
-    ];
-    let first = run(
-        "iris",
-        dir.path(),
-        &[&common[..], &["--max-epochs", "2"]].concat(),
-    );
-    assert!(first.status.success(), "{}", text(&first));
-    let more = ["--max-epochs", "3", "--ckpt-path", "last"];
-    let second = run("iris", dir.path(), &[&common[..], &more[..]].concat());
-    let t = text(&second);
+fn ckpt_path_last_without_save_last_names_the_newest_checkpoint_and_finds_runs_without_a_logger() {
+    let t = fit_then_resume_last("iris", &["--enable-progress-bar", "false"]);
     assert!(
         t.contains("ckpt_path \"last\": no last*.ckpt") && t.contains("epoch=1-step=20.ckpt"),
         "{t}"
     );
     // Without a logger, checkpoints go to ROOT/checkpoints, and "last" finds them there.
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_str().unwrap();
-    let common = [
-        "--data-dir",
-        DATA,
-        "--default-root-dir",
-        root,
-        "--logger",
-        "false",
-    ];
-    let first = run(
-        "iris",
-        dir.path(),
-        &[&common[..], &["--max-epochs", "2"]].concat(),
-    );
-    assert!(first.status.success(), "{}", text(&first));
-    let second = run("iris", dir.path(), &[&common[..], &more[..]].concat());
-    let t = text(&second);
+    let t = fit_then_resume_last("iris", &["--logger", "false"]);
     assert!(
         t.contains("Epoch 2 ended") && !t.contains("Epoch 1 ended"),
         "{t}"

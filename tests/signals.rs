@@ -7,6 +7,8 @@
 mod common;
 #[path = "support/examples.rs"]
 mod examples;
+#[path = "support/quiet.rs"]
+mod quiet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -173,23 +175,17 @@ fn signals_child() {
     let Some(ready) = std::env::var_os("FULMEN_SIGNALS_CHILD") else {
         return;
     };
-    if std::env::var_os("FULMEN_SIGNALS_AFTER_FIT").is_some() {
+    let after_fit = std::env::var_os("FULMEN_SIGNALS_AFTER_FIT").is_some();
+    let mut dm = IrisDataModule::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
+        16,
+        0.2,
+        42,
+        true,
+    );
+    if after_fit {
         // A short fit, then the program's own work: a signal now is the program's again.
-        let mut trainer = Trainer::builder()
-            .no_logger()
-            .enable_checkpointing(false)
-            .enable_progress_bar(false)
-            .enable_model_summary(false)
-            .max_epochs(1)
-            .build()
-            .unwrap();
-        let mut dm = IrisDataModule::new(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
-            16,
-            0.2,
-            42,
-            true,
-        );
+        let mut trainer = quiet::trainer().max_epochs(1).build().unwrap();
         trainer
             .fit(&mut IrisClassifier::new(0.01), &mut dm)
             .unwrap();
@@ -197,11 +193,7 @@ fn signals_child() {
         std::thread::sleep(Duration::from_secs(60));
         std::process::exit(0);
     }
-    let mut trainer = Trainer::builder()
-        .no_logger()
-        .enable_checkpointing(false)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
+    let mut trainer = quiet::trainer()
         .max_epochs(100)
         .callback(OnExceptionCheckpoint::new(
             Path::new(&ready).parent().unwrap(),
@@ -211,13 +203,6 @@ fn signals_child() {
         })
         .build()
         .unwrap();
-    let mut dm = IrisDataModule::new(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
-        16,
-        0.2,
-        42,
-        true,
-    );
     let result = trainer.fit(&mut IrisClassifier::new(0.01), &mut dm);
     let code = result.map_or_else(|e| e.exit_code(), |()| 0);
     std::process::exit(code.into());

@@ -3,6 +3,9 @@
 
 use fulmen::prelude::*;
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 #[lightning_module]
 struct Mlp {
     l1: Linear<4, 8>,
@@ -305,12 +308,8 @@ impl Callback for Seen {
 #[test]
 fn log_dict_logs_every_value_with_the_options_chained_on_it() {
     let seen = std::rc::Rc::default();
-    let mut trainer = Trainer::builder()
+    let mut trainer = quiet::trainer()
         .max_epochs(1)
-        .no_logger()
-        .enable_checkpointing(false)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
         .callback(Seen(std::rc::Rc::clone(&seen)))
         .build()
         .unwrap();
