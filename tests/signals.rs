@@ -151,30 +151,26 @@ impl Callback for SlowSteps {
     }
 }
 
-/// The run the tests below signal: this test binary again, with `FULMEN_SIGNALS_CHILD` naming
-/// its marker file.
-fn slow_run(ready: &Path) -> Child {
+/// This test binary again, running only `signals_child` (ignored in a plain `cargo test`),
+/// with its marker file and, when `after_fit`, the short fit followed by the program's work.
+fn child_run(ready: &Path, after_fit: bool) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "signals_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--exact", "signals_child", "--ignored", "--nocapture"])
         .env("FULMEN_SIGNALS_CHILD", ready)
+        .envs(after_fit.then_some(("FULMEN_SIGNALS_AFTER_FIT", "1")))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the test binary starts again")
 }
 
-/// Not a test of its own: the slow run itself, when `slow_run` starts this binary for it.
+/// Not a test of its own: the run the tests above signal, when `child_run` starts this binary
+/// for it (`--ignored`).
 #[test]
+#[ignore = "the child process of the signal tests; they run it"]
 fn signals_child() {
-    let Some(ready) = std::env::var_os("FULMEN_SIGNALS_CHILD") else {
-        return;
-    };
+    let ready = std::env::var_os("FULMEN_SIGNALS_CHILD")
+        .expect("FULMEN_SIGNALS_CHILD names the marker file (the signal tests set it)");
     let after_fit = std::env::var_os("FULMEN_SIGNALS_AFTER_FIT").is_some();
     let mut dm = IrisDataModule::new(
         concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(),
@@ -213,7 +209,7 @@ fn one_ctrl_c_runs_on_exception_and_a_second_exits_at_once() {
     // One: the step in flight ends (it sleeps 2 s), then `on_exception`, then exit 130.
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
-    let mut child = slow_run(&ready);
+    let mut child = child_run(&ready, false);
     wait_for(dir.path(), "ready", &mut child);
     send(&child, libc::SIGINT);
     let out = finish(child);
@@ -229,7 +225,7 @@ fn one_ctrl_c_runs_on_exception_and_a_second_exits_at_once() {
 
     // Two: the second exits while the step still sleeps, without `on_exception`.
     std::fs::remove_file(&ready).unwrap();
-    let mut child = slow_run(&ready);
+    let mut child = child_run(&ready, false);
     wait_for(dir.path(), "ready", &mut child);
     send(&child, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
@@ -245,20 +241,7 @@ fn after_a_fit_ctrl_c_ends_the_program_as_it_would_without_fulmen() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "signals_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("FULMEN_SIGNALS_CHILD", &ready)
-        .env("FULMEN_SIGNALS_AFTER_FIT", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = child_run(&ready, true);
     wait_for(dir.path(), "ready", &mut child);
     send(&child, libc::SIGINT);
     let out = finish(child);

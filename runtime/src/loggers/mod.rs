@@ -103,8 +103,8 @@ pub(crate) fn check_names(names: &[String]) -> Result<()> {
 
 /// The loggers `names` choose (`csv`, `tensorboard`; `false` for none), sharing one
 /// `root/lightning_logs/version_N` folder.
+/// (The names were checked when the trainer was built: [`check_names`].)
 pub(crate) fn by_name(root: &Path, names: &[String]) -> Result<Option<Box<dyn Logger>>> {
-    check_names(names)?;
     if names.iter().any(|n| n.eq_ignore_ascii_case("false")) {
         return Ok(None);
     }
