@@ -496,3 +496,90 @@ fn an_error_reaches_on_exception_of_the_callbacks_then_the_module_and_ends_the_r
         ]
     );
 }
+
+/// A module that steps its optimizer itself, recording the hooks of a training batch.
+#[lightning_module]
+struct ManualRecorded {
+    layer: Linear<2, 2>,
+    #[skip]
+    log: Log,
+}
+
+#[lightning_module(manual_optimization)]
+impl ManualRecorded {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> fulmen::Result<()> {
+        let i = ctx.batch_idx();
+        rec(&self.log, "module", &format!("training_step({i})"));
+        let [opt] = ctx.optimizers()?;
+        let loss = cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot());
+        ctx.manual_backward(loss, self)?;
+        ctx.step(opt, self)?;
+        ctx.zero_grad(opt, self)?;
+        rec(&self.log, "module", &format!("training_step({i}) returns"));
+        Ok(())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1)
+    }
+    fn on_train_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
+        rec(&self.log, "module", &format!("on_train_batch_start({i})"))
+    }
+    fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, i: usize) {
+        rec(&self.log, "module", &format!("on_train_batch_end({i})"))
+    }
+    fn on_before_zero_grad(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_before_zero_grad")
+    }
+    fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) {
+        rec(&self.log, "module", "on_before_backward")
+    }
+    fn on_after_backward(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_after_backward")
+    }
+    fn on_before_optimizer_step(&mut self, _t: &mut TrainerView) {
+        rec(&self.log, "module", "on_before_optimizer_step")
+    }
+}
+
+#[test]
+fn a_manual_step_runs_the_backward_and_step_hooks_where_its_calls_are_as_lightning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Log = Rc::default();
+    let mut model = ManualRecorded::new();
+    model.log = log.clone();
+    let mut dm = Data { log: log.clone() };
+    trainer(&log, dir.path(), 1)
+        .fit(&mut model, &mut dm)
+        .unwrap();
+    // The training batches, as Lightning's `_manual_train_batch` lists them: no
+    // `on_before_zero_grad`; `manual_backward` runs the backward hooks, `step` the step's.
+    let got = log.borrow().clone();
+    let first = got
+        .iter()
+        .position(|c| c == "callback:on_train_batch_start(0)");
+    let last = got
+        .iter()
+        .rposition(|c| c == "module:on_train_batch_end(1)");
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("no training batches in {got:#?}")
+    };
+    let mut expected = Vec::new();
+    for i in 0..2 {
+        both(&mut expected, &format!("on_train_batch_start({i})"));
+        expected.push(format!("module:training_step({i})"));
+        for hook in [
+            "on_before_backward",
+            "on_after_backward",
+            "on_before_optimizer_step",
+        ] {
+            both(&mut expected, hook);
+        }
+        expected.push(format!("module:training_step({i}) returns"));
+        both(&mut expected, &format!("on_train_batch_end({i})"));
+    }
+    assert_eq!(got[first..=last], expected[..]);
+}

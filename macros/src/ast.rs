@@ -135,6 +135,8 @@ pub(crate) struct ModuleImpl {
     pub methods: Vec<Method>,
     /// Everything else of the impl (constants, types), kept as written.
     pub others: Vec<syn::ImplItem>,
+    /// `#[lightning_module(manual_optimization)]`: `training_step` steps the optimizers.
+    pub manual: bool,
 }
 
 impl ModuleImpl {
@@ -159,6 +161,7 @@ impl ModuleImpl {
             item,
             methods,
             others,
+            manual: false,
         }
     }
 
@@ -173,6 +176,14 @@ impl ModuleImpl {
     pub(crate) fn arg_type(&self, name: &str) -> Option<syn::Type> {
         match self.known(name)?.sig.inputs.iter().nth(1)? {
             syn::FnArg::Typed(t) => Some((*t.ty).clone()),
+            syn::FnArg::Receiver(_) => None,
+        }
+    }
+
+    /// The type of `name`'s second parameter after `self` (a step's context).
+    pub(crate) fn context_type(&self, name: &str) -> Option<&syn::Type> {
+        match self.known(name)?.sig.inputs.iter().nth(2)? {
+            syn::FnArg::Typed(t) => Some(&*t.ty),
             syn::FnArg::Receiver(_) => None,
         }
     }

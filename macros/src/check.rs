@@ -149,6 +149,11 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
             method.known = None;
         }
     }
+    if let (false, Some(ty)) = (m.manual, m.context_type("training_step")) {
+        if names_manual(ty) {
+            cx.error(ty, "`StepContext<E, D, Manual>` is the context of manual optimization: write `#[lightning_module(manual_optimization)]` on the impl");
+        }
+    }
     for required in hooks::REQUIRED {
         if !seen.contains(required) && !near_misses.contains(&required) {
             let example = hooks::find(required)
@@ -163,6 +168,22 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
             );
         }
     }
+}
+
+/// Whether `ty` is a context whose last type argument is `Manual`.
+fn names_manual(ty: &syn::Type) -> bool {
+    let syn::Type::Reference(r) = ty else {
+        return false;
+    };
+    let syn::Type::Path(p) = &*r.elem else {
+        return false;
+    };
+    let Some(syn::PathArguments::AngleBracketed(a)) = p.path.segments.last().map(|s| &s.arguments)
+    else {
+        return false;
+    };
+    matches!(a.args.last(), Some(syn::GenericArgument::Type(syn::Type::Path(t)))
+        if t.path.segments.last().is_some_and(|s| s.ident == "Manual"))
 }
 
 /// Whether `sig` has the shape of `known`; if not, the tokens to point at and what is wrong.

@@ -55,6 +55,26 @@ fn iris_module_impl() {
 }
 
 #[test]
+fn manual_optimization_impl() {
+    let out = crate::expand::module(
+        quote!(manual_optimization),
+        quote! {
+            impl Gan {
+                fn training_step(&mut self, (real, _): RegressionBatch<4, 1, E, D>, ctx: &mut StepContext<E, D>) -> fulmen::Result<()> {
+                    let [opt_g, opt_d] = ctx.optimizers()?;
+                    Ok(())
+                }
+                fn configure_optimizers(&self) -> [Optim; 2] {
+                    [Optim::adam(2e-4).params(["generator"]), Optim::adam(2e-4).params(["discriminator"])]
+                }
+            }
+        },
+        crate::ast::Kind::Lightning,
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
 fn block_with_many_layers_nests_field_tuples() {
     let out = crate::expand::module(
         quote!(),

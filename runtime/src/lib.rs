@@ -71,6 +71,7 @@ pub mod hparams;
 pub mod kernels;
 pub mod layers;
 pub mod loggers;
+pub mod manual;
 pub mod metrics;
 pub mod models;
 pub mod module;
@@ -85,7 +86,10 @@ pub mod trainer;
 pub mod walk;
 
 pub use callback::Callback;
-pub use context::{Loss, StepContext};
+pub use context::{
+    Automatic, AutomaticStep, Loss, Manual, ManualStep, OptimizationMode, OptimizerRef,
+    StepContext, StepOutput,
+};
 pub use datamodule::{DataModule, Stage};
 pub use device::{Devices, FloatDtype, TrainDevice};
 pub use error::{DeviceFailure, Error, Result};
@@ -95,7 +99,7 @@ pub use module::LightningModule;
 pub use optim::Optim;
 pub use seed::seed_everything;
 pub use spec::Spec;
-pub use trainer::{Trainer, TrainerBuilder, TrainerView};
+pub use trainer::{OptimizerInfo, Trainer, TrainerBuilder, TrainerView};
 
 /// Re-exported so that macro-generated code and users name one dfdx.
 pub use dfdx;
@@ -107,7 +111,7 @@ pub use serde_json;
 /// Everything a training script needs: fulmen's traits and types, its macros, and dfdx's prelude.
 pub mod prelude {
     pub use crate::callback::Callback;
-    pub use crate::context::{LogValue, Loss, StepContext};
+    pub use crate::context::{LogValue, Loss, Manual, StepContext};
     pub use crate::data::{
         Class, ClassBatch, Collate, DataLoader, Dataset, InMemoryDataset, Labels, RegressionBatch,
     };

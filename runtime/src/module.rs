@@ -7,11 +7,11 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::Cpu;
 
 use crate::callback::Callback;
-use crate::context::{Loss, StepContext};
+use crate::context::{OptimizationMode, StepContext, StepOutput};
 use crate::data::{CastBatch, Collate};
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::hparams::{CarryHParams, Hyperparameters};
-use crate::optim::Optim;
+use crate::optim::Optimizers;
 
 /// A model with its training logic. `E` is the dtype, `D` the device.
 pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
@@ -31,8 +31,20 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     /// Whether the module wrote a `predict_step` (`predict` refuses a module without one).
     const HAS_PREDICT_STEP: bool = false;
 
-    /// Computes the loss of one batch; the trainer runs backward and the optimizer on it.
-    fn training_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>) -> Loss<E, D>;
+    /// Who steps the optimizers: [`Automatic`](crate::Automatic) (the trainer) or
+    /// [`Manual`](crate::Manual) (`training_step`, under
+    /// `#[lightning_module(manual_optimization)]`).
+    type Optimization: OptimizationMode;
+
+    /// One training batch. Under automatic optimization it computes the loss, and the trainer
+    /// runs backward and the optimizer on it; under manual optimization it does those itself
+    /// (see [`crate::manual`]) and may give a value to log. `#[lightning_module]` writes this
+    /// from the user's `training_step`, converting what it returns.
+    fn training_step(
+        &mut self,
+        batch: Self::Batch,
+        ctx: &mut StepContext<E, D, Self::Optimization>,
+    ) -> crate::Result<StepOutput<E, D>>;
 
     /// Runs one validation batch (Lightning's `validation_step`): what it logs through `ctx` is
     /// reduced over the epoch. By default, nothing.
@@ -47,8 +59,10 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     fn predict_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>)
         -> Self::Prediction;
 
-    /// The optimizer (and, later, its learning-rate schedule).
-    fn configure_optimizers(&self) -> Optim;
+    /// The optimizer and its learning-rate schedule; under manual optimization, several, each
+    /// over its own fields ([`Optim::params`](crate::Optim::params)). `#[lightning_module]`
+    /// accepts an `Optim`, an array or a `Vec` of them.
+    fn configure_optimizers(&self) -> Optimizers;
 
     /// Callbacks the module brings with it, added after the trainer's.
     fn configure_callbacks(&mut self) -> Vec<Box<dyn Callback>> {

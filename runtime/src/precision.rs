@@ -17,7 +17,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 use num_traits::FromPrimitive;
 
-use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo};
+use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo, StepOutput};
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::kernels::{Scratch, Unscale};
 use crate::module::LightningModule;
@@ -136,10 +136,12 @@ where
         info: StepInfo,
     ) -> Result<(f64, Vec<LogEntry>)> {
         let mut half = (self.to_half)(model)?;
-        let mut ctx = StepContext::<Half, D>::new(device.clone(), info);
+        let mut ctx = StepContext::<Half, D, H::Optimization>::new(device.clone(), info);
         ctx.grads = Some(half.alloc_grads());
         let batch = (self.collate)(samples, device);
-        let loss = half.training_step(batch, &mut ctx);
+        let StepOutput::Loss(loss) = half.training_step(batch, &mut ctx)? else {
+            return Err(manual_in_mixed());
+        };
         let value = loss.log_value();
         self.pending = Some((half, loss));
         Ok((value, std::mem::take(&mut ctx.logs)))
@@ -252,4 +254,12 @@ mod tests {
         s.update(false);
         assert_eq!(s.scale, 16384.0, "an overflow restarts the count");
     }
+}
+
+/// Manual optimization in 16-mixed, refused before training.
+pub(crate) fn manual_in_mixed() -> Error {
+    Error::config(
+        "precision",
+        "16-mixed is not built for manual optimization yet; train in \"32-true\" or \"16-true\"",
+    )
 }

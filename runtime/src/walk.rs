@@ -242,6 +242,24 @@ pub(crate) trait ParamsMut<E: FloatDtype, D: HostAccess<E>>: Params<E, D> {
     fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()>;
 }
 
+impl<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Sized> Params<E, D> for &P {
+    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
+        (**self).each(f)
+    }
+}
+
+impl<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Sized> Params<E, D> for &mut P {
+    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
+        (**self).each(f)
+    }
+}
+
+impl<E: FloatDtype, D: HostAccess<E>, P: ParamsMut<E, D> + ?Sized> ParamsMut<E, D> for &mut P {
+    fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()> {
+        (**self).each_mut(f)
+    }
+}
+
 /// What [`Params::each`] calls on each tensor.
 pub(crate) type EachParam<'f, E, D> = dyn FnMut(&str, &dyn AnyTensor<E, D>) -> Result<()> + 'f;
 

@@ -3,7 +3,8 @@
 //! inherent method. Both see the dtype `E` and device `D`.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
 
 use crate::ast::ModuleImpl;
 use crate::hooks::Receiver;
@@ -29,7 +30,16 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
                 }
             }
         }
-        trait_items.push(f);
+        match known.name {
+            // The user's own, renamed, and the trait's calling it: what it returns becomes what
+            // the loop takes, with a message naming the mistake where it is not.
+            "training_step" | "configure_optimizers" => {
+                let (own, wrapper) = wrapped(f, m.manual);
+                inherent_items.push(syn::ImplItem::Fn(own));
+                trait_items.push(wrapper);
+            }
+            _ => trait_items.push(f),
+        }
     }
     let has = |name: &str| m.known(name).is_some();
     let (has_val, has_test, has_predict) = (
@@ -56,11 +66,13 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
             }
         }
     });
+    let mode = mode(m.manual);
     quote! {
         #inherent
 
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
+            type Optimization = #mode;
             type Prediction = #prediction;
             const NAME: &'static str = #type_name;
             const HAS_VALIDATION_STEP: bool = #has_val;
@@ -71,6 +83,85 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
             #default_predict
         }
     }
+}
+
+/// The optimization mode's type.
+fn mode(manual: bool) -> TokenStream {
+    match manual {
+        true => quote!(::fulmen::Manual),
+        false => quote!(::fulmen::Automatic),
+    }
+}
+
+/// `training_step` or `configure_optimizers` as the user wrote it, renamed to
+/// `__fulmen_<name>` (under manual optimization with the context `StepContext<E, D, Manual>`),
+/// and the trait's method, which calls it and converts what it returns.
+fn wrapped(mut own: syn::ImplItemFn, manual: bool) -> (syn::ImplItemFn, syn::ImplItemFn) {
+    let name = own.sig.ident.to_string();
+    let inner = format_ident!("__fulmen_{name}");
+    own.sig.ident = inner.clone();
+    own.attrs.push(syn::parse_quote!(#[doc(hidden)]));
+    // Where the trait's method was, the batch type is the user's to write out.
+    own.attrs.push(syn::parse_quote!(#[allow(clippy::type_complexity)]));
+    // What it returns decides the message's place.
+    let at = match &own.sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => own.sig.ident.span(),
+    };
+    let wrapper = match name.as_str() {
+        "training_step" => {
+            if manual {
+                if let Some(syn::FnArg::Typed(ctx)) = own.sig.inputs.iter_mut().nth(2) {
+                    *ctx.ty = manual_context(&ctx.ty);
+                }
+            }
+            let convert = match manual {
+                true => quote_spanned!(at=> ::core::result::Result::map(
+                    ::fulmen::ManualStep::into_logged(out),
+                    ::fulmen::StepOutput::Logged,
+                )),
+                false => quote_spanned!(at=> ::fulmen::AutomaticStep::<E, D>::into_output(out)),
+            };
+            syn::parse_quote! {
+                fn training_step(&mut self, batch: Self::Batch, ctx: &mut ::fulmen::StepContext<E, D, Self::Optimization>) -> ::fulmen::Result<::fulmen::StepOutput<E, D>> {
+                    let out = Self::#inner(self, batch, ctx);
+                    #convert
+                }
+            }
+        }
+        _ => {
+            let convert = quote_spanned!(at=> ::core::convert::Into::<::fulmen::optim::Optimizers>::into(out));
+            syn::parse_quote! {
+                fn configure_optimizers(&self) -> ::fulmen::optim::Optimizers {
+                    let out = Self::#inner(self);
+                    #convert
+                }
+            }
+        }
+    };
+    (own, wrapper)
+}
+
+/// `&mut StepContext<E, D>` as manual optimization's `&mut StepContext<E, D, Manual>` (a
+/// context that names its mode already is kept).
+fn manual_context(ty: &syn::Type) -> syn::Type {
+    let mut ty = ty.clone();
+    if let syn::Type::Reference(r) = &mut ty {
+        if let syn::Type::Path(p) = &mut *r.elem {
+            if let Some(last) = p.path.segments.last_mut() {
+                if let syn::PathArguments::AngleBracketed(a) = &mut last.arguments {
+                    let types = a
+                        .args
+                        .iter()
+                        .filter(|g| matches!(g, syn::GenericArgument::Type(_)));
+                    if types.count() == 2 {
+                        a.args.push(syn::parse_quote!(::fulmen::Manual));
+                    }
+                }
+            }
+        }
+    }
+    ty
 }
 
 /// The batch type (`training_step`'s), the prediction type (`predict_step`'s), and the
@@ -97,7 +188,18 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
         return m.item.to_token_stream();
     }
     let mut names = Vec::new();
-    let items = m.item.items.iter().filter(|i| match i {
+    let mut items = m.item.items.clone();
+    // A manual step's calls compile against its context, so that they report nothing more.
+    for item in items.iter_mut() {
+        if let syn::ImplItem::Fn(f) = item {
+            if m.manual && f.sig.ident == "training_step" {
+                if let Some(syn::FnArg::Typed(ctx)) = f.sig.inputs.iter_mut().nth(2) {
+                    *ctx.ty = manual_context(&ctx.ty);
+                }
+            }
+        }
+    }
+    let items = items.iter().filter(|i| match i {
         syn::ImplItem::Fn(f) => {
             let name = f.sig.ident.to_string();
             let first = !names.contains(&name);
@@ -112,6 +214,7 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
     let unreachable =
         format!("`{type_name}` did not compile: its #[lightning_module] impl has errors");
     let generic_params: Vec<_> = m.item.generics.params.iter().collect();
+    let mode = mode(m.manual);
     quote! {
         #[allow(dead_code)]
         impl<#(#params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> #self_ty #where_clause {
@@ -121,15 +224,16 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
             type Prediction = #prediction;
+            type Optimization = #mode;
             const NAME: &'static str = #type_name;
 
-            fn training_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D>) -> ::fulmen::Loss<E, D> {
+            fn training_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D, Self::Optimization>) -> ::fulmen::Result<::fulmen::StepOutput<E, D>> {
                 ::core::unreachable!(#unreachable)
             }
             fn predict_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D>) -> Self::Prediction {
                 ::core::unreachable!(#unreachable)
             }
-            fn configure_optimizers(&self) -> ::fulmen::Optim {
+            fn configure_optimizers(&self) -> ::fulmen::optim::Optimizers {
                 ::core::unreachable!(#unreachable)
             }
         }

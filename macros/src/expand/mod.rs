@@ -20,10 +20,19 @@ use crate::ctxt::Ctxt;
 /// `#[lightning_module]` or `#[module]` on `item`.
 pub(crate) fn module(attr: TokenStream, item: TokenStream, kind: Kind) -> TokenStream {
     let cx = Ctxt::new();
-    if !attr.is_empty() {
-        cx.error(&attr, format!("{} takes no arguments", kind.attr()));
+    let parsed = syn::parse2::<syn::Item>(item.clone());
+    // `manual_optimization`, on a lightning module's impl: its `training_step` steps the
+    // optimizers itself.
+    let on_impl = kind == Kind::Lightning && matches!(parsed, Ok(syn::Item::Impl(_)));
+    let manual = on_impl && attr.to_string() == "manual_optimization";
+    if !attr.is_empty() && !manual {
+        let why = match on_impl {
+            true => "takes no arguments but `manual_optimization`: write `#[lightning_module(manual_optimization)]` to step the optimizers in `training_step`",
+            false => "takes no arguments here (`manual_optimization` goes on the impl)",
+        };
+        cx.error(&attr, format!("{} {why}", kind.attr()));
     }
-    let (out, fallback) = match syn::parse2::<syn::Item>(item.clone()) {
+    let (out, fallback) = match parsed {
         Err(e) => {
             cx.syn_error(e);
             (TokenStream::new(), item)
@@ -38,6 +47,7 @@ pub(crate) fn module(attr: TokenStream, item: TokenStream, kind: Kind) -> TokenS
         }
         Ok(syn::Item::Impl(i)) if kind == Kind::Lightning => {
             let mut model = ModuleImpl::parse(i);
+            model.manual = manual;
             check::module_impl(&cx, &mut model);
             let out = match cx.has_errors() {
                 false => lightning_impl::expand(&model),

@@ -51,6 +51,15 @@ pub(crate) type Scalars = BTreeMap<String, f64>;
 /// The prefix of the optimizer's tensors. A `/` cannot occur in a module's field path, so
 /// every name with one is training state, not a weight.
 pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
+/// The prefix of the tensors of the optimizer at `index` in `configure_optimizers`' order:
+/// [`OPTIMIZER_PREFIX`] for the first, `optimizer_<index>/` for the others.
+pub(crate) fn optimizer_prefix(index: usize) -> String {
+    match index {
+        0 => OPTIMIZER_PREFIX.to_string(),
+        i => format!("optimizer_{i}/"),
+    }
+}
+
 /// The prefix of gradients summed inside an unfinished accumulation window.
 pub(crate) const GRADS_PREFIX: &str = "grads/";
 
@@ -79,6 +88,13 @@ pub(crate) struct OptimizerState {
     pub step: u64,
 }
 
+/// An optimizer after the first (manual optimization): its state and its scheduler's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct MoreOptimizer {
+    pub optimizer: OptimizerState,
+    pub scheduler: Option<crate::optim::scheduler::SchedulerState>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Meta {
     pub fulmen_version: String,
@@ -90,6 +106,9 @@ pub(crate) struct Meta {
     pub optimizer: Option<OptimizerState>,
     #[serde(default)]
     pub scheduler: Option<crate::optim::scheduler::SchedulerState>,
+    /// The optimizers after the first, in `configure_optimizers`' order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_optimizers: Vec<MoreOptimizer>,
     #[serde(default)]
     pub loss_scaler: Option<crate::precision::LossScaler>,
     pub callbacks: BTreeMap<String, Value>,
@@ -141,6 +160,7 @@ impl Checkpoint {
                 loop_state: None,
                 optimizer: None,
                 scheduler: None,
+                more_optimizers: Vec::new(),
                 loss_scaler: None,
                 callbacks: BTreeMap::new(),
                 datamodule: None,

@@ -39,7 +39,7 @@ pub use env::{expand_nodelist, ClusterEnv, Launcher};
 pub use strategy::Strategy;
 
 use crate::device::{Devices, RunDevice};
-use crate::walk::{self, Item, ItemMut};
+use crate::walk::{self, Item, ItemMut, Params};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// Values per all-reduce call (16 MiB of f32), as DDP's gradient buckets.
@@ -339,36 +339,30 @@ pub(crate) fn cast<A: FloatDtype, B: FloatDtype>(values: Vec<A>) -> Vec<B> {
     }
 }
 
-/// Every trainable gradient summed across ranks (in buckets of [`BUCKET`] values) and
-/// divided by the world size: the gradient of the global batch's mean loss.
-pub(crate) fn average_grads<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
+/// Every trainable gradient of `params` summed across ranks (in buckets of [`BUCKET`]
+/// values) and divided by the world size: the gradient of the global batch's mean loss.
+pub(crate) fn average_grads<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
     c: &dyn Collective,
-    model: &M,
+    params: &P,
     grads: &mut Gradients<E, D>,
 ) -> Result<()> {
     // On the GPU, in its own buffers (also for a world of one: the same path as several).
     let in_place = c.average_in_place(std::any::TypeId::of::<E>(), &mut |f| {
-        walk::read(model, |_, item| match item {
-            Item::Tensor {
-                tensor,
-                trainable: true,
-            } => f(tensor.grad_buffer(grads)?),
-            _ => Ok(()),
-        })
+        params.each(&mut |_, tensor| f(tensor.grad_buffer(grads)?))
     })?;
     if in_place || c.world_size() == 1 {
         return Ok(());
     }
     if std::mem::size_of::<E>() == 8 {
-        reduce_as::<f64, E, D, M>(c, model, grads, |c, v| c.all_reduce_sum_f64(v))
+        reduce_as::<f64, E, D, P>(c, params, grads, |c, v| c.all_reduce_sum_f64(v))
     } else {
-        reduce_as::<f32, E, D, M>(c, model, grads, |c, v| c.all_reduce_sum_f32(v))
+        reduce_as::<f32, E, D, P>(c, params, grads, |c, v| c.all_reduce_sum_f32(v))
     }
 }
 
-fn reduce_as<W, E, D, M>(
+fn reduce_as<W, E, D, P>(
     c: &dyn Collective,
-    model: &M,
+    params: &P,
     grads: &mut Gradients<E, D>,
     all_reduce: fn(&dyn Collective, &mut [W]) -> Result<()>,
 ) -> Result<()>
@@ -376,26 +370,30 @@ where
     W: num_traits::Float,
     E: FloatDtype,
     D: TrainDevice<E>,
-    M: TensorCollection<E, D>,
+    P: Params<E, D> + ?Sized,
 {
     let mut flat: Vec<W> = Vec::new();
-    walk::each_grad(model, grads, |_, g| {
-        flat.extend(
-            g.iter()
-                .map(|v| <W as NumCast>::from(*v).unwrap_or_else(W::nan)),
-        );
+    params.each(&mut |_, tensor| {
+        tensor.with_grad(grads, &mut |g| {
+            flat.extend(
+                g.iter()
+                    .map(|v| <W as NumCast>::from(*v).unwrap_or_else(W::nan)),
+            );
+        })
     })?;
     for bucket in flat.chunks_mut(BUCKET) {
         all_reduce(c, bucket)?;
     }
     let inv = 1.0 / c.world_size() as f64;
     let mut at = 0;
-    walk::each_grad(model, grads, |_, g| {
-        for (dst, src) in g.iter_mut().zip(&flat[at..]) {
-            let mean = src.to_f64().unwrap_or(f64::NAN) * inv;
-            *dst = E::from(mean).unwrap_or_else(E::nan);
-        }
-        at += g.len();
+    params.each(&mut |_, tensor| {
+        tensor.with_grad(grads, &mut |g| {
+            for (dst, src) in g.iter_mut().zip(&flat[at..]) {
+                let mean = src.to_f64().unwrap_or(f64::NAN) * inv;
+                *dst = E::from(mean).unwrap_or_else(E::nan);
+            }
+            at += g.len();
+        })
     })
 }
 

@@ -27,6 +27,32 @@ pub struct Optim {
     pub(crate) alpha: f64,
     pub(crate) centered: bool,
     pub(crate) scheduler: Option<super::LrScheduler>,
+    /// The fields it steps (dotted paths of the module's fields, `generator` or
+    /// `body.layer_1`); `None`: every trainable parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) params: Option<Vec<String>>,
+}
+
+/// What `configure_optimizers` returns: one optimizer, or several (manual optimization), each
+/// over its own fields ([`Optim::params`]). Made from an [`Optim`], a `Vec<Optim>` or an
+/// array of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimizers(pub Vec<Optim>);
+
+impl From<Optim> for Optimizers {
+    fn from(o: Optim) -> Self {
+        Optimizers(vec![o])
+    }
+}
+impl From<Vec<Optim>> for Optimizers {
+    fn from(v: Vec<Optim>) -> Self {
+        Optimizers(v)
+    }
+}
+impl<const N: usize> From<[Optim; N]> for Optimizers {
+    fn from(a: [Optim; N]) -> Self {
+        Optimizers(a.into())
+    }
 }
 
 impl Optim {
@@ -43,6 +69,7 @@ impl Optim {
             alpha: 0.99,
             centered: false,
             scheduler: None,
+            params: None,
         }
     }
 
@@ -115,6 +142,37 @@ impl Optim {
     pub fn scheduler(mut self, scheduler: impl Into<super::LrScheduler>) -> Self {
         self.scheduler = Some(scheduler.into());
         self
+    }
+
+    /// Steps only the parameters of these fields of the module (dotted paths: `generator`,
+    /// `body.layer_1`), as PyTorch's `Adam(model.generator.parameters())`; the others are
+    /// left alone. A name that is no field is refused when the fit starts, naming the fields
+    /// there are.
+    ///
+    /// ```
+    /// use fulmen::Optim;
+    /// let [g, d] = [Optim::adam(2e-4).params(["generator"]), Optim::adam(2e-4).params(["discriminator"])];
+    /// assert!(g.selects("generator.0.weight") && !g.selects("discriminator.0.weight"));
+    /// assert!(!g.selects("generator_2.weight"));
+    /// ```
+    pub fn params<S: Into<String>>(mut self, fields: impl IntoIterator<Item = S>) -> Self {
+        self.params = Some(fields.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether it steps the parameter named `name` (a dotted path).
+    pub fn selects(&self, name: &str) -> bool {
+        self.params.as_ref().is_none_or(|fields| {
+            fields.iter().any(|f| {
+                name.strip_prefix(f.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+        })
+    }
+
+    /// The fields it steps, as [`params`](Self::params) named them (`None`: all).
+    pub fn fields(&self) -> Option<&[String]> {
+        self.params.as_deref()
     }
 
     /// PyTorch's class name: `SGD`, `Adam`, `AdamW`, `RMSprop`.

@@ -6,12 +6,76 @@
 //! and the anomaly check reduce each gradient where it lives too, and add the results up
 //! there ([`Total`]): one number per step comes to the host, not one per tensor.
 
-use dfdx::tensor::Gradients;
+use dfdx::shapes::Rank0;
+use dfdx::tensor::{Gradients, OwnedTape, Tensor, Trace};
+use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
 
-use super::Clip;
+use super::{Clip, Optim};
 use crate::kernels::{GradSum, Reduce, Total};
-use crate::walk::Params;
+use crate::walk::{AnyTensor, AnyTensorMut, EachParam, EachParamMut, Params, ParamsMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// The parameters of `P` that the optimizer `config` steps ([`Optim::params`]).
+pub(crate) struct Selected<'p, P> {
+    pub params: P,
+    pub config: &'p Optim,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D>> Params<E, D> for Selected<'_, P> {
+    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
+        let config = self.config;
+        self.params.each(
+            &mut |name, tensor: &dyn AnyTensor<E, D>| match config.selects(name) {
+                true => f(name, tensor),
+                false => Ok(()),
+            },
+        )
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>, P: ParamsMut<E, D>> ParamsMut<E, D> for Selected<'_, P> {
+    fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()> {
+        let config = self.config;
+        self.params.each_mut(
+            &mut |name, tensor: &mut dyn AnyTensorMut<E, D>| match config.selects(name) {
+                true => f(name, tensor),
+                false => Ok(()),
+            },
+        )
+    }
+}
+
+/// Adds the gradients of `params` in `from` to theirs in `into`, where they live: the
+/// backward of Σ ⟨p, g⟩ on a tape that holds `into` adds each g.
+pub(crate) fn add_grads<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
+    params: &P,
+    from: &mut Gradients<E, D>,
+    into: Gradients<E, D>,
+) -> Result<Gradients<E, D>> {
+    let mut total: Option<Tensor<Rank0, E, D, OwnedTape<E, D>>> = None;
+    params.each(&mut |_, tensor| {
+        let g = tensor.grad_flat(from)?;
+        let d = tensor.traced_flat()?.try_mul(g)?.try_sum()?;
+        total = Some(match total.take() {
+            Some(t) => t.try_add(d)?,
+            None => d,
+        });
+        Ok(())
+    })?;
+    let Some(total) = total else {
+        return Ok(into);
+    };
+    let so_far = total.device().try_zeros::<Rank0>()?.traced(into);
+    Ok(total.try_add(so_far)?.try_backward()?)
+}
+
+/// Zeroes the gradients of `params` in `grads`.
+pub(crate) fn zero_grads<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D> + ?Sized>(
+    params: &P,
+    grads: &mut Gradients<E, D>,
+) -> Result<()> {
+    params.each(&mut |_, tensor| tensor.with_grad(grads, &mut |g| g.fill(E::zero())))
+}
 
 /// `clip_grad_norm_`: the clipping that bounds the gradients' joint L2 norm by `max_norm`. A
 /// non-finite norm is returned as an error.

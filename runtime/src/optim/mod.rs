@@ -19,9 +19,10 @@ pub mod scheduler;
 mod state;
 
 pub use clip::{Clip, ClipAlgorithm};
-pub use config::{Optim, OptimKind};
+pub use config::{Optim, OptimKind, Optimizers};
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,
 };
+pub(crate) use state::check_fields;
 pub use state::Optimizer;

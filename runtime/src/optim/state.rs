@@ -3,7 +3,7 @@ use dfdx::tensor::{Cpu, Gradients, Tensor};
 
 use super::scheduler::Rates;
 use super::{Clip, Optim};
-use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records, OPTIMIZER_PREFIX};
+use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records};
 use crate::kernels::{Scratch, Step, StepRule};
 use crate::walk::{AnyTensorMut, Params, ParamsMut, Tensors, TensorsMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -272,7 +272,8 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             let kept = StepRule::buffers(&self.config).len();
             let mut state = Vec::new();
             for (i, (name, len, device)) in parameters(module)?.into_iter().enumerate() {
-                let mine = (self.owned.as_ref()).is_none_or(|o| o.get(i).copied().unwrap_or(true));
+                let owned = (self.owned.as_ref()).is_none_or(|o| o.get(i).copied().unwrap_or(true));
+                let mine = owned && self.config.selects(&name);
                 let zeros = vec![vec![E::zero(); len]; if mine { kept } else { 0 }];
                 state.push((name, Buffers::new(zeros, &device, self.offload)?));
             }
@@ -293,7 +294,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             clip,
         };
         let mut index = 0;
-        module.each_mut(&mut |_, tensor| {
+        module.each_mut(&mut |name, tensor| {
             let buffers = &mut state
                 .get_mut(index)
                 .ok_or_else(|| Error::msg("the optimizer was stepped on a module with more parameters than it was created for"))?
@@ -302,7 +303,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
                 .as_ref()
                 .is_none_or(|o| o.get(index).copied().unwrap_or(true));
             index += 1;
-            if !mine {
+            if !mine || !config.selects(name) {
                 return Ok(());
             }
             buffers.step(rule, tensor, grads, scratch)
@@ -318,6 +319,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
     pub(crate) fn save_state(
         &self,
         records: &mut Records,
+        prefix: &str,
         state: HostState<E>,
         rates: Rates,
     ) -> Result<OptimizerState> {
@@ -325,7 +327,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         for (param, buffers) in &state {
             for (buffer, values) in names.iter().zip(buffers) {
                 records.insert(
-                    format!("{OPTIMIZER_PREFIX}{param}/{buffer}"),
+                    format!("{prefix}{param}/{buffer}"),
                     Record::from_values(vec![values.len()], values),
                 );
             }
@@ -345,6 +347,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
     pub(crate) fn load_state<M: TensorCollection<E, D>>(
         &mut self,
         module: &M,
+        prefix: &str,
         state: &OptimizerState,
         ckpt: &Checkpoint,
     ) -> Result<()> {
@@ -353,7 +356,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
             state,
             ckpt,
             &mut |_, param, buffer, len| {
-                ckpt.values::<E>(&format!("{OPTIMIZER_PREFIX}{param}/{buffer}"), &[len])
+                ckpt.values::<E>(&format!("{prefix}{param}/{buffer}"), &[len])
             },
         )
     }
@@ -373,6 +376,14 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
                 state.config.kind, self.config.kind
             ))));
         }
+        if state.config.params != self.config.params {
+            return Err(ckpt.error(Error::msg(format!(
+                "its {} optimizer steps the fields {:?} but configure_optimizers's steps {:?}",
+                self.config.name(),
+                state.config.params,
+                self.config.params
+            ))));
+        }
         state.config.validate()?;
         self.config = state.config.clone();
         self.step = state.step;
@@ -382,6 +393,10 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         }
         let names = StepRule::buffers(&self.config);
         for (index, (param, len, device)) in parameters(params)?.into_iter().enumerate() {
+            if !self.config.selects(&param) {
+                self.state.push((param, Buffers::Host(Vec::new())));
+                continue;
+            }
             let mut buffers = Vec::with_capacity(names.len());
             for buffer in names {
                 buffers.push(read(index, &param, buffer, len)?);
@@ -391,6 +406,35 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         }
         Ok(())
     }
+}
+
+/// Refuses an optimizer whose [`Optim::params`] name a field that holds no trainable
+/// parameter of `module` (`module_name`), naming the fields there are.
+pub(crate) fn check_fields<E: FloatDtype, D: TrainDevice<E>>(
+    config: &Optim,
+    module: &dyn Params<E, D>,
+    module_name: &str,
+) -> Result<()> {
+    let Some(fields) = config.fields() else {
+        return Ok(());
+    };
+    let names: Vec<String> = parameters(module)?.into_iter().map(|p| p.0).collect();
+    for field in fields {
+        let one = Optim::sgd(0.0).params([field.as_str()]);
+        if names.iter().any(|n| one.selects(n)) {
+            continue;
+        }
+        let mut top: Vec<&str> = names.iter().filter_map(|n| n.split('.').next()).collect();
+        top.dedup();
+        return Err(Error::config(
+            "Optim::params",
+            format!(
+                "`{field}` is no field of {module_name} with trainable parameters; its fields are {}",
+                top.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The name, size and device of every trainable parameter of `module`, in order.

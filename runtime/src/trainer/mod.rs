@@ -32,7 +32,7 @@ mod view;
 pub use args::TrainerArgs;
 pub use builder::{TrainerBuilder, DEFAULT_MAX_EPOCHS};
 pub use settings::{Limit, Precision};
-pub use view::{ParamInfo, TrainerView};
+pub use view::{OptimizerInfo, ParamInfo, TrainerView};
 
 use settings::Settings;
 

@@ -5,23 +5,74 @@
 //! optimizer's own rate, without one), the step takes it, a callback's `set_lr` is a request
 //! the loop applies before the next step, and the view and checkpoints publish it.
 
+use std::collections::BTreeMap;
+
 use dfdx::tensor::Gradients;
 
 use crate::distributed::full_shard;
 use crate::distributed::shard::Shards;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
-use crate::optim::{Optimizer, Scheduler};
+use crate::optim::{Interval, Optimizer, Scheduler};
 use crate::precision::HalfSteps;
-use crate::{FloatDtype, TrainDevice};
+use crate::trainer::OptimizerInfo;
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// One optimizer of a fit: its state, its scheduler, and the learning rate (and momentum) of
+/// its next step, which it owns.
+pub(crate) struct Configured<E: FloatDtype, D: TrainDevice<E>> {
+    pub optimizer: Optimizer<E, D>,
+    pub scheduler: Option<Scheduler>,
+    pub rates: Rates,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
+    /// What the view shows of it.
+    pub fn info(&self) -> OptimizerInfo {
+        let config = self.optimizer.config();
+        OptimizerInfo {
+            name: config.name(),
+            lr: self.rates.lr,
+            momentum: self.rates.momentum.or(Some(config.momentum_value())),
+        }
+    }
+
+    /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
+    /// multiple of its frequency; its rates become the next step's. `metrics` are what
+    /// `ReduceLROnPlateau` monitors.
+    pub fn step_scheduler(
+        &mut self,
+        interval: Interval,
+        count: usize,
+        metrics: &BTreeMap<String, f64>,
+    ) -> Result<()> {
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return Ok(());
+        };
+        if scheduler.interval() != interval || !count.is_multiple_of(scheduler.frequency()) {
+            return Ok(());
+        }
+        let metric = match scheduler.monitor() {
+            Some(m) => Some(*metrics.get(m).ok_or_else(|| {
+                Error::config(
+                    "ReduceLROnPlateau.monitor",
+                    format!(
+                        "`{m}` was never logged; the logged metrics are {:?}",
+                        metrics.keys().collect::<Vec<_>>()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        self.rates = scheduler.step(metric)?;
+        Ok(())
+    }
+}
 
 /// What a fit's optimization holds between steps.
 pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S> {
-    /// From `configure_optimizers`, once `fit` has called it.
-    pub optimizer: Option<Optimizer<E, D>>,
-    pub scheduler: Option<Scheduler>,
-    /// The learning rate and momentum of the next step.
-    pub rates: Rates,
+    /// From `configure_optimizers`, once `fit` has called it (automatic optimization: one).
+    pub optimizers: Vec<Configured<E, D>>,
     /// Gradients summed since the last optimizer step (kept between batches for
     /// `accumulate_grad_batches`, and by checkpoints saved inside an accumulation window).
     pub grads: Option<Gradients<E, D>>,
@@ -39,12 +90,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
 {
     pub fn new(half: HalfSteps<'a, E, D, M, S>) -> Self {
         Self {
-            optimizer: None,
-            scheduler: None,
-            rates: Rates {
-                lr: 0.0,
-                momentum: None,
-            },
+            optimizers: Vec::new(),
             grads: None,
             half,
             shards: None,
@@ -55,8 +101,8 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
     /// Under SHARD_GRAD_OP the optimizer steps (and keeps state for) its rank's parameters
     /// only.
     pub fn own_shards(&mut self) {
-        if let (Some(shards), Some(optimizer)) = (&self.shards, self.optimizer.as_mut()) {
-            optimizer.set_owned(Some(shards.owned()));
+        if let (Some(shards), Some(first)) = (&self.shards, self.optimizers.first_mut()) {
+            first.optimizer.set_owned(Some(shards.owned()));
         }
     }
 

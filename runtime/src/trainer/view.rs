@@ -39,6 +39,17 @@ impl ParamInfo {
     }
 }
 
+/// One optimizer as [`TrainerView::optimizers`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerInfo {
+    /// PyTorch's class name (`SGD`, `Adam`, `AdamW`, `RMSprop`).
+    pub name: &'static str,
+    /// The learning rate of its next step.
+    pub lr: f64,
+    /// Its momentum (SGD's or RMSprop's, or Adam's beta1) at its next step.
+    pub momentum: Option<f64>,
+}
+
 /// What callbacks and module hooks see of the trainer (Lightning's `trainer` argument).
 pub struct TrainerView {
     pub(crate) stage: Stage,
@@ -52,15 +63,14 @@ pub struct TrainerView {
     pub(crate) progress_bar_metrics: BTreeMap<String, f64>,
     pub(crate) logger: Option<Box<dyn Logger>>,
     pub(crate) should_stop: bool,
-    /// The learning rate of the next step, as the loop's optimization has it.
-    pub(crate) lr: f64,
+    /// Each optimizer's name and the rates of its next step, as the loop's optimization has
+    /// them.
+    pub(crate) optimizers: Vec<OptimizerInfo>,
     /// A rate a callback asked for, which the loop makes the next step's.
     pub(crate) lr_request: Option<f64>,
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
-    pub(crate) optimizer_name: &'static str,
-    pub(crate) momentum: Option<f64>,
     pub(crate) scheduler_interval: Option<crate::optim::Interval>,
     pub(crate) accumulate_grad_batches: usize,
     pub(crate) loss_scale: Option<f64>,
@@ -86,13 +96,11 @@ impl TrainerView {
             progress_bar_metrics: BTreeMap::new(),
             logger,
             should_stop: false,
-            lr: 0.0,
+            optimizers: Vec::new(),
             lr_request: None,
             error: None,
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
-            optimizer_name: "",
-            momentum: None,
             scheduler_interval: None,
             accumulate_grad_batches: 1,
             loss_scale: None,
@@ -199,18 +207,23 @@ impl TrainerView {
     pub fn should_stop(&self) -> bool {
         self.should_stop
     }
-    /// The learning rate of the next optimizer step (one a callback asked for, until the
-    /// loop takes it).
+    /// The learning rate of the next step of the first optimizer (one a callback asked for,
+    /// until the loop takes it).
     pub fn lr(&self) -> f64 {
-        self.lr_request.unwrap_or(self.lr)
+        (self.lr_request).unwrap_or(self.optimizers.first().map_or(0.0, |o| o.lr))
     }
-    /// The optimizer's name as PyTorch names its class (`SGD`, `Adam`, `AdamW`, `RMSprop`).
+    /// The first optimizer's name as PyTorch names its class (`SGD`, `Adam`, `AdamW`,
+    /// `RMSprop`).
     pub fn optimizer_name(&self) -> &str {
-        self.optimizer_name
+        self.optimizers.first().map_or("", |o| o.name)
     }
-    /// SGD's or RMSprop's momentum, or Adam's beta1.
+    /// The first optimizer's momentum: SGD's or RMSprop's, or Adam's beta1.
     pub fn momentum(&self) -> Option<f64> {
-        self.momentum
+        self.optimizers.first().and_then(|o| o.momentum)
+    }
+    /// Every optimizer, in `configure_optimizers`' order, with the rates of its next step.
+    pub fn optimizers(&self) -> &[OptimizerInfo] {
+        &self.optimizers
     }
     /// When the learning-rate scheduler steps, if there is one.
     pub fn scheduler_interval(&self) -> Option<crate::optim::Interval> {

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 
 use crate::callback::CheckpointPaths;
 use crate::checkpoint::{
-    float, sharded, Checkpoint, Ckpt, CkptPath, LoopState, Record, GRADS_PREFIX, OPTIMIZER_PREFIX,
+    float, optimizer_prefix, sharded, Checkpoint, Ckpt, CkptPath, LoopState, MoreOptimizer,
+    OptimizerState, Record, GRADS_PREFIX, OPTIMIZER_PREFIX,
 };
+use crate::context::OptimizationMode;
 use crate::data::DataLoader;
 use crate::datamodule::DataModule;
 use crate::distributed::full_shard::Unshard;
 use crate::module::LightningModule;
-use crate::optim::scheduler::Rates;
+use crate::optim::scheduler::{Rates, SchedulerState};
 use crate::optim::Interval;
 use crate::trainer::loops::Run;
 use crate::trainer::Trainer;
@@ -270,9 +272,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// the gradients as whole tensors (else a sharded checkpoint's part adds its shards).
     pub(super) fn save_training_state(&mut self, ckpt: &mut Checkpoint, whole: bool) -> Result<()> {
         ckpt.meta.weights_only = false;
+        let pending = self.grads_pending();
         let o = &mut self.optimization;
         let c = &*self.dist.collective;
-        if let Some(optimizer) = &o.optimizer {
+        for (index, configured) in o.optimizers.iter().enumerate() {
+            let optimizer = &configured.optimizer;
             // Every parameter's buffers, whole: a sharded run's gathered from every rank.
             let state = match (&o.shards, &o.full_shard) {
                 _ if !whole => Vec::new(),
@@ -285,16 +289,22 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 }
                 _ => optimizer.host_state(),
             };
-            let saved = optimizer.save_state(&mut ckpt.records, state, o.rates)?;
-            ckpt.meta.optimizer = Some(saved);
+            let prefix = optimizer_prefix(index);
+            let saved =
+                optimizer.save_state(&mut ckpt.records, &prefix, state, configured.rates)?;
+            let scheduler = configured.scheduler.as_ref().map(|s| s.state.clone());
+            if index == 0 {
+                ckpt.meta.optimizer = Some(saved);
+                ckpt.meta.scheduler = scheduler;
+            } else {
+                ckpt.meta.more_optimizers.push(MoreOptimizer {
+                    optimizer: saved,
+                    scheduler,
+                });
+            }
         }
-        ckpt.meta.scheduler = o.scheduler.as_ref().map(|s| s.state.clone());
         ckpt.meta.loss_scaler = o.half.as_ref().map(|h| h.scaler().clone());
-        if whole
-            && self
-                .position
-                .accumulating(self.view.accumulate_grad_batches)
-        {
+        if whole && pending {
             let records = &mut ckpt.records;
             let mut keep = |name: &str, values: &[E]| {
                 records.insert(
@@ -376,6 +386,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .map(|(k, v)| (k.clone(), v.0))
             .collect();
         if state.epoch_done {
+            // A manual step may carry gradients over an epoch's end.
+            if <M::Optimization as OptimizationMode>::MANUAL {
+                self.restore_grads(ckpt)?;
+            }
             // Saved in on_train_epoch_end: the epoch's scheduler step came after the save.
             self.step_scheduler(Interval::Epoch, state.epoch + 1)?;
             self.view.current_epoch = state.epoch + 1;
@@ -385,10 +399,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.position.epoch_metrics = serde_json::from_value(state.epoch_metrics.clone())
             .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
         self.position.batches_done = state.batches_done;
-        if self
-            .position
-            .accumulating(self.view.accumulate_grad_batches)
-        {
+        if self.grads_pending() {
             self.restore_grads(ckpt)?;
         }
         Ok(state.batches_done)
@@ -397,47 +408,77 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// The optimizer's settings, step count and buffers, the loss scale, the scheduler and the
     /// learning rate they make.
     fn restore_optimization(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        let o = &mut self.optimization;
-        let (Some(saved), Some(optimizer)) = (&ckpt.meta.optimizer, o.optimizer.as_mut()) else {
+        let Some(first) = &ckpt.meta.optimizer else {
             return Err(ckpt.error(Error::msg(
                 "it has no loop or optimizer state to resume from",
             )));
         };
-        match &o.full_shard {
-            // FULL_SHARD: each shard's buffers cut from the whole ones.
-            Some(run) => {
-                let run = run.borrow();
-                let mut read = |k: usize, _: &str, buffer: &str, _: usize| {
-                    run.shard_of(k, &mut |name, len| {
-                        ckpt.values::<E>(&format!("{OPTIMIZER_PREFIX}{name}/{buffer}"), &[len])
-                    })
-                };
-                optimizer.load_state_of(&run.params, saved, ckpt, &mut read)?;
+        let saved: Vec<(&OptimizerState, Option<&SchedulerState>)> =
+            std::iter::once((first, ckpt.meta.scheduler.as_ref()))
+                .chain(
+                    ckpt.meta
+                        .more_optimizers
+                        .iter()
+                        .map(|m| (&m.optimizer, m.scheduler.as_ref())),
+                )
+                .collect();
+        let o = &mut self.optimization;
+        if saved.len() != o.optimizers.len() {
+            return Err(ckpt.error(Error::msg(format!(
+                "it was saved with {} optimizers, but configure_optimizers now returns {}",
+                saved.len(),
+                o.optimizers.len()
+            ))));
+        }
+        for (index, (configured, (state, scheduler))) in
+            o.optimizers.iter_mut().zip(saved).enumerate()
+        {
+            let optimizer = &mut configured.optimizer;
+            match &o.full_shard {
+                // FULL_SHARD: each shard's buffers cut from the whole ones.
+                Some(run) => {
+                    let run = run.borrow();
+                    let mut read = |k: usize, _: &str, buffer: &str, _: usize| {
+                        run.shard_of(k, &mut |name, len| {
+                            ckpt.values::<E>(&format!("{OPTIMIZER_PREFIX}{name}/{buffer}"), &[len])
+                        })
+                    };
+                    optimizer.load_state_of(&run.params, state, ckpt, &mut read)?;
+                }
+                None => {
+                    optimizer.load_state(&*self.model, &optimizer_prefix(index), state, ckpt)?
+                }
             }
-            None => optimizer.load_state(&*self.model, saved, ckpt)?,
+            configured.rates = Rates {
+                lr: optimizer.lr(),
+                momentum: None,
+            };
+            match (scheduler, configured.scheduler.as_mut()) {
+                (Some(saved), Some(scheduler)) => {
+                    configured.rates = scheduler.load_state(saved).map_err(|e| ckpt.error(e))?;
+                }
+                (None, None) => {}
+                (saved, _) => {
+                    return Err(ckpt.error(Error::msg(format!(
+                        "its optimizer {index} was saved {} a learning-rate scheduler, but configure_optimizers now returns {}",
+                        if saved.is_some() { "with" } else { "without" },
+                        if saved.is_some() { "none" } else { "one" },
+                    ))))
+                }
+            }
         }
         if let (Some(half), Some(scaler)) = (o.half.as_mut(), &ckpt.meta.loss_scaler) {
             half.set_scaler(scaler.clone());
         }
-        let mut rates = Rates {
-            lr: optimizer.lr(),
-            momentum: None,
-        };
-        match (&ckpt.meta.scheduler, o.scheduler.as_mut()) {
-            (Some(saved), Some(scheduler)) => {
-                rates = scheduler.load_state(saved).map_err(|e| ckpt.error(e))?;
-            }
-            (None, None) => {}
-            (saved, _) => {
-                return Err(ckpt.error(Error::msg(format!(
-                    "it was saved {} a learning-rate scheduler, but configure_optimizers now returns {}",
-                    if saved.is_some() { "with" } else { "without" },
-                    if saved.is_some() { "none" } else { "one" },
-                ))))
-            }
-        }
-        self.set_rates(rates);
+        self.publish_rates();
         Ok(())
+    }
+
+    /// Whether the gradients hold what a step has not consumed: inside an accumulation window,
+    /// and always under manual optimization (whose step may accumulate over batches).
+    fn grads_pending(&self) -> bool {
+        <M::Optimization as OptimizationMode>::MANUAL
+            || (self.position).accumulating(self.view.accumulate_grad_batches)
     }
 
     /// The summed gradients of an unfinished accumulation window.

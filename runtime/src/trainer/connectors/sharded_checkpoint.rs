@@ -94,7 +94,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             keep(Kind::Weights, k, values);
         }
         if !weights_only {
-            if let Some(optimizer) = &self.optimization.optimizer {
+            // FULL_SHARD runs automatic optimization: one optimizer.
+            if let Some(optimizer) = self.optimization.optimizers.first().map(|c| &c.optimizer) {
                 let names = StepRule::buffers(optimizer.config());
                 for (k, (_, buffers)) in optimizer.host_state().iter().enumerate() {
                     for (name, values) in names.iter().zip(buffers) {

@@ -6,6 +6,7 @@
 
 mod evaluation;
 mod fit;
+mod manual;
 mod optimization;
 mod prediction;
 mod training_epoch;
@@ -227,7 +228,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The context of an evaluation or prediction step.
-    fn context(&self, stage: Stage, batch_idx: usize, batch_size: usize) -> StepContext<E, D> {
+    fn context(
+        &self,
+        stage: Stage,
+        batch_idx: usize,
+        batch_size: usize,
+    ) -> StepContext<'static, E, D> {
         let info = self.step_info(stage, false, batch_idx, batch_size);
         StepContext::new(self.device.clone(), info)
     }
@@ -244,7 +250,7 @@ impl<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule>
         let Some(run) = self.optimization.full_shard.take() else {
             return Ok(());
         };
-        self.optimization.optimizer = None;
+        self.optimization.optimizers.clear();
         if !crate::distributed::all_true(&*self.dist.collective, ok)? {
             return Err(Error::msg(
                 "another rank's fit failed (its error says why); this rank stops too, and its module keeps the placeholders of FULL_SHARD (resume from a checkpoint)",

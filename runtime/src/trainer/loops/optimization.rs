@@ -13,6 +13,7 @@ use std::rc::Rc;
 use super::{guard, sharded, Run};
 use crate::checkpoint::Ckpt;
 use crate::context::Loss;
+use crate::context::OptimizationMode;
 use crate::datamodule::DataModule;
 use crate::distributed::full_shard::{FullShard, Shared};
 use crate::distributed::shard::Shards;
@@ -20,6 +21,7 @@ use crate::distributed::Strategy;
 use crate::module::LightningModule;
 use crate::optim::scheduler::Rates;
 use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
+use crate::trainer::optimization_state::Configured;
 use crate::walk::{Params, Tensors};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
@@ -60,24 +62,38 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             let run = FullShard::new(&mut *self.model, self.dist.collective.clone())?;
             self.optimization.full_shard = Some(Rc::new(RefCell::new(run)));
         }
-        let mut config = self.model.configure_optimizers();
-        let schedule = config.scheduler.take();
-        check_eps::<E>(&config)?;
-        let mut optimizer = Optimizer::<E, D>::new(config)?;
-        optimizer.set_offload(self.dist.cpu_offload);
-        let mut rates = Rates {
-            lr: optimizer.lr(),
-            momentum: None,
-        };
-        if let Some(schedule) = schedule {
-            let (scheduler, first) = Scheduler::new(schedule, optimizer.lr())?;
-            self.optimization.scheduler = Some(scheduler);
-            rates = first;
+        let configs = self.model.configure_optimizers().0;
+        self.check_optimizers(configs.len())?;
+        for mut config in configs {
+            crate::optim::check_fields(&config, &Tensors(&*self.model), M::NAME)?;
+            let schedule = config.scheduler.take();
+            check_eps::<E>(&config)?;
+            let mut optimizer = Optimizer::<E, D>::new(config)?;
+            optimizer.set_offload(self.dist.cpu_offload);
+            let (scheduler, rates) = match schedule {
+                Some(schedule) => {
+                    let (scheduler, first) = Scheduler::new(schedule, optimizer.lr())?;
+                    (Some(scheduler), first)
+                }
+                None => (
+                    None,
+                    Rates {
+                        lr: optimizer.lr(),
+                        momentum: None,
+                    },
+                ),
+            };
+            self.optimization.optimizers.push(Configured {
+                optimizer,
+                scheduler,
+                rates,
+            });
         }
-        self.view.scheduler_interval = self.optimization.scheduler.as_ref().map(|s| s.interval());
-        self.view.optimizer_name = optimizer.config().name();
-        self.optimization.optimizer = Some(optimizer);
-        self.set_rates(rates);
+        let first = self.optimization.optimizers.first();
+        self.view.scheduler_interval = first
+            .and_then(|c| c.scheduler.as_ref())
+            .map(|s| s.interval());
+        self.publish_rates();
         // Under FULL_SHARD the gradients are the shards' (the module's are dropped after each
         // backward).
         if self.optimization.full_shard.is_none() {
@@ -86,17 +102,52 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(())
     }
 
-    /// Makes `rates` those of the next step, and what the view shows.
-    pub(in crate::trainer) fn set_rates(&mut self, rates: Rates) {
-        let o = &mut self.optimization;
-        o.rates = rates;
-        let momentum = o
-            .optimizer
-            .as_ref()
-            .map(|opt| opt.config().momentum_value());
-        self.view.lr = rates.lr;
+    /// Refuses what this run cannot do with `count` optimizers: none; several under automatic
+    /// optimization (as Lightning); under manual optimization, what the trainer would do for
+    /// the step (accumulation, clipping) and what is not built for it (16-mixed, sharding).
+    fn check_optimizers(&self, count: usize) -> Result<()> {
+        let manual = <M::Optimization as OptimizationMode>::MANUAL;
+        let refuse = |setting: &str, why: &str| Err(Error::config(setting, why.to_string()));
+        if count == 0 {
+            return refuse("configure_optimizers", "returns no optimizer");
+        }
+        if !manual && count > 1 {
+            return Err(Error::config(
+                "configure_optimizers",
+                format!("returns {count} optimizers, but several optimizers need manual optimization: write `#[lightning_module(manual_optimization)]` on the impl and step them in training_step (as Lightning requires)"),
+            ));
+        }
+        if !manual {
+            return Ok(());
+        }
+        if self.view.accumulate_grad_batches > 1 {
+            return refuse("accumulate_grad_batches", "is the trainer's under automatic optimization; under manual optimization, step the optimizers every few batches in training_step");
+        }
+        if self.settings.gradient_clip_val.is_some() {
+            return refuse("gradient_clip_val", "is the trainer's under automatic optimization; under manual optimization, call `ctx.clip_gradients` in training_step");
+        }
+        if self.optimization.half.is_some() {
+            return Err(crate::precision::manual_in_mixed());
+        }
+        if self.dist.strategy == Strategy::ShardGradOp || self.dist.strategy == Strategy::FullShard
+        {
+            return refuse(
+                "strategy",
+                "sharding (fsdp) is not built for manual optimization yet; use \"ddp\"",
+            );
+        }
+        Ok(())
+    }
+
+    /// Shows every optimizer's rates in the view.
+    pub(in crate::trainer) fn publish_rates(&mut self) {
+        self.view.optimizers = self
+            .optimization
+            .optimizers
+            .iter()
+            .map(|c| c.info())
+            .collect();
         self.view.lr_request = None;
-        self.view.momentum = rates.momentum.or(momentum);
     }
 
     /// The backward of the step's loss, divided by the window's size (Lightning's rule, so
@@ -146,8 +197,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     hook!(self, on_before_optimizer_step());
                     let clip = self.clipping(&Tensors(&*self.model), &mut grads)?;
                     self.take_lr_request();
-                    if let Some(optimizer) = self.optimization.optimizer.as_mut() {
-                        optimizer.step_at(self.model, &mut grads, clip, self.optimization.rates)?;
+                    if let Some(first) = self.optimization.optimizers.first_mut() {
+                        first
+                            .optimizer
+                            .step_at(self.model, &mut grads, clip, first.rates)?;
                     }
                     if let Some(shards) = &self.optimization.shards {
                         shards.gather_params(&*self.dist.collective, &mut *self.model)?;
@@ -177,8 +230,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let FullShard { params, grads, .. } = &mut *run;
         let clip = self.clipping(&*params, grads)?;
         self.take_lr_request();
-        if let Some(optimizer) = self.optimization.optimizer.as_mut() {
-            optimizer.step_params_at(params, grads, clip, self.optimization.rates)?;
+        if let Some(first) = self.optimization.optimizers.first_mut() {
+            first
+                .optimizer
+                .step_params_at(params, grads, clip, first.rates)?;
         }
         run.zero_grads();
         Ok(())
@@ -205,7 +260,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         match &self.optimization.shards {
             // SHARD_GRAD_OP: each gradient onto its owner.
             Some(shards) => shards.reduce_grads(c, &*self.model, grads)?,
-            None => crate::distributed::average_grads(c, &*self.model, grads)?,
+            None => crate::distributed::average_grads(c, &Tensors(&*self.model), grads)?,
         }
         self.check_anomaly(&Tensors(&*self.model), grads)?;
         Ok(true)
@@ -258,42 +313,33 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         })
     }
 
-    /// A learning rate a callback asked for (`TrainerView::set_lr`) becomes the next step's
-    /// (the step refuses one that is not finite and non-negative).
+    /// A learning rate a callback asked for (`TrainerView::set_lr`) becomes the first
+    /// optimizer's next step's (the step refuses one that is not finite and non-negative).
     fn take_lr_request(&mut self) {
         if let Some(lr) = self.view.lr_request.take() {
-            self.optimization.rates.lr = lr;
-            self.view.lr = lr;
+            if let Some(first) = self.optimization.optimizers.first_mut() {
+                first.rates.lr = lr;
+            }
+            self.publish_rates();
         }
     }
 
-    /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
-    /// multiple of its frequency; its rates are the next step's.
+    /// Steps the schedulers that run on `interval` where `count` (steps or epochs done) is a
+    /// multiple of their frequency; their rates are the next steps'.
     pub(in crate::trainer) fn step_scheduler(
         &mut self,
         interval: Interval,
         count: usize,
     ) -> Result<()> {
-        let Some(scheduler) = self.optimization.scheduler.as_mut() else {
-            return Ok(());
-        };
-        if scheduler.interval() != interval || !count.is_multiple_of(scheduler.frequency()) {
-            return Ok(());
+        let metrics = &self.view.callback_metrics;
+        let mut stepped = false;
+        for c in self.optimization.optimizers.iter_mut() {
+            stepped |= c.scheduler.is_some();
+            c.step_scheduler(interval, count, metrics)?;
         }
-        let metric = match scheduler.monitor() {
-            Some(m) => Some(*self.view.callback_metrics.get(m).ok_or_else(|| {
-                Error::config(
-                    "ReduceLROnPlateau.monitor",
-                    format!(
-                        "`{m}` was never logged; the logged metrics are {:?}",
-                        self.view.callback_metrics.keys().collect::<Vec<_>>()
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        let rates = scheduler.step(metric)?;
-        self.set_rates(rates);
+        if stepped {
+            self.publish_rates();
+        }
         Ok(())
     }
 }

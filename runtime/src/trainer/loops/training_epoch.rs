@@ -2,20 +2,24 @@
 //! backward and, at the end of each accumulation window, the optimizer step; validation on
 //! its interval; then the epoch's end.
 
+use dfdx::nn::ZeroGrads;
+
+use super::manual::ManualRun;
 use super::{guard, sharded, Position, Run};
 use crate::checkpoint::Ckpt;
-use crate::context::{LogEntry, LogValue, Loss, StepContext};
+use crate::context::{LogEntry, LogValue, Loss, OptimizationMode, StepContext, StepOutput};
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
-use crate::optim::Interval;
+use crate::optim::{Clip, Interval};
 use crate::trainer::aggregate::EpochMetrics;
 use crate::trainer::settings::Limit;
 use crate::{Error, Result, TrainDevice};
 
-/// What a training step gives: the loss's value, what it logged, and the loss to
-/// differentiate (`None` when 16-mixed's half copy holds it).
-type Stepped<E, D> = (f64, Vec<LogEntry>, Option<Loss<E, D>>);
+/// What a training step gives: the loss's value (if a manual step gave one), what it logged,
+/// and the loss to differentiate (`None` when 16-mixed's half copy holds it, and under manual
+/// optimization).
+type Stepped<E, D> = (Option<f64>, Vec<LogEntry>, Option<Loss<E, D>>);
 
 /// How far an epoch's batches went.
 struct Progressed {
@@ -94,6 +98,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         hook!(self, on_train_epoch_start());
         // A change of `accumulate_grad_batches` in `on_train_epoch_start` applies from here.
         self.position.window = self.view.accumulate_grad_batches;
+        if <M::Optimization as OptimizationMode>::MANUAL && self.position.window > 1 {
+            return Err(Error::config(
+                "accumulate_grad_batches",
+                "is the trainer's under automatic optimization; under manual optimization, step the optimizers every few batches in training_step",
+            ));
+        }
         Ok(val_every)
     }
 
@@ -108,6 +118,34 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .reseeded(crate::seed::mix(self.position.run_seed, step));
         hook!(self, on_train_batch_start(batch_idx));
         let (value, logs, loss) = self.training_step(batch_idx, samples)?;
+        let step_now = match loss {
+            // Manual optimization: the step did its backward and steps.
+            None if self.optimization.half.is_none() => {
+                self.record_step_logs(&logs)?;
+                true
+            }
+            loss => self.automatic(batch_idx, value.unwrap_or(f64::NAN), &logs, loss)?,
+        };
+        self.position.batches_done = batch_idx + 1;
+        hook!(
+            self,
+            on_train_batch_end(value.unwrap_or(f64::NAN), batch_idx)
+        );
+        self.agree_after_step()?;
+        self.progress.advance(&self.view.progress_bar_metrics);
+        Ok(step_now)
+    }
+
+    /// Automatic optimization after the step: the loss checked, the backward and, at the end
+    /// of an accumulation window, the optimizer step. Returns whether it stepped.
+    fn automatic(
+        &mut self,
+        batch_idx: usize,
+        value: f64,
+        logs: &[LogEntry],
+        loss: Option<Loss<E, D>>,
+    ) -> Result<bool> {
+        let k = self.position.window;
         if self.settings.check_finite_loss && !value.is_finite() {
             return Err(Error::NonFiniteLoss {
                 value,
@@ -116,7 +154,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 batch: batch_idx,
             });
         }
-        self.record_step_logs(&logs)?;
+        self.record_step_logs(logs)?;
         if batch_idx.is_multiple_of(k) {
             hook!(self, on_before_zero_grad());
         }
@@ -128,15 +166,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if step_now {
             self.optimizer_step()?;
         }
-        self.position.batches_done = batch_idx + 1;
-        hook!(self, on_train_batch_end(value, batch_idx));
-        self.agree_after_step()?;
-        self.progress.advance(&self.view.progress_bar_metrics);
         Ok(step_now)
     }
 
     /// `training_step` (on the half-precision copy in 16-mixed): the loss's value, what the
-    /// step logged, and the loss to differentiate (`None` when the half copy holds it).
+    /// step logged, and the loss to differentiate (`None` when the half copy holds it, or
+    /// under manual optimization, where the step did its backward and steps itself).
     fn training_step(
         &mut self,
         batch_idx: usize,
@@ -148,18 +183,45 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             let (value, logs) = guard("training_step", batch_idx, || {
                 half.forward(model, samples, device, info)
             })??;
-            return Ok((value, logs, None));
+            return Ok((Some(value), logs, None));
         }
-        let mut ctx = StepContext::new(self.device.clone(), info);
-        ctx.grads = self.optimization.grads.take();
         let batch = (self.collate)(samples, &self.device);
         // Under FULL_SHARD until this step's backward is done.
         self.roots(true)?;
-        let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
-        let loss = guard("training_step", batch_idx, || {
+        let o = &mut self.optimization;
+        let mut manual = ManualRun {
+            clips: vec![Clip::None; o.optimizers.len()],
+            optimizers: &mut o.optimizers,
+            callbacks: self.callbacks,
+            view: self.view,
+            collective: &*self.dist.collective,
+            settings: self.settings,
+            batch_idx,
+        };
+        let mut ctx = StepContext::<E, D, M::Optimization>::new(self.device.clone(), info);
+        ctx.grads = o.grads.take();
+        if <M::Optimization as OptimizationMode>::MANUAL {
+            ctx.manual = Some(&mut manual);
+        }
+        let (model, fsdp) = (&mut *self.model, &o.full_shard);
+        let out = guard("training_step", batch_idx, || {
             sharded(fsdp, || model.training_step(batch, &mut ctx))
         })?;
-        Ok((loss.log_value(), std::mem::take(&mut ctx.logs), Some(loss)))
+        let logs = std::mem::take(&mut ctx.logs);
+        match out? {
+            StepOutput::Loss(loss) => Ok((Some(loss.log_value()), logs, Some(loss))),
+            StepOutput::Logged(value) => {
+                // The step's gradients, for the next: kept aside under a toggled optimizer, or
+                // (dropped with a tape the step never differentiated) zeros.
+                o.grads = match (ctx.kept.take(), ctx.grads.take()) {
+                    (Some((grads, _)), _) | (None, Some(grads)) => Some(grads),
+                    (None, None) => Some(model.alloc_grads()),
+                };
+                drop(ctx);
+                self.after_hook()?;
+                Ok((value, logs, None))
+            }
+        }
     }
 
     /// The end of an epoch: its remaining validation, its metrics, `on_train_epoch_end` (the

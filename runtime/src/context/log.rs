@@ -1,13 +1,9 @@
-//! What a step sees: the tape to trace inputs on, and `log`.
+//! What a step logs: [`LogEntry`] (one `ctx.log` call and Lightning's `self.log` options),
+//! [`LogEntries`] (one `ctx.log_dict`), [`LogValue`] (what can be logged).
 
-use dfdx::shapes::{Dtype, Rank0, Shape};
-use dfdx::tensor::{Gradients, OwnedTape, Tensor, Trace};
+use dfdx::shapes::{Dtype, Rank0};
+use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
-
-use crate::datamodule::Stage;
-
-/// The loss a `training_step` returns: a scalar that carries the tape of the step.
-pub type Loss<E, D> = Tensor<Rank0, E, D, OwnedTape<E, D>>;
 
 /// How a logged value is reduced over an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -88,7 +84,7 @@ impl LogEntry {
 }
 
 /// The entries of one `ctx.log_dict(...)` call; each option applies to all of them.
-pub struct LogEntries<'a>(&'a mut [LogEntry]);
+pub struct LogEntries<'a>(pub(crate) &'a mut [LogEntry]);
 
 macro_rules! for_each_entry {
     ($($name:ident: $ty:ty),*) => {$(
@@ -146,113 +142,5 @@ impl<E: Dtype + num_traits::ToPrimitive, D: Device<E>, T> LogValue for Tensor<Ra
 impl<V: LogValue + ?Sized> LogValue for &V {
     fn log_value(&self) -> f64 {
         (**self).log_value()
-    }
-}
-
-/// Where in the run a step is.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StepInfo {
-    pub stage: Stage,
-    pub training: bool,
-    pub batch_idx: usize,
-    pub batch_size: usize,
-    pub epoch: usize,
-    pub global_step: usize,
-}
-
-/// The context of one training, validation, test or predict step.
-pub struct StepContext<E: Dtype, D: Device<E>> {
-    pub(crate) grads: Option<Gradients<E, D>>,
-    pub(crate) logs: Vec<LogEntry>,
-    pub(crate) stage: Stage,
-    pub(crate) training: bool,
-    pub(crate) batch_idx: usize,
-    pub(crate) batch_size: usize,
-    pub(crate) epoch: usize,
-    pub(crate) global_step: usize,
-    pub(crate) device: D,
-}
-
-impl<E: Dtype, D: Device<E>> StepContext<E, D> {
-    pub(crate) fn new(device: D, at: StepInfo) -> Self {
-        Self {
-            grads: None,
-            logs: Vec::new(),
-            stage: at.stage,
-            training: at.training,
-            batch_idx: at.batch_idx,
-            batch_size: at.batch_size,
-            epoch: at.epoch,
-            global_step: at.global_step,
-            device,
-        }
-    }
-
-    /// Starts recording operations on `x` so that the loss can be differentiated (dfdx's
-    /// `traced`), accumulating into the trainer's gradients.
-    pub fn trace<S: Shape>(&mut self, x: Tensor<S, E, D>) -> Tensor<S, E, D, OwnedTape<E, D>> {
-        match self.grads.take() {
-            Some(grads) => x.traced(grads),
-            None => x.leaky_traced(),
-        }
-    }
-
-    /// Logs `value` under `name` with Lightning's defaults for this stage (training: every
-    /// step; validation and test: the batch-size-weighted epoch mean). Chain the returned
-    /// entry's methods to change them: `ctx.log("val_acc", acc).prog_bar(true);`
-    pub fn log(&mut self, name: &str, value: impl LogValue) -> &mut LogEntry {
-        self.logs.push(LogEntry {
-            name: name.to_string(),
-            value: value.log_value(),
-            on_step: self.training,
-            on_epoch: !self.training,
-            prog_bar: false,
-            logger: true,
-            reduce: Reduce::Mean,
-            batch_size: self.batch_size,
-            sync_dist: false,
-        });
-        let last = self.logs.len() - 1;
-        &mut self.logs[last]
-    }
-
-    /// Logs every `(name, value)` of `values` as [`log`](Self::log) does, the options chained
-    /// on the result applying to all (Lightning's `self.log_dict`); values of one type, so a
-    /// tensor joins numbers as `loss.log_value()`:
-    /// `ctx.log_dict([("val_loss", loss.log_value()), ("val_acc", acc)]).prog_bar(true);`
-    pub fn log_dict<K: AsRef<str>, V: LogValue>(
-        &mut self,
-        values: impl IntoIterator<Item = (K, V)>,
-    ) -> LogEntries<'_> {
-        let first = self.logs.len();
-        for (name, value) in values {
-            self.log(name.as_ref(), value);
-        }
-        LogEntries(&mut self.logs[first..])
-    }
-
-    /// Which loop runs this step.
-    pub fn stage(&self) -> Stage {
-        self.stage
-    }
-    /// The index of this batch within its epoch.
-    pub fn batch_idx(&self) -> usize {
-        self.batch_idx
-    }
-    /// The number of samples in this batch.
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-    /// The current epoch, counted from 0.
-    pub fn current_epoch(&self) -> usize {
-        self.epoch
-    }
-    /// Optimizer steps taken so far.
-    pub fn global_step(&self) -> usize {
-        self.global_step
-    }
-    /// The device the batch lives on.
-    pub fn device(&self) -> &D {
-        &self.device
     }
 }

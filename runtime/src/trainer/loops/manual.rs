@@ -1,0 +1,181 @@
+//! Manual optimization's step (Lightning's `loops/optimization/manual.py`): the trainer's side
+//! of the calls a manual `training_step` makes through its context (`crate::manual`): the
+//! optimizers, their schedulers, the callbacks' hooks, the ranks.
+
+use dfdx::tensor::Gradients;
+
+use crate::callback::Callback;
+use crate::context::mode::{ManualHook, ManualSteps};
+use crate::distributed::Collective;
+use crate::optim::grads::{self, Selected};
+use crate::optim::{Clip, ClipAlgorithm, Interval};
+use crate::trainer::optimization_state::Configured;
+use crate::trainer::settings::Settings;
+use crate::trainer::TrainerView;
+use crate::walk::{Params, ParamsMut};
+use crate::{Error, FloatDtype, Result, TrainDevice};
+
+/// What a manual step reaches of the run.
+pub(super) struct ManualRun<'r, E: FloatDtype, D: TrainDevice<E>> {
+    pub optimizers: &'r mut [Configured<E, D>],
+    pub callbacks: &'r mut [Box<dyn Callback>],
+    pub view: &'r mut TrainerView,
+    pub collective: &'r dyn Collective,
+    pub settings: &'r Settings,
+    /// Per optimizer, the clipping `clip_gradients` asked for its next step.
+    pub clips: Vec<Clip>,
+    pub batch_idx: usize,
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> ManualRun<'_, E, D> {
+    fn configured(&mut self, opt: usize) -> Result<&mut Configured<E, D>> {
+        let count = self.optimizers.len();
+        self.optimizers.get_mut(opt).ok_or_else(|| {
+            Error::msg(format!(
+                "optimizer {opt} does not exist: configure_optimizers returns {count}"
+            ))
+        })
+    }
+
+    fn at(&self) -> String {
+        format!(
+            "epoch {}, step {}",
+            self.view.current_epoch, self.view.global_step
+        )
+    }
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D> {
+    fn count(&self) -> usize {
+        self.optimizers.len()
+    }
+
+    fn view(&mut self) -> &mut TrainerView {
+        self.view
+    }
+
+    fn callbacks(&mut self, hook: ManualHook) {
+        for cb in self.callbacks.iter_mut() {
+            match hook {
+                ManualHook::BeforeBackward(loss) => cb.on_before_backward(self.view, loss),
+                ManualHook::AfterBackward => cb.on_after_backward(self.view),
+                ManualHook::BeforeOptimizerStep => cb.on_before_optimizer_step(self.view),
+            }
+        }
+    }
+
+    fn after_hook(&mut self) -> Result<()> {
+        // The checkpoints hooks ask for here are written after the step, with the
+        // optimizers' state.
+        self.view.take_error()
+    }
+
+    fn check_loss(&self, value: f64) -> Result<()> {
+        if !self.settings.check_finite_loss || value.is_finite() {
+            return Ok(());
+        }
+        Err(Error::NonFiniteLoss {
+            value,
+            epoch: self.view.current_epoch,
+            step: self.view.global_step,
+            batch: self.batch_idx,
+        })
+    }
+
+    fn reduce(&mut self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<()> {
+        // Averaging is linear and leaves equal values alone: gradients summed over several
+        // backwards are averaged right however often it runs.
+        crate::distributed::average_grads(self.collective, params, grads)
+    }
+
+    fn merge(
+        &mut self,
+        opt: usize,
+        params: &dyn Params<E, D>,
+        fresh: &mut Gradients<E, D>,
+        into: Gradients<E, D>,
+    ) -> Result<Gradients<E, D>> {
+        let config = self.configured(opt)?.optimizer.config();
+        grads::add_grads(&Selected { params, config }, fresh, into)
+    }
+
+    fn clip(
+        &mut self,
+        opt: usize,
+        params: &dyn Params<E, D>,
+        grads: &mut Gradients<E, D>,
+        max: f64,
+        algorithm: ClipAlgorithm,
+    ) -> Result<()> {
+        if !(max >= 0.0 && max.is_finite()) {
+            return Err(Error::config(
+                "clip_gradients",
+                format!("{max} is not a finite value >= 0"),
+            ));
+        }
+        let at = self.at();
+        let config = self.configured(opt)?.optimizer.config();
+        let clip = match algorithm {
+            ClipAlgorithm::Value => Clip::Clamp(max),
+            ClipAlgorithm::Norm => grads::clip_norm(&Selected { params, config }, grads, max, Ok)
+                .map_err(|e| Error::msg(format!("{at}: {e}")))?,
+        };
+        self.clips[opt] = clip;
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        opt: usize,
+        params: &mut dyn ParamsMut<E, D>,
+        grads: &mut Gradients<E, D>,
+    ) -> Result<()> {
+        let at = self.at();
+        let detect = self.settings.detect_anomaly;
+        let request = if opt == 0 {
+            self.view.lr_request.take()
+        } else {
+            None
+        };
+        let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
+        let count = self.optimizers.len();
+        let c = self.optimizers.get_mut(opt).ok_or_else(|| {
+            Error::msg(format!(
+                "optimizer {opt} does not exist: configure_optimizers returns {count}"
+            ))
+        })?;
+        if detect {
+            let config = c.optimizer.config();
+            let selected = Selected {
+                params: &*params,
+                config,
+            };
+            if let Some(name) = grads::first_non_finite(&selected, grads)? {
+                return Err(Error::msg(format!(
+                    "detect_anomaly: the gradient of `{name}` holds NaN or infinity at {at}; no step was taken"
+                )));
+            }
+        }
+        if let Some(lr) = request {
+            c.rates.lr = lr;
+        }
+        // The optimizer steps the parameters it selects (its state is kept by their place
+        // among all).
+        c.optimizer.step_params_at(params, grads, clip, c.rates)?;
+        let steps = c.optimizer.steps() as usize;
+        c.step_scheduler(Interval::Step, steps, &self.view.callback_metrics)?;
+        self.view.global_step += 1;
+        self.view.optimizers = self.optimizers.iter().map(|c| c.info()).collect();
+        Ok(())
+    }
+
+    fn zero_grad(
+        &mut self,
+        opt: usize,
+        params: &dyn Params<E, D>,
+        grads: &mut Gradients<E, D>,
+    ) -> Result<()> {
+        let config = self.configured(opt)?.optimizer.config();
+        grads::zero_grads(&Selected { params, config }, grads)
+    }
+}
