@@ -348,3 +348,53 @@ fn mistakes_with_optimizers_are_named() {
     };
     assert!(e.contains("clip_gradients"), "{e}");
 }
+
+/// The values of the column `name` of a run's metrics.csv, in order.
+fn column(dir: &std::path::Path, name: &str) -> Vec<f64> {
+    let mut reader =
+        csv::Reader::from_path(dir.join("lightning_logs/version_0/metrics.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = headers.iter().position(|h| h == name);
+    let col = col.unwrap_or_else(|| panic!("no column {name} in {headers:?}"));
+    reader
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| !r[col].is_empty())
+        .map(|r| r[col].parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_learning_rate_monitor_logs_every_optimizers_rate() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = quiet::trainer()
+        .max_epochs(1)
+        .logger(fulmen::loggers::CsvLogger::new(dir.path(), "lightning_logs").unwrap())
+        .callback(fulmen::callbacks::LearningRateMonitor::new())
+        .build()
+        .unwrap();
+    trainer
+        .fit(&mut Resumable::new(), &mut Data::new(20))
+        .unwrap();
+    // Adam's scheduler halves its rate every 2 of its steps (after batches 1 and 3); the
+    // monitor logs before each of the 5 batches.
+    assert_eq!(
+        column(dir.path(), "lr-Adam"),
+        [0.05, 0.05, 0.05, 0.05, 0.025]
+    );
+    assert_eq!(column(dir.path(), "lr-AdamW"), [0.02; 5]);
+
+    // Two of one class: the second is counted.
+    let dir = tempfile::tempdir().unwrap();
+    quiet::trainer()
+        .max_epochs(1)
+        .logger(fulmen::loggers::CsvLogger::new(dir.path(), "lightning_logs").unwrap())
+        .callback(fulmen::callbacks::LearningRateMonitor::new())
+        .build()
+        .unwrap()
+        .fit(&mut Two::new(true), &mut Data::new(8))
+        .unwrap();
+    assert_eq!(column(dir.path(), "lr-SGD"), [0.1]);
+    assert_eq!(column(dir.path(), "lr-SGD-1"), [0.1]);
+}

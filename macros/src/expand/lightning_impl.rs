@@ -102,7 +102,8 @@ fn wrapped(mut own: syn::ImplItemFn, manual: bool) -> (syn::ImplItemFn, syn::Imp
     own.sig.ident = inner.clone();
     own.attrs.push(syn::parse_quote!(#[doc(hidden)]));
     // Where the trait's method was, the batch type is the user's to write out.
-    own.attrs.push(syn::parse_quote!(#[allow(clippy::type_complexity)]));
+    own.attrs
+        .push(syn::parse_quote!(#[allow(clippy::type_complexity)]));
     // What it returns decides the message's place.
     let at = match &own.sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),

@@ -1,5 +1,6 @@
-//! `LearningRateMonitor`: logs the learning rate (and optionally the momentum) as
-//! `lr-<Optimizer>` (Lightning's `LearningRateMonitor`), at the scheduler's interval.
+//! `LearningRateMonitor`: logs the learning rate (and optionally the momentum) of every
+//! optimizer as `lr-<Optimizer>` (`lr-Adam`, then `lr-Adam-1` for a second Adam: Lightning's
+//! `LearningRateMonitor`), at the first scheduler's interval.
 //!
 //! ```
 //! use fulmen::callbacks::LearningRateMonitor;
@@ -44,13 +45,29 @@ impl LearningRateMonitor {
     }
 
     fn log(&self, trainer: &mut TrainerView) {
-        let name = trainer.optimizer_name().to_string();
-        let mut metrics = BTreeMap::from([(format!("lr-{name}"), trainer.lr())]);
-        if let (true, Some(m)) = (self.log_momentum, trainer.momentum()) {
-            metrics.insert(format!("momentum-{name}"), m);
+        let mut metrics = BTreeMap::new();
+        let lr = trainer.lr();
+        for (i, opt) in trainer.optimizers().iter().enumerate() {
+            let name = Self::name(trainer, i);
+            // The first optimizer's rate is the one a callback may have asked for.
+            metrics.insert(format!("lr-{name}"), if i == 0 { lr } else { opt.lr });
+            if let (true, Some(m)) = (self.log_momentum, opt.momentum) {
+                metrics.insert(format!("momentum-{name}"), m);
+            }
         }
         let step = trainer.global_step();
         trainer.log_metrics(&metrics, step);
+    }
+
+    /// Optimizer `i`'s name as Lightning's monitor writes it: its class (`Adam`), and after
+    /// the first of a class the count of those before it (`Adam-1`).
+    fn name(trainer: &TrainerView, i: usize) -> String {
+        let optimizers = trainer.optimizers();
+        let class = optimizers[i].name;
+        match optimizers[..i].iter().filter(|o| o.name == class).count() {
+            0 => class.to_string(),
+            n => format!("{class}-{n}"),
+        }
     }
 }
 
