@@ -93,17 +93,13 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
     /// Values drawn uniformly from `[0, 1)` in the shape `shape`, on the step's device, from
     /// its random stream (seeded per step: a resumed run draws the same).
     pub fn rand<S: Shape>(&self, shape: S) -> Tensor<S, E, D> {
-        let uniform = rand_distr::Uniform::new(E::zero(), E::one());
-        self.device.sample_like(&shape, uniform)
+        crate::device::rand(&self.device, shape)
     }
 
     /// Values drawn from the standard normal distribution in the shape `shape` (a GAN's noise,
     /// a VAE's ε), on the step's device, from its random stream.
     pub fn randn<S: Shape>(&self, shape: S) -> Tensor<S, E, D> {
-        // Box–Muller, in any dtype: √(−2 ln u) · cos(2π v), u in (0, 1].
-        let u = self.rand(shape).negate() + E::one();
-        let v = self.rand(shape) * crate::device::of_f64::<E>(std::f64::consts::TAU);
-        (u.ln() * crate::device::of_f64::<E>(-2.0)).sqrt() * v.cos()
+        crate::device::randn(&self.device, shape)
     }
 
     /// Logs `value` under `name` with Lightning's defaults for this stage (training: every

@@ -175,6 +175,39 @@ pub fn read_classification<const N: usize, const C: usize>(
         .collect()
 }
 
+/// Writes `values` (in C order) as the `float32` array `name` of the shape `shape`, alone in
+/// the archive at `path`: what `np.savez(path, name=values)` writes.
+pub fn write_array(
+    path: impl AsRef<Path>,
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+) -> Result<()> {
+    use npyz::WriterBuilder;
+    let path = path.as_ref();
+    let io = |e: std::io::Error| Error::io(path, e);
+    if shape.iter().product::<usize>() != values.len() {
+        return Err(Error::msg(format!(
+            "{}: {} values do not fill the shape {shape:?}",
+            path.display(),
+            values.len()
+        )));
+    }
+    let mut npz = npyz::npz::NpzWriter::create(path).map_err(io)?;
+    let options =
+        npyz::zip::write::FileOptions::default().last_modified_time(npyz::zip::DateTime::default());
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut writer = npz
+        .array::<f32>(name, options)
+        .map_err(io)?
+        .default_dtype()
+        .shape(&shape)
+        .begin_nd()
+        .map_err(io)?;
+    writer.extend(values.iter().copied()).map_err(io)?;
+    writer.finish().map_err(io)
+}
+
 /// Writes features as `float32` array `X` and labels as `int64` array `y`, the layout that
 /// `np.savez(path, X=X, y=y)` produces.
 pub fn write_classification<const N: usize, const C: usize>(

@@ -9,11 +9,13 @@
 
 mod dtype;
 mod host;
+mod sample;
 mod select;
 
 pub(crate) use dtype::{is_half, of_f64};
 pub use dtype::{FloatDtype, Half};
 pub use host::{HostAccess, InHostMemory};
+pub use sample::{rand, randn};
 #[cfg(feature = "cuda")]
 pub(crate) use select::open_cuda;
 pub use select::{gpu_count, Accelerator, Devices, RunDevice};
