@@ -54,15 +54,17 @@ fn one_process(root: &str, args: &[&str]) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-#[test]
-fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
-    if example().is_none() {
-        return;
-    }
+/// Two ranks on batches of 16 (plus `extra`) end bitwise identical, and equal to one process
+/// on the global batch of 32.
+fn ranks_equal_one_process(extra: &[&str]) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (d, s) = (subdir(dir.path(), "ddp"), subdir(dir.path(), "single"));
     let (ddp, single) = (Path::new(&d), Path::new(&s));
-    let out = two_ranks("ddp", &d, &["--batch-size", "16", "--out", &d]);
+    let out = two_ranks(
+        "ddp",
+        &d,
+        &[&["--batch-size", "16", "--out", &d], extra].concat(),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let (r0, r1) = (
         weights(&ddp.join("rank0.weights")),
@@ -77,13 +79,30 @@ fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
     assert!(ddp.join("lightning_logs/version_0").exists());
     assert!(!ddp.join("lightning_logs/version_1").exists());
 
-    one_process(&s, &["--batch-size", "32", "--out", &s]);
+    one_process(&s, &[&["--batch-size", "32", "--out", &s], extra].concat());
     let one = weights(&single.join("rank0.weights"));
     let diff = max_diff(&r0, &one);
     assert!(
         diff < 1e-5,
         "DDP on 2×16 and one process on 32 differ by {diff}"
     );
+}
+
+#[test]
+fn two_ranks_end_identical_and_equal_to_one_process_on_the_global_batch() {
+    if example().is_none() {
+        return;
+    }
+    ranks_equal_one_process(&[]);
+}
+
+#[test]
+fn manual_optimization_averages_the_gradients_over_the_ranks() {
+    if example().is_none() {
+        return;
+    }
+    // Two optimizers stepped by hand: `manual_backward` averages as the trainer's backward.
+    ranks_equal_one_process(&["--manual"]);
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! `DIR/rank<R>.weights` (f32, little-endian), which tests/ddp.rs compares across ranks and
 //! with one process trained on the same global batches. `--hang-at-step N --hang-rank R`
 //! makes rank R stop answering at step N (`--die`: killed), the faults tests/ddp.rs checks
-//! end the run in bounded time.
+//! end the run in bounded time. `--manual` trains the same model under manual optimization.
 
 #[path = "../../examples/common/mod.rs"]
 mod common;
@@ -58,8 +58,49 @@ struct Args {
     /// `best`.
     #[arg(long, value_name = "PATH|last|best")]
     ckpt_path: Option<String>,
+    /// Train `ManualIris`: the same model stepping two optimizers by hand.
+    #[arg(long)]
+    manual: bool,
     #[command(flatten)]
     trainer: TrainerArgs,
+}
+
+/// The Iris classifier stepping its optimizers by hand: an Adam per layer (Adam's update is
+/// per parameter, so this trains as one Adam over both would).
+#[lightning_module]
+struct ManualIris {
+    layer_1: Linear<4, 16>,
+    layer_2: Linear<16, 3>,
+    #[hparam]
+    lr: f64,
+}
+
+#[lightning_module(manual_optimization)]
+impl ManualIris {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> fulmen::Result<()> {
+        let [first, second] = ctx.optimizers()?;
+        let logits = self
+            .layer_2
+            .forward(self.layer_1.forward(ctx.trace(x)).relu());
+        let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
+        ctx.log("train_loss", &loss);
+        ctx.manual_backward(loss, self)?;
+        for opt in [first, second] {
+            ctx.step(opt, self)?;
+            ctx.zero_grad(opt, self)?;
+        }
+        Ok(())
+    }
+    fn configure_optimizers(&self) -> [Optim; 2] {
+        [
+            Optim::adam(self.lr).params(["layer_1"]),
+            Optim::adam(self.lr).params(["layer_2"]),
+        ]
+    }
 }
 
 /// One rank asks to stop.
@@ -139,19 +180,32 @@ fn main() -> std::process::ExitCode {
         let mut trainer = builder.args(&args.trainer).build()?;
         let data = fulmen::data::iris::bundled();
         let loader = DataLoader::new(InMemoryDataset::new(data), args.batch_size).shuffle(true);
-        let mut model = IrisClassifier::new(0.01);
         let mut loaders = fulmen::datamodule::Loaders {
             train: Some(loader),
             ..Default::default()
         };
-        trainer.fit_from(&mut model, &mut loaders, args.ckpt_path.as_deref())?;
-        let weights: Vec<f32> = [
-            model.layer_1.weight.as_vec(),
-            model.layer_1.bias.as_vec(),
-            model.layer_2.weight.as_vec(),
-            model.layer_2.bias.as_vec(),
-        ]
-        .concat();
+        let ckpt = args.ckpt_path.as_deref();
+        let weights: Vec<f32> = if args.manual {
+            let mut model = ManualIris::new(0.01);
+            trainer.fit_from(&mut model, &mut loaders, ckpt)?;
+            [
+                model.layer_1.weight.as_vec(),
+                model.layer_1.bias.as_vec(),
+                model.layer_2.weight.as_vec(),
+                model.layer_2.bias.as_vec(),
+            ]
+            .concat()
+        } else {
+            let mut model = IrisClassifier::new(0.01);
+            trainer.fit_from(&mut model, &mut loaders, ckpt)?;
+            [
+                model.layer_1.weight.as_vec(),
+                model.layer_1.bias.as_vec(),
+                model.layer_2.weight.as_vec(),
+                model.layer_2.bias.as_vec(),
+            ]
+            .concat()
+        };
         println!(
             "rank {} of {}: trained {} steps, train_loss {:.4}",
             trainer.global_rank(),
