@@ -180,6 +180,17 @@ pub trait Callback {
         None
     }
 
+    /// With the module's weights (and, in training, their gradients) at `at`, after the hook
+    /// of that point (Lightning's hooks' `pl_module`): what grad-norm monitors and weight
+    /// averaging read and write. See [`crate::weights`].
+    fn with_weights(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        _at: crate::weights::At,
+        _weights: &mut dyn crate::weights::Weights,
+    ) {
+    }
+
     crate::__lifecycle_hooks!();
 }
 

@@ -84,6 +84,7 @@ mod signals;
 pub mod spec;
 pub mod trainer;
 pub mod walk;
+pub mod weights;
 
 pub use callback::Callback;
 pub use context::{

@@ -67,6 +67,7 @@ use crate::context::{Loss, ManualOptimization, OptimizationMode, OptimizerRef, S
 use crate::module::LightningModule;
 use crate::optim::ClipAlgorithm;
 use crate::walk::{Tensors, TensorsMut};
+use crate::weights::{At, WeightsOf};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, E, D, O> {
@@ -201,17 +202,38 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
         }
     }
 
-    /// The callbacks' `hook`, then the module's.
+    /// The callbacks' `hook`, then the module's, then (after the backward and before a step)
+    /// the callbacks' `with_weights`.
     fn hook<M: LightningModule<E, D>>(&mut self, module: &mut M, hook: ManualHook) -> Result<()> {
         let m = self.steps()?;
         m.callbacks(hook);
         let view = m.view();
-        match hook {
-            ManualHook::BeforeBackward(loss) => module.on_before_backward(view, loss),
-            ManualHook::AfterBackward => module.on_after_backward(view),
-            ManualHook::BeforeOptimizerStep => module.on_before_optimizer_step(view),
+        let at = match hook {
+            ManualHook::BeforeBackward(loss) => {
+                module.on_before_backward(view, loss);
+                None
+            }
+            ManualHook::AfterBackward => {
+                module.on_after_backward(view);
+                Some(At::AfterBackward)
+            }
+            ManualHook::BeforeOptimizerStep => {
+                module.on_before_optimizer_step(view);
+                Some(At::BeforeOptimizerStep)
+            }
+        };
+        self.steps()?.after_hook()?;
+        if let Some(at) = at {
+            let (m, grads) = self.parts()?;
+            let mut weights = WeightsOf {
+                module,
+                grads: Some(grads),
+                sharded: false,
+            };
+            m.with_weights(at, &mut weights);
+            m.after_hook()?;
         }
-        m.after_hook()
+        Ok(())
     }
 }
 

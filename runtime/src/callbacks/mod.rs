@@ -1,25 +1,30 @@
 //! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`):
 //! [`ModelCheckpoint`], [`EarlyStopping`], [`LearningRateMonitor`], [`ModelSummary`],
-//! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`], [`OnExceptionCheckpoint`].
+//! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`], [`OnExceptionCheckpoint`],
+//! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`].
 
 pub mod early_stopping;
 mod filename;
 pub mod grad_accumulation;
+pub mod grad_norm;
 pub mod lambda;
 pub mod lr_monitor;
 pub mod model_checkpoint;
 pub mod model_summary;
 pub mod on_exception_checkpoint;
 pub mod timer;
+pub mod weight_averaging;
 
 pub use early_stopping::EarlyStopping;
 pub use grad_accumulation::GradientAccumulationScheduler;
+pub use grad_norm::GradientNormMonitor;
 pub use lambda::LambdaCallback;
 pub use lr_monitor::LearningRateMonitor;
 pub use model_checkpoint::ModelCheckpoint;
 pub use model_summary::ModelSummary;
 pub use on_exception_checkpoint::OnExceptionCheckpoint;
 pub use timer::Timer;
+pub use weight_averaging::WeightAveraging;
 
 /// Whether a monitored metric improves downwards (`Min`, a loss) or upwards (`Max`, an
 /// accuracy).

@@ -146,6 +146,8 @@ pub(crate) trait ManualSteps<E: FloatDtype, D: TrainDevice<E>> {
     fn view(&mut self) -> &mut TrainerView;
     /// The callbacks' `hook`.
     fn callbacks(&mut self, hook: ManualHook);
+    /// The callbacks' `with_weights` at `at`.
+    fn with_weights(&mut self, at: crate::weights::At, weights: &mut dyn crate::weights::Weights);
     /// After a hook: the error a callback or the module reported, if one did.
     fn after_hook(&mut self) -> Result<()>;
     /// Refuses a loss that is not finite (`check_finite_loss`).

@@ -9,6 +9,7 @@ use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
 use crate::trainer::aggregate::EpochMetrics;
+use crate::weights::At;
 use crate::{Result, TrainDevice};
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
@@ -44,6 +45,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             hook!(self, on_test_epoch_start());
         } else {
             hook!(self, on_validation_start());
+            self.weights_hook(At::ValidationStart, false)?;
             hook!(self, on_validation_epoch_start());
         }
         let mut metrics = EpochMetrics::default();
@@ -68,6 +70,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         } else {
             hook!(self, on_validation_epoch_end());
             hook!(self, on_validation_end());
+            self.weights_hook(At::ValidationEnd, false)?;
         }
         if !self.view.sanity_checking {
             self.log_epoch(&reduced)?;

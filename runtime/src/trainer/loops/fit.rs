@@ -7,6 +7,7 @@ use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
 use crate::trainer::Limit;
+use crate::weights::At;
 use crate::{Result, TrainDevice};
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
@@ -43,6 +44,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             start_batch = 0;
         }
         hook!(self, on_train_end());
+        self.weights_hook(At::TrainEnd, false)?;
         hook!(self, on_fit_end());
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::trainer::optimization_state::Configured;
 use crate::trainer::settings::Settings;
 use crate::trainer::TrainerView;
 use crate::walk::{Params, ParamsMut};
+use crate::weights::{At, Weights};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// What a manual step reaches of the run.
@@ -61,6 +62,12 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
                 ManualHook::AfterBackward => cb.on_after_backward(self.view),
                 ManualHook::BeforeOptimizerStep => cb.on_before_optimizer_step(self.view),
             }
+        }
+    }
+
+    fn with_weights(&mut self, at: At, weights: &mut dyn Weights) {
+        for cb in self.callbacks.iter_mut() {
+            cb.with_weights(self.view, at, weights);
         }
     }
 

@@ -26,6 +26,7 @@ use crate::module::LightningModule;
 use crate::precision::HalfSteps;
 use crate::progress::Progress;
 use crate::signals::Signals;
+use crate::weights::{At, WeightsOf};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// What a stage returns: the epoch's metrics, or the predictions.
@@ -225,6 +226,20 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             epoch: self.view.current_epoch,
             global_step: self.view.global_step,
         }
+    }
+
+    /// `with_weights` on every callback at `at`, with the module and (`grads`) the run's
+    /// gradients.
+    pub(in crate::trainer) fn weights_hook(&mut self, at: At, grads: bool) -> Result<()> {
+        let mut weights = WeightsOf {
+            module: &mut *self.model,
+            grads: self.optimization.grads.as_mut().filter(|_| grads),
+            sharded: self.optimization.full_shard.is_some(),
+        };
+        for cb in self.callbacks.iter_mut() {
+            cb.with_weights(self.view, at, &mut weights);
+        }
+        self.after_hook()
     }
 
     /// The context of an evaluation or prediction step.

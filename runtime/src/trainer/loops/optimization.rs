@@ -23,6 +23,7 @@ use crate::optim::scheduler::Rates;
 use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
 use crate::trainer::optimization_state::Configured;
 use crate::walk::{Params, Tensors};
+use crate::weights::At;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// In half precision (16-true) Adam's default eps of 1e-8 is 0, and its first step divides by
@@ -195,6 +196,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 };
                 if self.finish_window(&mut grads)? {
                     hook!(self, on_before_optimizer_step());
+                    self.optimization.grads = Some(grads);
+                    self.weights_hook(At::BeforeOptimizerStep, true)?;
+                    let Some(mut grads) = self.optimization.grads.take() else {
+                        return Ok(());
+                    };
                     let clip = self.clipping(&Tensors(&*self.model), &mut grads)?;
                     self.take_lr_request();
                     if let Some(first) = self.optimization.optimizers.first_mut() {
@@ -205,11 +211,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     if let Some(shards) = &self.optimization.shards {
                         shards.gather_params(&*self.dist.collective, &mut *self.model)?;
                     }
+                    self.model.zero_grads(&mut grads);
+                    self.optimization.grads = Some(grads);
                 } else {
                     hook!(self, on_before_optimizer_step());
+                    self.model.zero_grads(&mut grads);
+                    self.optimization.grads = Some(grads);
                 }
-                self.model.zero_grads(&mut grads);
-                self.optimization.grads = Some(grads);
             }
         }
         self.view.global_step += 1;
@@ -226,6 +234,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         // Not borrowed while hooks run: one may ask for a checkpoint.
         hook!(self, on_before_optimizer_step());
+        self.weights_hook(At::BeforeOptimizerStep, false)?;
         let mut run = run.borrow_mut();
         let FullShard { params, grads, .. } = &mut *run;
         let clip = self.clipping(&*params, grads)?;

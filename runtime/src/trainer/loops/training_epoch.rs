@@ -14,6 +14,7 @@ use crate::module::LightningModule;
 use crate::optim::{Clip, Interval};
 use crate::trainer::aggregate::EpochMetrics;
 use crate::trainer::settings::Limit;
+use crate::weights::At;
 use crate::{Error, Result, TrainDevice};
 
 /// What a training step gives: the loss's value (if a manual step gave one), what it logged,
@@ -131,6 +132,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self,
             on_train_batch_end(value.unwrap_or(f64::NAN), batch_idx)
         );
+        self.weights_hook(At::TrainBatchEnd, false)?;
         self.agree_after_step()?;
         self.progress.advance(&self.view.progress_bar_metrics);
         Ok(step_now)
@@ -161,6 +163,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         hook!(self, on_before_backward(value));
         self.backward(loss, batch_idx)?;
         hook!(self, on_after_backward());
+        self.weights_hook(At::AfterBackward, true)?;
         let step_now =
             (batch_idx + 1).is_multiple_of(k) || batch_idx + 1 == self.position.train_batches;
         if step_now {
