@@ -82,7 +82,7 @@ fn the_gan_makes_digits_of_most_classes_where_an_untrained_one_does_not() {
         let args = [
             "--data",
             &data,
-            "--epochs",
+            "--max-epochs",
             epochs,
             "--lr",
             "1e-3",

@@ -139,6 +139,7 @@ impl Two {
             ctx.toggle_optimizer(opt_a);
         }
         let loss = mse_loss(self.b.forward(self.a.forward(ctx.trace(x)).tanh()), y);
+        ctx.log("a_loss", &loss);
         ctx.manual_backward(loss, self)?;
         ctx.step(opt_a, self)?;
         ctx.zero_grad(opt_a, self)?;
@@ -397,4 +398,21 @@ fn the_learning_rate_monitor_logs_every_optimizers_rate() {
         .unwrap();
     assert_eq!(column(dir.path(), "lr-SGD"), [0.1]);
     assert_eq!(column(dir.path(), "lr-SGD-1"), [0.1]);
+}
+
+#[test]
+fn a_manual_step_logs_every_n_batches_however_many_steps_it_takes() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    quiet::trainer()
+        .max_epochs(1)
+        .log_every_n_steps(2)
+        .logger(fulmen::loggers::CsvLogger::new(dir.path(), "lightning_logs").unwrap())
+        .build()
+        .unwrap()
+        .fit(&mut Two::new(true), &mut Data::new(32))
+        .unwrap();
+    // 8 batches of two optimizer steps each: logged after every second batch (as Lightning
+    // counts `_batches_that_stepped`), not every second optimizer step.
+    assert_eq!(column(dir.path(), "a_loss").len(), 4);
 }

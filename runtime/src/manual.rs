@@ -96,7 +96,8 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
     /// Until [`untoggle_optimizer`](Self::untoggle_optimizer), the backward of what is traced
     /// adds gradients to `opt`'s parameters alone (Lightning's `toggle_optimizer`, which stops
     /// the other optimizers' parameters from requiring gradients): a generator's loss leaves
-    /// the discriminator's gradients as they were.
+    /// the discriminator's gradients as they were. It covers what is traced after it: an input
+    /// traced before carries the step's gradients, all of them, on its tape.
     pub fn toggle_optimizer(&mut self, opt: OptimizerRef)
     where
         O: ManualOptimization,
@@ -104,12 +105,15 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
         self.toggled = Some(opt.0);
     }
 
-    /// Ends [`toggle_optimizer`](Self::toggle_optimizer)'s choice.
-    pub fn untoggle_optimizer(&mut self, _opt: OptimizerRef)
+    /// Ends [`toggle_optimizer`](Self::toggle_optimizer)'s choice of `opt` (another's is
+    /// left). What was traced while it was toggled still adds to its parameters alone.
+    pub fn untoggle_optimizer(&mut self, opt: OptimizerRef)
     where
         O: ManualOptimization,
     {
-        self.toggled = None;
+        if self.toggled == Some(opt.0) {
+            self.toggled = None;
+        }
     }
 
     /// The backward of `loss` into the gradients of `module`'s parameters (summed with the
@@ -229,6 +233,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
                 module,
                 grads: Some(grads),
                 sharded: false,
+                partial_grads: false,
             };
             m.with_weights(at, &mut weights);
             m.after_hook()?;

@@ -35,8 +35,8 @@ use crate::{Error, FloatDtype, Result, TrainDevice};
 /// Where in training [`Callback::with_weights`](crate::Callback::with_weights) is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum At {
-    /// After `on_after_backward` (automatic optimization: each batch's backward; manual: each
-    /// `manual_backward`): the gradients hold the backward's.
+    /// After `on_after_backward` (automatic optimization: each batch's backward, this rank's
+    /// gradients; manual: each `manual_backward`, averaged over the ranks).
     AfterBackward,
     /// After `on_before_optimizer_step`, before clipping and the step: the gradients are the
     /// window's, averaged over the ranks (what Lightning's `grad_norm` logs).
@@ -89,6 +89,8 @@ pub(crate) struct WeightsOf<'a, E: FloatDtype, D: TrainDevice<E>, M> {
     pub grads: Option<&'a mut Gradients<E, D>>,
     /// Under FULL_SHARD the module holds placeholders: every call is refused.
     pub sharded: bool,
+    /// Under SHARD_GRAD_OP each rank holds its own parameters' gradients: norms are refused.
+    pub partial_grads: bool,
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> WeightsOf<'_, E, D, M> {
@@ -133,6 +135,9 @@ impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> Weights
 
     fn grad_norms(&mut self, p: f64) -> Result<Vec<(String, f64)>> {
         self.whole()?;
+        if self.partial_grads {
+            return Err(Error::msg("gradient norms under SHARD_GRAD_OP are not built yet (each rank holds its own parameters' gradients); use \"ddp\""));
+        }
         let Some(grads) = self.grads.as_deref_mut() else {
             return Err(Error::msg("gradient norms: there are no gradients here (only in training, from the backward on)"));
         };

@@ -377,11 +377,12 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
             ))));
         }
         if state.config.params != self.config.params {
+            let fields = |o: &Optim| o.fields().map_or("every field".into(), |f| f.join(", "));
             return Err(ckpt.error(Error::msg(format!(
-                "its {} optimizer steps the fields {:?} but configure_optimizers's steps {:?}",
+                "its {} optimizer steps {}, but the one configure_optimizers returns now steps {}",
                 self.config.name(),
-                state.config.params,
-                self.config.params
+                fields(&state.config),
+                fields(&self.config)
             ))));
         }
         state.config.validate()?;
@@ -424,8 +425,12 @@ pub(crate) fn check_fields<E: FloatDtype, D: TrainDevice<E>>(
         if names.iter().any(|n| one.selects(n)) {
             continue;
         }
-        let mut top: Vec<&str> = names.iter().filter_map(|n| n.split('.').next()).collect();
-        top.dedup();
+        let mut top: Vec<&str> = Vec::new();
+        for field in names.iter().filter_map(|n| n.split('.').next()) {
+            if !top.contains(&field) {
+                top.push(field);
+            }
+        }
         return Err(Error::config(
             "Optim::params",
             format!(

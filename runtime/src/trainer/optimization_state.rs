@@ -1,9 +1,10 @@
 //! What a fit's optimization holds between steps ([`Optimization`]); the loop that steps it
 //! is `loops/optimization.rs`.
 //!
-//! The learning rate has one owner, [`Optimization::rates`]: the scheduler yields it (or the
-//! optimizer's own rate, without one), the step takes it, a callback's `set_lr` is a request
-//! the loop applies before the next step, and the view and checkpoints publish it.
+//! Each optimizer's learning rate has one owner, its [`Configured::rates`]: its scheduler
+//! yields it (or the optimizer's own rate, without one), its step takes it, a callback's
+//! `set_lr` is a request the loop applies before the first optimizer's next step, and the view
+//! and checkpoints publish it.
 
 use std::collections::BTreeMap;
 

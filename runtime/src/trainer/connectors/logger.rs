@@ -39,9 +39,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// Step-level values: into `callback_metrics` and the progress bar now, into the logger
-    /// every `log_every_n_steps` steps; epoch-level values into the running reduction.
-    pub(in crate::trainer) fn record_step_logs(&mut self, logs: &[LogEntry]) -> Result<()> {
-        let step = self.view.global_step;
+    /// every `log_every_n_steps` steps (`step`: the optimizer steps done, or under manual
+    /// optimization the batches done, as Lightning's `_batches_that_stepped`); epoch-level
+    /// values into the running reduction.
+    pub(in crate::trainer) fn record_step_logs(
+        &mut self,
+        logs: &[LogEntry],
+        step: usize,
+    ) -> Result<()> {
         let write = self.view.logger.is_some()
             && (step + 1).is_multiple_of(self.settings.log_every_n_steps);
         let mut to_logger = BTreeMap::new();

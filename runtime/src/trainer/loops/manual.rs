@@ -90,8 +90,9 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
     }
 
     fn reduce(&mut self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<()> {
-        // Averaging is linear and leaves equal values alone: gradients summed over several
-        // backwards are averaged right however often it runs.
+        // Averaging is linear and (but for rounding) leaves equal values alone: gradients
+        // summed over several backwards are averaged right however often it runs. Each
+        // backward averages the whole module's.
         crate::distributed::average_grads(self.collective, params, grads)
     }
 
@@ -139,18 +140,8 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
     ) -> Result<()> {
         let at = self.at();
         let detect = self.settings.detect_anomaly;
-        let request = if opt == 0 {
-            self.view.lr_request.take()
-        } else {
-            None
-        };
-        let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
-        let count = self.optimizers.len();
-        let c = self.optimizers.get_mut(opt).ok_or_else(|| {
-            Error::msg(format!(
-                "optimizer {opt} does not exist: configure_optimizers returns {count}"
-            ))
-        })?;
+        self.configured(opt)?;
+        let c = &mut self.optimizers[opt];
         if detect {
             let config = c.optimizer.config();
             let selected = Selected {
@@ -163,9 +154,10 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
                 )));
             }
         }
-        if let Some(lr) = request {
+        if let Some(lr) = (opt == 0).then(|| self.view.lr_request.take()).flatten() {
             c.rates.lr = lr;
         }
+        let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
         // The optimizer steps the parameters it selects (its state is kept by their place
         // among all).
         c.optimizer.step_params_at(params, grads, clip, c.rates)?;

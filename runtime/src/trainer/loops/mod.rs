@@ -235,6 +235,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             module: &mut *self.model,
             grads: self.optimization.grads.as_mut().filter(|_| grads),
             sharded: self.optimization.full_shard.is_some(),
+            partial_grads: self.optimization.shards.is_some(),
         };
         for cb in self.callbacks.iter_mut() {
             cb.with_weights(self.view, at, &mut weights);

@@ -19,6 +19,7 @@ use crate::distributed::full_shard::{FullShard, Shared};
 use crate::distributed::shard::Shards;
 use crate::distributed::Strategy;
 use crate::module::LightningModule;
+use crate::optim::grads::Selected;
 use crate::optim::scheduler::Rates;
 use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
 use crate::trainer::optimization_state::Configured;
@@ -66,6 +67,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let configs = self.model.configure_optimizers().0;
         self.check_optimizers(configs.len())?;
         for mut config in configs {
+            if config.fields().is_some() && self.optimization.full_shard.is_some() {
+                return Err(Error::config("Optim::params", "choosing an optimizer's fields is not built for FULL_SHARD yet (its shards hold whole units); use \"ddp\" or \"fsdp:SHARD_GRAD_OP\""));
+            }
             crate::optim::check_fields(&config, &Tensors(&*self.model), M::NAME)?;
             let schedule = config.scheduler.take();
             check_eps::<E>(&config)?;
@@ -90,10 +94,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 rates,
             });
         }
-        let first = self.optimization.optimizers.first();
-        self.view.scheduler_interval = first
-            .and_then(|c| c.scheduler.as_ref())
-            .map(|s| s.interval());
+        self.check_schedulers()?;
+        // What LearningRateMonitor follows: every step if any scheduler steps on steps.
+        let intervals = (self.optimization.optimizers.iter())
+            .filter_map(|c| c.scheduler.as_ref().map(|s| s.interval()));
+        self.view.scheduler_interval = intervals.max_by_key(|i| *i == Interval::Step);
         self.publish_rates();
         // Under FULL_SHARD the gradients are the shards' (the module's are dropped after each
         // backward).
@@ -138,6 +143,34 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             );
         }
         Ok(())
+    }
+
+    /// Under manual optimization, refuses a `ReduceLROnPlateau` on optimizer steps: it would
+    /// step inside `training_step`, before the step's values are logged.
+    fn check_schedulers(&self) -> Result<()> {
+        let manual = <M::Optimization as OptimizationMode>::MANUAL;
+        let schedulers = self
+            .optimization
+            .optimizers
+            .iter()
+            .filter_map(|c| c.scheduler.as_ref());
+        for s in schedulers {
+            if manual && s.interval() == Interval::Step && s.monitor().is_some() {
+                return Err(Error::config(
+                    "ReduceLROnPlateau.interval",
+                    "a ReduceLROnPlateau on optimizer steps under manual optimization would read the values of the batch before (it steps inside training_step); use the epoch interval",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first optimizer's settings (automatic optimization's only optimizer): whose
+    /// parameters clipping and the anomaly check cover, as Lightning's
+    /// `main_params(optimizer)`.
+    fn stepped(&self) -> Optim {
+        let first = self.optimization.optimizers.first();
+        first.map_or_else(|| Optim::sgd(0.0), |c| c.optimizer.config().clone())
     }
 
     /// Shows every optimizer's rates in the view.
@@ -201,7 +234,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     let Some(mut grads) = self.optimization.grads.take() else {
                         return Ok(());
                     };
-                    let clip = self.clipping(&Tensors(&*self.model), &mut grads)?;
+                    let config = self.stepped();
+                    let stepped = Selected {
+                        params: Tensors(&*self.model),
+                        config: &config,
+                    };
+                    let clip = self.clipping(&stepped, &mut grads)?;
                     self.take_lr_request();
                     if let Some(first) = self.optimization.optimizers.first_mut() {
                         first
@@ -271,7 +309,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             Some(shards) => shards.reduce_grads(c, &*self.model, grads)?,
             None => crate::distributed::average_grads(c, &Tensors(&*self.model), grads)?,
         }
-        self.check_anomaly(&Tensors(&*self.model), grads)?;
+        let config = self.stepped();
+        let stepped = Selected {
+            params: Tensors(&*self.model),
+            config: &config,
+        };
+        self.check_anomaly(&stepped, grads)?;
         Ok(true)
     }
 

@@ -112,8 +112,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// accumulation window, and what every rank agrees on after it. Returns whether the
     /// optimizer stepped.
     fn train_batch(&mut self, batch_idx: usize, samples: Vec<DM::Sample>) -> Result<bool> {
+        // The batch's place in the run: its random stream's seed, and under manual
+        // optimization (where a batch may take any number of optimizer steps) its logging step.
         let k = self.position.window;
-        let step = (self.view.global_step * k + batch_idx % k) as u64;
+        let batches_done = self.view.current_epoch * self.position.train_batches + batch_idx;
+        let step = match <M::Optimization as OptimizationMode>::MANUAL {
+            true => batches_done as u64,
+            false => (self.view.global_step * k + batch_idx % k) as u64,
+        };
         self.device = self
             .device
             .reseeded(crate::seed::mix(self.position.run_seed, step));
@@ -122,7 +128,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let step_now = match loss {
             // Manual optimization: the step did its backward and steps.
             None if self.optimization.half.is_none() => {
-                self.record_step_logs(&logs)?;
+                self.record_step_logs(&logs, batches_done)?;
                 true
             }
             loss => self.automatic(batch_idx, value.unwrap_or(f64::NAN), &logs, loss)?,
@@ -156,7 +162,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 batch: batch_idx,
             });
         }
-        self.record_step_logs(logs)?;
+        self.record_step_logs(logs, self.view.global_step)?;
         if batch_idx.is_multiple_of(k) {
             hook!(self, on_before_zero_grad());
         }
@@ -211,16 +217,19 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             sharded(fsdp, || model.training_step(batch, &mut ctx))
         })?;
         let logs = std::mem::take(&mut ctx.logs);
+        if <M::Optimization as OptimizationMode>::MANUAL {
+            // The step's gradients, for the next (and for a checkpoint, if the step failed):
+            // kept aside under a toggled optimizer, or (dropped with a tape the step never
+            // differentiated) zeros.
+            o.grads = match (ctx.kept.take(), ctx.grads.take()) {
+                (Some((grads, _)), _) | (None, Some(grads)) => Some(grads),
+                (None, None) => Some(model.alloc_grads()),
+            };
+        }
+        drop(ctx);
         match out? {
             StepOutput::Loss(loss) => Ok((Some(loss.log_value()), logs, Some(loss))),
             StepOutput::Logged(value) => {
-                // The step's gradients, for the next: kept aside under a toggled optimizer, or
-                // (dropped with a tape the step never differentiated) zeros.
-                o.grads = match (ctx.kept.take(), ctx.grads.take()) {
-                    (Some((grads, _)), _) | (None, Some(grads)) => Some(grads),
-                    (None, None) => Some(model.alloc_grads()),
-                };
-                drop(ctx);
                 self.after_hook()?;
                 Ok((value, logs, None))
             }
