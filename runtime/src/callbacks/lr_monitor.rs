@@ -1,6 +1,7 @@
 //! `LearningRateMonitor`: logs the learning rate (and optionally the momentum) of every
-//! optimizer as `lr-<Optimizer>` (`lr-Adam`, then `lr-Adam-1` for a second Adam: Lightning's
-//! `LearningRateMonitor`), at the first scheduler's interval.
+//! optimizer as `lr-<Optimizer>` (`lr-Adam`, then `lr-Adam-1` for a second Adam; with
+//! parameter groups `lr-Adam/pg1`, `lr-Adam/pg2`: Lightning's `LearningRateMonitor`), at the
+//! schedulers' interval (every step if any steps on steps).
 //!
 //! ```
 //! use fulmen::callbacks::LearningRateMonitor;
@@ -49,10 +50,18 @@ impl LearningRateMonitor {
         let lr = trainer.lr();
         for (i, opt) in trainer.optimizers().iter().enumerate() {
             let name = Self::name(trainer, i);
-            // The first optimizer's rate is the one a callback may have asked for.
-            metrics.insert(format!("lr-{name}"), if i == 0 { lr } else { opt.lr });
-            if let (true, Some(m)) = (self.log_momentum, opt.momentum) {
-                metrics.insert(format!("momentum-{name}"), m);
+            for (g, &(group_lr, momentum)) in opt.groups.iter().enumerate() {
+                // Several groups: `lr-Adam/pg1`, `lr-Adam/pg2`, ... (Lightning's names).
+                let name = match opt.groups.len() {
+                    1 => name.clone(),
+                    _ => format!("{name}/pg{}", g + 1),
+                };
+                // The first optimizer's rate is the one a callback may have asked for.
+                let group_lr = if i == 0 && g == 0 { lr } else { group_lr };
+                metrics.insert(format!("lr-{name}"), group_lr);
+                if let (true, Some(m)) = (self.log_momentum, momentum) {
+                    metrics.insert(format!("momentum-{name}"), m);
+                }
             }
         }
         let step = trainer.global_step();

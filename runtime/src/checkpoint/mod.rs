@@ -86,6 +86,9 @@ pub(crate) struct LoopState {
 pub(crate) struct OptimizerState {
     pub config: crate::optim::Optim,
     pub step: u64,
+    /// The schedulers of its parameter groups after the default one (whose is beside it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_schedulers: Vec<crate::optim::scheduler::SchedulerState>,
 }
 
 /// An optimizer after the first (manual optimization): its state and its scheduler's.

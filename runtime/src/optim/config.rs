@@ -31,6 +31,89 @@ pub struct Optim {
     /// `body.layer_1`); `None`: every trainable parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) params: Option<Vec<String>>,
+    /// Parameter groups after the default one ([`Optim::group`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) groups: Vec<Group>,
+}
+
+/// A parameter group (an entry of PyTorch's `param_groups`): the parameters it covers, by
+/// field, and the settings it changes for them. A parameter belongs to the first group that
+/// covers it, and to the optimizer's own settings (the default group) when none does.
+///
+/// A field is a dotted path (`body`, `body.layer_1`: the parameters under it), or a pattern
+/// with `*` for any characters (`*.bias`: every bias; `*bn*`).
+///
+/// ```
+/// use fulmen::optim::Group;
+/// use fulmen::Optim;
+/// // No weight decay on biases and batch norm; a larger rate for the new head.
+/// let adamw = Optim::adamw(1e-3)
+///     .group(Group::of(["*.bias", "*bn*"]).weight_decay(0.0))
+///     .group(Group::of(["head"]).lr(1e-2));
+/// assert_eq!(adamw.group_of("body.bn1.weight"), 1);
+/// assert_eq!(adamw.group_of("head.weight"), 2);
+/// assert_eq!(adamw.group_of("body.conv1.weight"), 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Group {
+    pub(crate) fields: Vec<String>,
+    pub(crate) lr: Option<f64>,
+    pub(crate) weight_decay: Option<f64>,
+    pub(crate) momentum: Option<f64>,
+}
+
+impl Group {
+    /// The group of the parameters of `fields` (dotted paths or `*` patterns).
+    pub fn of<S: Into<String>>(fields: impl IntoIterator<Item = S>) -> Self {
+        Group {
+            fields: fields.into_iter().map(Into::into).collect(),
+            lr: None,
+            weight_decay: None,
+            momentum: None,
+        }
+    }
+    /// Its learning rate (its schedule starts from it).
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = Some(lr);
+        self
+    }
+    /// Its weight decay.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
+    }
+    /// Its momentum (SGD's and RMSprop's `momentum`, Adam's beta1).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = Some(momentum);
+        self
+    }
+    /// Whether it covers the parameter named `name`.
+    pub fn covers(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| field_matches(f, name))
+    }
+}
+
+/// Whether the field (or pattern) `field` covers the parameter named `name`: `field` itself or
+/// a path under it, or with `*` anywhere, a match of the whole name (`*` = any characters).
+pub(crate) fn field_matches(field: &str, name: &str) -> bool {
+    if !field.contains('*') {
+        return name
+            .strip_prefix(field)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+    }
+    let parts: Vec<&str> = field.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// What `configure_optimizers` returns: one optimizer, or several (manual optimization), each
@@ -70,6 +153,7 @@ impl Optim {
             centered: false,
             scheduler: None,
             params: None,
+            groups: Vec::new(),
         }
     }
 
@@ -162,12 +246,43 @@ impl Optim {
 
     /// Whether it steps the parameter named `name` (a dotted path).
     pub fn selects(&self, name: &str) -> bool {
-        self.params.as_ref().is_none_or(|fields| {
-            fields.iter().any(|f| {
-                name.strip_prefix(f.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-            })
-        })
+        (self.params.as_ref()).is_none_or(|fields| fields.iter().any(|f| field_matches(f, name)))
+    }
+
+    /// Adds a parameter group with settings of its own (PyTorch's `param_groups`); see
+    /// [`Group`]. Groups are numbered from 1 in the order added; 0 is the default group.
+    pub fn group(mut self, group: Group) -> Self {
+        self.groups.push(group);
+        self
+    }
+
+    /// The groups after the default one, in order.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// The group of the parameter named `name`: the first that covers it, from 1; 0 if none.
+    pub fn group_of(&self, name: &str) -> usize {
+        (self.groups.iter().position(|g| g.covers(name))).map_or(0, |i| i + 1)
+    }
+
+    /// The settings of group `g` (0: these) at the learning rate and momentum `rates` gives.
+    pub(crate) fn for_group(&self, g: usize, rates: Option<super::scheduler::Rates>) -> Optim {
+        let mut o = self.clone();
+        if let Some(group) = g.checked_sub(1).and_then(|i| self.groups.get(i)) {
+            o.lr = group.lr.unwrap_or(o.lr);
+            o.weight_decay = group.weight_decay.unwrap_or(o.weight_decay);
+            if let Some(m) = group.momentum {
+                o.set_momentum(m);
+            }
+        }
+        if let Some(rates) = rates {
+            o.lr = rates.lr;
+            if let Some(m) = rates.momentum {
+                o.set_momentum(m);
+            }
+        }
+        o
     }
 
     /// The fields it steps, as [`params`](Self::params) named them (`None`: all).
@@ -252,6 +367,22 @@ impl Optim {
                 "nesterov",
                 "Nesterov momentum requires a momentum > 0 and zero dampening".to_string(),
             );
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            let checks = [
+                ("lr", g.lr),
+                ("weight_decay", g.weight_decay),
+                ("momentum", g.momentum),
+            ];
+            for (name, value) in checks {
+                if let Some(v) = value.filter(|v| !(*v >= 0.0 && v.is_finite())) {
+                    let setting = format!("group {}.{name}", i + 1);
+                    return bad(&setting, format!("{v} is not a finite value >= 0"));
+                }
+            }
+            if g.fields.is_empty() {
+                return bad(&format!("group {}", i + 1), "covers no field".to_string());
+            }
         }
         match &self.scheduler {
             Some(s) => s.validate(),

@@ -19,7 +19,7 @@ pub mod scheduler;
 mod state;
 
 pub use clip::{Clip, ClipAlgorithm};
-pub use config::{Optim, OptimKind, Optimizers};
+pub use config::{Group, Optim, OptimKind, Optimizers};
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,
     OneCycleLR, ReduceLROnPlateau, Schedule, Scheduler, StepLR, ThresholdMode,

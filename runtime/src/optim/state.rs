@@ -220,31 +220,48 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         self.step_clipped(module, grads, Clip::None)
     }
 
-    /// [`step_clipped`](Self::step_clipped) at the learning rate (and momentum) `rates`: what
-    /// the trainer's loop, which owns the rate, hands each step.
+    /// [`step_clipped`](Self::step_clipped) at the learning rates (and momenta) `rates`, one
+    /// per parameter group, the default group first: what the trainer's loop, which owns the
+    /// rates, hands each step.
     pub(crate) fn step_at<M: TensorCollection<E, D>>(
         &mut self,
         module: &mut M,
         grads: &mut Gradients<E, D>,
         clip: Clip,
-        rates: Rates,
+        rates: &[Rates],
     ) -> Result<()> {
         self.step_params_at(&mut TensorsMut(module), grads, clip, rates)
     }
 
-    /// [`step_params`](Self::step_params) at the learning rate (and momentum) `rates`.
+    /// [`step_params`](Self::step_params) at the learning rates (and momenta) `rates`, one
+    /// per parameter group.
     pub(crate) fn step_params_at<P: ParamsMut<E, D> + ?Sized>(
         &mut self,
         params: &mut P,
         grads: &mut Gradients<E, D>,
         clip: Clip,
-        rates: Rates,
+        rates: &[Rates],
     ) -> Result<()> {
-        self.set_lr(rates.lr)?;
-        if let Some(momentum) = rates.momentum {
-            self.set_momentum(momentum);
+        for (g, r) in rates.iter().enumerate() {
+            if !(r.lr >= 0.0 && r.lr.is_finite()) {
+                let setting = if g == 0 {
+                    "lr".into()
+                } else {
+                    format!("group {g}.lr")
+                };
+                return Err(Error::config(
+                    &setting,
+                    format!("{} is not a finite value >= 0", r.lr),
+                ));
+            }
         }
-        self.step_params(params, grads, clip)
+        if let Some(first) = rates.first() {
+            self.set_lr(first.lr)?;
+            if let Some(momentum) = first.momentum {
+                self.set_momentum(momentum);
+            }
+        }
+        self.step_groups(params, grads, clip, Some(rates))
     }
 
     /// [`step`](Self::step) with every gradient clipped first as `clip` says (where it
@@ -265,6 +282,18 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         module: &mut P,
         grads: &mut Gradients<E, D>,
         clip: Clip,
+    ) -> Result<()> {
+        self.step_groups(module, grads, clip, None)
+    }
+
+    /// One step of every parameter it selects, each by its group's settings (at `rates`, one
+    /// per group, where given).
+    fn step_groups<P: ParamsMut<E, D> + ?Sized>(
+        &mut self,
+        module: &mut P,
+        grads: &mut Gradients<E, D>,
+        clip: Clip,
+        rates: Option<&[Rates]>,
     ) -> Result<()> {
         if self.state.is_empty() {
             // The buffers are made at the first step, zeros where the parameters live, in
@@ -288,11 +317,9 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             owned,
             ..
         } = self;
-        let rule = StepRule {
-            config,
-            step: *step,
-            clip,
-        };
+        let configs: Vec<Optim> = (0..=config.groups().len())
+            .map(|g| config.for_group(g, rates.and_then(|r| r.get(g).copied())))
+            .collect();
         let mut index = 0;
         module.each_mut(&mut |name, tensor| {
             let buffers = &mut state
@@ -306,6 +333,11 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             if !mine || !config.selects(name) {
                 return Ok(());
             }
+            let rule = StepRule {
+                config: configs.get(config.group_of(name)).unwrap_or(config),
+                step: *step,
+                clip,
+            };
             buffers.step(rule, tensor, grads, scratch)
         })
     }
@@ -340,6 +372,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         Ok(OptimizerState {
             config,
             step: self.step,
+            group_schedulers: Vec::new(),
         })
     }
 

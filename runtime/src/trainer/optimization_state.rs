@@ -1,7 +1,7 @@
 //! What a fit's optimization holds between steps ([`Optimization`]); the loop that steps it
 //! is `loops/optimization.rs`.
 //!
-//! Each optimizer's learning rate has one owner, its [`Configured::rates`]: its scheduler
+//! Each optimizer's learning rates have one owner, its [`Configured::groups`]: a scheduler
 //! yields it (or the optimizer's own rate, without one), its step takes it, a callback's
 //! `set_lr` is a request the loop applies before the first optimizer's next step, and the view
 //! and checkpoints publish it.
@@ -19,53 +19,79 @@ use crate::precision::HalfSteps;
 use crate::trainer::OptimizerInfo;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
-/// One optimizer of a fit: its state, its scheduler, and the learning rate (and momentum) of
-/// its next step, which it owns.
+/// One optimizer of a fit: its state and, per parameter group (the default one first), the
+/// group's scheduler and the learning rate (and momentum) of its next step, which it owns.
 pub(crate) struct Configured<E: FloatDtype, D: TrainDevice<E>> {
     pub optimizer: Optimizer<E, D>,
+    pub groups: Vec<Grouped>,
+}
+
+/// A parameter group's schedule: its scheduler (PyTorch's schedulers keep one schedule per
+/// group, each from the group's own rate) and its next step's rates.
+pub(crate) struct Grouped {
     pub scheduler: Option<Scheduler>,
     pub rates: Rates,
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
+    /// Every group's rates, in order (what the step takes).
+    pub fn rates(&self) -> Vec<Rates> {
+        self.groups.iter().map(|g| g.rates).collect()
+    }
+
+    /// The schedulers, one per group (none without one).
+    pub fn schedulers(&self) -> impl Iterator<Item = &Scheduler> {
+        self.groups.iter().filter_map(|g| g.scheduler.as_ref())
+    }
+
     /// What the view shows of it.
     pub fn info(&self) -> OptimizerInfo {
         let config = self.optimizer.config();
+        let groups: Vec<(f64, Option<f64>)> = (self.groups.iter().enumerate())
+            .map(|(g, grouped)| {
+                let momentum = config.for_group(g, None).momentum_value();
+                (grouped.rates.lr, grouped.rates.momentum.or(Some(momentum)))
+            })
+            .collect();
+        let (lr, momentum) = groups.first().copied().unwrap_or((0.0, None));
         OptimizerInfo {
             name: config.name(),
-            lr: self.rates.lr,
-            momentum: self.rates.momentum.or(Some(config.momentum_value())),
+            lr,
+            momentum,
+            groups,
         }
     }
 
-    /// Steps the scheduler if it runs on `interval` and `count` (steps or epochs done) is a
-    /// multiple of its frequency; its rates become the next step's. `metrics` are what
-    /// `ReduceLROnPlateau` monitors.
+    /// Steps each group's scheduler if it runs on `interval` and `count` (steps or epochs
+    /// done) is a multiple of its frequency; its rates become the group's next step's.
+    /// `metrics` are what `ReduceLROnPlateau` monitors.
     pub fn step_scheduler(
         &mut self,
         interval: Interval,
         count: usize,
         metrics: &BTreeMap<String, f64>,
     ) -> Result<()> {
-        let Some(scheduler) = self.scheduler.as_mut() else {
-            return Ok(());
-        };
-        if scheduler.interval() != interval || !count.is_multiple_of(scheduler.frequency()) {
-            return Ok(());
+        for group in self.groups.iter_mut() {
+            let Some(scheduler) = group.scheduler.as_mut() else {
+                continue;
+            };
+            if scheduler.interval() != interval || !count.is_multiple_of(scheduler.frequency()) {
+                continue;
+            }
+            let metric = match scheduler.monitor() {
+                Some(m) => Some(*metrics.get(m).ok_or_else(|| {
+                    Error::config(
+                        "ReduceLROnPlateau.monitor",
+                        format!(
+                            "`{m}` was never logged; the logged metrics are {:?}",
+                            metrics.keys().collect::<Vec<_>>()
+                        ),
+                    )
+                })?),
+                None => None,
+            };
+            group.rates = scheduler.step(metric)?;
         }
-        let metric = match scheduler.monitor() {
-            Some(m) => Some(*metrics.get(m).ok_or_else(|| {
-                Error::config(
-                    "ReduceLROnPlateau.monitor",
-                    format!(
-                        "`{m}` was never logged; the logged metrics are {:?}",
-                        metrics.keys().collect::<Vec<_>>()
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        self.rates = scheduler.step(metric)?;
         Ok(())
     }
 }

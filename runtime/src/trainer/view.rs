@@ -44,10 +44,13 @@ impl ParamInfo {
 pub struct OptimizerInfo {
     /// PyTorch's class name (`SGD`, `Adam`, `AdamW`, `RMSprop`).
     pub name: &'static str,
-    /// The learning rate of its next step.
+    /// The learning rate of its next step (its default group's).
     pub lr: f64,
     /// Its momentum (SGD's or RMSprop's, or Adam's beta1) at its next step.
     pub momentum: Option<f64>,
+    /// Each parameter group's learning rate and momentum at its next step, the default group
+    /// (`lr`, `momentum`) first.
+    pub groups: Vec<(f64, Option<f64>)>,
 }
 
 /// What callbacks and module hooks see of the trainer (Lightning's `trainer` argument).

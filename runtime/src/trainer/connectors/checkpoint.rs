@@ -290,9 +290,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 _ => optimizer.host_state(),
             };
             let prefix = optimizer_prefix(index);
-            let saved =
-                optimizer.save_state(&mut ckpt.records, &prefix, state, configured.rates)?;
-            let scheduler = configured.scheduler.as_ref().map(|s| s.state.clone());
+            let rates = configured.rates();
+            let first = rates.first().copied().unwrap_or(Rates {
+                lr: optimizer.lr(),
+                momentum: None,
+            });
+            let mut saved = optimizer.save_state(&mut ckpt.records, &prefix, state, first)?;
+            let mut schedulers = configured.schedulers().map(|s| s.state.clone());
+            let scheduler = schedulers.next();
+            saved.group_schedulers = schedulers.collect();
             if index == 0 {
                 ckpt.meta.optimizer = Some(saved);
                 ckpt.meta.scheduler = scheduler;
@@ -449,22 +455,40 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     optimizer.load_state(&*self.model, &optimizer_prefix(index), state, ckpt)?
                 }
             }
-            configured.rates = Rates {
-                lr: optimizer.lr(),
-                momentum: None,
-            };
-            match (scheduler, configured.scheduler.as_mut()) {
-                (Some(saved), Some(scheduler)) => {
-                    configured.rates = scheduler.load_state(saved).map_err(|e| ckpt.error(e))?;
+            let config = optimizer.config().clone();
+            let saved_schedulers: Vec<&SchedulerState> = scheduler
+                .into_iter()
+                .chain(&state.group_schedulers)
+                .collect();
+            let has = configured.groups.iter().any(|g| g.scheduler.is_some());
+            if has == saved_schedulers.is_empty() {
+                return Err(ckpt.error(Error::msg(format!(
+                    "its optimizer {index} was saved {} a learning-rate scheduler, but configure_optimizers now returns {}",
+                    if has { "without" } else { "with" },
+                    if has { "one" } else { "none" },
+                ))));
+            }
+            if has && saved_schedulers.len() != configured.groups.len() {
+                return Err(ckpt.error(Error::msg(format!(
+                    "its optimizer {index} was saved with {} parameter groups, but configure_optimizers now gives it {}",
+                    saved_schedulers.len(),
+                    configured.groups.len()
+                ))));
+            }
+            for (g, group) in configured.groups.iter_mut().enumerate() {
+                group.rates = Rates {
+                    lr: config.for_group(g, None).lr(),
+                    momentum: None,
+                };
+                if let (Some(scheduler), Some(saved)) =
+                    (group.scheduler.as_mut(), saved_schedulers.get(g))
+                {
+                    group.rates = scheduler.load_state(saved).map_err(|e| ckpt.error(e))?;
                 }
-                (None, None) => {}
-                (saved, _) => {
-                    return Err(ckpt.error(Error::msg(format!(
-                        "its optimizer {index} was saved {} a learning-rate scheduler, but configure_optimizers now returns {}",
-                        if saved.is_some() { "with" } else { "without" },
-                        if saved.is_some() { "none" } else { "one" },
-                    ))))
-                }
+            }
+            // The default group's rate is the one the run had (a callback's request included).
+            if let (Some(first), None) = (configured.groups.first_mut(), scheduler) {
+                first.rates.lr = optimizer.lr();
             }
         }
         if let (Some(half), Some(scaler)) = (o.half.as_mut(), &ckpt.meta.loss_scaler) {

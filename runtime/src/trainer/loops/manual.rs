@@ -155,12 +155,15 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
             }
         }
         if let Some(lr) = (opt == 0).then(|| self.view.lr_request.take()).flatten() {
-            c.rates.lr = lr;
+            if let Some(group) = c.groups.first_mut() {
+                group.rates.lr = lr;
+            }
         }
         let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
         // The optimizer steps the parameters it selects (its state is kept by their place
         // among all).
-        c.optimizer.step_params_at(params, grads, clip, c.rates)?;
+        let rates = c.rates();
+        c.optimizer.step_params_at(params, grads, clip, &rates)?;
         let steps = c.optimizer.steps() as usize;
         c.step_scheduler(Interval::Step, steps, &self.view.callback_metrics)?;
         self.view.global_step += 1;

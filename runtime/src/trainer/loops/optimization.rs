@@ -22,7 +22,7 @@ use crate::module::LightningModule;
 use crate::optim::grads::Selected;
 use crate::optim::scheduler::Rates;
 use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
-use crate::trainer::optimization_state::Configured;
+use crate::trainer::optimization_state::{Configured, Grouped};
 use crate::walk::{Params, Tensors};
 use crate::weights::At;
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -73,31 +73,37 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             crate::optim::check_fields(&config, &Tensors(&*self.model), M::NAME)?;
             let schedule = config.scheduler.take();
             check_eps::<E>(&config)?;
+            if !config.groups().is_empty() && self.optimization.full_shard.is_some() {
+                return Err(Error::config("Optim::group", "parameter groups are not built for FULL_SHARD yet (its shards hold whole units); use \"ddp\" or \"fsdp:SHARD_GRAD_OP\""));
+            }
             let mut optimizer = Optimizer::<E, D>::new(config)?;
             optimizer.set_offload(self.dist.cpu_offload);
-            let (scheduler, rates) = match schedule {
-                Some(schedule) => {
-                    let (scheduler, first) = Scheduler::new(schedule, optimizer.lr())?;
-                    (Some(scheduler), first)
-                }
-                None => (
-                    None,
-                    Rates {
-                        lr: optimizer.lr(),
-                        momentum: None,
+            // One schedule per group, from the group's own rate (as PyTorch's schedulers).
+            let mut groups = Vec::new();
+            for g in 0..=optimizer.config().groups().len() {
+                let lr = optimizer.config().for_group(g, None).lr();
+                groups.push(match &schedule {
+                    Some(schedule) => {
+                        let (scheduler, first) = Scheduler::new(schedule.clone(), lr)?;
+                        Grouped {
+                            scheduler: Some(scheduler),
+                            rates: first,
+                        }
+                    }
+                    None => Grouped {
+                        scheduler: None,
+                        rates: Rates { lr, momentum: None },
                     },
-                ),
-            };
-            self.optimization.optimizers.push(Configured {
-                optimizer,
-                scheduler,
-                rates,
-            });
+                });
+            }
+            self.optimization
+                .optimizers
+                .push(Configured { optimizer, groups });
         }
         self.check_schedulers()?;
         // What LearningRateMonitor follows: every step if any scheduler steps on steps.
         let intervals = (self.optimization.optimizers.iter())
-            .filter_map(|c| c.scheduler.as_ref().map(|s| s.interval()));
+            .flat_map(|c| c.schedulers().map(|s| s.interval()).collect::<Vec<_>>());
         self.view.scheduler_interval = intervals.max_by_key(|i| *i == Interval::Step);
         self.publish_rates();
         // Under FULL_SHARD the gradients are the shards' (the module's are dropped after each
@@ -153,7 +159,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .optimization
             .optimizers
             .iter()
-            .filter_map(|c| c.scheduler.as_ref());
+            .flat_map(|c| c.schedulers());
         for s in schedulers {
             if manual && s.interval() == Interval::Step && s.monitor().is_some() {
                 return Err(Error::config(
@@ -242,9 +248,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     let clip = self.clipping(&stepped, &mut grads)?;
                     self.take_lr_request();
                     if let Some(first) = self.optimization.optimizers.first_mut() {
+                        let rates = first.rates();
                         first
                             .optimizer
-                            .step_at(self.model, &mut grads, clip, first.rates)?;
+                            .step_at(self.model, &mut grads, clip, &rates)?;
                     }
                     if let Some(shards) = &self.optimization.shards {
                         shards.gather_params(&*self.dist.collective, &mut *self.model)?;
@@ -278,9 +285,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let clip = self.clipping(&*params, grads)?;
         self.take_lr_request();
         if let Some(first) = self.optimization.optimizers.first_mut() {
+            let rates = first.rates();
             first
                 .optimizer
-                .step_params_at(params, grads, clip, first.rates)?;
+                .step_params_at(params, grads, clip, &rates)?;
         }
         run.zero_grads();
         Ok(())
@@ -369,8 +377,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// optimizer's next step's (the step refuses one that is not finite and non-negative).
     fn take_lr_request(&mut self) {
         if let Some(lr) = self.view.lr_request.take() {
-            if let Some(first) = self.optimization.optimizers.first_mut() {
-                first.rates.lr = lr;
+            let first = self.optimization.optimizers.first_mut();
+            if let Some(group) = first.and_then(|c| c.groups.first_mut()) {
+                group.rates.lr = lr;
             }
             self.publish_rates();
         }
@@ -386,7 +395,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let metrics = &self.view.callback_metrics;
         let mut stepped = false;
         for c in self.optimization.optimizers.iter_mut() {
-            stepped |= c.scheduler.is_some();
+            stepped |= c.schedulers().next().is_some();
             c.step_scheduler(interval, count, metrics)?;
         }
         if stepped {
