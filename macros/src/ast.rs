@@ -311,7 +311,11 @@ impl DataImpl {
 
 /// The `S` of the first `DataLoader<S>` inside `ty`.
 pub(crate) fn loader_sample(ty: &syn::Type) -> Option<syn::Type> {
-    let syn::Type::Path(p) = ty else { return None };
+    let p = match ty {
+        syn::Type::Path(p) => p,
+        syn::Type::Array(a) => return loader_sample(&a.elem),
+        _ => return None,
+    };
     let last = p.path.segments.last()?;
     let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
         return None;

@@ -62,14 +62,16 @@ pub trait DataModule: Hyperparameters {
     fn train_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
         Ok(None)
     }
-    /// The validation loader (Lightning's `val_dataloader`); `None` trains without validation, and
-    /// `validate` needs one.
-    fn val_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
-        Ok(None)
+    /// The validation loaders (Lightning's `val_dataloader`, one or several); none trains
+    /// without validation, and `validate` needs one. With several, each step's
+    /// `ctx.dataloader_idx()` says whose batch it is and the logged names end in
+    /// `/dataloader_idx_N`.
+    fn val_dataloader(&mut self) -> Result<Vec<DataLoader<Self::Sample>>> {
+        Ok(Vec::new())
     }
-    /// The test loader (Lightning's `test_dataloader`); `test` needs one.
-    fn test_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
-        Ok(None)
+    /// The test loaders (Lightning's `test_dataloader`, one or several); `test` needs one.
+    fn test_dataloader(&mut self) -> Result<Vec<DataLoader<Self::Sample>>> {
+        Ok(Vec::new())
     }
     /// The prediction loader (Lightning's `predict_dataloader`); `predict` needs one.
     fn predict_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
@@ -120,11 +122,11 @@ impl<S: Send + 'static> DataModule for Loaders<S> {
     fn train_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
         Ok(self.train.clone())
     }
-    fn val_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
-        Ok(self.val.clone())
+    fn val_dataloader(&mut self) -> Result<Vec<DataLoader<S>>> {
+        Ok(self.val.clone().into_iter().collect())
     }
-    fn test_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
-        Ok(self.test.clone())
+    fn test_dataloader(&mut self) -> Result<Vec<DataLoader<S>>> {
+        Ok(self.test.clone().into_iter().collect())
     }
     fn predict_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
         Ok(self.predict.clone())
@@ -151,6 +153,40 @@ impl<S> IntoLoader<S> for Option<DataLoader<S>> {
 impl<S, T: IntoLoader<S>> IntoLoader<S> for Result<T> {
     fn into_loader(self) -> Result<Option<DataLoader<S>>> {
         self?.into_loader()
+    }
+}
+
+/// What a `#[data_module]` `val_dataloader` or `test_dataloader` may return: one loader
+/// (`DataLoader<S>`, `Option<DataLoader<S>>`), several (`Vec<DataLoader<S>>`,
+/// `[DataLoader<S>; N]`), or `Result` of any.
+pub trait IntoLoaders<S> {
+    /// The loaders (none for no loader), or the error.
+    fn into_loaders(self) -> Result<Vec<DataLoader<S>>>;
+}
+
+impl<S> IntoLoaders<S> for DataLoader<S> {
+    fn into_loaders(self) -> Result<Vec<DataLoader<S>>> {
+        Ok(vec![self])
+    }
+}
+impl<S> IntoLoaders<S> for Option<DataLoader<S>> {
+    fn into_loaders(self) -> Result<Vec<DataLoader<S>>> {
+        Ok(self.into_iter().collect())
+    }
+}
+impl<S> IntoLoaders<S> for Vec<DataLoader<S>> {
+    fn into_loaders(self) -> Result<Vec<DataLoader<S>>> {
+        Ok(self)
+    }
+}
+impl<S, const N: usize> IntoLoaders<S> for [DataLoader<S>; N] {
+    fn into_loaders(self) -> Result<Vec<DataLoader<S>>> {
+        Ok(self.into())
+    }
+}
+impl<S, T: IntoLoaders<S>> IntoLoaders<S> for Result<T> {
+    fn into_loaders(self) -> Result<Vec<DataLoader<S>>> {
+        self?.into_loaders()
     }
 }
 

@@ -106,6 +106,11 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
         let ident = &m.f.sig.ident;
         let span = m.f.sig.span();
         Some(match known {
+            "val_dataloader" | "test_dataloader" => quote_spanned! {span=>
+                fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::Sample>>> {
+                    ::fulmen::datamodule::IntoLoaders::into_loaders(Self::#ident(self))
+                }
+            },
             k if k.ends_with("_dataloader") => quote_spanned! {span=>
                 fn #ident(&mut self) -> ::fulmen::Result<::core::option::Option<::fulmen::data::DataLoader<Self::Sample>>> {
                     ::fulmen::datamodule::IntoLoader::into_loader(Self::#ident(self))

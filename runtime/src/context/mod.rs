@@ -45,6 +45,8 @@ pub struct StepContext<'a, E: FloatDtype, D: TrainDevice<E>, O = Automatic> {
     pub(crate) epoch: usize,
     pub(crate) global_step: usize,
     pub(crate) device: D,
+    /// Of several evaluation loaders, the one whose batch this is.
+    pub(crate) dataloader_idx: usize,
     /// Manual optimization: the trainer's side of the step.
     pub(crate) manual: Option<&'a mut dyn mode::ManualSteps<E, D>>,
     /// The optimizer `toggle_optimizer` chose, if any.
@@ -67,6 +69,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
             epoch: at.epoch,
             global_step: at.global_step,
             device,
+            dataloader_idx: 0,
             manual: None,
             toggled: None,
             kept: None,
@@ -155,6 +158,11 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
     /// Optimizer steps taken so far.
     pub fn global_step(&self) -> usize {
         self.global_step
+    }
+    /// Of several validation or test loaders, the one whose batch this is (Lightning's
+    /// `dataloader_idx`); 0 otherwise.
+    pub fn dataloader_idx(&self) -> usize {
+        self.dataloader_idx
     }
     /// The device the batch lives on.
     pub fn device(&self) -> &D {

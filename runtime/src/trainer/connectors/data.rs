@@ -9,8 +9,8 @@ use crate::trainer::loops::Run;
 use crate::trainer::settings::Limit;
 use crate::{Error, Result, TrainDevice};
 
-/// Fit's loaders: the training one, and the validation one when validation runs.
-type FitLoaders<S> = (DataLoader<S>, Option<DataLoader<S>>);
+/// Fit's loaders: the training one, and the validation ones when validation runs.
+type FitLoaders<S> = (DataLoader<S>, Vec<DataLoader<S>>);
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The training loader (unshuffled for `overfit_batches`), and the validation loader when
@@ -25,37 +25,47 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if self.settings.overfit_batches != Limit::Count(0) {
             train = train.shuffle(false);
         }
-        let val = match self.dm.val_dataloader()? {
-            Some(val) if M::HAS_VALIDATION_STEP => {
-                let val = self.shard(val, false)?;
-                val.validate("val_dataloader")?;
-                // limit_val_batches=0 turns validation off.
-                let n = self
-                    .settings
-                    .limit_val_batches
-                    .of(val.len(), "limit_val_batches")?;
-                (n > 0).then_some(val)
+        let mut val = Vec::new();
+        if M::HAS_VALIDATION_STEP {
+            for loader in self.dm.val_dataloader()? {
+                let loader = self.shard(loader, false)?;
+                loader.validate("val_dataloader")?;
+                val.push(loader);
             }
-            _ => None,
-        };
+        }
+        // limit_val_batches=0 turns validation off.
+        let limit = &self.settings.limit_val_batches;
+        let counts = (val.iter())
+            .map(|l| limit.of(l.len(), "limit_val_batches"))
+            .collect::<Result<Vec<_>>>()?;
+        if counts.iter().all(|&n| n == 0) {
+            val.clear();
+        }
         let limit = self.settings.limit_train_batches;
         self.position.train_batches = limit.of(train.len(), "limit_train_batches")?;
         Ok((train, val))
     }
 
-    /// The validation or test loader, for `validate` or `test`.
-    pub(in crate::trainer) fn eval_loader(
+    /// The validation or test loaders, for `validate` or `test`.
+    pub(in crate::trainer) fn eval_loaders(
         &mut self,
         stage: Stage,
-    ) -> Result<DataLoader<DM::Sample>> {
-        let (loader, what) = match stage {
+    ) -> Result<Vec<DataLoader<DM::Sample>>> {
+        let (loaders, what) = match stage {
             Stage::Validate => (self.dm.val_dataloader()?, "val_dataloader"),
             _ => (self.dm.test_dataloader()?, "test_dataloader"),
         };
-        let loader = self.shard(loader.ok_or_else(|| missing(what, stage))?, false)?;
-        loader.validate(what)?;
+        if loaders.is_empty() {
+            return Err(missing(what, stage));
+        }
+        let mut sharded = Vec::new();
+        for loader in loaders {
+            let loader = self.shard(loader, false)?;
+            loader.validate(what)?;
+            sharded.push(loader);
+        }
         self.require_step(stage)?;
-        Ok(loader)
+        Ok(sharded)
     }
 
     /// The prediction loader, for `predict`.

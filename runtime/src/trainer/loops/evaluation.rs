@@ -13,32 +13,32 @@ use crate::weights::At;
 use crate::{Result, TrainDevice};
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
-    /// The validation or test loop; `limit` caps the batches (the sanity check), whose
-    /// metrics are discarded. Returns the epoch's metrics.
+    /// The validation or test loop over `loaders` (one after another); `limit` caps each
+    /// one's batches (the sanity check), whose metrics are discarded. Returns the epoch's
+    /// metrics: with several loaders, each loader's under its names ending in
+    /// `/dataloader_idx_N` (Lightning's).
     pub(super) fn evaluate(
         &mut self,
-        loader: &DataLoader<DM::Sample>,
+        loaders: &[DataLoader<DM::Sample>],
         stage: Stage,
         limit: Option<usize>,
     ) -> Result<BTreeMap<String, f64>> {
         let test = stage == Stage::Test;
-        let allowed = match test {
-            true => &self.settings.limit_test_batches,
-            false => &self.settings.limit_val_batches,
-        }
-        .of(
-            loader.len(),
-            if test {
-                "limit_test_batches"
-            } else {
-                "limit_val_batches"
-            },
-        )?;
-        let total = limit.map_or(allowed, |l| l.min(allowed));
+        let (allowed, setting) = match test {
+            true => (&self.settings.limit_test_batches, "limit_test_batches"),
+            false => (&self.settings.limit_val_batches, "limit_val_batches"),
+        };
+        let totals = (loaders.iter())
+            .map(|l| {
+                Ok(allowed
+                    .of(l.len(), setting)?
+                    .min(limit.unwrap_or(usize::MAX)))
+            })
+            .collect::<Result<Vec<usize>>>()?;
         let standalone = self.view.stage != Stage::Fit;
         if !self.view.sanity_checking && standalone {
             let label = if test { "Testing" } else { "Validation" };
-            self.progress.start(label.into(), total);
+            self.progress.start(label.into(), totals.iter().sum());
         }
         if test {
             hook!(self, on_test_start());
@@ -50,11 +50,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let mut metrics = EpochMetrics::default();
         self.roots(true)?;
-        for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
-            self.eval_batch(test, batch_idx, samples, &mut metrics)?;
-            self.check_signals()?;
-            if standalone {
-                self.progress.advance(&self.view.progress_bar_metrics);
+        let several = loaders.len() > 1;
+        for (idx, (loader, &total)) in loaders.iter().zip(&totals).enumerate() {
+            let loader_idx = several.then_some(idx);
+            for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
+                self.eval_batch(test, (batch_idx, loader_idx), samples, &mut metrics)?;
+                self.check_signals()?;
+                if standalone {
+                    self.progress.advance(&self.view.progress_bar_metrics);
+                }
             }
         }
         self.roots(false)?;
@@ -81,11 +85,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(reduced.into_iter().map(|(k, r)| (k, r.value)).collect())
     }
 
-    /// One batch through `test_step` or `validation_step`, its logs into `metrics`.
+    /// One batch (its index, and of several loaders the loader's) through `test_step` or
+    /// `validation_step`, its logs into `metrics` (suffixed with the loader's index).
     fn eval_batch(
         &mut self,
         test: bool,
-        batch_idx: usize,
+        (batch_idx, loader_idx): (usize, Option<usize>),
         samples: Vec<DM::Sample>,
         metrics: &mut EpochMetrics,
     ) -> Result<()> {
@@ -96,6 +101,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let stage = if test { Stage::Test } else { Stage::Validate };
         let mut ctx = self.context(stage, batch_idx, samples.len());
+        ctx.dataloader_idx = loader_idx.unwrap_or(0);
         let batch = (self.collate)(samples, &self.device);
         let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
         if test {
@@ -107,7 +113,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 sharded(fsdp, || model.validation_step(batch, &mut ctx))
             })?;
         }
-        for entry in &ctx.logs {
+        for entry in ctx.logs.iter_mut() {
+            if let Some(idx) = loader_idx {
+                entry.name = format!("{}/dataloader_idx_{idx}", entry.name);
+            }
             metrics.add(entry);
         }
         if test {

@@ -37,10 +37,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
 
         hook!(self, on_fit_start());
-        self.sanity_check(val.as_ref())?;
+        self.sanity_check(&val)?;
         hook!(self, on_train_start());
         while self.position.train_batches > 0 && !self.done_training() {
-            self.train_epoch(&train, val.as_ref(), start_batch)?;
+            self.train_epoch(&train, &val, start_batch)?;
             start_batch = 0;
         }
         hook!(self, on_train_end());
@@ -61,16 +61,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// The validation batches run before training to catch bugs early
     /// (`num_sanity_val_steps`); their metrics are discarded.
-    fn sanity_check(&mut self, val: Option<&DataLoader<DM::Sample>>) -> Result<()> {
-        let Some(val) = val else {
-            return Ok(());
-        };
-        let n = self.settings.num_sanity_val_steps.min(
-            self.settings
-                .limit_val_batches
-                .of(val.len(), "limit_val_batches")?,
-        );
-        if n == 0 {
+    fn sanity_check(&mut self, val: &[DataLoader<DM::Sample>]) -> Result<()> {
+        let n = self.settings.num_sanity_val_steps;
+        let limit = &self.settings.limit_val_batches;
+        let mut any = false;
+        for loader in val {
+            any |= n.min(limit.of(loader.len(), "limit_val_batches")?) > 0;
+        }
+        if !any {
             return Ok(());
         }
         self.view.sanity_checking = true;

@@ -176,8 +176,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         match stage {
             Stage::Fit => self.fit()?,
             Stage::Validate | Stage::Test => {
-                let loader = self.eval_loader(stage)?;
-                result.metrics = self.evaluate(&loader, stage, None)?;
+                let loaders = self.eval_loaders(stage)?;
+                result.metrics = self.evaluate(&loaders, stage, None)?;
             }
             Stage::Predict => {
                 let loader = self.predict_loader()?;

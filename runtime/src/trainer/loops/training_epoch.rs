@@ -37,13 +37,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     pub(super) fn train_epoch(
         &mut self,
         train: &DataLoader<DM::Sample>,
-        val: Option<&DataLoader<DM::Sample>>,
+        val: &[DataLoader<DM::Sample>],
         start: usize,
     ) -> Result<()> {
         let epoch = self.view.current_epoch;
         let total = self.position.train_batches;
         // Validation runs after every `val_every`-th batch of the epochs it is due in.
-        let val = val.filter(|_| (epoch + 1).is_multiple_of(self.settings.check_val_every_n_epoch));
+        let due = (epoch + 1).is_multiple_of(self.settings.check_val_every_n_epoch);
+        let val = if due { val } else { &[] };
         let val_every = self.start_epoch(start)?;
         let mut done = Progressed {
             batches: start,
@@ -59,11 +60,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             // As Lightning: validation on its interval (and when asked to stop) comes before
             // the check of max_steps.
             let stop = self.stop_requested(epoch);
-            if let Some(val) = val {
-                if stop || (batch_idx + 1).is_multiple_of(val_every) {
-                    self.evaluate(val, Stage::Validate, None)?;
-                    done.validated_after = Some(batch_idx + 1);
-                }
+            if !val.is_empty() && (stop || (batch_idx + 1).is_multiple_of(val_every)) {
+                self.evaluate(val, Stage::Validate, None)?;
+                done.validated_after = Some(batch_idx + 1);
             }
             if stop || (step_now && self.max_steps_reached()) {
                 done.stopped = true;
@@ -240,7 +239,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// monitoring callbacks after the module), the epoch-interval scheduler.
     fn end_epoch(
         &mut self,
-        val: Option<&DataLoader<DM::Sample>>,
+        val: &[DataLoader<DM::Sample>],
         val_every: usize,
         done: Progressed,
     ) -> Result<()> {
@@ -252,11 +251,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             )));
         }
         // A run resumed after the epoch's last batch still owes its end-of-epoch validation.
-        if let Some(val) = val {
-            let owed = total.is_multiple_of(val_every) && done.validated_after != Some(total);
-            if !done.stopped && owed {
-                self.evaluate(val, Stage::Validate, None)?;
-            }
+        let owed = total.is_multiple_of(val_every) && done.validated_after != Some(total);
+        if !val.is_empty() && !done.stopped && owed {
+            self.evaluate(val, Stage::Validate, None)?;
         }
         // Training values logged with `sync_dist` are reduced over the ranks.
         let metrics = &mut self.position.epoch_metrics;

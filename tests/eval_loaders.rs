@@ -1,0 +1,99 @@
+//! Several validation and test loaders (Lightning's list of `val_dataloader`s): each step
+//! knows its loader (`ctx.dataloader_idx()`), and each loader's values are reduced apart,
+//! under names ending in `/dataloader_idx_N`; one loader keeps the plain names.
+
+#[path = "support/quiet.rs"]
+mod quiet;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use fulmen::prelude::*;
+
+type Sample = ([f32; 1], [f32; 1]);
+
+/// `n` samples whose target is `value`.
+fn constant(n: usize, value: f32) -> DataLoader<Sample> {
+    DataLoader::new(InMemoryDataset::new(vec![([0.0], [value]); n]), 2)
+}
+
+#[data_module]
+struct Two {
+    several: bool,
+}
+
+#[data_module]
+impl Two {
+    fn train_dataloader(&self) -> DataLoader<Sample> {
+        constant(4, 0.0)
+    }
+    fn val_dataloader(&self) -> Vec<DataLoader<Sample>> {
+        match self.several {
+            true => vec![constant(4, 1.0), constant(6, 3.0)],
+            false => vec![constant(4, 1.0)],
+        }
+    }
+    fn test_dataloader(&self) -> [DataLoader<Sample>; 2] {
+        [constant(2, 2.0), constant(2, 5.0)]
+    }
+}
+
+#[lightning_module]
+struct Net {
+    layer: Linear<1, 1>,
+    /// The loader index of every evaluation step.
+    #[skip]
+    seen: Rc<RefCell<Vec<usize>>>,
+}
+
+#[lightning_module]
+impl Net {
+    fn training_step(
+        &mut self,
+        (x, y): RegressionBatch<1, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        mse_loss(self.layer.forward(ctx.trace(x)), y)
+    }
+    fn validation_step(
+        &mut self,
+        (_, y): RegressionBatch<1, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) {
+        self.seen.borrow_mut().push(ctx.dataloader_idx());
+        ctx.log("target", y.mean());
+    }
+    fn test_step(&mut self, (_, y): RegressionBatch<1, 1, E, D>, ctx: &mut StepContext<E, D>) {
+        self.seen.borrow_mut().push(ctx.dataloader_idx());
+        ctx.log("target", y.mean());
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.0)
+    }
+}
+
+#[test]
+fn each_loader_is_reduced_apart_under_its_index() {
+    let mut net = Net::new();
+    let mut trainer = quiet::trainer().max_epochs(1).build().unwrap();
+    let metrics = trainer.validate(&mut net, &mut Two::new(true)).unwrap();
+    assert_eq!(metrics.get("target/dataloader_idx_0"), Some(&1.0));
+    assert_eq!(metrics.get("target/dataloader_idx_1"), Some(&3.0));
+    assert!(!metrics.contains_key("target"));
+    // 2 batches of the first, then 3 of the second.
+    assert_eq!(*net.seen.borrow(), [0, 0, 1, 1, 1]);
+
+    net.seen.borrow_mut().clear();
+    let metrics = trainer.test(&mut net, &mut Two::new(true)).unwrap();
+    assert_eq!(metrics.get("target/dataloader_idx_1"), Some(&5.0));
+    assert_eq!(*net.seen.borrow(), [0, 1]);
+
+    // In fit, each epoch's validation covers both, and callbacks see both.
+    trainer.fit(&mut net, &mut Two::new(true)).unwrap();
+    let seen = trainer.callback_metrics();
+    assert_eq!(seen.get("target/dataloader_idx_1"), Some(&3.0));
+
+    // One loader: the plain name.
+    let metrics = trainer.validate(&mut net, &mut Two::new(false)).unwrap();
+    assert_eq!(metrics.get("target"), Some(&1.0));
+}
