@@ -9,8 +9,8 @@ use dfdx::tensor::{Gradients, OwnedTape, Tensor};
 
 use super::LogValue;
 use crate::optim::ClipAlgorithm;
-use crate::trainer::TrainerView;
 use crate::walk::{Params, ParamsMut};
+use crate::TrainerView;
 use crate::{FloatDtype, Result, TrainDevice};
 
 /// The trainer does the backward and steps the optimizer (Lightning's default).

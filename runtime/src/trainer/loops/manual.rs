@@ -11,9 +11,9 @@ use crate::optim::grads::{self, Selected};
 use crate::optim::{Clip, ClipAlgorithm, Interval};
 use crate::trainer::optimization_state::Configured;
 use crate::trainer::settings::Settings;
-use crate::trainer::TrainerView;
 use crate::walk::{Params, ParamsMut};
 use crate::weights::{At, Weights};
+use crate::TrainerView;
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// What a manual step reaches of the run.
