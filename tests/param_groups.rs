@@ -62,6 +62,12 @@ fn each_group_steps_by_its_own_rate_decay_and_momentum() {
 
 type Sample = ([f32; 2], [f32; 1]);
 
+/// The fits draw from the global seed stream (`seed_everything`): one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RUNS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[lightning_module]
 struct Net {
     body: Linear<2, 4>,
@@ -107,6 +113,7 @@ fn weights(net: &Net<f32, Cpu>) -> Vec<f32> {
 
 #[test]
 fn each_group_follows_its_own_schedule_and_resumes_exactly() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let fit = |net: &mut Net<f32, Cpu>, epochs: usize, from: Option<&std::path::Path>| {
         seed_everything(2);
@@ -154,4 +161,54 @@ fn each_group_follows_its_own_schedule_and_resumes_exactly() {
         .unwrap();
     fit(&mut resumed, 3, Some(&ckpt));
     assert_eq!(weights(&whole), weights(&resumed));
+}
+
+#[test]
+fn group_mistakes_are_named() {
+    let _one = one_at_a_time();
+    // Settings the optimizer refuses, in a group.
+    let e = Optimizer::<f32>::new(Optim::adam(1e-3).group(Group::of(["layer"]).momentum(1.0)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("group 1") && e.contains("betas.0"), "{e}");
+    // A group's own rate under OneCycleLR, which would ignore it.
+    let one_cycle = Optim::sgd(0.1)
+        .group(Group::of(["head"]).lr(1.0))
+        .scheduler(fulmen::optim::OneCycleLR::new(0.5, 100));
+    let e = one_cycle.validate().unwrap_err().to_string();
+    assert!(e.contains("OneCycleLR"), "{e}");
+
+    // A group that covers nothing, named when the fit starts.
+    #[lightning_module]
+    struct Typo {
+        head: Linear<2, 1>,
+    }
+    #[lightning_module]
+    impl Typo {
+        fn training_step(
+            &mut self,
+            (x, y): RegressionBatch<2, 1, E, D>,
+            ctx: &mut StepContext<E, D>,
+        ) -> Loss<E, D> {
+            mse_loss(self.head.forward(ctx.trace(x)), y)
+        }
+        fn configure_optimizers(&self) -> Optim {
+            Optim::sgd(0.1).group(Group::of(["*.bais"]).weight_decay(0.0))
+        }
+    }
+    let mut loaders = fulmen::datamodule::Loaders {
+        train: Some(loader()),
+        ..Default::default()
+    };
+    let e = quiet::trainer()
+        .max_epochs(1)
+        .build()
+        .unwrap()
+        .fit(&mut Typo::new(), &mut loaders)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("group 1") && e.contains("*.bais") && e.contains("Typo"),
+        "{e}"
+    );
 }

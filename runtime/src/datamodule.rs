@@ -9,9 +9,9 @@ use crate::Result;
 pub enum Stage {
     /// `fit`: training, with validation when the module has a `validation_step`.
     Fit,
-    /// `validate`: one pass over the validation loader.
+    /// `validate`: one pass over the validation loaders.
     Validate,
-    /// `test`: one pass over the test loader.
+    /// `test`: one pass over the test loaders.
     Test,
     /// `predict`: `predict_step` over the prediction loader.
     Predict,

@@ -229,7 +229,8 @@ impl Optim {
     }
 
     /// Steps only the parameters of these fields of the module (dotted paths: `generator`,
-    /// `body.layer_1`), as PyTorch's `Adam(model.generator.parameters())`; the others are
+    /// `body.layer_1`; or patterns with `*`: `*.bias`), as PyTorch's
+    /// `Adam(model.generator.parameters())`; the others are
     /// left alone. A name that is no field is refused when the fit starts, naming the fields
     /// there are.
     ///
@@ -268,7 +269,12 @@ impl Optim {
 
     /// The settings of group `g` (0: these) at the learning rate and momentum `rates` gives.
     pub(crate) fn for_group(&self, g: usize, rates: Option<super::scheduler::Rates>) -> Optim {
-        let mut o = self.clone();
+        let mut o = Optim {
+            groups: Vec::new(),
+            params: None,
+            scheduler: None,
+            ..self.clone()
+        };
         if let Some(group) = g.checked_sub(1).and_then(|i| self.groups.get(i)) {
             o.lr = group.lr.unwrap_or(o.lr);
             o.weight_decay = group.weight_decay.unwrap_or(o.weight_decay);
@@ -382,6 +388,17 @@ impl Optim {
             }
             if g.fields.is_empty() {
                 return bad(&format!("group {}", i + 1), "covers no field".to_string());
+            }
+            // Its settings obey what the optimizer's do (Adam's beta1 in [0, 1), ...).
+            if let Err(e) = self.for_group(i + 1, None).validate() {
+                return bad(&format!("group {}", i + 1), e.to_string());
+            }
+            let one_cycle = matches!(
+                self.scheduler.as_ref().map(|s| &s.schedule),
+                Some(super::Schedule::OneCycle(_))
+            );
+            if one_cycle && (g.lr.is_some() || g.momentum.is_some()) {
+                return bad(&format!("group {}", i + 1), "OneCycleLR sets every group's rate (and momentum) from its max_lr, as PyTorch's with one max_lr: a group's own lr or momentum would have no effect; remove them or the scheduler".to_string());
             }
         }
         match &self.scheduler {

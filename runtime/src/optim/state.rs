@@ -116,7 +116,8 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
         self.config.lr
     }
 
-    /// Changes the learning rate from the next step on (what schedulers do).
+    /// Changes the default parameter group's learning rate from the next step on (the other
+    /// groups keep theirs).
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
         if !(lr >= 0.0 && lr.is_finite()) {
             return Err(Error::config(
@@ -418,6 +419,20 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
                 fields(&self.config)
             ))));
         }
+        let covers = |o: &Optim| {
+            o.groups()
+                .iter()
+                .map(|g| g.fields.clone())
+                .collect::<Vec<_>>()
+        };
+        if covers(&state.config) != covers(&self.config) {
+            return Err(ckpt.error(Error::msg(format!(
+                "its {} optimizer has the parameter groups {:?}, but the one configure_optimizers returns now has {:?}",
+                self.config.name(),
+                covers(&state.config),
+                covers(&self.config)
+            ))));
+        }
         state.config.validate()?;
         self.config = state.config.clone();
         self.step = state.step;
@@ -449,10 +464,21 @@ pub(crate) fn check_fields<E: FloatDtype, D: TrainDevice<E>>(
     module: &dyn Params<E, D>,
     module_name: &str,
 ) -> Result<()> {
+    let names: Vec<String> = parameters(module)?.into_iter().map(|p| p.0).collect();
+    for (i, group) in config.groups().iter().enumerate() {
+        if !names.iter().any(|n| group.covers(n)) {
+            return Err(Error::config(
+                &format!("group {}", i + 1),
+                format!(
+                    "{:?} covers no trainable parameter of {module_name}",
+                    group.fields
+                ),
+            ));
+        }
+    }
     let Some(fields) = config.fields() else {
         return Ok(());
     };
-    let names: Vec<String> = parameters(module)?.into_iter().map(|p| p.0).collect();
     for field in fields {
         let one = Optim::sgd(0.0).params([field.as_str()]);
         if names.iter().any(|n| one.selects(n)) {

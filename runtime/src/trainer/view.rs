@@ -253,7 +253,8 @@ impl TrainerView {
         }
     }
     /// Asks for the learning rate `lr` from the next optimizer step on: the loop makes it the
-    /// next step's (a scheduler's next step sets its own). A rate that is not finite and
+    /// next step's of the first optimizer's default parameter group (a scheduler's next step
+    /// sets its own). A rate that is not finite and
     /// non-negative stops the run with an error at that step.
     pub fn set_lr(&mut self, lr: f64) {
         self.lr_request = Some(lr);

@@ -13,7 +13,7 @@ use crate::{Error, Result, TrainDevice};
 type FitLoaders<S> = (DataLoader<S>, Vec<DataLoader<S>>);
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
-    /// The training loader (unshuffled for `overfit_batches`), and the validation loader when
+    /// The training loader (unshuffled for `overfit_batches`), and the validation loaders when
     /// the module validates and `limit_val_batches` allows it; sets the epoch's batches.
     pub(in crate::trainer) fn train_and_val_loaders(&mut self) -> Result<FitLoaders<DM::Sample>> {
         let train = self.dm.train_dataloader()?;
