@@ -468,7 +468,7 @@ pub(crate) fn check_fields<E: FloatDtype, D: TrainDevice<E>>(
     for (i, group) in config.groups().iter().enumerate() {
         if !names.iter().any(|n| group.covers(n)) {
             return Err(Error::config(
-                &format!("group {}", i + 1),
+                format!("group {}", i + 1),
                 format!(
                     "{:?} covers no trainable parameter of {module_name}",
                     group.fields
