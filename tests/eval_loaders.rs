@@ -97,3 +97,43 @@ fn each_loader_is_reduced_apart_under_its_index() {
     let metrics = trainer.validate(&mut net, &mut Two::new(false)).unwrap();
     assert_eq!(metrics.get("target"), Some(&1.0));
 }
+
+#[lightning_module]
+struct Forked {
+    layer: Linear<1, 1>,
+}
+
+#[lightning_module]
+impl Forked {
+    fn training_step(
+        &mut self,
+        (x, y): RegressionBatch<1, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        mse_loss(self.layer.forward(ctx.trace(x)), y)
+    }
+    fn validation_step(
+        &mut self,
+        (_, y): RegressionBatch<1, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) {
+        ctx.log("target", y.mean()).on_step(true).on_epoch(true);
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.0)
+    }
+}
+
+#[test]
+fn a_value_logged_per_step_and_epoch_keeps_the_loader_suffix_last() {
+    let mut trainer = quiet::trainer().max_epochs(1).build().unwrap();
+    let metrics = trainer
+        .validate(&mut Forked::new(), &mut Two::new(true))
+        .unwrap();
+    // Lightning's forked name: `target_epoch/dataloader_idx_1`.
+    assert_eq!(
+        metrics.get("target_epoch/dataloader_idx_1"),
+        Some(&3.0),
+        "{metrics:?}"
+    );
+}

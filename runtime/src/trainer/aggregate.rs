@@ -43,12 +43,15 @@ pub(crate) struct Reduced {
 
 impl Reduced {
     /// The name an epoch value is published under: `name_epoch` when the value is also
-    /// logged per step (as `name_step`), else `name`.
+    /// logged per step (as `name_step`), else `name`; an evaluation loader's suffix stays last
+    /// (`val_loss_epoch/dataloader_idx_1`, as Lightning forks the name).
     pub(crate) fn key(&self, name: &str) -> String {
-        if self.on_step {
-            format!("{name}_epoch")
-        } else {
-            name.to_string()
+        if !self.on_step {
+            return name.to_string();
+        }
+        match name.rfind("/dataloader_idx_") {
+            Some(at) => format!("{}_epoch{}", &name[..at], &name[at..]),
+            None => format!("{name}_epoch"),
         }
     }
 }
