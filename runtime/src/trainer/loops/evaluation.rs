@@ -82,7 +82,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 self.progress.finish(&self.view.progress_bar_metrics);
             }
         }
-        Ok(reduced.into_iter().map(|(k, r)| (r.key(&k), r.value)).collect())
+        Ok(reduced
+            .into_iter()
+            .map(|(k, r)| (r.key(&k), r.value))
+            .collect())
     }
 
     /// One batch (its index, and of several loaders the loader's) through `test_step` or
