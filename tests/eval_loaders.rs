@@ -137,3 +137,28 @@ fn a_value_logged_per_step_and_epoch_keeps_the_loader_suffix_last() {
         "{metrics:?}"
     );
 }
+
+/// The batch and loader of every validation batch's hook.
+struct Seen(Rc<RefCell<Vec<(usize, usize)>>>);
+
+impl Callback for Seen {
+    fn on_validation_batch_start(&mut self, trainer: &mut TrainerView, batch_idx: usize) {
+        self.0
+            .borrow_mut()
+            .push((batch_idx, trainer.dataloader_idx()));
+    }
+}
+
+#[test]
+fn the_batch_hooks_know_the_loader() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut trainer = quiet::trainer()
+        .callback(Seen(seen.clone()))
+        .build()
+        .unwrap();
+    trainer
+        .validate(&mut Net::new(), &mut Two::new(true))
+        .unwrap();
+    // Each loader's batches count from 0.
+    assert_eq!(*seen.borrow(), [(0, 0), (1, 0), (0, 1), (1, 1), (2, 1)]);
+}

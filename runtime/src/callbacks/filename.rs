@@ -69,7 +69,10 @@ impl Template {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Field { name, spec } => {
                     let v = values.get(name).ok_or_else(|| name.clone())?;
-                    out.push_str(&format!("{name}={}", spec.apply(*v)));
+                    // A `/` (an evaluation loader's suffix) would make a folder: `_`, as
+                    // Lightning writes the name.
+                    let shown = name.replace('/', "_");
+                    out.push_str(&format!("{shown}={}", spec.apply(*v)));
                 }
             }
         }
@@ -151,6 +154,11 @@ mod tests {
         assert_eq!(name("{val_loss:.2e}", &v), "val_loss=1.23e-01");
         assert_eq!(name("{val_loss}", &v), "val_loss=0.12345");
         assert_eq!(name("plain", &v), "plain");
+        let several = [("val_loss/dataloader_idx_1", 0.5)];
+        assert_eq!(
+            name("{val_loss/dataloader_idx_1:.1f}", &several),
+            "val_loss_dataloader_idx_1=0.5"
+        );
     }
 
     #[test]

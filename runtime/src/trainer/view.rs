@@ -75,6 +75,8 @@ pub struct TrainerView {
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
     pub(crate) scheduler_interval: Option<crate::optim::Interval>,
+    /// Of several evaluation loaders, the one whose batch the loop is at.
+    pub(crate) dataloader_idx: usize,
     pub(crate) accumulate_grad_batches: usize,
     pub(crate) loss_scale: Option<f64>,
     pub(crate) model_parameters: Vec<ParamInfo>,
@@ -105,6 +107,7 @@ impl TrainerView {
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
             scheduler_interval: None,
+            dataloader_idx: 0,
             accumulate_grad_batches: 1,
             loss_scale: None,
             model_parameters: Vec::new(),
@@ -227,6 +230,12 @@ impl TrainerView {
     /// Every optimizer, in `configure_optimizers`' order, with the rates of its next step.
     pub fn optimizers(&self) -> &[OptimizerInfo] {
         &self.optimizers
+    }
+    /// Of several validation or test loaders, the one whose batch the loop is at (what
+    /// `on_validation_batch_start` and its kin are about; Lightning's `dataloader_idx`
+    /// argument); 0 otherwise.
+    pub fn dataloader_idx(&self) -> usize {
+        self.dataloader_idx
     }
     /// When the learning-rate scheduler steps, if there is one.
     pub fn scheduler_interval(&self) -> Option<crate::optim::Interval> {

@@ -53,6 +53,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let several = loaders.len() > 1;
         for (idx, (loader, &total)) in loaders.iter().zip(&totals).enumerate() {
             let loader_idx = several.then_some(idx);
+            self.view.dataloader_idx = idx;
             for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
                 self.eval_batch(test, (batch_idx, loader_idx), samples, &mut metrics)?;
                 self.check_signals()?;
@@ -61,6 +62,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 }
             }
         }
+        self.view.dataloader_idx = 0;
         self.roots(false)?;
         // Validation and test metrics are global: reduced over every rank's batches.
         metrics.sync(&*self.dist.collective, true)?;
