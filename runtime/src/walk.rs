@@ -248,18 +248,6 @@ impl<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Sized> Params<E, D> for
     }
 }
 
-impl<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Sized> Params<E, D> for &mut P {
-    fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
-        (**self).each(f)
-    }
-}
-
-impl<E: FloatDtype, D: HostAccess<E>, P: ParamsMut<E, D> + ?Sized> ParamsMut<E, D> for &mut P {
-    fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()> {
-        (**self).each_mut(f)
-    }
-}
-
 /// What [`Params::each`] calls on each tensor.
 pub(crate) type EachParam<'f, E, D> = dyn FnMut(&str, &dyn AnyTensor<E, D>) -> Result<()> + 'f;
 

@@ -269,11 +269,21 @@ impl Optim {
 
     /// The settings of group `g` (0: these) at the learning rate and momentum `rates` gives.
     pub(crate) fn for_group(&self, g: usize, rates: Option<super::scheduler::Rates>) -> Optim {
+        // The update rule's settings alone (no fields, groups or schedule to copy).
         let mut o = Optim {
-            groups: Vec::new(),
-            params: None,
+            kind: self.kind,
+            lr: self.lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            betas: self.betas,
+            eps: self.eps,
+            alpha: self.alpha,
+            centered: self.centered,
             scheduler: None,
-            ..self.clone()
+            params: None,
+            groups: Vec::new(),
         };
         if let Some(group) = g.checked_sub(1).and_then(|i| self.groups.get(i)) {
             o.lr = group.lr.unwrap_or(o.lr);

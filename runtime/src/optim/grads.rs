@@ -12,7 +12,7 @@ use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
 
 use super::{Clip, Optim};
 use crate::kernels::{GradSum, Reduce, Total};
-use crate::walk::{AnyTensor, AnyTensorMut, EachParam, EachParamMut, Params, ParamsMut};
+use crate::walk::{AnyTensor, EachParam, Params};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
 /// The parameters of `P` that the optimizer `config` steps ([`Optim::params`]).
@@ -26,18 +26,6 @@ impl<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D>> Params<E, D> for Selecte
         let config = self.config;
         self.params.each(
             &mut |name, tensor: &dyn AnyTensor<E, D>| match config.selects(name) {
-                true => f(name, tensor),
-                false => Ok(()),
-            },
-        )
-    }
-}
-
-impl<E: FloatDtype, D: TrainDevice<E>, P: ParamsMut<E, D>> ParamsMut<E, D> for Selected<'_, P> {
-    fn each_mut(&mut self, f: &mut EachParamMut<'_, E, D>) -> Result<()> {
-        let config = self.config;
-        self.params.each_mut(
-            &mut |name, tensor: &mut dyn AnyTensorMut<E, D>| match config.selects(name) {
                 true => f(name, tensor),
                 false => Ok(()),
             },

@@ -53,24 +53,22 @@ impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
                 (grouped.rates.lr, grouped.rates.momentum.or(Some(momentum)))
             })
             .collect();
-        let (lr, momentum) = groups.first().copied().unwrap_or((0.0, None));
         OptimizerInfo {
             name: config.name(),
-            lr,
-            momentum,
             groups,
         }
     }
 
     /// Steps each group's scheduler if it runs on `interval` and `count` (steps or epochs
     /// done) is a multiple of its frequency; its rates become the group's next step's.
-    /// `metrics` are what `ReduceLROnPlateau` monitors.
+    /// `metrics` are what `ReduceLROnPlateau` monitors. Returns whether one stepped.
     pub fn step_scheduler(
         &mut self,
         interval: Interval,
         count: usize,
         metrics: &BTreeMap<String, f64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut stepped = false;
         for group in self.groups.iter_mut() {
             let Some(scheduler) = group.scheduler.as_mut() else {
                 continue;
@@ -91,8 +89,9 @@ impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
                 None => None,
             };
             group.rates = scheduler.step(metric)?;
+            stepped = true;
         }
-        Ok(())
+        Ok(stepped)
     }
 }
 

@@ -44,13 +44,20 @@ impl ParamInfo {
 pub struct OptimizerInfo {
     /// PyTorch's class name (`SGD`, `Adam`, `AdamW`, `RMSprop`).
     pub name: &'static str,
-    /// The learning rate of its next step (its default group's).
-    pub lr: f64,
-    /// Its momentum (SGD's or RMSprop's, or Adam's beta1) at its next step.
-    pub momentum: Option<f64>,
-    /// Each parameter group's learning rate and momentum at its next step, the default group
-    /// (`lr`, `momentum`) first.
+    /// Each parameter group's learning rate and momentum (SGD's or RMSprop's, or Adam's
+    /// beta1) at its next step, the default group first.
     pub groups: Vec<(f64, Option<f64>)>,
+}
+
+impl OptimizerInfo {
+    /// The learning rate of its next step (its default group's).
+    pub fn lr(&self) -> f64 {
+        self.groups.first().map_or(0.0, |g| g.0)
+    }
+    /// Its momentum at its next step (its default group's).
+    pub fn momentum(&self) -> Option<f64> {
+        self.groups.first().and_then(|g| g.1)
+    }
 }
 
 /// What callbacks and module hooks see of the trainer (Lightning's `trainer` argument).
@@ -216,7 +223,7 @@ impl TrainerView {
     /// The learning rate of the next step of the first optimizer (one a callback asked for,
     /// until the loop takes it).
     pub fn lr(&self) -> f64 {
-        (self.lr_request).unwrap_or(self.optimizers.first().map_or(0.0, |o| o.lr))
+        (self.lr_request).unwrap_or(self.optimizers.first().map_or(0.0, |o| o.lr()))
     }
     /// The first optimizer's name as PyTorch names its class (`SGD`, `Adam`, `AdamW`,
     /// `RMSprop`).
@@ -225,7 +232,7 @@ impl TrainerView {
     }
     /// The first optimizer's momentum: SGD's or RMSprop's, or Adam's beta1.
     pub fn momentum(&self) -> Option<f64> {
-        self.optimizers.first().and_then(|o| o.momentum)
+        self.optimizers.first().and_then(|o| o.momentum())
     }
     /// Every optimizer, in `configure_optimizers`' order, with the rates of its next step.
     pub fn optimizers(&self) -> &[OptimizerInfo] {

@@ -154,10 +154,9 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
                 )));
             }
         }
-        if let Some(lr) = (opt == 0).then(|| self.view.lr_request.take()).flatten() {
-            if let Some(group) = c.groups.first_mut() {
-                group.rates.lr = lr;
-            }
+        let request = (opt == 0).then(|| self.view.lr_request.take()).flatten();
+        if let (Some(lr), Some(group)) = (request, c.groups.first_mut()) {
+            group.rates.lr = lr;
         }
         let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
         // The optimizer steps the parameters it selects (its state is kept by their place
@@ -165,9 +164,12 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         let rates = c.rates();
         c.optimizer.step_params_at(params, grads, clip, &rates)?;
         let steps = c.optimizer.steps() as usize;
-        c.step_scheduler(Interval::Step, steps, &self.view.callback_metrics)?;
+        let rescheduled = c.step_scheduler(Interval::Step, steps, &self.view.callback_metrics)?;
         self.view.global_step += 1;
-        self.view.optimizers = self.optimizers.iter().map(|c| c.info()).collect();
+        // The view's rates change only when a rate did.
+        if rescheduled || request.is_some() {
+            self.view.optimizers = self.optimizers.iter().map(|c| c.info()).collect();
+        }
         Ok(())
     }
 

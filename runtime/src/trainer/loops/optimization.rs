@@ -171,12 +171,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(())
     }
 
-    /// The first optimizer's settings (automatic optimization's only optimizer): whose
-    /// parameters clipping and the anomaly check cover, as Lightning's
-    /// `main_params(optimizer)`.
-    fn stepped(&self) -> Optim {
+    /// The parameters the first optimizer (automatic optimization's only one) steps: what
+    /// clipping and the anomaly check cover, as Lightning's `main_params(optimizer)`.
+    fn stepped(&self) -> Result<Selected<'_, Tensors<'_, M>>> {
         let first = self.optimization.optimizers.first();
-        first.map_or_else(|| Optim::sgd(0.0), |c| c.optimizer.config().clone())
+        let config = first
+            .map(|c| c.optimizer.config())
+            .ok_or_else(|| Error::msg("an optimizer step without an optimizer"))?;
+        Ok(Selected {
+            params: Tensors(&*self.model),
+            config,
+        })
     }
 
     /// Shows every optimizer's rates in the view.
@@ -240,12 +245,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     let Some(mut grads) = self.optimization.grads.take() else {
                         return Ok(());
                     };
-                    let config = self.stepped();
-                    let stepped = Selected {
-                        params: Tensors(&*self.model),
-                        config: &config,
-                    };
-                    let clip = self.clipping(&stepped, &mut grads)?;
+                    let clip = self.clipping(&self.stepped()?, &mut grads)?;
                     self.take_lr_request();
                     if let Some(first) = self.optimization.optimizers.first_mut() {
                         let rates = first.rates();
@@ -317,12 +317,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             Some(shards) => shards.reduce_grads(c, &*self.model, grads)?,
             None => crate::distributed::average_grads(c, &Tensors(&*self.model), grads)?,
         }
-        let config = self.stepped();
-        let stepped = Selected {
-            params: Tensors(&*self.model),
-            config: &config,
-        };
-        self.check_anomaly(&stepped, grads)?;
+        self.check_anomaly(&self.stepped()?, grads)?;
         Ok(true)
     }
 
@@ -395,8 +390,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let metrics = &self.view.callback_metrics;
         let mut stepped = false;
         for c in self.optimization.optimizers.iter_mut() {
-            stepped |= c.schedulers().next().is_some();
-            c.step_scheduler(interval, count, metrics)?;
+            stepped |= c.step_scheduler(interval, count, metrics)?;
         }
         if stepped {
             self.publish_rates();
