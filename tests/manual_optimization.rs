@@ -3,20 +3,18 @@
 //! does trains to the same weights; toggling keeps one optimizer's backward off the other's
 //! parameters; a fit with two optimizers and a scheduler resumes exactly; mistakes are named.
 
+#[path = "support/metrics_csv.rs"]
+mod metrics_csv;
 #[path = "support/quiet.rs"]
 mod quiet;
+#[path = "support/serial.rs"]
+mod serial;
 
 use fulmen::dfdx::nn::modules::Linear as L;
 use fulmen::prelude::*;
 use fulmen::Manual;
 
 type Sample = ([f32; 2], [f32; 1]);
-
-/// The tests draw from the global seed stream (`seed_everything`): one at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    RUNS.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[data_module]
 struct Data {
@@ -96,12 +94,13 @@ fn weights<E: FloatDtype, D: TrainDevice<E>>(a: &L<2, 3, E, D>, b: &L<3, 1, E, D
 
 #[test]
 fn a_manual_step_that_does_what_the_trainer_does_trains_the_same_weights() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     seed_everything(7);
     let mut auto = Auto::new();
     seed_everything(7);
     let mut by_hand = ByHand::new();
-    assert_eq!(weights(&auto.a, &auto.b), weights(&by_hand.a, &by_hand.b));
+    let initial = weights(&auto.a, &auto.b);
+    assert_eq!(initial, weights(&by_hand.a, &by_hand.b));
     for model in [0, 1] {
         seed_everything(11);
         let mut trainer = quiet::trainer().max_epochs(3).build().unwrap();
@@ -114,7 +113,8 @@ fn a_manual_step_that_does_what_the_trainer_does_trains_the_same_weights() {
         assert_eq!(trainer.global_step(), 18);
     }
     let (got, want) = (weights(&by_hand.a, &by_hand.b), weights(&auto.a, &auto.b));
-    assert_ne!(got, weights(&Auto::new().a, &Auto::new().b));
+    // Trained: not the weights it started from.
+    assert_ne!(got, initial);
     assert_eq!(got, want);
 }
 
@@ -166,7 +166,7 @@ fn train_two(toggle: bool) -> (Two<f32, Cpu>, Two<f32, Cpu>) {
 
 #[test]
 fn a_toggled_optimizers_backward_leaves_the_other_optimizers_parameters_alone() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     let (before, after) = train_two(true);
     assert_ne!(before.a.weight.as_vec(), after.a.weight.as_vec());
     assert_eq!(before.b.weight.as_vec(), after.b.weight.as_vec());
@@ -216,7 +216,7 @@ impl Resumable {
 
 #[test]
 fn two_optimizers_with_a_scheduler_resume_exactly_inside_an_accumulation() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // 5 batches an epoch: each epoch ends with one batch's gradients not yet stepped on.
     let fit = |model: &mut Resumable<f32, Cpu>, epochs: usize, from: Option<&std::path::Path>| {
@@ -246,7 +246,7 @@ fn two_optimizers_with_a_scheduler_resume_exactly_inside_an_accumulation() {
 
 #[test]
 fn mistakes_with_optimizers_are_named() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     #[lightning_module]
     struct TwoAuto {
         a: Linear<2, 1>,
@@ -350,24 +350,9 @@ fn mistakes_with_optimizers_are_named() {
     assert!(e.contains("clip_gradients"), "{e}");
 }
 
-/// The values of the column `name` of a run's metrics.csv, in order.
-fn column(dir: &std::path::Path, name: &str) -> Vec<f64> {
-    let mut reader =
-        csv::Reader::from_path(dir.join("lightning_logs/version_0/metrics.csv")).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let col = headers.iter().position(|h| h == name);
-    let col = col.unwrap_or_else(|| panic!("no column {name} in {headers:?}"));
-    reader
-        .records()
-        .map(|r| r.unwrap())
-        .filter(|r| !r[col].is_empty())
-        .map(|r| r[col].parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn the_learning_rate_monitor_logs_every_optimizers_rate() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = quiet::trainer()
         .max_epochs(1)
@@ -381,10 +366,13 @@ fn the_learning_rate_monitor_logs_every_optimizers_rate() {
     // Adam's scheduler halves its rate every 2 of its steps (after batches 1 and 3); the
     // monitor logs before each of the 5 batches.
     assert_eq!(
-        column(dir.path(), "lr-Adam"),
+        metrics_csv::column(&dir.path().join("lightning_logs/version_0"), "lr-Adam"),
         [0.05, 0.05, 0.05, 0.05, 0.025]
     );
-    assert_eq!(column(dir.path(), "lr-AdamW"), [0.02; 5]);
+    assert_eq!(
+        metrics_csv::column(&dir.path().join("lightning_logs/version_0"), "lr-AdamW"),
+        [0.02; 5]
+    );
 
     // Two of one class: the second is counted.
     let dir = tempfile::tempdir().unwrap();
@@ -396,13 +384,19 @@ fn the_learning_rate_monitor_logs_every_optimizers_rate() {
         .unwrap()
         .fit(&mut Two::new(true), &mut Data::new(8))
         .unwrap();
-    assert_eq!(column(dir.path(), "lr-SGD"), [0.1]);
-    assert_eq!(column(dir.path(), "lr-SGD-1"), [0.1]);
+    assert_eq!(
+        metrics_csv::column(&dir.path().join("lightning_logs/version_0"), "lr-SGD"),
+        [0.1]
+    );
+    assert_eq!(
+        metrics_csv::column(&dir.path().join("lightning_logs/version_0"), "lr-SGD-1"),
+        [0.1]
+    );
 }
 
 #[test]
 fn a_manual_step_logs_every_n_batches_however_many_steps_it_takes() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     quiet::trainer()
         .max_epochs(1)
@@ -414,5 +408,8 @@ fn a_manual_step_logs_every_n_batches_however_many_steps_it_takes() {
         .unwrap();
     // 8 batches of two optimizer steps each: logged after every second batch (as Lightning
     // counts `_batches_that_stepped`), not every second optimizer step.
-    assert_eq!(column(dir.path(), "a_loss").len(), 4);
+    assert_eq!(
+        metrics_csv::column(&dir.path().join("lightning_logs/version_0"), "a_loss").len(),
+        4
+    );
 }

@@ -2,8 +2,12 @@
 //! weight decay and momentum, worked out by hand; one schedule per group, which
 //! `LearningRateMonitor` logs as `lr-SGD/pg1`, `lr-SGD/pg2`; an exact resume.
 
+#[path = "support/metrics_csv.rs"]
+mod metrics_csv;
 #[path = "support/quiet.rs"]
 mod quiet;
+#[path = "support/serial.rs"]
+mod serial;
 
 use fulmen::optim::{Group, Optimizer, StepLR};
 use fulmen::prelude::*;
@@ -62,12 +66,6 @@ fn each_group_steps_by_its_own_rate_decay_and_momentum() {
 
 type Sample = ([f32; 2], [f32; 1]);
 
-/// The fits draw from the global seed stream (`seed_everything`): one at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    RUNS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[lightning_module]
 struct Net {
     body: Linear<2, 4>,
@@ -113,7 +111,7 @@ fn weights(net: &Net<f32, Cpu>) -> Vec<f32> {
 
 #[test]
 fn each_group_follows_its_own_schedule_and_resumes_exactly() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let fit = |net: &mut Net<f32, Cpu>, epochs: usize, from: Option<&std::path::Path>| {
         seed_everything(2);
@@ -136,17 +134,8 @@ fn each_group_follows_its_own_schedule_and_resumes_exactly() {
     fit(&mut whole, 3, None);
 
     // The monitor's columns: each group's rate halves every epoch from its own start.
-    let path = dir.path().join("lightning_logs/version_0/metrics.csv");
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let rows: Vec<_> = reader.records().map(|r| r.unwrap()).collect();
-    let column = |name: &str| -> Vec<f64> {
-        let col = headers.iter().position(|h| h == name);
-        let col = col.unwrap_or_else(|| panic!("no {name} in {headers:?}"));
-        (rows.iter().filter(|r| !r[col].is_empty()))
-            .map(|r| r[col].parse().unwrap())
-            .collect()
-    };
+    let version = dir.path().join("lightning_logs/version_0");
+    let column = |name: &str| metrics_csv::column(&version, name);
     assert_eq!(column("lr-SGD/pg1"), [0.1, 0.05, 0.025]);
     assert_eq!(column("lr-SGD/pg2"), [1.0, 0.5, 0.25]);
 
@@ -165,7 +154,7 @@ fn each_group_follows_its_own_schedule_and_resumes_exactly() {
 
 #[test]
 fn group_mistakes_are_named() {
-    let _one = one_at_a_time();
+    let _one = serial::one_at_a_time();
     // Settings the optimizer refuses, in a group.
     let e = Optimizer::<f32>::new(Optim::adam(1e-3).group(Group::of(["layer"]).momentum(1.0)))
         .unwrap_err()

@@ -103,6 +103,20 @@ impl ManualIris {
     }
 }
 
+/// The weights and biases of the two layers, in order.
+fn layers(
+    l1: &fulmen::dfdx::nn::modules::Linear<4, 16, f32, Cpu>,
+    l2: &fulmen::dfdx::nn::modules::Linear<16, 3, f32, Cpu>,
+) -> Vec<f32> {
+    [
+        l1.weight.as_vec(),
+        l1.bias.as_vec(),
+        l2.weight.as_vec(),
+        l2.bias.as_vec(),
+    ]
+    .concat()
+}
+
 /// One rank asks to stop.
 struct StopOne {
     rank: usize,
@@ -185,26 +199,14 @@ fn main() -> std::process::ExitCode {
             ..Default::default()
         };
         let ckpt = args.ckpt_path.as_deref();
-        let weights: Vec<f32> = if args.manual {
+        let weights = if args.manual {
             let mut model = ManualIris::new(0.01);
             trainer.fit_from(&mut model, &mut loaders, ckpt)?;
-            [
-                model.layer_1.weight.as_vec(),
-                model.layer_1.bias.as_vec(),
-                model.layer_2.weight.as_vec(),
-                model.layer_2.bias.as_vec(),
-            ]
-            .concat()
+            layers(&model.layer_1, &model.layer_2)
         } else {
             let mut model = IrisClassifier::new(0.01);
             trainer.fit_from(&mut model, &mut loaders, ckpt)?;
-            [
-                model.layer_1.weight.as_vec(),
-                model.layer_1.bias.as_vec(),
-                model.layer_2.weight.as_vec(),
-                model.layer_2.bias.as_vec(),
-            ]
-            .concat()
+            layers(&model.layer_1, &model.layer_2)
         };
         println!(
             "rank {} of {}: trained {} steps, train_loss {:.4}",
