@@ -1,0 +1,336 @@
+//! The products of a convolution's forward and input gradient: weights packed ([`Packed`])
+//! times the image read through a table of row offsets ([`product`], one `MR × 48` tile at a
+//! time, [`tile`]), all of a block's images at once ([`multiply`], with strips packed into one
+//! panel by [`gathered`]).
+
+use super::*;
+
+/// A left operand, `m × k`, packed for [`product`]: blocks of `MR` rows, each `k` columns of
+/// `MR` values (rows past `m` are zero).
+pub(super) struct Packed {
+    pub(super) m: usize,
+    pub(super) k: usize,
+    pub(super) data: Vec<f32>,
+}
+
+impl Packed {
+    pub(super) fn new(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Packed {
+        let mut data = vec![0f32; m.div_ceil(MR) * MR * k];
+        for (b, block) in data.chunks_mut(MR * k).enumerate() {
+            for (kk, col) in block.chunks_mut(MR).enumerate() {
+                for (i, v) in col.iter_mut().enumerate() {
+                    let row = b * MR + i;
+                    if row < m {
+                        *v = at(row, kk);
+                    }
+                }
+            }
+        }
+        Packed { m, k, data }
+    }
+}
+
+/// Masks of the lanes of a strip's `NV` vectors that lie before column `n`.
+pub(super) fn lane_masks(j0: usize, n: usize) -> [__mmask16; NV] {
+    std::array::from_fn(|v| {
+        let start = j0 + 16 * v;
+        let live = n.saturating_sub(start).min(16);
+        ((1u32 << live) - 1) as __mmask16
+    })
+}
+
+/// `c[i·ldc + j] (+)= Σ_kk a[i, kk] · b[offs[kk] + j]` for `i < a.m`, `j < n`.
+pub(super) fn product(
+    a: &Packed,
+    b: &[f32],
+    offs: &[usize],
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    assert_eq!(offs.len(), a.k, "one offset per reduction row");
+    if n == 0 || a.m == 0 {
+        return;
+    }
+    let reach = offs.iter().max().map_or(0, |&o| o + n);
+    assert!(reach <= b.len(), "rhs rows out of bounds");
+    assert!((a.m - 1) * ldc + n <= c.len(), "dst out of bounds");
+    assert!(available(), "AVX-512 kernels on a CPU without AVX-512");
+    let blocks = a.m.div_ceil(MR);
+    // A pass's strip of columns (`KC × NB` of `b`) stays in L2 while every block of rows
+    // passes over it, and a block's packed weights (`MR × KC`) in L1 across the strip.
+    for k0 in (0..a.k).step_by(KC) {
+        let kc = KC.min(a.k - k0);
+        for jb in (0..n).step_by(NB) {
+            for blk in 0..blocks {
+                let rows = MR.min(a.m - blk * MR);
+                for j0 in (jb..n.min(jb + NB)).step_by(16 * NV) {
+                    // SAFETY: AVX-512 is present (asserted). Tile reads: packed values
+                    // `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); rhs lanes `offs[kk] + j`
+                    // with j < n (masked) < reach <= b.len(); dst lanes
+                    // `(blk·MR + i)·ldc + j`, i < rows, j < n, within c (asserted).
+                    unsafe {
+                        tile(
+                            kc,
+                            a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                            b.as_ptr().add(j0),
+                            &offs[k0..k0 + kc],
+                            c.as_mut_ptr().add(blk * MR * ldc + j0),
+                            ldc,
+                            rows,
+                            lane_masks(j0, n),
+                            add || k0 > 0,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of output that [`multiply`] computes at least to pack its operand: below, the
+/// panel's copy costs about what it saves.
+pub(super) const GATHER_ROWS: usize = 64;
+
+/// One image's part of a [`multiply`]: `rows` output rows of `w` columns, whose reduction
+/// row `kk` starts at `b[from + offs[kk]]` with rows `ws` apart (`ws ≥ w`: the extra columns
+/// are not outputs), into `c[to + i·ldc]` for output row (channel) `i`, rows `w` apart.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Image {
+    pub(super) from: usize,
+    pub(super) to: usize,
+    pub(super) rows: usize,
+    pub(super) w: usize,
+    pub(super) ws: usize,
+}
+
+/// `c (+)= a · b` over the columns of `images` (see [`Image`]): one packed product over all
+/// of them ([`gathered`]) when `a` has enough rows, else a [`product`] per image, through
+/// `ws`-wide rows cropped to `w`.
+pub(super) fn multiply(
+    a: &Packed,
+    b: &[f32],
+    offs: &[usize],
+    images: &[Image],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    if a.m >= GATHER_ROWS {
+        let runs: Vec<Run> = images
+            .iter()
+            .flat_map(|im| {
+                (0..im.rows).map(move |y| Run {
+                    from: im.from + y * im.ws,
+                    to: im.to + y * im.w,
+                    len: im.w,
+                })
+            })
+            .collect();
+        return gathered(a, b, offs, &runs, c, ldc, add);
+    }
+    let mut wide = Vec::new();
+    for im in images {
+        let n = im.rows * im.ws;
+        if im.ws == im.w {
+            product(a, &b[im.from..], offs, n, &mut c[im.to..], ldc, add);
+            continue;
+        }
+        wide.resize(a.m * n, 0.0);
+        product(a, &b[im.from..], offs, n, &mut wide, n, false);
+        for (i, from) in wide.chunks(n).enumerate() {
+            let to = &mut c[im.to + i * ldc..];
+            for (row, src) in to.chunks_mut(im.w).zip(from.chunks(im.ws)).take(im.rows) {
+                if add {
+                    row.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                } else {
+                    row.copy_from_slice(&src[..im.w]);
+                }
+            }
+        }
+    }
+}
+
+/// `count` images of `len` columns each, `from` and `to` apart: a 1×1 convolution's.
+pub(super) fn whole_images(count: usize, from: usize, to: usize, len: usize) -> Vec<Image> {
+    (0..count)
+        .map(|i| Image {
+            from: i * from,
+            to: i * to,
+            rows: 1,
+            w: len,
+            ws: len,
+        })
+        .collect()
+}
+
+/// A run of a [`gathered`] product's columns: `len` columns whose reduction row `kk` starts
+/// at `b[from + offs[kk]]` and whose output row `i` starts at `c[to + i·ldc]`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Run {
+    pub(super) from: usize,
+    pub(super) to: usize,
+    pub(super) len: usize,
+}
+
+/// `c[run.to + i·ldc + j] (+)= Σ_kk a[i, kk] · b[run.from + offs[kk] + j]` for every run,
+/// `i < a.m`, `j < run.len`: one product over the columns of many runs (the output rows of
+/// several images, say), each strip of them first copied ("packed") into a contiguous panel.
+///
+/// Why: a product per image leaves most of each 48-wide tile masked off when images are small
+/// (a 4×4 output has 16 columns), and rows `offs` apart at a power of two (a 32×32 image's
+/// channels) fight over the same cache sets. The panel's copy is made once per strip and read
+/// by every block of rows.
+pub(super) fn gathered(
+    a: &Packed,
+    b: &[f32],
+    offs: &[usize],
+    runs: &[Run],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    assert_eq!(offs.len(), a.k, "one offset per reduction row");
+    if a.m == 0 {
+        return;
+    }
+    let reach = offs.iter().max().map_or(0, |&o| o);
+    for r in runs {
+        assert!(r.from + reach + r.len <= b.len(), "rhs rows out of bounds");
+        assert!(
+            r.len == 0 || r.to + (a.m - 1) * ldc + r.len <= c.len(),
+            "dst out of bounds"
+        );
+    }
+    let blocks = a.m.div_ceil(MR);
+    let panel_offs: Vec<usize> = (0..KC.min(a.k)).map(|kk| kk * NB).collect();
+    let mut panel = vec![0f32; KC.min(a.k) * NB];
+    let mut out = vec![0f32; blocks * MR * NB];
+    // The runs, cut into strips of NB columns: (run, first column in it, columns).
+    let mut cursor = (0, 0);
+    let mut pieces = cut(runs, &mut cursor, NB);
+    while !pieces.is_empty() {
+        let width: usize = pieces.iter().map(|p| p.2).sum();
+        let next = cut(runs, &mut cursor, NB);
+        for k0 in (0..a.k).step_by(KC) {
+            let kc = KC.min(a.k - k0);
+            for (kk, row) in panel.chunks_mut(NB).take(kc).enumerate() {
+                let mut col = 0;
+                for &(r, at, take) in &pieces {
+                    let from = runs[r].from + offs[k0 + kk] + at;
+                    row[col..col + take].copy_from_slice(&b[from..from + take]);
+                    col += take;
+                }
+            }
+            for blk in 0..blocks {
+                let rows = MR.min(a.m - blk * MR);
+                for j0 in (0..width).step_by(16 * NV) {
+                    // SAFETY: AVX-512 is present (`gathered` is reached through `handles`).
+                    // Packed values `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); panel lanes
+                    // `kk·NB + j`, kk < kc, j < width (masked) <= NB; out lanes
+                    // `(blk·MR + i)·NB + j` within blocks·MR·NB.
+                    unsafe {
+                        tile(
+                            kc,
+                            a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                            panel.as_ptr().add(j0),
+                            &panel_offs[..kc],
+                            out.as_mut_ptr().add(blk * MR * NB + j0),
+                            NB,
+                            rows,
+                            lane_masks(j0, width),
+                            k0 > 0,
+                        );
+                    }
+                }
+            }
+        }
+        // The strip's outputs to their places.
+        for (i, from_row) in out.chunks(NB).take(a.m).enumerate() {
+            let mut col = 0;
+            for &(r, at, take) in &pieces {
+                let to = runs[r].to + i * ldc + at;
+                let (dst, src) = (&mut c[to..to + take], &from_row[col..col + take]);
+                if add {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+                col += take;
+            }
+        }
+        pieces = next;
+    }
+}
+
+/// The next `width` columns of `runs` from `cursor` (run, column in it), as pieces (run,
+/// first column, columns); the cursor moves past them.
+pub(super) fn cut(
+    runs: &[Run],
+    cursor: &mut (usize, usize),
+    width: usize,
+) -> Vec<(usize, usize, usize)> {
+    let mut pieces = Vec::new();
+    let mut filled = 0;
+    while filled < width && cursor.0 < runs.len() {
+        let (r, at) = *cursor;
+        let take = (runs[r].len - at).min(width - filled);
+        if take > 0 {
+            pieces.push((r, at, take));
+        }
+        filled += take;
+        *cursor = if at + take == runs[r].len {
+            (r + 1, 0)
+        } else {
+            (r, at + take)
+        };
+    }
+    pieces
+}
+
+/// One `MR × 48` tile of [`product`] over `kc` reduction rows: `a` the packed block at the
+/// first row, `b` the strip's first column, `c` the tile's first output.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512vl")]
+pub(super) unsafe fn tile(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: &[usize],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    masks: [__mmask16; NV],
+    add: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if add {
+        for (i, row) in acc.iter_mut().enumerate().take(rows) {
+            for (v, lane) in row.iter_mut().enumerate() {
+                *lane = _mm512_maskz_loadu_ps(masks[v], c.add(i * ldc + 16 * v));
+            }
+        }
+    }
+    for (kk, &off) in offs.iter().enumerate().take(kc) {
+        let src = b.add(off);
+        // Loops, not `array::from_fn` or `map`: closures do not inherit the target feature,
+        // and an intrinsic that is not inlined is a call per vector.
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, lane) in bv.iter_mut().enumerate() {
+            *lane = _mm512_maskz_loadu_ps(masks[v], src.add(16 * v));
+        }
+        let ak = a.add(kk * MR);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*ak.add(i));
+            for (lane, &bj) in row.iter_mut().zip(&bv) {
+                *lane = _mm512_fmadd_ps(ai, bj, *lane);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(rows) {
+        for (v, &lane) in row.iter().enumerate() {
+            _mm512_mask_storeu_ps(c.add(i * ldc + 16 * v), masks[v], lane);
+        }
+    }
+}
