@@ -67,6 +67,7 @@ pub mod device;
 pub mod distributed;
 mod error;
 pub(crate) mod files;
+pub mod freeze;
 pub mod hparams;
 pub mod kernels;
 pub mod layers;

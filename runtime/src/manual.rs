@@ -234,6 +234,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
                 grads: Some(grads),
                 sharded: false,
                 partial_grads: false,
+                frozen: m.view().freezing().clone(),
             };
             m.with_weights(at, &mut weights);
             m.after_hook()?;

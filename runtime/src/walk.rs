@@ -38,6 +38,8 @@ pub trait AnyTensor<E: FloatDtype, D: HostAccess<E>> {
     fn read_into(&self, out: &mut [E]);
     /// Its device.
     fn device(&self) -> D;
+    /// The id dfdx keys its gradient by.
+    fn id(&self) -> Option<dfdx::tensor::UniqueId>;
     /// Calls `f` with the tensor's gradient in `grads` (allocated if it has none), on the host.
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()>;
     /// The values, flat, where they live (sharing them).
@@ -84,6 +86,9 @@ impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensor<E, D> for Tensor<S, E,
     }
     fn device(&self) -> D {
         Tensor::device(self).clone()
+    }
+    fn id(&self) -> Option<dfdx::tensor::UniqueId> {
+        crate::freeze::id_of(self)
     }
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)

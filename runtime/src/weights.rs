@@ -28,6 +28,7 @@ use std::any::Any;
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Gradients, Tensor};
 
+use crate::freeze::{Freezing, Unfrozen};
 use crate::kernels::{GradSum, Reduce, Total};
 use crate::walk::{self, AnyTensor, Item, ItemMut, Params, Tensors};
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -58,7 +59,7 @@ pub trait Weights {
     /// The values of the tensor `name` (a parameter or a buffer such as a running mean), in
     /// `f32`, copied to the host.
     fn values(&self, name: &str) -> Result<Vec<f32>>;
-    /// The `p`-norm of each trainable parameter's gradient (`p` = 2: where it lives; other
+    /// The `p`-norm of each trainable parameter's gradient (but the frozen ones') (`p` = 2: where it lives; other
     /// `p` and `f64::INFINITY` on the host), in order; an error where there are no gradients
     /// (outside training).
     fn grad_norms(&mut self, p: f64) -> Result<Vec<(String, f64)>>;
@@ -91,6 +92,8 @@ pub(crate) struct WeightsOf<'a, E: FloatDtype, D: TrainDevice<E>, M> {
     pub sharded: bool,
     /// Under SHARD_GRAD_OP each rank holds its own parameters' gradients: norms are refused.
     pub partial_grads: bool,
+    /// The frozen parameters have no gradient.
+    pub frozen: Freezing,
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> WeightsOf<'_, E, D, M> {
@@ -145,7 +148,11 @@ impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> Weights
             return Err(Error::config("norm_type", format!("{p} is not > 0")));
         }
         let mut norms = Vec::new();
-        Tensors(&*self.module).each(&mut |name, tensor: &dyn AnyTensor<E, D>| {
+        let unfrozen = Unfrozen {
+            params: Tensors(&*self.module),
+            freezing: &self.frozen,
+        };
+        unfrozen.each(&mut |name, tensor: &dyn AnyTensor<E, D>| {
             let norm = if p == 2.0 {
                 let mut total = Total::default();
                 D::Kernels::grad_sum(GradSum::Squares, tensor, grads, &mut total)?;

@@ -1,8 +1,10 @@
 //! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`):
 //! [`ModelCheckpoint`], [`EarlyStopping`], [`LearningRateMonitor`], [`ModelSummary`],
 //! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`], [`OnExceptionCheckpoint`],
-//! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`].
+//! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`];
+//! [`BackboneFinetuning`] freezes and unfreezes a part of it.
 
+pub mod backbone_finetuning;
 pub mod early_stopping;
 mod filename;
 pub mod grad_accumulation;
@@ -15,6 +17,7 @@ pub mod on_exception_checkpoint;
 pub mod timer;
 pub mod weight_averaging;
 
+pub use backbone_finetuning::BackboneFinetuning;
 pub use early_stopping::EarlyStopping;
 pub use grad_accumulation::GradientAccumulationScheduler;
 pub use grad_norm::GradientNormMonitor;

@@ -79,6 +79,9 @@ pub(crate) struct LoopState {
     pub callback_metrics: BTreeMap<String, float::F64>,
     /// The epoch-level values logged so far in `epoch`.
     pub epoch_metrics: Value,
+    /// Which parameters were frozen (`TrainerView::freeze`).
+    #[serde(default, skip_serializing_if = "crate::freeze::Freezing::is_empty")]
+    pub freezing: crate::freeze::Freezing,
 }
 
 /// The optimizer's settings and step count (its buffers are tensors).

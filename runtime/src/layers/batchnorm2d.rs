@@ -25,9 +25,10 @@
 //! ```
 
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions};
-use dfdx::shapes::{Dtype, HasShape, Rank1};
+use dfdx::shapes::{Axes3, Dtype, HasShape, Rank1};
 use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
+use dfdx::tensor_ops::{BroadcastTo, TryAdd, TryMul};
 
 use super::or_panic;
 use crate::kernels::{Describe, Norm, NormState, Op};
@@ -150,6 +151,21 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> modules::BatchNorm2D<C, E
         D::Kernels::batch_norm_eval(x, m, v, &self.weight, &self.bias, self.epsilon)
     }
 
+    /// Normalizes by the running statistics, differentiable through the tape on `x` alone
+    /// (a frozen batch norm: its tensors get no gradient and keep their values).
+    pub fn frozen_forward<T: Tape<E, D>>(
+        &self,
+        x: Images<C, E, D, T>,
+    ) -> std::result::Result<Images<C, E, D, T>, D::Err> {
+        let std = (self.running_var.clone() + crate::device::of_f64::<E>(self.epsilon)).sqrt();
+        let scale = self.weight.clone() / std;
+        let shift = self.bias.clone() - self.running_mean.clone() * scale.clone();
+        let shape = *x.shape();
+        let scale = scale.try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
+        let shift = shift.try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
+        x.try_mul(scale)?.try_add(shift)
+    }
+
     /// Normalizes by the batch's statistics and moves the running ones towards them
     /// (training); differentiable through the tape on `x`.
     pub fn train_forward<T: Tape<E, D>>(
@@ -254,13 +270,17 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> ModuleMut<Images<C, E, D,
     type Output = Images<C, E, D, OwnedTape<E, D>>;
     type Error = D::Err;
 
-    /// Normalizes by the batch and updates the running statistics. Panics, with fulmen's
-    /// message, on a batch of one value per channel (see
+    /// Normalizes by the batch and updates the running statistics; when its weight is frozen
+    /// ([`crate::freeze`]), normalizes by the running statistics and leaves them. Panics, with
+    /// fulmen's message, on a batch of one value per channel (see
     /// [`train_forward`](modules::BatchNorm2D::train_forward)).
     fn try_forward_mut(
         &mut self,
         x: Images<C, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
+        if crate::freeze::is_frozen(&self.weight) {
+            return self.frozen_forward(x);
+        }
         Ok(or_panic(self.train_forward(x)))
     }
 }

@@ -5,8 +5,9 @@
 //! The layers describe what they compute ([`Describe`]) and the device's kernels run the
 //! sequence ([`Fuse`]): on the CPU the values between the layers stay host buffers and never
 //! become dfdx tensors, so dfdx allocates and zeroes no gradient for them; the composed
-//! kernels run each layer as it is. In evaluation, and in a FULL_SHARD step (where the
-//! [`Unit`](super::Unit)s among the layers gather their parameters), the tuple runs as it is.
+//! kernels run each layer as it is. In evaluation, in a FULL_SHARD step (where the
+//! [`Unit`](super::Unit)s among the layers gather their parameters) and in a step with frozen
+//! parameters ([`crate::freeze`]), the tuple runs as it is.
 //! The layers that fuse are fulmen's convolutions, `BatchNorm2D`, `ReLU`, the residual blocks
 //! and units, and tuples of them; the ResNet builders fuse their blocks' branches.
 //!
@@ -83,8 +84,8 @@ where
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
         // In a FULL_SHARD step the layers run one by one, so that the units among them gather
-        // their parameters.
-        if full_shard::running::<E, D>().is_some() {
+        // their parameters; with parameters frozen, so that frozen batch norms keep theirs.
+        if full_shard::running::<E, D>().is_some() || crate::freeze::any() {
             return self.0.try_forward_mut(x);
         }
         Ok(or_panic(D::Kernels::fused(x, &mut self.0)))

@@ -11,21 +11,26 @@ use dfdx::tensor::{Gradients, OwnedTape, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
 
 use super::{Clip, Optim};
+use crate::freeze::Freezing;
 use crate::kernels::{GradSum, Reduce, Total};
 use crate::walk::{AnyTensor, EachParam, Params};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
-/// The parameters of `P` that the optimizer `config` steps ([`Optim::params`]).
+/// The parameters of `P` that the optimizer `config` steps ([`Optim::params`]) and
+/// `frozen` does not freeze.
 pub(crate) struct Selected<'p, P> {
     pub params: P,
     pub config: &'p Optim,
+    pub frozen: &'p Freezing,
 }
 
 impl<E: FloatDtype, D: TrainDevice<E>, P: Params<E, D>> Params<E, D> for Selected<'_, P> {
     fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()> {
-        let config = self.config;
+        let (config, frozen) = (self.config, self.frozen);
         self.params.each(
-            &mut |name, tensor: &dyn AnyTensor<E, D>| match config.selects(name) {
+            &mut |name, tensor: &dyn AnyTensor<E, D>| match config.selects(name)
+                && !frozen.is_frozen(name)
+            {
                 true => f(name, tensor),
                 false => Ok(()),
             },

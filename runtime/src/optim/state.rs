@@ -4,6 +4,7 @@ use dfdx::tensor::{Cpu, Gradients, Tensor};
 use super::scheduler::Rates;
 use super::{Clip, Optim};
 use crate::checkpoint::{Checkpoint, CkptDtype, OptimizerState, Record, Records};
+use crate::freeze::Freezing;
 use crate::kernels::{Scratch, Step, StepRule};
 use crate::walk::{AnyTensorMut, Params, ParamsMut, Tensors, TensorsMut};
 use crate::{Error, FloatDtype, Result, TrainDevice};
@@ -22,6 +23,8 @@ pub struct Optimizer<E: FloatDtype, D: TrainDevice<E> = Cpu> {
     owned: Option<Vec<bool>>,
     /// Whether the buffers stay in host memory between steps (FULL_SHARD's `cpu_offload`).
     offload: bool,
+    /// The parameters it does not step now (they keep their buffers).
+    frozen: Freezing,
 }
 
 /// Reads a parameter's buffer from a checkpoint: `(index, parameter, buffer, len)`.
@@ -96,6 +99,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             scratch: Vec::new(),
             owned: None,
             offload: false,
+            frozen: Freezing::default(),
         })
     }
 
@@ -146,6 +150,16 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, b)| b.values())
+    }
+
+    /// Steps none of the parameters `frozen` freezes (until it is set again).
+    pub(crate) fn set_frozen(&mut self, frozen: &Freezing) {
+        self.frozen = frozen.clone();
+    }
+
+    /// The parameters it does not step now.
+    pub(crate) fn frozen(&self) -> &Freezing {
+        &self.frozen
     }
 
     /// Steps only the parameters marked `true` (in walk order) and keeps state for them alone
@@ -316,6 +330,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             state,
             scratch,
             owned,
+            frozen,
             ..
         } = self;
         let configs: Vec<Optim> = (0..=config.groups().len())
@@ -331,7 +346,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
                 .as_ref()
                 .is_none_or(|o| o.get(index).copied().unwrap_or(true));
             index += 1;
-            if !mine || !config.selects(name) {
+            if !mine || !config.selects(name) || frozen.is_frozen(name) {
                 return Ok(());
             }
             let rule = StepRule {

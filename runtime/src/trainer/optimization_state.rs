@@ -56,7 +56,35 @@ impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
         OptimizerInfo {
             name: config.name(),
             groups,
+            group_fields: config.groups().iter().map(|g| g.fields.clone()).collect(),
         }
+    }
+
+    /// Takes the rates callbacks asked for this optimizer (the `index`-th) out of `requests`
+    /// (`TrainerView::set_group_lr`): they become its groups' next step's. Returns whether
+    /// there was one.
+    pub fn take_requests(
+        &mut self,
+        index: usize,
+        requests: &mut Vec<(usize, usize, f64)>,
+    ) -> Result<bool> {
+        let mut taken = false;
+        for (opt, g, lr) in std::mem::take(requests) {
+            if opt != index {
+                requests.push((opt, g, lr));
+                continue;
+            }
+            let count = self.groups.len();
+            let group = self.groups.get_mut(g).ok_or_else(|| {
+                Error::config(
+                    "set_group_lr",
+                    format!("optimizer {opt} has no parameter group {g} (it has {count})"),
+                )
+            })?;
+            group.rates.lr = lr;
+            taken = true;
+        }
+        Ok(taken)
     }
 
     /// Steps each group's scheduler if it runs on `interval` and `count` (steps or epochs
@@ -109,6 +137,8 @@ pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: Lightnin
     /// Under FULL_SHARD, this rank's shards of the parameters and their gradients (shared
     /// with the units' backward ops).
     pub full_shard: Option<full_shard::Shared<E, D>>,
+    /// The freezing the optimizers and gradients follow (the view's, from the last step on).
+    pub frozen: crate::freeze::Freezing,
 }
 
 impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
@@ -121,6 +151,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
             half,
             shards: None,
             full_shard: None,
+            frozen: Default::default(),
         }
     }
 

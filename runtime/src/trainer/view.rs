@@ -47,6 +47,8 @@ pub struct OptimizerInfo {
     /// Each parameter group's learning rate and momentum (SGD's or RMSprop's, or Adam's
     /// beta1) at its next step, the default group first.
     pub groups: Vec<(f64, Option<f64>)>,
+    /// The fields each group after the default one covers (`Group::of`), in order.
+    pub group_fields: Vec<Vec<String>>,
 }
 
 impl OptimizerInfo {
@@ -57,6 +59,11 @@ impl OptimizerInfo {
     /// Its momentum at its next step (its default group's).
     pub fn momentum(&self) -> Option<f64> {
         self.groups.first().and_then(|g| g.1)
+    }
+    /// The index (in [`groups`](Self::groups)) of the group made of exactly `fields`.
+    pub fn group_of(&self, fields: &[String]) -> Option<usize> {
+        let found = self.group_fields.iter().position(|f| f == fields);
+        found.map(|g| g + 1)
     }
 }
 
@@ -76,8 +83,11 @@ pub struct TrainerView {
     /// Each optimizer's name and the rates of its next step, as the loop's optimization has
     /// them.
     pub(crate) optimizers: Vec<OptimizerInfo>,
-    /// A rate a callback asked for, which the loop makes the next step's.
-    pub(crate) lr_request: Option<f64>,
+    /// Rates callbacks asked for (optimizer, group, rate), which the loop makes the next
+    /// step's.
+    pub(crate) lr_requests: Vec<(usize, usize, f64)>,
+    /// Which parameters are frozen (the loop applies a change before the next step).
+    pub(crate) freezing: crate::freeze::Freezing,
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
@@ -109,7 +119,8 @@ impl TrainerView {
             logger,
             should_stop: false,
             optimizers: Vec::new(),
-            lr_request: None,
+            lr_requests: Vec::new(),
+            freezing: Default::default(),
             error: None,
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
@@ -135,6 +146,7 @@ impl TrainerView {
         self.max_steps = settings.max_steps;
         self.accumulate_grad_batches = settings.accumulate_grad_batches;
         if stage == Stage::Fit {
+            self.freezing = Default::default();
             self.current_epoch = 0;
             self.global_step = 0;
             self.callback_metrics.clear();
@@ -223,7 +235,8 @@ impl TrainerView {
     /// The learning rate of the next step of the first optimizer (one a callback asked for,
     /// until the loop takes it).
     pub fn lr(&self) -> f64 {
-        (self.lr_request).unwrap_or(self.optimizers.first().map_or(0.0, |o| o.lr()))
+        let asked = self.lr_requests.iter().rev().find(|r| (r.0, r.1) == (0, 0));
+        asked.map_or(self.optimizers.first().map_or(0.0, |o| o.lr()), |r| r.2)
     }
     /// The first optimizer's name as PyTorch names its class (`SGD`, `Adam`, `AdamW`,
     /// `RMSprop`).
@@ -273,7 +286,30 @@ impl TrainerView {
     /// sets its own). A rate that is not finite and
     /// non-negative stops the run with an error at that step.
     pub fn set_lr(&mut self, lr: f64) {
-        self.lr_request = Some(lr);
+        self.set_group_lr(0, 0, lr);
+    }
+    /// Asks for the learning rate `lr` of parameter group `group` (0: the default one; see
+    /// [`OptimizerInfo::group_of`]) of optimizer `optimizer` from its next step on, as
+    /// [`set_lr`](Self::set_lr) does for the first one's default group (PyTorch's
+    /// `optimizer.param_groups[group]["lr"] = lr`). One that does not exist stops the run with
+    /// an error at that step.
+    pub fn set_group_lr(&mut self, optimizer: usize, group: usize, lr: f64) {
+        self.lr_requests.push((optimizer, group, lr));
+    }
+    /// Freezes the parameters under `field` (a field, a dotted path or a `*` pattern, as
+    /// `Optim::params` names them) from the next training step on: no optimizer update, no
+    /// gradient kept, batch norms in eval mode (see [`freeze`](crate::freeze)). A field with
+    /// no parameters stops the run with an error naming the module's fields.
+    pub fn freeze(&mut self, field: &str) {
+        self.freezing.freeze(field);
+    }
+    /// Unfreezes the parameters under `field` from the next training step on.
+    pub fn unfreeze(&mut self, field: &str) {
+        self.freezing.unfreeze(field);
+    }
+    /// Which parameters are frozen.
+    pub fn freezing(&self) -> &crate::freeze::Freezing {
+        &self.freezing
     }
     /// Whether this is a `fast_dev_run` (checkpoint callbacks save nothing then).
     pub fn fast_dev_run(&self) -> bool {

@@ -341,6 +341,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 .collect(),
             epoch_metrics: serde_json::to_value(&p.epoch_metrics)
                 .map_err(|e| Error::msg(format!("epoch metrics: {e}")))?,
+            freezing: self.view.freezing.clone(),
         });
         Ok(())
     }
@@ -388,6 +389,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         *train = train.clone().seed(state.train_loader_seed);
         self.position.run_seed = state.run_seed;
         self.view.global_step = state.global_step;
+        self.view.freezing = state.freezing.clone();
         self.view.callback_metrics = (state.callback_metrics.iter())
             .map(|(k, v)| (k.clone(), v.0))
             .collect();

@@ -103,8 +103,17 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         fresh: &mut Gradients<E, D>,
         into: Gradients<E, D>,
     ) -> Result<Gradients<E, D>> {
-        let config = self.configured(opt)?.optimizer.config();
-        grads::add_grads(&Selected { params, config }, fresh, into)
+        let o = &self.configured(opt)?.optimizer;
+        let (config, frozen) = (o.config(), o.frozen());
+        grads::add_grads(
+            &Selected {
+                params,
+                config,
+                frozen,
+            },
+            fresh,
+            into,
+        )
     }
 
     fn clip(
@@ -122,10 +131,16 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
             ));
         }
         let at = self.at();
-        let config = self.configured(opt)?.optimizer.config();
+        let o = &self.configured(opt)?.optimizer;
+        let (config, frozen) = (o.config(), o.frozen());
+        let selected = Selected {
+            params,
+            config,
+            frozen,
+        };
         let clip = match algorithm {
             ClipAlgorithm::Value => Clip::Clamp(max),
-            ClipAlgorithm::Norm => grads::clip_norm(&Selected { params, config }, grads, max, Ok)
+            ClipAlgorithm::Norm => grads::clip_norm(&selected, grads, max, Ok)
                 .map_err(|e| Error::msg(format!("{at}: {e}")))?,
         };
         self.clips[opt] = clip;
@@ -143,10 +158,10 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         self.configured(opt)?;
         let c = &mut self.optimizers[opt];
         if detect {
-            let config = c.optimizer.config();
             let selected = Selected {
                 params: &*params,
-                config,
+                config: c.optimizer.config(),
+                frozen: c.optimizer.frozen(),
             };
             if let Some(name) = grads::first_non_finite(&selected, grads)? {
                 return Err(Error::msg(format!(
@@ -154,10 +169,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
                 )));
             }
         }
-        let request = (opt == 0).then(|| self.view.lr_request.take()).flatten();
-        if let (Some(lr), Some(group)) = (request, c.groups.first_mut()) {
-            group.rates.lr = lr;
-        }
+        let requested = c.take_requests(opt, &mut self.view.lr_requests)?;
         let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
         // The optimizer steps the parameters it selects (its state is kept by their place
         // among all).
@@ -167,7 +179,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         let rescheduled = c.step_scheduler(Interval::Step, steps, &self.view.callback_metrics)?;
         self.view.global_step += 1;
         // The view's rates change only when a rate did.
-        if rescheduled || request.is_some() {
+        if rescheduled || requested {
             self.view.optimizers = self.optimizers.iter().map(|c| c.info()).collect();
         }
         Ok(())
@@ -179,7 +191,15 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         params: &dyn Params<E, D>,
         grads: &mut Gradients<E, D>,
     ) -> Result<()> {
-        let config = self.configured(opt)?.optimizer.config();
-        grads::zero_grads(&Selected { params, config }, grads)
+        let o = &self.configured(opt)?.optimizer;
+        let (config, frozen) = (o.config(), o.frozen());
+        grads::zero_grads(
+            &Selected {
+                params,
+                config,
+                frozen,
+            },
+            grads,
+        )
     }
 }

@@ -6,6 +6,7 @@
 
 mod evaluation;
 mod fit;
+mod freezing;
 mod manual;
 mod optimization;
 mod prediction;
@@ -236,6 +237,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             grads: self.optimization.grads.as_mut().filter(|_| grads),
             sharded: self.optimization.full_shard.is_some(),
             partial_grads: self.optimization.shards.is_some(),
+            frozen: self.optimization.frozen.clone(),
         };
         for cb in self.callbacks.iter_mut() {
             cb.with_weights(self.view, at, &mut weights);

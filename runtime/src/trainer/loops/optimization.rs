@@ -174,13 +174,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// The parameters the first optimizer (automatic optimization's only one) steps: what
     /// clipping and the anomaly check cover, as Lightning's `main_params(optimizer)`.
     fn stepped(&self) -> Result<Selected<'_, Tensors<'_, M>>> {
-        let first = self.optimization.optimizers.first();
-        let config = first
-            .map(|c| c.optimizer.config())
+        let first = (self.optimization.optimizers.first())
             .ok_or_else(|| Error::msg("an optimizer step without an optimizer"))?;
         Ok(Selected {
             params: Tensors(&*self.model),
-            config,
+            config: first.optimizer.config(),
+            frozen: first.optimizer.frozen(),
         })
     }
 
@@ -192,7 +191,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .iter()
             .map(|c| c.info())
             .collect();
-        self.view.lr_request = None;
+        self.view.lr_requests.clear();
     }
 
     /// The backward of the step's loss, divided by the window's size (Lightning's rule, so
@@ -238,15 +237,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 let Some(mut grads) = self.optimization.grads.take() else {
                     return Ok(());
                 };
-                if self.finish_window(&mut grads)? {
-                    hook!(self, on_before_optimizer_step());
+                let finite = self.finish_window(&mut grads)?;
+                hook!(self, on_before_optimizer_step());
+                if finite {
                     self.optimization.grads = Some(grads);
                     self.weights_hook(At::BeforeOptimizerStep, true)?;
-                    let Some(mut grads) = self.optimization.grads.take() else {
+                    let Some(taken) = self.optimization.grads.take() else {
                         return Ok(());
                     };
+                    grads = taken;
                     let clip = self.clipping(&self.stepped()?, &mut grads)?;
-                    self.take_lr_request();
+                    self.take_lr_request()?;
                     if let Some(first) = self.optimization.optimizers.first_mut() {
                         let rates = first.rates();
                         first
@@ -256,13 +257,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     if let Some(shards) = &self.optimization.shards {
                         shards.gather_params(&*self.dist.collective, &mut *self.model)?;
                     }
-                    self.model.zero_grads(&mut grads);
-                    self.optimization.grads = Some(grads);
-                } else {
-                    hook!(self, on_before_optimizer_step());
-                    self.model.zero_grads(&mut grads);
-                    self.optimization.grads = Some(grads);
                 }
+                self.optimization.grads = Some(self.zeroed(grads)?);
             }
         }
         self.view.global_step += 1;
@@ -283,7 +279,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut run = run.borrow_mut();
         let FullShard { params, grads, .. } = &mut *run;
         let clip = self.clipping(&*params, grads)?;
-        self.take_lr_request();
+        self.take_lr_request()?;
         if let Some(first) = self.optimization.optimizers.first_mut() {
             let rates = first.rates();
             first
@@ -315,7 +311,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         match &self.optimization.shards {
             // SHARD_GRAD_OP: each gradient onto its owner.
             Some(shards) => shards.reduce_grads(c, &*self.model, grads)?,
-            None => crate::distributed::average_grads(c, &Tensors(&*self.model), grads)?,
+            None => crate::distributed::average_grads(c, &self.stepped()?, grads)?,
         }
         self.check_anomaly(&self.stepped()?, grads)?;
         Ok(true)
@@ -368,16 +364,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         })
     }
 
-    /// A learning rate a callback asked for (`TrainerView::set_lr`) becomes the first
-    /// optimizer's next step's (the step refuses one that is not finite and non-negative).
-    fn take_lr_request(&mut self) {
-        if let Some(lr) = self.view.lr_request.take() {
-            let first = self.optimization.optimizers.first_mut();
-            if let Some(group) = first.and_then(|c| c.groups.first_mut()) {
-                group.rates.lr = lr;
+    /// The learning rates callbacks asked for (`TrainerView::set_lr`, `set_group_lr`)
+    /// become the first optimizer's next step's (the step refuses one that is not finite and
+    /// non-negative).
+    fn take_lr_request(&mut self) -> Result<()> {
+        let first = self.optimization.optimizers.first_mut();
+        if let Some(first) = first {
+            if first.take_requests(0, &mut self.view.lr_requests)? {
+                self.publish_rates();
             }
-            self.publish_rates();
         }
+        Ok(())
     }
 
     /// Steps the schedulers that run on `interval` where `count` (steps or epochs done) is a

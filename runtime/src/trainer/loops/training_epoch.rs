@@ -2,7 +2,7 @@
 //! backward and, at the end of each accumulation window, the optimizer step; validation on
 //! its interval; then the epoch's end.
 
-use dfdx::nn::ZeroGrads;
+use dfdx::tensor::Gradients;
 
 use super::manual::ManualRun;
 use super::{guard, sharded, Position, Run};
@@ -10,6 +10,7 @@ use crate::checkpoint::Ckpt;
 use crate::context::{LogEntry, LogValue, Loss, OptimizationMode, StepContext, StepOutput};
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
+use crate::freeze;
 use crate::module::LightningModule;
 use crate::optim::{Clip, Interval};
 use crate::trainer::aggregate::EpochMetrics;
@@ -123,6 +124,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .device
             .reseeded(crate::seed::mix(self.position.run_seed, step));
         hook!(self, on_train_batch_start(batch_idx));
+        self.apply_freezing()?;
         let (value, logs, loss) = self.training_step(batch_idx, samples)?;
         let step_now = match loss {
             // Manual optimization: the step did its backward and steps.
@@ -194,6 +196,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             return Ok((Some(value), logs, None));
         }
         let batch = (self.collate)(samples, &self.device);
+        let frozen = self.frozen_ids()?;
         // Under FULL_SHARD until this step's backward is done.
         self.roots(true)?;
         let o = &mut self.optimization;
@@ -213,19 +216,24 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let (model, fsdp) = (&mut *self.model, &o.full_shard);
         let out = guard("training_step", batch_idx, || {
-            sharded(fsdp, || model.training_step(batch, &mut ctx))
+            freeze::within(frozen, || {
+                sharded(fsdp, || model.training_step(batch, &mut ctx))
+            })
         })?;
         let logs = std::mem::take(&mut ctx.logs);
         if <M::Optimization as OptimizationMode>::MANUAL {
             // The step's gradients, for the next (and for a checkpoint, if the step failed):
             // kept aside under a toggled optimizer, or (dropped with a tape the step never
-            // differentiated) zeros.
+            // differentiated) zeros, below.
             o.grads = match (ctx.kept.take(), ctx.grads.take()) {
                 (Some((grads, _)), _) | (None, Some(grads)) => Some(grads),
-                (None, None) => Some(model.alloc_grads()),
+                (None, None) => None,
             };
         }
         drop(ctx);
+        if <M::Optimization as OptimizationMode>::MANUAL && self.optimization.grads.is_none() {
+            self.optimization.grads = Some(self.zeroed(Gradients::leaky())?);
+        }
         match out? {
             StepOutput::Loss(loss) => Ok((Some(loss.log_value()), logs, Some(loss))),
             StepOutput::Logged(value) => {
