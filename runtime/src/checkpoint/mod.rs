@@ -346,6 +346,42 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Loads the tensors stored under `field` (`field.…`) into `part`, a part of a module
+    /// (PyTorch's `model.backbone.load_state_dict(...)` from a checkpoint of the whole
+    /// model): how a fine-tuning run starts from another run's backbone. Refuses a checkpoint
+    /// whose tensors there do not match `part` (missing, extra or differently shaped), with the
+    /// tensor's name.
+    pub fn load_weights_of<E, D, M>(&self, field: &str, part: &mut M) -> Result<()>
+    where
+        E: CkptDtype + FloatDtype,
+        D: TrainDevice<E>,
+        M: TensorCollection<E, D>,
+    {
+        let prefix = format!("{field}.");
+        let under = |name: &String| name.strip_prefix(&prefix).map(str::to_string);
+        let records: Records = (self.records.iter())
+            .filter_map(|(k, r)| under(k).map(|k| (k, r.clone())))
+            .collect();
+        let scalars: Scalars = (self.meta.scalars.iter())
+            .filter_map(|(k, v)| under(k).map(|k| (k, *v)))
+            .collect();
+        if records.is_empty() {
+            return Err(self.error(Error::msg(format!("it holds no tensor under `{field}`"))));
+        }
+        let used = tensors::load(part, &records, &scalars)
+            .map_err(|e| self.error(Error::msg(format!("under `{field}`: {e}"))))?;
+        let extra: Vec<String> = (records.keys())
+            .filter(|k| !used.contains(k))
+            .map(|k| format!("{prefix}{k}"))
+            .collect();
+        if !extra.is_empty() {
+            return Err(self.error(Error::msg(format!(
+                "tensors {extra:?} are in the checkpoint but not in the part loaded: it was written by another model"
+            ))));
+        }
+        Ok(())
+    }
+
     /// Builds a module from the stored hyperparameters with `build`, then loads its weights:
     /// what the generated `load_from_checkpoint` does.
     pub fn rebuild<E: CkptDtype + FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
