@@ -85,7 +85,7 @@ impl DigitNet {
         ctx.log("val_acc", accuracy(&logits, &y)).prog_bar(true);
         ctx.log(
             "val_loss",
-            &cross_entropy_with_logits_loss(logits, y.one_hot()),
+            cross_entropy_with_logits_loss(logits, y.one_hot()),
         );
     }
     fn configure_optimizers(&self) -> Optim {
