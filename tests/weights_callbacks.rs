@@ -1,11 +1,14 @@
 //! Callbacks that see the module's weights (`Callback::with_weights`): `WeightAveraging`'s
 //! average is the EMA formula applied by hand to the weights after each step, and validation
-//! runs with it; `GradientNormMonitor` logs the gradient norms dfdx's own backward gives.
+//! runs with it, checkpoints hold it and a resumed run continues it exactly;
+//! `GradientNormMonitor` logs the gradient norms dfdx's own backward gives.
 
 #[path = "support/metrics_csv.rs"]
 mod metrics_csv;
 #[path = "support/quiet.rs"]
 mod quiet;
+#[path = "support/serial.rs"]
+mod serial;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -73,6 +76,7 @@ fn weights_of(net: &Net<f32, Cpu>) -> Vec<f32> {
 #[test]
 fn weight_averaging_validates_with_and_returns_the_ema_of_the_weights() {
     let decay = 0.8;
+    let _one = serial::one_at_a_time();
     let seen = Rc::new(RefCell::new(Vec::new()));
     seed_everything(4);
     let mut net = Net::new();
@@ -117,6 +121,7 @@ fn weight_averaging_validates_with_and_returns_the_ema_of_the_weights() {
 #[test]
 fn the_gradient_norm_monitor_logs_the_norms_of_the_backward() {
     let dir = tempfile::tempdir().unwrap();
+    let _one = serial::one_at_a_time();
     seed_everything(9);
     let mut net = Net::new();
     let (w, b) = (net.layer.weight.clone(), net.layer.bias.clone());
@@ -162,4 +167,59 @@ fn the_gradient_norm_monitor_logs_the_norms_of_the_backward() {
         get("grad_2.0_norm_total"),
         (gw * gw + gb * gb).sqrt()
     ));
+}
+
+/// Fits `net` to `epochs` with the EMA and a `last.ckpt` in `dir` after every epoch, from
+/// `resume` if given.
+fn fit_ema(net: &mut Net<f32, Cpu>, dir: &std::path::Path, epochs: usize, resume: Option<&str>) {
+    let checkpoints = fulmen::callbacks::ModelCheckpoint::new()
+        .dirpath(dir)
+        .save_top_k(0)
+        .save_last(true);
+    let mut trainer = quiet::trainer()
+        .enable_checkpointing(true)
+        .max_epochs(epochs)
+        .callback(WeightAveraging::ema(0.7))
+        .callback(checkpoints)
+        .build()
+        .unwrap();
+    let mut loaders = fulmen::datamodule::Loaders {
+        train: Some(DataLoader::new(InMemoryDataset::new(samples(8)), 4).shuffle(true)),
+        val: Some(DataLoader::new(InMemoryDataset::new(samples(6)), 3)),
+        ..Default::default()
+    };
+    trainer.fit_from(net, &mut loaders, resume).unwrap();
+}
+
+#[test]
+fn checkpoints_hold_the_average_and_a_resumed_run_continues_it_exactly() {
+    let _one = serial::one_at_a_time();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    seed_everything(6);
+    let mut whole = Net::new();
+    let start = weights_of(&whole);
+    fit_ema(&mut whole, a.path(), 4, None);
+
+    seed_everything(6);
+    let mut split = Net::new();
+    assert_eq!(weights_of(&split), start);
+    fit_ema(&mut split, b.path(), 2, None);
+    let last = b.path().join("last.ckpt");
+    let mut resumed = Net::new();
+    fit_ema(&mut resumed, b.path(), 4, Some(last.to_str().unwrap()));
+    assert_eq!(weights_of(&resumed), weights_of(&whole), "the same average");
+
+    // The checkpoint's weights are the average (what fit returned), the training weights
+    // beside them.
+    let ckpt = fulmen::checkpoint::Checkpoint::read(a.path().join("last.ckpt")).unwrap();
+    let stored: Vec<f32> = ["layer.weight", "layer.bias"]
+        .iter()
+        .flat_map(|n| ckpt.tensor(n).unwrap())
+        .map(|v| v as f32)
+        .collect();
+    assert_eq!(stored, weights_of(&whole));
+    let current = ckpt
+        .tensor("weight_averaging/current/layer.weight")
+        .unwrap();
+    assert_ne!(current, ckpt.tensor("layer.weight").unwrap());
 }

@@ -50,6 +50,8 @@ pub enum At {
     ValidationEnd,
     /// After `on_train_end`: what the module holds now is what `fit` returns.
     TrainEnd,
+    /// After `on_fit_start` (a resumed run's checkpoint is loaded), before the sanity check.
+    FitStart,
 }
 
 /// The module's tensors, by their dotted names (see the [module docs](self)).
@@ -71,10 +73,45 @@ pub trait Weights {
     /// Exchanges the module's values with the snapshot's (each tensor keeps its identity, so
     /// the optimizer and the gradients still know it).
     fn swap(&mut self, snapshot: &mut Snapshot) -> Result<()>;
+    /// Sets the values of the tensor `name` (a parameter or a buffer) from `f32`s, as many as
+    /// it holds.
+    fn set_values(&mut self, name: &str, values: &[f32]) -> Result<()>;
 }
 
 /// A copy of a module's tensors on its device, made by [`Weights::snapshot`].
-pub struct Snapshot(Box<dyn Any>);
+pub struct Snapshot {
+    names: Vec<String>,
+    flats: Box<dyn Flats>,
+}
+
+impl Snapshot {
+    /// Every tensor's name and values, in `f32`, copied to the host (what a checkpoint of
+    /// the snapshot stores).
+    pub fn values(&self) -> Vec<(String, Vec<f32>)> {
+        self.names.iter().cloned().zip(self.flats.host()).collect()
+    }
+}
+
+/// A snapshot's tensors, of whichever dtype and device.
+trait Flats {
+    fn host(&self) -> Vec<Vec<f32>>;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<E: FloatDtype, D: TrainDevice<E>> Flats for Vec<Flat<E, D>> {
+    fn host(&self) -> Vec<Vec<f32>> {
+        let f32s = |t: &Flat<E, D>| {
+            t.as_vec()
+                .iter()
+                .map(|v| v.to_f32().unwrap_or(f32::NAN))
+                .collect()
+        };
+        self.iter().map(f32s).collect()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +142,7 @@ impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> WeightsOf<'_, 
     }
 
     fn flats(snapshot: &mut Snapshot) -> Result<&mut Vec<Flat<E, D>>> {
-        snapshot.0.downcast_mut().ok_or_else(|| {
+        snapshot.flats.as_any_mut().downcast_mut().ok_or_else(|| {
             Error::msg("this snapshot was taken of a module of another dtype or device")
         })
     }
@@ -176,15 +213,19 @@ impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> Weights
 
     fn snapshot(&self) -> Result<Snapshot> {
         self.whole()?;
-        let mut flats: Vec<Flat<E, D>> = Vec::new();
-        walk::read(&*self.module, |_, item| {
+        let (mut names, mut flats): (_, Vec<Flat<E, D>>) = (Vec::new(), Vec::new());
+        walk::read(&*self.module, |name, item| {
             if let Item::Tensor { tensor, .. } = item {
                 // A copy, not a share: the module's later steps must not reach it.
                 flats.push(tensor.flat()? * E::one());
+                names.push(name);
             }
             Ok(())
         })?;
-        Ok(Snapshot(Box::new(flats)))
+        Ok(Snapshot {
+            names,
+            flats: Box::new(flats),
+        })
     }
 
     fn blend_into(&self, snapshot: &mut Snapshot, decay: f64) -> Result<()> {
@@ -229,5 +270,32 @@ impl<E: FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>> Weights
             }
             Ok(())
         })
+    }
+
+    fn set_values(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        self.whole()?;
+        let mut found = false;
+        walk::write(&mut *self.module, |n, item| {
+            if let (true, ItemMut::Tensor { tensor, .. }) = (n == name, item) {
+                let count = tensor.num_values();
+                if values.len() != count {
+                    return Err(Error::msg(format!(
+                        "{} values for `{name}`, which holds {count}",
+                        values.len()
+                    )));
+                }
+                let values: Vec<E> = values
+                    .iter()
+                    .map(|&v| crate::device::of_f64(f64::from(v)))
+                    .collect();
+                tensor.set_values(&values);
+                found = true;
+            }
+            Ok(())
+        })?;
+        match found {
+            true => Ok(()),
+            false => Err(Error::msg(format!("the module has no tensor `{name}`"))),
+        }
     }
 }

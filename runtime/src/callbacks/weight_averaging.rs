@@ -6,12 +6,17 @@
 //! `average ← decay · average + (1 − decay) · weights`, for every tensor, the running
 //! statistics of batch norm included (PyTorch's `use_buffers=True`), where the module lives.
 //!
+//! Checkpoints hold the average as the module's weights (what `load_from_checkpoint` gives, as
+//! Lightning's), and the weights training goes on with under `weight_averaging/current/`: a
+//! resumed run continues both exactly (in `f32`).
+//!
 //! ```
 //! use fulmen::callbacks::WeightAveraging;
 //! let ema = WeightAveraging::ema(0.999);
 //! ```
 
 use crate::callback::Callback;
+use crate::checkpoint::Checkpoint;
 use crate::weights::{At, Snapshot, Weights};
 use crate::{Error, Stage, TrainerView};
 
@@ -20,8 +25,16 @@ use crate::{Error, Stage, TrainerView};
 pub struct WeightAveraging {
     decay: f64,
     average: Option<Snapshot>,
+    /// Whether the module holds the average now (in validation) and `average` the weights.
+    swapped: bool,
     updates: u64,
+    /// A resumed run's weights (the checkpoint's module weights are the average), until
+    /// `fit` starts.
+    resumed: Option<Vec<(String, Vec<f32>)>>,
 }
+
+/// Where a checkpoint keeps the weights training goes on with.
+const CURRENT: &str = "weight_averaging/current/";
 
 impl WeightAveraging {
     /// The exponential moving average with `decay` in [0, 1] (PyTorch's EMA default: 0.999).
@@ -29,7 +42,9 @@ impl WeightAveraging {
         Self {
             decay,
             average: None,
+            swapped: false,
             updates: 0,
+            resumed: None,
         }
     }
 
@@ -40,8 +55,9 @@ impl WeightAveraging {
 
     fn swap(&mut self, trainer: &mut TrainerView, weights: &mut dyn Weights) {
         if let Some(average) = self.average.as_mut() {
-            if let Err(e) = weights.swap(average) {
-                trainer.fail(e);
+            match weights.swap(average) {
+                Ok(()) => self.swapped = !self.swapped,
+                Err(e) => trainer.fail(e),
             }
         }
     }
@@ -55,7 +71,9 @@ impl Callback for WeightAveraging {
         }
         if stage == Stage::Fit {
             self.average = None;
+            self.swapped = false;
             self.updates = 0;
+            self.resumed = None;
         }
     }
 
@@ -71,6 +89,20 @@ impl Callback for WeightAveraging {
                     Err(e) => trainer.fail(e),
                 }
             }
+            // Resumed: the module holds the checkpoint's average; the weights come back.
+            At::FitStart => {
+                if let Some(current) = self.resumed.take() {
+                    let resumed = weights.snapshot().and_then(|average| {
+                        self.average = Some(average);
+                        current
+                            .iter()
+                            .try_for_each(|(n, v)| weights.set_values(n, v))
+                    });
+                    if let Err(e) = resumed {
+                        trainer.fail(e);
+                    }
+                }
+            }
             // Validation with the average; training goes on with the weights.
             At::ValidationStart | At::ValidationEnd | At::TrainEnd => self.swap(trainer, weights),
             _ => {}
@@ -78,6 +110,7 @@ impl Callback for WeightAveraging {
         if at == At::TrainEnd {
             // The module keeps the average; the weights are dropped.
             self.average = None;
+            self.swapped = false;
         }
     }
 
@@ -86,11 +119,61 @@ impl Callback for WeightAveraging {
     }
 
     fn load_state_dict(&mut self, state: &serde_json::Value) -> crate::Result<()> {
-        match state.get("updates").and_then(|u| u.as_u64()) {
-            Some(0) | None => Ok(()),
-            Some(n) => Err(Error::msg(format!(
-                "WeightAveraging: the checkpoint's average of {n} steps is not saved in it, so resuming would restart the average; resuming with weight averaging is not built yet"
-            ))),
+        self.updates = state.get("updates").and_then(|u| u.as_u64()).unwrap_or(0);
+        Ok(())
+    }
+
+    /// The average as the module's weights; the weights under `weight_averaging/current/`.
+    fn on_save_checkpoint(&mut self, trainer: &mut TrainerView, checkpoint: &mut Checkpoint) {
+        let Some(snapshot) = &self.average else {
+            return;
+        };
+        let swapped = self.swapped;
+        let mut saved = || -> crate::Result<()> {
+            for (name, values) in snapshot.values() {
+                let shape = (checkpoint.tensor_shape(&name))
+                    .ok_or_else(|| Error::msg(format!("the checkpoint has no tensor `{name}`")))?
+                    .to_vec();
+                let current = format!("{CURRENT}{name}");
+                match swapped {
+                    // In validation: the module holds the average, the snapshot the weights.
+                    true if !checkpoint.weights_only() => {
+                        checkpoint.set_tensor(&current, shape, &values)?
+                    }
+                    true => {}
+                    false => {
+                        if !checkpoint.weights_only() {
+                            checkpoint.rename_tensor(&name, &current)?;
+                        }
+                        checkpoint.set_tensor(&name, shape, &values)?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = saved() {
+            trainer.fail(Error::msg(format!("WeightAveraging: {e}")));
         }
+    }
+
+    fn on_load_checkpoint(&mut self, trainer: &mut TrainerView, checkpoint: &Checkpoint) {
+        if self.updates == 0 {
+            return;
+        }
+        let mut current = Vec::new();
+        for name in checkpoint.tensor_names().filter(|n| n.starts_with(CURRENT)) {
+            match checkpoint.tensor(name) {
+                Ok(v) => current.push((
+                    name[CURRENT.len()..].to_string(),
+                    v.iter().map(|&v| v as f32).collect(),
+                )),
+                Err(e) => return trainer.fail(e),
+            }
+        }
+        if current.is_empty() {
+            let why = format!("the checkpoint holds an average of {} steps but not the weights training goes on with (`{CURRENT}…`)", self.updates);
+            return trainer.fail(Error::msg(format!("WeightAveraging: {why}")));
+        }
+        self.resumed = Some(current);
     }
 }

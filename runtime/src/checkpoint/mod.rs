@@ -307,6 +307,31 @@ impl Checkpoint {
             .ok_or_else(|| Error::msg(format!("the checkpoint has no tensor `{name}`")))?
             .values::<f64>(name)
     }
+    /// Stores `values` (`f32`, row-major, as many as `shape` holds) as the tensor `name`, in
+    /// place of one of that name (how a callback adds a tensor in `on_save_checkpoint`).
+    pub fn set_tensor(&mut self, name: &str, shape: Vec<usize>, values: &[f32]) -> Result<()> {
+        let count: usize = shape.iter().product();
+        if count != values.len() {
+            return Err(Error::msg(format!(
+                "{} values for tensor `{name}` of shape {shape:?}",
+                values.len()
+            )));
+        }
+        self.records
+            .insert(name.to_string(), Record::from_values(shape, values));
+        Ok(())
+    }
+    /// Renames the stored tensor `from` to `to` (its values and dtype as they are).
+    pub fn rename_tensor(&mut self, from: &str, to: &str) -> Result<()> {
+        let record = (self.records.remove(from))
+            .ok_or_else(|| Error::msg(format!("the checkpoint has no tensor `{from}`")))?;
+        self.records.insert(to.to_string(), record);
+        Ok(())
+    }
+    /// A stored tensor's shape.
+    pub fn tensor_shape(&self, name: &str) -> Option<&[usize]> {
+        self.records.get(name).map(|r| r.shape.as_slice())
+    }
     /// What a callback stored under `key`.
     pub fn callback_state(&self, key: &str) -> Option<&Value> {
         self.meta.callbacks.get(key)

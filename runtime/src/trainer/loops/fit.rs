@@ -37,6 +37,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
 
         hook!(self, on_fit_start());
+        self.weights_hook(At::FitStart, false)?;
         self.sanity_check(&val)?;
         hook!(self, on_train_start());
         while self.position.train_batches > 0 && !self.done_training() {
