@@ -44,6 +44,9 @@ pub enum At {
     BeforeOptimizerStep,
     /// After `on_train_batch_end`: the batch's optimizer step is done.
     TrainBatchEnd,
+    /// At the end of a training epoch, before `on_train_epoch_end` (whose checkpoints then
+    /// hold what a callback took in here).
+    TrainEpochEnd,
     /// After `on_validation_start`, before the first validation batch.
     ValidationStart,
     /// After `on_validation_end`.

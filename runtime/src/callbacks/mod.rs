@@ -1,7 +1,8 @@
 //! The built-in callbacks, one per file (Lightning's `lightning.pytorch.callbacks`):
 //! [`ModelCheckpoint`], [`EarlyStopping`], [`LearningRateMonitor`], [`ModelSummary`],
 //! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`], [`OnExceptionCheckpoint`],
-//! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`];
+//! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`],
+//! [`StochasticWeightAveraging`];
 //! [`BackboneFinetuning`] freezes and unfreezes a part of it.
 
 pub mod backbone_finetuning;
@@ -14,6 +15,7 @@ pub mod lr_monitor;
 pub mod model_checkpoint;
 pub mod model_summary;
 pub mod on_exception_checkpoint;
+pub mod stochastic_weight_averaging;
 pub mod timer;
 pub mod weight_averaging;
 
@@ -26,6 +28,7 @@ pub use lr_monitor::LearningRateMonitor;
 pub use model_checkpoint::ModelCheckpoint;
 pub use model_summary::ModelSummary;
 pub use on_exception_checkpoint::OnExceptionCheckpoint;
+pub use stochastic_weight_averaging::StochasticWeightAveraging;
 pub use timer::Timer;
 pub use weight_averaging::WeightAveraging;
 

@@ -88,6 +88,8 @@ pub struct TrainerView {
     pub(crate) lr_requests: Vec<(usize, usize, f64)>,
     /// Which parameters are frozen (the loop applies a change before the next step).
     pub(crate) freezing: crate::freeze::Freezing,
+    /// Whether the batch norms' statistics are recomputed once training ends.
+    pub(crate) update_bn: bool,
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
@@ -121,6 +123,7 @@ impl TrainerView {
             optimizers: Vec::new(),
             lr_requests: Vec::new(),
             freezing: Default::default(),
+            update_bn: false,
             error: None,
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
@@ -147,6 +150,7 @@ impl TrainerView {
         self.accumulate_grad_batches = settings.accumulate_grad_batches;
         if stage == Stage::Fit {
             self.freezing = Default::default();
+            self.update_bn = false;
             self.current_epoch = 0;
             self.global_step = 0;
             self.callback_metrics.clear();
@@ -306,6 +310,13 @@ impl TrainerView {
     /// Unfreezes the parameters under `field` from the next training step on.
     pub fn unfreeze(&mut self, field: &str) {
         self.freezing.unfreeze(field);
+    }
+    /// Asks for the batch norms' running statistics to be recomputed once training ends
+    /// (asked by then: in `on_train_end`, or `with_weights` at `At::TrainEnd`): one pass over
+    /// the training data through `training_step`, without backward or steps (PyTorch's
+    /// `update_bn`, what `StochasticWeightAveraging` needs for its average).
+    pub fn update_bn(&mut self) {
+        self.update_bn = true;
     }
     /// Which parameters are frozen.
     pub fn freezing(&self) -> &crate::freeze::Freezing {

@@ -46,6 +46,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         hook!(self, on_train_end());
         self.weights_hook(At::TrainEnd, false)?;
+        if std::mem::take(&mut self.view.update_bn) {
+            self.update_bn(&train)?;
+        }
         hook!(self, on_fit_end());
         Ok(())
     }

@@ -11,6 +11,7 @@ mod manual;
 mod optimization;
 mod prediction;
 mod training_epoch;
+mod update_bn;
 
 use std::collections::BTreeMap;
 

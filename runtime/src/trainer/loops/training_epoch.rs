@@ -270,6 +270,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.publish_epoch(&reduced);
         self.progress.finish(&self.view.progress_bar_metrics);
         self.position.epoch_done = true;
+        // Before the hooks, whose checkpoints then hold what the callbacks took in.
+        self.weights_hook(At::TrainEpochEnd, false)?;
         for cb in self.callbacks.iter_mut().filter(|c| !c.is_monitoring()) {
             cb.on_train_epoch_end(self.view);
         }

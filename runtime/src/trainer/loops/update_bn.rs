@@ -1,0 +1,89 @@
+//! The batch-norm statistics of weights that were never trained as they are (an average of
+//! weights: `StochasticWeightAveraging`), recomputed with one pass over the training data:
+//! PyTorch's `torch.optim.swa_utils.update_bn`, which Lightning's SWA runs as an extra epoch.
+//! A callback asks for it with `TrainerView::update_bn` by the end of training.
+
+use super::{guard, Run};
+use crate::checkpoint::Ckpt;
+use crate::context::{OptimizationMode, StepContext};
+use crate::data::DataLoader;
+use crate::datamodule::{DataModule, Stage};
+use crate::module::LightningModule;
+use crate::walk::{self, Item, ItemMut};
+use crate::{Error, Result, TrainDevice};
+
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
+    /// Every training batch through `training_step` without its backward or a step, with
+    /// the batch norms' momentum at 1/k for the k-th batch (their running statistics become
+    /// the mean over the batches, as PyTorch's momentum `None`), their momenta restored after.
+    pub(super) fn update_bn(&mut self, train: &DataLoader<DM::Sample>) -> Result<()> {
+        let norms = batch_norms(&*self.model)?;
+        if norms.is_empty() {
+            return Ok(());
+        }
+        if <M::Optimization as OptimizationMode>::MANUAL || self.optimization.half.is_some() {
+            return Err(Error::config(
+                "update_bn",
+                "recomputing the batch-norm statistics runs training_step without a backward, which a manual step does itself and 16-mixed runs on a half copy: not built for either",
+            ));
+        }
+        let total = self.position.train_batches;
+        let epoch = self.view.current_epoch;
+        for (k, samples) in train.epoch_from(epoch, 0).take(total).enumerate() {
+            let momentum = 1.0 / (k + 1) as f64;
+            set_momenta(&mut *self.model, &mut |_| momentum)?;
+            let info = self.step_info(Stage::Fit, true, k, samples.len());
+            let batch = (self.collate)(samples, &self.device);
+            let mut ctx = StepContext::<E, D, M::Optimization>::new(self.device.clone(), info);
+            let model = &mut *self.model;
+            // The loss's tape is dropped: no gradient, no step.
+            guard("training_step", k, || model.training_step(batch, &mut ctx))??;
+        }
+        let mut before = norms.into_iter();
+        set_momenta(&mut *self.model, &mut |_| {
+            before.next().map_or(0.1, |(_, m)| m)
+        })?;
+        // Each rank saw its own batches: rank 0's statistics are every rank's.
+        crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)
+    }
+}
+
+/// The momentum scalar of every batch norm (a layer with a running mean) of `module`, by name.
+fn batch_norms<M: dfdx::nn::TensorCollection<E, D>, E: Ckpt, D: TrainDevice<E>>(
+    module: &M,
+) -> Result<Vec<(String, f64)>> {
+    let (mut layers, mut momenta) = (Vec::new(), Vec::new());
+    walk::read(module, |name, item| {
+        match item {
+            Item::Tensor { .. } => {
+                layers.extend(name.strip_suffix(".running_mean").map(String::from))
+            }
+            Item::Scalar(value) => {
+                if let (Some(layer), Some(m)) = (name.strip_suffix(".momentum"), value) {
+                    momenta.push((layer.to_string(), m));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    momenta.retain(|(layer, _)| layers.contains(layer));
+    Ok(momenta)
+}
+
+/// Sets every batch norm's momentum to `momentum(layer)`, in walk order.
+fn set_momenta<M: dfdx::nn::TensorCollection<E, D>, E: Ckpt, D: TrainDevice<E>>(
+    module: &mut M,
+    momentum: &mut dyn FnMut(&str) -> f64,
+) -> Result<()> {
+    let layers: Vec<String> = batch_norms(&*module)?.into_iter().map(|(l, _)| l).collect();
+    walk::write(module, |name, item| {
+        if let ItemMut::Scalar(value) = item {
+            if let Some(layer) = name.strip_suffix(".momentum") {
+                if layers.iter().any(|l| l == layer) {
+                    *value = Some(momentum(layer));
+                }
+            }
+        }
+        Ok(())
+    })
+}
