@@ -16,7 +16,7 @@ pub struct IrisClassifier {
     pub layer_1: Linear<4, 16>,
     pub layer_2: Linear<16, 3>,
     #[hparam]
-    lr: f64,
+    pub lr: f64,
 }
 
 #[lightning_module]

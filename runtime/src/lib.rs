@@ -84,6 +84,7 @@ pub mod shapes;
 mod signals;
 pub mod spec;
 pub mod trainer;
+pub mod tuner;
 pub mod walk;
 pub mod weights;
 

@@ -27,6 +27,7 @@ mod loops;
 mod optimization_state;
 mod placement;
 mod settings;
+mod tuning;
 mod view;
 
 pub use args::TrainerArgs;

@@ -1,0 +1,167 @@
+//! The learning-rate range test (`Tuner::lr_find`): each step's rate grows exponentially from
+//! `min_lr`, the smoothed loss stops the test once it diverges, the suggestion is where the
+//! loss falls fastest, the plot is a PNG with the curve and the suggestion, and the module and
+//! trainer are as they were afterwards.
+
+#[path = "support/examples.rs"]
+mod examples;
+#[path = "support/serial.rs"]
+mod serial;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use fulmen::prelude::*;
+use fulmen::tuner::{LrFind, Tuner};
+
+type Sample = ([f32; 2], [f32; 1]);
+
+fn loaders() -> fulmen::datamodule::Loaders<Sample> {
+    let samples: Vec<Sample> = (0..64)
+        .map(|i| {
+            let x = [(i as f32 * 0.7).sin(), (i as f32 * 0.3).cos()];
+            (x, [3.0 * x[0] - 2.0 * x[1] + 0.5])
+        })
+        .collect();
+    fulmen::datamodule::Loaders {
+        train: Some(DataLoader::new(InMemoryDataset::new(samples), 32)),
+        ..Default::default()
+    }
+}
+
+#[lightning_module]
+struct Net {
+    layer: Linear<2, 1>,
+}
+
+#[lightning_module]
+impl Net {
+    fn training_step(
+        &mut self,
+        (x, y): RegressionBatch<2, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        mse_loss(self.layer.forward(ctx.trace(x)), y)
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.01)
+    }
+}
+
+/// Counts the epochs its trainer runs.
+struct Epochs(Rc<Cell<usize>>);
+impl Callback for Epochs {
+    fn on_train_epoch_end(&mut self, _: &mut TrainerView) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn the_range_test_finds_the_steepest_fall_and_leaves_module_and_trainer_as_they_were() {
+    let _one = serial::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    seed_everything(1);
+    let mut net = Net::new();
+    let before = (net.layer.weight.as_vec(), net.layer.bias.as_vec());
+    let epochs = Rc::new(Cell::new(0));
+    let mut trainer = Trainer::builder()
+        .max_epochs(2)
+        .default_root_dir(dir.path())
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .enable_checkpointing(false)
+        .callback(Epochs(epochs.clone()))
+        .build()
+        .unwrap();
+    let settings = LrFind::default().min_lr(1e-4).max_lr(100.0);
+    let found = Tuner::new(&mut trainer)
+        .lr_find(&mut net, &mut loaders(), settings)
+        .unwrap();
+
+    // Exponential rates, one per step, until the loss diverged (SGD on this data does by 100).
+    let n = found.losses.len();
+    assert_eq!(found.lrs.len(), n);
+    assert!(
+        20 < n && n < 100,
+        "{n} steps: {:?} {:?}",
+        found.lrs,
+        found.losses
+    );
+    for (i, lr) in found.lrs.iter().enumerate() {
+        let want = 1e-4 * 1e6f64.powf(i as f64 / 100.0);
+        assert!((lr / want - 1.0).abs() < 1e-12, "step {i}: {lr} vs {want}");
+    }
+    let last = found.losses[n - 1];
+    let best = found.losses.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        last.is_nan() || last > 4.0 * best,
+        "stopped on divergence: {last} vs best {best}"
+    );
+
+    // The suggestion: the steepest fall by NumPy's gradient, past the first 10 steps.
+    let kept = &found.losses[10..n - 1];
+    let gradient: Vec<f64> = (0..kept.len())
+        .map(|i| match i {
+            0 => kept[1] - kept[0],
+            i if i == kept.len() - 1 => kept[i] - kept[i - 1],
+            i => (kept[i + 1] - kept[i - 1]) / 2.0,
+        })
+        .collect();
+    let steepest = (0..gradient.len())
+        .min_by(|&a, &b| gradient[a].total_cmp(&gradient[b]))
+        .unwrap();
+    assert_eq!(found.suggestion(), Some(found.lrs[10 + steepest]));
+
+    // The plot: the blue curve and the red suggestion on white.
+    let png = dir.path().join("lr_find.png");
+    found.plot(&png).unwrap();
+    let image = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(image.dimensions(), (800, 560));
+    let count = |f: &dyn Fn(&image::Rgb<u8>) -> bool| image.pixels().filter(|p| f(p)).count();
+    assert!(count(&|p| p.0 == [0, 0, 255]) > 200, "a curve");
+    assert!(count(&|p| p.0 == [255, 0, 0]) > 50, "a suggestion");
+
+    // The module is as it was, and the trainer fits with its own callbacks and logger.
+    assert_eq!((net.layer.weight.as_vec(), net.layer.bias.as_vec()), before);
+    assert_eq!(epochs.get(), 0, "the trainer's callbacks sat the test out");
+    trainer.fit(&mut net, &mut loaders()).unwrap();
+    assert_eq!(epochs.get(), 2);
+    let versions: Vec<_> = std::fs::read_dir(dir.path().join("lightning_logs"))
+        .unwrap()
+        .collect();
+    assert_eq!(versions.len(), 1, "the test logged nothing");
+}
+
+#[test]
+fn settings_that_make_no_curve_are_refused() {
+    let mut trainer = Trainer::builder().build().unwrap();
+    let mut net = Net::new();
+    let bad = LrFind::default().min_lr(1.0).max_lr(0.5);
+    let err = Tuner::new(&mut trainer)
+        .lr_find(&mut net, &mut loaders(), bad)
+        .unwrap_err();
+    assert!(err.to_string().contains("max_lr"), "{err}");
+}
+
+#[test]
+fn the_example_plots_the_curve_and_trains_at_the_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--data-dir",
+        examples::DATA,
+        "--seed",
+        "1",
+        "--enable-progress-bar",
+        "false",
+    ];
+    let out = examples::run("lr_find", dir.path(), &args);
+    let text = examples::text(&out);
+    assert!(out.status.success(), "{text}");
+    let lr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("suggested learning rate: "));
+    let lr: f64 = lr.unwrap_or_else(|| panic!("{text}")).parse().unwrap();
+    assert!((1e-6..1.0).contains(&lr), "{text}");
+    assert!(text.contains("val_acc after 10 epochs"), "{text}");
+    assert!(image::open(dir.path().join("lr_find.png")).is_ok());
+}
