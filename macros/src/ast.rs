@@ -298,10 +298,24 @@ impl DataImpl {
         DataImpl { item, methods }
     }
 
-    /// The sample type: the `S` of the first loader's `DataLoader<S>`.
+    /// The sample type of the training and evaluation loaders: the `S` of the first one's
+    /// `DataLoader<S>` (the prediction loader's, when it is the only one).
     pub(crate) fn sample(&self) -> Option<syn::Type> {
+        (self.loader_sample(|k| k != "predict_dataloader")).or_else(|| self.predict_sample())
+    }
+
+    /// The prediction loader's sample type, when it is written.
+    pub(crate) fn predict_sample(&self) -> Option<syn::Type> {
+        self.loader_sample(|k| k == "predict_dataloader")
+    }
+
+    /// The sample type of the first loader method `which` takes that names one.
+    fn loader_sample(&self, which: impl Fn(&str) -> bool) -> Option<syn::Type> {
         (self.methods.iter())
-            .filter(|m| m.known.is_some_and(|(k, _)| k.ends_with("_dataloader")))
+            .filter(|m| {
+                m.known
+                    .is_some_and(|(k, _)| k.ends_with("_dataloader") && which(k))
+            })
             .find_map(|m| match &m.f.sig.output {
                 syn::ReturnType::Type(_, ret) => loader_sample(ret),
                 syn::ReturnType::Default => None,

@@ -58,7 +58,7 @@ pub(crate) const KNOWN: &[Known] = &[
         name: "predict_step",
         receiver: Receiver::Mut,
         params: &[
-            "batch: <the batch type of training_step>",
+            "batch: <its batch type (by default training_step's)>",
             "ctx: &mut StepContext<E, D>",
         ],
         returns: " -> <your prediction type>",

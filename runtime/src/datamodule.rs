@@ -41,8 +41,13 @@ impl std::fmt::Display for Stage {
 /// The trainer calls `prepare_data` once per machine (download, check files), then
 /// `setup(stage)` (load, split), the loaders the stage needs, and `teardown(stage)`.
 pub trait DataModule: Hyperparameters {
-    /// What one sample of every loader is; collated into the model's batch type.
+    /// What one sample of the training and evaluation loaders is; collated into the model's
+    /// batch type.
     type Sample: Send + 'static;
+    /// What one sample of the prediction loader is (inputs without labels, say); collated
+    /// into `predict_step`'s batch type. `#[data_module]` takes it from `predict_dataloader`,
+    /// and without one makes it `Sample`.
+    type PredictSample: Send + 'static;
 
     /// Downloads or checks files (Lightning's `prepare_data`): called once per machine, by its
     /// local rank 0, while the other ranks wait.
@@ -74,7 +79,7 @@ pub trait DataModule: Hyperparameters {
         Ok(Vec::new())
     }
     /// The prediction loader (Lightning's `predict_dataloader`); `predict` needs one.
-    fn predict_dataloader(&mut self) -> Result<Option<DataLoader<Self::Sample>>> {
+    fn predict_dataloader(&mut self) -> Result<Option<DataLoader<Self::PredictSample>>> {
         Ok(None)
     }
     /// What the data module keeps in checkpoints (Lightning's `state_dict`); `None` keeps
@@ -88,7 +93,8 @@ pub trait DataModule: Hyperparameters {
     }
 }
 
-/// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in.
+/// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in
+/// (one sample type; a data module whose prediction samples differ is a `#[data_module]`).
 pub struct Loaders<S> {
     /// The training loader.
     pub train: Option<DataLoader<S>>,
@@ -119,6 +125,7 @@ impl<S> Hyperparameters for Loaders<S> {
 
 impl<S: Send + 'static> DataModule for Loaders<S> {
     type Sample = S;
+    type PredictSample = S;
     fn train_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
         Ok(self.train.clone())
     }

@@ -19,6 +19,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
 {
     /// What every step receives, as taken from `training_step`'s signature.
     type Batch;
+    /// What `predict_step` receives, as taken from its signature: a batch of its own (inputs
+    /// without labels, say), or without one the training batch.
+    type PredictBatch;
     /// What `predict_step` returns (`()` without one).
     type Prediction;
 
@@ -56,8 +59,11 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
 
     /// The prediction of one batch (Lightning's `predict_step`); `predict` returns them in order.
     /// `#[lightning_module]` writes one returning `()` when the impl has none.
-    fn predict_step(&mut self, batch: Self::Batch, ctx: &mut StepContext<E, D>)
-        -> Self::Prediction;
+    fn predict_step(
+        &mut self,
+        batch: Self::PredictBatch,
+        ctx: &mut StepContext<E, D>,
+    ) -> Self::Prediction;
 
     /// The optimizer and its learning-rate schedule; under manual optimization, several, each
     /// over its own fields ([`Optim::params`](crate::Optim::params)). `#[lightning_module]`
@@ -212,3 +218,102 @@ impl<M: Placement<Cpu> + Placement<dfdx::tensor::Cuda>> Precisions for M {}
 pub trait Precisions: Placement<Cpu> {}
 #[cfg(not(feature = "cuda"))]
 impl<M: Placement<Cpu>> Precisions for M {}
+
+/// `Self` placed in `E` on `D` for prediction: the prediction batch collated there, and the
+/// placed module's predictions handed back as `Self`'s (the same type in every placement).
+pub trait PredictAs<E: FloatDtype, D: TrainDevice<E>>: PlaceAs<E, D> {
+    /// `samples` as the prediction batch of the module placed in `E` on `device` (collated on
+    /// the CPU in f32, then cast and moved there).
+    fn collate_predict<S: Collate<Self::PredictBatch, Cpu>>(
+        samples: Vec<S>,
+        device: &D,
+    ) -> <Self::On as LightningModule<E, D>>::PredictBatch;
+    /// A prediction of the placed module as this module's (the same value).
+    fn prediction(p: <Self::On as LightningModule<E, D>>::Prediction) -> Self::Prediction;
+}
+
+impl<M: LightningModule<f32, Cpu>> PredictAs<f32, Cpu> for M {
+    fn collate_predict<S: Collate<M::PredictBatch, Cpu>>(
+        samples: Vec<S>,
+        device: &Cpu,
+    ) -> M::PredictBatch {
+        S::collate(samples, device)
+    }
+    fn prediction(p: M::Prediction) -> M::Prediction {
+        p
+    }
+}
+
+macro_rules! predicting_copies {
+    ($(($e:ty, $d:ty)),* $(,)?) => {$(
+        impl<M> PredictAs<$e, $d> for M
+        where
+            M: PlaceAs<$e, $d>,
+            M::PredictBatch: CastBatch<
+                $e,
+                $d,
+                Out = <<M as PlaceAs<$e, $d>>::On as LightningModule<$e, $d>>::PredictBatch,
+            >,
+            <M as PlaceAs<$e, $d>>::On: LightningModule<$e, $d, Prediction = M::Prediction>,
+        {
+            fn collate_predict<S: Collate<M::PredictBatch, Cpu>>(
+                samples: Vec<S>,
+                device: &$d,
+            ) -> <Self::On as LightningModule<$e, $d>>::PredictBatch {
+                S::collate(samples, &Cpu::default()).cast(device)
+            }
+            fn prediction(p: M::Prediction) -> M::Prediction {
+                p
+            }
+        }
+    )*};
+}
+
+predicting_copies!((f64, Cpu), (Half, Cpu));
+#[cfg(feature = "cuda")]
+predicting_copies!(
+    (f32, dfdx::tensor::Cuda),
+    (f64, dfdx::tensor::Cuda),
+    (Half, dfdx::tensor::Cuda),
+);
+
+/// A module `Trainer::predict` runs in every precision on every device of this build: its
+/// `predict_step` returns the same type in each (host values, not the device's tensors).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot predict in every precision and device: its `predict_step` must return the same type in each",
+    label = "`Trainer::predict` hands back what `predict_step` returns, from any precision and device",
+    note = "return host values that do not name `E` or `D` (`Vec<f32>`, `Vec<usize>`, `logits.as_vec()`), and give `predict_step` a batch type the trainer can cast (tensors, labels, tuples of them)"
+)]
+pub trait Predicts:
+    Precisions + PredictAs<f32, Cpu> + PredictAs<f64, Cpu> + PredictAs<Half, Cpu> + PredictsOnCuda
+{
+}
+impl<M> Predicts for M where
+    M: Precisions
+        + PredictAs<f32, Cpu>
+        + PredictAs<f64, Cpu>
+        + PredictAs<Half, Cpu>
+        + PredictsOnCuda
+{
+}
+
+/// The CUDA placements of [`Predicts`] (nothing without the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub trait PredictsOnCuda:
+    PredictAs<f32, dfdx::tensor::Cuda>
+    + PredictAs<f64, dfdx::tensor::Cuda>
+    + PredictAs<Half, dfdx::tensor::Cuda>
+{
+}
+#[cfg(feature = "cuda")]
+impl<M> PredictsOnCuda for M where
+    M: PredictAs<f32, dfdx::tensor::Cuda>
+        + PredictAs<f64, dfdx::tensor::Cuda>
+        + PredictAs<Half, dfdx::tensor::Cuda>
+{
+}
+/// The CUDA placements of [`Predicts`] (nothing without the `cuda` feature).
+#[cfg(not(feature = "cuda"))]
+pub trait PredictsOnCuda {}
+#[cfg(not(feature = "cuda"))]
+impl<M> PredictsOnCuda for M {}

@@ -111,6 +111,11 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
                     ::fulmen::datamodule::IntoLoaders::into_loaders(Self::#ident(self))
                 }
             },
+            "predict_dataloader" => quote_spanned! {span=>
+                fn #ident(&mut self) -> ::fulmen::Result<::core::option::Option<::fulmen::data::DataLoader<Self::PredictSample>>> {
+                    ::fulmen::datamodule::IntoLoader::into_loader(Self::#ident(self))
+                }
+            },
             k if k.ends_with("_dataloader") => quote_spanned! {span=>
                 fn #ident(&mut self) -> ::fulmen::Result<::core::option::Option<::fulmen::data::DataLoader<Self::Sample>>> {
                     ::fulmen::datamodule::IntoLoader::into_loader(Self::#ident(self))
@@ -143,10 +148,12 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
 }
 
 /// The impl as written and `DataModule` for its type, with `methods`, its sample type that of
-/// the first loader that names one.
+/// the first loader that names one, the prediction loader's its own.
 fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
     let item = &model.item;
     let sample = (model.sample()).map_or_else(|| quote!(()), |t| t.into_token_stream());
+    let predict_sample =
+        (model.predict_sample()).map_or_else(|| sample.clone(), |t| t.into_token_stream());
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let self_ty = &item.self_ty;
     quote! {
@@ -154,6 +161,7 @@ fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
 
         impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
             type Sample = #sample;
+            type PredictSample = #predict_sample;
             #methods
         }
     }

@@ -49,10 +49,15 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
     );
     let default_predict = (!has_predict).then(|| {
         quote! {
-            fn predict_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D>) -> Self::Prediction {}
+            fn predict_step(&mut self, _batch: Self::PredictBatch, _ctx: &mut ::fulmen::StepContext<E, D>) -> Self::Prediction {}
         }
     });
-    let (batch, prediction, type_name) = associated(m);
+    let Associated {
+        batch,
+        predict_batch,
+        prediction,
+        type_name,
+    } = associated(m);
     let generic_params: Vec<_> = m.item.generics.params.iter().collect();
     let where_clause = &m.item.generics.where_clause;
     let attrs = &m.item.attrs;
@@ -73,6 +78,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
             type Optimization = #mode;
+            type PredictBatch = #predict_batch;
             type Prediction = #prediction;
             const NAME: &'static str = #type_name;
             const HAS_VALIDATION_STEP: bool = #has_val;
@@ -165,16 +171,30 @@ fn manual_context(ty: &syn::Type) -> syn::Type {
     ty
 }
 
-/// The batch type (`training_step`'s), the prediction type (`predict_step`'s), and the
-/// struct's name.
-fn associated(m: &ModuleImpl) -> (TokenStream, TokenStream, String) {
-    let batch = m.arg_type("training_step");
+/// The types of the `LightningModule` impl, and the struct's name.
+struct Associated {
+    /// `training_step`'s batch.
+    batch: TokenStream,
+    /// `predict_step`'s batch (the training batch without one).
+    predict_batch: TokenStream,
+    /// What `predict_step` returns.
+    prediction: TokenStream,
+    type_name: String,
+}
+
+fn associated(m: &ModuleImpl) -> Associated {
+    let batch = (m.arg_type("training_step")).map_or_else(|| quote!(()), |t| t.into_token_stream());
+    let predict_batch = match m.arg_type("predict_step") {
+        Some(t) => t.into_token_stream(),
+        None => batch.clone(),
+    };
     let prediction = m.return_type("predict_step");
-    (
-        batch.map_or_else(|| quote!(()), |t| t.into_token_stream()),
-        prediction.map_or_else(|| quote!(()), |t| t.into_token_stream()),
-        m.type_name.clone(),
-    )
+    Associated {
+        batch,
+        predict_batch,
+        prediction: prediction.map_or_else(|| quote!(()), |t| t.into_token_stream()),
+        type_name: m.type_name.clone(),
+    }
 }
 
 /// What is emitted beside the errors: the impl's methods as inherent methods with `E` and `D`
@@ -211,7 +231,12 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
     });
     let params = m.item.generics.params.iter();
     let where_clause = &m.item.generics.where_clause;
-    let (batch, prediction, type_name) = associated(m);
+    let Associated {
+        batch,
+        predict_batch,
+        prediction,
+        type_name,
+    } = associated(m);
     let unreachable =
         format!("`{type_name}` did not compile: its #[lightning_module] impl has errors");
     let generic_params: Vec<_> = m.item.generics.params.iter().collect();
@@ -224,6 +249,7 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
 
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
+            type PredictBatch = #predict_batch;
             type Prediction = #prediction;
             type Optimization = #mode;
             const NAME: &'static str = #type_name;
@@ -231,7 +257,7 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
             fn training_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D, Self::Optimization>) -> ::fulmen::Result<::fulmen::StepOutput<E, D>> {
                 ::core::unreachable!(#unreachable)
             }
-            fn predict_step(&mut self, _batch: Self::Batch, _ctx: &mut ::fulmen::StepContext<E, D>) -> Self::Prediction {
+            fn predict_step(&mut self, _batch: Self::PredictBatch, _ctx: &mut ::fulmen::StepContext<E, D>) -> Self::Prediction {
                 ::core::unreachable!(#unreachable)
             }
             fn configure_optimizers(&self) -> ::fulmen::optim::Optimizers {

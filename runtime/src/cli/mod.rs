@@ -69,7 +69,7 @@ use crate::checkpoint::CkptPath;
 use crate::data::Collate;
 use crate::datamodule::DataModule;
 use crate::hparams::{FromHParams, HParams, Hyperparameters};
-use crate::module::{LightningModule, Precisions};
+use crate::module::{LightningModule, Predicts};
 use crate::trainer::{Trainer, TrainerArgs, TrainerBuilder};
 use crate::{Callback, Error, Result, TrainerView};
 use config::{Config, Schema};
@@ -84,8 +84,8 @@ pub struct LightningCli<M, DM> {
 }
 
 /// What the subcommands have in common: a model, a data module and a trainer.
-pub trait Runnable: Precisions + LightningModule<f32, Cpu> + FromHParams + Hyperparameters {}
-impl<M: Precisions + LightningModule<f32, Cpu> + FromHParams + Hyperparameters> Runnable for M {}
+pub trait Runnable: Predicts + LightningModule<f32, Cpu> + FromHParams + Hyperparameters {}
+impl<M: Predicts + LightningModule<f32, Cpu> + FromHParams + Hyperparameters> Runnable for M {}
 
 impl<M, DM> Default for LightningCli<M, DM> {
     fn default() -> Self {
@@ -104,6 +104,7 @@ where
     M: Runnable,
     DM: DataModule + FromHParams + Hyperparameters,
     DM::Sample: Collate<M::Batch, Cpu>,
+    DM::PredictSample: Collate<M::PredictBatch, Cpu>,
 {
     /// A command line with no defaults: every hyperparameter must be given.
     pub fn new() -> Self {

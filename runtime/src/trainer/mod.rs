@@ -49,7 +49,7 @@ use crate::datamodule::{DataModule, Loaders, Stage};
 use crate::device::RunDevice;
 use crate::distributed::{ClusterEnv, Collective, Strategy};
 use crate::loggers::Logger;
-use crate::module::{LightningModule, Precisions};
+use crate::module::{LightningModule, Precisions, Predicts};
 use crate::{Error, Result};
 
 /// Which logger a trainer creates on its first run.
@@ -224,27 +224,20 @@ impl Trainer {
         self.run_in_precision(model, datamodule, Stage::Test, None)
     }
 
-    /// Runs `predict_step` on every predict batch; returns the predictions in order.
+    /// Runs `predict_step` on every batch of the prediction loader, on the trainer's device in
+    /// its precision; returns the predictions in order. `predict_step` takes a batch of its
+    /// own (the data module's `PredictSample`s collated), and returns host values.
     pub fn predict<M, DM>(
         &mut self,
         model: &mut M,
         datamodule: &mut DM,
     ) -> Result<Vec<M::Prediction>>
     where
-        M: LightningModule<f32, Cpu>,
+        M: Predicts,
         DM: DataModule,
-        DM::Sample: Collate<M::Batch, Cpu>,
+        DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
-        self.run(loops::Job {
-            model,
-            dm: datamodule,
-            stage: Stage::Predict,
-            resume: None,
-            device: Cpu::default(),
-            collate: <DM::Sample as Collate<M::Batch, Cpu>>::collate,
-            half: None,
-        })
-        .map(|r| r.predictions)
+        self.predict_in_precision(model, datamodule)
     }
 
     /// [`test`](Self::test) on a bare loader.
@@ -292,8 +285,8 @@ impl Trainer {
         loader: DataLoader<S>,
     ) -> Result<Vec<M::Prediction>>
     where
-        M: LightningModule<f32, Cpu>,
-        S: Send + 'static + Collate<M::Batch, Cpu>,
+        M: Predicts,
+        S: Send + 'static + Collate<M::PredictBatch, Cpu>,
     {
         self.predict(
             model,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use dfdx::tensor::Cpu;
 
-use super::loops::Job;
+use super::loops::{Collation, Job};
 use super::settings::Precision;
 use super::Trainer;
 use crate::checkpoint::{Checkpoint, CkptDtype};
@@ -15,7 +15,7 @@ use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
 use crate::device::{Half, RunDevice};
 use crate::kernels::Unscale;
-use crate::module::{PlaceAs, Placement, Precisions};
+use crate::module::{PlaceAs, Placement, Precisions, PredictAs, Predicts};
 use crate::precision::{HalfStep, HalfSteps, Mixed};
 use crate::{FloatDtype, Result, TrainDevice};
 
@@ -115,7 +115,7 @@ impl Trainer {
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
     {
-        let collate = <M as PlaceAs<E, D>>::collate::<DM::Sample>;
+        let collate = Collation::Steps(<M as PlaceAs<E, D>>::collate::<DM::Sample>);
         model
             .placed(&device.clone(), stage == Stage::Fit, |on| {
                 self.run(Job {
@@ -129,5 +129,79 @@ impl Trainer {
                 })
             })?
             .map(|r| r.metrics)
+    }
+
+    /// `predict` on the trainer's device in its precision ("16-mixed" predicts in f32; there
+    /// is no step to run on a half twin), the predictions handed back in order.
+    pub(super) fn predict_in_precision<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+    ) -> Result<Vec<M::Prediction>>
+    where
+        M: Predicts,
+        DM: DataModule,
+        DM::PredictSample: Collate<M::PredictBatch, Cpu>,
+    {
+        match self.device {
+            RunDevice::Cpu => self.predict_on(model, datamodule, Cpu::default()),
+            #[cfg(feature = "cuda")]
+            RunDevice::Cuda(ordinal) => {
+                let device = self.cuda(ordinal)?;
+                self.predict_on(model, datamodule, device)
+            }
+            #[cfg(not(feature = "cuda"))]
+            RunDevice::Cuda(_) => Err(crate::device::gpu_count().err().unwrap_or_else(|| {
+                crate::Error::msg("this fulmen was built without CUDA support")
+            })),
+        }
+    }
+
+    fn predict_on<D, M, DM>(
+        &mut self,
+        model: &mut M,
+        dm: &mut DM,
+        device: D,
+    ) -> Result<Vec<M::Prediction>>
+    where
+        D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
+        M: PredictAs<f32, D> + PredictAs<f64, D> + PredictAs<Half, D>,
+        DM: DataModule,
+        DM::PredictSample: Collate<M::PredictBatch, Cpu>,
+    {
+        match self.settings.precision {
+            Precision::F64 => self.predict_placed::<f64, _, _, _>(model, dm, device),
+            Precision::True16 => self.predict_placed::<Half, _, _, _>(model, dm, device),
+            _ => self.predict_placed::<f32, _, _, _>(model, dm, device),
+        }
+    }
+
+    fn predict_placed<E, D, M, DM>(
+        &mut self,
+        model: &mut M,
+        dm: &mut DM,
+        device: D,
+    ) -> Result<Vec<M::Prediction>>
+    where
+        E: FloatDtype + CkptDtype,
+        D: TrainDevice<E>,
+        M: PredictAs<E, D>,
+        DM: DataModule,
+        DM::PredictSample: Collate<M::PredictBatch, Cpu>,
+    {
+        let collate =
+            Collation::Predict(<M as PredictAs<E, D>>::collate_predict::<DM::PredictSample>);
+        let run = model.placed(&device.clone(), false, |on| {
+            self.run(Job {
+                model: on,
+                dm,
+                stage: Stage::Predict,
+                resume: None,
+                device,
+                collate,
+                half: None,
+            })
+        })??;
+        Ok(run.predictions.into_iter().map(M::prediction).collect())
     }
 }

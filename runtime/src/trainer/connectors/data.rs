@@ -69,7 +69,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The prediction loader, for `predict`.
-    pub(in crate::trainer) fn predict_loader(&mut self) -> Result<DataLoader<DM::Sample>> {
+    pub(in crate::trainer) fn predict_loader(&mut self) -> Result<DataLoader<DM::PredictSample>> {
         let loader = self.dm.predict_dataloader()?;
         let loader = loader.ok_or_else(|| missing("predict_dataloader", Stage::Predict))?;
         self.require_step(Stage::Predict)?;

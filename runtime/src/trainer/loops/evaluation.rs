@@ -107,7 +107,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let stage = if test { Stage::Test } else { Stage::Validate };
         let mut ctx = self.context(stage, batch_idx, samples.len());
         ctx.dataloader_idx = loader_idx.unwrap_or(0);
-        let batch = (self.collate)(samples, &self.device);
+        let batch = self.batch(samples)?;
         let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
         if test {
             guard("test_step", batch_idx, || {

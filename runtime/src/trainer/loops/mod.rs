@@ -75,8 +75,8 @@ pub(super) struct Run<
     /// The device batches are collated on; during training it is re-seeded every step from
     /// the run's seed and the step, so that a resumed run draws the same random numbers.
     pub device: D,
-    /// Samples into the module's batch (collated in f32 on the CPU, then placed).
-    pub collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
+    /// Samples into the module's batches (collated in f32 on the CPU, then placed).
+    pub collate: Collation<E, D, M, DM>,
     pub progress: Progress,
     pub position: Position,
     pub optimization: Optimization<'a, E, D, M, DM::Sample>,
@@ -84,6 +84,18 @@ pub(super) struct Run<
     pub signals: Signals,
     /// The checkpoint `fit` resumes from.
     pub resume: Option<Checkpoint>,
+}
+
+/// How a stage's samples become the module's batches: the training and evaluation loaders'
+/// (`fit`, `validate`, `test`), or the prediction loader's (`predict`).
+pub(super) enum Collation<
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: LightningModule<E, D>,
+    DM: DataModule,
+> {
+    Steps(fn(Vec<DM::Sample>, &D) -> M::Batch),
+    Predict(fn(Vec<DM::PredictSample>, &D) -> M::PredictBatch),
 }
 
 /// How a stage runs: the module, its data and where; what the trainer adds is its own.
@@ -99,7 +111,7 @@ pub(super) struct Job<
     pub stage: Stage,
     pub resume: Option<Checkpoint>,
     pub device: D,
-    pub collate: fn(Vec<DM::Sample>, &D) -> M::Batch,
+    pub collate: Collation<E, D, M, DM>,
     pub half: HalfSteps<'a, E, D, M, DM::Sample>,
 }
 
@@ -162,6 +174,23 @@ impl Trainer {
 }
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
+    /// `samples` of the training or evaluation loaders as the module's batch, on the run's
+    /// device.
+    fn batch(&self, samples: Vec<DM::Sample>) -> Result<M::Batch> {
+        match self.collate {
+            Collation::Steps(collate) => Ok(collate(samples, &self.device)),
+            Collation::Predict(_) => Err(Error::msg("a prediction run has no training batches")),
+        }
+    }
+
+    /// `samples` of the prediction loader as `predict_step`'s batch, on the run's device.
+    fn predict_batch(&self, samples: Vec<DM::PredictSample>) -> Result<M::PredictBatch> {
+        match self.collate {
+            Collation::Predict(collate) => Ok(collate(samples, &self.device)),
+            Collation::Steps(_) => Err(Error::msg("only a prediction run has prediction batches")),
+        }
+    }
+
     /// `prepare_data`, `setup`, the stage's loop, `teardown`.
     fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
         // Once per node (downloads, unpacking); the other ranks wait for it.

@@ -12,7 +12,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// `predict_step` on every batch of `loader` (up to `limit_predict_batches`).
     pub(super) fn predict(
         &mut self,
-        loader: &DataLoader<DM::Sample>,
+        loader: &DataLoader<DM::PredictSample>,
     ) -> Result<Vec<M::Prediction>> {
         loader.validate("predict_dataloader")?;
         let mut predictions = Vec::with_capacity(loader.len());
@@ -24,7 +24,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, batch_idx, samples.len());
-            let batch = (self.collate)(samples, &self.device);
+            let batch = self.predict_batch(samples)?;
             let model = &mut *self.model;
             predictions.push(guard("predict_step", batch_idx, || {
                 model.predict_step(batch, &mut ctx)

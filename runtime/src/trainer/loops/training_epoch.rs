@@ -195,7 +195,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             })??;
             return Ok((Some(value), logs, None));
         }
-        let batch = (self.collate)(samples, &self.device);
+        let batch = self.batch(samples)?;
         let frozen = self.frozen_ids()?;
         // Under FULL_SHARD until this step's backward is done.
         self.roots(true)?;
