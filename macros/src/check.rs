@@ -154,6 +154,9 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
             cx.error(ty, "`StepContext<E, D, Manual>` is the context of manual optimization: write `#[lightning_module(manual_optimization)]` on the impl");
         }
     }
+    if let Some(ty) = m.return_type("predict_step").filter(names_dtype_or_device) {
+        cx.error(&ty, "`predict_step` returns a type that names the run's dtype or device (`E`, `D`): `Trainer::predict` runs in any precision on any device and hands the predictions back, so return host values (`Vec<f32>`, `Vec<usize>`, `probabilities.as_vec()`)");
+    }
     for required in hooks::REQUIRED {
         if !seen.contains(required) && !near_misses.contains(&required) {
             let example = hooks::find(required)
@@ -168,6 +171,18 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
             );
         }
     }
+}
+
+/// Whether `ty` names the impl's dtype or device parameter (`E`, `D`) anywhere.
+pub(crate) fn names_dtype_or_device(ty: &syn::Type) -> bool {
+    fn any(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == "E" || i == "D",
+            proc_macro2::TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(quote::ToTokens::to_token_stream(ty))
 }
 
 /// Whether `ty` is a context whose last type argument is `Manual`.

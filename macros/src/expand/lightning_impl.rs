@@ -188,7 +188,10 @@ fn associated(m: &ModuleImpl) -> Associated {
         Some(t) => t.into_token_stream(),
         None => batch.clone(),
     };
-    let prediction = m.return_type("predict_step");
+    // One the check refuses (it names `E` or `D`) is `()` in the stub beside the error, so
+    // that a `predict` call reports nothing more.
+    let prediction =
+        (m.return_type("predict_step")).filter(|t| !crate::check::names_dtype_or_device(t));
     Associated {
         batch,
         predict_batch,
