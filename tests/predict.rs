@@ -1,12 +1,14 @@
 //! Prediction on its own terms: `predict_step` takes unlabeled inputs from the data module's
 //! `predict_dataloader` (a sample type of its own) and returns host values, in any precision,
-//! and the module it ran on is left as it was.
+//! and the module it ran on is left as it was; writers get each batch with its samples'
+//! indices, and `PredictionFiles` writes them all as `.npy` or `.csv` in dataset order.
 
 #[path = "support/quiet.rs"]
 mod quiet;
 #[path = "support/serial.rs"]
 mod serial;
 
+use fulmen::prediction_writer::{PredictionFiles, PredictionWriter, Ranks, WriteInterval};
 use fulmen::prelude::*;
 
 /// Four features, three classes; prediction gets the features alone.
@@ -118,4 +120,79 @@ fn predict_steps_take_their_own_samples_in_every_precision() {
         weights,
         "prediction leaves the module alone"
     );
+}
+
+/// Each batch's indices and number, as a writer sees them.
+#[derive(Default)]
+struct Batches(Vec<(Vec<usize>, usize, usize)>);
+
+impl PredictionWriter<Vec<[f32; 3]>> for Batches {
+    fn interval(&self) -> WriteInterval {
+        WriteInterval::Batch
+    }
+    fn write_on_batch_end(
+        &mut self,
+        _trainer: &TrainerView,
+        _ranks: &Ranks<'_>,
+        prediction: &Vec<[f32; 3]>,
+        batch_indices: &[usize],
+        batch_idx: usize,
+    ) -> fulmen::Result<()> {
+        self.0
+            .push((batch_indices.to_vec(), batch_idx, prediction.len()));
+        Ok(())
+    }
+}
+
+#[test]
+fn writers_get_every_batch_and_files_hold_every_row_in_order() {
+    let _one = serial::one_at_a_time();
+    seed_everything(4);
+    let mut net = Net::new();
+    let rows = predict(&mut net, "32-true");
+    let mut trainer = quiet::trainer().build().unwrap();
+
+    let mut batches = Batches::default();
+    trainer
+        .predict_with(&mut net, &mut Rows::new(12), &mut batches)
+        .unwrap();
+    let want: Vec<(Vec<usize>, usize, usize)> = vec![
+        ((0..5).collect(), 0, 5),
+        ((5..10).collect(), 1, 5),
+        ((10..12).collect(), 2, 2),
+    ];
+    assert_eq!(batches.0, want);
+
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("p.npy");
+    trainer
+        .predict_with(
+            &mut net,
+            &mut Rows::new(12),
+            &mut PredictionFiles::npy(&npy),
+        )
+        .unwrap();
+    let file = npyz::NpyFile::new(std::fs::File::open(&npy).unwrap()).unwrap();
+    assert_eq!(file.shape(), &[12, 3]);
+    let stored: Vec<f32> = file.into_vec().unwrap();
+    assert_eq!(stored, rows.iter().flatten().copied().collect::<Vec<_>>());
+
+    let csv = dir.path().join("p.csv");
+    trainer
+        .predict_with(
+            &mut net,
+            &mut Rows::new(12),
+            &mut PredictionFiles::csv(&csv),
+        )
+        .unwrap();
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    assert_eq!(reader.headers().unwrap(), vec!["index", "0", "1", "2"]);
+    for (i, record) in reader.records().enumerate() {
+        let record = record.unwrap();
+        assert_eq!(record[0].parse::<usize>().unwrap(), i);
+        for k in 0..3 {
+            let v: f64 = record[k + 1].parse().unwrap();
+            assert_eq!(v, f64::from(rows[i][k]));
+        }
+    }
 }

@@ -78,6 +78,7 @@ pub mod models;
 pub mod module;
 pub mod optim;
 pub mod precision;
+pub mod prediction_writer;
 mod progress;
 pub mod seed;
 pub mod shapes;

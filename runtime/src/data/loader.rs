@@ -182,6 +182,27 @@ impl<S: Send + 'static> DataLoader<S> {
         order
     }
 
+    /// Where each batch of an order of `n` samples starts and ends.
+    fn bounds(&self, n: usize) -> Vec<(usize, usize)> {
+        let mut bounds: Vec<(usize, usize)> = (0..n)
+            .step_by(self.batch_size.max(1))
+            .map(|start| (start, (start + self.batch_size).min(n)))
+            .collect();
+        if self.drop_last {
+            bounds.retain(|(s, e)| e - s == self.batch_size);
+        }
+        bounds
+    }
+
+    /// The dataset indices of each batch of `epoch`, in order (what a prediction writer
+    /// is told of each batch).
+    pub fn batch_indices(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let order = self.order(epoch);
+        (self.bounds(order.len()).into_iter())
+            .map(|(s, e)| order[s..e].to_vec())
+            .collect()
+    }
+
     /// The batches of `epoch`.
     pub fn epoch(&self, epoch: usize) -> BatchIter<S> {
         self.epoch_from(epoch, 0)
@@ -191,13 +212,7 @@ impl<S: Send + 'static> DataLoader<S> {
     /// collated (how a run resumed inside an epoch continues).
     pub fn epoch_from(&self, epoch: usize, first: usize) -> BatchIter<S> {
         let order = self.order(epoch);
-        let mut bounds: Vec<(usize, usize)> = (0..order.len())
-            .step_by(self.batch_size.max(1))
-            .map(|start| (start, (start + self.batch_size).min(order.len())))
-            .collect();
-        if self.drop_last {
-            bounds.retain(|(s, e)| e - s == self.batch_size);
-        }
+        let mut bounds = self.bounds(order.len());
         bounds.drain(..first.min(bounds.len()));
         let order = Arc::new(order);
         if self.num_workers == 0 {

@@ -50,6 +50,7 @@ use crate::device::RunDevice;
 use crate::distributed::{ClusterEnv, Collective, Strategy};
 use crate::loggers::Logger;
 use crate::module::{LightningModule, Precisions, Predicts};
+use crate::prediction_writer::PredictionWriter;
 use crate::{Error, Result};
 
 /// Which logger a trainer creates on its first run.
@@ -237,7 +238,28 @@ impl Trainer {
         DM: DataModule,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
-        self.predict_in_precision(model, datamodule)
+        self.predict_in_precision(model, datamodule, None, true)
+    }
+
+    /// [`predict`](Self::predict), each prediction handed to `writer` (Lightning's
+    /// `BasePredictionWriter` callback with `return_predictions=False`): nothing is returned,
+    /// and a writer that writes per batch keeps nothing. Under DDP each rank predicts its share
+    /// of the loader (the distributed sampler's), and [`PredictionFiles`] gathers them.
+    ///
+    /// [`PredictionFiles`]: crate::prediction_writer::PredictionFiles
+    pub fn predict_with<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        writer: &mut dyn PredictionWriter<M::Prediction>,
+    ) -> Result<()>
+    where
+        M: Predicts,
+        DM: DataModule,
+        DM::PredictSample: Collate<M::PredictBatch, Cpu>,
+    {
+        self.predict_in_precision(model, datamodule, Some(writer), false)
+            .map(|_| ())
     }
 
     /// [`test`](Self::test) on a bare loader.
@@ -295,6 +317,24 @@ impl Trainer {
                 ..Loaders::default()
             },
         )
+    }
+
+    /// [`predict_with`](Self::predict_with) on a bare loader.
+    pub fn predict_loader_with<M, S>(
+        &mut self,
+        model: &mut M,
+        loader: DataLoader<S>,
+        writer: &mut dyn PredictionWriter<M::Prediction>,
+    ) -> Result<()>
+    where
+        M: Predicts,
+        S: Send + 'static + Collate<M::PredictBatch, Cpu>,
+    {
+        let mut loaders = Loaders {
+            predict: Some(loader),
+            ..Loaders::default()
+        };
+        self.predict_with(model, &mut loaders, writer)
     }
 
     /// Where this trainer runs: the CPU or a CUDA device (what `accelerator` and `devices`

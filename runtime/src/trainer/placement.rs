@@ -17,6 +17,7 @@ use crate::device::{Half, RunDevice};
 use crate::kernels::Unscale;
 use crate::module::{PlaceAs, Placement, Precisions, PredictAs, Predicts};
 use crate::precision::{HalfStep, HalfSteps, Mixed};
+use crate::prediction_writer::{Collected, PredictionWriter};
 use crate::{FloatDtype, Result, TrainDevice};
 
 /// The module `M` placed in dtype `E` on device `D`.
@@ -125,6 +126,7 @@ impl Trainer {
                     resume,
                     device,
                     collate,
+                    predictions: None,
                     half,
                 })
             })?
@@ -132,23 +134,27 @@ impl Trainer {
     }
 
     /// `predict` on the trainer's device in its precision ("16-mixed" predicts in f32; there
-    /// is no step to run on a half twin), the predictions handed back in order.
+    /// is no step to run on a half twin): each prediction to `writer`, and (`keep`) all of
+    /// them returned in order.
     pub(super) fn predict_in_precision<M, DM>(
         &mut self,
         model: &mut M,
         datamodule: &mut DM,
+        writer: Option<&mut dyn PredictionWriter<M::Prediction>>,
+        keep: bool,
     ) -> Result<Vec<M::Prediction>>
     where
         M: Predicts,
         DM: DataModule,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
+        let out = (writer, keep);
         match self.device {
-            RunDevice::Cpu => self.predict_on(model, datamodule, Cpu::default()),
+            RunDevice::Cpu => self.predict_on(model, datamodule, Cpu::default(), out),
             #[cfg(feature = "cuda")]
             RunDevice::Cuda(ordinal) => {
                 let device = self.cuda(ordinal)?;
-                self.predict_on(model, datamodule, device)
+                self.predict_on(model, datamodule, device, out)
             }
             #[cfg(not(feature = "cuda"))]
             RunDevice::Cuda(_) => Err(crate::device::gpu_count().err().unwrap_or_else(|| {
@@ -162,6 +168,7 @@ impl Trainer {
         model: &mut M,
         dm: &mut DM,
         device: D,
+        out: Out<'_, M::Prediction>,
     ) -> Result<Vec<M::Prediction>>
     where
         D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
@@ -170,9 +177,9 @@ impl Trainer {
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         match self.settings.precision {
-            Precision::F64 => self.predict_placed::<f64, _, _, _>(model, dm, device),
-            Precision::True16 => self.predict_placed::<Half, _, _, _>(model, dm, device),
-            _ => self.predict_placed::<f32, _, _, _>(model, dm, device),
+            Precision::F64 => self.predict_placed::<f64, _, _, _>(model, dm, device, out),
+            Precision::True16 => self.predict_placed::<Half, _, _, _>(model, dm, device, out),
+            _ => self.predict_placed::<f32, _, _, _>(model, dm, device, out),
         }
     }
 
@@ -181,6 +188,7 @@ impl Trainer {
         model: &mut M,
         dm: &mut DM,
         device: D,
+        (writer, keep): Out<'_, M::Prediction>,
     ) -> Result<Vec<M::Prediction>>
     where
         E: FloatDtype + CkptDtype,
@@ -191,7 +199,14 @@ impl Trainer {
     {
         let collate =
             Collation::Predict(<M as PredictAs<E, D>>::collate_predict::<DM::PredictSample>);
-        let run = model.placed(&device.clone(), false, |on| {
+        let mut sink = Collected {
+            convert: M::prediction,
+            writer,
+            keep,
+            kept: Vec::new(),
+            indices: Vec::new(),
+        };
+        model.placed(&device.clone(), false, |on| {
             self.run(Job {
                 model: on,
                 dm,
@@ -199,9 +214,13 @@ impl Trainer {
                 resume: None,
                 device,
                 collate,
+                predictions: Some(&mut sink),
                 half: None,
             })
         })??;
-        Ok(run.predictions.into_iter().map(M::prediction).collect())
+        Ok(sink.kept)
     }
 }
+
+/// Where a prediction run's predictions go: a writer, and whether they are returned.
+type Out<'w, P> = (Option<&'w mut dyn PredictionWriter<P>>, bool);

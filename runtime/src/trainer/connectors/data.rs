@@ -69,16 +69,22 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The prediction loader, for `predict`.
+    /// Under DDP, this rank's share (the distributed sampler's): a writer of the predictions
+    /// gathers them.
     pub(in crate::trainer) fn predict_loader(&mut self) -> Result<DataLoader<DM::PredictSample>> {
         let loader = self.dm.predict_dataloader()?;
         let loader = loader.ok_or_else(|| missing("predict_dataloader", Stage::Predict))?;
         self.require_step(Stage::Predict)?;
-        Ok(loader)
+        self.shard(loader, false)
     }
 
     /// Under DDP with the distributed sampler, this rank's share of `loader`; a training
     /// loader also takes rank 0's shuffle seed, so that the ranks split one order.
-    fn shard(&self, loader: DataLoader<DM::Sample>, train: bool) -> Result<DataLoader<DM::Sample>> {
+    fn shard<S: Send + 'static>(
+        &self,
+        loader: DataLoader<S>,
+        train: bool,
+    ) -> Result<DataLoader<S>> {
         let (env, c) = (&self.dist.env, &*self.dist.collective);
         if env.world_size == 1 || !self.dist.sampler {
             return Ok(loader);

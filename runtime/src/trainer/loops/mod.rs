@@ -26,15 +26,15 @@ use crate::datamodule::{DataModule, Stage};
 use crate::distributed::full_shard::{self, Shared};
 use crate::module::LightningModule;
 use crate::precision::HalfSteps;
+use crate::prediction_writer::PredictionSink;
 use crate::progress::Progress;
 use crate::signals::Signals;
 use crate::weights::{At, WeightsOf};
 use crate::{Error, FloatDtype, Result, TrainDevice};
 
-/// What a stage returns: the epoch's metrics, or the predictions.
-pub(super) struct RunResult<P> {
+/// What a stage returns: the epoch's metrics (the predictions go to the job's sink).
+pub(super) struct RunResult {
     pub metrics: BTreeMap<String, f64>,
-    pub predictions: Vec<P>,
 }
 
 /// Where the training loop is, as checkpoints save it.
@@ -77,6 +77,8 @@ pub(super) struct Run<
     pub device: D,
     /// Samples into the module's batches (collated in f32 on the CPU, then placed).
     pub collate: Collation<E, D, M, DM>,
+    /// Where a prediction run's predictions go.
+    pub predictions: Option<&'a mut dyn PredictionSink<M::Prediction>>,
     pub progress: Progress,
     pub position: Position,
     pub optimization: Optimization<'a, E, D, M, DM::Sample>,
@@ -112,16 +114,14 @@ pub(super) struct Job<
     pub resume: Option<Checkpoint>,
     pub device: D,
     pub collate: Collation<E, D, M, DM>,
+    pub predictions: Option<&'a mut dyn PredictionSink<M::Prediction>>,
     pub half: HalfSteps<'a, E, D, M, DM::Sample>,
 }
 
 impl Trainer {
     /// Runs `job` with the trainer's callbacks (and the module's own, for this run), view,
     /// settings and logger; whatever happens, what was logged reaches the disk.
-    pub(super) fn run<E, D, M, DM>(
-        &mut self,
-        job: Job<'_, E, D, M, DM>,
-    ) -> Result<RunResult<M::Prediction>>
+    pub(super) fn run<E, D, M, DM>(&mut self, job: Job<'_, E, D, M, DM>) -> Result<RunResult>
     where
         E: Ckpt,
         D: TrainDevice<E>,
@@ -145,6 +145,10 @@ impl Trainer {
             dist: &self.dist,
             device: job.device.reseeded(run_seed),
             collate: job.collate,
+            // The sink's object lifetime shortened to the run's (a coercion `&mut` allows).
+            predictions: job
+                .predictions
+                .map(|p| p as &mut dyn PredictionSink<M::Prediction>),
             progress: Progress::new(self.enable_progress_bar),
             position: Position {
                 run_seed,
@@ -192,7 +196,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// `prepare_data`, `setup`, the stage's loop, `teardown`.
-    fn stage(&mut self, stage: Stage) -> Result<RunResult<M::Prediction>> {
+    fn stage(&mut self, stage: Stage) -> Result<RunResult> {
         // Once per node (downloads, unpacking); the other ranks wait for it.
         if self.dist.env.local_rank == 0 {
             self.dm.prepare_data()?;
@@ -202,7 +206,6 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         hook!(self, setup(stage));
         let mut result = RunResult {
             metrics: BTreeMap::new(),
-            predictions: Vec::new(),
         };
         match stage {
             Stage::Fit => self.fit()?,
@@ -212,7 +215,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             }
             Stage::Predict => {
                 let loader = self.predict_loader()?;
-                result.predictions = self.predict(&loader)?;
+                self.predict(&loader)?;
             }
         }
         self.dm.teardown(stage)?;

@@ -1,41 +1,54 @@
 //! The prediction loop (Lightning's `prediction_loop.py`): every batch through
-//! `predict_step`, the predictions kept in order.
+//! `predict_step`, each prediction handed in order, with its samples' dataset indices, to the
+//! run's sink (kept to be returned, written, or both; `prediction_writer.rs`).
 
 use super::{guard, Run};
 use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
-use crate::{Result, TrainDevice};
+use crate::prediction_writer::Ranks;
+use crate::{Error, Result, TrainDevice};
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// `predict_step` on every batch of `loader` (up to `limit_predict_batches`).
-    pub(super) fn predict(
-        &mut self,
-        loader: &DataLoader<DM::PredictSample>,
-    ) -> Result<Vec<M::Prediction>> {
+    pub(super) fn predict(&mut self, loader: &DataLoader<DM::PredictSample>) -> Result<()> {
         loader.validate("predict_dataloader")?;
-        let mut predictions = Vec::with_capacity(loader.len());
         self.progress.start("Predicting".into(), loader.len());
         hook!(self, on_predict_start());
         hook!(self, on_predict_epoch_start());
         let total =
             (self.settings.limit_predict_batches).of(loader.len(), "limit_predict_batches")?;
-        for (batch_idx, samples) in loader.epoch(0).take(total).enumerate() {
+        let indices = loader.batch_indices(0);
+        for ((batch_idx, samples), indices) in loader.epoch(0).take(total).enumerate().zip(indices)
+        {
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, batch_idx, samples.len());
             let batch = self.predict_batch(samples)?;
             let model = &mut *self.model;
-            predictions.push(guard("predict_step", batch_idx, || {
+            let prediction = guard("predict_step", batch_idx, || {
                 model.predict_step(batch, &mut ctx)
-            })?);
+            })?;
+            let ranks = Ranks {
+                collective: &*self.dist.collective,
+            };
+            let sink = (self.predictions.as_deref_mut()).ok_or_else(|| {
+                Error::msg("a prediction run without a place for its predictions")
+            })?;
+            sink.batch(self.view, &ranks, prediction, indices, batch_idx)?;
             hook!(self, on_predict_batch_end(batch_idx));
             self.check_signals()?;
             self.progress.advance(&self.view.progress_bar_metrics);
         }
         hook!(self, on_predict_epoch_end());
+        let ranks = Ranks {
+            collective: &*self.dist.collective,
+        };
+        if let Some(sink) = self.predictions.as_deref_mut() {
+            sink.end(self.view, &ranks)?;
+        }
         hook!(self, on_predict_end());
         self.progress.finish(&self.view.progress_bar_metrics);
-        Ok(predictions)
+        Ok(())
     }
 }
