@@ -369,3 +369,51 @@ fn without_the_distributed_sampler_every_rank_reads_every_sample() {
         text(&whole)
     );
 }
+
+/// The rows of a predictions CSV: each sample's index and values.
+fn prediction_rows(path: &Path) -> Vec<(usize, Vec<f64>)> {
+    let mut reader = csv::Reader::from_path(path).expect("the predictions CSV");
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("a row");
+            let values = r
+                .iter()
+                .skip(1)
+                .map(|v| v.parse().expect("a number"))
+                .collect();
+            (r[0].parse().expect("an index"), values)
+        })
+        .collect()
+}
+
+#[test]
+fn predictions_of_two_ranks_are_gathered_in_dataset_order() {
+    if example().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (d, s) = (subdir(dir.path(), "ddp"), subdir(dir.path(), "single"));
+    let (ddp, single) = (Path::new(&d).join("p.csv"), Path::new(&s).join("p.csv"));
+    let out = two_ranks("ddp", &d, &["--predict-csv", ddp.to_str().expect("a path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let batch = [
+        "--batch-size",
+        "32",
+        "--predict-csv",
+        single.to_str().expect("a path"),
+    ];
+    one_process(&s, &batch);
+    let (two, one) = (prediction_rows(&ddp), prediction_rows(&single));
+    assert_eq!(two.len(), 150, "every flower once");
+    let indices: Vec<usize> = two.iter().map(|r| r.0).collect();
+    assert_eq!(indices, (0..150).collect::<Vec<_>>());
+    for ((i, a), (_, b)) in two.iter().zip(&one) {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-4, "flower {i}: {a:?} vs {b:?}");
+    }
+}

@@ -48,6 +48,18 @@ impl IrisClassifier {
         ctx.log("val_loss", &loss);
     }
 
+    /// The class probabilities of each flower, from its measurements alone (labeled samples'
+    /// labels are dropped).
+    fn predict_step(
+        &mut self,
+        x: Tensor<(usize, Const<4>), E, D>,
+        _ctx: &mut StepContext<E, D>,
+    ) -> Vec<[f32; 3]> {
+        let p = self.forward(x).softmax::<Axis<1>>().as_vec();
+        let f32s = |r: &[E]| [0, 1, 2].map(|i| r[i].to_f32().unwrap_or(f32::NAN));
+        p.chunks(3).map(f32s).collect()
+    }
+
     fn configure_optimizers(&self) -> Optim {
         Optim::adam(self.lr)
     }

@@ -61,6 +61,10 @@ struct Args {
     /// Train `ManualIris`: the same model stepping two optimizers by hand.
     #[arg(long)]
     manual: bool,
+    /// After training, predict every flower's class probabilities into this CSV (each rank
+    /// its share, gathered by rank 0).
+    #[arg(long)]
+    predict_csv: Option<PathBuf>,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -206,6 +210,12 @@ fn main() -> std::process::ExitCode {
         } else {
             let mut model = IrisClassifier::new(0.01);
             trainer.fit_from(&mut model, &mut loaders, ckpt)?;
+            if let Some(path) = &args.predict_csv {
+                let flowers =
+                    DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
+                let mut files = fulmen::prediction_writer::PredictionFiles::csv(path);
+                trainer.predict_loader_with(&mut model, flowers, &mut files)?;
+            }
             layers(&model.layer_1, &model.layer_2)
         };
         println!(

@@ -56,6 +56,16 @@ impl<E: FloatDtype, D: Device<E>, const N: usize, const C: usize> Collate<ClassB
     }
 }
 
+/// The features of labeled samples, their labels dropped: a `predict_step` that takes
+/// features alone predicts on a labeled split as it is.
+impl<E: FloatDtype, D: Device<E>, const N: usize, const C: usize>
+    Collate<Tensor<(usize, Const<N>), E, D>, D> for ([f32; N], Class<C>)
+{
+    fn collate(samples: Vec<Self>, device: &D) -> Tensor<(usize, Const<N>), E, D> {
+        rows(samples.into_iter().map(|(x, _)| x), device)
+    }
+}
+
 impl<E: FloatDtype, D: Device<E>, const N: usize, const M: usize>
     Collate<RegressionBatch<N, M, E, D>, D> for ([f32; N], [f32; M])
 {
