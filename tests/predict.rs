@@ -3,6 +3,8 @@
 //! and the module it ran on is left as it was; writers get each batch with its samples'
 //! indices, and `PredictionFiles` writes them all as `.npy` or `.csv` in dataset order.
 
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/quiet.rs"]
 mod quiet;
 #[path = "support/serial.rs"]
@@ -195,4 +197,29 @@ fn writers_get_every_batch_and_files_hold_every_row_in_order() {
             assert_eq!(v, f64::from(rows[i][k]));
         }
     }
+}
+
+#[test]
+fn the_example_writes_every_validation_flower_in_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--data-dir",
+        examples::DATA,
+        "--seed",
+        "1",
+        "--enable-progress-bar",
+        "false",
+    ];
+    let out = examples::run("iris_predict", dir.path(), &args);
+    assert!(out.status.success(), "{}", examples::text(&out));
+    let mut reader = csv::Reader::from_path(dir.path().join("predictions.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 30, "the 20% validation split of 150 flowers");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0].parse::<usize>().unwrap(), i);
+        let total: f64 = (1..4).map(|k| row[k].parse::<f64>().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-5, "probabilities: {row:?}");
+    }
+    let npy = std::fs::File::open(dir.path().join("predictions.npy")).unwrap();
+    assert_eq!(npyz::NpyFile::new(npy).unwrap().shape(), &[30, 3]);
 }

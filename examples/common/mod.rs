@@ -141,6 +141,11 @@ impl IrisDataModule {
         let ds = self.val_ds.clone()?;
         Some(DataLoader::new(ds, self.batch_size).num_workers(self.num_workers))
     }
+
+    /// The validation flowers again, for `predict` (their labels are dropped).
+    fn predict_dataloader(&self) -> Option<DataLoader<iris::Sample>> {
+        self.val_dataloader()
+    }
 }
 
 /// The flags every Iris example takes: the trainer's and a seed.
