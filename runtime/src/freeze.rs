@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::HostAccess;
 use crate::optim::field_matches;
-use crate::walk::{EachParam, Params};
+use crate::walk::{id_of, EachParam, Params};
 use crate::{Error, FloatDtype, Result};
 
 /// Which parameters are frozen: the fields frozen and unfrozen, in the order asked; the last
@@ -156,19 +156,6 @@ pub(crate) fn frozen_ids<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Siz
         })?;
     }
     Ok(ids)
-}
-
-/// The id dfdx gives a tensor (and its gradient).
-pub(crate) fn id_of<S: dfdx::shapes::Shape, E: dfdx::shapes::Unit, D, T>(
-    t: &Tensor<S, E, D, T>,
-) -> Option<UniqueId>
-where
-    D: dfdx::tensor::Storage<E>,
-{
-    // dfdx names a tensor's id publicly only here.
-    let mut unused = dfdx::optim::UnusedTensors::default();
-    unused.add(t);
-    unused.ids.pop()
 }
 
 thread_local! {

@@ -26,6 +26,19 @@ use crate::{Error, Result};
 /// A flat tensor of `E` on `D`.
 type Flat<E, D, T = dfdx::tensor::NoneTape> = Tensor<(usize,), E, D, T>;
 
+/// The id dfdx gives a tensor (and its gradient).
+pub(crate) fn id_of<S: dfdx::shapes::Shape, E: dfdx::shapes::Unit, D, T>(
+    t: &Tensor<S, E, D, T>,
+) -> Option<dfdx::tensor::UniqueId>
+where
+    D: dfdx::tensor::Storage<E>,
+{
+    // dfdx names a tensor's id publicly only here.
+    let mut unused = dfdx::optim::UnusedTensors::default();
+    unused.add(t);
+    unused.ids.pop()
+}
+
 /// A tensor of any shape, read.
 pub trait AnyTensor<E: FloatDtype, D: HostAccess<E>> {
     /// Its dimensions.
@@ -88,7 +101,7 @@ impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensor<E, D> for Tensor<S, E,
         Tensor::device(self).clone()
     }
     fn id(&self) -> Option<dfdx::tensor::UniqueId> {
-        crate::freeze::id_of(self)
+        id_of(self)
     }
     fn with_grad(&self, grads: &mut Gradients<E, D>, f: &mut dyn FnMut(&mut [E])) -> Result<()> {
         D::with_grad(self, grads, f)
