@@ -42,7 +42,7 @@ fn fit<M, S>(
 ) -> Vec<f64>
 where
     M: fulmen::module::Precisions,
-    S: Send + 'static + Collate<M::Batch, Cpu>,
+    S: Send + 'static + Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
 {
     let losses = Arc::new(Mutex::new(Vec::new()));
     let builder = quiet::trainer().callback(EpochLosses(losses.clone()));

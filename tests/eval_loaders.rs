@@ -1,6 +1,7 @@
 //! Several validation and test loaders (Lightning's list of `val_dataloader`s): each step
 //! knows its loader (`ctx.dataloader_idx()`), and each loader's values are reduced apart,
-//! under names ending in `/dataloader_idx_N`; one loader keeps the plain names.
+//! under names ending in `/dataloader_idx_N`; one loader keeps the plain names. The
+//! evaluation loaders may yield samples of their own type, into a batch of their own.
 
 #[path = "support/quiet.rs"]
 mod quiet;
@@ -161,4 +162,90 @@ fn the_batch_hooks_know_the_loader() {
         .unwrap();
     // Each loader's batches count from 0.
     assert_eq!(*seen.borrow(), [(0, 0), (1, 0), (0, 1), (1, 1), (2, 1)]);
+}
+
+/// Trains on class labels, evaluates on rows whose labels arrive as plain indices (another
+/// sample type, another batch type).
+#[lightning_module]
+struct Classes {
+    layer: Linear<2, 2>,
+}
+
+#[lightning_module]
+impl Classes {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot())
+    }
+    fn validation_step(
+        &mut self,
+        (x, y): (Tensor<(usize, Const<2>), E, D>, Vec<usize>),
+        ctx: &mut StepContext<E, D>,
+    ) {
+        ctx.log("val_right", self.right(x, &y));
+    }
+    fn test_step(
+        &mut self,
+        (x, y): (Tensor<(usize, Const<2>), E, D>, Vec<usize>),
+        ctx: &mut StepContext<E, D>,
+    ) {
+        ctx.log("test_right", self.right(x, &y));
+    }
+    /// The share of rows whose larger logit is their class.
+    fn right(&self, x: Tensor<(usize, Const<2>), E, D>, y: &[usize]) -> f64 {
+        let logits = self.layer.forward(x).as_vec();
+        let right = logits
+            .chunks(2)
+            .zip(y)
+            .filter(|(l, &c)| usize::from(l[1] > l[0]) == c)
+            .count();
+        right as f64 / y.len() as f64
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.5)
+    }
+}
+
+fn point(i: usize) -> ([f32; 2], usize) {
+    let x = [(i as f32 * 0.9).sin(), (i as f32 * 0.4).cos()];
+    (x, usize::from(x[0] > x[1]))
+}
+
+#[data_module]
+struct Split {}
+
+#[data_module]
+impl Split {
+    fn train_dataloader(&self) -> DataLoader<([f32; 2], Class<2>)> {
+        let rows = (0..40)
+            .map(point)
+            .map(|(x, c)| (x, Class::new(c).unwrap()))
+            .collect();
+        DataLoader::new(InMemoryDataset::new(rows), 8)
+    }
+    fn val_dataloader(&self) -> DataLoader<([f32; 2], usize)> {
+        DataLoader::new(InMemoryDataset::new((40..60).map(point).collect()), 5)
+    }
+    fn test_dataloader(&self) -> DataLoader<([f32; 2], usize)> {
+        DataLoader::new(InMemoryDataset::new((60..67).map(point).collect()), 5)
+    }
+}
+
+#[test]
+fn evaluation_loaders_yield_samples_of_their_own_type() {
+    let mut net = Classes::new();
+    let mut trainer = quiet::trainer().max_epochs(20).build().unwrap();
+    trainer.fit(&mut net, &mut Split::new()).unwrap();
+    let right = trainer.callback_metrics()["val_right"];
+    assert!(right >= 0.8, "the classes are learned: {right}");
+    let validated = trainer.validate(&mut net, &mut Split::new()).unwrap();
+    assert_eq!(
+        validated["val_right"], right,
+        "the same weights, the same rows"
+    );
+    let tested = trainer.test(&mut net, &mut Split::new()).unwrap();
+    assert!(tested["test_right"] >= 0.7, "{tested:?}");
 }

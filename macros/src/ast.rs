@@ -298,10 +298,17 @@ impl DataImpl {
         DataImpl { item, methods }
     }
 
-    /// The sample type of the training and evaluation loaders: the `S` of the first one's
-    /// `DataLoader<S>` (the prediction loader's, when it is the only one).
+    /// The training loader's sample type: the `S` of its `DataLoader<S>` (the evaluation
+    /// loaders', or the prediction loader's, when it is not written).
     pub(crate) fn sample(&self) -> Option<syn::Type> {
-        (self.loader_sample(|k| k != "predict_dataloader")).or_else(|| self.predict_sample())
+        (self.loader_sample(|k| k == "train_dataloader"))
+            .or_else(|| self.eval_sample())
+            .or_else(|| self.predict_sample())
+    }
+
+    /// The validation and test loaders' sample type, when one is written.
+    pub(crate) fn eval_sample(&self) -> Option<syn::Type> {
+        self.loader_sample(|k| k == "val_dataloader" || k == "test_dataloader")
     }
 
     /// The prediction loader's sample type, when it is written.

@@ -154,6 +154,17 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
             cx.error(ty, "`StepContext<E, D, Manual>` is the context of manual optimization: write `#[lightning_module(manual_optimization)]` on the impl");
         }
     }
+    if let (Some(val), Some(test)) = (m.arg_type("validation_step"), m.arg_type("test_step")) {
+        let text = |t: &syn::Type| {
+            let text = quote::ToTokens::to_token_stream(t).to_string();
+            text.replace(" <", "<")
+                .replace("< ", "<")
+                .replace(" >", ">")
+        };
+        if text(&val) != text(&test) {
+            cx.error(&test, format!("`test_step` takes `{}` but `validation_step` takes `{}`: the evaluation loaders (the data module's `EvalSample`) give both one batch type", text(&test), text(&val)));
+        }
+    }
     if let Some(ty) = m.return_type("predict_step").filter(names_dtype_or_device) {
         cx.error(&ty, "`predict_step` returns a type that names the run's dtype or device (`E`, `D`): `Trainer::predict` runs in any precision on any device and hands the predictions back, so return host values (`Vec<f32>`, `Vec<usize>`, `probabilities.as_vec()`)");
     }

@@ -40,7 +40,7 @@ pub(crate) const KNOWN: &[Known] = &[
         name: "validation_step",
         receiver: Receiver::Mut,
         params: &[
-            "batch: <the batch type of training_step>",
+            "batch: <its batch type (by default training_step's)>",
             "ctx: &mut StepContext<E, D>",
         ],
         returns: "",
@@ -49,7 +49,7 @@ pub(crate) const KNOWN: &[Known] = &[
         name: "test_step",
         receiver: Receiver::Mut,
         params: &[
-            "batch: <the batch type of training_step>",
+            "batch: <validation_step's batch type (by default training_step's)>",
             "ctx: &mut StepContext<E, D>",
         ],
         returns: "",

@@ -41,9 +41,12 @@ impl std::fmt::Display for Stage {
 /// The trainer calls `prepare_data` once per machine (download, check files), then
 /// `setup(stage)` (load, split), the loaders the stage needs, and `teardown(stage)`.
 pub trait DataModule: Hyperparameters {
-    /// What one sample of the training and evaluation loaders is; collated into the model's
-    /// batch type.
+    /// What one sample of the training loader is; collated into `training_step`'s batch type.
     type Sample: Send + 'static;
+    /// What one sample of the validation and test loaders is; collated into
+    /// `validation_step`'s and `test_step`'s batch type. `#[data_module]` takes it from
+    /// `val_dataloader` or `test_dataloader`, and without them makes it `Sample`.
+    type EvalSample: Send + 'static;
     /// What one sample of the prediction loader is (inputs without labels, say); collated
     /// into `predict_step`'s batch type. `#[data_module]` takes it from `predict_dataloader`,
     /// and without one makes it `Sample`.
@@ -71,11 +74,11 @@ pub trait DataModule: Hyperparameters {
     /// without validation, and `validate` needs one. With several, each step's
     /// `ctx.dataloader_idx()` says whose batch it is and the logged names end in
     /// `/dataloader_idx_N`.
-    fn val_dataloader(&mut self) -> Result<Vec<DataLoader<Self::Sample>>> {
+    fn val_dataloader(&mut self) -> Result<Vec<DataLoader<Self::EvalSample>>> {
         Ok(Vec::new())
     }
     /// The test loaders (Lightning's `test_dataloader`, one or several); `test` needs one.
-    fn test_dataloader(&mut self) -> Result<Vec<DataLoader<Self::Sample>>> {
+    fn test_dataloader(&mut self) -> Result<Vec<DataLoader<Self::EvalSample>>> {
         Ok(Vec::new())
     }
     /// The prediction loader (Lightning's `predict_dataloader`); `predict` needs one.
@@ -94,7 +97,8 @@ pub trait DataModule: Hyperparameters {
 }
 
 /// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in
-/// (one sample type; a data module whose prediction samples differ is a `#[data_module]`).
+/// (one sample type; a data module whose evaluation or prediction samples differ is a
+/// `#[data_module]`).
 pub struct Loaders<S> {
     /// The training loader.
     pub train: Option<DataLoader<S>>,
@@ -125,6 +129,7 @@ impl<S> Hyperparameters for Loaders<S> {
 
 impl<S: Send + 'static> DataModule for Loaders<S> {
     type Sample = S;
+    type EvalSample = S;
     type PredictSample = S;
     fn train_dataloader(&mut self) -> Result<Option<DataLoader<S>>> {
         Ok(self.train.clone())

@@ -19,6 +19,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
 {
     /// What every step receives, as taken from `training_step`'s signature.
     type Batch;
+    /// What `validation_step` and `test_step` receive, as taken from their signatures: a
+    /// batch of their own, or without one the training batch.
+    type EvalBatch;
     /// What `predict_step` receives, as taken from its signature: a batch of its own (inputs
     /// without labels, say), or without one the training batch.
     type PredictBatch;
@@ -51,11 +54,11 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
 
     /// Runs one validation batch (Lightning's `validation_step`): what it logs through `ctx` is
     /// reduced over the epoch. By default, nothing.
-    fn validation_step(&mut self, _batch: Self::Batch, _ctx: &mut StepContext<E, D>) {}
+    fn validation_step(&mut self, _batch: Self::EvalBatch, _ctx: &mut StepContext<E, D>) {}
 
     /// Runs one test batch (Lightning's `test_step`): what it logs through `ctx` is reduced over
     /// the epoch. By default, nothing.
-    fn test_step(&mut self, _batch: Self::Batch, _ctx: &mut StepContext<E, D>) {}
+    fn test_step(&mut self, _batch: Self::EvalBatch, _ctx: &mut StepContext<E, D>) {}
 
     /// The prediction of one batch (Lightning's `predict_step`); `predict` returns them in order.
     /// `#[lightning_module]` writes one returning `()` when the impl has none.
@@ -103,6 +106,13 @@ pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> +
         samples: Vec<S>,
         device: &D,
     ) -> <Self::On as LightningModule<E, D>>::Batch;
+
+    /// `samples` of the evaluation loaders as the placed module's evaluation batch, the same
+    /// way.
+    fn collate_eval<S: Collate<Self::EvalBatch, Cpu>>(
+        samples: Vec<S>,
+        device: &D,
+    ) -> <Self::On as LightningModule<E, D>>::EvalBatch;
 }
 
 /// f32 on the CPU is where the user's module is: it trains in place.
@@ -115,6 +125,10 @@ impl<M: LightningModule<f32, Cpu>> PlaceAs<f32, Cpu> for M {
 
     /// Straight onto `device` (the run's, reseeded every step).
     fn collate<S: Collate<M::Batch, Cpu>>(samples: Vec<S>, device: &Cpu) -> M::Batch {
+        S::collate(samples, device)
+    }
+
+    fn collate_eval<S: Collate<M::EvalBatch, Cpu>>(samples: Vec<S>, device: &Cpu) -> M::EvalBatch {
         S::collate(samples, device)
     }
 }
@@ -136,6 +150,14 @@ macro_rules! placed_copies {
                     $e,
                     $d,
                 >>::Batch,
+            >,
+            M::EvalBatch: CastBatch<
+                $e,
+                $d,
+                Out = <<M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d> as LightningModule<
+                    $e,
+                    $d,
+                >>::EvalBatch,
             >,
         {
             type On = <M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d>;
@@ -168,6 +190,13 @@ macro_rules! placed_copies {
                 samples: Vec<S>,
                 device: &$d,
             ) -> <Self::On as LightningModule<$e, $d>>::Batch {
+                S::collate(samples, &Cpu::default()).cast(device)
+            }
+
+            fn collate_eval<S: Collate<M::EvalBatch, Cpu>>(
+                samples: Vec<S>,
+                device: &$d,
+            ) -> <Self::On as LightningModule<$e, $d>>::EvalBatch {
                 S::collate(samples, &Cpu::default()).cast(device)
             }
         }

@@ -107,7 +107,7 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
         let span = m.f.sig.span();
         Some(match known {
             "val_dataloader" | "test_dataloader" => quote_spanned! {span=>
-                fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::Sample>>> {
+                fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::EvalSample>>> {
                     ::fulmen::datamodule::IntoLoaders::into_loaders(Self::#ident(self))
                 }
             },
@@ -147,13 +147,17 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
     with_data_module(model, quote!(#(#wrappers)*))
 }
 
-/// The impl as written and `DataModule` for its type, with `methods`, its sample type that of
-/// the first loader that names one, the prediction loader's its own.
+/// The impl as written and `DataModule` for its type, with `methods`: its sample types those of
+/// its loaders (the training loader's where the others are not written).
 fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
     let item = &model.item;
     let sample = (model.sample()).map_or_else(|| quote!(()), |t| t.into_token_stream());
-    let predict_sample =
-        (model.predict_sample()).map_or_else(|| sample.clone(), |t| t.into_token_stream());
+    let or_sample =
+        |t: Option<syn::Type>| t.map_or_else(|| sample.clone(), |t| t.into_token_stream());
+    let (eval_sample, predict_sample) = (
+        or_sample(model.eval_sample()),
+        or_sample(model.predict_sample()),
+    );
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let self_ty = &item.self_ty;
     quote! {
@@ -161,6 +165,7 @@ fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
 
         impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
             type Sample = #sample;
+            type EvalSample = #eval_sample;
             type PredictSample = #predict_sample;
             #methods
         }

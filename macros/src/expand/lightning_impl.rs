@@ -54,6 +54,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
     });
     let Associated {
         batch,
+        eval_batch,
         predict_batch,
         prediction,
         type_name,
@@ -78,6 +79,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
             type Optimization = #mode;
+            type EvalBatch = #eval_batch;
             type PredictBatch = #predict_batch;
             type Prediction = #prediction;
             const NAME: &'static str = #type_name;
@@ -175,6 +177,8 @@ fn manual_context(ty: &syn::Type) -> syn::Type {
 struct Associated {
     /// `training_step`'s batch.
     batch: TokenStream,
+    /// `validation_step`'s and `test_step`'s batch (the training batch without them).
+    eval_batch: TokenStream,
     /// `predict_step`'s batch (the training batch without one).
     predict_batch: TokenStream,
     /// What `predict_step` returns.
@@ -184,16 +188,18 @@ struct Associated {
 
 fn associated(m: &ModuleImpl) -> Associated {
     let batch = (m.arg_type("training_step")).map_or_else(|| quote!(()), |t| t.into_token_stream());
-    let predict_batch = match m.arg_type("predict_step") {
-        Some(t) => t.into_token_stream(),
-        None => batch.clone(),
-    };
+    let own = |step: &str| m.arg_type(step).map(|t| t.into_token_stream());
+    let eval_batch = (own("validation_step"))
+        .or_else(|| own("test_step"))
+        .unwrap_or_else(|| batch.clone());
+    let predict_batch = own("predict_step").unwrap_or_else(|| batch.clone());
     // One the check refuses (it names `E` or `D`) is `()` in the stub beside the error, so
     // that a `predict` call reports nothing more.
     let prediction =
         (m.return_type("predict_step")).filter(|t| !crate::check::names_dtype_or_device(t));
     Associated {
         batch,
+        eval_batch,
         predict_batch,
         prediction: prediction.map_or_else(|| quote!(()), |t| t.into_token_stream()),
         type_name: m.type_name.clone(),
@@ -236,6 +242,7 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
     let where_clause = &m.item.generics.where_clause;
     let Associated {
         batch,
+        eval_batch,
         predict_batch,
         prediction,
         type_name,
@@ -252,6 +259,7 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
 
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
+            type EvalBatch = #eval_batch;
             type PredictBatch = #predict_batch;
             type Prediction = #prediction;
             type Optimization = #mode;

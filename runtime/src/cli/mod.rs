@@ -104,6 +104,7 @@ where
     M: Runnable,
     DM: DataModule + FromHParams + Hyperparameters,
     DM::Sample: Collate<M::Batch, Cpu>,
+    DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     DM::PredictSample: Collate<M::PredictBatch, Cpu>,
 {
     /// A command line with no defaults: every hyperparameter must be given.

@@ -32,6 +32,14 @@ impl<const C: usize, E2: Dtype, D2: Clone> CastBatch<E2, D2> for Labels<C, Cpu> 
     }
 }
 
+/// Host values (class indices, ids) stay where they are.
+impl<E2: Dtype, D2> CastBatch<E2, D2> for Vec<usize> {
+    type Out = Vec<usize>;
+    fn cast(self, _device: &D2) -> Self::Out {
+        self
+    }
+}
+
 macro_rules! cast_tuple {
     ($($t:ident),+) => {
         impl<E2: Dtype, D2, $($t: CastBatch<E2, D2>),+> CastBatch<E2, D2> for ($($t,)+) {

@@ -112,6 +112,7 @@ impl Trainer {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         let resume = self.hpc_checkpoint()?;
         self.run_in_precision(model, datamodule, Stage::Fit, resume)
@@ -134,6 +135,7 @@ impl Trainer {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         let which = ckpt_path.into();
         if let Some(hpc) = self.hpc_checkpoint()? {
@@ -187,7 +189,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        S: Send + 'static + Collate<M::Batch, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
     {
         let mut loaders = Loaders {
             train: Some(train),
@@ -207,6 +209,7 @@ impl Trainer {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         self.run_in_precision(model, datamodule, Stage::Validate, None)
     }
@@ -221,6 +224,7 @@ impl Trainer {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         self.run_in_precision(model, datamodule, Stage::Test, None)
     }
@@ -270,7 +274,7 @@ impl Trainer {
     ) -> Result<BTreeMap<String, f64>>
     where
         M: Precisions,
-        S: Send + 'static + Collate<M::Batch, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
     {
         self.test(
             model,
@@ -289,7 +293,7 @@ impl Trainer {
     ) -> Result<BTreeMap<String, f64>>
     where
         M: Precisions,
-        S: Send + 'static + Collate<M::Batch, Cpu>,
+        S: Send + 'static + Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
     {
         self.validate(
             model,

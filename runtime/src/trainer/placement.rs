@@ -39,6 +39,7 @@ impl Trainer {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         match self.device {
             RunDevice::Cpu => self.run_on(model, datamodule, stage, resume, Cpu::default()),
@@ -82,6 +83,7 @@ impl Trainer {
         M: Placement<D>,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         let place = (model, datamodule, stage, resume, device);
         match self.settings.precision {
@@ -115,8 +117,12 @@ impl Trainer {
         M: PlaceAs<E, D>,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
-        let collate = Collation::Steps(<M as PlaceAs<E, D>>::collate::<DM::Sample>);
+        let collate = Collation::Steps {
+            train: <M as PlaceAs<E, D>>::collate::<DM::Sample>,
+            eval: <M as PlaceAs<E, D>>::collate_eval::<DM::EvalSample>,
+        };
         model
             .placed(&device.clone(), stage == Stage::Fit, |on| {
                 self.run(Job {

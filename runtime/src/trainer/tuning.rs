@@ -28,6 +28,7 @@ impl Trainer {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         let before = Checkpoint::of_module(&*model, <M as LightningModule<f32, Cpu>>::NAME)?;
         self.ensure_logger()?;

@@ -72,6 +72,7 @@ impl<'t> Tuner<'t> {
         M: Precisions,
         DM: DataModule,
         DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         settings.validate()?;
         let (recorder, found) = lr_find::Recorder::new(settings.clone());

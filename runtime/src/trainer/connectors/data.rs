@@ -10,12 +10,14 @@ use crate::trainer::settings::Limit;
 use crate::{Error, Result, TrainDevice};
 
 /// Fit's loaders: the training one, and the validation ones when validation runs.
-type FitLoaders<S> = (DataLoader<S>, Vec<DataLoader<S>>);
+type FitLoaders<S, V> = (DataLoader<S>, Vec<DataLoader<V>>);
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// The training loader (unshuffled for `overfit_batches`), and the validation loaders when
     /// the module validates and `limit_val_batches` allows it; sets the epoch's batches.
-    pub(in crate::trainer) fn train_and_val_loaders(&mut self) -> Result<FitLoaders<DM::Sample>> {
+    pub(in crate::trainer) fn train_and_val_loaders(
+        &mut self,
+    ) -> Result<FitLoaders<DM::Sample, DM::EvalSample>> {
         let train = self.dm.train_dataloader()?;
         let mut train = self.shard(
             train.ok_or_else(|| missing("train_dataloader", Stage::Fit))?,
@@ -50,7 +52,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     pub(in crate::trainer) fn eval_loaders(
         &mut self,
         stage: Stage,
-    ) -> Result<Vec<DataLoader<DM::Sample>>> {
+    ) -> Result<Vec<DataLoader<DM::EvalSample>>> {
         let (loaders, what) = match stage {
             Stage::Validate => (self.dm.val_dataloader()?, "val_dataloader"),
             _ => (self.dm.test_dataloader()?, "test_dataloader"),

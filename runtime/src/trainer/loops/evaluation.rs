@@ -19,7 +19,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// `/dataloader_idx_N` (Lightning's).
     pub(super) fn evaluate(
         &mut self,
-        loaders: &[DataLoader<DM::Sample>],
+        loaders: &[DataLoader<DM::EvalSample>],
         stage: Stage,
         limit: Option<usize>,
     ) -> Result<BTreeMap<String, f64>> {
@@ -96,7 +96,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         &mut self,
         test: bool,
         (batch_idx, loader_idx): (usize, Option<usize>),
-        samples: Vec<DM::Sample>,
+        samples: Vec<DM::EvalSample>,
         metrics: &mut EpochMetrics,
     ) -> Result<()> {
         if test {
@@ -107,7 +107,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let stage = if test { Stage::Test } else { Stage::Validate };
         let mut ctx = self.context(stage, batch_idx, samples.len());
         ctx.dataloader_idx = loader_idx.unwrap_or(0);
-        let batch = self.batch(samples)?;
+        let batch = self.collated_eval(samples)?;
         let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
         if test {
             guard("test_step", batch_idx, || {

@@ -65,7 +65,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// The validation batches run before training to catch bugs early
     /// (`num_sanity_val_steps`); their metrics are discarded.
-    fn sanity_check(&mut self, val: &[DataLoader<DM::Sample>]) -> Result<()> {
+    fn sanity_check(&mut self, val: &[DataLoader<DM::EvalSample>]) -> Result<()> {
         let n = self.settings.num_sanity_val_steps;
         let limit = &self.settings.limit_val_batches;
         let mut any = false;

@@ -96,7 +96,10 @@ pub(super) enum Collation<
     M: LightningModule<E, D>,
     DM: DataModule,
 > {
-    Steps(fn(Vec<DM::Sample>, &D) -> M::Batch),
+    Steps {
+        train: fn(Vec<DM::Sample>, &D) -> M::Batch,
+        eval: fn(Vec<DM::EvalSample>, &D) -> M::EvalBatch,
+    },
     Predict(fn(Vec<DM::PredictSample>, &D) -> M::PredictBatch),
 }
 
@@ -178,20 +181,29 @@ impl Trainer {
 }
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
-    /// `samples` of the training or evaluation loaders as the module's batch, on the run's
-    /// device.
-    fn batch(&self, samples: Vec<DM::Sample>) -> Result<M::Batch> {
+    /// `samples` of the training loader as the module's batch, on the run's device.
+    fn collated(&self, samples: Vec<DM::Sample>) -> Result<M::Batch> {
         match self.collate {
-            Collation::Steps(collate) => Ok(collate(samples, &self.device)),
+            Collation::Steps { train, .. } => Ok(train(samples, &self.device)),
             Collation::Predict(_) => Err(Error::msg("a prediction run has no training batches")),
         }
     }
 
+    /// `samples` of an evaluation loader as the module's evaluation batch, on the run's device.
+    fn collated_eval(&self, samples: Vec<DM::EvalSample>) -> Result<M::EvalBatch> {
+        match self.collate {
+            Collation::Steps { eval, .. } => Ok(eval(samples, &self.device)),
+            Collation::Predict(_) => Err(Error::msg("a prediction run has no evaluation batches")),
+        }
+    }
+
     /// `samples` of the prediction loader as `predict_step`'s batch, on the run's device.
-    fn predict_batch(&self, samples: Vec<DM::PredictSample>) -> Result<M::PredictBatch> {
+    fn collated_predict(&self, samples: Vec<DM::PredictSample>) -> Result<M::PredictBatch> {
         match self.collate {
             Collation::Predict(collate) => Ok(collate(samples, &self.device)),
-            Collation::Steps(_) => Err(Error::msg("only a prediction run has prediction batches")),
+            Collation::Steps { .. } => {
+                Err(Error::msg("only a prediction run has prediction batches"))
+            }
         }
     }
 

@@ -24,7 +24,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         {
             hook!(self, on_predict_batch_start(batch_idx));
             let mut ctx = self.context(Stage::Predict, batch_idx, samples.len());
-            let batch = self.predict_batch(samples)?;
+            let batch = self.collated_predict(samples)?;
             let model = &mut *self.model;
             let prediction = guard("predict_step", batch_idx, || {
                 model.predict_step(batch, &mut ctx)

@@ -38,7 +38,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     pub(super) fn train_epoch(
         &mut self,
         train: &DataLoader<DM::Sample>,
-        val: &[DataLoader<DM::Sample>],
+        val: &[DataLoader<DM::EvalSample>],
         start: usize,
     ) -> Result<()> {
         let epoch = self.view.current_epoch;
@@ -195,7 +195,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             })??;
             return Ok((Some(value), logs, None));
         }
-        let batch = self.batch(samples)?;
+        let batch = self.collated(samples)?;
         let frozen = self.frozen_ids()?;
         // Under FULL_SHARD until this step's backward is done.
         self.roots(true)?;
@@ -247,7 +247,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// monitoring callbacks after the module), the epoch-interval scheduler.
     fn end_epoch(
         &mut self,
-        val: &[DataLoader<DM::Sample>],
+        val: &[DataLoader<DM::EvalSample>],
         val_every: usize,
         done: Progressed,
     ) -> Result<()> {
