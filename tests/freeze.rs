@@ -41,6 +41,8 @@ struct Net {
     head: (AvgPoolGlobal, Linear<4, 2>),
     #[hparam]
     backbone_group: bool,
+    #[hparam]
+    adam: bool,
 }
 
 #[lightning_module]
@@ -54,9 +56,10 @@ impl Net {
         cross_entropy_with_logits_loss(self.head.forward(features), y.one_hot())
     }
     fn configure_optimizers(&self) -> Optim {
-        match self.backbone_group {
-            true => Optim::sgd(0.1).group(Group::of(["body"])),
-            false => Optim::sgd(0.1),
+        match (self.backbone_group, self.adam) {
+            (_, true) => Optim::adam(0.01),
+            (true, false) => Optim::sgd(0.1).group(Group::of(["body"])),
+            (false, false) => Optim::sgd(0.1),
         }
     }
 }
@@ -148,7 +151,7 @@ fn values(net: &Net<f32, Cpu>) -> BTreeMap<String, Vec<f32>> {
 fn a_frozen_body_and_its_batch_norm_statistics_stay_as_they_were() {
     let _one = serial::one_at_a_time();
     seed_everything(3);
-    let mut net = Net::new(false);
+    let mut net = Net::new(false, false);
     let before = values(&net);
     let (out, seen) = fit(&mut net, 2, Some("body"), None);
     out.unwrap();
@@ -173,7 +176,7 @@ fn a_frozen_body_and_its_batch_norm_statistics_stay_as_they_were() {
 fn freezing_a_batch_norm_alone_trains_the_layers_before_it() {
     let _one = serial::one_at_a_time();
     seed_everything(3);
-    let mut net = Net::new(false);
+    let mut net = Net::new(false, false);
     let before = values(&net);
     fit(&mut net, 2, Some("body.1"), None).0.unwrap();
     let after = values(&net);
@@ -189,7 +192,7 @@ fn freezing_a_batch_norm_alone_trains_the_layers_before_it() {
 fn backbone_finetuning_unfreezes_at_its_epoch_at_a_growing_rate() {
     let _one = serial::one_at_a_time();
     seed_everything(5);
-    let mut net = Net::new(true);
+    let mut net = Net::new(true, false);
     let start = values(&net);
     let cb = BackboneFinetuning::new("body", 2).train_bn(false);
     let (out, seen) = fit(&mut net, 5, None, Some(cb));
@@ -217,7 +220,7 @@ fn backbone_finetuning_unfreezes_at_its_epoch_at_a_growing_rate() {
 fn backbone_finetuning_trains_batch_norms_while_frozen_by_default() {
     let _one = serial::one_at_a_time();
     seed_everything(5);
-    let mut net = Net::new(true);
+    let mut net = Net::new(true, false);
     let start = values(&net);
     let (out, seen) = fit(&mut net, 1, None, Some(BackboneFinetuning::new("body", 1)));
     out.unwrap();
@@ -232,7 +235,7 @@ fn backbone_finetuning_trains_batch_norms_while_frozen_by_default() {
 #[test]
 fn mistakes_are_named() {
     let _one = serial::one_at_a_time();
-    let mut net = Net::new(false);
+    let mut net = Net::new(false, false);
     let err = fit(&mut net, 1, Some("neck"), None)
         .0
         .unwrap_err()
@@ -242,7 +245,7 @@ fn mistakes_are_named() {
         "{err}"
     );
 
-    let mut net = Net::new(false);
+    let mut net = Net::new(false, false);
     let cb = BackboneFinetuning::new("body", 1);
     let err = fit(&mut net, 1, None, Some(cb)).0.unwrap_err().to_string();
     assert!(
@@ -250,4 +253,50 @@ fn mistakes_are_named() {
             && err.contains("Group::of([\"body\"])"),
         "{err}"
     );
+}
+
+/// Unfreezes the body at epoch 1 and records its weights after every batch.
+struct Unfreezes(Rc<RefCell<Vec<Vec<f32>>>>);
+
+impl Callback for Unfreezes {
+    fn on_train_epoch_start(&mut self, trainer: &mut TrainerView) {
+        match trainer.current_epoch() {
+            0 => trainer.freeze("body"),
+            _ => trainer.unfreeze("body"),
+        }
+    }
+    fn with_weights(&mut self, trainer: &mut TrainerView, at: At, weights: &mut dyn Weights) {
+        if at == At::TrainBatchEnd {
+            match weights.values("body.0.weight") {
+                Ok(v) => self.0.borrow_mut().push(v),
+                Err(e) => trainer.fail(e),
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unfrozen_parameter_counts_its_steps_from_its_first() {
+    let _one = serial::one_at_a_time();
+    seed_everything(7);
+    let mut net = Net::new(false, true);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut trainer = quiet::trainer()
+        .max_epochs(2)
+        .callback(Unfreezes(seen.clone()))
+        .build()
+        .unwrap();
+    let train = DataLoader::new(InMemoryDataset::new(samples(16)), 8);
+    trainer.fit_loaders(&mut net, train, None).unwrap();
+    // Two batches frozen, then Adam's first step of the body: bias-corrected, each weight
+    // moves by the rate (|m̂ / √v̂| = 1 on a first step), as PyTorch's step 1 of a new group.
+    let seen = seen.borrow();
+    assert_eq!(seen[0], seen[1], "frozen in epoch 0");
+    for (before, after) in seen[1].iter().zip(&seen[2]) {
+        let moved = (after - before).abs();
+        assert!(
+            (moved - 0.01).abs() < 1e-4,
+            "moved {moved}, not the rate 0.01"
+        );
+    }
 }

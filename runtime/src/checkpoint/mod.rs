@@ -92,6 +92,9 @@ pub(crate) struct OptimizerState {
     /// The schedulers of its parameter groups after the default one (whose is beside it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_schedulers: Vec<crate::optim::scheduler::SchedulerState>,
+    /// Per parameter, the steps it sat out frozen (none: every parameter took every step).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u64>,
 }
 
 /// An optimizer after the first (manual optimization): its state and its scheduler's.

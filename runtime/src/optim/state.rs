@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients, Tensor};
 
@@ -25,6 +27,10 @@ pub struct Optimizer<E: FloatDtype, D: TrainDevice<E> = Cpu> {
     offload: bool,
     /// The parameters it does not step now (they keep their buffers).
     frozen: Freezing,
+    /// Per parameter, the steps it sat out frozen: its own step count (Adam's bias correction,
+    /// SGD's first momentum step) is the optimizer's less these, as PyTorch counts a
+    /// parameter's steps (`state["step"]`) from when it first has a gradient.
+    skipped: BTreeMap<String, u64>,
 }
 
 /// Reads a parameter's buffer from a checkpoint: `(index, parameter, buffer, len)`.
@@ -100,6 +106,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             owned: None,
             offload: false,
             frozen: Freezing::default(),
+            skipped: BTreeMap::new(),
         })
     }
 
@@ -331,6 +338,7 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
             scratch,
             owned,
             frozen,
+            skipped,
             ..
         } = self;
         let configs: Vec<Optim> = (0..=config.groups().len())
@@ -346,12 +354,16 @@ impl<E: FloatDtype, D: TrainDevice<E>> Optimizer<E, D> {
                 .as_ref()
                 .is_none_or(|o| o.get(index).copied().unwrap_or(true));
             index += 1;
-            if !mine || !config.selects(name) || frozen.is_frozen(name) {
+            if !mine || !config.selects(name) {
+                return Ok(());
+            }
+            if frozen.is_frozen(name) {
+                *skipped.entry(name.to_string()).or_default() += 1;
                 return Ok(());
             }
             let rule = StepRule {
                 config: configs.get(config.group_of(name)).unwrap_or(config),
-                step: *step,
+                step: *step - skipped.get(name).copied().unwrap_or(0),
                 clip,
             };
             buffers.step(rule, tensor, grads, scratch)
@@ -389,6 +401,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
             config,
             step: self.step,
             group_schedulers: Vec::new(),
+            skipped: self.skipped.clone(),
         })
     }
 
@@ -451,6 +464,7 @@ impl<E: FloatDtype + CkptDtype, D: TrainDevice<E>> Optimizer<E, D> {
         state.config.validate()?;
         self.config = state.config.clone();
         self.step = state.step;
+        self.skipped = state.skipped.clone();
         self.state.clear();
         if self.step == 0 {
             return Ok(());
