@@ -165,3 +165,30 @@ fn the_example_plots_the_curve_and_trains_at_the_suggestion() {
     assert!(text.contains("val_acc after 10 epochs"), "{text}");
     assert!(image::open(dir.path().join("lr_find.png")).is_ok());
 }
+
+#[test]
+fn accumulated_windows_pair_each_step_with_its_rate_and_loss() {
+    let _one = serial::one_at_a_time();
+    seed_everything(2);
+    let mut net = Net::new();
+    // Two batches an epoch, windows of three: every window is cut short by its epoch's end.
+    let mut trainer = Trainer::builder()
+        .accumulate_grad_batches(3)
+        .no_logger()
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .enable_checkpointing(false)
+        .build()
+        .unwrap();
+    let settings = LrFind::default()
+        .num_training(20)
+        .early_stop_threshold(None);
+    let found = Tuner::new(&mut trainer)
+        .lr_find(&mut net, &mut loaders(), settings)
+        .unwrap();
+    assert_eq!((found.lrs.len(), found.losses.len()), (20, 20));
+    for (i, lr) in found.lrs.iter().enumerate() {
+        let want = 1e-8 * 1e8f64.powf(i as f64 / 20.0);
+        assert!((lr / want - 1.0).abs() < 1e-12, "step {i}: {lr} vs {want}");
+    }
+}

@@ -341,6 +341,7 @@ impl TrainerBuilder {
             dist,
             #[cfg(feature = "cuda")]
             cuda: None,
+            trial: false,
         })
     }
 }

@@ -97,6 +97,8 @@ pub struct Trainer {
     /// The CUDA device, opened on the first run that needs it and kept for the next ones.
     #[cfg(feature = "cuda")]
     cuda: Option<dfdx::tensor::Cuda>,
+    /// A tuner's trial fit is running: the module's own callbacks stay out.
+    trial: bool,
 }
 
 impl Trainer {

@@ -84,6 +84,15 @@ impl LrFind {
                 ),
             );
         }
+        if self
+            .early_stop_threshold
+            .is_some_and(|t| !(t > 0.0 && t.is_finite()))
+        {
+            return bad(
+                "early_stop_threshold",
+                format!("{:?} is not a finite factor > 0", self.early_stop_threshold),
+            );
+        }
         if self.num_training < 2 {
             return bad(
                 "num_training",
@@ -112,6 +121,8 @@ pub struct LrFound {
     /// its start, as Lightning's).
     pub losses: Vec<f64>,
     pub(super) mode: LrMode,
+    /// Whether [`plot`](Self::plot) writes (rank 0's does).
+    pub(super) plots: bool,
 }
 
 impl LrFound {
@@ -123,16 +134,24 @@ impl LrFound {
 
     /// [`suggestion`](Self::suggestion), skipping the first `begin` and the last `end` steps.
     pub fn suggestion_skipping(&self, begin: usize, end: usize) -> Option<f64> {
+        let found = self.steepest(begin, end);
+        if found.is_none() {
+            eprintln!(
+                "warning: lr_find: {} steps, fewer than 2 with a finite loss once the first {begin} and the last {end} are skipped: raise num_training or give the loader more batches",
+                self.losses.len()
+            );
+        }
+        found
+    }
+
+    /// The rate of the steepest fall, skipping the first `begin` and last `end` steps.
+    fn steepest(&self, begin: usize, end: usize) -> Option<f64> {
         let n = self.losses.len().min(self.lrs.len());
         let kept: Vec<(f64, f64)> = (begin..n.saturating_sub(end))
             .map(|i| (self.lrs[i], self.losses[i]))
             .filter(|(_, loss)| loss.is_finite())
             .collect();
         if kept.len() < 2 {
-            eprintln!(
-                "warning: lr_find: {} steps are too few to suggest a rate; raise num_training or give the loader more batches",
-                n
-            );
             return None;
         }
         // NumPy's gradient at unit spacing: one-sided at the ends, central inside.
@@ -148,9 +167,13 @@ impl LrFound {
     }
 
     /// Writes the curve as a PNG plot at `path`: the loss against the rate (a log scale
-    /// for the exponential mode), the suggestion marked in red.
+    /// for the exponential mode), the suggestion marked in red. Under DDP rank 0 writes it
+    /// (every rank has its curve) and the others write nothing.
     pub fn plot(&self, path: impl AsRef<Path>) -> Result<()> {
-        super::plot::write(self, self.suggestion(), path.as_ref())
+        if !self.plots {
+            return Ok(());
+        }
+        super::plot::write(self, self.steepest(10, 1), path.as_ref())
     }
 
     pub(super) fn log_x(&self) -> bool {
@@ -164,6 +187,8 @@ pub(super) struct Recorder {
     found: Rc<RefCell<LrFound>>,
     average: f64,
     best: f64,
+    /// The open accumulation window: the step it ends in, its rate, its losses' sum and count.
+    window: Option<(usize, f64, f64, usize)>,
 }
 
 impl Recorder {
@@ -172,12 +197,14 @@ impl Recorder {
             lrs: Vec::new(),
             losses: Vec::new(),
             mode: settings.mode,
+            plots: true,
         }));
         let recorder = Self {
             settings,
             found: found.clone(),
             average: 0.0,
             best: f64::INFINITY,
+            window: None,
         };
         (recorder, found)
     }
@@ -187,25 +214,32 @@ impl Recorder {
 const BETA: f64 = 0.98;
 
 impl Callback for Recorder {
-    fn on_train_batch_start(&mut self, trainer: &mut TrainerView, batch_idx: usize) {
-        // Once per optimizer step: at the start of each accumulation window.
-        if !batch_idx.is_multiple_of(trainer.accumulate_grad_batches()) {
+    fn on_train_batch_start(&mut self, trainer: &mut TrainerView, _batch_idx: usize) {
+        // A window opens at its first batch: its step's rate for every group.
+        if self.window.is_some() {
             return;
         }
-        let lr = self.settings.lr_at(trainer.global_step());
+        let step = trainer.global_step();
+        let lr = self.settings.lr_at(step);
         let groups = trainer.optimizers().first().map_or(1, |o| o.groups.len());
         for g in 0..groups {
             trainer.set_group_lr(0, g, lr);
         }
-        self.found.borrow_mut().lrs.push(lr);
+        self.window = Some((step, lr, 0.0, 0));
     }
 
-    fn on_train_batch_end(&mut self, trainer: &mut TrainerView, loss: f64, batch_idx: usize) {
-        if !(batch_idx + 1).is_multiple_of(trainer.accumulate_grad_batches()) {
+    fn on_train_batch_end(&mut self, trainer: &mut TrainerView, loss: f64, _batch_idx: usize) {
+        let Some((step, lr, sum, count)) = self.window.take() else {
+            return;
+        };
+        let (sum, count) = (sum + loss, count + 1);
+        // The window closes with its optimizer step (an epoch's last one may be short).
+        if trainer.global_step() == step {
+            self.window = Some((step, lr, sum, count));
             return;
         }
         let step = trainer.global_step();
-        self.average = BETA * self.average + (1.0 - BETA) * loss;
+        self.average = BETA * self.average + (1.0 - BETA) * sum / count as f64;
         let smoothed = self.average / (1.0 - BETA.powi(step as i32 + 1));
         let diverged = (self.settings.early_stop_threshold)
             .is_some_and(|t| step > 1 && smoothed > t * self.best);
@@ -215,6 +249,8 @@ impl Callback for Recorder {
         if smoothed < self.best || step == 1 {
             self.best = smoothed;
         }
-        self.found.borrow_mut().losses.push(smoothed);
+        let mut found = self.found.borrow_mut();
+        found.lrs.push(lr);
+        found.losses.push(smoothed);
     }
 }

@@ -135,7 +135,9 @@ impl Trainer {
         let stage = job.stage;
         self.view.start(stage, &self.settings);
         let own = self.callbacks.len();
-        self.callbacks.extend(job.model.configure_callbacks());
+        if !self.trial {
+            self.callbacks.extend(job.model.configure_callbacks());
+        }
         let run_seed = crate::seed::next_seed();
         let requeue = self.dist.requeue_signal.filter(|_| stage == Stage::Fit);
         let signals = Signals::catch(requeue)?;
