@@ -74,7 +74,7 @@ impl Trainer {
     }
 
     /// `values` as rank 0 has them, on every rank (a tuner's result, the same everywhere).
-    pub(crate) fn from_rank_zero(&self, values: &[f64]) -> Result<Vec<f64>> {
+    pub(crate) fn rank_zero_values(&self, values: &[f64]) -> Result<Vec<f64>> {
         let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.dist.collective.broadcast(0, &mut bytes)?;
         let floats = bytes.chunks_exact(8).map(|b| {
