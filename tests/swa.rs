@@ -89,7 +89,7 @@ impl Callback for Recorder {
 
 fn swa() -> StochasticWeightAveraging {
     StochasticWeightAveraging::new(0.01)
-        .start_epoch(3)
+        .start_epoch(4)
         .annealing_epochs(2)
 }
 
@@ -139,7 +139,8 @@ fn the_module_ends_with_the_average_and_batch_norm_statistics_of_the_data() {
     let mut net = Net::new();
     let seen = fit(&mut net, dir.path(), 6, None);
 
-    // The equal average of the weights at the end of epochs 3, 4, 5.
+    // The equal average of the weights at the end of the 4th, 5th and 6th epochs (1-based, as
+    // Lightning counts swa_epoch_start).
     let got = trained(&net);
     for (i, g) in got.iter().enumerate() {
         let mean = (3..6).map(|e| seen.weights[e][i]).sum::<f32>() / 3.0;
@@ -196,4 +197,21 @@ fn a_run_resumed_while_averaging_ends_where_an_uninterrupted_one_does() {
     for name in x.tensor_names() {
         assert_eq!(x.tensor(name).unwrap(), y.tensor(name).unwrap(), "{name}");
     }
+}
+
+#[test]
+fn a_start_past_the_last_epoch_is_refused_before_training() {
+    let mut net = Net::new();
+    let mut trainer = quiet::trainer()
+        .max_epochs(6)
+        .callback(StochasticWeightAveraging::new(0.01).start_epoch(7))
+        .build()
+        .unwrap();
+    let mut loaders = fulmen::datamodule::Loaders {
+        train: Some(DataLoader::new(InMemoryDataset::new(samples()), 4)),
+        ..Default::default()
+    };
+    let err = trainer.fit(&mut net, &mut loaders).unwrap_err().to_string();
+    assert!(err.contains("start at epoch 7 of 6"), "{err}");
+    assert_eq!(trainer.global_step(), 0, "refused before the first step");
 }

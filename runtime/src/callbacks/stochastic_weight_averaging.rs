@@ -6,13 +6,16 @@
 //!
 //! As Lightning's, validation during training runs with the weights being trained; the average
 //! is what `fit` leaves in the module. Checkpoints keep the average under `swa/average/`, so a
-//! resumed run continues it exactly.
+//! resumed run continues it exactly (in `f32`: an f64 run's average resumes rounded to f32).
+//!
+//! The start counts epochs from 1, as Lightning's `swa_epoch_start`: `start_epoch(30)` averages
+//! from the 30th epoch on (`current_epoch` 29), `start_fraction(0.8)` of 10 epochs from the 8th.
 //!
 //! ```
 //! use fulmen::callbacks::StochasticWeightAveraging;
 //! // Average from 80% of max_epochs on, annealing to 0.01 over 10 epochs (the defaults).
 //! let swa = StochasticWeightAveraging::new(0.01);
-//! // Average from epoch 30 on, annealing linearly over 5 epochs.
+//! // Average from the 30th epoch on, annealing linearly over 5 epochs.
 //! let swa = StochasticWeightAveraging::new(0.01).start_epoch(30).annealing_epochs(5).linear();
 //! ```
 
@@ -67,7 +70,7 @@ impl StochasticWeightAveraging {
             resumed: None,
         }
     }
-    /// Starts at this epoch (Lightning's `swa_epoch_start` as an int).
+    /// Starts at this epoch, counted from 1 (Lightning's `swa_epoch_start` as an int).
     pub fn start_epoch(mut self, epoch: usize) -> Self {
         self.start = Start::Epoch(epoch);
         self
@@ -88,20 +91,26 @@ impl StochasticWeightAveraging {
         self
     }
 
-    /// The epoch averaging starts at.
+    /// The `current_epoch` averaging starts at (Lightning's `swa_start`: the 1-based start
+    /// less one).
     fn start(&self, trainer: &TrainerView) -> Option<usize> {
-        match self.start {
-            Start::Epoch(e) => Some(e),
+        let first = match self.start {
+            Start::Epoch(e) => e,
             Start::Fraction(f) => {
                 let max = trainer.max_epochs().filter(|&m| m != usize::MAX)?;
-                Some((max as f64 * f) as usize)
+                (max as f64 * f) as usize
             }
-        }
+        };
+        Some(first.saturating_sub(1))
     }
 
     /// PyTorch's `SWALR`: from the rate at the start, `t` epochs into averaging.
     fn annealed(&self, start_lr: f64, t: usize) -> f64 {
-        let t = (t as f64 / self.annealing_epochs.max(1) as f64).min(1.0);
+        // No annealing epochs: swa_lr at once (PyTorch's `step = max(1, step)`).
+        let t = match self.annealing_epochs {
+            0 => 1.0,
+            n => (t as f64 / n as f64).min(1.0),
+        };
         let alpha = match self.cosine {
             true => (1.0 - (std::f64::consts::PI * t).cos()) / 2.0,
             false => t,
@@ -144,6 +153,25 @@ impl Callback for StochasticWeightAveraging {
             self.average = None;
             self.state = State::default();
             self.resumed = None;
+        }
+    }
+
+    fn on_fit_start(&mut self, trainer: &mut TrainerView) {
+        if let (Some(start), Some(max)) = (self.start(trainer), trainer.max_epochs()) {
+            if start >= max {
+                let why = format!(
+                    "averaging would start at epoch {} of {max}: nothing would be averaged",
+                    start + 1
+                );
+                return trainer.fail(Error::config(
+                    "StochasticWeightAveraging.swa_epoch_start",
+                    why,
+                ));
+            }
+        }
+        // Fail now, not after the last epoch, where the batch norms could not be recomputed.
+        if let Some(why) = trainer.update_bn_refused() {
+            trainer.fail(Error::msg(format!("StochasticWeightAveraging: {why}")));
         }
     }
 

@@ -90,6 +90,8 @@ pub struct TrainerView {
     pub(crate) freezing: crate::freeze::Freezing,
     /// Whether the batch norms' statistics are recomputed once training ends.
     pub(crate) update_bn: bool,
+    /// Why they could not be, in this fit (a manual step, 16-mixed), if the module has any.
+    pub(crate) update_bn_refused: Option<&'static str>,
     pub(crate) error: Option<Error>,
     pub(crate) default_root_dir: PathBuf,
     pub(crate) fast_dev_run: bool,
@@ -124,6 +126,7 @@ impl TrainerView {
             lr_requests: Vec::new(),
             freezing: Default::default(),
             update_bn: false,
+            update_bn_refused: None,
             error: None,
             default_root_dir: PathBuf::from("."),
             fast_dev_run: false,
@@ -317,6 +320,11 @@ impl TrainerView {
     /// `update_bn`, what `StochasticWeightAveraging` needs for its average).
     pub fn update_bn(&mut self) {
         self.update_bn = true;
+    }
+    /// Why [`update_bn`](Self::update_bn) would fail in this fit (the module has batch norms
+    /// and trains under manual optimization or in 16-mixed), known from `on_fit_start` on.
+    pub fn update_bn_refused(&self) -> Option<&'static str> {
+        self.update_bn_refused
     }
     /// Which parameters are frozen.
     pub fn freezing(&self) -> &crate::freeze::Freezing {

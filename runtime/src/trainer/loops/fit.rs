@@ -60,6 +60,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         view.num_training_batches = self.position.train_batches;
         view.model_parameters = super::super::ParamInfo::of_module(&*self.model)?;
         view.model_layers = <M as crate::spec::Layers>::LAYERS;
+        self.view.update_bn_refused = self.update_bn_refusal()?;
         self.log_hparams()
     }
 

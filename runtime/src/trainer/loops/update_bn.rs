@@ -21,11 +21,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if norms.is_empty() {
             return Ok(());
         }
-        if <M::Optimization as OptimizationMode>::MANUAL || self.optimization.half.is_some() {
-            return Err(Error::config(
-                "update_bn",
-                "recomputing the batch-norm statistics runs training_step without a backward, which a manual step does itself and 16-mixed runs on a half copy: not built for either",
-            ));
+        if let Some(why) = self.update_bn_refusal()? {
+            return Err(Error::config("update_bn", why));
         }
         let total = self.position.train_batches;
         let epoch = self.view.current_epoch;
@@ -45,6 +42,18 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         })?;
         // Each rank saw its own batches: rank 0's statistics are every rank's.
         crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)
+    }
+}
+
+impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
+    /// Why `update_bn` cannot run in this fit, when the module has batch norms.
+    pub(super) fn update_bn_refusal(&self) -> Result<Option<&'static str>> {
+        let unbuilt =
+            <M::Optimization as OptimizationMode>::MANUAL || self.optimization.half.is_some();
+        if !unbuilt || batch_norms(&*self.model)?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some("recomputing the batch-norm statistics runs training_step without a backward, which a manual step does itself and 16-mixed runs on a half copy: not built for either"))
     }
 }
 
