@@ -184,11 +184,18 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
     }
 }
 
-/// Whether `ty` names the impl's dtype or device parameter (`E`, `D`) anywhere.
+/// Whether `ty` names the impl's dtype or device parameter anywhere: `E` or `D` as a path of
+/// one segment (not `my_crate::D`, not `D::Item`).
 pub(crate) fn names_dtype_or_device(ty: &syn::Type) -> bool {
     fn any(tokens: proc_macro2::TokenStream) -> bool {
-        tokens.into_iter().any(|t| match t {
-            proc_macro2::TokenTree::Ident(i) => i == "E" || i == "D",
+        let tokens: Vec<proc_macro2::TokenTree> = tokens.into_iter().collect();
+        let colon = |t: Option<&proc_macro2::TokenTree>| matches!(t, Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == ':');
+        tokens.iter().enumerate().any(|(i, t)| match t {
+            proc_macro2::TokenTree::Ident(id) => {
+                (id == "E" || id == "D")
+                    && !colon(i.checked_sub(1).and_then(|j| tokens.get(j)))
+                    && !colon(tokens.get(i + 1))
+            }
             proc_macro2::TokenTree::Group(g) => any(g.stream()),
             _ => false,
         })

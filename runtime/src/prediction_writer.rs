@@ -223,10 +223,11 @@ impl<P: Rows> PredictionWriter<P> for PredictionFiles {
         batch_indices: &[Vec<usize>],
     ) -> Result<()> {
         let mut rows = Vec::new();
+        let mut wrong = None;
         for (batch, (p, indices)) in predictions.iter().zip(batch_indices).enumerate() {
             let batch_rows = p.rows();
-            if batch_rows.len() != indices.len() {
-                return Err(Error::msg(format!(
+            if batch_rows.len() != indices.len() && wrong.is_none() {
+                wrong = Some(Error::msg(format!(
                     "{}: predict_step gave {} rows for batch {batch}, which has {} samples: return one row per sample",
                     self.path.display(),
                     batch_rows.len(),
@@ -234,6 +235,18 @@ impl<P: Rows> PredictionWriter<P> for PredictionFiles {
                 )));
             }
             rows.extend(indices.iter().copied().zip(batch_rows));
+        }
+        // Every rank learns whether one went wrong before any waits on the others' rows.
+        let mut any = [f64::from(u8::from(wrong.is_some()))];
+        ranks.collective.all_reduce_max_f64(&mut any)?;
+        if let Some(e) = wrong {
+            return Err(e);
+        }
+        if any[0] > 0.0 {
+            return Err(Error::msg(format!(
+                "{}: another rank's predictions do not make one row per sample (its error says which)",
+                self.path.display()
+            )));
         }
         let rows = ranks.gather_rows(&rows)?;
         match ranks.rank() {

@@ -6,7 +6,8 @@
 //! adds it to the optimizer when it unfreezes): a group of exactly the backbone's field. Until
 //! `unfreeze_at` its parameters are frozen (`TrainerView::freeze`), but for its batch norms'
 //! with `train_bn(true)` (Lightning's default); with `train_bn(false)` they normalize by their
-//! running statistics and keep them.
+//! running statistics and keep them (PyTorch's eval mode; Lightning's frozen batch norms
+//! normalize by the batch, `track_running_stats=False`, and keep theirs too).
 //!
 //! ```
 //! use fulmen::callbacks::BackboneFinetuning;

@@ -233,7 +233,9 @@ impl Trainer {
 
     /// Runs `predict_step` on every batch of the prediction loader, on the trainer's device in
     /// its precision; returns the predictions in order. `predict_step` takes a batch of its
-    /// own (the data module's `PredictSample`s collated), and returns host values.
+    /// own (the data module's `PredictSample`s collated), and returns host values. Under DDP
+    /// each rank predicts, and returns, its share of the loader (the distributed sampler's,
+    /// as Lightning's); [`predict_with`](Self::predict_with) a `PredictionFiles` gathers them.
     pub fn predict<M, DM>(
         &mut self,
         model: &mut M,

@@ -71,13 +71,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The prediction loader, for `predict`.
-    /// Under DDP, this rank's share (the distributed sampler's): a writer of the predictions
-    /// gathers them.
+    /// Under DDP, this rank's share (the distributed sampler's, of rank 0's order when it
+    /// shuffles): a writer of the predictions gathers them.
     pub(in crate::trainer) fn predict_loader(&mut self) -> Result<DataLoader<DM::PredictSample>> {
         let loader = self.dm.predict_dataloader()?;
         let loader = loader.ok_or_else(|| missing("predict_dataloader", Stage::Predict))?;
         self.require_step(Stage::Predict)?;
-        self.shard(loader, false)
+        self.shard(loader, true)
     }
 
     /// Under DDP with the distributed sampler, this rank's share of `loader`; a training

@@ -169,6 +169,14 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
                 )));
             }
         }
+        let count = self.optimizers.len();
+        if let Some(&(bad, ..)) = self.view.lr_requests.iter().find(|r| r.0 >= count) {
+            return Err(Error::config(
+                "set_group_lr",
+                format!("optimizer {bad} does not exist: configure_optimizers returns {count}"),
+            ));
+        }
+        let c = &mut self.optimizers[opt];
         let requested = c.take_requests(opt, &mut self.view.lr_requests)?;
         let clip = std::mem::replace(&mut self.clips[opt], Clip::None);
         // The optimizer steps the parameters it selects (its state is kept by their place

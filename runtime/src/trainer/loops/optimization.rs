@@ -368,6 +368,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// become the first optimizer's next step's (the step refuses one that is not finite and
     /// non-negative).
     fn take_lr_request(&mut self) -> Result<()> {
+        let count = self.optimization.optimizers.len();
+        if let Some(&(opt, ..)) = self.view.lr_requests.iter().find(|r| r.0 >= count) {
+            return Err(Error::config(
+                "set_group_lr",
+                format!("optimizer {opt} does not exist: configure_optimizers returns {count}"),
+            ));
+        }
         let first = self.optimization.optimizers.first_mut();
         if let Some(first) = first {
             if first.take_requests(0, &mut self.view.lr_requests)? {
