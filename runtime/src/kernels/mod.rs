@@ -38,6 +38,7 @@ mod tests;
 pub use composed::Composed;
 pub use host::Host;
 pub use on_cpu::{cpu_runs, CpuKernels, OnCpu, RunsOnCpu};
+pub(crate) use ops::any_frozen_norm;
 pub use ops::{Describe, GradSum, NormState, Op, Scratch, StepRule, Total};
 pub use seam::{
     Conv, Elementwise, Flat, Fuse, Kernels, Norm, Normalized, Pool, Reduce, Step, Unscale,

@@ -59,6 +59,20 @@ pub trait NormState<E: FloatDtype, D: HostAccess<E>> {
         var: Tensor<(usize,), E, D>,
         per_channel: usize,
     ) -> Result<()>;
+    /// Whether the running step froze its weight (`crate::freeze`): it then normalizes by
+    /// its running statistics, which a fused chain does not, so its body runs layer by layer.
+    fn frozen(&self) -> bool {
+        false
+    }
+}
+
+/// Whether any batch norm among `ops` is frozen.
+pub(crate) fn any_frozen_norm<E: FloatDtype, D: HostAccess<E>>(ops: &[Op<'_, E, D>]) -> bool {
+    ops.iter().any(|op| match op {
+        Op::BatchNorm(norm) => norm.frozen(),
+        Op::Residual { f, r } => any_frozen_norm(f) || any_frozen_norm(r),
+        _ => false,
+    })
 }
 
 /// What one optimizer step does to each parameter.

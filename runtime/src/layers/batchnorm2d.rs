@@ -196,6 +196,10 @@ impl<const C: usize, E: FloatDtype, D: TrainDevice<E>> NormState<E, D>
         self.epsilon
     }
 
+    fn frozen(&self) -> bool {
+        crate::freeze::is_frozen(&self.weight)
+    }
+
     /// PyTorch's rule: `running ← (1 − momentum)·running + momentum·batch`, the variance the
     /// unbiased one (`m / (m − 1)` times the batch's, over `m` values per channel).
     fn update_running(

@@ -6,8 +6,8 @@
 //! sequence ([`Fuse`]): on the CPU the values between the layers stay host buffers and never
 //! become dfdx tensors, so dfdx allocates and zeroes no gradient for them; the composed
 //! kernels run each layer as it is. In evaluation, in a FULL_SHARD step (where the
-//! [`Unit`](super::Unit)s among the layers gather their parameters) and in a step with frozen
-//! parameters ([`crate::freeze`]), the tuple runs as it is.
+//! [`Unit`](super::Unit)s among the layers gather their parameters) and in a step that froze
+//! one of its batch norms ([`crate::freeze`]), the tuple runs as it is.
 //! The layers that fuse are fulmen's convolutions, `BatchNorm2D`, `ReLU`, the residual blocks
 //! and units, and tuples of them; the ResNet builders fuse their blocks' branches.
 //!
@@ -84,11 +84,29 @@ where
         x: Tensor<Si, E, D, OwnedTape<E, D>>,
     ) -> std::result::Result<Self::Output, D::Err> {
         // In a FULL_SHARD step the layers run one by one, so that the units among them gather
-        // their parameters; with parameters frozen, so that frozen batch norms keep theirs.
-        if full_shard::running::<E, D>().is_some() || crate::freeze::any() {
+        // their parameters; with a batch norm frozen, so that it normalizes by its running
+        // statistics.
+        if full_shard::running::<E, D>().is_some() || self.has_frozen_norm() {
             return self.0.try_forward_mut(x);
         }
         Ok(or_panic(D::Kernels::fused(x, &mut self.0)))
+    }
+}
+
+impl<T> modules::Fused<T> {
+    /// Whether the running step froze a batch norm among the layers (none frozen: no look).
+    fn has_frozen_norm<E: FloatDtype, D: TrainDevice<E>>(&mut self) -> bool
+    where
+        T: Describe<E, D>,
+    {
+        if !crate::freeze::any() {
+            return false;
+        }
+        let mut ops = Vec::new();
+        // A layer that cannot describe itself runs layer by layer too.
+        self.0
+            .describe(&mut ops)
+            .map_or(true, |()| crate::kernels::any_frozen_norm(&ops))
     }
 }
 
