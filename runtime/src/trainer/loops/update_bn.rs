@@ -28,7 +28,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let epoch = self.view.current_epoch;
         for (k, samples) in train.epoch_from(epoch, 0).take(total).enumerate() {
             let momentum = 1.0 / (k + 1) as f64;
-            set_momenta(&mut *self.model, &mut |_| momentum)?;
+            set_momenta(&mut *self.model, &norms, |_| momentum)?;
             let info = self.step_info(Stage::Fit, true, k, samples.len());
             let batch = self.collated(samples)?;
             let mut ctx = StepContext::<E, D, M::Optimization>::new(self.device.clone(), info);
@@ -36,10 +36,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             // The loss's tape is dropped: no gradient, no step.
             guard("training_step", k, || model.training_step(batch, &mut ctx))??;
         }
-        let mut before = norms.into_iter();
-        set_momenta(&mut *self.model, &mut |_| {
-            before.next().map_or(0.1, |(_, m)| m)
-        })?;
+        set_momenta(&mut *self.model, &norms, |saved| saved)?;
         // Each rank saw its own batches: rank 0's statistics are every rank's.
         crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)
     }
@@ -79,18 +76,17 @@ fn batch_norms<M: dfdx::nn::TensorCollection<E, D>, E: Ckpt, D: TrainDevice<E>>(
     Ok(momenta)
 }
 
-/// Sets every batch norm's momentum to `momentum(layer)`, in walk order.
+/// Sets the momentum of each batch norm of `norms` (layer, momentum before) to
+/// `momentum(before)`.
 fn set_momenta<M: dfdx::nn::TensorCollection<E, D>, E: Ckpt, D: TrainDevice<E>>(
     module: &mut M,
-    momentum: &mut dyn FnMut(&str) -> f64,
+    norms: &[(String, f64)],
+    momentum: impl Fn(f64) -> f64,
 ) -> Result<()> {
-    let layers: Vec<String> = batch_norms(&*module)?.into_iter().map(|(l, _)| l).collect();
     walk::write(module, |name, item| {
-        if let ItemMut::Scalar(value) = item {
-            if let Some(layer) = name.strip_suffix(".momentum") {
-                if layers.iter().any(|l| l == layer) {
-                    *value = Some(momentum(layer));
-                }
+        if let (ItemMut::Scalar(value), Some(layer)) = (item, name.strip_suffix(".momentum")) {
+            if let Some((_, before)) = norms.iter().find(|(l, _)| l == layer) {
+                *value = Some(momentum(*before));
             }
         }
         Ok(())
