@@ -73,7 +73,8 @@ impl Trainer {
         fitted.and(restored)
     }
 
-    /// `values` as rank 0 has them, on every rank (a tuner's result, the same everywhere).
+    /// `values` as rank 0 has them (of any length), on every rank (a tuner's result, the same
+    /// everywhere).
     pub(crate) fn rank_zero_values(&self, values: &[f64]) -> Result<Vec<f64>> {
         let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.dist.collective.broadcast(0, &mut bytes)?;

@@ -82,12 +82,8 @@ impl<'t> Tuner<'t> {
         let mut found = found.borrow().clone();
         // Every rank recorded its own losses: rank 0's curve, and so its suggestion, is every
         // rank's (as Lightning broadcasts its results); rank 0 alone plots.
-        let n = self.trainer.rank_zero_values(&[found.lrs.len() as f64])?;
-        let both = [found.lrs.clone(), found.losses.clone()].concat();
-        let both = self.trainer.rank_zero_values(&both)?;
-        let steps = n.first().copied().unwrap_or(0.0) as usize;
-        found.lrs = both.iter().take(steps).copied().collect();
-        found.losses = both.iter().skip(steps).copied().collect();
+        found.lrs = self.trainer.rank_zero_values(&found.lrs)?;
+        found.losses = self.trainer.rank_zero_values(&found.losses)?;
         found.plots = self.trainer.is_global_zero();
         Ok(found)
     }
