@@ -28,6 +28,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use dfdx::tensor::{Gradients, Tensor, UniqueId};
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::HostAccess;
 use crate::optim::field_matches;
 use crate::walk::{id_of, EachParam, Params};
-use crate::{Error, FloatDtype, Result};
+use crate::{FloatDtype, Result};
 
 /// Which parameters are frozen: the fields frozen and unfrozen, in the order asked; the last
 /// that covers a parameter decides.
@@ -92,17 +93,7 @@ impl Freezing {
             Ok(())
         })?;
         for (field, _) in &self.rules {
-            if !names.iter().any(|n| field_matches(field, n)) {
-                let mut top: Vec<&str> = names.iter().filter_map(|n| n.split('.').next()).collect();
-                top.dedup();
-                return Err(Error::config(
-                    "freeze",
-                    format!(
-                        "`{field}` is no field of {module_name} with trainable parameters; its fields are {}",
-                        top.join(", ")
-                    ),
-                ));
-            }
+            crate::optim::check_field("freeze", field, &names, module_name)?;
         }
         Ok(())
     }
@@ -160,13 +151,13 @@ pub(crate) fn frozen_ids<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Siz
 
 thread_local! {
     /// The frozen parameters of the step running on this thread.
-    static FROZEN: RefCell<BTreeSet<UniqueId>> = const { RefCell::new(BTreeSet::new()) };
+    static FROZEN: RefCell<Rc<BTreeSet<UniqueId>>> = RefCell::new(Rc::new(BTreeSet::new()));
 }
 
 /// Runs `f` (a training step) with the parameters `ids` frozen for the layers that ask
 /// ([`is_frozen`]).
-pub(crate) fn within<R>(ids: BTreeSet<UniqueId>, f: impl FnOnce() -> R) -> R {
-    struct Restore(BTreeSet<UniqueId>);
+pub(crate) fn within<R>(ids: Rc<BTreeSet<UniqueId>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Rc<BTreeSet<UniqueId>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let before = std::mem::take(&mut self.0);

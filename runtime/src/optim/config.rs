@@ -116,6 +116,32 @@ pub(crate) fn field_matches(field: &str, name: &str) -> bool {
     true
 }
 
+/// Refuses `field` (given to `setting`) when it covers none of `names`, the trainable
+/// parameters of `module_name`, naming the module's top-level fields.
+pub(crate) fn check_field(
+    setting: &str,
+    field: &str,
+    names: &[String],
+    module_name: &str,
+) -> crate::Result<()> {
+    if names.iter().any(|n| field_matches(field, n)) {
+        return Ok(());
+    }
+    let mut top: Vec<&str> = Vec::new();
+    for name in names.iter().filter_map(|n| n.split('.').next()) {
+        if !top.contains(&name) {
+            top.push(name);
+        }
+    }
+    Err(crate::Error::config(
+        setting,
+        format!(
+            "`{field}` is no field of {module_name} with trainable parameters; its fields are {}",
+            top.join(", ")
+        ),
+    ))
+}
+
 /// What `configure_optimizers` returns: one optimizer, or several (manual optimization), each
 /// over its own fields ([`Optim::params`]). Made from an [`Optim`], a `Vec<Optim>` or an
 /// array of them.

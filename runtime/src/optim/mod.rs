@@ -19,7 +19,7 @@ pub mod scheduler;
 mod state;
 
 pub use clip::{Clip, ClipAlgorithm};
-pub(crate) use config::field_matches;
+pub(crate) use config::{check_field, field_matches};
 pub use config::{Group, Optim, OptimKind, Optimizers};
 pub use scheduler::{
     Anneal, CosineAnnealingLR, ExponentialLR, Interval, LinearLR, LrScheduler, MultiStepLR,

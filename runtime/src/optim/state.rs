@@ -509,23 +509,7 @@ pub(crate) fn check_fields<E: FloatDtype, D: TrainDevice<E>>(
         return Ok(());
     };
     for field in fields {
-        let one = Optim::sgd(0.0).params([field.as_str()]);
-        if names.iter().any(|n| one.selects(n)) {
-            continue;
-        }
-        let mut top: Vec<&str> = Vec::new();
-        for field in names.iter().filter_map(|n| n.split('.').next()) {
-            if !top.contains(&field) {
-                top.push(field);
-            }
-        }
-        return Err(Error::config(
-            "Optim::params",
-            format!(
-                "`{field}` is no field of {module_name} with trainable parameters; its fields are {}",
-                top.join(", ")
-            ),
-        ));
+        super::config::check_field("Optim::params", field, &names, module_name)?;
     }
     Ok(())
 }
