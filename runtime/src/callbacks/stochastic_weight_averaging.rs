@@ -253,16 +253,10 @@ impl Callback for StochasticWeightAveraging {
         if self.state.averaged == 0 {
             return;
         }
-        let mut average = Vec::new();
-        for name in checkpoint.tensor_names().filter(|n| n.starts_with(AVERAGE)) {
-            match checkpoint.tensor(name) {
-                Ok(v) => average.push((
-                    name[AVERAGE.len()..].to_string(),
-                    v.iter().map(|&v| v as f32).collect(),
-                )),
-                Err(e) => return trainer.fail(e),
-            }
-        }
+        let average = match checkpoint.tensors_under(AVERAGE) {
+            Ok(average) => average,
+            Err(e) => return trainer.fail(checkpoint.error(e)),
+        };
         if average.is_empty() {
             let why = format!(
                 "the checkpoint says {} epochs were averaged but holds no average (`{AVERAGE}…`)",

@@ -160,16 +160,10 @@ impl Callback for WeightAveraging {
         if self.updates == 0 {
             return;
         }
-        let mut current = Vec::new();
-        for name in checkpoint.tensor_names().filter(|n| n.starts_with(CURRENT)) {
-            match checkpoint.tensor(name) {
-                Ok(v) => current.push((
-                    name[CURRENT.len()..].to_string(),
-                    v.iter().map(|&v| v as f32).collect(),
-                )),
-                Err(e) => return trainer.fail(e),
-            }
-        }
+        let current = match checkpoint.tensors_under(CURRENT) {
+            Ok(current) => current,
+            Err(e) => return trainer.fail(checkpoint.error(e)),
+        };
         if current.is_empty() {
             let why = format!("the checkpoint holds an average of {} steps but not the weights training goes on with (`{CURRENT}…`)", self.updates);
             return trainer.fail(Error::msg(format!("WeightAveraging: {why}")));

@@ -331,6 +331,17 @@ impl Checkpoint {
         self.records.insert(to.to_string(), record);
         Ok(())
     }
+    /// Every stored tensor whose name starts with `prefix`, by the rest of its name, in
+    /// `f32` (what a callback put there with [`set_tensor`](Self::set_tensor)).
+    pub fn tensors_under(&self, prefix: &str) -> Result<Vec<(String, Vec<f32>)>> {
+        let under = self
+            .records
+            .iter()
+            .filter_map(|(name, record)| Some((name, name.strip_prefix(prefix)?, record)));
+        under
+            .map(|(name, rest, record)| Ok((rest.to_string(), record.values::<f32>(name)?)))
+            .collect()
+    }
     /// A stored tensor's shape.
     pub fn tensor_shape(&self, name: &str) -> Option<&[usize]> {
         self.records.get(name).map(|r| r.shape.as_slice())
