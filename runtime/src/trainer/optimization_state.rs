@@ -139,6 +139,9 @@ pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: Lightnin
     pub full_shard: Option<full_shard::Shared<E, D>>,
     /// The freezing the optimizers and gradients follow (the view's, from the last step on).
     pub frozen: crate::freeze::Freezing,
+    /// Its parameters' ids, which the layers of a step look up (found once per change: a
+    /// parameter keeps its tensor, and so its id, through a fit).
+    pub frozen_ids: std::rc::Rc<std::collections::BTreeSet<dfdx::tensor::UniqueId>>,
 }
 
 impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
@@ -152,6 +155,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
             shards: None,
             full_shard: None,
             frozen: Default::default(),
+            frozen_ids: Default::default(),
         }
     }
 

@@ -1,10 +1,10 @@
 //! Freezing in the loop (`crate::freeze`): what the hooks ask for (`TrainerView::freeze`) is
 //! applied before the next training step, and the step runs with it.
 
-use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use dfdx::nn::ZeroGrads;
-use dfdx::tensor::{Gradients, UniqueId};
+use dfdx::tensor::Gradients;
 
 use super::Run;
 use crate::checkpoint::Ckpt;
@@ -42,6 +42,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         for c in self.optimization.optimizers.iter_mut() {
             c.optimizer.set_frozen(&freezing);
         }
+        self.optimization.frozen_ids =
+            Rc::new(freeze::frozen_ids(&Tensors(&*self.model), &freezing)?);
         self.optimization.frozen = freezing;
         if let Some(mut before) = self.optimization.grads.take() {
             let unfrozen = self.unfrozen();
@@ -67,10 +69,5 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             return Ok(grads);
         }
         freeze::alloc_grads(&self.unfrozen())
-    }
-
-    /// The ids of the frozen parameters, for the layers of the step about to run.
-    pub(super) fn frozen_ids(&self) -> Result<BTreeSet<UniqueId>> {
-        freeze::frozen_ids(&Tensors(&*self.model), &self.optimization.frozen)
     }
 }

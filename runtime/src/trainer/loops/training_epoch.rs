@@ -196,7 +196,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             return Ok((Some(value), logs, None));
         }
         let batch = self.collated(samples)?;
-        let frozen = self.frozen_ids()?;
+        let frozen = self.optimization.frozen_ids.clone();
         // Under FULL_SHARD until this step's backward is done.
         self.roots(true)?;
         let o = &mut self.optimization;
