@@ -11,7 +11,12 @@ mod quiet;
 mod serial;
 
 use fulmen::dfdx::nn::modules::Linear as L;
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+
 use fulmen::prelude::*;
+use fulmen::trainer::Precision;
 use fulmen::Manual;
 
 type Sample = ([f32; 2], [f32; 1]);
@@ -118,6 +123,114 @@ fn a_manual_step_that_does_what_the_trainer_does_trains_the_same_weights() {
     assert_eq!(got, want);
 }
 
+/// `Auto`'s loss times `factor`, stepped by hand: a large factor overflows f16 once scaled.
+#[lightning_module]
+struct Scaled {
+    a: Linear<2, 3>,
+    b: Linear<3, 1>,
+    #[hparam]
+    factor: f64,
+}
+
+#[lightning_module(manual_optimization)]
+impl Scaled {
+    fn training_step(
+        &mut self,
+        (x, y): RegressionBatch<2, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> fulmen::Result<()> {
+        let [opt] = ctx.optimizers()?;
+        let loss = mse_loss(self.b.forward(self.a.forward(ctx.trace(x)).tanh()), y);
+        ctx.manual_backward(loss * E::from_f64(self.factor).unwrap(), self)?;
+        ctx.step(opt, self)?;
+        ctx.zero_grad(opt, self)
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1 / self.factor).momentum(0.9)
+    }
+}
+
+/// The same, stepped by the trainer.
+#[lightning_module]
+struct ScaledAuto {
+    a: Linear<2, 3>,
+    b: Linear<3, 1>,
+    #[hparam]
+    factor: f64,
+}
+
+#[lightning_module]
+impl ScaledAuto {
+    fn training_step(
+        &mut self,
+        (x, y): RegressionBatch<2, 1, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        mse_loss(self.b.forward(self.a.forward(ctx.trace(x)).tanh()), y)
+            * E::from_f64(self.factor).unwrap()
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1 / self.factor).momentum(0.9)
+    }
+}
+
+/// The loss scale after each batch.
+struct Scales(Rc<RefCell<Vec<f64>>>);
+impl Callback for Scales {
+    fn on_train_batch_end(&mut self, t: &mut TrainerView, _loss: f64, _batch: usize) {
+        self.0.borrow_mut().extend(t.loss_scale());
+    }
+}
+
+#[test]
+fn in_16_mixed_a_manual_step_scales_skips_and_trains_as_the_trainer_does() {
+    let _one = serial::one_at_a_time();
+    // ×1 trains at (about) the initial scale; ×300 overflows f16 once scaled, so steps are
+    // skipped and the scale backs off until the scaled loss fits.
+    for factor in [1.0, 300.0] {
+        let mut runs = Vec::new();
+        for by_hand in [false, true] {
+            seed_everything(7);
+            let mut auto = ScaledAuto::new(factor);
+            seed_everything(7);
+            let mut manual = Scaled::new(factor);
+            seed_everything(11);
+            let scales = Rc::new(RefCell::new(Vec::new()));
+            let mut trainer = quiet::trainer()
+                .max_epochs(3)
+                .precision(Precision::Mixed16)
+                .callback(Scales(scales.clone()))
+                .build()
+                .unwrap();
+            let got = match by_hand {
+                false => {
+                    trainer.fit(&mut auto, &mut Data::new(24)).unwrap();
+                    weights(&auto.a, &auto.b)
+                }
+                true => {
+                    trainer.fit(&mut manual, &mut Data::new(24)).unwrap();
+                    weights(&manual.a, &manual.b)
+                }
+            };
+            // Skipped steps count.
+            assert_eq!(trainer.global_step(), 18);
+            assert!(got.iter().all(|v| v.is_finite()));
+            let scales = scales.borrow().clone();
+            runs.push((got, scales));
+        }
+        assert_eq!(
+            runs[0], runs[1],
+            "factor {factor}: the same weights and scales"
+        );
+        let scales = &runs[1].1;
+        assert_eq!(scales.len(), 18);
+        match factor {
+            1.0 => assert!(scales[17] >= 16384.0, "{scales:?}"),
+            _ => assert!(scales[17] < 1024.0, "{scales:?}"),
+        }
+    }
+}
+
 /// Two optimizers, one per field; `toggle` says whether the first's backward is toggled.
 #[lightning_module]
 struct Two {
@@ -152,12 +265,16 @@ impl Two {
     }
 }
 
-fn train_two(toggle: bool) -> (Two<f32, Cpu>, Two<f32, Cpu>) {
+fn train_two(toggle: bool, precision: Precision) -> (Two<f32, Cpu>, Two<f32, Cpu>) {
     seed_everything(3);
     let before = Two::new(toggle);
     seed_everything(3);
     let mut model = Two::new(toggle);
-    let mut trainer = quiet::trainer().max_epochs(1).build().unwrap();
+    let mut trainer = quiet::trainer()
+        .max_epochs(1)
+        .precision(precision)
+        .build()
+        .unwrap();
     trainer.fit(&mut model, &mut Data::new(8)).unwrap();
     // Two optimizer steps a batch, each counted.
     assert_eq!(trainer.global_step(), 4);
@@ -167,13 +284,15 @@ fn train_two(toggle: bool) -> (Two<f32, Cpu>, Two<f32, Cpu>) {
 #[test]
 fn a_toggled_optimizers_backward_leaves_the_other_optimizers_parameters_alone() {
     let _one = serial::one_at_a_time();
-    let (before, after) = train_two(true);
-    assert_ne!(before.a.weight.as_vec(), after.a.weight.as_vec());
-    assert_eq!(before.b.weight.as_vec(), after.b.weight.as_vec());
-    assert_eq!(before.b.bias.as_vec(), after.b.bias.as_vec());
-    // Untoggled, the same backward reaches `b` (so the test above can fail).
-    let (before, after) = train_two(false);
-    assert_ne!(before.b.weight.as_vec(), after.b.weight.as_vec());
+    for precision in [Precision::F32, Precision::Mixed16] {
+        let (before, after) = train_two(true, precision);
+        assert_ne!(before.a.weight.as_vec(), after.a.weight.as_vec());
+        assert_eq!(before.b.weight.as_vec(), after.b.weight.as_vec());
+        assert_eq!(before.b.bias.as_vec(), after.b.bias.as_vec());
+        // Untoggled, the same backward reaches `b` (so the test above can fail).
+        let (before, after) = train_two(false, precision);
+        assert_ne!(before.b.weight.as_vec(), after.b.weight.as_vec());
+    }
 }
 
 /// Two Adams, one with a step-interval scheduler, stepped on alternate batches with
@@ -217,31 +336,40 @@ impl Resumable {
 #[test]
 fn two_optimizers_with_a_scheduler_resume_exactly_inside_an_accumulation() {
     let _one = serial::one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    // 5 batches an epoch: each epoch ends with one batch's gradients not yet stepped on.
-    let fit = |model: &mut Resumable<f32, Cpu>, epochs: usize, from: Option<&std::path::Path>| {
-        seed_everything(5);
-        let mut trainer = quiet::trainer()
-            .max_epochs(epochs)
-            .enable_checkpointing(true)
-            .default_root_dir(dir.path())
-            .build()
+    for precision in [Precision::F32, Precision::Mixed16] {
+        let dir = tempfile::tempdir().unwrap();
+        // 5 batches an epoch: each epoch ends with one batch's gradients not yet stepped on.
+        let fit = |model: &mut Resumable<f32, Cpu>, epochs: usize, from: Option<&Path>| {
+            seed_everything(5);
+            let mut trainer = quiet::trainer()
+                .max_epochs(epochs)
+                .precision(precision)
+                .enable_checkpointing(true)
+                .default_root_dir(dir.path())
+                .build()
+                .unwrap();
+            trainer.fit_from(model, &mut Data::new(20), from).unwrap();
+        };
+        seed_everything(1);
+        let mut whole = Resumable::new();
+        seed_everything(1);
+        let mut resumed = Resumable::new();
+        let initial = weights(&whole.a, &whole.b);
+        fit(&mut whole, 2, None);
+        fit(&mut resumed, 1, None);
+        let ckpt = std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("epoch=0"))
             .unwrap();
-        trainer.fit_from(model, &mut Data::new(20), from).unwrap();
-    };
-    seed_everything(1);
-    let mut whole = Resumable::new();
-    seed_everything(1);
-    let mut resumed = Resumable::new();
-    fit(&mut whole, 2, None);
-    fit(&mut resumed, 1, None);
-    let ckpt = std::fs::read_dir(dir.path().join("checkpoints"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().contains("epoch=0"))
-        .unwrap();
-    fit(&mut resumed, 2, Some(&ckpt));
-    assert_eq!(weights(&whole.a, &whole.b), weights(&resumed.a, &resumed.b));
+        fit(&mut resumed, 2, Some(&ckpt));
+        assert_ne!(weights(&whole.a, &whole.b), initial, "{precision:?}");
+        assert_eq!(
+            weights(&whole.a, &whole.b),
+            weights(&resumed.a, &resumed.b),
+            "{precision:?}"
+        );
+    }
 }
 
 #[test]

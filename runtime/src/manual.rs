@@ -52,7 +52,11 @@
 //! and `on_after_backward`, `step` runs `on_before_optimizer_step`. Every optimizer step counts
 //! one `global_step` (as Lightning counts them), and each optimizer's scheduler steps on its
 //! interval: after its optimizer's steps, or at the end of each epoch. Under DDP,
-//! `manual_backward` averages the gradients over the ranks.
+//! `manual_backward` averages the gradients over the ranks. In 16-mixed the step runs on the
+//! half copy (see [`crate::precision`]): `manual_backward` scales the loss and unscales the
+//! gradients into the f32 module's, and `step` skips an optimizer whose gradients were not
+//! finite since its last step (the skipped step counts, and the loss scale backs off), as
+//! Lightning's `scaler.step` does.
 //!
 //! What the trainer does for automatic optimization is the step's to do here:
 //! `accumulate_grad_batches` and `gradient_clip_val` are refused (accumulate by stepping every
@@ -131,15 +135,19 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
         let value = crate::context::LogValue::log_value(&loss);
         self.steps()?.check_loss(value)?;
         self.hook(module, ManualHook::BeforeBackward(value))?;
-        let mut grads = loss.try_backward()?;
-        let m = self.steps()?;
-        m.reduce(&Tensors(&*module), &mut grads)?;
-        let grads = match self.kept.take() {
-            Some((kept, opt)) => self
-                .steps()?
-                .merge(opt, &Tensors(&*module), &mut grads, kept)?,
-            None => grads,
+        let loss = match self.steps()?.loss_scale() {
+            Some(scale) => {
+                loss * <E as num_traits::NumCast>::from(scale).ok_or_else(|| {
+                    Error::msg(format!(
+                        "16-mixed: the loss scale {scale} is not representable"
+                    ))
+                })?
+            }
+            None => loss,
         };
+        let fresh = loss.try_backward()?;
+        let kept = self.kept.take();
+        let grads = self.steps()?.absorb(&Tensors(&*module), fresh, kept)?;
         self.grads = Some(grads);
         self.hook(module, ManualHook::AfterBackward)
     }

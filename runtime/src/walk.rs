@@ -247,9 +247,10 @@ pub(crate) fn each_grad<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, 
 }
 
 /// Trainable tensors by name, in an order that never changes: what optimizers step and the
-/// gradient passes reduce. A module's ([`Tensors`]) are its trainable tensors in walk order; a
-/// FULL_SHARD run's are this rank's flat shards of them.
-pub(crate) trait Params<E: FloatDtype, D: HostAccess<E>> {
+/// gradient passes reduce (and 16-mixed's [`Unscale`](crate::kernels::Unscale) converts). A
+/// module's are its trainable tensors in walk order; a FULL_SHARD run's are this rank's flat
+/// shards of them.
+pub trait Params<E: FloatDtype, D: HostAccess<E>> {
     /// Calls `f` on every trainable tensor, in order.
     fn each(&self, f: &mut EachParam<'_, E, D>) -> Result<()>;
 }
@@ -267,7 +268,7 @@ impl<E: FloatDtype, D: HostAccess<E>, P: Params<E, D> + ?Sized> Params<E, D> for
 }
 
 /// What [`Params::each`] calls on each tensor.
-pub(crate) type EachParam<'f, E, D> = dyn FnMut(&str, &dyn AnyTensor<E, D>) -> Result<()> + 'f;
+pub type EachParam<'f, E, D> = dyn FnMut(&str, &dyn AnyTensor<E, D>) -> Result<()> + 'f;
 
 /// What [`ParamsMut::each_mut`] calls on each tensor.
 pub(crate) type EachParamMut<'f, E, D> =

@@ -152,17 +152,22 @@ pub(crate) trait ManualSteps<E: FloatDtype, D: TrainDevice<E>> {
     fn after_hook(&mut self) -> Result<()>;
     /// Refuses a loss that is not finite (`check_finite_loss`).
     fn check_loss(&self, value: f64) -> Result<()>;
-    /// After a backward: the gradients averaged over the ranks.
-    fn reduce(&mut self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<()>;
-    /// Adds the gradients of optimizer `opt`'s parameters in `fresh` to `into` (a toggled
-    /// optimizer's backward; the others' are dropped).
-    fn merge(
+    /// What `manual_backward` multiplies the loss by before its backward (16-mixed's loss
+    /// scale), if anything.
+    fn loss_scale(&self) -> Option<f64> {
+        None
+    }
+    /// After a backward: `fresh`, the tape's gradients, averaged over the ranks; under an
+    /// optimizer `opt` toggled, with `kept` the step's gradients aside, `opt`'s parameters' are
+    /// added to `kept` (the others' dropped). Returns the step's gradients.
+    fn absorb(
         &mut self,
-        opt: usize,
         params: &dyn Params<E, D>,
-        fresh: &mut Gradients<E, D>,
-        into: Gradients<E, D>,
+        fresh: Gradients<E, D>,
+        kept: Option<(Gradients<E, D>, usize)>,
     ) -> Result<Gradients<E, D>>;
+    /// Whether `ok` holds on every rank.
+    fn all_agree(&self, ok: bool) -> Result<bool>;
     /// Clips the gradients of `opt`'s parameters at its next step.
     fn clip(
         &mut self,

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 
-use dfdx::nn::{ModuleMut, TensorCollection};
+use dfdx::nn::ModuleMut;
 use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor};
 
@@ -17,7 +17,7 @@ use super::ops::{Describe, GradSum, Scratch, StepRule, Total};
 use super::seam::{Conv, Elementwise, Flat, Fuse, Norm, Normalized, Pool, Reduce, Step, Unscale};
 use crate::device::{FloatDtype, Half, HostAccess};
 use crate::shapes::{ConvGeom, Dyn4, Images, PoolKind};
-use crate::walk::{AnyTensor, AnyTensorMut};
+use crate::walk::{AnyTensor, AnyTensorMut, Params};
 use crate::Result;
 
 thread_local! {
@@ -204,10 +204,10 @@ impl<E: FloatDtype, D: HostAccess<E>> Reduce<E, D> for OnCpu {
 }
 
 impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for OnCpu {
-    fn unscale<H: TensorCollection<Half, D>, M: TensorCollection<f32, D>>(
-        from: &H,
+    fn unscale(
+        from: &dyn Params<Half, D>,
         from_grads: &mut Gradients<Half, D>,
-        into: &M,
+        into: &dyn Params<f32, D>,
         grads: &mut Gradients<f32, D>,
         inv: f64,
         scratch: &mut Scratch<f32>,

@@ -1,14 +1,14 @@
 //! The op families' traits, one per family, and [`Kernels`], all of them: what an
 //! implementation implements and a device names (see [`crate::kernels`]).
 
-use dfdx::nn::{ModuleMut, TensorCollection};
+use dfdx::nn::ModuleMut;
 use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor};
 
 use super::ops::{Describe, GradSum, Scratch, StepRule, Total};
 use crate::device::{FloatDtype, Half, HostAccess};
 use crate::shapes::{ConvGeom, Dyn4, Images, PoolKind};
-use crate::walk::{AnyTensor, AnyTensorMut};
+use crate::walk::{AnyTensor, AnyTensorMut, Params};
 use crate::Result;
 
 /// A flat tensor: an optimizer's buffers, a gradient's copy.
@@ -150,13 +150,13 @@ pub trait Reduce<E: FloatDtype, D: HostAccess<E>> {
 
 /// 16-mixed's unscaling: the half-precision copy's gradients into the f32 module's.
 pub trait Unscale<D: HostAccess<f32> + HostAccess<Half>> {
-    /// Adds `inv` times the gradients of `from`'s trainable tensors (the half copy) into those
-    /// of `into`'s (the same tensors in f32, in walk order); adds nothing and returns `false`
-    /// when any of them is not finite.
-    fn unscale<H: TensorCollection<Half, D>, M: TensorCollection<f32, D>>(
-        from: &H,
+    /// Adds `inv` times the gradients of `from`'s tensors (the half copy's parameters) into
+    /// those of `into`'s (the same tensors in f32, in the same order); adds nothing and returns
+    /// `false` when any of them is not finite.
+    fn unscale(
+        from: &dyn Params<Half, D>,
         from_grads: &mut Gradients<Half, D>,
-        into: &M,
+        into: &dyn Params<f32, D>,
         grads: &mut Gradients<f32, D>,
         inv: f64,
         scratch: &mut Scratch<f32>,

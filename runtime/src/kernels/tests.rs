@@ -12,7 +12,7 @@ use num_traits::FromPrimitive;
 use super::{Composed, Flat, GradSum, Host, Reduce, Step, StepRule, Total, Unscale};
 use crate::device::{Half, HostAccess};
 use crate::optim::{Clip, Optim};
-use crate::walk;
+use crate::walk::{self, Tensors};
 use crate::FloatDtype;
 
 fn settings() -> Vec<Optim> {
@@ -215,7 +215,15 @@ fn unscaled<K: Unscale<Cpu>>(
     hg: &mut Gradients<Half, Cpu>,
 ) -> (Vec<Vec<f32>>, bool) {
     let mut grads = earlier(m);
-    let finite = K::unscale(half, hg, m, &mut grads, 1.0 / 1024.0, &mut Vec::new()).unwrap();
+    let finite = K::unscale(
+        &Tensors(half),
+        hg,
+        &Tensors(m),
+        &mut grads,
+        1.0 / 1024.0,
+        &mut Vec::new(),
+    )
+    .unwrap();
     (all(m, &mut grads), finite)
 }
 

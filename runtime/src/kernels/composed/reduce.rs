@@ -2,7 +2,6 @@
 //! probe (each tensor's result stays on the device until [`Total`] adds them up), and
 //! 16-mixed's unscaling without leaving the device.
 
-use dfdx::nn::TensorCollection;
 use dfdx::shapes::{HasShape, Rank0};
 use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, ReshapeTo, SumTo, TryAdd, TryMatMul, TryMul};
@@ -10,7 +9,7 @@ use dfdx::tensor_ops::{Backward, ReshapeTo, SumTo, TryAdd, TryMatMul, TryMul};
 use super::Composed;
 use crate::device::{is_half, of_f64, FloatDtype, Half, HostAccess};
 use crate::kernels::{Flat, GradSum, Reduce, Scratch, Total, Unscale};
-use crate::walk::{self, AnyTensor, Item};
+use crate::walk::{AnyTensor, Params};
 use crate::{Error, Result};
 
 /// What a half-precision gradient is scaled by before its squares are summed: the sum then
@@ -68,26 +67,20 @@ impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Composed {
     /// its twin's gradient by differentiating `inv · Σ ⟨p, g⟩` over the tensors `p` of `into`
     /// (one matrix product each way per tensor). One number comes to the host: the sum of
     /// every gradient's `finite_probe`. (`scratch` is not used.)
-    fn unscale<H: TensorCollection<Half, D>, M: TensorCollection<f32, D>>(
-        from: &H,
+    fn unscale(
+        from: &dyn Params<Half, D>,
         from_grads: &mut Gradients<Half, D>,
-        into: &M,
+        into: &dyn Params<f32, D>,
         grads: &mut Gradients<f32, D>,
         inv: f64,
         _scratch: &mut Scratch<f32>,
     ) -> Result<bool> {
         let mut converted: Vec<Flat<f32, D>> = Vec::new();
         let mut check = Total::<f32, D>::default();
-        walk::read(from, |_, item| {
-            if let Item::Tensor {
-                tensor,
-                trainable: true,
-            } = item
-            {
-                let g = tensor.grad_flat(from_grads)?.try_to_dtype::<f32>()?;
-                check.add_device(finite_probe(g.clone())?, 1.0)?;
-                converted.push(g);
-            }
+        from.each(&mut |_, tensor| {
+            let g = tensor.grad_flat(from_grads)?.try_to_dtype::<f32>()?;
+            check.add_device(finite_probe(g.clone())?, 1.0)?;
+            converted.push(g);
             Ok(())
         })?;
         if !check.value().is_finite() {
@@ -95,21 +88,15 @@ impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Composed {
         }
         let mut converted = converted.into_iter();
         let mut total: Option<Tensor<Rank0, f32, D, OwnedTape<f32, D>>> = None;
-        walk::read(into, |name, item| {
-            if let Item::Tensor {
-                tensor,
-                trainable: true,
-            } = item
-            {
-                let g = converted.next().ok_or_else(|| {
-                    Error::msg(format!("16-mixed: `{name}` has no half-precision twin"))
-                })?;
-                let d = inner(tensor.traced_flat()?, g)?;
-                total = Some(match total.take() {
-                    Some(t) => t.try_add(d)?,
-                    None => d,
-                });
-            }
+        into.each(&mut |name, tensor| {
+            let g = converted.next().ok_or_else(|| {
+                Error::msg(format!("16-mixed: `{name}` has no half-precision twin"))
+            })?;
+            let d = inner(tensor.traced_flat()?, g)?;
+            total = Some(match total.take() {
+                Some(t) => t.try_add(d)?,
+                None => d,
+            });
             Ok(())
         })?;
         if let Some(total) = total {

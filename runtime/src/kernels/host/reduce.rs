@@ -1,14 +1,13 @@
 //! Sums over gradients on the host: Σ g² and the finiteness probe of one gradient, and
 //! 16-mixed's unscaling through host copies.
 
-use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
 use num_traits::ToPrimitive;
 
 use super::Host;
 use crate::device::{is_half, FloatDtype, Half, HostAccess};
 use crate::kernels::{GradSum, Reduce, Scratch, Total, Unscale};
-use crate::walk::{self, AnyTensor};
+use crate::walk::{AnyTensor, Params};
 use crate::Result;
 
 impl<E: FloatDtype, D: HostAccess<E>> Reduce<E, D> for Host {
@@ -63,39 +62,44 @@ fn in_lanes<E: Copy, A: num_traits::Float + std::ops::AddAssign>(
 impl<D: HostAccess<f32> + HostAccess<Half>> Unscale<D> for Host {
     /// Through host copies (`scratch`, reused between steps): every half gradient times `inv`
     /// in f32, then, if all are finite, added to the gradients of `into`.
-    fn unscale<H: TensorCollection<Half, D>, M: TensorCollection<f32, D>>(
-        from: &H,
+    fn unscale(
+        from: &dyn Params<Half, D>,
         from_grads: &mut Gradients<Half, D>,
-        into: &M,
+        into: &dyn Params<f32, D>,
         grads: &mut Gradients<f32, D>,
         inv: f64,
         scratch: &mut Scratch<f32>,
     ) -> Result<bool> {
         let (mut finite, mut i) = (true, 0);
-        walk::each_grad(from, from_grads, |_, g| {
-            if scratch.len() <= i {
-                scratch.push(Vec::new());
-            }
-            let out = &mut scratch[i];
-            out.clear();
-            out.extend(g.iter().map(|v| {
-                let x = (v.to_f64().unwrap_or(f64::NAN) * inv) as f32;
-                finite &= x.is_finite();
-                x
-            }));
-            i += 1;
+        from.each(&mut |_, tensor| {
+            tensor.with_grad(from_grads, &mut |g| {
+                if scratch.len() <= i {
+                    scratch.push(Vec::new());
+                }
+                let out = &mut scratch[i];
+                out.clear();
+                out.extend(g.iter().map(|v| {
+                    let x = (v.to_f64().unwrap_or(f64::NAN) * inv) as f32;
+                    finite &= x.is_finite();
+                    x
+                }));
+                i += 1;
+            })
         })?;
         if !finite {
             return Ok(false);
         }
         let mut j = 0;
-        walk::each_grad(into, grads, |_, g| {
-            if let Some(values) = scratch.get(j) {
-                for (a, &b) in g.iter_mut().zip(values) {
-                    *a += b;
-                }
-            }
+        into.each(&mut |_, tensor| {
+            let values = scratch.get(j);
             j += 1;
+            tensor.with_grad(grads, &mut |g| {
+                if let Some(values) = values {
+                    for (a, &b) in g.iter_mut().zip(values) {
+                        *a += b;
+                    }
+                }
+            })
         })?;
         Ok(true)
     }

@@ -89,20 +89,19 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         })
     }
 
-    fn reduce(&mut self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<()> {
+    fn absorb(
+        &mut self,
+        params: &dyn Params<E, D>,
+        mut fresh: Gradients<E, D>,
+        kept: Option<(Gradients<E, D>, usize)>,
+    ) -> Result<Gradients<E, D>> {
         // Averaging is linear and (but for rounding) leaves equal values alone: gradients
         // summed over several backwards are averaged right however often it runs. Each
         // backward averages the whole module's.
-        crate::distributed::average_grads(self.collective, params, grads)
-    }
-
-    fn merge(
-        &mut self,
-        opt: usize,
-        params: &dyn Params<E, D>,
-        fresh: &mut Gradients<E, D>,
-        into: Gradients<E, D>,
-    ) -> Result<Gradients<E, D>> {
+        crate::distributed::average_grads(self.collective, params, &mut fresh)?;
+        let Some((into, opt)) = kept else {
+            return Ok(fresh);
+        };
         let o = &self.configured(opt)?.optimizer;
         let (config, frozen) = (o.config(), o.frozen());
         grads::add_grads(
@@ -111,9 +110,13 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
                 config,
                 frozen,
             },
-            fresh,
+            &mut fresh,
             into,
         )
+    }
+
+    fn all_agree(&self, ok: bool) -> Result<bool> {
+        crate::distributed::all_true(self.collective, ok)
     }
 
     fn clip(

@@ -116,7 +116,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// Refuses what this run cannot do with `count` optimizers: none; several under automatic
     /// optimization (as Lightning); under manual optimization, what the trainer would do for
-    /// the step (accumulation, clipping) and what is not built for it (16-mixed, sharding).
+    /// the step (accumulation, clipping) and what is not built for it (sharding).
     fn check_optimizers(&self, count: usize) -> Result<()> {
         let manual = <M::Optimization as OptimizationMode>::MANUAL;
         let refuse = |setting: &str, why: &str| Err(Error::config(setting, why.to_string()));
@@ -137,9 +137,6 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         if self.settings.gradient_clip_val.is_some() {
             return refuse("gradient_clip_val", "is the trainer's under automatic optimization; under manual optimization, call `ctx.clip_gradients` in training_step");
-        }
-        if self.optimization.half.is_some() {
-            return Err(crate::precision::manual_in_mixed());
         }
         if self.dist.strategy == Strategy::ShardGradOp || self.dist.strategy == Strategy::FullShard
         {

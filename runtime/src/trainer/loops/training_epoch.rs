@@ -126,13 +126,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         hook!(self, on_train_batch_start(batch_idx));
         self.apply_freezing()?;
         let (value, logs, loss) = self.training_step(batch_idx, samples)?;
-        let step_now = match loss {
-            // Manual optimization: the step did its backward and steps.
-            None if self.optimization.half.is_none() => {
+        let step_now = match <M::Optimization as OptimizationMode>::MANUAL {
+            // The step did its backward and steps.
+            true => {
                 self.record_step_logs(&logs, batches_done)?;
                 true
             }
-            loss => self.automatic(batch_idx, value.unwrap_or(f64::NAN), &logs, loss)?,
+            false => self.automatic(batch_idx, value.unwrap_or(f64::NAN), &logs, loss)?,
         };
         self.position.batches_done = batch_idx + 1;
         hook!(
@@ -188,12 +188,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         samples: Vec<DM::Sample>,
     ) -> Result<Stepped<E, D>> {
         let info = self.step_info(Stage::Fit, true, batch_idx, samples.len());
-        if let Some(half) = self.optimization.half.as_mut() {
-            let (model, device) = (&*self.model, &self.device);
-            let (value, logs) = guard("training_step", batch_idx, || {
-                half.forward(model, samples, device, info)
-            })??;
-            return Ok((Some(value), logs, None));
+        let manual = <M::Optimization as OptimizationMode>::MANUAL;
+        match self.optimization.half.as_mut() {
+            Some(half) if !manual => {
+                let (model, device) = (&*self.model, &self.device);
+                let (value, logs) = guard("training_step", batch_idx, || {
+                    half.forward(model, samples, device, info)
+                })??;
+                return Ok((Some(value), logs, None));
+            }
+            Some(_) => return self.mixed_manual_step(batch_idx, samples, info),
+            None => {}
         }
         let batch = self.collated(samples)?;
         let frozen = self.optimization.frozen_ids.clone();
@@ -241,6 +246,38 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 Ok((value, logs, None))
             }
         }
+    }
+
+    /// A manual `training_step` on 16-mixed's half copy (`crate::precision`'s `manual.rs`):
+    /// its calls step the f32 module, whose gradients stay with the run between batches.
+    fn mixed_manual_step(
+        &mut self,
+        batch_idx: usize,
+        samples: Vec<DM::Sample>,
+        info: crate::context::StepInfo,
+    ) -> Result<Stepped<E, D>> {
+        let o = &mut self.optimization;
+        let mut grads = o.grads.take().unwrap_or_else(Gradients::leaky);
+        let mut manual = ManualRun {
+            clips: vec![Clip::None; o.optimizers.len()],
+            optimizers: &mut o.optimizers,
+            callbacks: self.callbacks,
+            view: self.view,
+            collective: &*self.dist.collective,
+            settings: self.settings,
+            batch_idx,
+        };
+        let (model, device) = (&mut *self.model, &self.device);
+        let out = match o.half.as_mut() {
+            Some(half) => guard("training_step", batch_idx, || {
+                half.manual(model, &mut grads, &mut manual, samples, (device, info))
+            }),
+            None => return Err(Error::msg("16-mixed: a manual step without its half copy")),
+        };
+        o.grads = Some(grads);
+        let (value, logs) = out??;
+        self.after_hook()?;
+        Ok((value, logs, None))
     }
 
     /// The end of an epoch: its remaining validation, its metrics, `on_train_epoch_end` (the

@@ -5,10 +5,13 @@
 //! gradients are unscaled into the f32 ones; a window with an infinite or NaN gradient skips
 //! its optimizer step and halves the scale, and every 2000 good steps double it (PyTorch's
 //! `GradScaler`, see [`LossScaler`]). Validation and testing run in f32. Checkpoints hold the
-//! f32 weights and the scaler, so a 16-mixed run resumes exactly.
+//! f32 weights and the scaler, so a 16-mixed run resumes exactly. Under manual optimization
+//! the step's own calls do the same (`manual.rs`).
 //!
 //! A copy per step means `training_step` sees the module as it was before the step: state it
 //! changes in `&mut self` during the step does not reach the f32 module.
+
+mod manual;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,11 +20,12 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 use num_traits::FromPrimitive;
 
+use crate::context::mode::ManualSteps;
 use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo, StepOutput};
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::kernels::{Scratch, Unscale};
 use crate::module::LightningModule;
-use crate::walk::{self, Item, ItemMut};
+use crate::walk::{self, Item, ItemMut, Tensors};
 use crate::{Error, Result};
 
 /// PyTorch's `GradScaler`: growth ×2 every 2000 good steps, backoff ×0.5 — but an initial
@@ -86,6 +90,17 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
     /// the unscaled gradients into `grads`; the buffers the forward updated (batch norm's
     /// running statistics) are copied back into `model`.
     fn backward(&mut self, model: &mut M, grads: &mut Gradients<E, D>, k: usize) -> Result<()>;
+    /// Under manual optimization: `training_step` on a half copy of `model`, whose calls
+    /// (`manual_backward`, `step`, ...) go to `run` with `model` and its gradients `grads`
+    /// (see `manual.rs`). The value to log and what the step logged.
+    fn manual(
+        &mut self,
+        model: &mut M,
+        grads: &mut Gradients<E, D>,
+        run: &mut dyn ManualSteps<E, D>,
+        samples: Vec<S>,
+        info: (&D, StepInfo),
+    ) -> Result<(Option<f64>, Vec<LogEntry>)>;
     /// At an optimizer step: whether the window's gradients were all finite (if not, the step
     /// is skipped); updates the scale.
     fn finish_window(&mut self) -> bool;
@@ -106,6 +121,8 @@ pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S>
     /// The host kernels' copies for unscaling, reused between steps.
     buffer: Scratch<f32>,
     window_inf: bool,
+    /// Under manual optimization, per optimizer: a non-finite gradient since its last step.
+    found_inf: Vec<bool>,
 }
 
 impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> {
@@ -117,6 +134,7 @@ impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> 
             pending: None,
             buffer: Vec::new(),
             window_inf: false,
+            found_inf: Vec::new(),
         }
     }
 }
@@ -140,7 +158,9 @@ where
         ctx.grads = Some(half.alloc_grads());
         let batch = (self.collate)(samples, device);
         let StepOutput::Loss(loss) = half.training_step(batch, &mut ctx)? else {
-            return Err(manual_in_mixed());
+            return Err(Error::msg(
+                "16-mixed: an automatic step returned no loss to differentiate",
+            ));
         };
         let value = loss.log_value();
         self.pending = Some((half, loss));
@@ -158,15 +178,49 @@ where
         let mut half_grads = (loss * factor).backward();
         let inv = 1.0 / self.scaler.scale;
         let finite = <D as TrainDevice<f32>>::Kernels::unscale(
-            &half,
+            &Tensors(&half),
             &mut half_grads,
-            model,
+            &Tensors(&*model),
             grads,
             inv,
             &mut self.buffer,
         )?;
         self.window_inf |= !finite;
         Ok(())
+    }
+
+    fn manual(
+        &mut self,
+        model: &mut M,
+        grads: &mut Gradients<f32, D>,
+        run: &mut dyn ManualSteps<f32, D>,
+        samples: Vec<S>,
+        (device, info): (&D, StepInfo),
+    ) -> Result<(Option<f64>, Vec<LogEntry>)> {
+        let mut half = (self.to_half)(model)?;
+        let batch = (self.collate)(samples, device);
+        let mut steps = manual::MixedManual {
+            run,
+            model,
+            grads,
+            scaler: &mut self.scaler,
+            scratch: &mut self.buffer,
+            found_inf: &mut self.found_inf,
+        };
+        let mut ctx = StepContext::<Half, D, H::Optimization>::new(device.clone(), info);
+        ctx.grads = Some(Gradients::leaky());
+        ctx.manual = Some(&mut steps);
+        let out = half.training_step(batch, &mut ctx);
+        let logs = std::mem::take(&mut ctx.logs);
+        drop(ctx);
+        let StepOutput::Logged(value) = out? else {
+            return Err(Error::msg(
+                "16-mixed: a manual step returned a loss to differentiate",
+            ));
+        };
+        // What the step's forwards moved: batch norm's running statistics.
+        take_buffers(&half, steps.model)?;
+        Ok((value, logs))
     }
 
     fn finish_window(&mut self) -> bool {
@@ -254,12 +308,4 @@ mod tests {
         s.update(false);
         assert_eq!(s.scale, 16384.0, "an overflow restarts the count");
     }
-}
-
-/// Manual optimization in 16-mixed, refused before training.
-pub(crate) fn manual_in_mixed() -> Error {
-    Error::config(
-        "precision",
-        "16-mixed is not built for manual optimization yet; train in \"32-true\" or \"16-true\"",
-    )
 }
