@@ -10,7 +10,8 @@ mod quiet;
 #[path = "support/serial.rs"]
 mod serial;
 
-use fulmen::prediction_writer::{PredictionFiles, PredictionWriter, Ranks, WriteInterval};
+use fulmen::distributed::Ranks;
+use fulmen::prediction_writer::{PredictionFiles, PredictionWriter, WriteInterval};
 use fulmen::prelude::*;
 
 /// Four features, three classes; prediction gets the features alone.

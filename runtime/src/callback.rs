@@ -191,8 +191,32 @@ pub trait Callback {
     ) {
     }
 
+    /// A short fit to run before `fit` begins (not when it resumes from a checkpoint): its
+    /// own callback in place of the trainer's, without logger or validation, after which the
+    /// module's weights and the trainer are as they were. [`LearningRateFinder`] runs its
+    /// range test so (Lightning's runs it in `on_fit_start`). `None`, the default, for the
+    /// others.
+    ///
+    /// [`LearningRateFinder`]: crate::callbacks::LearningRateFinder
+    fn trial(&mut self) -> crate::Result<Option<Trial>> {
+        Ok(None)
+    }
+
     crate::__lifecycle_hooks!();
 }
+
+/// What a callback asks to run before a fit ([`Callback::trial`]).
+pub struct Trial {
+    /// Optimizer steps at most (fewer if `callback` stops the fit).
+    pub steps: usize,
+    /// The trial's only callback.
+    pub callback: Box<dyn Callback>,
+    /// Then, on every rank, with the ranks to agree on what it found.
+    pub then: AfterTrial,
+}
+
+/// What a [`Trial`] does with its result, on every rank.
+pub type AfterTrial = Box<dyn FnOnce(&crate::distributed::Ranks<'_>) -> crate::Result<()>>;
 
 /// Where a checkpointing callback keeps its checkpoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

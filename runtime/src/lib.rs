@@ -89,7 +89,7 @@ pub mod tuner;
 pub mod walk;
 pub mod weights;
 
-pub use callback::Callback;
+pub use callback::{Callback, Trial};
 pub use context::{
     Automatic, AutomaticStep, Loss, Manual, ManualStep, OptimizationMode, OptimizerRef,
     StepContext, StepOutput,

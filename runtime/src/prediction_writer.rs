@@ -32,7 +32,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::distributed::Collective;
+use crate::distributed::Ranks;
 use crate::{Error, Result, TrainerView};
 
 /// When a [`PredictionWriter`] writes (Lightning's `write_interval`).
@@ -71,60 +71,6 @@ pub trait PredictionWriter<P> {
         _batch_indices: &[Vec<usize>],
     ) -> Result<()> {
         Ok(())
-    }
-}
-
-/// The processes of the run, as a writer sees them: who it is, and the rows of all.
-pub struct Ranks<'a> {
-    pub(crate) collective: &'a dyn Collective,
-}
-
-impl Ranks<'_> {
-    /// This process's rank.
-    pub fn rank(&self) -> usize {
-        self.collective.rank()
-    }
-    /// How many processes predict.
-    pub fn world_size(&self) -> usize {
-        self.collective.world_size()
-    }
-    /// Every rank's `(dataset index, row)`s, on every rank, in dataset order, each index once
-    /// (the distributed sampler pads a rank's share with samples another rank has too).
-    pub fn gather_rows(&self, rows: &[(usize, Vec<f64>)]) -> Result<Vec<(usize, Vec<f64>)>> {
-        // One stream of numbers per rank: [count, (index, width, values...)...], padded to the
-        // longest.
-        let mut mine = vec![rows.len() as f64];
-        for (index, row) in rows {
-            mine.extend([*index as f64, row.len() as f64]);
-            mine.extend(row);
-        }
-        let world = self.world_size();
-        let mut lengths = vec![0.0; world];
-        self.collective
-            .all_gather_f64(&[mine.len() as f64], &mut lengths)?;
-        let longest = lengths.iter().fold(0.0f64, |a, &b| a.max(b)) as usize;
-        mine.resize(longest, 0.0);
-        let mut all = vec![0.0; longest * world];
-        self.collective.all_gather_f64(&mine, &mut all)?;
-        let mut gathered: Vec<(usize, Vec<f64>)> = Vec::new();
-        for stream in all.chunks(longest.max(1)) {
-            let mut at = 1;
-            let count = stream.first().copied().unwrap_or(0.0) as usize;
-            for _ in 0..count {
-                let (index, width) = match stream.get(at..at + 2) {
-                    Some(&[i, w]) => (i as usize, w as usize),
-                    _ => return Err(Error::msg("a rank sent a malformed prediction row")),
-                };
-                let row = stream
-                    .get(at + 2..at + 2 + width)
-                    .ok_or_else(|| Error::msg("a rank sent a malformed prediction row"))?;
-                gathered.push((index, row.to_vec()));
-                at += 2 + width;
-            }
-        }
-        gathered.sort_by_key(|(index, _)| *index);
-        gathered.dedup_by_key(|(index, _)| *index);
-        Ok(gathered)
     }
 }
 

@@ -3,7 +3,8 @@
 //! [`Timer`], [`LambdaCallback`], [`GradientAccumulationScheduler`], [`OnExceptionCheckpoint`],
 //! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`],
 //! [`StochasticWeightAveraging`];
-//! [`BackboneFinetuning`] freezes and unfreezes a part of it.
+//! [`BackboneFinetuning`] freezes and unfreezes a part of it; [`LearningRateFinder`] runs the
+//! learning-rate range test before the fit.
 
 pub mod backbone_finetuning;
 pub mod early_stopping;
@@ -11,6 +12,7 @@ mod filename;
 pub mod grad_accumulation;
 pub mod grad_norm;
 pub mod lambda;
+pub mod learning_rate_finder;
 pub mod lr_monitor;
 pub mod model_checkpoint;
 pub mod model_summary;
@@ -24,6 +26,7 @@ pub use early_stopping::EarlyStopping;
 pub use grad_accumulation::GradientAccumulationScheduler;
 pub use grad_norm::GradientNormMonitor;
 pub use lambda::LambdaCallback;
+pub use learning_rate_finder::LearningRateFinder;
 pub use lr_monitor::LearningRateMonitor;
 pub use model_checkpoint::ModelCheckpoint;
 pub use model_summary::ModelSummary;

@@ -22,6 +22,7 @@ mod mpi;
 #[cfg(feature = "nccl")]
 pub(crate) mod nccl;
 // Compiled without NCCL too, so that its tests run on every machine.
+mod ranks;
 #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
 pub(crate) mod rendezvous;
 pub mod requeue;
@@ -36,6 +37,7 @@ use num_traits::NumCast;
 
 pub use collective::{Collective, EachBuffer, Single};
 pub use env::{expand_nodelist, ClusterEnv, Launcher};
+pub use ranks::Ranks;
 pub use strategy::Strategy;
 
 use crate::device::{Devices, RunDevice};

@@ -108,7 +108,9 @@ impl Trainer {
     }
 
     /// Trains `model` on `datamodule`'s training data, validating every epoch when it has
-    /// validation data and the model a `validation_step`.
+    /// validation data and the model a `validation_step`. First come the trials its
+    /// callbacks ask for ([`Callback::trial`](crate::Callback::trial): `LearningRateFinder`'s
+    /// range test).
     pub fn fit<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
     where
         M: Precisions,
@@ -117,6 +119,9 @@ impl Trainer {
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
         let resume = self.hpc_checkpoint()?;
+        if resume.is_none() {
+            self.run_trials(model, datamodule)?;
+        }
         self.run_in_precision(model, datamodule, Stage::Fit, resume)
             .map(|_| ())
     }
@@ -154,6 +159,9 @@ impl Trainer {
                 None
             }
         };
+        if checkpoint.is_none() {
+            self.run_trials(model, datamodule)?;
+        }
         self.run_in_precision(model, datamodule, Stage::Fit, checkpoint)
             .map(|_| ())
     }

@@ -1,15 +1,17 @@
-//! The trainer lent to a tuner (`crate::tuner`): a fit of a few steps with the tuner's callback
-//! alone, no logger, no validation, after which the trainer is as it was.
+//! Trials before a fit (`Callback::trial`, what `crate::tuner` and `LearningRateFinder` run):
+//! a fit of a few steps with the trial's callback alone, no logger, no validation, after which
+//! the module's weights and the trainer are as they were.
 
 use dfdx::tensor::Cpu;
 
 use super::settings::Limit;
 use super::Trainer;
-use crate::callback::Callback;
+use crate::callback::{Callback, Trial};
 use crate::checkpoint::Checkpoint;
 use crate::context::OptimizationMode;
 use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
+use crate::distributed::Ranks;
 use crate::module::{LightningModule, Precisions};
 use crate::{Error, Result};
 
@@ -73,21 +75,54 @@ impl Trainer {
         fitted.and(restored)
     }
 
-    /// `values` as rank 0 has them (of any length), on every rank (a tuner's result, the same
-    /// everywhere).
-    pub(crate) fn rank_zero_values(&self, values: &[f64]) -> Result<Vec<f64>> {
-        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.dist.collective.broadcast(0, &mut bytes)?;
-        let floats = bytes.chunks_exact(8).map(|b| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            f64::from_le_bytes(a)
-        });
-        Ok(floats.collect())
+    /// Runs the trial `callback` asks for ([`Callback::trial`]), if any, then what it does
+    /// with its result.
+    pub(crate) fn run_trial<M, DM>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut DM,
+        callback: &mut dyn Callback,
+    ) -> Result<()>
+    where
+        M: Precisions,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
+    {
+        if let Some(trial) = callback.trial()? {
+            self.run_asked(model, datamodule, trial)?;
+        }
+        Ok(())
     }
 
-    /// Whether this process is rank 0 of its run.
-    pub(crate) fn is_global_zero(&self) -> bool {
-        self.dist.env.is_global_zero()
+    /// Before a fit that does not resume: the trials its callbacks ask for, in their order.
+    pub(crate) fn run_trials<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
+    where
+        M: Precisions,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
+    {
+        let mut trials = Vec::new();
+        for callback in self.callbacks.iter_mut() {
+            trials.extend(callback.trial()?);
+        }
+        for trial in trials {
+            self.run_asked(model, datamodule, trial)?;
+        }
+        Ok(())
+    }
+
+    fn run_asked<M, DM>(&mut self, model: &mut M, datamodule: &mut DM, trial: Trial) -> Result<()>
+    where
+        M: Precisions,
+        DM: DataModule,
+        DM::Sample: Collate<M::Batch, Cpu>,
+        DM::EvalSample: Collate<M::EvalBatch, Cpu>,
+    {
+        self.trial_fit(model, datamodule, trial.steps, trial.callback)?;
+        (trial.then)(&Ranks {
+            collective: &*self.dist.collective,
+        })
     }
 }

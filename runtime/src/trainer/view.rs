@@ -152,6 +152,8 @@ impl TrainerView {
         self.max_steps = settings.max_steps;
         self.accumulate_grad_batches = settings.accumulate_grad_batches;
         if stage == Stage::Fit {
+            // What an earlier stage asked for is not this fit's.
+            self.lr_requests.clear();
             self.freezing = Default::default();
             self.update_bn = false;
             self.current_epoch = 0;
@@ -299,7 +301,8 @@ impl TrainerView {
     /// [`OptimizerInfo::group_of`]) of optimizer `optimizer` from its next step on, as
     /// [`set_lr`](Self::set_lr) does for the first one's default group (PyTorch's
     /// `optimizer.param_groups[group]["lr"] = lr`). One that does not exist stops the run with
-    /// an error at that step.
+    /// an error at that step. Asked before the optimizers exist (in `setup`), it is the
+    /// group's rate from the start: its scheduler starts from it.
     pub fn set_group_lr(&mut self, optimizer: usize, group: usize, lr: f64) {
         self.lr_requests.push((optimizer, group, lr));
     }

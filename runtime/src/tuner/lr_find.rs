@@ -23,7 +23,7 @@ pub enum LrMode {
 pub struct LrFind {
     pub(super) min_lr: f64,
     pub(super) max_lr: f64,
-    pub(super) num_training: usize,
+    pub(crate) num_training: usize,
     pub(super) mode: LrMode,
     pub(super) early_stop_threshold: Option<f64>,
 }
@@ -67,7 +67,7 @@ impl LrFind {
         self
     }
 
-    pub(super) fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |setting: &str, why: String| Err(Error::config(setting, why));
         if !(self.min_lr > 0.0 && self.min_lr.is_finite()) {
             return bad(
@@ -122,7 +122,9 @@ pub struct LrFound {
     pub losses: Vec<f64>,
     pub(super) mode: LrMode,
     /// Whether [`plot`](Self::plot) writes (rank 0's does).
-    pub(super) plots: bool,
+    pub(crate) plots: bool,
+    /// How many parameter groups the first optimizer has (each stepped at the test's rates).
+    pub(crate) groups: usize,
 }
 
 impl LrFound {
@@ -198,6 +200,7 @@ impl Recorder {
             losses: Vec::new(),
             mode: settings.mode,
             plots: true,
+            groups: 1,
         }));
         let recorder = Self {
             settings,
@@ -225,6 +228,7 @@ impl Callback for Recorder {
         for g in 0..groups {
             trainer.set_group_lr(0, g, lr);
         }
+        self.found.borrow_mut().groups = groups;
         self.window = Some((step, lr, 0.0, 0));
     }
 

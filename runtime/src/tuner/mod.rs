@@ -1,6 +1,7 @@
 //! Tuning before training (Lightning's `Tuner`): the learning-rate range test
-//! ([`Tuner::lr_find`], Lightning's `LearningRateFinder`), whose curve is written as a PNG
-//! plot and whose suggestion is the rate where the loss falls fastest.
+//! ([`Tuner::lr_find`]; as a callback of the fit itself,
+//! [`LearningRateFinder`](crate::callbacks::LearningRateFinder)), whose curve is written as a
+//! PNG plot and whose suggestion is the rate where the loss falls fastest.
 //!
 //! ```no_run
 //! # use fulmen::prelude::*;
@@ -38,8 +39,13 @@ mod plot;
 
 pub use lr_find::{LrFind, LrFound, LrMode};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use dfdx::tensor::Cpu;
 
+use crate::callback::Callback;
+use crate::callbacks::LearningRateFinder;
 use crate::data::Collate;
 use crate::datamodule::DataModule;
 use crate::module::Precisions;
@@ -74,17 +80,14 @@ impl<'t> Tuner<'t> {
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
-        settings.validate()?;
-        let (recorder, found) = lr_find::Recorder::new(settings.clone());
-        let steps = settings.num_training;
-        self.trainer
-            .trial_fit(model, datamodule, steps, Box::new(recorder))?;
-        let mut found = found.borrow().clone();
-        // Every rank recorded its own losses: rank 0's curve, and so its suggestion, is every
-        // rank's (as Lightning broadcasts its results); rank 0 alone plots.
-        found.lrs = self.trainer.rank_zero_values(&found.lrs)?;
-        found.losses = self.trainer.rank_zero_values(&found.losses)?;
-        found.plots = self.trainer.is_global_zero();
-        Ok(found)
+        let mut finder = LearningRateFinder::new(settings).update_lr(false);
+        self.trainer.run_trial(model, datamodule, &mut finder)?;
+        let found = finder.found().borrow_mut().take();
+        found.ok_or_else(|| crate::Error::msg("lr_find: the range test recorded nothing"))
     }
+}
+
+/// The callback that sets each step's rate and records the curve, and the curve.
+pub(crate) fn recorder(settings: LrFind) -> (impl Callback, Rc<RefCell<LrFound>>) {
+    lr_find::Recorder::new(settings)
 }

@@ -66,7 +66,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let configs = self.model.configure_optimizers().0;
         self.check_optimizers(configs.len())?;
-        for mut config in configs {
+        let asked = self.rates_asked_before(&configs)?;
+        for (index, mut config) in configs.into_iter().enumerate() {
             if config.fields().is_some() && self.optimization.full_shard.is_some() {
                 return Err(Error::config("Optim::params", "choosing an optimizer's fields is not built for FULL_SHARD yet (its shards hold whole units); use \"ddp\" or \"fsdp:SHARD_GRAD_OP\""));
             }
@@ -81,7 +82,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             // One schedule per group, from the group's own rate (as PyTorch's schedulers).
             let mut groups = Vec::new();
             for g in 0..=optimizer.config().groups().len() {
-                let lr = optimizer.config().for_group(g, None).lr();
+                let lr = (asked.iter().rev().find(|r| (r.0, r.1) == (index, g)))
+                    .map_or_else(|| optimizer.config().for_group(g, None).lr(), |r| r.2);
                 groups.push(match &schedule {
                     Some(schedule) => {
                         let (scheduler, first) = Scheduler::new(schedule.clone(), lr)?;
@@ -112,6 +114,37 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.optimization.grads = Some(self.model.alloc_grads());
         }
         Ok(())
+    }
+
+    /// The rates callbacks asked for before the optimizers existed (`set_group_lr` in
+    /// `setup`): each group's configured rate, checked against `configs`.
+    fn rates_asked_before(&mut self, configs: &[Optim]) -> Result<Vec<(usize, usize, f64)>> {
+        let asked = std::mem::take(&mut self.view.lr_requests);
+        for &(opt, group, lr) in &asked {
+            let Some(config) = configs.get(opt) else {
+                return Err(Error::config(
+                    "set_group_lr",
+                    format!(
+                        "optimizer {opt} does not exist: configure_optimizers returns {}",
+                        configs.len()
+                    ),
+                ));
+            };
+            let groups = config.groups().len() + 1;
+            if group >= groups {
+                return Err(Error::config(
+                    "set_group_lr",
+                    format!("optimizer {opt} has no parameter group {group} (it has {groups})"),
+                ));
+            }
+            if !(lr >= 0.0 && lr.is_finite()) {
+                return Err(Error::config(
+                    "set_group_lr",
+                    format!("{lr} is not a finite learning rate >= 0"),
+                ));
+            }
+        }
+        Ok(asked)
     }
 
     /// Refuses what this run cannot do with `count` optimizers: none; several under automatic

@@ -6,8 +6,8 @@ use super::{guard, Run};
 use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
+use crate::distributed::Ranks;
 use crate::module::LightningModule;
-use crate::prediction_writer::Ranks;
 use crate::{Error, Result, TrainDevice};
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
