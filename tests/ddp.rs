@@ -393,10 +393,8 @@ fn predictions_of_two_ranks_are_gathered_in_dataset_order() {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (d, s) = (subdir(dir.path(), "ddp"), subdir(dir.path(), "single"));
-    let (ddp, single) = (Path::new(&d).join("p.csv"), Path::new(&s).join("p.csv"));
-    let out = two_ranks("ddp", &d, &["--predict-csv", ddp.to_str().expect("a path")]);
-    assert!(out.status.success(), "{}", text(&out));
+    let s = subdir(dir.path(), "single");
+    let single = Path::new(&s).join("p.csv");
     let batch = [
         "--batch-size",
         "32",
@@ -404,16 +402,24 @@ fn predictions_of_two_ranks_are_gathered_in_dataset_order() {
         single.to_str().expect("a path"),
     ];
     one_process(&s, &batch);
-    let (two, one) = (prediction_rows(&ddp), prediction_rows(&single));
-    assert_eq!(two.len(), 150, "every flower once");
-    let indices: Vec<usize> = two.iter().map(|r| r.0).collect();
-    assert_eq!(indices, (0..150).collect::<Vec<_>>());
-    for ((i, a), (_, b)) in two.iter().zip(&one) {
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
-        assert!(diff < 1e-4, "flower {i}: {a:?} vs {b:?}");
+    let one = prediction_rows(&single);
+    // Under either strategy: after FULL_SHARD's fit the module is whole again.
+    for strategy in ["ddp", "fsdp"] {
+        let d = subdir(dir.path(), strategy);
+        let ranks = Path::new(&d).join("p.csv");
+        let out = two_ranks(strategy, &d, &["--predict-csv", ranks.to_str().expect("a path")]);
+        assert!(out.status.success(), "{}", text(&out));
+        let two = prediction_rows(&ranks);
+        assert_eq!(two.len(), 150, "{strategy}: every flower once");
+        let indices: Vec<usize> = two.iter().map(|r| r.0).collect();
+        assert_eq!(indices, (0..150).collect::<Vec<_>>());
+        for ((i, a), (_, b)) in two.iter().zip(&one) {
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-4, "{strategy}: flower {i}: {a:?} vs {b:?}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use fulmen::data::Image;
 use fulmen::layers::{Conv2DNoBias, Fused};
 use fulmen::optim::Group;
 use fulmen::prelude::*;
+use fulmen::trainer::Precision;
 use fulmen::weights::{At, Weights};
 
 type Sample = (Image<1>, Class<2>);
@@ -122,9 +123,20 @@ fn fit(
     freeze: Option<&'static str>,
     cb: Option<BackboneFinetuning>,
 ) -> (fulmen::Result<()>, Seen) {
+    fit_in(Precision::F32, net, epochs, freeze, cb)
+}
+
+fn fit_in(
+    precision: Precision,
+    net: &mut Net<f32, Cpu>,
+    epochs: usize,
+    freeze: Option<&'static str>,
+    cb: Option<BackboneFinetuning>,
+) -> (fulmen::Result<()>, Seen) {
     let seen = Rc::new(RefCell::new(Seen::default()));
     let mut builder = quiet::trainer()
         .max_epochs(epochs)
+        .precision(precision)
         .callback(Recorder(seen.clone(), freeze));
     if let Some(cb) = cb {
         builder = builder.callback(cb);
@@ -150,42 +162,55 @@ fn values(net: &Net<f32, Cpu>) -> BTreeMap<String, Vec<f32>> {
 #[test]
 fn a_frozen_body_and_its_batch_norm_statistics_stay_as_they_were() {
     let _one = serial::one_at_a_time();
-    seed_everything(3);
-    let mut net = Net::new(false, false);
-    let before = values(&net);
-    let (out, seen) = fit(&mut net, 2, Some("body"), None);
-    out.unwrap();
-    let after = values(&net);
-    for name in [
-        "body.0.weight",
-        "body.1.weight",
-        "body.1.running_mean",
-        "body.1.running_var",
-    ] {
-        assert_eq!(before[name], after[name], "{name} moved while frozen");
+    for precision in [Precision::F32, Precision::Mixed16] {
+        seed_everything(3);
+        let mut net = Net::new(false, false);
+        let before = values(&net);
+        let (out, seen) = fit_in(precision, &mut net, 2, Some("body"), None);
+        out.unwrap();
+        let after = values(&net);
+        for name in [
+            "body.0.weight",
+            "body.1.weight",
+            "body.1.running_mean",
+            "body.1.running_var",
+        ] {
+            assert_eq!(
+                before[name], after[name],
+                "{precision:?}: {name} moved while frozen"
+            );
+        }
+        assert_ne!(
+            before["head.1.weight"], after["head.1.weight"],
+            "{precision:?}: the head trains"
+        );
+        // Only the head has gradients.
+        assert_eq!(
+            seen.grad_names,
+            ["head.1.weight", "head.1.bias"],
+            "{precision:?}"
+        );
     }
-    assert_ne!(
-        before["head.1.weight"], after["head.1.weight"],
-        "the head trains"
-    );
-    // Only the head has gradients.
-    assert_eq!(seen.grad_names, ["head.1.weight", "head.1.bias"]);
 }
 
 #[test]
 fn freezing_a_batch_norm_alone_trains_the_layers_before_it() {
     let _one = serial::one_at_a_time();
-    seed_everything(3);
-    let mut net = Net::new(false, false);
-    let before = values(&net);
-    fit(&mut net, 2, Some("body.1"), None).0.unwrap();
-    let after = values(&net);
-    assert_eq!(before["body.1.running_mean"], after["body.1.running_mean"]);
-    assert_eq!(before["body.1.weight"], after["body.1.weight"]);
-    assert_ne!(
-        before["body.0.weight"], after["body.0.weight"],
-        "gradients pass the frozen norm"
-    );
+    for precision in [Precision::F32, Precision::Mixed16] {
+        seed_everything(3);
+        let mut net = Net::new(false, false);
+        let before = values(&net);
+        fit_in(precision, &mut net, 2, Some("body.1"), None)
+            .0
+            .unwrap();
+        let after = values(&net);
+        assert_eq!(before["body.1.running_mean"], after["body.1.running_mean"]);
+        assert_eq!(before["body.1.weight"], after["body.1.weight"]);
+        assert_ne!(
+            before["body.0.weight"], after["body.0.weight"],
+            "{precision:?}: gradients pass the frozen norm"
+        );
+    }
 }
 
 #[test]

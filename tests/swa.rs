@@ -16,6 +16,7 @@ use fulmen::checkpoint::Checkpoint;
 use fulmen::data::{Image, ImageBatch};
 use fulmen::layers::Conv2DNoBias;
 use fulmen::prelude::*;
+use fulmen::trainer::Precision;
 use fulmen::weights::{At, Weights};
 
 type Sample = (Image<1>, Class<2>);
@@ -99,6 +100,16 @@ fn fit(
     epochs: usize,
     resume: Option<&str>,
 ) -> Seen {
+    fit_in(Precision::F32, net, dir, epochs, resume)
+}
+
+fn fit_in(
+    precision: Precision,
+    net: &mut Net<f32, Cpu>,
+    dir: &std::path::Path,
+    epochs: usize,
+    resume: Option<&str>,
+) -> Seen {
     let seen = Rc::new(RefCell::new(Seen::default()));
     let checkpoints = ModelCheckpoint::new()
         .dirpath(dir)
@@ -107,6 +118,7 @@ fn fit(
     let mut trainer = quiet::trainer()
         .enable_checkpointing(true)
         .max_epochs(epochs)
+        .precision(precision)
         .callback(Recorder(seen.clone()))
         .callback(swa())
         .callback(checkpoints)
@@ -134,45 +146,49 @@ fn trained(net: &Net<f32, Cpu>) -> Vec<f32> {
 #[test]
 fn the_module_ends_with_the_average_and_batch_norm_statistics_of_the_data() {
     let _one = serial::one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    seed_everything(2);
-    let mut net = Net::new();
-    let seen = fit(&mut net, dir.path(), 6, None);
+    // In 16-mixed too: the steps on the half copy, the average and statistics in f32.
+    for precision in [Precision::F32, Precision::Mixed16] {
+        let dir = tempfile::tempdir().unwrap();
+        seed_everything(2);
+        let mut net = Net::new();
+        let seen = fit_in(precision, &mut net, dir.path(), 6, None);
 
-    // The equal average of the weights at the end of the 4th, 5th and 6th epochs (1-based, as
-    // Lightning counts swa_epoch_start).
-    let got = trained(&net);
-    for (i, g) in got.iter().enumerate() {
-        let mean = (3..6).map(|e| seen.weights[e][i]).sum::<f32>() / 3.0;
-        assert!((g - mean).abs() < 1e-6, "{i}: {g} vs {mean}");
-    }
-    assert_ne!(got, seen.weights[5]);
+        // The equal average of the weights at the end of the 4th, 5th and 6th epochs (1-based, as
+        // Lightning counts swa_epoch_start).
+        let got = trained(&net);
+        for (i, g) in got.iter().enumerate() {
+            let mean = (3..6).map(|e| seen.weights[e][i]).sum::<f32>() / 3.0;
+            assert!((g - mean).abs() < 1e-6, "{i}: {g} vs {mean}");
+        }
+        assert_ne!(got, seen.weights[5]);
 
-    // SWALR: the rate at the start, then half-way by the cosine, then swa_lr.
-    for (got, want) in seen.lr.iter().zip([0.1, 0.1, 0.1, 0.1, 0.055, 0.01]) {
-        assert!((got - want).abs() < 1e-12, "{:?}", seen.lr);
-    }
+        // SWALR: the rate at the start, then half-way by the cosine, then swa_lr.
+        for (got, want) in seen.lr.iter().zip([0.1, 0.1, 0.1, 0.1, 0.055, 0.01]) {
+            assert!((got - want).abs() < 1e-12, "{:?}", seen.lr);
+        }
 
-    // The input's batch norm: the mean of the four batches' means and unbiased variances.
-    let pixels: Vec<Vec<f32>> = samples()
-        .into_iter()
-        .map(|(im, _)| im.pixels().to_vec())
-        .collect();
-    let (mut mean, mut var) = (0.0f64, 0.0f64);
-    for batch in pixels.chunks(4) {
-        let values: Vec<f64> = batch.iter().flatten().map(|&v| f64::from(v)).collect();
-        let m = values.iter().sum::<f64>() / values.len() as f64;
-        let v = values.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (values.len() - 1) as f64;
-        mean += m / 4.0;
-        var += v / 4.0;
+        // The input's batch norm: the mean of the four batches' means and unbiased variances.
+        let pixels: Vec<Vec<f32>> = samples()
+            .into_iter()
+            .map(|(im, _)| im.pixels().to_vec())
+            .collect();
+        let (mut mean, mut var) = (0.0f64, 0.0f64);
+        for batch in pixels.chunks(4) {
+            let values: Vec<f64> = batch.iter().flatten().map(|&v| f64::from(v)).collect();
+            let m = values.iter().sum::<f64>() / values.len() as f64;
+            let v =
+                values.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (values.len() - 1) as f64;
+            mean += m / 4.0;
+            var += v / 4.0;
+        }
+        let (rm, rv) = (
+            net.bn.running_mean.as_vec()[0],
+            net.bn.running_var.as_vec()[0],
+        );
+        assert!((f64::from(rm) - mean).abs() < 1e-5, "{rm} vs {mean}");
+        assert!((f64::from(rv) - var).abs() < 1e-5, "{rv} vs {var}");
+        assert_eq!(net.bn.momentum, 0.1, "the momentum is restored");
     }
-    let (rm, rv) = (
-        net.bn.running_mean.as_vec()[0],
-        net.bn.running_var.as_vec()[0],
-    );
-    assert!((f64::from(rm) - mean).abs() < 1e-5, "{rm} vs {mean}");
-    assert!((f64::from(rv) - var).abs() < 1e-5, "{rv} vs {var}");
-    assert_eq!(net.bn.momentum, 0.1, "the momentum is restored");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use dfdx::tensor::Gradients;
 use super::LossScaler;
 use crate::context::mode::{ManualHook, ManualSteps};
 use crate::device::{Half, TrainDevice};
+use crate::freeze::{Freezing, Unfrozen};
 use crate::kernels::{Scratch, Unscale};
 use crate::module::LightningModule;
 use crate::optim::{grads, ClipAlgorithm};
@@ -31,6 +32,8 @@ pub(super) struct MixedManual<'r, D: TrainDevice<f32>, M> {
     /// Per optimizer: whether a backward since its last step had a non-finite gradient
     /// (unscaled into nothing).
     pub found_inf: &'r mut Vec<bool>,
+    /// The parameters frozen: their half gradients are not added.
+    pub frozen: &'r Freezing,
 }
 
 impl<D, M> MixedManual<'_, D, M>
@@ -107,10 +110,14 @@ where
     ) -> Result<Gradients<Half, D>> {
         let toggled = kept.map(|(_, opt)| opt);
         let mut unscaled = Gradients::leaky();
+        let freezing = self.frozen;
         let finite = <D as TrainDevice<f32>>::Kernels::unscale(
-            params,
+            &Unfrozen { params, freezing },
             &mut fresh,
-            &Tensors(&*self.model),
+            &Unfrozen {
+                params: Tensors(&*self.model),
+                freezing,
+            },
             &mut unscaled,
             1.0 / self.scaler.scale,
             self.scratch,

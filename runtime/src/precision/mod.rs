@@ -13,9 +13,13 @@
 
 mod manual;
 
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use dfdx::tensor::UniqueId;
 use serde::{Deserialize, Serialize};
 
-use dfdx::nn::{TensorCollection, ZeroGrads};
+use dfdx::nn::TensorCollection;
 use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 use num_traits::FromPrimitive;
@@ -23,6 +27,7 @@ use num_traits::FromPrimitive;
 use crate::context::mode::ManualSteps;
 use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo, StepOutput};
 use crate::device::{FloatDtype, Half, TrainDevice};
+use crate::freeze::{self, Freezing, Unfrozen};
 use crate::kernels::{Scratch, Unscale};
 use crate::module::LightningModule;
 use crate::walk::{self, Item, ItemMut, Tensors};
@@ -83,8 +88,7 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
         &mut self,
         model: &M,
         samples: Vec<S>,
-        device: &D,
-        info: StepInfo,
+        on: On<'_, D>,
     ) -> Result<(f64, Vec<LogEntry>)>;
     /// Backward of the last forward's loss, scaled and divided by `k` (accumulation), adding
     /// the unscaled gradients into `grads`; the buffers the forward updated (batch norm's
@@ -99,13 +103,39 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
         grads: &mut Gradients<E, D>,
         run: &mut dyn ManualSteps<E, D>,
         samples: Vec<S>,
-        info: (&D, StepInfo),
+        on: On<'_, D>,
     ) -> Result<(Option<f64>, Vec<LogEntry>)>;
     /// At an optimizer step: whether the window's gradients were all finite (if not, the step
     /// is skipped); updates the scale.
     fn finish_window(&mut self) -> bool;
     fn scaler(&self) -> &LossScaler;
     fn set_scaler(&mut self, scaler: LossScaler);
+}
+
+/// Where a half step runs: its device, its place in the run, and the parameters frozen (by
+/// name: the half copy's tensors are new at every step).
+pub(crate) struct On<'s, D> {
+    pub device: &'s D,
+    pub info: StepInfo,
+    pub frozen: &'s Freezing,
+}
+
+type HalfCopy<H, D> = (H, Rc<BTreeSet<UniqueId>>, Gradients<Half, D>);
+
+/// The half copy of `model` for a step, its frozen parameters' ids (what its layers ask), and
+/// zero gradients for the others.
+fn half_copy<M, H: TensorCollection<Half, D>, D: TrainDevice<Half>>(
+    to_half: fn(&M) -> Result<H>,
+    model: &M,
+    frozen: &Freezing,
+) -> Result<HalfCopy<H, D>> {
+    let half = to_half(model)?;
+    let ids = Rc::new(freeze::frozen_ids(&Tensors(&half), frozen)?);
+    let grads = freeze::alloc_grads(&Unfrozen {
+        params: Tensors(&half),
+        freezing: frozen,
+    })?;
+    Ok((half, ids, grads))
 }
 
 /// The half-precision side of a run, when it has one ("16-mixed" training).
@@ -116,8 +146,8 @@ pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S>
     pub to_half: fn(&M) -> Result<H>,
     pub collate: fn(Vec<S>, &D) -> H::Batch,
     pub scaler: LossScaler,
-    /// The copy and loss of the step in flight.
-    pending: Option<(H, Loss<Half, D>)>,
+    /// The copy, loss and freezing of the step in flight.
+    pending: Option<(H, Loss<Half, D>, Freezing)>,
     /// The host kernels' copies for unscaling, reused between steps.
     buffer: Scratch<f32>,
     window_inf: bool,
@@ -150,25 +180,25 @@ where
         &mut self,
         model: &M,
         samples: Vec<S>,
-        device: &D,
-        info: StepInfo,
+        on: On<'_, D>,
     ) -> Result<(f64, Vec<LogEntry>)> {
-        let mut half = (self.to_half)(model)?;
-        let mut ctx = StepContext::<Half, D, H::Optimization>::new(device.clone(), info);
-        ctx.grads = Some(half.alloc_grads());
-        let batch = (self.collate)(samples, device);
-        let StepOutput::Loss(loss) = half.training_step(batch, &mut ctx)? else {
+        let (mut half, ids, grads) = half_copy(self.to_half, model, on.frozen)?;
+        let mut ctx = StepContext::<Half, D, H::Optimization>::new(on.device.clone(), on.info);
+        ctx.grads = Some(grads);
+        let batch = (self.collate)(samples, on.device);
+        let out = freeze::within(ids, || half.training_step(batch, &mut ctx));
+        let StepOutput::Loss(loss) = out? else {
             return Err(Error::msg(
                 "16-mixed: an automatic step returned no loss to differentiate",
             ));
         };
         let value = loss.log_value();
-        self.pending = Some((half, loss));
+        self.pending = Some((half, loss, on.frozen.clone()));
         Ok((value, std::mem::take(&mut ctx.logs)))
     }
 
     fn backward(&mut self, model: &mut M, grads: &mut Gradients<f32, D>, k: usize) -> Result<()> {
-        let (half, loss) = self
+        let (half, loss, frozen) = self
             .pending
             .take()
             .ok_or_else(|| Error::msg("16-mixed: backward without a forward"))?;
@@ -177,10 +207,17 @@ where
             .ok_or_else(|| Error::msg("16-mixed: the loss scale is not representable"))?;
         let mut half_grads = (loss * factor).backward();
         let inv = 1.0 / self.scaler.scale;
+        // The frozen parameters have no gradient to add.
         let finite = <D as TrainDevice<f32>>::Kernels::unscale(
-            &Tensors(&half),
+            &Unfrozen {
+                params: Tensors(&half),
+                freezing: &frozen,
+            },
             &mut half_grads,
-            &Tensors(&*model),
+            &Unfrozen {
+                params: Tensors(&*model),
+                freezing: &frozen,
+            },
             grads,
             inv,
             &mut self.buffer,
@@ -195,10 +232,10 @@ where
         grads: &mut Gradients<f32, D>,
         run: &mut dyn ManualSteps<f32, D>,
         samples: Vec<S>,
-        (device, info): (&D, StepInfo),
+        on: On<'_, D>,
     ) -> Result<(Option<f64>, Vec<LogEntry>)> {
-        let mut half = (self.to_half)(model)?;
-        let batch = (self.collate)(samples, device);
+        let (mut half, ids, _) = half_copy(self.to_half, &*model, on.frozen)?;
+        let batch = (self.collate)(samples, on.device);
         let mut steps = manual::MixedManual {
             run,
             model,
@@ -206,11 +243,12 @@ where
             scaler: &mut self.scaler,
             scratch: &mut self.buffer,
             found_inf: &mut self.found_inf,
+            frozen: on.frozen,
         };
-        let mut ctx = StepContext::<Half, D, H::Optimization>::new(device.clone(), info);
+        let mut ctx = StepContext::<Half, D, H::Optimization>::new(on.device.clone(), on.info);
         ctx.grads = Some(Gradients::leaky());
         ctx.manual = Some(&mut steps);
-        let out = half.training_step(batch, &mut ctx);
+        let out = freeze::within(ids, || half.training_step(batch, &mut ctx));
         let logs = std::mem::take(&mut ctx.logs);
         drop(ctx);
         let StepOutput::Logged(value) = out? else {

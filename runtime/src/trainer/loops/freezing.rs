@@ -26,15 +26,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let freezing = self.view.freezing.clone();
         if !freezing.is_empty() {
             let o = &self.optimization;
-            let not_built = match () {
-                _ if o.half.is_some() => Some("precision \"16-mixed\""),
-                _ if o.shards.is_some() || o.full_shard.is_some() => Some("strategy \"fsdp\""),
-                _ => None,
-            };
-            if let Some(setting) = not_built {
+            if o.shards.is_some() || o.full_shard.is_some() {
                 return Err(Error::config(
                     "freeze",
-                    format!("freezing under {setting} is not built yet; train in \"32-true\" with \"ddp\""),
+                    "freezing under strategy \"fsdp\" is not built yet; use \"ddp\"",
                 ));
             }
             freezing.check(&Tensors(&*self.model), M::NAME)?;

@@ -13,6 +13,7 @@ use crate::datamodule::{DataModule, Stage};
 use crate::freeze;
 use crate::module::LightningModule;
 use crate::optim::{Clip, Interval};
+use crate::precision::On;
 use crate::trainer::aggregate::EpochMetrics;
 use crate::trainer::settings::Limit;
 use crate::weights::At;
@@ -191,9 +192,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let manual = <M::Optimization as OptimizationMode>::MANUAL;
         match self.optimization.half.as_mut() {
             Some(half) if !manual => {
-                let (model, device) = (&*self.model, &self.device);
+                let on = On {
+                    device: &self.device,
+                    info,
+                    frozen: &self.optimization.frozen,
+                };
+                let model = &*self.model;
                 let (value, logs) = guard("training_step", batch_idx, || {
-                    half.forward(model, samples, device, info)
+                    half.forward(model, samples, on)
                 })??;
                 return Ok((Some(value), logs, None));
             }
@@ -267,10 +273,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             settings: self.settings,
             batch_idx,
         };
-        let (model, device) = (&mut *self.model, &self.device);
+        let on = On {
+            device: &self.device,
+            info,
+            frozen: &o.frozen,
+        };
+        let model = &mut *self.model;
         let out = match o.half.as_mut() {
             Some(half) => guard("training_step", batch_idx, || {
-                half.manual(model, &mut grads, &mut manual, samples, (device, info))
+                half.manual(model, &mut grads, &mut manual, samples, on)
             }),
             None => return Err(Error::msg("16-mixed: a manual step without its half copy")),
         };

@@ -45,12 +45,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
     /// Why `update_bn` cannot run in this fit, when the module has batch norms.
     pub(super) fn update_bn_refusal(&self) -> Result<Option<&'static str>> {
-        let unbuilt =
-            <M::Optimization as OptimizationMode>::MANUAL || self.optimization.half.is_some();
+        let unbuilt = <M::Optimization as OptimizationMode>::MANUAL;
         if !unbuilt || batch_norms(&*self.model)?.is_empty() {
             return Ok(None);
         }
-        Ok(Some("recomputing the batch-norm statistics runs training_step without a backward, which a manual step does itself and 16-mixed runs on a half copy: not built for either"))
+        Ok(Some("recomputing the batch-norm statistics runs training_step without a backward, which a manual step does itself: not built for manual optimization"))
     }
 }
 
