@@ -407,7 +407,11 @@ fn predictions_of_two_ranks_are_gathered_in_dataset_order() {
     for strategy in ["ddp", "fsdp"] {
         let d = subdir(dir.path(), strategy);
         let ranks = Path::new(&d).join("p.csv");
-        let out = two_ranks(strategy, &d, &["--predict-csv", ranks.to_str().expect("a path")]);
+        let out = two_ranks(
+            strategy,
+            &d,
+            &["--predict-csv", ranks.to_str().expect("a path")],
+        );
         assert!(out.status.success(), "{}", text(&out));
         let two = prediction_rows(&ranks);
         assert_eq!(two.len(), 150, "{strategy}: every flower once");

@@ -6,6 +6,8 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "gpu/control.rs"]
+mod control;
 #[path = "support/quiet.rs"]
 mod quiet;
 #[path = "support/runs.rs"]
