@@ -240,4 +240,107 @@ fn the_trainer_steps_the_scheduler_on_its_interval_and_frequency() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("val_los") && err.contains("val_loss"), "{err}");
+    // A scheduler for a manual step to step has none under automatic optimization.
+    let err = rates(LrScheduler::from(halve()).interval(Interval::Manual))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Interval::Manual") && err.contains("ctx.lr_scheduler_step"),
+        "{err}"
+    );
+}
+
+/// Two optimizers: the first's scheduler stepped by hand after every second batch, the
+/// second's on its epoch interval; `wrong` steps the second's by hand too.
+#[lightning_module]
+struct ManualSchedules {
+    layer: Linear<2, 2>,
+    #[hparam]
+    wrong: bool,
+}
+
+#[lightning_module(manual_optimization)]
+impl ManualSchedules {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D, fulmen::Manual>,
+    ) -> fulmen::Result<()> {
+        let [first, second] = ctx.optimizers()?;
+        let loss = cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot());
+        ctx.manual_backward(loss, self)?;
+        for opt in [first, second] {
+            ctx.step(opt, self)?;
+            ctx.zero_grad(opt, self)?;
+        }
+        if ctx.batch_idx() % 2 == 1 {
+            ctx.lr_scheduler_step(first)?;
+        }
+        if self.wrong {
+            ctx.lr_scheduler_step(second)?;
+        }
+        Ok(())
+    }
+    fn configure_optimizers(&self) -> [Optim; 2] {
+        [
+            Optim::sgd(1.0)
+                .params(["layer.weight"])
+                .scheduler(LrScheduler::from(StepLR::new(1, 0.5)).interval(Interval::Manual)),
+            Optim::sgd(1.0)
+                .params(["layer.bias"])
+                .scheduler(StepLR::new(1, 0.1)),
+        ]
+    }
+}
+
+#[test]
+fn a_manual_step_steps_its_manual_schedulers_and_no_others() {
+    struct Spy(std::rc::Rc<std::cell::RefCell<Vec<(f64, f64)>>>);
+    impl Callback for Spy {
+        fn on_train_batch_start(&mut self, t: &mut TrainerView, _i: usize) {
+            let lr = |o: usize| t.optimizers()[o].lr();
+            let rates = (lr(0), lr(1));
+            self.0.borrow_mut().push(rates);
+        }
+    }
+    let run = |wrong: bool| {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let data: Vec<([f32; 2], Class<2>)> = (0..8)
+            .map(|i| ([i as f32, 1.0], Class::new(i % 2).unwrap()))
+            .collect();
+        let fitted = Trainer::builder()
+            .max_epochs(2)
+            .no_logger()
+            .enable_checkpointing(false)
+            .enable_progress_bar(false)
+            .callback(Spy(seen.clone()))
+            .build()
+            .unwrap()
+            .fit_loaders(
+                &mut ManualSchedules::new(wrong),
+                DataLoader::new(InMemoryDataset::new(data), 2),
+                None,
+            );
+        let seen = seen.borrow().clone();
+        (fitted, seen)
+    };
+    let (fitted, seen) = run(false);
+    fitted.unwrap();
+    // 4 batches an epoch: the first halves after batches 1 and 3 of each epoch, the second
+    // decays at each epoch's end.
+    let first = [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125];
+    let second = [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1];
+    let want: Vec<(f64, f64)> = first.into_iter().zip(second).collect();
+    assert_eq!(seen.len(), 8);
+    for (got, want) in seen.iter().zip(&want) {
+        assert!(
+            (got.0 - want.0).abs() < 1e-12 && (got.1 - want.1).abs() < 1e-12,
+            "{seen:?}"
+        );
+    }
+    let err = run(true).0.unwrap_err().to_string();
+    assert!(
+        err.contains("optimizer 1") && err.contains("Interval::Manual"),
+        "{err}"
+    );
 }

@@ -51,7 +51,9 @@
 //! Each call runs the hooks Lightning runs there: `manual_backward` runs `on_before_backward`
 //! and `on_after_backward`, `step` runs `on_before_optimizer_step`. Every optimizer step counts
 //! one `global_step` (as Lightning counts them), and each optimizer's scheduler steps on its
-//! interval: after its optimizer's steps, or at the end of each epoch. Under DDP,
+//! interval: after its optimizer's steps, at the end of each epoch, or, with
+//! [`Interval::Manual`](crate::optim::Interval::Manual), when the step calls
+//! [`lr_scheduler_step`](StepContext::lr_scheduler_step) (Lightning's `sch.step()`). Under DDP,
 //! `manual_backward` averages the gradients over the ranks. In 16-mixed the step runs on the
 //! half copy (see [`crate::precision`]): `manual_backward` scales the loss and unscales the
 //! gradients into the f32 module's, and `step` skips an optimizer whose gradients were not
@@ -184,6 +186,17 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O: OptimizationMode> StepContext<'a, 
         m.step(opt.0, &mut TensorsMut(module), grads)?;
         self.global_step = self.steps()?.view().global_step;
         Ok(())
+    }
+
+    /// Steps `opt`'s scheduler now (Lightning's `sch.step()` in a manual step): one configured
+    /// with `.interval(Interval::Manual)`, which the trainer leaves to the step (the others
+    /// step on their interval, and are refused here). A `ReduceLROnPlateau` reads its metric
+    /// as logged so far.
+    pub fn lr_scheduler_step(&mut self, opt: OptimizerRef) -> Result<()>
+    where
+        O: ManualOptimization,
+    {
+        self.steps()?.lr_scheduler_step(opt.0)
     }
 
     /// Zeroes the gradients of `opt`'s parameters (Lightning's `optimizer.zero_grad()`).

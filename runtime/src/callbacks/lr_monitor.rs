@@ -90,7 +90,8 @@ impl Callback for LearningRateMonitor {
         }
     }
     fn on_train_batch_start(&mut self, trainer: &mut TrainerView, _batch_idx: usize) {
-        if self.interval(trainer) == Interval::Step {
+        // A manual step may step its scheduler at any batch: logged every step.
+        if self.interval(trainer) != Interval::Epoch {
             self.log(trainer);
         }
     }

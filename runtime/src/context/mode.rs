@@ -185,6 +185,8 @@ pub(crate) trait ManualSteps<E: FloatDtype, D: TrainDevice<E>> {
         params: &mut dyn ParamsMut<E, D>,
         grads: &mut Gradients<E, D>,
     ) -> Result<()>;
+    /// Steps `opt`'s schedulers of [`Interval::Manual`](crate::optim::Interval::Manual) now.
+    fn lr_scheduler_step(&mut self, opt: usize) -> Result<()>;
     /// Zeroes the gradients of `opt`'s parameters.
     fn zero_grad(
         &mut self,

@@ -183,6 +183,10 @@ where
         to_half(&*self.model, half)
     }
 
+    fn lr_scheduler_step(&mut self, opt: usize) -> Result<()> {
+        self.run.lr_scheduler_step(opt)
+    }
+
     fn zero_grad(
         &mut self,
         opt: usize,

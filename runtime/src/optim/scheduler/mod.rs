@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::callbacks::Mode;
 use crate::{Error, Result};
 
-/// When the scheduler steps: after every optimizer step or at the end of every epoch.
+/// When the scheduler steps: after every optimizer step, at the end of every epoch, or when a
+/// manual step says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Interval {
     /// At the end of every training epoch (Lightning's `"epoch"`, the default).
@@ -31,6 +32,10 @@ pub enum Interval {
     Epoch,
     /// After every optimizer step (Lightning's `"step"`).
     Step,
+    /// When a manual-optimization `training_step` calls `ctx.lr_scheduler_step(opt)` (as
+    /// Lightning leaves `sch.step()` to a manual step); refused under automatic optimization.
+    /// `frequency` does not apply.
+    Manual,
 }
 
 /// `StepLR`: multiply by `gamma` every `step_size` epochs.
@@ -302,8 +307,8 @@ impl LrScheduler {
             milestones,
         })
     }
-    /// Sets Lightning's `interval`: step at the end of each epoch (the default) or after each
-    /// optimizer step.
+    /// Sets Lightning's `interval`: step at the end of each epoch (the default), after each
+    /// optimizer step, or when a manual step says ([`Interval::Manual`]).
     pub fn interval(mut self, interval: Interval) -> Self {
         self.interval = interval;
         self

@@ -196,6 +196,30 @@ impl<E: FloatDtype, D: TrainDevice<E>> ManualSteps<E, D> for ManualRun<'_, E, D>
         Ok(())
     }
 
+    fn lr_scheduler_step(&mut self, opt: usize) -> Result<()> {
+        let metrics = &self.view.callback_metrics;
+        let count = self.optimizers.len();
+        let c = (self.optimizers.get_mut(opt)).ok_or_else(|| {
+            Error::msg(format!(
+                "optimizer {opt} does not exist: configure_optimizers returns {count}"
+            ))
+        })?;
+        let interval = c.schedulers().next().map(|s| s.interval());
+        // `frequency` does not apply: 0 is a multiple of every one.
+        if !c.step_scheduler(Interval::Manual, 0, metrics)? {
+            let why = match interval {
+                None => "has no scheduler".to_string(),
+                Some(i) => format!("'s scheduler steps on its own interval ({i:?}); give it `.interval(Interval::Manual)` to step it here"),
+            };
+            return Err(Error::config(
+                "lr_scheduler_step",
+                format!("optimizer {opt} {why}"),
+            ));
+        }
+        self.view.optimizers = self.optimizers.iter().map(|c| c.info()).collect();
+        Ok(())
+    }
+
     fn zero_grad(
         &mut self,
         opt: usize,

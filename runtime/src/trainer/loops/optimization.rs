@@ -106,7 +106,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // What LearningRateMonitor follows: every step if any scheduler steps on steps.
         let intervals = (self.optimization.optimizers.iter())
             .flat_map(|c| c.schedulers().map(|s| s.interval()).collect::<Vec<_>>());
-        self.view.scheduler_interval = intervals.max_by_key(|i| *i == Interval::Step);
+        self.view.scheduler_interval = intervals.max_by_key(|i| *i != Interval::Epoch);
         self.publish_rates();
         // Under FULL_SHARD the gradients are the shards' (the module's are dropped after each
         // backward).
@@ -182,7 +182,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// Under manual optimization, refuses a `ReduceLROnPlateau` on optimizer steps: it would
-    /// step inside `training_step`, before the step's values are logged.
+    /// step inside `training_step`, before the step's values are logged. Under automatic
+    /// optimization, refuses a scheduler for a manual step to step.
     fn check_schedulers(&self) -> Result<()> {
         let manual = <M::Optimization as OptimizationMode>::MANUAL;
         let schedulers = self
@@ -191,6 +192,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .iter()
             .flat_map(|c| c.schedulers());
         for s in schedulers {
+            if !manual && s.interval() == Interval::Manual {
+                return Err(Error::config(
+                    "lr_scheduler.interval",
+                    "Interval::Manual is stepped by a manual step's `ctx.lr_scheduler_step`; under automatic optimization use Interval::Epoch or Interval::Step",
+                ));
+            }
             if manual && s.interval() == Interval::Step && s.monitor().is_some() {
                 return Err(Error::config(
                     "ReduceLROnPlateau.interval",
