@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use fulmen::data::{iris, stratified_split};
+use fulmen::metrics::{Accuracy, Average, F1Score};
 use fulmen::prelude::*;
 use fulmen::TrainerBuilder;
 
@@ -17,6 +18,12 @@ pub struct IrisClassifier {
     pub layer_2: Linear<16, 3>,
     #[hparam]
     pub lr: f64,
+    // Validation metrics over the whole epoch (and every rank): computed from the counts of
+    // all its batches, not averaged over them.
+    #[metric(Accuracy::multiclass(3))]
+    pub val_acc: Accuracy,
+    #[metric(F1Score::multiclass(3).average(Average::Macro))]
+    pub val_f1: F1Score,
 }
 
 #[lightning_module]
@@ -41,11 +48,19 @@ impl IrisClassifier {
         loss
     }
 
-    fn validation_step(&self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) {
+    fn validation_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> fulmen::Result<()> {
         let logits = self.forward(x);
-        ctx.log("val_acc", accuracy(&logits, &y)).prog_bar(true);
+        self.val_acc.update(&logits, &y)?;
+        self.val_f1.update(&logits, &y)?;
+        ctx.log("val_acc", &self.val_acc).prog_bar(true);
+        ctx.log("val_f1", &self.val_f1);
         let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
         ctx.log("val_loss", &loss);
+        Ok(())
     }
 
     /// The class probabilities of each flower, from its measurements alone (labeled samples'

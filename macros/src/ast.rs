@@ -35,9 +35,12 @@ pub(crate) enum Role {
     HParam,
     /// `#[skip]`: kept out of the module's state.
     Skip,
+    /// `#[metric]` or `#[metric(init)]`: a metric (`fulmen::metrics`), its state saved and
+    /// its value logged by the trainer.
+    Metric,
 }
 
-/// A `#[hparam]` or `#[skip]` on a field.
+/// A `#[hparam]`, `#[skip]` or `#[metric]` on a field.
 pub(crate) struct Marker {
     pub attr: syn::Attribute,
     pub role: Role,
@@ -90,6 +93,8 @@ fn marker_role(a: &syn::Attribute) -> Option<Role> {
         Some(Role::HParam)
     } else if a.path().is_ident("skip") {
         Some(Role::Skip)
+    } else if a.path().is_ident("metric") {
+        Some(Role::Metric)
     } else {
         None
     }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use quote::ToTokens;
 
-use crate::ast::{DataImpl, DataStruct, ModuleImpl, ModuleStruct, Role};
+use crate::ast::{DataImpl, DataStruct, Kind, ModuleImpl, ModuleStruct, Role};
 use crate::ctxt::Ctxt;
 use crate::hooks::{self, Receiver};
 use crate::names;
@@ -64,17 +64,28 @@ pub(crate) fn module_struct(cx: &Ctxt, s: &mut ModuleStruct) -> bool {
             _ => {}
         }
     }
+    let kind = s.kind;
     for f in &mut s.fields {
         for m in &f.markers {
-            if !matches!(m.attr.meta, syn::Meta::Path(_)) {
-                let name = m.attr.path().to_token_stream();
-                cx.error(&m.attr, format!("`#[{name}]` takes no arguments"));
+            let name = m.attr.path().to_token_stream();
+            match (&m.attr.meta, m.role) {
+                (syn::Meta::Path(_), _) => {}
+                (syn::Meta::List(list), Role::Metric) => {
+                    if let Err(e) = syn::parse2::<syn::Expr>(list.tokens.clone()) {
+                        cx.error(&list.tokens, format!("`#[metric(..)]` takes the expression that makes the metric, as `#[metric(F1Score::multiclass(3))]`: {e}"));
+                    }
+                }
+                _ if m.role == Role::Metric => cx.error(&m.attr, "write `#[metric]` (the metric's Default) or `#[metric(F1Score::multiclass(3))]`"),
+                _ => cx.error(&m.attr, format!("`#[{name}]` takes no arguments")),
+            }
+            if m.role == Role::Metric && kind == Kind::Plain {
+                cx.error(&m.attr, "a metric is a field of the #[lightning_module] struct, whose steps update and log it; a #[module] holds layers");
             }
         }
         if let Some(second) = f.markers.get(1) {
             cx.error(
                 &second.attr,
-                "a field is either #[hparam] (saved) or #[skip] (not saved), not both",
+                "a field is one of #[hparam] (saved), #[skip] (not saved) or #[metric], not several",
             );
         }
         if let (Role::Layer, syn::Type::Tuple(t)) = (f.role, &f.ty) {
@@ -87,7 +98,7 @@ pub(crate) fn module_struct(cx: &Ctxt, s: &mut ModuleStruct) -> bool {
         }
         if f.role == Role::Layer && plainly_not_a_layer(&f.ty) {
             let name = &f.name;
-            cx.error(&f.ty, format!("field `{name}` is neither a layer nor marked: add #[hparam] to save it as a hyperparameter, or #[skip] to keep it out of the module's state"));
+            cx.error(&f.ty, format!("field `{name}` is neither a layer nor marked: add #[hparam] to save it as a hyperparameter, #[metric] for a metric, or #[skip] to keep it out of the module's state"));
             f.role = Role::Skip;
         }
     }

@@ -20,6 +20,10 @@ fn iris_module_struct() {
                 layer_2: Linear<16, 3>,
                 #[hparam]
                 lr: f64,
+                #[metric(F1Score::multiclass(3))]
+                val_f1: F1Score,
+                #[metric]
+                val_acc: Accuracy,
             }
         },
         crate::ast::Kind::Lightning,

@@ -91,7 +91,7 @@ pub mod weights;
 
 pub use callback::{Callback, Trial};
 pub use context::{
-    Automatic, AutomaticStep, Loss, Manual, ManualStep, OptimizationMode, OptimizerRef,
+    Automatic, AutomaticStep, EvalStep, Loss, Manual, ManualStep, OptimizationMode, OptimizerRef,
     StepContext, StepOutput,
 };
 pub use datamodule::{DataModule, Stage};
@@ -123,7 +123,7 @@ pub mod prelude {
     pub use crate::device::{FloatDtype, TrainDevice};
     pub use crate::hparams::{FromHParams, HParams, Hyperparameters};
     pub use crate::loggers::Logger;
-    pub use crate::metrics::accuracy;
+    pub use crate::metrics::{accuracy, Metric};
     pub use crate::module::LightningModule;
     pub use crate::optim::Optim;
     pub use crate::seed::seed_everything;

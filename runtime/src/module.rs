@@ -15,7 +15,11 @@ use crate::optim::Optimizers;
 
 /// A model with its training logic. `E` is the dtype, `D` the device.
 pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
-    TensorCollection<E, D> + Hyperparameters + CarryHParams<E, D> + crate::spec::Layers
+    TensorCollection<E, D>
+    + Hyperparameters
+    + CarryHParams<E, D>
+    + crate::spec::Layers
+    + crate::metrics::MetricFields
 {
     /// What every step receives, as taken from `training_step`'s signature.
     type Batch;
@@ -53,12 +57,25 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     ) -> crate::Result<StepOutput<E, D>>;
 
     /// Runs one validation batch (Lightning's `validation_step`): what it logs through `ctx` is
-    /// reduced over the epoch. By default, nothing.
-    fn validation_step(&mut self, _batch: Self::EvalBatch, _ctx: &mut StepContext<E, D>) {}
+    /// reduced over the epoch; an error stops the run. By default, nothing. (The one a module
+    /// writes returns nothing or a `fulmen::Result<()>`: see [`crate::EvalStep`].)
+    fn validation_step(
+        &mut self,
+        _batch: Self::EvalBatch,
+        _ctx: &mut StepContext<E, D>,
+    ) -> crate::Result<()> {
+        Ok(())
+    }
 
-    /// Runs one test batch (Lightning's `test_step`): what it logs through `ctx` is reduced over
-    /// the epoch. By default, nothing.
-    fn test_step(&mut self, _batch: Self::EvalBatch, _ctx: &mut StepContext<E, D>) {}
+    /// Runs one test batch (Lightning's `test_step`), as
+    /// [`validation_step`](Self::validation_step) does.
+    fn test_step(
+        &mut self,
+        _batch: Self::EvalBatch,
+        _ctx: &mut StepContext<E, D>,
+    ) -> crate::Result<()> {
+        Ok(())
+    }
 
     /// The prediction of one batch (Lightning's `predict_step`); `predict` returns them in order.
     /// `#[lightning_module]` writes one returning `()` when the impl has none.

@@ -33,7 +33,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
         match known.name {
             // The user's own, renamed, and the trait's calling it: what it returns becomes what
             // the loop takes, with a message naming the mistake where it is not.
-            "training_step" | "configure_optimizers" => {
+            "training_step" | "configure_optimizers" | "validation_step" | "test_step" => {
                 let (own, wrapper) = wrapped(f, m.manual);
                 inherent_items.push(syn::ImplItem::Fn(own));
                 trait_items.push(wrapper);
@@ -101,7 +101,8 @@ fn mode(manual: bool) -> TokenStream {
     }
 }
 
-/// `training_step` or `configure_optimizers` as the user wrote it, renamed to
+/// `training_step`, `validation_step`, `test_step` or `configure_optimizers` as the user wrote
+/// it, renamed to
 /// `__fulmen_<name>` (under manual optimization with the context `StepContext<E, D, Manual>`),
 /// and the trait's method, which calls it and converts what it returns.
 fn wrapped(mut own: syn::ImplItemFn, manual: bool) -> (syn::ImplItemFn, syn::ImplItemFn) {
@@ -133,6 +134,16 @@ fn wrapped(mut own: syn::ImplItemFn, manual: bool) -> (syn::ImplItemFn, syn::Imp
             };
             syn::parse_quote! {
                 fn training_step(&mut self, batch: Self::Batch, ctx: &mut ::fulmen::StepContext<E, D, Self::Optimization>) -> ::fulmen::Result<::fulmen::StepOutput<E, D>> {
+                    let out = Self::#inner(self, batch, ctx);
+                    #convert
+                }
+            }
+        }
+        "validation_step" | "test_step" => {
+            let name = format_ident!("{name}");
+            let convert = quote_spanned!(at=> ::fulmen::EvalStep::into_result(out));
+            syn::parse_quote! {
+                fn #name(&mut self, batch: Self::EvalBatch, ctx: &mut ::fulmen::StepContext<E, D>) -> ::fulmen::Result<()> {
                     let out = Self::#inner(self, batch, ctx);
                     #convert
                 }

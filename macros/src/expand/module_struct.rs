@@ -75,6 +75,7 @@ pub(crate) fn expand_struct(model: &ModuleStruct) -> TokenStream {
     let mut out = definition(&names);
     out.extend(tensor_collection(&names));
     out.extend(hyperparameters(&names));
+    out.extend(metric_fields(&names));
     if model.kind == Kind::Lightning {
         out.extend(constructors(&names));
     }
@@ -183,7 +184,9 @@ fn hyperparameters(n: &Names) -> TokenStream {
         let label = fname.to_string();
         quote_spanned!(ty.span()=> hparams.insert(#label, &self.#fname);)
     });
-    let carries = n.with_role(Role::HParam).map(|f| {
+    // Metrics come along too: a copy in another dtype (16-mixed's half copy) updates the
+    // same metric, whose state the trainer takes back.
+    let carries = (n.with_role(Role::HParam).chain(n.with_role(Role::Metric))).map(|f| {
         let (fname, ty) = (&f.name, &f.ty);
         quote_spanned!(ty.span()=> to.#fname = ::core::clone::Clone::clone(&self.#fname);)
     });
@@ -214,6 +217,33 @@ fn hyperparameters(n: &Names) -> TokenStream {
     }
 }
 
+/// `MetricFields`: the `#[metric]` fields by name.
+fn metric_fields(n: &Names) -> TokenStream {
+    let fields: Vec<&Field> = n.with_role(Role::Metric).collect();
+    let entries = fields.iter().map(|f| {
+        let (fname, ty, label) = (&f.name, &f.ty, f.name.to_string());
+        quote_spanned!(ty.span()=> (#label, &self.#fname as &dyn ::fulmen::metrics::Metric))
+    });
+    let entries_mut = fields.iter().map(|f| {
+        let (fname, ty, label) = (&f.name, &f.ty, f.name.to_string());
+        quote_spanned!(ty.span()=> (#label, &mut self.#fname as &mut dyn ::fulmen::metrics::Metric))
+    });
+    let tr = n.impl_for(
+        quote!(::fulmen::dfdx::shapes::Dtype),
+        quote!(::fulmen::metrics::MetricFields),
+    );
+    quote! {
+        #tr {
+            fn metric_fields(&self) -> ::std::vec::Vec<(&'static str, &dyn ::fulmen::metrics::Metric)> {
+                ::std::vec![#(#entries),*]
+            }
+            fn metric_fields_mut(&mut self) -> ::std::vec::Vec<(&'static str, &mut dyn ::fulmen::metrics::Metric)> {
+                ::std::vec![#(#entries_mut),*]
+            }
+        }
+    }
+}
+
 /// A `#[lightning_module]`'s `new` from its hyperparameters, `FromHParams` (the same by name:
 /// config files, checkpoints) and `load_from_checkpoint`.
 fn constructors(n: &Names) -> TokenStream {
@@ -227,6 +257,16 @@ fn constructors(n: &Names) -> TokenStream {
     let assigns = hparams.iter().map(|f| {
         let fname = &f.name;
         quote!(module.#fname = #fname;)
+    });
+    // `#[metric(init)]`: the metric as made there (`#[metric]`: its Default, as built).
+    let metrics = n.with_role(Role::Metric).filter_map(|f| {
+        let fname = &f.name;
+        let marker = f.markers.iter().find(|m| m.role == Role::Metric)?;
+        let syn::Meta::List(list) = &marker.attr.meta else {
+            return None;
+        };
+        let init: syn::Expr = syn::parse2(list.tokens.clone()).ok()?;
+        Some(quote_spanned!(init.span()=> module.#fname = #init;))
     });
     let reads = hparams.iter().map(|f| {
         let (ty, label) = (&f.ty, f.name.to_string());
@@ -251,6 +291,7 @@ fn constructors(n: &Names) -> TokenStream {
                 #[allow(unused_mut)]
                 let mut module: Self = ::fulmen::dfdx::nn::BuildModule::build(&device);
                 #(#assigns)*
+                #(#metrics)*
                 module
             }
 

@@ -32,3 +32,23 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct F64(#[serde(with = "self")] pub f64);
+
+/// A `Vec<f64>` as [`F64`]s (use with `#[serde(with = "crate::checkpoint::float::many")]`).
+pub mod many {
+    use super::F64;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serializes each value as [`super::serialize`] does.
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let wrapped: Vec<F64> = v.iter().map(|&x| F64(x)).collect();
+        wrapped.serialize(s)
+    }
+
+    /// Deserializes what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<F64>::deserialize(d)?
+            .into_iter()
+            .map(|x| x.0)
+            .collect())
+    }
+}

@@ -120,6 +120,9 @@ pub(crate) struct Meta {
     pub more_optimizers: Vec<MoreOptimizer>,
     #[serde(default)]
     pub loss_scaler: Option<crate::precision::LossScaler>,
+    /// The module's `#[metric]` fields' states, every rank's added up, by field.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, crate::metrics::State>,
     pub callbacks: BTreeMap<String, Value>,
     pub datamodule: Option<Value>,
     pub extra: BTreeMap<String, Value>,
@@ -171,6 +174,7 @@ impl Checkpoint {
                 scheduler: None,
                 more_optimizers: Vec::new(),
                 loss_scaler: None,
+                metrics: BTreeMap::new(),
                 callbacks: BTreeMap::new(),
                 datamodule: None,
                 extra: BTreeMap::new(),

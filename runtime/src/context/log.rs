@@ -41,6 +41,10 @@ pub struct LogEntry {
     pub batch_size: usize,
     /// Reduce the epoch value over every rank of a multi-process run.
     pub sync_dist: bool,
+    /// A metric object logged (`fulmen::metrics`): the module field it is (empty when it is
+    /// not one, which the trainer refuses). Its epoch value is the metric's, computed from
+    /// every rank's state; `value` is the batch's.
+    pub metric: Option<String>,
 }
 
 impl LogEntry {
@@ -110,10 +114,19 @@ impl LogEntries<'_> {
     );
 }
 
-/// A value that can be logged: numbers and scalar tensors.
+/// A value that can be logged: numbers, scalar tensors and metrics.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be logged: log a number, a scalar tensor or a metric whose value is a number",
+    label = "not a number",
+    note = "a confusion matrix is read (`matrix()`), not logged"
+)]
 pub trait LogValue {
-    /// The value as an `f64`.
+    /// The value as an `f64` (a metric's: the last batch's).
     fn log_value(&self) -> f64;
+    /// The metric, when this is one: its epoch value is computed from its state.
+    fn as_metric(&self) -> Option<&dyn crate::metrics::Metric> {
+        None
+    }
 }
 
 impl LogValue for f64 {
@@ -142,5 +155,8 @@ impl<E: Dtype + num_traits::ToPrimitive, D: Device<E>, T> LogValue for Tensor<Ra
 impl<V: LogValue + ?Sized> LogValue for &V {
     fn log_value(&self) -> f64 {
         (**self).log_value()
+    }
+    fn as_metric(&self) -> Option<&dyn crate::metrics::Metric> {
+        (**self).as_metric()
     }
 }

@@ -14,7 +14,7 @@ use crate::{FloatDtype, TrainDevice};
 
 pub use log::{LogEntries, LogEntry, LogValue, Reduce};
 pub use mode::{
-    Automatic, AutomaticStep, Manual, ManualOptimization, ManualStep, OptimizationMode,
+    Automatic, AutomaticStep, EvalStep, Manual, ManualOptimization, ManualStep, OptimizationMode,
     OptimizerRef, StepOutput,
 };
 
@@ -119,6 +119,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
             reduce: Reduce::Mean,
             batch_size: self.batch_size,
             sync_dist: false,
+            metric: (value.as_metric()).map(|m| m.tracked().field().unwrap_or("").to_string()),
         });
         let last = self.logs.len() - 1;
         &mut self.logs[last]

@@ -82,6 +82,28 @@ impl<E: FloatDtype, D: TrainDevice<E>, T: AutomaticStep<E, D>> AutomaticStep<E, 
     }
 }
 
+/// What a `validation_step` or `test_step` returns: nothing, or a `fulmen::Result<()>` (so
+/// that a metric's update can use `?`).
+#[diagnostic::on_unimplemented(
+    message = "a `validation_step` or `test_step` returns nothing or a `fulmen::Result<()>`, not `{Self}`",
+    label = "not `()` or `fulmen::Result<()>`"
+)]
+pub trait EvalStep {
+    /// Nothing, or the step's error.
+    fn into_result(self) -> Result<()>;
+}
+
+impl EvalStep for () {
+    fn into_result(self) -> Result<()> {
+        Ok(())
+    }
+}
+impl EvalStep for Result<()> {
+    fn into_result(self) -> Result<()> {
+        self
+    }
+}
+
 /// What a manual-optimization `training_step` returns: nothing, a value to log as its loss
 /// (a number or a scalar tensor), or a `fulmen::Result` of one.
 #[diagnostic::on_unimplemented(

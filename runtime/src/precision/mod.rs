@@ -29,6 +29,7 @@ use crate::context::{LogEntry, LogValue, Loss, StepContext, StepInfo, StepOutput
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::freeze::{self, Freezing, Unfrozen};
 use crate::kernels::{Scratch, Unscale};
+use crate::metrics::MetricFields;
 use crate::module::LightningModule;
 use crate::walk::{self, Item, ItemMut, Tensors};
 use crate::{Error, Result};
@@ -278,13 +279,21 @@ where
 
 /// Copies the buffers of `half` (batch norm's running statistics, which its forward moved)
 /// into those of `model` (the same tensors in f32, in walk order), converted where they live,
-/// and its scalars (batch norm's `num_batches_tracked`, which its forward counted).
+/// its scalars (batch norm's `num_batches_tracked`, which its forward counted), and its
+/// metrics (which its step updated).
 fn take_buffers<D, M, H>(half: &H, model: &mut M) -> Result<()>
 where
     D: TrainDevice<f32> + TrainDevice<Half>,
-    M: TensorCollection<f32, D>,
-    H: TensorCollection<Half, D>,
+    M: TensorCollection<f32, D> + MetricFields,
+    H: TensorCollection<Half, D> + MetricFields,
 {
+    for ((_, to), (_, from)) in model
+        .metric_fields_mut()
+        .into_iter()
+        .zip(half.metric_fields())
+    {
+        *to.tracked_mut() = from.tracked().clone();
+    }
     let (mut moved, mut scalars) = (Vec::new(), Vec::new());
     walk::read(half, |name, item| {
         match item {

@@ -23,6 +23,12 @@ struct Running {
     on_step: bool,
     #[serde(default)]
     sync_dist: bool,
+    /// A metric object's module field: its value is the metric's, computed at the epoch's
+    /// end ([`EpochMetrics::resolve`]), not a reduction of step values.
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default)]
+    resolved: Option<crate::checkpoint::float::F64>,
 }
 
 /// Epoch-level values of the `on_epoch` entries logged during one loop.
@@ -30,6 +36,10 @@ struct Running {
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EpochMetrics {
     running: BTreeMap<String, Running>,
+    /// The metric objects logged this epoch, on step or on epoch (field → a name it was
+    /// logged under): reset at its end.
+    #[serde(default)]
+    metrics_logged: BTreeMap<String, String>,
 }
 
 /// One reduced metric, with the options it was logged with.
@@ -58,6 +68,11 @@ impl Reduced {
 
 impl EpochMetrics {
     pub(crate) fn add(&mut self, entry: &LogEntry) {
+        if let Some(field) = &entry.metric {
+            (self.metrics_logged)
+                .entry(field.clone())
+                .or_insert_with(|| entry.name.clone());
+        }
         if !entry.on_epoch {
             return;
         }
@@ -75,7 +90,12 @@ impl EpochMetrics {
                 logger: entry.logger,
                 on_step: entry.on_step,
                 sync_dist: entry.sync_dist,
+                metric: entry.metric.clone(),
+                resolved: None,
             });
+        if r.metric.is_some() {
+            return;
+        }
         let w = entry.batch_size.max(1) as f64;
         r.weighted_sum += entry.value * w;
         r.weight += w;
@@ -92,10 +112,11 @@ impl EpochMetrics {
         if c.world_size() == 1 {
             return Ok(());
         }
+        // A metric object's state is synced when it is computed.
         let mut names = self
             .running
             .iter()
-            .filter(|(_, r)| all || r.sync_dist)
+            .filter(|(_, r)| r.metric.is_none() && (all || r.sync_dist))
             .map(|(k, _)| k.as_str())
             .collect::<Vec<_>>()
             .join("\n")
@@ -122,12 +143,32 @@ impl EpochMetrics {
         Ok(())
     }
 
+    /// The metric objects logged per epoch: (name logged, module field).
+    pub(crate) fn metric_logs(&self) -> Vec<(String, String)> {
+        (self.running.iter())
+            .filter_map(|(name, r)| Some((name.clone(), r.metric.clone()?)))
+            .collect()
+    }
+
+    /// The metric objects logged this epoch (field → a name it was logged under), forgotten.
+    pub(crate) fn take_metrics_logged(&mut self) -> BTreeMap<String, String> {
+        std::mem::take(&mut self.metrics_logged)
+    }
+
+    /// A metric object's epoch value, computed from its state.
+    pub(crate) fn resolve(&mut self, name: &str, value: f64) {
+        if let Some(r) = self.running.get_mut(name) {
+            r.resolved = Some(crate::checkpoint::float::F64(value));
+        }
+    }
+
     /// The epoch value of every metric, and a fresh start for the next epoch.
     pub(crate) fn take(&mut self) -> BTreeMap<String, Reduced> {
         std::mem::take(&mut self.running)
             .into_iter()
             .map(|(name, r)| {
                 let value = match r.reduce {
+                    _ if r.metric.is_some() => r.resolved.map_or(f64::NAN, |v| v.0),
                     Reduce::Mean => r.weighted_sum / r.weight,
                     Reduce::Sum => r.sum,
                     Reduce::Max => r.max,

@@ -310,6 +310,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             }
         }
         ckpt.meta.loss_scaler = o.half.as_ref().map(|h| h.scaler().clone());
+        // Every rank's metric states added up (every rank saves together), which a resumed
+        // rank 0 takes back.
+        ckpt.meta.metrics.clear();
+        for (field, metric) in self.model.metric_fields() {
+            let all = metric.tracked().total().sync(c)?;
+            ckpt.meta.metrics.insert(field.to_string(), all);
+        }
         if whole && pending {
             let records = &mut ckpt.records;
             let mut keep = |name: &str, values: &[E]| {
@@ -355,6 +362,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             )));
         }
         ckpt.load_weights(self.model)?;
+        // Rank 0 takes back every rank's metric states, added up; the others start afresh.
+        let root = self.dist.env.is_global_zero();
+        for (field, metric) in self.model.metric_fields_mut() {
+            metric.reset();
+            if let (true, Some(saved)) = (root, ckpt.meta.metrics.get(field)) {
+                let loaded = metric.tracked_mut().total_mut().load(saved.clone());
+                loaded.map_err(|e| ckpt.error(Error::msg(format!("metric `{field}`: {e}"))))?;
+            }
+        }
         for cb in self.callbacks.iter_mut() {
             if let Some(state) = ckpt.callback_state(&cb.state_key()) {
                 cb.load_state_dict(state).map_err(|e| ckpt.error(e))?;

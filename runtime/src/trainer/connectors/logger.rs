@@ -8,10 +8,10 @@ use crate::checkpoint::Ckpt;
 use crate::context::LogEntry;
 use crate::datamodule::DataModule;
 use crate::module::LightningModule;
-use crate::trainer::aggregate::Reduced;
+use crate::trainer::aggregate::{EpochMetrics, Reduced};
 use crate::trainer::loops::Run;
 use crate::trainer::{LoggerChoice, Trainer};
-use crate::{Result, TrainDevice};
+use crate::{Error, Result, TrainDevice};
 
 impl Trainer {
     /// Creates the logger on first use, so that building a trainer touches no file.
@@ -36,6 +36,40 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             Some(logger) => logger.log_hyperparams(&hparams),
             None => Ok(()),
         }
+    }
+
+    /// The metric objects logged in a loop, at its end: each logged per epoch is computed
+    /// from every rank's state, and every one logged is reset (as Lightning does with
+    /// torchmetrics objects). A metric that is no `#[metric]` field of the module is refused.
+    pub(in crate::trainer) fn compute_metric_logs(
+        &mut self,
+        metrics: &mut EpochMetrics,
+    ) -> Result<()> {
+        let logged = metrics.take_metrics_logged();
+        if let Some(name) = logged.get("") {
+            return Err(Error::msg(format!(
+                "`{name}` logs a metric that is not a #[metric] field of {}: make it one (the trainer then computes it over the epoch and every rank), or log its value (`metric.compute()?`)",
+                M::NAME
+            )));
+        }
+        for (name, field) in metrics.metric_logs() {
+            let fields = self.model.metric_fields();
+            let metric = fields.iter().find(|(f, _)| *f == field).ok_or_else(|| {
+                Error::msg(format!(
+                    "`{name}` logs metric field `{field}`, which {} does not have",
+                    M::NAME
+                ))
+            })?;
+            let value = (metric.1.compute_synced(&*self.dist.collective))
+                .map_err(|e| Error::msg(format!("`{name}`: {e}")))?;
+            metrics.resolve(&name, value);
+        }
+        for (field, metric) in self.model.metric_fields_mut() {
+            if logged.contains_key(field) {
+                metric.reset();
+            }
+        }
+        Ok(())
     }
 
     /// Step-level values: into `callback_metrics` and the progress bar now, into the logger

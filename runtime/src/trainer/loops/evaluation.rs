@@ -65,6 +65,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.view.dataloader_idx = 0;
         self.roots(false)?;
         // Validation and test metrics are global: reduced over every rank's batches.
+        self.compute_metric_logs(&mut metrics)?;
         metrics.sync(&*self.dist.collective, true)?;
         let reduced = metrics.take();
         if !self.view.sanity_checking {
@@ -112,11 +113,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if test {
             guard("test_step", batch_idx, || {
                 sharded(fsdp, || model.test_step(batch, &mut ctx))
-            })?;
+            })??;
         } else {
             guard("validation_step", batch_idx, || {
                 sharded(fsdp, || model.validation_step(batch, &mut ctx))
-            })?;
+            })??;
         }
         for entry in ctx.logs.iter_mut() {
             if let Some(idx) = loader_idx {

@@ -138,6 +138,10 @@ impl Trainer {
         if !self.trial {
             self.callbacks.extend(job.model.configure_callbacks());
         }
+        // Each metric field learns its name, which logging it records.
+        for (field, metric) in job.model.metric_fields_mut() {
+            metric.tracked_mut().set_field(field);
+        }
         let run_seed = crate::seed::next_seed();
         let requeue = self.dist.requeue_signal.filter(|_| stage == Stage::Fit);
         let signals = Signals::catch(requeue)?;

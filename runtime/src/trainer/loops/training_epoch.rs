@@ -312,7 +312,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.evaluate(val, Stage::Validate, None)?;
         }
         // Training values logged with `sync_dist` are reduced over the ranks.
-        let metrics = &mut self.position.epoch_metrics;
+        let mut metrics = std::mem::take(&mut self.position.epoch_metrics);
+        self.compute_metric_logs(&mut metrics)?;
         metrics.sync(&*self.dist.collective, false)?;
         let reduced = metrics.take();
         self.publish_epoch(&reduced);

@@ -1,4 +1,4 @@
-//! Small metrics computed on the host.
+//! Metrics of one batch, computed on the host (no state): what a step can log as a number.
 
 use dfdx::shapes::{Const, Dtype};
 use dfdx::tensor::Tensor;

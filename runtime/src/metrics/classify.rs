@@ -1,0 +1,347 @@
+//! What the classification metrics share: the task ([`Task`]: binary, multiclass, multilabel)
+//! with its settings (threshold, `top_k`, `ignore_index`), and one batch's counts of true and
+//! false positives and negatives per class or label, checked as they are read.
+
+use super::inputs::{HostPreds, HostTargets};
+use super::state::{Merge, State};
+use crate::{Error, Result};
+
+/// A classification task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// One score or class per sample, positive or not.
+    Binary,
+    /// One of this many classes per sample.
+    Multiclass(usize),
+    /// This many yes/no labels per sample.
+    Multilabel(usize),
+}
+
+/// A task with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Classify {
+    pub task: Task,
+    /// A binary or label score above it is positive (probabilities; logits are turned into
+    /// probabilities first, as torchmetrics does when a score falls outside `[0, 1]`).
+    pub threshold: f64,
+    /// Multiclass: a sample counts as predicted for each of its `top_k` highest scores.
+    pub top_k: usize,
+    /// Targets of this value are left out (torchmetrics' `ignore_index`).
+    pub ignore_index: Option<i64>,
+}
+
+/// The parts of a counting state: true positives, false positives, true negatives, false
+/// negatives, one number per class or label each.
+pub(crate) const TP: usize = 0;
+pub(crate) const FP: usize = 1;
+pub(crate) const TN: usize = 2;
+pub(crate) const FN: usize = 3;
+
+impl Classify {
+    pub fn new(task: Task) -> Self {
+        Self {
+            task,
+            threshold: 0.5,
+            top_k: 1,
+            ignore_index: None,
+        }
+    }
+
+    /// Classes or labels (1 for binary).
+    pub fn width(&self) -> usize {
+        match self.task {
+            Task::Binary => 1,
+            Task::Multiclass(c) | Task::Multilabel(c) => c,
+        }
+    }
+
+    /// A fresh counting state.
+    pub fn state(&self) -> State {
+        let n = self.width();
+        State::new(&[
+            ("tp", Merge::Sum, n),
+            ("fp", Merge::Sum, n),
+            ("tn", Merge::Sum, n),
+            ("fn", Merge::Sum, n),
+        ])
+    }
+
+    /// The settings a metric was given, checked: an error naming the one that is wrong.
+    pub fn check(&self, metric: &str) -> Result<()> {
+        let bad =
+            |setting: &str, why: String| Err(Error::config(format!("{metric}.{setting}"), why));
+        match self.task {
+            Task::Multiclass(0) | Task::Multilabel(0) => {
+                return bad("task", "needs at least one class or label".into())
+            }
+            Task::Multiclass(c) if self.top_k == 0 || self.top_k > c => {
+                return bad("top_k", format!("{} is not in 1..={c}", self.top_k))
+            }
+            Task::Binary | Task::Multilabel(_) if self.top_k != 1 => {
+                return bad("top_k", "applies to multiclass tasks only".into())
+            }
+            _ => {}
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return bad("threshold", format!("{} is not in [0, 1]", self.threshold));
+        }
+        Ok(())
+    }
+
+    /// One batch's counts (a state of [`state`](Self::state)'s parts); an error names the
+    /// row of a target or prediction that does not fit the task.
+    pub fn counts(&self, metric: &str, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+        self.check(metric)?;
+        let n = self.width();
+        let rows = target.rows;
+        if preds.rows() != rows {
+            return Err(Error::msg(format!(
+                "{metric}: {} predictions for {rows} targets",
+                preds.rows()
+            )));
+        }
+        let want_cols = if let Task::Multilabel(l) = self.task {
+            l
+        } else {
+            1
+        };
+        if target.cols != want_cols {
+            return Err(Error::msg(format!(
+                "{metric}: targets have {} columns, the {:?} task takes {want_cols}",
+                target.cols, self.task
+            )));
+        }
+        let mut counts = self.state();
+        let (mut tp, mut fp, mut fn_) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        let mut seen = vec![0.0; n];
+        match self.task {
+            Task::Binary | Task::Multilabel(_) => {
+                let positive = self.positives(metric, preds, rows, n)?;
+                for (i, (&t, &p)) in target.values.iter().zip(&positive).enumerate() {
+                    if Some(t) == self.ignore_index {
+                        continue;
+                    }
+                    let (row, col) = (i / n, i % n);
+                    let t = match t {
+                        0 => false,
+                        1 => true,
+                        other => {
+                            return Err(Error::msg(format!(
+                                "{metric}: target {other} in row {row} is not 0 or 1"
+                            )))
+                        }
+                    };
+                    seen[col] += 1.0;
+                    match (p, t) {
+                        (true, true) => tp[col] += 1.0,
+                        (true, false) => fp[col] += 1.0,
+                        (false, true) => fn_[col] += 1.0,
+                        (false, false) => {}
+                    }
+                }
+            }
+            Task::Multiclass(c) => {
+                let predicted = self.top_classes(metric, preds, rows, c)?;
+                for (row, &t) in target.values.iter().enumerate() {
+                    if Some(t) == self.ignore_index {
+                        continue;
+                    }
+                    let t = usize::try_from(t).ok().filter(|&t| t < c).ok_or_else(|| {
+                        Error::msg(format!(
+                            "{metric}: target {t} in row {row} is not a class of 0..{c}"
+                        ))
+                    })?;
+                    seen.iter_mut().for_each(|s| *s += 1.0);
+                    let set = &predicted[row * self.top_k..(row + 1) * self.top_k];
+                    for &p in set {
+                        match p == t {
+                            true => tp[p] += 1.0,
+                            false => fp[p] += 1.0,
+                        }
+                    }
+                    if !set.contains(&t) {
+                        fn_[t] += 1.0;
+                    }
+                }
+            }
+        }
+        let tn: Vec<f64> = (0..n).map(|i| seen[i] - tp[i] - fp[i] - fn_[i]).collect();
+        *counts.get_mut(TP) = tp;
+        *counts.get_mut(FP) = fp;
+        *counts.get_mut(TN) = tn;
+        *counts.get_mut(FN) = fn_;
+        Ok(counts)
+    }
+
+    /// Each counted sample's (or, multilabel, label's) column, target and top-1 prediction:
+    /// what a confusion matrix counts.
+    pub fn pairs(
+        &self,
+        metric: &str,
+        preds: &HostPreds,
+        target: &HostTargets,
+    ) -> Result<Vec<(usize, usize, usize)>> {
+        let top1 = Classify {
+            top_k: 1,
+            ..self.clone()
+        };
+        top1.check(metric)?;
+        let n = self.width();
+        let rows = target.rows;
+        if preds.rows() != rows {
+            return Err(Error::msg(format!(
+                "{metric}: {} predictions for {rows} targets",
+                preds.rows()
+            )));
+        }
+        let want_cols = if let Task::Multilabel(l) = self.task {
+            l
+        } else {
+            1
+        };
+        if target.cols != want_cols {
+            return Err(Error::msg(format!(
+                "{metric}: targets have {} columns, the {:?} task takes {want_cols}",
+                target.cols, self.task
+            )));
+        }
+        let mut out = Vec::with_capacity(target.values.len());
+        match self.task {
+            Task::Binary | Task::Multilabel(_) => {
+                let positive = top1.positives(metric, preds, rows, n)?;
+                for (i, (&t, &p)) in target.values.iter().zip(&positive).enumerate() {
+                    if Some(t) == self.ignore_index {
+                        continue;
+                    }
+                    let t = match t {
+                        0 | 1 => t as usize,
+                        other => {
+                            return Err(Error::msg(format!(
+                                "{metric}: target {other} in row {} is not 0 or 1",
+                                i / n
+                            )))
+                        }
+                    };
+                    out.push((i % n, t, usize::from(p)));
+                }
+            }
+            Task::Multiclass(c) => {
+                let predicted = top1.top_classes(metric, preds, rows, c)?;
+                for (row, (&t, &p)) in target.values.iter().zip(&predicted).enumerate() {
+                    if Some(t) == self.ignore_index {
+                        continue;
+                    }
+                    let t = usize::try_from(t).ok().filter(|&t| t < c).ok_or_else(|| {
+                        Error::msg(format!(
+                            "{metric}: target {t} in row {row} is not a class of 0..{c}"
+                        ))
+                    })?;
+                    out.push((0, t, p));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Binary and multilabel: whether each score (row-major) is positive.
+    fn positives(
+        &self,
+        metric: &str,
+        preds: &HostPreds,
+        rows: usize,
+        n: usize,
+    ) -> Result<Vec<bool>> {
+        match preds {
+            HostPreds::Classes(c) if n == 1 => c
+                .iter()
+                .enumerate()
+                .map(|(row, &c)| match c {
+                    0 | 1 => Ok(c == 1),
+                    other => Err(Error::msg(format!(
+                        "{metric}: predicted class {other} in row {row} is not 0 or 1"
+                    ))),
+                })
+                .collect(),
+            HostPreds::Classes(_) => Err(Error::msg(format!(
+                "{metric}: a multilabel task takes a score per label, not class indices"
+            ))),
+            HostPreds::Scores { cols, values, .. } => {
+                if *cols != n {
+                    return Err(Error::msg(format!(
+                        "{metric}: predictions have {cols} columns, the {:?} task takes {n}",
+                        self.task
+                    )));
+                }
+                check_finite(metric, values, n)?;
+                // Logits (a score outside [0, 1]) become probabilities, as in torchmetrics.
+                let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
+                let p = |v: f64| if logits { 1.0 / (1.0 + (-v).exp()) } else { v };
+                debug_assert_eq!(values.len(), rows * n);
+                Ok(values.iter().map(|&v| p(v) > self.threshold).collect())
+            }
+        }
+    }
+
+    /// Multiclass: the `top_k` predicted classes of each row (highest score first; of equal
+    /// scores, the lower class first, as `argmax` picks).
+    fn top_classes(
+        &self,
+        metric: &str,
+        preds: &HostPreds,
+        rows: usize,
+        c: usize,
+    ) -> Result<Vec<usize>> {
+        let k = self.top_k;
+        match preds {
+            HostPreds::Classes(classes) => {
+                if k != 1 {
+                    return Err(Error::msg(format!(
+                        "{metric}: top_k {k} needs a score per class, not class indices"
+                    )));
+                }
+                for (row, &p) in classes.iter().enumerate() {
+                    if p >= c {
+                        return Err(Error::msg(format!(
+                            "{metric}: predicted class {p} in row {row} is not a class of 0..{c}"
+                        )));
+                    }
+                }
+                Ok(classes.clone())
+            }
+            HostPreds::Scores { cols, values, .. } => {
+                if *cols != c {
+                    return Err(Error::msg(format!(
+                        "{metric}: predictions have {cols} columns for {c} classes"
+                    )));
+                }
+                check_finite(metric, values, c)?;
+                let mut out = Vec::with_capacity(rows * k);
+                let mut order: Vec<usize> = Vec::with_capacity(c);
+                for row in values.chunks_exact(c) {
+                    if k == 1 {
+                        let best = (0..c).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+                        out.push(best);
+                        continue;
+                    }
+                    order.clear();
+                    order.extend(0..c);
+                    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                    out.extend_from_slice(&order[..k]);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// An error naming the first row with a score that is not a number.
+fn check_finite(metric: &str, values: &[f64], width: usize) -> Result<()> {
+    match values.iter().position(|v| v.is_nan()) {
+        None => Ok(()),
+        Some(i) => Err(Error::msg(format!(
+            "{metric}: the score in row {}, column {} is NaN",
+            i / width.max(1),
+            i % width.max(1)
+        ))),
+    }
+}

@@ -1,0 +1,224 @@
+//! What a metric is updated with, brought to the host: predictions ([`Preds`]: scores per
+//! class or label, or class indices) and targets ([`Targets`]: class indices, or 0/1 per
+//! label). Tensors of any dtype on any device, labels, and plain slices all convert.
+
+use dfdx::shapes::{Const, Dtype, HasShape};
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::Device;
+use num_traits::ToPrimitive;
+
+use crate::data::Labels;
+
+/// Predictions on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostPreds {
+    /// `rows × cols` scores, row-major (logits or probabilities; one column for a binary
+    /// score per sample).
+    Scores {
+        /// Samples.
+        rows: usize,
+        /// Scores per sample.
+        cols: usize,
+        /// `rows × cols` values.
+        values: Vec<f64>,
+    },
+    /// A class index per sample.
+    Classes(Vec<usize>),
+}
+
+impl HostPreds {
+    /// How many samples.
+    pub fn rows(&self) -> usize {
+        match self {
+            HostPreds::Scores { rows, .. } => *rows,
+            HostPreds::Classes(c) => c.len(),
+        }
+    }
+}
+
+/// Targets on the host: `rows × cols` integers, row-major (one column of class indices, or a
+/// 0/1 column per label).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTargets {
+    /// Samples.
+    pub rows: usize,
+    /// Targets per sample.
+    pub cols: usize,
+    /// `rows × cols` values.
+    pub values: Vec<i64>,
+}
+
+/// What predictions a metric takes: a tensor of scores (`(batch, C)` for classes or labels,
+/// `(batch,)` for one binary score), or class indices (`&[usize]`).
+pub trait Preds {
+    /// The predictions on the host.
+    fn host(&self) -> HostPreds;
+}
+
+/// What targets a metric takes: [`Labels`], class indices, or a tensor of 0/1 (`(batch,)` for
+/// binary, `(batch, L)` for labels).
+pub trait Targets {
+    /// The targets on the host.
+    fn host(&self) -> HostTargets;
+}
+
+fn f64s<E: Dtype + ToPrimitive>(v: Vec<E>) -> Vec<f64> {
+    v.into_iter()
+        .map(|x| x.to_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+impl<const C: usize, E: Dtype + ToPrimitive, D: Device<E>, T> Preds
+    for Tensor<(usize, Const<C>), E, D, T>
+{
+    fn host(&self) -> HostPreds {
+        HostPreds::Scores {
+            rows: self.shape().0,
+            cols: C,
+            values: f64s(self.as_vec()),
+        }
+    }
+}
+
+impl<E: Dtype + ToPrimitive, D: Device<E>, T> Preds for Tensor<(usize,), E, D, T> {
+    fn host(&self) -> HostPreds {
+        HostPreds::Scores {
+            rows: self.shape().0,
+            cols: 1,
+            values: f64s(self.as_vec()),
+        }
+    }
+}
+
+impl Preds for [usize] {
+    fn host(&self) -> HostPreds {
+        HostPreds::Classes(self.to_vec())
+    }
+}
+
+impl Preds for Vec<usize> {
+    fn host(&self) -> HostPreds {
+        HostPreds::Classes(self.clone())
+    }
+}
+
+impl<const C: usize> Preds for [[f32; C]] {
+    fn host(&self) -> HostPreds {
+        HostPreds::Scores {
+            rows: self.len(),
+            cols: C,
+            values: self.iter().flatten().map(|&v| f64::from(v)).collect(),
+        }
+    }
+}
+
+impl Preds for [f64] {
+    fn host(&self) -> HostPreds {
+        HostPreds::Scores {
+            rows: self.len(),
+            cols: 1,
+            values: self.to_vec(),
+        }
+    }
+}
+
+impl<P: Preds + ?Sized> Preds for &P {
+    fn host(&self) -> HostPreds {
+        (**self).host()
+    }
+}
+
+impl<const C: usize, D> Targets for Labels<C, D> {
+    fn host(&self) -> HostTargets {
+        column(self.indices().iter().map(|&i| i as i64).collect())
+    }
+}
+
+impl Targets for [usize] {
+    fn host(&self) -> HostTargets {
+        column(self.iter().map(|&i| i as i64).collect())
+    }
+}
+
+impl Targets for Vec<usize> {
+    fn host(&self) -> HostTargets {
+        Targets::host(self.as_slice())
+    }
+}
+
+impl Targets for [i64] {
+    fn host(&self) -> HostTargets {
+        column(self.to_vec())
+    }
+}
+
+impl Targets for [bool] {
+    fn host(&self) -> HostTargets {
+        column(self.iter().map(|&b| i64::from(b)).collect())
+    }
+}
+
+impl<const L: usize> Targets for [[bool; L]] {
+    fn host(&self) -> HostTargets {
+        HostTargets {
+            rows: self.len(),
+            cols: L,
+            values: self.iter().flatten().map(|&b| i64::from(b)).collect(),
+        }
+    }
+}
+
+impl<E: Dtype + ToPrimitive, D: Device<E>, T> Targets for Tensor<(usize,), E, D, T> {
+    fn host(&self) -> HostTargets {
+        column(rounded(self.as_vec()))
+    }
+}
+
+impl<const L: usize, E: Dtype + ToPrimitive, D: Device<E>, T> Targets
+    for Tensor<(usize, Const<L>), E, D, T>
+{
+    fn host(&self) -> HostTargets {
+        HostTargets {
+            rows: self.shape().0,
+            cols: L,
+            values: rounded(self.as_vec()),
+        }
+    }
+}
+
+impl<T: Targets + ?Sized> Targets for &T {
+    fn host(&self) -> HostTargets {
+        (**self).host()
+    }
+}
+
+fn column(values: Vec<i64>) -> HostTargets {
+    HostTargets {
+        rows: values.len(),
+        cols: 1,
+        values,
+    }
+}
+
+/// Float targets as integers (a value that is not a whole number becomes -1, which no class
+/// or label is: the metric names it).
+fn rounded<E: Dtype + ToPrimitive>(v: Vec<E>) -> Vec<i64> {
+    v.into_iter()
+        .map(|x| match x.to_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => f as i64,
+            _ => -1,
+        })
+        .collect()
+}
+
+impl Preds for HostPreds {
+    fn host(&self) -> HostPreds {
+        self.clone()
+    }
+}
+
+impl Targets for HostTargets {
+    fn host(&self) -> HostTargets {
+        self.clone()
+    }
+}
