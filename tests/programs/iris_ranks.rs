@@ -14,6 +14,7 @@
 //! with one process trained on the same global batches. `--hang-at-step N --hang-rank R`
 //! makes rank R stop answering at step N (`--die`: killed), the faults tests/ddp.rs checks
 //! end the run in bounded time. `--manual` trains the same model under manual optimization.
+//! `--validate` prints the validation metrics of the trained model, synced over the ranks.
 
 #[path = "../../examples/common/mod.rs"]
 mod common;
@@ -65,6 +66,10 @@ struct Args {
     /// its share, gathered by rank 0).
     #[arg(long)]
     predict_csv: Option<PathBuf>,
+    /// After training, validate on all 150 flowers (each rank its share) and print the
+    /// epoch's `val_acc` and `val_f1`, metric objects synced over the ranks.
+    #[arg(long)]
+    validate: bool,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -210,6 +215,17 @@ fn main() -> std::process::ExitCode {
         } else {
             let mut model = IrisClassifier::new(0.01);
             trainer.fit_from(&mut model, &mut loaders, ckpt)?;
+            if args.validate {
+                let flowers =
+                    DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
+                let m = trainer.validate_loader(&mut model, flowers)?;
+                println!(
+                    "rank {} validated: val_acc={:.17e} val_f1={:.17e}",
+                    trainer.global_rank(),
+                    m["val_acc"],
+                    m["val_f1"]
+                );
+            }
             if let Some(path) = &args.predict_csv {
                 let flowers =
                     DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
