@@ -42,18 +42,27 @@
 //! }
 //! ```
 
+mod aggregation;
 mod classification;
 mod classify;
 mod confusion_matrix;
 mod functional;
 mod inputs;
+mod perplexity;
+mod regression;
 mod state;
 
+pub use aggregation::{MaxMetric, MeanMetric, MinMetric, RunningMean, SumMetric};
 pub use classification::{Accuracy, Average, F1Score, FBetaScore, Precision, Recall, Specificity};
 pub use classify::Task;
 pub use confusion_matrix::{ConfusionMatrix, Normalize};
 pub use functional::accuracy;
 pub use inputs::{HostPreds, HostTargets, Preds, Targets};
+pub use perplexity::Perplexity;
+pub use regression::{
+    ExplainedVariance, MeanAbsoluteError, MeanSquaredError, PearsonCorrCoef, R2Score,
+    RootMeanSquaredError, SpearmanCorrCoef, Values,
+};
 pub use state::{Merge, Part, State};
 
 use crate::distributed::Collective;

@@ -1,0 +1,114 @@
+//! [`Perplexity`]: exp of the mean negative log-likelihood of the targets under the
+//! predicted logits (a language model's token predictions, flattened to `(tokens, vocab)`),
+//! as torchmetrics' `Perplexity`; `ignore_index` leaves out padding.
+//!
+//! ```
+//! use fulmen::metrics::{HostPreds, Metric, Perplexity};
+//! let mut ppl = Perplexity::default();
+//! // Uniform logits over 4 tokens: perplexity 4.
+//! let logits = HostPreds::Scores { rows: 2, cols: 4, values: vec![0.0; 8] };
+//! ppl.update(&logits, &[1usize, 3][..])?;
+//! assert!((ppl.compute()? - 4.0).abs() < 1e-12);
+//! # Ok::<(), fulmen::Error>(())
+//! ```
+
+use super::inputs::{HostPreds, Preds, Targets};
+use super::state::{Merge, State};
+use super::{Metric, Tracked};
+use crate::{Error, Result};
+
+/// exp(mean negative log-likelihood).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Perplexity {
+    ignore_index: Option<i64>,
+    tracked: Tracked,
+}
+
+impl Default for Perplexity {
+    fn default() -> Self {
+        Self {
+            ignore_index: None,
+            tracked: Tracked::new(State::new(&[
+                ("sum_nll", Merge::Sum, 1),
+                ("count", Merge::Sum, 1),
+            ])),
+        }
+    }
+}
+
+impl Perplexity {
+    /// Leaves out the tokens whose target is `index` (padding).
+    pub fn ignore_index(mut self, index: i64) -> Self {
+        self.ignore_index = Some(index);
+        self
+    }
+
+    /// Adds a batch: logits `(tokens, vocab)` against each token's target index.
+    pub fn update(&mut self, logits: impl Preds, target: impl Targets) -> Result<()> {
+        let (target, logits) = (target.host(), logits.host());
+        let HostPreds::Scores { rows, cols, values } = logits else {
+            return Err(Error::msg(
+                "Perplexity: takes logits (tokens, vocab), not class indices",
+            ));
+        };
+        if rows != target.rows || target.cols != 1 {
+            return Err(Error::msg(format!(
+                "Perplexity: {rows} rows of logits for {} targets",
+                target.values.len()
+            )));
+        }
+        let (mut nll, mut count) = (0.0, 0.0);
+        for (row, (&t, logits)) in target
+            .values
+            .iter()
+            .zip(values.chunks_exact(cols.max(1)))
+            .enumerate()
+        {
+            if Some(t) == self.ignore_index {
+                continue;
+            }
+            let t = usize::try_from(t)
+                .ok()
+                .filter(|&t| t < cols)
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "Perplexity: target {t} of token {row} is not in 0..{cols}"
+                    ))
+                })?;
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !max.is_finite() || logits.iter().any(|v| v.is_nan()) {
+                return Err(Error::msg(format!(
+                    "Perplexity: the logits of token {row} are not numbers"
+                )));
+            }
+            let log_sum = max + logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            nll += log_sum - logits[t];
+            count += 1.0;
+        }
+        let mut batch = self.tracked.total().clone();
+        batch.reset();
+        batch.get_mut(0)[0] = nll;
+        batch.get_mut(1)[0] = count;
+        self.tracked.add(batch)
+    }
+}
+
+impl Metric for Perplexity {
+    fn name(&self) -> &'static str {
+        "Perplexity"
+    }
+    fn tracked(&self) -> &Tracked {
+        &self.tracked
+    }
+    fn tracked_mut(&mut self) -> &mut Tracked {
+        &mut self.tracked
+    }
+    fn value_of(&self, state: &State) -> Result<f64> {
+        let (nll, count) = (state.get(0)[0], state.get(1)[0]);
+        Ok(if count == 0.0 {
+            f64::NAN
+        } else {
+            (nll / count).exp()
+        })
+    }
+}

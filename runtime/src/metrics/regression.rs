@@ -1,0 +1,275 @@
+//! Regression metrics: [`MeanSquaredError`], [`RootMeanSquaredError`], [`MeanAbsoluteError`], [`R2Score`], [`ExplainedVariance`], [`PearsonCorrCoef`],
+//! [`SpearmanCorrCoef`]. Predictions and targets are values of any shape, taken as one flat
+//! output (a tensor, or a slice of numbers), in the same number. Every state is sums (exact
+//! to f64's precision, which keeps 10 M values' sums to far better than 1e-6), but
+//! Spearman's, which keeps every value to rank them.
+//!
+//! ```
+//! use fulmen::metrics::{Metric, R2Score};
+//! let mut r2 = R2Score::default();
+//! r2.update(&[2.5, 0.0, 2.0, 8.0][..], &[3.0, -0.5, 2.0, 7.0][..])?;
+//! assert!((r2.compute()? - 0.948_608_137_044_967_9).abs() < 1e-12);
+//! # Ok::<(), fulmen::Error>(())
+//! ```
+
+use dfdx::shapes::{Dtype, Shape};
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::Device;
+use num_traits::ToPrimitive;
+
+use super::state::{Merge, State};
+use super::{Metric, Tracked};
+use crate::{Error, Result};
+
+/// Numbers a regression metric takes: a tensor of any shape, or a slice.
+pub trait Values {
+    /// The numbers, flat, on the host.
+    fn values(&self) -> Vec<f64>;
+}
+
+impl<S: Shape, E: Dtype + ToPrimitive, D: Device<E>, T> Values for Tensor<S, E, D, T> {
+    fn values(&self) -> Vec<f64> {
+        self.as_vec()
+            .into_iter()
+            .map(|v| v.to_f64().unwrap_or(f64::NAN))
+            .collect()
+    }
+}
+impl Values for [f64] {
+    fn values(&self) -> Vec<f64> {
+        self.to_vec()
+    }
+}
+impl Values for [f32] {
+    fn values(&self) -> Vec<f64> {
+        self.iter().map(|&v| f64::from(v)).collect()
+    }
+}
+impl Values for Vec<f64> {
+    fn values(&self) -> Vec<f64> {
+        self.clone()
+    }
+}
+impl<V: Values + ?Sized> Values for &V {
+    fn values(&self) -> Vec<f64> {
+        (**self).values()
+    }
+}
+
+/// The predictions and targets of one update, checked: as many, and all numbers.
+fn pairs(metric: &str, preds: &dyn Values, target: &dyn Values) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (p, t) = (preds.values(), target.values());
+    if p.len() != t.len() {
+        return Err(Error::msg(format!(
+            "{metric}: {} predictions for {} targets",
+            p.len(),
+            t.len()
+        )));
+    }
+    for (what, v) in [("prediction", &p), ("target", &t)] {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::msg(format!("{metric}: {what} {i} is {}", v[i])));
+        }
+    }
+    Ok((p, t))
+}
+
+/// Sums over an update's pairs: Σ 1 and Σ f(p, t) for each of `fs`, as one state.
+fn sums(names: &[&str], p: &[f64], t: &[f64], fs: &[fn(f64, f64) -> f64]) -> State {
+    let parts: Vec<(&str, Merge, usize)> = names.iter().map(|&n| (n, Merge::Sum, 1)).collect();
+    let mut state = State::new(&parts);
+    state.get_mut(0)[0] = p.len() as f64;
+    for (i, f) in fs.iter().enumerate() {
+        state.get_mut(i + 1)[0] = p.iter().zip(t).map(|(&a, &b)| f(a, b)).sum();
+    }
+    state
+}
+
+fn sum(state: &State, i: usize) -> f64 {
+    state.get(i).first().copied().unwrap_or(0.0)
+}
+
+macro_rules! sum_metric {
+    ($(#[$doc:meta])* $name:ident, [$($part:literal),*], [$($f:expr),*], |$s:ident| $value:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name {
+            tracked: Tracked,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    tracked: Tracked::new(Self::fresh()),
+                }
+            }
+        }
+
+        impl $name {
+            const PARTS: &'static [&'static str] = &["n", $($part),*];
+
+            fn fresh() -> State {
+                let parts: Vec<(&str, Merge, usize)> =
+                    Self::PARTS.iter().map(|&n| (n, Merge::Sum, 1)).collect();
+                State::new(&parts)
+            }
+
+            /// Adds a batch of predictions against its targets (as many; an error names a
+            /// mismatch or a value that is not a number, and adds nothing).
+            pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
+                let (p, t) = pairs(stringify!($name), &preds, &target)?;
+                self.tracked.add(sums(Self::PARTS, &p, &t, &[$($f),*]))
+            }
+        }
+
+        impl Metric for $name {
+            fn name(&self) -> &'static str {
+                stringify!($name)
+            }
+            fn tracked(&self) -> &Tracked {
+                &self.tracked
+            }
+            fn tracked_mut(&mut self) -> &mut Tracked {
+                &mut self.tracked
+            }
+            fn value_of(&self, $s: &State) -> Result<f64> {
+                if sum($s, 0) == 0.0 {
+                    return Ok(f64::NAN);
+                }
+                Ok($value)
+            }
+        }
+    };
+}
+
+sum_metric!(
+    /// The mean of the squared errors.
+    MeanSquaredError,
+    ["sum_squared_error"],
+    [|p, t| (p - t) * (p - t)],
+    |s| sum(s, 1) / sum(s, 0)
+);
+
+sum_metric!(
+    /// The root of the mean squared error (torchmetrics' `MeanSquaredError(squared=False)`).
+    RootMeanSquaredError,
+    ["sum_squared_error"],
+    [|p, t| (p - t) * (p - t)],
+    |s| (sum(s, 1) / sum(s, 0)).sqrt()
+);
+
+sum_metric!(
+    /// The mean of the absolute errors.
+    MeanAbsoluteError,
+    ["sum_abs_error"],
+    [|p, t| (p - t).abs()],
+    |s| sum(s, 1) / sum(s, 0)
+);
+
+sum_metric!(
+    /// The coefficient of determination: 1 − Σ(t − p)² / Σ(t − mean t)² (scikit-learn's
+    /// `r2_score`; NaN when every target is the same).
+    R2Score,
+    ["sum_target", "sum_target_sq", "sum_squared_error"],
+    [|_p, t| t, |_p, t| t * t, |p, t| (p - t) * (p - t)],
+    |s| {
+        let n = sum(s, 0);
+        let total = sum(s, 2) - sum(s, 1) * sum(s, 1) / n;
+        if total == 0.0 { f64::NAN } else { 1.0 - sum(s, 3) / total }
+    }
+);
+
+sum_metric!(
+    /// 1 − Var(t − p) / Var(t) (scikit-learn's `explained_variance_score`).
+    ExplainedVariance,
+    ["sum_target", "sum_target_sq", "sum_error", "sum_error_sq"],
+    [|_p, t| t, |_p, t| t * t, |p, t| t - p, |p, t| (t - p) * (t - p)],
+    |s| {
+        let n = sum(s, 0);
+        let var_t = sum(s, 2) / n - (sum(s, 1) / n).powi(2);
+        let var_e = sum(s, 4) / n - (sum(s, 3) / n).powi(2);
+        if var_t == 0.0 { f64::NAN } else { 1.0 - var_e / var_t }
+    }
+);
+
+sum_metric!(
+    /// Pearson's correlation of predictions and targets (SciPy's `pearsonr`).
+    PearsonCorrCoef,
+    ["sum_p", "sum_t", "sum_pp", "sum_tt", "sum_pt"],
+    [|p, _t| p, |_p, t| t, |p, _t| p * p, |_p, t| t * t, |p, t| p * t],
+    |s| {
+        let n = sum(s, 0);
+        let (mp, mt) = (sum(s, 1) / n, sum(s, 2) / n);
+        let cov = sum(s, 5) / n - mp * mt;
+        let (vp, vt) = (sum(s, 3) / n - mp * mp, sum(s, 4) / n - mt * mt);
+        cov / (vp * vt).sqrt()
+    }
+);
+
+/// Spearman's rank correlation (SciPy's `spearmanr`: ties get their mean rank): keeps every
+/// value, to rank them all at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpearmanCorrCoef {
+    tracked: Tracked,
+}
+
+impl Default for SpearmanCorrCoef {
+    fn default() -> Self {
+        Self {
+            tracked: Tracked::new(State::new(&[
+                ("preds", Merge::Cat, 0),
+                ("target", Merge::Cat, 0),
+            ])),
+        }
+    }
+}
+
+impl SpearmanCorrCoef {
+    /// Adds a batch (see [`MeanSquaredError::update`]).
+    pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
+        let (p, t) = pairs("SpearmanCorrCoef", &preds, &target)?;
+        let mut batch = self.tracked.total().clone();
+        batch.reset();
+        *batch.get_mut(0) = p;
+        *batch.get_mut(1) = t;
+        self.tracked.add(batch)
+    }
+}
+
+/// Each value's rank from 1, ties their mean rank.
+pub(crate) fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            out[k] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+impl Metric for SpearmanCorrCoef {
+    fn name(&self) -> &'static str {
+        "SpearmanCorrCoef"
+    }
+    fn tracked(&self) -> &Tracked {
+        &self.tracked
+    }
+    fn tracked_mut(&mut self) -> &mut Tracked {
+        &mut self.tracked
+    }
+    fn value_of(&self, state: &State) -> Result<f64> {
+        let (p, t) = (ranks(state.get(0)), ranks(state.get(1)));
+        let mut pearson = PearsonCorrCoef::default();
+        pearson.update(&p, &t)?;
+        pearson.compute()
+    }
+}
