@@ -43,22 +43,26 @@
 //! ```
 
 mod aggregation;
+mod calibration;
 mod classification;
 mod classify;
 mod confusion_matrix;
 mod functional;
 mod inputs;
 mod perplexity;
+mod ranking;
 mod regression;
 mod state;
 
 pub use aggregation::{MaxMetric, MeanMetric, MinMetric, RunningMean, SumMetric};
+pub use calibration::{CalibrationError, CalibrationNorm};
 pub use classification::{Accuracy, Average, F1Score, FBetaScore, Precision, Recall, Specificity};
 pub use classify::Task;
 pub use confusion_matrix::{ConfusionMatrix, Normalize};
 pub use functional::accuracy;
 pub use inputs::{HostPreds, HostTargets, Preds, Targets};
 pub use perplexity::Perplexity;
+pub use ranking::{Auroc, AveragePrecision, Curve, PrecisionRecallCurve, RocCurve};
 pub use regression::{
     ExplainedVariance, MeanAbsoluteError, MeanSquaredError, PearsonCorrCoef, R2Score,
     RootMeanSquaredError, SpearmanCorrCoef, Values,

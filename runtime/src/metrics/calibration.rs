@@ -1,0 +1,175 @@
+//! [`CalibrationError`]: how far predicted confidences are from observed frequencies, over
+//! `n_bins` equal bins of confidence (torchmetrics' `CalibrationError`). Binary: the positive
+//! class's probability against the target; multiclass: the top class's probability against
+//! whether it is right. Its state is each bin's count, summed confidence and summed hits, which
+//! add up exactly over batches and ranks.
+//!
+//! ```
+//! use fulmen::metrics::{CalibrationError, Metric};
+//! let mut ece = CalibrationError::binary(10);
+//! ece.update(&[0.9, 0.9, 0.1, 0.1][..], &[1usize, 0, 0, 0][..])?;
+//! // Two bins: confidence 0.9 right half the time, 0.1 right never.
+//! assert!((ece.compute()? - (0.5 * 0.4 + 0.5 * 0.1)).abs() < 1e-12);
+//! # Ok::<(), fulmen::Error>(())
+//! ```
+
+use super::classify::Task;
+use super::inputs::{HostPreds, Preds, Targets};
+use super::state::{Merge, State};
+use super::{Metric, Tracked};
+use crate::{Error, Result};
+
+/// How the bins' gaps become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CalibrationNorm {
+    /// Σ weight · |gap|: the expected calibration error (the default).
+    #[default]
+    L1,
+    /// √(Σ weight · gap²).
+    L2,
+    /// The largest |gap| of a bin that holds samples: the maximum calibration error.
+    Max,
+}
+
+/// The calibration error over equal bins of confidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationError {
+    task: Task,
+    bins: usize,
+    norm: CalibrationNorm,
+    tracked: Tracked,
+}
+
+impl CalibrationError {
+    fn new(task: Task, bins: usize) -> Self {
+        let bins = bins.max(1);
+        Self {
+            task,
+            bins,
+            norm: CalibrationNorm::L1,
+            tracked: Tracked::new(State::new(&[
+                ("count", Merge::Sum, bins),
+                ("confidence", Merge::Sum, bins),
+                ("hits", Merge::Sum, bins),
+            ])),
+        }
+    }
+    /// For a positive-class probability (or logit) per sample, over `bins` bins.
+    pub fn binary(bins: usize) -> Self {
+        Self::new(Task::Binary, bins)
+    }
+    /// For a score per class, over `bins` bins of the top class's probability.
+    pub fn multiclass(classes: usize, bins: usize) -> Self {
+        Self::new(Task::Multiclass(classes), bins)
+    }
+    /// How the bins' gaps become one number.
+    pub fn norm(mut self, norm: CalibrationNorm) -> Self {
+        self.norm = norm;
+        self
+    }
+
+    /// Adds a batch of scores against its targets; an error names what does not fit.
+    pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
+        let (preds, target) = (preds.host(), target.host());
+        let HostPreds::Scores { rows, cols, values } = preds else {
+            return Err(Error::msg(
+                "CalibrationError: takes scores, not class indices",
+            ));
+        };
+        let width = match self.task {
+            Task::Multiclass(c) => c,
+            _ => 1,
+        };
+        if rows != target.rows || target.cols != 1 || cols != width {
+            return Err(Error::msg(format!(
+                "CalibrationError: {rows} rows of {cols} scores for {} targets; the {:?} task takes {width} a row",
+                target.values.len(),
+                self.task
+            )));
+        }
+        if let Some(i) = values.iter().position(|v| v.is_nan()) {
+            return Err(Error::msg(format!("CalibrationError: score {i} is NaN")));
+        }
+        let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
+        let mut batch = self.tracked.total().clone();
+        batch.reset();
+        for (row, (&t, scores)) in target
+            .values
+            .iter()
+            .zip(values.chunks_exact(width))
+            .enumerate()
+        {
+            let (confidence, hit) = match self.task {
+                Task::Multiclass(c) => {
+                    let t = usize::try_from(t).ok().filter(|&t| t < c).ok_or_else(|| {
+                        Error::msg(format!(
+                            "CalibrationError: target {t} in row {row} is not a class of 0..{c}"
+                        ))
+                    })?;
+                    let probs = if logits {
+                        softmax(scores)
+                    } else {
+                        scores.to_vec()
+                    };
+                    let best = (0..c).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
+                    (probs[best], best == t)
+                }
+                _ => {
+                    let p = if logits {
+                        1.0 / (1.0 + (-scores[0]).exp())
+                    } else {
+                        scores[0]
+                    };
+                    match t {
+                        0 | 1 => (p, t == 1),
+                        other => {
+                            return Err(Error::msg(format!(
+                                "CalibrationError: target {other} in row {row} is not 0 or 1"
+                            )))
+                        }
+                    }
+                }
+            };
+            // Bins [0, 1/n), [1/n, 2/n), ...; 1 joins the last (torchmetrics' bucketing).
+            let bin = ((confidence * self.bins as f64).floor() as usize).min(self.bins - 1);
+            batch.get_mut(0)[bin] += 1.0;
+            batch.get_mut(1)[bin] += confidence;
+            batch.get_mut(2)[bin] += f64::from(u8::from(hit));
+        }
+        self.tracked.add(batch)
+    }
+}
+
+fn softmax(row: &[f64]) -> Vec<f64> {
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+impl Metric for CalibrationError {
+    fn name(&self) -> &'static str {
+        "CalibrationError"
+    }
+    fn tracked(&self) -> &Tracked {
+        &self.tracked
+    }
+    fn tracked_mut(&mut self) -> &mut Tracked {
+        &mut self.tracked
+    }
+    fn value_of(&self, state: &State) -> Result<f64> {
+        let (count, conf, hits) = (state.get(0), state.get(1), state.get(2));
+        let total: f64 = count.iter().sum();
+        if total == 0.0 {
+            return Ok(f64::NAN);
+        }
+        let gaps = (0..self.bins)
+            .filter(|&b| count[b] > 0.0)
+            .map(|b| (count[b] / total, (hits[b] - conf[b]) / count[b]));
+        Ok(match self.norm {
+            CalibrationNorm::L1 => gaps.map(|(w, g)| w * g.abs()).sum(),
+            CalibrationNorm::L2 => gaps.map(|(w, g)| w * g * g).sum::<f64>().sqrt(),
+            CalibrationNorm::Max => gaps.map(|(_, g)| g.abs()).fold(0.0, f64::max),
+        })
+    }
+}

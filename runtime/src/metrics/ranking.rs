@@ -1,0 +1,498 @@
+//! The metrics of scores ranked against targets: [`Auroc`], [`AveragePrecision`],
+//! [`RocCurve`], [`PrecisionRecallCurve`]. Exact (every score kept, as scikit-learn) or
+//! binned ([`thresholds`](Auroc::thresholds): counts at `n` thresholds evenly spaced over
+//! `[0, 1]`, in bounded memory, as torchmetrics' `thresholds=n`). Binary, multiclass
+//! (one-vs-rest over the class probabilities) and multilabel (each label's scores); scores
+//! outside `[0, 1]` are logits (sigmoid, or softmax for classes).
+//!
+//! Averages over classes or labels: `Macro` over those with both positives and negatives
+//! (the others have no curve), `Weighted` by their positives, `Micro` (multilabel) over
+//! every score at once. A binary task with one kind of target has no AUROC: NaN.
+//!
+//! ```
+//! use fulmen::metrics::{Auroc, Metric};
+//! let mut auroc = Auroc::binary();
+//! auroc.update(&[0.1, 0.4, 0.35, 0.8][..], &[0usize, 0, 1, 1][..])?;
+//! assert_eq!(auroc.compute()?, 0.75);
+//! # Ok::<(), fulmen::Error>(())
+//! ```
+
+use super::classification::Average;
+use super::classify::Task;
+use super::inputs::{HostPreds, Preds, Targets};
+use super::state::{Merge, State};
+use super::{Metric, Tracked};
+use crate::{Error, Result};
+
+/// One column's curve points, from the highest threshold down: at each, how many positives
+/// and negatives score at or above it; and the column's positives and negatives.
+struct Counts {
+    thresholds: Vec<f64>,
+    tps: Vec<f64>,
+    fps: Vec<f64>,
+    pos: f64,
+    neg: f64,
+}
+
+/// What the ranking metrics share: the task, the binning, the kept scores or counts.
+#[derive(Debug, Clone, PartialEq)]
+struct Ranked {
+    name: &'static str,
+    task: Task,
+    average: Average,
+    bins: Option<usize>,
+    ignore_index: Option<i64>,
+    tracked: Tracked,
+}
+
+impl Ranked {
+    fn new(name: &'static str, task: Task) -> Self {
+        let mut r = Ranked {
+            name,
+            task,
+            average: Average::Macro,
+            bins: None,
+            ignore_index: None,
+            tracked: Tracked::default(),
+        };
+        r.tracked = Tracked::new(r.fresh());
+        r
+    }
+
+    fn width(&self) -> usize {
+        match self.task {
+            Task::Binary => 1,
+            Task::Multiclass(c) | Task::Multilabel(c) => c,
+        }
+    }
+
+    fn fresh(&self) -> State {
+        let w = self.width();
+        match self.bins {
+            None => State::new(&[("scores", Merge::Cat, 0), ("targets", Merge::Cat, 0)]),
+            Some(t) => State::new(&[
+                ("tp", Merge::Sum, w * t),
+                ("fp", Merge::Sum, w * t),
+                ("pos", Merge::Sum, w),
+                ("neg", Merge::Sum, w),
+            ]),
+        }
+    }
+
+    fn thresholds(&self) -> Vec<f64> {
+        let t = self.bins.unwrap_or(0);
+        (0..t).map(|i| i as f64 / (t - 1).max(1) as f64).collect()
+    }
+
+    /// One update's (score, is-positive) pairs per column, checked.
+    fn columns(
+        &self,
+        preds: &HostPreds,
+        target: &super::inputs::HostTargets,
+    ) -> Result<Vec<Vec<(f64, bool)>>> {
+        let (name, w) = (self.name, self.width());
+        let HostPreds::Scores { rows, cols, values } = preds else {
+            return Err(Error::msg(format!(
+                "{name}: takes scores, not class indices"
+            )));
+        };
+        if *rows != target.rows {
+            return Err(Error::msg(format!(
+                "{name}: {rows} predictions for {} targets",
+                target.rows
+            )));
+        }
+        if *cols != w {
+            return Err(Error::msg(format!(
+                "{name}: predictions have {cols} columns, the {:?} task takes {w}",
+                self.task
+            )));
+        }
+        if let Some(i) = values.iter().position(|v| v.is_nan()) {
+            return Err(Error::msg(format!(
+                "{name}: the score in row {}, column {} is NaN",
+                i / w,
+                i % w
+            )));
+        }
+        let want_cols = if let Task::Multilabel(l) = self.task {
+            l
+        } else {
+            1
+        };
+        if target.cols != want_cols {
+            return Err(Error::msg(format!(
+                "{name}: targets have {} columns, the {:?} task takes {want_cols}",
+                target.cols, self.task
+            )));
+        }
+        let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
+        let probs: Vec<f64> = match (logits, self.task) {
+            (false, _) => values.clone(),
+            (true, Task::Multiclass(_)) => values
+                .chunks_exact(w)
+                .flat_map(|row| {
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+                    let s: f64 = e.iter().sum();
+                    e.into_iter().map(move |v| v / s)
+                })
+                .collect(),
+            (true, _) => values.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
+        };
+        let mut out = vec![Vec::new(); w];
+        for row in 0..*rows {
+            for (col, column) in out.iter_mut().enumerate() {
+                let t = match self.task {
+                    Task::Multilabel(_) => target.values[row * w + col],
+                    _ => target.values[row],
+                };
+                if Some(t) == self.ignore_index {
+                    continue;
+                }
+                let positive = match self.task {
+                    Task::Multiclass(c) => match usize::try_from(t).ok().filter(|&t| t < c) {
+                        Some(t) => t == col,
+                        None => {
+                            return Err(Error::msg(format!(
+                                "{name}: target {t} in row {row} is not a class of 0..{c}"
+                            )))
+                        }
+                    },
+                    _ => match t {
+                        0 | 1 => t == 1,
+                        other => {
+                            return Err(Error::msg(format!(
+                                "{name}: target {other} in row {row} is not 0 or 1"
+                            )))
+                        }
+                    },
+                };
+                column.push((probs[row * w + col], positive));
+            }
+        }
+        Ok(out)
+    }
+
+    fn update(&mut self, preds: &dyn Preds, target: &dyn Targets) -> Result<()> {
+        let columns = self.columns(&preds.host(), &target.host())?;
+        let mut batch = self.fresh();
+        match self.bins {
+            None => {
+                // Row-major, as the predictions: every column of a row, then the next row.
+                let rows = columns.first().map_or(0, Vec::len);
+                let w = columns.len();
+                let (mut scores, mut targets) = (Vec::new(), Vec::new());
+                for r in 0..rows {
+                    for column in &columns {
+                        scores.push(column[r].0);
+                        targets.push(f64::from(u8::from(column[r].1)));
+                    }
+                }
+                debug_assert_eq!(scores.len(), rows * w);
+                *batch.get_mut(0) = scores;
+                *batch.get_mut(1) = targets;
+            }
+            Some(t) => {
+                let thresholds = self.thresholds();
+                for (col, column) in columns.iter().enumerate() {
+                    for &(score, positive) in column {
+                        let (part, total) = if positive { (0, 2) } else { (1, 3) };
+                        batch.get_mut(total)[col] += 1.0;
+                        // Every threshold at or below the score counts it.
+                        let above = thresholds.partition_point(|&th| th <= score);
+                        for c in &mut batch.get_mut(part)[col * t..col * t + above] {
+                            *c += 1.0;
+                        }
+                    }
+                }
+            }
+        }
+        self.tracked.add(batch)
+    }
+
+    /// The counts of column `col` (`None`: every column at once, multilabel micro).
+    fn counts(&self, state: &State, col: Option<usize>) -> Counts {
+        let w = self.width();
+        match self.bins {
+            None => {
+                let (scores, targets) = (state.get(0), state.get(1));
+                let mut pairs: Vec<(f64, bool)> = (0..scores.len())
+                    .filter(|i| col.is_none_or(|c| i % w == c))
+                    .map(|i| (scores[i], targets[i] == 1.0))
+                    .collect();
+                pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let (mut c, mut tp, mut fp) = (
+                    Counts {
+                        thresholds: vec![],
+                        tps: vec![],
+                        fps: vec![],
+                        pos: 0.0,
+                        neg: 0.0,
+                    },
+                    0.0,
+                    0.0,
+                );
+                for (i, &(s, p)) in pairs.iter().enumerate() {
+                    if p {
+                        tp += 1.0
+                    } else {
+                        fp += 1.0
+                    }
+                    if pairs.get(i + 1).is_none_or(|next| next.0 != s) {
+                        c.thresholds.push(s);
+                        c.tps.push(tp);
+                        c.fps.push(fp);
+                    }
+                }
+                (c.pos, c.neg) = (tp, fp);
+                c
+            }
+            Some(t) => {
+                let cols: Vec<usize> = col.map_or((0..w).collect(), |c| vec![c]);
+                let sum = |part: usize, k: usize| {
+                    cols.iter()
+                        .map(|&c| state.get(part)[c * t + k])
+                        .sum::<f64>()
+                };
+                let thresholds = self.thresholds();
+                let mut c = Counts {
+                    thresholds: vec![],
+                    tps: vec![],
+                    fps: vec![],
+                    pos: 0.0,
+                    neg: 0.0,
+                };
+                for k in (0..t).rev() {
+                    c.thresholds.push(thresholds[k]);
+                    c.tps.push(sum(0, k));
+                    c.fps.push(sum(1, k));
+                }
+                c.pos = cols.iter().map(|&k| state.get(2)[k]).sum();
+                c.neg = cols.iter().map(|&k| state.get(3)[k]).sum();
+                c
+            }
+        }
+    }
+
+    /// `per_column(counts)` averaged as the task and average say.
+    fn averaged(&self, state: &State, per_column: fn(&Counts) -> f64) -> Result<f64> {
+        if self.task == Task::Binary {
+            return Ok(per_column(&self.counts(state, Some(0))));
+        }
+        if self.average == Average::Micro {
+            if let Task::Multiclass(_) = self.task {
+                return Err(Error::config(format!("{}.average", self.name), "Micro applies to binary and multilabel tasks; a multiclass task averages Macro or Weighted"));
+            }
+            return Ok(per_column(&self.counts(state, None)));
+        }
+        let (mut sum, mut weights) = (0.0, 0.0);
+        for col in 0..self.width() {
+            let c = self.counts(state, Some(col));
+            if c.pos == 0.0 || c.neg == 0.0 {
+                continue;
+            }
+            let w = if self.average == Average::Weighted {
+                c.pos
+            } else {
+                1.0
+            };
+            sum += w * per_column(&c);
+            weights += w;
+        }
+        Ok(if weights == 0.0 {
+            f64::NAN
+        } else {
+            sum / weights
+        })
+    }
+}
+
+/// The ROC curve's points (fpr, tpr), from (0, 0).
+fn roc_points(c: &Counts) -> (Vec<f64>, Vec<f64>) {
+    let mut fpr = vec![0.0];
+    let mut tpr = vec![0.0];
+    fpr.extend(c.fps.iter().map(|f| f / c.neg));
+    tpr.extend(c.tps.iter().map(|t| t / c.pos));
+    (fpr, tpr)
+}
+
+fn auroc(c: &Counts) -> f64 {
+    if c.pos == 0.0 || c.neg == 0.0 {
+        return f64::NAN;
+    }
+    let (x, y) = roc_points(c);
+    x.windows(2)
+        .zip(y.windows(2))
+        .map(|(x, y)| (x[1] - x[0]) * (y[1] + y[0]) / 2.0)
+        .sum()
+}
+
+fn average_precision(c: &Counts) -> f64 {
+    if c.pos == 0.0 {
+        return f64::NAN;
+    }
+    let mut prev_recall = 0.0;
+    let mut ap = 0.0;
+    for (tp, fp) in c.tps.iter().zip(&c.fps) {
+        if tp + fp == 0.0 {
+            continue;
+        }
+        let recall = tp / c.pos;
+        ap += (recall - prev_recall) * tp / (tp + fp);
+        prev_recall = recall;
+    }
+    ap
+}
+
+macro_rules! ranked_metric {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name(Ranked);
+
+        impl $name {
+            /// For one score per sample.
+            pub fn binary() -> Self {
+                Self(Ranked::new(stringify!($name), Task::Binary))
+            }
+            /// For a score per class (one-vs-rest), `Macro` by default.
+            pub fn multiclass(classes: usize) -> Self {
+                Self(Ranked::new(stringify!($name), Task::Multiclass(classes)))
+            }
+            /// For a score per label, `Macro` by default.
+            pub fn multilabel(labels: usize) -> Self {
+                Self(Ranked::new(stringify!($name), Task::Multilabel(labels)))
+            }
+            /// How the classes' or labels' values become one.
+            pub fn average(mut self, average: Average) -> Self {
+                self.0.average = average;
+                self
+            }
+            /// Counts at `n` thresholds evenly spaced over `[0, 1]` (at least 2) instead of
+            /// every score: bounded memory, the curve's resolution `1/(n-1)`.
+            pub fn thresholds(mut self, n: usize) -> Self {
+                self.0.bins = Some(n.max(2));
+                self.0.tracked = Tracked::new(self.0.fresh());
+                self
+            }
+            /// Leaves out the samples (labels) whose target is `index`.
+            pub fn ignore_index(mut self, index: i64) -> Self {
+                self.0.ignore_index = Some(index);
+                self
+            }
+            /// Adds a batch of scores against its targets; an error names what does not fit,
+            /// and adds nothing.
+            pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
+                self.0.update(&preds, &target)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::binary()
+            }
+        }
+    };
+}
+
+ranked_metric!(
+    /// The area under the ROC curve (scikit-learn's `roc_auc_score`).
+    Auroc
+);
+ranked_metric!(
+    /// The precision averaged over the recall's steps (scikit-learn's
+    /// `average_precision_score`).
+    AveragePrecision
+);
+ranked_metric!(
+    /// The ROC curve: false and true positive rates at each threshold (read with
+    /// [`curves`](RocCurve::curves)).
+    RocCurve
+);
+ranked_metric!(
+    /// The precision-recall curve (read with [`curves`](PrecisionRecallCurve::curves)).
+    PrecisionRecallCurve
+);
+
+/// A curve of one class or label: its `x`, `y` and thresholds, as scikit-learn returns them
+/// (`roc_curve` with `drop_intermediate=False`: fpr, tpr, thresholds from +∞ down;
+/// `precision_recall_curve`: precision, recall, thresholds rising).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// False positive rates, or precisions.
+    pub x: Vec<f64>,
+    /// True positive rates, or recalls.
+    pub y: Vec<f64>,
+    /// The threshold of each point.
+    pub thresholds: Vec<f64>,
+}
+
+impl RocCurve {
+    /// Each class's or label's curve (one for binary).
+    pub fn curves(&self) -> Vec<Curve> {
+        let state = self.0.tracked.total();
+        (0..self.0.width())
+            .map(|col| {
+                let c = self.0.counts(state, Some(col));
+                let (x, y) = roc_points(&c);
+                let mut thresholds = vec![f64::INFINITY];
+                thresholds.extend(c.thresholds);
+                Curve { x, y, thresholds }
+            })
+            .collect()
+    }
+}
+
+impl PrecisionRecallCurve {
+    /// Each class's or label's curve (one for binary), ending at precision 1, recall 0.
+    pub fn curves(&self) -> Vec<Curve> {
+        let state = self.0.tracked.total();
+        (0..self.0.width())
+            .map(|col| {
+                let c = self.0.counts(state, Some(col));
+                let (mut x, mut y, mut thresholds) = (vec![], vec![], vec![]);
+                for i in (0..c.tps.len()).rev() {
+                    let (tp, fp) = (c.tps[i], c.fps[i]);
+                    x.push(if tp + fp == 0.0 { 1.0 } else { tp / (tp + fp) });
+                    y.push(if c.pos == 0.0 { 0.0 } else { tp / c.pos });
+                    thresholds.push(c.thresholds[i]);
+                }
+                x.push(1.0);
+                y.push(0.0);
+                Curve { x, y, thresholds }
+            })
+            .collect()
+    }
+}
+
+macro_rules! ranked_value {
+    ($name:ident, $value:expr) => {
+        impl Metric for $name {
+            fn name(&self) -> &'static str {
+                stringify!($name)
+            }
+            fn tracked(&self) -> &Tracked {
+                &self.0.tracked
+            }
+            fn tracked_mut(&mut self) -> &mut Tracked {
+                &mut self.0.tracked
+            }
+            fn value_of(&self, state: &State) -> Result<f64> {
+                let value: Option<fn(&Counts) -> f64> = $value;
+                match value {
+                    Some(f) => self.0.averaged(state, f),
+                    None => Err(Error::msg(concat!(
+                        stringify!($name),
+                        " is a curve, not a number: read curves()"
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+ranked_value!(Auroc, Some(auroc));
+ranked_value!(AveragePrecision, Some(average_precision));
+ranked_value!(RocCurve, None);
+ranked_value!(PrecisionRecallCurve, None);
