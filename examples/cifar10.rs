@@ -5,7 +5,8 @@
 //! cargo run --release --example cifar10 -- --arch resnet50 --epochs 2 --batch-size 128
 //! ```
 //!
-//! Prints the loss, accuracy and wall time of every epoch. `--gpus`/`--devices`, `--nodes` and
+//! Prints the loss, accuracy, validation macro F1 (metric objects: each over the whole epoch
+//! and every rank) and wall time of every epoch. `--gpus`/`--devices`, `--nodes` and
 //! `--strategy` take the tutorial's values (`--strategy fsdp` is FSDP's FULL_SHARD: each
 //! ResNet block gathers its parameters from every rank only while it runs). Built with `--features cuda`, `--gpus 1` (or
 //! `--accelerator gpu`) trains on the GPU. `--strategy ddp` with `--features mpi` trains on
@@ -16,6 +17,7 @@ use std::time::Instant;
 use clap::Parser;
 use fulmen::data::cifar10::Cifar10;
 use fulmen::data::ImageBatch;
+use fulmen::metrics::{Accuracy, Average, F1Score};
 use fulmen::models::resnet::{CifarResNet18, CifarResNet34, CifarResNet50, SmallResNet};
 use fulmen::optim::CosineAnnealingLR;
 use fulmen::prelude::*;
@@ -67,6 +69,15 @@ macro_rules! cifar_module {
             lr: f64,
             #[hparam]
             epochs: usize,
+            // Epoch metrics over every sample of every rank (not means of batch values).
+            #[metric(Accuracy::multiclass(10))]
+            train_acc: Accuracy,
+            #[metric(Accuracy::multiclass(10))]
+            val_acc: Accuracy,
+            #[metric(F1Score::multiclass(10).average(Average::Macro))]
+            val_f1: F1Score,
+            #[metric(Accuracy::multiclass(10))]
+            test_acc: Accuracy,
         }
 
         #[lightning_module]
@@ -75,34 +86,42 @@ macro_rules! cifar_module {
                 &mut self,
                 (x, y): ImageBatch<3, 10, E, D>,
                 ctx: &mut StepContext<E, D>,
-            ) -> Loss<E, D> {
+            ) -> fulmen::Result<Loss<E, D>> {
                 let logits = self.net.forward_mut(ctx.trace(x));
-                // sync_dist: under DDP the epoch values are over every rank's batches.
-                ctx.log("train_acc", accuracy(&logits, &y))
-                    .on_epoch(true)
-                    .sync_dist(true);
+                self.train_acc.update(&logits, &y)?;
+                ctx.log("train_acc", &self.train_acc).on_epoch(true);
                 let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
                 ctx.log("train_loss", &loss)
                     .on_epoch(true)
                     .prog_bar(true)
                     .sync_dist(true);
-                loss
+                Ok(loss)
             }
             fn validation_step(
                 &mut self,
                 (x, y): ImageBatch<3, 10, E, D>,
                 ctx: &mut StepContext<E, D>,
-            ) {
+            ) -> fulmen::Result<()> {
                 let logits = self.net.forward(x);
-                ctx.log("val_acc", accuracy(&logits, &y)).prog_bar(true);
+                self.val_acc.update(&logits, &y)?;
+                self.val_f1.update(&logits, &y)?;
+                ctx.log("val_acc", &self.val_acc).prog_bar(true);
+                ctx.log("val_f1", &self.val_f1);
                 ctx.log(
                     "val_loss",
                     &cross_entropy_with_logits_loss(logits, y.one_hot()),
                 );
+                Ok(())
             }
-            fn test_step(&mut self, (x, y): ImageBatch<3, 10, E, D>, ctx: &mut StepContext<E, D>) {
+            fn test_step(
+                &mut self,
+                (x, y): ImageBatch<3, 10, E, D>,
+                ctx: &mut StepContext<E, D>,
+            ) -> fulmen::Result<()> {
                 let logits = self.net.forward(x);
-                ctx.log("test_acc", accuracy(&logits, &y));
+                self.test_acc.update(&logits, &y)?;
+                ctx.log("test_acc", &self.test_acc);
+                Ok(())
             }
             fn configure_optimizers(&self) -> Optim {
                 Optim::sgd(self.lr)
@@ -135,12 +154,13 @@ impl Callback for EpochReport {
         let m = t.callback_metrics();
         let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
         println!(
-            "epoch {}: train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  {secs:.2} s",
+            "epoch {}: train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  val_f1 {:.4}  {secs:.2} s",
             t.current_epoch(),
             get("train_loss_epoch"),
-            get("train_acc"),
+            get("train_acc_epoch"),
             get("val_loss"),
             get("val_acc"),
+            get("val_f1"),
         );
     }
 }
