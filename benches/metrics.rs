@@ -54,6 +54,21 @@ fn main() {
         updates.push(start.elapsed());
     }
     let update = median(updates);
+    let each = |f: &mut dyn FnMut()| {
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed());
+        }
+        median(t).as_secs_f64() * 1e3
+    };
+    let (a, b, c) = (
+        each(&mut || acc.update(&logits, &y).expect("fits")),
+        each(&mut || f1.update(&logits, &y).expect("fits")),
+        each(&mut || auroc.update(&logits, &y).expect("fits")),
+    );
+    println!("  of which Accuracy {a:.3} ms, F1 {b:.3} ms, binned AUROC {c:.3} ms");
     println!(
         "MLP step (1024 x 1000, 1000-256-1000, Adam): {:>9.3} ms",
         step.as_secs_f64() * 1e3

@@ -84,12 +84,15 @@ impl Ranked {
         (0..t).map(|i| i as f64 / (t - 1).max(1) as f64).collect()
     }
 
-    /// One update's (score, is-positive) pairs per column, checked.
-    fn columns(
+    /// Calls `f(column, probability, positive)` for every score of an update, row by row
+    /// (`positive` is `None` for a target `ignore_index` leaves out), after checking the
+    /// shapes; an error names a target that fits no class.
+    fn each_score(
         &self,
         preds: &HostPreds,
         target: &super::inputs::HostTargets,
-    ) -> Result<Vec<Vec<(f64, bool)>>> {
+        mut f: impl FnMut(usize, f64, Option<bool>),
+    ) -> Result<()> {
         let (name, w) = (self.name, self.width());
         let HostPreds::Scores { rows, cols, values } = preds else {
             return Err(Error::msg(format!(
@@ -126,33 +129,37 @@ impl Ranked {
                 target.cols, self.task
             )));
         }
+        // Logits (a score outside [0, 1]) become probabilities: softmax over classes, else
+        // the sigmoid.
         let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
-        let probs: Vec<f64> = match (logits, self.task) {
-            (false, _) => values.clone(),
-            (true, Task::Multiclass(_)) => values
-                .chunks_exact(w)
-                .flat_map(|row| {
-                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
-                    let s: f64 = e.iter().sum();
-                    e.into_iter().map(move |v| v / s)
-                })
-                .collect(),
-            (true, _) => values.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
-        };
-        let mut out = vec![Vec::new(); w];
-        for row in 0..*rows {
-            for (col, column) in out.iter_mut().enumerate() {
+        let mut probs = vec![0.0; w];
+        for (row, scores) in values.chunks_exact(w).enumerate() {
+            match (logits, self.task) {
+                (false, _) => probs.copy_from_slice(scores),
+                (true, Task::Multiclass(_)) => {
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let mut sum = 0.0;
+                    for (p, &v) in probs.iter_mut().zip(scores) {
+                        *p = (v - max).exp();
+                        sum += *p;
+                    }
+                    probs.iter_mut().for_each(|p| *p /= sum);
+                }
+                (true, _) => {
+                    for (p, &v) in probs.iter_mut().zip(scores) {
+                        *p = 1.0 / (1.0 + (-v).exp());
+                    }
+                }
+            }
+            for (col, &p) in probs.iter().enumerate() {
                 let t = match self.task {
                     Task::Multilabel(_) => target.values[row * w + col],
                     _ => target.values[row],
                 };
-                if Some(t) == self.ignore_index {
-                    continue;
-                }
                 let positive = match self.task {
+                    _ if Some(t) == self.ignore_index => None,
                     Task::Multiclass(c) => match usize::try_from(t).ok().filter(|&t| t < c) {
-                        Some(t) => t == col,
+                        Some(t) => Some(t == col),
                         None => {
                             return Err(Error::msg(format!(
                                 "{name}: target {t} in row {row} is not a class of 0..{c}"
@@ -160,7 +167,7 @@ impl Ranked {
                         }
                     },
                     _ => match t {
-                        0 | 1 => t == 1,
+                        0 | 1 => Some(t == 1),
                         other => {
                             return Err(Error::msg(format!(
                                 "{name}: target {other} in row {row} is not 0 or 1"
@@ -168,41 +175,58 @@ impl Ranked {
                         }
                     },
                 };
-                column.push((probs[row * w + col], positive));
+                f(col, p, positive);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn update(&mut self, preds: &dyn Preds, target: &dyn Targets) -> Result<()> {
-        let columns = self.columns(&preds.host(), &target.host())?;
+        let (preds, target) = (preds.host(), target.host());
         let mut batch = self.fresh();
         match self.bins {
             None => {
-                // Row-major, as the predictions: every column of a row, then the next row.
-                let rows = columns.first().map_or(0, Vec::len);
-                let w = columns.len();
+                // Row-major, as the predictions; a left-out target is kept as -1, so that
+                // every score stays in its column.
                 let (mut scores, mut targets) = (Vec::new(), Vec::new());
-                for r in 0..rows {
-                    for column in &columns {
-                        scores.push(column[r].0);
-                        targets.push(f64::from(u8::from(column[r].1)));
-                    }
-                }
-                debug_assert_eq!(scores.len(), rows * w);
+                self.each_score(&preds, &target, |_, p, positive| {
+                    scores.push(p);
+                    targets.push(positive.map_or(-1.0, |y| f64::from(u8::from(y))));
+                })?;
                 *batch.get_mut(0) = scores;
                 *batch.get_mut(1) = targets;
             }
             Some(t) => {
+                // A histogram of how many thresholds each score reaches, then each threshold's
+                // count is the scores that reach it: one increment per score.
                 let thresholds = self.thresholds();
-                for (col, column) in columns.iter().enumerate() {
-                    for &(score, positive) in column {
-                        let (part, total) = if positive { (0, 2) } else { (1, 3) };
-                        batch.get_mut(total)[col] += 1.0;
-                        // Every threshold at or below the score counts it.
-                        let above = thresholds.partition_point(|&th| th <= score);
-                        for c in &mut batch.get_mut(part)[col * t..col * t + above] {
-                            *c += 1.0;
+                let w = self.width();
+                let (mut hist_pos, mut hist_neg) = (vec![0.0; w * (t + 1)], vec![0.0; w * (t + 1)]);
+                let last = (t - 1) as f64;
+                self.each_score(&preds, &target, |col, p, positive| {
+                    // How many thresholds (k / (t-1)) are at or below p: the arithmetic guess,
+                    // corrected by a step where rounding put p across a threshold.
+                    let mut reached = ((p * last).floor() as usize + 1).min(t);
+                    if reached > 0 && thresholds[reached - 1] > p {
+                        reached -= 1;
+                    } else if reached < t && thresholds[reached] <= p {
+                        reached += 1;
+                    }
+                    match positive {
+                        Some(true) => hist_pos[col * (t + 1) + reached] += 1.0,
+                        Some(false) => hist_neg[col * (t + 1) + reached] += 1.0,
+                        None => {}
+                    }
+                })?;
+                for (part, total, hist) in [(0, 2, &hist_pos), (1, 3, &hist_neg)] {
+                    for col in 0..w {
+                        let h = &hist[col * (t + 1)..(col + 1) * (t + 1)];
+                        batch.get_mut(total)[col] = h.iter().sum();
+                        // Threshold k counts the scores that reached more than k thresholds.
+                        let mut reaching = 0.0;
+                        for k in (0..t).rev() {
+                            reaching += h[k + 1];
+                            batch.get_mut(part)[col * t + k] = reaching;
                         }
                     }
                 }
@@ -218,7 +242,7 @@ impl Ranked {
             None => {
                 let (scores, targets) = (state.get(0), state.get(1));
                 let mut pairs: Vec<(f64, bool)> = (0..scores.len())
-                    .filter(|i| col.is_none_or(|c| i % w == c))
+                    .filter(|i| col.is_none_or(|c| i % w == c) && targets[*i] >= 0.0)
                     .map(|i| (scores[i], targets[i] == 1.0))
                     .collect();
                 pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
