@@ -191,6 +191,17 @@ pub trait Callback {
     ) {
     }
 
+    /// At the end of a loop's epoch (`loop_stage`: `Fit` for training, `Validate`, `Test`),
+    /// the module's `#[metric]` fields by name, before the trainer computes and resets those
+    /// logged: what [`MetricPlots`](crate::callbacks::MetricPlots) draws.
+    fn with_metrics(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        _loop_stage: crate::Stage,
+        _metrics: &mut [(&'static str, &mut dyn crate::metrics::Metric)],
+    ) {
+    }
+
     /// A short fit to run before `fit` begins (not when it resumes from a checkpoint): its
     /// own callback in place of the trainer's, without logger or validation, after which the
     /// module's weights and the trainer are as they were. [`LearningRateFinder`] runs its

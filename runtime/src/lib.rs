@@ -65,6 +65,7 @@ pub mod data;
 pub mod datamodule;
 pub mod device;
 pub mod distributed;
+pub(crate) mod drawing;
 mod error;
 pub(crate) mod files;
 pub mod freeze;

@@ -4,7 +4,8 @@
 //! and those that see the module's weights: [`GradientNormMonitor`], [`WeightAveraging`],
 //! [`StochasticWeightAveraging`];
 //! [`BackboneFinetuning`] freezes and unfreezes a part of it; [`LearningRateFinder`] runs the
-//! learning-rate range test before the fit.
+//! learning-rate range test before the fit; [`MetricPlots`] draws the metrics that are
+//! pictures.
 
 pub mod backbone_finetuning;
 pub mod early_stopping;
@@ -14,6 +15,7 @@ pub mod grad_norm;
 pub mod lambda;
 pub mod learning_rate_finder;
 pub mod lr_monitor;
+pub mod metric_plots;
 pub mod model_checkpoint;
 pub mod model_summary;
 pub mod on_exception_checkpoint;
@@ -28,6 +30,7 @@ pub use grad_norm::GradientNormMonitor;
 pub use lambda::LambdaCallback;
 pub use learning_rate_finder::LearningRateFinder;
 pub use lr_monitor::LearningRateMonitor;
+pub use metric_plots::MetricPlots;
 pub use model_checkpoint::ModelCheckpoint;
 pub use model_summary::ModelSummary;
 pub use on_exception_checkpoint::OnExceptionCheckpoint;

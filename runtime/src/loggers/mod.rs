@@ -39,6 +39,11 @@ pub trait Logger {
     fn log_hyperparams(&mut self, hparams: &HParams) -> Result<()>;
     /// Records `metrics` at `step`.
     fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) -> Result<()>;
+    /// Records a PNG image under `tag` at `step` (a confusion matrix, a curve); a logger
+    /// without images (the default) leaves it.
+    fn log_image(&mut self, _tag: &str, _png: &[u8], _step: usize) -> Result<()> {
+        Ok(())
+    }
     /// Writes whatever is buffered (the trainer calls it at the end of every stage).
     fn finalize(&mut self) -> Result<()> {
         Ok(())
@@ -63,6 +68,11 @@ impl Logger for Loggers {
         self.0
             .iter_mut()
             .try_for_each(|l| l.log_metrics(metrics, step))
+    }
+    fn log_image(&mut self, tag: &str, png: &[u8], step: usize) -> Result<()> {
+        self.0
+            .iter_mut()
+            .try_for_each(|l| l.log_image(tag, png, step))
     }
     /// Finalizes every logger, even after one fails; the first failure is returned.
     fn finalize(&mut self) -> Result<()> {

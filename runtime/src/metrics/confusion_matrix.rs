@@ -188,4 +188,14 @@ impl Metric for ConfusionMatrix {
             "ConfusionMatrix is a matrix, not a number: read matrix()",
         ))
     }
+    /// The matrix, shaded (binary and multiclass; a multilabel one has none).
+    fn picture(&self) -> Option<Result<Vec<u8>>> {
+        match self.classify.task {
+            Task::Multilabel(_) => None,
+            _ => Some(
+                self.matrix()
+                    .and_then(|m| super::plot::confusion_matrix(&m)),
+            ),
+        }
+    }
 }

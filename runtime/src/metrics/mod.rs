@@ -50,6 +50,7 @@ mod confusion_matrix;
 mod functional;
 mod inputs;
 mod perplexity;
+pub mod plot;
 mod ranking;
 mod regression;
 mod state;
@@ -84,6 +85,12 @@ pub trait Metric: Send {
     /// one batch's). A metric that is not a number (a confusion matrix, a curve) refuses,
     /// naming what to read instead.
     fn value_of(&self, state: &State) -> Result<f64>;
+
+    /// Its picture as a PNG, for a metric that is one (a confusion matrix, curves): what
+    /// [`MetricPlots`](crate::callbacks::MetricPlots) draws. `None` for the others.
+    fn picture(&self) -> Option<Result<Vec<u8>>> {
+        None
+    }
 
     /// Its value over everything it was updated with since the last reset, on this rank.
     fn compute(&self) -> Result<f64> {

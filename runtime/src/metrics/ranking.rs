@@ -491,7 +491,7 @@ impl PrecisionRecallCurve {
 }
 
 macro_rules! ranked_value {
-    ($name:ident, $value:expr) => {
+    ($name:ident, $value:expr, $picture:expr) => {
         impl Metric for $name {
             fn name(&self) -> &'static str {
                 stringify!($name)
@@ -512,11 +512,33 @@ macro_rules! ranked_value {
                     ))),
                 }
             }
+            fn picture(&self) -> Option<Result<Vec<u8>>> {
+                let picture: Option<fn(&Self) -> Result<Vec<u8>>> = $picture;
+                picture.map(|draw| draw(self))
+            }
         }
     };
 }
 
-ranked_value!(Auroc, Some(auroc));
-ranked_value!(AveragePrecision, Some(average_precision));
-ranked_value!(RocCurve, None);
-ranked_value!(PrecisionRecallCurve, None);
+ranked_value!(Auroc, Some(auroc), None);
+ranked_value!(AveragePrecision, Some(average_precision), None);
+ranked_value!(
+    RocCurve,
+    None,
+    Some(|m| super::plot::curves(&m.curves(), "False positive rate", "True positive rate"))
+);
+ranked_value!(
+    PrecisionRecallCurve,
+    None,
+    Some(|m| {
+        // Recall across, precision up.
+        let turned: Vec<Curve> = (m.curves().into_iter())
+            .map(|c| Curve {
+                x: c.y,
+                y: c.x,
+                thresholds: c.thresholds,
+            })
+            .collect();
+        super::plot::curves(&turned, "Recall", "Precision")
+    })
+);

@@ -226,6 +226,17 @@ impl TrainerView {
             }
         }
     }
+    /// Sends a PNG image to the logger under `tag` at the current step (TensorBoard's image
+    /// summary; loggers without images leave it); a write error stops the run after this
+    /// hook.
+    pub fn log_image(&mut self, tag: &str, png: &[u8]) {
+        let step = self.global_step.saturating_sub(1);
+        if let Some(logger) = self.logger.as_deref_mut() {
+            if let Err(e) = logger.log_image(tag, png, step) {
+                self.fail(e);
+            }
+        }
+    }
     /// Logs one value at the current step (what `self.log` does in an epoch-level hook).
     pub fn log(&mut self, name: &str, value: f64) {
         let step = self.global_step.saturating_sub(1);

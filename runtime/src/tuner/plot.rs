@@ -4,7 +4,6 @@
 //! one the plot is drawn without text, with a warning.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
@@ -27,7 +26,7 @@ pub(super) fn write(found: &LrFound, suggestion: Option<f64>, path: &Path) -> Re
         )));
     }
     let mut pixels = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    let text = font_registered();
+    let text = crate::drawing::font_registered();
     draw(&mut pixels, &points, suggestion, found.log_x(), text)
         .map_err(|e| Error::msg(format!("lr_find: drawing {}: {e}", path.display())))?;
     image::save_buffer(
@@ -99,38 +98,4 @@ fn draw(
     }
     root.present()?;
     Ok(())
-}
-
-/// Whether a system font is registered as plotters' `sans-serif` (looked for once).
-fn font_registered() -> bool {
-    static FOUND: OnceLock<bool> = OnceLock::new();
-    *FOUND.get_or_init(|| {
-        let Some(bytes) = system_font() else {
-            eprintln!("warning: lr_find: no system font found (DejaVu Sans, Liberation Sans, Arial or fc-match's sans-serif): the plot is drawn without text");
-            return false;
-        };
-        // plotters keeps fonts for the life of the process.
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-    })
-}
-
-/// A sans-serif TrueType font of this machine.
-fn system_font() -> Option<Vec<u8>> {
-    const KNOWN: [&str; 6] = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-        "/System/Library/Fonts/Supplemental/Arial.ttf",
-        "/Library/Fonts/Arial.ttf",
-    ];
-    let matched = std::process::Command::new("fc-match")
-        .args(["-f", "%{file}", "sans-serif:fontformat=TrueType"])
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok());
-    (KNOWN.iter().map(|p| p.to_string()))
-        .chain(matched)
-        .find_map(|path| std::fs::read(path).ok())
 }

@@ -134,6 +134,7 @@ impl TensorBoardLogger {
                 }),
             }),
             simple_value: None,
+            image: None,
         }
     }
 }
@@ -224,9 +225,34 @@ impl Logger for TensorBoardLogger {
                 tag: tag.clone(),
                 metadata: None,
                 simple_value: Some(*v as f32),
+                image: None,
             })
             .collect();
         self.summary(step, value)
+    }
+
+    fn log_image(&mut self, tag: &str, png: &[u8], step: usize) -> Result<()> {
+        // The size from the PNG's header (IHDR: width, height, big-endian, at bytes 16..24).
+        let size = |at: usize| {
+            (png.get(at..at + 4))
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(|b| u32::from_be_bytes(b) as i32)
+        };
+        let (Some(width), Some(height)) = (size(16), size(20)) else {
+            return Err(Error::msg(format!("TensorBoard image `{tag}`: not a PNG")));
+        };
+        let value = SummaryValue {
+            tag: tag.to_string(),
+            metadata: None,
+            simple_value: None,
+            image: Some(Image {
+                height,
+                width,
+                colorspace: 3,
+                encoded_image_string: png.to_vec(),
+            }),
+        };
+        self.summary(step, vec![value])
     }
 
     fn finalize(&mut self) -> Result<()> {

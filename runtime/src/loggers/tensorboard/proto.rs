@@ -36,6 +36,22 @@ pub struct SummaryValue {
     pub metadata: Option<SummaryMetadata>,
     #[prost(float, optional, tag = "2")]
     pub simple_value: Option<f32>,
+    #[prost(message, optional, tag = "4")]
+    pub image: Option<Image>,
+}
+
+/// `Summary.Image`: an encoded picture.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Image {
+    #[prost(int32, tag = "1")]
+    pub height: i32,
+    #[prost(int32, tag = "2")]
+    pub width: i32,
+    /// 3: RGB.
+    #[prost(int32, tag = "3")]
+    pub colorspace: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub encoded_image_string: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

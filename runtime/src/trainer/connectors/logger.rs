@@ -38,13 +38,23 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
     }
 
-    /// The metric objects logged in a loop, at its end: each logged per epoch is computed
-    /// from every rank's state, and every one logged is reset (as Lightning does with
-    /// torchmetrics objects). A metric that is no `#[metric]` field of the module is refused.
+    /// The metric objects at a loop's end (`loop_stage`): the callbacks' `with_metrics`;
+    /// then each logged per epoch is computed from every rank's state, and every one logged
+    /// is reset (as Lightning does with torchmetrics objects). A metric that is no
+    /// `#[metric]` field of the module is refused.
     pub(in crate::trainer) fn compute_metric_logs(
         &mut self,
         metrics: &mut EpochMetrics,
+        loop_stage: crate::Stage,
     ) -> Result<()> {
+        let mut fields = self.model.metric_fields_mut();
+        if !fields.is_empty() {
+            for cb in self.callbacks.iter_mut() {
+                cb.with_metrics(self.view, loop_stage, &mut fields);
+            }
+        }
+        drop(fields);
+        self.view.take_error()?;
         let logged = metrics.take_metrics_logged();
         if let Some(name) = logged.get("") {
             return Err(Error::msg(format!(

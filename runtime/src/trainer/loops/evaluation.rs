@@ -65,7 +65,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.view.dataloader_idx = 0;
         self.roots(false)?;
         // Validation and test metrics are global: reduced over every rank's batches.
-        self.compute_metric_logs(&mut metrics)?;
+        let stage = if test { Stage::Test } else { Stage::Validate };
+        self.compute_metric_logs(&mut metrics, stage)?;
         metrics.sync(&*self.dist.collective, true)?;
         let reduced = metrics.take();
         if !self.view.sanity_checking {

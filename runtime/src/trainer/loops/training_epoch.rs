@@ -313,7 +313,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         // Training values logged with `sync_dist` are reduced over the ranks.
         let mut metrics = std::mem::take(&mut self.position.epoch_metrics);
-        self.compute_metric_logs(&mut metrics)?;
+        self.compute_metric_logs(&mut metrics, Stage::Fit)?;
         metrics.sync(&*self.dist.collective, false)?;
         let reduced = metrics.take();
         self.publish_epoch(&reduced);

@@ -1,0 +1,78 @@
+//! `MetricPlots`: draws the module's metrics that are pictures (`ConfusionMatrix`,
+//! `RocCurve`, `PrecisionRecallCurve` fields) at the end of every validation and test epoch:
+//! a PNG per field and epoch in its directory (rank 0 writes), the same image to the logger
+//! (TensorBoard's IMAGES tab); then resets them, as the trainer resets the metrics it logs.
+//!
+//! ```
+//! use fulmen::callbacks::MetricPlots;
+//! use fulmen::prelude::*;
+//! let trainer = Trainer::builder().callback(MetricPlots::new()).build();
+//! ```
+
+use std::path::PathBuf;
+
+use crate::callback::Callback;
+use crate::metrics::Metric;
+use crate::{Error, Stage, TrainerView};
+
+/// Draws the picture metrics at the end of validation and test epochs.
+#[derive(Debug, Clone, Default)]
+pub struct MetricPlots {
+    dir: Option<PathBuf>,
+}
+
+impl MetricPlots {
+    /// Into `plots/` under the logger's directory (or the working directory without one).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Into `dir`.
+    pub fn dirpath(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+}
+
+impl Callback for MetricPlots {
+    fn with_metrics(
+        &mut self,
+        trainer: &mut TrainerView,
+        loop_stage: Stage,
+        metrics: &mut [(&'static str, &mut dyn Metric)],
+    ) {
+        if loop_stage == Stage::Fit {
+            return;
+        }
+        for (field, metric) in metrics.iter_mut() {
+            // Updated since the last reset, and a picture.
+            if metric.tracked().last().is_none() {
+                continue;
+            }
+            let Some(png) = metric.picture() else {
+                continue;
+            };
+            let sanity = trainer.sanity_checking();
+            let drawn = png.and_then(|png| {
+                if sanity {
+                    return Ok(());
+                }
+                if trainer.is_global_zero() {
+                    let dir = (self.dir.clone())
+                        .or_else(|| trainer.log_dir().map(|d| d.join("plots")))
+                        .unwrap_or_else(|| PathBuf::from("plots"));
+                    let path = dir.join(format!("{field}-epoch={}.png", trainer.current_epoch()));
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|()| std::fs::write(&path, &png))
+                        .map_err(|e| Error::io(&path, e))?;
+                }
+                trainer.log_image(field, &png);
+                Ok(())
+            });
+            metric.reset();
+            if let Err(e) = drawn {
+                trainer.fail(Error::msg(format!("MetricPlots: `{field}`: {e}")));
+                return;
+            }
+        }
+    }
+}
