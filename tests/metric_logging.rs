@@ -9,7 +9,7 @@ mod quiet;
 mod serial;
 
 use fulmen::callbacks::ModelCheckpoint;
-use fulmen::metrics::{Accuracy, Average, F1Score};
+use fulmen::metrics::{Accuracy, Average, F1Score, MetricCollection};
 use fulmen::prelude::*;
 use fulmen::trainer::Precision;
 
@@ -190,4 +190,75 @@ fn a_metric_that_is_no_field_is_refused_by_name() {
         err.contains("`local_acc`") && err.contains("not a #[metric] field of Scored"),
         "{err}"
     );
+}
+
+/// The validation metrics as one collection.
+#[lightning_module]
+struct Collected {
+    layer: Linear<2, 3>,
+    #[metric(MetricCollection::new("val_")
+        .with("acc", Accuracy::multiclass(3))
+        .with("f1", F1Score::multiclass(3).average(Average::Macro)))]
+    val: MetricCollection,
+}
+
+#[lightning_module]
+impl Collected {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot())
+    }
+    fn validation_step(
+        &mut self,
+        (x, y): ClassBatch<2, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> fulmen::Result<()> {
+        self.val.update(self.layer.forward(x), &y)?;
+        ctx.log_dict(self.val.iter());
+        Ok(())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.5)
+    }
+}
+
+#[test]
+fn a_collection_logs_each_member_over_the_epoch_under_its_prefix() {
+    let _one = serial::one_at_a_time();
+    seed_everything(4);
+    let mut model = Collected::new();
+    let (train, val) = loaders();
+    let mut trainer = quiet::trainer().max_epochs(1).build().unwrap();
+    trainer
+        .fit_loaders(&mut model, train, Some(val.clone()))
+        .unwrap();
+    let metrics = trainer.callback_metrics().clone();
+    // The same weights in a module of single metrics: the same epoch values.
+    let mut single = Scored::new(false);
+    single.layer = model.layer.clone();
+    let (f1, _) = f1_whole_and_batch_mean(&single);
+    assert!((metrics["val_f1"] - f1).abs() < 1e-12, "{metrics:?}");
+    assert!((0.0..=1.0).contains(&metrics["val_acc"]), "{metrics:?}");
+    // Each member is a metric of its own to the trainer, and was reset.
+    let names: Vec<String> = fulmen::metrics::MetricFields::metric_fields(&model)
+        .into_iter()
+        .map(|(n, m)| {
+            assert!(m.tracked().last().is_none(), "{n} reset");
+            n
+        })
+        .collect();
+    assert_eq!(names, ["val/acc", "val/f1"]);
+    // An update one member refuses is added to none.
+    let mut c = MetricCollection::new("")
+        .with("acc", Accuracy::multiclass(3))
+        .with("top2", Accuracy::multiclass(3).top_k(2));
+    let err = c
+        .update(&[0usize][..], &[0usize][..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("top_k 2 needs a score per class"), "{err}");
+    assert!(c.get("acc").unwrap().tracked().last().is_none());
 }

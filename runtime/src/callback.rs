@@ -192,13 +192,13 @@ pub trait Callback {
     }
 
     /// At the end of a loop's epoch (`loop_stage`: `Fit` for training, `Validate`, `Test`),
-    /// the module's `#[metric]` fields by name, before the trainer computes and resets those
-    /// logged: what [`MetricPlots`](crate::callbacks::MetricPlots) draws.
+    /// the module's metrics by name (`#[metric]` fields; a collection's members as
+    /// `field/member`), before the trainer computes and resets those logged: what [`MetricPlots`](crate::callbacks::MetricPlots) draws.
     fn with_metrics(
         &mut self,
         _trainer: &mut crate::TrainerView,
         _loop_stage: crate::Stage,
-        _metrics: &mut [(&'static str, &mut dyn crate::metrics::Metric)],
+        _metrics: &mut [(String, &mut dyn crate::metrics::Metric)],
     ) {
     }
 

@@ -217,16 +217,16 @@ fn hyperparameters(n: &Names) -> TokenStream {
     }
 }
 
-/// `MetricFields`: the `#[metric]` fields by name.
+/// `MetricFields`: the `#[metric]` fields' metrics by name (a collection's members too).
 fn metric_fields(n: &Names) -> TokenStream {
     let fields: Vec<&Field> = n.with_role(Role::Metric).collect();
     let entries = fields.iter().map(|f| {
         let (fname, ty, label) = (&f.name, &f.ty, f.name.to_string());
-        quote_spanned!(ty.span()=> (#label, &self.#fname as &dyn ::fulmen::metrics::Metric))
+        quote_spanned!(ty.span()=> out.extend(::fulmen::metrics::MetricField::metrics(&self.#fname, #label));)
     });
     let entries_mut = fields.iter().map(|f| {
         let (fname, ty, label) = (&f.name, &f.ty, f.name.to_string());
-        quote_spanned!(ty.span()=> (#label, &mut self.#fname as &mut dyn ::fulmen::metrics::Metric))
+        quote_spanned!(ty.span()=> out.extend(::fulmen::metrics::MetricField::metrics_mut(&mut self.#fname, #label));)
     });
     let tr = n.impl_for(
         quote!(::fulmen::dfdx::shapes::Dtype),
@@ -234,11 +234,17 @@ fn metric_fields(n: &Names) -> TokenStream {
     );
     quote! {
         #tr {
-            fn metric_fields(&self) -> ::std::vec::Vec<(&'static str, &dyn ::fulmen::metrics::Metric)> {
-                ::std::vec![#(#entries),*]
+            fn metric_fields(&self) -> ::std::vec::Vec<(::std::string::String, &dyn ::fulmen::metrics::Metric)> {
+                #[allow(unused_mut)]
+                let mut out = ::std::vec::Vec::new();
+                #(#entries)*
+                out
             }
-            fn metric_fields_mut(&mut self) -> ::std::vec::Vec<(&'static str, &mut dyn ::fulmen::metrics::Metric)> {
-                ::std::vec![#(#entries_mut),*]
+            fn metric_fields_mut(&mut self) -> ::std::vec::Vec<(::std::string::String, &mut dyn ::fulmen::metrics::Metric)> {
+                #[allow(unused_mut)]
+                let mut out = ::std::vec::Vec::new();
+                #(#entries_mut)*
+                out
             }
         }
     }

@@ -38,7 +38,7 @@ impl Callback for MetricPlots {
         &mut self,
         trainer: &mut TrainerView,
         loop_stage: Stage,
-        metrics: &mut [(&'static str, &mut dyn Metric)],
+        metrics: &mut [(String, &mut dyn Metric)],
     ) {
         if loop_stage == Stage::Fit {
             return;
@@ -60,7 +60,8 @@ impl Callback for MetricPlots {
                     let dir = (self.dir.clone())
                         .or_else(|| trainer.log_dir().map(|d| d.join("plots")))
                         .unwrap_or_else(|| PathBuf::from("plots"));
-                    let path = dir.join(format!("{field}-epoch={}.png", trainer.current_epoch()));
+                    let file = field.replace('/', "-");
+                    let path = dir.join(format!("{file}-epoch={}.png", trainer.current_epoch()));
                     std::fs::create_dir_all(&dir)
                         .and_then(|()| std::fs::write(&path, &png))
                         .map_err(|e| Error::io(&path, e))?;

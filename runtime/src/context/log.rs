@@ -118,7 +118,7 @@ impl LogEntries<'_> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be logged: log a number, a scalar tensor or a metric whose value is a number",
     label = "not a number",
-    note = "a confusion matrix is read (`matrix()`), not logged"
+    note = "a confusion matrix or a curve is read (`matrix()`, `curves()`) or drawn (`MetricPlots`), not logged"
 )]
 pub trait LogValue {
     /// The value as an `f64` (a metric's: the last batch's).

@@ -14,7 +14,8 @@
 //! ```
 
 use super::classify::Task;
-use super::inputs::{HostPreds, Preds, Targets};
+use super::collection::HostUpdate;
+use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -70,12 +71,22 @@ impl CalibrationError {
 
     /// Adds a batch of scores against its targets; an error names what does not fit.
     pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-        let (preds, target) = (preds.host(), target.host());
+        self.update_host(&preds.host(), &target.host())
+    }
+}
+
+impl HostUpdate for CalibrationError {
+    fn boxed(&self) -> Box<dyn HostUpdate> {
+        Box::new(self.clone())
+    }
+
+    fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
         let HostPreds::Scores { rows, cols, values } = preds else {
             return Err(Error::msg(
                 "CalibrationError: takes scores, not class indices",
             ));
         };
+        let (rows, cols) = (*rows, *cols);
         let width = match self.task {
             Task::Multiclass(c) => c,
             _ => 1,

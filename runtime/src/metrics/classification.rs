@@ -16,7 +16,8 @@
 //! ```
 
 use super::classify::{Classify, Task, FN, FP, TN, TP};
-use super::inputs::{Preds, Targets};
+use super::collection::HostUpdate;
+use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::State;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -92,10 +93,8 @@ impl Counting {
         }
     }
 
-    fn update(&mut self, preds: &dyn Preds, target: &dyn Targets) -> Result<()> {
-        let counts = self
-            .classify
-            .counts(self.name, &preds.host(), &target.host())?;
+    fn update(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
+        let counts = self.classify.counts(self.name, preds, target)?;
         self.tracked.add(counts)
     }
 
@@ -190,7 +189,7 @@ macro_rules! counting_metric {
             /// Adds a batch: `preds` (scores or classes) against `target`. An error names a
             /// target or prediction that does not fit the task, and adds nothing.
             pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-                self.0.update(&preds, &target)
+                self.0.update(&preds.host(), &target.host())
             }
             /// Each class's (or label's) score over what it was updated with.
             pub fn per_class(&self) -> Vec<f64> {
@@ -201,6 +200,15 @@ macro_rules! counting_metric {
         impl Default for $name {
             fn default() -> Self {
                 Self::binary()
+            }
+        }
+
+        impl HostUpdate for $name {
+            fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
+                self.0.update(preds, target)
+            }
+            fn boxed(&self) -> Box<dyn HostUpdate> {
+                Box::new(self.clone())
             }
         }
 

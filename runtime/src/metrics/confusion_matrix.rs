@@ -15,7 +15,8 @@
 //! ```
 
 use super::classify::{Classify, Task};
-use super::inputs::{Preds, Targets};
+use super::collection::HostUpdate;
+use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -100,9 +101,17 @@ impl ConfusionMatrix {
 
     /// Adds a batch (see [`Accuracy::update`](super::Accuracy::update)).
     pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-        let pairs = self
-            .classify
-            .pairs("ConfusionMatrix", &preds.host(), &target.host())?;
+        self.update_host(&preds.host(), &target.host())
+    }
+}
+
+impl HostUpdate for ConfusionMatrix {
+    fn boxed(&self) -> Box<dyn HostUpdate> {
+        Box::new(self.clone())
+    }
+
+    fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
+        let pairs = self.classify.pairs("ConfusionMatrix", preds, target)?;
         let side = Self::side(&self.classify);
         let mut batch = self.tracked.total().clone();
         batch.reset();
@@ -112,7 +121,9 @@ impl ConfusionMatrix {
         }
         self.tracked.add(batch)
     }
+}
 
+impl ConfusionMatrix {
     /// The matrix (binary, multiclass): rows are targets, columns predictions.
     pub fn matrix(&self) -> Result<Vec<Vec<f64>>> {
         if let Task::Multilabel(_) = self.classify.task {

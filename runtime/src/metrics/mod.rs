@@ -46,6 +46,7 @@ mod aggregation;
 mod calibration;
 mod classification;
 mod classify;
+mod collection;
 mod confusion_matrix;
 mod functional;
 mod inputs;
@@ -59,6 +60,7 @@ pub use aggregation::{MaxMetric, MeanMetric, MinMetric, RunningMean, SumMetric};
 pub use calibration::{CalibrationError, CalibrationNorm};
 pub use classification::{Accuracy, Average, F1Score, FBetaScore, Precision, Recall, Specificity};
 pub use classify::Task;
+pub use collection::{HostUpdate, MetricCollection, MetricField};
 pub use confusion_matrix::{ConfusionMatrix, Normalize};
 pub use functional::accuracy;
 pub use inputs::{HostPreds, HostTargets, Preds, Targets};
@@ -160,16 +162,29 @@ impl Tracked {
         self.field.as_deref()
     }
     pub(crate) fn set_field(&mut self, field: &str) {
+        if self.field.as_deref() == Some(field) {
+            return;
+        }
         self.field = Some(field.to_string());
     }
 }
 
-/// The `#[metric]` fields of a module, by name (the macros implement it).
+/// The metrics of a module's `#[metric]` fields, by name (the macros implement it): a field's
+/// name, or `field/member` for a [`MetricCollection`]'s members.
 pub trait MetricFields {
-    /// Each metric field's name and metric, in declaration order.
-    fn metric_fields(&self) -> Vec<(&'static str, &dyn Metric)>;
+    /// Each metric's name and metric, in declaration order.
+    fn metric_fields(&self) -> Vec<(String, &dyn Metric)>;
     /// The same, to update, reset or load.
-    fn metric_fields_mut(&mut self) -> Vec<(&'static str, &mut dyn Metric)>;
+    fn metric_fields_mut(&mut self) -> Vec<(String, &mut dyn Metric)>;
+}
+
+impl crate::context::LogValue for dyn Metric + '_ {
+    fn log_value(&self) -> f64 {
+        self.batch_value().unwrap_or(f64::NAN)
+    }
+    fn as_metric(&self) -> Option<&dyn Metric> {
+        Some(self)
+    }
 }
 
 macro_rules! loggable {

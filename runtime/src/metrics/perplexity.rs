@@ -12,7 +12,8 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
-use super::inputs::{HostPreds, Preds, Targets};
+use super::collection::HostUpdate;
+use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -45,12 +46,22 @@ impl Perplexity {
 
     /// Adds a batch: logits `(tokens, vocab)` against each token's target index.
     pub fn update(&mut self, logits: impl Preds, target: impl Targets) -> Result<()> {
-        let (target, logits) = (target.host(), logits.host());
+        self.update_host(&logits.host(), &target.host())
+    }
+}
+
+impl HostUpdate for Perplexity {
+    fn boxed(&self) -> Box<dyn HostUpdate> {
+        Box::new(self.clone())
+    }
+
+    fn update_host(&mut self, logits: &HostPreds, target: &HostTargets) -> Result<()> {
         let HostPreds::Scores { rows, cols, values } = logits else {
             return Err(Error::msg(
                 "Perplexity: takes logits (tokens, vocab), not class indices",
             ));
         };
+        let (rows, cols) = (*rows, *cols);
         if rows != target.rows || target.cols != 1 {
             return Err(Error::msg(format!(
                 "Perplexity: {rows} rows of logits for {} targets",

@@ -19,6 +19,7 @@
 
 use super::classification::Average;
 use super::classify::Task;
+use super::collection::HostUpdate;
 use super::inputs::{HostPreds, Preds, Targets};
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
@@ -181,15 +182,14 @@ impl Ranked {
         Ok(())
     }
 
-    fn update(&mut self, preds: &dyn Preds, target: &dyn Targets) -> Result<()> {
-        let (preds, target) = (preds.host(), target.host());
+    fn update(&mut self, preds: &HostPreds, target: &super::inputs::HostTargets) -> Result<()> {
         let mut batch = self.fresh();
         match self.bins {
             None => {
                 // Row-major, as the predictions; a left-out target is kept as -1, so that
                 // every score stays in its column.
                 let (mut scores, mut targets) = (Vec::new(), Vec::new());
-                self.each_score(&preds, &target, |_, p, positive| {
+                self.each_score(preds, target, |_, p, positive| {
                     scores.push(p);
                     targets.push(positive.map_or(-1.0, |y| f64::from(u8::from(y))));
                 })?;
@@ -203,7 +203,7 @@ impl Ranked {
                 let w = self.width();
                 let (mut hist_pos, mut hist_neg) = (vec![0.0; w * (t + 1)], vec![0.0; w * (t + 1)]);
                 let last = (t - 1) as f64;
-                self.each_score(&preds, &target, |col, p, positive| {
+                self.each_score(preds, target, |col, p, positive| {
                     // How many thresholds (k / (t-1)) are at or below p: the arithmetic guess,
                     // corrected by a step where rounding put p across a threshold.
                     let mut reached = ((p * last).floor() as usize + 1).min(t);
@@ -408,13 +408,22 @@ macro_rules! ranked_metric {
             /// Adds a batch of scores against its targets; an error names what does not fit,
             /// and adds nothing.
             pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-                self.0.update(&preds, &target)
+                self.0.update(&preds.host(), &target.host())
             }
         }
 
         impl Default for $name {
             fn default() -> Self {
                 Self::binary()
+            }
+        }
+
+        impl HostUpdate for $name {
+            fn update_host(&mut self, preds: &HostPreds, target: &super::inputs::HostTargets) -> Result<()> {
+                self.0.update(preds, target)
+            }
+            fn boxed(&self) -> Box<dyn HostUpdate> {
+                Box::new(self.clone())
             }
         }
     };

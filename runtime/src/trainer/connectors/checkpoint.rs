@@ -315,7 +315,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         ckpt.meta.metrics.clear();
         for (field, metric) in self.model.metric_fields() {
             let all = metric.tracked().total().sync(c)?;
-            ckpt.meta.metrics.insert(field.to_string(), all);
+            ckpt.meta.metrics.insert(field, all);
         }
         if whole && pending {
             let records = &mut ckpt.records;
@@ -366,7 +366,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let root = self.dist.env.is_global_zero();
         for (field, metric) in self.model.metric_fields_mut() {
             metric.reset();
-            if let (true, Some(saved)) = (root, ckpt.meta.metrics.get(field)) {
+            if let (true, Some(saved)) = (root, ckpt.meta.metrics.get(&field)) {
                 let loaded = metric.tracked_mut().total_mut().load(saved.clone());
                 loaded.map_err(|e| ckpt.error(Error::msg(format!("metric `{field}`: {e}"))))?;
             }

@@ -75,7 +75,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             metrics.resolve(&name, value);
         }
         for (field, metric) in self.model.metric_fields_mut() {
-            if logged.contains_key(field) {
+            if logged.contains_key(&field) {
                 metric.reset();
             }
         }

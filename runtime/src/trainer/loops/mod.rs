@@ -140,7 +140,7 @@ impl Trainer {
         }
         // Each metric field learns its name, which logging it records.
         for (field, metric) in job.model.metric_fields_mut() {
-            metric.tracked_mut().set_field(field);
+            metric.tracked_mut().set_field(&field);
         }
         let run_seed = crate::seed::next_seed();
         let requeue = self.dist.requeue_signal.filter(|_| stage == Stage::Fit);
