@@ -428,15 +428,19 @@ fn predictions_of_two_ranks_are_gathered_in_dataset_order() {
     }
 }
 
-/// What a run printed as its ranks' validation metrics (`--validate`).
-fn validated(out: &Output) -> Vec<String> {
+/// What a run printed as its ranks' validation metrics (`--validate`): per rank, each
+/// metric's name and value.
+fn validated(out: &Output) -> Vec<Vec<(String, f64)>> {
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_once(" validated: ").map(|(_, m)| m.to_string()))
-        .collect();
-    lines.sort();
-    lines
+    text.lines()
+        .filter_map(|l| l.split_once(" validated: "))
+        .map(|(_, m)| {
+            m.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.parse().expect("a number")))
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
@@ -445,7 +449,8 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
         return;
     }
     // Untrained (every run the same weights), validated on 150 flowers in batches of 16 per
-    // rank: each rank counts its share, and the synced counts are the whole's, to the bit.
+    // rank: each rank keeps its share, and the synced states are the whole's: counts to the
+    // bit, every score gathered (exact AUROC, Spearman), extremes, means.
     let args = [
         "--max-epochs",
         "0",
@@ -457,12 +462,35 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
     assert!(one.status.success(), "{}", text(&one));
     let want = validated(&one);
     assert_eq!(want.len(), 1, "{}", text(&one));
+    let names: Vec<&str> = want[0].iter().map(|(k, _)| k.as_str()).collect();
+    for name in [
+        "val_acc",
+        "val_ap",
+        "val_auroc",
+        "val_f1",
+        "val_max_logit",
+        "val_mean_logit",
+        "val_spearman",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
     for n in [2, 3] {
         let ranks = n.to_string();
         let mut all = vec!["--strategy", "ddp", "--devices", &ranks];
         all.extend(args);
         let out = mpirun(n, &all);
         assert!(out.status.success(), "{}", text(&out));
-        assert_eq!(validated(&out), vec![want[0].clone(); n], "{n} ranks");
+        let got = validated(&out);
+        assert_eq!(got.len(), n, "{}", text(&out));
+        for rank in got {
+            for ((k, v), (wk, w)) in rank.iter().zip(&want[0]) {
+                assert_eq!(k, wk);
+                // Gathered scores are summed in another order: equal to rounding.
+                assert!(
+                    (v - w).abs() <= 1e-12 * w.abs().max(1.0),
+                    "{n} ranks, {k}: {v} vs {w}"
+                );
+            }
+        }
     }
 }

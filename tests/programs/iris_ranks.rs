@@ -14,7 +14,8 @@
 //! with one process trained on the same global batches. `--hang-at-step N --hang-rank R`
 //! makes rank R stop answering at step N (`--die`: killed), the faults tests/ddp.rs checks
 //! end the run in bounded time. `--manual` trains the same model under manual optimization.
-//! `--validate` prints the validation metrics of the trained model, synced over the ranks.
+//! `--validate` prints the validation metrics of the trained model (one of every kind of
+//! state), synced over the ranks.
 
 #[path = "../../examples/common/mod.rs"]
 mod common;
@@ -23,6 +24,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use common::{exit_on_error, IrisClassifier};
+use fulmen::metrics::{
+    Accuracy, Auroc, AveragePrecision, F1Score, MaxMetric, MeanMetric, MetricCollection,
+    SpearmanCorrCoef,
+};
 use fulmen::prelude::*;
 use fulmen::trainer::TrainerArgs;
 
@@ -109,6 +114,64 @@ impl ManualIris {
             Optim::adam(self.lr).params(["layer_1"]),
             Optim::adam(self.lr).params(["layer_2"]),
         ]
+    }
+}
+
+/// The Iris classifier's layers with a metric of every kind of state: counts (accuracy, macro
+/// F1, binned average precision), every score (exact AUROC, Spearman), extremes (the largest
+/// logit) and a weighted mean: what `--validate` syncs over the ranks.
+#[lightning_module]
+struct Evaluated {
+    layer_1: Linear<4, 16>,
+    layer_2: Linear<16, 3>,
+    #[metric(MetricCollection::new("val_")
+        .with("acc", Accuracy::multiclass(3))
+        .with("f1", F1Score::multiclass(3))
+        .with("ap", AveragePrecision::multiclass(3).thresholds(50))
+        .with("auroc", Auroc::multiclass(3)))]
+    counted: MetricCollection,
+    #[metric]
+    val_spearman: SpearmanCorrCoef,
+    #[metric]
+    val_max_logit: MaxMetric,
+    #[metric]
+    val_mean_logit: MeanMetric,
+}
+
+#[lightning_module]
+impl Evaluated {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let logits = self
+            .layer_2
+            .forward(self.layer_1.forward(ctx.trace(x)).relu());
+        cross_entropy_with_logits_loss(logits, y.one_hot())
+    }
+    fn validation_step(
+        &mut self,
+        (x, y): ClassBatch<4, 3, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> fulmen::Result<()> {
+        let logits = self.layer_2.forward(self.layer_1.forward(x).relu());
+        self.counted.update(&logits, &y)?;
+        let first: Vec<f64> = (logits.as_vec().chunks(3))
+            .map(|r| r[0].to_f64().unwrap_or(f64::NAN))
+            .collect();
+        let classes: Vec<f64> = y.indices().iter().map(|&c| c as f64).collect();
+        self.val_spearman.update(&first, &classes)?;
+        self.val_max_logit.update(&logits)?;
+        self.val_mean_logit.update(&logits)?;
+        ctx.log_dict(self.counted.iter());
+        ctx.log("val_spearman", &self.val_spearman);
+        ctx.log("val_max_logit", &self.val_max_logit);
+        ctx.log("val_mean_logit", &self.val_mean_logit);
+        Ok(())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::adam(0.01)
     }
 }
 
@@ -218,12 +281,15 @@ fn main() -> std::process::ExitCode {
             if args.validate {
                 let flowers =
                     DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16);
-                let m = trainer.validate_loader(&mut model, flowers)?;
+                let mut evaluated = Evaluated::new();
+                evaluated.layer_1 = model.layer_1.clone();
+                evaluated.layer_2 = model.layer_2.clone();
+                let m = trainer.validate_loader(&mut evaluated, flowers)?;
+                let values: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.17e}")).collect();
                 println!(
-                    "rank {} validated: val_acc={:.17e} val_f1={:.17e}",
+                    "rank {} validated: {}",
                     trainer.global_rank(),
-                    m["val_acc"],
-                    m["val_f1"]
+                    values.join(" ")
                 );
             }
             if let Some(path) = &args.predict_csv {

@@ -206,5 +206,21 @@ loggable!(
     Recall,
     Specificity,
     F1Score,
-    FBetaScore
+    FBetaScore,
+    Auroc,
+    AveragePrecision,
+    CalibrationError,
+    MeanSquaredError,
+    RootMeanSquaredError,
+    MeanAbsoluteError,
+    R2Score,
+    ExplainedVariance,
+    PearsonCorrCoef,
+    SpearmanCorrCoef,
+    MeanMetric,
+    SumMetric,
+    MinMetric,
+    MaxMetric,
+    RunningMean,
+    Perplexity
 );
