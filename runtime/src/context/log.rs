@@ -5,6 +5,13 @@ use dfdx::shapes::{Dtype, Rank0};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 
+use crate::metrics::{
+    Accuracy, Auroc, AveragePrecision, CalibrationError, ExplainedVariance, F1Score, FBetaScore,
+    MaxMetric, MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric, MinMetric, PearsonCorrCoef,
+    Perplexity, Precision, R2Score, Recall, RootMeanSquaredError, RunningMean, SpearmanCorrCoef,
+    Specificity, SumMetric,
+};
+
 /// How a logged value is reduced over an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Reduce {
@@ -124,7 +131,7 @@ pub trait LogValue {
     /// The value as an `f64` (a metric's: the last batch's).
     fn log_value(&self) -> f64;
     /// The metric, when this is one: its epoch value is computed from its state.
-    fn as_metric(&self) -> Option<&dyn crate::metrics::Metric> {
+    fn as_metric(&self) -> Option<&dyn Metric> {
         None
     }
 }
@@ -156,7 +163,55 @@ impl<V: LogValue + ?Sized> LogValue for &V {
     fn log_value(&self) -> f64 {
         (**self).log_value()
     }
-    fn as_metric(&self) -> Option<&dyn crate::metrics::Metric> {
+    fn as_metric(&self) -> Option<&dyn Metric> {
         (**self).as_metric()
     }
 }
+
+impl LogValue for dyn Metric + '_ {
+    fn log_value(&self) -> f64 {
+        self.batch_value().unwrap_or(f64::NAN)
+    }
+    fn as_metric(&self) -> Option<&dyn Metric> {
+        Some(self)
+    }
+}
+
+/// A metric whose value is a number logs as its last batch's value, and as the metric.
+macro_rules! loggable {
+    ($($ty:ty),*) => {$(
+        impl LogValue for $ty {
+            fn log_value(&self) -> f64 {
+                self.batch_value().unwrap_or(f64::NAN)
+            }
+            fn as_metric(&self) -> Option<&dyn Metric> {
+                Some(self)
+            }
+        }
+    )*};
+}
+
+loggable!(
+    Accuracy,
+    Precision,
+    Recall,
+    Specificity,
+    F1Score,
+    FBetaScore,
+    Auroc,
+    AveragePrecision,
+    CalibrationError,
+    MeanSquaredError,
+    RootMeanSquaredError,
+    MeanAbsoluteError,
+    R2Score,
+    ExplainedVariance,
+    PearsonCorrCoef,
+    SpearmanCorrCoef,
+    MeanMetric,
+    SumMetric,
+    MinMetric,
+    MaxMetric,
+    RunningMean,
+    Perplexity
+);
