@@ -121,8 +121,8 @@ impl State {
         Ok(())
     }
 
-    /// Every rank's state added up, on every rank (this rank's is left as it is). One
-    /// collective call per kind of part, whatever the number of parts.
+    /// Every rank's state added up, on every rank (this rank's is left as it is): one sum
+    /// over every summed part, one max over every extreme, a gather per concatenated part.
     pub fn sync(&self, c: &dyn Collective) -> Result<State> {
         let mut all = self.clone();
         if c.world_size() == 1 {
@@ -144,7 +144,9 @@ impl State {
             .iter()
             .flat_map(|&i| all.parts[i].values.clone())
             .collect();
-        c.all_reduce_sum_f64(&mut flat)?;
+        if !flat.is_empty() {
+            c.all_reduce_sum_f64(&mut flat)?;
+        }
         scatter(&mut all, &sums, &flat);
         // Max as max, min as max of the negation.
         let sign = |p: &Part| if p.merge == Merge::Min { -1.0 } else { 1.0 };
@@ -157,7 +159,9 @@ impl State {
                     .collect::<Vec<_>>()
             })
             .collect();
-        c.all_reduce_max_f64(&mut flat)?;
+        if !flat.is_empty() {
+            c.all_reduce_max_f64(&mut flat)?;
+        }
         for &i in &extremes {
             let s = sign(&all.parts[i]);
             let n = all.parts[i].values.len();
