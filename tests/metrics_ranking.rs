@@ -256,6 +256,27 @@ fn binned_states_stay_bounded_and_edge_cases_are_named() {
         err.contains("Auroc.average") && err.contains("Micro"),
         "{err}"
     );
+    // No classes: an error, not a panic.
+    let none = HostPreds::Scores {
+        rows: 1,
+        cols: 0,
+        values: vec![],
+    };
+    let err = Auroc::multiclass(0)
+        .update(&none, &[0usize][..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least one class"), "{err}");
+    let err = CalibrationError::multiclass(0, 10)
+        .update(&none, &[0usize][..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least one class"), "{err}");
+    let err = fulmen::metrics::ConfusionMatrix::multiclass(0)
+        .matrix()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no classes"), "{err}");
     let err = Auroc::binary()
         .update(&[0.5][..], &[2usize][..])
         .unwrap_err()

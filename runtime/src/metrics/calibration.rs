@@ -87,6 +87,12 @@ impl HostUpdate for CalibrationError {
             ));
         };
         let (rows, cols) = (*rows, *cols);
+        if let Task::Multiclass(0) = self.task {
+            return Err(Error::config(
+                "CalibrationError.task",
+                "needs at least one class",
+            ));
+        }
         let width = match self.task {
             Task::Multiclass(c) => c,
             _ => 1,

@@ -131,7 +131,8 @@ impl ConfusionMatrix {
                 "ConfusionMatrix: a multilabel matrix is one per label: read per_label()",
             ));
         }
-        Ok(self.blocks_of(self.tracked.total()).remove(0))
+        (self.blocks_of(self.tracked.total()).into_iter().next())
+            .ok_or_else(|| Error::msg("ConfusionMatrix: a task of no classes has no matrix"))
     }
 
     /// Multilabel: each label's 2 × 2 matrix.
@@ -141,6 +142,9 @@ impl ConfusionMatrix {
 
     fn blocks_of(&self, state: &State) -> Vec<Vec<Vec<f64>>> {
         let side = Self::side(&self.classify);
+        if side == 0 {
+            return Vec::new();
+        }
         state
             .get(0)
             .chunks(side * side)

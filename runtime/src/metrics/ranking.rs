@@ -95,6 +95,12 @@ impl Ranked {
         mut f: impl FnMut(usize, f64, Option<bool>),
     ) -> Result<()> {
         let (name, w) = (self.name, self.width());
+        if w == 0 {
+            return Err(Error::config(
+                format!("{name}.task"),
+                "needs at least one class or label",
+            ));
+        }
         let HostPreds::Scores { rows, cols, values } = preds else {
             return Err(Error::msg(format!(
                 "{name}: takes scores, not class indices"

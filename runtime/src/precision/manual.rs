@@ -193,6 +193,11 @@ where
         _half: &dyn Params<Half, D>,
         _none: &mut Gradients<Half, D>,
     ) -> Result<()> {
+        // The overflowed gradients are gone with the rest: the next step is not skipped for
+        // them.
+        if let Some(found) = self.found_inf.get_mut(opt) {
+            *found = false;
+        }
         let module = Tensors(&*self.model);
         self.run.zero_grad(opt, &module, self.grads)
     }

@@ -172,23 +172,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let saves = std::mem::take(&mut self.view.checkpoint_saves);
         let removals = std::mem::take(&mut self.view.checkpoint_removals);
-        // Every rank (all ask for the same saves) adds its metric states up, for rank 0's
-        // checkpoint.
-        if !saves.is_empty() {
-            let c = &*self.dist.collective;
-            let mut all = std::collections::BTreeMap::new();
-            for (field, metric) in self.model.metric_fields() {
-                all.insert(field, metric.tracked().total().sync(c)?);
-            }
-            self.position.metric_states = Some(all);
-        }
+
         // Rank 0 alone writes (a sharded checkpoint: every rank its file); the others keep the
         // same bookkeeping (the metrics that choose the checkpoints are global), and under
         // sharding help gather the optimizer state (and FULL_SHARD's weights).
         let writer = self.dist.env.is_global_zero();
         let o = &self.optimization;
         if !writer && o.shards.is_none() && o.full_shard.is_none() {
-            self.position.metric_states = None;
             return Ok(());
         }
         let sharded = self.sharded_checkpoints();
@@ -321,15 +311,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             }
         }
         ckpt.meta.loss_scaler = o.half.as_ref().map(|h| h.scaler().clone());
-        // Every rank's metric states added up (synced before the checkpoint was built), which
-        // a resumed rank 0 takes back; without them (a checkpoint only this rank builds, on an
-        // error), this rank's.
-        ckpt.meta.metrics = match self.position.metric_states.take() {
-            Some(all) => all,
-            None => (self.model.metric_fields().into_iter())
-                .map(|(field, m)| (field, m.tracked().total().clone()))
-                .collect(),
-        };
+        // This rank's metric states, which a resumed rank 0 takes back (`restore_modules`). No
+        // collective here: under DDP rank 0 alone builds the checkpoint.
+        ckpt.meta.metrics = (self.model.metric_fields().into_iter())
+            .map(|(field, m)| (field, m.tracked().total().clone()))
+            .collect();
         if whole && pending {
             let records = &mut ckpt.records;
             let mut keep = |name: &str, values: &[E]| {
@@ -375,7 +361,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             )));
         }
         ckpt.load_weights(self.model)?;
-        // Rank 0 takes back every rank's metric states, added up; the others start afresh.
+        // Rank 0 takes back the checkpoint's metric states (its own) and the others start
+        // afresh: under several ranks, their counts of the epoch before the checkpoint are
+        // not in it.
         let root = self.dist.env.is_global_zero();
         for (field, metric) in self.model.metric_fields_mut() {
             metric.reset();

@@ -55,9 +55,6 @@ pub(super) struct Position {
     pub train_loader_seed: u64,
     /// The epoch-level values logged so far in the current epoch.
     pub epoch_metrics: EpochMetrics,
-    /// The module's metric states added up over every rank, by every rank just before a
-    /// checkpoint is built (rank 0 alone builds one under DDP, so it cannot gather then).
-    pub metric_states: Option<BTreeMap<String, crate::metrics::State>>,
 }
 
 /// One stage of a module `M` of dtype `E` on device `D`, with the data module `DM`.
