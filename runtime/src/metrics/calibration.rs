@@ -13,7 +13,7 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
-use super::classify::Task;
+use super::classify::{sigmoid, softmax_into, Task};
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::{Merge, State};
@@ -123,17 +123,16 @@ impl HostUpdate for CalibrationError {
                             "CalibrationError: target {t} in row {row} is not a class of 0..{c}"
                         ))
                     })?;
-                    let probs = if logits {
-                        softmax(scores)
-                    } else {
-                        scores.to_vec()
-                    };
+                    let mut probs = scores.to_vec();
+                    if logits {
+                        softmax_into(scores, &mut probs);
+                    }
                     let best = (0..c).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
                     (probs[best], best == t)
                 }
                 _ => {
                     let p = if logits {
-                        1.0 / (1.0 + (-scores[0]).exp())
+                        sigmoid(scores[0])
                     } else {
                         scores[0]
                     };
@@ -155,13 +154,6 @@ impl HostUpdate for CalibrationError {
         }
         self.tracked.add(batch)
     }
-}
-
-fn softmax(row: &[f64]) -> Vec<f64> {
-    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
 }
 
 impl Metric for CalibrationError {

@@ -94,23 +94,7 @@ impl Classify {
         self.check(metric)?;
         let n = self.width();
         let rows = target.rows;
-        if preds.rows() != rows {
-            return Err(Error::msg(format!(
-                "{metric}: {} predictions for {rows} targets",
-                preds.rows()
-            )));
-        }
-        let want_cols = if let Task::Multilabel(l) = self.task {
-            l
-        } else {
-            1
-        };
-        if target.cols != want_cols {
-            return Err(Error::msg(format!(
-                "{metric}: targets have {} columns, the {:?} task takes {want_cols}",
-                target.cols, self.task
-            )));
-        }
+        check_shapes(metric, self.task, preds.rows(), target)?;
         let mut counts = self.state();
         let (mut tp, mut fp, mut fn_) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         let mut seen = vec![0.0; n];
@@ -188,23 +172,7 @@ impl Classify {
         top1.check(metric)?;
         let n = self.width();
         let rows = target.rows;
-        if preds.rows() != rows {
-            return Err(Error::msg(format!(
-                "{metric}: {} predictions for {rows} targets",
-                preds.rows()
-            )));
-        }
-        let want_cols = if let Task::Multilabel(l) = self.task {
-            l
-        } else {
-            1
-        };
-        if target.cols != want_cols {
-            return Err(Error::msg(format!(
-                "{metric}: targets have {} columns, the {:?} task takes {want_cols}",
-                target.cols, self.task
-            )));
-        }
+        check_shapes(metric, self.task, preds.rows(), target)?;
         let mut out = Vec::with_capacity(target.values.len());
         match self.task {
             Task::Binary | Task::Multilabel(_) => {
@@ -275,7 +243,7 @@ impl Classify {
                 check_finite(metric, values, n)?;
                 // Logits (a score outside [0, 1]) become probabilities, as in torchmetrics.
                 let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
-                let p = |v: f64| if logits { 1.0 / (1.0 + (-v).exp()) } else { v };
+                let p = |v: f64| if logits { sigmoid(v) } else { v };
                 debug_assert_eq!(values.len(), rows * n);
                 Ok(values.iter().map(|&v| p(v) > self.threshold).collect())
             }
@@ -334,8 +302,48 @@ impl Classify {
     }
 }
 
+/// An error unless there are as many predictions (`rows`) as targets, and the targets have
+/// the task's columns (one, or one per label).
+pub(crate) fn check_shapes(
+    metric: &str,
+    task: Task,
+    rows: usize,
+    target: &HostTargets,
+) -> Result<()> {
+    if rows != target.rows {
+        return Err(Error::msg(format!(
+            "{metric}: {rows} predictions for {} targets",
+            target.rows
+        )));
+    }
+    let want_cols = if let Task::Multilabel(l) = task { l } else { 1 };
+    if target.cols != want_cols {
+        return Err(Error::msg(format!(
+            "{metric}: targets have {} columns, the {task:?} task takes {want_cols}",
+            target.cols
+        )));
+    }
+    Ok(())
+}
+
+/// The logistic function: a logit's probability.
+pub(crate) fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// `row`'s softmax into `out` (of the same length).
+pub(crate) fn softmax_into(row: &[f64], out: &mut [f64]) {
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for (p, &v) in out.iter_mut().zip(row) {
+        *p = (v - max).exp();
+        sum += *p;
+    }
+    out.iter_mut().for_each(|p| *p /= sum);
+}
+
 /// An error naming the first row with a score that is not a number.
-fn check_finite(metric: &str, values: &[f64], width: usize) -> Result<()> {
+pub(crate) fn check_finite(metric: &str, values: &[f64], width: usize) -> Result<()> {
     match values.iter().position(|v| v.is_nan()) {
         None => Ok(()),
         Some(i) => Err(Error::msg(format!(

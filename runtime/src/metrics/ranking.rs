@@ -18,7 +18,7 @@
 //! ```
 
 use super::classification::Average;
-use super::classify::Task;
+use super::classify::{check_finite, check_shapes, sigmoid, softmax_into, Task};
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, Preds, Targets};
 use super::state::{Merge, State};
@@ -106,36 +106,14 @@ impl Ranked {
                 "{name}: takes scores, not class indices"
             )));
         };
-        if *rows != target.rows {
-            return Err(Error::msg(format!(
-                "{name}: {rows} predictions for {} targets",
-                target.rows
-            )));
-        }
+        check_shapes(name, self.task, *rows, target)?;
         if *cols != w {
             return Err(Error::msg(format!(
                 "{name}: predictions have {cols} columns, the {:?} task takes {w}",
                 self.task
             )));
         }
-        if let Some(i) = values.iter().position(|v| v.is_nan()) {
-            return Err(Error::msg(format!(
-                "{name}: the score in row {}, column {} is NaN",
-                i / w,
-                i % w
-            )));
-        }
-        let want_cols = if let Task::Multilabel(l) = self.task {
-            l
-        } else {
-            1
-        };
-        if target.cols != want_cols {
-            return Err(Error::msg(format!(
-                "{name}: targets have {} columns, the {:?} task takes {want_cols}",
-                target.cols, self.task
-            )));
-        }
+        check_finite(name, values, w)?;
         // Logits (a score outside [0, 1]) become probabilities: softmax over classes, else
         // the sigmoid.
         let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
@@ -143,18 +121,10 @@ impl Ranked {
         for (row, scores) in values.chunks_exact(w).enumerate() {
             match (logits, self.task) {
                 (false, _) => probs.copy_from_slice(scores),
-                (true, Task::Multiclass(_)) => {
-                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let mut sum = 0.0;
-                    for (p, &v) in probs.iter_mut().zip(scores) {
-                        *p = (v - max).exp();
-                        sum += *p;
-                    }
-                    probs.iter_mut().for_each(|p| *p /= sum);
-                }
+                (true, Task::Multiclass(_)) => softmax_into(scores, &mut probs),
                 (true, _) => {
                     for (p, &v) in probs.iter_mut().zip(scores) {
-                        *p = 1.0 / (1.0 + (-v).exp());
+                        *p = sigmoid(v);
                     }
                 }
             }
