@@ -138,6 +138,7 @@ fn the_range_test_finds_the_steepest_fall_and_leaves_module_and_trainer_as_they_
 
 #[test]
 fn settings_that_make_no_curve_are_refused() {
+    let _one = serial::one_at_a_time();
     let mut trainer = Trainer::builder().build().unwrap();
     let mut net = Net::new();
     let bad = LrFind::default().min_lr(1.0).max_lr(0.5);

@@ -43,6 +43,7 @@ fn close(a: f32, b: f64) {
 
 #[test]
 fn each_group_steps_by_its_own_rate_decay_and_momentum() {
+    let _one = serial::one_at_a_time();
     // The bias in a group of its own: rate 1.0, weight decay 0.5, momentum 0.9; the weight
     // by the optimizer's settings (rate 0.1, no decay, no momentum).
     let bias = Group::of(["*.bias"])

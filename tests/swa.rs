@@ -217,6 +217,7 @@ fn a_run_resumed_while_averaging_ends_where_an_uninterrupted_one_does() {
 
 #[test]
 fn a_start_past_the_last_epoch_is_refused_before_training() {
+    let _one = serial::one_at_a_time();
     let mut net = Net::new();
     let mut trainer = quiet::trainer()
         .max_epochs(6)
