@@ -2,7 +2,7 @@
 //! `F1Score` and a binned `Auroc` (100 thresholds) on a batch of 1024 × 1000-class logits,
 //! against the baseline measured in the same run: one training step of a small MLP
 //! (1000 → 256 → 1000, Adam) on that batch. Prints each median (each metric alone, and the
-//! three as one `MetricCollection`, which copies the logits to the host once) and the ratio.
+//! three as one `MetricCollection`, which reads the logits once) and the ratio.
 //!
 //! `cargo bench --bench metrics`
 

@@ -32,11 +32,7 @@ fn batch(case: &Value, a: usize, b: usize) -> (HostPreds, HostTargets) {
         "binary" => (1, rows.iter().map(|v| v.as_f64().unwrap()).collect()),
         _ => (width, rows.iter().flat_map(f64s).collect()),
     };
-    let preds = HostPreds::Scores {
-        rows: b - a,
-        cols,
-        values,
-    };
+    let preds = HostPreds::scores(b - a, cols, values).unwrap();
     let (tcols, tvalues): (usize, Vec<i64>) = match case["task"].as_str().unwrap() {
         "multilabel" => (
             width,
@@ -216,11 +212,7 @@ fn an_update_that_does_not_fit_is_named_and_adds_nothing() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("1 predictions for 2 targets"), "{err}");
-    let nan = HostPreds::Scores {
-        rows: 1,
-        cols: 3,
-        values: vec![0.1, f64::NAN, 0.3],
-    };
+    let nan = HostPreds::scores(1, 3, vec![0.1, f64::NAN, 0.3]).unwrap();
     let err = acc.update(&nan, &[0usize][..]).unwrap_err().to_string();
     assert!(err.contains("row 0, column 1 is NaN"), "{err}");
     let err = Accuracy::multiclass(3)

@@ -59,11 +59,7 @@ fn batch(case: &Value, a: usize, b: usize) -> (HostPreds, HostTargets) {
         _ => (1, targets.iter().map(|v| v.as_i64().unwrap()).collect()),
     };
     (
-        HostPreds::Scores {
-            rows: b - a,
-            cols,
-            values,
-        },
+        HostPreds::scores(b - a, cols, values).unwrap(),
         HostTargets {
             rows: b - a,
             cols: tcols,
@@ -196,11 +192,7 @@ fn the_calibration_error_matches_numpy() {
             };
             m = m.norm(norm);
             for (a, b) in batches(&c["batches"]) {
-                let p = HostPreds::Scores {
-                    rows: b - a,
-                    cols: rows[0].len(),
-                    values: rows[a..b].concat(),
-                };
+                let p = HostPreds::scores(b - a, rows[0].len(), rows[a..b].concat()).unwrap();
                 m.update(&p, &target[a..b]).unwrap();
             }
             let want = c["expected"][norm_name].as_f64().unwrap();
@@ -257,11 +249,7 @@ fn binned_states_stay_bounded_and_edge_cases_are_named() {
         "{err}"
     );
     // No classes: an error, not a panic.
-    let none = HostPreds::Scores {
-        rows: 1,
-        cols: 0,
-        values: vec![],
-    };
+    let none = HostPreds::scores(1, 0, Vec::<f64>::new()).unwrap();
     let err = Auroc::multiclass(0)
         .update(&none, &[0usize][..])
         .unwrap_err()
@@ -282,4 +270,73 @@ fn binned_states_stay_bounded_and_edge_cases_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("target 2 in row 0 is not 0 or 1"), "{err}");
+}
+
+/// A large batch (read across threads) of f32 logits, as a tensor (read in place, its softmax
+/// in f32 lanes), gives the values of the same scores in f64, and the binned AUROC is the
+/// area under the counts at each threshold, counted here one score at a time.
+#[test]
+fn large_f32_batches_give_the_f64_values_and_the_counts_by_definition() {
+    use fulmen::metrics::{Accuracy, F1Score, Perplexity};
+    use fulmen::prelude::*;
+    const C: usize = 40;
+    let rows = 2048;
+    let logits: Vec<f32> = (0..rows * C)
+        .map(|i| (i as f32 * 0.7133).sin() * 4.0 + if i % C == (i / C) % C { 2.0 } else { 0.0 })
+        .collect();
+    let target: Vec<usize> = (0..rows).map(|r| (r + r / 5) % C).collect();
+    let t: Tensor<(usize, Const<C>), f32, Cpu> =
+        Cpu::default().tensor_from_vec(logits.clone(), (rows, Const));
+    let wide: Vec<f64> = logits.iter().map(|&v| f64::from(v)).collect();
+    let f64s = HostPreds::scores(rows, C, wide.clone()).unwrap();
+
+    let both = |make: &dyn Fn() -> Box<dyn fulmen::metrics::HostUpdate>| {
+        let (mut a, mut b) = (make(), make());
+        let narrow = fulmen::metrics::Preds::host(&t).unwrap();
+        let target = fulmen::metrics::Targets::host(&target[..]);
+        a.update_host(&narrow, &target).unwrap();
+        b.update_host(&f64s, &target).unwrap();
+        let (a, b) = (a.compute().unwrap(), b.compute().unwrap());
+        assert!((a - b).abs() < 1e-6, "{} f32 {a} vs f64 {b}", make().name());
+        b
+    };
+    both(&|| Box::new(Accuracy::multiclass(C)));
+    both(&|| Box::new(F1Score::multiclass(C)));
+    both(&|| Box::new(Auroc::multiclass(C)));
+    both(&|| Box::new(AveragePrecision::multiclass(C).thresholds(50)));
+    both(&|| Box::new(CalibrationError::multiclass(C, 15)));
+    both(&|| Box::new(Perplexity::default()));
+    let binned = both(&|| Box::new(Auroc::multiclass(C).thresholds(100)));
+
+    // By definition: class c's ROC points at thresholds k / 99, from the highest.
+    let mut areas = Vec::new();
+    for c in 0..C {
+        let probs: Vec<(f64, bool)> = (0..rows)
+            .map(|r| {
+                let row = &wide[r * C..(r + 1) * C];
+                let max = row.iter().copied().fold(f64::MIN, f64::max);
+                let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+                ((row[c] - max).exp() / sum, target[r] == c)
+            })
+            .collect();
+        let pos = probs.iter().filter(|p| p.1).count() as f64;
+        let neg = rows as f64 - pos;
+        let (mut x, mut y) = (vec![0.0], vec![0.0]);
+        for k in (0..100).rev() {
+            let th = k as f64 / 99.0;
+            let at = |positive: bool| {
+                (probs.iter())
+                    .filter(|p| p.1 == positive && p.0 >= th)
+                    .count() as f64
+            };
+            x.push(at(false) / neg);
+            y.push(at(true) / pos);
+        }
+        let area: f64 = (1..x.len())
+            .map(|i| (x[i] - x[i - 1]) * (y[i] + y[i - 1]) / 2.0)
+            .sum();
+        areas.push(area);
+    }
+    let want = areas.iter().sum::<f64>() / C as f64;
+    assert!((binned - want).abs() < 1e-9, "{binned} vs {want}");
 }

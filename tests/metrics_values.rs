@@ -122,11 +122,7 @@ fn aggregations_and_perplexity_match_numpy() {
         .collect();
     let mut ppl = Perplexity::default().ignore_index(p["ignore_index"].as_i64().unwrap());
     for (lo, hi) in ranges(&p["batches"]) {
-        let preds = HostPreds::Scores {
-            rows: hi - lo,
-            cols: 7,
-            values: logits[lo..hi].concat(),
-        };
+        let preds = HostPreds::scores(hi - lo, 7, logits[lo..hi].concat()).unwrap();
         ppl.update(&preds, &target[lo..hi]).unwrap();
     }
     close(
@@ -176,11 +172,7 @@ fn bad_values_are_named_and_add_nothing() {
         .to_string();
     assert!(err.contains("value 0 is inf"), "{err}");
     let mut ppl = Perplexity::default();
-    let two = HostPreds::Scores {
-        rows: 1,
-        cols: 2,
-        values: vec![0.0, 0.0],
-    };
+    let two = HostPreds::scores(1, 2, vec![0.0, 0.0]).unwrap();
     let err = ppl.update(&two, &[5usize][..]).unwrap_err().to_string();
     assert!(err.contains("target 5 of token 0 is not in 0..2"), "{err}");
     assert!(

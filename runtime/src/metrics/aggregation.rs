@@ -58,8 +58,7 @@ impl MeanMetric {
         self.add(value * weight, weight)
     }
     fn add(&mut self, sum: f64, weight: f64) -> Result<()> {
-        let mut batch = self.tracked.total().clone();
-        batch.reset();
+        let mut batch = self.tracked.total().emptied();
         batch.get_mut(0)[0] = sum;
         batch.get_mut(1)[0] = weight;
         self.tracked.add(batch)
@@ -107,8 +106,7 @@ macro_rules! fold_metric {
             pub fn update(&mut self, values: impl Values) -> Result<()> {
                 let v = values.values();
                 finite(stringify!($name), &v)?;
-                let mut batch = self.tracked.total().clone();
-                batch.reset();
+                let mut batch = self.tracked.total().emptied();
                 let slot = &mut batch.get_mut(0)[0];
                 *slot = v.into_iter().fold(*slot, $fold);
                 self.tracked.add(batch)
@@ -176,8 +174,7 @@ impl RunningMean {
     /// Adds one value; the oldest beyond the window is forgotten.
     pub fn update(&mut self, value: f64) -> Result<()> {
         finite("RunningMean", &[value])?;
-        let mut batch = self.tracked.total().clone();
-        batch.reset();
+        let mut batch = self.tracked.total().emptied();
         batch.get_mut(0).push(value);
         self.tracked.add(batch)?;
         let kept = self.tracked.total_mut().get_mut(0);

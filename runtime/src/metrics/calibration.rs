@@ -13,9 +13,10 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
-use super::classify::{sigmoid, softmax_into, Task};
+use super::classify::Task;
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
+use super::scores::Read;
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -71,7 +72,7 @@ impl CalibrationError {
 
     /// Adds a batch of scores against its targets; an error names what does not fit.
     pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-        self.update_host(&preds.host(), &target.host())
+        self.update_host(&preds.host()?, &target.host())
     }
 }
 
@@ -80,13 +81,13 @@ impl HostUpdate for CalibrationError {
         Box::new(self.clone())
     }
 
-    fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
-        let HostPreds::Scores { rows, cols, values } = preds else {
+    fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+        let HostPreds::Scores(scores) = preds else {
             return Err(Error::msg(
                 "CalibrationError: takes scores, not class indices",
             ));
         };
-        let (rows, cols) = (*rows, *cols);
+        let (rows, cols) = (scores.rows(), scores.cols());
         if let Task::Multiclass(0) = self.task {
             return Err(Error::config(
                 "CalibrationError.task",
@@ -104,55 +105,41 @@ impl HostUpdate for CalibrationError {
                 self.task
             )));
         }
-        if let Some(i) = values.iter().position(|v| v.is_nan()) {
-            return Err(Error::msg(format!("CalibrationError: score {i} is NaN")));
+        scores.check_finite("CalibrationError")?;
+        // Each row's target: the class, or 1 for a positive.
+        let classes = match self.task {
+            Task::Multiclass(c) => c,
+            _ => 2,
+        };
+        for (row, &t) in target.values.iter().enumerate() {
+            if usize::try_from(t).ok().filter(|&t| t < classes).is_none() {
+                return Err(Error::msg(match self.task {
+                    Task::Multiclass(c) => format!(
+                        "CalibrationError: target {t} in row {row} is not a class of 0..{c}"
+                    ),
+                    _ => format!("CalibrationError: target {t} in row {row} is not 0 or 1"),
+                }));
+            }
         }
-        let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
-        let mut batch = self.tracked.total().clone();
-        batch.reset();
-        for (row, (&t, scores)) in target
-            .values
-            .iter()
-            .zip(values.chunks_exact(width))
-            .enumerate()
-        {
-            let (confidence, hit) = match self.task {
-                Task::Multiclass(c) => {
-                    let t = usize::try_from(t).ok().filter(|&t| t < c).ok_or_else(|| {
-                        Error::msg(format!(
-                            "CalibrationError: target {t} in row {row} is not a class of 0..{c}"
-                        ))
-                    })?;
-                    let mut probs = scores.to_vec();
-                    if logits {
-                        softmax_into(scores, &mut probs);
-                    }
-                    let best = (0..c).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
-                    (probs[best], best == t)
-                }
-                _ => {
-                    let p = if logits {
-                        sigmoid(scores[0])
-                    } else {
-                        scores[0]
-                    };
-                    match t {
-                        0 | 1 => (p, t == 1),
-                        other => {
-                            return Err(Error::msg(format!(
-                                "CalibrationError: target {other} in row {row} is not 0 or 1"
-                            )))
-                        }
-                    }
-                }
-            };
+        // Each row's confidence and what it is a confidence in: the top class's probability
+        // (logits through the softmax), or the positive class's (the sigmoid).
+        let multiclass = matches!(self.task, Task::Multiclass(_));
+        let read = Read::Probabilities {
+            softmax: multiclass,
+        };
+        let confidences = scores.map_rows(read, |_, p| {
+            let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+            (p[best], if multiclass { best as i64 } else { 1 })
+        });
+        let mut batch = self.tracked.total().emptied();
+        for (&t, (confidence, predicted)) in target.values.iter().zip(confidences) {
             // Bins [0, 1/n), [1/n, 2/n), ...; 1 joins the last (torchmetrics' bucketing).
             let bin = ((confidence * self.bins as f64).floor() as usize).min(self.bins - 1);
             batch.get_mut(0)[bin] += 1.0;
             batch.get_mut(1)[bin] += confidence;
-            batch.get_mut(2)[bin] += f64::from(u8::from(hit));
+            batch.get_mut(2)[bin] += f64::from(u8::from(t == predicted));
         }
-        self.tracked.add(batch)
+        Ok(batch)
     }
 }
 

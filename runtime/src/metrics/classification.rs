@@ -93,11 +93,6 @@ impl Counting {
         }
     }
 
-    fn update(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
-        let counts = self.classify.counts(self.name, preds, target)?;
-        self.tracked.add(counts)
-    }
-
     fn counts(state: &State, i: usize) -> [f64; 4] {
         [TP, FP, TN, FN].map(|p| state.get(p).get(i).copied().unwrap_or(0.0))
     }
@@ -189,7 +184,7 @@ macro_rules! counting_metric {
             /// Adds a batch: `preds` (scores or classes) against `target`. An error names a
             /// target or prediction that does not fit the task, and adds nothing.
             pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-                self.0.update(&preds.host(), &target.host())
+                self.update_host(&preds.host()?, &target.host())
             }
             /// Each class's (or label's) score over what it was updated with.
             pub fn per_class(&self) -> Vec<f64> {
@@ -204,8 +199,8 @@ macro_rules! counting_metric {
         }
 
         impl HostUpdate for $name {
-            fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
-                self.0.update(preds, target)
+            fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+                self.0.classify.counts(self.0.name, preds, target)
             }
             fn boxed(&self) -> Box<dyn HostUpdate> {
                 Box::new(self.clone())

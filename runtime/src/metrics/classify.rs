@@ -3,6 +3,7 @@
 //! false positives and negatives per class or label, checked as they are read.
 
 use super::inputs::{HostPreds, HostTargets};
+use super::scores::{concat, Read};
 use super::state::{Merge, State};
 use crate::{Error, Result};
 
@@ -93,14 +94,14 @@ impl Classify {
     pub fn counts(&self, metric: &str, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         self.check(metric)?;
         let n = self.width();
-        let rows = target.rows;
         check_shapes(metric, self.task, preds.rows(), target)?;
         let mut counts = self.state();
         let (mut tp, mut fp, mut fn_) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        let mut seen = vec![0.0; n];
+        // Samples counted per column (multiclass: every sample counts in every column).
+        let (mut seen, mut samples) = (vec![0.0; n], 0.0);
         match self.task {
             Task::Binary | Task::Multilabel(_) => {
-                let positive = self.positives(metric, preds, rows, n)?;
+                let positive = self.positives(metric, preds, n)?;
                 for (i, (&t, &p)) in target.values.iter().zip(&positive).enumerate() {
                     if Some(t) == self.ignore_index {
                         continue;
@@ -125,7 +126,7 @@ impl Classify {
                 }
             }
             Task::Multiclass(c) => {
-                let predicted = self.top_classes(metric, preds, rows, c)?;
+                let predicted = self.top_classes(metric, preds, c)?;
                 for (row, &t) in target.values.iter().enumerate() {
                     if Some(t) == self.ignore_index {
                         continue;
@@ -135,7 +136,7 @@ impl Classify {
                             "{metric}: target {t} in row {row} is not a class of 0..{c}"
                         ))
                     })?;
-                    seen.iter_mut().for_each(|s| *s += 1.0);
+                    samples += 1.0;
                     let set = &predicted[row * self.top_k..(row + 1) * self.top_k];
                     for &p in set {
                         match p == t {
@@ -149,7 +150,9 @@ impl Classify {
                 }
             }
         }
-        let tn: Vec<f64> = (0..n).map(|i| seen[i] - tp[i] - fp[i] - fn_[i]).collect();
+        let tn: Vec<f64> = (0..n)
+            .map(|i| seen[i] + samples - tp[i] - fp[i] - fn_[i])
+            .collect();
         *counts.get_mut(TP) = tp;
         *counts.get_mut(FP) = fp;
         *counts.get_mut(TN) = tn;
@@ -171,12 +174,11 @@ impl Classify {
         };
         top1.check(metric)?;
         let n = self.width();
-        let rows = target.rows;
         check_shapes(metric, self.task, preds.rows(), target)?;
         let mut out = Vec::with_capacity(target.values.len());
         match self.task {
             Task::Binary | Task::Multilabel(_) => {
-                let positive = top1.positives(metric, preds, rows, n)?;
+                let positive = top1.positives(metric, preds, n)?;
                 for (i, (&t, &p)) in target.values.iter().zip(&positive).enumerate() {
                     if Some(t) == self.ignore_index {
                         continue;
@@ -194,7 +196,7 @@ impl Classify {
                 }
             }
             Task::Multiclass(c) => {
-                let predicted = top1.top_classes(metric, preds, rows, c)?;
+                let predicted = top1.top_classes(metric, preds, c)?;
                 for (row, (&t, &p)) in target.values.iter().zip(&predicted).enumerate() {
                     if Some(t) == self.ignore_index {
                         continue;
@@ -212,13 +214,7 @@ impl Classify {
     }
 
     /// Binary and multilabel: whether each score (row-major) is positive.
-    fn positives(
-        &self,
-        metric: &str,
-        preds: &HostPreds,
-        rows: usize,
-        n: usize,
-    ) -> Result<Vec<bool>> {
+    fn positives(&self, metric: &str, preds: &HostPreds, n: usize) -> Result<Vec<bool>> {
         match preds {
             HostPreds::Classes(c) if n == 1 => c
                 .iter()
@@ -233,32 +229,31 @@ impl Classify {
             HostPreds::Classes(_) => Err(Error::msg(format!(
                 "{metric}: a multilabel task takes a score per label, not class indices"
             ))),
-            HostPreds::Scores { cols, values, .. } => {
-                if *cols != n {
+            HostPreds::Scores(scores) => {
+                if scores.cols() != n {
                     return Err(Error::msg(format!(
-                        "{metric}: predictions have {cols} columns, the {:?} task takes {n}",
+                        "{metric}: predictions have {} columns, the {:?} task takes {n}",
+                        scores.cols(),
                         self.task
                     )));
                 }
-                check_finite(metric, values, n)?;
-                // Logits (a score outside [0, 1]) become probabilities, as in torchmetrics.
-                let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
-                let p = |v: f64| if logits { sigmoid(v) } else { v };
-                debug_assert_eq!(values.len(), rows * n);
-                Ok(values.iter().map(|&v| p(v) > self.threshold).collect())
+                scores.check_finite(metric)?;
+                // Logits become probabilities through the sigmoid, as in torchmetrics.
+                let threshold = self.threshold;
+                let read = Read::Probabilities { softmax: false };
+                Ok(scores.fold_rows(
+                    read,
+                    Vec::new,
+                    |out, _, p| out.extend(p.iter().map(|&p| p > threshold)),
+                    concat,
+                ))
             }
         }
     }
 
     /// Multiclass: the `top_k` predicted classes of each row (highest score first; of equal
     /// scores, the lower class first, as `argmax` picks).
-    fn top_classes(
-        &self,
-        metric: &str,
-        preds: &HostPreds,
-        rows: usize,
-        c: usize,
-    ) -> Result<Vec<usize>> {
+    fn top_classes(&self, metric: &str, preds: &HostPreds, c: usize) -> Result<Vec<usize>> {
         let k = self.top_k;
         match preds {
             HostPreds::Classes(classes) => {
@@ -276,27 +271,23 @@ impl Classify {
                 }
                 Ok(classes.clone())
             }
-            HostPreds::Scores { cols, values, .. } => {
-                if *cols != c {
+            HostPreds::Scores(scores) => {
+                if scores.cols() != c {
                     return Err(Error::msg(format!(
-                        "{metric}: predictions have {cols} columns for {c} classes"
+                        "{metric}: predictions have {} columns for {c} classes",
+                        scores.cols()
                     )));
                 }
-                check_finite(metric, values, c)?;
-                let mut out = Vec::with_capacity(rows * k);
-                let mut order: Vec<usize> = Vec::with_capacity(c);
-                for row in values.chunks_exact(c) {
-                    if k == 1 {
-                        let best = (0..c).fold(0, |b, i| if row[i] > row[b] { i } else { b });
-                        out.push(best);
-                        continue;
-                    }
-                    order.clear();
-                    order.extend(0..c);
+                scores.check_finite(metric)?;
+                if k == 1 {
+                    return Ok(scores.top1().to_vec());
+                }
+                let top = |out: &mut Vec<usize>, _, row: &[f64]| {
+                    let mut order: Vec<usize> = (0..c).collect();
                     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
                     out.extend_from_slice(&order[..k]);
-                }
-                Ok(out)
+                };
+                Ok(scores.fold_rows(Read::Raw, Vec::new, top, concat))
             }
         }
     }
@@ -324,32 +315,4 @@ pub(crate) fn check_shapes(
         )));
     }
     Ok(())
-}
-
-/// The logistic function: a logit's probability.
-pub(crate) fn sigmoid(v: f64) -> f64 {
-    1.0 / (1.0 + (-v).exp())
-}
-
-/// `row`'s softmax into `out` (of the same length).
-pub(crate) fn softmax_into(row: &[f64], out: &mut [f64]) {
-    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for (p, &v) in out.iter_mut().zip(row) {
-        *p = (v - max).exp();
-        sum += *p;
-    }
-    out.iter_mut().for_each(|p| *p /= sum);
-}
-
-/// An error naming the first row with a score that is not a number.
-pub(crate) fn check_finite(metric: &str, values: &[f64], width: usize) -> Result<()> {
-    match values.iter().position(|v| v.is_nan()) {
-        None => Ok(()),
-        Some(i) => Err(Error::msg(format!(
-            "{metric}: the score in row {}, column {} is NaN",
-            i / width.max(1),
-            i % width.max(1)
-        ))),
-    }
 }

@@ -18,14 +18,21 @@
 //! In a step: `self.val.update(&logits, &y)?; ctx.log_dict(self.val.iter());`.
 
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
+use super::state::State;
 use super::Metric;
 use crate::Result;
 
 /// A metric that a collection updates from host predictions (the classification metrics and
 /// the perplexity).
 pub trait HostUpdate: Metric {
-    /// Adds a batch already on the host.
-    fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()>;
+    /// One batch's state (of the metric's parts) from predictions on the host; an error names
+    /// what does not fit.
+    fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State>;
+    /// Adds a batch already on the host; an error adds nothing.
+    fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
+        let batch = self.batch_state(preds, target)?;
+        self.tracked_mut().add(batch)
+    }
     /// A copy (a collection is cloned with its module).
     fn boxed(&self) -> Box<dyn HostUpdate>;
 }
@@ -54,19 +61,12 @@ impl MetricCollection {
     /// Adds a batch to every member (the predictions brought to the host once). An error of
     /// any member adds the batch to none.
     pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-        let (preds, target) = (preds.host(), target.host());
-        let before: Vec<_> = self
-            .members
-            .iter()
-            .map(|(_, m)| m.tracked().clone())
-            .collect();
-        for (i, (_, m)) in self.members.iter_mut().enumerate() {
-            if let Err(e) = m.update_host(&preds, &target) {
-                for ((_, m), saved) in self.members.iter_mut().zip(before).take(i + 1) {
-                    *m.tracked_mut() = saved;
-                }
-                return Err(e);
-            }
+        let (preds, target) = (preds.host()?, target.host());
+        let batches = (self.members.iter())
+            .map(|(_, m)| m.batch_state(&preds, &target))
+            .collect::<Result<Vec<_>>>()?;
+        for ((_, m), batch) in self.members.iter_mut().zip(batches) {
+            m.tracked_mut().add(batch)?;
         }
         Ok(())
     }

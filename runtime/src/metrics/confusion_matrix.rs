@@ -101,7 +101,7 @@ impl ConfusionMatrix {
 
     /// Adds a batch (see [`Accuracy::update`](super::Accuracy::update)).
     pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-        self.update_host(&preds.host(), &target.host())
+        self.update_host(&preds.host()?, &target.host())
     }
 }
 
@@ -110,16 +110,15 @@ impl HostUpdate for ConfusionMatrix {
         Box::new(self.clone())
     }
 
-    fn update_host(&mut self, preds: &HostPreds, target: &HostTargets) -> Result<()> {
+    fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         let pairs = self.classify.pairs("ConfusionMatrix", preds, target)?;
         let side = Self::side(&self.classify);
-        let mut batch = self.tracked.total().clone();
-        batch.reset();
+        let mut batch = self.tracked.total().emptied();
         let counts = batch.get_mut(0);
         for (block, t, p) in pairs {
             counts[block * side * side + t * side + p] += 1.0;
         }
-        self.tracked.add(batch)
+        Ok(batch)
     }
 }
 

@@ -3,34 +3,33 @@
 //! label). Tensors of any dtype on any device, labels, and plain slices all convert.
 
 use dfdx::shapes::{Const, Dtype, HasShape};
-use dfdx::tensor::Tensor;
+use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 use num_traits::ToPrimitive;
 
+use super::scores::Scores;
 use crate::data::Labels;
+use crate::device::{FloatDtype, HostAccess};
+use crate::Result;
 
 /// Predictions on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostPreds {
-    /// `rows × cols` scores, row-major (logits or probabilities; one column for a binary
-    /// score per sample).
-    Scores {
-        /// Samples.
-        rows: usize,
-        /// Scores per sample.
-        cols: usize,
-        /// `rows × cols` values.
-        values: Vec<f64>,
-    },
+    /// A score (logit or probability) per class or label, or one per sample for binary.
+    Scores(Scores),
     /// A class index per sample.
     Classes(Vec<usize>),
 }
 
 impl HostPreds {
+    /// `rows × cols` scores, row-major; an error unless there are `rows × cols` values.
+    pub fn scores<E: FloatDtype>(rows: usize, cols: usize, values: Vec<E>) -> Result<Self> {
+        Scores::new(rows, cols, values).map(HostPreds::Scores)
+    }
     /// How many samples.
     pub fn rows(&self) -> usize {
         match self {
-            HostPreds::Scores { rows, .. } => *rows,
+            HostPreds::Scores(s) => s.rows(),
             HostPreds::Classes(c) => c.len(),
         }
     }
@@ -49,10 +48,10 @@ pub struct HostTargets {
 }
 
 /// What predictions a metric takes: a tensor of scores (`(batch, C)` for classes or labels,
-/// `(batch,)` for one binary score), or class indices (`&[usize]`).
+/// `(batch,)` for one binary score), score slices, or class indices (`&[usize]`).
 pub trait Preds {
-    /// The predictions on the host.
-    fn host(&self) -> HostPreds;
+    /// The predictions on the host (a device's copy can fail).
+    fn host(&self) -> Result<HostPreds>;
 }
 
 /// What targets a metric takes: [`Labels`], class indices, or a tensor of 0/1 (`(batch,)` for
@@ -62,68 +61,54 @@ pub trait Targets {
     fn host(&self) -> HostTargets;
 }
 
-fn f64s<E: Dtype + ToPrimitive>(v: Vec<E>) -> Vec<f64> {
-    v.into_iter()
-        .map(|x| x.to_f64().unwrap_or(f64::NAN))
-        .collect()
-}
-
-impl<const C: usize, E: Dtype + ToPrimitive, D: Device<E>, T> Preds
+impl<const C: usize, E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>> Preds
     for Tensor<(usize, Const<C>), E, D, T>
 {
-    fn host(&self) -> HostPreds {
-        HostPreds::Scores {
-            rows: self.shape().0,
-            cols: C,
-            values: f64s(self.as_vec()),
-        }
+    fn host(&self) -> Result<HostPreds> {
+        let t = self.retaped::<NoneTape>();
+        Scores::of_tensor(t.shape().0, C, &t).map(HostPreds::Scores)
     }
 }
 
-impl<E: Dtype + ToPrimitive, D: Device<E>, T> Preds for Tensor<(usize,), E, D, T> {
-    fn host(&self) -> HostPreds {
-        HostPreds::Scores {
-            rows: self.shape().0,
-            cols: 1,
-            values: f64s(self.as_vec()),
-        }
+impl<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>> Preds for Tensor<(usize,), E, D, T> {
+    fn host(&self) -> Result<HostPreds> {
+        let t = self.retaped::<NoneTape>();
+        Scores::of_tensor(t.shape().0, 1, &t).map(HostPreds::Scores)
     }
 }
 
 impl Preds for [usize] {
-    fn host(&self) -> HostPreds {
-        HostPreds::Classes(self.to_vec())
+    fn host(&self) -> Result<HostPreds> {
+        Ok(HostPreds::Classes(self.to_vec()))
     }
 }
 
 impl Preds for Vec<usize> {
-    fn host(&self) -> HostPreds {
-        HostPreds::Classes(self.clone())
+    fn host(&self) -> Result<HostPreds> {
+        Ok(HostPreds::Classes(self.clone()))
     }
 }
 
 impl<const C: usize> Preds for [[f32; C]] {
-    fn host(&self) -> HostPreds {
-        HostPreds::Scores {
-            rows: self.len(),
-            cols: C,
-            values: self.iter().flatten().map(|&v| f64::from(v)).collect(),
-        }
+    fn host(&self) -> Result<HostPreds> {
+        HostPreds::scores(self.len(), C, self.iter().flatten().copied().collect())
+    }
+}
+
+impl Preds for [f32] {
+    fn host(&self) -> Result<HostPreds> {
+        HostPreds::scores(self.len(), 1, self.to_vec())
     }
 }
 
 impl Preds for [f64] {
-    fn host(&self) -> HostPreds {
-        HostPreds::Scores {
-            rows: self.len(),
-            cols: 1,
-            values: self.to_vec(),
-        }
+    fn host(&self) -> Result<HostPreds> {
+        HostPreds::scores(self.len(), 1, self.to_vec())
     }
 }
 
 impl<P: Preds + ?Sized> Preds for &P {
-    fn host(&self) -> HostPreds {
+    fn host(&self) -> Result<HostPreds> {
         (**self).host()
     }
 }
@@ -212,8 +197,8 @@ fn rounded<E: Dtype + ToPrimitive>(v: Vec<E>) -> Vec<i64> {
 }
 
 impl Preds for HostPreds {
-    fn host(&self) -> HostPreds {
-        self.clone()
+    fn host(&self) -> Result<HostPreds> {
+        Ok(self.clone())
     }
 }
 

@@ -43,6 +43,7 @@
 //! ```
 
 mod aggregation;
+mod binned;
 mod calibration;
 mod classification;
 mod classify;
@@ -54,7 +55,9 @@ mod perplexity;
 pub mod plot;
 mod ranking;
 mod regression;
+mod scores;
 mod state;
+mod truth;
 
 pub use aggregation::{MaxMetric, MeanMetric, MinMetric, RunningMean, SumMetric};
 pub use calibration::{CalibrationError, CalibrationNorm};
@@ -70,6 +73,7 @@ pub use regression::{
     ExplainedVariance, MeanAbsoluteError, MeanSquaredError, PearsonCorrCoef, R2Score,
     RootMeanSquaredError, SpearmanCorrCoef, Values,
 };
+pub use scores::Scores;
 pub use state::{Merge, Part, State};
 
 use crate::distributed::Collective;

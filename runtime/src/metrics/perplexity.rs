@@ -6,7 +6,7 @@
 //! use fulmen::metrics::{HostPreds, Metric, Perplexity};
 //! let mut ppl = Perplexity::default();
 //! // Uniform logits over 4 tokens: perplexity 4.
-//! let logits = HostPreds::Scores { rows: 2, cols: 4, values: vec![0.0; 8] };
+//! let logits = HostPreds::scores(2, 4, vec![0.0; 8])?;
 //! ppl.update(&logits, &[1usize, 3][..])?;
 //! assert!((ppl.compute()? - 4.0).abs() < 1e-12);
 //! # Ok::<(), fulmen::Error>(())
@@ -14,6 +14,7 @@
 
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
+use super::scores::Read;
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -46,7 +47,7 @@ impl Perplexity {
 
     /// Adds a batch: logits `(tokens, vocab)` against each token's target index.
     pub fn update(&mut self, logits: impl Preds, target: impl Targets) -> Result<()> {
-        self.update_host(&logits.host(), &target.host())
+        self.update_host(&logits.host()?, &target.host())
     }
 }
 
@@ -55,52 +56,55 @@ impl HostUpdate for Perplexity {
         Box::new(self.clone())
     }
 
-    fn update_host(&mut self, logits: &HostPreds, target: &HostTargets) -> Result<()> {
-        let HostPreds::Scores { rows, cols, values } = logits else {
+    fn batch_state(&self, logits: &HostPreds, target: &HostTargets) -> Result<State> {
+        let HostPreds::Scores(scores) = logits else {
             return Err(Error::msg(
                 "Perplexity: takes logits (tokens, vocab), not class indices",
             ));
         };
-        let (rows, cols) = (*rows, *cols);
+        let (rows, cols) = (scores.rows(), scores.cols());
         if rows != target.rows || target.cols != 1 {
             return Err(Error::msg(format!(
                 "Perplexity: {rows} rows of logits for {} targets",
                 target.values.len()
             )));
         }
-        let (mut nll, mut count) = (0.0, 0.0);
-        for (row, (&t, logits)) in target
-            .values
-            .iter()
-            .zip(values.chunks_exact(cols.max(1)))
-            .enumerate()
-        {
-            if Some(t) == self.ignore_index {
-                continue;
-            }
-            let t = usize::try_from(t)
-                .ok()
-                .filter(|&t| t < cols)
-                .ok_or_else(|| {
-                    Error::msg(format!(
+        // Each token's target (None: left out).
+        let targets = (target.values.iter().enumerate())
+            .map(
+                |(row, &t)| match usize::try_from(t).ok().filter(|&t| t < cols) {
+                    _ if Some(t) == self.ignore_index => Ok(None),
+                    Some(t) => Ok(Some(t)),
+                    None => Err(Error::msg(format!(
                         "Perplexity: target {t} of token {row} is not in 0..{cols}"
-                    ))
-                })?;
+                    ))),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        // Each token's negative log-likelihood, in f64.
+        let nlls = scores.map_rows(Read::Raw, |row, logits| {
+            let t = targets[row]?;
             let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             if !max.is_finite() || logits.iter().any(|v| v.is_nan()) {
-                return Err(Error::msg(format!(
-                    "Perplexity: the logits of token {row} are not numbers"
-                )));
+                return Some(Err(row));
             }
             let log_sum = max + logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-            nll += log_sum - logits[t];
+            Some(Ok(log_sum - logits[t]))
+        });
+        let (mut nll, mut count) = (0.0, 0.0);
+        for token in nlls.into_iter().flatten() {
+            let value = token.map_err(|row| {
+                Error::msg(format!(
+                    "Perplexity: the logits of token {row} are not numbers"
+                ))
+            })?;
+            nll += value;
             count += 1.0;
         }
-        let mut batch = self.tracked.total().clone();
-        batch.reset();
+        let mut batch = self.tracked.total().emptied();
         batch.get_mut(0)[0] = nll;
         batch.get_mut(1)[0] = count;
-        self.tracked.add(batch)
+        Ok(batch)
     }
 }
 

@@ -17,11 +17,14 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
+use super::binned::Binned;
 use super::classification::Average;
-use super::classify::{check_finite, check_shapes, sigmoid, softmax_into, Task};
+use super::classify::{check_shapes, Task};
 use super::collection::HostUpdate;
-use super::inputs::{HostPreds, Preds, Targets};
+use super::inputs::{HostPreds, HostTargets, Preds, Targets};
+use super::scores::{concat, Read, Scores};
 use super::state::{Merge, State};
+use super::truth::Truth;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
 
@@ -80,20 +83,8 @@ impl Ranked {
         }
     }
 
-    fn thresholds(&self) -> Vec<f64> {
-        let t = self.bins.unwrap_or(0);
-        (0..t).map(|i| i as f64 / (t - 1).max(1) as f64).collect()
-    }
-
-    /// Calls `f(column, probability, positive)` for every score of an update, row by row
-    /// (`positive` is `None` for a target `ignore_index` leaves out), after checking the
-    /// shapes; an error names a target that fits no class.
-    fn each_score(
-        &self,
-        preds: &HostPreds,
-        target: &super::inputs::HostTargets,
-        mut f: impl FnMut(usize, f64, Option<bool>),
-    ) -> Result<()> {
+    /// The scores of an update, checked against the targets: an error names what does not fit.
+    fn scores<'a>(&self, preds: &'a HostPreds, target: &HostTargets) -> Result<&'a Scores> {
         let (name, w) = (self.name, self.width());
         if w == 0 {
             return Err(Error::config(
@@ -101,114 +92,56 @@ impl Ranked {
                 "needs at least one class or label",
             ));
         }
-        let HostPreds::Scores { rows, cols, values } = preds else {
+        let HostPreds::Scores(scores) = preds else {
             return Err(Error::msg(format!(
                 "{name}: takes scores, not class indices"
             )));
         };
-        check_shapes(name, self.task, *rows, target)?;
-        if *cols != w {
+        check_shapes(name, self.task, scores.rows(), target)?;
+        if scores.cols() != w {
             return Err(Error::msg(format!(
-                "{name}: predictions have {cols} columns, the {:?} task takes {w}",
+                "{name}: predictions have {} columns, the {:?} task takes {w}",
+                scores.cols(),
                 self.task
             )));
         }
-        check_finite(name, values, w)?;
-        // Logits (a score outside [0, 1]) become probabilities: softmax over classes, else
-        // the sigmoid.
-        let logits = values.iter().any(|v| !(0.0..=1.0).contains(v));
-        let mut probs = vec![0.0; w];
-        for (row, scores) in values.chunks_exact(w).enumerate() {
-            match (logits, self.task) {
-                (false, _) => probs.copy_from_slice(scores),
-                (true, Task::Multiclass(_)) => softmax_into(scores, &mut probs),
-                (true, _) => {
-                    for (p, &v) in probs.iter_mut().zip(scores) {
-                        *p = sigmoid(v);
-                    }
-                }
-            }
-            for (col, &p) in probs.iter().enumerate() {
-                let t = match self.task {
-                    Task::Multilabel(_) => target.values[row * w + col],
-                    _ => target.values[row],
-                };
-                let positive = match self.task {
-                    _ if Some(t) == self.ignore_index => None,
-                    Task::Multiclass(c) => match usize::try_from(t).ok().filter(|&t| t < c) {
-                        Some(t) => Some(t == col),
-                        None => {
-                            return Err(Error::msg(format!(
-                                "{name}: target {t} in row {row} is not a class of 0..{c}"
-                            )))
-                        }
-                    },
-                    _ => match t {
-                        0 | 1 => Some(t == 1),
-                        other => {
-                            return Err(Error::msg(format!(
-                                "{name}: target {other} in row {row} is not 0 or 1"
-                            )))
-                        }
-                    },
-                };
-                f(col, p, positive);
-            }
-        }
-        Ok(())
+        scores.check_finite(name)?;
+        Ok(scores)
     }
 
-    fn update(&mut self, preds: &HostPreds, target: &super::inputs::HostTargets) -> Result<()> {
+    /// One batch's state: its scores with their targets, or its counts at each threshold.
+    fn batch(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+        let scores = self.scores(preds, target)?;
+        let truth = Truth::check(self.name, self.task, self.ignore_index, target)?;
+        let w = self.width();
+        // Logits become probabilities: softmax over classes, else the sigmoid.
+        let read = Read::Probabilities {
+            softmax: matches!(self.task, Task::Multiclass(_)),
+        };
         let mut batch = self.fresh();
-        match self.bins {
-            None => {
-                // Row-major, as the predictions; a left-out target is kept as -1, so that
-                // every score stays in its column.
-                let (mut scores, mut targets) = (Vec::new(), Vec::new());
-                self.each_score(preds, target, |_, p, positive| {
-                    scores.push(p);
-                    targets.push(positive.map_or(-1.0, |y| f64::from(u8::from(y))));
-                })?;
-                *batch.get_mut(0) = scores;
-                *batch.get_mut(1) = targets;
-            }
-            Some(t) => {
-                // A histogram of how many thresholds each score reaches, then each threshold's
-                // count is the scores that reach it: one increment per score.
-                let thresholds = self.thresholds();
-                let w = self.width();
-                let (mut hist_pos, mut hist_neg) = (vec![0.0; w * (t + 1)], vec![0.0; w * (t + 1)]);
-                let last = (t - 1) as f64;
-                self.each_score(preds, target, |col, p, positive| {
-                    // How many thresholds (k / (t-1)) are at or below p: the arithmetic guess,
-                    // corrected by a step where rounding put p across a threshold.
-                    let mut reached = ((p * last).floor() as usize + 1).min(t);
-                    if reached > 0 && thresholds[reached - 1] > p {
-                        reached -= 1;
-                    } else if reached < t && thresholds[reached] <= p {
-                        reached += 1;
-                    }
-                    match positive {
-                        Some(true) => hist_pos[col * (t + 1) + reached] += 1.0,
-                        Some(false) => hist_neg[col * (t + 1) + reached] += 1.0,
-                        None => {}
-                    }
-                })?;
-                for (part, total, hist) in [(0, 2, &hist_pos), (1, 3, &hist_neg)] {
-                    for col in 0..w {
-                        let h = &hist[col * (t + 1)..(col + 1) * (t + 1)];
-                        batch.get_mut(total)[col] = h.iter().sum();
-                        // Threshold k counts the scores that reached more than k thresholds.
-                        let mut reaching = 0.0;
-                        for k in (0..t).rev() {
-                            reaching += h[k + 1];
-                            batch.get_mut(part)[col * t + k] = reaching;
-                        }
-                    }
-                }
-            }
+        let Some(t) = self.bins else {
+            // Row-major, as the predictions; a left-out target is kept as -1, so that every
+            // score stays in its column.
+            let target = |row, col| {
+                truth
+                    .of(row, col, w)
+                    .map_or(-1.0, |y| f64::from(u8::from(y)))
+            };
+            let each = |(s, y): &mut (Vec<f64>, Vec<f64>), row, p: &[f64]| {
+                s.extend_from_slice(p);
+                y.extend((0..w).map(|col| target(row, col)));
+            };
+            let join = |(a, b), (c, d)| (concat(a, c), concat(b, d));
+            let (kept, targets) = scores.fold_rows(read, Default::default, each, join);
+            *batch.get_mut(0) = kept;
+            *batch.get_mut(1) = targets;
+            return Ok(batch);
+        };
+        let counts = Binned::new(t, w).count(scores, read, &truth);
+        for (i, part) in counts.into_iter().enumerate() {
+            *batch.get_mut(i) = part;
         }
-        self.tracked.add(batch)
+        Ok(batch)
     }
 
     /// The counts of column `col` (`None`: every column at once, multilabel micro).
@@ -255,7 +188,7 @@ impl Ranked {
                         .map(|&c| state.get(part)[c * t + k])
                         .sum::<f64>()
                 };
-                let thresholds = self.thresholds();
+                let thresholds = Binned::new(t, w).thresholds();
                 let mut c = Counts {
                     thresholds: vec![],
                     tps: vec![],
@@ -384,7 +317,7 @@ macro_rules! ranked_metric {
             /// Adds a batch of scores against its targets; an error names what does not fit,
             /// and adds nothing.
             pub fn update(&mut self, preds: impl Preds, target: impl Targets) -> Result<()> {
-                self.0.update(&preds.host(), &target.host())
+                self.update_host(&preds.host()?, &target.host())
             }
         }
 
@@ -395,8 +328,8 @@ macro_rules! ranked_metric {
         }
 
         impl HostUpdate for $name {
-            fn update_host(&mut self, preds: &HostPreds, target: &super::inputs::HostTargets) -> Result<()> {
-                self.0.update(preds, target)
+            fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+                self.0.batch(preds, target)
             }
             fn boxed(&self) -> Box<dyn HostUpdate> {
                 Box::new(self.clone())

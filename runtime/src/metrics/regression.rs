@@ -228,8 +228,7 @@ impl SpearmanCorrCoef {
     /// Adds a batch (see [`MeanSquaredError::update`]).
     pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
         let (p, t) = pairs("SpearmanCorrCoef", &preds, &target)?;
-        let mut batch = self.tracked.total().clone();
-        batch.reset();
+        let mut batch = self.tracked.total().emptied();
         *batch.get_mut(0) = p;
         *batch.get_mut(1) = t;
         self.tracked.add(batch)

@@ -82,6 +82,15 @@ impl State {
         &mut self.parts[i].values
     }
 
+    /// Fresh parts of the same names and lengths (what one batch's state starts from), without
+    /// copying the numbers.
+    pub fn emptied(&self) -> Self {
+        let parts: Vec<_> = (self.parts.iter())
+            .map(|p| (p.name.as_str(), p.merge, p.values.len()))
+            .collect();
+        Self::new(&parts)
+    }
+
     /// Back to fresh parts of the same lengths.
     pub fn reset(&mut self) {
         for p in self.parts.iter_mut() {
