@@ -450,7 +450,7 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
     }
     // Untrained (every run the same weights), validated on 150 flowers in batches of 16 per
     // rank: each rank keeps its share, and the synced states are the whole's: counts to the
-    // bit, every score gathered (exact AUROC, Spearman), extremes, means.
+    // bit, every score gathered (exact AUROC, Spearman), extremes, means, co-moments.
     let args = [
         "--max-epochs",
         "0",
@@ -470,6 +470,7 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
         "val_f1",
         "val_max_logit",
         "val_mean_logit",
+        "val_pearson",
         "val_spearman",
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");

@@ -1,6 +1,7 @@
 //! The regression metrics against scikit-learn and SciPy, the aggregations and the perplexity
 //! against NumPy (`tests/fixtures/regression.json`, made by `regression.py` there), over
-//! uneven batches with an empty one, to 1e-9; 10 M values keep their mean to 1e-6; bad input
+//! uneven batches with an empty one, to 1e-9; 10 M values keep their mean, and around 10⁶ their
+//! variance and correlation, to 1e-9; bad input
 //! is named.
 
 use fulmen::metrics::{
@@ -149,6 +150,51 @@ fn ten_million_values_keep_their_mean_and_errors() {
     assert!((mean.compute().unwrap() - exact).abs() < 1e-12);
     let exact_mse = batch.iter().map(|v| v * v).sum::<f64>() / 1e5;
     assert!((mse.compute().unwrap() - exact_mse).abs() < 1e-12);
+}
+
+#[test]
+fn ten_million_values_far_from_zero_keep_their_variance() {
+    // Targets around 10⁶ (batch b drifts by 10⁻³ b), predictions near them: raw sums of
+    // squares (10¹⁹ over 10 M values) would lose the variance's digits; the co-moments keep
+    // R², explained variance and Pearson's within 1e-6 of two passes over every value.
+    let value = |b: usize, i: usize| {
+        let noise = ((b * 100_000 + i) as f64 * 0.618).sin();
+        let t = 1e6 + 1e-3 * b as f64 + noise;
+        (t + 0.3 * ((i as f64) * 1.7).cos(), t)
+    };
+    let (batches, n) = (100, 100_000);
+    let all = || (0..batches).flat_map(|b| (0..n).map(move |i| value(b, i)));
+    let count = (batches * n) as f64;
+    let (mp, mt) = all().fold((0.0, 0.0), |(a, b), (p, t)| (a + p, b + t));
+    let (mp, mt) = (mp / count, mt / count);
+    let me = all().map(|(p, t)| t - p).sum::<f64>() / count;
+    let (mut cpp, mut ctt, mut cpt, mut cee, mut sse) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (p, t) in all() {
+        let e = t - p - me;
+        cpp += (p - mp) * (p - mp);
+        ctt += (t - mt) * (t - mt);
+        cpt += (p - mp) * (t - mt);
+        cee += e * e;
+        sse += (t - p) * (t - p);
+    }
+    let (mut r2, mut ev, mut pearson) = (
+        R2Score::default(),
+        ExplainedVariance::default(),
+        PearsonCorrCoef::default(),
+    );
+    for b in 0..batches {
+        let (p, t): (Vec<f64>, Vec<f64>) = (0..n).map(|i| value(b, i)).unzip();
+        r2.update(&p[..], &t[..]).unwrap();
+        ev.update(&p[..], &t[..]).unwrap();
+        pearson.update(&p[..], &t[..]).unwrap();
+    }
+    close(r2.compute().unwrap(), 1.0 - sse / ctt, "r2");
+    close(ev.compute().unwrap(), 1.0 - cee / ctt, "explained variance");
+    close(
+        pearson.compute().unwrap(),
+        cpt / (cpp * ctt).sqrt(),
+        "pearson",
+    );
 }
 
 #[test]

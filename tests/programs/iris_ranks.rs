@@ -26,7 +26,7 @@ use clap::Parser;
 use common::{exit_on_error, IrisClassifier};
 use fulmen::metrics::{
     Accuracy, Auroc, AveragePrecision, F1Score, MaxMetric, MeanMetric, MetricCollection,
-    SpearmanCorrCoef,
+    PearsonCorrCoef, SpearmanCorrCoef,
 };
 use fulmen::prelude::*;
 use fulmen::trainer::TrainerArgs;
@@ -119,7 +119,7 @@ impl ManualIris {
 
 /// The Iris classifier's layers with a metric of every kind of state: counts (accuracy, macro
 /// F1, binned average precision), every score (exact AUROC, Spearman), extremes (the largest
-/// logit) and a weighted mean: what `--validate` syncs over the ranks.
+/// logit), a weighted mean and co-moments (Pearson's): what `--validate` syncs over the ranks.
 #[lightning_module]
 struct Evaluated {
     layer_1: Linear<4, 16>,
@@ -132,6 +132,8 @@ struct Evaluated {
     counted: MetricCollection,
     #[metric]
     val_spearman: SpearmanCorrCoef,
+    #[metric]
+    val_pearson: PearsonCorrCoef,
     #[metric]
     val_max_logit: MaxMetric,
     #[metric]
@@ -162,10 +164,12 @@ impl Evaluated {
             .collect();
         let classes: Vec<f64> = y.indices().iter().map(|&c| c as f64).collect();
         self.val_spearman.update(&first, &classes)?;
+        self.val_pearson.update(&first, &classes)?;
         self.val_max_logit.update(&logits)?;
         self.val_mean_logit.update(&logits)?;
         ctx.log_dict(self.counted.iter());
         ctx.log("val_spearman", &self.val_spearman);
+        ctx.log("val_pearson", &self.val_pearson);
         ctx.log("val_max_logit", &self.val_max_logit);
         ctx.log("val_mean_logit", &self.val_mean_logit);
         Ok(())

@@ -51,6 +51,7 @@ mod collection;
 mod confusion_matrix;
 mod functional;
 mod inputs;
+mod moments;
 mod perplexity;
 pub mod plot;
 mod ranking;

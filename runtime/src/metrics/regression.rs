@@ -1,8 +1,9 @@
 //! Regression metrics: [`MeanSquaredError`], [`RootMeanSquaredError`], [`MeanAbsoluteError`], [`R2Score`], [`ExplainedVariance`], [`PearsonCorrCoef`],
 //! [`SpearmanCorrCoef`]. Predictions and targets are values of any shape, taken as one flat
-//! output (a tensor, or a slice of numbers), in the same number. Every state is sums (exact
-//! to f64's precision, which keeps 10 M values' sums to far better than 1e-6), but
-//! Spearman's, which keeps every value to rank them.
+//! output (a tensor, or a slice of numbers), in the same number. The errors' states are sums
+//! (f64 keeps 10 M values' sums to far better than 1e-6); R², explained variance and Pearson's
+//! keep means and co-moments merged by Chan's formulas (targets far from zero keep their
+//! variance's digits); Spearman's keeps every value to rank them.
 //!
 //! ```
 //! use fulmen::metrics::{Metric, R2Score};
@@ -17,6 +18,7 @@ use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 use num_traits::ToPrimitive;
 
+use super::moments::{self, Moments};
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -166,44 +168,108 @@ sum_metric!(
     |s| sum(s, 1) / sum(s, 0)
 );
 
-sum_metric!(
+/// The moments of some functions of each (prediction, target) pair, and sums of others, as
+/// one state: `["moments", "sums"]`.
+fn moment_sums(
+    p: &[f64],
+    t: &[f64],
+    vars: &[fn(f64, f64) -> f64],
+    sums: &[fn(f64, f64) -> f64],
+) -> State {
+    let mut state = moment_state(vars.len(), sums.len());
+    let column = |f: &fn(f64, f64) -> f64| p.iter().zip(t).map(|(&a, &b)| f(a, b)).collect();
+    *state.get_mut(0) = moments::of(&vars.iter().map(column).collect::<Vec<_>>());
+    for (i, f) in sums.iter().enumerate() {
+        state.get_mut(1)[i] = p.iter().zip(t).map(|(&a, &b)| f(a, b)).sum();
+    }
+    state
+}
+
+fn moment_state(vars: usize, sums: usize) -> State {
+    State::new(&[
+        ("moments", Merge::Moments, moments::len(vars)),
+        ("sums", Merge::Sum, sums),
+    ])
+}
+
+macro_rules! moments_metric {
+    ($(#[$doc:meta])* $name:ident, [$($var:expr),*], [$($f:expr),*], |$m:ident, $s:ident| $value:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name {
+            tracked: Tracked,
+        }
+
+        impl $name {
+            const VARS: &'static [fn(f64, f64) -> f64] = &[$($var),*];
+            const SUMS: &'static [fn(f64, f64) -> f64] = &[$($f),*];
+
+            /// Adds a batch (see [`MeanSquaredError::update`]).
+            pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
+                let (p, t) = pairs(stringify!($name), &preds, &target)?;
+                self.tracked.add(moment_sums(&p, &t, Self::VARS, Self::SUMS))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    tracked: Tracked::new(moment_state(Self::VARS.len(), Self::SUMS.len())),
+                }
+            }
+        }
+
+        impl Metric for $name {
+            fn name(&self) -> &'static str {
+                stringify!($name)
+            }
+            fn tracked(&self) -> &Tracked {
+                &self.tracked
+            }
+            fn tracked_mut(&mut self) -> &mut Tracked {
+                &mut self.tracked
+            }
+            fn value_of(&self, state: &State) -> Result<f64> {
+                let ($m, $s) = (Moments(state.get(0)), state.get(1));
+                if $m.n() == 0.0 {
+                    return Ok(f64::NAN);
+                }
+                Ok($value)
+            }
+        }
+    };
+}
+
+moments_metric!(
     /// The coefficient of determination: 1 − Σ(t − p)² / Σ(t − mean t)² (scikit-learn's
     /// `r2_score`; NaN when every target is the same).
     R2Score,
-    ["sum_target", "sum_target_sq", "sum_squared_error"],
-    [|_p, t| t, |_p, t| t * t, |p, t| (p - t) * (p - t)],
-    |s| {
-        let n = sum(s, 0);
-        let total = sum(s, 2) - sum(s, 1) * sum(s, 1) / n;
-        if total == 0.0 { f64::NAN } else { 1.0 - sum(s, 3) / total }
+    [|_p, t| t],
+    [|p, t| (p - t) * (p - t)],
+    |m, s| {
+        let total = m.c(0, 0);
+        if total == 0.0 { f64::NAN } else { 1.0 - s[0] / total }
     }
 );
 
-sum_metric!(
-    /// 1 − Var(t − p) / Var(t) (scikit-learn's `explained_variance_score`).
+moments_metric!(
+    /// 1 − Var(t − p) / Var(t) (scikit-learn's `explained_variance_score`; NaN when every
+    /// target is the same).
     ExplainedVariance,
-    ["sum_target", "sum_target_sq", "sum_error", "sum_error_sq"],
-    [|_p, t| t, |_p, t| t * t, |p, t| t - p, |p, t| (t - p) * (t - p)],
-    |s| {
-        let n = sum(s, 0);
-        let var_t = sum(s, 2) / n - (sum(s, 1) / n).powi(2);
-        let var_e = sum(s, 4) / n - (sum(s, 3) / n).powi(2);
-        if var_t == 0.0 { f64::NAN } else { 1.0 - var_e / var_t }
+    [|_p, t| t, |p, t| t - p],
+    [],
+    |m, _s| {
+        let var_t = m.c(0, 0);
+        if var_t == 0.0 { f64::NAN } else { 1.0 - m.c(1, 1) / var_t }
     }
 );
 
-sum_metric!(
+moments_metric!(
     /// Pearson's correlation of predictions and targets (SciPy's `pearsonr`).
     PearsonCorrCoef,
-    ["sum_p", "sum_t", "sum_pp", "sum_tt", "sum_pt"],
-    [|p, _t| p, |_p, t| t, |p, _t| p * p, |_p, t| t * t, |p, t| p * t],
-    |s| {
-        let n = sum(s, 0);
-        let (mp, mt) = (sum(s, 1) / n, sum(s, 2) / n);
-        let cov = sum(s, 5) / n - mp * mt;
-        let (vp, vt) = (sum(s, 3) / n - mp * mp, sum(s, 4) / n - mt * mt);
-        cov / (vp * vt).sqrt()
-    }
+    [|p, _t| p, |_p, t| t],
+    [],
+    |m, _s| m.c(0, 1) / (m.c(0, 0) * m.c(1, 1)).sqrt()
 );
 
 /// Spearman's rank correlation (SciPy's `spearmanr`: ties get their mean rank): keeps every

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::moments;
 use crate::distributed::Collective;
 use crate::{Error, Result};
 
@@ -19,13 +20,16 @@ pub enum Merge {
     Max,
     /// Elementwise smallest.
     Min,
+    /// Counts, means and co-moments of some variables (see `moments.rs`), merged by Chan's
+    /// formulas: variances and correlations without the cancellation of raw sums of squares.
+    Moments,
 }
 
 impl Merge {
     /// The value a fresh part holds (or, for [`Merge::Cat`], nothing).
     fn empty(self) -> f64 {
         match self {
-            Merge::Sum | Merge::Cat => 0.0,
+            Merge::Sum | Merge::Cat | Merge::Moments => 0.0,
             Merge::Max => f64::NEG_INFINITY,
             Merge::Min => f64::INFINITY,
         }
@@ -118,6 +122,7 @@ impl State {
                 Merge::Min => {
                     (p.values.iter_mut().zip(&q.values)).for_each(|(a, b)| *a = a.min(*b))
                 }
+                Merge::Moments => moments::merge(&mut p.values, &q.values),
             }
         }
         Ok(())
@@ -131,24 +136,16 @@ impl State {
     }
 
     /// Every rank's state added up, on every rank (this rank's is left as it is): one sum
-    /// over every summed part, one max over every extreme, a gather per concatenated part.
+    /// over every summed part, one max over every extreme, a gather per concatenated part and
+    /// per moments part (merged in rank order).
     pub fn sync(&self, c: &dyn Collective) -> Result<State> {
         let mut all = self.clone();
         if c.world_size() == 1 {
             return Ok(all);
         }
-        let of = |m: Merge| {
-            all.parts
-                .iter()
-                .enumerate()
-                .filter(move |(_, p)| p.merge == m)
-        };
-        let sums: Vec<usize> = of(Merge::Sum).map(|(i, _)| i).collect();
-        let extremes: Vec<usize> = of(Merge::Max)
-            .chain(of(Merge::Min))
-            .map(|(i, _)| i)
-            .collect();
-        let cats: Vec<usize> = of(Merge::Cat).map(|(i, _)| i).collect();
+        let sums = of_kind(&all, Merge::Sum);
+        let extremes = [of_kind(&all, Merge::Max), of_kind(&all, Merge::Min)].concat();
+        let cats = of_kind(&all, Merge::Cat);
         let mut flat: Vec<f64> = sums
             .iter()
             .flat_map(|&i| all.parts[i].values.clone())
@@ -181,6 +178,16 @@ impl State {
         for &i in &cats {
             all.parts[i].values = gather(c, &all.parts[i].values)?;
         }
+        for i in of_kind(&all, Merge::Moments) {
+            let mine = std::mem::take(&mut all.parts[i].values);
+            let mut every = vec![0.0; mine.len() * c.world_size()];
+            c.all_gather_f64(&mine, &mut every)?;
+            let mut merged = vec![0.0; mine.len()];
+            for rank in every.chunks(mine.len().max(1)) {
+                moments::merge(&mut merged, rank);
+            }
+            all.parts[i].values = merged;
+        }
         Ok(all)
     }
 
@@ -208,6 +215,14 @@ impl State {
             names(other)
         )))
     }
+}
+
+/// The parts of `state` that merge as `m`.
+fn of_kind(state: &State, m: Merge) -> Vec<usize> {
+    (state.parts.iter().enumerate())
+        .filter(|(_, p)| p.merge == m)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The consecutive runs of `flat` back into the parts `at`.
