@@ -450,7 +450,11 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
     }
     // Untrained (every run the same weights), validated on 150 flowers in batches of 16 per
     // rank: each rank keeps its share, and the synced states are the whole's: counts to the
-    // bit, every score gathered (exact AUROC, Spearman), extremes, means, co-moments.
+    // bit, every score gathered (exact AUROC, Spearman), extremes, means, co-moments; and
+    // MetricPlots draws every rank's confusion matrix, the same picture.
+    let plots = tempfile::tempdir().unwrap();
+    let dir = |n: usize| plots.path().join(n.to_string());
+    let picture = |n: usize| std::fs::read(dir(n).join("val_confusion-epoch=0.png")).unwrap();
     let args = [
         "--max-epochs",
         "0",
@@ -458,7 +462,11 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
         "--enable-model-summary",
         "false",
     ];
-    let one = mpi::alone("iris_ranks", &args);
+    let plots_of = |n: usize| dir(n).to_str().unwrap().to_string();
+    let one_dir = plots_of(1);
+    let mut alone = args.to_vec();
+    alone.extend(["--plots", &one_dir]);
+    let one = mpi::alone("iris_ranks", &alone);
     assert!(one.status.success(), "{}", text(&one));
     let want = validated(&one);
     assert_eq!(want.len(), 1, "{}", text(&one));
@@ -477,7 +485,8 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
     }
     for n in [2, 3] {
         let ranks = n.to_string();
-        let mut all = vec!["--strategy", "ddp", "--devices", &ranks];
+        let n_dir = plots_of(n);
+        let mut all = vec!["--strategy", "ddp", "--devices", &ranks, "--plots", &n_dir];
         all.extend(args);
         let out = mpirun(n, &all);
         assert!(out.status.success(), "{}", text(&out));
@@ -493,5 +502,6 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
                 );
             }
         }
+        assert!(picture(n) == picture(1), "{n} ranks drew another matrix");
     }
 }

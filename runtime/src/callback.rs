@@ -193,12 +193,16 @@ pub trait Callback {
 
     /// At the end of a loop's epoch (`loop_stage`: `Fit` for training, `Validate`, `Test`),
     /// the module's metrics by name (`#[metric]` fields; a collection's members as
-    /// `field/member`), before the trainer computes and resets those logged: what [`MetricPlots`](crate::callbacks::MetricPlots) draws.
+    /// `field/member`), before the trainer computes and resets those logged: what
+    /// [`MetricPlots`](crate::callbacks::MetricPlots) draws. Every rank calls it with the
+    /// same metrics, so that their states can be synced over `ranks`
+    /// ([`State::sync`](crate::metrics::State::sync)).
     fn with_metrics(
         &mut self,
         _trainer: &mut crate::TrainerView,
         _loop_stage: crate::Stage,
         _metrics: &mut [(String, &mut dyn crate::metrics::Metric)],
+        _ranks: &dyn crate::distributed::Collective,
     ) {
     }
 

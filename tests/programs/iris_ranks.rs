@@ -24,9 +24,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use common::{exit_on_error, IrisClassifier};
+use fulmen::callbacks::MetricPlots;
 use fulmen::metrics::{
-    Accuracy, Auroc, AveragePrecision, F1Score, MaxMetric, MeanMetric, MetricCollection,
-    PearsonCorrCoef, SpearmanCorrCoef,
+    Accuracy, Auroc, AveragePrecision, ConfusionMatrix, F1Score, MaxMetric, MeanMetric,
+    MetricCollection, PearsonCorrCoef, SpearmanCorrCoef,
 };
 use fulmen::prelude::*;
 use fulmen::trainer::TrainerArgs;
@@ -75,6 +76,9 @@ struct Args {
     /// epoch's `val_acc` and `val_f1`, metric objects synced over the ranks.
     #[arg(long)]
     validate: bool,
+    /// With --validate, draw the confusion matrix into this directory (MetricPlots).
+    #[arg(long)]
+    plots: Option<PathBuf>,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
@@ -119,7 +123,8 @@ impl ManualIris {
 
 /// The Iris classifier's layers with a metric of every kind of state: counts (accuracy, macro
 /// F1, binned average precision), every score (exact AUROC, Spearman), extremes (the largest
-/// logit), a weighted mean and co-moments (Pearson's): what `--validate` syncs over the ranks.
+/// logit), a weighted mean and co-moments (Pearson's): what `--validate` syncs over the ranks;
+/// and a confusion matrix, which `--plots` draws.
 #[lightning_module]
 struct Evaluated {
     layer_1: Linear<4, 16>,
@@ -134,6 +139,8 @@ struct Evaluated {
     val_spearman: SpearmanCorrCoef,
     #[metric]
     val_pearson: PearsonCorrCoef,
+    #[metric(ConfusionMatrix::multiclass(3))]
+    val_confusion: ConfusionMatrix,
     #[metric]
     val_max_logit: MaxMetric,
     #[metric]
@@ -159,6 +166,7 @@ impl Evaluated {
     ) -> fulmen::Result<()> {
         let logits = self.layer_2.forward(self.layer_1.forward(x).relu());
         self.counted.update(&logits, &y)?;
+        self.val_confusion.update(&logits, &y)?;
         let first: Vec<f64> = (logits.as_vec().chunks(3))
             .map(|r| r[0].to_f64().unwrap_or(f64::NAN))
             .collect();
@@ -266,6 +274,9 @@ fn main() -> std::process::ExitCode {
         }
         if args.step_sleep_ms > 0 {
             builder = builder.callback(Slow(args.step_sleep_ms));
+        }
+        if let Some(dir) = &args.plots {
+            builder = builder.callback(MetricPlots::new().dirpath(dir));
         }
         let mut trainer = builder.args(&args.trainer).build()?;
         let data = fulmen::data::iris::bundled();

@@ -1,7 +1,8 @@
 //! `MetricPlots`: draws the module's metrics that are pictures (`ConfusionMatrix`,
 //! `RocCurve`, `PrecisionRecallCurve` fields) at the end of every validation and test epoch:
-//! a PNG per field and epoch in its directory (rank 0 writes), the same image to the logger
-//! (TensorBoard's IMAGES tab); then resets them, as the trainer resets the metrics it logs.
+//! a PNG per field and epoch in its directory, the same image to the logger (TensorBoard's
+//! IMAGES tab), drawn by rank 0 from every rank's updates; then resets them, as the trainer
+//! resets the metrics it logs.
 //!
 //! ```
 //! use fulmen::callbacks::MetricPlots;
@@ -12,6 +13,7 @@
 use std::path::PathBuf;
 
 use crate::callback::Callback;
+use crate::distributed::Collective;
 use crate::metrics::Metric;
 use crate::{Error, Stage, TrainerView};
 
@@ -39,40 +41,42 @@ impl Callback for MetricPlots {
         trainer: &mut TrainerView,
         loop_stage: Stage,
         metrics: &mut [(String, &mut dyn Metric)],
+        ranks: &dyn Collective,
     ) {
         if loop_stage == Stage::Fit {
             return;
         }
         for (field, metric) in metrics.iter_mut() {
-            // Updated since the last reset, and a picture.
-            if metric.tracked().last().is_none() {
+            if !metric.is_picture() {
                 continue;
             }
-            let Some(png) = metric.picture() else {
+            if trainer.sanity_checking() {
+                metric.reset();
                 continue;
-            };
-            let sanity = trainer.sanity_checking();
-            let drawn = png.and_then(|png| {
-                if sanity {
+            }
+            // Every rank's updates (every rank syncs the same metrics, in order); rank 0 draws.
+            let drawn = metric.tracked().total().sync(ranks).and_then(|state| {
+                // Updated on no rank since the last reset: nothing to draw.
+                if state == state.emptied() || !trainer.is_global_zero() {
                     return Ok(());
                 }
-                if trainer.is_global_zero() {
-                    let dir = (self.dir.clone())
-                        .or_else(|| trainer.log_dir().map(|d| d.join("plots")))
-                        .unwrap_or_else(|| PathBuf::from("plots"));
-                    let file = field.replace('/', "-");
-                    let path = dir.join(format!("{file}-epoch={}.png", trainer.current_epoch()));
-                    std::fs::create_dir_all(&dir)
-                        .and_then(|()| std::fs::write(&path, &png))
-                        .map_err(|e| Error::io(&path, e))?;
-                }
+                let png = metric.picture_of(&state)?;
+                let dir = (self.dir.clone())
+                    .or_else(|| trainer.log_dir().map(|d| d.join("plots")))
+                    .unwrap_or_else(|| PathBuf::from("plots"));
+                let file = field.replace('/', "-");
+                let path = dir.join(format!("{file}-epoch={}.png", trainer.current_epoch()));
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::fs::write(&path, &png))
+                    .map_err(|e| Error::io(&path, e))?;
                 trainer.log_image(field, &png);
                 Ok(())
             });
             metric.reset();
+            // The first error stops the run once every metric is synced (the other ranks sync
+            // them all).
             if let Err(e) = drawn {
                 trainer.fail(Error::msg(format!("MetricPlots: `{field}`: {e}")));
-                return;
             }
         }
     }

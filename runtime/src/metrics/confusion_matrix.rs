@@ -125,12 +125,16 @@ impl HostUpdate for ConfusionMatrix {
 impl ConfusionMatrix {
     /// The matrix (binary, multiclass): rows are targets, columns predictions.
     pub fn matrix(&self) -> Result<Vec<Vec<f64>>> {
+        self.matrix_of(self.tracked.total())
+    }
+
+    fn matrix_of(&self, state: &State) -> Result<Vec<Vec<f64>>> {
         if let Task::Multilabel(_) = self.classify.task {
             return Err(Error::msg(
                 "ConfusionMatrix: a multilabel matrix is one per label: read per_label()",
             ));
         }
-        (self.blocks_of(self.tracked.total()).into_iter().next())
+        (self.blocks_of(state).into_iter().next())
             .ok_or_else(|| Error::msg("ConfusionMatrix: a task of no classes has no matrix"))
     }
 
@@ -202,14 +206,12 @@ impl Metric for ConfusionMatrix {
             "ConfusionMatrix is a matrix, not a number: read matrix()",
         ))
     }
-    /// The matrix, shaded (binary and multiclass; a multilabel one has none).
-    fn picture(&self) -> Option<Result<Vec<u8>>> {
-        match self.classify.task {
-            Task::Multilabel(_) => None,
-            _ => Some(
-                self.matrix()
-                    .and_then(|m| super::plot::confusion_matrix(&m)),
-            ),
-        }
+    /// Binary and multiclass (a multilabel one, a matrix per label, has none yet).
+    fn is_picture(&self) -> bool {
+        !matches!(self.classify.task, Task::Multilabel(_))
+    }
+    /// The matrix, shaded.
+    fn picture_of(&self, state: &State) -> Result<Vec<u8>> {
+        super::plot::confusion_matrix(&self.matrix_of(state)?)
     }
 }

@@ -93,10 +93,22 @@ pub trait Metric: Send {
     /// naming what to read instead.
     fn value_of(&self, state: &State) -> Result<f64>;
 
-    /// Its picture as a PNG, for a metric that is one (a confusion matrix, curves): what
-    /// [`MetricPlots`](crate::callbacks::MetricPlots) draws. `None` for the others.
-    fn picture(&self) -> Option<Result<Vec<u8>>> {
-        None
+    /// Whether it is a picture (a confusion matrix, curves): what
+    /// [`MetricPlots`](crate::callbacks::MetricPlots) draws.
+    fn is_picture(&self) -> bool {
+        false
+    }
+    /// Its picture over `state` (every rank's once synced) as a PNG; an error for a metric
+    /// that is no picture.
+    fn picture_of(&self, _state: &State) -> Result<Vec<u8>> {
+        Err(crate::Error::msg(format!(
+            "{} is not a picture",
+            self.name()
+        )))
+    }
+    /// Its picture over everything it was updated with since the last reset, on this rank.
+    fn picture(&self) -> Result<Vec<u8>> {
+        self.picture_of(self.tracked().total())
     }
 
     /// Its value over everything it was updated with since the last reset, on this rank.

@@ -373,7 +373,10 @@ pub struct Curve {
 impl RocCurve {
     /// Each class's or label's curve (one for binary).
     pub fn curves(&self) -> Vec<Curve> {
-        let state = self.0.tracked.total();
+        self.curves_of(self.0.tracked.total())
+    }
+
+    fn curves_of(&self, state: &State) -> Vec<Curve> {
         (0..self.0.width())
             .map(|col| {
                 let c = self.0.counts(state, Some(col));
@@ -389,7 +392,10 @@ impl RocCurve {
 impl PrecisionRecallCurve {
     /// Each class's or label's curve (one for binary), ending at precision 1, recall 0.
     pub fn curves(&self) -> Vec<Curve> {
-        let state = self.0.tracked.total();
+        self.curves_of(self.0.tracked.total())
+    }
+
+    fn curves_of(&self, state: &State) -> Vec<Curve> {
         (0..self.0.width())
             .map(|col| {
                 let c = self.0.counts(state, Some(col));
@@ -430,9 +436,16 @@ macro_rules! ranked_value {
                     ))),
                 }
             }
-            fn picture(&self) -> Option<Result<Vec<u8>>> {
-                let picture: Option<fn(&Self) -> Result<Vec<u8>>> = $picture;
-                picture.map(|draw| draw(self))
+            fn is_picture(&self) -> bool {
+                let picture: Option<fn(&Self, &State) -> Result<Vec<u8>>> = $picture;
+                picture.is_some()
+            }
+            fn picture_of(&self, state: &State) -> Result<Vec<u8>> {
+                let picture: Option<fn(&Self, &State) -> Result<Vec<u8>>> = $picture;
+                match picture {
+                    Some(draw) => draw(self, state),
+                    None => Err(Error::msg(concat!(stringify!($name), " is not a picture"))),
+                }
             }
         }
     };
@@ -443,14 +456,18 @@ ranked_value!(AveragePrecision, Some(average_precision), None);
 ranked_value!(
     RocCurve,
     None,
-    Some(|m| super::plot::curves(&m.curves(), "False positive rate", "True positive rate"))
+    Some(|m, state| super::plot::curves(
+        &m.curves_of(state),
+        "False positive rate",
+        "True positive rate"
+    ))
 );
 ranked_value!(
     PrecisionRecallCurve,
     None,
-    Some(|m| {
+    Some(|m, state| {
         // Recall across, precision up.
-        let turned: Vec<Curve> = (m.curves().into_iter())
+        let turned: Vec<Curve> = (m.curves_of(state).into_iter())
             .map(|c| Curve {
                 x: c.y,
                 y: c.x,

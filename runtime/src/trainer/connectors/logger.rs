@@ -50,7 +50,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut fields = self.model.metric_fields_mut();
         if !fields.is_empty() {
             for cb in self.callbacks.iter_mut() {
-                cb.with_metrics(self.view, loop_stage, &mut fields);
+                cb.with_metrics(self.view, loop_stage, &mut fields, &*self.dist.collective);
             }
         }
         drop(fields);
