@@ -33,15 +33,9 @@ fn batch(case: &Value, a: usize, b: usize) -> (HostPreds, HostTargets) {
         _ => (width, rows.iter().flat_map(f64s).collect()),
     };
     let preds = HostPreds::scores(b - a, cols, values).unwrap();
-    let (tcols, tvalues): (usize, Vec<i64>) = match case["task"].as_str().unwrap() {
-        "multilabel" => (
-            width,
-            targets
-                .iter()
-                .flat_map(|r| f64s(r).into_iter().map(|v| v as i64))
-                .collect(),
-        ),
-        _ => (1, targets.iter().map(|v| v.as_i64().unwrap()).collect()),
+    let (tcols, tvalues): (usize, Vec<f64>) = match case["task"].as_str().unwrap() {
+        "multilabel" => (width, targets.iter().flat_map(f64s).collect()),
+        _ => (1, targets.iter().map(|v| v.as_f64().unwrap()).collect()),
     };
     let target = HostTargets {
         rows: b - a,

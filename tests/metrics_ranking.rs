@@ -48,15 +48,9 @@ fn batch(case: &Value, a: usize, b: usize) -> (HostPreds, HostTargets) {
     };
     let cols = if task == "binary" { 1 } else { width };
     let targets = &case["target"].as_array().unwrap()[a..b];
-    let (tcols, tvalues): (usize, Vec<i64>) = match task {
-        "multilabel" => (
-            width,
-            targets
-                .iter()
-                .flat_map(|r| f64s(r).into_iter().map(|v| v as i64))
-                .collect(),
-        ),
-        _ => (1, targets.iter().map(|v| v.as_i64().unwrap()).collect()),
+    let (tcols, tvalues): (usize, Vec<f64>) = match task {
+        "multilabel" => (width, targets.iter().flat_map(f64s).collect()),
+        _ => (1, targets.iter().map(|v| v.as_f64().unwrap()).collect()),
     };
     (
         HostPreds::scores(b - a, cols, values).unwrap(),

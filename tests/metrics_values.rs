@@ -1,14 +1,15 @@
 //! The regression metrics against scikit-learn and SciPy, the aggregations and the perplexity
 //! against NumPy (`tests/fixtures/regression.json`, made by `regression.py` there), over
 //! uneven batches with an empty one, to 1e-9; 10 M values keep their mean, and around 10⁶ their
-//! variance and correlation, to 1e-9; bad input
-//! is named.
+//! variance and correlation, to 1e-9; the regression metrics as one collection of tensors;
+//! bad input is named.
 
 use fulmen::metrics::{
     ExplainedVariance, HostPreds, MaxMetric, MeanAbsoluteError, MeanMetric, MeanSquaredError,
-    Metric, MinMetric, PearsonCorrCoef, Perplexity, R2Score, RootMeanSquaredError, RunningMean,
-    SpearmanCorrCoef, SumMetric,
+    Metric, MetricCollection, MinMetric, PearsonCorrCoef, Perplexity, R2Score,
+    RootMeanSquaredError, RunningMean, SpearmanCorrCoef, SumMetric,
 };
+use fulmen::prelude::*;
 use fulmen::serde_json::Value;
 
 fn fixtures() -> Value {
@@ -64,6 +65,30 @@ fn regression_metrics_match_scikit_learn_and_scipy() {
         check!("explained_variance", ExplainedVariance);
         check!("pearson", PearsonCorrCoef);
         check!("spearman", SpearmanCorrCoef);
+
+        // The same as one collection, updated from f32 tensors (targets as values).
+        let mut all = MetricCollection::new("val_")
+            .with("mse", MeanSquaredError::default())
+            .with("rmse", RootMeanSquaredError::default())
+            .with("mae", MeanAbsoluteError::default())
+            .with("r2", R2Score::default())
+            .with("explained_variance", ExplainedVariance::default())
+            .with("pearson", PearsonCorrCoef::default())
+            .with("spearman", SpearmanCorrCoef::default());
+        let dev = Cpu::default();
+        let tensor = |v: &[f64]| -> Tensor<(usize,), f32, Cpu> {
+            dev.tensor_from_vec(v.iter().map(|&x| x as f32).collect(), (v.len(),))
+        };
+        for &(a, b) in &batches {
+            all.update(tensor(&p[a..b]), tensor(&t[a..b])).unwrap();
+        }
+        for (key, metric) in all.iter() {
+            let key = key.trim_start_matches("val_");
+            let want = case["expected"][key].as_f64().unwrap();
+            // The values rounded to f32 on the way in.
+            let got = metric.compute().unwrap();
+            assert!((got - want).abs() < 1e-5, "{name}: {key} {got} vs {want}");
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::scores::Read;
 use super::state::{Merge, State};
+use super::truth::Truth;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
 
@@ -106,38 +107,26 @@ impl HostUpdate for CalibrationError {
             )));
         }
         scores.check_finite("CalibrationError")?;
-        // Each row's target: the class, or 1 for a positive.
-        let classes = match self.task {
-            Task::Multiclass(c) => c,
-            _ => 2,
-        };
-        for (row, &t) in target.values.iter().enumerate() {
-            if usize::try_from(t).ok().filter(|&t| t < classes).is_none() {
-                return Err(Error::msg(match self.task {
-                    Task::Multiclass(c) => format!(
-                        "CalibrationError: target {t} in row {row} is not a class of 0..{c}"
-                    ),
-                    _ => format!("CalibrationError: target {t} in row {row} is not 0 or 1"),
-                }));
-            }
-        }
-        // Each row's confidence and what it is a confidence in: the top class's probability
-        // (logits through the softmax), or the positive class's (the sigmoid).
+        let truth = Truth::check("CalibrationError", self.task, None, target)?;
+        // Each row's confidence and whether it was right: the top class's probability (logits
+        // through the softmax) and whether it is the target, or the positive class's (the
+        // sigmoid) and whether the target is positive.
         let multiclass = matches!(self.task, Task::Multiclass(_));
         let read = Read::Probabilities {
             softmax: multiclass,
         };
-        let confidences = scores.map_rows(read, |_, p| {
+        let confidences = scores.map_rows(read, |row, p| {
             let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-            (p[best], if multiclass { best as i64 } else { 1 })
+            let col = if multiclass { best } else { 0 };
+            (p[best], truth.of(row, col, 1) == Some(true))
         });
         let mut batch = self.tracked.total().emptied();
-        for (&t, (confidence, predicted)) in target.values.iter().zip(confidences) {
+        for (confidence, hit) in confidences {
             // Bins [0, 1/n), [1/n, 2/n), ...; 1 joins the last (torchmetrics' bucketing).
             let bin = ((confidence * self.bins as f64).floor() as usize).min(self.bins - 1);
             batch.get_mut(0)[bin] += 1.0;
             batch.get_mut(1)[bin] += confidence;
-            batch.get_mut(2)[bin] += f64::from(u8::from(t == predicted));
+            batch.get_mut(2)[bin] += f64::from(u8::from(hit));
         }
         Ok(batch)
     }

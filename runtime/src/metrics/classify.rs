@@ -5,6 +5,7 @@
 use super::inputs::{HostPreds, HostTargets};
 use super::scores::{concat, Read};
 use super::state::{Merge, State};
+use super::truth::Truth;
 use crate::{Error, Result};
 
 /// A classification task.
@@ -95,27 +96,16 @@ impl Classify {
         self.check(metric)?;
         let n = self.width();
         check_shapes(metric, self.task, preds.rows(), target)?;
+        let truth = Truth::check(metric, self.task, self.ignore_index, target)?;
         let mut counts = self.state();
         let (mut tp, mut fp, mut fn_) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         // Samples counted per column (multiclass: every sample counts in every column).
         let (mut seen, mut samples) = (vec![0.0; n], 0.0);
-        match self.task {
-            Task::Binary | Task::Multilabel(_) => {
+        match &truth {
+            Truth::Flags(flags) => {
                 let positive = self.positives(metric, preds, n)?;
-                for (i, (&t, &p)) in target.values.iter().zip(&positive).enumerate() {
-                    if Some(t) == self.ignore_index {
-                        continue;
-                    }
-                    let (row, col) = (i / n, i % n);
-                    let t = match t {
-                        0 => false,
-                        1 => true,
-                        other => {
-                            return Err(Error::msg(format!(
-                                "{metric}: target {other} in row {row} is not 0 or 1"
-                            )))
-                        }
-                    };
+                for (i, (&t, &p)) in flags.iter().zip(&positive).enumerate() {
+                    let (Some(t), col) = (t, i % n) else { continue };
                     seen[col] += 1.0;
                     match (p, t) {
                         (true, true) => tp[col] += 1.0,
@@ -125,19 +115,12 @@ impl Classify {
                     }
                 }
             }
-            Task::Multiclass(c) => {
-                let predicted = self.top_classes(metric, preds, c)?;
-                for (row, &t) in target.values.iter().enumerate() {
-                    if Some(t) == self.ignore_index {
-                        continue;
-                    }
-                    let t = usize::try_from(t).ok().filter(|&t| t < c).ok_or_else(|| {
-                        Error::msg(format!(
-                            "{metric}: target {t} in row {row} is not a class of 0..{c}"
-                        ))
-                    })?;
+            Truth::Class(classes) => {
+                let predicted = self.top_classes(metric, preds, n)?;
+                let k = self.top_k;
+                for (&t, set) in classes.iter().zip(predicted.chunks_exact(k)) {
+                    let Some(t) = t else { continue };
                     samples += 1.0;
-                    let set = &predicted[row * self.top_k..(row + 1) * self.top_k];
                     for &p in set {
                         match p == t {
                             true => tp[p] += 1.0,
@@ -175,42 +158,21 @@ impl Classify {
         top1.check(metric)?;
         let n = self.width();
         check_shapes(metric, self.task, preds.rows(), target)?;
-        let mut out = Vec::with_capacity(target.values.len());
-        match self.task {
-            Task::Binary | Task::Multilabel(_) => {
+        let truth = Truth::check(metric, self.task, self.ignore_index, target)?;
+        Ok(match &truth {
+            Truth::Flags(flags) => {
                 let positive = top1.positives(metric, preds, n)?;
-                for (i, (&t, &p)) in target.values.iter().zip(&positive).enumerate() {
-                    if Some(t) == self.ignore_index {
-                        continue;
-                    }
-                    let t = match t {
-                        0 | 1 => t as usize,
-                        other => {
-                            return Err(Error::msg(format!(
-                                "{metric}: target {other} in row {} is not 0 or 1",
-                                i / n
-                            )))
-                        }
-                    };
-                    out.push((i % n, t, usize::from(p)));
-                }
+                (flags.iter().zip(&positive).enumerate())
+                    .filter_map(|(i, (t, &p))| t.map(|t| (i % n, usize::from(t), usize::from(p))))
+                    .collect()
             }
-            Task::Multiclass(c) => {
-                let predicted = top1.top_classes(metric, preds, c)?;
-                for (row, (&t, &p)) in target.values.iter().zip(&predicted).enumerate() {
-                    if Some(t) == self.ignore_index {
-                        continue;
-                    }
-                    let t = usize::try_from(t).ok().filter(|&t| t < c).ok_or_else(|| {
-                        Error::msg(format!(
-                            "{metric}: target {t} in row {row} is not a class of 0..{c}"
-                        ))
-                    })?;
-                    out.push((0, t, p));
-                }
+            Truth::Class(classes) => {
+                let predicted = top1.top_classes(metric, preds, n)?;
+                (classes.iter().zip(&predicted))
+                    .filter_map(|(t, &p)| t.map(|t| (0, t, p)))
+                    .collect()
             }
-        }
-        Ok(out)
+        })
     }
 
     /// Binary and multilabel: whether each score (row-major) is positive.

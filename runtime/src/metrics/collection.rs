@@ -22,8 +22,9 @@ use super::state::State;
 use super::Metric;
 use crate::Result;
 
-/// A metric that a collection updates from host predictions (the classification metrics and
-/// the perplexity).
+/// A metric that a collection updates from host predictions and targets: the classification,
+/// ranking and calibration metrics, the perplexity, and the regression metrics (predictions and
+/// targets as values).
 pub trait HostUpdate: Metric {
     /// One batch's state (of the metric's parts) from predictions on the host; an error names
     /// what does not fit.

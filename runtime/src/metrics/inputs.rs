@@ -2,7 +2,7 @@
 //! class or label, or class indices) and targets ([`Targets`]: class indices, or 0/1 per
 //! label). Tensors of any dtype on any device, labels, and plain slices all convert.
 
-use dfdx::shapes::{Const, Dtype, HasShape};
+use dfdx::shapes::{Const, Dtype, HasShape, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 use num_traits::ToPrimitive;
@@ -35,8 +35,8 @@ impl HostPreds {
     }
 }
 
-/// Targets on the host: `rows × cols` integers, row-major (one column of class indices, or a
-/// 0/1 column per label).
+/// Targets on the host: `rows × cols` numbers, row-major (one column of class indices or of
+/// values, or a 0/1 column per label).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTargets {
     /// Samples.
@@ -44,7 +44,29 @@ pub struct HostTargets {
     /// Targets per sample.
     pub cols: usize,
     /// `rows × cols` values.
-    pub values: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+impl HostTargets {
+    /// One column of `values`.
+    pub fn column(values: Vec<f64>) -> Self {
+        Self {
+            rows: values.len(),
+            cols: 1,
+            values,
+        }
+    }
+}
+
+/// `t` as a class of `0..classes`, if it is one.
+pub(crate) fn class_of(t: f64, classes: usize) -> Option<usize> {
+    let whole = t.fract() == 0.0 && t >= 0.0 && t < classes as f64;
+    whole.then_some(t as usize)
+}
+
+/// `t` as a label's target: 0 is false, 1 true, anything else none.
+pub(crate) fn flag_of(t: f64) -> Option<bool> {
+    (t == 0.0 || t == 1.0).then_some(t == 1.0)
 }
 
 /// What predictions a metric takes: a tensor of scores (`(batch, C)` for classes or labels,
@@ -54,8 +76,8 @@ pub trait Preds {
     fn host(&self) -> Result<HostPreds>;
 }
 
-/// What targets a metric takes: [`Labels`], class indices, or a tensor of 0/1 (`(batch,)` for
-/// binary, `(batch, L)` for labels).
+/// What targets a metric takes: [`Labels`], class indices, a tensor of 0/1 (`(batch,)` for
+/// binary, `(batch, L)` for labels), or values (a regression's).
 pub trait Targets {
     /// The targets on the host.
     fn host(&self) -> HostTargets;
@@ -115,13 +137,13 @@ impl<P: Preds + ?Sized> Preds for &P {
 
 impl<const C: usize, D> Targets for Labels<C, D> {
     fn host(&self) -> HostTargets {
-        column(self.indices().iter().map(|&i| i as i64).collect())
+        HostTargets::column(self.indices().iter().map(|&i| i as f64).collect())
     }
 }
 
 impl Targets for [usize] {
     fn host(&self) -> HostTargets {
-        column(self.iter().map(|&i| i as i64).collect())
+        HostTargets::column(self.iter().map(|&i| i as f64).collect())
     }
 }
 
@@ -133,13 +155,25 @@ impl Targets for Vec<usize> {
 
 impl Targets for [i64] {
     fn host(&self) -> HostTargets {
-        column(self.to_vec())
+        HostTargets::column(self.iter().map(|&i| i as f64).collect())
     }
 }
 
 impl Targets for [bool] {
     fn host(&self) -> HostTargets {
-        column(self.iter().map(|&b| i64::from(b)).collect())
+        HostTargets::column(self.iter().map(|&b| f64::from(u8::from(b))).collect())
+    }
+}
+
+impl Targets for [f64] {
+    fn host(&self) -> HostTargets {
+        HostTargets::column(self.to_vec())
+    }
+}
+
+impl Targets for [f32] {
+    fn host(&self) -> HostTargets {
+        HostTargets::column(self.iter().map(|&v| f64::from(v)).collect())
     }
 }
 
@@ -148,14 +182,16 @@ impl<const L: usize> Targets for [[bool; L]] {
         HostTargets {
             rows: self.len(),
             cols: L,
-            values: self.iter().flatten().map(|&b| i64::from(b)).collect(),
+            values: (self.iter().flatten())
+                .map(|&b| f64::from(u8::from(b)))
+                .collect(),
         }
     }
 }
 
 impl<E: Dtype + ToPrimitive, D: Device<E>, T> Targets for Tensor<(usize,), E, D, T> {
     fn host(&self) -> HostTargets {
-        column(rounded(self.as_vec()))
+        HostTargets::column(f64s(self))
     }
 }
 
@@ -166,7 +202,7 @@ impl<const L: usize, E: Dtype + ToPrimitive, D: Device<E>, T> Targets
         HostTargets {
             rows: self.shape().0,
             cols: L,
-            values: rounded(self.as_vec()),
+            values: f64s(self),
         }
     }
 }
@@ -177,22 +213,15 @@ impl<T: Targets + ?Sized> Targets for &T {
     }
 }
 
-fn column(values: Vec<i64>) -> HostTargets {
-    HostTargets {
-        rows: values.len(),
-        cols: 1,
-        values,
+/// A tensor's values in f64 (none for an empty tensor, which dfdx's `as_vec` cannot read).
+pub(crate) fn f64s<S: Shape, E: Dtype + ToPrimitive, D: Device<E>, T>(
+    t: &Tensor<S, E, D, T>,
+) -> Vec<f64> {
+    if t.shape().num_elements() == 0 {
+        return Vec::new();
     }
-}
-
-/// Float targets as integers (a value that is not a whole number becomes -1, which no class
-/// or label is: the metric names it).
-fn rounded<E: Dtype + ToPrimitive>(v: Vec<E>) -> Vec<i64> {
-    v.into_iter()
-        .map(|x| match x.to_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => f as i64,
-            _ => -1,
-        })
+    (t.as_vec().into_iter())
+        .map(|x| x.to_f64().unwrap_or(f64::NAN))
         .collect()
 }
 

@@ -13,7 +13,7 @@
 //! ```
 
 use super::collection::HostUpdate;
-use super::inputs::{HostPreds, HostTargets, Preds, Targets};
+use super::inputs::{class_of, HostPreds, HostTargets, Preds, Targets};
 use super::scores::Read;
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
@@ -71,15 +71,13 @@ impl HostUpdate for Perplexity {
         }
         // Each token's target (None: left out).
         let targets = (target.values.iter().enumerate())
-            .map(
-                |(row, &t)| match usize::try_from(t).ok().filter(|&t| t < cols) {
-                    _ if Some(t) == self.ignore_index => Ok(None),
-                    Some(t) => Ok(Some(t)),
-                    None => Err(Error::msg(format!(
-                        "Perplexity: target {t} of token {row} is not in 0..{cols}"
-                    ))),
-                },
-            )
+            .map(|(row, &t)| match class_of(t, cols) {
+                _ if self.ignore_index.is_some_and(|i| i as f64 == t) => Ok(None),
+                Some(t) => Ok(Some(t)),
+                None => Err(Error::msg(format!(
+                    "Perplexity: target {t} of token {row} is not in 0..{cols}"
+                ))),
+            })
             .collect::<Result<Vec<_>>>()?;
         // Each token's negative log-likelihood, in f64.
         let nlls = scores.map_rows(Read::Raw, |row, logits| {

@@ -18,6 +18,8 @@ use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 use num_traits::ToPrimitive;
 
+use super::collection::HostUpdate;
+use super::inputs::{HostPreds, HostTargets};
 use super::moments::{self, Moments};
 use super::state::{Merge, State};
 use super::{Metric, Tracked};
@@ -31,10 +33,7 @@ pub trait Values {
 
 impl<S: Shape, E: Dtype + ToPrimitive, D: Device<E>, T> Values for Tensor<S, E, D, T> {
     fn values(&self) -> Vec<f64> {
-        self.as_vec()
-            .into_iter()
-            .map(|v| v.to_f64().unwrap_or(f64::NAN))
-            .collect()
+        super::inputs::f64s(self)
     }
 }
 impl Values for [f64] {
@@ -60,7 +59,25 @@ impl<V: Values + ?Sized> Values for &V {
 
 /// The predictions and targets of one update, checked: as many, and all numbers.
 fn pairs(metric: &str, preds: &dyn Values, target: &dyn Values) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (p, t) = (preds.values(), target.values());
+    checked(metric, preds.values(), target.values())
+}
+
+/// The predictions and targets a [`MetricCollection`](super::MetricCollection) hands over,
+/// checked as [`pairs`].
+fn host_pairs(
+    metric: &str,
+    preds: &HostPreds,
+    target: &HostTargets,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let HostPreds::Scores(scores) = preds else {
+        return Err(Error::msg(format!(
+            "{metric}: takes values, not class indices"
+        )));
+    };
+    checked(metric, scores.to_f64(), target.values.clone())
+}
+
+fn checked(metric: &str, p: Vec<f64>, t: Vec<f64>) -> Result<(Vec<f64>, Vec<f64>)> {
     if p.len() != t.len() {
         return Err(Error::msg(format!(
             "{metric}: {} predictions for {} targets",
@@ -121,6 +138,16 @@ macro_rules! sum_metric {
             pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
                 let (p, t) = pairs(stringify!($name), &preds, &target)?;
                 self.tracked.add(sums(Self::PARTS, &p, &t, &[$($f),*]))
+            }
+        }
+
+        impl HostUpdate for $name {
+            fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+                let (p, t) = host_pairs(stringify!($name), preds, target)?;
+                Ok(sums(Self::PARTS, &p, &t, &[$($f),*]))
+            }
+            fn boxed(&self) -> Box<dyn HostUpdate> {
+                Box::new(self.clone())
             }
         }
 
@@ -211,6 +238,16 @@ macro_rules! moments_metric {
             }
         }
 
+        impl HostUpdate for $name {
+            fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+                let (p, t) = host_pairs(stringify!($name), preds, target)?;
+                Ok(moment_sums(&p, &t, Self::VARS, Self::SUMS))
+            }
+            fn boxed(&self) -> Box<dyn HostUpdate> {
+                Box::new(self.clone())
+            }
+        }
+
         impl Default for $name {
             fn default() -> Self {
                 Self {
@@ -294,10 +331,25 @@ impl SpearmanCorrCoef {
     /// Adds a batch (see [`MeanSquaredError::update`]).
     pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
         let (p, t) = pairs("SpearmanCorrCoef", &preds, &target)?;
+        let batch = self.kept(p, t);
+        self.tracked.add(batch)
+    }
+
+    fn kept(&self, p: Vec<f64>, t: Vec<f64>) -> State {
         let mut batch = self.tracked.total().emptied();
         *batch.get_mut(0) = p;
         *batch.get_mut(1) = t;
-        self.tracked.add(batch)
+        batch
+    }
+}
+
+impl HostUpdate for SpearmanCorrCoef {
+    fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
+        let (p, t) = host_pairs("SpearmanCorrCoef", preds, target)?;
+        Ok(self.kept(p, t))
+    }
+    fn boxed(&self) -> Box<dyn HostUpdate> {
+        Box::new(self.clone())
     }
 }
 

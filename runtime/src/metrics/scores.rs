@@ -18,7 +18,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use dfdx::shapes::Shape;
+use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use rayon::prelude::*;
 use wide::f32x8;
@@ -85,6 +85,9 @@ impl Scores {
         cols: usize,
         t: &Tensor<S, E, D>,
     ) -> Result<Self> {
+        if t.shape().num_elements() == 0 {
+            return Self::checked(rows, cols, Values::F32(Vec::new().into()));
+        }
         Self::checked(rows, cols, Values::of(t)?)
     }
 
@@ -110,6 +113,14 @@ impl Scores {
     /// Scores per sample.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// The values, row-major, in f64.
+    pub fn to_f64(&self) -> Vec<f64> {
+        match &self.values {
+            Values::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Values::F64(v) => v.to_vec(),
+        }
     }
 
     /// An error naming the row and column of the first NaN.

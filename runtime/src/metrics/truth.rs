@@ -1,9 +1,9 @@
-//! An update's targets as the ranking metrics read them ([`Truth`]), checked once per batch:
-//! each row's class (multiclass), or whether each score is a positive (binary, multilabel);
-//! `None` where `ignore_index` leaves a target out.
+//! An update's classification targets ([`Truth`]), checked once per batch: each row's class
+//! (multiclass), or whether each score is a positive (binary, multilabel); `None` where
+//! `ignore_index` leaves a target out. An error names the row of a target that fits no class.
 
 use super::classify::Task;
-use super::inputs::HostTargets;
+use super::inputs::{class_of, flag_of, HostTargets};
 use crate::{Error, Result};
 
 /// Checked targets.
@@ -16,35 +16,35 @@ pub(crate) enum Truth {
 
 impl Truth {
     /// `target` checked against `task`: an error (naming `metric`) names the row of a target
-    /// that fits no class, or is not 0 or 1.
+    /// that is no class of the task, or not 0 or 1.
     pub fn check(
         metric: &str,
         task: Task,
         ignore_index: Option<i64>,
         target: &HostTargets,
     ) -> Result<Self> {
-        let left_out = |t: i64| Some(t) == ignore_index;
+        let left_out = |t: f64| ignore_index.is_some_and(|i| i as f64 == t);
+        let row = |i: usize| i / target.cols.max(1);
         let values = target.values.iter().enumerate();
         match task {
             Task::Multiclass(c) => values
-                .map(
-                    |(row, &t)| match usize::try_from(t).ok().filter(|&t| t < c) {
-                        _ if left_out(t) => Ok(None),
-                        Some(t) => Ok(Some(t)),
-                        None => Err(Error::msg(format!(
-                            "{metric}: target {t} in row {row} is not a class of 0..{c}"
-                        ))),
-                    },
-                )
+                .map(|(i, &t)| match class_of(t, c) {
+                    _ if left_out(t) => Ok(None),
+                    Some(t) => Ok(Some(t)),
+                    None => Err(Error::msg(format!(
+                        "{metric}: target {t} in row {} is not a class of 0..{c}",
+                        row(i)
+                    ))),
+                })
                 .collect::<Result<_>>()
                 .map(Truth::Class),
             Task::Binary | Task::Multilabel(_) => values
-                .map(|(i, &t)| match t {
+                .map(|(i, &t)| match flag_of(t) {
                     _ if left_out(t) => Ok(None),
-                    0 | 1 => Ok(Some(t == 1)),
-                    other => Err(Error::msg(format!(
-                        "{metric}: target {other} in row {} is not 0 or 1",
-                        i / target.cols.max(1)
+                    Some(y) => Ok(Some(y)),
+                    None => Err(Error::msg(format!(
+                        "{metric}: target {t} in row {} is not 0 or 1",
+                        row(i)
                     ))),
                 })
                 .collect::<Result<_>>()
