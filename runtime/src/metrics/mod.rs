@@ -10,7 +10,10 @@
 //! the trainer computes it at the epoch's end from every rank's state (one collective call per
 //! compute), logs it, and resets it, as Lightning does with torchmetrics objects; logged per
 //! step, its value is the batch's. Its state is saved in checkpoints, so a resumed run computes
-//! the same epoch value.
+//! the same epoch value. Under DDP rank 0 writes the checkpoint with its own states (a save one
+//! rank asks for alone must not wait on the others), except SLURM's requeue, where every rank's
+//! are added up first: a run resumed from a mid-epoch checkpoint of another kind counts the
+//! other ranks' share of that epoch from the checkpoint on (Lightning saves no metric state).
 //!
 //! ```
 //! use fulmen::metrics::{Accuracy, Average, F1Score};

@@ -71,6 +71,19 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // Under sharding every rank takes part: in gathering the optimizer state (and the
         // weights, under FULL_SHARD), or in writing a sharded checkpoint's files.
         let global_zero = self.dist.env.is_global_zero();
+        // Every rank is here (they agreed to requeue): rank 0's metric states become every
+        // rank's added up, so that the resumed epoch (whose rank 0 takes them back) counts
+        // what every rank saw before the requeue.
+        if self.dist.env.world_size > 1 {
+            for (field, metric) in self.model.metric_fields_mut() {
+                let all = (metric.tracked().total().sync(&*self.dist.collective))
+                    .map_err(|e| Error::msg(format!("metric `{field}`: {e}")))?;
+                match global_zero {
+                    true => *metric.tracked_mut().total_mut() = all,
+                    false => metric.reset(),
+                }
+            }
+        }
         let o = &self.optimization;
         if self.sharded_checkpoints() {
             self.write_sharded(&path, false)?;
