@@ -2,7 +2,7 @@
 //! validation epoch: PNG files under the logger's directory, and the same images in the
 //! TensorBoard event file, as TensorBoard's own `EventAccumulator` reads them back (what
 //! `.ci/run` installs; without it that part says so and passes, unless FULMEN_PYTHON names the
-//! Python that must have it).
+//! Python that must have it); a multilabel matrix, a panel per label.
 
 #[path = "support/python.rs"]
 mod python;
@@ -136,5 +136,34 @@ fn confusion_matrices_and_roc_curves_are_drawn_each_validation_epoch() {
             assert_eq!(image[2], plot::SIZE.1);
             assert_eq!(image[3], "PNG");
         }
+    }
+}
+
+#[test]
+fn a_multilabel_confusion_matrix_draws_a_panel_per_label() {
+    use fulmen::metrics::Metric;
+    let mut cm = ConfusionMatrix::multilabel(4);
+    let preds: Vec<[f32; 4]> = (0..12)
+        .map(|i| [0, 1, 2, 3].map(|l| ((i * 7 + l * 3) % 10) as f32 / 10.0))
+        .collect();
+    let target: Vec<[bool; 4]> = (0..12)
+        .map(|i| [0, 1, 2, 3].map(|l| (i + l) % 3 == 0))
+        .collect();
+    cm.update(&preds[..], &target[..]).unwrap();
+    assert!(cm.is_picture());
+    let png = cm.picture().unwrap();
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), plot::SIZE);
+    // Four labels: a 2 × 2 grid, each quarter inked by its own matrix.
+    let (w, h) = (plot::SIZE.0 / 2, plot::SIZE.1 / 2);
+    for (qx, qy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let inked = (0..w)
+            .flat_map(|x| (0..h).map(move |y| (qx * w + x, qy * h + y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0 != [255, 255, 255])
+            .count();
+        assert!(
+            inked > 1_000,
+            "quarter ({qx}, {qy}) holds {inked} inked pixels"
+        );
     }
 }

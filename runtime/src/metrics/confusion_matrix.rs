@@ -206,12 +206,18 @@ impl Metric for ConfusionMatrix {
             "ConfusionMatrix is a matrix, not a number: read matrix()",
         ))
     }
-    /// Binary and multiclass (a multilabel one, a matrix per label, has none yet).
     fn is_picture(&self) -> bool {
-        !matches!(self.classify.task, Task::Multilabel(_))
+        true
     }
-    /// The matrix, shaded.
+    /// The matrix, shaded; multilabel, a panel per label.
     fn picture_of(&self, state: &State) -> Result<Vec<u8>> {
-        super::plot::confusion_matrix(&self.matrix_of(state)?)
+        match self.classify.task {
+            Task::Multilabel(_) => super::plot::confusion_matrices(
+                &(self.blocks_of(state).into_iter().enumerate())
+                    .map(|(label, m)| (format!("Label {label}"), m))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => super::plot::confusion_matrix(&self.matrix_of(state)?),
+        }
     }
 }

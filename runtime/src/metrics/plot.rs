@@ -25,27 +25,46 @@ type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 /// `matrix` (rows: targets, columns: predictions) as a PNG: darker cells hold more, each
 /// with its value when a font is found.
 pub fn confusion_matrix(matrix: &[Vec<f64>]) -> Result<Vec<u8>> {
-    let n = matrix.len();
-    if n == 0 || matrix.iter().any(|r| r.len() != n) {
+    confusion_matrices(&[("Confusion matrix".to_string(), matrix.to_vec())])
+}
+
+/// Several named matrices (a multilabel task's, one per label) as panels of one PNG.
+pub fn confusion_matrices(panels: &[(String, Vec<Vec<f64>>)]) -> Result<Vec<u8>> {
+    let square = |m: &Vec<Vec<f64>>| !m.is_empty() && m.iter().all(|r| r.len() == m.len());
+    if panels.is_empty() || !panels.iter().all(|(_, m)| square(m)) {
         return Err(Error::msg(
             "a confusion matrix to draw is square and not empty",
         ));
     }
     let mut pixels = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
     let text = crate::drawing::font_registered();
-    draw_matrix(&mut pixels, matrix, text)
-        .map_err(|e| Error::msg(format!("drawing a confusion matrix: {e}")))?;
+    let mut drawn = || -> Drawn {
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        // As square a grid as the panels fill.
+        let cols = (panels.len() as f64).sqrt().ceil() as usize;
+        let rows = panels.len().div_ceil(cols);
+        for (area, (name, matrix)) in root.split_evenly((rows, cols)).iter().zip(panels) {
+            draw_matrix(area, matrix, name, text && panels.len() <= 16)?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    drawn().map_err(|e| Error::msg(format!("drawing a confusion matrix: {e}")))?;
     crate::drawing::png(&pixels, SIZE)
 }
 
-fn draw_matrix(pixels: &mut [u8], matrix: &[Vec<f64>], text: bool) -> Drawn {
+fn draw_matrix(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    matrix: &[Vec<f64>],
+    name: &str,
+    text: bool,
+) -> Drawn {
     let n = matrix.len();
-    let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root);
+    let mut chart = ChartBuilder::on(area);
     chart.margin(20);
     if text {
-        chart.caption("Confusion matrix", ("sans-serif", 22));
+        chart.caption(name, ("sans-serif", 22));
         chart.x_label_area_size(40).y_label_area_size(50);
     }
     // Segmented axes: each class's label at the middle of its cells; targets from the top.
@@ -97,7 +116,6 @@ fn draw_matrix(pixels: &mut [u8], matrix: &[Vec<f64>], text: bool) -> Drawn {
             }
         }
     }
-    root.present()?;
     Ok(())
 }
 
