@@ -13,11 +13,11 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
-use super::classify::Task;
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::scores::Read;
 use super::state::{Merge, State};
+use super::task::Task;
 use super::truth::Truth;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -95,10 +95,7 @@ impl HostUpdate for CalibrationError {
                 "needs at least one class",
             ));
         }
-        let width = match self.task {
-            Task::Multiclass(c) => c,
-            _ => 1,
-        };
+        let width = self.task.width();
         if rows != target.rows || target.cols != 1 || cols != width {
             return Err(Error::msg(format!(
                 "CalibrationError: {rows} rows of {cols} scores for {} targets; the {:?} task takes {width} a row",

@@ -15,10 +15,11 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
-use super::classify::{Classify, Task, FN, FP, TN, TP};
+use super::classify::{Classify, FN, FP, TN, TP};
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::State;
+use super::task::Task;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
 

@@ -5,19 +5,9 @@
 use super::inputs::{HostPreds, HostTargets};
 use super::scores::{concat, Read};
 use super::state::{Merge, State};
+use super::task::Task;
 use super::truth::Truth;
 use crate::{Error, Result};
-
-/// A classification task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Task {
-    /// One score or class per sample, positive or not.
-    Binary,
-    /// One of this many classes per sample.
-    Multiclass(usize),
-    /// This many yes/no labels per sample.
-    Multilabel(usize),
-}
 
 /// A task with its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,10 +41,7 @@ impl Classify {
 
     /// Classes or labels (1 for binary).
     pub fn width(&self) -> usize {
-        match self.task {
-            Task::Binary => 1,
-            Task::Multiclass(c) | Task::Multilabel(c) => c,
-        }
+        self.task.width()
     }
 
     /// A fresh counting state.

@@ -14,10 +14,11 @@
 //! # Ok::<(), fulmen::Error>(())
 //! ```
 
-use super::classify::{Classify, Task};
+use super::classify::Classify;
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::state::{Merge, State};
+use super::task::Task;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
 

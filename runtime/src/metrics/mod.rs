@@ -61,12 +61,12 @@ mod ranking;
 mod regression;
 mod scores;
 mod state;
+mod task;
 mod truth;
 
 pub use aggregation::{MaxMetric, MeanMetric, MinMetric, RunningMean, SumMetric};
 pub use calibration::{CalibrationError, CalibrationNorm};
 pub use classification::{Accuracy, Average, F1Score, FBetaScore, Precision, Recall, Specificity};
-pub use classify::Task;
 pub use collection::{HostUpdate, MetricCollection, MetricField};
 pub use confusion_matrix::{ConfusionMatrix, Normalize};
 pub use functional::accuracy;
@@ -79,6 +79,7 @@ pub use regression::{
 };
 pub use scores::Scores;
 pub use state::{Merge, Part, State};
+pub use task::Task;
 
 use crate::distributed::Collective;
 use crate::Result;

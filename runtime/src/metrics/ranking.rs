@@ -19,11 +19,12 @@
 
 use super::binned::Binned;
 use super::classification::Average;
-use super::classify::{check_shapes, Task};
+use super::classify::check_shapes;
 use super::collection::HostUpdate;
 use super::inputs::{HostPreds, HostTargets, Preds, Targets};
 use super::scores::{concat, Read, Scores};
 use super::state::{Merge, State};
+use super::task::Task;
 use super::truth::Truth;
 use super::{Metric, Tracked};
 use crate::{Error, Result};
@@ -64,10 +65,7 @@ impl Ranked {
     }
 
     fn width(&self) -> usize {
-        match self.task {
-            Task::Binary => 1,
-            Task::Multiclass(c) | Task::Multilabel(c) => c,
-        }
+        self.task.width()
     }
 
     fn fresh(&self) -> State {

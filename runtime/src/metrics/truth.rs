@@ -2,8 +2,8 @@
 //! (multiclass), or whether each score is a positive (binary, multilabel); `None` where
 //! `ignore_index` leaves a target out. An error names the row of a target that fits no class.
 
-use super::classify::Task;
 use super::inputs::{class_of, flag_of, HostTargets};
+use super::task::Task;
 use crate::{Error, Result};
 
 /// Checked targets.
