@@ -329,6 +329,60 @@ fn requeue_and_term_signals_stop_after_the_step() {
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
 }
 
+/// Two ranks as SLURM starts them (each its SLURM_PROCID from MPI's rank; no `scontrol`, so
+/// the requeue itself fails, named), asked to requeue in the middle of an epoch: the HPC
+/// checkpoint holds every rank's metric states added up, and the two ranks resumed from it
+/// count the whole epoch (150 flowers), not rank 0's part of its beginning twice over.
+#[test]
+fn a_requeue_checkpoints_every_ranks_metric_states() {
+    let Some(exe) = example() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = subdir(dir.path(), "requeue");
+    let slurm = |args: &[&str]| {
+        let mut cmd = Command::new("mpirun");
+        cmd.args(["--oversubscribe", "-n", "2"]);
+        for kv in ["SLURM_NTASKS=2", "SLURM_JOB_ID=4242", "PATH=/nonexistent"] {
+            cmd.args(["-x", kv]);
+        }
+        let rank_as_slurm = r#"SLURM_PROCID=$OMPI_COMM_WORLD_RANK exec "$0" "$@""#;
+        cmd.args(["/bin/sh", "-c", rank_as_slurm])
+            .arg(&exe)
+            .args(["--manual", "--enable-model-summary", "false"])
+            .args(["--default-root-dir", &root])
+            .args(args)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .output()
+            .expect("mpirun starts")
+    };
+    // 75 flowers a rank in batches of 16: 5 batches an epoch, each two optimizer steps; step 14
+    // ends the 2nd batch of epoch 1.
+    let out = slurm(&["--max-epochs", "3", "--requeue-at-step", "14"]);
+    assert!(
+        text(&out).contains("scontrol requeue 4242"),
+        "{}",
+        text(&out)
+    );
+    let hpc = Path::new(&root).join("hpc_ckpt_1.ckpt");
+    let saved = fulmen::checkpoint::Checkpoint::read(&hpc).expect("the HPC checkpoint");
+    let (epoch, step) = (saved.epoch().unwrap(), saved.global_step().unwrap());
+    let done = (step - 10 * epoch) / 2;
+    assert!((1..5).contains(&done), "epoch {epoch}, step {step}");
+    let seen = saved.metric_state("seen").expect("saved").get(0)[0];
+    assert_eq!(
+        seen,
+        (32 * done) as f64,
+        "both ranks' batches of the epoch so far"
+    );
+
+    // Resumed on two ranks to the end of that epoch: every flower counted once.
+    let epochs = (epoch + 1).to_string();
+    let hpc = hpc.to_str().unwrap();
+    let out = slurm(&["--max-epochs", &epochs, "--ckpt-path", hpc]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("seen 150"), "{}", text(&out));
+}
+
 #[test]
 fn a_stop_asked_on_one_rank_stops_both() {
     if example().is_none() {

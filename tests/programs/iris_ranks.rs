@@ -27,7 +27,7 @@ use common::{exit_on_error, IrisClassifier};
 use fulmen::callbacks::MetricPlots;
 use fulmen::metrics::{
     Accuracy, Auroc, AveragePrecision, ConfusionMatrix, F1Score, MaxMetric, MeanMetric,
-    MetricCollection, PearsonCorrCoef, SpearmanCorrCoef,
+    MetricCollection, PearsonCorrCoef, SpearmanCorrCoef, SumMetric,
 };
 use fulmen::prelude::*;
 use fulmen::trainer::TrainerArgs;
@@ -79,18 +79,24 @@ struct Args {
     /// With --validate, draw the confusion matrix into this directory (MetricPlots).
     #[arg(long)]
     plots: Option<PathBuf>,
+    /// Every rank sends itself SLURM's requeue signal (SIGUSR1) after this step.
+    #[arg(long)]
+    requeue_at_step: Option<usize>,
     #[command(flatten)]
     trainer: TrainerArgs,
 }
 
 /// The Iris classifier stepping its optimizers by hand: an Adam per layer (Adam's update is
-/// per parameter, so this trains as one Adam over both would).
+/// per parameter, so this trains as one Adam over both would); it counts the samples each
+/// epoch trains on (`seen`, a metric over every rank).
 #[lightning_module]
 struct ManualIris {
     layer_1: Linear<4, 16>,
     layer_2: Linear<16, 3>,
     #[hparam]
     lr: f64,
+    #[metric]
+    seen: SumMetric,
 }
 
 #[lightning_module(manual_optimization)]
@@ -101,6 +107,8 @@ impl ManualIris {
         ctx: &mut StepContext<E, D>,
     ) -> fulmen::Result<()> {
         let [first, second] = ctx.optimizers()?;
+        self.seen.update(&[x.shape().0 as f64][..])?;
+        ctx.log("seen", &self.seen).on_step(false).on_epoch(true);
         let logits = self
             .layer_2
             .forward(self.layer_1.forward(ctx.trace(x)).relu());
@@ -215,6 +223,20 @@ impl Callback for StopOne {
     }
 }
 
+/// Sends its own process SIGUSR1 after a step, as SLURM does before a preemption.
+struct Requeue(usize);
+
+impl Callback for Requeue {
+    fn on_train_batch_end(&mut self, t: &mut TrainerView, _loss: f64, _batch: usize) {
+        if t.global_step() == self.0 {
+            let pid = std::process::id().to_string();
+            let _ = std::process::Command::new("/bin/kill")
+                .args(["-USR1", &pid])
+                .status();
+        }
+    }
+}
+
 /// Sleeps after every step.
 struct Slow(u64);
 
@@ -275,6 +297,9 @@ fn main() -> std::process::ExitCode {
         if args.step_sleep_ms > 0 {
             builder = builder.callback(Slow(args.step_sleep_ms));
         }
+        if let Some(step) = args.requeue_at_step {
+            builder = builder.callback(Requeue(step));
+        }
         if let Some(dir) = &args.plots {
             builder = builder.callback(MetricPlots::new().dirpath(dir));
         }
@@ -315,16 +340,17 @@ fn main() -> std::process::ExitCode {
             }
             layers(&model.layer_1, &model.layer_2)
         };
+        let logged = |name: &str| {
+            let value = trainer.callback_metrics().get(name).copied();
+            value.unwrap_or(f64::NAN)
+        };
         println!(
-            "rank {} of {}: trained {} steps, train_loss {:.4}",
+            "rank {} of {}: trained {} steps, train_loss {:.4}, seen {}",
             trainer.global_rank(),
             trainer.world_size(),
             trainer.global_step(),
-            trainer
-                .callback_metrics()
-                .get("train_loss")
-                .copied()
-                .unwrap_or(f64::NAN)
+            logged("train_loss"),
+            logged("seen"),
         );
         if let Some(dir) = &args.out {
             let bytes: Vec<u8> = weights.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -271,6 +271,12 @@ impl Checkpoint {
         file::write(path.as_ref(), &self.records, &meta)
     }
 
+    /// The saved state of the module's metric field `field` (`field/member` for a
+    /// collection's), as rank 0 had it when the checkpoint was written.
+    pub fn metric_state(&self, field: &str) -> Option<&crate::metrics::State> {
+        self.meta.metrics.get(field)
+    }
+
     /// The file this checkpoint was read from.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
