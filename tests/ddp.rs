@@ -498,7 +498,7 @@ fn validated(out: &Output) -> Vec<Vec<(String, f64)>> {
 }
 
 #[test]
-fn metrics_over_one_two_and_three_ranks_are_the_same() {
+fn metrics_over_one_to_four_ranks_are_the_same() {
     if example().is_none() {
         return;
     }
@@ -537,7 +537,8 @@ fn metrics_over_one_two_and_three_ranks_are_the_same() {
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
-    for n in [2, 3] {
+    // 150 flowers on 4 ranks: shares of 38, 38, 37 and 37, none evaluated twice.
+    for n in [2, 3, 4] {
         let ranks = n.to_string();
         let n_dir = plots_of(n);
         let mut all = vec!["--strategy", "ddp", "--devices", &ranks, "--plots", &n_dir];

@@ -115,3 +115,34 @@ fn the_distributed_sampler_splits_each_epoch_padded_to_equal_shares() {
         "one rank: the whole order"
     );
 }
+
+#[test]
+fn the_unrepeated_sampler_gives_every_sample_to_one_rank_once() {
+    // 11 samples on 4 ranks: shares of 3, 3, 3 and 2, every 4th of one order from the rank.
+    let base = loader(11, 2).shuffle(true).seed(5);
+    let full = base.order(0);
+    let shares: Vec<Vec<usize>> = (0..4)
+        .map(|r| base.clone().distributed_unrepeated(r, 4).order(0))
+        .collect();
+    for (r, share) in shares.iter().enumerate() {
+        let want: Vec<usize> = full.iter().skip(r).step_by(4).copied().collect();
+        assert_eq!(share, &want, "rank {r}");
+    }
+    let mut seen = shares.concat();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..11).collect::<Vec<_>>(),
+        "each sample exactly once"
+    );
+    let lens: Vec<(usize, usize)> = (0..4)
+        .map(|r| {
+            let l = base.clone().distributed_unrepeated(r, 4);
+            (l.len(), l.len_largest_share())
+        })
+        .collect();
+    // Batches of 2: 3 samples make 2 batches, 2 make 1; every rank decides by rank 0's 2.
+    assert_eq!(lens, [(2, 2), (2, 2), (2, 2), (1, 2)]);
+    // More ranks than samples: the last have none.
+    assert_eq!(loader(2, 2).distributed_unrepeated(3, 4).len(), 0);
+}

@@ -24,8 +24,17 @@ pub struct DataLoader<S> {
     drop_last: bool,
     num_workers: usize,
     seed: u64,
-    /// `(rank, world)`: this rank's share of every epoch (the distributed sampler).
-    shard: Option<(usize, usize)>,
+    /// This rank's share of every epoch (the distributed sampler).
+    shard: Option<Shard>,
+}
+
+/// Rank `rank` of `world` takes every `world`-th sample from its rank on; `padded`: of the
+/// order padded to a multiple of `world`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shard {
+    rank: usize,
+    world: usize,
+    padded: bool,
 }
 
 impl<S> Clone for DataLoader<S> {
@@ -74,7 +83,24 @@ impl<S: Send + 'static> DataLoader<S> {
     /// `world` (PyTorch's `DistributedSampler`: every rank the same number of batches, each
     /// sample once per epoch but for the padding). The trainer sets it under DDP.
     pub fn distributed(mut self, rank: usize, world: usize) -> Self {
-        self.shard = (world > 1).then_some((rank, world));
+        self.shard = (world > 1).then_some(Shard {
+            rank,
+            world,
+            padded: true,
+        });
+        self
+    }
+
+    /// Rank `rank` of `world` sees every `world`-th sample of each epoch's order, starting at
+    /// its rank, without padding (Lightning's `UnrepeatedDistributedSampler`): every sample
+    /// exactly once over the ranks, whose shares differ by at most one sample, so that a
+    /// metric over them all counts none twice. The trainer evaluates so under DDP.
+    pub fn distributed_unrepeated(mut self, rank: usize, world: usize) -> Self {
+        self.shard = (world > 1).then_some(Shard {
+            rank,
+            world,
+            padded: false,
+        });
         self
     }
 
@@ -119,8 +145,22 @@ impl<S: Send + 'static> DataLoader<S> {
 
     /// The number of batches in one epoch (of this rank's share, under DDP).
     pub fn len(&self) -> usize {
+        self.batches_of(self.shard.map_or(0, |s| s.rank))
+    }
+
+    /// The number of batches of the largest rank's share (rank 0's): what every rank decides
+    /// by (whether to validate, how many batches a limit allows), so that they decide alike
+    /// when an unrepeated share leaves some ranks a batch fewer.
+    pub fn len_largest_share(&self) -> usize {
+        self.batches_of(0)
+    }
+
+    fn batches_of(&self, rank: usize) -> usize {
         let n = match self.shard {
-            Some((_, world)) => self.dataset.len().div_ceil(world),
+            Some(Shard { world, padded, .. }) if padded => self.dataset.len().div_ceil(world),
+            Some(Shard { world, .. }) => {
+                (self.dataset.len() + world - 1).saturating_sub(rank) / world
+            }
             None => self.dataset.len(),
         };
         match self.batch_size {
@@ -168,15 +208,20 @@ impl<S: Send + 'static> DataLoader<S> {
                 .wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         }
-        if let Some((rank, world)) = self.shard {
-            let padded = order.len().div_ceil(world) * world;
-            let pad: Vec<usize> = order
-                .iter()
-                .cycle()
-                .take(padded - order.len())
-                .copied()
-                .collect();
-            order.extend(pad);
+        if let Some(Shard {
+            rank,
+            world,
+            padded,
+        }) = self.shard
+        {
+            if padded {
+                let to = order.len().div_ceil(world) * world;
+                let pad: Vec<usize> = (order.iter().cycle())
+                    .take(to - order.len())
+                    .copied()
+                    .collect();
+                order.extend(pad);
+            }
             order = order.into_iter().skip(rank).step_by(world).collect();
         }
         order

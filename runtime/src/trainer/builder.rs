@@ -176,7 +176,10 @@ impl TrainerBuilder {
         self
     }
     /// Under DDP each rank reads its own share of every epoch (default on); off, every rank
-    /// reads all of it.
+    /// reads all of it. Training and prediction shares are padded to as many batches on
+    /// every rank (PyTorch's `DistributedSampler`); validation and test shares hold each
+    /// sample once (Lightning's `UnrepeatedDistributedSampler`), so that an epoch's metrics
+    /// over the ranks count none twice, but under FULL_SHARD, whose forward needs every rank.
     pub fn use_distributed_sampler(mut self, on: bool) -> Self {
         self.use_distributed_sampler = on;
         self

@@ -30,7 +30,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut val = Vec::new();
         if M::HAS_VALIDATION_STEP {
             for loader in self.dm.val_dataloader()? {
-                let loader = self.shard(loader, false)?;
+                let loader = self.shard(loader, self.eval_padded())?;
                 loader.validate("val_dataloader")?;
                 val.push(loader);
             }
@@ -38,7 +38,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // limit_val_batches=0 turns validation off.
         let limit = &self.settings.limit_val_batches;
         let counts = (val.iter())
-            .map(|l| limit.of(l.len(), "limit_val_batches"))
+            .map(|l| limit.of(l.len_largest_share(), "limit_val_batches"))
             .collect::<Result<Vec<_>>>()?;
         if counts.iter().all(|&n| n == 0) {
             val.clear();
@@ -62,7 +62,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         let mut sharded = Vec::new();
         for loader in loaders {
-            let loader = self.shard(loader, false)?;
+            let loader = self.shard(loader, self.eval_padded())?;
             loader.validate(what)?;
             sharded.push(loader);
         }
@@ -80,29 +80,36 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.shard(loader, true)
     }
 
-    /// Under DDP with the distributed sampler, this rank's share of `loader`; a training
-    /// loader also takes rank 0's shuffle seed, so that the ranks split one order.
+    /// Under DDP with the distributed sampler, this rank's share of `loader`, of rank 0's
+    /// shuffle seed (so that the ranks split one order); `padded` to as many batches on every
+    /// rank (PyTorch's `DistributedSampler`), or else each sample once.
     fn shard<S: Send + 'static>(
         &self,
         loader: DataLoader<S>,
-        train: bool,
+        padded: bool,
     ) -> Result<DataLoader<S>> {
         let (env, c) = (&self.dist.env, &*self.dist.collective);
         if env.world_size == 1 || !self.dist.sampler {
             return Ok(loader);
         }
-        let loader = if train {
-            let mut seed = loader.shuffle_seed().to_le_bytes().to_vec();
-            c.broadcast(0, &mut seed)?;
-            let seed = seed
-                .try_into()
-                .map(u64::from_le_bytes)
-                .map_err(|_| Error::msg("rank 0 sent a malformed shuffle seed"))?;
-            loader.seed(seed)
-        } else {
-            loader
-        };
-        Ok(loader.distributed(env.global_rank, env.world_size))
+        let mut seed = loader.shuffle_seed().to_le_bytes().to_vec();
+        c.broadcast(0, &mut seed)?;
+        let seed = seed
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| Error::msg("rank 0 sent a malformed shuffle seed"))?;
+        let (loader, rank, world) = (loader.seed(seed), env.global_rank, env.world_size);
+        Ok(match padded {
+            true => loader.distributed(rank, world),
+            false => loader.distributed_unrepeated(rank, world),
+        })
+    }
+
+    /// Whether the evaluation loaders are padded to as many batches on every rank: only
+    /// under FULL_SHARD, whose forward gathers every rank's parameters at each batch. Else
+    /// each sample is evaluated once, so that the metrics over the ranks count none twice.
+    fn eval_padded(&self) -> bool {
+        self.dist.strategy == crate::distributed::Strategy::FullShard
     }
 
     /// An error unless the module wrote the step `stage` runs.

@@ -28,10 +28,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             true => (&self.settings.limit_test_batches, "limit_test_batches"),
             false => (&self.settings.limit_val_batches, "limit_val_batches"),
         };
+        // What the limit allows of the largest share (the same on every rank), of this one's.
         let totals = (loaders.iter())
             .map(|l| {
                 Ok(allowed
-                    .of(l.len(), setting)?
+                    .of(l.len_largest_share(), setting)?
+                    .min(l.len())
                     .min(limit.unwrap_or(usize::MAX)))
             })
             .collect::<Result<Vec<usize>>>()?;

@@ -71,7 +71,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let limit = &self.settings.limit_val_batches;
         let mut any = false;
         for loader in val {
-            any |= n.min(limit.of(loader.len(), "limit_val_batches")?) > 0;
+            any |= n.min(limit.of(loader.len_largest_share(), "limit_val_batches")?) > 0;
         }
         if !any {
             return Ok(());
