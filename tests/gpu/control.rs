@@ -231,3 +231,37 @@ fn freezing_and_weight_averaging_on_the_gpu_follow_the_cpu() {
     println!("GPU-CHECK freeze_ema max_err={err:.2e}");
     assert!(err < 1e-4, "the GPU's averaged weights differ by {err}");
 }
+
+/// The Iris classifier's validation metric objects (`val_acc`, macro `val_f1`: their states
+/// read from device logits, synced, computed at the epoch's end) on `accelerator` in
+/// `precision`, from the module trained on the CPU.
+fn validated(accelerator: &str, precision: &str) -> (f64, f64) {
+    let (_, mut model) = iris("cpu", "32-true", None);
+    let mut trainer = quiet::trainer()
+        .accelerator(accelerator)
+        .precision(precision.parse().expect("a precision"))
+        .build()
+        .expect("valid settings");
+    let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 32);
+    let m = trainer
+        .validate_loader(&mut model, loader)
+        .expect("validates");
+    (m["val_acc"], m["val_f1"])
+}
+
+#[test]
+fn validation_metrics_on_the_gpu_match_the_cpu() {
+    let on_cpu = validated("cpu", "32-true");
+    let mut line = String::from("GPU-CHECK metrics");
+    for precision in ["32-true", "16-mixed"] {
+        let on_gpu = validated(gpu(), precision);
+        let err = (on_gpu.0 - on_cpu.0).abs().max((on_gpu.1 - on_cpu.1).abs());
+        line += &format!(" {precision}_err={err:.2e}");
+        // At most one flower of 150 on the other side of a near tie.
+        assert!(
+            err <= 1.0 / 150.0 + 1e-12,
+            "{precision}: {on_gpu:?} vs {on_cpu:?}"
+        );
+    }
+    println!("{line}");
+}
