@@ -46,11 +46,17 @@ const NB: usize = 192;
 const WR: usize = 4;
 const WC: usize = 6;
 
-/// Whether this CPU runs these kernels. AVX-512VL is not used by them but enabled with F:
-/// without it LLVM keeps accumulators out of registers 16 to 31 and spills them.
+/// Whether this CPU runs these kernels, unless the environment variable `FULMEN_NO_AVX512`
+/// (read once) turns them off, as on a CPU without AVX-512. AVX-512VL is not used by them but
+/// enabled with F: without it LLVM keeps accumulators out of registers 16 to 31 and spills
+/// them.
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl")
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var_os("FULMEN_NO_AVX512").is_none()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    })
 }
 
 /// Whether these kernels compute convolution `g`: one group, and for stride 1, padding no
