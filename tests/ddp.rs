@@ -383,6 +383,28 @@ fn a_requeue_checkpoints_every_ranks_metric_states() {
     assert!(text(&out).contains("seen 150"), "{}", text(&out));
 }
 
+/// MetricPlots writes on rank 0 alone: when that fails, every rank stops with an error (none
+/// waits for rank 0 in the next collective).
+#[test]
+fn a_picture_rank_zero_cannot_write_stops_every_rank() {
+    if example().is_none() {
+        return;
+    }
+    let start = Instant::now();
+    let args = ["--strategy", "ddp", "--devices", "2", "--max-epochs", "0"];
+    let mut all = args.to_vec();
+    all.extend(["--validate", "--plots", "/proc/no-such-dir"]);
+    let out = mpirun(2, &all);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("MetricPlots"), "{}", text(&out));
+    assert!(text(&out).contains("/proc/no-such-dir"), "{}", text(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn a_stop_asked_on_one_rank_stops_both() {
     if example().is_none() {

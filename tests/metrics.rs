@@ -222,6 +222,19 @@ fn an_update_that_does_not_fit_is_named_and_adds_nothing() {
     assert_eq!(acc.compute().unwrap(), 1.0);
     let err = FBetaScore::binary().beta(0.0).unwrap_err().to_string();
     assert!(err.contains("FBetaScore.beta"), "{err}");
+    // Targets built by hand that hold fewer values than they say.
+    let short = HostTargets {
+        rows: 4,
+        cols: 1,
+        values: vec![0.0; 3],
+    };
+    let four = [0usize, 1, 2, 0];
+    let err = acc.update(&four[..], &short).unwrap_err().to_string();
+    assert!(err.contains("4 rows × 1 columns hold 3 values"), "{err}");
+    let mut auroc = fulmen::metrics::Auroc::multiclass(3).thresholds(10);
+    let scores = HostPreds::scores(4, 3, vec![0.5f32; 12]).unwrap();
+    let err = auroc.update(&scores, &short).unwrap_err().to_string();
+    assert!(err.contains("hold 3 values"), "{err}");
 }
 
 #[test]

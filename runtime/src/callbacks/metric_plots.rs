@@ -46,6 +46,7 @@ impl Callback for MetricPlots {
         if loop_stage == Stage::Fit {
             return;
         }
+        let mut failed = None;
         for (field, metric) in metrics.iter_mut() {
             if !metric.is_picture() {
                 continue;
@@ -73,11 +74,24 @@ impl Callback for MetricPlots {
                 Ok(())
             });
             metric.reset();
-            // The first error stops the run once every metric is synced (the other ranks sync
-            // them all).
             if let Err(e) = drawn {
-                trainer.fail(Error::msg(format!("MetricPlots: `{field}`: {e}")));
+                failed.get_or_insert(Error::msg(format!("MetricPlots: `{field}`: {e}")));
             }
+        }
+        // Rank 0 alone draws and writes: every rank learns whether that failed, so that all
+        // stop together (one stopping alone would leave the others waiting on it).
+        let mut any = [f64::from(u8::from(failed.is_some()))];
+        if ranks.world_size() > 1 {
+            if let Err(e) = ranks.all_reduce_max_f64(&mut any) {
+                failed.get_or_insert(e);
+            }
+        }
+        match failed {
+            Some(e) => trainer.fail(e),
+            None if any[0] > 0.0 => trainer.fail(Error::msg(
+                "MetricPlots: rank 0 could not draw or write a picture (its error names which)",
+            )),
+            None => {}
         }
     }
 }

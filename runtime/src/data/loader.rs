@@ -94,13 +94,21 @@ impl<S: Send + 'static> DataLoader<S> {
     /// Rank `rank` of `world` sees every `world`-th sample of each epoch's order, starting at
     /// its rank, without padding (Lightning's `UnrepeatedDistributedSampler`): every sample
     /// exactly once over the ranks, whose shares differ by at most one sample, so that a
-    /// metric over them all counts none twice. The trainer evaluates so under DDP.
+    /// metric over them all counts none twice. The trainer evaluates so under DDP. When the
+    /// last rank's share would hold no batch (fewer samples than ranks, or `drop_last` with a
+    /// share below the batch size), the shares are padded as [`distributed`](Self::distributed)
+    /// pads them, so that every rank runs the same loops (the same on every rank: it depends
+    /// on the sizes alone).
     pub fn distributed_unrepeated(mut self, rank: usize, world: usize) -> Self {
-        self.shard = (world > 1).then_some(Shard {
+        let unrepeated = Shard {
             rank,
             world,
             padded: false,
-        });
+        };
+        self.shard = (world > 1).then_some(unrepeated);
+        if world > 1 && self.batches_of(world - 1) == 0 {
+            return self.distributed(rank, world);
+        }
         self
     }
 

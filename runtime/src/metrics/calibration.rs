@@ -96,7 +96,7 @@ impl HostUpdate for CalibrationError {
             ));
         }
         let width = self.task.width();
-        if rows != target.rows || target.cols != 1 || cols != width {
+        if rows != target.rows || target.cols != 1 || target.values.len() != rows || cols != width {
             return Err(Error::msg(format!(
                 "CalibrationError: {rows} rows of {cols} scores for {} targets; the {:?} task takes {width} a row",
                 target.values.len(),

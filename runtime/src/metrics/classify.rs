@@ -256,6 +256,14 @@ pub(crate) fn check_shapes(
             target.rows
         )));
     }
+    if target.values.len() != target.rows * target.cols {
+        return Err(Error::msg(format!(
+            "{metric}: targets of {} rows × {} columns hold {} values",
+            target.rows,
+            target.cols,
+            target.values.len()
+        )));
+    }
     let want_cols = if let Task::Multilabel(l) = task { l } else { 1 };
     if target.cols != want_cols {
         return Err(Error::msg(format!(

@@ -63,7 +63,7 @@ impl HostUpdate for Perplexity {
             ));
         };
         let (rows, cols) = (scores.rows(), scores.cols());
-        if rows != target.rows || target.cols != 1 {
+        if rows != target.rows || target.cols != 1 || target.values.len() != rows {
             return Err(Error::msg(format!(
                 "Perplexity: {rows} rows of logits for {} targets",
                 target.values.len()
