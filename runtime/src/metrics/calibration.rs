@@ -78,10 +78,6 @@ impl CalibrationError {
 }
 
 impl HostUpdate for CalibrationError {
-    fn boxed(&self) -> Box<dyn HostUpdate> {
-        Box::new(self.clone())
-    }
-
     fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         let HostPreds::Scores(scores) = preds else {
             return Err(Error::msg(

@@ -203,9 +203,6 @@ macro_rules! counting_metric {
             fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
                 self.0.classify.counts(self.0.name, preds, target)
             }
-            fn boxed(&self) -> Box<dyn HostUpdate> {
-                Box::new(self.clone())
-            }
         }
 
         impl Metric for $name {

@@ -25,7 +25,7 @@ use crate::Result;
 /// A metric that a collection updates from host predictions and targets: the classification,
 /// ranking and calibration metrics, the perplexity, and the regression metrics (predictions and
 /// targets as values).
-pub trait HostUpdate: Metric {
+pub trait HostUpdate: Metric + BoxedUpdate {
     /// One batch's state (of the metric's parts) from predictions on the host; an error names
     /// what does not fit.
     fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State>;
@@ -34,8 +34,19 @@ pub trait HostUpdate: Metric {
         let batch = self.batch_state(preds, target)?;
         self.tracked_mut().add(batch)
     }
-    /// A copy (a collection is cloned with its module).
+}
+
+/// A boxed copy of a [`HostUpdate`] (a collection is cloned with its module); every `Clone`
+/// one has it.
+pub trait BoxedUpdate {
+    /// A copy.
     fn boxed(&self) -> Box<dyn HostUpdate>;
+}
+
+impl<M: HostUpdate + Clone + 'static> BoxedUpdate for M {
+    fn boxed(&self) -> Box<dyn HostUpdate> {
+        Box::new(self.clone())
+    }
 }
 
 /// Metrics updated together and logged under one prefix.

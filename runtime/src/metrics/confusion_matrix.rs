@@ -107,10 +107,6 @@ impl ConfusionMatrix {
 }
 
 impl HostUpdate for ConfusionMatrix {
-    fn boxed(&self) -> Box<dyn HostUpdate> {
-        Box::new(self.clone())
-    }
-
     fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         let pairs = self.classify.pairs("ConfusionMatrix", preds, target)?;
         let side = Self::side(&self.classify);

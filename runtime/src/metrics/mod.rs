@@ -67,7 +67,7 @@ mod truth;
 pub use aggregation::{MaxMetric, MeanMetric, MinMetric, RunningMean, SumMetric};
 pub use calibration::{CalibrationError, CalibrationNorm};
 pub use classification::{Accuracy, Average, F1Score, FBetaScore, Precision, Recall, Specificity};
-pub use collection::{HostUpdate, MetricCollection, MetricField};
+pub use collection::{BoxedUpdate, HostUpdate, MetricCollection, MetricField};
 pub use confusion_matrix::{ConfusionMatrix, Normalize};
 pub use functional::accuracy;
 pub use inputs::{HostPreds, HostTargets, Preds, Targets};

@@ -52,10 +52,6 @@ impl Perplexity {
 }
 
 impl HostUpdate for Perplexity {
-    fn boxed(&self) -> Box<dyn HostUpdate> {
-        Box::new(self.clone())
-    }
-
     fn batch_state(&self, logits: &HostPreds, target: &HostTargets) -> Result<State> {
         let HostPreds::Scores(scores) = logits else {
             return Err(Error::msg(

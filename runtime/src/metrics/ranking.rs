@@ -329,9 +329,6 @@ macro_rules! ranked_metric {
             fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
                 self.0.batch(preds, target)
             }
-            fn boxed(&self) -> Box<dyn HostUpdate> {
-                Box::new(self.clone())
-            }
         }
     };
 }

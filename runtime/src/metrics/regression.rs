@@ -146,9 +146,6 @@ macro_rules! sum_metric {
                 let (p, t) = host_pairs(stringify!($name), preds, target)?;
                 Ok(sums(Self::PARTS, &p, &t, &[$($f),*]))
             }
-            fn boxed(&self) -> Box<dyn HostUpdate> {
-                Box::new(self.clone())
-            }
         }
 
         impl Metric for $name {
@@ -242,9 +239,6 @@ macro_rules! moments_metric {
             fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
                 let (p, t) = host_pairs(stringify!($name), preds, target)?;
                 Ok(moment_sums(&p, &t, Self::VARS, Self::SUMS))
-            }
-            fn boxed(&self) -> Box<dyn HostUpdate> {
-                Box::new(self.clone())
             }
         }
 
@@ -347,9 +341,6 @@ impl HostUpdate for SpearmanCorrCoef {
     fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         let (p, t) = host_pairs("SpearmanCorrCoef", preds, target)?;
         Ok(self.kept(p, t))
-    }
-    fn boxed(&self) -> Box<dyn HostUpdate> {
-        Box::new(self.clone())
     }
 }
 
