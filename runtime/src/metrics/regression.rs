@@ -1,9 +1,10 @@
 //! Regression metrics: [`MeanSquaredError`], [`RootMeanSquaredError`], [`MeanAbsoluteError`], [`R2Score`], [`ExplainedVariance`], [`PearsonCorrCoef`],
 //! [`SpearmanCorrCoef`]. Predictions and targets are values of any shape, taken as one flat
-//! output (a tensor, or a slice of numbers), in the same number. The errors' states are sums
-//! (f64 keeps 10 M values' sums to far better than 1e-6); R², explained variance and Pearson's
-//! keep means and co-moments merged by Chan's formulas (targets far from zero keep their
-//! variance's digits); Spearman's keeps every value to rank them.
+//! output (a tensor, or a slice of numbers), in the same number. Every state but Spearman's is
+//! the count, sums of errors (f64 keeps 10 M values' sums to far better than 1e-6) and, for
+//! R², explained variance and Pearson's, means and co-moments merged by Chan's formulas
+//! (targets far from zero keep their variance's digits); Spearman's keeps every value to rank
+//! them.
 //!
 //! ```
 //! use fulmen::metrics::{Metric, R2Score};
@@ -93,130 +94,36 @@ fn checked(metric: &str, p: Vec<f64>, t: Vec<f64>) -> Result<(Vec<f64>, Vec<f64>
     Ok((p, t))
 }
 
-/// Sums over an update's pairs: Σ 1 and Σ f(p, t) for each of `fs`, as one state.
-fn sums(names: &[&str], p: &[f64], t: &[f64], fs: &[fn(f64, f64) -> f64]) -> State {
-    let parts: Vec<(&str, Merge, usize)> = names.iter().map(|&n| (n, Merge::Sum, 1)).collect();
-    let mut state = State::new(&parts);
-    state.get_mut(0)[0] = p.len() as f64;
-    for (i, f) in fs.iter().enumerate() {
-        state.get_mut(i + 1)[0] = p.iter().zip(t).map(|(&a, &b)| f(a, b)).sum();
-    }
-    state
-}
-
-fn sum(state: &State, i: usize) -> f64 {
-    state.get(i).first().copied().unwrap_or(0.0)
-}
-
-macro_rules! sum_metric {
-    ($(#[$doc:meta])* $name:ident, [$($part:literal),*], [$($f:expr),*], |$s:ident| $value:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq)]
-        pub struct $name {
-            tracked: Tracked,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self {
-                    tracked: Tracked::new(Self::fresh()),
-                }
-            }
-        }
-
-        impl $name {
-            const PARTS: &'static [&'static str] = &["n", $($part),*];
-
-            fn fresh() -> State {
-                let parts: Vec<(&str, Merge, usize)> =
-                    Self::PARTS.iter().map(|&n| (n, Merge::Sum, 1)).collect();
-                State::new(&parts)
-            }
-
-            /// Adds a batch of predictions against its targets (as many; an error names a
-            /// mismatch or a value that is not a number, and adds nothing).
-            pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
-                let (p, t) = pairs(stringify!($name), &preds, &target)?;
-                self.tracked.add(sums(Self::PARTS, &p, &t, &[$($f),*]))
-            }
-        }
-
-        impl HostUpdate for $name {
-            fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
-                let (p, t) = host_pairs(stringify!($name), preds, target)?;
-                Ok(sums(Self::PARTS, &p, &t, &[$($f),*]))
-            }
-        }
-
-        impl Metric for $name {
-            fn name(&self) -> &'static str {
-                stringify!($name)
-            }
-            fn tracked(&self) -> &Tracked {
-                &self.tracked
-            }
-            fn tracked_mut(&mut self) -> &mut Tracked {
-                &mut self.tracked
-            }
-            fn value_of(&self, $s: &State) -> Result<f64> {
-                if sum($s, 0) == 0.0 {
-                    return Ok(f64::NAN);
-                }
-                Ok($value)
-            }
-        }
-    };
-}
-
-sum_metric!(
-    /// The mean of the squared errors.
-    MeanSquaredError,
-    ["sum_squared_error"],
-    [|p, t| (p - t) * (p - t)],
-    |s| sum(s, 1) / sum(s, 0)
-);
-
-sum_metric!(
-    /// The root of the mean squared error (torchmetrics' `MeanSquaredError(squared=False)`).
-    RootMeanSquaredError,
-    ["sum_squared_error"],
-    [|p, t| (p - t) * (p - t)],
-    |s| (sum(s, 1) / sum(s, 0)).sqrt()
-);
-
-sum_metric!(
-    /// The mean of the absolute errors.
-    MeanAbsoluteError,
-    ["sum_abs_error"],
-    [|p, t| (p - t).abs()],
-    |s| sum(s, 1) / sum(s, 0)
-);
-
-/// The moments of some functions of each (prediction, target) pair, and sums of others, as
-/// one state: `["moments", "sums"]`.
-fn moment_sums(
+/// One batch's state: the count, means and co-moments of `vars` of each (prediction,
+/// target) pair (`moments`: the count alone for none), and the sums of `sums` of them.
+fn batch(
     p: &[f64],
     t: &[f64],
     vars: &[fn(f64, f64) -> f64],
     sums: &[fn(f64, f64) -> f64],
 ) -> State {
-    let mut state = moment_state(vars.len(), sums.len());
-    let column = |f: &fn(f64, f64) -> f64| p.iter().zip(t).map(|(&a, &b)| f(a, b)).collect();
-    *state.get_mut(0) = moments::of(&vars.iter().map(column).collect::<Vec<_>>());
+    let mut state = fresh(vars.len(), sums.len());
+    let column = |f: fn(f64, f64) -> f64| p.iter().zip(t).map(move |(&a, &b)| f(a, b));
+    let columns: Vec<Vec<f64>> = vars.iter().map(|&f| column(f).collect()).collect();
+    *state.get_mut(0) = moments::of(&columns);
+    // The count, also where there are no variables to keep moments of.
+    state.get_mut(0)[0] = p.len() as f64;
     for (i, f) in sums.iter().enumerate() {
-        state.get_mut(1)[i] = p.iter().zip(t).map(|(&a, &b)| f(a, b)).sum();
+        state.get_mut(1)[i] = column(*f).sum();
     }
     state
 }
 
-fn moment_state(vars: usize, sums: usize) -> State {
+fn fresh(vars: usize, sums: usize) -> State {
     State::new(&[
         ("moments", Merge::Moments, moments::len(vars)),
         ("sums", Merge::Sum, sums),
     ])
 }
 
-macro_rules! moments_metric {
+/// A regression metric: its state is [`batch`]'s of `vars` and `sums`; its value, of the
+/// moments `m` and sums `s` (NaN before any pair).
+macro_rules! regression_metric {
     ($(#[$doc:meta])* $name:ident, [$($var:expr),*], [$($f:expr),*], |$m:ident, $s:ident| $value:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq)]
@@ -228,24 +135,25 @@ macro_rules! moments_metric {
             const VARS: &'static [fn(f64, f64) -> f64] = &[$($var),*];
             const SUMS: &'static [fn(f64, f64) -> f64] = &[$($f),*];
 
-            /// Adds a batch (see [`MeanSquaredError::update`]).
+            /// Adds a batch of predictions against its targets (as many; an error names a
+            /// mismatch or a value that is not a number, and adds nothing).
             pub fn update(&mut self, preds: impl Values, target: impl Values) -> Result<()> {
                 let (p, t) = pairs(stringify!($name), &preds, &target)?;
-                self.tracked.add(moment_sums(&p, &t, Self::VARS, Self::SUMS))
+                self.tracked.add(batch(&p, &t, Self::VARS, Self::SUMS))
             }
         }
 
         impl HostUpdate for $name {
             fn batch_state(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
                 let (p, t) = host_pairs(stringify!($name), preds, target)?;
-                Ok(moment_sums(&p, &t, Self::VARS, Self::SUMS))
+                Ok(batch(&p, &t, Self::VARS, Self::SUMS))
             }
         }
 
         impl Default for $name {
             fn default() -> Self {
                 Self {
-                    tracked: Tracked::new(moment_state(Self::VARS.len(), Self::SUMS.len())),
+                    tracked: Tracked::new(fresh(Self::VARS.len(), Self::SUMS.len())),
                 }
             }
         }
@@ -271,7 +179,31 @@ macro_rules! moments_metric {
     };
 }
 
-moments_metric!(
+regression_metric!(
+    /// The mean of the squared errors.
+    MeanSquaredError,
+    [],
+    [|p, t| (p - t) * (p - t)],
+    |m, s| s[0] / m.n()
+);
+
+regression_metric!(
+    /// The root of the mean squared error (torchmetrics' `MeanSquaredError(squared=False)`).
+    RootMeanSquaredError,
+    [],
+    [|p, t| (p - t) * (p - t)],
+    |m, s| (s[0] / m.n()).sqrt()
+);
+
+regression_metric!(
+    /// The mean of the absolute errors.
+    MeanAbsoluteError,
+    [],
+    [|p, t| (p - t).abs()],
+    |m, s| s[0] / m.n()
+);
+
+regression_metric!(
     /// The coefficient of determination: 1 − Σ(t − p)² / Σ(t − mean t)² (scikit-learn's
     /// `r2_score`; NaN when every target is the same).
     R2Score,
@@ -283,7 +215,7 @@ moments_metric!(
     }
 );
 
-moments_metric!(
+regression_metric!(
     /// 1 − Var(t − p) / Var(t) (scikit-learn's `explained_variance_score`; NaN when every
     /// target is the same).
     ExplainedVariance,
@@ -295,7 +227,7 @@ moments_metric!(
     }
 );
 
-moments_metric!(
+regression_metric!(
     /// Pearson's correlation of predictions and targets (SciPy's `pearsonr`).
     PearsonCorrCoef,
     [|p, _t| p, |_p, t| t],
