@@ -38,7 +38,7 @@ fn parameter_counts_match_torchvision() {
     // torchvision's resnet50 with conv1 = 3×3 stride 1 and no max pool.
     let cifar: CifarR50 = BuildModule::build(&dev);
     assert_eq!(cifar.num_trainable_params(), 23_520_842);
-    // The throughput benchmark's small ResNet (benches/conv.rs builds the same in PyTorch).
+    // The throughput benchmark's small ResNet (benches/models.rs builds the same in PyTorch).
     let small: Small = BuildModule::build(&dev);
     assert_eq!(small.num_trainable_params(), 78_042);
 }
