@@ -14,15 +14,22 @@ use fulmen::Manual;
 use super::runs::max_abs_diff;
 use super::{gpu, iris, quiet};
 
-/// The flowers' class probabilities from the module `iris` trains on the CPU, predicted on
-/// `accelerator` in `precision`.
-fn predictions(accelerator: &str, precision: &str) -> Vec<f32> {
-    let (_, mut model) = iris("cpu", "32-true", None);
-    let mut trainer = quiet::trainer()
+/// The module `iris` trains on the CPU, and a trainer on `accelerator` in `precision` to
+/// evaluate it with.
+fn trained_cpu_and_trainer(accelerator: &str, precision: &str) -> (super::Iris, Trainer) {
+    let (_, model) = iris("cpu", "32-true", None);
+    let trainer = quiet::trainer()
         .accelerator(accelerator)
         .precision(precision.parse().expect("a precision"))
         .build()
         .expect("valid settings");
+    (model, trainer)
+}
+
+/// The flowers' class probabilities from the module `iris` trains on the CPU, predicted on
+/// `accelerator` in `precision`.
+fn predictions(accelerator: &str, precision: &str) -> Vec<f32> {
+    let (mut model, mut trainer) = trained_cpu_and_trainer(accelerator, precision);
     let rows: Vec<[f32; 4]> = fulmen::data::iris::bundled()
         .into_iter()
         .map(|(x, _)| x)
@@ -236,12 +243,7 @@ fn freezing_and_weight_averaging_on_the_gpu_follow_the_cpu() {
 /// read from device logits, synced, computed at the epoch's end) on `accelerator` in
 /// `precision`, from the module trained on the CPU.
 fn validated(accelerator: &str, precision: &str) -> (f64, f64) {
-    let (_, mut model) = iris("cpu", "32-true", None);
-    let mut trainer = quiet::trainer()
-        .accelerator(accelerator)
-        .precision(precision.parse().expect("a precision"))
-        .build()
-        .expect("valid settings");
+    let (mut model, mut trainer) = trained_cpu_and_trainer(accelerator, precision);
     let loader = DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 32);
     let m = trainer
         .validate_loader(&mut model, loader)
