@@ -101,13 +101,13 @@ impl Counting {
     /// Each class's (or label's) score.
     fn per_class(&self, state: &State) -> Vec<f64> {
         let labels = !matches!(self.classify.task, Task::Multiclass(_));
-        (0..self.classify.width())
+        (0..self.classify.task.width())
             .map(|i| self.score.of(Self::counts(state, i), labels))
             .collect()
     }
 
     fn value_of(&self, state: &State) -> Result<f64> {
-        let n = self.classify.width();
+        let n = self.classify.task.width();
         let labels = !matches!(self.classify.task, Task::Multiclass(_));
         if self.classify.task == Task::Binary {
             return Ok(self.score.of(Self::counts(state, 0), true));

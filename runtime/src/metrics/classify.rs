@@ -39,14 +39,9 @@ impl Classify {
         }
     }
 
-    /// Classes or labels (1 for binary).
-    pub fn width(&self) -> usize {
-        self.task.width()
-    }
-
     /// A fresh counting state.
     pub fn state(&self) -> State {
-        let n = self.width();
+        let n = self.task.width();
         State::new(&[
             ("tp", Merge::Sum, n),
             ("fp", Merge::Sum, n),
@@ -81,7 +76,7 @@ impl Classify {
     /// row of a target or prediction that does not fit the task.
     pub fn counts(&self, metric: &str, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         self.check(metric)?;
-        let n = self.width();
+        let n = self.task.width();
         check_shapes(metric, self.task, preds.rows(), target)?;
         let truth = Truth::check(metric, self.task, self.ignore_index, target)?;
         let mut counts = self.state();
@@ -143,7 +138,7 @@ impl Classify {
             ..self.clone()
         };
         top1.check(metric)?;
-        let n = self.width();
+        let n = self.task.width();
         check_shapes(metric, self.task, preds.rows(), target)?;
         let truth = Truth::check(metric, self.task, self.ignore_index, target)?;
         Ok(match &truth {

@@ -64,12 +64,8 @@ impl Ranked {
         r
     }
 
-    fn width(&self) -> usize {
-        self.task.width()
-    }
-
     fn fresh(&self) -> State {
-        let w = self.width();
+        let w = self.task.width();
         match self.bins {
             None => State::new(&[("scores", Merge::Cat, 0), ("targets", Merge::Cat, 0)]),
             Some(t) => State::new(&[
@@ -83,7 +79,7 @@ impl Ranked {
 
     /// The scores of an update, checked against the targets: an error names what does not fit.
     fn scores<'a>(&self, preds: &'a HostPreds, target: &HostTargets) -> Result<&'a Scores> {
-        let (name, w) = (self.name, self.width());
+        let (name, w) = (self.name, self.task.width());
         if w == 0 {
             return Err(Error::config(
                 format!("{name}.task"),
@@ -111,7 +107,7 @@ impl Ranked {
     fn batch(&self, preds: &HostPreds, target: &HostTargets) -> Result<State> {
         let scores = self.scores(preds, target)?;
         let truth = Truth::check(self.name, self.task, self.ignore_index, target)?;
-        let w = self.width();
+        let w = self.task.width();
         // Logits become probabilities: softmax over classes, else the sigmoid.
         let read = Read::Probabilities {
             softmax: matches!(self.task, Task::Multiclass(_)),
@@ -144,7 +140,7 @@ impl Ranked {
 
     /// The counts of column `col` (`None`: every column at once, multilabel micro).
     fn counts(&self, state: &State, col: Option<usize>) -> Counts {
-        let w = self.width();
+        let w = self.task.width();
         match self.bins {
             None => {
                 let (scores, targets) = (state.get(0), state.get(1));
@@ -218,7 +214,7 @@ impl Ranked {
             return Ok(per_column(&self.counts(state, None)));
         }
         let (mut sum, mut weights) = (0.0, 0.0);
-        for col in 0..self.width() {
+        for col in 0..self.task.width() {
             let c = self.counts(state, Some(col));
             if c.pos == 0.0 || c.neg == 0.0 {
                 continue;
@@ -372,7 +368,7 @@ impl RocCurve {
     }
 
     fn curves_of(&self, state: &State) -> Vec<Curve> {
-        (0..self.0.width())
+        (0..self.0.task.width())
             .map(|col| {
                 let c = self.0.counts(state, Some(col));
                 let (x, y) = roc_points(&c);
@@ -391,7 +387,7 @@ impl PrecisionRecallCurve {
     }
 
     fn curves_of(&self, state: &State) -> Vec<Curve> {
-        (0..self.0.width())
+        (0..self.0.task.width())
             .map(|col| {
                 let c = self.0.counts(state, Some(col));
                 let (mut x, mut y, mut thresholds) = (vec![], vec![], vec![]);

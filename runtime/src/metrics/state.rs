@@ -97,12 +97,7 @@ impl State {
 
     /// Back to fresh parts of the same lengths.
     pub fn reset(&mut self) {
-        for p in self.parts.iter_mut() {
-            match p.merge {
-                Merge::Cat => p.values.clear(),
-                m => p.values.iter_mut().for_each(|v| *v = m.empty()),
-            }
-        }
+        *self = self.emptied();
     }
 
     /// Adds `other` (the same parts, as another batch or rank made them) into this one.
