@@ -3,7 +3,7 @@
 //! PyTorch) in values and in every gradient, in f64 on the CPU, so that the GPU path is checked
 //! in every CI run. Each test runs one function generic over the implementation, once with each.
 
-use fulmen::kernels::{Composed, Conv, Host, Norm, Pool};
+use fulmen::kernels::{Composed, Conv, Dense, Host, Norm, Pool};
 use fulmen::layers::{ConvGeom, ConvOptions, Dyn4, Images, PoolKind};
 use fulmen::prelude::*;
 
@@ -285,5 +285,67 @@ fn a_convolution_bias_in_half_precision_gets_its_gradient() {
     for g in grads.get(&bias_h).as_vec() {
         let g = g.0.to_f64();
         assert!((g - 1.0 / oc as f64).abs() < 1e-3, "bias gradient {g}");
+    }
+}
+
+/// The dense layer in f32, where the host kernels multiply on AVX-512 (on a CPU without it
+/// both sides are dfdx's ops), against dfdx's ops: values and every gradient.
+#[test]
+fn the_dense_layer_matches_dfdx() {
+    fn case<const I: usize, const O: usize>(batch: usize, dev: &Cpu) {
+        let what = format!("linear {batch}x{I} -> {O}");
+        let x: Tensor<(usize, Const<I>), f32, Cpu> = dev.sample_normal_like(&(batch, Const));
+        let w: Tensor<Rank2<O, I>, f32, Cpu> = dev.sample_normal();
+        let b: Tensor<Rank1<O>, f32, Cpu> = dev.sample_normal();
+        for bias in [Some(&b), None] {
+            let host = Host::linear(x.clone().leaky_traced(), &w, bias).expect("host");
+            let ours = Composed::linear(x.clone().leaky_traced(), &w, bias).expect("ours");
+            let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+            let near = |got: Vec<f32>, want: Vec<f32>, part: &str| {
+                let (got, want) = (widen(got), widen(want));
+                assert_eq!(got.len(), want.len());
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let tol = 2e-5 * (1.0 + w.abs()) * (I.max(batch) as f64).sqrt();
+                    assert!((g - w).abs() <= tol, "{what} {part}[{i}]: {g} vs {w}");
+                }
+            };
+            near(host.as_vec(), ours.as_vec(), "y");
+            let probe32 = |y: Tensor<(usize, Const<O>), f32, Cpu, OwnedTape<f32, Cpu>>| {
+                let n = y.shape().num_elements();
+                let p: Vec<f32> = (0..n).map(|i| ((i * 37) % 11) as f32 / 7.0 - 0.6).collect();
+                let p = y.device().tensor_from_vec(p, *y.shape());
+                (y * p).sum()
+            };
+            let (gh, go) = (probe32(host).backward(), probe32(ours).backward());
+            near(gh.get(&x).as_vec(), go.get(&x).as_vec(), "dx");
+            near(gh.get(&w).as_vec(), go.get(&w).as_vec(), "dw");
+            if bias.is_some() {
+                near(gh.get(&b).as_vec(), go.get(&b).as_vec(), "db");
+            }
+        }
+    }
+    let dev = Cpu::seed_from_u64(9);
+    case::<3, 1>(1, &dev);
+    case::<70, 50>(37, &dev);
+    case::<784, 256>(512, &dev);
+    case::<256, 10>(64, &dev);
+}
+
+/// fulmen's `Linear` (the prelude's) draws its weights as dfdx's did, so that a seed builds
+/// the model it built before.
+#[test]
+fn the_dense_layer_starts_with_dfdxs_weights() {
+    let ours: fulmen::layers::linear::modules::Linear<5, 3, f32, Cpu> =
+        BuildModule::build(&Cpu::seed_from_u64(3));
+    let theirs: fulmen::dfdx::nn::modules::Linear<5, 3, f32, Cpu> =
+        BuildModule::build(&Cpu::seed_from_u64(3));
+    assert_eq!(ours.weight.array(), theirs.weight.array());
+    assert_eq!(ours.bias.array(), theirs.bias.array());
+    let x: Tensor<Rank2<4, 5>, f32, Cpu> = Cpu::seed_from_u64(1).sample_normal();
+    let (a, b) = (ours.forward(x.clone()).array(), theirs.forward(x).array());
+    for (ra, rb) in a.iter().zip(&b) {
+        for (va, vb) in ra.iter().zip(rb) {
+            assert!((va - vb).abs() < 1e-6, "{va} vs {vb}");
+        }
     }
 }

@@ -10,7 +10,7 @@ mod quiet;
 #[path = "support/serial.rs"]
 mod serial;
 
-use fulmen::dfdx::nn::modules::Linear as L;
+use fulmen::layers::linear::modules::Linear as L;
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;

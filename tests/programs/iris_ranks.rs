@@ -197,8 +197,8 @@ impl Evaluated {
 
 /// The weights and biases of the two layers, in order.
 fn layers(
-    l1: &fulmen::dfdx::nn::modules::Linear<4, 16, f32, Cpu>,
-    l2: &fulmen::dfdx::nn::modules::Linear<16, 3, f32, Cpu>,
+    l1: &fulmen::layers::linear::modules::Linear<4, 16, f32, Cpu>,
+    l2: &fulmen::layers::linear::modules::Linear<16, 3, f32, Cpu>,
 ) -> Vec<f32> {
     [
         l1.weight.as_vec(),

@@ -3,6 +3,7 @@
 //!
 //! | family | what | called by |
 //! | --- | --- | --- |
+//! | [`Dense`] | a dense layer's product | `layers::linear` |
 //! | [`Conv`] | 2-D convolution | `layers::conv2d` |
 //! | [`Norm`] | batch normalization | `layers::batchnorm2d` |
 //! | [`Pool`] | max, average and adaptive pooling | `layers::pool2d` |
@@ -41,5 +42,5 @@ pub use on_cpu::{cpu_runs, CpuKernels, OnCpu, RunsOnCpu};
 pub(crate) use ops::any_frozen_norm;
 pub use ops::{Describe, GradSum, NormState, Op, Scratch, StepRule, Total};
 pub use seam::{
-    Conv, Elementwise, Flat, Fuse, Kernels, Norm, Normalized, Pool, Reduce, Step, Unscale,
+    Conv, Dense, Elementwise, Flat, Fuse, Kernels, Norm, Normalized, Pool, Reduce, Step, Unscale,
 };

@@ -8,13 +8,15 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 
 use dfdx::nn::ModuleMut;
-use dfdx::shapes::{Rank1, Shape};
+use dfdx::shapes::{Const, Dim, Rank1, Rank2, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor};
 
 use super::composed::Composed;
 use super::host::Host;
 use super::ops::{Describe, GradSum, Scratch, StepRule, Total};
-use super::seam::{Conv, Elementwise, Flat, Fuse, Norm, Normalized, Pool, Reduce, Step, Unscale};
+use super::seam::{
+    Conv, Dense, Elementwise, Flat, Fuse, Norm, Normalized, Pool, Reduce, Step, Unscale,
+};
 use crate::device::{FloatDtype, Half, HostAccess};
 use crate::shapes::{ConvGeom, Dyn4, Images, PoolKind};
 use crate::walk::{AnyTensor, AnyTensorMut, Params};
@@ -95,6 +97,16 @@ macro_rules! chosen {
             <Host as $family<E, D>>::$call($($arg),*)
         }
     };
+}
+
+impl<E: FloatDtype, D: HostAccess<E>> Dense<E, D> for OnCpu {
+    fn linear<B: Dim, const I: usize, const O: usize, T: Tape<E, D>>(
+        x: Tensor<(B, Const<I>), E, D, T>,
+        weight: &Tensor<Rank2<O, I>, E, D>,
+        bias: Option<&Tensor<Rank1<O>, E, D>>,
+    ) -> Result<Tensor<(B, Const<O>), E, D, T>> {
+        chosen!(Dense::linear(x, weight, bias))
+    }
 }
 
 impl<E: FloatDtype, D: HostAccess<E>> Conv<E, D> for OnCpu {

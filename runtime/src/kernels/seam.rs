@@ -2,7 +2,7 @@
 //! implementation implements and a device names (see [`crate::kernels`]).
 
 use dfdx::nn::ModuleMut;
-use dfdx::shapes::{Rank1, Shape};
+use dfdx::shapes::{Const, Dim, Rank1, Rank2, Shape};
 use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor};
 
 use super::ops::{Describe, GradSum, Scratch, StepRule, Total};
@@ -16,12 +16,20 @@ pub type Flat<E, D> = Tensor<(usize,), E, D>;
 
 /// Every op family: what a device's [`TrainDevice::Kernels`](crate::TrainDevice::Kernels) is.
 pub trait Kernels<E: FloatDtype, D: HostAccess<E>>:
-    Conv<E, D> + Norm<E, D> + Pool<E, D> + Elementwise<E, D> + Fuse<E, D> + Step<E, D> + Reduce<E, D>
+    Dense<E, D>
+    + Conv<E, D>
+    + Norm<E, D>
+    + Pool<E, D>
+    + Elementwise<E, D>
+    + Fuse<E, D>
+    + Step<E, D>
+    + Reduce<E, D>
 {
 }
 
 impl<E: FloatDtype, D: HostAccess<E>, K> Kernels<E, D> for K where
-    K: Conv<E, D>
+    K: Dense<E, D>
+        + Conv<E, D>
         + Norm<E, D>
         + Pool<E, D>
         + Elementwise<E, D>
@@ -29,6 +37,16 @@ impl<E: FloatDtype, D: HostAccess<E>, K> Kernels<E, D> for K where
         + Step<E, D>
         + Reduce<E, D>
 {
+}
+
+/// A dense layer's product (PyTorch's `linear`).
+pub trait Dense<E: FloatDtype, D: HostAccess<E>> {
+    /// `x · weightᵀ + bias` for a batch of rows `x`; differentiable through the tape on `x`.
+    fn linear<B: Dim, const I: usize, const O: usize, T: Tape<E, D>>(
+        x: Tensor<(B, Const<I>), E, D, T>,
+        weight: &Tensor<Rank2<O, I>, E, D>,
+        bias: Option<&Tensor<Rank1<O>, E, D>>,
+    ) -> Result<Tensor<(B, Const<O>), E, D, T>>;
 }
 
 /// 2-D convolution (PyTorch's `conv2d`, cross-correlation).

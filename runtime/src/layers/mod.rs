@@ -1,7 +1,7 @@
 //! Layers dfdx 0.13 has only behind its (broken) nightly feature, or only slowly, for stable
 //! Rust: [`Conv2D`] and [`Conv2DNoBias`] (with [`conv2d()`], the differentiable op), the
 //! pooling windows [`MaxPool2D`], [`AvgPool2D`] and [`AdaptiveAvgPool2D`] (dfdx's global pools
-//! work on stable as they are), [`Flatten`], [`BatchNorm2D`], [`ReLU`], the residual block
+//! work on stable as they are), [`Flatten`], [`Linear`], [`BatchNorm2D`], [`ReLU`], the residual block
 //! ends [`ResidualReLU`] and [`GeneralizedResidualReLU`], and [`Fused`], which trains a tuple
 //! of them as one op.
 //!
@@ -12,6 +12,7 @@ pub mod batchnorm2d;
 pub mod conv2d;
 pub mod flatten;
 pub mod fused;
+pub mod linear;
 pub mod pool2d;
 pub mod relu;
 pub mod residual;
@@ -21,6 +22,7 @@ pub use self::batchnorm2d::{BatchNorm2D, Untraced};
 pub use self::conv2d::{conv2d, Conv2D, Conv2DNoBias, DepthwiseConv2D};
 pub use self::flatten::{flatten, Flatten};
 pub use self::fused::Fused;
+pub use self::linear::Linear;
 pub use self::pool2d::{adaptive_avg_pool2d, pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D};
 pub use self::relu::{relu, ReLU};
 pub use self::residual::{add_relu, GeneralizedResidualReLU, ResidualReLU};

@@ -20,10 +20,11 @@
 //! }
 //! ```
 
-use dfdx::nn::builders::{AvgPoolGlobal, Linear};
+use dfdx::nn::builders::AvgPoolGlobal;
 
 use crate::layers::{
-    BatchNorm2D, Conv2DNoBias, Fused, GeneralizedResidualReLU, MaxPool2D, ReLU, ResidualReLU, Unit,
+    BatchNorm2D, Conv2DNoBias, Fused, GeneralizedResidualReLU, Linear, MaxPool2D, ReLU,
+    ResidualReLU, Unit,
 };
 
 /// 7×7 convolution with stride 2 to 64 channels, batch norm, ReLU, 3×3 max pool with stride 2.

@@ -16,6 +16,7 @@
 //! kernel's path, through copies.
 
 mod conv;
+mod dense;
 mod elementwise;
 mod fuse;
 mod norm;

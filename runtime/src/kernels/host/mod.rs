@@ -14,6 +14,7 @@ mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 mod conv_gemm;
+mod dense;
 mod elementwise;
 mod fuse;
 mod norm;

@@ -65,9 +65,12 @@ pub fn handles(g: &ConvGeom) -> bool {
     g.groups == 1 && (g.stride != 1 || g.padding <= g.dilation * (g.k - 1)) && available()
 }
 
+mod matmul;
 mod plan;
 mod product;
 mod weight;
+
+pub use matmul::{matmul, Mat};
 
 use plan::*;
 use product::*;
