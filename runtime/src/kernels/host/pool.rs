@@ -4,12 +4,14 @@
 use dfdx::shapes::{Const, HasShape};
 use dfdx::tensor::{PutTape, SplitTape, Tape};
 
-use super::values::{accumulate_grad, on_backward, on_host, HostFloat};
+use rayon::prelude::*;
+
+use super::values::{accumulate_grad, on_backward, on_host, HostFloat, IntoValues, Values};
 use super::Host;
-use crate::device::{of_f64, FloatDtype, HostAccess};
+use crate::device::{FloatDtype, HostAccess};
 use crate::kernels::Pool;
 use crate::shapes::{Images, PoolKind};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where the windows of a pooling lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,46 +102,18 @@ fn pool<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
         windows,
     };
     let (ho, wo) = g.out();
-    let (x, mut tape) = x.split_tape();
-    let xs = x.as_vec();
-    let mut out = Vec::with_capacity(n * C * ho * wo);
-    // For max pooling, the input index each output came from.
-    let mut argmax = Vec::new();
-    for plane in 0..n * C {
-        let src = &xs[plane * h * w..(plane + 1) * h * w];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let (rows, cols) = (g.span(oy, h, ho), g.span(ox, w, wo));
-                match kind {
-                    PoolKind::Max => {
-                        let mut best: Option<(usize, E)> = None;
-                        for iy in rows.clone() {
-                            for ix in cols.clone() {
-                                let v = src[iy * w + ix];
-                                if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
-                                    best = Some((iy * w + ix, v));
-                                }
-                            }
-                        }
-                        let (i, v) = best.unwrap_or((0, E::neg_infinity()));
-                        argmax.push(plane * h * w + i);
-                        out.push(v);
-                    }
-                    PoolKind::Avg => {
-                        let sum: f64 = rows
-                            .clone()
-                            .flat_map(|iy| cols.clone().map(move |ix| iy * w + ix))
-                            .map(|i| src[i].to_f64().unwrap_or(f64::NAN))
-                            .sum();
-                        let div = g.divisor(rows.len(), cols.len());
-                        out.push(of_f64(sum / div as f64));
-                    }
-                }
-            }
-        }
+    if u32::try_from(h * w).is_err() {
+        return Err(Error::msg(format!(
+            "Pool2D: a {h}×{w} plane has more values than the pooling kernel indexes (2³²)"
+        )));
     }
-    let dev = x.device().clone();
-    let out: Images<C, E, D> = dev.try_tensor_from_vec(out, (n, Const, ho, wo))?;
+    let (x, mut tape) = x.split_tape();
+    let xs = Values::of(&x)?;
+    let (out, argmax) = on_host!(T; Values(xs) => {
+        let (out, argmax) = pool_forward(&g, kind, xs);
+        (out.into_values(), argmax)
+    });
+    let out: Images<C, E, D> = out.into_tensor(x.device(), (n, Const, ho, wo))?;
     on_backward(&mut tape, "Pool2D", &out, move |dy, grads| {
         accumulate_grad(
             &x,
@@ -150,32 +124,92 @@ fn pool<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
     Ok(out.put_tape(tape))
 }
 
-/// Adds the input's gradient into `dx` given the output's, `dy`; `argmax` is where each max
-/// came from.
-fn pool_backward<T: HostFloat>(g: &Geom, kind: PoolKind, argmax: &[usize], dy: &[T], dx: &mut [T]) {
+/// The pooled planes and, for max pooling, where in its plane each maximum lies (the first
+/// of its window, or a NaN); planes across rayon's threads.
+fn pool_forward<T: HostFloat>(g: &Geom, kind: PoolKind, xs: &[T]) -> (Vec<T>, Vec<u32>) {
+    let (ho, wo) = g.out();
+    let (hw, ohw) = (g.h * g.w, ho * wo);
+    let planes = g.n * g.c;
+    let mut out = vec![T::zero(); planes * ohw];
+    if ohw == 0 || hw == 0 {
+        return (out, Vec::new());
+    }
+    let windows = |oy: usize, ox: usize| (g.span(oy, g.h, ho), g.span(ox, g.w, wo));
     match kind {
         PoolKind::Max => {
-            for (&i, &d) in argmax.iter().zip(dy) {
-                dx[i] += d;
-            }
-        }
-        PoolKind::Avg => {
-            let (ho, wo) = g.out();
-            for plane in 0..g.n * g.c {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let (rows, cols) = (g.span(oy, g.h, ho), g.span(ox, g.w, wo));
-                        let div = g.divisor(rows.len(), cols.len());
-                        let d =
-                            dy[(plane * ho + oy) * wo + ox] / T::from(div).unwrap_or_else(T::nan);
+            let mut argmax = vec![0u32; planes * ohw];
+            out.par_chunks_mut(ohw)
+                .zip(argmax.par_chunks_mut(ohw))
+                .zip(xs.par_chunks(hw))
+                .for_each(|((out, argmax), src)| {
+                    for (o, (v, at)) in out.iter_mut().zip(argmax.iter_mut()).enumerate() {
+                        let (rows, cols) = windows(o / wo, o % wo);
+                        let (mut best, mut value) = (None, T::neg_infinity());
                         for iy in rows {
                             for ix in cols.clone() {
-                                dx[plane * g.h * g.w + iy * g.w + ix] += d;
+                                let x = src[iy * g.w + ix];
+                                if best.is_none() || x > value || x.is_nan() {
+                                    (best, value) = (Some(iy * g.w + ix), x);
+                                }
                             }
                         }
+                        // Planes are under 2³² values (checked by `pool`).
+                        (*v, *at) = (value, best.unwrap_or(0) as u32);
+                    }
+                });
+            (out, argmax)
+        }
+        PoolKind::Avg => {
+            out.par_chunks_mut(ohw)
+                .zip(xs.par_chunks(hw))
+                .for_each(|(out, src)| {
+                    for (o, v) in out.iter_mut().enumerate() {
+                        let (rows, cols) = windows(o / wo, o % wo);
+                        let div = g.divisor(rows.len(), cols.len());
+                        // Summed in f64, as PyTorch's CPU kernel accumulates.
+                        let sum: f64 = rows
+                            .flat_map(|iy| src[iy * g.w..][cols.clone()].iter())
+                            .map(|v| v.to_f64().unwrap_or(f64::NAN))
+                            .sum();
+                        *v = T::from(sum / div as f64).unwrap_or_else(T::nan);
+                    }
+                });
+            (out, Vec::new())
+        }
+    }
+}
+
+/// Adds the input's gradient into `dx` given the output's, `dy`; `argmax` is where in its
+/// plane each max came from. Planes across rayon's threads.
+fn pool_backward<T: HostFloat>(g: &Geom, kind: PoolKind, argmax: &[u32], dy: &[T], dx: &mut [T]) {
+    let (ho, wo) = g.out();
+    let (hw, ohw) = (g.h * g.w, ho * wo);
+    if ohw == 0 || hw == 0 {
+        return;
+    }
+    match kind {
+        PoolKind::Max => dx
+            .par_chunks_mut(hw)
+            .zip(dy.par_chunks(ohw))
+            .zip(argmax.par_chunks(ohw))
+            .for_each(|((dx, dy), argmax)| {
+                for (&i, &d) in argmax.iter().zip(dy) {
+                    dx[i as usize] += d;
+                }
+            }),
+        PoolKind::Avg => dx
+            .par_chunks_mut(hw)
+            .zip(dy.par_chunks(ohw))
+            .for_each(|(dx, dy)| {
+                for (o, &d) in dy.iter().enumerate() {
+                    let (rows, cols) = (g.span(o / wo, g.h, ho), g.span(o % wo, g.w, wo));
+                    let d = d / T::from(g.divisor(rows.len(), cols.len())).unwrap_or_else(T::nan);
+                    for iy in rows {
+                        dx[iy * g.w..][cols.clone()]
+                            .iter_mut()
+                            .for_each(|v| *v += d);
                     }
                 }
-            }
-        }
+            }),
     }
 }
