@@ -143,7 +143,8 @@ fn the_gradient_norm_monitor_logs_the_norms_of_the_backward() {
     let y: Tensor<(usize, Const<1>), f32, Cpu> = dev.tensor_from_vec(y, (4, Const));
     let norm = |v: Vec<f32>| v.iter().map(|g| f64::from(g * g)).sum::<f64>().sqrt();
     // The loss through a module of the same weights, and its gradients.
-    let mut same: fulmen::layers::linear::modules::Linear<2, 1, f32, Cpu> = BuildModule::build(&dev);
+    let mut same: fulmen::layers::linear::modules::Linear<2, 1, f32, Cpu> =
+        BuildModule::build(&dev);
     same.weight = w;
     same.bias = b;
     let g = same.alloc_grads();
