@@ -129,10 +129,17 @@ fn block_rows(a: &Packed, b: Mat<'_>, n: usize, c: &mut [f32], ldc: usize, add: 
     }
 }
 
-/// Rows `r0..r0 + m` of `a` (`k` columns), packed for [`tile`] as [`Packed::new`] packs.
-fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
+/// Values below which [`pack_rows`] packs on the calling thread.
+const PACK_PARALLEL_FROM: usize = 1 << 16;
+
+/// Rows `r0..r0 + m` of `a` (`k` columns), packed for [`tile`]: blocks of `MR` rows, each `k`
+/// columns of `MR` values (rows past `m` zero); large ones across rayon's threads.
+pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
     let mut data = vec![0f32; m.div_ceil(MR) * MR * k];
-    for (blk, block) in data.chunks_mut(MR * k).enumerate() {
+    if m == 0 || k == 0 {
+        return Packed { m, k, data };
+    }
+    let block = |(blk, block): (usize, &mut [f32])| {
         let rows = MR.min(m - blk * MR);
         let first = (r0 + blk * MR) * a.rs;
         let last = first + (rows - 1) * a.rs + (k - 1) * a.cs;
@@ -142,6 +149,11 @@ fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
                 *lane = src[i * a.rs + kk * a.cs];
             }
         }
+    };
+    if data.len() < PACK_PARALLEL_FROM {
+        data.chunks_mut(MR * k).enumerate().for_each(block);
+    } else {
+        data.par_chunks_mut(MR * k).enumerate().for_each(block);
     }
     Packed { m, k, data }
 }

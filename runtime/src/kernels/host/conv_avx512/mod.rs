@@ -70,6 +70,7 @@ mod plan;
 mod product;
 mod weight;
 
+use matmul::pack_rows;
 pub use matmul::{matmul, Mat};
 
 use plan::*;
@@ -80,7 +81,7 @@ use weight::*;
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let plan = Plan::new(g);
     let k = plan.offs.len();
-    let a = Packed::new(g.c_out, k, |co, kk| w[co * k + kk]);
+    let a = pack_rows(Mat::rows(w, k), 0, g.c_out, k);
     let (img_in, hw) = (g.c_in * g.h * g.w, g.h_out() * g.w_out());
     let img_out = g.c_out * hw;
     let per_task = images_per_task(g.batch);
@@ -156,12 +157,27 @@ pub fn backward(
     };
     let dual_plan = Plan::new(&dual);
     let wt = if g.stride == 1 {
-        Packed::new(g.c_in, g.c_out * taps, |ci, r| {
-            let (co, t) = (r / taps, taps - 1 - r % taps);
-            w[(co * g.c_in + ci) * taps + t]
-        })
+        // Row `ci`: for each output channel, its taps flipped.
+        let mut flipped = vec![0f32; g.c_in * g.c_out * taps];
+        flipped
+            .par_chunks_mut(g.c_out * taps)
+            .enumerate()
+            .for_each(|(ci, row)| {
+                for (co, dst) in row.chunks_exact_mut(taps).enumerate() {
+                    let src = &w[(co * g.c_in + ci) * taps..][..taps];
+                    dst.iter_mut()
+                        .zip(src.iter().rev())
+                        .for_each(|(d, &v)| *d = v);
+                }
+            });
+        pack_rows(
+            Mat::rows(&flipped, g.c_out * taps),
+            0,
+            g.c_in,
+            g.c_out * taps,
+        )
     } else {
-        Packed::new(k, g.c_out, |r, co| w[co * k + r])
+        pack_rows(Mat::transposed(w, k), 0, k, g.c_out)
     };
     // Output gradient rows, in the product's columns (`n = hw` when they need no widening).
     let dy_offs: Vec<usize> = (0..g.c_out).map(|co| co * plan.n).collect();

@@ -1,33 +1,17 @@
-//! The products of a convolution's forward and input gradient: weights packed ([`Packed`])
+//! The products of a convolution's forward and input gradient: weights packed ([`Packed`],
+//! by [`pack_rows`])
 //! times the image read through a table of row offsets ([`product`], one `MR × 48` tile at a
 //! time, [`tile`]), all of a block's images at once ([`multiply`], with strips packed into one
 //! panel by [`gathered`]).
 
 use super::*;
 
-/// A left operand, `m × k`, packed for [`product`]: blocks of `MR` rows, each `k` columns of
-/// `MR` values (rows past `m` are zero).
+/// A left operand, `m × k`, packed for [`product`] (by [`pack_rows`]): blocks of `MR` rows,
+/// each `k` columns of `MR` values (rows past `m` are zero).
 pub(super) struct Packed {
     pub(super) m: usize,
     pub(super) k: usize,
     pub(super) data: Vec<f32>,
-}
-
-impl Packed {
-    pub(super) fn new(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Packed {
-        let mut data = vec![0f32; m.div_ceil(MR) * MR * k];
-        for (b, block) in data.chunks_mut(MR * k).enumerate() {
-            for (kk, col) in block.chunks_mut(MR).enumerate() {
-                for (i, v) in col.iter_mut().enumerate() {
-                    let row = b * MR + i;
-                    if row < m {
-                        *v = at(row, kk);
-                    }
-                }
-            }
-        }
-        Packed { m, k, data }
-    }
 }
 
 /// Masks of the lanes of a strip's `NV` vectors that lie before column `n`.
