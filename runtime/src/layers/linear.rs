@@ -3,9 +3,11 @@
 //! ±1/√I, the same draws) and inputs (`[I]`, `[batch, I]`, `[batch, seq, I]`) it keeps.
 //!
 //! It replaces dfdx's `Linear` in fulmen's prelude: a batch of rows is computed by the device's
-//! kernels ([`Dense`]), on the CPU by fulmen's AVX-512 products where the CPU has them (dfdx's
-//! `gemm` crate runs AVX2 kernels on stable Rust, 78% of an MLP's training step); other
-//! inputs, and every other device, take dfdx's ops.
+//! kernels ([`Dense`]), on the CPU in f32 by fulmen's AVX-512 products where the CPU has them
+//! (dfdx's `gemm` crate runs AVX2 kernels on stable Rust, 78% of an MLP's training step);
+//! other dtypes, other inputs and CUDA take dfdx's ops. Like fulmen's other layers it runs on
+//! the devices and dtypes fulmen trains with ([`TrainDevice`]), and a kernel's error is a
+//! panic with its message, as dfdx's own layers panic on shapes that cannot work.
 //!
 //! ```
 //! use fulmen::prelude::*;

@@ -1,4 +1,4 @@
-//! The host kernel of a dense layer, `x · Wᵀ + b`: in f32 on a CPU with AVX-512, the three
+//! The host kernel of a dense layer, `x · Wᵀ + b`: f32 on a CPU with AVX-512, the three
 //! products of a training step (output, input gradient, weight gradient) on fulmen's AVX-512
 //! tile ([`conv_avx512::matmul`](super::conv_avx512::matmul)), each reading its operands in
 //! place, transposed or not, across rayon's threads; every other dtype and CPU through dfdx's
@@ -139,6 +139,9 @@ mod on_avx512 {
         let (Values::F32(dy), ValuesMut::F32(db)) = (dy, db) else {
             return Err(not_f32());
         };
+        if d.o == 0 {
+            return Ok(());
+        }
         for row in dy.chunks(d.o) {
             db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
         }

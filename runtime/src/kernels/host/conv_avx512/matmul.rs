@@ -58,7 +58,10 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "dst out of bounds");
+    assert!(
+        n <= ldc && (m - 1) * ldc + n <= c.len(),
+        "dst out of bounds"
+    );
     if k == 0 {
         if !add {
             c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));

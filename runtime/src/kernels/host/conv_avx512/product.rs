@@ -288,11 +288,13 @@ pub(super) unsafe fn tile(
     masks: [__mmask16; NV],
     add: bool,
 ) {
+    // `wrapping_add` for lane addresses: a masked-off vector's may lie past its buffer (it is
+    // never read or written, but `add` past the end would be undefined behaviour).
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     if add {
         for (i, row) in acc.iter_mut().enumerate().take(rows) {
             for (v, lane) in row.iter_mut().enumerate() {
-                *lane = _mm512_maskz_loadu_ps(masks[v], c.add(i * ldc + 16 * v));
+                *lane = _mm512_maskz_loadu_ps(masks[v], c.wrapping_add(i * ldc + 16 * v));
             }
         }
     }
@@ -302,7 +304,7 @@ pub(super) unsafe fn tile(
         // and an intrinsic that is not inlined is a call per vector.
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, lane) in bv.iter_mut().enumerate() {
-            *lane = _mm512_maskz_loadu_ps(masks[v], src.add(16 * v));
+            *lane = _mm512_maskz_loadu_ps(masks[v], src.wrapping_add(16 * v));
         }
         let ak = a.add(kk * MR);
         for (i, row) in acc.iter_mut().enumerate() {
@@ -314,7 +316,7 @@ pub(super) unsafe fn tile(
     }
     for (i, row) in acc.iter().enumerate().take(rows) {
         for (v, &lane) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(c.add(i * ldc + 16 * v), masks[v], lane);
+            _mm512_mask_storeu_ps(c.wrapping_add(i * ldc + 16 * v), masks[v], lane);
         }
     }
 }
