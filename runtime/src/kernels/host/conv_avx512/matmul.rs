@@ -34,11 +34,6 @@ impl Mat<'_> {
             cs: cols,
         }
     }
-
-    #[cfg(test)]
-    fn at(&self, r: usize, c: usize) -> f32 {
-        self.data[r * self.rs + c * self.cs]
-    }
 }
 
 /// Multiply-adds below which a product stays on the calling thread.
@@ -92,42 +87,13 @@ pub fn matmul(
 /// `c (+)= a · b` for one task's rows: strip by strip of `NB` columns, each strip of `b`
 /// copied into a contiguous panel `KC` rows at a time.
 fn block_rows(a: &Packed, b: Mat<'_>, n: usize, c: &mut [f32], ldc: usize, add: bool) {
-    let blocks = a.m.div_ceil(MR);
-    let panel_offs: Vec<usize> = (0..KC.min(a.k)).map(|kk| kk * NB).collect();
     let mut panel = vec![0f32; KC.min(a.k) * NB];
     for j0 in (0..n).step_by(NB) {
         let width = NB.min(n - j0);
         for k0 in (0..a.k).step_by(KC) {
             let kc = KC.min(a.k - k0);
             pack(b, (k0, kc), (j0, width), &mut panel);
-            for blk in 0..blocks {
-                let rows = MR.min(a.m - blk * MR);
-                for t in (0..width).step_by(16 * NV) {
-                    let dst = blk * MR * ldc + j0 + t;
-                    let cols = (width - t).min(16 * NV);
-                    assert!(
-                        dst + (rows - 1) * ldc + cols <= c.len(),
-                        "dst out of bounds"
-                    );
-                    // SAFETY: AVX-512 is present (asserted by `matmul`). Packed values
-                    // `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); panel lanes `kk·NB + j`,
-                    // kk < kc, j < width (masked) <= NB; dst lanes `dst + i·ldc + j`, i < rows,
-                    // j < cols (masked), within c (asserted).
-                    unsafe {
-                        tile(
-                            kc,
-                            a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
-                            panel.as_ptr().add(t),
-                            &panel_offs[..kc],
-                            c.as_mut_ptr().add(dst),
-                            ldc,
-                            rows,
-                            lane_masks(t, width),
-                            add || k0 > 0,
-                        );
-                    }
-                }
-            }
+            panel_pass(a, (k0, kc), &panel, width, &mut c[j0..], ldc, add || k0 > 0);
         }
     }
 }
@@ -189,6 +155,10 @@ fn pack(b: Mat<'_>, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel
 mod tests {
     use super::*;
 
+    fn at(m: Mat<'_>, r: usize, c: usize) -> f64 {
+        f64::from(m.data[r * m.rs + c * m.cs])
+    }
+
     fn reference(
         (m, k, n): (usize, usize, usize),
         a: Mat<'_>,
@@ -198,9 +168,7 @@ mod tests {
     ) {
         for i in 0..m {
             for j in 0..n {
-                let s: f64 = (0..k)
-                    .map(|kk| a.at(i, kk) as f64 * b.at(kk, j) as f64)
-                    .sum();
+                let s: f64 = (0..k).map(|kk| at(a, i, kk) * at(b, kk, j)).sum();
                 c[i * ldc + j] += s as f32;
             }
         }

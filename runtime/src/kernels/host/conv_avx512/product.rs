@@ -187,10 +187,8 @@ pub(super) fn gathered(
             "dst out of bounds"
         );
     }
-    let blocks = a.m.div_ceil(MR);
-    let panel_offs: Vec<usize> = (0..KC.min(a.k)).map(|kk| kk * NB).collect();
     let mut panel = vec![0f32; KC.min(a.k) * NB];
-    let mut out = vec![0f32; blocks * MR * NB];
+    let mut out = vec![0f32; a.m.div_ceil(MR) * MR * NB];
     // The runs, cut into strips of NB columns: (run, first column in it, columns).
     let mut cursor = (0, 0);
     let mut pieces = cut(runs, &mut cursor, NB);
@@ -207,28 +205,7 @@ pub(super) fn gathered(
                     col += take;
                 }
             }
-            for blk in 0..blocks {
-                let rows = MR.min(a.m - blk * MR);
-                for j0 in (0..width).step_by(16 * NV) {
-                    // SAFETY: AVX-512 is present (`gathered` is reached through `handles`).
-                    // Packed values `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); panel lanes
-                    // `kk·NB + j`, kk < kc, j < width (masked) <= NB; out lanes
-                    // `(blk·MR + i)·NB + j` within blocks·MR·NB.
-                    unsafe {
-                        tile(
-                            kc,
-                            a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
-                            panel.as_ptr().add(j0),
-                            &panel_offs[..kc],
-                            out.as_mut_ptr().add(blk * MR * NB + j0),
-                            NB,
-                            rows,
-                            lane_masks(j0, width),
-                            k0 > 0,
-                        );
-                    }
-                }
-            }
+            panel_pass(a, (k0, kc), &panel, width, &mut out, NB, k0 > 0);
         }
         // The strip's outputs to their places.
         for (i, from_row) in out.chunks(NB).take(a.m).enumerate() {
@@ -245,6 +222,66 @@ pub(super) fn gathered(
             }
         }
         pieces = next;
+    }
+}
+
+/// The rows of a panel: `NB` apart.
+const PANEL_OFFS: [usize; KC] = {
+    let mut offs = [0; KC];
+    let mut kk = 0;
+    while kk < KC {
+        offs[kk] = kk * NB;
+        kk += 1;
+    }
+    offs
+};
+
+/// `c[i·ldc + j] (+)= Σ_kk a[i, k0 + kk] · panel[kk·NB + j]` for `i < a.m`, `j < width`,
+/// `kk < kc ≤ KC`: one pass of every block of `a`'s rows over a strip packed into a panel
+/// (`width ≤ NB` columns, rows `NB` apart), tile by tile.
+pub(super) fn panel_pass(
+    a: &Packed,
+    (k0, kc): (usize, usize),
+    panel: &[f32],
+    width: usize,
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    if a.m == 0 || width == 0 || kc == 0 {
+        return;
+    }
+    assert!(
+        kc <= KC && k0 + kc <= a.k && width <= NB,
+        "pass out of bounds"
+    );
+    assert!((kc - 1) * NB + width <= panel.len(), "panel out of bounds");
+    assert!(
+        width <= ldc && (a.m - 1) * ldc + width <= c.len(),
+        "dst out of bounds"
+    );
+    assert!(available(), "AVX-512 kernels on a CPU without AVX-512");
+    for blk in 0..a.m.div_ceil(MR) {
+        let rows = MR.min(a.m - blk * MR);
+        for j0 in (0..width).step_by(16 * NV) {
+            // SAFETY: AVX-512 is present (asserted). Packed values `blk·MR·k + (k0..k0+kc)·MR
+            // + i` < data.len() (k0 + kc ≤ k, asserted); panel lanes `kk·NB + j`, kk < kc,
+            // j < width (masked), within the panel (asserted); dst lanes
+            // `(blk·MR + i)·ldc + j`, i < rows, j < width (masked), within c (asserted).
+            unsafe {
+                tile(
+                    kc,
+                    a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                    panel.as_ptr().add(j0),
+                    &PANEL_OFFS[..kc],
+                    c.as_mut_ptr().add(blk * MR * ldc + j0),
+                    ldc,
+                    rows,
+                    lane_masks(j0, width),
+                    add,
+                );
+            }
+        }
     }
 }
 
