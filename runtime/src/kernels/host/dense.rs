@@ -54,97 +54,58 @@ mod on_avx512 {
         bias: Option<&Tensor<Rank1<O>, E, D>>,
     ) -> Result<Tensor<(B, Const<O>), E, D, T>> {
         let (x, mut tape) = x.split_tape();
-        let dims = Dims {
-            batch: x.shape().0.size(),
-            i: I,
-            o: O,
+        let batch = x.shape().0.size();
+        let (Values::F32(xs), Values::F32(ws)) = (Values::of(&x)?, Values::of(weight)?) else {
+            return Err(not_f32());
         };
-        let (xs, ws) = (Values::of(&x)?, Values::of(weight)?);
-        let bs = bias.map(Values::of).transpose()?;
-        let y = forward(dims, &xs, &ws, bs.as_ref())?;
-        let out = y.into_tensor(x.device(), (x.shape().0, Const))?;
+        // y = x · Wᵀ + b: each row starts as the bias, and the product adds to it.
+        let mut y = match bias.map(Values::of).transpose()? {
+            Some(Values::F32(b)) => b.repeat(batch),
+            Some(_) => return Err(not_f32()),
+            None => vec![0f32; batch * O],
+        };
+        let (x_rows, w_t) = (Mat::rows(&xs, I), Mat::transposed(&ws, I));
+        matmul((batch, I, O), x_rows, w_t, &mut y, O, true);
+        let out = Values::F32(y.into()).into_tensor(x.device(), (x.shape().0, Const))?;
         let (weight, bias) = (weight.clone(), bias.cloned());
         on_backward(&mut tape, "Linear", &out, move |dy, grads| {
-            accumulate_grad(&x, grads, |dx| input_grad(dims, dy, &ws, dx))??;
-            accumulate_grad(&weight, grads, |dw| weight_grad(dims, dy, &xs, dw))??;
+            let Values::F32(dy) = dy else {
+                return Err(not_f32());
+            };
+            // dx += dy · W
+            accumulate_grad(&x, grads, |dx| {
+                let (dy, w) = (Mat::rows(dy, O), Mat::rows(&ws, I));
+                f32s(dx).map(|dx| matmul((batch, O, I), dy, w, dx, I, true))
+            })??;
+            // dW += dyᵀ · x
+            accumulate_grad(&weight, grads, |dw| {
+                let (dy_t, x) = (Mat::transposed(dy, O), Mat::rows(&xs, I));
+                f32s(dw).map(|dw| matmul((O, batch, I), dy_t, x, dw, I, true))
+            })??;
+            // db += Σ_rows dy
             match &bias {
-                Some(b) => accumulate_grad(b, grads, |db| bias_grad(dims, dy, db))?,
+                Some(b) => accumulate_grad(b, grads, |db| {
+                    f32s(db).map(|db| {
+                        for row in dy.chunks(O.max(1)) {
+                            db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+                        }
+                    })
+                })?,
                 None => Ok(()),
             }
         });
         Ok(out.put_tape(tape))
     }
 
-    /// A batch of `batch` rows, `i` values in and `o` out.
-    #[derive(Debug, Clone, Copy)]
-    struct Dims {
-        batch: usize,
-        i: usize,
-        o: usize,
+    /// A gradient buffer's values: f32 on this path.
+    fn f32s(v: ValuesMut<'_>) -> Result<&mut [f32]> {
+        match v {
+            ValuesMut::F32(v) => Ok(v),
+            _ => Err(not_f32()),
+        }
     }
 
     fn not_f32() -> Error {
         Error::msg("the AVX-512 dense kernel was handed values that are not f32")
-    }
-
-    /// `y = x · Wᵀ + b`: each row starts as the bias, and the product adds to it.
-    fn forward(d: Dims, x: &Values, w: &Values, bias: Option<&Values>) -> Result<Values> {
-        let (Values::F32(x), Values::F32(w)) = (x, w) else {
-            return Err(not_f32());
-        };
-        let mut y = match bias {
-            Some(Values::F32(b)) => b.repeat(d.batch),
-            Some(_) => return Err(not_f32()),
-            None => vec![0f32; d.batch * d.o],
-        };
-        let (x, w) = (Mat::rows(x, d.i), Mat::transposed(w, d.i));
-        matmul((d.batch, d.i, d.o), x, w, &mut y, d.o, true);
-        Ok(Values::F32(y.into()))
-    }
-
-    /// `dx += dy · W`.
-    fn input_grad(d: Dims, dy: &Values, w: &Values, dx: ValuesMut<'_>) -> Result<()> {
-        let (Values::F32(dy), Values::F32(w), ValuesMut::F32(dx)) = (dy, w, dx) else {
-            return Err(not_f32());
-        };
-        matmul(
-            (d.batch, d.o, d.i),
-            Mat::rows(dy, d.o),
-            Mat::rows(w, d.i),
-            dx,
-            d.i,
-            true,
-        );
-        Ok(())
-    }
-
-    /// `dW += dyᵀ · x`.
-    fn weight_grad(d: Dims, dy: &Values, x: &Values, dw: ValuesMut<'_>) -> Result<()> {
-        let (Values::F32(dy), Values::F32(x), ValuesMut::F32(dw)) = (dy, x, dw) else {
-            return Err(not_f32());
-        };
-        matmul(
-            (d.o, d.batch, d.i),
-            Mat::transposed(dy, d.o),
-            Mat::rows(x, d.i),
-            dw,
-            d.i,
-            true,
-        );
-        Ok(())
-    }
-
-    /// `db += Σ_rows dy`.
-    fn bias_grad(d: Dims, dy: &Values, db: ValuesMut<'_>) -> Result<()> {
-        let (Values::F32(dy), ValuesMut::F32(db)) = (dy, db) else {
-            return Err(not_f32());
-        };
-        if d.o == 0 {
-            return Ok(());
-        }
-        for row in dy.chunks(d.o) {
-            db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-        }
-        Ok(())
     }
 }
