@@ -1,6 +1,8 @@
 //! The host kernel of pooling: max (the gradient to the first maximum of its window, as
 //! PyTorch's CPU kernel), average (padding counted) and adaptive average pooling.
 
+use std::ops::Range;
+
 use dfdx::shapes::{Const, HasShape};
 use dfdx::tensor::{PutTape, SplitTape, Tape};
 
@@ -48,7 +50,7 @@ impl Geom {
         }
     }
     /// Input rows (or columns, `len` = w) that window `o` of `outs` covers, clipped to the input.
-    fn span(&self, o: usize, len: usize, outs: usize) -> std::ops::Range<usize> {
+    fn span(&self, o: usize, len: usize, outs: usize) -> Range<usize> {
         match self.windows {
             Windows::Fixed { k, stride, padding } => {
                 let start = (o * stride) as isize - padding as isize;
@@ -57,6 +59,10 @@ impl Geom {
             }
             Windows::Adaptive { .. } => (o * len / outs)..((o + 1) * len).div_ceil(outs),
         }
+    }
+    /// Input rows and columns that output `o` (of `out` per plane, [`Geom::out`]) covers.
+    fn window(&self, o: usize, (ho, wo): (usize, usize)) -> (Range<usize>, Range<usize>) {
+        (self.span(o / wo, self.h, ho), self.span(o % wo, self.w, wo))
     }
     /// What an average divides by: the whole window, padding included (PyTorch's
     /// `count_include_pad=True`), or an adaptive window's size.
@@ -107,6 +113,11 @@ fn pool<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>, const C: usize>(
             "Pool2D: a {h}×{w} plane has more values than the pooling kernel indexes (2³²)"
         )));
     }
+    if h * w == 0 && ho * wo > 0 {
+        return Err(Error::msg(format!(
+            "Pool2D: an empty {h}×{w} plane has no values to pool into {ho}×{wo}"
+        )));
+    }
     let (x, mut tape) = x.split_tape();
     let xs = Values::of(&x)?;
     let (out, argmax) = on_host!(T; Values(xs) => {
@@ -134,7 +145,6 @@ fn pool_forward<T: HostFloat>(g: &Geom, kind: PoolKind, xs: &[T]) -> (Vec<T>, Ve
     if ohw == 0 || hw == 0 {
         return (out, Vec::new());
     }
-    let windows = |oy: usize, ox: usize| (g.span(oy, g.h, ho), g.span(ox, g.w, wo));
     match kind {
         PoolKind::Max => {
             let mut argmax = vec![0u32; planes * ohw];
@@ -143,7 +153,7 @@ fn pool_forward<T: HostFloat>(g: &Geom, kind: PoolKind, xs: &[T]) -> (Vec<T>, Ve
                 .zip(xs.par_chunks(hw))
                 .for_each(|((out, argmax), src)| {
                     for (o, (v, at)) in out.iter_mut().zip(argmax.iter_mut()).enumerate() {
-                        let (rows, cols) = windows(o / wo, o % wo);
+                        let (rows, cols) = g.window(o, (ho, wo));
                         let (mut best, mut value) = (None, T::neg_infinity());
                         for iy in rows {
                             for ix in cols.clone() {
@@ -164,7 +174,7 @@ fn pool_forward<T: HostFloat>(g: &Geom, kind: PoolKind, xs: &[T]) -> (Vec<T>, Ve
                 .zip(xs.par_chunks(hw))
                 .for_each(|(out, src)| {
                     for (o, v) in out.iter_mut().enumerate() {
-                        let (rows, cols) = windows(o / wo, o % wo);
+                        let (rows, cols) = g.window(o, (ho, wo));
                         let div = g.divisor(rows.len(), cols.len());
                         // Summed in f64, as PyTorch's CPU kernel accumulates.
                         let sum: f64 = rows
@@ -202,7 +212,7 @@ fn pool_backward<T: HostFloat>(g: &Geom, kind: PoolKind, argmax: &[u32], dy: &[T
             .zip(dy.par_chunks(ohw))
             .for_each(|(dx, dy)| {
                 for (o, &d) in dy.iter().enumerate() {
-                    let (rows, cols) = (g.span(o / wo, g.h, ho), g.span(o % wo, g.w, wo));
+                    let (rows, cols) = g.window(o, (ho, wo));
                     let d = d / T::from(g.divisor(rows.len(), cols.len())).unwrap_or_else(T::nan);
                     for iy in rows {
                         dx[iy * g.w..][cols.clone()]
