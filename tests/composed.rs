@@ -332,20 +332,46 @@ fn the_dense_layer_matches_dfdx() {
 }
 
 /// fulmen's `Linear` (the prelude's) draws its weights as dfdx's did, so that a seed builds
-/// the model it built before.
+/// the model it built before, and computes what dfdx's does on every input it takes.
 #[test]
-fn the_dense_layer_starts_with_dfdxs_weights() {
+fn the_dense_layer_starts_and_computes_as_dfdxs() {
     let ours: fulmen::layers::linear::modules::Linear<5, 3, f32, Cpu> =
         BuildModule::build(&Cpu::seed_from_u64(3));
     let theirs: fulmen::dfdx::nn::modules::Linear<5, 3, f32, Cpu> =
         BuildModule::build(&Cpu::seed_from_u64(3));
     assert_eq!(ours.weight.array(), theirs.weight.array());
     assert_eq!(ours.bias.array(), theirs.bias.array());
-    let x: Tensor<Rank2<4, 5>, f32, Cpu> = Cpu::seed_from_u64(1).sample_normal();
-    let (a, b) = (ours.forward(x.clone()).array(), theirs.forward(x).array());
-    for (ra, rb) in a.iter().zip(&b) {
-        for (va, vb) in ra.iter().zip(rb) {
-            assert!((va - vb).abs() < 1e-6, "{va} vs {vb}");
+    let near = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (va, vb) in a.iter().zip(&b) {
+            assert!((va - vb).abs() < 1e-5, "{what}: {va} vs {vb}");
         }
-    }
+    };
+    let dev = Cpu::seed_from_u64(1);
+    // Every input dfdx's layer takes: a batch of rows, one row, a batch of sequences (the
+    // last two reshaped into rows), with the gradients of the input and the weight.
+    let x: Tensor<Rank2<4, 5>, f32, Cpu> = dev.sample_normal();
+    near(
+        ours.forward(x.clone()).as_vec(),
+        theirs.forward(x).as_vec(),
+        "rows",
+    );
+    let x: Tensor<Rank1<5>, f32, Cpu> = dev.sample_normal();
+    near(
+        ours.forward(x.clone()).as_vec(),
+        theirs.forward(x).as_vec(),
+        "a row",
+    );
+    let x: Tensor<(usize, usize, Const<5>), f32, Cpu> = dev.sample_normal_like(&(2, 3, Const));
+    let y = ours.forward(x.clone().leaky_traced());
+    let want = theirs.forward(x.clone().leaky_traced());
+    assert_eq!(y.shape(), &(2, 3, Const::<3>));
+    near(y.as_vec(), want.as_vec(), "sequences");
+    let (g, gw) = (y.square().sum().backward(), want.square().sum().backward());
+    near(g.get(&x).as_vec(), gw.get(&x).as_vec(), "sequences dx");
+    near(
+        g.get(&ours.weight).as_vec(),
+        gw.get(&theirs.weight).as_vec(),
+        "sequences dW",
+    );
 }

@@ -5,9 +5,10 @@
 //! It replaces dfdx's `Linear` in fulmen's prelude: a batch of rows is computed by the device's
 //! kernels ([`Dense`]), on the CPU in f32 by fulmen's AVX-512 products where the CPU has them
 //! (dfdx's `gemm` crate runs AVX2 kernels on stable Rust, 78% of an MLP's training step);
-//! other dtypes, other inputs and CUDA take dfdx's ops. Like fulmen's other layers it runs on
-//! the devices and dtypes fulmen trains with ([`TrainDevice`]), and a kernel's error is a
-//! panic with its message, as dfdx's own layers panic on shapes that cannot work.
+//! other dtypes and CUDA take dfdx's ops. A row and a batch of sequences are reshaped into a
+//! batch of rows. Like fulmen's other layers it runs on the devices and dtypes fulmen trains
+//! with ([`TrainDevice`]), and a kernel's error is a panic with its message, as dfdx's own
+//! layers panic on shapes that cannot work.
 //!
 //! ```
 //! use fulmen::prelude::*;
@@ -29,7 +30,7 @@ use dfdx::nn::{BuildModule, BuildOnDevice, Module, ModuleVisitor, NonMutableModu
 use dfdx::nn::{TensorCollection, TensorOptions};
 use dfdx::shapes::{Const, ConstShape, Dim, Dtype, HasShape, Rank1, Rank2};
 use dfdx::tensor::{Tape, Tensor};
-use dfdx::tensor_ops::{BroadcastTo, Device, PermuteTo, TryAdd, TryMatMul};
+use dfdx::tensor_ops::{Device, ReshapeTo};
 use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
@@ -128,15 +129,13 @@ impl<B: Dim, const I: usize, const O: usize, E: FloatDtype, D: TrainDevice<E>, T
     type Error = D::Err;
 
     fn try_forward(&self, x: Tensor<(B, Const<I>), E, D, T>) -> Result<Self::Output, D::Err> {
-        Ok(or_panic(D::Kernels::linear(
-            x,
-            &self.weight,
-            Some(&self.bias),
-        )))
+        let (w, b) = (&self.weight, Some(&self.bias));
+        Ok(or_panic(D::Kernels::linear(x, w, b)))
     }
 }
 
-/// One row: dfdx's ops.
+/// One row: a batch of one (a reshape of a contiguous tensor is free in dfdx, and keeps its
+/// gradient's identity).
 impl<const I: usize, const O: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E, D>>
     Module<Tensor<Rank1<I>, E, D, T>> for modules::Linear<I, O, E, D>
 {
@@ -144,12 +143,12 @@ impl<const I: usize, const O: usize, E: FloatDtype, D: TrainDevice<E>, T: Tape<E
     type Error = D::Err;
 
     fn try_forward(&self, x: Tensor<Rank1<I>, E, D, T>) -> Result<Self::Output, D::Err> {
-        let y = x.try_matmul(self.weight.retaped::<T>().try_permute()?)?;
-        y.try_add(self.bias.retaped::<T>())
+        let y = self.try_forward(x.try_reshape_like(&(Const::<1>, Const::<I>))?)?;
+        y.try_reshape_like(&(Const::<O>,))
     }
 }
 
-/// A batch of sequences: dfdx's ops.
+/// A batch of sequences: every position a row of one batch.
 impl<B: Dim, S: Dim, const I: usize, const O: usize, E, D, T>
     Module<Tensor<(B, S, Const<I>), E, D, T>> for modules::Linear<I, O, E, D>
 where
@@ -161,8 +160,9 @@ where
     type Error = D::Err;
 
     fn try_forward(&self, x: Tensor<(B, S, Const<I>), E, D, T>) -> Result<Self::Output, D::Err> {
-        let y = x.try_matmul(self.weight.retaped::<T>().try_permute()?)?;
-        let shape = *y.shape();
-        y.try_add(self.bias.retaped::<T>().try_broadcast_like(&shape)?)
+        let (b, s, _) = *x.shape();
+        let rows = x.try_reshape_like(&(b.size() * s.size(), Const::<I>))?;
+        self.try_forward(rows)?
+            .try_reshape_like(&(b, s, Const::<O>))
     }
 }
