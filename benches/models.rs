@@ -14,7 +14,7 @@
 //! `FULMEN_TORCH_PYTHON=/path/to/python cargo bench --bench models` (a Python with torch;
 //! without it, fulmen's side alone). `-- mlp mnist` measures the rows whose names start so;
 //! `FULMEN_MODELS_ROUNDS` sets the rounds (3). `FULMEN_NO_AVX512=1` measures both sides as on a
-//! CPU without AVX-512: fulmen's AVX-512 convolution kernels off, and PyTorch limited to AVX2
+//! CPU without AVX-512: fulmen's tiles on AVX2, and PyTorch limited to AVX2
 //! (`ATEN_CPU_CAPABILITY`, oneDNN's `ONEDNN_MAX_CPU_ISA`, MKL's `MKL_ENABLE_INSTRUCTIONS`).
 
 use std::process::Command;
@@ -359,8 +359,8 @@ fn main() {
     let avx512 = std::env::var_os("FULMEN_NO_AVX512").is_none();
     println!(
         "fulmen beside PyTorch, images/s (median of {rounds} alternating rounds), peak resident MiB; \
-         fulmen's AVX-512 convolutions {}",
-        if avx512 { "on where the CPU has them" } else { "off" }
+         fulmen's tiles and PyTorch on {}",
+        if avx512 { "AVX-512 where the CPU has it" } else { "AVX2" }
     );
     for threads in [1, cores] {
         println!(

@@ -7,6 +7,9 @@ use fulmen::kernels::{Composed, Conv, Dense, Host, Norm, Pool};
 use fulmen::layers::{ConvGeom, ConvOptions, Dyn4, Images, PoolKind};
 use fulmen::prelude::*;
 
+#[path = "support/instruction_sets.rs"]
+mod instruction_sets;
+
 fn close(got: &[f64], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -288,8 +291,9 @@ fn a_convolution_bias_in_half_precision_gets_its_gradient() {
     }
 }
 
-/// The dense layer in f32, where the host kernels multiply on AVX-512 (on a CPU without it
-/// both sides are dfdx's ops), against dfdx's ops: values and every gradient.
+/// The dense layer in f32, where the host kernels multiply on AVX-512 or AVX2 (on a CPU
+/// without them both sides are dfdx's ops), against dfdx's ops: values and every gradient, on
+/// every instruction set.
 #[test]
 fn the_dense_layer_matches_dfdx() {
     fn case<const I: usize, const O: usize>(batch: usize, dev: &Cpu) {
@@ -329,6 +333,7 @@ fn the_dense_layer_matches_dfdx() {
     case::<70, 50>(37, &dev);
     case::<784, 256>(512, &dev);
     case::<256, 10>(64, &dev);
+    instruction_sets::again_on_narrower_instruction_sets("the_dense_layer_matches_dfdx");
 }
 
 /// fulmen's `Linear` (the prelude's) draws its weights as dfdx's did, so that a seed builds

@@ -11,6 +11,8 @@ use fulmen::serde_json::Value;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 use fixtures::{dims, floats};
+#[path = "support/instruction_sets.rs"]
+mod instruction_sets;
 
 fn close(got: &[f32], want: &[f32], what: &str) {
     fixtures::close(got, want, 1e-4, what)
@@ -385,4 +387,7 @@ fn f32_kernels_agree_with_the_f64_kernel_across_geometries() {
         near(grads32.get(&w32).as_vec(), grads64.get(&w64).as_vec(), "dw");
         near(grads32.get(&b32).as_vec(), grads64.get(&b64).as_vec(), "db");
     }
+    instruction_sets::again_on_narrower_instruction_sets(
+        "f32_kernels_agree_with_the_f64_kernel_across_geometries",
+    );
 }

@@ -133,7 +133,7 @@ pub mod prelude {
     pub use crate::{data_module, lightning_module, module};
     pub use dfdx::prelude::*;
     // fulmen's fused batch norm, in place of dfdx's composed one, its ReLU, whose large
-    // tensors use every thread, and its Linear, whose products use AVX-512 where the CPU has it.
+    // tensors use every thread, and its Linear, whose products use AVX-512 or AVX2 where the CPU has it.
     pub use crate::layers::{BatchNorm2D, Linear, ReLU};
     /// `E::from_f32(0.5)`: constants in code generic over the dtype.
     pub use num_traits::FromPrimitive;

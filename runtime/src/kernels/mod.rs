@@ -14,8 +14,8 @@
 //! | [`Unscale`] | 16-mixed's half gradients into the f32 ones | `precision` |
 //!
 //! The implementations, each in the folder of its name:
-//! - [`Host`] (`kernels/host/`): fulmen's own kernels on host memory, multithreaded (AVX-512
-//!   convolutions where the CPU has them): the fastest on the CPU.
+//! - [`Host`] (`kernels/host/`): fulmen's own kernels on host memory, multithreaded (tiled
+//!   AVX-512 or AVX2 convolutions and dense products where the CPU has them): the fastest on the CPU.
 //! - [`Composed`] (`kernels/composed/`): dfdx's differentiable tensor ops, which run wherever
 //!   dfdx runs, so the values never leave the device: what CUDA runs.
 //!

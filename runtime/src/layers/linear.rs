@@ -3,8 +3,8 @@
 //! ±1/√I, the same draws) and inputs (`[I]`, `[batch, I]`, `[batch, seq, I]`) it keeps.
 //!
 //! It replaces dfdx's `Linear` in fulmen's prelude: a batch of rows is computed by the device's
-//! kernels ([`Dense`]), on the CPU in f32 by fulmen's AVX-512 products where the CPU has them
-//! (dfdx's `gemm` crate runs AVX2 kernels on stable Rust, 78% of an MLP's training step);
+//! kernels ([`Dense`]), on the CPU in f32 by fulmen's AVX-512 or AVX2 products where the CPU has them
+//! (dfdx's `gemm` crate runs only AVX2 kernels on stable Rust, 78% of an MLP's training step);
 //! other dtypes and CUDA take dfdx's ops. A row and a batch of sequences are reshaped into a
 //! batch of rows. Like fulmen's other layers it runs on the devices and dtypes fulmen trains
 //! with ([`TrainDevice`]), and a kernel's error is a panic with its message, as dfdx's own

@@ -1,5 +1,5 @@
-//! The host convolution: fulmen's AVX-512 kernels ([`conv_avx512`](super::conv_avx512)) for
-//! one-group f32 convolutions on CPUs that have them, im2col on the `gemm` crate
+//! The host convolution: fulmen's tiled kernels ([`tiled`](super::tiled), AVX-512 or AVX2)
+//! for one-group f32 convolutions on CPUs that have them, im2col on the `gemm` crate
 //! ([`conv_gemm`](super::conv_gemm)) for every other; as a [`HostLayer`] of a chain.
 
 use std::sync::Arc;
@@ -77,12 +77,12 @@ impl<E: FloatDtype, D: HostAccess<E>> HostLayer<E, D> for ConvLayer<E, D> {
 fn forward(g: &ConvGeom, x: &Values, w: &Values, bias: Option<&Values>) -> Values {
     #[cfg(target_arch = "x86_64")]
     if let (Values::F32(x), Values::F32(w), None | Some(Values::F32(_))) = (x, w, bias) {
-        if super::conv_avx512::handles(g) {
+        if super::tiled::handles(g) {
             let b = match bias {
                 Some(Values::F32(b)) => Some(&b[..]),
                 _ => None,
             };
-            return Values::F32(super::conv_avx512::forward(g, x, w, b).into());
+            return Values::F32(super::tiled::forward(g, x, w, b).into());
         }
     }
     use super::conv_gemm::forward;
@@ -105,9 +105,9 @@ fn backward(
     #[cfg(target_arch = "x86_64")]
     let dx = match (x, w, dy, dx) {
         (Values::F32(x), Values::F32(w), Values::F32(dy), ValuesMut::F32(dx))
-            if super::conv_avx512::handles(g) =>
+            if super::tiled::handles(g) =>
         {
-            let (dw, db) = super::conv_avx512::backward(g, x, w, dy, dx, with_bias);
+            let (dw, db) = super::tiled::backward(g, x, w, dy, dx, with_bias);
             return (Values::F32(dw.into()), Values::F32(db.into()));
         }
         (_, _, _, dx) => dx,

@@ -6,7 +6,7 @@
 //! stride-1 convolution copies the image once into a padded buffer, where each column row is
 //! one contiguous run; strided ones use classic im2col. Small images are multiplied several
 //! at a time, side by side, so that no product is too narrow to run well. [`forward`] and
-//! [`backward`] are the entry points ([`super::conv`] picks them or the AVX-512 kernels).
+//! [`backward`] are the entry points ([`super::conv`] picks them or the tiled kernels).
 //!
 //! Layouts are PyTorch's: input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, K, K]`,
 //! output `[N, C_out, H_out, W_out]`, all contiguous, row-major.

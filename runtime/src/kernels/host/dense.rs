@@ -1,8 +1,8 @@
-//! The host kernel of a dense layer, `x · Wᵀ + b`: f32 on a CPU with AVX-512, the three
-//! products of a training step (output, input gradient, weight gradient) on fulmen's AVX-512
-//! tile ([`conv_avx512::matmul`](super::conv_avx512::matmul)), each reading its operands in
-//! place, transposed or not, across rayon's threads; every other dtype and CPU through dfdx's
-//! ops ([`Composed`]), whose `gemm` crate runs AVX2 kernels on stable Rust.
+//! The host kernel of a dense layer, `x · Wᵀ + b`: f32 on a CPU with AVX-512 or AVX2, the
+//! three products of a training step (output, input gradient, weight gradient) on fulmen's
+//! tiles ([`tiled::matmul`](super::tiled::matmul)), each reading its operands in place,
+//! transposed or not, across rayon's threads; every other dtype and CPU through dfdx's ops
+//! ([`Composed`]).
 
 use dfdx::shapes::{Const, Dim, Rank1, Rank2};
 use dfdx::tensor::{Tape, Tensor};
@@ -19,24 +19,23 @@ impl<E: FloatDtype, D: HostAccess<E>> Dense<E, D> for Host {
         bias: Option<&Tensor<Rank1<O>, E, D>>,
     ) -> Result<Tensor<(B, Const<O>), E, D, T>> {
         #[cfg(target_arch = "x86_64")]
-        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>()
-            && super::conv_avx512::available()
+        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() && super::tiled::available()
         {
-            return on_avx512::linear(x, weight, bias);
+            return on_tiles::linear(x, weight, bias);
         }
         <Composed as Dense<E, D>>::linear(x, weight, bias)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod on_avx512 {
-    //! f32 on the AVX-512 products.
+mod on_tiles {
+    //! f32 on the tiled products.
 
     use dfdx::shapes::HasShape;
     use dfdx::tensor::{PutTape, SplitTape};
 
     use super::*;
-    use crate::kernels::host::conv_avx512::{matmul, Mat};
+    use crate::kernels::host::tiled::{matmul, Mat};
     use crate::kernels::host::values::{accumulate_grad, on_backward, Values, ValuesMut};
     use crate::Error;
 
@@ -106,6 +105,6 @@ mod on_avx512 {
     }
 
     fn not_f32() -> Error {
-        Error::msg("the AVX-512 dense kernel was handed values that are not f32")
+        Error::msg("the tiled dense kernel was handed values that are not f32")
     }
 }

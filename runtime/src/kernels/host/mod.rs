@@ -11,8 +11,6 @@
 pub(crate) mod buf;
 pub(crate) mod chain;
 mod conv;
-#[cfg(target_arch = "x86_64")]
-mod conv_avx512;
 mod conv_gemm;
 mod dense;
 mod elementwise;
@@ -21,6 +19,8 @@ mod norm;
 mod pool;
 pub(crate) mod reduce;
 mod step;
+#[cfg(target_arch = "x86_64")]
+mod tiled;
 pub(crate) mod values;
 
 /// The host kernels (see the [module docs](self)); each op family's implementation is in the

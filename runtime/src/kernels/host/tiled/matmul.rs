@@ -68,7 +68,7 @@ pub fn matmul(
             && (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(),
         "operands out of bounds"
     );
-    assert!(available(), "AVX-512 kernels on a CPU without AVX-512");
+    assert!(available(), "tiled kernels on a CPU without AVX2");
     let tasks = if m * n * k < PARALLEL_FROM {
         1
     } else {
@@ -87,7 +87,7 @@ pub fn matmul(
 /// `c (+)= a · b` for one task's rows: strip by strip of `NB` columns, each strip of `b`
 /// copied into a contiguous panel `KC` rows at a time.
 fn block_rows(a: &Packed, b: Mat<'_>, n: usize, c: &mut [f32], ldc: usize, add: bool) {
-    let mut panel = vec![0f32; KC.min(a.k) * NB];
+    let mut panel = Lines::zeros(KC.min(a.k) * NB);
     for j0 in (0..n).step_by(NB) {
         let width = NB.min(n - j0);
         for k0 in (0..a.k).step_by(KC) {

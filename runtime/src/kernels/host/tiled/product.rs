@@ -14,15 +14,6 @@ pub(super) struct Packed {
     pub(super) data: Vec<f32>,
 }
 
-/// Masks of the lanes of a strip's `NV` vectors that lie before column `n`.
-pub(super) fn lane_masks(j0: usize, n: usize) -> [__mmask16; NV] {
-    std::array::from_fn(|v| {
-        let start = j0 + 16 * v;
-        let live = n.saturating_sub(start).min(16);
-        ((1u32 << live) - 1) as __mmask16
-    })
-}
-
 /// `c[i·ldc + j] (+)= Σ_kk a[i, kk] · b[offs[kk] + j]` for `i < a.m`, `j < n`.
 pub(super) fn product(
     a: &Packed,
@@ -40,7 +31,7 @@ pub(super) fn product(
     let reach = offs.iter().max().map_or(0, |&o| o + n);
     assert!(reach <= b.len(), "rhs rows out of bounds");
     assert!((a.m - 1) * ldc + n <= c.len(), "dst out of bounds");
-    assert!(available(), "AVX-512 kernels on a CPU without AVX-512");
+    assert!(available(), "tiled kernels on a CPU without AVX2");
     let blocks = a.m.div_ceil(MR);
     // A pass's strip of columns (`KC × NB` of `b`) stays in L2 while every block of rows
     // passes over it, and a block's packed weights (`MR × KC`) in L1 across the strip.
@@ -50,7 +41,7 @@ pub(super) fn product(
             for blk in 0..blocks {
                 let rows = MR.min(a.m - blk * MR);
                 for j0 in (jb..n.min(jb + NB)).step_by(16 * NV) {
-                    // SAFETY: AVX-512 is present (asserted). Tile reads: packed values
+                    // SAFETY: the tiles run here (asserted). Tile reads: packed values
                     // `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); rhs lanes `offs[kk] + j`
                     // with j < n (masked) < reach <= b.len(); dst lanes
                     // `(blk·MR + i)·ldc + j`, i < rows, j < n, within c (asserted).
@@ -63,7 +54,7 @@ pub(super) fn product(
                             c.as_mut_ptr().add(blk * MR * ldc + j0),
                             ldc,
                             rows,
-                            lane_masks(j0, n),
+                            (n - j0).min(16 * NV),
                             add || k0 > 0,
                         );
                     }
@@ -187,8 +178,8 @@ pub(super) fn gathered(
             "dst out of bounds"
         );
     }
-    let mut panel = vec![0f32; KC.min(a.k) * NB];
-    let mut out = vec![0f32; a.m.div_ceil(MR) * MR * NB];
+    let mut panel = Lines::zeros(KC.min(a.k) * NB);
+    let mut out = Lines::zeros(a.m.div_ceil(MR) * MR * NB);
     // The runs, cut into strips of NB columns: (run, first column in it, columns).
     let mut cursor = (0, 0);
     let mut pieces = cut(runs, &mut cursor, NB);
@@ -260,11 +251,11 @@ pub(super) fn panel_pass(
         width <= ldc && (a.m - 1) * ldc + width <= c.len(),
         "dst out of bounds"
     );
-    assert!(available(), "AVX-512 kernels on a CPU without AVX-512");
+    assert!(available(), "tiled kernels on a CPU without AVX2");
     for blk in 0..a.m.div_ceil(MR) {
         let rows = MR.min(a.m - blk * MR);
         for j0 in (0..width).step_by(16 * NV) {
-            // SAFETY: AVX-512 is present (asserted). Packed values `blk·MR·k + (k0..k0+kc)·MR
+            // SAFETY: the tiles run here (asserted). Packed values `blk·MR·k + (k0..k0+kc)·MR
             // + i` < data.len() (k0 + kc ≤ k, asserted); panel lanes `kk·NB + j`, kk < kc,
             // j < width (masked), within the panel (asserted); dst lanes
             // `(blk·MR + i)·ldc + j`, i < rows, j < width (masked), within c (asserted).
@@ -277,7 +268,7 @@ pub(super) fn panel_pass(
                     c.as_mut_ptr().add(blk * MR * ldc + j0),
                     ldc,
                     rows,
-                    lane_masks(j0, width),
+                    (width - j0).min(16 * NV),
                     add,
                 );
             }
@@ -308,52 +299,4 @@ pub(super) fn cut(
         };
     }
     pieces
-}
-
-/// One `MR × 48` tile of [`product`] over `kc` reduction rows: `a` the packed block at the
-/// first row, `b` the strip's first column, `c` the tile's first output.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512vl")]
-pub(super) unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: &[usize],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    masks: [__mmask16; NV],
-    add: bool,
-) {
-    // `wrapping_add` for lane addresses: a masked-off vector's may lie past its buffer (it is
-    // never read or written, but `add` past the end would be undefined behaviour).
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    if add {
-        for (i, row) in acc.iter_mut().enumerate().take(rows) {
-            for (v, lane) in row.iter_mut().enumerate() {
-                *lane = _mm512_maskz_loadu_ps(masks[v], c.wrapping_add(i * ldc + 16 * v));
-            }
-        }
-    }
-    for (kk, &off) in offs.iter().enumerate().take(kc) {
-        let src = b.add(off);
-        // Loops, not `array::from_fn` or `map`: closures do not inherit the target feature,
-        // and an intrinsic that is not inlined is a call per vector.
-        let mut bv = [_mm512_setzero_ps(); NV];
-        for (v, lane) in bv.iter_mut().enumerate() {
-            *lane = _mm512_maskz_loadu_ps(masks[v], src.wrapping_add(16 * v));
-        }
-        let ak = a.add(kk * MR);
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*ak.add(i));
-            for (lane, &bj) in row.iter_mut().zip(&bv) {
-                *lane = _mm512_fmadd_ps(ai, bj, *lane);
-            }
-        }
-    }
-    for (i, row) in acc.iter().enumerate().take(rows) {
-        for (v, &lane) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(c.wrapping_add(i * ldc + 16 * v), masks[v], lane);
-        }
-    }
 }

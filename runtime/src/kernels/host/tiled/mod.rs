@@ -1,14 +1,16 @@
-//! f32 convolution on AVX-512 without a column matrix ("implicit GEMM"), used by
-//! [`conv`](super::conv) for one-group convolutions whenever the CPU has AVX-512.
+//! f32 convolutions and dense products on fulmen's own tiles, used by [`conv`](super::conv)
+//! for one-group convolutions and by [`dense`](super::dense) whenever the CPU has AVX-512 or
+//! AVX2 with FMA ([`isa`]: each instruction set's tiles are a file, [`avx512`] and [`avx2`]).
 //!
 //! Why: the `gemm` crate enables AVX-512 only on nightly Rust, so on stable it runs AVX2
 //! kernels, at about half of what this machine kind's cores do with AVX-512 (measured: 85 vs
 //! 152 GFLOP/s of FMA per core); and an im2col copy of the image, which `gemm` then packs
-//! again, cost as much time as the products for a ResNet's small convolutions.
+//! again, cost as much time as the products for a ResNet's small convolutions, with AVX2 too.
 //!
-//! The idea: every row of a convolution's column matrix is a run of the (zero-padded) image at
-//! a fixed offset, so the products read the image through a table of row offsets instead of
-//! a copy of it ([`product`]). Three products make a convolution's forward and backward:
+//! The idea ("implicit GEMM"): every row of a convolution's column matrix is a run of the
+//! (zero-padded) image at a fixed offset, so the products read the image through a table of
+//! row offsets instead of a copy of it ([`product`]). Three products make a convolution's
+//! forward and backward:
 //! - the output: weights (packed, [`Packed`]) times the image's rows;
 //! - the weight gradient: output gradient times the image's rows transposed ([`weight_product`]);
 //! - the input gradient, for stride 1: itself a stride-1 convolution, of the padded output
@@ -36,27 +38,44 @@ use crate::shapes::ConvGeom;
 
 /// Output channels (rows) per tile of [`product`].
 const MR: usize = 8;
-/// 16-float vectors per tile row of [`product`]: a tile is `MR × 48` outputs, 24 registers.
+/// 16-float vectors per tile row of [`product`]: a tile is `MR × 48` outputs.
 const NV: usize = 3;
 /// Reduction depth per pass.
 const KC: usize = 512;
 /// Columns per strip of a pass (a multiple of the tile's 48).
 const NB: usize = 192;
-/// Rows × columns of a [`weight_product`] tile (24 accumulators).
+/// Rows × columns of a [`weight_product`] tile.
 const WR: usize = 4;
 const WC: usize = 6;
 
-/// Whether this CPU runs these kernels, unless the environment variable `FULMEN_NO_AVX512`
-/// (read once) turns them off, as on a CPU without AVX-512. AVX-512VL is not used by them but
-/// enabled with F: without it LLVM keeps accumulators out of registers 16 to 31 and spills
-/// them.
-pub fn available() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var_os("FULMEN_NO_AVX512").is_none()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-    })
+/// `len` zeros from a cache line's start: a tile's vectors in a panel (rows `NB` apart) then
+/// each lie in whole lines, not two halves of two (a large `Vec`'s values start 16 bytes into
+/// a page).
+pub(super) struct Lines {
+    data: Vec<f32>,
+    at: usize,
+    len: usize,
+}
+
+impl Lines {
+    pub(super) fn zeros(len: usize) -> Lines {
+        let data = vec![0f32; len + 15];
+        let at = data.as_ptr().align_offset(64).min(15);
+        Lines { data, at, len }
+    }
+}
+
+impl std::ops::Deref for Lines {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.data[self.at..self.at + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Lines {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.data[self.at..self.at + self.len]
+    }
 }
 
 /// Whether these kernels compute convolution `g`: one group, and for stride 1, padding no
@@ -65,11 +84,16 @@ pub fn handles(g: &ConvGeom) -> bool {
     g.groups == 1 && (g.stride != 1 || g.padding <= g.dilation * (g.k - 1)) && available()
 }
 
+mod avx2;
+mod avx512;
+mod isa;
 mod matmul;
 mod plan;
 mod product;
 mod weight;
 
+pub use isa::available;
+use isa::{tile, weight_tile};
 use matmul::pack_rows;
 pub use matmul::{matmul, Mat};
 

@@ -1,0 +1,210 @@
+//! Which instruction set runs the tiles, detected once, and the two tiles every product is
+//! made of, dispatched to it: [`tile`] (`MR × 48` outputs of a product over a packed left
+//! operand) and [`weight_tile`] (`WR × WC` sums of row products). Each instruction set's
+//! tiles are a file of their own: [`avx512`](super::avx512) (16 lanes, 32 registers) and
+//! [`avx2`](super::avx2) (8 lanes and FMA, 16 registers), with the same contracts.
+
+use super::*;
+
+/// The instruction set the tiles run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F with VL: without VL, LLVM keeps accumulators out of registers 16 to 31 and
+    /// spills them.
+    Avx512,
+    /// AVX2 with FMA: most x86 CPUs of the last decade without AVX-512.
+    Avx2,
+}
+
+/// The instruction set this CPU runs the tiles on, read once: AVX-512 unless the environment
+/// variable `FULMEN_NO_AVX512` is set, then AVX2 unless `FULMEN_NO_AVX2` is set, as on a CPU
+/// without them; `None` leaves products to the `gemm` crate (im2col convolutions) and dense
+/// layers to dfdx's ops.
+pub fn isa() -> Option<Isa> {
+    static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let off = |name: &str| std::env::var_os(name).is_some();
+        if !off("FULMEN_NO_AVX512")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            Some(Isa::Avx512)
+        } else if !off("FULMEN_NO_AVX2")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            Some(Isa::Avx2)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether this CPU runs the tiles (see [`isa`]).
+pub fn available() -> bool {
+    isa().is_some()
+}
+
+/// One `MR × 48` tile of a product over `kc` reduction rows:
+/// `c[i·ldc + j] (+)= Σ_kk a[kk·MR + i] · b[offs[kk] + j]` for `i < rows`, `j < live ≤ 48`
+/// (`a` the packed block at its first reduction row, `b` the strip's first column, `c` the
+/// tile's first output). Rows `rows..MR` are computed from `a` and dropped.
+///
+/// # Safety
+/// [`available`]; `a` holds `kc·MR` values, `b[offs[kk] + j]` and `c[i·ldc + j]` are in
+/// bounds for `kk < kc`, `i < rows`, `j < live`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: &[usize],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    live: usize,
+    add: bool,
+) {
+    debug_assert!(rows <= MR && live <= 16 * NV && offs.len() >= kc);
+    match isa().expect("tiled kernels on a CPU without AVX2") {
+        Isa::Avx512 => super::avx512::tile(kc, a, b, offs, c, ldc, rows, live, add),
+        Isa::Avx2 => super::avx2::tile(kc, a, b, offs, c, ldc, rows, live, add),
+    }
+}
+
+/// The `WR × WC` sums `Σ_images Σ_{j < n} dy[dy_rows[i] + j] · x[x_rows[r] + j]`.
+///
+/// # Safety
+/// [`available`]; every image's `dy` holds `dy_rows[i] + n` values and its `x` holds
+/// `x_rows[r] + n`.
+pub(super) unsafe fn weight_tile(
+    images: &[(&[f32], &[f32])],
+    dy_rows: &[usize; WR],
+    x_rows: &[usize; WC],
+    n: usize,
+) -> [[f32; WC]; WR] {
+    match isa().expect("tiled kernels on a CPU without AVX2") {
+        Isa::Avx512 => super::avx512::weight_tile(images, dy_rows, x_rows, n),
+        Isa::Avx2 => super::avx2::weight_tile(images, dy_rows, x_rows, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every instruction set this CPU has, whatever the environment turned off.
+    fn sets() -> Vec<Isa> {
+        let mut sets = Vec::new();
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            sets.push(Isa::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            sets.push(Isa::Avx2);
+        }
+        sets
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn product_tiles_match_the_sums_on_every_instruction_set() {
+        let (ldc, stride) = (53, 61);
+        for set in sets() {
+            for (kc, rows, live, add) in [
+                (1, 1, 1, false),
+                (5, 8, 48, true),
+                (9, 3, 24, false),
+                (17, 5, 25, true),
+                (33, 8, 47, false),
+                (2, 4, 7, true),
+                (64, 7, 40, false),
+            ] {
+                let a = values(kc * MR, 1);
+                let offs: Vec<usize> = (0..kc).map(|kk| (kk * 7) % kc * stride).collect();
+                // The right operand ends at its last live column: a read past it would fault
+                // only by luck, so the exact end is what the test can check.
+                let reach = offs.iter().max().map_or(0, |&o| o + live);
+                let b = values(reach, 2);
+                let start = values((MR - 1) * ldc + 48, 3);
+                let mut got = start.clone();
+                // SAFETY: `set` is this CPU's; every read and write is within the buffers above.
+                unsafe {
+                    let (a, b, c) = (a.as_ptr(), b.as_ptr(), got.as_mut_ptr());
+                    match set {
+                        Isa::Avx512 => {
+                            super::super::avx512::tile(kc, a, b, &offs, c, ldc, rows, live, add)
+                        }
+                        Isa::Avx2 => {
+                            super::super::avx2::tile(kc, a, b, &offs, c, ldc, rows, live, add)
+                        }
+                    }
+                }
+                for i in 0..MR {
+                    for j in 0..48 {
+                        let at = i * ldc + j;
+                        let want = if i < rows && j < live {
+                            let sum: f64 = (0..kc)
+                                .map(|kk| f64::from(a[kk * MR + i]) * f64::from(b[offs[kk] + j]))
+                                .sum();
+                            (sum + if add { f64::from(start[at]) } else { 0.0 }) as f32
+                        } else {
+                            start[at]
+                        };
+                        assert!(
+                            (got[at] - want).abs() <= 1e-5 * (1.0 + kc as f32),
+                            "{set:?} kc {kc} rows {rows} live {live}: ({i}, {j}) {} vs {want}",
+                            got[at]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weight_tiles_match_the_sums_on_every_instruction_set() {
+        for set in sets() {
+            for n in [1, 7, 8, 15, 16, 17, 40] {
+                let dy_rows: [usize; WR] = std::array::from_fn(|i| i * n + 3);
+                let x_rows: [usize; WC] = std::array::from_fn(|r| (WC - r) * 5);
+                let (dy_len, x_len) = (dy_rows[WR - 1] + n, x_rows[0] + n);
+                let data: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+                    .map(|s| (values(dy_len, s), values(x_len, s + 7)))
+                    .collect();
+                let images: Vec<(&[f32], &[f32])> =
+                    data.iter().map(|(d, x)| (&d[..], &x[..])).collect();
+                // SAFETY: `set` is this CPU's; every row holds `n` values from its start.
+                let got = unsafe {
+                    match set {
+                        Isa::Avx512 => {
+                            super::super::avx512::weight_tile(&images, &dy_rows, &x_rows, n)
+                        }
+                        Isa::Avx2 => super::super::avx2::weight_tile(&images, &dy_rows, &x_rows, n),
+                    }
+                };
+                for i in 0..WR {
+                    for r in 0..WC {
+                        let want: f64 = images
+                            .iter()
+                            .flat_map(|(dy, x)| {
+                                (0..n).map(move |j| {
+                                    f64::from(dy[dy_rows[i] + j]) * f64::from(x[x_rows[r] + j])
+                                })
+                            })
+                            .sum();
+                        assert!(
+                            (f64::from(got[i][r]) - want).abs() <= 1e-5 * (1.0 + n as f64),
+                            "{set:?} n {n}: ({i}, {r}) {} vs {want}",
+                            got[i][r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
