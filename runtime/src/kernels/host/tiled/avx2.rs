@@ -7,7 +7,7 @@ use super::*;
 
 /// Rows × vectors of a product tile's quarter.
 const QR: usize = 4;
-const QV: usize = 2;
+const QV: usize = 3;
 
 /// The lanes before `left` (all 8 from 8 on).
 #[inline]
@@ -95,25 +95,25 @@ unsafe fn quarter<const FULL: bool>(
             }
         }
     }
-    // Index loops over constant bounds, which unroll into registers: iterator adaptors here
-    // left accumulators on the stack (all 16 registers are in use).
-    for (kk, &off) in offs.iter().enumerate().take(kc) {
-        let src = b.wrapping_add(off);
-        let mut bv = [_mm256_setzero_ps(); QV];
-        #[allow(clippy::needless_range_loop)]
-        for v in 0..QV {
-            bv[v] = if FULL {
-                _mm256_loadu_ps(src.add(8 * v))
-            } else {
-                load(src.wrapping_add(8 * v), left[v])
-            };
+    if FULL {
+        if kc > 0 {
+            product_loop(kc, a, b, offs.as_ptr(), &mut acc);
         }
-        let ak = a.add(kk * MR);
-        #[allow(clippy::needless_range_loop)]
-        for i in 0..QR {
-            let ai = _mm256_broadcast_ss(&*ak.add(i));
+    } else {
+        for (kk, &off) in offs.iter().enumerate().take(kc) {
+            let src = b.wrapping_add(off);
+            let mut bv = [_mm256_setzero_ps(); QV];
+            #[allow(clippy::needless_range_loop)]
             for v in 0..QV {
-                acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+                bv[v] = load(src.wrapping_add(8 * v), left[v]);
+            }
+            let ak = a.add(kk * MR);
+            #[allow(clippy::needless_range_loop)]
+            for i in 0..QR {
+                let ai = _mm256_broadcast_ss(&*ak.add(i));
+                for v in 0..QV {
+                    acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+                }
             }
         }
     }
@@ -122,6 +122,89 @@ unsafe fn quarter<const FULL: bool>(
             store(c.wrapping_add(i * ldc + 8 * v), lane, left[v]);
         }
     }
+}
+
+/// `acc[i][v] += Σ_{kk < kc} a[kk·MR + i] · b[offs[kk] + 8v ..][..8]`: a quarter's reduction
+/// with every column live (`kc ≥ 1`), written out in assembly because it needs all 16
+/// registers (12 accumulators, 3 vectors of `b`, 1 broadcast) and LLVM, given the same loop
+/// in intrinsics, spilled two accumulators to the stack in every iteration (at half the speed).
+///
+/// # Safety
+/// AVX2 and FMA; `a` holds `kc·MR` values, `offs` `kc` offsets, and `b[offs[kk]..][..24]` is
+/// in bounds for each.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_loop(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    acc: &mut [[__m256; QV]; QR],
+) {
+    // SAFETY: the caller's bounds; the accumulators are read from and written back to `acc`
+    // (12 vectors, 384 bytes); every register the loop writes is declared clobbered.
+    std::arch::asm!(
+        "vmovups ymm4, [{acc}]",
+        "vmovups ymm5, [{acc} + 32]",
+        "vmovups ymm6, [{acc} + 64]",
+        "vmovups ymm7, [{acc} + 96]",
+        "vmovups ymm8, [{acc} + 128]",
+        "vmovups ymm9, [{acc} + 160]",
+        "vmovups ymm10, [{acc} + 192]",
+        "vmovups ymm11, [{acc} + 224]",
+        "vmovups ymm12, [{acc} + 256]",
+        "vmovups ymm13, [{acc} + 288]",
+        "vmovups ymm14, [{acc} + 320]",
+        "vmovups ymm15, [{acc} + 352]",
+        "2:",
+        "mov {off}, [{offs}]",
+        "vmovups ymm0, [{b} + {off} * 4]",
+        "vmovups ymm1, [{b} + {off} * 4 + 32]",
+        "vmovups ymm2, [{b} + {off} * 4 + 64]",
+        "vbroadcastss ymm3, dword ptr [{a}]",
+        "vfmadd231ps ymm4, ymm3, ymm0",
+        "vfmadd231ps ymm5, ymm3, ymm1",
+        "vfmadd231ps ymm6, ymm3, ymm2",
+        "vbroadcastss ymm3, dword ptr [{a} + 4]",
+        "vfmadd231ps ymm7, ymm3, ymm0",
+        "vfmadd231ps ymm8, ymm3, ymm1",
+        "vfmadd231ps ymm9, ymm3, ymm2",
+        "vbroadcastss ymm3, dword ptr [{a} + 8]",
+        "vfmadd231ps ymm10, ymm3, ymm0",
+        "vfmadd231ps ymm11, ymm3, ymm1",
+        "vfmadd231ps ymm12, ymm3, ymm2",
+        "vbroadcastss ymm3, dword ptr [{a} + 12]",
+        "vfmadd231ps ymm13, ymm3, ymm0",
+        "vfmadd231ps ymm14, ymm3, ymm1",
+        "vfmadd231ps ymm15, ymm3, ymm2",
+        "add {a}, {step}",
+        "add {offs}, 8",
+        "dec {kc}",
+        "jnz 2b",
+        "vmovups [{acc}], ymm4",
+        "vmovups [{acc} + 32], ymm5",
+        "vmovups [{acc} + 64], ymm6",
+        "vmovups [{acc} + 96], ymm7",
+        "vmovups [{acc} + 128], ymm8",
+        "vmovups [{acc} + 160], ymm9",
+        "vmovups [{acc} + 192], ymm10",
+        "vmovups [{acc} + 224], ymm11",
+        "vmovups [{acc} + 256], ymm12",
+        "vmovups [{acc} + 288], ymm13",
+        "vmovups [{acc} + 320], ymm14",
+        "vmovups [{acc} + 352], ymm15",
+        acc = in(reg) acc.as_mut_ptr(),
+        a = inout(reg) a => _,
+        b = in(reg) b,
+        offs = inout(reg) offs => _,
+        kc = inout(reg) kc => _,
+        off = out(reg) _,
+        step = const MR * 4,
+        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+        out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+        options(nostack),
+    );
 }
 
 /// See [`isa::weight_tile`](super::isa::weight_tile).

@@ -45,6 +45,24 @@ pub fn available() -> bool {
     isa().is_some()
 }
 
+/// Columns of a strip that [`tile`]s read from L1 while every block of rows passes over it:
+/// 48 on AVX-512 (a whole tile), 24 on AVX2 (a quarter's).
+pub(super) fn strip_width() -> usize {
+    match isa() {
+        Some(Isa::Avx2) => 24,
+        _ => 16 * NV,
+    }
+}
+
+/// Reduction rows per pass (at most `KC`): 512 on AVX-512; 256 on AVX2, whose strips of
+/// 24 columns then fit L1 (24 KiB).
+pub(super) fn depth() -> usize {
+    match isa() {
+        Some(Isa::Avx2) => 256,
+        _ => KC,
+    }
+}
+
 /// One `MR × 48` tile of a product over `kc` reduction rows:
 /// `c[i·ldc + j] (+)= Σ_kk a[kk·MR + i] · b[offs[kk] + j]` for `i < rows`, `j < live ≤ 48`
 /// (`a` the packed block at its first reduction row, `b` the strip's first column, `c` the

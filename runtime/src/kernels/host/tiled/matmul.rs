@@ -87,13 +87,14 @@ pub fn matmul(
 /// `c (+)= a · b` for one task's rows: strip by strip of `NB` columns, each strip of `b`
 /// copied into a contiguous panel `KC` rows at a time.
 fn block_rows(a: &Packed, b: Mat<'_>, n: usize, c: &mut [f32], ldc: usize, add: bool) {
-    let mut panel = Lines::zeros(KC.min(a.k) * NB);
+    let mut panel = Panel::new(a.k);
     for j0 in (0..n).step_by(NB) {
         let width = NB.min(n - j0);
-        for k0 in (0..a.k).step_by(KC) {
-            let kc = KC.min(a.k - k0);
+        for k0 in (0..a.k).step_by(isa::depth()) {
+            let kc = isa::depth().min(a.k - k0);
+            panel.rows(kc);
             pack(b, (k0, kc), (j0, width), &mut panel);
-            panel_pass(a, (k0, kc), &panel, width, &mut c[j0..], ldc, add || k0 > 0);
+            panel.pass(a, k0, width, &mut c[j0..], ldc, add || k0 > 0);
         }
     }
 }
@@ -127,12 +128,12 @@ pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
     Packed { m, k, data }
 }
 
-/// Rows `k0..k0 + kc` and columns `j0..j0 + width` of `b` into `panel`, rows `NB` apart.
-fn pack(b: Mat<'_>, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel: &mut [f32]) {
+/// Rows `k0..k0 + kc` and columns `j0..j0 + width` of `b` into `panel`.
+fn pack(b: Mat<'_>, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel: &mut Panel) {
     if b.cs == 1 {
-        for (kk, row) in panel.chunks_mut(NB).take(kc).enumerate() {
+        for kk in 0..kc {
             let from = (k0 + kk) * b.rs + j0;
-            row[..width].copy_from_slice(&b.data[from..from + width]);
+            panel.put(kk, 0, &b.data[from..from + width]);
         }
     } else {
         // Down each column of `b`, which is a row of the matrix it transposes, 16 by 16 so
@@ -143,8 +144,7 @@ fn pack(b: Mat<'_>, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel
                 for j in jb..width.min(jb + 16) {
                     let first = (j0 + j) * b.cs + (k0 + kb) * b.rs;
                     let column = b.data[first..].iter().step_by(b.rs).take(depth);
-                    let lanes = panel[kb * NB + j..].iter_mut().step_by(NB);
-                    lanes.zip(column).for_each(|(d, &v)| *d = v);
+                    panel.put_column(kb, j, column.copied());
                 }
             }
         }

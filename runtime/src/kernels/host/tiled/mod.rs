@@ -40,7 +40,7 @@ use crate::shapes::ConvGeom;
 const MR: usize = 8;
 /// 16-float vectors per tile row of [`product`]: a tile is `MR × 48` outputs.
 const NV: usize = 3;
-/// Reduction depth per pass.
+/// Reduction depth per pass, at most ([`isa::depth`] is the instruction set's).
 const KC: usize = 512;
 /// Columns per strip of a pass (a multiple of the tile's 48).
 const NB: usize = 192;
@@ -88,6 +88,7 @@ mod avx2;
 mod avx512;
 mod isa;
 mod matmul;
+mod panel;
 mod plan;
 mod product;
 mod weight;
@@ -97,6 +98,7 @@ use isa::{tile, weight_tile};
 use matmul::pack_rows;
 pub use matmul::{matmul, Mat};
 
+use panel::Panel;
 use plan::*;
 use product::*;
 use weight::*;

@@ -35,8 +35,8 @@ pub(super) fn product(
     let blocks = a.m.div_ceil(MR);
     // A pass's strip of columns (`KC × NB` of `b`) stays in L2 while every block of rows
     // passes over it, and a block's packed weights (`MR × KC`) in L1 across the strip.
-    for k0 in (0..a.k).step_by(KC) {
-        let kc = KC.min(a.k - k0);
+    for k0 in (0..a.k).step_by(isa::depth()) {
+        let kc = isa::depth().min(a.k - k0);
         for jb in (0..n).step_by(NB) {
             for blk in 0..blocks {
                 let rows = MR.min(a.m - blk * MR);
@@ -178,7 +178,7 @@ pub(super) fn gathered(
             "dst out of bounds"
         );
     }
-    let mut panel = Lines::zeros(KC.min(a.k) * NB);
+    let mut panel = Panel::new(a.k);
     let mut out = Lines::zeros(a.m.div_ceil(MR) * MR * NB);
     // The runs, cut into strips of NB columns: (run, first column in it, columns).
     let mut cursor = (0, 0);
@@ -186,17 +186,18 @@ pub(super) fn gathered(
     while !pieces.is_empty() {
         let width: usize = pieces.iter().map(|p| p.2).sum();
         let next = cut(runs, &mut cursor, NB);
-        for k0 in (0..a.k).step_by(KC) {
-            let kc = KC.min(a.k - k0);
-            for (kk, row) in panel.chunks_mut(NB).take(kc).enumerate() {
+        for k0 in (0..a.k).step_by(isa::depth()) {
+            let kc = isa::depth().min(a.k - k0);
+            panel.rows(kc);
+            for kk in 0..kc {
                 let mut col = 0;
                 for &(r, at, take) in &pieces {
                     let from = runs[r].from + offs[k0 + kk] + at;
-                    row[col..col + take].copy_from_slice(&b[from..from + take]);
+                    panel.put(kk, col, &b[from..from + take]);
                     col += take;
                 }
             }
-            panel_pass(a, (k0, kc), &panel, width, &mut out, NB, k0 > 0);
+            panel.pass(a, k0, width, &mut out, NB, k0 > 0);
         }
         // The strip's outputs to their places.
         for (i, from_row) in out.chunks(NB).take(a.m).enumerate() {
@@ -213,66 +214,6 @@ pub(super) fn gathered(
             }
         }
         pieces = next;
-    }
-}
-
-/// The rows of a panel: `NB` apart.
-const PANEL_OFFS: [usize; KC] = {
-    let mut offs = [0; KC];
-    let mut kk = 0;
-    while kk < KC {
-        offs[kk] = kk * NB;
-        kk += 1;
-    }
-    offs
-};
-
-/// `c[i·ldc + j] (+)= Σ_kk a[i, k0 + kk] · panel[kk·NB + j]` for `i < a.m`, `j < width`,
-/// `kk < kc ≤ KC`: one pass of every block of `a`'s rows over a strip packed into a panel
-/// (`width ≤ NB` columns, rows `NB` apart), tile by tile.
-pub(super) fn panel_pass(
-    a: &Packed,
-    (k0, kc): (usize, usize),
-    panel: &[f32],
-    width: usize,
-    c: &mut [f32],
-    ldc: usize,
-    add: bool,
-) {
-    if a.m == 0 || width == 0 || kc == 0 {
-        return;
-    }
-    assert!(
-        kc <= KC && k0 + kc <= a.k && width <= NB,
-        "pass out of bounds"
-    );
-    assert!((kc - 1) * NB + width <= panel.len(), "panel out of bounds");
-    assert!(
-        width <= ldc && (a.m - 1) * ldc + width <= c.len(),
-        "dst out of bounds"
-    );
-    assert!(available(), "tiled kernels on a CPU without AVX2");
-    for blk in 0..a.m.div_ceil(MR) {
-        let rows = MR.min(a.m - blk * MR);
-        for j0 in (0..width).step_by(16 * NV) {
-            // SAFETY: the tiles run here (asserted). Packed values `blk·MR·k + (k0..k0+kc)·MR
-            // + i` < data.len() (k0 + kc ≤ k, asserted); panel lanes `kk·NB + j`, kk < kc,
-            // j < width (masked), within the panel (asserted); dst lanes
-            // `(blk·MR + i)·ldc + j`, i < rows, j < width (masked), within c (asserted).
-            unsafe {
-                tile(
-                    kc,
-                    a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
-                    panel.as_ptr().add(j0),
-                    &PANEL_OFFS[..kc],
-                    c.as_mut_ptr().add(blk * MR * ldc + j0),
-                    ldc,
-                    rows,
-                    (width - j0).min(16 * NV),
-                    add,
-                );
-            }
-        }
     }
 }
 
