@@ -20,6 +20,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use fulmen::inputs::Recording;
 use fulmen::layers::{Conv2D, Flatten, MaxPool2D};
 use fulmen::models::resnet::{CifarResNet18, CifarResNet50, SmallResNet};
 use fulmen::optim::Optimizer;
@@ -145,9 +146,12 @@ macro_rules! train {
         let mut grads = $model.alloc_grads();
         let mut stamps = Vec::new();
         for _ in 0..row.steps {
-            let logits = $model.net.forward_mut($x.clone().traced(grads));
+            // The batch is the step's input, as `ctx.trace` records it: no gradient of its own.
+            let step = Recording::start(&$model, $x.device()).expect("the model's tensors");
+            let logits = $model.net.forward_mut(step.trace($x.clone(), grads));
             let loss = cross_entropy_with_logits_loss(logits, y.one_hot());
             grads = loss.backward();
+            drop(step);
             opt.step(&mut $model, &mut grads).expect("a step");
             $model.zero_grads(&mut grads);
             stamps.push(Instant::now());

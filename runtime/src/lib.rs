@@ -70,6 +70,7 @@ mod error;
 pub(crate) mod files;
 pub mod freeze;
 pub mod hparams;
+pub mod inputs;
 pub mod kernels;
 pub mod layers;
 pub mod loggers;

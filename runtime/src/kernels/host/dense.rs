@@ -52,6 +52,10 @@ mod on_tiles {
         weight: &Tensor<Rank2<O, I>, E, D>,
         bias: Option<&Tensor<Rank1<O>, E, D>>,
     ) -> Result<Tensor<(B, Const<O>), E, D, T>> {
+        // Gradients nobody reads are not computed: a step's input's, a frozen weight's.
+        let want_dx = !crate::inputs::is_input(&x);
+        let want_dw = !crate::freeze::is_frozen(weight);
+        let bias_grad = bias.filter(|b| !crate::freeze::is_frozen(*b)).cloned();
         let (x, mut tape) = x.split_tape();
         let batch = x.shape().0.size();
         let (Values::F32(xs), Values::F32(ws)) = (Values::of(&x)?, Values::of(weight)?) else {
@@ -66,23 +70,27 @@ mod on_tiles {
         let (x_rows, w_t) = (Mat::rows(&xs, I), Mat::transposed(&ws, I));
         matmul((batch, I, O), x_rows, w_t, &mut y, O, true);
         let out = Values::F32(y.into()).into_tensor(x.device(), (x.shape().0, Const))?;
-        let (weight, bias) = (weight.clone(), bias.cloned());
+        let weight = weight.clone();
         on_backward(&mut tape, "Linear", &out, move |dy, grads| {
             let Values::F32(dy) = dy else {
                 return Err(not_f32());
             };
             // dx += dy · W
-            accumulate_grad(&x, grads, |dx| {
-                let (dy, w) = (Mat::rows(dy, O), Mat::rows(&ws, I));
-                f32s(dx).map(|dx| matmul((batch, O, I), dy, w, dx, I, true))
-            })??;
+            if want_dx {
+                accumulate_grad(&x, grads, |dx| {
+                    let (dy, w) = (Mat::rows(dy, O), Mat::rows(&ws, I));
+                    f32s(dx).map(|dx| matmul((batch, O, I), dy, w, dx, I, true))
+                })??;
+            }
             // dW += dyᵀ · x
-            accumulate_grad(&weight, grads, |dw| {
-                let (dy_t, x) = (Mat::transposed(dy, O), Mat::rows(&xs, I));
-                f32s(dw).map(|dw| matmul((O, batch, I), dy_t, x, dw, I, true))
-            })??;
+            if want_dw {
+                accumulate_grad(&weight, grads, |dw| {
+                    let (dy_t, x) = (Mat::transposed(dy, O), Mat::rows(&xs, I));
+                    f32s(dw).map(|dw| matmul((O, batch, I), dy_t, x, dw, I, true))
+                })??;
+            }
             // db += Σ_rows dy
-            match &bias {
+            match &bias_grad {
                 Some(b) => accumulate_grad(b, grads, |db| {
                     f32s(db).map(|db| {
                         for row in dy.chunks(O.max(1)) {

@@ -11,11 +11,13 @@ use crate::context::{LogEntry, LogValue, Loss, OptimizationMode, StepContext, St
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::freeze;
+use crate::inputs::Recording;
 use crate::module::LightningModule;
 use crate::optim::{Clip, Interval};
 use crate::precision::On;
 use crate::trainer::aggregate::EpochMetrics;
 use crate::trainer::settings::Limit;
+use crate::walk::Tensors;
 use crate::weights::At;
 use crate::{Error, Result, TrainDevice};
 
@@ -226,11 +228,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             ctx.manual = Some(&mut manual);
         }
         let (model, fsdp) = (&mut *self.model, &o.full_shard);
+        let recording = Recording::of(&Tensors(&*model), &self.device)?;
         let out = guard("training_step", batch_idx, || {
             freeze::within(frozen, || {
                 sharded(fsdp, || model.training_step(batch, &mut ctx))
             })
         })?;
+        drop(recording);
         let logs = std::mem::take(&mut ctx.logs);
         if <M::Optimization as OptimizationMode>::MANUAL {
             // The step's gradients, for the next (and for a checkpoint, if the step failed):
