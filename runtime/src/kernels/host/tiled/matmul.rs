@@ -80,20 +80,26 @@ pub fn matmul(
         .enumerate()
         .for_each(|(t, c)| {
             let r0 = t * rows;
-            block_rows(&pack_rows(a, r0, rows.min(m - r0), k), b, n, c, ldc, add);
+            block_rows(&pack_rows(a, r0, rows.min(m - r0), k), &b, n, c, ldc, add);
         });
 }
 
-/// `c (+)= a · b` for one task's rows: strip by strip of `NB` columns, each strip of `b`
-/// copied into a contiguous panel `KC` rows at a time.
-fn block_rows(a: &Packed, b: Mat<'_>, n: usize, c: &mut [f32], ldc: usize, add: bool) {
+/// A right operand, `k × n`, as [`block_rows`] reads it: a strip at a time into a [`Panel`].
+pub(super) trait Rhs {
+    /// Rows `k0..k0 + kc` and columns `j0..j0 + width` into `panel` (its pass `kc` deep).
+    fn pack(&self, rows: (usize, usize), columns: (usize, usize), panel: &mut Panel);
+}
+
+/// `c (+)= a · b` for one task's rows (`b` is `a.k × n`): strip by strip of `NB` columns,
+/// each strip of `b` copied into a contiguous panel a pass's rows at a time.
+pub(super) fn block_rows(a: &Packed, b: &impl Rhs, n: usize, c: &mut [f32], ldc: usize, add: bool) {
     let mut panel = Panel::new(a.k);
     for j0 in (0..n).step_by(NB) {
         let width = NB.min(n - j0);
         for k0 in (0..a.k).step_by(isa::depth()) {
             let kc = isa::depth().min(a.k - k0);
             panel.rows(kc);
-            pack(b, (k0, kc), (j0, width), &mut panel);
+            b.pack((k0, kc), (j0, width), &mut panel);
             panel.pass(a, k0, width, &mut c[j0..], ldc, add || k0 > 0);
         }
     }
@@ -128,23 +134,25 @@ pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
     Packed { m, k, data }
 }
 
-/// Rows `k0..k0 + kc` and columns `j0..j0 + width` of `b` into `panel`.
-fn pack(b: Mat<'_>, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel: &mut Panel) {
-    if b.cs == 1 {
-        for kk in 0..kc {
-            let from = (k0 + kk) * b.rs + j0;
-            panel.put(kk, 0, &b.data[from..from + width]);
-        }
-    } else {
-        // Down each column of `b`, which is a row of the matrix it transposes, 16 by 16 so
-        // that the panel's rows being written stay in L1.
-        for jb in (0..width).step_by(16) {
-            for kb in (0..kc).step_by(16) {
-                let depth = 16.min(kc - kb);
-                for j in jb..width.min(jb + 16) {
-                    let first = (j0 + j) * b.cs + (k0 + kb) * b.rs;
-                    let column = b.data[first..].iter().step_by(b.rs).take(depth);
-                    panel.put_column(kb, j, column.copied());
+impl Rhs for Mat<'_> {
+    fn pack(&self, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel: &mut Panel) {
+        let b = self;
+        if b.cs == 1 {
+            for kk in 0..kc {
+                let from = (k0 + kk) * b.rs + j0;
+                panel.put(kk, 0, &b.data[from..from + width]);
+            }
+        } else {
+            // Down each column of `b`, which is a row of the matrix it transposes, 16 by 16 so
+            // that the panel's rows being written stay in L1.
+            for jb in (0..width).step_by(16) {
+                for kb in (0..kc).step_by(16) {
+                    let depth = 16.min(kc - kb);
+                    for j in jb..width.min(jb + 16) {
+                        let first = (j0 + j) * b.cs + (k0 + kb) * b.rs;
+                        let column = b.data[first..].iter().step_by(b.rs).take(depth);
+                        panel.put_column(kb, j, column.copied());
+                    }
                 }
             }
         }
