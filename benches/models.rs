@@ -336,6 +336,26 @@ fn torch_side(python: &str, row: &Row, threads: usize) -> Result<Measured, Strin
     })
 }
 
+/// The widest instruction set both sides use here (what fulmen's kernels choose, `FULMEN_NO_AVX512`
+/// and `FULMEN_NO_AVX2` included).
+fn instruction_set() -> &'static str {
+    let off = |name: &str| std::env::var_os(name).is_some();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !off("FULMEN_NO_AVX512")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+        {
+            return "AVX-512";
+        }
+        if !off("FULMEN_NO_AVX2") && is_x86_feature_detected!("avx2") {
+            return "AVX2";
+        }
+    }
+    let _ = off;
+    "neither AVX-512 nor AVX2 (fulmen: gemm and dfdx)"
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -360,11 +380,10 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let avx512 = std::env::var_os("FULMEN_NO_AVX512").is_none();
     println!(
         "fulmen beside PyTorch, images/s (median of {rounds} alternating rounds), peak resident MiB; \
          fulmen's tiles and PyTorch on {}",
-        if avx512 { "AVX-512 where the CPU has it" } else { "AVX2" }
+        instruction_set()
     );
     for threads in [1, cores] {
         println!(

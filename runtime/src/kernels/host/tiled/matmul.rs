@@ -75,13 +75,17 @@ pub fn matmul(
         rayon::current_num_threads()
     };
     let rows = m.div_ceil(tasks).next_multiple_of(MR);
-    c[..(m - 1) * ldc + n]
-        .par_chunks_mut(rows * ldc)
-        .enumerate()
-        .for_each(|(t, c)| {
-            let r0 = t * rows;
-            block_rows(&pack_rows(a, r0, rows.min(m - r0), k), &b, n, c, ldc, add);
-        });
+    let task = |(t, c): (usize, &mut [f32])| {
+        let r0 = t * rows;
+        block_rows(&pack_rows(a, r0, rows.min(m - r0), k), &b, n, c, ldc, add);
+    };
+    // One task runs here: handing it to the pool costs two context switches per product.
+    let c = &mut c[..(m - 1) * ldc + n];
+    if tasks == 1 {
+        task((0, c));
+    } else {
+        c.par_chunks_mut(rows * ldc).enumerate().for_each(task);
+    }
 }
 
 /// A right operand, `k × n`, as [`block_rows`] reads it: a strip at a time into a [`Panel`].
@@ -126,7 +130,7 @@ pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
             }
         }
     };
-    if data.len() < PACK_PARALLEL_FROM {
+    if data.len() < PACK_PARALLEL_FROM || rayon::current_num_threads() == 1 {
         data.chunks_mut(MR * k).enumerate().for_each(block);
     } else {
         data.par_chunks_mut(MR * k).enumerate().for_each(block);
