@@ -147,17 +147,12 @@ impl Rhs for Mat<'_> {
                 panel.put(kk, 0, &b.data[from..from + width]);
             }
         } else {
-            // Down each column of `b`, which is a row of the matrix it transposes, 16 by 16 so
-            // that the panel's rows being written stay in L1.
-            for jb in (0..width).step_by(16) {
-                for kb in (0..kc).step_by(16) {
-                    let depth = 16.min(kc - kb);
-                    for j in jb..width.min(jb + 16) {
-                        let first = (j0 + j) * b.cs + (k0 + kb) * b.rs;
-                        let column = b.data[first..].iter().step_by(b.rs).take(depth);
-                        panel.put_column(kb, j, column.copied());
-                    }
-                }
+            // Down each column of `b` (a row of the matrix it transposes), into the panel's
+            // slice of that column, whose lines stay in L1 while its columns are written.
+            for j in 0..width {
+                let first = (j0 + j) * b.cs + k0 * b.rs;
+                let column = b.data[first..].iter().step_by(b.rs).take(kc);
+                panel.put_column(0, j, column.copied());
             }
         }
     }
