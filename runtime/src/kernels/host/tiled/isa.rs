@@ -63,6 +63,14 @@ pub(super) fn depth() -> usize {
     }
 }
 
+/// The passes `(first row, rows)` over a reduction `k` deep: as few as [`depth`] allows, of
+/// equal depth (784 as 196 × 4, not 256 × 3 + 16: a pass loads and stores its outputs once,
+/// which a shallow last pass pays for a handful of rows).
+pub(super) fn passes(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let each = k.div_ceil(k.div_ceil(depth()).max(1)).max(1);
+    (0..k).step_by(each).map(move |k0| (k0, each.min(k - k0)))
+}
+
 /// One `MR × 48` tile of a product over `kc` reduction rows:
 /// `c[i·ldc + j] (+)= Σ_kk a[kk·MR + i] · b[offs[kk] + j]` for `i < rows`, `j < live ≤ 48`
 /// (`a` the packed block at its first reduction row, `b` the strip's first column, `c` the

@@ -100,8 +100,7 @@ pub(super) fn block_rows(a: &Packed, b: &impl Rhs, n: usize, c: &mut [f32], ldc:
     let mut panel = Panel::new(a.k);
     for j0 in (0..n).step_by(NB) {
         let width = NB.min(n - j0);
-        for k0 in (0..a.k).step_by(isa::depth()) {
-            let kc = isa::depth().min(a.k - k0);
+        for (k0, kc) in isa::passes(a.k) {
             panel.rows(kc);
             b.pack((k0, kc), (j0, width), &mut panel);
             panel.pass(a, k0, width, &mut c[j0..], ldc, add || k0 > 0);

@@ -35,8 +35,7 @@ pub(super) fn product(
     let blocks = a.m.div_ceil(MR);
     // A pass's strip of columns (`KC × NB` of `b`) stays in L2 while every block of rows
     // passes over it, and a block's packed weights (`MR × KC`) in L1 across the strip.
-    for k0 in (0..a.k).step_by(isa::depth()) {
-        let kc = isa::depth().min(a.k - k0);
+    for (k0, kc) in isa::passes(a.k) {
         for jb in (0..n).step_by(NB) {
             for blk in 0..blocks {
                 let rows = MR.min(a.m - blk * MR);
@@ -186,8 +185,7 @@ pub(super) fn gathered(
     while !pieces.is_empty() {
         let width: usize = pieces.iter().map(|p| p.2).sum();
         let next = cut(runs, &mut cursor, NB);
-        for k0 in (0..a.k).step_by(isa::depth()) {
-            let kc = isa::depth().min(a.k - k0);
+        for (k0, kc) in isa::passes(a.k) {
             panel.rows(kc);
             for kk in 0..kc {
                 let mut col = 0;
