@@ -4,6 +4,7 @@
 //! same order, so on the CPU both give the same bits.
 
 use dfdx::tensor::Gradients;
+use rayon::prelude::*;
 
 use super::Host;
 use crate::device::{of_f64, FloatDtype, HostAccess};
@@ -34,7 +35,7 @@ impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
         }
         param.with_grad(grads, &mut |g| {
             rule.clip.apply(g);
-            apply(rule, values, g, held);
+            apply_all(rule, values, g, held);
         })?;
         param.set_values(values);
         for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
@@ -44,9 +45,39 @@ impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
     }
 }
 
-/// `rule`'s update of one parameter's values `p`, from its gradient `g` (clipped already),
-/// with its buffers.
-fn apply<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [Vec<E>]) {
+/// Values per chunk of a rule spread over rayon's threads.
+const CHUNK: usize = 1 << 15;
+
+/// A chunk of a parameter's values, of its gradient and of each of its buffers.
+type Chunk<'a, E> = (&'a mut [E], &'a [E], Vec<&'a mut [E]>);
+
+/// [`apply`] over the whole parameter: chunk by chunk across rayon's threads when it is large
+/// (each value's update reads only its own values, so the bits are the same).
+fn apply_all<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [Vec<E>]) {
+    if p.len() < 2 * CHUNK || rayon::current_num_threads() == 1 {
+        let mut whole: Vec<&mut [E]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
+        return apply(rule, p, g, &mut whole);
+    }
+    let mut chunked: Vec<_> = buffers.iter_mut().map(|b| b.chunks_mut(CHUNK)).collect();
+    let parts: Vec<Chunk<'_, E>> = p
+        .chunks_mut(CHUNK)
+        .zip(g.chunks(CHUNK))
+        .map(|(p, g)| {
+            (
+                p,
+                g,
+                chunked.iter_mut().filter_map(Iterator::next).collect(),
+            )
+        })
+        .collect();
+    parts
+        .into_par_iter()
+        .for_each(|(p, g, mut buffers)| apply(rule, p, g, &mut buffers));
+}
+
+/// `rule`'s update of values `p` of a parameter, from their gradient `g` (clipped already),
+/// with the same values of its buffers.
+fn apply<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [&mut [E]]) {
     use OptimKind::*;
     let (config, step) = (rule.config, rule.step);
     match (config.kind, buffers) {
@@ -144,6 +175,52 @@ fn rmsprop<E: FloatDtype>(
             *p -= lr * *b;
         } else {
             *p -= lr * (g / avg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::Clip;
+
+    /// A parameter large enough to be stepped in chunks across threads gets the bits it gets
+    /// stepped whole, under every rule.
+    #[test]
+    fn chunked_steps_are_the_whole_steps() {
+        let n = 5 * CHUNK + 17;
+        let values = |seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a pool");
+        for config in [
+            Optim::sgd(0.1).momentum(0.9).weight_decay(0.01),
+            Optim::adam(1e-3).weight_decay(0.01),
+            Optim::adamw(1e-3).weight_decay(0.01),
+            Optim::rmsprop(1e-2).momentum(0.5).centered(true),
+        ] {
+            let rule = StepRule {
+                config: &config,
+                step: 3,
+                clip: Clip::None,
+            };
+            let g = values(1);
+            let (mut p, mut buffers) = (values(2), vec![values(3), values(4), values(5)]);
+            let (mut whole_p, mut whole_buffers) = (p.clone(), buffers.clone());
+            pool.install(|| apply_all(rule, &mut p, &g, &mut buffers));
+            let mut whole: Vec<&mut [f32]> = whole_buffers.iter_mut().map(|b| &mut b[..]).collect();
+            apply(rule, &mut whole_p, &g, &mut whole);
+            // Bits, not values: a negative square average makes NaNs, which must match too.
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&p), bits(&whole_p), "{:?}: values", config.kind);
+            for (b, w) in buffers.iter().zip(&whole_buffers) {
+                assert_eq!(bits(b), bits(w), "{:?}: buffers", config.kind);
+            }
         }
     }
 }
