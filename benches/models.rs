@@ -336,26 +336,6 @@ fn torch_side(python: &str, row: &Row, threads: usize) -> Result<Measured, Strin
     })
 }
 
-/// The widest instruction set both sides use here (what fulmen's kernels choose, `FULMEN_NO_AVX512`
-/// and `FULMEN_NO_AVX2` included).
-fn instruction_set() -> &'static str {
-    let off = |name: &str| std::env::var_os(name).is_some();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !off("FULMEN_NO_AVX512")
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512vl")
-        {
-            return "AVX-512";
-        }
-        if !off("FULMEN_NO_AVX2") && is_x86_feature_detected!("avx2") {
-            return "AVX2";
-        }
-    }
-    let _ = off;
-    "neither AVX-512 nor AVX2 (fulmen: gemm and dfdx)"
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -383,7 +363,7 @@ fn main() {
     println!(
         "fulmen beside PyTorch, images/s (median of {rounds} alternating rounds), peak resident MiB; \
          fulmen's tiles and PyTorch on {}",
-        instruction_set()
+        fulmen::kernels::instruction_set().unwrap_or("what they choose (fulmen: gemm and dfdx)")
     );
     for threads in [1, cores] {
         println!(

@@ -1,6 +1,7 @@
 //! A training step's inputs: the tensors it traced ([`StepContext::trace`]) that existed
-//! before it began (its batch) and are not parameters of the module. Nothing reads their
-//! gradient (the trainer keeps the parameters'
+//! before it began (its batch) and are not parameters of the module. What the trace returns is
+//! a copy with an id of its own (one pass over the batch), the only tensor recorded: nothing
+//! reads its gradient (the trainer keeps the parameters'
 //! alone, and a step never sees its gradients), so a layer whose input is one skips that
 //! gradient's product: for a dense first layer, a third of its backward. PyTorch skips it the
 //! same way, for a tensor that does not require a gradient.
@@ -26,9 +27,10 @@
 //! }
 //! ```
 //!
-//! What is not recorded keeps its gradient: a parameter traced as an input
-//! (`ctx.trace(self.w.clone())`: a clone has its parameter's id), and anything the step
-//! computed, even without its tape (a GAN's generated images traced again for the
+//! What is not recorded keeps its gradient: the batch itself, traced again by other means in
+//! the same step (an adversarial example's `x.clone().leaky_traced()`), a parameter traced as
+//! an input (`ctx.trace(self.w.clone())`: a clone has its parameter's id), and anything the
+//! step computed, even without its tape (a GAN's generated images traced again for the
 //! discriminator: the generator's step may need their gradient, in either order).
 //!
 //! [`StepContext::trace`]: crate::context::StepContext::trace
@@ -39,12 +41,14 @@ use std::collections::BTreeSet;
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::shapes::{Rank0, Shape, Unit};
 use dfdx::tensor::{Gradients, OwnedTape, Storage, Tensor, Trace, UniqueId};
+use dfdx::tensor_ops::TryMul;
 
 use crate::device::{FloatDtype, HostAccess};
 use crate::walk::{id_of, Params, Tensors};
 use crate::Result;
 
 /// The running step's parameters, the first id it made, and the inputs it traced so far.
+#[derive(Debug)]
 struct Step {
     params: BTreeSet<UniqueId>,
     began: Option<UniqueId>,
@@ -61,12 +65,16 @@ thread_local! {
 #[derive(Debug)]
 #[must_use = "the recording ends when it is dropped"]
 pub struct Recording {
+    /// The recording this one interrupted (a loop run inside a step), put back when it ends.
+    outer: Option<Step>,
     /// Not `Send`: the recording is this thread's.
     _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Recording {
     /// Starts recording a step of `model` (whose parameters are never inputs) on `device`.
+    /// Every tensor the step trains must be in `model`: one outside it (a learned prompt,
+    /// an image being optimized) that the step traces would get no gradient from a layer.
     pub fn start<E: FloatDtype, D: HostAccess<E>, M: TensorCollection<E, D>>(
         model: &M,
         device: &D,
@@ -86,45 +94,61 @@ impl Recording {
         })?;
         // dfdx numbers tensors in the order they are made: from this one on, the step's own.
         let first: Tensor<Rank0, E, D> = device.try_zeros()?;
-        STEP.with(|s| {
-            *s.borrow_mut() = Some(Step {
-                params: ids,
-                began: id_of(&first),
-                inputs: BTreeSet::new(),
-            })
-        });
+        let step = Step {
+            params: ids,
+            began: id_of(&first),
+            inputs: BTreeSet::new(),
+        };
         Ok(Recording {
+            outer: STEP.with(|s| s.replace(Some(step))),
             _thread: std::marker::PhantomData,
         })
     }
 
-    /// `x` traced into `grads` (dfdx's `traced`), recorded as an input.
-    pub fn trace<S: Shape, E: Unit, D: Storage<E>>(
+    /// `x` as an input (see [`input`]), traced into `grads` (dfdx's `traced`).
+    pub fn trace<S: Shape, E: FloatDtype, D: HostAccess<E>>(
         &self,
         x: Tensor<S, E, D>,
         grads: Gradients<E, D>,
     ) -> Tensor<S, E, D, OwnedTape<E, D>> {
-        record(&x);
-        x.traced(grads)
+        input(x).traced(grads)
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        STEP.with(|s| *s.borrow_mut() = None);
+        let outer = self.outer.take();
+        STEP.with(|s| *s.borrow_mut() = outer);
     }
 }
 
-/// Records `t`, just traced by the running step, as an input if it is one: made before the
-/// step, and not a parameter.
-pub(crate) fn record<S: Shape, E: Unit, D: Storage<E>, T>(t: &Tensor<S, E, D, T>) {
-    STEP.with(|s| {
-        if let (Some(step), Some(id)) = (s.borrow_mut().as_mut(), id_of(t)) {
-            if step.began.is_some_and(|began| id < began) && !step.params.contains(&id) {
-                step.inputs.insert(id);
-            }
+/// `x`, about to be traced by the running step: when it is an input (made before the step, not
+/// a parameter), a copy with an id of its own, recorded; anything else unchanged.
+pub(crate) fn input<S: Shape, E: FloatDtype, D: HostAccess<E>>(
+    x: Tensor<S, E, D>,
+) -> Tensor<S, E, D> {
+    let eligible = STEP.with(|s| match (s.borrow().as_ref(), id_of(&x)) {
+        (Some(step), Some(id)) => {
+            step.began.is_some_and(|began| id < began) && !step.params.contains(&id)
         }
+        _ => false,
     });
+    if !eligible {
+        return x;
+    }
+    // A copy (times one: every value, NaN and -0 included, unchanged), so that only this
+    // trace's tensor is an input, not the batch's every clone.
+    match x.clone().try_mul(E::one()) {
+        Ok(copy) => {
+            STEP.with(|s| {
+                if let (Some(step), Some(id)) = (s.borrow_mut().as_mut(), id_of(&copy)) {
+                    step.inputs.insert(id);
+                }
+            });
+            copy
+        }
+        Err(_) => x,
+    }
 }
 
 /// Whether `t` is an input the running step traced: its gradient is not wanted.

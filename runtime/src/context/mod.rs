@@ -83,7 +83,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
     /// is not computed where a layer can skip it (nothing reads it; a parameter's clone is
     /// the exception, and its gradient is computed).
     pub fn trace<S: Shape>(&mut self, x: Tensor<S, E, D>) -> Tensor<S, E, D, OwnedTape<E, D>> {
-        crate::inputs::record(&x);
+        let x = crate::inputs::input(x);
         if let (Some(k), None) = (self.toggled, &self.kept) {
             if let Some(grads) = self.grads.take() {
                 self.kept = Some((grads, k));

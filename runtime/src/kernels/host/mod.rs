@@ -23,6 +23,21 @@ mod step;
 mod tiled;
 pub(crate) mod values;
 
+/// The instruction set fulmen's f32 products (convolutions, dense layers) run on here:
+/// `"AVX-512"` or `"AVX2"`, read once (`FULMEN_NO_AVX512` and `FULMEN_NO_AVX2` turn them off, as
+/// on a CPU without them); `None` where they are the `gemm` crate's and dfdx's.
+pub fn instruction_set() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        tiled::isa().map(|isa| match isa {
+            tiled::Isa::Avx512 => "AVX-512",
+            tiled::Isa::Avx2 => "AVX2",
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 /// The host kernels (see the [module docs](self)); each op family's implementation is in the
 /// file of its name.
 #[derive(Debug, Clone, Copy, Default)]

@@ -66,7 +66,10 @@ fn apply_all<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &
             (
                 p,
                 g,
-                chunked.iter_mut().filter_map(Iterator::next).collect(),
+                chunked
+                    .iter_mut()
+                    .map(|c| c.next().expect("every buffer is as long as its parameter"))
+                    .collect(),
             )
         })
         .collect();

@@ -93,7 +93,7 @@ mod plan;
 mod product;
 mod weight;
 
-pub use isa::available;
+pub use isa::{available, isa, Isa};
 use isa::{tile, weight_tile};
 use matmul::pack_rows;
 pub use matmul::{matmul, Mat};
