@@ -79,9 +79,10 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
 
     /// Starts recording operations on `x` so that the loss can be differentiated (dfdx's
     /// `traced`), accumulating into the trainer's gradients (under a toggled optimizer, into
-    /// its parameters' alone: see `toggle_optimizer`). In a training step, `x`'s own gradient
-    /// is not computed where a layer can skip it (nothing reads it; a parameter's clone is
-    /// the exception, and its gradient is computed).
+    /// its parameters' alone: see `toggle_optimizer`). In a training step, a tensor made
+    /// before the step (its batch) is traced as a copy whose own gradient layers may skip, as
+    /// nothing reads it ([`crate::inputs`]); a parameter's clone, and what the step made, keep
+    /// their gradients.
     pub fn trace<S: Shape>(&mut self, x: Tensor<S, E, D>) -> Tensor<S, E, D, OwnedTape<E, D>> {
         let x = crate::inputs::input(x);
         if let (Some(k), None) = (self.toggled, &self.kept) {

@@ -26,7 +26,7 @@ impl Panel {
         }
     }
 
-    /// Starts a pass of `kc` rows (what `put` and `set` then fill).
+    /// Starts a pass of `kc` rows (what `put` and `put_column` then fill).
     pub(super) fn rows(&mut self, kc: usize) {
         assert!(kc * NB <= self.data.len(), "a pass deeper than the panel");
         self.kc = kc;
