@@ -23,21 +23,31 @@ pub enum Isa {
 pub fn isa() -> Option<Isa> {
     static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
-        let off = |name: &str| std::env::var_os(name).is_some();
-        if !off("FULMEN_NO_AVX512")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            Some(Isa::Avx512)
-        } else if !off("FULMEN_NO_AVX2")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            Some(Isa::Avx2)
-        } else {
-            None
-        }
+        let on = |isa: Isa, switch: &str| isa.on_this_cpu() && std::env::var_os(switch).is_none();
+        [
+            (Isa::Avx512, "FULMEN_NO_AVX512"),
+            (Isa::Avx2, "FULMEN_NO_AVX2"),
+        ]
+        .into_iter()
+        .find(|&(isa, switch)| on(isa, switch))
+        .map(|(isa, _)| isa)
     })
+}
+
+impl Isa {
+    /// Whether this CPU has the instruction set, whatever the environment says.
+    pub(super) fn on_this_cpu(self) -> bool {
+        match self {
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+        }
+    }
 }
 
 /// Whether this CPU runs the tiles (see [`isa`]).
@@ -121,14 +131,10 @@ mod tests {
 
     /// Every instruction set this CPU has, whatever the environment turned off.
     fn sets() -> Vec<Isa> {
-        let mut sets = Vec::new();
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-            sets.push(Isa::Avx512);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            sets.push(Isa::Avx2);
-        }
-        sets
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|isa| isa.on_this_cpu())
+            .collect()
     }
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
