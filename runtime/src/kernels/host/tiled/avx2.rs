@@ -43,49 +43,45 @@ unsafe fn store(p: *mut f32, v: __m256, left: usize) {
 }
 
 /// See [`isa::tile`](super::isa::tile).
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: &[usize],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    live: usize,
-    add: bool,
-) {
+pub(super) unsafe fn tile(t: Tile<'_>) {
     // `wrapping_add`: a quarter past `rows` or `live` is skipped, so its address is never used.
-    for j0 in (0..live).step_by(8 * QV) {
-        for r0 in (0..rows).step_by(QR) {
-            let (a, b, c) = (a.add(r0), b.wrapping_add(j0), c.wrapping_add(r0 * ldc + j0));
-            let (rows, live) = ((rows - r0).min(QR), (live - j0).min(8 * QV));
-            if live == 8 * QV {
-                quarter::<true>(kc, a, b, offs, c, ldc, rows, live, add);
+    for j0 in (0..t.live).step_by(8 * QV) {
+        for r0 in (0..t.rows).step_by(QR) {
+            let q = Tile {
+                a: t.a.add(r0),
+                b: t.b.wrapping_add(j0),
+                c: t.c.wrapping_add(r0 * t.ldc + j0),
+                rows: (t.rows - r0).min(QR),
+                live: (t.live - j0).min(8 * QV),
+                readable: t.readable - j0,
+                ..t
+            };
+            if q.readable >= 8 * QV {
+                quarter::<true>(q);
             } else {
-                quarter::<false>(kc, a, b, offs, c, ldc, rows, live, add);
+                quarter::<false>(q);
             }
         }
     }
 }
 
 /// `QR × 8·QV` outputs of a [`tile`] (`a` at the quarter's first row, `MR` apart per
-/// reduction row); `FULL` when every column is live, so that the right operand's loads need
-/// no mask.
-#[allow(clippy::too_many_arguments)]
+/// reduction row); `WHOLE` when all `8·QV` columns of `b` are readable, so that its loads need
+/// no mask (the outputs' loads and stores are masked at `live` either way).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quarter<const FULL: bool>(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: &[usize],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    live: usize,
-    add: bool,
-) {
+unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
+    let Tile {
+        a,
+        b,
+        offs,
+        c,
+        ldc,
+        rows,
+        live,
+        add,
+        ..
+    } = t;
     let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));
     let mut acc = [[_mm256_setzero_ps(); QV]; QR];
     if add {
@@ -95,12 +91,12 @@ unsafe fn quarter<const FULL: bool>(
             }
         }
     }
-    if FULL {
-        if kc > 0 {
-            product_loop(kc, a, b, offs.as_ptr(), &mut acc);
+    if WHOLE {
+        if !offs.is_empty() {
+            product_loop(offs.len(), a, b, offs.as_ptr(), &mut acc);
         }
     } else {
-        for (kk, &off) in offs.iter().enumerate().take(kc) {
+        for (kk, &off) in offs.iter().enumerate() {
             let src = b.wrapping_add(off);
             let mut bv = [_mm256_setzero_ps(); QV];
             #[allow(clippy::needless_range_loop)]
@@ -125,7 +121,7 @@ unsafe fn quarter<const FULL: bool>(
 }
 
 /// `acc[i][v] += Σ_{kk < kc} a[kk·MR + i] · b[offs[kk] + 8v ..][..8]`: a quarter's reduction
-/// with every column live (`kc ≥ 1`), written out in assembly because it needs all 16
+/// with every column readable (`kc ≥ 1`), written out in assembly because it needs all 16
 /// registers (12 accumulators, 3 vectors of `b`, 1 broadcast) and LLVM, given the same loop
 /// in intrinsics, spilled two accumulators to the stack in every iteration (at half the speed).
 ///

@@ -12,20 +12,21 @@ fn lane_masks(live: usize) -> [__mmask16; NV] {
     })
 }
 
-/// See [`isa::tile`](super::isa::tile).
-#[allow(clippy::too_many_arguments)]
+/// See [`isa::tile`](super::isa::tile): masked loads cost what whole ones do here, so
+/// `readable` is not needed.
 #[target_feature(enable = "avx512f,avx512vl")]
-pub(super) unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: &[usize],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    live: usize,
-    add: bool,
-) {
+pub(super) unsafe fn tile(t: Tile<'_>) {
+    let Tile {
+        a,
+        b,
+        offs,
+        c,
+        ldc,
+        rows,
+        live,
+        add,
+        ..
+    } = t;
     let masks = lane_masks(live);
     // `wrapping_add` for lane addresses: a masked-off vector's may lie past its buffer (it is
     // never read or written, but `add` past the end would be undefined behaviour).
@@ -37,7 +38,7 @@ pub(super) unsafe fn tile(
             }
         }
     }
-    for (kk, &off) in offs.iter().enumerate().take(kc) {
+    for (kk, &off) in offs.iter().enumerate() {
         let src = b.add(off);
         // Loops, not `array::from_fn` or `map`: closures do not inherit the target feature,
         // and an intrinsic that is not inlined is a call per vector.

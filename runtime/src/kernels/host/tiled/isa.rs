@@ -81,30 +81,39 @@ pub(super) fn passes(k: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..k).step_by(each).map(move |k0| (k0, each.min(k - k0)))
 }
 
-/// One `MR × 48` tile of a product over `kc` reduction rows:
-/// `c[i·ldc + j] (+)= Σ_kk a[kk·MR + i] · b[offs[kk] + j]` for `i < rows`, `j < live ≤ 48`
-/// (`a` the packed block at its first reduction row, `b` the strip's first column, `c` the
-/// tile's first output). Rows `rows..MR` are computed from `a` and dropped.
+/// One `MR × 48` tile of a product over `kc = offs.len()` reduction rows, as [`tile`]
+/// computes it: `c[i·ldc + j] (+)= Σ_kk a[kk·MR + i] · b[offs[kk] + j]` for `i < rows`,
+/// `j < live ≤ 48`. Rows `rows..MR` are computed from `a` and dropped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tile<'a> {
+    /// The packed block at its first reduction row: `kc·MR` values.
+    pub(super) a: *const f32,
+    /// The strip's first column.
+    pub(super) b: *const f32,
+    /// Where each reduction row of `b` starts.
+    pub(super) offs: &'a [usize],
+    /// The tile's first output; rows `ldc` apart.
+    pub(super) c: *mut f32,
+    pub(super) ldc: usize,
+    pub(super) rows: usize,
+    pub(super) live: usize,
+    /// Columns of each row of `b` that may be read (`≥ live`): a panel's whole slice, whose
+    /// columns past `live` are computed on and dropped, so that their loads need no mask.
+    pub(super) readable: usize,
+    /// Adds to `c` instead of overwriting it.
+    pub(super) add: bool,
+}
+
+/// Computes `t` on this CPU's instruction set.
 ///
 /// # Safety
-/// [`available`]; `a` holds `kc·MR` values, `b[offs[kk] + j]` and `c[i·ldc + j]` are in
-/// bounds for `kk < kc`, `i < rows`, `j < live`.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    offs: &[usize],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    live: usize,
-    add: bool,
-) {
-    debug_assert!(rows <= MR && live <= 16 * NV && offs.len() >= kc);
+/// [`available`]; `a` holds `kc·MR` values, `b[offs[kk] + j]` is in bounds for `kk < kc`,
+/// `j < readable`, and `c[i·ldc + j]` for `i < rows`, `j < live`.
+pub(super) unsafe fn tile(t: Tile<'_>) {
+    debug_assert!(t.rows <= MR && t.live <= 16 * NV && t.live <= t.readable);
     match isa().expect("tiled kernels on a CPU without AVX2") {
-        Isa::Avx512 => super::avx512::tile(kc, a, b, offs, c, ldc, rows, live, add),
-        Isa::Avx2 => super::avx2::tile(kc, a, b, offs, c, ldc, rows, live, add),
+        Isa::Avx512 => super::avx512::tile(t),
+        Isa::Avx2 => super::avx2::tile(t),
     }
 }
 
@@ -148,7 +157,7 @@ mod tests {
         let (ldc, stride) = (53, 61);
         for set in sets() {
             for (kc, rows, live, add) in [
-                (1, 1, 1, false),
+                (1, 1, 1usize, false),
                 (5, 8, 48, true),
                 (9, 3, 24, false),
                 (17, 5, 25, true),
@@ -156,42 +165,58 @@ mod tests {
                 (2, 4, 7, true),
                 (64, 7, 40, false),
             ] {
-                let a = values(kc * MR, 1);
-                let offs: Vec<usize> = (0..kc).map(|kk| (kk * 7) % kc * stride).collect();
-                // The right operand ends at its last live column: a read past it would fault
-                // only by luck, so the exact end is what the test can check.
-                let reach = offs.iter().max().map_or(0, |&o| o + live);
-                let b = values(reach, 2);
-                let start = values((MR - 1) * ldc + 48, 3);
-                let mut got = start.clone();
-                // SAFETY: `set` is this CPU's; every read and write is within the buffers above.
-                unsafe {
-                    let (a, b, c) = (a.as_ptr(), b.as_ptr(), got.as_mut_ptr());
-                    match set {
-                        Isa::Avx512 => {
-                            super::super::avx512::tile(kc, a, b, &offs, c, ldc, rows, live, add)
-                        }
-                        Isa::Avx2 => {
-                            super::super::avx2::tile(kc, a, b, &offs, c, ldc, rows, live, add)
+                for readable in [live, live.next_multiple_of(24)] {
+                    let a = values(kc * MR, 1);
+                    let offs: Vec<usize> = (0..kc).map(|kk| (kk * 7) % kc * stride).collect();
+                    // The right operand ends at its last readable column: a read past it would
+                    // fault only by luck, so the exact end is what the test can check.
+                    let reach = offs.iter().max().map_or(0, |&o| o + readable);
+                    let mut b = values(reach, 2);
+                    // Readable columns past `live` are computed on and dropped: NaN there shows
+                    // in no output.
+                    for &o in &offs {
+                        b[o + live..o + readable].fill(f32::NAN);
+                    }
+                    let start = values((MR - 1) * ldc + 48, 3);
+                    let mut got = start.clone();
+                    // SAFETY: `set` is this CPU's; every read and write is within the buffers above.
+                    unsafe {
+                        let t = Tile {
+                            a: a.as_ptr(),
+                            b: b.as_ptr(),
+                            offs: &offs,
+                            c: got.as_mut_ptr(),
+                            ldc,
+                            rows,
+                            live,
+                            readable,
+                            add,
+                        };
+                        match set {
+                            Isa::Avx512 => super::super::avx512::tile(t),
+                            Isa::Avx2 => super::super::avx2::tile(t),
                         }
                     }
-                }
-                for i in 0..MR {
-                    for j in 0..48 {
-                        let at = i * ldc + j;
-                        let want = if i < rows && j < live {
-                            let sum: f64 = (0..kc)
-                                .map(|kk| f64::from(a[kk * MR + i]) * f64::from(b[offs[kk] + j]))
-                                .sum();
-                            (sum + if add { f64::from(start[at]) } else { 0.0 }) as f32
-                        } else {
-                            start[at]
-                        };
-                        assert!(
-                            (got[at] - want).abs() <= 1e-5 * (1.0 + kc as f32),
-                            "{set:?} kc {kc} rows {rows} live {live}: ({i}, {j}) {} vs {want}",
-                            got[at]
-                        );
+                    for i in 0..MR {
+                        for j in 0..48 {
+                            let at = i * ldc + j;
+                            let want = if i < rows && j < live {
+                                let sum: f64 = (0..kc)
+                                    .map(|kk| {
+                                        f64::from(a[kk * MR + i]) * f64::from(b[offs[kk] + j])
+                                    })
+                                    .sum();
+                                (sum + if add { f64::from(start[at]) } else { 0.0 }) as f32
+                            } else {
+                                start[at]
+                            };
+                            assert!(
+                                (got[at] - want).abs() <= 1e-5 * (1.0 + kc as f32),
+                                "{set:?} kc {kc} rows {rows} live {live} readable {readable}: \
+                             ({i}, {j}) {} vs {want}",
+                                got[at]
+                            );
+                        }
                     }
                 }
             }

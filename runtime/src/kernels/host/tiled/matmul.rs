@@ -123,7 +123,17 @@ pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
         let first = (r0 + blk * MR) * a.rs;
         let last = first + (rows - 1) * a.rs + (k - 1) * a.cs;
         let src = &a.data[first..=last];
-        for (kk, lanes) in block.chunks_exact_mut(MR).enumerate() {
+        // A whole block of rows laid along memory: 8 × 8 values at a time, transposed.
+        let whole = if a.cs == 1 && rows == MR {
+            k / 8 * 8
+        } else {
+            0
+        };
+        for kk in (0..whole).step_by(8) {
+            let runs = std::array::from_fn(|i| &src[i * a.rs + kk..][..8]);
+            transpose8(runs, &mut block[kk * MR..], MR);
+        }
+        for (kk, lanes) in block.chunks_exact_mut(MR).enumerate().skip(whole) {
             for (i, lane) in lanes.iter_mut().enumerate().take(rows) {
                 *lane = src[i * a.rs + kk * a.cs];
             }
@@ -146,12 +156,23 @@ impl Rhs for Mat<'_> {
                 panel.put(kk, 0, &b.data[from..from + width]);
             }
         } else {
-            // Down each column of `b` (a row of the matrix it transposes), into the panel's
-            // slice of that column, whose lines stay in L1 while its columns are written.
+            // Down each column of `b` (a row of the matrix it transposes, when `rs` is 1: 8 × 8
+            // blocks of them transposed), into the panel's slice of that column, whose lines
+            // stay in L1 while its columns are written.
+            let column = |j: usize| &b.data[(j0 + j) * b.cs + k0 * b.rs..];
+            let (whole_j, whole_k) = match b.rs {
+                1 => (width / 8 * 8, kc / 8 * 8),
+                _ => (0, 0),
+            };
+            for j in (0..whole_j).step_by(8) {
+                for kk in (0..whole_k).step_by(8) {
+                    panel.put_block(kk, j, std::array::from_fn(|c| &column(j + c)[kk..][..8]));
+                }
+            }
             for j in 0..width {
-                let first = (j0 + j) * b.cs + k0 * b.rs;
-                let column = b.data[first..].iter().step_by(b.rs).take(kc);
-                panel.put_column(0, j, column.copied());
+                let from = if j < whole_j { whole_k } else { 0 };
+                let values = column(j).iter().step_by(b.rs).take(kc).skip(from);
+                panel.put_column(from, j, values.copied());
             }
         }
     }

@@ -78,6 +78,18 @@ impl std::ops::DerefMut for Lines {
     }
 }
 
+/// Asks for `values`' cache lines in L1 (a hint: nothing waits for them).
+fn prefetch(values: &[f32]) {
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch reads nothing and cannot fault; SSE is in every x86-64 CPU.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    if let Some(last) = values.last() {
+        // SAFETY: as above (the last line, when the values do not start one).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((last as *const f32).cast()) };
+    }
+}
+
 /// Whether these kernels compute convolution `g`: one group, and for stride 1, padding no
 /// larger than the kernel's span (so that the input gradient is a convolution too).
 pub fn handles(g: &ConvGeom) -> bool {
@@ -91,16 +103,18 @@ mod matmul;
 mod panel;
 mod plan;
 mod product;
+mod transpose;
 mod weight;
 
 pub use isa::{available, isa, Isa};
-use isa::{tile, weight_tile};
+use isa::{tile, weight_tile, Tile};
 use matmul::pack_rows;
 pub use matmul::{matmul, Mat};
 
 use panel::Panel;
 use plan::*;
 use product::*;
+use transpose::transpose8;
 use weight::*;
 
 /// The output `[N, C_out, H_out, W_out]` of `x` convolved with `w`, plus `bias`.

@@ -26,7 +26,7 @@ impl Panel {
         }
     }
 
-    /// Starts a pass of `kc` rows (what `put` and `put_column` then fill).
+    /// Starts a pass of `kc` rows (what `put`, `put_column` and `put_block` then fill).
     pub(super) fn rows(&mut self, kc: usize) {
         assert!(kc * NB <= self.data.len(), "a pass deeper than the panel");
         self.kc = kc;
@@ -49,6 +49,17 @@ impl Panel {
         let (kc, w) = (self.kc, self.w);
         let lanes = self.data[(j / w) * kc * w + kk * w + j % w..].iter_mut();
         lanes.step_by(w).zip(values).for_each(|(d, v)| *d = v);
+    }
+
+    /// Rows `kk..kk + 8` of columns `j..j + 8` (`j` a multiple of 8): column `j + c` is
+    /// `runs[c]`.
+    pub(super) fn put_block(&mut self, kk: usize, j: usize, runs: [&[f32]; 8]) {
+        let (kc, w) = (self.kc, self.w);
+        assert!(
+            j.is_multiple_of(8) && kk + 8 <= kc,
+            "a block across the panel's slices"
+        );
+        transpose8(runs, &mut self.data[(j / w) * kc * w + kk * w + j % w..], w);
     }
 
     /// `c[i·ldc + j] (+)= Σ_kk a[i, k0 + kk] · panel[kk, j]` for `i < a.m`, `j < width ≤ NB`,
@@ -75,24 +86,33 @@ impl Panel {
         let offs: Vec<usize> = (0..kc).map(|kk| kk * w).collect();
         for j0 in (0..width).step_by(w) {
             let slice = &self.data[(j0 / w) * kc * w..][..kc * w];
-            for blk in 0..a.m.div_ceil(MR) {
+            let blocks = a.m.div_ceil(MR);
+            for blk in 0..blocks {
                 let rows = MR.min(a.m - blk * MR);
+                if add && blk + 1 < blocks {
+                    // The next block's outputs, which its tile adds to first thing: loaded
+                    // now, under this tile's products, not then, with every FMA waiting.
+                    let next = (blk + 1) * MR;
+                    for i in next..a.m.min(next + MR) {
+                        prefetch(&c[i * ldc + j0..][..(width - j0).min(w)]);
+                    }
+                }
                 // SAFETY: the tiles run here (asserted). Packed values `blk·MR·k +
                 // (k0..k0+kc)·MR + i` < data.len() (k0 + kc ≤ k, asserted); slice lanes
-                // `kk·w + j`, kk < kc, j < w (masked past width), within the slice; dst lanes
+                // `kk·w + j`, kk < kc, j < w (all readable), within the slice; dst lanes
                 // `(blk·MR + i)·ldc + j0 + j`, i < rows, j0 + j < width, within c (asserted).
                 unsafe {
-                    tile(
-                        kc,
-                        a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
-                        slice.as_ptr(),
-                        &offs,
-                        c.as_mut_ptr().add(blk * MR * ldc + j0),
+                    tile(Tile {
+                        a: a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                        b: slice.as_ptr(),
+                        offs: &offs,
+                        c: c.as_mut_ptr().add(blk * MR * ldc + j0),
                         ldc,
                         rows,
-                        (width - j0).min(w),
+                        live: (width - j0).min(w),
+                        readable: w,
                         add,
-                    );
+                    });
                 }
             }
         }

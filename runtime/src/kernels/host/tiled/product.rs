@@ -44,18 +44,19 @@ pub(super) fn product(
                     // `blk·MR·k + (k0..k0+kc)·MR + i` < data.len(); rhs lanes `offs[kk] + j`
                     // with j < n (masked) < reach <= b.len(); dst lanes
                     // `(blk·MR + i)·ldc + j`, i < rows, j < n, within c (asserted).
+                    let live = (n - j0).min(16 * NV);
                     unsafe {
-                        tile(
-                            kc,
-                            a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
-                            b.as_ptr().add(j0),
-                            &offs[k0..k0 + kc],
-                            c.as_mut_ptr().add(blk * MR * ldc + j0),
+                        tile(Tile {
+                            a: a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                            b: b.as_ptr().add(j0),
+                            offs: &offs[k0..k0 + kc],
+                            c: c.as_mut_ptr().add(blk * MR * ldc + j0),
                             ldc,
                             rows,
-                            (n - j0).min(16 * NV),
-                            add || k0 > 0,
-                        );
+                            live,
+                            readable: live,
+                            add: add || k0 > 0,
+                        });
                     }
                 }
             }
