@@ -330,6 +330,9 @@ fn f32_kernels_agree_with_the_f64_kernel_across_geometries() {
         (6, 70, 66, 11, 13, 3, 1, 1, 1, 1),
         (16, 600, 24, 6, 6, 1, 1, 0, 1, 1),
         (16, 24, 80, 6, 6, 1, 1, 0, 1, 1),
+        // A weight gradient as one product (128 output channels or more) over images of 25
+        // pixels: the taps' 8 × 8 blocks and their edges.
+        (3, 10, 130, 5, 5, 3, 1, 1, 1, 1),
     ];
     let dev = Cpu::seed_from_u64(7);
     for (n, c_in, c_out, h, w, k, stride, padding, dilation, groups) in cases {

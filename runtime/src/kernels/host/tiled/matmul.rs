@@ -171,8 +171,10 @@ impl Rhs for Mat<'_> {
             }
             for j in 0..width {
                 let from = if j < whole_j { whole_k } else { 0 };
-                let values = column(j).iter().step_by(b.rs).take(kc).skip(from);
-                panel.put_column(from, j, values.copied());
+                if from < kc {
+                    let values = column(j).iter().step_by(b.rs).take(kc).skip(from);
+                    panel.put_column(from, j, values.copied());
+                }
             }
         }
     }
@@ -218,6 +220,9 @@ mod tests {
             (17, 600, 200),
             (130, 40, 10),
             (64, 1030, 49),
+            // Passes of whole 8 × 8 blocks into a panel's last slice (AVX2's depth, AVX-512's).
+            (9, 256, 192),
+            (9, 512, 192),
         ] {
             let (av, bv) = (values(m * k, 1), values(k * n, 2));
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

@@ -26,17 +26,29 @@ struct Taps<'a> {
 
 impl Rhs for Taps<'_> {
     fn pack(&self, (k0, kc): (usize, usize), (j0, width): (usize, usize), panel: &mut Panel) {
-        for col in 0..width {
-            let off = self.offs[j0 + col];
-            // The pass's rows, image by image: one contiguous run of each image's tap.
-            let mut row = k0;
-            while row < k0 + kc {
-                let (img, j) = (row / self.n, row % self.n);
-                let take = (self.n - j).min(k0 + kc - row);
-                let run = &self.images[img].1[off + j..off + j + take];
-                panel.put_column(row - k0, col, run.iter().copied());
-                row += take;
+        // The pass's rows, image by image: of each tap, one contiguous run per image, whose
+        // 8 × 8 blocks of 8 taps are transposed at once and whose edges go one by one.
+        let whole = width / 8 * 8;
+        let mut row = k0;
+        while row < k0 + kc {
+            let (img, j) = (row / self.n, row % self.n);
+            let take = (self.n - j).min(k0 + kc - row);
+            let (x, blocks) = (self.images[img].1, take / 8 * 8);
+            let run = |col: usize, from: usize| &x[self.offs[j0 + col] + j + from..];
+            for col in (0..whole).step_by(8) {
+                for r in (0..blocks).step_by(8) {
+                    let runs = std::array::from_fn(|c| &run(col + c, r)[..8]);
+                    panel.put_block(row - k0 + r, col, runs);
+                }
             }
+            for col in 0..width {
+                let from = if col < whole { blocks } else { 0 };
+                if from < take {
+                    let values = run(col, from)[..take - from].iter().copied();
+                    panel.put_column(row - k0 + from, col, values);
+                }
+            }
+            row += take;
         }
     }
 }
