@@ -25,17 +25,25 @@ impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
     ) -> Result<()> {
         let n = param.num_values();
         scratch.resize_with(1 + buffers.len(), Vec::new);
-        let (values, held) = scratch.split_at_mut(1);
-        let values = &mut values[0];
-        values.resize(n, E::zero());
+        // The first `n` values of each scratch vector, grown only: resized to each
+        // parameter's length in turn, a large one's were zeroed again every step.
+        let mut held: Vec<&mut [E]> = scratch
+            .iter_mut()
+            .map(|v| {
+                if v.len() < n {
+                    v.resize(n, E::zero());
+                }
+                &mut v[..n]
+            })
+            .collect();
+        let values = held.remove(0);
         param.read_into(values);
         for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
-            host.resize(n, E::zero());
             buffer.copy_into(host);
         }
         param.with_grad(grads, &mut |g| {
             rule.clip.apply(g);
-            apply_all(rule, values, g, held);
+            apply_all(rule, values, g, &mut held);
         })?;
         param.set_values(values);
         for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
@@ -53,10 +61,9 @@ type Chunk<'a, E> = (&'a mut [E], &'a [E], Vec<&'a mut [E]>);
 
 /// [`apply`] over the whole parameter: chunk by chunk across rayon's threads when it is large
 /// (each value's update reads only its own values, so the bits are the same).
-fn apply_all<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [Vec<E>]) {
+fn apply_all<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [&mut [E]]) {
     if p.len() < 2 * CHUNK || rayon::current_num_threads() == 1 {
-        let mut whole: Vec<&mut [E]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
-        return apply(rule, p, g, &mut whole);
+        return apply(rule, p, g, buffers);
     }
     let mut chunked: Vec<_> = buffers.iter_mut().map(|b| b.chunks_mut(CHUNK)).collect();
     let parts: Vec<Chunk<'_, E>> = p
@@ -215,7 +222,8 @@ mod tests {
             let g = values(1);
             let (mut p, mut buffers) = (values(2), vec![values(3), values(4), values(5)]);
             let (mut whole_p, mut whole_buffers) = (p.clone(), buffers.clone());
-            pool.install(|| apply_all(rule, &mut p, &g, &mut buffers));
+            let mut chunked: Vec<&mut [f32]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
+            pool.install(|| apply_all(rule, &mut p, &g, &mut chunked));
             let mut whole: Vec<&mut [f32]> = whole_buffers.iter_mut().map(|b| &mut b[..]).collect();
             apply(rule, &mut whole_p, &g, &mut whole);
             // Bits, not values: a negative square average makes NaNs, which must match too.

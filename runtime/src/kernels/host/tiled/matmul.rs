@@ -241,6 +241,17 @@ mod tests {
                 let (mut got, mut want) = (start.clone(), start.clone());
                 matmul((m, k, n), a, b, &mut got, ldc, true);
                 reference((m, k, n), a, b, &mut want, ldc);
+                // The same bits on one thread and on three (packed by tasks, shared panels).
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .expect("a pool");
+                    let mut again = start.clone();
+                    pool.install(|| matmul((m, k, n), a, b, &mut again, ldc, true));
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&again), bits(&got), "{m}×{k}×{n} on {threads} threads");
+                }
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (k as f32).sqrt() * 4.0;
                     assert!(
