@@ -78,18 +78,6 @@ impl std::ops::DerefMut for Lines {
     }
 }
 
-/// Asks for `values`' cache lines in L1 (a hint: nothing waits for them).
-fn prefetch(values: &[f32]) {
-    for line in values.chunks(16) {
-        // SAFETY: a prefetch reads nothing and cannot fault; SSE is in every x86-64 CPU.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-    }
-    if let Some(last) = values.last() {
-        // SAFETY: as above (the last line, when the values do not start one).
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((last as *const f32).cast()) };
-    }
-}
-
 /// Whether these kernels compute convolution `g`: one group, and for stride 1, padding no
 /// larger than the kernel's span (so that the input gradient is a convolution too).
 pub fn handles(g: &ConvGeom) -> bool {

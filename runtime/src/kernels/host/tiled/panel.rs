@@ -86,17 +86,8 @@ impl Panel {
         let offs: Vec<usize> = (0..kc).map(|kk| kk * w).collect();
         for j0 in (0..width).step_by(w) {
             let slice = &self.data[(j0 / w) * kc * w..][..kc * w];
-            let blocks = a.m.div_ceil(MR);
-            for blk in 0..blocks {
+            for blk in 0..a.m.div_ceil(MR) {
                 let rows = MR.min(a.m - blk * MR);
-                if add && blk + 1 < blocks {
-                    // The next block's outputs, which its tile adds to first thing: loaded
-                    // now, under this tile's products, not then, with every FMA waiting.
-                    let next = (blk + 1) * MR;
-                    for i in next..a.m.min(next + MR) {
-                        prefetch(&c[i * ldc + j0..][..(width - j0).min(w)]);
-                    }
-                }
                 // SAFETY: the tiles run here (asserted). Packed values `blk·MR·k +
                 // (k0..k0+kc)·MR + i` < data.len() (k0 + kc ≤ k, asserted); slice lanes
                 // `kk·w + j`, kk < kc, j < w (all readable), within the slice; dst lanes
