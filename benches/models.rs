@@ -180,6 +180,7 @@ macro_rules! predict {
 /// fulmen's side of `row`, in this process (a child of the bench).
 fn fulmen_row(row: &Row) -> Measured {
     fulmen::alloc::keep_freed_memory();
+    fulmen::threads::compute_here();
     let dev = Cpu::seed_from_u64(0);
     let labels: Vec<usize> = (0..row.batch).map(|i| i % 10).collect();
     let images = || -> Tensor<(usize, Const<3>, usize, usize), f32, Cpu> {

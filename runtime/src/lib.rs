@@ -86,6 +86,7 @@ pub mod seed;
 pub mod shapes;
 mod signals;
 pub mod spec;
+pub mod threads;
 pub mod trainer;
 pub mod tuner;
 pub mod walk;

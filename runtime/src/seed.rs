@@ -43,8 +43,10 @@ pub fn mix(seed: u64, k: u64) -> u64 {
 
 /// A CPU device whose random stream is drawn from fulmen's global seed. Every module built
 /// through it (a `#[lightning_module]`'s `new` is) then runs at the trainer's speed outside a
-/// trainer too: it calls [`crate::alloc::keep_freed_memory`].
+/// trainer too: it calls [`crate::alloc::keep_freed_memory`] and
+/// [`crate::threads::compute_here`].
 pub fn cpu() -> Cpu {
     crate::alloc::keep_freed_memory();
+    crate::threads::compute_here();
     Cpu::seed_from_u64(next_seed())
 }

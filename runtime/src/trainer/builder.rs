@@ -301,6 +301,7 @@ impl TrainerBuilder {
     /// Checks the settings and builds the trainer.
     pub fn build(self) -> Result<Trainer> {
         crate::alloc::keep_freed_memory();
+        crate::threads::compute_here();
         let (device, dist) = self.join()?;
         // Rank 0 alone logs, prints and writes checkpoints.
         let global_zero = dist.env.is_global_zero();
