@@ -49,7 +49,7 @@ pub(super) unsafe fn tile(t: Tile<'_>) {
     for j0 in (0..t.live).step_by(8 * QV) {
         for r0 in (0..t.rows).step_by(QR) {
             let q = Tile {
-                a: t.a.add(r0),
+                a: t.a.add(r0 * t.a_rs),
                 b: t.b.wrapping_add(j0),
                 c: t.c.wrapping_add(r0 * t.ldc + j0),
                 rows: (t.rows - r0).min(QR),
@@ -66,13 +66,15 @@ pub(super) unsafe fn tile(t: Tile<'_>) {
     }
 }
 
-/// `QR × 8·QV` outputs of a [`tile`] (`a` at the quarter's first row, `MR` apart per
-/// reduction row); `WHOLE` when all `8·QV` columns of `b` are readable, so that its loads need
-/// no mask (the outputs' loads and stores are masked at `live` either way).
+/// `QR × 8·QV` outputs of a [`tile`] (`a` at the quarter's first row); `WHOLE` when all
+/// `8·QV` columns of `b` are readable, so that its loads need no mask (the outputs' loads and
+/// stores are masked at `live` either way).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
     let Tile {
         a,
+        a_rs,
+        a_cs,
         b,
         offs,
         c,
@@ -83,6 +85,8 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
         ..
     } = t;
     let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));
+    // Each row's distance from the first; rows past `rows` read the last one's values.
+    let row: [usize; QR] = std::array::from_fn(|i| i.min(rows - 1) * a_rs);
     let mut acc = [[_mm256_setzero_ps(); QV]; QR];
     if add {
         for (i, row) in acc.iter_mut().enumerate().take(rows) {
@@ -93,7 +97,7 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
     }
     if WHOLE {
         if !offs.is_empty() {
-            product_loop(offs.len(), a, b, offs.as_ptr(), &mut acc);
+            product_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), &mut acc);
         }
     } else {
         for (kk, &off) in offs.iter().enumerate() {
@@ -103,10 +107,10 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
             for v in 0..QV {
                 bv[v] = load(src.wrapping_add(8 * v), left[v]);
             }
-            let ak = a.add(kk * MR);
+            let ak = a.add(kk * a_cs);
             #[allow(clippy::needless_range_loop)]
             for i in 0..QR {
-                let ai = _mm256_broadcast_ss(&*ak.add(i));
+                let ai = _mm256_broadcast_ss(&*ak.add(row[i]));
                 for v in 0..QV {
                     acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
                 }
@@ -120,18 +124,18 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
     }
 }
 
-/// `acc[i][v] += Σ_{kk < kc} a[kk·MR + i] · b[offs[kk] + 8v ..][..8]`: a quarter's reduction
+/// `acc[i][v] += Σ_{kk < kc} a[row[i] + kk·cs] · b[offs[kk] + 8v ..][..8]`: a quarter's reduction
 /// with every column readable (`kc ≥ 1`), written out in assembly because it needs all 16
 /// registers (12 accumulators, 3 vectors of `b`, 1 broadcast) and LLVM, given the same loop
 /// in intrinsics, spilled two accumulators to the stack in every iteration (at half the speed).
 ///
 /// # Safety
-/// AVX2 and FMA; `a` holds `kc·MR` values, `offs` `kc` offsets, and `b[offs[kk]..][..24]` is
-/// in bounds for each.
+/// AVX2 and FMA; `a[row[i] + kk·cs]` is in bounds for `i < QR`, `kk < kc` (`row[0]` is 0),
+/// `offs` holds `kc` offsets, and `b[offs[kk]..][..24]` is in bounds for each.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn product_loop(
     kc: usize,
-    a: *const f32,
+    (a, row, cs): (*const f32, [usize; QR], usize),
     b: *const f32,
     offs: *const usize,
     acc: &mut [[__m256; QV]; QR],
@@ -160,15 +164,15 @@ unsafe fn product_loop(
         "vfmadd231ps ymm4, ymm3, ymm0",
         "vfmadd231ps ymm5, ymm3, ymm1",
         "vfmadd231ps ymm6, ymm3, ymm2",
-        "vbroadcastss ymm3, dword ptr [{a} + 4]",
+        "vbroadcastss ymm3, dword ptr [{a} + {r1}]",
         "vfmadd231ps ymm7, ymm3, ymm0",
         "vfmadd231ps ymm8, ymm3, ymm1",
         "vfmadd231ps ymm9, ymm3, ymm2",
-        "vbroadcastss ymm3, dword ptr [{a} + 8]",
+        "vbroadcastss ymm3, dword ptr [{a} + {r2}]",
         "vfmadd231ps ymm10, ymm3, ymm0",
         "vfmadd231ps ymm11, ymm3, ymm1",
         "vfmadd231ps ymm12, ymm3, ymm2",
-        "vbroadcastss ymm3, dword ptr [{a} + 12]",
+        "vbroadcastss ymm3, dword ptr [{a} + {r3}]",
         "vfmadd231ps ymm13, ymm3, ymm0",
         "vfmadd231ps ymm14, ymm3, ymm1",
         "vfmadd231ps ymm15, ymm3, ymm2",
@@ -194,7 +198,10 @@ unsafe fn product_loop(
         offs = inout(reg) offs => _,
         kc = inout(reg) kc => _,
         off = out(reg) _,
-        step = const MR * 4,
+        r1 = in(reg) row[1] * 4,
+        r2 = in(reg) row[2] * 4,
+        r3 = in(reg) row[3] * 4,
+        step = in(reg) cs * 4,
         out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
         out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
         out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,

@@ -16,6 +16,7 @@ fn lane_masks(live: usize) -> [__mmask16; NV] {
 /// `readable` is not needed.
 #[target_feature(enable = "avx512f,avx512vl")]
 pub(super) unsafe fn tile(t: Tile<'_>) {
+    debug_assert!(t.a_rs == 1 && t.a_cs == MR, "a packed left operand");
     let Tile {
         a,
         b,

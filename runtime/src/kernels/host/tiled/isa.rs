@@ -82,12 +82,17 @@ pub(super) fn passes(k: usize) -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// One `MR × 48` tile of a product over `kc = offs.len()` reduction rows, as [`tile`]
-/// computes it: `c[i·ldc + j] (+)= Σ_kk a[kk·MR + i] · b[offs[kk] + j]` for `i < rows`,
-/// `j < live ≤ 48`. Rows `rows..MR` are computed from `a` and dropped.
+/// computes it: `c[i·ldc + j] (+)= Σ_kk a[i·a_rs + kk·a_cs] · b[offs[kk] + j]` for
+/// `i < rows`, `j < live ≤ 48`. Rows `rows..MR` of `a` are never read: the tile computes on
+/// copies of its last row there, and drops them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tile<'a> {
-    /// The packed block at its first reduction row: `kc·MR` values.
+    /// The left operand's value at the tile's first row and first reduction row: a packed
+    /// block's (`a_rs` 1, `a_cs` `MR`), or a matrix's read in place (AVX2 only).
     pub(super) a: *const f32,
+    /// The distances in `a` between rows and between reduction rows.
+    pub(super) a_rs: usize,
+    pub(super) a_cs: usize,
     /// The strip's first column.
     pub(super) b: *const f32,
     /// Where each reduction row of `b` starts.
@@ -107,8 +112,8 @@ pub(super) struct Tile<'a> {
 /// Computes `t` on this CPU's instruction set.
 ///
 /// # Safety
-/// [`available`]; `a` holds `kc·MR` values, `b[offs[kk] + j]` is in bounds for `kk < kc`,
-/// `j < readable`, and `c[i·ldc + j]` for `i < rows`, `j < live`.
+/// [`available`]; `a[i·a_rs + kk·a_cs]`, `b[offs[kk] + j]` and `c[i·ldc + j']` are in bounds
+/// for `i < rows`, `kk < kc`, `j < readable`, `j' < live`; on AVX-512, `a` is packed.
 pub(super) unsafe fn tile(t: Tile<'_>) {
     debug_assert!(t.rows <= MR && t.live <= 16 * NV && t.live <= t.readable);
     match isa().expect("tiled kernels on a CPU without AVX2") {
@@ -165,8 +170,19 @@ mod tests {
                 (2, 4, 7, true),
                 (64, 7, 40, false),
             ] {
-                for readable in [live, live.next_multiple_of(24)] {
-                    let a = values(kc * MR, 1);
+                // Packed, and on AVX2 read in place: rows along memory and across it, the
+                // buffer ending at the last row's last value (rows past `rows` are not there).
+                let mut layouts = vec![(values(kc * MR, 1), 1, MR)];
+                if set == Isa::Avx2 {
+                    let (along, across) = (kc + 2, rows + 1);
+                    layouts.push((values((rows - 1) * along + kc, 4), along, 1));
+                    layouts.push((values((kc - 1) * across + rows, 5), 1, across));
+                }
+                for (readable, (a, a_rs, a_cs)) in [live, live.next_multiple_of(24)]
+                    .into_iter()
+                    .flat_map(|r| layouts.iter().map(move |l| (r, l)))
+                {
+                    let (a_rs, a_cs) = (*a_rs, *a_cs);
                     let offs: Vec<usize> = (0..kc).map(|kk| (kk * 7) % kc * stride).collect();
                     // The right operand ends at its last readable column: a read past it would
                     // fault only by luck, so the exact end is what the test can check.
@@ -183,6 +199,8 @@ mod tests {
                     unsafe {
                         let t = Tile {
                             a: a.as_ptr(),
+                            a_rs,
+                            a_cs,
                             b: b.as_ptr(),
                             offs: &offs,
                             c: got.as_mut_ptr(),
@@ -203,7 +221,8 @@ mod tests {
                             let want = if i < rows && j < live {
                                 let sum: f64 = (0..kc)
                                     .map(|kk| {
-                                        f64::from(a[kk * MR + i]) * f64::from(b[offs[kk] + j])
+                                        f64::from(a[i * a_rs + kk * a_cs])
+                                            * f64::from(b[offs[kk] + j])
                                     })
                                     .sum();
                                 (sum + if add { f64::from(start[at]) } else { 0.0 }) as f32
@@ -212,8 +231,8 @@ mod tests {
                             };
                             assert!(
                                 (got[at] - want).abs() <= 1e-5 * (1.0 + kc as f32),
-                                "{set:?} kc {kc} rows {rows} live {live} readable {readable}: \
-                             ({i}, {j}) {} vs {want}",
+                                "{set:?} kc {kc} rows {rows} live {live} readable {readable} \
+                                 a {a_rs}×{a_cs}: ({i}, {j}) {} vs {want}",
                                 got[at]
                             );
                         }

@@ -77,7 +77,13 @@ pub fn matmul(
     let rows = m.div_ceil(tasks).next_multiple_of(MR);
     let task = |(t, c): (usize, &mut [f32])| {
         let r0 = t * rows;
-        block_rows(&pack_rows(a, r0, rows.min(m - r0), k), &b, n, c, ldc, add);
+        let lhs = Lhs::Rows {
+            a,
+            r0,
+            m: rows.min(m - r0),
+            k,
+        };
+        block_rows(lhs, &b, n, c, ldc, add);
     };
     // One task runs here: handing it to the pool costs two context switches per product.
     let c = &mut c[..(m - 1) * ldc + n];
@@ -94,16 +100,60 @@ pub(super) trait Rhs {
     fn pack(&self, rows: (usize, usize), columns: (usize, usize), panel: &mut Panel);
 }
 
-/// `c (+)= a · b` for one task's rows (`b` is `a.k × n`): strip by strip of `NB` columns,
-/// each strip of `b` copied into a contiguous panel a pass's rows at a time.
-pub(super) fn block_rows(a: &Packed, b: &impl Rhs, n: usize, c: &mut [f32], ldc: usize, add: bool) {
-    let mut panel = Panel::new(a.k);
-    for j0 in (0..n).step_by(NB) {
-        let width = NB.min(n - j0);
-        for (k0, kc) in isa::passes(a.k) {
+/// The left operand of [`block_rows`], `m × k`.
+#[derive(Clone, Copy)]
+pub(super) enum Lhs<'a> {
+    /// Packed whole.
+    Packed(&'a Packed),
+    /// Rows `r0..r0 + m` of a matrix: on AVX2 read in place, on AVX-512 packed a pass's
+    /// columns at a time into one buffer, which stays in L2 while every strip passes over it.
+    /// (Packed whole, a dense layer's input, 256 × 784, was 800 KB, written past L2 and read
+    /// back for each strip, and its packing took 6% of the layer's inference.)
+    Rows {
+        a: Mat<'a>,
+        r0: usize,
+        m: usize,
+        k: usize,
+    },
+}
+
+/// `c (+)= a · b` for one task's rows (`b` is `k × n`): pass by pass of the reduction, strip by
+/// strip of `NB` columns, each strip of `b` copied into a contiguous panel. Every output sums
+/// its passes in order, however its left operand is read.
+pub(super) fn block_rows(
+    lhs: Lhs<'_>,
+    b: &impl Rhs,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    let k = match lhs {
+        Lhs::Packed(a) => a.k,
+        Lhs::Rows { k, .. } => k,
+    };
+    let mut panel = Panel::new(k);
+    let mut buffer = Packed {
+        m: 0,
+        k: 0,
+        data: Vec::new(),
+    };
+    for (k0, kc) in isa::passes(k) {
+        let (a, at) = match lhs {
+            Lhs::Packed(a) => (a.left(), k0),
+            Lhs::Rows { a, r0, m, k } if isa() == Some(Isa::Avx2) => {
+                (Left::in_place(a, r0, m, k), k0)
+            }
+            Lhs::Rows { a, r0, m, .. } => {
+                pack_rows_into(a, r0, m, (k0, kc), &mut buffer);
+                (buffer.left(), 0)
+            }
+        };
+        for j0 in (0..n).step_by(NB) {
+            let width = NB.min(n - j0);
             panel.rows(kc);
             b.pack((k0, kc), (j0, width), &mut panel);
-            panel.pass(a, k0, width, &mut c[j0..], ldc, add || k0 > 0);
+            panel.pass(a, at, width, &mut c[j0..], ldc, add || k0 > 0);
         }
     }
 }
@@ -114,18 +164,34 @@ const PACK_PARALLEL_FROM: usize = 1 << 16;
 /// Rows `r0..r0 + m` of `a` (`k` columns), packed for [`tile`]: blocks of `MR` rows, each `k`
 /// columns of `MR` values (rows past `m` zero); large ones across rayon's threads.
 pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
-    let mut data = vec![0f32; m.div_ceil(MR) * MR * k];
-    if m == 0 || k == 0 {
-        return Packed { m, k, data };
+    let mut packed = Packed {
+        m: 0,
+        k: 0,
+        data: Vec::new(),
+    };
+    pack_rows_into(a, r0, m, (0, k), &mut packed);
+    packed
+}
+
+/// Columns `k0..k0 + kc` of rows `r0..r0 + m` of `a`, packed into `into` as [`pack_rows`] packs
+/// (its buffer reused, grown only).
+fn pack_rows_into(a: Mat<'_>, r0: usize, m: usize, (k0, kc): (usize, usize), into: &mut Packed) {
+    let len = m.div_ceil(MR) * MR * kc;
+    if into.data.len() < len {
+        into.data.resize(len, 0.0);
+    }
+    (into.m, into.k) = (m, kc);
+    if m == 0 || kc == 0 {
+        return;
     }
     let block = |(blk, block): (usize, &mut [f32])| {
         let rows = MR.min(m - blk * MR);
-        let first = (r0 + blk * MR) * a.rs;
-        let last = first + (rows - 1) * a.rs + (k - 1) * a.cs;
+        let first = (r0 + blk * MR) * a.rs + k0 * a.cs;
+        let last = first + (rows - 1) * a.rs + (kc - 1) * a.cs;
         let src = &a.data[first..=last];
         // A whole block of rows laid along memory: 8 × 8 values at a time, transposed.
         let whole = if a.cs == 1 && rows == MR {
-            k / 8 * 8
+            kc / 8 * 8
         } else {
             0
         };
@@ -134,17 +200,21 @@ pub(super) fn pack_rows(a: Mat<'_>, r0: usize, m: usize, k: usize) -> Packed {
             transpose8(runs, &mut block[kk * MR..], MR);
         }
         for (kk, lanes) in block.chunks_exact_mut(MR).enumerate().skip(whole) {
-            for (i, lane) in lanes.iter_mut().enumerate().take(rows) {
-                *lane = src[i * a.rs + kk * a.cs];
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                *lane = if i < rows {
+                    src[i * a.rs + kk * a.cs]
+                } else {
+                    0.0
+                };
             }
         }
     };
-    if data.len() < PACK_PARALLEL_FROM || rayon::current_num_threads() == 1 {
-        data.chunks_mut(MR * k).enumerate().for_each(block);
+    let data = &mut into.data[..len];
+    if len < PACK_PARALLEL_FROM || rayon::current_num_threads() == 1 {
+        data.chunks_mut(MR * kc).enumerate().for_each(block);
     } else {
-        data.par_chunks_mut(MR * k).enumerate().for_each(block);
+        data.par_chunks_mut(MR * kc).enumerate().for_each(block);
     }
-    Packed { m, k, data }
 }
 
 impl Rhs for Mat<'_> {

@@ -66,7 +66,7 @@ impl Panel {
     /// `kk < kc` (the pass's rows): slice by slice of the panel, every block of `a`'s rows.
     pub(super) fn pass(
         &self,
-        a: &Packed,
+        a: Left<'_>,
         k0: usize,
         width: usize,
         c: &mut [f32],
@@ -88,13 +88,15 @@ impl Panel {
             let slice = &self.data[(j0 / w) * kc * w..][..kc * w];
             for blk in 0..a.m.div_ceil(MR) {
                 let rows = MR.min(a.m - blk * MR);
-                // SAFETY: the tiles run here (asserted). Packed values `blk·MR·k +
-                // (k0..k0+kc)·MR + i` < data.len() (k0 + kc ≤ k, asserted); slice lanes
+                // SAFETY: the tiles run here (asserted). Left values of rows `blk·MR + i`,
+                // i < rows, at reduction rows k0..k0 + kc ≤ k (asserted), in `a`; slice lanes
                 // `kk·w + j`, kk < kc, j < w (all readable), within the slice; dst lanes
                 // `(blk·MR + i)·ldc + j0 + j`, i < rows, j0 + j < width, within c (asserted).
                 unsafe {
                     tile(Tile {
-                        a: a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                        a: a.at(blk, k0),
+                        a_rs: a.rs,
+                        a_cs: a.cs,
                         b: slice.as_ptr(),
                         offs: &offs,
                         c: c.as_mut_ptr().add(blk * MR * ldc + j0),

@@ -14,6 +14,57 @@ pub(super) struct Packed {
     pub(super) data: Vec<f32>,
 }
 
+impl Packed {
+    /// As the tiles read it.
+    pub(super) fn left(&self) -> Left<'_> {
+        Left {
+            data: &self.data,
+            m: self.m,
+            k: self.k,
+            block: MR * self.k,
+            rs: 1,
+            cs: MR,
+        }
+    }
+}
+
+/// A left operand, `m × k`, as the tiles read it: row `i` (in block `i / MR`), reduction row
+/// `kk` at `data[(i / MR)·block + (i % MR)·rs + kk·cs]`. Packed ([`Packed::left`]) or a
+/// matrix's rows read in place ([`Left::in_place`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Left<'a> {
+    data: &'a [f32],
+    pub(super) m: usize,
+    pub(super) k: usize,
+    block: usize,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
+}
+
+impl<'a> Left<'a> {
+    /// Rows `r0..r0 + m` of `a` (`k` columns), read where they are.
+    pub(super) fn in_place(a: Mat<'a>, r0: usize, m: usize, k: usize) -> Left<'a> {
+        assert!(
+            m == 0 || k == 0 || (r0 + m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
+            "rows out of bounds"
+        );
+        Left {
+            data: &a.data[(r0 * a.rs).min(a.data.len())..],
+            m,
+            k,
+            block: MR * a.rs,
+            rs: a.rs,
+            cs: a.cs,
+        }
+    }
+
+    /// The address of block `blk`'s first row at reduction row `k0`.
+    pub(super) fn at(&self, blk: usize, k0: usize) -> *const f32 {
+        assert!(blk * MR < self.m && k0 < self.k, "outside the operand");
+        self.data[blk * self.block + k0 * self.cs..].as_ptr()
+    }
+}
+
 /// `c[i·ldc + j] (+)= Σ_kk a[i, kk] · b[offs[kk] + j]` for `i < a.m`, `j < n`.
 pub(super) fn product(
     a: &Packed,
@@ -48,6 +99,8 @@ pub(super) fn product(
                     unsafe {
                         tile(Tile {
                             a: a.data.as_ptr().add(blk * MR * a.k + k0 * MR),
+                            a_rs: 1,
+                            a_cs: MR,
                             b: b.as_ptr().add(j0),
                             offs: &offs[k0..k0 + kc],
                             c: c.as_mut_ptr().add(blk * MR * ldc + j0),
@@ -196,7 +249,7 @@ pub(super) fn gathered(
                     col += take;
                 }
             }
-            panel.pass(a, k0, width, &mut out, NB, k0 > 0);
+            panel.pass(a.left(), k0, width, &mut out, NB, k0 > 0);
         }
         // The strip's outputs to their places.
         for (i, from_row) in out.chunks(NB).take(a.m).enumerate() {

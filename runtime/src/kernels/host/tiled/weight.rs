@@ -10,7 +10,7 @@
 //! but copies the taps (the column matrix's values) first, which costs more than it saves
 //! below about a hundred output channels (the small ResNet and the MNIST net got slower).
 
-use super::matmul::{block_rows, Rhs};
+use super::matmul::{block_rows, Lhs, Rhs};
 use super::*;
 
 /// Output channels from which [`weight_product`] is one product.
@@ -92,7 +92,7 @@ pub(super) fn weight_product(
             }
         }
         let a = Packed { m, k: depth, data };
-        block_rows(&a, &Taps { images, offs, n }, k, dw, k, true);
+        block_rows(Lhs::Packed(&a), &Taps { images, offs, n }, k, dw, k, true);
         return;
     }
     for i0 in (0..m).step_by(WR) {
