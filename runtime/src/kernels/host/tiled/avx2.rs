@@ -84,9 +84,14 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
         add,
         ..
     } = t;
-    let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));
     // Each row's distance from the first; rows past `rows` read the last one's values.
     let row: [usize; QR] = std::array::from_fn(|i| i.min(rows - 1) * a_rs);
+    if WHOLE && rows == QR && live == 8 * QV {
+        // The loop reads and writes the outputs themselves.
+        product_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), (c, ldc * 4, add));
+        return;
+    }
+    let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));
     let mut acc = [[_mm256_setzero_ps(); QV]; QR];
     if add {
         for (i, row) in acc.iter_mut().enumerate().take(rows) {
@@ -96,9 +101,8 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
         }
     }
     if WHOLE {
-        if !offs.is_empty() {
-            product_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), &mut acc);
-        }
+        let out = (acc.as_mut_ptr().cast::<f32>(), 4 * 8 * QV, true);
+        product_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), out);
     } else {
         for (kk, &off) in offs.iter().enumerate() {
             let src = b.wrapping_add(off);
@@ -124,37 +128,63 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
     }
 }
 
-/// `acc[i][v] += Σ_{kk < kc} a[row[i] + kk·cs] · b[offs[kk] + 8v ..][..8]`: a quarter's reduction
-/// with every column readable (`kc ≥ 1`), written out in assembly because it needs all 16
-/// registers (12 accumulators, 3 vectors of `b`, 1 broadcast) and LLVM, given the same loop
-/// in intrinsics, spilled two accumulators to the stack in every iteration (at half the speed).
+/// `out[i][v] = (out[i][v] if load) + Σ_{kk < kc} a[row[i] + kk·cs] · b[offs[kk] + 8v ..][..8]`
+/// for the quarter's 4 rows of 3 vectors of outputs, row `i` at `out + i·ld` bytes: a
+/// quarter's reduction with every column readable, written out in assembly because it needs
+/// all 16 registers (12 accumulators, 3 vectors of `b`, 1 broadcast) and LLVM, given the same
+/// loop in intrinsics, spilled two accumulators to the stack in every iteration (at half the
+/// speed). `out` is the outputs themselves when the quarter is whole, else a copy on the stack.
 ///
 /// # Safety
 /// AVX2 and FMA; `a[row[i] + kk·cs]` is in bounds for `i < QR`, `kk < kc` (`row[0]` is 0),
-/// `offs` holds `kc` offsets, and `b[offs[kk]..][..24]` is in bounds for each.
+/// `offs` holds `kc` offsets, `b[offs[kk]..][..24]` is in bounds for each, and each output
+/// row's 24 values.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn product_loop(
     kc: usize,
     (a, row, cs): (*const f32, [usize; QR], usize),
     b: *const f32,
     offs: *const usize,
-    acc: &mut [[__m256; QV]; QR],
+    (out, ld, load): (*mut f32, usize, bool),
 ) {
-    // SAFETY: the caller's bounds; the accumulators are read from and written back to `acc`
-    // (12 vectors, 384 bytes); every register the loop writes is declared clobbered.
+    // SAFETY: the caller's bounds; every register the loop writes is declared clobbered.
     std::arch::asm!(
-        "vmovups ymm4, [{acc}]",
-        "vmovups ymm5, [{acc} + 32]",
-        "vmovups ymm6, [{acc} + 64]",
-        "vmovups ymm7, [{acc} + 96]",
-        "vmovups ymm8, [{acc} + 128]",
-        "vmovups ymm9, [{acc} + 160]",
-        "vmovups ymm10, [{acc} + 192]",
-        "vmovups ymm11, [{acc} + 224]",
-        "vmovups ymm12, [{acc} + 256]",
-        "vmovups ymm13, [{acc} + 288]",
-        "vmovups ymm14, [{acc} + 320]",
-        "vmovups ymm15, [{acc} + 352]",
+        // The accumulators: the outputs' rows, or zeros.
+        "test {load}, {load}",
+        "jz 5f",
+        "mov {off}, {out}",
+        "vmovups ymm4, [{off}]",
+        "vmovups ymm5, [{off} + 32]",
+        "vmovups ymm6, [{off} + 64]",
+        "add {off}, {ld}",
+        "vmovups ymm7, [{off}]",
+        "vmovups ymm8, [{off} + 32]",
+        "vmovups ymm9, [{off} + 64]",
+        "add {off}, {ld}",
+        "vmovups ymm10, [{off}]",
+        "vmovups ymm11, [{off} + 32]",
+        "vmovups ymm12, [{off} + 64]",
+        "add {off}, {ld}",
+        "vmovups ymm13, [{off}]",
+        "vmovups ymm14, [{off} + 32]",
+        "vmovups ymm15, [{off} + 64]",
+        "jmp 6f",
+        "5:",
+        "vxorps ymm4, ymm4, ymm4",
+        "vxorps ymm5, ymm5, ymm5",
+        "vxorps ymm6, ymm6, ymm6",
+        "vxorps ymm7, ymm7, ymm7",
+        "vxorps ymm8, ymm8, ymm8",
+        "vxorps ymm9, ymm9, ymm9",
+        "vxorps ymm10, ymm10, ymm10",
+        "vxorps ymm11, ymm11, ymm11",
+        "vxorps ymm12, ymm12, ymm12",
+        "vxorps ymm13, ymm13, ymm13",
+        "vxorps ymm14, ymm14, ymm14",
+        "vxorps ymm15, ymm15, ymm15",
+        "6:",
+        "test {kc}, {kc}",
+        "jz 3f",
         "2:",
         "mov {off}, [{offs}]",
         "vmovups ymm0, [{b} + {off} * 4]",
@@ -180,19 +210,26 @@ unsafe fn product_loop(
         "add {offs}, 8",
         "dec {kc}",
         "jnz 2b",
-        "vmovups [{acc}], ymm4",
-        "vmovups [{acc} + 32], ymm5",
-        "vmovups [{acc} + 64], ymm6",
-        "vmovups [{acc} + 96], ymm7",
-        "vmovups [{acc} + 128], ymm8",
-        "vmovups [{acc} + 160], ymm9",
-        "vmovups [{acc} + 192], ymm10",
-        "vmovups [{acc} + 224], ymm11",
-        "vmovups [{acc} + 256], ymm12",
-        "vmovups [{acc} + 288], ymm13",
-        "vmovups [{acc} + 320], ymm14",
-        "vmovups [{acc} + 352], ymm15",
-        acc = in(reg) acc.as_mut_ptr(),
+        "3:",
+        "mov {off}, {out}",
+        "vmovups [{off}], ymm4",
+        "vmovups [{off} + 32], ymm5",
+        "vmovups [{off} + 64], ymm6",
+        "add {off}, {ld}",
+        "vmovups [{off}], ymm7",
+        "vmovups [{off} + 32], ymm8",
+        "vmovups [{off} + 64], ymm9",
+        "add {off}, {ld}",
+        "vmovups [{off}], ymm10",
+        "vmovups [{off} + 32], ymm11",
+        "vmovups [{off} + 64], ymm12",
+        "add {off}, {ld}",
+        "vmovups [{off}], ymm13",
+        "vmovups [{off} + 32], ymm14",
+        "vmovups [{off} + 64], ymm15",
+        out = in(reg) out,
+        ld = in(reg) ld,
+        load = in(reg) usize::from(load),
         a = inout(reg) a => _,
         b = in(reg) b,
         offs = inout(reg) offs => _,
