@@ -88,7 +88,13 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
     let row: [usize; QR] = std::array::from_fn(|i| i.min(rows - 1) * a_rs);
     if WHOLE && rows == QR && live == 8 * QV {
         // The loop reads and writes the outputs themselves.
-        product_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), (c, ldc * 4, add));
+        product_loop(
+            offs.len(),
+            (a, row, a_cs),
+            b,
+            offs.as_ptr(),
+            (c, ldc * 4, add),
+        );
         return;
     }
     let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));

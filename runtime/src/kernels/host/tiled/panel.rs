@@ -44,6 +44,38 @@ impl Panel {
         }
     }
 
+    /// Columns `col..col + len` of every row of the pass, within one slice: row `kk`'s from
+    /// `b[from + offs[kk]..]` (a run of a gathered product). Column by column of the panel,
+    /// whose slice is then written in order, 8 values at a time: most runs are a few dozen
+    /// values, and a `memcpy` per run and row, split at the slices' edges, had taken 9% of
+    /// ResNet-18's training step.
+    pub(super) fn put_rows(
+        &mut self,
+        col: usize,
+        len: usize,
+        b: &[f32],
+        from: usize,
+        offs: &[usize],
+    ) {
+        let (kc, w) = (self.kc, self.w);
+        assert!(col % w + len <= w && offs.len() == kc, "rows across slices");
+        let reach = offs.iter().max().map_or(0, |&o| from + o + len);
+        assert!(reach <= b.len(), "rows out of bounds");
+        let slice = &mut self.data[(col / w) * kc * w + col % w..];
+        for (dst, &off) in slice.chunks_mut(w).zip(offs) {
+            let src = &b[from + off..][..len];
+            let (dst, src) = (&mut dst[..len], src);
+            let mut whole = dst.chunks_exact_mut(8);
+            let mut from8 = src.chunks_exact(8);
+            for (d, s) in (&mut whole).zip(&mut from8) {
+                d.copy_from_slice(s);
+            }
+            for (d, s) in whole.into_remainder().iter_mut().zip(from8.remainder()) {
+                *d = *s;
+            }
+        }
+    }
+
     /// Column `j` from row `kk` on: `values`, one per row.
     pub(super) fn put_column(&mut self, kk: usize, j: usize, values: impl Iterator<Item = f32>) {
         let (kc, w) = (self.kc, self.w);
@@ -107,6 +139,35 @@ impl Panel {
                         add,
                     });
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_put_by_run_match_rows_put_one_at_a_time() {
+        if !available() {
+            return;
+        }
+        let w = isa::strip_width();
+        let kc = 5;
+        let b: Vec<f32> = (0..4000).map(|i| i as f32).collect();
+        let offs: Vec<usize> = (0..kc).map(|kk| (kk * 37) % 11 * 100).collect();
+        // Runs of every length a slice holds, at every lane.
+        for col in [0, 3, w - 1, w, w + 5] {
+            for len in 0..=(w - col % w) {
+                let (mut by_run, mut by_row) = (Panel::new(kc), Panel::new(kc));
+                by_run.rows(kc);
+                by_row.rows(kc);
+                by_run.put_rows(col, len, &b, 7, &offs);
+                for (kk, &off) in offs.iter().enumerate() {
+                    by_row.put(kk, col, &b[7 + off..][..len]);
+                }
+                assert_eq!(by_run.data[..], by_row.data[..], "col {col} len {len}");
             }
         }
     }
