@@ -273,6 +273,39 @@ mod tests {
         }
     }
 
+    /// A pass's columns packed alone (AVX-512's left operands, one pass at a time into one
+    /// buffer) are that pass's part of the whole packing, pad rows zero, whatever the buffer
+    /// held before.
+    #[test]
+    fn a_pass_packed_alone_is_its_part_of_the_whole() {
+        if !available() {
+            return;
+        }
+        let (rows, k) = (21, 70);
+        let values: Vec<f32> = (0..rows * k).map(|i| i as f32 + 1.0).collect();
+        for a in [Mat::rows(&values, k), Mat::transposed(&values, rows)] {
+            for (r0, m) in [(0, 21), (3, 13), (5, 8)] {
+                let whole = pack_rows(a, r0, m, k);
+                let mut buffer = Packed {
+                    m: 0,
+                    k: 0,
+                    data: vec![f32::NAN; 4096],
+                };
+                for (k0, kc) in [(0, 70), (17, 33), (64, 6), (8, 16)] {
+                    pack_rows_into(a, r0, m, (k0, kc), &mut buffer);
+                    assert_eq!((buffer.m, buffer.k), (m, kc));
+                    for blk in 0..m.div_ceil(MR) {
+                        for kk in 0..kc {
+                            let got = &buffer.data[blk * MR * kc + kk * MR..][..MR];
+                            let want = &whole.data[blk * MR * k + (k0 + kk) * MR..][..MR];
+                            assert_eq!(got, want, "rows {r0}+{m}, pass {k0}+{kc}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn products_of_every_layout_match_the_sums() {
         if !available() {
