@@ -1,6 +1,6 @@
 //! Which instruction set runs the tiles, detected once, and the two tiles every product is
-//! made of, dispatched to it: [`tile`] (`MR × 48` outputs of a product over a packed left
-//! operand) and [`weight_tile`] (`WR × WC` sums of row products). Each instruction set's
+//! made of, dispatched to it: [`tile`] (`MR × 48` outputs of a product over a left operand,
+//! packed or, on AVX2, read in place) and [`weight_tile`] (`WR × WC` sums of row products). Each instruction set's
 //! tiles are a file of their own: [`avx512`](super::avx512) (16 lanes, 32 registers) and
 //! [`avx2`](super::avx2) (8 lanes and FMA, 16 registers), with the same contracts.
 

@@ -1,5 +1,5 @@
 //! A right operand's strip packed for the tiles ([`Panel`]: up to `KC` rows of up to `NB`
-//! columns) and one pass of every block of a packed left operand over it ([`Panel::pass`]).
+//! columns) and one pass of every block of a left operand over it ([`Panel::pass`]).
 //!
 //! The panel keeps its columns in slices of [`isa::strip_width`] (48 on AVX-512, 24 on AVX2),
 //! each slice's rows one after the other: a tile then reads its slice as one contiguous run,
