@@ -4,8 +4,8 @@
 //! wakes a worker and puts the calling thread to sleep until the work is done: two context
 //! switches per kernel, and the work runs on another core than the one whose cache holds its
 //! inputs. With `RAYON_NUM_THREADS=1`, MLP inference (784→256→10, batch 256) ran at a median
-//! of 130 k images/s that way and 151 k with the calling thread as the pool's only worker
-//! (5 alternating runs each; 209 k and 224 k on 2 threads).
+//! of 159 k images/s that way and 172 k with the calling thread as the pool's only worker
+//! (5 alternating runs each; 229 k and 256 k on 2 threads).
 //!
 //! [`compute_here`] makes the process's main thread the first worker of a pool of its own,
 //! as large as rayon's global pool ([`rayon::current_num_threads`]: `RAYON_NUM_THREADS`, or

@@ -239,23 +239,12 @@ pub(super) fn gathered(
     while !pieces.is_empty() {
         let width: usize = pieces.iter().map(|p| p.2).sum();
         let next = cut(runs, &mut cursor, NB);
-        // Each piece split at the panel's slices: (first column in b, in the panel, columns).
-        let w = isa::strip_width();
-        let mut segments = Vec::new();
-        let mut col = 0;
-        for &(r, at, take) in &pieces {
-            let mut done = 0;
-            while done < take {
-                let len = (w - (col + done) % w).min(take - done);
-                segments.push((runs[r].from + at + done, col + done, len));
-                done += len;
-            }
-            col += take;
-        }
         for (k0, kc) in isa::passes(a.k) {
             panel.rows(kc);
-            for &(from, col, len) in &segments {
-                panel.put_rows(col, len, b, from, &offs[k0..k0 + kc]);
+            let mut col = 0;
+            for &(r, at, take) in &pieces {
+                panel.put_rows(col, take, b, runs[r].from + at, &offs[k0..k0 + kc]);
+                col += take;
             }
             panel.pass(a.left(), k0, width, &mut out, NB, k0 > 0);
         }
