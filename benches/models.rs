@@ -162,11 +162,14 @@ macro_rules! train {
     }};
 }
 
-/// Runs `model` forward (inference) on `x`: the steady-state images/s.
+/// Runs `model` forward (inference) on `x`, as the trainer's prediction loop does: the
+/// steady-state images/s.
 macro_rules! predict {
     ($model:ident, $x:expr, $row:expr) => {{
         let row: &Row = $row;
         let mut stamps = Vec::new();
+        // As the trainer's prediction loop does: the weights stay as they are.
+        let _kept = fulmen::kernels::keep_packed_weights();
         for _ in 0..row.steps {
             let out = $model.net.forward($x.clone());
             std::hint::black_box(out.as_vec());

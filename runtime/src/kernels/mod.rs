@@ -37,7 +37,7 @@ pub(crate) mod seam;
 mod tests;
 
 pub use composed::Composed;
-pub use host::{instruction_set, Host};
+pub use host::{instruction_set, keep_packed_weights, Host, PackedWeights};
 pub use on_cpu::{cpu_runs, CpuKernels, OnCpu, RunsOnCpu};
 pub(crate) use ops::any_frozen_norm;
 pub use ops::{Describe, GradSum, NormState, Op, Scratch, StepRule, Total};

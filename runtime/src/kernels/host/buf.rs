@@ -37,7 +37,6 @@ unsafe impl<T: Send + Sync> Sync for Buf<T> {}
 
 impl<T> Buf<T> {
     /// Whether the values are a tensor's, read in place.
-    #[cfg(test)]
     pub fn is_shared(&self) -> bool {
         matches!(self.0, Repr::Shared { .. })
     }

@@ -35,7 +35,7 @@ mod on_tiles {
     use dfdx::tensor::{PutTape, SplitTape};
 
     use super::*;
-    use crate::kernels::host::tiled::{matmul, Mat};
+    use crate::kernels::host::tiled::{matmul, matmul_packed, Mat};
     use crate::kernels::host::values::{accumulate_grad, on_backward, Values, ValuesMut};
     use crate::Error;
 
@@ -68,7 +68,10 @@ mod on_tiles {
             None => vec![0f32; batch * O],
         };
         let (x_rows, w_t) = (Mat::rows(&xs, I), Mat::transposed(&ws, I));
-        matmul((batch, I, O), x_rows, w_t, &mut y, O, true);
+        match crate::kernels::host::packed_weights::packed(&ws, I) {
+            Some(w_t) => matmul_packed((batch, I, O), x_rows, &w_t, &mut y, O, true),
+            None => matmul((batch, I, O), x_rows, w_t, &mut y, O, true),
+        }
         let out = Values::F32(y.into()).into_tensor(x.device(), (x.shape().0, Const))?;
         let weight = weight.clone();
         on_backward(&mut tape, "Linear", &out, move |dy, grads| {

@@ -16,12 +16,15 @@ mod dense;
 mod elementwise;
 mod fuse;
 mod norm;
+mod packed_weights;
 mod pool;
 pub(crate) mod reduce;
 mod step;
 #[cfg(target_arch = "x86_64")]
 mod tiled;
 pub(crate) mod values;
+
+pub use packed_weights::{keep_packed_weights, PackedWeights};
 
 /// The instruction set fulmen's f32 products (convolutions, dense layers) run on here:
 /// `"AVX-512"` or `"AVX2"`, read once (`FULMEN_NO_AVX512` and `FULMEN_NO_AVX2` turn them off, as

@@ -53,6 +53,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut metrics = EpochMetrics::default();
         self.roots(true)?;
         let several = loaders.len() > 1;
+        // The weights stay as they are: dense layers keep theirs packed (not FULL_SHARD's,
+        // gathered anew every batch).
+        let kept =
+            (self.optimization.full_shard.is_none()).then(crate::kernels::keep_packed_weights);
         for (idx, (loader, &total)) in loaders.iter().zip(&totals).enumerate() {
             let loader_idx = several.then_some(idx);
             self.view.dataloader_idx = idx;
@@ -64,6 +68,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 }
             }
         }
+        drop(kept);
         self.view.dataloader_idx = 0;
         self.roots(false)?;
         // Validation and test metrics are global: reduced over every rank's batches.

@@ -20,6 +20,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let total =
             (self.settings.limit_predict_batches).of(loader.len(), "limit_predict_batches")?;
         let indices = loader.batch_indices(0);
+        // The weights stay as they are: dense layers keep theirs packed (not FULL_SHARD's,
+        // gathered anew every batch).
+        let kept =
+            (self.optimization.full_shard.is_none()).then(crate::kernels::keep_packed_weights);
         for ((batch_idx, samples), indices) in loader.epoch(0).take(total).enumerate().zip(indices)
         {
             hook!(self, on_predict_batch_start(batch_idx));
@@ -40,6 +44,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.check_signals()?;
             self.progress.advance(&self.view.progress_bar_metrics);
         }
+        drop(kept);
         hook!(self, on_predict_epoch_end());
         let ranks = Ranks {
             collective: &*self.dist.collective,

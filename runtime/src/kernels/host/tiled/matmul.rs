@@ -38,7 +38,11 @@ impl Mat<'_> {
 }
 
 /// Multiply-adds below which a product stays on the calling thread.
-const PARALLEL_FROM: usize = 1 << 20;
+const PARALLEL_FROM: usize = 1 << 18;
+
+/// Values of a right operand up to which a product on several threads packs it whole first,
+/// each thread a share ([`Panels`]), rather than each packing all of it for its own rows.
+const PACK_WHOLE_UP_TO: usize = 1 << 22;
 
 /// `c[i·ldc + j] (+)= Σ_kk a(i, kk) · b(kk, j)` for `i < m`, `j < n`, `kk < k`: `a` is
 /// `m × k`, `b` is `k × n`. Blocks of rows go to rayon's threads; each output is summed in the
@@ -50,6 +54,48 @@ pub fn matmul(
     c: &mut [f32],
     ldc: usize,
     add: bool,
+) {
+    assert!(
+        m == 0 || n == 0 || k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(),
+        "operands out of bounds"
+    );
+    let tasks = tasks(m, k, n);
+    if tasks > 1 && k * n <= PACK_WHOLE_UP_TO {
+        let b = Panels::pack(&b, k, n);
+        return split_rows((m, k, n), a, &b, (c, ldc, add), tasks);
+    }
+    split_rows((m, k, n), a, &b, (c, ldc, add), tasks)
+}
+
+/// [`matmul`] with its right operand packed already.
+pub fn matmul_packed(
+    (m, k, n): (usize, usize, usize),
+    a: Mat<'_>,
+    b: &Panels,
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    assert!(b.shape() == (k, n), "a packed operand of another shape");
+    split_rows((m, k, n), a, b, (c, ldc, add), tasks(m, k, n));
+}
+
+/// The tasks a product's rows are split into.
+fn tasks(m: usize, k: usize, n: usize) -> usize {
+    if m * n * k < PARALLEL_FROM {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// The product, its rows split into `tasks` blocks across rayon's threads.
+fn split_rows(
+    (m, k, n): (usize, usize, usize),
+    a: Mat<'_>,
+    b: &(impl Rhs + Sync),
+    (c, ldc, add): (&mut [f32], usize, bool),
+    tasks: usize,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -65,16 +111,10 @@ pub fn matmul(
         return;
     }
     assert!(
-        (m - 1) * a.rs + (k - 1) * a.cs < a.data.len()
-            && (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(),
+        (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
         "operands out of bounds"
     );
     assert!(available(), "tiled kernels on a CPU without AVX2");
-    let tasks = if m * n * k < PARALLEL_FROM {
-        1
-    } else {
-        rayon::current_num_threads()
-    };
     let rows = m.div_ceil(tasks).next_multiple_of(MR);
     let task = |(t, c): (usize, &mut [f32])| {
         let r0 = t * rows;
@@ -84,7 +124,7 @@ pub fn matmul(
             m: rows.min(m - r0),
             k,
         };
-        block_rows(lhs, &b, n, c, ldc, add);
+        block_rows(lhs, b, n, c, ldc, add);
     };
     // One task runs here: handing it to the pool costs two context switches per product.
     let c = &mut c[..(m - 1) * ldc + n];
@@ -99,6 +139,37 @@ pub fn matmul(
 pub(super) trait Rhs {
     /// Rows `k0..k0 + kc` and columns `j0..j0 + width` into `panel` (its pass `kc` deep).
     fn pack(&self, rows: (usize, usize), columns: (usize, usize), panel: &mut Panel);
+
+    /// The panel of those rows and columns: packed into `scratch`, or one packed already
+    /// ([`Panels`]).
+    fn strip<'s>(
+        &'s self,
+        rows: (usize, usize),
+        columns: (usize, usize),
+        scratch: &'s mut Panel,
+    ) -> &'s Panel {
+        scratch.rows(rows.1);
+        self.pack(rows, columns, scratch);
+        scratch
+    }
+}
+
+impl Rhs for Panels {
+    fn pack(&self, rows: (usize, usize), columns: (usize, usize), panel: &mut Panel) {
+        panel.rows(rows.1);
+        panel.copy_from(self.strip(rows, columns, &mut Panel::new(0, 0)));
+    }
+
+    fn strip<'s>(
+        &'s self,
+        (k0, kc): (usize, usize),
+        (j0, _): (usize, usize),
+        _: &'s mut Panel,
+    ) -> &'s Panel {
+        let panel = self.at(k0, j0);
+        assert!(panel.pass_rows() == kc, "a pass the operand was not packed in");
+        panel
+    }
 }
 
 /// The left operand of [`block_rows`], `m × k`.
@@ -133,7 +204,7 @@ pub(super) fn block_rows(
         Lhs::Packed(a) => a.k,
         Lhs::Rows { k, .. } => k,
     };
-    let mut panel = Panel::new(k);
+    let mut panel = Panel::new(k, n);
     let mut buffer = Packed {
         m: 0,
         k: 0,
@@ -152,9 +223,8 @@ pub(super) fn block_rows(
         };
         for j0 in (0..n).step_by(NB) {
             let width = NB.min(n - j0);
-            panel.rows(kc);
-            b.pack((k0, kc), (j0, width), &mut panel);
-            panel.pass(a, at, width, &mut c[j0..], ldc, add || k0 > 0);
+            let strip = b.strip((k0, kc), (j0, width), &mut panel);
+            strip.pass(a, at, width, &mut c[j0..], ldc, add || k0 > 0);
         }
     }
 }
@@ -355,6 +425,11 @@ mod tests {
                     pool.install(|| matmul((m, k, n), a, b, &mut again, ldc, true));
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&again), bits(&got), "{m}×{k}×{n} on {threads} threads");
+                    // Its right operand packed whole beforehand, as kept weights are.
+                    let panels = Panels::of(b, k, n);
+                    let mut packed = start.clone();
+                    pool.install(|| matmul_packed((m, k, n), a, &panels, &mut packed, ldc, true));
+                    assert_eq!(bits(&packed), bits(&got), "{m}×{k}×{n} packed whole");
                 }
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (k as f32).sqrt() * 4.0;

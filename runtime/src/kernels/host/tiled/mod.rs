@@ -97,7 +97,8 @@ mod weight;
 pub use isa::{available, isa, Isa};
 use isa::{tile, weight_tile, Tile};
 use matmul::pack_rows;
-pub use matmul::{matmul, Mat};
+pub use matmul::{matmul, matmul_packed, Mat};
+pub use panel::Panels;
 
 use panel::Panel;
 use plan::*;

@@ -6,30 +6,57 @@
 //! which stays in L1 while every block of rows passes over it (with rows `NB` apart, the same
 //! values spanned twice the cache lines and were read again from L2 for each block).
 
+use super::matmul::Rhs;
 use super::*;
 
 /// Up to `KC × NB` values, column `j` of row `kk` at `(j / w)·kc·w + kk·w + j % w` (`w` the
 /// strip width, `kc` the rows of the current pass).
 pub(super) struct Panel {
+    /// Allocated (zeroed) by the first pass.
     data: Lines,
+    depth: usize,
+    /// Columns at most, a whole number of slices.
+    cols: usize,
     kc: usize,
     w: usize,
 }
 
 impl Panel {
-    /// A panel for passes at most `depth` rows deep.
-    pub(super) fn new(depth: usize) -> Panel {
+    /// A panel for passes at most `depth` rows deep of at most `cols` columns (up to `NB`).
+    pub(super) fn new(depth: usize, cols: usize) -> Panel {
+        let w = isa::strip_width();
         Panel {
-            data: Lines::zeros(depth.min(KC) * NB),
+            data: Lines::zeros(0),
+            depth: depth.min(KC),
+            cols: cols.min(NB).next_multiple_of(w),
             kc: 0,
-            w: isa::strip_width(),
+            w,
         }
     }
 
     /// Starts a pass of `kc` rows (what `put`, `put_column` and `put_block` then fill).
     pub(super) fn rows(&mut self, kc: usize) {
-        assert!(kc * NB <= self.data.len(), "a pass deeper than the panel");
+        assert!(kc <= self.depth, "a pass deeper than the panel");
+        if self.data.len() < self.depth * self.cols {
+            self.data = Lines::zeros(self.depth * self.cols);
+        }
         self.kc = kc;
+    }
+
+    /// The rows of the current pass.
+    pub(super) fn pass_rows(&self) -> usize {
+        self.kc
+    }
+
+    /// `other`'s pass, its values.
+    pub(super) fn copy_from(&mut self, other: &Panel) {
+        assert!(
+            other.cols <= self.cols,
+            "a panel narrower than the copied one"
+        );
+        self.rows(other.kc);
+        let len = other.kc * other.cols;
+        self.data[..len].copy_from_slice(&other.data[..len]);
     }
 
     /// Row `kk`'s columns from `col` on: `src`, split at the slices' edges.
@@ -148,6 +175,61 @@ impl Panel {
     }
 }
 
+/// A right operand, `k × n`, packed whole: its panel of every pass ([`isa::passes`]) and strip
+/// of `NB` columns, as [`block_rows`](super::matmul::block_rows) reads them. Packed once,
+/// across rayon's threads, when several tasks each read every panel (a product's tasks split
+/// its rows, and each used to pack all of the right operand for itself), or when the operand
+/// is read again by later products (a dense layer's weights while they stay unchanged,
+/// [`keep_packed_weights`](crate::kernels::keep_packed_weights)).
+pub struct Panels {
+    k: usize,
+    n: usize,
+    /// Pass by pass, strip by strip.
+    panels: Vec<Panel>,
+}
+
+impl Panels {
+    /// `b`, a matrix `k × n`, packed.
+    pub fn of(b: Mat<'_>, k: usize, n: usize) -> Panels {
+        assert!(
+            k == 0 || n == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(),
+            "operand out of bounds"
+        );
+        Panels::pack(&b, k, n)
+    }
+
+    /// `b`, `k × n`, packed.
+    pub(super) fn pack(b: &(impl Rhs + Sync), k: usize, n: usize) -> Panels {
+        let passes: Vec<_> = isa::passes(k).collect();
+        let strips = n.div_ceil(NB);
+        let mut panels: Vec<Panel> = (0..passes.len() * strips)
+            .map(|i| Panel::new(passes[i / strips].1, n - i % strips * NB))
+            .collect();
+        let one = |(i, panel): (usize, &mut Panel)| {
+            let ((k0, kc), j0) = (passes[i / strips], i % strips * NB);
+            panel.rows(kc);
+            b.pack((k0, kc), (j0, NB.min(n - j0)), panel);
+        };
+        if panels.len() > 1 && rayon::current_num_threads() > 1 {
+            panels.par_iter_mut().enumerate().for_each(one);
+        } else {
+            panels.iter_mut().enumerate().for_each(one);
+        }
+        Panels { k, n, panels }
+    }
+
+    /// The rows and columns of the operand.
+    pub(super) fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The panel of the pass from reduction row `k0` and the strip from column `j0`.
+    pub(super) fn at(&self, k0: usize, j0: usize) -> &Panel {
+        let each = isa::passes(self.k).next().map_or(1, |(_, kc)| kc);
+        &self.panels[k0 / each * self.n.div_ceil(NB) + j0 / NB]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +246,7 @@ mod tests {
         // Runs of every length up to two slices, from lanes at and inside a slice's edges.
         for col in [0, 3, w - 1, w, w + 5] {
             for len in 0..=2 * w {
-                let (mut by_run, mut by_row) = (Panel::new(kc), Panel::new(kc));
+                let (mut by_run, mut by_row) = (Panel::new(kc, NB), Panel::new(kc, NB));
                 assert!(col + len <= NB, "a test run past the panel");
                 by_run.rows(kc);
                 by_row.rows(kc);

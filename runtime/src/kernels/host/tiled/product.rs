@@ -231,7 +231,7 @@ pub(super) fn gathered(
             "dst out of bounds"
         );
     }
-    let mut panel = Panel::new(a.k);
+    let mut panel = Panel::new(a.k, NB);
     let mut out = Lines::zeros(a.m.div_ceil(MR) * MR * NB);
     // The runs, cut into strips of NB columns: (run, first column in it, columns).
     let mut cursor = (0, 0);
