@@ -134,7 +134,7 @@ pub(super) fn kept() -> usize {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use dfdx::shapes::{Const, Rank2};
-    use dfdx::tensor::{AsArray, Cpu, Tensor, TensorFrom};
+    use dfdx::tensor::{Cpu, Tensor, TensorFrom};
 
     use super::*;
     use crate::kernels::{Dense, Host};

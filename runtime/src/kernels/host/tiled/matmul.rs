@@ -167,7 +167,10 @@ impl Rhs for Panels {
         _: &'s mut Panel,
     ) -> &'s Panel {
         let panel = self.at(k0, j0);
-        assert!(panel.pass_rows() == kc, "a pass the operand was not packed in");
+        assert!(
+            panel.pass_rows() == kc,
+            "a pass the operand was not packed in"
+        );
         panel
     }
 }
