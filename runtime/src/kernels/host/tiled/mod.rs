@@ -177,6 +177,9 @@ pub fn backward(
     dx: &mut [f32],
     with_bias: bool,
 ) -> (Vec<f32>, Vec<f32>) {
+    if winograd::handles(g) {
+        return winograd::backward(g, x, w, dy, dx, with_bias);
+    }
     let plan = Plan::new(g);
     let k = plan.offs.len();
     let (img_in, hw) = (g.c_in * g.h * g.w, g.h_out() * g.w_out());
@@ -196,14 +199,7 @@ pub fn backward(
         ..*g
     };
     let dual_plan = Plan::new(&dual);
-    let wino = winograd::handles(g);
-    let wt = if wino {
-        Packed {
-            m: 0,
-            k: 0,
-            data: Vec::new(),
-        }
-    } else if g.stride == 1 {
+    let wt = if g.stride == 1 {
         // Row `ci`: for each output channel, its taps flipped.
         let mut flipped = vec![0f32; g.c_in * g.c_out * taps];
         flipped
@@ -259,7 +255,7 @@ pub fn backward(
             let dual_len = dual_plan.src_len();
             let mut dual_srcs = vec![
                 0f32;
-                if g.stride == 1 && !pointwise && !wino {
+                if g.stride == 1 && !pointwise {
                     per_block * dual_len
                 } else {
                     0
@@ -317,8 +313,6 @@ pub fn backward(
                 if pointwise {
                     let images = whole_images(count, img_out, img_in, hw);
                     multiply(&wt, dyb, &dy_offs, &images, dxb, hw, true);
-                } else if wino {
-                    // All images at once, below.
                 } else if g.stride == 1 {
                     for (dyi, src) in dyb.chunks(img_out).zip(dual_srcs.chunks_mut(dual_len)) {
                         dual_plan.load(dyi, src);
@@ -360,10 +354,6 @@ pub fn backward(
             (dw, db)
         })
         .collect();
-    if wino {
-        let u = winograd::transformed(w, g.c_out, g.c_in, true);
-        winograd::convolve(winograd::Images::of(g, true), dy, &u, None, dx, true);
-    }
     let mut dw = vec![0f32; g.c_out * k];
     let mut db = vec![0f32; g.c_out];
     for (pw, pb) in partial {

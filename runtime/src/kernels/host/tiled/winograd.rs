@@ -17,6 +17,7 @@
 
 use std::sync::OnceLock;
 
+use super::matmul::{block_rows, Lhs};
 use super::*;
 
 /// Whether `g` is computed here.
@@ -193,7 +194,7 @@ pub(super) fn convolve(
                             w,
                         };
                         // SAFETY: the tiles' instruction sets are here (asserted).
-                        unsafe { image_strip(planes, strip, &mut scratch, &mut v[..16 * width]) };
+                        unsafe { image_strip(planes, strip, &mut scratch, (&mut v, width)) };
                         for (panel, v) in panels.iter_mut().zip(v.chunks(width)) {
                             panel.put(ci - k0, 0, v);
                         }
@@ -222,6 +223,113 @@ pub(super) fn convolve(
         });
 }
 
+/// Adds the input's gradient into `dx` and returns the gradients of the weight and the bias
+/// (zeros unless `with_bias`), given the output's gradient `dy`.
+pub(super) fn backward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    with_bias: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let u = transformed(w, g.c_out, g.c_in, true);
+    convolve(Images::of(g, true), dy, &u, None, dx, true);
+    drop(u);
+    let dw = weight_gradient(Images::of(g, false), x, dy);
+    let mut db = vec![0f32; g.c_out];
+    if with_bias {
+        for (c, plane) in dy.chunks(g.h * g.w).enumerate() {
+            db[c % g.c_out] += lane_sum(plane, plane, |d, _| d) as f32;
+        }
+    }
+    (dw, db)
+}
+
+/// The weights' gradient, `[C_out, C_in, 3, 3]`, of a convolution of `x` whose output's
+/// gradient is `dy`, by the same transforms: per position `ξ`, `dU[ξ] (C_out × C_in) +=
+/// dM[ξ] (C_out × tiles) · V[ξ]ᵀ (tiles × C_in)` with `dM = A dY Aᵀ` (each output gradient
+/// tile's 4×4) and `V` the forward's; then `dW = Gᵀ dU G`. Images across rayon's threads,
+/// their sums added in order.
+fn weight_gradient(s: Images, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let Images { c_in, c_out, h, w } = s;
+    let (img_in, img_out) = (c_in * h * w, c_out * h * w);
+    assert!(
+        img_in > 0 && x.len().is_multiple_of(img_in) && dy.len() == x.len() / img_in * img_out,
+        "whole images"
+    );
+    assert!(available(), "tiled kernels on a CPU without AVX2");
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    // Rows of tiles per product: its reduction, one pass deep.
+    let per_chunk = (isa::depth() / tw).max(1);
+    let per_task = images_per_task(x.len() / img_in);
+    let partial: Vec<Vec<f32>> = x
+        .par_chunks(per_task * img_in)
+        .zip(dy.par_chunks(per_task * img_out))
+        .map(|(xs, dys)| {
+            let rows: Vec<(usize, usize)> = (0..xs.len() / img_in)
+                .flat_map(|img| (0..th).map(move |ty| (img, ty)))
+                .collect();
+            let most = per_chunk.min(rows.len()) * tw;
+            let (mut v, mut dm) = (vec![0f32; 16 * c_in * most], vec![0f32; 16 * c_out * most]);
+            let mut du = vec![0f32; 16 * c_out * c_in];
+            let mut scratch = vec![0f32; 20 * most];
+            for chunk in rows.chunks(per_chunk) {
+                let width = chunk.len() * tw;
+                for ci in 0..c_in {
+                    let planes = Planes {
+                        values: xs,
+                        first: ci * h * w,
+                        stride: img_in,
+                        h,
+                        w,
+                    };
+                    let at = (&mut v[ci * width..], c_in * width);
+                    // SAFETY: the tiles' instruction sets are here (asserted).
+                    unsafe { image_strip(planes, chunk, &mut scratch, at) };
+                }
+                for co in 0..c_out {
+                    let planes = Planes {
+                        values: dys,
+                        first: co * h * w,
+                        stride: img_out,
+                        h,
+                        w,
+                    };
+                    let at = (&mut dm[co * width..], c_out * width);
+                    // SAFETY: as above.
+                    unsafe { gradient_strip(planes, chunk, &mut scratch, at) };
+                }
+                for xi in 0..16 {
+                    let dm = Mat::rows(&dm[xi * c_out * width..][..c_out * width], width);
+                    let vt = Mat::transposed(&v[xi * c_in * width..][..c_in * width], width);
+                    let lhs = Lhs::Rows {
+                        a: dm,
+                        r0: 0,
+                        m: c_out,
+                        k: width,
+                    };
+                    let du = &mut du[xi * c_out * c_in..][..c_out * c_in];
+                    block_rows(lhs, &vt, c_in, du, c_in, true);
+                }
+            }
+            let mut dw = vec![0f32; c_out * c_in * 9];
+            for (co, dw) in dw.chunks_mut(c_in * 9).enumerate() {
+                let du: [&[f32]; 16] =
+                    std::array::from_fn(|xi| &du[(xi * c_out + co) * c_in..][..c_in]);
+                // SAFETY: as above.
+                unsafe { kernel_gradients(&du, dw) };
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; c_out * c_in * 9];
+    for part in partial {
+        dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    dw
+}
+
 /// One channel of every image of a task: image `img`'s plane at `values[first + img·stride..]`,
 /// `h × w`.
 struct Planes<T> {
@@ -234,10 +342,15 @@ struct Planes<T> {
 
 /// The transformed blocks `Bᵀ d B` of a strip's tiles (its rows of tiles `(image, ty)`, each
 /// `tw` wide), of one channel (`planes`, zero past their edges): position `ξ` of the strip's
-/// tile `col` at `v[ξ·width + col]`. `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`.
+/// tile `col` at `v[ξ·ld + col]`. `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`.
 /// `scratch` holds 20 × `width`.
 #[target_feature(enable = "avx2,fma")]
-fn image_strip(p: Planes<&[f32]>, strip: &[(usize, usize)], scratch: &mut [f32], v: &mut [f32]) {
+fn image_strip(
+    p: Planes<&[f32]>,
+    strip: &[(usize, usize)],
+    scratch: &mut [f32],
+    (v, ld): (&mut [f32], usize),
+) {
     let (h, w) = (p.h, p.w);
     let tw = w.div_ceil(2);
     let width = strip.len() * tw;
@@ -285,10 +398,10 @@ fn image_strip(p: Planes<&[f32]>, strip: &[(usize, usize)], scratch: &mut [f32],
         let row = |i: usize| &c[(4 * i + j) * width..][..width];
         let (c0, c1, c2, c3) = (row(0), row(1), row(2), row(3));
         for col in 0..width {
-            v[j * width + col] = c0[col] - c2[col];
-            v[(4 + j) * width + col] = c1[col] + c2[col];
-            v[(8 + j) * width + col] = c2[col] - c1[col];
-            v[(12 + j) * width + col] = c1[col] - c3[col];
+            v[j * ld + col] = c0[col] - c2[col];
+            v[(4 + j) * ld + col] = c1[col] + c2[col];
+            v[(8 + j) * ld + col] = c2[col] - c1[col];
+            v[(12 + j) * ld + col] = c1[col] - c3[col];
         }
     }
 }
@@ -347,6 +460,102 @@ fn output_strip(
                     [o0] => *o0 = l,
                     _ => {}
                 }
+            }
+        }
+    }
+}
+
+/// `A dY Aᵀ` (`A = [1 0; 1 1; 1 -1; 0 -1]`) of a strip's tiles of one channel of the output
+/// gradient (`planes`, zero past their edges): position `ξ` of the strip's tile `col` at
+/// `m[ξ·ld + col]`. `scratch` holds 10 × `width`.
+#[target_feature(enable = "avx2,fma")]
+fn gradient_strip(
+    p: Planes<&[f32]>,
+    strip: &[(usize, usize)],
+    scratch: &mut [f32],
+    (m, ld): (&mut [f32], usize),
+) {
+    let (h, w) = (p.h, p.w);
+    let tw = w.div_ceil(2);
+    let width = strip.len() * tw;
+    let (g, e) = scratch[..10 * width].split_at_mut(2 * width);
+    for a in 0..2 {
+        // Row `a` of every tile: its two values across the strip…
+        let (g0, g1) = g.split_at_mut(width);
+        for (r, &(img, ty)) in strip.iter().enumerate() {
+            let run = r * tw..(r + 1) * tw;
+            let (g0, g1) = (&mut g0[run.clone()], &mut g1[run]);
+            let Some(y) = Some(2 * ty + a).filter(|&y| y < h) else {
+                g0.fill(0.0);
+                g1.fill(0.0);
+                continue;
+            };
+            let row = &p.values[p.first + img * p.stride + y * w..][..w];
+            for (tx, pair) in row.chunks(2).enumerate() {
+                g0[tx] = pair[0];
+                g1[tx] = pair.get(1).copied().unwrap_or(0.0);
+            }
+        }
+        // …times `Aᵀ`: its 4 values.
+        let (g0, g1) = (&*g0, &*g1);
+        let ea = &mut e[4 * a * width..][..4 * width];
+        let (e0, rest) = ea.split_at_mut(width);
+        let (e1, rest) = rest.split_at_mut(width);
+        let (e2, e3) = rest.split_at_mut(width);
+        for col in 0..width {
+            e0[col] = g0[col];
+            e1[col] = g0[col] + g1[col];
+            e2[col] = g0[col] - g1[col];
+            e3[col] = -g1[col];
+        }
+    }
+    // Then `A` times the two rows.
+    for j in 0..4 {
+        let (r0, r1) = (&e[j * width..][..width], &e[(4 + j) * width..][..width]);
+        for col in 0..width {
+            m[j * ld + col] = r0[col];
+            m[(4 + j) * ld + col] = r0[col] + r1[col];
+            m[(8 + j) * ld + col] = r0[col] - r1[col];
+            m[(12 + j) * ld + col] = -r1[col];
+        }
+    }
+}
+
+/// `Gᵀ dU G` (`Gᵀ = [1 ½ ½ 0; 0 ½ -½ 0; 0 ½ ½ 1]`) of one output channel's 4×4 gradients
+/// (`du[ξ][ci]`), into its kernels' gradients `dw[ci·9..][..9]`, 8 input channels at a time.
+#[target_feature(enable = "avx2,fma")]
+fn kernel_gradients(du: &[&[f32]; 16], dw: &mut [f32]) {
+    // Gᵀ times the column (a, b, c, d), into `out[0]`, `out[step]`, `out[2·step]`.
+    #[inline(always)]
+    fn side(u: [&[f32; 8]; 4], out: &mut [[f32; 8]], step: usize) {
+        let [a, b, c, d] = u;
+        for l in 0..8 {
+            out[0][l] = a[l] + (b[l] + c[l]) * 0.5;
+            out[step][l] = (b[l] - c[l]) * 0.5;
+            out[2 * step][l] = (b[l] + c[l]) * 0.5 + d[l];
+        }
+    }
+    let c_in = dw.len() / 9;
+    for c0 in (0..c_in).step_by(8) {
+        let lanes = 8.min(c_in - c0);
+        let mut u = [[0f32; 8]; 16];
+        for (ux, du) in u.iter_mut().zip(du) {
+            ux[..lanes].copy_from_slice(&du[c0..c0 + lanes]);
+        }
+        // Gᵀ dU, 3 rows of 4; then each of its rows times G.
+        let mut t = [[0f32; 8]; 12];
+        for j in 0..4 {
+            let (a, b, c, d) = (u[j], u[4 + j], u[8 + j], u[12 + j]);
+            side([&a, &b, &c, &d], &mut t[j..], 4);
+        }
+        let mut k = [[0f32; 8]; 9];
+        for r in 0..3 {
+            let (a, b, c, d) = (t[4 * r], t[4 * r + 1], t[4 * r + 2], t[4 * r + 3]);
+            side([&a, &b, &c, &d], &mut k[3 * r..], 1);
+        }
+        for l in 0..lanes {
+            for (tap, kt) in k.iter().enumerate() {
+                dw[(c0 + l) * 9 + tap] = kt[l];
             }
         }
     }
@@ -449,6 +658,55 @@ mod tests {
                     (t - want).abs() <= 1e-4 * (1.0 + want.abs()),
                     "added at {i}"
                 );
+            }
+        }
+    }
+
+    /// The weights' gradient is the direct sums' over every image and pixel, within rounding,
+    /// for sizes with strips of several chunks, odd edges and narrow images.
+    #[test]
+    fn weight_gradients_are_the_direct_sums() {
+        if !available() {
+            return;
+        }
+        for (n, c_in, c_out, h, w) in [
+            (1, 1, 1, 1, 1),
+            (2, 3, 5, 5, 7),
+            (3, 16, 9, 4, 4),
+            (2, 10, 20, 33, 40),
+            (5, 9, 3, 2, 3),
+        ] {
+            let s = Images { c_in, c_out, h, w };
+            let x = values(n * c_in * h * w, 5);
+            let dy = values(n * c_out * h * w, 6);
+            let got = weight_gradient(s, &x, &dy);
+            for co in 0..c_out {
+                for ci in 0..c_in {
+                    for t in 0..9 {
+                        let (ky, kx) = (t / 3, t % 3);
+                        let mut sum = 0f64;
+                        for img in 0..n {
+                            for y in 0..h {
+                                for xo in 0..w {
+                                    let (iy, ix) = ((y + ky) as isize - 1, (xo + kx) as isize - 1);
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((img * c_in + ci) * h + iy as usize) * w + ix as usize];
+                                    let d = dy[((img * c_out + co) * h + y) * w + xo];
+                                    sum += f64::from(xv) * f64::from(d);
+                                }
+                            }
+                        }
+                        let g = got[(co * c_in + ci) * 9 + t];
+                        let tol = 4e-6 * ((n * h * w) as f64).sqrt() * 4.0;
+                        assert!(
+                            (f64::from(g) - sum).abs() <= tol,
+                            "{n}×{c_in}→{c_out} {h}×{w} at {co},{ci},{t}: {g} vs {sum}"
+                        );
+                    }
+                }
             }
         }
     }
