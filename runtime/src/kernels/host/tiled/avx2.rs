@@ -97,6 +97,14 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
         );
         return;
     }
+    // At most two vectors of outputs: the loop of two (16 columns of `b` readable), whose 8
+    // accumulators keep the FMAs as busy as 12 do, where three would compute a third for
+    // nothing (a 256-wide layer's last 16 columns; a 10-wide one).
+    let narrow = live <= 16 && t.readable >= 16;
+    if narrow && rows == QR && live == 16 {
+        narrow_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), (c, ldc * 4, add));
+        return;
+    }
     let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));
     let mut acc = [[_mm256_setzero_ps(); QV]; QR];
     if add {
@@ -106,7 +114,10 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
             }
         }
     }
-    if WHOLE {
+    if narrow {
+        let out = (acc.as_mut_ptr().cast::<f32>(), 4 * 8 * QV, true);
+        narrow_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), out);
+    } else if WHOLE {
         let out = (acc.as_mut_ptr().cast::<f32>(), 4 * 8 * QV, true);
         product_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), out);
     } else {
@@ -249,6 +260,100 @@ unsafe fn product_loop(
         out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
         out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
         out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+        options(nostack),
+    );
+}
+
+/// [`product_loop`] for 2 vectors of outputs per row (16 columns of `b` read; 8
+/// accumulators).
+///
+/// # Safety
+/// As [`product_loop`]'s, with 16 values of `b` and of each output row.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn narrow_loop(
+    kc: usize,
+    (a, row, cs): (*const f32, [usize; QR], usize),
+    b: *const f32,
+    offs: *const usize,
+    (out, ld, load): (*mut f32, usize, bool),
+) {
+    // SAFETY: the caller's bounds; every register the loop writes is declared clobbered.
+    std::arch::asm!(
+        "test {load}, {load}",
+        "jz 5f",
+        "mov {off}, {out}",
+        "vmovups ymm4, [{off}]",
+        "vmovups ymm5, [{off} + 32]",
+        "add {off}, {ld}",
+        "vmovups ymm6, [{off}]",
+        "vmovups ymm7, [{off} + 32]",
+        "add {off}, {ld}",
+        "vmovups ymm8, [{off}]",
+        "vmovups ymm9, [{off} + 32]",
+        "add {off}, {ld}",
+        "vmovups ymm10, [{off}]",
+        "vmovups ymm11, [{off} + 32]",
+        "jmp 6f",
+        "5:",
+        "vxorps ymm4, ymm4, ymm4",
+        "vxorps ymm5, ymm5, ymm5",
+        "vxorps ymm6, ymm6, ymm6",
+        "vxorps ymm7, ymm7, ymm7",
+        "vxorps ymm8, ymm8, ymm8",
+        "vxorps ymm9, ymm9, ymm9",
+        "vxorps ymm10, ymm10, ymm10",
+        "vxorps ymm11, ymm11, ymm11",
+        "6:",
+        "test {kc}, {kc}",
+        "jz 3f",
+        "2:",
+        "mov {off}, [{offs}]",
+        "vmovups ymm0, [{b} + {off} * 4]",
+        "vmovups ymm1, [{b} + {off} * 4 + 32]",
+        "vbroadcastss ymm3, dword ptr [{a}]",
+        "vfmadd231ps ymm4, ymm3, ymm0",
+        "vfmadd231ps ymm5, ymm3, ymm1",
+        "vbroadcastss ymm3, dword ptr [{a} + {r1}]",
+        "vfmadd231ps ymm6, ymm3, ymm0",
+        "vfmadd231ps ymm7, ymm3, ymm1",
+        "vbroadcastss ymm3, dword ptr [{a} + {r2}]",
+        "vfmadd231ps ymm8, ymm3, ymm0",
+        "vfmadd231ps ymm9, ymm3, ymm1",
+        "vbroadcastss ymm3, dword ptr [{a} + {r3}]",
+        "vfmadd231ps ymm10, ymm3, ymm0",
+        "vfmadd231ps ymm11, ymm3, ymm1",
+        "add {a}, {step}",
+        "add {offs}, 8",
+        "dec {kc}",
+        "jnz 2b",
+        "3:",
+        "mov {off}, {out}",
+        "vmovups [{off}], ymm4",
+        "vmovups [{off} + 32], ymm5",
+        "add {off}, {ld}",
+        "vmovups [{off}], ymm6",
+        "vmovups [{off} + 32], ymm7",
+        "add {off}, {ld}",
+        "vmovups [{off}], ymm8",
+        "vmovups [{off} + 32], ymm9",
+        "add {off}, {ld}",
+        "vmovups [{off}], ymm10",
+        "vmovups [{off} + 32], ymm11",
+        out = in(reg) out,
+        ld = in(reg) ld,
+        load = in(reg) usize::from(load),
+        a = inout(reg) a => _,
+        b = in(reg) b,
+        offs = inout(reg) offs => _,
+        kc = inout(reg) kc => _,
+        off = out(reg) _,
+        r1 = in(reg) row[1] * 4,
+        r2 = in(reg) row[2] * 4,
+        r3 = in(reg) row[3] * 4,
+        step = in(reg) cs * 4,
+        out("ymm0") _, out("ymm1") _, out("ymm3") _,
+        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
         options(nostack),
     );
 }
