@@ -49,6 +49,8 @@ pub trait AnyTensor<E: FloatDtype, D: HostAccess<E>> {
     fn values(&self) -> Vec<E>;
     /// Copies its values into `out` (of [`num_values`](AnyTensor::num_values)).
     fn read_into(&self, out: &mut [E]);
+    /// Its values read in place, where the device lets them be (a contiguous CPU tensor).
+    fn host_values(&self) -> Option<crate::kernels::host::buf::Buf<E>>;
     /// Its device.
     fn device(&self) -> D;
     /// The id dfdx keys its gradient by.
@@ -96,6 +98,9 @@ impl<S: Shape, E: FloatDtype, D: HostAccess<E>> AnyTensor<E, D> for Tensor<S, E,
     }
     fn read_into(&self, out: &mut [E]) {
         self.copy_into(out);
+    }
+    fn host_values(&self) -> Option<crate::kernels::host::buf::Buf<E>> {
+        crate::kernels::host::buf::Buf::of_tensor(self)
     }
     fn device(&self) -> D {
         Tensor::device(self).clone()

@@ -6,6 +6,7 @@
 use dfdx::tensor::Gradients;
 use rayon::prelude::*;
 
+use super::buf::Buf;
 use super::Host;
 use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::kernels::{Flat, Scratch, Step, StepRule};
@@ -14,8 +15,10 @@ use crate::walk::AnyTensorMut;
 use crate::Result;
 
 impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
-    /// The gradient clipped in place, then the rule on host copies of the parameter's values
-    /// and `buffers`, which are written back.
+    /// The gradient clipped in place, then the rule on the parameter's values and `buffers`,
+    /// read in place on the CPU: each chunk is copied into its new values and updated there,
+    /// across rayon's threads (the copies are the reads the rule makes anyway). The new
+    /// parameter values are written back; the buffers' become the buffers.
     fn step(
         rule: StepRule<'_>,
         param: &mut dyn AnyTensorMut<E, D>,
@@ -24,30 +27,33 @@ impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
         scratch: &mut Scratch<E>,
     ) -> Result<()> {
         let n = param.num_values();
-        scratch.resize_with(1 + buffers.len(), Vec::new);
-        // The first `n` values of each scratch vector, grown only: resized to each
-        // parameter's length in turn, a large one's were zeroed again every step.
-        let mut held: Vec<&mut [E]> = scratch
-            .iter_mut()
-            .map(|v| {
-                if v.len() < n {
-                    v.resize(n, E::zero());
-                }
-                &mut v[..n]
-            })
+        let values = match param.host_values() {
+            Some(values) => values,
+            None => Buf::from(param.values()),
+        };
+        let olds: Vec<Buf<E>> = buffers
+            .iter()
+            .map(|b| Buf::of_tensor(b).unwrap_or_else(|| Buf::from(b.as_vec())))
             .collect();
-        let values = held.remove(0);
-        param.read_into(values);
-        for (buffer, host) in buffers.iter().zip(held.iter_mut()) {
-            buffer.copy_into(host);
+        // The parameter's new values: scratch, grown only (resized to each parameter's length
+        // in turn, a large one's were zeroed again every step). The buffers' new values: their
+        // next tensors.
+        scratch.resize_with(1, Vec::new);
+        if scratch[0].len() < n {
+            scratch[0].resize(n, E::zero());
         }
+        let new = &mut scratch[0][..n];
+        let mut news: Vec<Vec<E>> = olds.iter().map(|_| vec![E::zero(); n]).collect();
         param.with_grad(grads, &mut |g| {
             rule.clip.apply(g);
-            apply_all(rule, values, g, &mut held);
+            let mut outs: Vec<&mut [E]> = news.iter_mut().map(|v| &mut v[..]).collect();
+            let ins: Vec<&[E]> = olds.iter().map(|b| &b[..]).collect();
+            apply_all(rule, (&values, &mut *new), g, (&ins, &mut outs));
         })?;
-        param.set_values(values);
-        for (buffer, host) in buffers.iter_mut().zip(held.iter()) {
-            buffer.copy_from(host);
+        drop((values, olds));
+        param.set_values(new);
+        for (buffer, values) in buffers.iter_mut().zip(news) {
+            *buffer = buffer.device().try_tensor_from_vec(values, (n,))?;
         }
         Ok(())
     }
@@ -56,34 +62,56 @@ impl<E: FloatDtype, D: HostAccess<E>> Step<E, D> for Host {
 /// Values per chunk of a rule spread over rayon's threads.
 const CHUNK: usize = 1 << 15;
 
-/// A chunk of a parameter's values, of its gradient and of each of its buffers.
-type Chunk<'a, E> = (&'a mut [E], &'a [E], Vec<&'a mut [E]>);
-
-/// [`apply`] over the whole parameter: chunk by chunk across rayon's threads when it is large
-/// (each value's update reads only its own values, so the bits are the same).
-fn apply_all<E: FloatDtype>(rule: StepRule<'_>, p: &mut [E], g: &[E], buffers: &mut [&mut [E]]) {
+/// [`apply`] over the whole parameter, its values `p.0` and buffers `b.0` copied into `p.1`
+/// and `b.1` first: chunk by chunk, across rayon's threads when it is large (each value's
+/// update reads only its own values, so the bits are the same).
+fn apply_all<E: FloatDtype>(
+    rule: StepRule<'_>,
+    (p, new): (&[E], &mut [E]),
+    g: &[E],
+    (buffers, news): (&[&[E]], &mut [&mut [E]]),
+) {
+    let one = |(p, new, g, buffers, mut news): Chunk<'_, E>| {
+        new.copy_from_slice(p);
+        for (n, b) in news.iter_mut().zip(&buffers) {
+            n.copy_from_slice(b);
+        }
+        apply(rule, new, g, &mut news);
+    };
     if p.len() < 2 * CHUNK || rayon::current_num_threads() == 1 {
-        return apply(rule, p, g, buffers);
+        return one((
+            p,
+            new,
+            g,
+            buffers.to_vec(),
+            news.iter_mut().map(|b| &mut **b).collect(),
+        ));
     }
-    let mut chunked: Vec<_> = buffers.iter_mut().map(|b| b.chunks_mut(CHUNK)).collect();
+    let mut ins: Vec<_> = buffers.iter().map(|b| b.chunks(CHUNK)).collect();
+    let mut outs: Vec<_> = news.iter_mut().map(|b| b.chunks_mut(CHUNK)).collect();
+    let expect = "every buffer is as long as its parameter";
     let parts: Vec<Chunk<'_, E>> = p
-        .chunks_mut(CHUNK)
+        .chunks(CHUNK)
+        .zip(new.chunks_mut(CHUNK))
         .zip(g.chunks(CHUNK))
-        .map(|(p, g)| {
-            (
-                p,
-                g,
-                chunked
-                    .iter_mut()
-                    .map(|c| c.next().expect("every buffer is as long as its parameter"))
-                    .collect(),
-            )
+        .map(|((p, new), g)| {
+            let ins = ins.iter_mut().map(|c| c.next().expect(expect)).collect();
+            let outs = outs.iter_mut().map(|c| c.next().expect(expect)).collect();
+            (p, new, g, ins, outs)
         })
         .collect();
-    parts
-        .into_par_iter()
-        .for_each(|(p, g, mut buffers)| apply(rule, p, g, &mut buffers));
+    parts.into_par_iter().for_each(one);
 }
+
+/// A chunk of a parameter's values and their new values, of its gradient, and of each of
+/// its buffers and their new values.
+type Chunk<'a, E> = (
+    &'a [E],
+    &'a mut [E],
+    &'a [E],
+    Vec<&'a [E]>,
+    Vec<&'a mut [E]>,
+);
 
 /// `rule`'s update of values `p` of a parameter, from their gradient `g` (clipped already),
 /// with the same values of its buffers.
@@ -194,8 +222,8 @@ mod tests {
     use super::*;
     use crate::optim::Clip;
 
-    /// A parameter large enough to be stepped in chunks across threads gets the bits it gets
-    /// stepped whole, under every rule.
+    /// A parameter large enough to be stepped in chunks across threads, each chunk copied into
+    /// its new values first, gets the bits it gets stepped whole in place, under every rule.
     #[test]
     fn chunked_steps_are_the_whole_steps() {
         let n = 5 * CHUNK + 17;
@@ -220,10 +248,12 @@ mod tests {
                 clip: Clip::None,
             };
             let g = values(1);
-            let (mut p, mut buffers) = (values(2), vec![values(3), values(4), values(5)]);
-            let (mut whole_p, mut whole_buffers) = (p.clone(), buffers.clone());
+            let (old_p, old_buffers) = (values(2), vec![values(3), values(4), values(5)]);
+            let ins: Vec<&[f32]> = old_buffers.iter().map(|b| &b[..]).collect();
+            let (mut p, mut buffers) = (vec![f32::NAN; n], vec![vec![f32::NAN; n]; 3]);
             let mut chunked: Vec<&mut [f32]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
-            pool.install(|| apply_all(rule, &mut p, &g, &mut chunked));
+            pool.install(|| apply_all(rule, (&old_p, &mut p), &g, (&ins, &mut chunked)));
+            let (mut whole_p, mut whole_buffers) = (old_p.clone(), old_buffers.clone());
             let mut whole: Vec<&mut [f32]> = whole_buffers.iter_mut().map(|b| &mut b[..]).collect();
             apply(rule, &mut whole_p, &g, &mut whole);
             // Bits, not values: a negative square average makes NaNs, which must match too.

@@ -102,7 +102,13 @@ unsafe fn quarter<const WHOLE: bool>(t: Tile<'_>) {
     // nothing (a 256-wide layer's last 16 columns; a 10-wide one).
     let narrow = live <= 16 && t.readable >= 16;
     if narrow && rows == QR && live == 16 {
-        narrow_loop(offs.len(), (a, row, a_cs), b, offs.as_ptr(), (c, ldc * 4, add));
+        narrow_loop(
+            offs.len(),
+            (a, row, a_cs),
+            b,
+            offs.as_ptr(),
+            (c, ldc * 4, add),
+        );
         return;
     }
     let left: [usize; QV] = std::array::from_fn(|v| live.saturating_sub(8 * v));
