@@ -151,22 +151,7 @@ fn pool_forward<T: HostFloat>(g: &Geom, kind: PoolKind, xs: &[T]) -> (Vec<T>, Ve
             out.par_chunks_mut(ohw)
                 .zip(argmax.par_chunks_mut(ohw))
                 .zip(xs.par_chunks(hw))
-                .for_each(|((out, argmax), src)| {
-                    for (o, (v, at)) in out.iter_mut().zip(argmax.iter_mut()).enumerate() {
-                        let (rows, cols) = g.window(o, (ho, wo));
-                        let (mut best, mut value) = (None, T::neg_infinity());
-                        for iy in rows {
-                            for ix in cols.clone() {
-                                let x = src[iy * g.w + ix];
-                                if best.is_none() || x > value || x.is_nan() {
-                                    (best, value) = (Some(iy * g.w + ix), x);
-                                }
-                            }
-                        }
-                        // Planes are under 2³² values (checked by `pool`).
-                        (*v, *at) = (value, best.unwrap_or(0) as u32);
-                    }
-                });
+                .for_each(|((out, argmax), src)| max_plane(g, src, out, argmax));
             (out, argmax)
         }
         PoolKind::Avg => {
@@ -185,6 +170,59 @@ fn pool_forward<T: HostFloat>(g: &Geom, kind: PoolKind, xs: &[T]) -> (Vec<T>, Ve
                     }
                 });
             (out, Vec::new())
+        }
+    }
+}
+
+/// One plane's max pooling: each output the first maximum of its window (or its last NaN),
+/// and where in the plane it lies. Row by row of windows; 2×2 windows of stride 2, the
+/// common case, without a window's bounds computed per output.
+fn max_plane<T: HostFloat>(g: &Geom, src: &[T], out: &mut [T], argmax: &mut [u32]) {
+    let ((_, wo), w) = (g.out(), g.w);
+    // Planes are under 2³² values (checked by `pool`), so every index fits a u32.
+    if g.windows
+        == (Windows::Fixed {
+            k: 2,
+            stride: 2,
+            padding: 0,
+        })
+    {
+        for (oy, (out, argmax)) in out.chunks_mut(wo).zip(argmax.chunks_mut(wo)).enumerate() {
+            let (top, bottom) = (&src[2 * oy * w..][..w], &src[(2 * oy + 1) * w..][..w]);
+            let base = (2 * oy * w) as u32;
+            let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (ox, ((t, b), (v, at))) in pairs.zip(out.iter_mut().zip(argmax)).enumerate() {
+                let (mut best, mut value) = (0, t[0]);
+                for (x, i) in [(t[1], 1), (b[0], w as u32), (b[1], w as u32 + 1)] {
+                    if x > value || x.is_nan() {
+                        (best, value) = (i, x);
+                    }
+                }
+                (*v, *at) = (value, base + 2 * ox as u32 + best);
+            }
+        }
+        return;
+    }
+    max_windows(g, src, out, argmax);
+}
+
+/// [`max_plane`] for any windows: each one's bounds, then its values in order.
+fn max_windows<T: HostFloat>(g: &Geom, src: &[T], out: &mut [T], argmax: &mut [u32]) {
+    let ((ho, wo), w) = (g.out(), g.w);
+    for oy in 0..ho {
+        let rows = g.span(oy, g.h, ho);
+        for ox in 0..wo {
+            let cols = g.span(ox, w, wo);
+            let (mut best, mut value) = (None, T::neg_infinity());
+            for iy in rows.clone() {
+                for ix in cols.clone() {
+                    let x = src[iy * w + ix];
+                    if best.is_none() || x > value || x.is_nan() {
+                        (best, value) = (Some(iy * w + ix), x);
+                    }
+                }
+            }
+            (out[oy * wo + ox], argmax[oy * wo + ox]) = (value, best.unwrap_or(0) as u32);
         }
     }
 }
@@ -221,5 +259,51 @@ fn pool_backward<T: HostFloat>(g: &Geom, kind: PoolKind, argmax: &[u32], dy: &[T
                     }
                 }
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2×2 windows of stride 2 pick what the general window loop picks: the first of tied
+    /// maxima, the last NaN, an all -∞ window's first value; odd edges dropped.
+    #[test]
+    fn two_by_two_windows_pick_as_every_window_does() {
+        let pick = [
+            1.0,
+            3.0,
+            3.0,
+            -1.0,
+            f32::NAN,
+            2.0,
+            f32::NEG_INFINITY,
+            0.5,
+            3.0,
+        ];
+        for (h, w) in [(2, 2), (4, 6), (5, 7), (3, 2)] {
+            let src: Vec<f32> = (0..h * w)
+                .map(|i| pick[(i * 7 + i / 3) % pick.len()])
+                .collect();
+            let g = Geom {
+                n: 1,
+                c: 1,
+                h,
+                w,
+                windows: Windows::Fixed {
+                    k: 2,
+                    stride: 2,
+                    padding: 0,
+                },
+            };
+            let (ho, wo) = g.out();
+            let (mut fast, mut general) = (vec![0f32; ho * wo], vec![0f32; ho * wo]);
+            let (mut fast_at, mut general_at) = (vec![0u32; ho * wo], vec![0u32; ho * wo]);
+            max_plane(&g, &src, &mut fast, &mut fast_at);
+            max_windows(&g, &src, &mut general, &mut general_at);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&general), "{h}×{w} values");
+            assert_eq!(fast_at, general_at, "{h}×{w} indices");
+        }
     }
 }
