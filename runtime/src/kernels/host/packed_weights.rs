@@ -24,6 +24,7 @@ use super::tiled::{Mat, Panels};
 const KEEP_BYTES: usize = 256 << 20;
 
 /// Weights, `out × in` row-major, and their transpose packed.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Entry {
     values: Buf<f32>,
     inputs: usize,

@@ -38,6 +38,8 @@ pub(super) fn handles(g: &ConvGeom) -> bool {
     let on = *ON.get_or_init(|| std::env::var_os("FULMEN_NO_WINOGRAD").is_none());
     on && available()
         && g.c_in.min(g.c_out) >= CHANNELS
+        && g.h > 0
+        && g.w > 0
         && g.k == 3
         && g.stride == 1
         && g.dilation == 1
