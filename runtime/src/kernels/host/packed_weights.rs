@@ -44,8 +44,10 @@ thread_local! {
 }
 
 /// While the returned guard lives, dense layers computed on this thread keep their weights
-/// packed for fulmen's tiled products from one call to the next (see the
-/// [module docs](self)); they are dropped with the last guard. The trainer's validation, test
+/// packed for fulmen's tiled products from one call to the next: packed once, not once per
+/// batch. Weights changed meanwhile are packed again (a kept entry holds a handle on the
+/// tensor, whose values dfdx copies before writing them). They are dropped with the last
+/// guard. The trainer's validation, test
 /// and prediction loops hold one (not under `FULL_SHARD`, whose gathered weights are new
 /// every batch); hold one yourself when you run a model's inference outside the trainer.
 /// Elsewhere than x86-64 with AVX2, and for weights that are not f32, it changes nothing.

@@ -67,7 +67,7 @@ pub fn matmul(
     split_rows((m, k, n), a, &b, (c, ldc, add), tasks)
 }
 
-/// [`matmul`] with its right operand packed already.
+/// [`matmul()`] with its right operand packed already.
 pub fn matmul_packed(
     (m, k, n): (usize, usize, usize),
     a: Mat<'_>,
