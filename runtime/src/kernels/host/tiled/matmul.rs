@@ -93,7 +93,7 @@ fn tasks(m: usize, k: usize, n: usize) -> usize {
 fn split_rows(
     (m, k, n): (usize, usize, usize),
     a: Mat<'_>,
-    b: &(impl Rhs + Sync),
+    b: &(impl Strips + Sync),
     (c, ldc, add): (&mut [f32], usize, bool),
     tasks: usize,
 ) {
@@ -135,13 +135,24 @@ fn split_rows(
     }
 }
 
-/// A right operand, `k × n`, as [`block_rows`] reads it: a strip at a time into a [`Panel`].
+/// A right operand, `k × n`, that packs a strip at a time into a [`Panel`].
 pub(super) trait Rhs {
     /// Rows `k0..k0 + kc` and columns `j0..j0 + width` into `panel` (its pass `kc` deep).
     fn pack(&self, rows: (usize, usize), columns: (usize, usize), panel: &mut Panel);
+}
 
-    /// The panel of those rows and columns: packed into `scratch`, or one packed already
-    /// ([`Panels`]).
+/// A right operand as [`block_rows`] reads it: the panel of a pass's rows and a strip's
+/// columns, packed into `scratch` as it goes ([`Rhs`]) or packed already ([`Panels`]).
+pub(super) trait Strips {
+    fn strip<'s>(
+        &'s self,
+        rows: (usize, usize),
+        columns: (usize, usize),
+        scratch: &'s mut Panel,
+    ) -> &'s Panel;
+}
+
+impl<R: Rhs> Strips for R {
     fn strip<'s>(
         &'s self,
         rows: (usize, usize),
@@ -154,12 +165,7 @@ pub(super) trait Rhs {
     }
 }
 
-impl Rhs for Panels {
-    fn pack(&self, rows: (usize, usize), columns: (usize, usize), panel: &mut Panel) {
-        panel.rows(rows.1);
-        panel.copy_from(self.strip(rows, columns, &mut Panel::new(0, 0)));
-    }
-
+impl Strips for Panels {
     fn strip<'s>(
         &'s self,
         (k0, kc): (usize, usize),
@@ -197,7 +203,7 @@ pub(super) enum Lhs<'a> {
 /// its passes in order, however its left operand is read.
 pub(super) fn block_rows(
     lhs: Lhs<'_>,
-    b: &impl Rhs,
+    b: &impl Strips,
     n: usize,
     c: &mut [f32],
     ldc: usize,

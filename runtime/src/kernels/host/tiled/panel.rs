@@ -48,17 +48,6 @@ impl Panel {
         self.kc
     }
 
-    /// `other`'s pass, its values.
-    pub(super) fn copy_from(&mut self, other: &Panel) {
-        assert!(
-            other.cols <= self.cols,
-            "a panel narrower than the copied one"
-        );
-        self.rows(other.kc);
-        let len = other.kc * other.cols;
-        self.data[..len].copy_from_slice(&other.data[..len]);
-    }
-
     /// Row `kk`'s columns from `col` on: `src`, split at the slices' edges.
     pub(super) fn put(&mut self, kk: usize, mut col: usize, mut src: &[f32]) {
         let (kc, w) = (self.kc, self.w);

@@ -160,9 +160,7 @@ pub(super) fn convolve(
     x.par_chunks(per_task * img_in)
         .zip(out.par_chunks_mut(per_task * img_out))
         .for_each(|(xs, outs)| {
-            let rows: Vec<(usize, usize)> = (0..xs.len() / img_in)
-                .flat_map(|img| (0..th).map(move |ty| (img, ty)))
-                .collect();
+            let rows = tile_rows(xs.len() / img_in, th);
             let width = per_strip * tw;
             let mut panels: Vec<Panel> = (0..16).map(|_| Panel::new(c_in, width)).collect();
             let mut m = vec![0f32; 16 * c_out * width];
@@ -173,13 +171,7 @@ pub(super) fn convolve(
                 for (k0, kc) in isa::passes(c_in) {
                     panels.iter_mut().for_each(|p| p.rows(kc));
                     for ci in k0..k0 + kc {
-                        let planes = Planes {
-                            values: xs,
-                            first: ci * h * w,
-                            stride: img_in,
-                            h,
-                            w,
-                        };
+                        let planes = Planes::channel(xs, ci, c_in, (h, w));
                         // SAFETY: the tiles' instruction sets are here (asserted).
                         unsafe { image_strip(planes, strip, &mut scratch, (&mut v, width)) };
                         for (panel, v) in panels.iter_mut().zip(v.chunks(width)) {
@@ -195,13 +187,7 @@ pub(super) fn convolve(
                 for co in 0..c_out {
                     let at: [&[f32]; 16] =
                         std::array::from_fn(|xi| &m[(xi * c_out + co) * width..][..width]);
-                    let planes = Planes {
-                        values: &mut *outs,
-                        first: co * h * w,
-                        stride: img_out,
-                        h,
-                        w,
-                    };
+                    let planes = Planes::channel(&mut *outs, co, c_out, (h, w));
                     let b = (bias.map_or(0.0, |b| b[co]), add);
                     // SAFETY: as above.
                     unsafe { output_strip(&at, planes, strip, b, &mut scratch) };
@@ -254,9 +240,7 @@ fn weight_gradient(s: Images, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .par_chunks(per_task * img_in)
         .zip(dy.par_chunks(per_task * img_out))
         .map(|(xs, dys)| {
-            let rows: Vec<(usize, usize)> = (0..xs.len() / img_in)
-                .flat_map(|img| (0..th).map(move |ty| (img, ty)))
-                .collect();
+            let rows = tile_rows(xs.len() / img_in, th);
             let most = per_chunk.min(rows.len()) * tw;
             let (mut v, mut dm) = (vec![0f32; 16 * c_in * most], vec![0f32; 16 * c_out * most]);
             let mut du = vec![0f32; 16 * c_out * c_in];
@@ -264,25 +248,13 @@ fn weight_gradient(s: Images, x: &[f32], dy: &[f32]) -> Vec<f32> {
             for chunk in rows.chunks(per_chunk) {
                 let width = chunk.len() * tw;
                 for ci in 0..c_in {
-                    let planes = Planes {
-                        values: xs,
-                        first: ci * h * w,
-                        stride: img_in,
-                        h,
-                        w,
-                    };
+                    let planes = Planes::channel(xs, ci, c_in, (h, w));
                     let at = (&mut v[ci * width..], c_in * width);
                     // SAFETY: the tiles' instruction sets are here (asserted).
                     unsafe { image_strip(planes, chunk, &mut scratch, at) };
                 }
                 for co in 0..c_out {
-                    let planes = Planes {
-                        values: dys,
-                        first: co * h * w,
-                        stride: img_out,
-                        h,
-                        w,
-                    };
+                    let planes = Planes::channel(dys, co, c_out, (h, w));
                     let at = (&mut dm[co * width..], c_out * width);
                     // SAFETY: as above.
                     unsafe { gradient_strip(planes, chunk, &mut scratch, at) };
@@ -325,6 +297,26 @@ struct Planes<T> {
     stride: usize,
     h: usize,
     w: usize,
+}
+
+impl<T> Planes<T> {
+    /// Channel `c` of images of `channels` channels, `h × w`, one after another in `values`.
+    fn channel(values: T, c: usize, channels: usize, (h, w): (usize, usize)) -> Planes<T> {
+        Planes {
+            values,
+            first: c * h * w,
+            stride: channels * h * w,
+            h,
+            w,
+        }
+    }
+}
+
+/// The rows of tiles `(image, ty)` of `images` images of `th` rows of tiles, in order.
+fn tile_rows(images: usize, th: usize) -> Vec<(usize, usize)> {
+    (0..images)
+        .flat_map(|img| (0..th).map(move |ty| (img, ty)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -17,17 +17,9 @@ fn direct(s: Images, x: &[f32], w: &[f32], n: usize) -> Vec<f64> {
                 for xo in 0..wd {
                     let mut sum = 0f64;
                     for ci in 0..c_in {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) = ((y + ky) as isize - 1, (xo + kx) as isize - 1);
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xv =
-                                    x[((img * c_in + ci) * h + iy as usize) * wd + ix as usize];
-                                let wv = w[((co * c_in + ci) * 3 + ky) * 3 + kx];
-                                sum += f64::from(xv) * f64::from(wv);
-                            }
+                        for t in 0..9 {
+                            let wv = w[(co * c_in + ci) * 9 + t];
+                            sum += tap(s, x, (img, ci), (y, xo), t) * f64::from(wv);
                         }
                     }
                     out[((img * c_out + co) * h + y) * wd + xo] = sum;
@@ -36,6 +28,16 @@ fn direct(s: Images, x: &[f32], w: &[f32], n: usize) -> Vec<f64> {
         }
     }
     out
+}
+
+/// The input value tap `t` (row-major in the 3×3 kernel) of output `(y, x)` reads, in f64:
+/// zero in the padding.
+fn tap(s: Images, x: &[f32], (img, ci): (usize, usize), (y, xo): (usize, usize), t: usize) -> f64 {
+    let (iy, ix) = ((y + t / 3).checked_sub(1), (xo + t % 3).checked_sub(1));
+    match (iy.filter(|&iy| iy < s.h), ix.filter(|&ix| ix < s.w)) {
+        (Some(iy), Some(ix)) => f64::from(x[((img * s.c_in + ci) * s.h + iy) * s.w + ix]),
+        _ => 0.0,
+    }
 }
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -120,18 +122,12 @@ fn weight_gradients_are_the_direct_sums() {
         for co in 0..c_out {
             for ci in 0..c_in {
                 for t in 0..9 {
-                    let (ky, kx) = (t / 3, t % 3);
                     let mut sum = 0f64;
                     for img in 0..n {
                         for y in 0..h {
                             for xo in 0..w {
-                                let (iy, ix) = ((y + ky) as isize - 1, (xo + kx) as isize - 1);
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                    continue;
-                                }
-                                let xv = x[((img * c_in + ci) * h + iy as usize) * w + ix as usize];
                                 let d = dy[((img * c_out + co) * h + y) * w + xo];
-                                sum += f64::from(xv) * f64::from(d);
+                                sum += tap(s, &x, (img, ci), (y, xo), t) * f64::from(d);
                             }
                         }
                     }
