@@ -275,6 +275,7 @@ pub(crate) const DATA_METHODS: &[(&str, &str)] = &[
     ("predict_dataloader", ""),
     ("state_dict", ""),
     ("load_state_dict", "state: &serde_json::Value"),
+    ("on_exception", "error: &fulmen::Error"),
 ];
 
 /// A method of a data module's impl, and what `DataModule` knows of its name.

@@ -79,8 +79,6 @@ pub(crate) const KNOWN: &[Known] = &[
     hook("teardown", &[TRAINER, "stage: Stage"]),
     hook("on_fit_start", &[TRAINER]),
     hook("on_fit_end", &[TRAINER]),
-    hook("on_sanity_check_start", &[TRAINER]),
-    hook("on_sanity_check_end", &[TRAINER]),
     hook("on_train_start", &[TRAINER]),
     hook("on_train_end", &[TRAINER]),
     hook("on_train_epoch_start", &[TRAINER]),
@@ -112,15 +110,21 @@ pub(crate) const KNOWN: &[Known] = &[
     hook("on_predict_epoch_end", &[TRAINER]),
     hook("on_predict_batch_start", &[TRAINER, "batch_idx: usize"]),
     hook("on_predict_batch_end", &[TRAINER, "batch_idx: usize"]),
-    hook("on_exception", &[TRAINER, "error: &fulmen::Error"]),
     hook(
         "on_save_checkpoint",
         &[TRAINER, "checkpoint: &mut fulmen::checkpoint::Checkpoint"],
     ),
     hook(
         "on_load_checkpoint",
-        &[TRAINER, "checkpoint: &fulmen::checkpoint::Checkpoint"],
+        &[TRAINER, "checkpoint: &mut fulmen::checkpoint::Checkpoint"],
     ),
+];
+
+/// Hooks Lightning offers to callbacks alone (and, for `on_exception`, the data module).
+pub(crate) const CALLBACK_ONLY: &[&str] = &[
+    "on_sanity_check_start",
+    "on_sanity_check_end",
+    "on_exception",
 ];
 
 pub(crate) fn find(name: &str) -> Option<&'static Known> {

@@ -31,10 +31,6 @@ macro_rules! __lifecycle_hooks {
         fn on_fit_start(&mut self, _trainer: &mut $crate::TrainerView) {}
         /// Called when `fit` ends, after `on_train_end`.
         fn on_fit_end(&mut self, _trainer: &mut $crate::TrainerView) {}
-        /// Called before the sanity check's validation batches (`num_sanity_val_steps`) run.
-        fn on_sanity_check_start(&mut self, _trainer: &mut $crate::TrainerView) {}
-        /// Called after the sanity check's validation batches, whose metrics are discarded.
-        fn on_sanity_check_end(&mut self, _trainer: &mut $crate::TrainerView) {}
         /// Called when training begins, after the sanity check and before the first epoch.
         fn on_train_start(&mut self, _trainer: &mut $crate::TrainerView) {}
         /// Called when training ends, after the last training epoch.
@@ -119,25 +115,12 @@ macro_rules! __lifecycle_hooks {
         }
         /// Called after each prediction batch's `predict_step`.
         fn on_predict_batch_end(&mut self, _trainer: &mut $crate::TrainerView, _batch_idx: usize) {}
-        /// When the run ends on an error (a failed step, a signal: [`Error::Interrupted`]),
-        /// before the loggers are flushed and closed; the error is returned by the call that
-        /// ran the stage.
-        ///
-        /// [`Error::Interrupted`]: $crate::Error::Interrupted
-        fn on_exception(&mut self, _trainer: &mut $crate::TrainerView, _error: &$crate::Error) {}
         /// While a checkpoint is being saved: add to `checkpoint.extra_mut()` what should
         /// survive a restart.
         fn on_save_checkpoint(
             &mut self,
             _trainer: &mut $crate::TrainerView,
             _checkpoint: &mut $crate::checkpoint::Checkpoint,
-        ) {
-        }
-        /// When a run resumes from a checkpoint, after the weights are loaded.
-        fn on_load_checkpoint(
-            &mut self,
-            _trainer: &mut $crate::TrainerView,
-            _checkpoint: &$crate::checkpoint::Checkpoint,
         ) {
         }
     };
@@ -215,6 +198,30 @@ pub trait Callback {
     /// [`LearningRateFinder`]: crate::callbacks::LearningRateFinder
     fn trial(&mut self) -> crate::Result<Option<Trial>> {
         Ok(None)
+    }
+
+    /// Called before the sanity check's validation batches (`num_sanity_val_steps`) run, before
+    /// the validation loaders are made. A callback's alone, as in Lightning.
+    fn on_sanity_check_start(&mut self, _trainer: &mut crate::TrainerView) {}
+    /// Called after the sanity check's validation batches, whose metrics are discarded, before
+    /// the training loader is made. A callback's alone, as in Lightning.
+    fn on_sanity_check_end(&mut self, _trainer: &mut crate::TrainerView) {}
+
+    /// When the run ends on an error (a failed step, a signal: [`Error::Interrupted`]),
+    /// before the data module's `on_exception` and before the loggers are flushed and
+    /// closed (no `teardown` follows); the error is returned by the call that ran the stage.
+    ///
+    /// [`Error::Interrupted`]: crate::Error::Interrupted
+    fn on_exception(&mut self, _trainer: &mut crate::TrainerView, _error: &crate::Error) {}
+
+    /// When a run resumes from a checkpoint: after the module's weights and the data
+    /// module's state are loaded, before any callback's
+    /// [`load_state_dict`](Self::load_state_dict) (Lightning's order).
+    fn on_load_checkpoint(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        _checkpoint: &crate::checkpoint::Checkpoint,
+    ) {
     }
 
     crate::__lifecycle_hooks!();

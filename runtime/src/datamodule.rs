@@ -90,10 +90,17 @@ pub trait DataModule: Hyperparameters {
     fn state_dict(&self) -> Option<serde_json::Value> {
         None
     }
-    /// Takes back what [`state_dict`](Self::state_dict) returned, when a run resumes.
+    /// Takes back what [`state_dict`](Self::state_dict) returned, when a run resumes: after
+    /// the module's weights are loaded, before the callbacks' state (Lightning's order), and
+    /// before any loader of the fit is asked for, so that a loader made from restored state
+    /// (a curriculum stage, a sampler position) continues where the run stopped.
     fn load_state_dict(&mut self, _state: &serde_json::Value) -> Result<()> {
         Ok(())
     }
+    /// When the run ends on an error, after the callbacks' `on_exception` (Lightning's
+    /// `on_exception`): no `teardown` follows it, so this is where to release what `setup`
+    /// made and the error leaves behind.
+    fn on_exception(&mut self, _error: &crate::Error) {}
 }
 
 /// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in

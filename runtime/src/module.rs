@@ -95,6 +95,22 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
         Vec::new()
     }
 
+    /// When `fit` resumes from a checkpoint, before anything is loaded from it (Lightning's
+    /// order): `checkpoint` may be changed, its tensors renamed
+    /// ([`rename_tensor`](crate::checkpoint::Checkpoint::rename_tensor)), dropped
+    /// ([`remove_tensor`](crate::checkpoint::Checkpoint::remove_tensor)) or added
+    /// ([`set_tensor`](crate::checkpoint::Checkpoint::set_tensor)), and what loads is the
+    /// result: the usual way to resume a model whose fields changed since the checkpoint was
+    /// written. The optimizer's buffers are stored by the parameter's name too
+    /// (`optimizer/<name>/<buffer>`: rename those with it). A tensor that still does not fit
+    /// then fails the resume, by its name; so does an error given to `trainer.fail`.
+    fn on_load_checkpoint(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        _checkpoint: &mut crate::checkpoint::Checkpoint,
+    ) {
+    }
+
     crate::__lifecycle_hooks!();
 }
 

@@ -131,6 +131,11 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
                     ::fulmen::datamodule::IntoResult::into_result(Self::load_state_dict(self, state))
                 }
             },
+            "on_exception" => quote_spanned! {span=>
+                fn on_exception(&mut self, error: &::fulmen::Error) {
+                    Self::on_exception(self, error)
+                }
+            },
             _ => {
                 let (param, arg) = match params {
                     "" => (quote!(), quote!()),

@@ -118,6 +118,9 @@ fn wrapped(mut own: syn::ImplItemFn, manual: bool) -> (syn::ImplItemFn, syn::Imp
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => own.sig.ident.span(),
     };
+    // The binding and its use share the return type's span (hygiene: an impl that a
+    // `macro_rules!` writes has the user's tokens in another context than the call site's).
+    let out = format_ident!("out", span = at);
     let wrapper = match name.as_str() {
         "training_step" => {
             if manual {
@@ -127,33 +130,33 @@ fn wrapped(mut own: syn::ImplItemFn, manual: bool) -> (syn::ImplItemFn, syn::Imp
             }
             let convert = match manual {
                 true => quote_spanned!(at=> ::core::result::Result::map(
-                    ::fulmen::ManualStep::into_logged(out),
+                    ::fulmen::ManualStep::into_logged(#out),
                     ::fulmen::StepOutput::Logged,
                 )),
-                false => quote_spanned!(at=> ::fulmen::AutomaticStep::<E, D>::into_output(out)),
+                false => quote_spanned!(at=> ::fulmen::AutomaticStep::<E, D>::into_output(#out)),
             };
             syn::parse_quote! {
                 fn training_step(&mut self, batch: Self::Batch, ctx: &mut ::fulmen::StepContext<E, D, Self::Optimization>) -> ::fulmen::Result<::fulmen::StepOutput<E, D>> {
-                    let out = Self::#inner(self, batch, ctx);
+                    let #out = Self::#inner(self, batch, ctx);
                     #convert
                 }
             }
         }
         "validation_step" | "test_step" => {
             let name = format_ident!("{name}");
-            let convert = quote_spanned!(at=> ::fulmen::EvalStep::into_result(out));
+            let convert = quote_spanned!(at=> ::fulmen::EvalStep::into_result(#out));
             syn::parse_quote! {
                 fn #name(&mut self, batch: Self::EvalBatch, ctx: &mut ::fulmen::StepContext<E, D>) -> ::fulmen::Result<()> {
-                    let out = Self::#inner(self, batch, ctx);
+                    let #out = Self::#inner(self, batch, ctx);
                     #convert
                 }
             }
         }
         _ => {
-            let convert = quote_spanned!(at=> ::core::convert::Into::<::fulmen::optim::Optimizers>::into(out));
+            let convert = quote_spanned!(at=> ::core::convert::Into::<::fulmen::optim::Optimizers>::into(#out));
             syn::parse_quote! {
                 fn configure_optimizers(&self) -> ::fulmen::optim::Optimizers {
-                    let out = Self::#inner(self);
+                    let #out = Self::#inner(self);
                     #convert
                 }
             }

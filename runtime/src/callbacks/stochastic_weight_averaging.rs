@@ -229,6 +229,12 @@ impl Callback for StochasticWeightAveraging {
     fn load_state_dict(&mut self, state: &serde_json::Value) -> crate::Result<()> {
         self.state = serde_json::from_value(state.clone())
             .map_err(|e| Error::msg(format!("StochasticWeightAveraging's state: {e}")))?;
+        if self.state.averaged > 0 && self.resumed.is_none() {
+            return Err(Error::msg(format!(
+                "StochasticWeightAveraging: the checkpoint says {} epochs were averaged but holds no average (`{AVERAGE}…`)",
+                self.state.averaged
+            )));
+        }
         Ok(())
     }
 
@@ -249,21 +255,12 @@ impl Callback for StochasticWeightAveraging {
         }
     }
 
+    /// The average the checkpoint holds, taken before `load_state_dict` (Lightning's order),
+    /// which checks that the state it restores has one.
     fn on_load_checkpoint(&mut self, trainer: &mut TrainerView, checkpoint: &Checkpoint) {
-        if self.state.averaged == 0 {
-            return;
+        match checkpoint.tensors_under(AVERAGE) {
+            Ok(average) => self.resumed = (!average.is_empty()).then_some(average),
+            Err(e) => trainer.fail(checkpoint.error(e)),
         }
-        let average = match checkpoint.tensors_under(AVERAGE) {
-            Ok(average) => average,
-            Err(e) => return trainer.fail(checkpoint.error(e)),
-        };
-        if average.is_empty() {
-            let why = format!(
-                "the checkpoint says {} epochs were averaged but holds no average (`{AVERAGE}…`)",
-                self.state.averaged
-            );
-            return trainer.fail(Error::msg(format!("StochasticWeightAveraging: {why}")));
-        }
-        self.resumed = Some(average);
     }
 }

@@ -120,6 +120,9 @@ impl Callback for WeightAveraging {
 
     fn load_state_dict(&mut self, state: &serde_json::Value) -> crate::Result<()> {
         self.updates = state.get("updates").and_then(|u| u.as_u64()).unwrap_or(0);
+        if self.updates > 0 && self.resumed.is_none() {
+            return Err(Error::msg(format!("WeightAveraging: the checkpoint holds an average of {} steps but not the weights training goes on with (`{CURRENT}…`)", self.updates)));
+        }
         Ok(())
     }
 
@@ -156,18 +159,12 @@ impl Callback for WeightAveraging {
         }
     }
 
+    /// The weights training goes on with, taken before `load_state_dict` (Lightning's
+    /// order), which checks that the state it restores has them.
     fn on_load_checkpoint(&mut self, trainer: &mut TrainerView, checkpoint: &Checkpoint) {
-        if self.updates == 0 {
-            return;
+        match checkpoint.tensors_under(CURRENT) {
+            Ok(current) => self.resumed = (!current.is_empty()).then_some(current),
+            Err(e) => trainer.fail(checkpoint.error(e)),
         }
-        let current = match checkpoint.tensors_under(CURRENT) {
-            Ok(current) => current,
-            Err(e) => return trainer.fail(checkpoint.error(e)),
-        };
-        if current.is_empty() {
-            let why = format!("the checkpoint holds an average of {} steps but not the weights training goes on with (`{CURRENT}…`)", self.updates);
-            return trainer.fail(Error::msg(format!("WeightAveraging: {why}")));
-        }
-        self.resumed = Some(current);
     }
 }

@@ -341,6 +341,13 @@ impl Checkpoint {
         self.records.insert(to.to_string(), record);
         Ok(())
     }
+    /// Drops the stored tensor `name` (one the model no longer has), returning its values in
+    /// `f32`.
+    pub fn remove_tensor(&mut self, name: &str) -> Result<Vec<f32>> {
+        let record = (self.records.remove(name))
+            .ok_or_else(|| Error::msg(format!("the checkpoint has no tensor `{name}`")))?;
+        record.values::<f32>(name)
+    }
     /// Every stored tensor whose name starts with `prefix`, by the rest of its name, in
     /// `f32` (what a callback put there with [`set_tensor`](Self::set_tensor)).
     pub fn tensors_under(&self, prefix: &str) -> Result<Vec<(String, Vec<f32>)>> {

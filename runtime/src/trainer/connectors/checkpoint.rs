@@ -352,14 +352,20 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(())
     }
 
-    /// The module's weights, the callbacks' and the data module's state.
-    pub(in crate::trainer) fn restore_modules(&mut self, ckpt: &Checkpoint) -> Result<()> {
+    /// The module's weights, the data module's and the callbacks' state, in Lightning's
+    /// order: the module's `on_load_checkpoint` first, with the checkpoint to change (tensors
+    /// renamed, dropped or added: what then loads is the result), its weights, the data
+    /// module's `load_state_dict`, every callback's `on_load_checkpoint`, then every
+    /// callback's `load_state_dict`.
+    pub(in crate::trainer) fn restore_modules(&mut self, ckpt: &mut Checkpoint) -> Result<()> {
         if ckpt.weights_only() {
             return Err(ckpt.error(Error::msg(
                 "it holds weights only (save_weights_only), not the optimizer and loop state a run \
                  resumes from; load it with `load_from_checkpoint` and start a new fit instead",
             )));
         }
+        self.model.on_load_checkpoint(self.view, ckpt);
+        self.after_hook()?;
         ckpt.load_weights(self.model)?;
         // Rank 0 takes back the checkpoint's metric states (its own) and the others start
         // afresh: under several ranks, their counts of the epoch before the checkpoint are
@@ -372,38 +378,30 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 loaded.map_err(|e| ckpt.error(Error::msg(format!("metric `{field}`: {e}"))))?;
             }
         }
+        if let Some(state) = &ckpt.meta.datamodule {
+            self.dm.load_state_dict(state).map_err(|e| ckpt.error(e))?;
+        }
+        for cb in self.callbacks.iter_mut() {
+            cb.on_load_checkpoint(self.view, ckpt);
+        }
+        self.after_hook()?;
         for cb in self.callbacks.iter_mut() {
             if let Some(state) = ckpt.callback_state(&cb.state_key()) {
                 cb.load_state_dict(state).map_err(|e| ckpt.error(e))?;
             }
         }
-        if let Some(state) = &ckpt.meta.datamodule {
-            self.dm.load_state_dict(state).map_err(|e| ckpt.error(e))?;
-        }
-        hook!(self, on_load_checkpoint(ckpt));
         Ok(())
     }
 
-    /// The optimizer, the loop position and the random streams; returns the batch of the
-    /// current epoch to continue from.
-    pub(in crate::trainer) fn restore_training_state(
-        &mut self,
-        ckpt: &Checkpoint,
-        train: &mut DataLoader<DM::Sample>,
-    ) -> Result<usize> {
+    /// The optimizer, the loop position and the random streams (the training loader's are
+    /// [`resume_loader`](Self::resume_loader)'s, once it is made).
+    pub(in crate::trainer) fn restore_training_state(&mut self, ckpt: &Checkpoint) -> Result<()> {
         let Some(state) = &ckpt.meta.loop_state else {
             return Err(ckpt.error(Error::msg(
                 "it has no loop or optimizer state to resume from",
             )));
         };
         self.restore_optimization(ckpt)?;
-        if !state.epoch_done && state.batches_done > train.len() {
-            return Err(ckpt.error(Error::msg(format!(
-                "it was saved after batch {} of epoch {}, but the training loader now has {} batches: the data changed",
-                state.batches_done, state.epoch, train.len()
-            ))));
-        }
-        *train = train.clone().seed(state.train_loader_seed);
         self.position.run_seed = state.run_seed;
         self.view.global_step = state.global_step;
         self.view.freezing = state.freezing.clone();
@@ -418,12 +416,36 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             // Saved in on_train_epoch_end: the epoch's scheduler step came after the save.
             self.step_scheduler(Interval::Epoch, state.epoch + 1)?;
             self.view.current_epoch = state.epoch + 1;
-            return Ok(0);
+            return Ok(());
         }
         self.view.current_epoch = state.epoch;
         self.position.epoch_metrics = serde_json::from_value(state.epoch_metrics.clone())
             .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
         self.position.batches_done = state.batches_done;
+        Ok(())
+    }
+
+    /// The training loader in the order `ckpt` was saved in, and the gradients of a window
+    /// it was saved inside (which the epoch's batches, known now, tell); returns the batch of
+    /// the current epoch to continue from.
+    pub(in crate::trainer) fn resume_loader(
+        &mut self,
+        ckpt: &Checkpoint,
+        train: &mut DataLoader<DM::Sample>,
+    ) -> Result<usize> {
+        let Some(state) = &ckpt.meta.loop_state else {
+            return Ok(0);
+        };
+        if !state.epoch_done && state.batches_done > train.len() {
+            return Err(ckpt.error(Error::msg(format!(
+                "it was saved after batch {} of epoch {}, but the training loader now has {} batches: the data changed",
+                state.batches_done, state.epoch, train.len()
+            ))));
+        }
+        *train = train.clone().seed(state.train_loader_seed);
+        if state.epoch_done {
+            return Ok(0);
+        }
         if self.grads_pending() {
             self.restore_grads(ckpt)?;
         }

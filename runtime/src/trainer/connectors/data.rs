@@ -9,15 +9,9 @@ use crate::trainer::loops::Run;
 use crate::trainer::settings::Limit;
 use crate::{Error, Result, TrainDevice};
 
-/// Fit's loaders: the training one, and the validation ones when validation runs.
-type FitLoaders<S, V> = (DataLoader<S>, Vec<DataLoader<V>>);
-
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
-    /// The training loader (unshuffled for `overfit_batches`), and the validation loaders when
-    /// the module validates and `limit_val_batches` allows it; sets the epoch's batches.
-    pub(in crate::trainer) fn train_and_val_loaders(
-        &mut self,
-    ) -> Result<FitLoaders<DM::Sample, DM::EvalSample>> {
+    /// The training loader (unshuffled for `overfit_batches`); sets the epoch's batches.
+    pub(in crate::trainer) fn train_loader(&mut self) -> Result<DataLoader<DM::Sample>> {
         let train = self.dm.train_dataloader()?;
         let mut train = self.shard(
             train.ok_or_else(|| missing("train_dataloader", Stage::Fit))?,
@@ -27,6 +21,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if self.settings.overfit_batches != Limit::Count(0) {
             train = train.shuffle(false);
         }
+        let limit = self.settings.limit_train_batches;
+        self.position.train_batches = limit.of(train.len(), "limit_train_batches")?;
+        Ok(train)
+    }
+
+    /// Fit's validation loaders: none unless the module validates and `limit_val_batches`
+    /// lets a batch through.
+    pub(in crate::trainer) fn val_loaders(&mut self) -> Result<Vec<DataLoader<DM::EvalSample>>> {
         let mut val = Vec::new();
         if M::HAS_VALIDATION_STEP {
             for loader in self.dm.val_dataloader()? {
@@ -43,9 +45,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         if counts.iter().all(|&n| n == 0) {
             val.clear();
         }
-        let limit = self.settings.limit_train_batches;
-        self.position.train_batches = limit.of(train.len(), "limit_train_batches")?;
-        Ok((train, val))
+        Ok(val)
     }
 
     /// The validation or test loaders, for `validate` or `test`.

@@ -2,7 +2,7 @@
 //! check, then training epochs until a limit or a stop request ends them.
 
 use super::Run;
-use crate::checkpoint::Ckpt;
+use crate::checkpoint::{Checkpoint, Ckpt};
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
@@ -10,35 +10,32 @@ use crate::trainer::Limit;
 use crate::weights::At;
 use crate::{Result, TrainDevice};
 
+/// Fit's loaders: the training one and the validation ones, and the batch to start from.
+type FitLoaders<S, V> = (DataLoader<S>, Vec<DataLoader<V>>, usize);
+
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
-    /// `fit`, hook by hook.
+    /// `fit`, hook by hook, in Lightning's order: the module, data module and callbacks
+    /// restored before `configure_optimizers`, the optimizer and loops after it; the loaders
+    /// made after `on_fit_start` (the validation ones inside the sanity check, the training
+    /// one after it), so that they come from a restored data module.
     pub(super) fn fit(&mut self) -> Result<()> {
-        let (mut train, val) = self.train_and_val_loaders()?;
-        // As in Lightning: the module, callbacks and data module are restored before
-        // `configure_optimizers`, the optimizer and loops after it.
-        let resume = self.resume.take();
-        if let Some(ckpt) = &resume {
+        let mut resume = self.resume.take();
+        if let Some(ckpt) = &mut resume {
             self.restore_modules(ckpt)?;
         }
         // Every rank starts from rank 0's weights (DDP's broadcast at construction).
         crate::distributed::broadcast_module(&*self.dist.collective, &mut *self.model)?;
         self.configure_optimization()?;
-        let mut start_batch = 0;
         if let Some(ckpt) = &resume {
-            start_batch = self.restore_training_state(ckpt, &mut train)?;
+            self.restore_training_state(ckpt)?;
         }
         self.optimization.own_shards();
-        self.position.train_loader_seed = train.shuffle_seed();
         self.publish_fit()?;
-        if let Some(why) = self.nothing_to_train() {
-            if self.dist.env.is_global_zero() {
-                eprintln!("warning: {why}: nothing will be trained");
-            }
-        }
 
         hook!(self, on_fit_start());
         self.weights_hook(At::FitStart, false)?;
-        self.sanity_check(&val)?;
+        let val = self.sanity_check()?;
+        let (train, val, mut start_batch) = self.fit_loaders(val, resume.as_ref())?;
         hook!(self, on_train_start());
         while self.position.train_batches > 0 && !self.done_training() {
             self.train_epoch(&train, &val, start_batch)?;
@@ -53,11 +50,37 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(())
     }
 
+    /// The training loader (continued where `resume` left it) and the validation loaders
+    /// (`val`, made by the sanity check, or made now), and the batch of the current epoch to
+    /// start from; what the view says of the epoch's batches.
+    fn fit_loaders(
+        &mut self,
+        val: Option<Vec<DataLoader<DM::EvalSample>>>,
+        resume: Option<&Checkpoint>,
+    ) -> Result<FitLoaders<DM::Sample, DM::EvalSample>> {
+        let mut train = self.train_loader()?;
+        let val = match val {
+            Some(val) => val,
+            None => self.val_loaders()?,
+        };
+        let start = match resume {
+            Some(ckpt) => self.resume_loader(ckpt, &mut train)?,
+            None => 0,
+        };
+        self.position.train_loader_seed = train.shuffle_seed();
+        self.view.num_training_batches = self.position.train_batches;
+        if let Some(why) = self.nothing_to_train() {
+            if self.dist.env.is_global_zero() {
+                eprintln!("warning: {why}: nothing will be trained");
+            }
+        }
+        Ok((train, val, start))
+    }
+
     /// What callbacks see of the run from `on_fit_start` on, and the hyperparameters logged.
     fn publish_fit(&mut self) -> Result<()> {
         let view = &mut *self.view;
         view.loss_scale = self.optimization.loss_scale();
-        view.num_training_batches = self.position.train_batches;
         view.model_parameters = super::super::ParamInfo::of_module(&*self.model)?;
         view.model_layers = <M as crate::spec::Layers>::LAYERS;
         self.view.update_bn_refused = self.update_bn_refusal()?;
@@ -65,23 +88,39 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The validation batches run before training to catch bugs early
-    /// (`num_sanity_val_steps`); their metrics are discarded.
-    fn sanity_check(&mut self, val: &[DataLoader<DM::EvalSample>]) -> Result<()> {
+    /// (`num_sanity_val_steps`), their metrics discarded; the validation loaders, made after
+    /// `on_sanity_check_start` as Lightning makes them, or `None` when there is no sanity
+    /// check. It runs when the module validates and the settings allow (Lightning's rule:
+    /// the loaders are not asked first); loaders that yield no batch run no validation hooks.
+    fn sanity_check(&mut self) -> Result<Option<Vec<DataLoader<DM::EvalSample>>>> {
         let n = self.settings.num_sanity_val_steps;
-        let limit = &self.settings.limit_val_batches;
-        let mut any = false;
-        for loader in val {
-            any |= n.min(limit.of(loader.len_largest_share(), "limit_val_batches")?) > 0;
-        }
-        if !any {
-            return Ok(());
+        let off = matches!(
+            self.settings.limit_val_batches,
+            Limit::Count(0) | Limit::Fraction(0.0)
+        );
+        if !M::HAS_VALIDATION_STEP || n == 0 || off {
+            return Ok(None);
         }
         self.view.sanity_checking = true;
-        hook!(self, on_sanity_check_start());
-        self.evaluate(val, Stage::Validate, Some(n))?;
-        hook!(self, on_sanity_check_end());
+        for cb in self.callbacks.iter_mut() {
+            cb.on_sanity_check_start(self.view);
+        }
+        self.after_hook()?;
+        let val = self.val_loaders()?;
+        let limit = &self.settings.limit_val_batches;
+        let mut any = false;
+        for loader in &val {
+            any |= n.min(limit.of(loader.len_largest_share(), "limit_val_batches")?) > 0;
+        }
+        if any {
+            self.evaluate(&val, Stage::Validate, Some(n))?;
+        }
+        for cb in self.callbacks.iter_mut() {
+            cb.on_sanity_check_end(self.view);
+        }
+        self.after_hook()?;
         self.view.sanity_checking = false;
-        Ok(())
+        Ok(Some(val))
     }
 
     /// Why `fit` will train no batch at all, when it will not: a limit of zero, or a

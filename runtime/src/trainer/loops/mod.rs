@@ -241,16 +241,16 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(result)
     }
 
-    /// Lightning's `on_exception`: the callbacks', then the module's, with the error that ends
-    /// the run (before the loggers are flushed and closed); then the checkpoints they asked
-    /// for (`OnExceptionCheckpoint`), where every rank can take part: in a run of one, or when
+    /// Lightning's `on_exception`: the callbacks', then the data module's, with the error that
+    /// ends the run (before the loggers are flushed and closed; no `teardown`); then the
+    /// checkpoints they asked for (`OnExceptionCheckpoint`), where every rank can take part: in a run of one, or when
     /// the ranks stop together (a signal). A failed save is said, not returned: the error that
     /// ended the run is the one the caller gets.
     fn on_exception(&mut self, error: &Error) {
         for cb in self.callbacks.iter_mut() {
             cb.on_exception(self.view, error);
         }
-        self.model.on_exception(self.view, error);
+        self.dm.on_exception(error);
         let together = self.dist.env.world_size == 1 || matches!(error, Error::Interrupted { .. });
         if !together {
             self.view.checkpoint_saves.clear();
