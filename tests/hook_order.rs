@@ -6,14 +6,16 @@
 //! and fulmen does not are listed below, each with its reason; the test fails when the list
 //! is out of date either way.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use fulmen::optim::{Interval, LrScheduler, StepLR};
 use fulmen::prelude::*;
 use fulmen::serde_json::{self, Value};
 use fulmen::TrainerBuilder;
+
+#[path = "support/hook_recording.rs"]
+mod recording;
+use recording::{data, recorded, samples, Log, ManualRecorded, Spy};
 
 /// Lightning's hooks that fulmen does not have, by `who:hook`, and why.
 const NOT_IN_FULMEN: &[(&str, &str)] = &[
@@ -22,7 +24,6 @@ const NOT_IN_FULMEN: &[(&str, &str)] = &[
         "module:configure_gradient_clipping",
         "not built yet (issue 27)",
     ),
-    ("module:configure_model", "not built yet (issue 27)"),
     ("module:lr_scheduler_step", "not built yet (issue 27)"),
     ("module:optimizer_step", "not built yet (issue 27)"),
     ("module:optimizer_zero_grad", "not built yet (issue 27)"),
@@ -35,21 +36,6 @@ const NOT_IN_FULMEN: &[(&str, &str)] = &[
         "not built yet (issue 27)",
     ),
     ("module:on_after_batch_transfer", "not built yet (issue 27)"),
-    (
-        "module:on_validation_model_eval",
-        "not built yet (issue 27)",
-    ),
-    (
-        "module:on_validation_model_train",
-        "not built yet (issue 27)",
-    ),
-    (
-        "module:on_validation_model_zero_grad",
-        "not built yet (issue 27)",
-    ),
-    ("module:on_test_model_eval", "not built yet (issue 27)"),
-    ("module:on_test_model_train", "not built yet (issue 27)"),
-    ("module:on_predict_model_eval", "not built yet (issue 27)"),
     ("module:prepare_data", "not built yet (issue 27)"),
     ("module:train_dataloader", "not built yet (issue 27)"),
     ("module:val_dataloader", "not built yet (issue 27)"),
@@ -68,12 +54,6 @@ const NOT_IN_FULMEN: &[(&str, &str)] = &[
         "not built yet (issue 27)",
     ),
 ];
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn rec(log: &Log, who: &str, what: impl AsRef<str>) {
-    log.borrow_mut().push(format!("{who}:{}", what.as_ref()));
-}
 
 /// Lightning's recording: the hooks it knows, and each scenario's calls.
 struct Fixture {
@@ -139,6 +119,13 @@ fn fulmen_hooks() -> BTreeSet<String> {
         "on_load_checkpoint",
     ];
     let module = [
+        "configure_model",
+        "on_validation_model_eval",
+        "on_validation_model_train",
+        "on_validation_model_zero_grad",
+        "on_test_model_eval",
+        "on_test_model_train",
+        "on_predict_model_eval",
         "configure_callbacks",
         "configure_optimizers",
         "training_step",
@@ -176,306 +163,6 @@ fn fulmen_hooks() -> BTreeSet<String> {
         all.insert(format!("datamodule:{name}"));
     }
     all
-}
-
-#[lightning_module]
-struct Recorded {
-    layer: Linear<2, 2>,
-    #[skip]
-    log: Log,
-    /// `training_step` fails at this batch.
-    #[skip]
-    fail_at: Option<usize>,
-    /// A scheduler stepped every optimizer step.
-    #[skip]
-    scheduler: bool,
-}
-
-/// `impl` with `body` and every hook the module and the callback share, each recording its
-/// call as `who` (written out here, not by inner macros: `#[lightning_module]` must see them).
-macro_rules! with_hooks {
-    ($who:literal, $(#[$($attr:tt)*])? [$($head:tt)*] { $($body:tt)* }) => {
-        $(#[$($attr)*])?
-        $($head)* {
-            $($body)*
-            fn setup(&mut self, _t: &mut TrainerView, stage: Stage) {
-                rec(&self.log, $who, format!("setup({stage})"))
-            }
-            fn teardown(&mut self, _t: &mut TrainerView, stage: Stage) {
-                rec(&self.log, $who, format!("teardown({stage})"))
-            }
-            fn on_fit_start(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_fit_start") }
-            fn on_fit_end(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_fit_end") }
-            fn on_train_start(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_train_start") }
-            fn on_train_end(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_train_end") }
-            fn on_train_epoch_start(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_train_epoch_start")
-            }
-            fn on_train_epoch_end(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_train_epoch_end")
-            }
-            fn on_train_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_train_batch_start({i})"))
-            }
-            fn on_train_batch_end(&mut self, _t: &mut TrainerView, _loss: f64, i: usize) {
-                rec(&self.log, $who, format!("on_train_batch_end({i})"))
-            }
-            fn on_before_zero_grad(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_before_zero_grad")
-            }
-            fn on_before_backward(&mut self, _t: &mut TrainerView, _loss: f64) {
-                rec(&self.log, $who, "on_before_backward")
-            }
-            fn on_after_backward(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_after_backward")
-            }
-            fn on_before_optimizer_step(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_before_optimizer_step")
-            }
-            fn on_validation_start(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_validation_start")
-            }
-            fn on_validation_end(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_validation_end")
-            }
-            fn on_validation_epoch_start(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_validation_epoch_start")
-            }
-            fn on_validation_epoch_end(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_validation_epoch_end")
-            }
-            fn on_validation_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_validation_batch_start({i})"))
-            }
-            fn on_validation_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_validation_batch_end({i})"))
-            }
-            fn on_test_start(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_test_start") }
-            fn on_test_end(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_test_end") }
-            fn on_test_epoch_start(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_test_epoch_start")
-            }
-            fn on_test_epoch_end(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_test_epoch_end")
-            }
-            fn on_test_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_test_batch_start({i})"))
-            }
-            fn on_test_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_test_batch_end({i})"))
-            }
-            fn on_predict_start(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_predict_start")
-            }
-            fn on_predict_end(&mut self, _t: &mut TrainerView) { rec(&self.log, $who, "on_predict_end") }
-            fn on_predict_epoch_start(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_predict_epoch_start")
-            }
-            fn on_predict_epoch_end(&mut self, _t: &mut TrainerView) {
-                rec(&self.log, $who, "on_predict_epoch_end")
-            }
-            fn on_predict_batch_start(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_predict_batch_start({i})"))
-            }
-            fn on_predict_batch_end(&mut self, _t: &mut TrainerView, i: usize) {
-                rec(&self.log, $who, format!("on_predict_batch_end({i})"))
-            }
-            fn on_save_checkpoint(
-                &mut self,
-                _t: &mut TrainerView,
-                _c: &mut fulmen::checkpoint::Checkpoint,
-            ) {
-                rec(&self.log, $who, "on_save_checkpoint")
-            }
-        }
-    };
-}
-
-fn recorded(log: &Log) -> Recorded<f32, Cpu> {
-    let mut model = Recorded::new();
-    model.log = log.clone();
-    model
-}
-
-with_hooks!("module", #[lightning_module] [impl Recorded] {
-    fn training_step(
-        &mut self,
-        (x, y): ClassBatch<2, 2, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> fulmen::Result<Loss<E, D>> {
-        let i = ctx.batch_idx();
-        rec(&self.log, "module", format!("training_step({i})"));
-        if self.fail_at == Some(i) {
-            return Err(fulmen::Error::msg("the disk is gone"));
-        }
-        let logits = self.layer.forward(ctx.trace(x));
-        Ok(cross_entropy_with_logits_loss(logits, y.one_hot()))
-    }
-    fn validation_step(&mut self, _batch: ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) {
-        let i = ctx.batch_idx();
-        rec(&self.log, "module", format!("validation_step({i})"));
-    }
-    fn test_step(&mut self, _batch: ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) {
-        let i = ctx.batch_idx();
-        rec(&self.log, "module", format!("test_step({i})"));
-    }
-    fn predict_step(
-        &mut self,
-        (x, _): ClassBatch<2, 2, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> usize {
-        let i = ctx.batch_idx();
-        rec(&self.log, "module", format!("predict_step({i})"));
-        x.shape().0
-    }
-    fn configure_optimizers(&self) -> Optim {
-        rec(&self.log, "module", "configure_optimizers");
-        match self.scheduler {
-            true => Optim::sgd(0.1)
-                .scheduler(LrScheduler::from(StepLR::new(1, 0.5)).interval(Interval::Step)),
-            false => Optim::sgd(0.1),
-        }
-    }
-    fn configure_callbacks(&mut self) -> Vec<Box<dyn Callback>> {
-        rec(&self.log, "module", "configure_callbacks");
-        Vec::new()
-    }
-    fn on_load_checkpoint(
-        &mut self,
-        _t: &mut TrainerView,
-        _c: &mut fulmen::checkpoint::Checkpoint,
-    ) {
-        rec(&self.log, "module", "on_load_checkpoint")
-    }
-});
-
-/// A module that steps its optimizer itself.
-#[lightning_module]
-struct ManualRecorded {
-    layer: Linear<2, 2>,
-    #[skip]
-    log: Log,
-}
-
-with_hooks!("module", #[lightning_module(manual_optimization)] [impl ManualRecorded] {
-    fn training_step(
-        &mut self,
-        (x, y): ClassBatch<2, 2, E, D>,
-        ctx: &mut StepContext<E, D>,
-    ) -> fulmen::Result<()> {
-        let i = ctx.batch_idx();
-        rec(&self.log, "module", format!("training_step({i})"));
-        let [opt] = ctx.optimizers()?;
-        let loss = cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot());
-        ctx.manual_backward(loss, self)?;
-        ctx.step(opt, self)?;
-        ctx.zero_grad(opt, self)?;
-        rec(&self.log, "module", format!("training_step({i}) returns"));
-        Ok(())
-    }
-    fn validation_step(&mut self, _batch: ClassBatch<2, 2, E, D>, ctx: &mut StepContext<E, D>) {
-        let i = ctx.batch_idx();
-        rec(&self.log, "module", format!("validation_step({i})"));
-    }
-    fn configure_optimizers(&self) -> Optim {
-        rec(&self.log, "module", "configure_optimizers");
-        Optim::sgd(0.1)
-    }
-    fn configure_callbacks(&mut self) -> Vec<Box<dyn Callback>> {
-        rec(&self.log, "module", "configure_callbacks");
-        Vec::new()
-    }
-});
-
-/// A stateful callback recording every hook.
-struct Spy {
-    log: Log,
-}
-
-with_hooks!("callback", [impl Callback for Spy] {
-    fn on_load_checkpoint(&mut self, _t: &mut TrainerView, _c: &fulmen::checkpoint::Checkpoint) {
-        rec(&self.log, "callback", "on_load_checkpoint")
-    }
-    fn on_exception(&mut self, _t: &mut TrainerView, error: &fulmen::Error) {
-        rec(&self.log, "callback", format!("on_exception({error})"))
-    }
-    fn state_dict(&self) -> Option<Value> {
-        rec(&self.log, "callback", "state_dict");
-        Some(serde_json::json!({ "seen": 1 }))
-    }
-    fn load_state_dict(&mut self, _state: &Value) -> fulmen::Result<()> {
-        rec(&self.log, "callback", "load_state_dict");
-        Ok(())
-    }
-    fn on_sanity_check_start(&mut self, _t: &mut TrainerView) {
-        rec(&self.log, "callback", "on_sanity_check_start")
-    }
-    fn on_sanity_check_end(&mut self, _t: &mut TrainerView) {
-        rec(&self.log, "callback", "on_sanity_check_end")
-    }
-});
-
-type Sample = ([f32; 2], Class<2>);
-
-fn samples(n: usize) -> InMemoryDataset<Sample> {
-    let each = (0..n).map(|i| ([i as f32, 1.0], Class::new(i % 2).unwrap()));
-    InMemoryDataset::new(each.collect())
-}
-
-/// The fixture's data module: its state (a curriculum stage) goes into checkpoints.
-#[data_module]
-struct Data {
-    #[skip]
-    log: Log,
-    #[skip]
-    stage: u64,
-}
-
-#[data_module]
-impl Data {
-    fn prepare_data(&mut self) {
-        rec(&self.log, "datamodule", "prepare_data")
-    }
-    fn setup(&mut self, stage: Stage) {
-        rec(&self.log, "datamodule", format!("setup({stage})"))
-    }
-    fn teardown(&mut self, stage: Stage) {
-        rec(&self.log, "datamodule", format!("teardown({stage})"))
-    }
-    fn train_dataloader(&mut self) -> DataLoader<Sample> {
-        rec(&self.log, "datamodule", "train_dataloader");
-        DataLoader::new(samples(4), 2)
-    }
-    fn val_dataloader(&mut self) -> DataLoader<Sample> {
-        rec(&self.log, "datamodule", "val_dataloader");
-        DataLoader::new(samples(2), 2)
-    }
-    fn test_dataloader(&mut self) -> DataLoader<Sample> {
-        rec(&self.log, "datamodule", "test_dataloader");
-        DataLoader::new(samples(3), 2)
-    }
-    fn predict_dataloader(&mut self) -> DataLoader<Sample> {
-        rec(&self.log, "datamodule", "predict_dataloader");
-        DataLoader::new(samples(3), 2)
-    }
-    fn state_dict(&self) -> Value {
-        rec(&self.log, "datamodule", "state_dict");
-        serde_json::json!({ "stage": self.stage })
-    }
-    fn load_state_dict(&mut self, state: &Value) {
-        rec(&self.log, "datamodule", "load_state_dict");
-        self.stage = state["stage"].as_u64().unwrap_or_default();
-    }
-    fn on_exception(&mut self, error: &fulmen::Error) {
-        rec(&self.log, "datamodule", format!("on_exception({error})"))
-    }
-}
-
-fn data(log: &Log) -> Data {
-    Data {
-        log: log.clone(),
-        stage: 0,
-    }
 }
 
 fn trainer(log: &Log, dir: &std::path::Path, epochs: usize) -> TrainerBuilder {

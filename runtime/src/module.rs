@@ -111,6 +111,33 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     ) {
     }
 
+    /// In every stage, after `setup` and before anything is restored or the optimizers are
+    /// configured (Lightning's `configure_model`): where a module makes or changes its layers
+    /// for the stage (loads a pretrained backbone, say). Each stage calls it again on the same
+    /// module: make it idempotent.
+    fn configure_model(&mut self, _trainer: &mut crate::TrainerView) {}
+
+    /// When a validation loop starts, before `on_validation_start`. Lightning's default puts
+    /// the model in eval mode; fulmen's layers have no mode to switch (`validation_step` runs
+    /// them with `forward`), so by default nothing: where a module swaps in the weights it
+    /// evaluates (an average, say).
+    fn on_validation_model_eval(&mut self, _trainer: &mut crate::TrainerView) {}
+    /// When a validation loop ends, after `on_validation_end`: undoes
+    /// [`on_validation_model_eval`](Self::on_validation_model_eval).
+    fn on_validation_model_train(&mut self, _trainer: &mut crate::TrainerView) {}
+    /// In `fit`, before a validation loop that does not fall inside an accumulation window.
+    /// Lightning's default frees the gradients; fulmen's are zero after each step already and
+    /// stay allocated for the next, so by default nothing.
+    fn on_validation_model_zero_grad(&mut self, _trainer: &mut crate::TrainerView) {}
+    /// When the test loop starts, before `on_test_start` (as
+    /// [`on_validation_model_eval`](Self::on_validation_model_eval)).
+    fn on_test_model_eval(&mut self, _trainer: &mut crate::TrainerView) {}
+    /// When the test loop ends, after `on_test_end`.
+    fn on_test_model_train(&mut self, _trainer: &mut crate::TrainerView) {}
+    /// When the prediction loop starts, before `on_predict_start` (no `…_model_train`
+    /// follows it, as in Lightning).
+    fn on_predict_model_eval(&mut self, _trainer: &mut crate::TrainerView) {}
+
     crate::__lifecycle_hooks!();
 }
 

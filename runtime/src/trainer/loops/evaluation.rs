@@ -43,6 +43,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.progress.start(label.into(), totals.iter().sum());
         }
         if test {
+            self.model.on_test_model_eval(self.view);
+        } else {
+            self.model.on_validation_model_eval(self.view);
+        }
+        self.after_hook()?;
+        if test {
             hook!(self, on_test_start());
             hook!(self, on_test_epoch_start());
         } else {
@@ -87,6 +93,12 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             hook!(self, on_validation_end());
             self.weights_hook(At::ValidationEnd, false)?;
         }
+        if test {
+            self.model.on_test_model_train(self.view);
+        } else {
+            self.model.on_validation_model_train(self.view);
+        }
+        self.after_hook()?;
         if !self.view.sanity_checking {
             self.log_epoch(&reduced)?;
             if standalone {

@@ -222,6 +222,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.dist.collective.barrier()?;
         self.dm.setup(stage)?;
         hook!(self, setup(stage));
+        self.model.configure_model(self.view);
+        self.after_hook()?;
         let mut result = RunResult {
             metrics: BTreeMap::new(),
         };

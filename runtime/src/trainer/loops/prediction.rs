@@ -15,6 +15,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     pub(super) fn predict(&mut self, loader: &DataLoader<DM::PredictSample>) -> Result<()> {
         loader.validate("predict_dataloader")?;
         self.progress.start("Predicting".into(), loader.len());
+        self.model.on_predict_model_eval(self.view);
+        self.after_hook()?;
         hook!(self, on_predict_start());
         hook!(self, on_predict_epoch_start());
         let total =

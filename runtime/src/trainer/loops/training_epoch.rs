@@ -65,7 +65,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             // the check of max_steps.
             let stop = self.stop_requested(epoch);
             if !val.is_empty() && (stop || (batch_idx + 1).is_multiple_of(val_every)) {
-                self.evaluate(val, Stage::Validate, None)?;
+                self.validate_in_fit(val)?;
                 done.validated_after = Some(batch_idx + 1);
             }
             if stop || (step_now && self.max_steps_reached()) {
@@ -295,6 +295,20 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok((value, logs, None))
     }
 
+    /// A validation loop inside `fit`: the module's `on_validation_model_zero_grad` first,
+    /// unless gradients of a window wait for their step (Lightning's rule).
+    fn validate_in_fit(&mut self, val: &[DataLoader<DM::EvalSample>]) -> Result<()> {
+        if !self
+            .position
+            .accumulating(self.view.accumulate_grad_batches)
+        {
+            self.model.on_validation_model_zero_grad(self.view);
+            self.after_hook()?;
+        }
+        self.evaluate(val, Stage::Validate, None)?;
+        Ok(())
+    }
+
     /// The end of an epoch: its remaining validation, its metrics, `on_train_epoch_end` (the
     /// monitoring callbacks after the module), the epoch-interval scheduler.
     fn end_epoch(
@@ -313,7 +327,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // A run resumed after the epoch's last batch still owes its end-of-epoch validation.
         let owed = total.is_multiple_of(val_every) && done.validated_after != Some(total);
         if !val.is_empty() && !done.stopped && owed {
-            self.evaluate(val, Stage::Validate, None)?;
+            self.validate_in_fit(val)?;
         }
         // Training values logged with `sync_dist` are reduced over the ranks.
         let mut metrics = std::mem::take(&mut self.position.epoch_metrics);
