@@ -75,7 +75,7 @@ impl Swapping {
                 .map(|v| v.to_f32().unwrap_or(f32::NAN))
                 .collect(),
         );
-        self.layer.weight.copy_from(&vec![E::zero(); 4]);
+        self.layer.weight.copy_from(&[E::zero(); 4]);
     }
     fn on_validation_model_train(&mut self, _trainer: &mut TrainerView) {
         if let Some(kept) = self.kept.take() {
