@@ -106,3 +106,146 @@ fn validation_sees_the_weights_its_hooks_swap_in_and_training_goes_on_with_its_o
     trainer.validate_loader(&mut model, loader(2)).unwrap();
     assert_eq!(model.configured, 2, "and validate once more");
 }
+
+/// What `Stepping`'s optimization hooks do.
+#[derive(Default, Clone, Copy, PartialEq)]
+enum Plan {
+    /// The defaults.
+    #[default]
+    Defaults,
+    /// After each step, the next step's rate: 0.01 × steps done.
+    WarmUp,
+    /// This step's rate 0 (the weights stay, the steps count).
+    RateZero,
+    /// No step.
+    Skip,
+    /// Clipped to 0 by value (the weights stay).
+    ClipToZero,
+    /// Clipped at NaN.
+    ClipAtNan,
+    /// The scheduler held back for the first two steps.
+    HoldScheduler,
+}
+
+#[lightning_module]
+struct Stepping {
+    layer: Linear<2, 2>,
+    #[skip]
+    plan: Plan,
+    /// The first optimizer's rate at each training batch's start.
+    #[skip]
+    rates: Vec<f64>,
+}
+
+#[lightning_module]
+impl Stepping {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        let sgd = Optim::sgd(0.1);
+        match self.plan {
+            Plan::HoldScheduler => sgd.scheduler(
+                fulmen::optim::LrScheduler::from(fulmen::optim::StepLR::new(1, 0.5))
+                    .interval(fulmen::optim::Interval::Step),
+            ),
+            _ => sgd,
+        }
+    }
+    fn on_train_batch_start(&mut self, trainer: &mut TrainerView, _batch_idx: usize) {
+        self.rates.push(trainer.optimizers()[0].groups[0].0);
+    }
+    fn optimizer_step(
+        &mut self,
+        trainer: &mut TrainerView,
+        _epoch: usize,
+        _batch_idx: usize,
+        optimizer: &mut fulmen::optim::OptimizerStep,
+    ) {
+        match self.plan {
+            Plan::Skip => {}
+            Plan::RateZero => {
+                optimizer.set_lr(0.0);
+                optimizer.step();
+            }
+            Plan::WarmUp => {
+                optimizer.step();
+                optimizer.set_lr(0.01 * (trainer.global_step() + 1) as f64);
+            }
+            _ => optimizer.step(),
+        }
+    }
+    fn configure_gradient_clipping(
+        &mut self,
+        _trainer: &mut TrainerView,
+        clipping: &mut fulmen::optim::GradientClipping,
+    ) {
+        match self.plan {
+            Plan::ClipToZero => clipping.clip_gradients(0.0, fulmen::optim::ClipAlgorithm::Value),
+            Plan::ClipAtNan => {
+                clipping.clip_gradients(f64::NAN, fulmen::optim::ClipAlgorithm::Norm)
+            }
+            _ => {}
+        }
+    }
+    fn lr_scheduler_step(
+        &mut self,
+        trainer: &mut TrainerView,
+        scheduler: &mut fulmen::optim::SchedulerStep,
+    ) {
+        if self.plan != Plan::HoldScheduler || trainer.global_step() > 2 {
+            scheduler.step();
+        }
+    }
+}
+
+/// `plan` fitted for 2 epochs of 2 batches: the rates at each batch's start, whether the
+/// weights changed, and the steps counted (or the error).
+fn stepped(plan: Plan) -> fulmen::Result<(Vec<f64>, bool, usize)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Stepping::<f32, Cpu>::new();
+    model.plan = plan;
+    let before = model.layer.weight.as_vec();
+    let mut trainer = trainer(dir.path());
+    trainer.fit_loaders(&mut model, loader(4), None)?;
+    let changed = model.layer.weight.as_vec() != before;
+    Ok((model.rates, changed, trainer.global_step()))
+}
+
+#[test]
+fn optimizer_step_sets_the_rates_of_this_step_or_the_next_and_may_skip_it() {
+    let (rates, changed, steps) = stepped(Plan::Defaults).unwrap();
+    assert_eq!((rates, changed, steps), (vec![0.1; 4], true, 4));
+    let (rates, changed, steps) = stepped(Plan::WarmUp).unwrap();
+    assert_eq!(
+        rates,
+        [0.1, 0.01, 0.02, 0.03],
+        "set after the step: the next's"
+    );
+    assert_eq!((changed, steps), (true, 4));
+    let (_, changed, steps) = stepped(Plan::RateZero).unwrap();
+    assert_eq!((changed, steps), (false, 4), "set before the step: its own");
+    let (_, changed, steps) = stepped(Plan::Skip).unwrap();
+    assert_eq!((changed, steps), (false, 0), "no step, none counted");
+}
+
+#[test]
+fn configure_gradient_clipping_chooses_the_clipping_and_refuses_a_bad_value() {
+    let (_, changed, steps) = stepped(Plan::ClipToZero).unwrap();
+    assert_eq!((changed, steps), (false, 4));
+    let err = stepped(Plan::ClipAtNan).unwrap_err().to_string();
+    assert!(
+        err.contains("configure_gradient_clipping") && err.contains("NaN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lr_scheduler_step_may_hold_a_scheduler_back() {
+    let (rates, _, _) = stepped(Plan::HoldScheduler).unwrap();
+    assert_eq!(rates, [0.1, 0.1, 0.1, 0.05]);
+}

@@ -83,6 +83,23 @@ pub(crate) const KNOWN: &[Known] = &[
     hook("on_test_model_eval", &[TRAINER]),
     hook("on_test_model_train", &[TRAINER]),
     hook("on_predict_model_eval", &[TRAINER]),
+    hook(
+        "optimizer_step",
+        &[
+            TRAINER,
+            "epoch: usize",
+            "batch_idx: usize",
+            "optimizer: &mut fulmen::optim::OptimizerStep",
+        ],
+    ),
+    hook(
+        "configure_gradient_clipping",
+        &[TRAINER, "clipping: &mut fulmen::optim::GradientClipping"],
+    ),
+    hook(
+        "lr_scheduler_step",
+        &[TRAINER, "scheduler: &mut fulmen::optim::SchedulerStep"],
+    ),
     hook("teardown", &[TRAINER, "stage: Stage"]),
     hook("on_fit_start", &[TRAINER]),
     hook("on_fit_end", &[TRAINER]),

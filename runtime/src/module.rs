@@ -138,6 +138,46 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     /// follows it, as in Lightning).
     fn on_predict_model_eval(&mut self, _trainer: &mut crate::TrainerView) {}
 
+    /// At the end of each accumulation window under automatic optimization, after
+    /// `on_after_backward` and before `on_before_optimizer_step` (Lightning's `optimizer_step`,
+    /// whose closure ran the window's last `training_step` and backward by then): takes the
+    /// step with [`optimizer.step()`](crate::optim::OptimizerStep::step). Override it to set
+    /// the rates by hand (a warm-up) or to skip steps; see [`crate::optim::OptimizerStep`].
+    fn optimizer_step(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        _epoch: usize,
+        _batch_idx: usize,
+        optimizer: &mut crate::optim::OptimizerStep,
+    ) {
+        optimizer.step();
+    }
+
+    /// Before the automatic step, after `on_before_optimizer_step` (Lightning's
+    /// `configure_gradient_clipping`): clips by the trainer's `gradient_clip_val` and
+    /// `gradient_clip_algorithm`. Override it to clip otherwise (by epoch, say).
+    fn configure_gradient_clipping(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        clipping: &mut crate::optim::GradientClipping,
+    ) {
+        if let Some(val) = clipping.gradient_clip_val() {
+            clipping.clip_gradients(val, clipping.gradient_clip_algorithm());
+        }
+    }
+
+    /// When a scheduler is due under automatic optimization (after the step, for one on
+    /// steps; at the epoch's end, for one on epochs): steps it
+    /// ([`scheduler.step()`](crate::optim::SchedulerStep::step), Lightning's
+    /// `lr_scheduler_step`). Override it to hold a schedule back (during a warm-up, say).
+    fn lr_scheduler_step(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        scheduler: &mut crate::optim::SchedulerStep,
+    ) {
+        scheduler.step();
+    }
+
     crate::__lifecycle_hooks!();
 }
 

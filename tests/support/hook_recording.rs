@@ -153,6 +153,31 @@ macro_rules! module_with_hooks {
             fn on_predict_model_eval(&mut self, _t: &mut TrainerView) {
                 rec(&self.log, "module", "on_predict_model_eval")
             }
+            fn optimizer_step(
+                &mut self,
+                _t: &mut TrainerView,
+                _epoch: usize,
+                i: usize,
+                optimizer: &mut fulmen::optim::OptimizerStep,
+            ) {
+                rec(&self.log, "module", format!("optimizer_step({i})"));
+                optimizer.step();
+            }
+            fn configure_gradient_clipping(
+                &mut self,
+                _t: &mut TrainerView,
+                _clipping: &mut fulmen::optim::GradientClipping,
+            ) {
+                rec(&self.log, "module", "configure_gradient_clipping")
+            }
+            fn lr_scheduler_step(
+                &mut self,
+                _t: &mut TrainerView,
+                scheduler: &mut fulmen::optim::SchedulerStep,
+            ) {
+                rec(&self.log, "module", "lr_scheduler_step");
+                scheduler.step();
+            }
         });
     };
 }

@@ -17,6 +17,7 @@ mod config;
 pub(crate) mod grads;
 pub mod scheduler;
 mod state;
+mod step_hooks;
 
 pub use clip::{Clip, ClipAlgorithm};
 pub(crate) use config::{check_field, field_matches};
@@ -27,3 +28,4 @@ pub use scheduler::{
 };
 pub(crate) use state::check_fields;
 pub use state::Optimizer;
+pub use step_hooks::{GradientClipping, OptimizerStep, SchedulerStep};

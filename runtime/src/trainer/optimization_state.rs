@@ -87,6 +87,20 @@ impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
         Ok(taken)
     }
 
+    /// Whether a group's scheduler is due on `interval` at `count` (steps or epochs done),
+    /// and the value the first due one monitors, if logged.
+    pub fn due(
+        &self,
+        interval: Interval,
+        count: usize,
+        metrics: &BTreeMap<String, f64>,
+    ) -> Option<Option<f64>> {
+        let scheduler = self
+            .schedulers()
+            .find(|s| s.interval() == interval && count.is_multiple_of(s.frequency()))?;
+        Some(scheduler.monitor().and_then(|m| metrics.get(m).copied()))
+    }
+
     /// Steps each group's scheduler if it runs on `interval` and `count` (steps or epochs
     /// done) is a multiple of its frequency; its rates become the group's next step's.
     /// `metrics` are what `ReduceLROnPlateau` monitors. Returns whether one stepped.

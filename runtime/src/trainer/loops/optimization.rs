@@ -21,7 +21,10 @@ use crate::distributed::Strategy;
 use crate::module::LightningModule;
 use crate::optim::grads::Selected;
 use crate::optim::scheduler::Rates;
-use crate::optim::{grads, Clip, ClipAlgorithm, Interval, Optim, OptimKind, Optimizer, Scheduler};
+use crate::optim::{
+    grads, Clip, ClipAlgorithm, GradientClipping, Interval, Optim, OptimKind, Optimizer,
+    OptimizerStep, Scheduler, SchedulerStep,
+};
 use crate::trainer::optimization_state::{Configured, Grouped};
 use crate::walk::{Params, Tensors};
 use crate::weights::At;
@@ -264,42 +267,98 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         Ok(())
     }
 
-    /// At the end of an accumulation window: the gradients averaged over the ranks and
-    /// checked, `on_before_optimizer_step`, clipping, the step, zeroed gradients, the
-    /// step-interval scheduler.
-    pub(super) fn optimizer_step(&mut self) -> Result<()> {
+    /// At the end of an accumulation window: the module's `optimizer_step`, which takes the
+    /// step (or skips it) with the rates it sets; the step is the gradients averaged over the
+    /// ranks and checked, `on_before_optimizer_step`, `configure_gradient_clipping`, the
+    /// clipped step, zeroed gradients, the step-interval scheduler.
+    pub(super) fn optimizer_step(&mut self, batch_idx: usize) -> Result<()> {
+        let lrs = match self.optimization.optimizers.first() {
+            Some(first) => first.rates().iter().map(|r| r.lr).collect(),
+            None => return Ok(()),
+        };
+        let mut asked = OptimizerStep::new(lrs);
+        let epoch = self.view.current_epoch;
+        (self.model).optimizer_step(self.view, epoch, batch_idx, &mut asked);
+        self.after_hook()?;
+        let (stepped, before, after) = asked.into_parts();
+        self.view
+            .lr_requests
+            .extend(before.iter().map(|r| (0, r.group, r.lr)));
+        if !stepped {
+            // As Lightning's skipped step: the window's gradients do not reach a step.
+            return match self.optimization.full_shard.clone() {
+                Some(run) => {
+                    run.borrow_mut().zero_grads();
+                    Ok(())
+                }
+                None => self.drop_grads(),
+            };
+        }
         match self.optimization.full_shard.clone() {
             Some(run) => self.sharded_step(&run)?,
-            None => {
-                let Some(mut grads) = self.optimization.grads.take() else {
-                    return Ok(());
-                };
-                let finite = self.finish_window(&mut grads)?;
-                hook!(self, on_before_optimizer_step());
-                if finite {
-                    self.optimization.grads = Some(grads);
-                    self.weights_hook(At::BeforeOptimizerStep, true)?;
-                    let Some(taken) = self.optimization.grads.take() else {
-                        return Ok(());
-                    };
-                    grads = taken;
-                    let clip = self.clipping(&self.stepped()?, &mut grads)?;
-                    self.take_lr_request()?;
-                    if let Some(first) = self.optimization.optimizers.first_mut() {
-                        let rates = first.rates();
-                        first
-                            .optimizer
-                            .step_at(self.model, &mut grads, clip, &rates)?;
-                    }
-                    if let Some(shards) = &self.optimization.shards {
-                        shards.gather_params(&*self.dist.collective, &mut *self.model)?;
-                    }
-                }
-                self.optimization.grads = Some(self.zeroed(grads)?);
+            None => self.step()?,
+        }
+        // The rates set after the step are the next steps', unless a scheduler's step now
+        // yields others (as in Lightning, where the scheduler steps after `optimizer_step`).
+        let mut after: Vec<_> = after.iter().map(|r| (0, r.group, r.lr)).collect();
+        if let Some(first) = self.optimization.optimizers.first_mut() {
+            if first.take_requests(0, &mut after)? {
+                self.publish_rates();
             }
         }
         self.view.global_step += 1;
         self.step_scheduler(Interval::Step, self.view.global_step)
+    }
+
+    /// The step of the gradients summed over the window (not FULL_SHARD's).
+    fn step(&mut self) -> Result<()> {
+        let Some(mut grads) = self.optimization.grads.take() else {
+            return Ok(());
+        };
+        let finite = self.finish_window(&mut grads)?;
+        hook!(self, on_before_optimizer_step());
+        if finite {
+            self.optimization.grads = Some(grads);
+            self.weights_hook(At::BeforeOptimizerStep, true)?;
+            let Some(taken) = self.optimization.grads.take() else {
+                return Ok(());
+            };
+            grads = taken;
+        }
+        let clipping = self.configure_clipping()?;
+        if finite {
+            let clip = self.clipping(clipping, &self.stepped()?, &mut grads)?;
+            self.take_lr_request()?;
+            if let Some(first) = self.optimization.optimizers.first_mut() {
+                let rates = first.rates();
+                first
+                    .optimizer
+                    .step_at(self.model, &mut grads, clip, &rates)?;
+            }
+            if let Some(shards) = &self.optimization.shards {
+                shards.gather_params(&*self.dist.collective, &mut *self.model)?;
+            }
+        }
+        self.optimization.grads = Some(self.zeroed(grads)?);
+        Ok(())
+    }
+
+    /// The window's gradients zeroed, without a step.
+    fn drop_grads(&mut self) -> Result<()> {
+        if let Some(grads) = self.optimization.grads.take() {
+            self.optimization.grads = Some(self.zeroed(grads)?);
+        }
+        Ok(())
+    }
+
+    /// The module's `configure_gradient_clipping`: the clipping it chose for this step.
+    fn configure_clipping(&mut self) -> Result<Option<(f64, ClipAlgorithm)>> {
+        let s = self.settings;
+        let mut clipping = GradientClipping::new(s.gradient_clip_val, s.gradient_clip_algorithm);
+        self.model
+            .configure_gradient_clipping(self.view, &mut clipping);
+        self.after_hook()?;
+        Ok(clipping.chosen())
     }
 
     /// FULL_SHARD's step: the gradients were reduce-scattered by the backward, so each rank
@@ -313,9 +372,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // Not borrowed while hooks run: one may ask for a checkpoint.
         hook!(self, on_before_optimizer_step());
         self.weights_hook(At::BeforeOptimizerStep, false)?;
+        let clipping = self.configure_clipping()?;
         let mut run = run.borrow_mut();
         let FullShard { params, grads, .. } = &mut *run;
-        let clip = self.clipping(&*params, grads)?;
+        let clip = self.clipping(clipping, &*params, grads)?;
         self.take_lr_request()?;
         if let Some(first) = self.optimization.optimizers.first_mut() {
             let rates = first.rates();
@@ -371,16 +431,24 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         )))
     }
 
-    /// What clipping does to every gradient of `params` this step (done by the optimizer's
-    /// step, where the gradients live).
-    fn clipping(&self, params: &dyn Params<E, D>, grads: &mut Gradients<E, D>) -> Result<Clip> {
-        let max = match (
-            self.settings.gradient_clip_val,
-            self.settings.gradient_clip_algorithm,
-        ) {
-            (Some(c), ClipAlgorithm::Norm) => c,
-            (Some(c), ClipAlgorithm::Value) => return Ok(Clip::Clamp(c)),
-            (None, _) => return Ok(Clip::None),
+    /// What `clipping` (the hook's choice) does to every gradient of `params` this step
+    /// (done by the optimizer's step, where the gradients live).
+    fn clipping(
+        &self,
+        clipping: Option<(f64, ClipAlgorithm)>,
+        params: &dyn Params<E, D>,
+        grads: &mut Gradients<E, D>,
+    ) -> Result<Clip> {
+        if let Some((c, _)) = clipping.filter(|(c, _)| !(*c >= 0.0 && c.is_finite())) {
+            return Err(Error::config(
+                "configure_gradient_clipping",
+                format!("clips at {c}, which is not a finite value >= 0"),
+            ));
+        }
+        let max = match clipping {
+            Some((c, ClipAlgorithm::Norm)) => c,
+            Some((c, ClipAlgorithm::Value)) => return Ok(Clip::Clamp(c)),
+            None => return Ok(Clip::None),
         };
         let o = &self.optimization;
         let comm = &*self.dist.collective;
@@ -423,15 +491,29 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// Steps the schedulers that run on `interval` where `count` (steps or epochs done) is a
     /// multiple of their frequency; their rates are the next steps'.
+    /// Under automatic optimization each due scheduler goes through the module's
+    /// `lr_scheduler_step` first, which may hold it back.
     pub(in crate::trainer) fn step_scheduler(
         &mut self,
         interval: Interval,
         count: usize,
     ) -> Result<()> {
-        let metrics = &self.view.callback_metrics;
+        let manual = <M::Optimization as OptimizationMode>::MANUAL;
         let mut stepped = false;
-        for c in self.optimization.optimizers.iter_mut() {
-            stepped |= c.step_scheduler(interval, count, metrics)?;
+        for (index, c) in self.optimization.optimizers.iter_mut().enumerate() {
+            let metrics = &self.view.callback_metrics;
+            let Some(metric) = c.due(interval, count, metrics) else {
+                continue;
+            };
+            if !manual {
+                let mut asked = SchedulerStep::new(index, metric);
+                self.model.lr_scheduler_step(self.view, &mut asked);
+                self.view.take_error()?;
+                if !asked.stepped() {
+                    continue;
+                }
+            }
+            stepped |= c.step_scheduler(interval, count, &self.view.callback_metrics)?;
         }
         if stepped {
             self.publish_rates();

@@ -177,7 +177,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let step_now =
             (batch_idx + 1).is_multiple_of(k) || batch_idx + 1 == self.position.train_batches;
         if step_now {
-            self.optimizer_step()?;
+            self.optimizer_step(batch_idx)?;
         }
         Ok(step_now)
     }
