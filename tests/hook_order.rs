@@ -19,35 +19,34 @@ use recording::{data, recorded, samples, Log, ManualRecorded, Spy};
 
 /// Lightning's hooks that fulmen does not have, by `who:hook`, and why.
 const NOT_IN_FULMEN: &[(&str, &str)] = &[
-    ("module:backward", "not built yet (issue 27)"),
-    ("module:optimizer_zero_grad", "not built yet (issue 27)"),
-    (
-        "module:on_before_batch_transfer",
-        "not built yet (issue 27)",
-    ),
-    (
-        "module:transfer_batch_to_device",
-        "not built yet (issue 27)",
-    ),
-    ("module:on_after_batch_transfer", "not built yet (issue 27)"),
-    ("module:prepare_data", "not built yet (issue 27)"),
-    ("module:train_dataloader", "not built yet (issue 27)"),
-    ("module:val_dataloader", "not built yet (issue 27)"),
-    ("module:test_dataloader", "not built yet (issue 27)"),
-    ("module:predict_dataloader", "not built yet (issue 27)"),
-    (
-        "datamodule:on_before_batch_transfer",
-        "not built yet (issue 27)",
-    ),
-    (
-        "datamodule:transfer_batch_to_device",
-        "not built yet (issue 27)",
-    ),
-    (
-        "datamodule:on_after_batch_transfer",
-        "not built yet (issue 27)",
-    ),
+    ("module:backward", BACKWARD),
+    ("module:on_before_batch_transfer", TRANSFER),
+    ("module:transfer_batch_to_device", TRANSFER),
+    ("module:on_after_batch_transfer", TRANSFER),
+    ("datamodule:on_before_batch_transfer", TRANSFER),
+    ("datamodule:transfer_batch_to_device", TRANSFER),
+    ("datamodule:on_after_batch_transfer", TRANSFER),
+    ("module:prepare_data", MODULE_DATA),
+    ("module:train_dataloader", MODULE_DATA),
+    ("module:val_dataloader", MODULE_DATA),
+    ("module:test_dataloader", MODULE_DATA),
+    ("module:predict_dataloader", MODULE_DATA),
 ];
+
+/// Why `backward` is not a module's hook.
+const BACKWARD: &str = "dfdx's backward consumes the loss's tape; the trainer runs it where it \
+    divides by the accumulation window, unscales 16-mixed's gradients and reduce-scatters \
+    FULL_SHARD's, and what a module could change there (the loss) is training_step's to \
+    return. A module that differentiates its own way writes a manual step \
+    (ctx.manual_backward).";
+/// Why the batch-transfer hooks are missing.
+const TRANSFER: &str = "not built yet (issue 27): a batch is collated on the CPU in f32 and \
+    placed by the trainer (PlaceAs::collate, a function of the module's type); the hooks need \
+    the module (or data module) lent to the collation, in every placement.";
+/// Why the module's own data hooks are missing.
+const MODULE_DATA: &str = "not built yet (issue 27): a module that serves its own loaders \
+    needs the trainer to lend it to them while it trains it; Trainer::fit_loaders takes \
+    loaders without a data module meanwhile.";
 
 /// Lightning's recording: the hooks it knows, and each scenario's calls.
 struct Fixture {
@@ -121,6 +120,7 @@ fn fulmen_hooks() -> BTreeSet<String> {
         "on_test_model_train",
         "on_predict_model_eval",
         "optimizer_step",
+        "optimizer_zero_grad",
         "configure_gradient_clipping",
         "lr_scheduler_step",
         "configure_callbacks",

@@ -12,7 +12,12 @@ fn loader(n: usize) -> DataLoader<Sample> {
 }
 
 fn trainer(dir: &std::path::Path) -> Trainer {
+    in_precision(dir, "32-true")
+}
+
+fn in_precision(dir: &std::path::Path, precision: &str) -> Trainer {
     Trainer::builder()
+        .precision(precision.parse().unwrap())
         .max_epochs(2)
         .no_logger()
         .default_root_dir(dir)
@@ -125,6 +130,8 @@ enum Plan {
     ClipAtNan,
     /// The scheduler held back for the first two steps.
     HoldScheduler,
+    /// Gradients never zeroed: each step's add to all before.
+    NeverZero,
 }
 
 #[lightning_module]
@@ -179,6 +186,17 @@ impl Stepping {
             _ => optimizer.step(),
         }
     }
+    fn optimizer_zero_grad(
+        &mut self,
+        _trainer: &mut TrainerView,
+        _epoch: usize,
+        _batch_idx: usize,
+        optimizer: &mut fulmen::optim::ZeroGrad,
+    ) {
+        if self.plan != Plan::NeverZero {
+            optimizer.zero_grad();
+        }
+    }
     fn configure_gradient_clipping(
         &mut self,
         _trainer: &mut TrainerView,
@@ -206,14 +224,28 @@ impl Stepping {
 /// `plan` fitted for 2 epochs of 2 batches: the rates at each batch's start, whether the
 /// weights changed, and the steps counted (or the error).
 fn stepped(plan: Plan) -> fulmen::Result<(Vec<f64>, bool, usize)> {
+    let (rates, before, after, steps) = fitted(plan)?;
+    Ok((rates, before != after, steps))
+}
+
+/// A fit's rates at each batch's start, weights before and after, and steps.
+type Fitted = (Vec<f64>, Vec<f32>, Vec<f32>, usize);
+
+/// `plan` fitted as [`stepped`] does, from weights of seed 0.
+fn fitted(plan: Plan) -> fulmen::Result<Fitted> {
+    fitted_in(plan, "32-true")
+}
+
+fn fitted_in(plan: Plan, precision: &str) -> fulmen::Result<Fitted> {
     let dir = tempfile::tempdir().unwrap();
+    fulmen::seed_everything(0);
     let mut model = Stepping::<f32, Cpu>::new();
     model.plan = plan;
     let before = model.layer.weight.as_vec();
-    let mut trainer = trainer(dir.path());
+    let mut trainer = in_precision(dir.path(), precision);
     trainer.fit_loaders(&mut model, loader(4), None)?;
-    let changed = model.layer.weight.as_vec() != before;
-    Ok((model.rates, changed, trainer.global_step()))
+    let after = model.layer.weight.as_vec();
+    Ok((model.rates, before, after, trainer.global_step()))
 }
 
 #[test]
@@ -248,4 +280,18 @@ fn configure_gradient_clipping_chooses_the_clipping_and_refuses_a_bad_value() {
 fn lr_scheduler_step_may_hold_a_scheduler_back() {
     let (rates, _, _) = stepped(Plan::HoldScheduler).unwrap();
     assert_eq!(rates, [0.1, 0.1, 0.1, 0.05]);
+}
+
+#[test]
+fn optimizer_zero_grad_may_keep_the_last_windows_gradients() {
+    for precision in ["32-true", "16-mixed"] {
+        let (_, start, zeroed, _) = fitted_in(Plan::Defaults, precision).unwrap();
+        let (_, same_start, kept, steps) = fitted_in(Plan::NeverZero, precision).unwrap();
+        assert_eq!(start, same_start, "one seed, one start");
+        assert_eq!(steps, 4);
+        assert_ne!(
+            kept, zeroed,
+            "{precision}: each step added every gradient before it"
+        );
+    }
 }

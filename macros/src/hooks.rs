@@ -93,6 +93,15 @@ pub(crate) const KNOWN: &[Known] = &[
         ],
     ),
     hook(
+        "optimizer_zero_grad",
+        &[
+            TRAINER,
+            "epoch: usize",
+            "batch_idx: usize",
+            "optimizer: &mut fulmen::optim::ZeroGrad",
+        ],
+    ),
+    hook(
         "configure_gradient_clipping",
         &[TRAINER, "clipping: &mut fulmen::optim::GradientClipping"],
     ),

@@ -51,7 +51,8 @@ macro_rules! __lifecycle_hooks {
         ) {
         }
         /// Called on the first batch of each gradient-accumulation window, after `training_step`
-        /// and before the backward pass.
+        /// and before the backward pass, while the gradients are still the last step's (the
+        /// module's `optimizer_zero_grad` zeroes them next).
         fn on_before_zero_grad(&mut self, _trainer: &mut $crate::TrainerView) {}
         /// Called before each training batch's backward pass; `loss` is the value the step
         /// returned.

@@ -40,6 +40,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     const HAS_TEST_STEP: bool = false;
     /// Whether the module wrote a `predict_step` (`predict` refuses a module without one).
     const HAS_PREDICT_STEP: bool = false;
+    /// Whether the module wrote an `optimizer_zero_grad`, which then decides when the
+    /// gradients are zeroed (without one, the trainer zeroes them after each step).
+    const OWN_ZERO_GRAD: bool = false;
 
     /// Who steps the optimizers: [`Automatic`](crate::Automatic) (the trainer) or
     /// [`Manual`](crate::Manual) (`training_step`, under
@@ -151,6 +154,22 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
         optimizer: &mut crate::optim::OptimizerStep,
     ) {
         optimizer.step();
+    }
+
+    /// On the first batch of each accumulation window under automatic optimization, after
+    /// `on_before_zero_grad` and before the backward (Lightning's `optimizer_zero_grad`):
+    /// zeroes the gradients with [`optimizer.zero_grad()`](crate::optim::ZeroGrad::zero_grad).
+    /// A module that writes it decides: without the call, the window adds to the last
+    /// window's gradients (which, on the module's own backward, are kept aside meanwhile: a
+    /// second set of gradients during the step).
+    fn optimizer_zero_grad(
+        &mut self,
+        _trainer: &mut crate::TrainerView,
+        _epoch: usize,
+        _batch_idx: usize,
+        optimizer: &mut crate::optim::ZeroGrad,
+    ) {
+        optimizer.zero_grad();
     }
 
     /// Before the automatic step, after `on_before_optimizer_step` (Lightning's

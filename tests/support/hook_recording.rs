@@ -163,6 +163,16 @@ macro_rules! module_with_hooks {
                 rec(&self.log, "module", format!("optimizer_step({i})"));
                 optimizer.step();
             }
+            fn optimizer_zero_grad(
+                &mut self,
+                _t: &mut TrainerView,
+                _epoch: usize,
+                i: usize,
+                optimizer: &mut fulmen::optim::ZeroGrad,
+            ) {
+                rec(&self.log, "module", format!("optimizer_zero_grad({i})"));
+                optimizer.zero_grad();
+            }
             fn configure_gradient_clipping(
                 &mut self,
                 _t: &mut TrainerView,

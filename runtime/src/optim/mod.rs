@@ -28,4 +28,4 @@ pub use scheduler::{
 };
 pub(crate) use state::check_fields;
 pub use state::Optimizer;
-pub use step_hooks::{GradientClipping, OptimizerStep, SchedulerStep};
+pub use step_hooks::{GradientClipping, OptimizerStep, SchedulerStep, ZeroGrad};

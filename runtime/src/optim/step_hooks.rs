@@ -1,5 +1,6 @@
 //! What the module's optimization hooks receive under automatic optimization: Lightning's
-//! `optimizer` in `optimizer_step` ([`OptimizerStep`]), its clipping arguments in
+//! `optimizer` in `optimizer_step` ([`OptimizerStep`]) and `optimizer_zero_grad`
+//! ([`ZeroGrad`]), its clipping arguments in
 //! `configure_gradient_clipping` ([`GradientClipping`]) and its `scheduler` in
 //! `lr_scheduler_step` ([`SchedulerStep`]).
 //!
@@ -46,8 +47,8 @@ pub(crate) struct RateSet {
 
 /// The automatic optimizer's step, as `LightningModule::optimizer_step` receives it
 /// (Lightning's `optimizer`): [`step`](Self::step) takes it (the default hook does only
-/// that); without it the step is skipped, the window's gradients dropped, and neither
-/// `global_step` nor a step-interval scheduler moves. [`set_lr`](Self::set_lr) sets every
+/// that); without it the step is skipped (the next window's `optimizer_zero_grad` drops its
+/// gradients), and neither `global_step` nor a step-interval scheduler moves. [`set_lr`](Self::set_lr) sets every
 /// parameter group's rate: before `step`, for this step; after it, for the steps that follow
 /// (until a scheduler's step yields another).
 #[derive(Debug)]
@@ -114,6 +115,27 @@ impl OptimizerStep {
     /// Whether the hook asked for the step, and the rates it set before and after asking.
     pub(crate) fn into_parts(self) -> (bool, Vec<RateSet>, Vec<RateSet>) {
         (self.stepped, self.before, self.after)
+    }
+}
+
+/// The gradients of the window about to start, as `LightningModule::optimizer_zero_grad`
+/// receives them (Lightning's `optimizer` there): [`zero_grad`](Self::zero_grad) zeroes them
+/// (the default hook does only that); without it the next backward adds to the last
+/// window's.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ZeroGrad {
+    zeroed: bool,
+}
+
+impl ZeroGrad {
+    /// Zeroes the gradients (Lightning's `optimizer.zero_grad()`), once the hook returns.
+    pub fn zero_grad(&mut self) {
+        self.zeroed = true;
+    }
+
+    /// Whether the hook asked for it.
+    pub(crate) fn zeroed(&self) -> bool {
+        self.zeroed
     }
 }
 

@@ -144,6 +144,10 @@ pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: Lightnin
     /// Gradients summed since the last optimizer step (kept between batches for
     /// `accumulate_grad_batches`, and by checkpoints saved inside an accumulation window).
     pub grads: Option<Gradients<E, D>>,
+    /// The last window's gradients, set aside while a step whose module decides itself when
+    /// they are zeroed (`optimizer_zero_grad`) runs on zeros: dropped if it zeroes them,
+    /// added after the backward if not.
+    pub kept: Option<Gradients<E, D>>,
     /// The half-precision side of "16-mixed" steps.
     pub half: HalfSteps<'a, E, D, M, S>,
     /// Under SHARD_GRAD_OP, which rank owns each parameter.
@@ -165,6 +169,7 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
         Self {
             optimizers: Vec::new(),
             grads: None,
+            kept: None,
             half,
             shards: None,
             full_shard: None,

@@ -49,7 +49,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 
     /// The parameters not frozen.
-    fn unfrozen(&self) -> Unfrozen<'_, Tensors<'_, M>> {
+    pub(super) fn unfrozen(&self) -> Unfrozen<'_, Tensors<'_, M>> {
         Unfrozen {
             params: Tensors(&*self.model),
             freezing: &self.optimization.frozen,

@@ -23,7 +23,7 @@ use crate::optim::grads::Selected;
 use crate::optim::scheduler::Rates;
 use crate::optim::{
     grads, Clip, ClipAlgorithm, GradientClipping, Interval, Optim, OptimKind, Optimizer,
-    OptimizerStep, Scheduler, SchedulerStep,
+    OptimizerStep, Scheduler, SchedulerStep, ZeroGrad,
 };
 use crate::trainer::optimization_state::{Configured, Grouped};
 use crate::walk::{Params, Tensors};
@@ -285,14 +285,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .lr_requests
             .extend(before.iter().map(|r| (0, r.group, r.lr)));
         if !stepped {
-            // As Lightning's skipped step: the window's gradients do not reach a step.
-            return match self.optimization.full_shard.clone() {
-                Some(run) => {
-                    run.borrow_mut().zero_grads();
-                    Ok(())
-                }
-                None => self.drop_grads(),
-            };
+            return Ok(());
         }
         match self.optimization.full_shard.clone() {
             Some(run) => self.sharded_step(&run)?,
@@ -339,15 +332,61 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 shards.gather_params(&*self.dist.collective, &mut *self.model)?;
             }
         }
-        self.optimization.grads = Some(self.zeroed(grads)?);
+        // A module that wrote `optimizer_zero_grad` zeroes them there.
+        self.optimization.grads = Some(match M::OWN_ZERO_GRAD {
+            true => grads,
+            false => self.zeroed(grads)?,
+        });
         Ok(())
     }
 
-    /// The window's gradients zeroed, without a step.
-    fn drop_grads(&mut self) -> Result<()> {
-        if let Some(grads) = self.optimization.grads.take() {
-            self.optimization.grads = Some(self.zeroed(grads)?);
+    /// Before the first step of a window, when the module decides itself when gradients are
+    /// zeroed (it wrote `optimizer_zero_grad`): the last window's gradients set aside and the
+    /// step's own backward into zeros, where that backward differentiates the module's own
+    /// tape (16-mixed's and FULL_SHARD's gradients are added to after the hook).
+    pub(super) fn set_aside_grads(&mut self) -> Result<()> {
+        let o = &mut self.optimization;
+        if !M::OWN_ZERO_GRAD || o.half.is_some() || o.full_shard.is_some() {
+            return Ok(());
         }
+        o.kept = o.grads.take();
+        self.optimization.grads = Some(self.zeroed(Gradients::leaky())?);
+        Ok(())
+    }
+
+    /// The module's `optimizer_zero_grad` at the start of a window (batch `batch_idx`). The
+    /// trainer zeroes the gradients after each step, unless the module wrote the hook: then
+    /// they are zeroed here if it asks, and kept (added to) if not.
+    pub(super) fn zero_grad(&mut self, batch_idx: usize) -> Result<()> {
+        let mut asked = ZeroGrad::default();
+        let epoch = self.view.current_epoch;
+        (self.model).optimizer_zero_grad(self.view, epoch, batch_idx, &mut asked);
+        self.after_hook()?;
+        if !M::OWN_ZERO_GRAD || !asked.zeroed() {
+            return Ok(());
+        }
+        self.optimization.kept = None;
+        if let Some(run) = &self.optimization.full_shard {
+            run.borrow_mut().zero_grads();
+        }
+        if self.optimization.half.is_some() {
+            if let Some(grads) = self.optimization.grads.take() {
+                self.optimization.grads = Some(self.zeroed(grads)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// After the backward: the last window's gradients the module kept, added.
+    pub(super) fn add_kept_grads(&mut self) -> Result<()> {
+        let Some(mut kept) = self.optimization.kept.take() else {
+            return Ok(());
+        };
+        let Some(grads) = self.optimization.grads.take() else {
+            return Ok(());
+        };
+        let unfrozen = self.unfrozen();
+        self.optimization.grads = Some(grads::add_grads(&unfrozen, &mut kept, grads)?);
         Ok(())
     }
 
@@ -383,7 +422,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 .optimizer
                 .step_params_at(params, grads, clip, &rates)?;
         }
-        run.zero_grads();
+        if !M::OWN_ZERO_GRAD {
+            run.zero_grads();
+        }
         Ok(())
     }
 

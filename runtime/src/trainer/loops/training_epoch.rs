@@ -128,6 +128,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             .reseeded(crate::seed::mix(self.position.run_seed, step));
         hook!(self, on_train_batch_start(batch_idx));
         self.apply_freezing()?;
+        if !<M::Optimization as OptimizationMode>::MANUAL && batch_idx.is_multiple_of(k) {
+            self.set_aside_grads()?;
+        }
         let (value, logs, loss) = self.training_step(batch_idx, samples)?;
         let step_now = match <M::Optimization as OptimizationMode>::MANUAL {
             // The step did its backward and steps.
@@ -169,9 +172,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.record_step_logs(logs, self.view.global_step)?;
         if batch_idx.is_multiple_of(k) {
             hook!(self, on_before_zero_grad());
+            self.zero_grad(batch_idx)?;
         }
         hook!(self, on_before_backward(value));
         self.backward(loss, batch_idx)?;
+        self.add_kept_grads()?;
         hook!(self, on_after_backward());
         self.weights_hook(At::AfterBackward, true)?;
         let step_now =
