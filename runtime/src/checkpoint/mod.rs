@@ -119,7 +119,7 @@ pub(crate) struct Meta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_optimizers: Vec<MoreOptimizer>,
     #[serde(default)]
-    pub loss_scaler: Option<crate::precision::LossScaler>,
+    pub loss_scaler: Option<crate::precision::scaler::LossScaler>,
     /// The module's `#[metric]` fields' states, every rank's added up, by field.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, crate::metrics::State>,
