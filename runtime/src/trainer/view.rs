@@ -198,7 +198,8 @@ impl TrainerView {
     pub fn max_steps(&self) -> Option<usize> {
         self.max_steps
     }
-    /// Batches in one training epoch.
+    /// Batches in one training epoch: known once the training loader is made, from
+    /// `on_train_start` on (as Lightning's, after the sanity check); 0 before.
     pub fn num_training_batches(&self) -> usize {
         self.num_training_batches
     }
