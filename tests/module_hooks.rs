@@ -6,6 +6,9 @@ use fulmen::prelude::*;
 
 type Sample = ([f32; 2], Class<2>);
 
+/// Weights every run of a comparison starts from.
+const START: [f32; 4] = [0.3, -0.2, 0.1, 0.4];
+
 fn loader(n: usize) -> DataLoader<Sample> {
     let each = (0..n).map(|i| ([i as f32, 1.0], Class::new(i % 2).unwrap()));
     DataLoader::new(InMemoryDataset::new(each.collect()), 2)
@@ -238,9 +241,11 @@ fn fitted(plan: Plan) -> fulmen::Result<Fitted> {
 
 fn fitted_in(plan: Plan, precision: &str) -> fulmen::Result<Fitted> {
     let dir = tempfile::tempdir().unwrap();
-    fulmen::seed_everything(0);
     let mut model = Stepping::<f32, Cpu>::new();
     model.plan = plan;
+    // The same start in every run (the global seed is shared with the tests beside it).
+    model.layer.weight.copy_from(&START);
+    model.layer.bias.copy_from(&[0.0, 0.0]);
     let before = model.layer.weight.as_vec();
     let mut trainer = in_precision(dir.path(), precision);
     trainer.fit_loaders(&mut model, loader(4), None)?;
@@ -294,4 +299,64 @@ fn optimizer_zero_grad_may_keep_the_last_windows_gradients() {
             "{precision}: each step added every gradient before it"
         );
     }
+}
+
+/// Skips the first step (its `optimizer_step` does not call `step()`), or makes its loss zero.
+#[lightning_module]
+struct SkipsFirst {
+    layer: Linear<2, 2>,
+    #[skip]
+    zero_loss_instead: bool,
+}
+
+#[lightning_module]
+impl SkipsFirst {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        let first = ctx.batch_idx() == 0 && ctx.current_epoch() == 0;
+        let loss = cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot());
+        match first && self.zero_loss_instead {
+            true => loss * E::zero(),
+            false => loss,
+        }
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1)
+    }
+    fn optimizer_step(
+        &mut self,
+        _trainer: &mut TrainerView,
+        epoch: usize,
+        batch_idx: usize,
+        optimizer: &mut fulmen::optim::OptimizerStep,
+    ) {
+        if self.zero_loss_instead || epoch > 0 || batch_idx > 0 {
+            optimizer.step();
+        }
+    }
+}
+
+#[test]
+fn a_skipped_step_drops_its_gradients() {
+    let fit = |zero_loss_instead: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = SkipsFirst::<f32, Cpu>::new();
+        model.layer.weight.copy_from(&START);
+        model.layer.bias.copy_from(&[0.0, 0.0]);
+        model.zero_loss_instead = zero_loss_instead;
+        let mut trainer = trainer(dir.path());
+        trainer.fit_loaders(&mut model, loader(4), None).unwrap();
+        (model.layer.weight.as_vec(), trainer.global_step())
+    };
+    let (skipped, steps) = fit(false);
+    let (zero_step, zero_steps) = fit(true);
+    assert_eq!((steps, zero_steps), (3, 4));
+    // SGD without momentum or decay: a step of zero gradients moves nothing.
+    assert_eq!(
+        skipped, zero_step,
+        "the skipped batch's gradients reached no later step"
+    );
 }

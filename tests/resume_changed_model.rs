@@ -72,15 +72,9 @@ impl After {
             return;
         }
         let mut changed = || -> fulmen::Result<()> {
-            // The layer's weights and the optimizer's buffers of them
+            // The layer's weights with the optimizer's buffers of them
             // (`optimizer/layer.weight/momentum_buffer`).
-            let old: Vec<String> = (checkpoint.tensor_names())
-                .filter(|n| n.contains("layer."))
-                .map(str::to_string)
-                .collect();
-            for name in old {
-                checkpoint.rename_tensor(&name, &name.replace("layer.", "encoder."))?;
-            }
+            checkpoint.rename_field("layer", "encoder")?;
             let identity = [1.0, 0.0, 0.0, 1.0];
             checkpoint.set_tensor("scale.weight", vec![2, 2], &identity)?;
             checkpoint.set_tensor("optimizer/scale.weight/momentum_buffer", vec![4], &[0.0; 4])?;
@@ -173,4 +167,23 @@ fn an_error_inside_on_load_checkpoint_ends_the_resume_with_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no.such.tensor"), "{err}");
+}
+
+#[test]
+fn renaming_a_field_the_checkpoint_does_not_hold_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, _) = written(dir.path());
+    let mut file = Checkpoint::read(&ckpt).unwrap();
+    let err = file
+        .rename_field("decoder", "head")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`decoder`"), "{err}");
+    file.rename_field("layer", "encoder").unwrap();
+    let names: Vec<&str> = file.tensor_names().collect();
+    assert!(names.contains(&"encoder.weight") && !names.contains(&"layer.weight"));
+    assert!(
+        names.contains(&"optimizer/encoder.weight/momentum_buffer"),
+        "{names:?}"
+    );
 }

@@ -139,7 +139,7 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
         let Some(known) = method.known else {
             let known_names = hooks::KNOWN.iter().map(|k| k.name);
             if hooks::CALLBACK_ONLY.contains(&name.as_str()) {
-                cx.error(&method.f.sig.ident, format!("`{name}` is a callback's hook, not a module's (as in Lightning): implement it on a `Callback` and return that from `configure_callbacks`"));
+                cx.error(&method.f.sig.ident, format!("`{name}` is a callback's hook, not a module's (as in Lightning): implement it on a `Callback` and return that from `configure_callbacks`{}", if name == "on_exception" { ", or on the #[data_module]" } else { "" }));
             } else if let Some(close) = names::closest(&name, known_names) {
                 cx.error(
                     &method.f.sig.ident,

@@ -42,7 +42,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     const HAS_PREDICT_STEP: bool = false;
     /// Whether the module wrote an `optimizer_zero_grad`, which then decides when the
     /// gradients are zeroed (without one, the trainer zeroes them after each step).
-    const OWN_ZERO_GRAD: bool = false;
+    /// `#[lightning_module]` sets it; an impl written by hand that overrides
+    /// `optimizer_zero_grad` must set it too, or the hook's choice is not followed.
+    const HAS_OPTIMIZER_ZERO_GRAD: bool = false;
 
     /// Who steps the optimizers: [`Automatic`](crate::Automatic) (the trainer) or
     /// [`Manual`](crate::Manual) (`training_step`, under
@@ -104,9 +106,11 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     /// ([`remove_tensor`](crate::checkpoint::Checkpoint::remove_tensor)) or added
     /// ([`set_tensor`](crate::checkpoint::Checkpoint::set_tensor)), and what loads is the
     /// result: the usual way to resume a model whose fields changed since the checkpoint was
-    /// written. The optimizer's buffers are stored by the parameter's name too
-    /// (`optimizer/<name>/<buffer>`: rename those with it). A tensor that still does not fit
-    /// then fails the resume, by its name; so does an error given to `trainer.fail`.
+    /// written: [`rename_field`](crate::checkpoint::Checkpoint::rename_field) renames a
+    /// field's tensors with the optimizers' buffers, the kept gradients and the layers'
+    /// scalars stored under its name (`optimizer/<name>/…`, `grads/<name>`). A tensor that
+    /// still does not fit then fails the resume, by its name; so does an error given to
+    /// `trainer.fail`. `Trainer::load_weights` and `load_from_checkpoint` do not call it.
     fn on_load_checkpoint(
         &mut self,
         _trainer: &mut crate::TrainerView,
@@ -123,14 +127,16 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     /// When a validation loop starts, before `on_validation_start`. Lightning's default puts
     /// the model in eval mode; fulmen's layers have no mode to switch (`validation_step` runs
     /// them with `forward`), so by default nothing: where a module swaps in the weights it
-    /// evaluates (an average, say).
+    /// evaluates (an average, say). Under FULL_SHARD the parameters are placeholders here
+    /// (gathered after it): swap weights in a callback's `with_weights` instead.
     fn on_validation_model_eval(&mut self, _trainer: &mut crate::TrainerView) {}
     /// When a validation loop ends, after `on_validation_end`: undoes
     /// [`on_validation_model_eval`](Self::on_validation_model_eval).
     fn on_validation_model_train(&mut self, _trainer: &mut crate::TrainerView) {}
     /// In `fit`, before a validation loop that does not fall inside an accumulation window.
-    /// Lightning's default frees the gradients; fulmen's are zero after each step already and
-    /// stay allocated for the next, so by default nothing.
+    /// Lightning's default frees the gradients; fulmen zeroes them after each step (unless the
+    /// module wrote `optimizer_zero_grad`) and keeps them allocated for the next, so by
+    /// default nothing.
     fn on_validation_model_zero_grad(&mut self, _trainer: &mut crate::TrainerView) {}
     /// When the test loop starts, before `on_test_start` (as
     /// [`on_validation_model_eval`](Self::on_validation_model_eval)).
@@ -159,9 +165,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     /// On the first batch of each accumulation window under automatic optimization, after
     /// `on_before_zero_grad` and before the backward (Lightning's `optimizer_zero_grad`):
     /// zeroes the gradients with [`optimizer.zero_grad()`](crate::optim::ZeroGrad::zero_grad).
-    /// A module that writes it decides: without the call, the window adds to the last
-    /// window's gradients (which, on the module's own backward, are kept aside meanwhile: a
-    /// second set of gradients during the step).
+    /// A module that writes it decides: without the call, the new window's gradients are
+    /// added to the last window's. Such a module's steps hold a second set of gradients
+    /// while they run, and its checkpoints keep the gradients.
     fn optimizer_zero_grad(
         &mut self,
         _trainer: &mut crate::TrainerView,

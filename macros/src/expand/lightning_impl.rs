@@ -47,9 +47,9 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
         has("test_step"),
         has("predict_step"),
     );
-    let own_zero_grad = has("optimizer_zero_grad").then(|| {
+    let has_zero_grad = has("optimizer_zero_grad").then(|| {
         quote!(
-            const OWN_ZERO_GRAD: bool = true;
+            const HAS_OPTIMIZER_ZERO_GRAD: bool = true;
         )
     });
     let default_predict = (!has_predict).then(|| {
@@ -91,7 +91,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
             const HAS_VALIDATION_STEP: bool = #has_val;
             const HAS_TEST_STEP: bool = #has_test;
             const HAS_PREDICT_STEP: bool = #has_predict;
-            #own_zero_grad
+            #has_zero_grad
 
             #(#trait_items)*
             #default_predict

@@ -74,8 +74,9 @@ pub(crate) struct LoopState {
     pub global_step: usize,
     /// The seed of the training device's random stream (dropout), drawn per step from it.
     pub run_seed: u64,
-    /// The shuffle seed of the training loader.
-    pub train_loader_seed: u64,
+    /// The shuffle seed of the training loader (`None`: saved before the fit made it, in
+    /// `on_fit_start` or the sanity check, when a resume keeps the loader's own).
+    pub train_loader_seed: Option<u64>,
     pub callback_metrics: BTreeMap<String, float::F64>,
     /// The epoch-level values logged so far in `epoch`.
     pub epoch_metrics: Value,
@@ -344,9 +345,42 @@ impl Checkpoint {
     /// Drops the stored tensor `name` (one the model no longer has), returning its values in
     /// `f32`.
     pub fn remove_tensor(&mut self, name: &str) -> Result<Vec<f32>> {
-        let record = (self.records.remove(name))
+        let record = (self.records.get(name))
             .ok_or_else(|| Error::msg(format!("the checkpoint has no tensor `{name}`")))?;
-        record.values::<f32>(name)
+        let values = record.values::<f32>(name)?;
+        self.records.remove(name);
+        Ok(values)
+    }
+    /// Renames the field `from` to `to` (dotted paths: `"encoder"`, `"backbone.layer1"`):
+    /// every tensor under it, with the optimizers' buffers of its parameters
+    /// (`optimizer/<name>/…`, `optimizer_1/…`), their kept gradients (`grads/<name>`) and the
+    /// layers' scalars (batch norm's `epsilon`). How a module whose field was renamed resumes
+    /// (in `on_load_checkpoint`). An error when nothing is stored under `from`.
+    pub fn rename_field(&mut self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (format!("{from}."), format!("{to}."));
+        let mut any = false;
+        for name in self.records.keys().cloned().collect::<Vec<_>>() {
+            if let Some(new) = renamed(&name, &from, &to) {
+                if let Some(record) = self.records.remove(&name) {
+                    self.records.insert(new, record);
+                    any = true;
+                }
+            }
+        }
+        for name in self.meta.scalars.keys().cloned().collect::<Vec<_>>() {
+            if let Some(new) = renamed(&name, &from, &to) {
+                if let Some(value) = self.meta.scalars.remove(&name) {
+                    self.meta.scalars.insert(new, value);
+                }
+            }
+        }
+        if !any {
+            return Err(Error::msg(format!(
+                "the checkpoint has no tensor under `{}`",
+                from.trim_end_matches('.')
+            )));
+        }
+        Ok(())
     }
     /// Every stored tensor whose name starts with `prefix`, by the rest of its name, in
     /// `f32` (what a callback put there with [`set_tensor`](Self::set_tensor)).
@@ -526,4 +560,21 @@ impl From<&PathBuf> for CkptPath {
     fn from(p: &PathBuf) -> Self {
         CkptPath::Path(p.clone())
     }
+}
+
+/// `name` with the field prefix `from` (ending in `.`) made `to`, in the first of its
+/// `/`-separated parts that starts with it (`layer.weight`, `optimizer/layer.weight/exp_avg`,
+/// `grads/layer.weight`); `None` when no part does.
+fn renamed(name: &str, from: &str, to: &str) -> Option<String> {
+    let mut hit = false;
+    let parts: Vec<String> = (name.split('/'))
+        .map(|part| match part.strip_prefix(from) {
+            Some(tail) if !hit => {
+                hit = true;
+                format!("{to}{tail}")
+            }
+            _ => part.to_string(),
+        })
+        .collect();
+    hit.then(|| parts.join("/"))
 }

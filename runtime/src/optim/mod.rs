@@ -28,4 +28,5 @@ pub use scheduler::{
 };
 pub(crate) use state::check_fields;
 pub use state::Optimizer;
+pub(crate) use step_hooks::RateSet;
 pub use step_hooks::{GradientClipping, OptimizerStep, SchedulerStep, ZeroGrad};

@@ -26,12 +26,10 @@
 //!         Optim::sgd(0.1)
 //!     }
 //!     fn optimizer_step(&mut self, trainer: &mut TrainerView, _epoch: usize, _batch_idx: usize, optimizer: &mut OptimizerStep) {
+//!         // Over the first 500 steps the rate grows linearly to 0.1.
+//!         let warm = (trainer.global_step() + 1).min(500) as f64 / 500.0;
+//!         optimizer.set_lr(0.1 * warm);
 //!         optimizer.step();
-//!         // The first 500 steps' rates grow linearly to 0.1 (from the next step on).
-//!         let done = trainer.global_step() + 1;
-//!         if done < 500 {
-//!             optimizer.set_lr(0.1 * done as f64 / 500.0);
-//!         }
 //!     }
 //! }
 //! ```
@@ -47,10 +45,11 @@ pub(crate) struct RateSet {
 
 /// The automatic optimizer's step, as `LightningModule::optimizer_step` receives it
 /// (Lightning's `optimizer`): [`step`](Self::step) takes it (the default hook does only
-/// that); without it the step is skipped (the next window's `optimizer_zero_grad` drops its
-/// gradients), and neither `global_step` nor a step-interval scheduler moves. [`set_lr`](Self::set_lr) sets every
-/// parameter group's rate: before `step`, for this step; after it, for the steps that follow
-/// (until a scheduler's step yields another).
+/// that). Without it the step is skipped: its gradients are dropped (by the next window's
+/// `optimizer_zero_grad`, for a module that wrote one), and neither `global_step` nor a
+/// step-interval scheduler moves. [`set_lr`](Self::set_lr) sets every parameter group's
+/// rate: before `step`, for this step; after it, for the steps that follow (until a
+/// scheduler's step yields another). Rates that are not finite and >= 0 fail the step.
 #[derive(Debug)]
 pub struct OptimizerStep {
     lrs: Vec<f64>,

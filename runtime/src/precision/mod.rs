@@ -64,6 +64,9 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
     /// At an optimizer step: whether the window's gradients were all finite (if not, the step
     /// is skipped); updates the scale.
     fn finish_window(&mut self) -> bool;
+    /// A window whose step the module skipped (`optimizer_step` without `step()`): its
+    /// non-finite gradients forgotten, the scale as it was (no `scaler.update`).
+    fn skip_window(&mut self);
     fn scaler(&self) -> &LossScaler;
     fn set_scaler(&mut self, scaler: LossScaler);
 }
@@ -221,6 +224,10 @@ where
         let found_inf = std::mem::take(&mut self.window_inf);
         self.scaler.update(found_inf);
         !found_inf
+    }
+
+    fn skip_window(&mut self) {
+        self.window_inf = false;
     }
 
     fn scaler(&self) -> &LossScaler {

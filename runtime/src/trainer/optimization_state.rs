@@ -87,18 +87,19 @@ impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
         Ok(taken)
     }
 
-    /// Whether a group's scheduler is due on `interval` at `count` (steps or epochs done),
-    /// and the value the first due one monitors, if logged.
+    /// A group's scheduler due on `interval` at `count` (steps or epochs done), if one is.
     pub fn due(
         &self,
         interval: Interval,
         count: usize,
         metrics: &BTreeMap<String, f64>,
-    ) -> Option<Option<f64>> {
+    ) -> Option<Due> {
         let scheduler = self
             .schedulers()
             .find(|s| s.interval() == interval && count.is_multiple_of(s.frequency()))?;
-        Some(scheduler.monitor().and_then(|m| metrics.get(m).copied()))
+        Some(Due {
+            metric: scheduler.monitor().and_then(|m| metrics.get(m).copied()),
+        })
     }
 
     /// Steps each group's scheduler if it runs on `interval` and `count` (steps or epochs
@@ -135,6 +136,12 @@ impl<E: FloatDtype, D: TrainDevice<E>> Configured<E, D> {
         }
         Ok(stepped)
     }
+}
+
+/// A scheduler due to step.
+pub(crate) struct Due {
+    /// The value it monitors (`ReduceLROnPlateau`), if logged.
+    pub metric: Option<f64>,
 }
 
 /// What a fit's optimization holds between steps.

@@ -403,33 +403,34 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         };
         self.restore_optimization(ckpt)?;
         self.position.run_seed = state.run_seed;
+        self.position.train_loader_seed = state.train_loader_seed;
         self.view.global_step = state.global_step;
         self.view.freezing = state.freezing.clone();
         self.view.callback_metrics = (state.callback_metrics.iter())
             .map(|(k, v)| (k.clone(), v.0))
             .collect();
+        // The gradients it kept: a window's summed so far, a manual step's (which may carry
+        // them over an epoch's end), or a module's that zeroes its own.
+        if ckpt.tensor_names().any(|n| n.starts_with(GRADS_PREFIX)) {
+            self.restore_grads(ckpt)?;
+        }
+        self.view.current_epoch = state.epoch;
         if state.epoch_done {
-            // A manual step may carry gradients over an epoch's end.
-            if <M::Optimization as OptimizationMode>::MANUAL {
-                self.restore_grads(ckpt)?;
-            }
             // Saved in on_train_epoch_end: the epoch's scheduler step came after the save.
             self.step_scheduler(Interval::Epoch, state.epoch + 1)?;
             self.view.current_epoch = state.epoch + 1;
             return Ok(());
         }
-        self.view.current_epoch = state.epoch;
         self.position.epoch_metrics = serde_json::from_value(state.epoch_metrics.clone())
             .map_err(|e| ckpt.error(Error::msg(format!("its epoch metrics: {e}"))))?;
         self.position.batches_done = state.batches_done;
         Ok(())
     }
 
-    /// The training loader in the order `ckpt` was saved in, and the gradients of a window
-    /// it was saved inside (which the epoch's batches, known now, tell); returns the batch of
-    /// the current epoch to continue from.
+    /// The training loader in the order `ckpt` was saved in, checked against it; returns the
+    /// batch of the current epoch to continue from.
     pub(in crate::trainer) fn resume_loader(
-        &mut self,
+        &self,
         ckpt: &Checkpoint,
         train: &mut DataLoader<DM::Sample>,
     ) -> Result<usize> {
@@ -442,14 +443,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 state.batches_done, state.epoch, train.len()
             ))));
         }
-        *train = train.clone().seed(state.train_loader_seed);
-        if state.epoch_done {
-            return Ok(0);
+        if let Some(seed) = state.train_loader_seed {
+            *train = train.clone().seed(seed);
         }
-        if self.grads_pending() {
-            self.restore_grads(ckpt)?;
-        }
-        Ok(state.batches_done)
+        Ok(if state.epoch_done {
+            0
+        } else {
+            state.batches_done
+        })
     }
 
     /// The optimizer's settings, step count and buffers, the loss scale, the scheduler and the
@@ -543,6 +544,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// and always under manual optimization (whose step may accumulate over batches).
     fn grads_pending(&self) -> bool {
         <M::Optimization as OptimizationMode>::MANUAL
+            || M::HAS_OPTIMIZER_ZERO_GRAD
             || (self.position).accumulating(self.view.accumulate_grad_batches)
     }
 

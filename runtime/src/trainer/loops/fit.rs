@@ -67,7 +67,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             Some(ckpt) => self.resume_loader(ckpt, &mut train)?,
             None => 0,
         };
-        self.position.train_loader_seed = train.shuffle_seed();
+        self.position.train_loader_seed = Some(train.shuffle_seed());
         self.view.num_training_batches = self.position.train_batches;
         if let Some(why) = self.nothing_to_train() {
             if self.dist.env.is_global_zero() {
@@ -80,6 +80,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// What callbacks see of the run from `on_fit_start` on, and the hyperparameters logged.
     fn publish_fit(&mut self) -> Result<()> {
         let view = &mut *self.view;
+        // Known once the training loader is made.
+        view.num_training_batches = 0;
         view.loss_scale = self.optimization.loss_scale();
         view.model_parameters = super::super::ParamInfo::of_module(&*self.model)?;
         view.model_layers = <M as crate::spec::Layers>::LAYERS;
@@ -102,6 +104,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             return Ok(None);
         }
         self.view.sanity_checking = true;
+        let checked = self.sanity_loop(n);
+        // Whatever happened: a later stage of this trainer is no sanity check.
+        self.view.sanity_checking = false;
+        checked.map(Some)
+    }
+
+    /// The sanity check's hooks, loaders and batches (at most `n` per loader).
+    fn sanity_loop(&mut self, n: usize) -> Result<Vec<DataLoader<DM::EvalSample>>> {
         for cb in self.callbacks.iter_mut() {
             cb.on_sanity_check_start(self.view);
         }
@@ -119,8 +129,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             cb.on_sanity_check_end(self.view);
         }
         self.after_hook()?;
-        self.view.sanity_checking = false;
-        Ok(Some(val))
+        Ok(val)
     }
 
     /// Why `fit` will train no batch at all, when it will not: a limit of zero, or a

@@ -51,8 +51,9 @@ pub(super) struct Position {
     pub window: usize,
     /// The seed of the training device's random stream, drawn per step from it.
     pub run_seed: u64,
-    /// The shuffle seed of the training loader.
-    pub train_loader_seed: u64,
+    /// The shuffle seed of the training loader (`None` until the fit makes it, or a resume
+    /// restores it).
+    pub train_loader_seed: Option<u64>,
     /// The epoch-level values logged so far in the current epoch.
     pub epoch_metrics: EpochMetrics,
 }

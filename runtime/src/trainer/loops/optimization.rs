@@ -1,7 +1,10 @@
 //! Automatic optimization (Lightning's `loops/optimization/automatic.py`): backward, and at
-//! the end of each accumulation window the gradients averaged over the ranks, checked,
-//! clipped and stepped on, then zeroed; the schedulers stepped on their interval. The
-//! learning rate flows one way: scheduler (or a callback's request) → [`Rates`] → the step.
+//! the end of each accumulation window the module's `optimizer_step`, whose step is the
+//! gradients averaged over the ranks, checked, clipped (as `configure_gradient_clipping`
+//! says) and stepped on, then zeroed (or, for a module that wrote `optimizer_zero_grad`,
+//! zeroed there); the schedulers stepped on their interval through `lr_scheduler_step`. The
+//! learning rate flows one way: scheduler (or a callback's request, or `optimizer_step`'s
+//! rate) → [`Rates`] → the step.
 
 use dfdx::nn::ZeroGrads;
 use dfdx::tensor::Gradients;
@@ -23,7 +26,7 @@ use crate::optim::grads::Selected;
 use crate::optim::scheduler::Rates;
 use crate::optim::{
     grads, Clip, ClipAlgorithm, GradientClipping, Interval, Optim, OptimKind, Optimizer,
-    OptimizerStep, Scheduler, SchedulerStep, ZeroGrad,
+    OptimizerStep, RateSet, Scheduler, SchedulerStep, ZeroGrad,
 };
 use crate::trainer::optimization_state::{Configured, Grouped};
 use crate::walk::{Params, Tensors};
@@ -272,6 +275,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// ranks and checked, `on_before_optimizer_step`, `configure_gradient_clipping`, the
     /// clipped step, zeroed gradients, the step-interval scheduler.
     pub(super) fn optimizer_step(&mut self, batch_idx: usize) -> Result<()> {
+        // The rates callbacks asked for so far are the ones the hook starts from.
+        self.take_lr_request()?;
         let lrs = match self.optimization.optimizers.first() {
             Some(first) => first.rates().iter().map(|r| r.lr).collect(),
             None => return Ok(()),
@@ -281,11 +286,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         (self.model).optimizer_step(self.view, epoch, batch_idx, &mut asked);
         self.after_hook()?;
         let (stepped, before, after) = asked.into_parts();
-        self.view
-            .lr_requests
-            .extend(before.iter().map(|r| (0, r.group, r.lr)));
+        self.set_rates(&before)?;
         if !stepped {
-            return Ok(());
+            return self.skip_step();
         }
         match self.optimization.full_shard.clone() {
             Some(run) => self.sharded_step(&run)?,
@@ -293,14 +296,53 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         }
         // The rates set after the step are the next steps', unless a scheduler's step now
         // yields others (as in Lightning, where the scheduler steps after `optimizer_step`).
-        let mut after: Vec<_> = after.iter().map(|r| (0, r.group, r.lr)).collect();
-        if let Some(first) = self.optimization.optimizers.first_mut() {
-            if first.take_requests(0, &mut after)? {
-                self.publish_rates();
-            }
-        }
+        self.set_rates(&after)?;
         self.view.global_step += 1;
         self.step_scheduler(Interval::Step, self.view.global_step)
+    }
+
+    /// The rates `optimizer_step` set, as the first optimizer's groups' own (checked: a
+    /// group it has, a finite rate >= 0).
+    fn set_rates(&mut self, set: &[RateSet]) -> Result<()> {
+        if let Some(bad) = set.iter().find(|r| !(r.lr >= 0.0 && r.lr.is_finite())) {
+            return Err(Error::config(
+                "optimizer_step",
+                format!(
+                    "sets the learning rate {}, which is not a finite rate >= 0",
+                    bad.lr
+                ),
+            ));
+        }
+        let Some(first) = self.optimization.optimizers.first_mut() else {
+            return Ok(());
+        };
+        let mut asked: Vec<_> = set.iter().map(|r| (0, r.group, r.lr)).collect();
+        if first.take_requests(0, &mut asked)? {
+            // Shown in the view; the callbacks' own requests stay pending.
+            self.view.optimizers = (self.optimization.optimizers.iter())
+                .map(|c| c.info())
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// A step the module's `optimizer_step` skipped: the window's gradients do not reach a
+    /// step. The trainer zeroes them (unless the module wrote `optimizer_zero_grad`, whose
+    /// call at the next window decides), and 16-mixed forgets the window's overflow.
+    fn skip_step(&mut self) -> Result<()> {
+        if let Some(half) = self.optimization.half.as_mut() {
+            half.skip_window();
+        }
+        if M::HAS_OPTIMIZER_ZERO_GRAD {
+            return Ok(());
+        }
+        if let Some(run) = &self.optimization.full_shard {
+            run.borrow_mut().zero_grads();
+        }
+        if let Some(grads) = self.optimization.grads.take() {
+            self.optimization.grads = Some(self.zeroed(grads)?);
+        }
+        Ok(())
     }
 
     /// The step of the gradients summed over the window (not FULL_SHARD's).
@@ -333,7 +375,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             }
         }
         // A module that wrote `optimizer_zero_grad` zeroes them there.
-        self.optimization.grads = Some(match M::OWN_ZERO_GRAD {
+        self.optimization.grads = Some(match M::HAS_OPTIMIZER_ZERO_GRAD {
             true => grads,
             false => self.zeroed(grads)?,
         });
@@ -346,7 +388,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// tape (16-mixed's and FULL_SHARD's gradients are added to after the hook).
     pub(super) fn set_aside_grads(&mut self) -> Result<()> {
         let o = &mut self.optimization;
-        if !M::OWN_ZERO_GRAD || o.half.is_some() || o.full_shard.is_some() {
+        if !M::HAS_OPTIMIZER_ZERO_GRAD || o.half.is_some() || o.full_shard.is_some() {
             return Ok(());
         }
         o.kept = o.grads.take();
@@ -362,7 +404,18 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let epoch = self.view.current_epoch;
         (self.model).optimizer_zero_grad(self.view, epoch, batch_idx, &mut asked);
         self.after_hook()?;
-        if !M::OWN_ZERO_GRAD || !asked.zeroed() {
+        if !M::HAS_OPTIMIZER_ZERO_GRAD {
+            return Ok(());
+        }
+        if !asked.zeroed() {
+            let several = self.dist.env.world_size > 1;
+            if several && self.optimization.shards.is_some() {
+                // Each rank's kept share would be averaged over the ranks again.
+                return Err(Error::config(
+                    "optimizer_zero_grad",
+                    "keeps the gradients across windows, which is not built for \"fsdp:SHARD_GRAD_OP\" on several ranks; use \"ddp\"",
+                ));
+            }
             return Ok(());
         }
         self.optimization.kept = None;
@@ -422,7 +475,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 .optimizer
                 .step_params_at(params, grads, clip, &rates)?;
         }
-        if !M::OWN_ZERO_GRAD {
+        if !M::HAS_OPTIMIZER_ZERO_GRAD {
             run.zero_grads();
         }
         Ok(())
@@ -543,11 +596,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut stepped = false;
         for (index, c) in self.optimization.optimizers.iter_mut().enumerate() {
             let metrics = &self.view.callback_metrics;
-            let Some(metric) = c.due(interval, count, metrics) else {
+            let Some(due) = c.due(interval, count, metrics) else {
                 continue;
             };
             if !manual {
-                let mut asked = SchedulerStep::new(index, metric);
+                let mut asked = SchedulerStep::new(index, due.metric);
                 self.model.lr_scheduler_step(self.view, &mut asked);
                 self.view.take_error()?;
                 if !asked.stepped() {

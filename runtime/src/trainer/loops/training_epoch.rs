@@ -303,10 +303,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// A validation loop inside `fit`: the module's `on_validation_model_zero_grad` first,
     /// unless gradients of a window wait for their step (Lightning's rule).
     fn validate_in_fit(&mut self, val: &[DataLoader<DM::EvalSample>]) -> Result<()> {
-        if !self
-            .position
-            .accumulating(self.view.accumulate_grad_batches)
-        {
+        if !self.position.accumulating(self.position.window) {
             self.model.on_validation_model_zero_grad(self.view);
             self.after_hook()?;
         }
