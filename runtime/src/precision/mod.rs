@@ -293,28 +293,3 @@ where
         _ => Ok(()),
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_scale_backs_off_on_overflow_and_grows_after_its_interval() {
-        let mut s = LossScaler {
-            growth_interval: 3,
-            ..LossScaler::default()
-        };
-        s.update(true);
-        assert_eq!(s.scale, 16384.0);
-        s.update(false);
-        s.update(false);
-        assert_eq!(s.scale, 16384.0);
-        s.update(false);
-        assert_eq!(s.scale, 32768.0, "three good steps in a row");
-        s.update(false);
-        s.update(true);
-        s.update(false);
-        s.update(false);
-        assert_eq!(s.scale, 16384.0, "an overflow restarts the count");
-    }
-}
