@@ -1,5 +1,6 @@
 //! The loops (Lightning's `loops/`): [`Run`] holds what a stage needs; each loop is a file
 //! (`fit.rs`, `training_epoch.rs`, `optimization.rs`: the backward and the optimizer step,
+//! `zero_grad.rs`: the module's `optimizer_zero_grad`,
 //! `evaluation.rs`, `prediction.rs`) and each hook point one `hook!` line, so that the order
 //! of calls reads top to bottom as in Lightning's docs. What the loops hand off lives beside
 //! them: checkpoints, logging, signals and data (`trainer/connectors/`).
@@ -12,6 +13,7 @@ mod optimization;
 mod prediction;
 mod training_epoch;
 mod update_bn;
+mod zero_grad;
 
 use std::collections::BTreeMap;
 
