@@ -15,7 +15,9 @@ use fulmen::TrainerBuilder;
 
 #[path = "support/hook_recording.rs"]
 mod recording;
-use recording::{data, recorded, samples, Log, ManualRecorded, Spy};
+use fulmen::data::Collate;
+use fulmen::module::Precisions;
+use recording::{data, recorded, samples, Log, ManualRecorded, Sample, Spy};
 
 /// Lightning's hooks that fulmen does not have, by `who:hook`, and why.
 const NOT_IN_FULMEN: &[(&str, &str)] = &[
@@ -284,45 +286,47 @@ fn an_error_in_a_step_reaches_on_exception_of_the_callbacks_then_the_data_module
     assert_as_lightning("exception_in_training_step", &log);
 }
 
+/// One epoch without a sanity check (as the fixture's scenario) of `model`, whose calls go to
+/// `log`, on a trainer `settings` finishes; then compared with Lightning's `scenario`.
+fn one_epoch_as_lightning<M>(
+    scenario: &str,
+    log: &Log,
+    model: &mut M,
+    settings: impl FnOnce(TrainerBuilder) -> TrainerBuilder,
+) where
+    M: Precisions,
+    Sample: Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let builder = trainer(log, dir.path(), 1).num_sanity_val_steps(0);
+    let mut trainer = settings(builder).build().unwrap();
+    trainer.fit(model, &mut data(log)).unwrap();
+    assert_as_lightning(scenario, log);
+}
+
 #[test]
 fn accumulated_gradients_run_the_step_hooks_once_per_window_as_lightning() {
-    let dir = tempfile::tempdir().unwrap();
     let log: Log = Rc::default();
     let mut model = recorded(&log);
-    let builder = trainer(&log, dir.path(), 1).accumulate_grad_batches(2);
-    let mut trainer = builder.num_sanity_val_steps(0).build().unwrap();
-    trainer.fit(&mut model, &mut data(&log)).unwrap();
-    assert_as_lightning("accumulated_gradients", &log);
+    one_epoch_as_lightning("accumulated_gradients", &log, &mut model, |b| {
+        b.accumulate_grad_batches(2)
+    });
 }
 
 #[test]
 fn a_manual_step_runs_the_backward_and_step_hooks_where_its_calls_are_as_lightning() {
-    let dir = tempfile::tempdir().unwrap();
     let log: Log = Rc::default();
     let mut model = ManualRecorded::new();
     model.log = log.clone();
-    let builder = trainer(&log, dir.path(), 1).num_sanity_val_steps(0);
-    builder
-        .build()
-        .unwrap()
-        .fit(&mut model, &mut data(&log))
-        .unwrap();
-    assert_as_lightning("manual_optimization", &log);
+    one_epoch_as_lightning("manual_optimization", &log, &mut model, |b| b);
 }
 
 #[test]
 fn a_step_scheduler_keeps_the_hooks_in_lightnings_order() {
-    let dir = tempfile::tempdir().unwrap();
     let log: Log = Rc::default();
     let mut model = recorded(&log);
     model.scheduler = true;
-    let builder = trainer(&log, dir.path(), 1).num_sanity_val_steps(0);
-    builder
-        .build()
-        .unwrap()
-        .fit(&mut model, &mut data(&log))
-        .unwrap();
-    assert_as_lightning("step_scheduler", &log);
+    one_epoch_as_lightning("step_scheduler", &log, &mut model, |b| b);
 }
 
 #[test]

@@ -116,13 +116,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             cb.on_sanity_check_start(self.view);
         }
         self.after_hook()?;
+        // `val_loaders` keeps none unless one yields a batch (and `n` > 0 here).
         let val = self.val_loaders()?;
-        let limit = &self.settings.limit_val_batches;
-        let mut any = false;
-        for loader in &val {
-            any |= n.min(limit.of(loader.len_largest_share(), "limit_val_batches")?) > 0;
-        }
-        if any {
+        if !val.is_empty() {
             self.evaluate(&val, Stage::Validate, Some(n))?;
         }
         for cb in self.callbacks.iter_mut() {
