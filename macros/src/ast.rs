@@ -276,6 +276,18 @@ pub(crate) const DATA_METHODS: &[(&str, &str)] = &[
     ("state_dict", ""),
     ("load_state_dict", "state: &serde_json::Value"),
     ("on_exception", "error: &fulmen::Error"),
+    (
+        "on_before_batch_transfer",
+        "batch: <the module's batch type in f32 on the CPU>, dataloader_idx: usize",
+    ),
+    (
+        "transfer_batch_to_device",
+        "batch: <the module's batch type in f32 on the CPU>, device: &D, dataloader_idx: usize",
+    ),
+    (
+        "on_after_batch_transfer",
+        "batch: <the module's batch type in E on D>, dataloader_idx: usize",
+    ),
 ];
 
 /// A method of a data module's impl, and what `DataModule` knows of its name.

@@ -178,6 +178,9 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
             cx.error(&test, format!("`test_step` takes `{}` but `validation_step` takes `{}`: the evaluation loaders (the data module's `EvalSample`) give both one batch type", text(&test), text(&val)));
         }
     }
+    for hook in ["on_before_batch_transfer", "transfer_batch_to_device"] {
+        host_batch(cx, hook, m.arg_type(hook).as_ref());
+    }
     if let Some(ty) = m.return_type("predict_step").filter(names_dtype_or_device) {
         cx.error(&ty, "`predict_step` returns a type that names the run's dtype or device (`E`, `D`): `Trainer::predict` runs in any precision on any device and hands the predictions back, so return host values (`Vec<f32>`, `Vec<usize>`, `probabilities.as_vec()`)");
     }
@@ -194,6 +197,13 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
                 ),
             );
         }
+    }
+}
+
+/// `hook`'s batch, `ty`, is the one collated on the host: it cannot name `E` or `D`.
+fn host_batch(cx: &Ctxt, hook: &str, ty: Option<&syn::Type>) {
+    if let Some(ty) = ty.filter(|t| names_dtype_or_device(t)) {
+        cx.error(ty, format!("`{hook}` takes the batch collated on the host, in f32 on the CPU (`ClassBatch<4, 3, f32, Cpu>`, say): it cannot name the run's dtype or device (`E`, `D`), which the batch has after `transfer_batch_to_device`"));
     }
 }
 
@@ -307,7 +317,10 @@ pub(crate) fn data_impl(cx: &Ctxt, d: &mut DataImpl) {
         let sig = &method.f.sig;
         let takes_self =
             matches!(sig.inputs.first(), Some(syn::FnArg::Receiver(r)) if r.reference.is_some());
-        let arity = usize::from(!params.is_empty());
+        let arity = match params {
+            "" => 0,
+            params => params.split(", ").count(),
+        };
         if !takes_self || sig.inputs.len() - 1 != arity {
             let receiver = if known == "state_dict" {
                 "&self"
@@ -321,6 +334,20 @@ pub(crate) fn data_impl(cx: &Ctxt, d: &mut DataImpl) {
             cx.error(sig, format!("`{name}` must take `{expected}`"));
             method.known = None;
             continue;
+        }
+        if crate::expand::TRANSFER_HOOKS.contains(&known) {
+            if !sig.generics.params.is_empty() {
+                cx.error(&sig.generics, format!("`{name}` takes no generic parameters: the run's dtype and device, `E` and `D`, are in scope"));
+                method.known = None;
+                continue;
+            }
+            if known != "on_after_batch_transfer" {
+                let host = match sig.inputs.iter().nth(1) {
+                    Some(syn::FnArg::Typed(t)) => Some(&*t.ty),
+                    _ => None,
+                };
+                host_batch(cx, known, host);
+            }
         }
         if known.ends_with("_dataloader") {
             let loader = match &sig.output {

@@ -75,6 +75,34 @@ pub(crate) const KNOWN: &[Known] = &[
         params: &[],
         returns: " -> Vec<Box<dyn Callback>>",
     },
+    Known {
+        name: "on_before_batch_transfer",
+        receiver: Receiver::Mut,
+        params: &[
+            "batch: <your batch type, in f32 on the CPU>",
+            "dataloader_idx: usize",
+        ],
+        returns: " -> <the same>",
+    },
+    Known {
+        name: "transfer_batch_to_device",
+        receiver: Receiver::Mut,
+        params: &[
+            "batch: <your batch type, in f32 on the CPU>",
+            "device: &D",
+            "dataloader_idx: usize",
+        ],
+        returns: " -> <your batch type, in E on D>",
+    },
+    Known {
+        name: "on_after_batch_transfer",
+        receiver: Receiver::Mut,
+        params: &[
+            "batch: <your batch type, in E on D>",
+            "dataloader_idx: usize",
+        ],
+        returns: " -> <the same>",
+    },
     hook("setup", &[TRAINER, "stage: Stage"]),
     hook("configure_model", &[TRAINER]),
     hook("on_validation_model_eval", &[TRAINER]),

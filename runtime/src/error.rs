@@ -63,7 +63,7 @@ pub enum Error {
     #[error("{hook} panicked on batch {batch}: {message}")]
     StepPanicked {
         /// The step that panicked: `training_step`, `validation_step`, `test_step`,
-        /// `predict_step` or `backward`.
+        /// `predict_step` or `backward`, or the batch-transfer hooks before a step.
         hook: &'static str,
         /// The batch's index in the epoch.
         batch: usize,

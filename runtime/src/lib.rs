@@ -56,6 +56,7 @@
 extern crate self as fulmen;
 
 pub mod alloc;
+pub mod batch_transfer;
 pub mod callback;
 pub mod callbacks;
 pub mod checkpoint;

@@ -6,9 +6,10 @@
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::Cpu;
 
+use crate::batch_transfer::BatchTransfer;
 use crate::callback::Callback;
 use crate::context::{OptimizationMode, StepContext, StepOutput};
-use crate::data::{CastBatch, Collate};
+use crate::data::CastDtype;
 use crate::device::{FloatDtype, Half, TrainDevice};
 use crate::hparams::{CarryHParams, Hyperparameters};
 use crate::optim::Optimizers;
@@ -206,11 +207,23 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     crate::__lifecycle_hooks!();
 }
 
+/// The batch the module `On` runs on (in `E` on `D`).
+pub(crate) type BatchOf<On, E, D> = <On as LightningModule<E, D>>::Batch;
+/// The evaluation batch the module `On` runs on.
+pub(crate) type EvalBatchOf<On, E, D> = <On as LightningModule<E, D>>::EvalBatch;
+/// The prediction batch the module `On` runs on.
+pub(crate) type PredictBatchOf<On, E, D> = <On as LightningModule<E, D>>::PredictBatch;
+
 /// `Self`, the f32 CPU module the user holds, run in dtype `E` on device `D`: how the trainer
 /// places a module for a run, in every precision on every device.
 pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> + Sized {
-    /// The module the run trains: `Self` in f32 on the CPU, a copy elsewhere.
-    type On: LightningModule<E, D>;
+    /// The module the run trains: `Self` in f32 on the CPU, a copy elsewhere. Every batch
+    /// passes through its batch-transfer hooks ([`crate::batch_transfer`]): collated as
+    /// `Self`'s (f32, on the CPU), run as its own.
+    type On: LightningModule<E, D>
+        + BatchTransfer<Self::Batch, BatchOf<Self::On, E, D>, D>
+        + BatchTransfer<Self::EvalBatch, EvalBatchOf<Self::On, E, D>, D>
+        + BatchTransfer<Self::PredictBatch, PredictBatchOf<Self::On, E, D>, D>;
 
     /// `f` on this module in `E` on `device`: the module itself where that is what it is (f32
     /// on the CPU), else a copy made for the run, whose weights and hyperparameters come back
@@ -224,37 +237,30 @@ pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> +
         f: impl FnOnce(&mut Self::On) -> R,
     ) -> crate::Result<R>;
 
-    /// `samples` as the batch of the module placed in `E` on `device`: collated on the CPU in
-    /// f32 (what `training_step`'s signature names, so that one compile-time check covers every
-    /// precision and device), then cast and moved there.
-    fn collate<S: Collate<Self::Batch, Cpu>>(
-        samples: Vec<S>,
-        device: &D,
-    ) -> <Self::On as LightningModule<E, D>>::Batch;
-
-    /// `samples` of the evaluation loaders as the placed module's evaluation batch, the same
-    /// way.
-    fn collate_eval<S: Collate<Self::EvalBatch, Cpu>>(
-        samples: Vec<S>,
-        device: &D,
-    ) -> <Self::On as LightningModule<E, D>>::EvalBatch;
+    /// The CPU a run on `device` collates its samples on, into the f32 batches the steps'
+    /// signatures name (so that one compile-time check covers every precision and device):
+    /// the run's own device where it is the CPU in f32 (a step's random draws come from the
+    /// run's stream), else a CPU of its own.
+    fn host(device: &D) -> Cpu;
 }
 
 /// f32 on the CPU is where the user's module is: it trains in place.
-impl<M: LightningModule<f32, Cpu>> PlaceAs<f32, Cpu> for M {
+impl<M> PlaceAs<f32, Cpu> for M
+where
+    M: LightningModule<f32, Cpu>
+        + BatchTransfer<M::Batch, M::Batch, Cpu>
+        + BatchTransfer<M::EvalBatch, M::EvalBatch, Cpu>
+        + BatchTransfer<M::PredictBatch, M::PredictBatch, Cpu>,
+{
     type On = M;
 
     fn placed<R>(&mut self, _: &Cpu, _: bool, f: impl FnOnce(&mut M) -> R) -> crate::Result<R> {
         Ok(f(self))
     }
 
-    /// Straight onto `device` (the run's, reseeded every step).
-    fn collate<S: Collate<M::Batch, Cpu>>(samples: Vec<S>, device: &Cpu) -> M::Batch {
-        S::collate(samples, device)
-    }
-
-    fn collate_eval<S: Collate<M::EvalBatch, Cpu>>(samples: Vec<S>, device: &Cpu) -> M::EvalBatch {
-        S::collate(samples, device)
+    /// The run's (reseeded every step): the batch is where it runs already.
+    fn host(device: &Cpu) -> Cpu {
+        device.clone()
     }
 }
 
@@ -265,27 +271,14 @@ macro_rules! placed_copies {
         where
             M: LightningModule<f32, Cpu> + CarryHParams<f32, Cpu>,
             M::To<$e, Cpu>: TensorCollection<$e, Cpu, To<f32, Cpu> = M> + CarryHParams<$e, Cpu>,
-            <M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d>: LightningModule<$e, $d>
+            Copy<M, $e, $d>: LightningModule<$e, $d>
                 + CarryHParams<$e, $d>
-                + TensorCollection<$e, $d, To<$e, Cpu> = M::To<$e, Cpu>>,
-            M::Batch: CastBatch<
-                $e,
-                $d,
-                Out = <<M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d> as LightningModule<
-                    $e,
-                    $d,
-                >>::Batch,
-            >,
-            M::EvalBatch: CastBatch<
-                $e,
-                $d,
-                Out = <<M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d> as LightningModule<
-                    $e,
-                    $d,
-                >>::EvalBatch,
-            >,
+                + TensorCollection<$e, $d, To<$e, Cpu> = M::To<$e, Cpu>>
+                + BatchTransfer<M::Batch, BatchOf<Copy<M, $e, $d>, $e, $d>, $d>
+                + BatchTransfer<M::EvalBatch, EvalBatchOf<Copy<M, $e, $d>, $e, $d>, $d>
+                + BatchTransfer<M::PredictBatch, PredictBatchOf<Copy<M, $e, $d>, $e, $d>, $d>,
         {
-            type On = <M::To<$e, Cpu> as TensorCollection<$e, Cpu>>::To<$e, $d>;
+            type On = Copy<M, $e, $d>;
 
             fn placed<R>(
                 &mut self,
@@ -311,22 +304,17 @@ macro_rules! placed_copies {
                 Ok(result)
             }
 
-            fn collate<S: Collate<M::Batch, Cpu>>(
-                samples: Vec<S>,
-                device: &$d,
-            ) -> <Self::On as LightningModule<$e, $d>>::Batch {
-                S::collate(samples, &Cpu::default()).cast(device)
+            fn host(_: &$d) -> Cpu {
+                Cpu::default()
             }
 
-            fn collate_eval<S: Collate<M::EvalBatch, Cpu>>(
-                samples: Vec<S>,
-                device: &$d,
-            ) -> <Self::On as LightningModule<$e, $d>>::EvalBatch {
-                S::collate(samples, &Cpu::default()).cast(device)
-            }
         }
     )*};
 }
+
+/// The copy of the f32 CPU module `M` in `E` on `D`.
+type Copy<M, E, D> =
+    <<M as TensorCollection<f32, Cpu>>::To<E, Cpu> as TensorCollection<E, Cpu>>::To<E, D>;
 
 placed_copies!((f64, Cpu), (Half, Cpu));
 #[cfg(feature = "cuda")]
@@ -336,6 +324,9 @@ placed_copies!(
     (Half, dfdx::tensor::Cuda),
 );
 
+/// The module `M` placed in `E` on `D`.
+pub(crate) type Placed<M, E, D> = <M as PlaceAs<E, D>>::On;
+
 /// A module the trainer can run on the device `D` in every precision ("32-true", "64-true",
 /// "16-true", "16-mixed"): the placements, and the half-precision twin of its f32 placement
 /// that "16-mixed" runs each step on.
@@ -344,19 +335,30 @@ where
     D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
 {
     /// The half-precision copy of `m`, hyperparameters included.
-    fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> crate::Result<<Self as PlaceAs<Half, D>>::On>;
+    fn half_of(m: &Placed<Self, f32, D>) -> crate::Result<Placed<Self, Half, D>>;
+    /// A batch of the f32 placement as the half copy's: its float tensors cast on the device.
+    fn half_batch(
+        batch: BatchOf<Placed<Self, f32, D>, f32, D>,
+    ) -> BatchOf<Placed<Self, Half, D>, Half, D>;
 }
 
 impl<M, D> Placement<D> for M
 where
     D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
     M: PlaceAs<f32, D> + PlaceAs<f64, D> + PlaceAs<Half, D>,
-    <M as PlaceAs<f32, D>>::On: TensorCollection<f32, D, To<Half, D> = <M as PlaceAs<Half, D>>::On>,
+    Placed<M, f32, D>: TensorCollection<f32, D, To<Half, D> = Placed<M, Half, D>>,
+    BatchOf<Placed<M, f32, D>, f32, D>: CastDtype<Half, Out = BatchOf<Placed<M, Half, D>, Half, D>>,
 {
-    fn half_of(m: &<Self as PlaceAs<f32, D>>::On) -> crate::Result<<Self as PlaceAs<Half, D>>::On> {
+    fn half_of(m: &Placed<M, f32, D>) -> crate::Result<Placed<M, Half, D>> {
         let mut h = dfdx::nn::ToDtype::to_dtype::<Half>(m);
         m.carry::<Half, D>(&mut h)?;
         Ok(h)
+    }
+
+    fn half_batch(
+        batch: BatchOf<Placed<M, f32, D>, f32, D>,
+    ) -> BatchOf<Placed<M, Half, D>, Half, D> {
+        batch.cast_dtype()
     }
 }
 
@@ -373,63 +375,22 @@ pub trait Precisions: Placement<Cpu> {}
 #[cfg(not(feature = "cuda"))]
 impl<M: Placement<Cpu>> Precisions for M {}
 
-/// `Self` placed in `E` on `D` for prediction: the prediction batch collated there, and the
-/// placed module's predictions handed back as `Self`'s (the same type in every placement).
+/// `Self` placed in `E` on `D` for prediction: the placed module's predictions handed back as
+/// `Self`'s (the same type in every placement).
 pub trait PredictAs<E: FloatDtype, D: TrainDevice<E>>: PlaceAs<E, D> {
-    /// `samples` as the prediction batch of the module placed in `E` on `device` (collated on
-    /// the CPU in f32, then cast and moved there).
-    fn collate_predict<S: Collate<Self::PredictBatch, Cpu>>(
-        samples: Vec<S>,
-        device: &D,
-    ) -> <Self::On as LightningModule<E, D>>::PredictBatch;
     /// A prediction of the placed module as this module's (the same value).
     fn prediction(p: <Self::On as LightningModule<E, D>>::Prediction) -> Self::Prediction;
 }
 
-impl<M: LightningModule<f32, Cpu>> PredictAs<f32, Cpu> for M {
-    fn collate_predict<S: Collate<M::PredictBatch, Cpu>>(
-        samples: Vec<S>,
-        device: &Cpu,
-    ) -> M::PredictBatch {
-        S::collate(samples, device)
-    }
+impl<E: FloatDtype, D: TrainDevice<E>, M> PredictAs<E, D> for M
+where
+    M: PlaceAs<E, D>,
+    M::On: LightningModule<E, D, Prediction = M::Prediction>,
+{
     fn prediction(p: M::Prediction) -> M::Prediction {
         p
     }
 }
-
-macro_rules! predicting_copies {
-    ($(($e:ty, $d:ty)),* $(,)?) => {$(
-        impl<M> PredictAs<$e, $d> for M
-        where
-            M: PlaceAs<$e, $d>,
-            M::PredictBatch: CastBatch<
-                $e,
-                $d,
-                Out = <<M as PlaceAs<$e, $d>>::On as LightningModule<$e, $d>>::PredictBatch,
-            >,
-            <M as PlaceAs<$e, $d>>::On: LightningModule<$e, $d, Prediction = M::Prediction>,
-        {
-            fn collate_predict<S: Collate<M::PredictBatch, Cpu>>(
-                samples: Vec<S>,
-                device: &$d,
-            ) -> <Self::On as LightningModule<$e, $d>>::PredictBatch {
-                S::collate(samples, &Cpu::default()).cast(device)
-            }
-            fn prediction(p: M::Prediction) -> M::Prediction {
-                p
-            }
-        }
-    )*};
-}
-
-predicting_copies!((f64, Cpu), (Half, Cpu));
-#[cfg(feature = "cuda")]
-predicting_copies!(
-    (f32, dfdx::tensor::Cuda),
-    (f64, dfdx::tensor::Cuda),
-    (Half, dfdx::tensor::Cuda),
-);
 
 /// A module `Trainer::predict` runs in every precision on every device of this build: its
 /// `predict_step` returns the same type in each (host values, not the device's tensors).

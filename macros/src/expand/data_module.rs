@@ -6,6 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
+use super::batch_transfer::{self, Owner, Written, HOOKS};
 use crate::ast::{DataImpl, DataStruct};
 
 /// The struct without its markers, its `Hyperparameters` impl (its fields but the `#[skip]`
@@ -99,10 +100,23 @@ fn constructors(model: &DataStruct, item: &syn::ItemStruct) -> TokenStream {
     }
 }
 
-/// The impl as written, and `DataModule`'s methods calling its known ones.
+/// The impl as written (its batch-transfer hooks renamed, `batch_transfer.rs`), and
+/// `DataModule`'s methods calling its known ones.
 pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
+    let mut item = model.item.clone();
+    let mut transfers = Written::default();
+    for it in item.items.iter_mut() {
+        if let syn::ImplItem::Fn(f) = it {
+            if let Some(own) = transfers.take(f, true) {
+                *f = own;
+            }
+        }
+    }
     let wrappers = model.methods.iter().filter_map(|m| {
         let (known, params) = m.known?;
+        if HOOKS.contains(&known) {
+            return None;
+        }
         let ident = &m.f.sig.ident;
         let span = m.f.sig.span();
         Some(match known {
@@ -149,13 +163,14 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
             }
         })
     });
-    with_data_module(model, quote!(#(#wrappers)*))
+    let transfer = batch_transfer::expand(&transfers, Owner::Data { item: &item });
+    let data_module = with_data_module(model, &item, quote!(#(#wrappers)*));
+    quote!(#data_module #transfer)
 }
 
 /// The impl as written and `DataModule` for its type, with `methods`: its sample types those of
 /// its loaders (the training loader's where the others are not written).
-fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
-    let item = &model.item;
+fn with_data_module(model: &DataImpl, item: &syn::ItemImpl, methods: TokenStream) -> TokenStream {
     let sample = (model.sample()).map_or_else(|| quote!(()), |t| t.into_token_stream());
     let or_sample =
         |t: Option<syn::Type>| t.map_or_else(|| sample.clone(), |t| t.into_token_stream());
@@ -183,6 +198,11 @@ fn with_data_module(model: &DataImpl, methods: TokenStream) -> TokenStream {
 pub(crate) fn fallback(model: &DataImpl) -> TokenStream {
     match model.item.trait_ {
         Some(_) => model.item.to_token_stream(),
-        None => with_data_module(model, TokenStream::new()),
+        None => {
+            let data_module = with_data_module(model, &model.item, TokenStream::new());
+            let transfer =
+                batch_transfer::expand(&Written::default(), Owner::Data { item: &model.item });
+            quote!(#data_module #transfer)
+        }
     }
 }

@@ -6,6 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
+use super::batch_transfer::{self, Owner, Written};
 use crate::ast::ModuleImpl;
 use crate::hooks::Receiver;
 
@@ -16,6 +17,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
     };
     let mut trait_items = Vec::new();
     let mut inherent_items = m.others.clone();
+    let mut transfers = Written::default();
     for method in &m.methods {
         let Some(known) = method.known else {
             inherent_items.push(syn::ImplItem::Fn(method.f.clone()));
@@ -37,6 +39,10 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
                 let (own, wrapper) = wrapped(f, m.manual);
                 inherent_items.push(syn::ImplItem::Fn(own));
                 trait_items.push(wrapper);
+            }
+            // Their own trait's, called from it (`batch_transfer.rs`).
+            name if batch_transfer::HOOKS.contains(&name) => {
+                inherent_items.extend(transfers.take(&f, false).map(syn::ImplItem::Fn));
             }
             _ => trait_items.push(f),
         }
@@ -78,8 +84,18 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
         }
     });
     let mode = mode(m.manual);
+    let transfer = batch_transfer::expand(
+        &transfers,
+        Owner::Module {
+            generics: quote!(#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,),
+            self_ty,
+            where_clause: where_clause.as_ref(),
+        },
+    );
     quote! {
         #inherent
+
+        #transfer
 
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
@@ -271,7 +287,17 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
         format!("`{type_name}` did not compile: its #[lightning_module] impl has errors");
     let generic_params: Vec<_> = m.item.generics.params.iter().collect();
     let mode = mode(m.manual);
+    let transfer = batch_transfer::expand(
+        &Written::default(),
+        Owner::Module {
+            generics: quote!(#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,),
+            self_ty,
+            where_clause: where_clause.as_ref(),
+        },
+    );
     quote! {
+        #transfer
+
         #[allow(dead_code)]
         impl<#(#params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> #self_ty #where_clause {
             #(#items)*

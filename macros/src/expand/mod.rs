@@ -4,10 +4,12 @@
 //! (`LightningModule`, `DataModule`), beside the `compile_error!`s: so that the rest of the
 //! crate and the IDE see the item, and one mistake is one message.
 
+mod batch_transfer;
 mod data_module;
 mod lightning_impl;
 mod module_struct;
 
+pub(crate) use self::batch_transfer::HOOKS as TRANSFER_HOOKS;
 pub(crate) use self::module_struct::expand_struct;
 
 use proc_macro2::TokenStream;

@@ -19,7 +19,7 @@ mod scaler;
 mod split;
 
 pub use augment::Augmented;
-pub use cast::CastBatch;
+pub use cast::{host_to_device, CastBatch, CastDtype};
 pub use collate::{ClassBatch, Collate, RegressionBatch};
 pub use dataset::{Dataset, InMemoryDataset};
 pub use image::{Image, ImageBatch};

@@ -36,14 +36,15 @@ use crate::module::LightningModule;
 use crate::walk::{self, Item, ItemMut, Tensors};
 use crate::{Error, Result};
 
-/// The half-precision side of a "16-mixed" training step, for a module `M` of dtype `E` and
-/// samples `S` (type-erased so that the loops need not name the half module's type).
-pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S> {
+/// The half-precision side of a "16-mixed" training step, for a module `M` of dtype `E`
+/// (type-erased so that the loops need not name the half module's type). Its batch is `M`'s,
+/// transferred for the f32 module and cast to half precision on the device (autocast's way).
+pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>> {
     /// `training_step` on a half copy of `model`: the loss value and what it logged.
     fn forward(
         &mut self,
         model: &M,
-        samples: Vec<S>,
+        batch: M::Batch,
         on: On<'_, D>,
     ) -> Result<(f64, Vec<LogEntry>)>;
     /// Backward of the last forward's loss, scaled and divided by `k` (accumulation), adding
@@ -58,7 +59,7 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
         model: &mut M,
         grads: &mut Gradients<E, D>,
         run: &mut dyn ManualSteps<E, D>,
-        samples: Vec<S>,
+        batch: M::Batch,
         on: On<'_, D>,
     ) -> Result<(Option<f64>, Vec<LogEntry>)>;
     /// At an optimizer step: whether the window's gradients were all finite (if not, the step
@@ -98,12 +99,17 @@ fn half_copy<M, H: TensorCollection<Half, D>, D: TrainDevice<Half>>(
 }
 
 /// The half-precision side of a run, when it has one ("16-mixed" training).
-pub(crate) type HalfSteps<'a, E, D, M, S> = Option<Box<dyn HalfStep<E, D, M, S> + 'a>>;
+pub(crate) type HalfSteps<'a, E, D, M> = Option<Box<dyn HalfStep<E, D, M> + 'a>>;
 
 /// [`HalfStep`] for a module `M` whose half copy is `H`.
-pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> {
+pub(crate) struct Mixed<
+    D: TrainDevice<f32> + TrainDevice<Half>,
+    M: LightningModule<f32, D>,
+    H: LightningModule<Half, D>,
+> {
     pub to_half: fn(&M) -> Result<H>,
-    pub collate: fn(Vec<S>, &D) -> H::Batch,
+    /// `M`'s batch as `H`'s: its float tensors cast on the device.
+    pub half_batch: fn(M::Batch) -> H::Batch,
     pub scaler: LossScaler,
     /// The copy, loss and freezing of the step in flight.
     pending: Option<(H, Loss<Half, D>, Freezing)>,
@@ -114,11 +120,16 @@ pub(crate) struct Mixed<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S>
     found_inf: Vec<bool>,
 }
 
-impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> {
-    pub fn new(to_half: fn(&M) -> Result<H>, collate: fn(Vec<S>, &D) -> H::Batch) -> Self {
+impl<
+        D: TrainDevice<f32> + TrainDevice<Half>,
+        M: LightningModule<f32, D>,
+        H: LightningModule<Half, D>,
+    > Mixed<D, M, H>
+{
+    pub fn new(to_half: fn(&M) -> Result<H>, half_batch: fn(M::Batch) -> H::Batch) -> Self {
         Self {
             to_half,
-            collate,
+            half_batch,
             scaler: LossScaler::default(),
             pending: None,
             buffer: Vec::new(),
@@ -128,7 +139,7 @@ impl<D: TrainDevice<Half>, M, H: LightningModule<Half, D>, S> Mixed<D, M, H, S> 
     }
 }
 
-impl<D, M, H, S> HalfStep<f32, D, M, S> for Mixed<D, M, H, S>
+impl<D, M, H> HalfStep<f32, D, M> for Mixed<D, M, H>
 where
     D: TrainDevice<f32> + TrainDevice<Half>,
     <D as TrainDevice<f32>>::Kernels: Unscale<D>,
@@ -138,13 +149,13 @@ where
     fn forward(
         &mut self,
         model: &M,
-        samples: Vec<S>,
+        batch: M::Batch,
         on: On<'_, D>,
     ) -> Result<(f64, Vec<LogEntry>)> {
         let (mut half, ids, grads) = half_copy(self.to_half, model, on.frozen)?;
         let mut ctx = StepContext::<Half, D, H::Optimization>::new(on.device.clone(), on.info);
         ctx.grads = Some(grads);
-        let batch = (self.collate)(samples, on.device);
+        let batch = (self.half_batch)(batch);
         let out = freeze::within(ids, || half.training_step(batch, &mut ctx));
         let StepOutput::Loss(loss) = out? else {
             return Err(Error::msg(
@@ -190,11 +201,11 @@ where
         model: &mut M,
         grads: &mut Gradients<f32, D>,
         run: &mut dyn ManualSteps<f32, D>,
-        samples: Vec<S>,
+        batch: M::Batch,
         on: On<'_, D>,
     ) -> Result<(Option<f64>, Vec<LogEntry>)> {
         let (mut half, ids, _) = half_copy(self.to_half, &*model, on.frozen)?;
-        let batch = (self.collate)(samples, on.device);
+        let batch = (self.half_batch)(batch);
         let mut steps = manual::MixedManual {
             run,
             model,

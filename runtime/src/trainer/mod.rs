@@ -42,6 +42,7 @@ use std::path::PathBuf;
 
 use dfdx::tensor::Cpu;
 
+use crate::batch_transfer::Transfers;
 use crate::callback::{Callback, CheckpointPaths};
 use crate::checkpoint::{Checkpoint, CkptPath};
 use crate::data::{Collate, DataLoader};
@@ -114,7 +115,7 @@ impl Trainer {
     pub fn fit<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -140,7 +141,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -217,7 +218,7 @@ impl Trainer {
     ) -> Result<BTreeMap<String, f64>>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -232,7 +233,7 @@ impl Trainer {
     ) -> Result<BTreeMap<String, f64>>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -251,7 +252,7 @@ impl Trainer {
     ) -> Result<Vec<M::Prediction>>
     where
         M: Predicts,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         self.predict_in_precision(model, datamodule, None, true)
@@ -271,7 +272,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Predicts,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         self.predict_in_precision(model, datamodule, Some(writer), false)

@@ -145,7 +145,7 @@ pub(crate) struct Due {
 }
 
 /// What a fit's optimization holds between steps.
-pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S> {
+pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>> {
     /// From `configure_optimizers`, once `fit` has called it (automatic optimization: one).
     pub optimizers: Vec<Configured<E, D>>,
     /// Gradients summed since the last optimizer step (kept between batches for
@@ -156,7 +156,7 @@ pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: Lightnin
     /// added after the backward if not.
     pub kept: Option<Gradients<E, D>>,
     /// The half-precision side of "16-mixed" steps.
-    pub half: HalfSteps<'a, E, D, M, S>,
+    pub half: HalfSteps<'a, E, D, M>,
     /// Under SHARD_GRAD_OP, which rank owns each parameter.
     pub shards: Option<Shards>,
     /// Under FULL_SHARD, this rank's shards of the parameters and their gradients (shared
@@ -169,10 +169,8 @@ pub(super) struct Optimization<'a, E: FloatDtype, D: TrainDevice<E>, M: Lightnin
     pub frozen_ids: std::rc::Rc<std::collections::BTreeSet<dfdx::tensor::UniqueId>>,
 }
 
-impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>, S>
-    Optimization<'a, E, D, M, S>
-{
-    pub fn new(half: HalfSteps<'a, E, D, M, S>) -> Self {
+impl<'a, E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E, D>> Optimization<'a, E, D, M> {
+    pub fn new(half: HalfSteps<'a, E, D, M>) -> Self {
         Self {
             optimizers: Vec::new(),
             grads: None,

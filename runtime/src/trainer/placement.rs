@@ -1,7 +1,8 @@
 //! Where and in what a stage runs (Lightning's accelerator and precision plugins): the
 //! device the trainer was built for, the precision of its settings, and one mechanism for
 //! every pair of them ([`PlaceAs`]): the module itself trains in f32 on the CPU, a copy in
-//! every other dtype or device, and batches are collated on the CPU in f32 and moved there.
+//! every other dtype or device, and batches are collated on the CPU in f32 and moved there
+//! through the batch-transfer hooks ([`crate::batch_transfer`]).
 
 use std::collections::BTreeMap;
 
@@ -10,12 +11,15 @@ use dfdx::tensor::Cpu;
 use super::loops::{Collation, Job};
 use super::settings::Precision;
 use super::Trainer;
+use crate::batch_transfer::{self, BatchTransfer, DataBatchTransfer, Transfers, TransfersOn};
 use crate::checkpoint::{Checkpoint, CkptDtype};
 use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
 use crate::device::{Half, RunDevice};
 use crate::kernels::Unscale;
-use crate::module::{PlaceAs, Placement, Precisions, PredictAs, Predicts};
+use crate::module::{
+    BatchOf, EvalBatchOf, PlaceAs, Placement, Precisions, PredictAs, PredictBatchOf, Predicts,
+};
 use crate::precision::{HalfStep, HalfSteps, Mixed};
 use crate::prediction_writer::{Collected, PredictionWriter};
 use crate::{FloatDtype, Result, TrainDevice};
@@ -37,7 +41,7 @@ impl Trainer {
     ) -> Result<Metrics>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -81,7 +85,7 @@ impl Trainer {
         D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
         <D as TrainDevice<f32>>::Kernels: Unscale<D>,
         M: Placement<D>,
-        DM: DataModule,
+        DM: DataModule + TransfersOn<M, D>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -90,13 +94,12 @@ impl Trainer {
             Precision::F64 => self.run_placed::<f64, _, _, _>(place, None),
             Precision::True16 => self.run_placed::<Half, _, _, _>(place, None),
             precision => {
-                let half: HalfSteps<f32, D, On<M, f32, D>, DM::Sample> =
+                let half: HalfSteps<f32, D, On<M, f32, D>> =
                     (precision == Precision::Mixed16 && stage == Stage::Fit).then(|| {
-                        Box::new(Mixed::<D, On<M, f32, D>, On<M, Half, D>, DM::Sample>::new(
+                        Box::new(Mixed::<D, On<M, f32, D>, On<M, Half, D>>::new(
                             M::half_of,
-                            <M as PlaceAs<Half, D>>::collate::<DM::Sample>,
-                        ))
-                            as Box<dyn HalfStep<f32, D, On<M, f32, D>, DM::Sample>>
+                            M::half_batch,
+                        )) as Box<dyn HalfStep<f32, D, On<M, f32, D>>>
                     });
                 self.run_placed::<f32, _, _, _>(place, half)
             }
@@ -109,19 +112,25 @@ impl Trainer {
     fn run_placed<E, D, M, DM>(
         &mut self,
         (model, dm, stage, resume, device): (&mut M, &mut DM, Stage, Option<Checkpoint>, D),
-        half: HalfSteps<'_, E, D, On<M, E, D>, DM::Sample>,
+        half: HalfSteps<'_, E, D, On<M, E, D>>,
     ) -> Result<Metrics>
     where
         E: FloatDtype + CkptDtype,
         D: TrainDevice<E>,
         M: PlaceAs<E, D>,
-        DM: DataModule,
+        DM: DataModule
+            + DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>
+            + DataBatchTransfer<M::EvalBatch, EvalBatchOf<On<M, E, D>, E, D>, D>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
+        batch_transfer::warn_if_both(
+            <On<M, E, D> as BatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
+            <DM as DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
+        );
         let collate = Collation::Steps {
-            train: <M as PlaceAs<E, D>>::collate::<DM::Sample>,
-            eval: <M as PlaceAs<E, D>>::collate_eval::<DM::EvalSample>,
+            train: train_batch::<E, D, M, DM>,
+            eval: eval_batch::<E, D, M, DM>,
         };
         model
             .placed(&device.clone(), stage == Stage::Fit, |on| {
@@ -151,7 +160,7 @@ impl Trainer {
     ) -> Result<Vec<M::Prediction>>
     where
         M: Predicts,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         let out = (writer, keep);
@@ -178,8 +187,8 @@ impl Trainer {
     ) -> Result<Vec<M::Prediction>>
     where
         D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
-        M: PredictAs<f32, D> + PredictAs<f64, D> + PredictAs<Half, D>,
-        DM: DataModule,
+        M: Placement<D> + PredictAs<f32, D> + PredictAs<f64, D> + PredictAs<Half, D>,
+        DM: DataModule + TransfersOn<M, D>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         match self.settings.precision {
@@ -200,11 +209,14 @@ impl Trainer {
         E: FloatDtype + CkptDtype,
         D: TrainDevice<E>,
         M: PredictAs<E, D>,
-        DM: DataModule,
+        DM: DataModule + DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
-        let collate =
-            Collation::Predict(<M as PredictAs<E, D>>::collate_predict::<DM::PredictSample>);
+        batch_transfer::warn_if_both(
+            <On<M, E, D> as BatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
+            <DM as DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
+        );
+        let collate = Collation::Predict(predict_batch::<E, D, M, DM>);
         let mut sink = Collected {
             convert: M::prediction,
             writer,
@@ -230,3 +242,62 @@ impl Trainer {
 
 /// Where a prediction run's predictions go: a writer, and whether they are returned.
 type Out<'w, P> = (Option<&'w mut dyn PredictionWriter<P>>, bool);
+
+/// A training loader's samples as the placed module's batch on `device`: collated on the host
+/// ([`PlaceAs::host`]), then through the batch-transfer hooks (by default moved and cast,
+/// [`crate::data::CastBatch`]).
+fn train_batch<E, D, M, DM>(
+    on: &mut On<M, E, D>,
+    dm: &mut DM,
+    samples: Vec<DM::Sample>,
+    device: &D,
+    dataloader_idx: usize,
+) -> BatchOf<On<M, E, D>, E, D>
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: PlaceAs<E, D>,
+    DM: DataModule + DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>,
+    DM::Sample: Collate<M::Batch, Cpu>,
+{
+    let host = Collate::collate(samples, &M::host(device));
+    batch_transfer::transfer((dm, on), host, device, dataloader_idx)
+}
+
+/// An evaluation loader's samples as the placed module's evaluation batch, the same way.
+fn eval_batch<E, D, M, DM>(
+    on: &mut On<M, E, D>,
+    dm: &mut DM,
+    samples: Vec<DM::EvalSample>,
+    device: &D,
+    dataloader_idx: usize,
+) -> EvalBatchOf<On<M, E, D>, E, D>
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: PlaceAs<E, D>,
+    DM: DataModule + DataBatchTransfer<M::EvalBatch, EvalBatchOf<On<M, E, D>, E, D>, D>,
+    DM::EvalSample: Collate<M::EvalBatch, Cpu>,
+{
+    let host = Collate::collate(samples, &M::host(device));
+    batch_transfer::transfer((dm, on), host, device, dataloader_idx)
+}
+
+/// The prediction loader's samples as the placed module's prediction batch, the same way.
+fn predict_batch<E, D, M, DM>(
+    on: &mut On<M, E, D>,
+    dm: &mut DM,
+    samples: Vec<DM::PredictSample>,
+    device: &D,
+    dataloader_idx: usize,
+) -> PredictBatchOf<On<M, E, D>, E, D>
+where
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    M: PlaceAs<E, D>,
+    DM: DataModule + DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>,
+    DM::PredictSample: Collate<M::PredictBatch, Cpu>,
+{
+    let host = Collate::collate(samples, &M::host(device));
+    batch_transfer::transfer((dm, on), host, device, dataloader_idx)
+}

@@ -6,6 +6,7 @@ use dfdx::tensor::Cpu;
 
 use super::settings::Limit;
 use super::Trainer;
+use crate::batch_transfer::Transfers;
 use crate::callback::{Callback, Trial};
 use crate::checkpoint::Checkpoint;
 use crate::context::OptimizationMode;
@@ -29,7 +30,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -85,7 +86,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -99,7 +100,7 @@ impl Trainer {
     pub(crate) fn run_trials<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -116,7 +117,7 @@ impl Trainer {
     fn run_asked<M, DM>(&mut self, model: &mut M, datamodule: &mut DM, trial: Trial) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {

@@ -44,6 +44,7 @@ use std::rc::Rc;
 
 use dfdx::tensor::Cpu;
 
+use crate::batch_transfer::Transfers;
 use crate::callback::Callback;
 use crate::callbacks::LearningRateFinder;
 use crate::data::Collate;
@@ -76,7 +77,7 @@ impl<'t> Tuner<'t> {
     ) -> Result<LrFound>
     where
         M: Precisions,
-        DM: DataModule,
+        DM: DataModule + Transfers<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {

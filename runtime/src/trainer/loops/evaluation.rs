@@ -120,15 +120,17 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         samples: Vec<DM::EvalSample>,
         metrics: &mut EpochMetrics,
     ) -> Result<()> {
+        let (rows, dataloader_idx) = (samples.len(), loader_idx.unwrap_or(0));
+        // Lightning's order: the batch moves (through its transfer hooks) before its hooks.
+        let batch = self.collated_eval(samples, batch_idx, dataloader_idx)?;
         if test {
             hook!(self, on_test_batch_start(batch_idx));
         } else {
             hook!(self, on_validation_batch_start(batch_idx));
         }
         let stage = if test { Stage::Test } else { Stage::Validate };
-        let mut ctx = self.context(stage, batch_idx, samples.len());
-        ctx.dataloader_idx = loader_idx.unwrap_or(0);
-        let batch = self.collated_eval(samples)?;
+        let mut ctx = self.context(stage, batch_idx, rows);
+        ctx.dataloader_idx = dataloader_idx;
         let (model, fsdp) = (&mut *self.model, &self.optimization.full_shard);
         if test {
             guard("test_step", batch_idx, || {

@@ -84,12 +84,17 @@ pub(super) struct Run<
     pub predictions: Option<&'a mut dyn PredictionSink<M::Prediction>>,
     pub progress: Progress,
     pub position: Position,
-    pub optimization: Optimization<'a, E, D, M, DM::Sample>,
+    pub optimization: Optimization<'a, E, D, M>,
     /// SIGINT, SIGTERM and (fitting under SLURM) the requeue signal, caught while the stage runs.
     pub signals: Signals,
     /// The checkpoint `fit` resumes from.
     pub resume: Option<Checkpoint>,
 }
+
+/// A loader's samples (`S`) as the module's batch (`B`) on the run's device: collated on the
+/// CPU, then through the batch-transfer hooks of the data module or the module
+/// (`crate::batch_transfer`; the last argument is the loader's index).
+pub(super) type Batcher<M, DM, S, D, B> = fn(&mut M, &mut DM, Vec<S>, &D, usize) -> B;
 
 /// How a stage's samples become the module's batches: the training and evaluation loaders'
 /// (`fit`, `validate`, `test`), or the prediction loader's (`predict`).
@@ -100,10 +105,10 @@ pub(super) enum Collation<
     DM: DataModule,
 > {
     Steps {
-        train: fn(Vec<DM::Sample>, &D) -> M::Batch,
-        eval: fn(Vec<DM::EvalSample>, &D) -> M::EvalBatch,
+        train: Batcher<M, DM, DM::Sample, D, M::Batch>,
+        eval: Batcher<M, DM, DM::EvalSample, D, M::EvalBatch>,
     },
-    Predict(fn(Vec<DM::PredictSample>, &D) -> M::PredictBatch),
+    Predict(Batcher<M, DM, DM::PredictSample, D, M::PredictBatch>),
 }
 
 /// How a stage runs: the module, its data and where; what the trainer adds is its own.
@@ -121,7 +126,7 @@ pub(super) struct Job<
     pub device: D,
     pub collate: Collation<E, D, M, DM>,
     pub predictions: Option<&'a mut dyn PredictionSink<M::Prediction>>,
-    pub half: HalfSteps<'a, E, D, M, DM::Sample>,
+    pub half: HalfSteps<'a, E, D, M>,
 }
 
 impl Trainer {
@@ -190,30 +195,49 @@ impl Trainer {
 }
 
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
-    /// `samples` of the training loader as the module's batch, on the run's device.
-    fn collated(&self, samples: Vec<DM::Sample>) -> Result<M::Batch> {
-        match self.collate {
-            Collation::Steps { train, .. } => Ok(train(samples, &self.device)),
-            Collation::Predict(_) => Err(Error::msg("a prediction run has no training batches")),
-        }
+    /// `samples` of the training loader (batch `batch_idx`) as the module's batch, on the
+    /// run's device.
+    fn collated(&mut self, samples: Vec<DM::Sample>, batch_idx: usize) -> Result<M::Batch> {
+        let Collation::Steps { train, .. } = &self.collate else {
+            return Err(Error::msg("a prediction run has no training batches"));
+        };
+        let (train, model, dm) = (*train, &mut *self.model, &mut *self.dm);
+        let device = &self.device;
+        guard(TRANSFER, batch_idx, || train(model, dm, samples, device, 0))
     }
 
-    /// `samples` of an evaluation loader as the module's evaluation batch, on the run's device.
-    fn collated_eval(&self, samples: Vec<DM::EvalSample>) -> Result<M::EvalBatch> {
-        match self.collate {
-            Collation::Steps { eval, .. } => Ok(eval(samples, &self.device)),
-            Collation::Predict(_) => Err(Error::msg("a prediction run has no evaluation batches")),
-        }
+    /// `samples` of the evaluation loader `dataloader_idx` as the module's evaluation batch,
+    /// on the run's device.
+    fn collated_eval(
+        &mut self,
+        samples: Vec<DM::EvalSample>,
+        batch_idx: usize,
+        dataloader_idx: usize,
+    ) -> Result<M::EvalBatch> {
+        let Collation::Steps { eval, .. } = &self.collate else {
+            return Err(Error::msg("a prediction run has no evaluation batches"));
+        };
+        let (eval, model, dm) = (*eval, &mut *self.model, &mut *self.dm);
+        let device = &self.device;
+        guard(TRANSFER, batch_idx, || {
+            eval(model, dm, samples, device, dataloader_idx)
+        })
     }
 
     /// `samples` of the prediction loader as `predict_step`'s batch, on the run's device.
-    fn collated_predict(&self, samples: Vec<DM::PredictSample>) -> Result<M::PredictBatch> {
-        match self.collate {
-            Collation::Predict(collate) => Ok(collate(samples, &self.device)),
-            Collation::Steps { .. } => {
-                Err(Error::msg("only a prediction run has prediction batches"))
-            }
-        }
+    fn collated_predict(
+        &mut self,
+        samples: Vec<DM::PredictSample>,
+        batch_idx: usize,
+    ) -> Result<M::PredictBatch> {
+        let Collation::Predict(predict) = &self.collate else {
+            return Err(Error::msg("only a prediction run has prediction batches"));
+        };
+        let (predict, model, dm) = (*predict, &mut *self.model, &mut *self.dm);
+        let device = &self.device;
+        guard(TRANSFER, batch_idx, || {
+            predict(model, dm, samples, device, 0)
+        })
     }
 
     /// `prepare_data`, `setup`, the stage's loop, `teardown`.
@@ -360,6 +384,9 @@ pub(in crate::trainer) fn sharded<E: FloatDtype, D: TrainDevice<E>, R>(
         None => f(),
     }
 }
+
+/// What a panic in the batch-transfer hooks is reported as.
+const TRANSFER: &str = "a batch-transfer hook (on_before_batch_transfer, transfer_batch_to_device or on_after_batch_transfer)";
 
 /// Runs one step of user code, turning a panic inside it — a layer refusing its input's
 /// run-time shape (dfdx's way, which fulmen's layers follow) — into

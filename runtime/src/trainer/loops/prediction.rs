@@ -28,9 +28,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             (self.optimization.full_shard.is_none()).then(crate::kernels::keep_packed_weights);
         for ((batch_idx, samples), indices) in loader.epoch(0).take(total).enumerate().zip(indices)
         {
+            let rows = samples.len();
+            // Lightning's order: the batch moves (through its transfer hooks) before its hooks.
+            let batch = self.collated_predict(samples, batch_idx)?;
             hook!(self, on_predict_batch_start(batch_idx));
-            let mut ctx = self.context(Stage::Predict, batch_idx, samples.len());
-            let batch = self.collated_predict(samples)?;
+            let mut ctx = self.context(Stage::Predict, batch_idx, rows);
             let model = &mut *self.model;
             let prediction = guard("predict_step", batch_idx, || {
                 model.predict_step(batch, &mut ctx)

@@ -126,12 +126,15 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.device = self
             .device
             .reseeded(crate::seed::mix(self.position.run_seed, step));
+        // Lightning's order: the batch moves (through its transfer hooks) before its hooks.
+        let rows = samples.len();
+        let batch = self.collated(samples, batch_idx)?;
         hook!(self, on_train_batch_start(batch_idx));
         self.apply_freezing()?;
         if !<M::Optimization as OptimizationMode>::MANUAL && batch_idx.is_multiple_of(k) {
             self.set_aside_grads()?;
         }
-        let (value, logs, loss) = self.training_step(batch_idx, samples)?;
+        let (value, logs, loss) = self.training_step(batch_idx, batch, rows)?;
         let step_now = match <M::Optimization as OptimizationMode>::MANUAL {
             // The step did its backward and steps.
             true => {
@@ -193,9 +196,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     fn training_step(
         &mut self,
         batch_idx: usize,
-        samples: Vec<DM::Sample>,
+        batch: M::Batch,
+        rows: usize,
     ) -> Result<Stepped<E, D>> {
-        let info = self.step_info(Stage::Fit, true, batch_idx, samples.len());
+        let info = self.step_info(Stage::Fit, true, batch_idx, rows);
         let manual = <M::Optimization as OptimizationMode>::MANUAL;
         match self.optimization.half.as_mut() {
             Some(half) if !manual => {
@@ -206,14 +210,13 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                 };
                 let model = &*self.model;
                 let (value, logs) = guard("training_step", batch_idx, || {
-                    half.forward(model, samples, on)
+                    half.forward(model, batch, on)
                 })??;
                 return Ok((Some(value), logs, None));
             }
-            Some(_) => return self.mixed_manual_step(batch_idx, samples, info),
+            Some(_) => return self.mixed_manual_step(batch_idx, batch, info),
             None => {}
         }
-        let batch = self.collated(samples)?;
         let frozen = self.optimization.frozen_ids.clone();
         // Under FULL_SHARD until this step's backward is done.
         self.roots(true)?;
@@ -268,7 +271,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     fn mixed_manual_step(
         &mut self,
         batch_idx: usize,
-        samples: Vec<DM::Sample>,
+        batch: M::Batch,
         info: crate::context::StepInfo,
     ) -> Result<Stepped<E, D>> {
         let o = &mut self.optimization;
@@ -290,7 +293,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let model = &mut *self.model;
         let out = match o.half.as_mut() {
             Some(half) => guard("training_step", batch_idx, || {
-                half.manual(model, &mut grads, &mut manual, samples, on)
+                half.manual(model, &mut grads, &mut manual, batch, on)
             }),
             None => return Err(Error::msg("16-mixed: a manual step without its half copy")),
         };

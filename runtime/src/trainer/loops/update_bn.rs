@@ -30,7 +30,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             let momentum = 1.0 / (k + 1) as f64;
             set_momenta(&mut *self.model, &norms, |_| momentum)?;
             let info = self.step_info(Stage::Fit, true, k, samples.len());
-            let batch = self.collated(samples)?;
+            let batch = self.collated(samples, k)?;
             let mut ctx = StepContext::<E, D, M::Optimization>::new(self.device.clone(), info);
             let model = &mut *self.model;
             // The loss's tape is dropped: no gradient, no step.
