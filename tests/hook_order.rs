@@ -22,12 +22,6 @@ use recording::{data, recorded, samples, Log, ManualRecorded, Sample, Spy};
 /// Lightning's hooks that fulmen does not have, by `who:hook`, and why.
 const NOT_IN_FULMEN: &[(&str, &str)] = &[
     ("module:backward", BACKWARD),
-    ("module:on_before_batch_transfer", TRANSFER),
-    ("module:transfer_batch_to_device", TRANSFER),
-    ("module:on_after_batch_transfer", TRANSFER),
-    ("datamodule:on_before_batch_transfer", TRANSFER),
-    ("datamodule:transfer_batch_to_device", TRANSFER),
-    ("datamodule:on_after_batch_transfer", TRANSFER),
     ("module:prepare_data", MODULE_DATA),
     ("module:train_dataloader", MODULE_DATA),
     ("module:val_dataloader", MODULE_DATA),
@@ -41,10 +35,6 @@ const BACKWARD: &str = "dfdx's backward consumes the loss's tape; the trainer ru
     FULL_SHARD's, and what a module could change there (the loss) is training_step's to \
     return. A module that differentiates its own way writes a manual step \
     (ctx.manual_backward).";
-/// Why the batch-transfer hooks are missing.
-const TRANSFER: &str = "not built yet (issue 27): a batch is collated on the CPU in f32 and \
-    placed by the trainer (PlaceAs::collate, a function of the module's type); the hooks need \
-    the module (or data module) lent to the collation, in every placement.";
 /// Why the module's own data hooks are missing.
 const MODULE_DATA: &str = "not built yet (issue 27): a module that serves its own loaders \
     needs the trainer to lend it to them while it trains it; Trainer::fit_loaders takes \
@@ -113,6 +103,11 @@ fn fulmen_hooks() -> BTreeSet<String> {
         "on_save_checkpoint",
         "on_load_checkpoint",
     ];
+    let transfer = [
+        "on_before_batch_transfer",
+        "transfer_batch_to_device",
+        "on_after_batch_transfer",
+    ];
     let module = [
         "configure_model",
         "on_validation_model_eval",
@@ -152,13 +147,13 @@ fn fulmen_hooks() -> BTreeSet<String> {
         "on_exception",
     ];
     let mut all = BTreeSet::new();
-    for name in lifecycle.iter().chain(&module) {
+    for name in lifecycle.iter().chain(&module).chain(&transfer) {
         all.insert(format!("module:{name}"));
     }
     for name in lifecycle.iter().chain(&callback) {
         all.insert(format!("callback:{name}"));
     }
-    for name in datamodule {
+    for name in datamodule.iter().chain(&transfer) {
         all.insert(format!("datamodule:{name}"));
     }
     all
@@ -296,6 +291,7 @@ fn one_epoch_as_lightning<M>(
 ) where
     M: Precisions,
     Sample: Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
+    recording::Data: fulmen::batch_transfer::Transfers<M>,
 {
     let dir = tempfile::tempdir().unwrap();
     let builder = trainer(log, dir.path(), 1).num_sanity_val_steps(0);

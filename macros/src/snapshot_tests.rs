@@ -123,3 +123,41 @@ fn iris_data_module() {
     );
     insta::assert_snapshot!(pretty(quote!(#strukt #imp)));
 }
+
+#[test]
+fn batch_transfer_hooks() {
+    let module = crate::expand::module(
+        quote!(),
+        quote! {
+            impl Net {
+                fn training_step(&mut self, batch: Rows<E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+                    self.layer.forward(ctx.trace(batch.x)).square().mean()
+                }
+                fn configure_optimizers(&self) -> Optim {
+                    Optim::sgd(0.1)
+                }
+                fn on_before_batch_transfer(&mut self, batch: Rows<f32, Cpu>, _dataloader_idx: usize) -> Rows<f32, Cpu> {
+                    batch
+                }
+                fn transfer_batch_to_device(&mut self, batch: Rows<f32, Cpu>, device: &D, _dataloader_idx: usize) -> Rows<E, D> {
+                    batch.to(device)
+                }
+            }
+        },
+        crate::ast::Kind::Lightning,
+    );
+    let data = crate::expand::data_module(
+        quote!(),
+        quote! {
+            impl Data {
+                fn train_dataloader(&self) -> DataLoader<Item> {
+                    self.loader.clone()
+                }
+                fn on_after_batch_transfer(&mut self, batch: Rows<E, D>, _dataloader_idx: usize) -> Rows<E, D> {
+                    batch
+                }
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(quote!(#module #data)));
+}

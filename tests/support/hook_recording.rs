@@ -132,6 +132,31 @@ macro_rules! module_with_hooks {
     (#[$($attr:tt)*] [$($head:tt)*] { $($body:tt)* }) => {
         with_hooks!("module", #[$($attr)*] [$($head)*] {
             $($body)*
+            fn on_before_batch_transfer(
+                &mut self,
+                batch: ClassBatch<2, 2, f32, Cpu>,
+                _dataloader_idx: usize,
+            ) -> ClassBatch<2, 2, f32, Cpu> {
+                rec(&self.log, "module", "on_before_batch_transfer");
+                batch
+            }
+            fn transfer_batch_to_device(
+                &mut self,
+                (x, y): ClassBatch<2, 2, f32, Cpu>,
+                device: &D,
+                _dataloader_idx: usize,
+            ) -> ClassBatch<2, 2, E, D> {
+                rec(&self.log, "module", "transfer_batch_to_device");
+                moved((x, y), device)
+            }
+            fn on_after_batch_transfer(
+                &mut self,
+                batch: ClassBatch<2, 2, E, D>,
+                _dataloader_idx: usize,
+            ) -> ClassBatch<2, 2, E, D> {
+                rec(&self.log, "module", "on_after_batch_transfer");
+                batch
+            }
             fn configure_model(&mut self, _t: &mut TrainerView) {
                 rec(&self.log, "module", "configure_model")
             }
@@ -190,6 +215,15 @@ macro_rules! module_with_hooks {
             }
         });
     };
+}
+
+/// A host batch on `device`, as the trainer would move it.
+pub fn moved<E: FloatDtype, D: TrainDevice<E>>(
+    (x, y): ClassBatch<2, 2, f32, Cpu>,
+    device: &D,
+) -> ClassBatch<2, 2, E, D> {
+    let x = fulmen::data::host_to_device(&x, device);
+    (x, Labels::new(y.into_indices(), device.clone()))
 }
 
 pub fn recorded(log: &Log) -> Recorded<f32, Cpu> {
@@ -366,6 +400,31 @@ impl Data {
     fn load_state_dict(&mut self, state: &Value) {
         rec(&self.log, "datamodule", "load_state_dict");
         self.stage = state["stage"].as_u64().unwrap_or_default();
+    }
+    fn on_before_batch_transfer(
+        &mut self,
+        batch: ClassBatch<2, 2, f32, Cpu>,
+        _dataloader_idx: usize,
+    ) -> ClassBatch<2, 2, f32, Cpu> {
+        rec(&self.log, "datamodule", "on_before_batch_transfer");
+        batch
+    }
+    fn transfer_batch_to_device(
+        &mut self,
+        batch: ClassBatch<2, 2, f32, Cpu>,
+        device: &D,
+        _dataloader_idx: usize,
+    ) -> ClassBatch<2, 2, E, D> {
+        rec(&self.log, "datamodule", "transfer_batch_to_device");
+        moved(batch, device)
+    }
+    fn on_after_batch_transfer(
+        &mut self,
+        batch: ClassBatch<2, 2, E, D>,
+        _dataloader_idx: usize,
+    ) -> ClassBatch<2, 2, E, D> {
+        rec(&self.log, "datamodule", "on_after_batch_transfer");
+        batch
     }
     fn on_exception(&mut self, error: &fulmen::Error) {
         rec(&self.log, "datamodule", format!("on_exception({error})"))

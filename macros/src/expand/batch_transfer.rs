@@ -5,8 +5,7 @@
 //! they name none. The user's methods stay inherent, renamed `__fulmen_<hook>`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::spanned::Spanned;
+use quote::{format_ident, quote, ToTokens};
 
 /// The hooks, in the order a batch meets them.
 pub(crate) const HOOKS: [&str; 3] = [
@@ -145,7 +144,8 @@ pub(crate) fn expand(written: &Written, owner: Owner<'_>) -> TokenStream {
     let call = |f: &syn::ImplItemFn, args: TokenStream, generic: bool| {
         let inner = &f.sig.ident;
         let turbofish = if generic { turbofish.clone() } else { quote!() };
-        quote_spanned!(f.sig.span()=> Self::#inner #turbofish(self, #args))
+        // `self` with the wrapper's hygiene, not the hook's (an impl a `macro_rules!` writes).
+        quote!(Self::#inner #turbofish(self, #args))
     };
     // A data module's methods take the module, whose hooks its own replace.
     let (module, module_arg, trait_name) = match data {
