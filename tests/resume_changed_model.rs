@@ -187,3 +187,50 @@ fn renaming_a_field_the_checkpoint_does_not_hold_is_an_error_naming_it() {
         "{names:?}"
     );
 }
+
+/// The model now, loaded rather than resumed: its `on_load_checkpoint` renames the old layer.
+#[lightning_module]
+struct Renamed {
+    encoder: Linear<2, 2>,
+}
+
+#[lightning_module]
+impl Renamed {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        cross_entropy_with_logits_loss(self.encoder.forward(ctx.trace(x)), y.one_hot())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1)
+    }
+    fn on_load_checkpoint(&mut self, trainer: &mut TrainerView, checkpoint: &mut Checkpoint) {
+        if let Err(e) = checkpoint.rename_field("layer", "encoder") {
+            trainer.fail(e);
+        }
+    }
+}
+
+#[test]
+fn load_from_checkpoint_calls_on_load_checkpoint_before_the_weights_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, trained) = written(dir.path());
+    let loaded = Renamed::<f32, Cpu>::load_from_checkpoint(&ckpt).unwrap();
+    assert_eq!(loaded.encoder.weight.as_vec(), trained, "the renamed layer");
+
+    // A checkpoint the hook cannot change fails the load, naming the file.
+    let mut file = Checkpoint::read(&ckpt).unwrap();
+    file.rename_field("layer", "other").unwrap();
+    let other = dir.path().join("other.ckpt");
+    file.write(&other).unwrap();
+    let Err(err) = Renamed::<f32, Cpu>::load_from_checkpoint(&other) else {
+        panic!("the load went on");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("layer") && text.contains("other.ckpt"),
+        "{text}"
+    );
+}

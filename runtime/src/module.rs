@@ -111,7 +111,9 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     /// field's tensors with the optimizers' buffers, the kept gradients and the layers'
     /// scalars stored under its name (`optimizer/<name>/…`, `grads/<name>`). A tensor that
     /// still does not fit then fails the resume, by its name; so does an error given to
-    /// `trainer.fail`. `Trainer::load_weights` and `load_from_checkpoint` do not call it.
+    /// `trainer.fail`. The generated `load_from_checkpoint` calls it too, before the weights
+    /// load, with a view of no run ([`load_from_checkpoint`]); `Trainer::load_weights` does
+    /// not.
     fn on_load_checkpoint(
         &mut self,
         _trainer: &mut crate::TrainerView,
@@ -205,6 +207,23 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     }
 
     crate::__lifecycle_hooks!();
+}
+
+/// What the generated `load_from_checkpoint` does, in Lightning's order: the module built
+/// from the checkpoint's hyperparameters by `build` (its `FromHParams`), its
+/// `on_load_checkpoint` with the checkpoint to change (and a trainer view of no run: what it
+/// gives `trainer.fail` ends the load, naming the file), then the checkpoint's weights.
+pub fn load_from_checkpoint<M: LightningModule<f32, Cpu>>(
+    path: impl AsRef<std::path::Path>,
+    build: impl FnOnce(&crate::HParams) -> crate::Result<M>,
+) -> crate::Result<M> {
+    let mut ckpt = crate::checkpoint::Checkpoint::read(path)?;
+    let mut module = build(ckpt.hparams()).map_err(|e| ckpt.error(e))?;
+    let mut view = crate::TrainerView::new(None);
+    module.on_load_checkpoint(&mut view, &mut ckpt);
+    view.take_error().map_err(|e| ckpt.error(e))?;
+    ckpt.load_weights(&mut module)?;
+    Ok(module)
 }
 
 /// The batch the module `On` runs on (in `E` on `D`).

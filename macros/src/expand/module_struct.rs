@@ -286,7 +286,7 @@ fn constructors(n: &Names) -> TokenStream {
         " Builds `{name}` on the CPU in f32 from its hyperparameters, its weights drawn from fulmen's seeded stream (`seed_everything`)."
     );
     let load_doc = format!(
-        " Rebuilds `{name}` from a checkpoint: `new` with the saved hyperparameters, then the saved weights. A checkpoint of another model is refused, naming the tensor or hyperparameter that does not fit."
+        " Rebuilds `{name}` from a checkpoint: `new` with the saved hyperparameters, its `on_load_checkpoint` (the checkpoint to change, as in Lightning), then the saved weights. A checkpoint of another model is refused, naming the tensor or hyperparameter that does not fit."
     );
     quote! {
         impl<#(#params,)*> #name<#(#args,)* f32, ::fulmen::dfdx::tensor::Cpu> #where_clause {
@@ -302,9 +302,11 @@ fn constructors(n: &Names) -> TokenStream {
             }
 
             #[doc = #load_doc]
-            pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::fulmen::Result<Self> {
-                ::fulmen::checkpoint::Checkpoint::read(path)?
-                    .rebuild(<Self as ::fulmen::FromHParams>::from_hparams)
+            pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::fulmen::Result<Self>
+            where
+                Self: ::fulmen::LightningModule<f32, ::fulmen::dfdx::tensor::Cpu>,
+            {
+                ::fulmen::module::load_from_checkpoint(path, <Self as ::fulmen::FromHParams>::from_hparams)
             }
         }
 

@@ -472,17 +472,6 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Builds a module from the stored hyperparameters with `build`, then loads its weights:
-    /// what the generated `load_from_checkpoint` does.
-    pub fn rebuild<E: CkptDtype + FloatDtype, D: TrainDevice<E>, M: TensorCollection<E, D>>(
-        &self,
-        build: impl FnOnce(&HParams) -> Result<M>,
-    ) -> Result<M> {
-        let mut module = build(&self.meta.hparams).map_err(|e| self.error(e))?;
-        self.load_weights(&mut module)?;
-        Ok(module)
-    }
-
     /// The values of stored tensor `name`, which must have `shape`; errors name the file.
     pub(crate) fn values<E: CkptDtype>(&self, name: &str, shape: &[usize]) -> Result<Vec<E>> {
         tensors::lookup(&self.records, name, shape)
