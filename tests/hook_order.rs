@@ -338,3 +338,23 @@ fn loaders_without_a_data_module_keep_the_hooks_in_lightnings_order() {
     trainer.fit_loaders(&mut model, train, Some(val)).unwrap();
     assert_as_lightning("module_loaders", &log);
 }
+
+#[test]
+fn without_validation_loaders_there_is_no_sanity_check_to_call_hooks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Log = Rc::default();
+    let mut model = recorded(&log);
+    let mut trainer = trainer(&log, dir.path(), 1).build().unwrap();
+    let train = DataLoader::new(samples(4), 2);
+    trainer.fit_loaders(&mut model, train, None).unwrap();
+    let calls = log.borrow();
+    // As Lightning's: the validation step is written but no loader is defined.
+    let sanity = calls
+        .iter()
+        .filter(|c| c.contains("sanity") || c.contains("validation"));
+    assert_eq!(sanity.count(), 0, "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c == "module:training_step(1)"),
+        "{calls:?}"
+    );
+}

@@ -77,6 +77,12 @@ pub trait DataModule: Hyperparameters {
     fn val_dataloader(&mut self) -> Result<Vec<DataLoader<Self::EvalSample>>> {
         Ok(Vec::new())
     }
+    /// Whether the data module has validation loaders to give (Lightning's "is the
+    /// `val_dataloader` defined"): without, `fit` runs no sanity check and none of its hooks.
+    /// `#[data_module]` says yes when the impl writes `val_dataloader`.
+    fn has_val_dataloader(&self) -> bool {
+        false
+    }
     /// The test loaders (Lightning's `test_dataloader`, one or several); `test` needs one.
     fn test_dataloader(&mut self) -> Result<Vec<DataLoader<Self::EvalSample>>> {
         Ok(Vec::new())
@@ -143,6 +149,9 @@ impl<S: Send + 'static> DataModule for Loaders<S> {
     }
     fn val_dataloader(&mut self) -> Result<Vec<DataLoader<S>>> {
         Ok(self.val.clone().into_iter().collect())
+    }
+    fn has_val_dataloader(&self) -> bool {
+        self.val.is_some()
     }
     fn test_dataloader(&mut self) -> Result<Vec<DataLoader<S>>> {
         Ok(self.test.clone().into_iter().collect())

@@ -120,7 +120,15 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
         let ident = &m.f.sig.ident;
         let span = m.f.sig.span();
         Some(match known {
-            "val_dataloader" | "test_dataloader" => quote_spanned! {span=>
+            "val_dataloader" => quote_spanned! {span=>
+                fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::EvalSample>>> {
+                    ::fulmen::datamodule::IntoLoaders::into_loaders(Self::#ident(self))
+                }
+                fn has_val_dataloader(&self) -> bool {
+                    true
+                }
+            },
+            "test_dataloader" => quote_spanned! {span=>
                 fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::EvalSample>>> {
                     ::fulmen::datamodule::IntoLoaders::into_loaders(Self::#ident(self))
                 }

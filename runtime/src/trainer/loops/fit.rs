@@ -100,7 +100,8 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             self.settings.limit_val_batches,
             Limit::Count(0) | Limit::Fraction(0.0)
         );
-        if !M::HAS_VALIDATION_STEP || n == 0 || off {
+        // Lightning's: a validation step, loaders defined, and batches allowed.
+        if !M::HAS_VALIDATION_STEP || !self.dm.has_val_dataloader() || n == 0 || off {
             return Ok(None);
         }
         self.view.sanity_checking = true;
