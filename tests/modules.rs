@@ -102,3 +102,81 @@ fn moves_keep_hyperparameters() {
     let plain = net.to_device(&Cpu::default());
     assert_eq!(plain.width, 0, "dfdx's own move rebuilds from tensors only");
 }
+
+/// A value that cannot be cloned.
+#[derive(Default)]
+struct Handle(u32);
+
+thread_local! {
+    /// The handle each training step's module held.
+    static HANDLES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// State beside the tensors: notes (`Clone`), a handle (not), a cache on the run's device.
+#[lightning_module]
+struct Keeping {
+    layer: Linear<2, 2>,
+    #[skip]
+    notes: Vec<String>,
+    #[skip]
+    handle: Handle,
+    #[skip]
+    cache: Option<Tensor<(usize,), E, D>>,
+}
+
+#[lightning_module]
+impl Keeping {
+    fn training_step(
+        &mut self,
+        (x, y): ClassBatch<2, 2, E, D>,
+        ctx: &mut StepContext<E, D>,
+    ) -> Loss<E, D> {
+        self.notes.push(format!("step {}", ctx.batch_idx()));
+        HANDLES.with(|h| h.borrow_mut().push(self.handle.0));
+        cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot())
+    }
+    fn configure_optimizers(&self) -> Optim {
+        Optim::sgd(0.1)
+    }
+}
+
+#[test]
+fn skip_fields_go_with_a_stages_copy_where_they_can_and_are_never_lost() {
+    for precision in ["64-true", "16-true", "32-true"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Keeping::<f32, Cpu>::new();
+        model.notes.push("before".into());
+        model.handle = Handle(7);
+        model.cache = Some(Cpu::default().tensor((vec![1.0], (1,))));
+        let each = (0..4).map(|i| ([i as f32, 1.0], Class::<2>::new(i % 2).unwrap()));
+        let loader = DataLoader::new(InMemoryDataset::new(each.collect()), 2);
+        Trainer::builder()
+            .precision(precision.parse().unwrap())
+            .max_epochs(1)
+            .no_logger()
+            .default_root_dir(dir.path())
+            .enable_progress_bar(false)
+            .enable_model_summary(false)
+            .enable_checkpointing(false)
+            .build()
+            .unwrap()
+            .fit_loaders(&mut model, loader, None)
+            .unwrap();
+        // What the copy's steps wrote came back; what could not go stayed.
+        assert_eq!(model.notes, ["before", "step 0", "step 1"], "{precision}");
+        assert_eq!(model.handle.0, 7, "{precision}");
+        assert_eq!(
+            model.cache.map(|c| c.as_vec()),
+            Some(vec![1.0]),
+            "{precision}"
+        );
+        // A copy starts the handle from its Default; the module itself has its own.
+        let seen = HANDLES.with(|h| h.take());
+        let expected = if precision == "32-true" {
+            [7, 7]
+        } else {
+            [0, 0]
+        };
+        assert_eq!(seen, expected, "{precision}");
+    }
+}

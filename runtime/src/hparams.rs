@@ -116,6 +116,21 @@ pub trait CarryHParams<E: dfdx::shapes::Dtype, D: dfdx::tensor_ops::Device<E>>:
         to: &mut Self::To<E2, D2>,
     );
 
+    /// Copies into `to` the `#[skip]` fields that can go: those whose type names neither the
+    /// dtype nor the device and is `Clone`. A stage's placement (`PlaceAs::placed`) carries
+    /// them to the copy it runs and back, so that what a module keeps beside its tensors is
+    /// there in every precision and device. By default none.
+    fn carry_skipped<E2: dfdx::shapes::Dtype, D2: dfdx::tensor_ops::Device<E2>>(
+        &self,
+        _to: &mut Self::To<E2, D2>,
+    ) {
+    }
+
+    /// Takes back from `original` the `#[skip]` fields that
+    /// [`carry_skipped`](Self::carry_skipped) cannot carry: a module written back from a
+    /// stage's copy keeps them as they were, not as `Default` made them. By default none.
+    fn keep_uncarried(&mut self, _original: &mut Self) {}
+
     /// Copies into `to` everything dfdx's `to_dtype` and `to_device` leave behind: the
     /// non-tensor fields ([`carry_hparams`](Self::carry_hparams)) and the layers' scalars
     /// (batch norm's settings and `num_batches_tracked`, which they reset to defaults).
@@ -178,5 +193,46 @@ impl<'de> serde::Deserialize<'de> for HParams {
             }
         }
         d.deserialize_map(Entries)
+    }
+}
+
+/// How `#[lightning_module]` carries a `#[skip]` field: by `Clone` where its type is (method
+/// resolution tries [`Cloned`](skipped::Cloned), on `&Field`, before
+/// [`Uncloned`](skipped::Uncloned), on `Field`), else not at all.
+#[doc(hidden)]
+pub mod skipped {
+    /// A `#[skip]` field.
+    pub struct Field<'a, T>(pub &'a T);
+
+    /// A field whose type is `Clone`.
+    pub trait Cloned<T> {
+        /// A clone of the field.
+        fn cloned(&self) -> Option<T>;
+        /// Yes.
+        fn clones(&self) -> bool;
+    }
+    impl<T: Clone> Cloned<T> for &Field<'_, T> {
+        fn cloned(&self) -> Option<T> {
+            Some(self.0.clone())
+        }
+        fn clones(&self) -> bool {
+            true
+        }
+    }
+
+    /// A field whose type is not `Clone`.
+    pub trait Uncloned<T> {
+        /// None.
+        fn cloned(&self) -> Option<T>;
+        /// No.
+        fn clones(&self) -> bool;
+    }
+    impl<T> Uncloned<T> for Field<'_, T> {
+        fn cloned(&self) -> Option<T> {
+            None
+        }
+        fn clones(&self) -> bool {
+            false
+        }
     }
 }

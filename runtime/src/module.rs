@@ -247,7 +247,8 @@ pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> +
     /// `f` on this module in `E` on `device`: the module itself where that is what it is (f32
     /// on the CPU), else a copy made for the run, whose weights and hyperparameters come back
     /// into this one when `write_back` (training; whether `f` succeeded or not, so that what
-    /// was trained is never lost). Evaluation leaves the module alone: a round trip through
+    /// was trained is never lost). `#[skip]` fields go to the copy and back where they can
+    /// (`CarryHParams::carry_skipped`); the others stay in this module as they were. Evaluation leaves the module alone: a round trip through
     /// f16 would round its weights.
     fn placed<R>(
         &mut self,
@@ -306,18 +307,24 @@ macro_rules! placed_copies {
                 f: impl FnOnce(&mut Self::On) -> R,
             ) -> crate::Result<R> {
                 // Each move carries what dfdx's drops: hyperparameters and layers' scalars.
+                // Its `#[skip]` fields too, those that can go (`CarryHParams::carry_skipped`).
                 let mut cast = dfdx::nn::ToDtype::to_dtype::<$e>(self);
                 self.carry::<$e, Cpu>(&mut cast)?;
+                self.carry_skipped::<$e, Cpu>(&mut cast);
                 let mut copy = dfdx::nn::ToDevice::try_to_device(&cast, device).map_err(|e| {
                     crate::Error::Device(format!("moving the module to the device: {e:?}"))
                 })?;
                 cast.carry::<$e, $d>(&mut copy)?;
+                cast.carry_skipped::<$e, $d>(&mut copy);
                 let result = f(&mut copy);
                 if write_back {
                     let mut host = dfdx::nn::ToDevice::to_device(&copy, &Cpu::default());
                     copy.carry::<$e, Cpu>(&mut host)?;
+                    copy.carry_skipped::<$e, Cpu>(&mut host);
                     let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(&host);
                     host.carry::<f32, Cpu>(&mut back)?;
+                    host.carry_skipped::<f32, Cpu>(&mut back);
+                    back.keep_uncarried(self);
                     *self = back;
                 }
                 Ok(result)

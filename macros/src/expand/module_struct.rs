@@ -190,6 +190,30 @@ fn hyperparameters(n: &Names) -> TokenStream {
         let (fname, ty) = (&f.name, &f.ty);
         quote_spanned!(ty.span()=> to.#fname = ::core::clone::Clone::clone(&self.#fname);)
     });
+    // `#[skip]` fields go with a stage's copy where they can: a type of neither the dtype nor
+    // the device, and `Clone` (autoref picks `Cloned` then); the others stay with the module.
+    let skipped: Vec<&Field> = n.with_role(Role::Skip).collect();
+    let carried = |f: &Field| !crate::check::names_dtype_or_device(&f.ty);
+    let skip_carries = skipped.iter().filter(|f| carried(f)).map(|f| {
+        let fname = &f.name;
+        quote! {
+            if let ::core::option::Option::Some(v) = (&&::fulmen::hparams::skipped::Field(&self.#fname)).cloned() {
+                to.#fname = v;
+            }
+        }
+    });
+    let skip_keeps = skipped.iter().map(|f| {
+        let fname = &f.name;
+        let swap = quote!(::core::mem::swap(&mut self.#fname, &mut original.#fname););
+        match carried(f) {
+            true => quote! {
+                if !(&&::fulmen::hparams::skipped::Field(&self.#fname)).clones() {
+                    #swap
+                }
+            },
+            false => swap,
+        }
+    });
     let hyper = n.impl_for(
         quote!(::fulmen::dfdx::shapes::Dtype),
         quote!(::fulmen::Hyperparameters),
@@ -212,6 +236,18 @@ fn hyperparameters(n: &Names) -> TokenStream {
             #[allow(unused_variables)]
             fn carry_hparams<E2: ::fulmen::dfdx::shapes::Dtype, D2: ::fulmen::dfdx::tensor_ops::Device<E2>>(&self, to: &mut Self::To<E2, D2>) {
                 #(#carries)*
+            }
+
+            #[allow(unused_variables, unused_imports)]
+            fn carry_skipped<E2: ::fulmen::dfdx::shapes::Dtype, D2: ::fulmen::dfdx::tensor_ops::Device<E2>>(&self, to: &mut Self::To<E2, D2>) {
+                use ::fulmen::hparams::skipped::{Cloned as _, Uncloned as _};
+                #(#skip_carries)*
+            }
+
+            #[allow(unused_variables, unused_imports)]
+            fn keep_uncarried(&mut self, original: &mut Self) {
+                use ::fulmen::hparams::skipped::{Cloned as _, Uncloned as _};
+                #(#skip_keeps)*
             }
         }
     }
