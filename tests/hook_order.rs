@@ -17,17 +17,11 @@ use fulmen::TrainerBuilder;
 mod recording;
 use fulmen::data::Collate;
 use fulmen::module::Precisions;
+use fulmen::module_data::FromModule;
 use recording::{data, recorded, samples, Log, ManualRecorded, Sample, Spy};
 
 /// Lightning's hooks that fulmen does not have, by `who:hook`, and why.
-const NOT_IN_FULMEN: &[(&str, &str)] = &[
-    ("module:backward", BACKWARD),
-    ("module:prepare_data", MODULE_DATA),
-    ("module:train_dataloader", MODULE_DATA),
-    ("module:val_dataloader", MODULE_DATA),
-    ("module:test_dataloader", MODULE_DATA),
-    ("module:predict_dataloader", MODULE_DATA),
-];
+const NOT_IN_FULMEN: &[(&str, &str)] = &[("module:backward", BACKWARD)];
 
 /// Why `backward` is not a module's hook.
 const BACKWARD: &str = "dfdx's backward consumes the loss's tape; the trainer runs it where it \
@@ -35,11 +29,6 @@ const BACKWARD: &str = "dfdx's backward consumes the loss's tape; the trainer ru
     FULL_SHARD's, and what a module could change there (the loss) is training_step's to \
     return. A module that differentiates its own way writes a manual step \
     (ctx.manual_backward).";
-/// Why the module's own data hooks are missing.
-const MODULE_DATA: &str = "not built yet (issue 27): a module that serves its own loaders \
-    needs the trainer to lend it to them while it trains it; Trainer::fit_loaders takes \
-    loaders without a data module meanwhile.";
-
 /// Lightning's recording: the hooks it knows, and each scenario's calls.
 struct Fixture {
     hooks: BTreeSet<String>,
@@ -109,6 +98,11 @@ fn fulmen_hooks() -> BTreeSet<String> {
         "on_after_batch_transfer",
     ];
     let module = [
+        "prepare_data",
+        "train_dataloader",
+        "val_dataloader",
+        "test_dataloader",
+        "predict_dataloader",
         "configure_model",
         "on_validation_model_eval",
         "on_validation_model_train",
@@ -291,7 +285,7 @@ fn one_epoch_as_lightning<M>(
 ) where
     M: Precisions,
     Sample: Collate<M::Batch, Cpu> + Collate<M::EvalBatch, Cpu>,
-    recording::Data: fulmen::batch_transfer::Transfers<M>,
+    recording::Data: fulmen::stage_data::DataFor<M>,
 {
     let dir = tempfile::tempdir().unwrap();
     let builder = trainer(log, dir.path(), 1).num_sanity_val_steps(0);
@@ -326,16 +320,13 @@ fn a_step_scheduler_keeps_the_hooks_in_lightnings_order() {
 }
 
 #[test]
-fn loaders_without_a_data_module_keep_the_hooks_in_lightnings_order() {
+fn a_module_serving_its_own_loaders_keeps_the_hooks_in_lightnings_order() {
     let dir = tempfile::tempdir().unwrap();
     let log: Log = Rc::default();
     let mut model = recorded(&log);
     let mut trainer = trainer(&log, dir.path(), 1).build().unwrap();
-    let (train, val) = (
-        DataLoader::new(samples(4), 2),
-        DataLoader::new(samples(2), 2),
-    );
-    trainer.fit_loaders(&mut model, train, Some(val)).unwrap();
+    let mut own = FromModule::of(&model);
+    trainer.fit(&mut model, &mut own).unwrap();
     assert_as_lightning("module_loaders", &log);
 }
 

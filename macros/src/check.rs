@@ -181,6 +181,24 @@ pub(crate) fn module_impl(cx: &Ctxt, m: &mut ModuleImpl) {
     for hook in ["on_before_batch_transfer", "transfer_batch_to_device"] {
         host_batch(cx, hook, m.arg_type(hook).as_ref());
     }
+    for method in &mut m.methods {
+        let name = method.f.sig.ident.to_string();
+        if method.known.is_none() || !name.ends_with("_dataloader") {
+            continue;
+        }
+        let why = match &method.f.sig.output {
+            syn::ReturnType::Type(_, ret) => match crate::ast::loader_sample(ret) {
+                Some(sample) if names_dtype_or_device(&sample) => Some((sample.to_token_stream(), format!("`{name}`'s samples are the host's, collated before the batch moves: they cannot name the run's dtype or device (`E`, `D`)"))),
+                Some(_) => None,
+                None => Some((ret.to_token_stream(), format!("`{name}` must return `DataLoader<Sample>` (or `Result<...>` / `Option<...>` of it)"))),
+            },
+            syn::ReturnType::Default => Some((method.f.sig.to_token_stream(), format!("`{name}` must return the loader: `-> DataLoader<Sample>` (or `Result<...>` / `Option<...>` of it)"))),
+        };
+        if let Some((tokens, why)) = why {
+            cx.error(tokens, why);
+            method.known = None;
+        }
+    }
     if let Some(ty) = m.return_type("predict_step").filter(names_dtype_or_device) {
         cx.error(&ty, "`predict_step` returns a type that names the run's dtype or device (`E`, `D`): `Trainer::predict` runs in any precision on any device and hands the predictions back, so return host values (`Vec<f32>`, `Vec<usize>`, `probabilities.as_vec()`)");
     }

@@ -25,6 +25,16 @@ const fn hook(name: &'static str, params: &'static [&'static str]) -> Known {
     }
 }
 
+/// A module's own loader (`module_data.rs`): as a data module's.
+const fn loader(name: &'static str) -> Known {
+    Known {
+        name,
+        receiver: Receiver::Mut,
+        params: &[],
+        returns: " -> DataLoader<Sample>",
+    }
+}
+
 const TRAINER: &str = "trainer: &mut TrainerView";
 
 pub(crate) const REQUIRED: [&str; 2] = ["training_step", "configure_optimizers"];
@@ -103,6 +113,11 @@ pub(crate) const KNOWN: &[Known] = &[
         ],
         returns: " -> <the same>",
     },
+    hook("prepare_data", &[TRAINER]),
+    loader("train_dataloader"),
+    loader("val_dataloader"),
+    loader("test_dataloader"),
+    loader("predict_dataloader"),
     hook("setup", &[TRAINER, "stage: Stage"]),
     hook("configure_model", &[TRAINER]),
     hook("on_validation_model_eval", &[TRAINER]),

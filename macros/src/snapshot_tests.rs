@@ -161,3 +161,29 @@ fn batch_transfer_hooks() {
     );
     insta::assert_snapshot!(pretty(quote!(#module #data)));
 }
+
+#[test]
+fn module_serving_its_loaders() {
+    let out = crate::expand::module(
+        quote!(),
+        quote! {
+            impl Net {
+                fn training_step(&mut self, (x, y): ClassBatch<4, 3, E, D>, ctx: &mut StepContext<E, D>) -> Loss<E, D> {
+                    cross_entropy_with_logits_loss(self.layer.forward(ctx.trace(x)), y.one_hot())
+                }
+                fn configure_optimizers(&self) -> Optim {
+                    Optim::sgd(0.1)
+                }
+                fn prepare_data(&mut self, _trainer: &mut TrainerView) {}
+                fn train_dataloader(&self) -> DataLoader<iris::Sample> {
+                    DataLoader::new(InMemoryDataset::new(self.train.clone()), 16)
+                }
+                fn val_dataloader(&self) -> fulmen::Result<Vec<DataLoader<iris::Sample>>> {
+                    Ok(vec![DataLoader::new(InMemoryDataset::new(self.val.clone()), 16)])
+                }
+            }
+        },
+        crate::ast::Kind::Lightning,
+    );
+    insta::assert_snapshot!(pretty(out));
+}

@@ -52,11 +52,6 @@
 //! module that writes them gives every step it runs the same batch type; a module whose
 //! `predict_step` takes another type than its hooks does not compile with them.
 
-use dfdx::tensor::Cpu;
-
-use crate::device::{Half, TrainDevice};
-use crate::module::{BatchOf, EvalBatchOf, Placed, Placement, Precisions, PredictBatchOf};
-
 /// Which batch-transfer hooks an implementation wrote (the data module's replace the
 /// module's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,66 +153,6 @@ pub trait DataBatchTransfer<H, B, D> {
         module.on_after_batch_transfer(batch, dataloader_idx)
     }
 }
-
-/// A data module whose batch-transfer hooks (none, for most: then it takes every batch) take
-/// the batches of the module `M` in every precision on `D`.
-#[diagnostic::on_unimplemented(
-    message = "the batch-transfer hooks of `{Self}` do not take the batches of `{M}`",
-    label = "every batch of every loader passes through the data module's batch-transfer hooks",
-    note = "a data module's `on_before_batch_transfer` takes the module's batch collated on the host (`ClassBatch<4, 3, f32, Cpu>`, say), its `on_after_batch_transfer` the batch on the device (`ClassBatch<4, 3, E, D>`): the types of the module's `training_step`, `validation_step` and `predict_step` in those places"
-)]
-pub trait TransfersOn<M, D>:
-    DataBatchTransfer<M::Batch, BatchOf<Placed<M, f32, D>, f32, D>, D>
-    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f32, D>, f32, D>, D>
-    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f32, D>, f32, D>, D>
-    + DataBatchTransfer<M::Batch, BatchOf<Placed<M, f64, D>, f64, D>, D>
-    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f64, D>, f64, D>, D>
-    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f64, D>, f64, D>, D>
-    + DataBatchTransfer<M::Batch, BatchOf<Placed<M, Half, D>, Half, D>, D>
-    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, Half, D>, Half, D>, D>
-    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, Half, D>, Half, D>, D>
-where
-    M: Placement<D>,
-    D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
-{
-}
-
-impl<DM, M, D> TransfersOn<M, D> for DM
-where
-    M: Placement<D>,
-    D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
-    DM: DataBatchTransfer<M::Batch, BatchOf<Placed<M, f32, D>, f32, D>, D>
-        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f32, D>, f32, D>, D>
-        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f32, D>, f32, D>, D>
-        + DataBatchTransfer<M::Batch, BatchOf<Placed<M, f64, D>, f64, D>, D>
-        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f64, D>, f64, D>, D>
-        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f64, D>, f64, D>, D>
-        + DataBatchTransfer<M::Batch, BatchOf<Placed<M, Half, D>, Half, D>, D>
-        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, Half, D>, Half, D>, D>
-        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, Half, D>, Half, D>, D>,
-{
-}
-
-/// A data module whose batch-transfer hooks take the batches of the module `M` on every
-/// device of this build (the CPU, and CUDA with the `cuda` feature): what the trainer's
-/// stages ask of it. Every data module without the hooks is one, through the blanket impl.
-#[cfg(feature = "cuda")]
-pub trait Transfers<M: Precisions>:
-    TransfersOn<M, Cpu> + TransfersOn<M, dfdx::tensor::Cuda>
-{
-}
-#[cfg(feature = "cuda")]
-impl<M: Precisions, DM: TransfersOn<M, Cpu> + TransfersOn<M, dfdx::tensor::Cuda>> Transfers<M>
-    for DM
-{
-}
-/// A data module whose batch-transfer hooks take the batches of the module `M` on every
-/// device of this build (the CPU, and CUDA with the `cuda` feature): what the trainer's
-/// stages ask of it. Every data module without the hooks is one, through the blanket impl.
-#[cfg(not(feature = "cuda"))]
-pub trait Transfers<M: Precisions>: TransfersOn<M, Cpu> {}
-#[cfg(not(feature = "cuda"))]
-impl<M: Precisions, DM: TransfersOn<M, Cpu>> Transfers<M> for DM {}
 
 /// Bare loaders have no hooks.
 impl<S, H, B, D> DataBatchTransfer<H, B, D> for crate::datamodule::Loaders<S> {}

@@ -41,6 +41,10 @@ impl std::fmt::Display for Stage {
 /// The trainer calls `prepare_data` once per machine (download, check files), then
 /// `setup(stage)` (load, split), the loaders the stage needs, and `teardown(stage)`.
 pub trait DataModule: Hyperparameters {
+    /// Whose loaders a stage runs on: [`ItsOwn`] (this data module's, what `#[data_module]`
+    /// says) or [`TheModule`]'s (the module serves its own, through
+    /// [`FromModule`](crate::module_data::FromModule)).
+    type Source;
     /// What one sample of the training loader is; collated into `training_step`'s batch type.
     type Sample: Send + 'static;
     /// What one sample of the validation and test loaders is; collated into
@@ -109,6 +113,13 @@ pub trait DataModule: Hyperparameters {
     fn on_exception(&mut self, _error: &crate::Error) {}
 }
 
+/// A stage's loaders are the data module's own.
+pub struct ItsOwn;
+
+/// A stage's loaders are the module's (Lightning's `train_dataloader` and the others written
+/// on the `LightningModule`, [`crate::module_data`]).
+pub struct TheModule;
+
 /// Bare loaders as a data module: what `Trainer::fit_loaders` and friends wrap their loaders in
 /// (one sample type; a data module whose evaluation or prediction samples differ is a
 /// `#[data_module]`).
@@ -141,6 +152,7 @@ impl<S> Hyperparameters for Loaders<S> {
 }
 
 impl<S: Send + 'static> DataModule for Loaders<S> {
+    type Source = ItsOwn;
     type Sample = S;
     type EvalSample = S;
     type PredictSample = S;

@@ -121,6 +121,11 @@ pub trait LightningModule<E: FloatDtype, D: TrainDevice<E>>:
     ) {
     }
 
+    /// Downloads or checks files (Lightning's `prepare_data` on the module): in every stage,
+    /// once per machine by its local rank 0, after the data module's and before `setup`.
+    /// What it gives `trainer.fail` ends the stage.
+    fn prepare_data(&mut self, _trainer: &mut crate::TrainerView) {}
+
     /// In every stage, after `setup` and before anything is restored or the optimizers are
     /// configured (Lightning's `configure_model`): where a module makes or changes its layers
     /// for the stage (loads a pretrained backbone, say). Each stage calls it again on the same
@@ -247,8 +252,9 @@ pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> +
     /// `f` on this module in `E` on `device`: the module itself where that is what it is (f32
     /// on the CPU), else a copy made for the run, whose weights and hyperparameters come back
     /// into this one when `write_back` (training; whether `f` succeeded or not, so that what
-    /// was trained is never lost). `#[skip]` fields go to the copy and back where they can
-    /// (`CarryHParams::carry_skipped`); the others stay in this module as they were. Evaluation leaves the module alone: a round trip through
+    /// was trained is never lost). `#[skip]` fields go to the copy and back, in every stage,
+    /// where they can (`CarryHParams::carry_skipped`); the others stay in this module as they
+    /// were. Evaluation leaves the module alone: a round trip through
     /// f16 would round its weights.
     fn placed<R>(
         &mut self,
@@ -326,6 +332,10 @@ macro_rules! placed_copies {
                     host.carry_skipped::<f32, Cpu>(&mut back);
                     back.keep_uncarried(self);
                     *self = back;
+                } else {
+                    // What the stage kept beside the tensors comes back; the weights do not.
+                    copy.carry_skipped::<$e, Cpu>(&mut cast);
+                    cast.carry_skipped::<f32, Cpu>(self);
                 }
                 Ok(result)
             }

@@ -132,6 +132,25 @@ macro_rules! module_with_hooks {
     (#[$($attr:tt)*] [$($head:tt)*] { $($body:tt)* }) => {
         with_hooks!("module", #[$($attr)*] [$($head)*] {
             $($body)*
+            fn prepare_data(&mut self, _t: &mut TrainerView) {
+                rec(&self.log, "module", "prepare_data")
+            }
+            fn train_dataloader(&mut self) -> DataLoader<Sample> {
+                rec(&self.log, "module", "train_dataloader");
+                DataLoader::new(samples(4), 2)
+            }
+            fn val_dataloader(&mut self) -> DataLoader<Sample> {
+                rec(&self.log, "module", "val_dataloader");
+                DataLoader::new(samples(2), 2)
+            }
+            fn test_dataloader(&mut self) -> DataLoader<Sample> {
+                rec(&self.log, "module", "test_dataloader");
+                DataLoader::new(samples(2), 2)
+            }
+            fn predict_dataloader(&mut self) -> DataLoader<Sample> {
+                rec(&self.log, "module", "predict_dataloader");
+                DataLoader::new(samples(2), 2)
+            }
             fn on_before_batch_transfer(
                 &mut self,
                 batch: ClassBatch<2, 2, f32, Cpu>,

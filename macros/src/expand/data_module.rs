@@ -192,6 +192,7 @@ fn with_data_module(model: &DataImpl, item: &syn::ItemImpl, methods: TokenStream
         #item
 
         impl #impl_generics ::fulmen::DataModule for #self_ty #where_clause {
+            type Source = ::fulmen::datamodule::ItsOwn;
             type Sample = #sample;
             type EvalSample = #eval_sample;
             type PredictSample = #predict_sample;

@@ -7,6 +7,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
 use super::batch_transfer::{self, Owner, Written};
+use super::module_data;
 use crate::ast::ModuleImpl;
 use crate::hooks::Receiver;
 
@@ -18,6 +19,7 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
     let mut trait_items = Vec::new();
     let mut inherent_items = m.others.clone();
     let mut transfers = Written::default();
+    let mut loaders = module_data::Written::default();
     for method in &m.methods {
         let Some(known) = method.known else {
             inherent_items.push(syn::ImplItem::Fn(method.f.clone()));
@@ -40,9 +42,12 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
                 inherent_items.push(syn::ImplItem::Fn(own));
                 trait_items.push(wrapper);
             }
-            // Their own trait's, called from it (`batch_transfer.rs`).
+            // Their own traits', called from them (`batch_transfer.rs`, `module_data.rs`).
             name if batch_transfer::HOOKS.contains(&name) => {
                 inherent_items.extend(transfers.take(&f, false).map(syn::ImplItem::Fn));
+            }
+            name if module_data::LOADERS.contains(&name) => {
+                inherent_items.extend(loaders.take(&f).map(syn::ImplItem::Fn));
             }
             _ => trait_items.push(f),
         }
@@ -92,10 +97,18 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
             where_clause: where_clause.as_ref(),
         },
     );
+    let served = module_data::expand(
+        &loaders,
+        quote!(#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,),
+        self_ty,
+        where_clause.as_ref(),
+    );
     quote! {
         #inherent
 
         #transfer
+
+        #served
 
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;

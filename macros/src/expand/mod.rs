@@ -7,6 +7,7 @@
 mod batch_transfer;
 mod data_module;
 mod lightning_impl;
+mod module_data;
 mod module_struct;
 
 pub(crate) use self::batch_transfer::HOOKS as TRANSFER_HOOKS;

@@ -338,9 +338,11 @@ fn constructors(n: &Names) -> TokenStream {
             }
 
             #[doc = #load_doc]
+            // The bound is checked where it is called (`for<'a>` keeps rustc from judging it
+            // here, where a struct whose impl did not compile does not implement the trait).
             pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::fulmen::Result<Self>
             where
-                Self: ::fulmen::LightningModule<f32, ::fulmen::dfdx::tensor::Cpu>,
+                for<'a> Self: ::fulmen::LightningModule<f32, ::fulmen::dfdx::tensor::Cpu>,
             {
                 ::fulmen::module::load_from_checkpoint(path, <Self as ::fulmen::FromHParams>::from_hparams)
             }

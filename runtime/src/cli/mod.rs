@@ -102,7 +102,7 @@ impl<M, DM> Default for LightningCli<M, DM> {
 impl<M, DM> LightningCli<M, DM>
 where
     M: Runnable,
-    DM: DataModule + FromHParams + Hyperparameters + crate::batch_transfer::Transfers<M>,
+    DM: DataModule + FromHParams + Hyperparameters + crate::stage_data::DataFor<M>,
     DM::Sample: Collate<M::Batch, Cpu>,
     DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     DM::PredictSample: Collate<M::PredictBatch, Cpu>,

@@ -42,7 +42,6 @@ use std::path::PathBuf;
 
 use dfdx::tensor::Cpu;
 
-use crate::batch_transfer::Transfers;
 use crate::callback::{Callback, CheckpointPaths};
 use crate::checkpoint::{Checkpoint, CkptPath};
 use crate::data::{Collate, DataLoader};
@@ -52,6 +51,7 @@ use crate::distributed::{ClusterEnv, Collective, Strategy};
 use crate::loggers::Logger;
 use crate::module::{LightningModule, Precisions, Predicts};
 use crate::prediction_writer::PredictionWriter;
+use crate::stage_data::DataFor;
 use crate::{Error, Result};
 
 /// Which logger a trainer creates on its first run.
@@ -115,7 +115,7 @@ impl Trainer {
     pub fn fit<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -141,7 +141,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -218,7 +218,7 @@ impl Trainer {
     ) -> Result<BTreeMap<String, f64>>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -233,7 +233,7 @@ impl Trainer {
     ) -> Result<BTreeMap<String, f64>>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -252,7 +252,7 @@ impl Trainer {
     ) -> Result<Vec<M::Prediction>>
     where
         M: Predicts,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         self.predict_in_precision(model, datamodule, None, true)
@@ -272,7 +272,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Predicts,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         self.predict_in_precision(model, datamodule, Some(writer), false)

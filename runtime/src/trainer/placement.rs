@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 
 use dfdx::tensor::Cpu;
 
+use super::connectors::Serving;
 use super::loops::{Collation, Job};
 use super::settings::Precision;
 use super::Trainer;
-use crate::batch_transfer::{self, BatchTransfer, DataBatchTransfer, Transfers, TransfersOn};
+use crate::batch_transfer::{self, BatchTransfer, DataBatchTransfer};
 use crate::checkpoint::{Checkpoint, CkptDtype};
 use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
@@ -20,8 +21,10 @@ use crate::kernels::Unscale;
 use crate::module::{
     BatchOf, EvalBatchOf, PlaceAs, Placement, Precisions, PredictAs, PredictBatchOf, Predicts,
 };
+use crate::module_data::LoadersOf;
 use crate::precision::{HalfStep, HalfSteps, Mixed};
 use crate::prediction_writer::{Collected, PredictionWriter};
+use crate::stage_data::{DataFor, DataForOn};
 use crate::{FloatDtype, Result, TrainDevice};
 
 /// The module `M` placed in dtype `E` on device `D`.
@@ -41,7 +44,7 @@ impl Trainer {
     ) -> Result<Metrics>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -85,7 +88,7 @@ impl Trainer {
         D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
         <D as TrainDevice<f32>>::Kernels: Unscale<D>,
         M: Placement<D>,
-        DM: DataModule + TransfersOn<M, D>,
+        DM: DataModule + DataForOn<M, D>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -118,7 +121,7 @@ impl Trainer {
         E: FloatDtype + CkptDtype,
         D: TrainDevice<E>,
         M: PlaceAs<E, D>,
-        DM: DataModule
+        DM: DataModule<Source: LoadersOf<On<M, E, D>, DM>>
             + DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>
             + DataBatchTransfer<M::EvalBatch, EvalBatchOf<On<M, E, D>, E, D>, D>,
         DM::Sample: Collate<M::Batch, Cpu>,
@@ -141,6 +144,7 @@ impl Trainer {
                     resume,
                     device,
                     collate,
+                    serving: Serving::of::<DM::Source>(),
                     predictions: None,
                     half,
                 })
@@ -160,7 +164,7 @@ impl Trainer {
     ) -> Result<Vec<M::Prediction>>
     where
         M: Predicts,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         let out = (writer, keep);
@@ -188,7 +192,7 @@ impl Trainer {
     where
         D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
         M: Placement<D> + PredictAs<f32, D> + PredictAs<f64, D> + PredictAs<Half, D>,
-        DM: DataModule + TransfersOn<M, D>,
+        DM: DataModule + DataForOn<M, D>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         match self.settings.precision {
@@ -209,7 +213,8 @@ impl Trainer {
         E: FloatDtype + CkptDtype,
         D: TrainDevice<E>,
         M: PredictAs<E, D>,
-        DM: DataModule + DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>,
+        DM: DataModule<Source: LoadersOf<On<M, E, D>, DM>>
+            + DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         batch_transfer::warn_if_both(
@@ -232,6 +237,7 @@ impl Trainer {
                 resume: None,
                 device,
                 collate,
+                serving: Serving::of::<DM::Source>(),
                 predictions: Some(&mut sink),
                 half: None,
             })

@@ -6,7 +6,6 @@ use dfdx::tensor::Cpu;
 
 use super::settings::Limit;
 use super::Trainer;
-use crate::batch_transfer::Transfers;
 use crate::callback::{Callback, Trial};
 use crate::checkpoint::Checkpoint;
 use crate::context::OptimizationMode;
@@ -14,6 +13,7 @@ use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
 use crate::distributed::Ranks;
 use crate::module::{LightningModule, Precisions};
+use crate::stage_data::DataFor;
 use crate::{Error, Result};
 
 impl Trainer {
@@ -30,7 +30,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -86,7 +86,7 @@ impl Trainer {
     ) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -100,7 +100,7 @@ impl Trainer {
     pub(crate) fn run_trials<M, DM>(&mut self, model: &mut M, datamodule: &mut DM) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -117,7 +117,7 @@ impl Trainer {
     fn run_asked<M, DM>(&mut self, model: &mut M, datamodule: &mut DM, trial: Trial) -> Result<()>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {

@@ -44,12 +44,12 @@ use std::rc::Rc;
 
 use dfdx::tensor::Cpu;
 
-use crate::batch_transfer::Transfers;
 use crate::callback::Callback;
 use crate::callbacks::LearningRateFinder;
 use crate::data::Collate;
 use crate::datamodule::DataModule;
 use crate::module::Precisions;
+use crate::stage_data::DataFor;
 use crate::{Result, Trainer};
 
 /// Tunes a module's settings with a trainer's runs (Lightning's `Tuner(trainer)`).
@@ -77,7 +77,7 @@ impl<'t> Tuner<'t> {
     ) -> Result<LrFound>
     where
         M: Precisions,
-        DM: DataModule + Transfers<M>,
+        DM: DataModule + DataFor<M>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {

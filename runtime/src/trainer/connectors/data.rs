@@ -1,20 +1,56 @@
-//! The data module's loaders as the loops take them (Lightning's `data_connector.py`): each
-//! stage's loader checked, and under DDP this rank's share of it.
+//! The data module's loaders (or the module's own, [`crate::module_data`]) as the loops take
+//! them (Lightning's `data_connector.py`): each stage's loader checked, and under DDP this
+//! rank's share of it.
 
 use crate::checkpoint::Ckpt;
 use crate::data::DataLoader;
 use crate::datamodule::{DataModule, Stage};
 use crate::module::LightningModule;
+use crate::module_data::LoadersOf;
 use crate::trainer::loops::Run;
 use crate::trainer::settings::Limit;
 use crate::{Error, Result, TrainDevice};
 
+/// Where a stage's loaders come from, as functions of the module the stage runs and its data
+/// module (made where the stage's types are known, `trainer/placement.rs`): the data module's
+/// own, or the module's (`DataModule::Source`).
+pub(in crate::trainer) struct Serving<M, DM: DataModule> {
+    whose: &'static str,
+    train: Ask<M, DM, Option<DataLoader<DM::Sample>>>,
+    has_val: fn(&M, &DM) -> bool,
+    val: Ask<M, DM, Vec<DataLoader<DM::EvalSample>>>,
+    test: Ask<M, DM, Vec<DataLoader<DM::EvalSample>>>,
+    predict: Ask<M, DM, Option<DataLoader<DM::PredictSample>>>,
+}
+
+/// A loader asked of the module or the data module.
+type Ask<M, DM, L> = fn(&mut M, &mut DM) -> Result<L>;
+
+impl<M, DM: DataModule> Serving<M, DM> {
+    /// The loaders of `L` (a data module's `Source`).
+    pub(in crate::trainer) fn of<L: LoadersOf<M, DM>>() -> Self {
+        Self {
+            whose: L::WHOSE,
+            train: L::train,
+            has_val: L::has_val,
+            val: L::val,
+            test: L::test,
+            predict: L::predict,
+        }
+    }
+}
+
 impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'_, E, D, M, DM> {
+    /// Whether validation loaders are defined (Lightning's condition for a sanity check).
+    pub(in crate::trainer) fn has_val_loaders(&self) -> bool {
+        (self.serving.has_val)(self.model, self.dm)
+    }
+
     /// The training loader (unshuffled for `overfit_batches`); sets the epoch's batches.
     pub(in crate::trainer) fn train_loader(&mut self) -> Result<DataLoader<DM::Sample>> {
-        let train = self.dm.train_dataloader()?;
+        let train = (self.serving.train)(self.model, self.dm)?;
         let mut train = self.shard(
-            train.ok_or_else(|| missing("train_dataloader", Stage::Fit))?,
+            train.ok_or_else(|| missing(self.serving.whose, "train_dataloader", Stage::Fit))?,
             true,
         )?;
         train.validate("train_dataloader")?;
@@ -31,7 +67,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     pub(in crate::trainer) fn val_loaders(&mut self) -> Result<Vec<DataLoader<DM::EvalSample>>> {
         let mut val = Vec::new();
         if M::HAS_VALIDATION_STEP {
-            for loader in self.dm.val_dataloader()? {
+            for loader in (self.serving.val)(self.model, self.dm)? {
                 let loader = self.shard(loader, self.eval_padded())?;
                 loader.validate("val_dataloader")?;
                 val.push(loader);
@@ -54,11 +90,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         stage: Stage,
     ) -> Result<Vec<DataLoader<DM::EvalSample>>> {
         let (loaders, what) = match stage {
-            Stage::Validate => (self.dm.val_dataloader()?, "val_dataloader"),
-            _ => (self.dm.test_dataloader()?, "test_dataloader"),
+            Stage::Validate => ((self.serving.val)(self.model, self.dm)?, "val_dataloader"),
+            _ => ((self.serving.test)(self.model, self.dm)?, "test_dataloader"),
         };
         if loaders.is_empty() {
-            return Err(missing(what, stage));
+            return Err(missing(self.serving.whose, what, stage));
         }
         let mut sharded = Vec::new();
         for loader in loaders {
@@ -74,8 +110,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// Under DDP, this rank's share (the distributed sampler's, of rank 0's order when it
     /// shuffles): a writer of the predictions gathers them.
     pub(in crate::trainer) fn predict_loader(&mut self) -> Result<DataLoader<DM::PredictSample>> {
-        let loader = self.dm.predict_dataloader()?;
-        let loader = loader.ok_or_else(|| missing("predict_dataloader", Stage::Predict))?;
+        let loader = (self.serving.predict)(self.model, self.dm)?;
+        let loader = loader
+            .ok_or_else(|| missing(self.serving.whose, "predict_dataloader", Stage::Predict))?;
         self.require_step(Stage::Predict)?;
         self.shard(loader, true)
     }
@@ -134,11 +171,11 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 }
 
 /// The error of a stage whose loader the data module does not give.
-fn missing(what: &str, stage: Stage) -> Error {
+fn missing(whose: &str, what: &str, stage: Stage) -> Error {
     Error::config(
         what,
         format!(
-            "`{}` needs data: the data module's `{what}` returned none",
+            "`{}` needs data: {whose} `{what}` returned none",
             stage.as_str()
         ),
     )

@@ -9,3 +9,5 @@ mod data;
 mod logger;
 mod sharded_checkpoint;
 mod signal;
+
+pub(in crate::trainer) use data::Serving;

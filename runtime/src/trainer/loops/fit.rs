@@ -101,7 +101,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
             Limit::Count(0) | Limit::Fraction(0.0)
         );
         // Lightning's: a validation step, loaders defined, and batches allowed.
-        if !M::HAS_VALIDATION_STEP || !self.dm.has_val_dataloader() || n == 0 || off {
+        if !M::HAS_VALIDATION_STEP || !self.has_val_loaders() || n == 0 || off {
             return Ok(None);
         }
         self.view.sanity_checking = true;

@@ -18,6 +18,7 @@ mod zero_grad;
 use std::collections::BTreeMap;
 
 use super::aggregate::EpochMetrics;
+use super::connectors::Serving;
 use super::optimization_state::Optimization;
 use super::settings::Settings;
 use super::{Dist, Trainer, TrainerView};
@@ -80,6 +81,8 @@ pub(super) struct Run<
     pub device: D,
     /// Samples into the module's batches (collated in f32 on the CPU, then placed).
     pub collate: Collation<E, D, M, DM>,
+    /// Where the stage's loaders come from.
+    pub serving: Serving<M, DM>,
     /// Where a prediction run's predictions go.
     pub predictions: Option<&'a mut dyn PredictionSink<M::Prediction>>,
     pub progress: Progress,
@@ -125,6 +128,7 @@ pub(super) struct Job<
     pub resume: Option<Checkpoint>,
     pub device: D,
     pub collate: Collation<E, D, M, DM>,
+    pub serving: Serving<M, DM>,
     pub predictions: Option<&'a mut dyn PredictionSink<M::Prediction>>,
     pub half: HalfSteps<'a, E, D, M>,
 }
@@ -162,6 +166,7 @@ impl Trainer {
             dist: &self.dist,
             device: job.device.reseeded(run_seed),
             collate: job.collate,
+            serving: job.serving,
             // The sink's object lifetime shortened to the run's (a coercion `&mut` allows).
             predictions: job
                 .predictions
@@ -245,6 +250,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         // Once per node (downloads, unpacking); the other ranks wait for it.
         if self.dist.env.local_rank == 0 {
             self.dm.prepare_data()?;
+            self.model.prepare_data(self.view);
+            // No checkpoint is written here (rank 0 alone): only the failure is taken.
+            self.view.take_error()?;
         }
         self.dist.collective.barrier()?;
         self.dm.setup(stage)?;
