@@ -353,7 +353,7 @@ pub(crate) fn data_impl(cx: &Ctxt, d: &mut DataImpl) {
             method.known = None;
             continue;
         }
-        if crate::expand::TRANSFER_HOOKS.contains(&known) {
+        if hooks::TRANSFER.contains(&known) {
             if !sig.generics.params.is_empty() {
                 cx.error(&sig.generics, format!("`{name}` takes no generic parameters: the run's dtype and device, `E` and `D`, are in scope"));
                 method.known = None;

@@ -39,6 +39,13 @@ const TRAINER: &str = "trainer: &mut TrainerView";
 
 pub(crate) const REQUIRED: [&str; 2] = ["training_step", "configure_optimizers"];
 
+/// The batch-transfer hooks (a module's and a data module's), in the order a batch meets them.
+pub(crate) const TRANSFER: [&str; 3] = [
+    "on_before_batch_transfer",
+    "transfer_batch_to_device",
+    "on_after_batch_transfer",
+];
+
 pub(crate) const KNOWN: &[Known] = &[
     Known {
         name: "training_step",

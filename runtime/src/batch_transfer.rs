@@ -17,7 +17,11 @@
 //! dtype and device, and a data module in its `#[data_module]` impl, where they are in scope
 //! the same way. As in Lightning, a hook the data module writes replaces the module's (a
 //! warning says so when both write it). Under "16-mixed" the batch is transferred for the f32
-//! module and cast to half precision on the device (what autocast does).
+//! module and cast to half precision on the device (what autocast does): a batch type of the
+//! user's own implements [`CastDtype`](crate::data::CastDtype) for that (every module must
+//! run in every precision, so it is asked for at compile time), and
+//! [`host_to_device`](crate::data::host_to_device) moves its tensors in its
+//! `transfer_batch_to_device` (`tests/batch_transfer.rs` has one).
 //!
 //! ```no_run
 //! use fulmen::prelude::*;

@@ -7,12 +7,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, ToTokens};
 
-/// The hooks, in the order a batch meets them.
-pub(crate) const HOOKS: [&str; 3] = [
-    "on_before_batch_transfer",
-    "transfer_batch_to_device",
-    "on_after_batch_transfer",
-];
+pub(crate) use crate::hooks::TRANSFER as HOOKS;
 
 /// The batch-transfer hooks an impl wrote (renamed already, see [`rename`]).
 #[derive(Default)]

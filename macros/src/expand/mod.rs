@@ -10,7 +10,6 @@ mod lightning_impl;
 mod module_data;
 mod module_struct;
 
-pub(crate) use self::batch_transfer::HOOKS as TRANSFER_HOOKS;
 pub(crate) use self::module_struct::expand_struct;
 
 use proc_macro2::TokenStream;
