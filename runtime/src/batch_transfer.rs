@@ -5,7 +5,9 @@
 //! samples are collated on the CPU into the f32 batch the steps' signatures name (the *host*
 //! batch `H`), then
 //! 1. `on_before_batch_transfer(batch, dataloader_idx) -> H`: on the host (CPU-side
-//!    augmentation, normalization);
+//!    augmentation, normalization), in f32 in every precision (Lightning casts a 64-true or
+//!    16-true batch before this hook; fulmen casts in the transfer), drawing random numbers
+//!    from the run's stream on the CPU;
 //! 2. `transfer_batch_to_device(batch, device, dataloader_idx) -> B`: onto the run's device in
 //!    its dtype (by default [`CastBatch`](crate::data::CastBatch): tensors moved and cast,
 //!    labels and host values kept); a custom batch type that does not implement `CastBatch`
@@ -177,18 +179,21 @@ where
     dm.on_after_batch_transfer(batch, dataloader_idx, module)
 }
 
-/// Said once per process when the module and the data module both write a hook (Lightning's
-/// warning): the data module's runs.
+/// Said once per process and message when the module and the data module both write a hook
+/// (Lightning's warning): the data module's runs.
 pub(crate) fn warn_if_both(module: Written, data: Written) {
     let both = module.both(data);
     if both.is_empty() {
         return;
     }
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        eprintln!(
-            "warning: both the module and the data module write {}: the data module's runs (as in Lightning)",
-            both.join(", ")
-        )
-    });
+    let message = format!(
+        "warning: both the module and the data module write {}: the data module's runs (as in Lightning)",
+        both.join(", ")
+    );
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.contains(&message) {
+        eprintln!("{message}");
+        said.push(message);
+    }
 }

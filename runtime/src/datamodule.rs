@@ -83,9 +83,9 @@ pub trait DataModule: Hyperparameters {
     }
     /// Whether the data module has validation loaders to give (Lightning's "is the
     /// `val_dataloader` defined"): without, `fit` runs no sanity check and none of its hooks.
-    /// `#[data_module]` says yes when the impl writes `val_dataloader`.
+    /// `#[data_module]` says no when the impl does not write `val_dataloader`.
     fn has_val_dataloader(&self) -> bool {
-        false
+        true
     }
     /// The test loaders (Lightning's `test_dataloader`, one or several); `test` needs one.
     fn test_dataloader(&mut self) -> Result<Vec<DataLoader<Self::EvalSample>>> {

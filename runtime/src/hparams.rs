@@ -126,6 +126,15 @@ pub trait CarryHParams<E: dfdx::shapes::Dtype, D: dfdx::tensor_ops::Device<E>>:
     ) {
     }
 
+    /// Swaps with `other`, a copy of this module in another dtype or device, the `#[skip]`
+    /// fields whose type names neither (the same type in both): 16-mixed's half copy has them
+    /// for its step and gives them back. By default none.
+    fn swap_skipped<E2: dfdx::shapes::Dtype, D2: dfdx::tensor_ops::Device<E2>>(
+        &mut self,
+        _other: &mut Self::To<E2, D2>,
+    ) {
+    }
+
     /// Takes back from `original` the `#[skip]` fields that
     /// [`carry_skipped`](Self::carry_skipped) cannot carry: a module written back from a
     /// stage's copy keeps them as they were, not as `Default` made them. By default none.

@@ -265,8 +265,9 @@ pub trait PlaceAs<E: FloatDtype, D: TrainDevice<E>>: LightningModule<f32, Cpu> +
 
     /// The CPU a run on `device` collates its samples on, into the f32 batches the steps'
     /// signatures name (so that one compile-time check covers every precision and device):
-    /// the run's own device where it is the CPU in f32 (a step's random draws come from the
-    /// run's stream), else a CPU of its own.
+    /// on the CPU the run's own device (reseeded every training step: what a batch-transfer
+    /// hook draws comes from the run's stream), on a GPU a CPU seeded from the process's
+    /// stream for each batch.
     fn host(device: &D) -> Cpu;
 }
 
@@ -287,6 +288,24 @@ where
     /// The run's (reseeded every step): the batch is where it runs already.
     fn host(device: &Cpu) -> Cpu {
         device.clone()
+    }
+}
+
+/// The CPU a run on a device collates its batches on ([`PlaceAs::host`]).
+trait HostOf {
+    fn host(&self) -> Cpu;
+}
+
+impl HostOf for Cpu {
+    fn host(&self) -> Cpu {
+        self.clone()
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl HostOf for dfdx::tensor::Cuda {
+    fn host(&self) -> Cpu {
+        dfdx::tensor::Cpu::seed_from_u64(crate::seed::next_seed())
     }
 }
 
@@ -340,8 +359,8 @@ macro_rules! placed_copies {
                 Ok(result)
             }
 
-            fn host(_: &$d) -> Cpu {
-                Cpu::default()
+            fn host(device: &$d) -> Cpu {
+                HostOf::host(device)
             }
 
         }
@@ -376,6 +395,9 @@ where
     fn half_batch(
         batch: BatchOf<Placed<Self, f32, D>, f32, D>,
     ) -> BatchOf<Placed<Self, Half, D>, Half, D>;
+    /// Swaps the `#[skip]` fields of the f32 placement and its half copy that both have
+    /// (`CarryHParams::swap_skipped`): the half step has them, and gives them back.
+    fn swap_with_half(m: &mut Placed<Self, f32, D>, half: &mut Placed<Self, Half, D>);
 }
 
 impl<M, D> Placement<D> for M
@@ -389,6 +411,10 @@ where
         let mut h = dfdx::nn::ToDtype::to_dtype::<Half>(m);
         m.carry::<Half, D>(&mut h)?;
         Ok(h)
+    }
+
+    fn swap_with_half(m: &mut Placed<M, f32, D>, half: &mut Placed<M, Half, D>) {
+        m.swap_skipped::<Half, D>(half);
     }
 
     fn half_batch(
@@ -433,7 +459,7 @@ where
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot predict in every precision and device: its `predict_step` must return the same type in each",
     label = "`Trainer::predict` hands back what `predict_step` returns, from any precision and device",
-    note = "return host values that do not name `E` or `D` (`Vec<f32>`, `Vec<usize>`, `logits.as_vec()`), and give `predict_step` a batch type the trainer can cast (tensors, labels, tuples of them)"
+    note = "return host values that do not name `E` or `D` (`Vec<f32>`, `Vec<usize>`, `logits.as_vec()`), and give `predict_step` a batch type the trainer can cast (tensors, labels, tuples of them) or one the module's `transfer_batch_to_device` moves"
 )]
 pub trait Predicts:
     Precisions + PredictAs<f32, Cpu> + PredictAs<f64, Cpu> + PredictAs<Half, Cpu> + PredictsOnCuda

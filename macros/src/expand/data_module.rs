@@ -124,9 +124,6 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
                 fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::EvalSample>>> {
                     ::fulmen::datamodule::IntoLoaders::into_loaders(Self::#ident(self))
                 }
-                fn has_val_dataloader(&self) -> bool {
-                    true
-                }
             },
             "test_dataloader" => quote_spanned! {span=>
                 fn #ident(&mut self) -> ::fulmen::Result<::std::vec::Vec<::fulmen::data::DataLoader<Self::EvalSample>>> {
@@ -171,8 +168,18 @@ pub(crate) fn expand_impl(model: &DataImpl) -> TokenStream {
             }
         })
     });
+    // Without a `val_dataloader`, no sanity check (Lightning's "defined").
+    let writes_val =
+        (model.methods.iter()).any(|m| m.known.is_some_and(|(k, _)| k == "val_dataloader"));
+    let no_val = (!writes_val).then(|| {
+        quote! {
+            fn has_val_dataloader(&self) -> bool {
+                false
+            }
+        }
+    });
     let transfer = batch_transfer::expand(&transfers, Owner::Data { item: &item });
-    let data_module = with_data_module(model, &item, quote!(#(#wrappers)*));
+    let data_module = with_data_module(model, &item, quote!(#(#wrappers)* #no_val));
     quote!(#data_module #transfer)
 }
 
@@ -208,9 +215,19 @@ pub(crate) fn fallback(model: &DataImpl) -> TokenStream {
     match model.item.trait_ {
         Some(_) => model.item.to_token_stream(),
         None => {
-            let data_module = with_data_module(model, &model.item, TokenStream::new());
-            let transfer =
-                batch_transfer::expand(&Written::default(), Owner::Data { item: &model.item });
+            // The hooks as generation has them (`E` and `D` in scope), so that a mistake
+            // elsewhere is the one message.
+            let mut item = model.item.clone();
+            let mut transfers = Written::default();
+            for it in item.items.iter_mut() {
+                if let syn::ImplItem::Fn(f) = it {
+                    if let Some(own) = transfers.take(f, true) {
+                        *f = own;
+                    }
+                }
+            }
+            let data_module = with_data_module(model, &item, TokenStream::new());
+            let transfer = batch_transfer::expand(&Written::default(), Owner::Data { item: &item });
             quote!(#data_module #transfer)
         }
     }

@@ -89,26 +89,11 @@ pub(crate) fn expand(m: &ModuleImpl) -> TokenStream {
         }
     });
     let mode = mode(m.manual);
-    let transfer = batch_transfer::expand(
-        &transfers,
-        Owner::Module {
-            generics: quote!(#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,),
-            self_ty,
-            where_clause: where_clause.as_ref(),
-        },
-    );
-    let served = module_data::expand(
-        &loaders,
-        quote!(#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,),
-        self_ty,
-        where_clause.as_ref(),
-    );
+    let side = side_traits(m, self_ty, &transfers, &loaders, false);
     quote! {
         #inherent
 
-        #transfer
-
-        #served
+        #side
 
         impl<#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> ::fulmen::LightningModule<E, D> for #self_ty #where_clause {
             type Batch = #batch;
@@ -300,16 +285,13 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
         format!("`{type_name}` did not compile: its #[lightning_module] impl has errors");
     let generic_params: Vec<_> = m.item.generics.params.iter().collect();
     let mode = mode(m.manual);
-    let transfer = batch_transfer::expand(
-        &Written::default(),
-        Owner::Module {
-            generics: quote!(#(#generic_params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,),
-            self_ty,
-            where_clause: where_clause.as_ref(),
-        },
-    );
+    let mut loaders = module_data::Written::default();
+    for method in m.methods.iter().filter(|m| m.known.is_some()) {
+        loaders.take(&method.f);
+    }
+    let side = side_traits(m, self_ty, &Written::default(), &loaders, true);
     quote! {
-        #transfer
+        #side
 
         #[allow(dead_code)]
         impl<#(#params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>> #self_ty #where_clause {
@@ -335,4 +317,29 @@ pub(crate) fn fallback(m: &ModuleImpl) -> TokenStream {
             }
         }
     }
+}
+
+/// The module's impls of the traits beside `LightningModule`: its batch-transfer hooks
+/// (`batch_transfer.rs`) and its own loaders (`module_data.rs`; beside errors, `stub`, their
+/// types alone).
+fn side_traits(
+    m: &ModuleImpl,
+    self_ty: &syn::Type,
+    transfers: &Written,
+    loaders: &module_data::Written,
+    stub: bool,
+) -> TokenStream {
+    let params = m.item.generics.params.iter();
+    let generics = quote!(#(#params,)* E: ::fulmen::FloatDtype, D: ::fulmen::TrainDevice<E>,);
+    let where_clause = m.item.generics.where_clause.as_ref();
+    let transfer = batch_transfer::expand(
+        transfers,
+        Owner::Module {
+            generics: generics.clone(),
+            self_ty,
+            where_clause,
+        },
+    );
+    let served = module_data::expand(loaders, generics, self_ty, where_clause, stub);
+    quote!(#transfer #served)
 }

@@ -47,12 +47,14 @@ impl Written {
 }
 
 /// `ServesData` for the module (`generics`: the impl's own with `E` and `D`, each followed by
-/// a comma), when it wrote a loader.
+/// a comma), when it wrote a loader; beside errors (`stub`), its types alone, so that a
+/// stage given `FromModule::of` reports nothing more.
 pub(crate) fn expand(
     written: &Written,
     generics: TokenStream,
     self_ty: &syn::Type,
     where_clause: Option<&syn::WhereClause>,
+    stub: bool,
 ) -> TokenStream {
     let eval = written.sample(&["val_dataloader", "test_dataloader"]);
     let predict = written.sample(&["predict_dataloader"]);
@@ -66,7 +68,7 @@ pub(crate) fn expand(
         eval.unwrap_or_else(|| sample.clone()),
         predict.unwrap_or_else(|| sample.clone()),
     );
-    let methods = written.loaders.iter().map(|(name, f)| {
+    let methods = written.loaders.iter().filter(|_| !stub).map(|(name, f)| {
         let (ident, inner) = (format_ident!("{name}"), &f.sig.ident);
         match *name {
             "val_dataloader" => quote! {

@@ -193,7 +193,7 @@ fn hyperparameters(n: &Names) -> TokenStream {
     // `#[skip]` fields go with a stage's copy where they can: a type of neither the dtype nor
     // the device, and `Clone` (autoref picks `Cloned` then); the others stay with the module.
     let skipped: Vec<&Field> = n.with_role(Role::Skip).collect();
-    let carried = |f: &Field| !crate::check::names_dtype_or_device(&f.ty);
+    let carried = |f: &Field| !mentions_dtype_or_device(&f.ty);
     let skip_carries = skipped.iter().filter(|f| carried(f)).map(|f| {
         let fname = &f.name;
         quote! {
@@ -213,6 +213,10 @@ fn hyperparameters(n: &Names) -> TokenStream {
             },
             false => swap,
         }
+    });
+    let skip_swaps = skipped.iter().filter(|f| carried(f)).map(|f| {
+        let fname = &f.name;
+        quote!(::core::mem::swap(&mut self.#fname, &mut other.#fname);)
     });
     let hyper = n.impl_for(
         quote!(::fulmen::dfdx::shapes::Dtype),
@@ -242,6 +246,11 @@ fn hyperparameters(n: &Names) -> TokenStream {
             fn carry_skipped<E2: ::fulmen::dfdx::shapes::Dtype, D2: ::fulmen::dfdx::tensor_ops::Device<E2>>(&self, to: &mut Self::To<E2, D2>) {
                 use ::fulmen::hparams::skipped::{Cloned as _, Uncloned as _};
                 #(#skip_carries)*
+            }
+
+            #[allow(unused_variables)]
+            fn swap_skipped<E2: ::fulmen::dfdx::shapes::Dtype, D2: ::fulmen::dfdx::tensor_ops::Device<E2>>(&mut self, other: &mut Self::To<E2, D2>) {
+                #(#skip_swaps)*
             }
 
             #[allow(unused_variables, unused_imports)]
@@ -357,6 +366,19 @@ fn constructors(n: &Names) -> TokenStream {
             }
         }
     }
+}
+
+/// Whether `ty` names `E` or `D` anywhere, as a type or a path's first segment (`D::Err`):
+/// a `#[skip]` field of such a type differs between a module and its copies.
+fn mentions_dtype_or_device(ty: &syn::Type) -> bool {
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(id) => id == "E" || id == "D",
+            proc_macro2::TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
 }
 
 /// The field's name with its type's span: the code that reads a layer field points at the

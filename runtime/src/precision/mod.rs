@@ -8,8 +8,9 @@
 //! f32 weights and the scaler, so a 16-mixed run resumes exactly. Under manual optimization
 //! the step's own calls do the same (`manual.rs`).
 //!
-//! A copy per step means `training_step` sees the module as it was before the step: state it
-//! changes in `&mut self` during the step does not reach the f32 module.
+//! A copy per step means `training_step` sees the module's weights as they were before the
+//! step; its `#[skip]` fields of a type that names neither dtype nor device are moved into the
+//! copy for the step and back (`CarryHParams::swap_skipped`), the others are `Default` there.
 
 mod manual;
 pub(crate) mod scaler;
@@ -43,7 +44,7 @@ pub(crate) trait HalfStep<E: FloatDtype, D: TrainDevice<E>, M: LightningModule<E
     /// `training_step` on a half copy of `model`: the loss value and what it logged.
     fn forward(
         &mut self,
-        model: &M,
+        model: &mut M,
         batch: M::Batch,
         on: On<'_, D>,
     ) -> Result<(f64, Vec<LogEntry>)>;
@@ -110,6 +111,8 @@ pub(crate) struct Mixed<
     pub to_half: fn(&M) -> Result<H>,
     /// `M`'s batch as `H`'s: its float tensors cast on the device.
     pub half_batch: fn(M::Batch) -> H::Batch,
+    /// Swaps `M`'s `#[skip]` fields with `H`'s (`CarryHParams::swap_skipped`).
+    pub swap_skipped: fn(&mut M, &mut H),
     pub scaler: LossScaler,
     /// The copy, loss and freezing of the step in flight.
     pending: Option<(H, Loss<Half, D>, Freezing)>,
@@ -126,10 +129,15 @@ impl<
         H: LightningModule<Half, D>,
     > Mixed<D, M, H>
 {
-    pub fn new(to_half: fn(&M) -> Result<H>, half_batch: fn(M::Batch) -> H::Batch) -> Self {
+    pub fn new(
+        to_half: fn(&M) -> Result<H>,
+        half_batch: fn(M::Batch) -> H::Batch,
+        swap_skipped: fn(&mut M, &mut H),
+    ) -> Self {
         Self {
             to_half,
             half_batch,
+            swap_skipped,
             scaler: LossScaler::default(),
             pending: None,
             buffer: Vec::new(),
@@ -148,7 +156,7 @@ where
 {
     fn forward(
         &mut self,
-        model: &M,
+        model: &mut M,
         batch: M::Batch,
         on: On<'_, D>,
     ) -> Result<(f64, Vec<LogEntry>)> {
@@ -156,7 +164,10 @@ where
         let mut ctx = StepContext::<Half, D, H::Optimization>::new(on.device.clone(), on.info);
         ctx.grads = Some(grads);
         let batch = (self.half_batch)(batch);
+        // The step has the module's `#[skip]` fields, and gives them back.
+        (self.swap_skipped)(model, &mut half);
         let out = freeze::within(ids, || half.training_step(batch, &mut ctx));
+        (self.swap_skipped)(model, &mut half);
         let StepOutput::Loss(loss) = out? else {
             return Err(Error::msg(
                 "16-mixed: an automatic step returned no loss to differentiate",
@@ -206,6 +217,8 @@ where
     ) -> Result<(Option<f64>, Vec<LogEntry>)> {
         let (mut half, ids, _) = half_copy(self.to_half, &*model, on.frozen)?;
         let batch = (self.half_batch)(batch);
+        // The step has the module's `#[skip]` fields, and gives them back.
+        (self.swap_skipped)(model, &mut half);
         let mut steps = manual::MixedManual {
             run,
             model,
@@ -221,6 +234,7 @@ where
         let out = freeze::within(ids, || half.training_step(batch, &mut ctx));
         let logs = std::mem::take(&mut ctx.logs);
         drop(ctx);
+        (self.swap_skipped)(steps.model, &mut half);
         let StepOutput::Logged(value) = out? else {
             return Err(Error::msg(
                 "16-mixed: a manual step returned a loss to differentiate",

@@ -102,6 +102,7 @@ impl Trainer {
                         Box::new(Mixed::<D, On<M, f32, D>, On<M, Half, D>>::new(
                             M::half_of,
                             M::half_batch,
+                            M::swap_with_half,
                         )) as Box<dyn HalfStep<f32, D, On<M, f32, D>>>
                     });
                 self.run_placed::<f32, _, _, _>(place, half)

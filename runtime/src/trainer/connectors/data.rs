@@ -170,7 +170,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     }
 }
 
-/// The error of a stage whose loader the data module does not give.
+/// The error of a stage whose loader the data module (or, `whose`, the module) does not give.
 fn missing(whose: &str, what: &str, stage: Stage) -> Error {
     Error::config(
         what,

@@ -92,8 +92,9 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
     /// The validation batches run before training to catch bugs early
     /// (`num_sanity_val_steps`), their metrics discarded; the validation loaders, made after
     /// `on_sanity_check_start` as Lightning makes them, or `None` when there is no sanity
-    /// check. It runs when the module validates and the settings allow (Lightning's rule:
-    /// the loaders are not asked first); loaders that yield no batch run no validation hooks.
+    /// check. It runs when the module validates, validation loaders are defined
+    /// (`has_val_dataloader`) and the settings allow (Lightning's rule: the loaders are not
+    /// asked first); loaders that yield no batch run no validation hooks.
     fn sanity_check(&mut self) -> Result<Option<Vec<DataLoader<DM::EvalSample>>>> {
         let n = self.settings.num_sanity_val_steps;
         let off = matches!(

@@ -76,10 +76,12 @@ pub(super) struct Run<
     pub settings: &'a Settings,
     /// This rank and its collectives (a one-process run: rank 0 of 1).
     pub dist: &'a Dist,
-    /// The device batches are collated on; during training it is re-seeded every step from
-    /// the run's seed and the step, so that a resumed run draws the same random numbers.
+    /// The device the stage runs on (on the CPU also the one batches are collated on); during
+    /// training it is re-seeded every step from the run's seed and the step, so that a
+    /// resumed run draws the same random numbers.
     pub device: D,
-    /// Samples into the module's batches (collated in f32 on the CPU, then placed).
+    /// Samples into the module's batches (collated in f32 on the CPU, then through the
+    /// batch-transfer hooks).
     pub collate: Collation<E, D, M, DM>,
     /// Where the stage's loaders come from.
     pub serving: Serving<M, DM>,

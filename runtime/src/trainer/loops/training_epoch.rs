@@ -208,7 +208,7 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
                     info,
                     frozen: &self.optimization.frozen,
                 };
-                let model = &*self.model;
+                let model = &mut *self.model;
                 let (value, logs) = guard("training_step", batch_idx, || {
                     half.forward(model, batch, on)
                 })??;
