@@ -7,6 +7,9 @@ use std::cell::RefCell;
 
 use fulmen::prelude::*;
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 type Sample = ([f32; 2], Class<2>);
 
 thread_local! {
@@ -34,17 +37,9 @@ fn loader(n: usize) -> DataLoader<Sample> {
 }
 
 fn trainer(dir: &std::path::Path, precision: &str) -> Trainer {
-    Trainer::builder()
-        .precision(precision.parse().unwrap())
-        .max_epochs(1)
-        .num_sanity_val_steps(0)
-        .no_logger()
-        .default_root_dir(dir)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
-        .enable_checkpointing(false)
-        .build()
-        .unwrap()
+    let builder = quiet::trainer().precision(precision.parse().unwrap());
+    let builder = builder.max_epochs(1).num_sanity_val_steps(0);
+    builder.default_root_dir(dir).build().unwrap()
 }
 
 /// Multiplies the inputs by 10 on the host and adds 1 on the device.

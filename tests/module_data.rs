@@ -5,6 +5,9 @@
 use fulmen::module_data::FromModule;
 use fulmen::prelude::*;
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 type Sample = ([f32; 2], Class<2>);
 
 /// Keeps its samples in a `#[skip]` field and serves them; counts its `prepare_data` calls.
@@ -63,16 +66,8 @@ impl Served {
 }
 
 fn trainer(dir: &std::path::Path, precision: &str) -> Trainer {
-    Trainer::builder()
-        .precision(precision.parse().unwrap())
-        .max_epochs(2)
-        .no_logger()
-        .default_root_dir(dir)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
-        .enable_checkpointing(false)
-        .build()
-        .unwrap()
+    let builder = quiet::trainer().precision(precision.parse().unwrap());
+    builder.max_epochs(2).default_root_dir(dir).build().unwrap()
 }
 
 fn served() -> Served<f32, Cpu> {

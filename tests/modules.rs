@@ -5,6 +5,9 @@
 use fulmen::hparams::CarryHParams;
 use fulmen::prelude::*;
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 #[module]
 pub struct Block<const W: usize> {
     a: Linear<W, W>,
@@ -150,14 +153,9 @@ fn skip_fields_go_with_a_stages_copy_where_they_can_and_are_never_lost() {
         model.cache = Some(Cpu::default().tensor((vec![1.0], (1,))));
         let each = (0..4).map(|i| ([i as f32, 1.0], Class::<2>::new(i % 2).unwrap()));
         let loader = DataLoader::new(InMemoryDataset::new(each.collect()), 2);
-        Trainer::builder()
-            .precision(precision.parse().unwrap())
+        (quiet::trainer().precision(precision.parse().unwrap()))
             .max_epochs(1)
-            .no_logger()
             .default_root_dir(dir.path())
-            .enable_progress_bar(false)
-            .enable_model_summary(false)
-            .enable_checkpointing(false)
             .build()
             .unwrap()
             .fit_loaders(&mut model, loader, None)

@@ -285,9 +285,8 @@ where
         Ok(f(self))
     }
 
-    /// The run's (reseeded every step): the batch is where it runs already.
     fn host(device: &Cpu) -> Cpu {
-        device.clone()
+        HostOf::host(device)
     }
 }
 
@@ -332,7 +331,9 @@ macro_rules! placed_copies {
                 f: impl FnOnce(&mut Self::On) -> R,
             ) -> crate::Result<R> {
                 // Each move carries what dfdx's drops: hyperparameters and layers' scalars.
-                // Its `#[skip]` fields too, those that can go (`CarryHParams::carry_skipped`).
+                // Its `#[skip]` fields too, those that can go: cloned out of this module
+                // (`CarryHParams::carry_skipped`), then moved between the copies
+                // (`swap_skipped`), and cloned back in.
                 let mut cast = dfdx::nn::ToDtype::to_dtype::<$e>(self);
                 self.carry::<$e, Cpu>(&mut cast)?;
                 self.carry_skipped::<$e, Cpu>(&mut cast);
@@ -340,20 +341,21 @@ macro_rules! placed_copies {
                     crate::Error::Device(format!("moving the module to the device: {e:?}"))
                 })?;
                 cast.carry::<$e, $d>(&mut copy)?;
-                cast.carry_skipped::<$e, $d>(&mut copy);
+                cast.swap_skipped::<$e, $d>(&mut copy);
                 let result = f(&mut copy);
                 if write_back {
                     let mut host = dfdx::nn::ToDevice::to_device(&copy, &Cpu::default());
                     copy.carry::<$e, Cpu>(&mut host)?;
-                    copy.carry_skipped::<$e, Cpu>(&mut host);
+                    copy.swap_skipped::<$e, Cpu>(&mut host);
                     let mut back = dfdx::nn::ToDtype::to_dtype::<f32>(&host);
                     host.carry::<f32, Cpu>(&mut back)?;
-                    host.carry_skipped::<f32, Cpu>(&mut back);
+                    host.swap_skipped::<f32, Cpu>(&mut back);
+                    // The fields that could not go stay as they were.
                     back.keep_uncarried(self);
                     *self = back;
                 } else {
                     // What the stage kept beside the tensors comes back; the weights do not.
-                    copy.carry_skipped::<$e, Cpu>(&mut cast);
+                    copy.swap_skipped::<$e, Cpu>(&mut cast);
                     cast.carry_skipped::<f32, Cpu>(self);
                 }
                 Ok(result)

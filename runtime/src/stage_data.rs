@@ -7,33 +7,45 @@ use dfdx::tensor::Cpu;
 
 use crate::batch_transfer::DataBatchTransfer;
 use crate::datamodule::DataModule;
-use crate::device::{Half, TrainDevice};
-use crate::module::{BatchOf, EvalBatchOf, Placed, Placement, Precisions, PredictBatchOf};
+use crate::device::{FloatDtype, Half, TrainDevice};
+use crate::module::{BatchOf, EvalBatchOf, PlaceAs, Placed, Placement, Precisions, PredictBatchOf};
 use crate::module_data::LoadersOf;
 
-/// A data module a stage of the module `M` runs on, in every precision on `D`: its loaders (or
-/// the module's, [`crate::module_data`]) give what `M`'s steps take, and its batch-transfer
-/// hooks (none, for most: then it takes every batch) take `M`'s batches.
+/// A data module a stage of the module `M` runs on, placed in `E` on `D`: its loaders (or the
+/// module's, [`crate::module_data`]) give what `M`'s steps take, and its batch-transfer hooks
+/// (none, for most: then it takes every batch) take `M`'s batches of every kind there.
+pub trait DataIn<M, E, D>:
+    Sized
+    + DataModule<Source: LoadersOf<Placed<M, E, D>, Self>>
+    + DataBatchTransfer<M::Batch, BatchOf<Placed<M, E, D>, E, D>, D>
+    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, E, D>, E, D>, D>
+    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, E, D>, E, D>, D>
+where
+    M: PlaceAs<E, D>,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+{
+}
+
+impl<DM, M, E, D> DataIn<M, E, D> for DM
+where
+    M: PlaceAs<E, D>,
+    E: FloatDtype,
+    D: TrainDevice<E>,
+    DM: DataModule<Source: LoadersOf<Placed<M, E, D>, DM>>
+        + DataBatchTransfer<M::Batch, BatchOf<Placed<M, E, D>, E, D>, D>
+        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, E, D>, E, D>, D>
+        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, E, D>, E, D>, D>,
+{
+}
+
+/// [`DataIn`] in every precision on `D`.
 #[diagnostic::on_unimplemented(
     message = "the batch-transfer hooks of `{Self}` do not take the batches of `{M}`",
     label = "every batch of every loader passes through the data module's batch-transfer hooks",
     note = "a data module's `on_before_batch_transfer` takes the module's batch collated on the host (`ClassBatch<4, 3, f32, Cpu>`, say), its `on_after_batch_transfer` the batch on the device (`ClassBatch<4, 3, E, D>`): the types of the module's `training_step`, `validation_step` and `predict_step` in those places"
 )]
-pub trait DataForOn<M, D>:
-    Sized
-    + DataModule<
-        Source: LoadersOf<Placed<M, f32, D>, Self>
-                    + LoadersOf<Placed<M, f64, D>, Self>
-                    + LoadersOf<Placed<M, Half, D>, Self>,
-    > + DataBatchTransfer<M::Batch, BatchOf<Placed<M, f32, D>, f32, D>, D>
-    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f32, D>, f32, D>, D>
-    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f32, D>, f32, D>, D>
-    + DataBatchTransfer<M::Batch, BatchOf<Placed<M, f64, D>, f64, D>, D>
-    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f64, D>, f64, D>, D>
-    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f64, D>, f64, D>, D>
-    + DataBatchTransfer<M::Batch, BatchOf<Placed<M, Half, D>, Half, D>, D>
-    + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, Half, D>, Half, D>, D>
-    + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, Half, D>, Half, D>, D>
+pub trait DataForOn<M, D>: DataIn<M, f32, D> + DataIn<M, f64, D> + DataIn<M, Half, D>
 where
     M: Placement<D>,
     D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
@@ -44,19 +56,7 @@ impl<DM, M, D> DataForOn<M, D> for DM
 where
     M: Placement<D>,
     D: TrainDevice<f32> + TrainDevice<f64> + TrainDevice<Half>,
-    DM: DataModule<
-            Source: LoadersOf<Placed<M, f32, D>, DM>
-                        + LoadersOf<Placed<M, f64, D>, DM>
-                        + LoadersOf<Placed<M, Half, D>, DM>,
-        > + DataBatchTransfer<M::Batch, BatchOf<Placed<M, f32, D>, f32, D>, D>
-        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f32, D>, f32, D>, D>
-        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f32, D>, f32, D>, D>
-        + DataBatchTransfer<M::Batch, BatchOf<Placed<M, f64, D>, f64, D>, D>
-        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, f64, D>, f64, D>, D>
-        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, f64, D>, f64, D>, D>
-        + DataBatchTransfer<M::Batch, BatchOf<Placed<M, Half, D>, Half, D>, D>
-        + DataBatchTransfer<M::EvalBatch, EvalBatchOf<Placed<M, Half, D>, Half, D>, D>
-        + DataBatchTransfer<M::PredictBatch, PredictBatchOf<Placed<M, Half, D>, Half, D>, D>,
+    DM: DataIn<M, f32, D> + DataIn<M, f64, D> + DataIn<M, Half, D>,
 {
 }
 

@@ -18,13 +18,10 @@ use crate::data::Collate;
 use crate::datamodule::{DataModule, Stage};
 use crate::device::{Half, RunDevice};
 use crate::kernels::Unscale;
-use crate::module::{
-    BatchOf, EvalBatchOf, PlaceAs, Placement, Precisions, PredictAs, PredictBatchOf, Predicts,
-};
-use crate::module_data::LoadersOf;
+use crate::module::{BatchOf, PlaceAs, Placement, Precisions, PredictAs, PredictBatchOf, Predicts};
 use crate::precision::{HalfStep, HalfSteps, Mixed};
 use crate::prediction_writer::{Collected, PredictionWriter};
-use crate::stage_data::{DataFor, DataForOn};
+use crate::stage_data::{DataFor, DataForOn, DataIn};
 use crate::{FloatDtype, Result, TrainDevice};
 
 /// The module `M` placed in dtype `E` on device `D`.
@@ -122,9 +119,7 @@ impl Trainer {
         E: FloatDtype + CkptDtype,
         D: TrainDevice<E>,
         M: PlaceAs<E, D>,
-        DM: DataModule<Source: LoadersOf<On<M, E, D>, DM>>
-            + DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>
-            + DataBatchTransfer<M::EvalBatch, EvalBatchOf<On<M, E, D>, E, D>, D>,
+        DM: DataIn<M, E, D>,
         DM::Sample: Collate<M::Batch, Cpu>,
         DM::EvalSample: Collate<M::EvalBatch, Cpu>,
     {
@@ -133,8 +128,8 @@ impl Trainer {
             <DM as DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
         );
         let collate = Collation::Steps {
-            train: train_batch::<E, D, M, DM>,
-            eval: eval_batch::<E, D, M, DM>,
+            train: batched::<E, D, M, DM, DM::Sample, M::Batch, _>,
+            eval: batched::<E, D, M, DM, DM::EvalSample, M::EvalBatch, _>,
         };
         model
             .placed(&device.clone(), stage == Stage::Fit, |on| {
@@ -214,15 +209,15 @@ impl Trainer {
         E: FloatDtype + CkptDtype,
         D: TrainDevice<E>,
         M: PredictAs<E, D>,
-        DM: DataModule<Source: LoadersOf<On<M, E, D>, DM>>
-            + DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>,
+        DM: DataIn<M, E, D>,
         DM::PredictSample: Collate<M::PredictBatch, Cpu>,
     {
         batch_transfer::warn_if_both(
             <On<M, E, D> as BatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
             <DM as DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>>::WRITTEN,
         );
-        let collate = Collation::Predict(predict_batch::<E, D, M, DM>);
+        let collate =
+            Collation::Predict(batched::<E, D, M, DM, DM::PredictSample, M::PredictBatch, _>);
         let mut sink = Collected {
             convert: M::prediction,
             writer,
@@ -250,60 +245,23 @@ impl Trainer {
 /// Where a prediction run's predictions go: a writer, and whether they are returned.
 type Out<'w, P> = (Option<&'w mut dyn PredictionWriter<P>>, bool);
 
-/// A training loader's samples as the placed module's batch on `device`: collated on the host
-/// ([`PlaceAs::host`]), then through the batch-transfer hooks (by default moved and cast,
-/// [`crate::data::CastBatch`]).
-fn train_batch<E, D, M, DM>(
+/// A loader's samples (`S`) as the placed module's batch (`B`) on `device`: collated on the
+/// host ([`PlaceAs::host`]) as the batch the steps' signatures name (`H`), then through the
+/// batch-transfer hooks (by default moved and cast, [`crate::data::CastBatch`]).
+fn batched<E, D, M, DM, S, H, B>(
     on: &mut On<M, E, D>,
     dm: &mut DM,
-    samples: Vec<DM::Sample>,
+    samples: Vec<S>,
     device: &D,
     dataloader_idx: usize,
-) -> BatchOf<On<M, E, D>, E, D>
+) -> B
 where
     E: FloatDtype,
     D: TrainDevice<E>,
     M: PlaceAs<E, D>,
-    DM: DataModule + DataBatchTransfer<M::Batch, BatchOf<On<M, E, D>, E, D>, D>,
-    DM::Sample: Collate<M::Batch, Cpu>,
-{
-    let host = Collate::collate(samples, &M::host(device));
-    batch_transfer::transfer((dm, on), host, device, dataloader_idx)
-}
-
-/// An evaluation loader's samples as the placed module's evaluation batch, the same way.
-fn eval_batch<E, D, M, DM>(
-    on: &mut On<M, E, D>,
-    dm: &mut DM,
-    samples: Vec<DM::EvalSample>,
-    device: &D,
-    dataloader_idx: usize,
-) -> EvalBatchOf<On<M, E, D>, E, D>
-where
-    E: FloatDtype,
-    D: TrainDevice<E>,
-    M: PlaceAs<E, D>,
-    DM: DataModule + DataBatchTransfer<M::EvalBatch, EvalBatchOf<On<M, E, D>, E, D>, D>,
-    DM::EvalSample: Collate<M::EvalBatch, Cpu>,
-{
-    let host = Collate::collate(samples, &M::host(device));
-    batch_transfer::transfer((dm, on), host, device, dataloader_idx)
-}
-
-/// The prediction loader's samples as the placed module's prediction batch, the same way.
-fn predict_batch<E, D, M, DM>(
-    on: &mut On<M, E, D>,
-    dm: &mut DM,
-    samples: Vec<DM::PredictSample>,
-    device: &D,
-    dataloader_idx: usize,
-) -> PredictBatchOf<On<M, E, D>, E, D>
-where
-    E: FloatDtype,
-    D: TrainDevice<E>,
-    M: PlaceAs<E, D>,
-    DM: DataModule + DataBatchTransfer<M::PredictBatch, PredictBatchOf<On<M, E, D>, E, D>, D>,
-    DM::PredictSample: Collate<M::PredictBatch, Cpu>,
+    On<M, E, D>: BatchTransfer<H, B, D>,
+    DM: DataBatchTransfer<H, B, D>,
+    S: Collate<H, Cpu>,
 {
     let host = Collate::collate(samples, &M::host(device));
     batch_transfer::transfer((dm, on), host, device, dataloader_idx)
