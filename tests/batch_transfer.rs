@@ -1,12 +1,15 @@
 //! The batch-transfer hooks (their order among the other hooks is `tests/hook_order.rs`'s):
 //! what `on_before_batch_transfer` does on the host and `on_after_batch_transfer` on the
 //! device reaches every step in every precision; `transfer_batch_to_device` moves a batch type
-//! fulmen cannot; a data module's hook replaces the module's.
+//! fulmen cannot; a data module's hook replaces the module's; the example `iris_augment`
+//! (a module with its own data, standardized and noised on the host) trains.
 
 use std::cell::RefCell;
 
 use fulmen::prelude::*;
 
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/quiet.rs"]
 mod quiet;
 
@@ -265,4 +268,54 @@ fn a_data_modules_device_hook_runs_in_every_precision() {
         // ×10 (the module's), then negated (the data module's, in place of the module's +1).
         assert_eq!(seen(), [("training_step", -30.0, 0)], "{precision}");
     }
+}
+
+/// Runs `iris_augment` with `args` in a fresh folder: its exit status and its output.
+fn iris_augment(args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = [
+        "--enable-progress-bar",
+        "false",
+        "--enable-model-summary",
+        "false",
+    ];
+    let out = examples::run("iris_augment", dir.path(), &[&quiet[..], args].concat());
+    (out.status.success(), examples::text(&out))
+}
+
+#[test]
+fn the_augmenting_example_trains_on_its_own_data_reproducibly() {
+    let data = ["--data-dir", examples::DATA, "--seed", "3"];
+    let (ok, noised) = iris_augment(&data);
+    assert!(ok, "{noised}");
+    let accuracy = noised
+        .lines()
+        .find_map(|l| l.strip_prefix("validation accuracy: "))
+        .and_then(|a| a.trim().parse::<f64>().ok());
+    assert!(accuracy.is_some_and(|a| a >= 0.9), "{noised}");
+    // The noise comes from the seeded stream: the same seed gives the same run...
+    assert_eq!(iris_augment(&data), (true, noised.clone()));
+    // ...and it reaches the training steps: without it the losses differ.
+    let (ok, clean) = iris_augment(&[&data[..], &["--noise", "0"]].concat());
+    assert!(ok, "{clean}");
+    let losses = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains("Loss"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(losses(&clean).len(), 30, "{clean}");
+    assert_ne!(losses(&clean), losses(&noised));
+}
+
+#[test]
+fn the_augmenting_example_names_a_missing_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    let (ok, t) = iris_augment(&["--data-dir", missing.to_str().unwrap()]);
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("none/iris.npz") && t.contains("make_iris"),
+        "{t}"
+    );
 }
