@@ -146,6 +146,31 @@ fn a_killed_rank_ends_the_run_in_bounded_time() {
 }
 
 #[test]
+fn a_failed_prepare_data_stops_every_rank_at_once() {
+    if example().is_none() {
+        return;
+    }
+    let start = Instant::now();
+    let out = two_ranks(
+        "ddp",
+        "/tmp/fulmen-ddp-prepare",
+        &["--fail-prepare-data", "--collective-timeout", "60"],
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("the download failed"), "rank 0's own error: {t}");
+    assert!(
+        t.contains("`prepare_data` failed on rank 0"),
+        "rank 1 learns it: {t}"
+    );
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(40),
+        "ended after {took:?}, not at once"
+    );
+}
+
+#[test]
 fn flags_that_contradict_the_launcher_are_named() {
     let Some(exe) = example() else { return };
     let out = mpirun(2, &["--strategy", "ddp", "--devices", "4"]);

@@ -15,7 +15,8 @@
 //! makes rank R stop answering at step N (`--die`: killed), the faults tests/ddp.rs checks
 //! end the run in bounded time. `--manual` trains the same model under manual optimization.
 //! `--validate` prints the validation metrics of the trained model (one of every kind of
-//! state), synced over the ranks.
+//! state), synced over the ranks. `--fail-prepare-data` trains on a data module whose
+//! `prepare_data` fails (on local rank 0, the rank that runs it).
 
 #[path = "../../examples/common/mod.rs"]
 mod common;
@@ -79,6 +80,9 @@ struct Args {
     /// With --validate, draw the confusion matrix into this directory (MetricPlots).
     #[arg(long)]
     plots: Option<PathBuf>,
+    /// Fit on `Unprepared`, whose `prepare_data` fails.
+    #[arg(long)]
+    fail_prepare_data: bool,
     /// Every rank sends itself SLURM's requeue signal (SIGUSR1) after this step.
     #[arg(long)]
     requeue_at_step: Option<usize>,
@@ -195,6 +199,20 @@ impl Evaluated {
     }
 }
 
+/// The flowers, after a `prepare_data` that fails (a download that did not happen).
+#[data_module]
+struct Unprepared {}
+
+#[data_module]
+impl Unprepared {
+    fn prepare_data(&mut self) -> fulmen::Result<()> {
+        Err(fulmen::Error::msg("the download failed"))
+    }
+    fn train_dataloader(&self) -> DataLoader<fulmen::data::iris::Sample> {
+        DataLoader::new(InMemoryDataset::new(fulmen::data::iris::bundled()), 16)
+    }
+}
+
 /// The weights and biases of the two layers, in order.
 fn layers(
     l1: &fulmen::layers::linear::modules::Linear<4, 16, f32, Cpu>,
@@ -304,6 +322,15 @@ fn main() -> std::process::ExitCode {
             builder = builder.callback(MetricPlots::new().dirpath(dir));
         }
         let mut trainer = builder.args(&args.trainer).build()?;
+        if args.fail_prepare_data {
+            let failed = trainer.fit(&mut IrisClassifier::new(0.01), &mut Unprepared::new());
+            if trainer.global_rank() == 0 {
+                // mpirun ends the job when a rank exits with an error: rank 0 stays a moment,
+                // so that the others say what they learnt.
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }
+            return failed;
+        }
         let data = fulmen::data::iris::bundled();
         let loader = DataLoader::new(InMemoryDataset::new(data), args.batch_size).shuffle(true);
         let mut loaders = fulmen::datamodule::Loaders {

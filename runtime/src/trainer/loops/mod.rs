@@ -249,14 +249,24 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
 
     /// `prepare_data`, `setup`, the stage's loop, `teardown`.
     fn stage(&mut self, stage: Stage) -> Result<RunResult> {
-        // Once per node (downloads, unpacking); the other ranks wait for it.
-        if self.dist.env.local_rank == 0 {
-            self.dm.prepare_data()?;
-            self.model.prepare_data(self.view);
-            // No checkpoint is written here (rank 0 alone): only the failure is taken.
-            self.view.take_error()?;
+        // Once per node (downloads, unpacking); the other ranks wait for it, and learn from
+        // it whether it failed (else they would wait at their next collective until
+        // `collective_timeout`).
+        let prepared = match self.dist.env.local_rank {
+            0 => self.prepare_data(),
+            _ => Ok(()),
+        };
+        let mut failed = [prepared
+            .as_ref()
+            .map_or(1.0 + self.dist.env.global_rank as f64, |_| 0.0)];
+        self.dist.collective.all_reduce_max_f64(&mut failed)?;
+        prepared?;
+        if failed[0] > 0.0 {
+            let rank = failed[0] as usize - 1;
+            return Err(Error::User(format!(
+                "`prepare_data` failed on rank {rank} (see its error); this rank stops too"
+            )));
         }
-        self.dist.collective.barrier()?;
         self.dm.setup(stage)?;
         hook!(self, setup(stage));
         self.model.configure_model(self.view);
@@ -278,6 +288,14 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         self.dm.teardown(stage)?;
         hook!(self, teardown(stage));
         Ok(result)
+    }
+
+    /// The data module's `prepare_data`, then the module's. No checkpoint is written here
+    /// (one rank alone): only a failure is taken.
+    fn prepare_data(&mut self) -> Result<()> {
+        self.dm.prepare_data()?;
+        self.model.prepare_data(self.view);
+        self.view.take_error()
     }
 
     /// Lightning's `on_exception`: the callbacks', then the data module's, with the error that
