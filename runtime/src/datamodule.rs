@@ -57,7 +57,8 @@ pub trait DataModule: Hyperparameters {
     type PredictSample: Send + 'static;
 
     /// Downloads or checks files (Lightning's `prepare_data`): called once per machine, by its
-    /// local rank 0, while the other ranks wait.
+    /// local rank 0, while the other ranks wait; its error ends the stage on every rank (the
+    /// others with an error that names the rank it failed on).
     fn prepare_data(&mut self) -> Result<()> {
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! across ranks in buckets and divides by the world size, so all ranks take the same step.
 //! Rank 0 alone writes logs, checkpoints (but FULL_SHARD's sharded ones, of a file per rank)
 //! and the progress bar; `prepare_data` runs once per
-//! node, and the others wait for it. SHARD_GRAD_OP (`shard.rs`) gives each parameter tensor
+//! node, and the others wait for it (and stop with it when it fails). SHARD_GRAD_OP (`shard.rs`) gives each parameter tensor
 //! to one rank to step; FULL_SHARD (`full_shard/`) keeps 1/N of every parameter on each rank
 //! and gathers a [`Unit`](crate::layers::Unit)'s only while it runs.
 
