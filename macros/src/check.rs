@@ -228,20 +228,35 @@ fn host_batch(cx: &Ctxt, hook: &str, ty: Option<&syn::Type>) {
 /// Whether `ty` names the impl's dtype or device parameter anywhere: `E` or `D` as a path of
 /// one segment (not `my_crate::D`, not `D::Item`).
 pub(crate) fn names_dtype_or_device(ty: &syn::Type) -> bool {
-    fn any(tokens: proc_macro2::TokenStream) -> bool {
+    names_any(ty, &["E", "D"])
+}
+
+/// Whether `ty` names one of `params` anywhere, as a path of one segment.
+fn names_any(ty: &syn::Type, params: &[&str]) -> bool {
+    fn any(tokens: proc_macro2::TokenStream, params: &[&str]) -> bool {
         let tokens: Vec<proc_macro2::TokenTree> = tokens.into_iter().collect();
         let colon = |t: Option<&proc_macro2::TokenTree>| matches!(t, Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == ':');
         tokens.iter().enumerate().any(|(i, t)| match t {
             proc_macro2::TokenTree::Ident(id) => {
-                (id == "E" || id == "D")
+                params.iter().any(|p| id == p)
                     && !colon(i.checked_sub(1).and_then(|j| tokens.get(j)))
                     && !colon(tokens.get(i + 1))
             }
-            proc_macro2::TokenTree::Group(g) => any(g.stream()),
+            proc_macro2::TokenTree::Group(g) => any(g.stream(), params),
             _ => false,
         })
     }
-    any(quote::ToTokens::to_token_stream(ty))
+    any(quote::ToTokens::to_token_stream(ty), params)
+}
+
+/// A data module's device hook, `name`, generic over the run's dtype and device: the batch it
+/// takes or returns on the device, `ty`, must name the dtype `E`, which only the batch fixes.
+fn device_batch_names_dtype(cx: &Ctxt, name: &str, ty: Option<&syn::Type>) -> bool {
+    let Some(ty) = ty.filter(|t| !names_any(t, &["E"])) else {
+        return true;
+    };
+    cx.error(ty, format!("`{name}`'s batch on the device must name the run's dtype `E` (`ClassBatch<4, 3, E, D>`, say): a data module's device hooks are generic over it, and only the batch type fixes it; a batch without values of that dtype moves in the module's hook, where `E` is the module's"));
+    false
 }
 
 /// Whether `ty` is a context whose last type argument is `Manual`.
@@ -359,12 +374,21 @@ pub(crate) fn data_impl(cx: &Ctxt, d: &mut DataImpl) {
                 method.known = None;
                 continue;
             }
+            let batch = match sig.inputs.iter().nth(1) {
+                Some(syn::FnArg::Typed(t)) => Some(&*t.ty),
+                _ => None,
+            };
+            let on_device = match (known, &sig.output) {
+                ("on_after_batch_transfer", _) => batch,
+                ("transfer_batch_to_device", syn::ReturnType::Type(_, ret)) => Some(&**ret),
+                _ => None,
+            };
             if known != "on_after_batch_transfer" {
-                let host = match sig.inputs.iter().nth(1) {
-                    Some(syn::FnArg::Typed(t)) => Some(&*t.ty),
-                    _ => None,
-                };
-                host_batch(cx, known, host);
+                host_batch(cx, known, batch);
+            }
+            if !device_batch_names_dtype(cx, known, on_device) {
+                method.known = None;
+                continue;
             }
         }
         if known.ends_with("_dataloader") {

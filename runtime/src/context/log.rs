@@ -87,7 +87,9 @@ impl LogEntry {
         self.reduce = reduce;
         self
     }
-    /// The weight of this value in the epoch mean (the batch's size by default).
+    /// The weight of this value in the epoch mean (by default the batch's size: the samples its
+    /// loader gave, [`StepContext::batch_size`](crate::StepContext::batch_size); a batch-transfer
+    /// hook that changes the row count passes the new one here).
     pub fn batch_size(&mut self, n: usize) -> &mut Self {
         self.batch_size = n;
         self

@@ -152,7 +152,8 @@ impl<'a, E: FloatDtype, D: TrainDevice<E>, O> StepContext<'a, E, D, O> {
     pub fn batch_idx(&self) -> usize {
         self.batch_idx
     }
-    /// The number of samples in this batch.
+    /// The number of samples in this batch, as its loader gave them (before the
+    /// batch-transfer hooks, which may change the rows they hold).
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
