@@ -120,7 +120,7 @@ impl AugmentedIris {
         (x, y): ClassBatch<4, 3, E, D>,
         ctx: &mut StepContext<E, D>,
     ) -> fulmen::Result<()> {
-        self.val_acc.update(&self.forward(x), &y)?;
+        self.val_acc.update(self.forward(x), &y)?;
         ctx.log("val_acc", &self.val_acc).prog_bar(true);
         Ok(())
     }
