@@ -15,8 +15,9 @@
 # - An `nvidia-smi` stand-in: dfdx's build script asks nvidia-smi for the compute capability
 #   its kernels are compiled for. It reports $FULMEN_CUDA_COMPUTE_CAP (default 90: sm_90, the
 #   H100 and H200).
+# - cuDNN 9, whose library the unit tests load (describing a convolution needs no GPU).
 #
-# Downloads about 600 MB once; later runs only print the environment. Progress goes to stderr,
+# Downloads about 1.1 GB once; later runs only print the environment. Progress goes to stderr,
 # the environment to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${packages[*]}" ]; then
     say "installing ${packages[*]}"
     "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}" >&2
     echo "${packages[*]}" >"$stamp"
+fi
+
+# cuDNN 9 (fulmen loads it at run time, kernels/cudnn/): its descriptors need no GPU, so the
+# unit tests check fulmen's against it. Without its dependencies: it names a newer cuBLAS than
+# the one above, which it does not need to load.
+cudnn=nvidia-cudnn-cu13==9.28.1.4
+if [ ! -f "$dir/cudnn-installed" ] || [ "$(cat "$dir/cudnn-installed")" != "$cudnn" ]; then
+    say "installing $cudnn"
+    "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$cudnn" >&2
+    echo "$cudnn" >"$dir/cudnn-installed"
 fi
 
 site=$("$dir/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -92,4 +103,6 @@ echo "export CUDA_COMPUTE_CAP='$cap'"
 echo "export PATH='$dir/bin:$root/bin':\"\$PATH\""
 # Where the binaries find their libraries on this machine: they load and start, and the stub
 # answers their first driver call with CUDA_ERROR_STUB_LIBRARY.
+# The cuDNN the unit tests load (kernels/cudnn/library.rs names the variable).
+echo "export FULMEN_CUDNN_LIBRARY='$site/nvidia/cudnn/lib/libcudnn.so.9'"
 echo "export FULMEN_CUDA_STUB_LIBS='$root/lib64/stubs:$root/lib:$site/nvidia/nccl/lib'"

@@ -10,14 +10,15 @@
 #                                  # op timings, alone (gpu-bench 32-true phases, gpu-bench ops)
 #   scripts/gpu-check.sh rehearse  # the run half here, under the driver stub
 #
-# The run uses the NVIDIA driver there and the CUDA 13 libraries (cuBLAS, NVRTC) of its
-# Python's nvidia packages (PyTorch's: cuBLAS, NVRTC, NCCL); it runs the GPU tests (CPU/GPU
-# parity on Iris in 32-true and 16-mixed, conv layers against the CPU, checkpoints GPU → CPU
-# → GPU, DDP and FSDP's FULL_SHARD (with and without cpu_offload) over NCCL launched by fulmen
-# itself against one GPU alone, a missing CUDA header
-# folder named), then ResNet-50 training throughput in 32-true and 16-mixed beside PyTorch's on
-# the same GPU, then single ops timed in f32 and f16, and prints a table last. Logs go to $OUT
-# when it is set. About 2 minutes on an H200.
+# The run uses the NVIDIA driver there and the CUDA 13 libraries of its Python's nvidia
+# packages (PyTorch's: cuBLAS, NVRTC, NCCL, cuDNN); it runs the GPU tests (CPU/GPU parity on
+# Iris in 32-true and 16-mixed, conv layers against the CPU, checkpoints GPU → CPU → GPU, DDP
+# and FSDP's FULL_SHARD (with and without cpu_offload) over NCCL launched by fulmen itself
+# against one GPU alone, a missing CUDA header folder named, cuDNN's convolutions against the
+# composed ones, a missing cuDNN named), then ResNet-50 training throughput in 32-true and
+# 16-mixed beside PyTorch's on the same GPU (and fulmen's without cuDNN, FULMEN_CUDNN=0), then
+# single ops timed in f32 and f16, and prints a table last. Logs go to $OUT when it is set.
+# About 3 minutes on an H200.
 #
 # `build` takes cargo's profile flags (default --release; CI's tests/cuda_build.rs passes
 # --profile dev) and honours CARGO_TARGET_DIR; FULMEN_GPU_CHECK_DIR moves target/gpu-check.
@@ -151,7 +152,7 @@ libs=$("$python" - <<'EOF'
 import glob, os, site
 dirs = []
 for sp in site.getsitepackages():
-    for lib in ("libcublas.so.13", "libnvrtc.so.13", "libnccl.so.2"):
+    for lib in ("libcublas.so.13", "libnvrtc.so.13", "libnccl.so.2", "libcudnn.so.9"):
         for p in glob.glob(os.path.join(sp, "nvidia", "**", lib), recursive=True):
             d = os.path.dirname(p)
             if d not in dirs:
@@ -257,6 +258,9 @@ for p in 32-true 16-mixed; do
     say "ResNet-50 in $p: fulmen"
     with_peak "$out/bench-$p.log" timeout 150 "$dir/gpu-bench" "$p" >"$out/bench-$p.log" 2>&1
     cat "$out/bench-$p.log"
+    say "ResNet-50 in $p: fulmen without cuDNN (the composed convolutions)"
+    FULMEN_CUDNN=0 with_peak "$out/bench-composed-$p.log" timeout 150 "$dir/gpu-bench" "$p" >"$out/bench-composed-$p.log" 2>&1
+    cat "$out/bench-composed-$p.log"
     say "ResNet-50 in $p: PyTorch"
     with_peak "$out/torch-$p.log" timeout 90 "$python" "$out/torch_resnet50.py" "$p" >"$out/torch-$p.log" 2>&1
     cat "$out/torch-$p.log"
@@ -279,6 +283,7 @@ value() { grep -ho "$2=[^ ]*" "$1" 2>/dev/null | tail -1 | cut -d= -f2; }
         ours=$(value "$out/bench-$p.log" images_per_s)
         theirs=$(value "$out/torch-$p.log" images_per_s)
         ratio=$("$python" -c "print(f'{float(\"$ours\") / float(\"$theirs\"):.2f}')" 2>/dev/null || echo "?")
+        echo "| ResNet-50 $p, batch 128, without cuDNN | fulmen $(value "$out/bench-composed-$p.log" images_per_s) images/s (GPU memory peak $(value "$out/bench-composed-$p.log" peak_mib) MiB) |"
         echo "| ResNet-50 $p, batch 128 | fulmen ${ours:-failed} images/s (GPU memory peak $(value "$out/bench-$p.log" peak_mib) MiB, loss $(value "$out/bench-$p.log" loss_first) → $(value "$out/bench-$p.log" loss_last)), PyTorch ${theirs:-failed} images/s (peak $(value "$out/torch-$p.log" peak_mib) MiB, of it allocated $(value "$out/torch-$p.log" allocated_mib) MiB), ratio $ratio |"
     done
     awk '/^GPU-OPS/ { split($4, v, "="); ms[$2] = ms[$2] " " $3 " " v[2] " ms" }

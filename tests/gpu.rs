@@ -8,6 +8,8 @@
 mod common;
 #[path = "gpu/control.rs"]
 mod control;
+#[path = "gpu/cudnn.rs"]
+mod cudnn;
 #[path = "support/quiet.rs"]
 mod quiet;
 #[path = "support/runs.rs"]

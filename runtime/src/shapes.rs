@@ -48,7 +48,7 @@ pub enum PoolKind {
 }
 
 /// The shape of one convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvGeom {
     /// Images in the batch.
     pub batch: usize,

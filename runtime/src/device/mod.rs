@@ -3,7 +3,8 @@
 //! [`TrainDevice`] is dfdx's `Device` with what fulmen adds: errors that convert with `?` and
 //! host access to gradient buffers ([`HostAccess`]), the kernels its layers, optimizer steps
 //! and gradient reductions run ([`TrainDevice::Kernels`]: fulmen's host kernels on the CPU,
-//! dfdx's ops on CUDA; see [`crate::kernels`]), and a reseedable random stream.
+//! cuDNN's convolutions and dfdx's ops on CUDA; see [`crate::kernels`]), and a reseedable
+//! random stream.
 //! [`FloatDtype`] and [`Half`] are the dtypes; [`Accelerator`], [`Devices`] and [`RunDevice`]
 //! resolve Lightning's `accelerator` and `devices` flags.
 
@@ -31,8 +32,8 @@ use crate::kernels::Kernels;
 pub trait TrainDevice<E: FloatDtype>: HostAccess<E> {
     /// The implementation of every op family fulmen's layers, optimizers and gradient
     /// reductions call ([`crate::kernels`]): the host kernels on the CPU (or, while a
-    /// [`crate::kernels::cpu_runs`] guard lives on the thread, what CUDA runs), dfdx's ops on
-    /// CUDA.
+    /// [`crate::kernels::cpu_runs`] guard lives on the thread, the composed ones), cuDNN's
+    /// convolutions and dfdx's ops on CUDA.
     type Kernels: Kernels<E, Self>;
 
     /// The device to run step `seed`'s random operations on (dropout, augmentation drawn
@@ -54,7 +55,7 @@ macro_rules! train_devices {
 
         #[cfg(feature = "cuda")]
         impl TrainDevice<$e> for Cuda {
-            type Kernels = crate::kernels::Composed;
+            type Kernels = crate::kernels::cudnn::Cudnn;
 
             fn reseeded(&self, _seed: u64) -> Self {
                 self.clone()

@@ -17,18 +17,22 @@
 //! - [`Host`] (`kernels/host/`): fulmen's own kernels on host memory, multithreaded (tiled
 //!   AVX-512 or AVX2 convolutions and dense products where the CPU has them): the fastest on the CPU.
 //! - [`Composed`] (`kernels/composed/`): dfdx's differentiable tensor ops, which run wherever
-//!   dfdx runs, so the values never leave the device: what CUDA runs.
+//!   dfdx runs, so the values never leave the device.
+//! - [`Cudnn`](cudnn::Cudnn) (`kernels/cudnn/`, CUDA builds): what CUDA runs. Convolutions by
+//!   NVIDIA's cuDNN, loaded at run time; the other families by the composed kernels.
 //!
 //! Each device names its implementation ([`TrainDevice::Kernels`]); a layer calls the family
 //! once (`D::Kernels::conv2d(..)`) and never asks which device it is on. On the CPU the
 //! implementation is [`OnCpu`]: the host kernels, or, while a [`cpu_runs`] guard lives on the
-//! thread, the composed ones, so that every CI run checks what CUDA runs (a second CPU device
-//! type cannot carry that choice: dfdx's `Device` trait needs some eighty kernels that only
-//! dfdx can implement).
+//! thread, the composed ones, so that every CI run checks what CUDA runs but for cuDNN (a
+//! second CPU device type cannot carry that choice: dfdx's `Device` trait needs some eighty
+//! kernels that only dfdx can implement).
 //!
 //! [`TrainDevice::Kernels`]: crate::TrainDevice::Kernels
 
 pub mod composed;
+#[cfg(any(test, feature = "cuda"))]
+pub mod cudnn;
 pub mod host;
 mod on_cpu;
 pub(crate) mod ops;

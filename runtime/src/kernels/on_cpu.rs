@@ -1,6 +1,6 @@
-//! [`OnCpu`]: the CPU's kernels. The host kernels, or the composed ones (what CUDA runs) while
-//! a [`cpu_runs`] guard lives on the thread: how every CI run, on machines without a GPU,
-//! trains the GPU's path beside the CPU's (`tests/device_ops.rs`).
+//! [`OnCpu`]: the CPU's kernels. The host kernels, or the composed ones (what CUDA runs, but
+//! for cuDNN's convolutions) while a [`cpu_runs`] guard lives on the thread: how every CI run,
+//! on machines without a GPU, trains the GPU's path beside the CPU's (`tests/device_ops.rs`).
 //!
 //! The choice is made here and nowhere else: every family's call on the CPU reads it once.
 
@@ -42,9 +42,9 @@ impl RunsOnCpu for Composed {
 }
 
 /// While the returned guard lives, the CPU runs the kernels `K` on this thread: with
-/// [`Composed`], what CUDA runs (dfdx's ops in the layers, the optimizer steps, the gradient
-/// sums and 16-mixed's unscaling), to check the GPU's path on a machine without a GPU: slower,
-/// and the same results within rounding.
+/// [`Composed`], what CUDA runs (dfdx's ops in the layers but cuDNN's convolutions, the
+/// optimizer steps, the gradient sums and 16-mixed's unscaling), to check the GPU's path on a
+/// machine without a GPU: slower, and the same results within rounding.
 ///
 /// ```
 /// use fulmen::kernels::{cpu_runs, Composed};

@@ -138,15 +138,21 @@ fn conv2d_ops<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
     let y = y
         .try_reshape_like(&(oc, n, ho, wo))?
         .try_permute::<_, Axes4<1, 0, 2, 3>>()?;
-    match bias {
-        // Spread as batch norm spreads its shift: in half precision a broadcast's backward
-        // would be one of dfdx's slow reductions.
-        Some(b) => {
-            let b = Planes::new(y.device(), (n, ho, wo)).spread(b.clone().retaped::<T>())?;
-            y.try_add(b).map_err(Error::from)
-        }
-        None => Ok(y),
-    }
+    with_bias(y, bias)
+}
+
+/// `y` plus `bias` per channel (on `y`'s tape), spread as batch norm spreads its shift: in
+/// half precision a broadcast's backward would be one of dfdx's slow reductions.
+pub(crate) fn with_bias<E: FloatDtype, D: HostAccess<E>, T: Tape<E, D>>(
+    y: Dyn4<E, D, T>,
+    bias: Option<&Tensor<(usize,), E, D>>,
+) -> Result<Dyn4<E, D, T>> {
+    let Some(b) = bias else {
+        return Ok(y);
+    };
+    let (n, _, ho, wo) = *y.shape();
+    let b = Planes::new(y.device(), (n, ho, wo)).spread(b.clone().retaped::<T>())?;
+    y.try_add(b).map_err(Error::from)
 }
 
 #[cfg(test)]

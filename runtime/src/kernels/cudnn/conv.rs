@@ -1,0 +1,86 @@
+//! Convolution by cuDNN: forward, and a backward op that adds the input's and the weight's
+//! gradients (backward-data and backward-filter, β = 1) into dfdx's gradient buffers.
+//!
+//! The operands reach cuDNN through buffers of fulmen's own ([`values`](super::values)): the
+//! input and the weight are copied out of their tensors, and the output comes back as a tensor
+//! (one copy each way). The input's copy is what the backward reads, in place of the nine-fold
+//! columns the composed convolution keeps.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaDevice;
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cuda, PutTape, SplitTape, Storage, Tape, Tensor};
+use dfdx::tensor_ops::ReshapeTo;
+
+use super::handle::{with_handle, CudaDtype};
+use super::values::{tensor_of, values_of};
+use super::Cudnn;
+use crate::device::{FloatDtype, HostAccess};
+use crate::kernels::composed::with_bias;
+use crate::kernels::{Composed, Conv};
+use crate::shapes::{ConvGeom, Dyn4};
+use crate::{Error, Result};
+
+impl<E: FloatDtype + CudaDtype> Conv<E, Cuda> for Cudnn
+where
+    Cuda: HostAccess<E>,
+{
+    fn conv2d<T: Tape<E, Cuda>>(
+        x: Dyn4<E, Cuda, T>,
+        weight: &Dyn4<E, Cuda>,
+        bias: Option<&Tensor<(usize,), E, Cuda>>,
+        g: &ConvGeom,
+    ) -> Result<Dyn4<E, Cuda, T>> {
+        if !super::enabled() {
+            return Composed::conv2d(x, weight, bias, g);
+        }
+        // cuDNN adds the input's gradient in NCHW order into the gradient buffer, which dfdx
+        // lays out as the tensor's values: a view (a permuted product, say) is copied first.
+        // The weight is a layer's own, contiguous as dfdx builds it.
+        let (x, mut tape) = x.try_contiguous()?.split_tape();
+        let dev = x.device().clone();
+        let xs = values_of(&x)?;
+        let ws = values_of(weight)?;
+        let cuda: Arc<CudaDevice> = E::device_of(&xs);
+        let shape = (g.batch, g.c_out, g.h_out(), g.w_out());
+        let ys = <Cuda as Storage<E>>::try_alloc_len(&dev, shape.num_elements())?;
+        let fail = |e: String| {
+            Error::Device(format!(
+                "{e} (set FULMEN_CUDNN=0 to convolve without cuDNN)"
+            ))
+        };
+        with_handle(&cuda, |h| {
+            h.forward::<E>(g, E::address(&xs), E::address(&ws), E::address(&ys))
+        })
+        .map_err(fail)?;
+        let y = tensor_of(&dev, shape, ys)?;
+        if T::OWNS_TAPE {
+            let (x_id, w_id, y_id, g) = (x.ghost(), weight.ghost(), y.ghost(), *g);
+            tape.add_backward_op(move |grads| {
+                grads.try_alloc_for(&y_id)?;
+                grads.try_alloc_for(&x_id)?;
+                grads.try_alloc_for(&w_id)?;
+                let dy = E::address(grads.get_or_alloc_mut(&y_id)?);
+                let dx = E::address(grads.get_or_alloc_mut(&x_id)?);
+                let dw = E::address(grads.get_or_alloc_mut(&w_id)?);
+                let done = with_handle(&cuda, |h| {
+                    h.backward::<E>(&g, E::address(&xs), E::address(&ws), dy, dx, dw)
+                });
+                // dfdx's backward ops return the device's error type, which has no variant
+                // for cuDNN's: the trainer turns the panic into `Error::StepPanicked`.
+                if let Err(e) = done {
+                    panic!("{e}");
+                }
+                // The output's gradient is spent (every op that read the output added to it
+                // before this one runs) and nothing reads it again: a one-value buffer takes
+                // its place, so that it is freed now, not when the whole backward ends (the
+                // composed kernels' segments do the same).
+                let mut spent = <Cuda as Storage<E>>::try_alloc_len(&dev, 1)?;
+                std::mem::swap(grads.get_or_alloc_mut(&y_id)?, &mut spent);
+                Ok(())
+            });
+        }
+        with_bias(y.put_tape(tape), bias)
+    }
+}

@@ -1,0 +1,281 @@
+//! A cuDNN handle per device and thread, with its workspace and the algorithms chosen for each
+//! convolution shape (cuDNN's heuristics, asked once per shape and dtype).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaDevice, CudaSlice, DevicePtr, DeviceSlice};
+use dfdx::tensor::{Cuda, Storage};
+
+use super::descriptors::{scale_ptr, ConvDescriptors, CudnnDtype};
+use super::library::{api, AlgoPerf, AlgoQuery, Api, Desc, HandlePtr, SUCCESS};
+use crate::shapes::ConvGeom;
+
+/// The most workspace an algorithm may ask for: those that want more are passed over, as
+/// PyTorch passes over those it cannot allocate.
+const WORKSPACE_LIMIT: usize = 1 << 30;
+
+/// `CUDNN_DETERMINISTIC`: the algorithm gives the same bits every run (no atomic adds).
+const DETERMINISTIC: i32 = 1;
+
+/// The algorithms for one convolution, each with the workspace it needs.
+#[derive(Debug, Clone, Copy)]
+struct Algos {
+    forward: (i32, usize),
+    backward_data: (i32, usize),
+    backward_filter: (i32, usize),
+}
+
+/// A device pointer as cuDNN takes it.
+pub(crate) type Ptr = *mut c_void;
+
+/// A device buffer's address.
+pub(crate) fn ptr<T>(buf: &impl DevicePtr<T>) -> Ptr {
+    *buf.device_ptr() as Ptr
+}
+
+/// A dtype cuDNN computes in, with the address and device of dfdx's CUDA buffers of it (dfdx's
+/// buffer type is known to be cudarc's only for a named dtype).
+pub(crate) trait CudaDtype: CudnnDtype + crate::device::FloatDtype {
+    fn address(buf: &<Cuda as Storage<Self>>::Vec) -> Ptr;
+    fn device_of(buf: &<Cuda as Storage<Self>>::Vec) -> Arc<CudaDevice>;
+}
+
+macro_rules! cuda_dtypes {
+    ($($e:ty),*) => {$(
+        impl CudaDtype for $e {
+            fn address(buf: &<Cuda as Storage<$e>>::Vec) -> Ptr {
+                ptr(&**buf)
+            }
+            fn device_of(buf: &<Cuda as Storage<$e>>::Vec) -> Arc<CudaDevice> {
+                buf.device()
+            }
+        }
+    )*};
+}
+
+cuda_dtypes!(f32, f64, crate::device::Half);
+
+/// One device's handle on this thread.
+pub(crate) struct Handle {
+    api: &'static Api,
+    raw: HandlePtr,
+    dev: Arc<CudaDevice>,
+    workspace: Option<CudaSlice<u8>>,
+    /// By geometry and `cudnnDataType_t`.
+    algos: HashMap<(ConvGeom, i32), Algos>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: made by cudnnCreate, destroyed once; a failure (the context is gone at
+        // exit) leaves nothing to clean.
+        unsafe { (self.api.destroy)(self.raw) };
+    }
+}
+
+thread_local! {
+    static HANDLES: RefCell<HashMap<usize, Handle>> = RefCell::new(HashMap::new());
+}
+
+/// `f` with this thread's handle for `dev` (made on first use; its context current).
+pub(crate) fn with_handle<R>(
+    dev: &Arc<CudaDevice>,
+    f: impl FnOnce(&mut Handle) -> Result<R, String>,
+) -> Result<R, String> {
+    let api = api()?;
+    dev.bind_to_thread()
+        .map_err(|e| format!("cuDNN: CUDA device {}: {e:?}", dev.ordinal()))?;
+    HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        let handle = match handles.entry(dev.ordinal()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut raw: HandlePtr = std::ptr::null_mut();
+                // SAFETY: writes one handle; on the thread's current context, `dev`'s, and
+                // on the legacy default stream, where dfdx runs every op.
+                api.check(unsafe { (api.create)(&mut raw) }, "cudnnCreate")?;
+                e.insert(Handle {
+                    api,
+                    raw,
+                    dev: dev.clone(),
+                    workspace: None,
+                    algos: HashMap::new(),
+                })
+            }
+        };
+        f(handle)
+    })
+}
+
+/// The first of `perfs` that succeeded and fits the workspace limit, deterministic ones
+/// first: the heuristics rank them fastest first.
+fn choose(perfs: &[AlgoPerf], what: &str, g: &ConvGeom) -> Result<(i32, usize), String> {
+    let usable = |p: &&AlgoPerf| p.status == SUCCESS && p.memory <= WORKSPACE_LIMIT;
+    let found = (perfs.iter().filter(usable))
+        .find(|p| p.determinism == DETERMINISTIC)
+        .or_else(|| perfs.iter().find(usable));
+    found
+        .map(|p| (p.algo, p.memory))
+        .ok_or_else(|| format!("cuDNN has no {what} algorithm for the convolution {g:?} within {WORKSPACE_LIMIT} bytes of workspace"))
+}
+
+impl Handle {
+    /// The algorithms for `g` in `E` (asked of cuDNN's heuristics the first time).
+    fn algos<E: CudnnDtype>(&mut self, g: &ConvGeom, d: &ConvDescriptors) -> Result<Algos, String> {
+        if let Some(a) = self.algos.get(&(*g, E::DATA)) {
+            return Ok(*a);
+        }
+        let (api, h) = (self.api, self.raw);
+        let query = |f: AlgoQuery, descs: [Desc; 4], what: &str| -> Result<(i32, usize), String> {
+            let mut perfs = [AlgoPerf::default(); 16];
+            let mut n = 0;
+            // SAFETY: the descriptors are set; cuDNN writes at most 16 results and their count.
+            let status = unsafe {
+                f(
+                    h,
+                    descs[0],
+                    descs[1],
+                    descs[2],
+                    descs[3],
+                    16,
+                    &mut n,
+                    perfs.as_mut_ptr(),
+                )
+            };
+            api.check(status, what)?;
+            choose(&perfs[..n.clamp(0, 16) as usize], what, g)
+        };
+        let algos = Algos {
+            forward: query(
+                api.forward_algos,
+                [d.x.raw, d.w.raw, d.conv.raw, d.y.raw],
+                "forward",
+            )?,
+            backward_data: query(
+                api.backward_data_algos,
+                [d.w.raw, d.y.raw, d.conv.raw, d.x.raw],
+                "backward-data",
+            )?,
+            backward_filter: query(
+                api.backward_filter_algos,
+                [d.x.raw, d.y.raw, d.conv.raw, d.w.raw],
+                "backward-filter",
+            )?,
+        };
+        self.algos.insert((*g, E::DATA), algos);
+        Ok(algos)
+    }
+
+    /// The workspace, at least `bytes` long (grown when shorter), and its length.
+    fn workspace(&mut self, bytes: usize) -> Result<(Ptr, usize), String> {
+        if bytes == 0 {
+            return Ok((std::ptr::null_mut(), 0));
+        }
+        if self.workspace.as_ref().is_none_or(|w| w.len() < bytes) {
+            self.workspace = None; // freed before the larger one is taken
+            let w = self.dev.alloc_zeros::<u8>(bytes).map_err(|e| {
+                format!("cuDNN: a workspace of {bytes} bytes could not be allocated: {e:?}")
+            })?;
+            self.workspace = Some(w);
+        }
+        let w = self
+            .workspace
+            .as_ref()
+            .map_or((std::ptr::null_mut(), 0), |w| (ptr(w), w.len()));
+        Ok(w)
+    }
+
+    /// `y = conv(x, w)` for `g` in `E`: `x`, `w` and `y` are contiguous device buffers of
+    /// `g`'s shapes; `y` is overwritten.
+    pub(crate) fn forward<E: CudnnDtype>(
+        &mut self,
+        g: &ConvGeom,
+        x: Ptr,
+        w: Ptr,
+        y: Ptr,
+    ) -> Result<(), String> {
+        let d = ConvDescriptors::new::<E>(self.api, g)?;
+        let (algo, bytes) = self.algos::<E>(g, &d)?.forward;
+        let (ws, ws_len) = self.workspace(bytes)?;
+        let (one, zero) = (E::scale(1.0), E::scale(0.0));
+        // SAFETY: the buffers are live, of the descriptors' shapes, on this handle's device.
+        let status = unsafe {
+            (self.api.forward)(
+                self.raw,
+                scale_ptr::<E>(&one),
+                d.x.raw,
+                x,
+                d.w.raw,
+                w,
+                d.conv.raw,
+                algo,
+                ws,
+                ws_len,
+                scale_ptr::<E>(&zero),
+                d.y.raw,
+                y,
+            )
+        };
+        self.api.check(status, "cudnnConvolutionForward")
+    }
+
+    /// Adds the gradients of `x` and `w` for the output's gradient `dy` into `dx` and `dw`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward<E: CudnnDtype>(
+        &mut self,
+        g: &ConvGeom,
+        x: Ptr,
+        w: Ptr,
+        dy: Ptr,
+        dx: Ptr,
+        dw: Ptr,
+    ) -> Result<(), String> {
+        let d = ConvDescriptors::new::<E>(self.api, g)?;
+        let algos = self.algos::<E>(g, &d)?;
+        let one = E::scale(1.0);
+        let (algo, bytes) = algos.backward_data;
+        let (ws, ws_len) = self.workspace(bytes)?;
+        // SAFETY: as in `forward`; β = 1 adds into the gradient buffers.
+        let status = unsafe {
+            (self.api.backward_data)(
+                self.raw,
+                scale_ptr::<E>(&one),
+                d.w.raw,
+                w,
+                d.y.raw,
+                dy,
+                d.conv.raw,
+                algo,
+                ws,
+                ws_len,
+                scale_ptr::<E>(&one),
+                d.x.raw,
+                dx,
+            )
+        };
+        self.api.check(status, "cudnnConvolutionBackwardData")?;
+        let (algo, bytes) = algos.backward_filter;
+        let (ws, ws_len) = self.workspace(bytes)?;
+        let status = unsafe {
+            (self.api.backward_filter)(
+                self.raw,
+                scale_ptr::<E>(&one),
+                d.x.raw,
+                x,
+                d.y.raw,
+                dy,
+                d.conv.raw,
+                algo,
+                ws,
+                ws_len,
+                scale_ptr::<E>(&one),
+                d.w.raw,
+                dw,
+            )
+        };
+        self.api.check(status, "cudnnConvolutionBackwardFilter")
+    }
+}
