@@ -1,6 +1,7 @@
-//! The GPU suite's part for cuDNN (`fulmen::kernels::cudnn`): which cuDNN the run loads, and
-//! its convolutions against the composed ones (dfdx's gather and cuBLAS product) on the same
-//! GPU, in f32 and f16, values and every gradient. A `GPU-CHECK` line each.
+//! The GPU suite's part for cuDNN (`fulmen::kernels::cudnn`): which cuDNN the run loads, its
+//! convolutions against the composed ones (dfdx's gather and cuBLAS product) on the same GPU in
+//! f32 and f16, and its batch norms against the composed ones in f32 and f64: values,
+//! statistics and every gradient. A `GPU-CHECK` line each.
 
 use fulmen::device::Half;
 use fulmen::kernels::cudnn;
@@ -155,4 +156,72 @@ fn a_missing_cudnn_is_named_when_a_convolution_needs_it() {
         panic!("convolved without cuDNN");
     };
     assert!(e.to_string().contains("FULMEN_CUDNN=0"), "{e}");
+}
+
+type Images<E, T = NoneTape> = Tensor<(usize, Const<16>, usize, usize), E, Cuda, T>;
+
+/// A batch norm of `[5, 16, 9, 7]` images in `E`, training then evaluation, by `K`: the
+/// output, the batch's mean and variance, the gradients of the input, weight and bias of
+/// `Σ y·r` (`r` fixed), and the evaluation's output by those statistics.
+fn normalized<E: FloatDtype, K: fulmen::kernels::Norm<E, Cuda>>(dev: &Cuda) -> [Vec<f64>; 7]
+where
+    Cuda: TrainDevice<E>,
+{
+    let seeded = Cpu::seed_from_u64(11);
+    let shape = (5, Const::<16>, 9, 7);
+    let on = |t: Tensor<(usize, Const<16>, usize, usize), f32, Cpu>| -> Images<E> {
+        t.to_device(dev).to_dtype::<E>()
+    };
+    let x = on(seeded.sample_normal_like(&shape) * 3.0 + 1.0);
+    let r = on(seeded.sample_normal_like(&shape));
+    let param = |offset: f32| -> Tensor<Rank1<16>, E, Cuda> {
+        let t: Tensor<Rank1<16>, f32, Cpu> = seeded.sample_normal();
+        (t + offset).to_device(dev).to_dtype::<E>()
+    };
+    let (w, b) = (param(1.0), param(0.0));
+    let (y, mean, var) =
+        K::batch_norm_train(x.clone().leaky_traced(), &w, &b, 1e-5).expect("trains");
+    let out = y.as_vec();
+    let grads = (y * r).sum::<Rank0, _>().backward();
+    let eval = K::batch_norm_eval(x.clone(), &mean, &var, &w, &b, 1e-5).expect("evaluates");
+    let f64s = |v: Vec<E>| {
+        v.into_iter()
+            .map(|v| v.to_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    [
+        f64s(out),
+        f64s(mean.as_vec()),
+        f64s(var.as_vec()),
+        f64s(grads.get(&x).as_vec()),
+        f64s(grads.get(&w).as_vec()),
+        f64s(grads.get(&b).as_vec()),
+        f64s(eval.as_vec()),
+    ]
+}
+
+#[test]
+fn cudnn_batch_norms_match_the_composed_ones() {
+    if skips_without_cuda() {
+        return;
+    }
+    use fulmen::kernels::{cudnn::Cudnn, Composed};
+    let dev = Cuda::seed_from_u64(0);
+    let worst = |a: [Vec<f64>; 7], b: [Vec<f64>; 7]| {
+        a.iter()
+            .zip(&b)
+            .map(|(a, b)| relative(a, b))
+            .fold(0.0f64, f64::max)
+    };
+    let f32_err = worst(
+        normalized::<f32, Composed>(&dev),
+        normalized::<f32, Cudnn>(&dev),
+    );
+    let f64_err = worst(
+        normalized::<f64, Composed>(&dev),
+        normalized::<f64, Cudnn>(&dev),
+    );
+    println!("GPU-CHECK cudnn_batch_norm f32_rel={f32_err:.2e} f64_rel={f64_err:.2e}");
+    assert!(f32_err < 1e-5, "f32: {f32_err:.2e} apart");
+    assert!(f64_err < 1e-12, "f64: {f64_err:.2e} apart");
 }

@@ -8,8 +8,8 @@ use dfdx::tensor::{Gradients, OwnedTape, Tape, Tensor};
 use super::Cudnn;
 use crate::device::{FloatDtype, Half, HostAccess};
 use crate::kernels::{
-    Composed, Dense, Describe, Elementwise, Flat, Fuse, GradSum, Norm, Normalized, Pool, Reduce,
-    Scratch, Step, StepRule, Total, Unscale,
+    Composed, Dense, Describe, Elementwise, Flat, Fuse, GradSum, Pool, Reduce, Scratch, Step,
+    StepRule, Total, Unscale,
 };
 use crate::shapes::{Images, PoolKind};
 use crate::walk::{AnyTensor, AnyTensorMut, Params};
@@ -22,28 +22,6 @@ impl<E: FloatDtype, D: HostAccess<E>> Dense<E, D> for Cudnn {
         bias: Option<&Tensor<Rank1<O>, E, D>>,
     ) -> Result<Tensor<(B, Const<O>), E, D, T>> {
         <Composed as Dense<E, D>>::linear(x, weight, bias)
-    }
-}
-
-impl<E: FloatDtype, D: HostAccess<E>> Norm<E, D> for Cudnn {
-    fn batch_norm_train<T: Tape<E, D>, const C: usize>(
-        x: Images<C, E, D, T>,
-        weight: &Tensor<Rank1<C>, E, D>,
-        bias: &Tensor<Rank1<C>, E, D>,
-        epsilon: f64,
-    ) -> Result<Normalized<C, E, D, T>> {
-        <Composed as Norm<E, D>>::batch_norm_train(x, weight, bias, epsilon)
-    }
-
-    fn batch_norm_eval<const C: usize>(
-        x: Images<C, E, D>,
-        mean: &Tensor<Rank1<C>, E, D>,
-        var: &Tensor<Rank1<C>, E, D>,
-        weight: &Tensor<Rank1<C>, E, D>,
-        bias: &Tensor<Rank1<C>, E, D>,
-        epsilon: f64,
-    ) -> Result<Images<C, E, D>> {
-        <Composed as Norm<E, D>>::batch_norm_eval(x, mean, var, weight, bias, epsilon)
     }
 }
 

@@ -26,6 +26,9 @@ pub(crate) trait CudnnDtype: Copy + 'static {
     /// `CUDNN_DEFAULT_MATH` where tensor cores keep the result as exact as the dtype, else
     /// `CUDNN_FMA_MATH`.
     const MATH: i32;
+    /// Whether cuDNN's batch norm takes this dtype's per-channel operands as they are (its
+    /// half-precision batch norm wants them in f32).
+    const BATCH_NORM: bool;
     /// α or β.
     type Scale: Copy;
     fn scale(v: f64) -> Self::Scale;
@@ -35,6 +38,7 @@ impl CudnnDtype for f32 {
     const DATA: i32 = 0;
     const COMPUTE: i32 = 0;
     const MATH: i32 = FMA_MATH;
+    const BATCH_NORM: bool = true;
     type Scale = f32;
     fn scale(v: f64) -> f32 {
         v as f32
@@ -45,6 +49,7 @@ impl CudnnDtype for f64 {
     const DATA: i32 = 1;
     const COMPUTE: i32 = 1;
     const MATH: i32 = FMA_MATH;
+    const BATCH_NORM: bool = true;
     type Scale = f64;
     fn scale(v: f64) -> f64 {
         v
@@ -55,6 +60,7 @@ impl CudnnDtype for crate::device::Half {
     const DATA: i32 = 2;
     const COMPUTE: i32 = 0;
     const MATH: i32 = DEFAULT_MATH;
+    const BATCH_NORM: bool = false;
     type Scale = f32;
     fn scale(v: f64) -> f32 {
         v as f32
@@ -120,24 +126,48 @@ pub(crate) struct ConvDescriptors {
     pub(crate) conv: Described,
 }
 
+/// `[n, c, h, w]` images in `E`, NCHW.
+fn images<E: CudnnDtype>(api: &'static Api, [n, c, h, w]: [usize; 4]) -> Result<Described, String> {
+    let d = Described::new(api, Kind::Tensor)?;
+    let (n, c, h, w) = (
+        int(n, "batch")?,
+        int(c, "channels")?,
+        int(h, "height")?,
+        int(w, "width")?,
+    );
+    // SAFETY: `d` is a tensor descriptor.
+    let status = unsafe { (api.set_tensor_4d)(d.raw, NCHW, E::DATA, n, c, h, w) };
+    api.check(status, "cudnnSetTensor4dDescriptor")?;
+    Ok(d)
+}
+
+/// `CUDNN_BATCHNORM_SPATIAL`: one mean and variance per channel, over the batch and pixels.
+pub(crate) const SPATIAL: i32 = 1;
+
+/// The descriptors of a batch norm: the images (input and output alike) and the per-channel
+/// operands (scale, bias, statistics), which cuDNN derives from them.
+pub(crate) struct NormDescriptors {
+    pub(crate) x: Described,
+    pub(crate) params: Described,
+}
+
+impl NormDescriptors {
+    /// For `[n, c, h, w]` images in `E`.
+    pub(crate) fn new<E: CudnnDtype>(api: &'static Api, shape: [usize; 4]) -> Result<Self, String> {
+        let x = images::<E>(api, shape)?;
+        let params = Described::new(api, Kind::Tensor)?;
+        // SAFETY: `params` is a tensor descriptor, `x` is set.
+        let status = unsafe { (api.derive_bn)(params.raw, x.raw, SPATIAL) };
+        api.check(status, "cudnnDeriveBNTensorDescriptor")?;
+        Ok(NormDescriptors { x, params })
+    }
+}
+
 impl ConvDescriptors {
     /// For `g` in the dtype `E`; checks that cuDNN's output shape is `g`'s.
     pub(crate) fn new<E: CudnnDtype>(api: &'static Api, g: &ConvGeom) -> Result<Self, String> {
-        let image = |n, c, h, w| -> Result<Described, String> {
-            let d = Described::new(api, Kind::Tensor)?;
-            let (n, c, h, w) = (
-                int(n, "batch")?,
-                int(c, "channels")?,
-                int(h, "height")?,
-                int(w, "width")?,
-            );
-            // SAFETY: `d` is a tensor descriptor.
-            let status = unsafe { (api.set_tensor_4d)(d.raw, NCHW, E::DATA, n, c, h, w) };
-            api.check(status, "cudnnSetTensor4dDescriptor")?;
-            Ok(d)
-        };
-        let x = image(g.batch, g.c_in, g.h, g.w)?;
-        let y = image(g.batch, g.c_out, g.h_out(), g.w_out())?;
+        let x = images::<E>(api, [g.batch, g.c_in, g.h, g.w])?;
+        let y = images::<E>(api, [g.batch, g.c_out, g.h_out(), g.w_out()])?;
         let w = Described::new(api, Kind::Filter)?;
         let k = int(g.k, "kernel size")?;
         let per_group = int(g.c_in / g.groups.max(1), "input channels per group")?;
@@ -206,7 +236,8 @@ mod tests {
     }
 
     /// With a cuDNN named in `FULMEN_CUDNN_LIBRARY` (no GPU needed; `.ci/run` names one): the
-    /// descriptors of every geometry fulmen's layers take agree with fulmen's output shape.
+    /// descriptors of every geometry fulmen's layers take agree with fulmen's output shape, and
+    /// batch norms' are made.
     #[test]
     fn cudnn_makes_the_output_shape_fulmen_expects() {
         let Some(path) = std::env::var_os(super::super::LIBRARY_ENV) else {
@@ -228,6 +259,10 @@ mod tests {
             ConvDescriptors::new::<f32>(api, &g).unwrap_or_else(|e| panic!("{g:?}: {e}"));
             ConvDescriptors::new::<f64>(api, &g).unwrap_or_else(|e| panic!("{g:?}: {e}"));
             ConvDescriptors::new::<Half>(api, &g).unwrap_or_else(|e| panic!("{g:?}: {e}"));
+        }
+        for shape in [[4, 64, 32, 32], [1, 3, 1, 1], [2, 2048, 4, 4]] {
+            NormDescriptors::new::<f32>(api, shape).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+            NormDescriptors::new::<f64>(api, shape).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
         }
         // A geometry whose output cuDNN computes otherwise is refused, not run.
         let mut wrong = geom(3, 1, 1, 1, 1);

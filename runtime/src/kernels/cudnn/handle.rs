@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaDevice, CudaSlice, DevicePtr, DeviceSlice};
 use dfdx::tensor::{Cuda, Storage};
 
-use super::descriptors::{scale_ptr, ConvDescriptors, CudnnDtype};
+use super::descriptors::{scale_ptr, ConvDescriptors, CudnnDtype, NormDescriptors, SPATIAL};
 use super::library::{api, AlgoPerf, AlgoQuery, Api, Desc, HandlePtr, SUCCESS};
 use crate::shapes::ConvGeom;
 
@@ -277,5 +277,134 @@ impl Handle {
             )
         };
         self.api.check(status, "cudnnConvolutionBackwardFilter")
+    }
+}
+
+/// A batch norm's buffers on the device: images `[n, c, h, w]`, contiguous, and per-channel
+/// operands of `c` values, all in the dtype `E`.
+pub(crate) struct NormCall {
+    pub(crate) shape: [usize; 4],
+    pub(crate) epsilon: f64,
+    pub(crate) x: Ptr,
+    pub(crate) scale: Ptr,
+}
+
+impl Handle {
+    /// Normalizes `call.x` into `y` by the batch's statistics: the mean into `mean`, the
+    /// unbiased variance into `var` (cuDNN's running statistics with a factor of 1), and what
+    /// the backward reads into `saved_mean` and `saved_inv_std`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn norm_train<E: CudnnDtype>(
+        &mut self,
+        call: &NormCall,
+        bias: Ptr,
+        y: Ptr,
+        mean: Ptr,
+        var: Ptr,
+        saved_mean: Ptr,
+        saved_inv_std: Ptr,
+    ) -> Result<(), String> {
+        let d = NormDescriptors::new::<E>(self.api, call.shape)?;
+        let (one, zero) = (E::scale(1.0), E::scale(0.0));
+        // SAFETY: the buffers are live, of the descriptors' shapes, on this device.
+        let status = unsafe {
+            (self.api.bn_forward_training)(
+                self.raw,
+                SPATIAL,
+                scale_ptr::<E>(&one),
+                scale_ptr::<E>(&zero),
+                d.x.raw,
+                call.x,
+                d.x.raw,
+                y,
+                d.params.raw,
+                call.scale,
+                bias,
+                1.0,
+                mean,
+                var,
+                call.epsilon,
+                saved_mean,
+                saved_inv_std,
+            )
+        };
+        self.api
+            .check(status, "cudnnBatchNormalizationForwardTraining")
+    }
+
+    /// Normalizes `call.x` into `y` by the given statistics (evaluation).
+    pub(crate) fn norm_eval<E: CudnnDtype>(
+        &mut self,
+        call: &NormCall,
+        bias: Ptr,
+        mean: Ptr,
+        var: Ptr,
+        y: Ptr,
+    ) -> Result<(), String> {
+        let d = NormDescriptors::new::<E>(self.api, call.shape)?;
+        let (one, zero) = (E::scale(1.0), E::scale(0.0));
+        // SAFETY: as in `norm_train`.
+        let status = unsafe {
+            (self.api.bn_forward_inference)(
+                self.raw,
+                SPATIAL,
+                scale_ptr::<E>(&one),
+                scale_ptr::<E>(&zero),
+                d.x.raw,
+                call.x,
+                d.x.raw,
+                y,
+                d.params.raw,
+                call.scale,
+                bias,
+                mean,
+                var,
+                call.epsilon,
+            )
+        };
+        self.api
+            .check(status, "cudnnBatchNormalizationForwardInference")
+    }
+
+    /// Adds the gradients of the input, scale and bias for the output's gradient `dy` into
+    /// `dx`, `dscale` and `dbias`, from what [`Self::norm_train`] saved.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn norm_backward<E: CudnnDtype>(
+        &mut self,
+        call: &NormCall,
+        dy: Ptr,
+        dx: Ptr,
+        dscale: Ptr,
+        dbias: Ptr,
+        saved_mean: Ptr,
+        saved_inv_std: Ptr,
+    ) -> Result<(), String> {
+        let d = NormDescriptors::new::<E>(self.api, call.shape)?;
+        let one = E::scale(1.0);
+        // SAFETY: as in `norm_train`; β = 1 adds into the gradient buffers.
+        let status = unsafe {
+            (self.api.bn_backward)(
+                self.raw,
+                SPATIAL,
+                scale_ptr::<E>(&one),
+                scale_ptr::<E>(&one),
+                scale_ptr::<E>(&one),
+                scale_ptr::<E>(&one),
+                d.x.raw,
+                call.x,
+                d.x.raw,
+                dy,
+                d.x.raw,
+                dx,
+                d.params.raw,
+                call.scale,
+                dscale,
+                dbias,
+                call.epsilon,
+                saved_mean,
+                saved_inv_std,
+            )
+        };
+        self.api.check(status, "cudnnBatchNormalizationBackward")
     }
 }

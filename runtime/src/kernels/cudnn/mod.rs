@@ -30,6 +30,8 @@ mod descriptors;
 #[cfg(feature = "cuda")]
 mod handle;
 mod library;
+#[cfg(feature = "cuda")]
+mod norm;
 mod values;
 
 use std::sync::atomic::{AtomicU8, Ordering};
