@@ -24,8 +24,8 @@ fn relative(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// One convolution: `[n, c_in, hw, hw]` images, `c_out` channels of `k`×`k`, the options, a
-/// bias or not.
-type Case = (usize, usize, usize, usize, usize, ConvOptions, bool);
+/// bias or not, and whether the images and the weight are permuted views (not contiguous).
+type Case = (usize, usize, usize, usize, usize, ConvOptions, bool, bool);
 
 fn opts(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvOptions {
     ConvOptions {
@@ -37,18 +37,21 @@ fn opts(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvOp
 }
 
 /// The geometries of the ResNets (the CIFAR and ImageNet stems, 3×3 and strided, 1×1 and
-/// strided 1×1 projections) and the others fulmen's layers take (dilation, groups, odd sizes).
+/// strided 1×1 projections) and the others fulmen's layers take (dilation, groups, odd sizes,
+/// views).
 fn cases() -> Vec<Case> {
     vec![
-        (4, 3, 32, 64, 3, opts(1, 1, 1, 1), false),
-        (2, 3, 33, 16, 7, opts(2, 3, 1, 1), false),
-        (4, 64, 16, 64, 3, opts(1, 1, 1, 1), false),
-        (4, 64, 16, 128, 3, opts(2, 1, 1, 1), false),
-        (4, 64, 16, 256, 1, opts(1, 0, 1, 1), false),
-        (4, 64, 16, 128, 1, opts(2, 0, 1, 1), false),
-        (3, 8, 13, 12, 3, opts(1, 2, 2, 1), true),
-        (3, 8, 11, 8, 3, opts(1, 1, 1, 4), true),
-        (2, 5, 9, 7, 5, opts(3, 0, 1, 1), true),
+        (4, 3, 32, 64, 3, opts(1, 1, 1, 1), false, false),
+        (2, 3, 33, 16, 7, opts(2, 3, 1, 1), false, false),
+        (4, 64, 16, 64, 3, opts(1, 1, 1, 1), false, false),
+        (4, 64, 16, 128, 3, opts(2, 1, 1, 1), false, false),
+        (4, 64, 16, 256, 1, opts(1, 0, 1, 1), false, false),
+        (4, 64, 16, 128, 1, opts(2, 0, 1, 1), false, false),
+        (3, 8, 13, 12, 3, opts(1, 2, 2, 1), true, false),
+        (3, 8, 11, 8, 3, opts(1, 1, 1, 4), true, false),
+        (2, 5, 9, 7, 5, opts(3, 0, 1, 1), true, false),
+        (4, 64, 16, 64, 3, opts(1, 1, 1, 1), false, true),
+        (3, 8, 11, 8, 3, opts(1, 1, 1, 4), true, true),
     ]
 }
 
@@ -58,15 +61,21 @@ fn run<E: FloatDtype>(dev: &Cuda, case: Case, with_cudnn: bool) -> [Vec<f64>; 4]
 where
     Cuda: TrainDevice<E>,
 {
-    let (n, c_in, hw, c_out, k, o, bias) = case;
+    let (n, c_in, hw, c_out, k, o, bias, views) = case;
     cudnn::set_enabled(with_cudnn);
     let seeded = Cpu::seed_from_u64(7);
     let on = |shape: (usize, usize, usize, usize)| -> Dyn4<E> {
         let t: Tensor<(usize, usize, usize, usize), f32, Cpu> = seeded.sample_normal_like(&shape);
         t.to_device(dev).to_dtype::<E>()
     };
-    let x = on((n, c_in, hw, hw));
-    let w = on((c_out, c_in / o.groups, k, k));
+    let (x, w) = match views {
+        false => (on((n, c_in, hw, hw)), on((c_out, c_in / o.groups, k, k))),
+        // Channels last, and the weight's taps first: the same values, other strides.
+        true => (
+            on((n, hw, hw, c_in)).permute::<_, Axes4<0, 3, 1, 2>>(),
+            on((k, k, c_in / o.groups, c_out)).permute::<_, Axes4<3, 2, 0, 1>>(),
+        ),
+    };
     let b: Tensor<(usize,), E, Cuda> = on((c_out, 1, 1, 1)).reshape_like(&(c_out,));
     let y = conv2d(x.clone().leaky_traced(), &w, bias.then_some(&b), o).expect("convolves");
     let out = y.as_vec();

@@ -2,9 +2,9 @@
 //! gradients (backward-data and backward-filter, β = 1) into dfdx's gradient buffers.
 //!
 //! The operands reach cuDNN through buffers of fulmen's own ([`values`](super::values)): the
-//! input and the weight are copied out of their tensors, and the output comes back as a tensor
-//! (one copy each way). The input's copy is what the backward reads, in place of the nine-fold
-//! columns the composed convolution keeps.
+//! input and the weight are copied out of their tensors (a few passes each), and the output
+//! comes back as a tensor (one copy). The input's copy is what the backward reads, in place of
+//! the nine-fold columns the composed convolution keeps.
 
 use std::sync::Arc;
 
@@ -35,13 +35,16 @@ where
         if !super::enabled() {
             return Composed::conv2d(x, weight, bias, g);
         }
-        // cuDNN adds the input's gradient in NCHW order into the gradient buffer, which dfdx
-        // lays out as the tensor's values: a view (a permuted product, say) is copied first.
-        // The weight is a layer's own, contiguous as dfdx builds it.
-        let (x, mut tape) = x.try_contiguous()?.split_tape();
+        // cuDNN adds the gradients in NCHW (KCRS) order into the gradient buffers, which dfdx
+        // lays out as the tensors' values: a view (a permuted product, say) is copied first,
+        // on the tape, whose backward of the copy takes the gradient on to the view. A
+        // contiguous tensor is its own copy (the same tensor, no op).
+        let (x, tape) = x.try_contiguous()?.split_tape();
+        let (weight, weight_tape) = weight.clone().retaped::<T>().try_contiguous()?.split_tape();
+        let mut tape = tape.merge(weight_tape);
         let dev = x.device().clone();
         let xs = values_of(&x)?;
-        let ws = values_of(weight)?;
+        let ws = values_of(&weight)?;
         let cuda: Arc<CudaDevice> = E::device_of(&xs);
         let shape = (g.batch, g.c_out, g.h_out(), g.w_out());
         let ys = <Cuda as Storage<E>>::try_alloc_len(&dev, shape.num_elements())?;

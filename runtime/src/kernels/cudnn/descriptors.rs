@@ -10,11 +10,12 @@ use crate::shapes::ConvGeom;
 const NCHW: i32 = 0;
 /// `CUDNN_CROSS_CORRELATION`: what PyTorch's and fulmen's `conv2d` compute.
 const CROSS_CORRELATION: i32 = 1;
-/// `CUDNN_DEFAULT_MATH`: tensor cores where the dtype allows them (half precision).
-const DEFAULT_MATH: i32 = 0;
+/// `CUDNN_TENSOR_OP_MATH`: tensor cores (half precision; each algorithm then runs with the
+/// math type cuDNN's heuristics name for it, as PyTorch does).
+const TENSOR_OP_MATH: i32 = 1;
 /// `CUDNN_FMA_MATH`: no tensor cores, so no TF32 rounding of f32 inputs: f32 convolutions
 /// compute as the composed kernels' cuBLAS products and the CPU's kernels do.
-const FMA_MATH: i32 = 3;
+pub(crate) const FMA_MATH: i32 = 3;
 
 /// A dtype cuDNN computes in: its `cudnnDataType_t`, the dtype it accumulates in, and the
 /// type of the α and β scalars it takes by pointer (`float`, except for `double` data).
@@ -23,7 +24,7 @@ pub(crate) trait CudnnDtype: Copy + 'static {
     const DATA: i32;
     /// The accumulation: f32 for half data (cuDNN's "pseudo-half"), else the data's own.
     const COMPUTE: i32;
-    /// `CUDNN_DEFAULT_MATH` where tensor cores keep the result as exact as the dtype, else
+    /// `CUDNN_TENSOR_OP_MATH` where tensor cores keep the result as exact as the dtype, else
     /// `CUDNN_FMA_MATH`.
     const MATH: i32;
     /// Whether cuDNN's batch norm takes this dtype's per-channel operands as they are (its
@@ -59,7 +60,7 @@ impl CudnnDtype for f64 {
 impl CudnnDtype for crate::device::Half {
     const DATA: i32 = 2;
     const COMPUTE: i32 = 0;
-    const MATH: i32 = DEFAULT_MATH;
+    const MATH: i32 = TENSOR_OP_MATH;
     const BATCH_NORM: bool = false;
     type Scale = f32;
     fn scale(v: f64) -> f32 {

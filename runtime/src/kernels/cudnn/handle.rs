@@ -9,7 +9,9 @@ use std::sync::Arc;
 use cudarc::driver::{CudaDevice, CudaSlice, DevicePtr, DeviceSlice};
 use dfdx::tensor::{Cuda, Storage};
 
-use super::descriptors::{scale_ptr, ConvDescriptors, CudnnDtype, NormDescriptors, SPATIAL};
+use super::descriptors::{
+    scale_ptr, ConvDescriptors, CudnnDtype, NormDescriptors, FMA_MATH, SPATIAL,
+};
 use super::library::{api, AlgoPerf, AlgoQuery, Api, Desc, HandlePtr, SUCCESS};
 use crate::shapes::ConvGeom;
 
@@ -20,12 +22,20 @@ const WORKSPACE_LIMIT: usize = 1 << 30;
 /// `CUDNN_DETERMINISTIC`: the algorithm gives the same bits every run (no atomic adds).
 const DETERMINISTIC: i32 = 1;
 
-/// The algorithms for one convolution, each with the workspace it needs.
+/// An algorithm, the workspace it needs and the math type it runs with.
+#[derive(Debug, Clone, Copy)]
+struct Chosen {
+    algo: i32,
+    bytes: usize,
+    math: i32,
+}
+
+/// The algorithms for one convolution.
 #[derive(Debug, Clone, Copy)]
 struct Algos {
-    forward: (i32, usize),
-    backward_data: (i32, usize),
-    backward_filter: (i32, usize),
+    forward: Chosen,
+    backward_data: Chosen,
+    backward_filter: Chosen,
 }
 
 /// A device pointer as cuDNN takes it.
@@ -70,9 +80,12 @@ pub(crate) struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // SAFETY: made by cudnnCreate, destroyed once; a failure (the context is gone at
-        // exit) leaves nothing to clean.
-        unsafe { (self.api.destroy)(self.raw) };
+        // Under its own device's context (a thread may hold handles of several). A failure
+        // (the context is gone at exit) leaves nothing to clean.
+        if self.dev.bind_to_thread().is_ok() {
+            // SAFETY: made by cudnnCreate, destroyed once.
+            unsafe { (self.api.destroy)(self.raw) };
+        }
     }
 }
 
@@ -111,14 +124,27 @@ pub(crate) fn with_handle<R>(
 }
 
 /// The first of `perfs` that succeeded and fits the workspace limit, deterministic ones
-/// first: the heuristics rank them fastest first.
-fn choose(perfs: &[AlgoPerf], what: &str, g: &ConvGeom) -> Result<(i32, usize), String> {
-    let usable = |p: &&AlgoPerf| p.status == SUCCESS && p.memory <= WORKSPACE_LIMIT;
+/// first (the heuristics rank them fastest first). Under `CUDNN_FMA_MATH` (f32, f64) only
+/// algorithms of that math type: another would round f32 inputs to TF32.
+fn choose<E: CudnnDtype>(perfs: &[AlgoPerf], what: &str, g: &ConvGeom) -> Result<Chosen, String> {
+    let usable = |p: &&AlgoPerf| {
+        p.status == SUCCESS
+            && p.memory <= WORKSPACE_LIMIT
+            && (E::MATH != FMA_MATH || p.math_type == FMA_MATH)
+    };
     let found = (perfs.iter().filter(usable))
         .find(|p| p.determinism == DETERMINISTIC)
         .or_else(|| perfs.iter().find(usable));
+    let math = |p: &AlgoPerf| match E::MATH {
+        FMA_MATH => FMA_MATH,
+        _ => p.math_type,
+    };
     found
-        .map(|p| (p.algo, p.memory))
+        .map(|p| Chosen {
+            algo: p.algo,
+            bytes: p.memory,
+            math: math(p),
+        })
         .ok_or_else(|| format!("cuDNN has no {what} algorithm for the convolution {g:?} within {WORKSPACE_LIMIT} bytes of workspace"))
 }
 
@@ -129,7 +155,7 @@ impl Handle {
             return Ok(*a);
         }
         let (api, h) = (self.api, self.raw);
-        let query = |f: AlgoQuery, descs: [Desc; 4], what: &str| -> Result<(i32, usize), String> {
+        let query = |f: AlgoQuery, descs: [Desc; 4], what: &str| -> Result<Chosen, String> {
             let mut perfs = [AlgoPerf::default(); 16];
             let mut n = 0;
             // SAFETY: the descriptors are set; cuDNN writes at most 16 results and their count.
@@ -146,7 +172,7 @@ impl Handle {
                 )
             };
             api.check(status, what)?;
-            choose(&perfs[..n.clamp(0, 16) as usize], what, g)
+            choose::<E>(&perfs[..n.clamp(0, 16) as usize], what, g)
         };
         let algos = Algos {
             forward: query(
@@ -188,6 +214,20 @@ impl Handle {
         Ok(w)
     }
 
+    /// The convolution set to run `chosen` (its math type), with a workspace for it: the
+    /// algorithm, the workspace and its length.
+    fn prepare(
+        &mut self,
+        d: &ConvDescriptors,
+        chosen: Chosen,
+    ) -> Result<(i32, Ptr, usize), String> {
+        // SAFETY: `d.conv` is a convolution descriptor.
+        let status = unsafe { (self.api.set_conv_math)(d.conv.raw, chosen.math) };
+        self.api.check(status, "cudnnSetConvolutionMathType")?;
+        let (ws, len) = self.workspace(chosen.bytes)?;
+        Ok((chosen.algo, ws, len))
+    }
+
     /// `y = conv(x, w)` for `g` in `E`: `x`, `w` and `y` are contiguous device buffers of
     /// `g`'s shapes; `y` is overwritten.
     pub(crate) fn forward<E: CudnnDtype>(
@@ -198,8 +238,8 @@ impl Handle {
         y: Ptr,
     ) -> Result<(), String> {
         let d = ConvDescriptors::new::<E>(self.api, g)?;
-        let (algo, bytes) = self.algos::<E>(g, &d)?.forward;
-        let (ws, ws_len) = self.workspace(bytes)?;
+        let chosen = self.algos::<E>(g, &d)?.forward;
+        let (algo, ws, ws_len) = self.prepare(&d, chosen)?;
         let (one, zero) = (E::scale(1.0), E::scale(0.0));
         // SAFETY: the buffers are live, of the descriptors' shapes, on this handle's device.
         let status = unsafe {
@@ -236,8 +276,7 @@ impl Handle {
         let d = ConvDescriptors::new::<E>(self.api, g)?;
         let algos = self.algos::<E>(g, &d)?;
         let one = E::scale(1.0);
-        let (algo, bytes) = algos.backward_data;
-        let (ws, ws_len) = self.workspace(bytes)?;
+        let (algo, ws, ws_len) = self.prepare(&d, algos.backward_data)?;
         // SAFETY: as in `forward`; β = 1 adds into the gradient buffers.
         let status = unsafe {
             (self.api.backward_data)(
@@ -257,8 +296,7 @@ impl Handle {
             )
         };
         self.api.check(status, "cudnnConvolutionBackwardData")?;
-        let (algo, bytes) = algos.backward_filter;
-        let (ws, ws_len) = self.workspace(bytes)?;
+        let (algo, ws, ws_len) = self.prepare(&d, algos.backward_filter)?;
         let status = unsafe {
             (self.api.backward_filter)(
                 self.raw,

@@ -1,16 +1,18 @@
-//! [`Cudnn`]: what CUDA runs. Convolutions by NVIDIA's cuDNN, which PyTorch's run on, and
-//! every other family by the [`Composed`](super::Composed) kernels (dfdx's ops), so far.
+//! [`Cudnn`]: what CUDA runs. Convolutions and f32/f64 batch norms by NVIDIA's cuDNN, which
+//! PyTorch's run on, and every other family by the [`Composed`](super::Composed) kernels
+//! (dfdx's ops), so far.
 //!
 //! cuDNN is not linked: it is loaded when the first convolution needs it
 //! ([`version`], PyTorch's `torch.backends.cudnn.version()`), so a CUDA build starts without
 //! it, and that convolution ends with an error naming what was looked for and where.
 //! [`set_enabled`] (or `FULMEN_CUDNN=0` in the environment; PyTorch's
-//! `torch.backends.cudnn.enabled`) convolves with the composed kernels instead.
+//! `torch.backends.cudnn.enabled`) runs them on the composed kernels instead.
 //!
 //! In 32-true cuDNN computes in full f32 (no TF32 tensor cores), as the CPU's kernels and
 //! the composed ones do; in half precision on tensor cores, accumulating in f32. It picks the
-//! algorithms by its heuristics, once per shape, preferring deterministic ones within a
-//! 1 GiB workspace.
+//! convolution algorithms by its heuristics, once per shape, preferring deterministic ones
+//! within a 1 GiB workspace. Half batch norms stay composed (cuDNN wants their per-channel
+//! operands in f32).
 //!
 //! ```no_run
 //! # fn main() -> fulmen::Result<()> {
@@ -38,8 +40,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use library::{LIBRARY, LIBRARY_ENV};
 
-/// The kernels CUDA runs: cuDNN's convolutions, the composed kernels' everything else (see
-/// the [module docs](self)).
+/// The kernels CUDA runs: cuDNN's convolutions and batch norms, the composed kernels'
+/// everything else (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cudnn;
 
@@ -47,8 +49,8 @@ pub struct Cudnn;
 static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
 const UNSET: u8 = 2;
 
-/// Whether convolutions on CUDA run on cuDNN: yes, unless [`set_enabled`] said no or the
-/// environment has `FULMEN_CUDNN=0`.
+/// Whether convolutions and batch norms on CUDA run on cuDNN: yes, unless [`set_enabled`] said
+/// no or the environment has `FULMEN_CUDNN=0`.
 pub fn enabled() -> bool {
     match ENABLED.load(Ordering::Relaxed) {
         UNSET => {
@@ -60,8 +62,8 @@ pub fn enabled() -> bool {
     }
 }
 
-/// Runs CUDA's convolutions on cuDNN (`true`, the default) or on the composed kernels, from
-/// the next convolution on, in every thread.
+/// Runs CUDA's convolutions and batch norms on cuDNN (`true`, the default) or on the composed
+/// kernels, from the next one on, in every thread.
 pub fn set_enabled(on: bool) {
     ENABLED.store(on as u8, Ordering::Relaxed);
 }

@@ -39,10 +39,14 @@ where
         if !super::enabled() || !E::BATCH_NORM || values < 2 {
             return Composed::batch_norm_train(x, weight, bias, epsilon);
         }
-        // cuDNN reads and writes NCHW: a view is copied first (see conv.rs).
-        let (x, mut tape) = x.try_contiguous()?.split_tape();
+        // cuDNN reads and writes NCHW and packed per-channel values: a view is copied first,
+        // on the tape (see conv.rs).
+        let (x, tape) = x.try_contiguous()?.split_tape();
+        let (weight, weight_tape) = weight.clone().retaped::<T>().try_contiguous()?.split_tape();
+        let (bias, bias_tape) = bias.clone().retaped::<T>().try_contiguous()?.split_tape();
+        let mut tape = tape.merge(weight_tape).merge(bias_tape);
         let dev = x.device().clone();
-        let (xs, scale, shift) = (values_of(&x)?, values_of(weight)?, values_of(bias)?);
+        let (xs, scale, shift) = (values_of(&x)?, values_of(&weight)?, values_of(&bias)?);
         let alloc = |len| <Cuda as Storage<E>>::try_alloc_len(&dev, len);
         let (ys, mean, var) = (alloc(values * C)?, alloc(C)?, alloc(C)?);
         let (saved_mean, saved_inv_std) = (alloc(C)?, alloc(C)?);

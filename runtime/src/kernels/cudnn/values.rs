@@ -1,9 +1,12 @@
 //! A tensor's values in a buffer of fulmen's own, and a buffer of fulmen's own as a tensor,
 //! through dfdx's public API alone (its tensors' data is private).
 //!
-//! - In: the backward of `⟨ones, t⟩` with respect to `ones` is `t`, exactly (each value times
-//!   one, added to a zeroed buffer: only a zero's sign is lost), and `Gradients::get_or_alloc_mut` hands out that gradient's buffer, which is swapped
-//!   out for fulmen to keep. A handful of passes over `t`, on its device.
+//! - In: the gradient of `Σ u·t` with respect to `u` is `t`, exactly, whatever `u` holds (each
+//!   value times a gradient of one, added to a zeroed buffer: only a zero's sign is lost);
+//!   `Gradients::get_or_alloc_mut` hands out that gradient's buffer, which is swapped out for
+//!   fulmen to keep. `u` is zeros, set on the device. A few passes over `t`, and dfdx allocates
+//!   three more buffers of its size while the backward runs (the product, its gradient and
+//!   `t`'s, which nobody reads).
 //! - Out: a buffer swapped into a `Gradients` as the gradient of a tensor of the wanted shape
 //!   comes back from `Gradients::get` as a tensor of that shape (one copy).
 //!
@@ -21,13 +24,13 @@ pub(crate) fn values_of<S: Shape, E: FloatDtype, D: HostAccess<E>>(
     t: &Tensor<S, E, D>,
 ) -> Result<<D as Storage<E>>::Vec> {
     let dev = t.device().clone();
-    let ones: Tensor<S, E, D> = dev.try_ones_like(t.shape())?;
-    let product: Tensor<Rank0, E, D, _> =
-        ones.clone().leaky_traced().try_mul(t.clone())?.try_sum()?;
+    // Zeros, not ones: dfdx makes ones on the host and copies them over.
+    let u: Tensor<S, E, D> = dev.try_zeros_like(t.shape())?;
+    let product: Tensor<Rank0, E, D, _> = u.clone().leaky_traced().try_mul(t.clone())?.try_sum()?;
     let mut grads = product.try_backward()?;
     // Swapped out for a buffer of one value, which `grads` drops with the rest.
     let mut kept = <D as Storage<E>>::try_alloc_len(&dev, 1)?;
-    std::mem::swap(&mut kept, grads.get_or_alloc_mut(&ones)?);
+    std::mem::swap(&mut kept, grads.get_or_alloc_mut(&u)?);
     Ok(kept)
 }
 

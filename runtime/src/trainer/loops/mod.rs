@@ -259,8 +259,10 @@ impl<E: Ckpt, D: TrainDevice<E>, M: LightningModule<E, D>, DM: DataModule> Run<'
         let mut failed = [prepared
             .as_ref()
             .map_or(1.0 + self.dist.env.global_rank as f64, |_| 0.0)];
-        self.dist.collective.all_reduce_max_f64(&mut failed)?;
+        let agreed = self.dist.collective.all_reduce_max_f64(&mut failed);
+        // This rank's own failure first: it says more than the collective's.
         prepared?;
+        agreed?;
         if failed[0] > 0.0 {
             let rank = failed[0] as usize - 1;
             return Err(Error::User(format!(
