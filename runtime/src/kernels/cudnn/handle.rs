@@ -1,9 +1,11 @@
-//! A cuDNN handle per device and thread, with its workspace and the algorithms chosen for each
-//! convolution shape (cuDNN's heuristics, asked once per shape and dtype).
+//! A cuDNN handle per device and thread, with its workspace, and the descriptors of each
+//! convolution and batch norm it has run with the algorithms chosen for each convolution
+//! (cuDNN's heuristics, asked once per shape and dtype): made once, not at every call.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaDevice, CudaSlice, DevicePtr, DeviceSlice};
@@ -36,6 +38,12 @@ struct Algos {
     forward: Chosen,
     backward_data: Chosen,
     backward_filter: Chosen,
+}
+
+/// A convolution's descriptors and algorithms, made once per geometry and dtype.
+struct Planned {
+    d: ConvDescriptors,
+    algos: Algos,
 }
 
 /// A device pointer as cuDNN takes it.
@@ -75,7 +83,9 @@ pub(crate) struct Handle {
     dev: Arc<CudaDevice>,
     workspace: Option<CudaSlice<u8>>,
     /// By geometry and `cudnnDataType_t`.
-    algos: HashMap<(ConvGeom, i32), Algos>,
+    convs: HashMap<(ConvGeom, i32), Rc<Planned>>,
+    /// By image shape and `cudnnDataType_t`.
+    norms: HashMap<([usize; 4], i32), Rc<NormDescriptors>>,
 }
 
 impl Drop for Handle {
@@ -115,7 +125,8 @@ pub(crate) fn with_handle<R>(
                     raw,
                     dev: dev.clone(),
                     workspace: None,
-                    algos: HashMap::new(),
+                    convs: HashMap::new(),
+                    norms: HashMap::new(),
                 })
             }
         };
@@ -149,11 +160,36 @@ fn choose<E: CudnnDtype>(perfs: &[AlgoPerf], what: &str, g: &ConvGeom) -> Result
 }
 
 impl Handle {
-    /// The algorithms for `g` in `E` (asked of cuDNN's heuristics the first time).
-    fn algos<E: CudnnDtype>(&mut self, g: &ConvGeom, d: &ConvDescriptors) -> Result<Algos, String> {
-        if let Some(a) = self.algos.get(&(*g, E::DATA)) {
-            return Ok(*a);
+    /// The descriptors and algorithms of `g` in `E` (made, and the algorithms asked of cuDNN's
+    /// heuristics, the first time).
+    fn planned<E: CudnnDtype>(&mut self, g: &ConvGeom) -> Result<Rc<Planned>, String> {
+        let key = (*g, E::DATA);
+        if let Some(p) = self.convs.get(&key) {
+            return Ok(p.clone());
         }
+        let d = ConvDescriptors::new::<E>(self.api, g)?;
+        let algos = self.algos::<E>(g, &d)?;
+        let planned = Rc::new(Planned { d, algos });
+        self.convs.insert(key, planned.clone());
+        Ok(planned)
+    }
+
+    /// The descriptors of a batch norm of `shape` in `E` (made the first time).
+    fn norm_descriptors<E: CudnnDtype>(
+        &mut self,
+        shape: [usize; 4],
+    ) -> Result<Rc<NormDescriptors>, String> {
+        let key = (shape, E::DATA);
+        if let Some(d) = self.norms.get(&key) {
+            return Ok(d.clone());
+        }
+        let d = Rc::new(NormDescriptors::new::<E>(self.api, shape)?);
+        self.norms.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// The algorithms cuDNN's heuristics rank first for `g` in `E`.
+    fn algos<E: CudnnDtype>(&self, g: &ConvGeom, d: &ConvDescriptors) -> Result<Algos, String> {
         let (api, h) = (self.api, self.raw);
         let query = |f: AlgoQuery, descs: [Desc; 4], what: &str| -> Result<Chosen, String> {
             let mut perfs = [AlgoPerf::default(); 16];
@@ -174,7 +210,7 @@ impl Handle {
             api.check(status, what)?;
             choose::<E>(&perfs[..n.clamp(0, 16) as usize], what, g)
         };
-        let algos = Algos {
+        Ok(Algos {
             forward: query(
                 api.forward_algos,
                 [d.x.raw, d.w.raw, d.conv.raw, d.y.raw],
@@ -190,9 +226,7 @@ impl Handle {
                 [d.x.raw, d.y.raw, d.conv.raw, d.w.raw],
                 "backward-filter",
             )?,
-        };
-        self.algos.insert((*g, E::DATA), algos);
-        Ok(algos)
+        })
     }
 
     /// The workspace, at least `bytes` long (grown when shorter), and its length.
@@ -237,9 +271,9 @@ impl Handle {
         w: Ptr,
         y: Ptr,
     ) -> Result<(), String> {
-        let d = ConvDescriptors::new::<E>(self.api, g)?;
-        let chosen = self.algos::<E>(g, &d)?.forward;
-        let (algo, ws, ws_len) = self.prepare(&d, chosen)?;
+        let planned = self.planned::<E>(g)?;
+        let d = &planned.d;
+        let (algo, ws, ws_len) = self.prepare(d, planned.algos.forward)?;
         let (one, zero) = (E::scale(1.0), E::scale(0.0));
         // SAFETY: the buffers are live, of the descriptors' shapes, on this handle's device.
         let status = unsafe {
@@ -273,10 +307,10 @@ impl Handle {
         dx: Ptr,
         dw: Ptr,
     ) -> Result<(), String> {
-        let d = ConvDescriptors::new::<E>(self.api, g)?;
-        let algos = self.algos::<E>(g, &d)?;
+        let planned = self.planned::<E>(g)?;
+        let (d, algos) = (&planned.d, planned.algos);
         let one = E::scale(1.0);
-        let (algo, ws, ws_len) = self.prepare(&d, algos.backward_data)?;
+        let (algo, ws, ws_len) = self.prepare(d, algos.backward_data)?;
         // SAFETY: as in `forward`; β = 1 adds into the gradient buffers.
         let status = unsafe {
             (self.api.backward_data)(
@@ -296,7 +330,7 @@ impl Handle {
             )
         };
         self.api.check(status, "cudnnConvolutionBackwardData")?;
-        let (algo, ws, ws_len) = self.prepare(&d, algos.backward_filter)?;
+        let (algo, ws, ws_len) = self.prepare(d, algos.backward_filter)?;
         let status = unsafe {
             (self.api.backward_filter)(
                 self.raw,
@@ -342,7 +376,7 @@ impl Handle {
         saved_mean: Ptr,
         saved_inv_std: Ptr,
     ) -> Result<(), String> {
-        let d = NormDescriptors::new::<E>(self.api, call.shape)?;
+        let d = self.norm_descriptors::<E>(call.shape)?;
         let (one, zero) = (E::scale(1.0), E::scale(0.0));
         // SAFETY: the buffers are live, of the descriptors' shapes, on this device.
         let status = unsafe {
@@ -379,7 +413,7 @@ impl Handle {
         var: Ptr,
         y: Ptr,
     ) -> Result<(), String> {
-        let d = NormDescriptors::new::<E>(self.api, call.shape)?;
+        let d = self.norm_descriptors::<E>(call.shape)?;
         let (one, zero) = (E::scale(1.0), E::scale(0.0));
         // SAFETY: as in `norm_train`.
         let status = unsafe {
@@ -417,7 +451,7 @@ impl Handle {
         saved_mean: Ptr,
         saved_inv_std: Ptr,
     ) -> Result<(), String> {
-        let d = NormDescriptors::new::<E>(self.api, call.shape)?;
+        let d = self.norm_descriptors::<E>(call.shape)?;
         let one = E::scale(1.0);
         // SAFETY: as in `norm_train`; β = 1 adds into the gradient buffers.
         let status = unsafe {

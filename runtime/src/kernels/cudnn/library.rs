@@ -192,9 +192,8 @@ impl Api {
 /// The library, loaded on first use; the same error every time after a failed load.
 pub(crate) fn api() -> Result<&'static Api, String> {
     static LOADED: OnceLock<Result<Api, String>> = OnceLock::new();
-    let chosen = std::env::var_os(LIBRARY_ENV);
     LOADED
-        .get_or_init(|| load(chosen))
+        .get_or_init(|| load(std::env::var_os(LIBRARY_ENV)))
         .as_ref()
         .map_err(Clone::clone)
 }
