@@ -14,13 +14,13 @@ use dfdx::tensor::{Cuda, PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
 use super::handle::{with_handle, CudaDtype};
-use super::values::{tensor_of, values_of};
-use super::Cudnn;
+use super::values::{release, tensor_of, values_of};
+use super::{failed, in_backward, Cudnn};
 use crate::device::{FloatDtype, HostAccess};
 use crate::kernels::composed::with_bias;
 use crate::kernels::{Composed, Conv};
 use crate::shapes::{ConvGeom, Dyn4};
-use crate::{Error, Result};
+use crate::Result;
 
 impl<E: FloatDtype + CudaDtype> Conv<E, Cuda> for Cudnn
 where
@@ -48,40 +48,22 @@ where
         let cuda: Arc<CudaDevice> = E::device_of(&xs);
         let shape = (g.batch, g.c_out, g.h_out(), g.w_out());
         let ys = <Cuda as Storage<E>>::try_alloc_len(&dev, shape.num_elements())?;
-        let fail = |e: String| {
-            Error::Device(format!(
-                "{e} (set FULMEN_CUDNN=0 to convolve without cuDNN)"
-            ))
-        };
         with_handle(&cuda, |h| {
             h.forward::<E>(g, E::address(&xs), E::address(&ws), E::address(&ys))
         })
-        .map_err(fail)?;
+        .map_err(failed)?;
         let y = tensor_of(&dev, shape, ys)?;
         if T::OWNS_TAPE {
             let (x_id, w_id, y_id, g) = (x.ghost(), weight.ghost(), y.ghost(), *g);
             tape.add_backward_op(move |grads| {
-                grads.try_alloc_for(&y_id)?;
-                grads.try_alloc_for(&x_id)?;
-                grads.try_alloc_for(&w_id)?;
+                // Device addresses: they stay where they are as the map of gradients grows.
                 let dy = E::address(grads.get_or_alloc_mut(&y_id)?);
                 let dx = E::address(grads.get_or_alloc_mut(&x_id)?);
                 let dw = E::address(grads.get_or_alloc_mut(&w_id)?);
-                let done = with_handle(&cuda, |h| {
+                in_backward(with_handle(&cuda, |h| {
                     h.backward::<E>(&g, E::address(&xs), E::address(&ws), dy, dx, dw)
-                });
-                // dfdx's backward ops return the device's error type, which has no variant
-                // for cuDNN's: the trainer turns the panic into `Error::StepPanicked`.
-                if let Err(e) = done {
-                    panic!("{e}");
-                }
-                // The output's gradient is spent (every op that read the output added to it
-                // before this one runs) and nothing reads it again: a one-value buffer takes
-                // its place, so that it is freed now, not when the whole backward ends (the
-                // composed kernels' segments do the same).
-                let mut spent = <Cuda as Storage<E>>::try_alloc_len(&dev, 1)?;
-                std::mem::swap(grads.get_or_alloc_mut(&y_id)?, &mut spent);
-                Ok(())
+                }));
+                release::<E, _>(grads.get_or_alloc_mut(&y_id)?, &dev)
             });
         }
         with_bias(y.put_tape(tape), bias)

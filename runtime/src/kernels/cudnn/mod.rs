@@ -45,6 +45,22 @@ pub use library::{LIBRARY, LIBRARY_ENV};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cudnn;
 
+/// A cuDNN failure as the error an op returns.
+#[cfg(feature = "cuda")]
+fn failed(e: String) -> crate::Error {
+    crate::Error::Device(format!("{e} (set FULMEN_CUDNN=0 to run without cuDNN)"))
+}
+
+/// A cuDNN failure in a backward op, as a panic: dfdx's backward ops return the device's error
+/// type, which has no variant for cuDNN's; the trainer turns the panic into
+/// `Error::StepPanicked`.
+#[cfg(feature = "cuda")]
+fn in_backward(done: Result<(), String>) {
+    if let Err(e) = done {
+        panic!("{e}");
+    }
+}
+
 /// Unset (read `FULMEN_CUDNN` at first use), off, on.
 static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
 const UNSET: u8 = 2;

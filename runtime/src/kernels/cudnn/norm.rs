@@ -11,17 +11,12 @@ use dfdx::tensor::{Cuda, PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::{ReshapeTo, TryMul};
 
 use super::handle::{with_handle, CudaDtype, NormCall};
-use super::values::{tensor_of, values_of};
-use super::Cudnn;
+use super::values::{release, tensor_of, values_of};
+use super::{failed, in_backward, Cudnn};
 use crate::device::{of_f64, FloatDtype, HostAccess};
 use crate::kernels::{Composed, Norm, Normalized};
 use crate::shapes::Images;
-use crate::{Error, Result};
-
-/// A cuDNN failure as the error a layer returns.
-fn failed(e: String) -> Error {
-    Error::Device(format!("{e} (set FULMEN_CUDNN=0 to run without cuDNN)"))
-}
+use crate::Result;
 
 impl<E: FloatDtype + CudaDtype> Norm<E, Cuda> for Cudnn
 where
@@ -81,28 +76,16 @@ where
         if T::OWNS_TAPE {
             let (x_id, w_id, b_id, y_id) = (x.ghost(), weight.ghost(), bias.ghost(), y.ghost());
             tape.add_backward_op(move |grads| {
-                for id in [&x_id, &y_id] {
-                    grads.try_alloc_for(id)?;
-                }
-                for id in [&w_id, &b_id] {
-                    grads.try_alloc_for(id)?;
-                }
+                // Device addresses, as in conv.rs.
                 let dy = E::address(grads.get_or_alloc_mut(&y_id)?);
                 let dx = E::address(grads.get_or_alloc_mut(&x_id)?);
                 let dw = E::address(grads.get_or_alloc_mut(&w_id)?);
                 let db = E::address(grads.get_or_alloc_mut(&b_id)?);
                 let (m, s) = (E::address(&saved_mean), E::address(&saved_inv_std));
-                let done = with_handle(&cuda, |hd| {
+                in_backward(with_handle(&cuda, |hd| {
                     hd.norm_backward::<E>(&call(&xs, &scale), dy, dx, dw, db, m, s)
-                });
-                // As in conv.rs: the trainer turns the panic into `Error::StepPanicked`.
-                if let Err(e) = done {
-                    panic!("{e}");
-                }
-                // The output's gradient is spent (see conv.rs).
-                let mut spent = <Cuda as Storage<E>>::try_alloc_len(&dev, 1)?;
-                std::mem::swap(grads.get_or_alloc_mut(&y_id)?, &mut spent);
-                Ok(())
+                }));
+                release::<E, _>(grads.get_or_alloc_mut(&y_id)?, &dev)
             });
         }
         Ok((y.put_tape(tape), mean, var))

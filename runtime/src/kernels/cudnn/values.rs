@@ -34,6 +34,16 @@ pub(crate) fn values_of<S: Shape, E: FloatDtype, D: HostAccess<E>>(
     Ok(kept)
 }
 
+/// Frees `spent`, an op's output's gradient, now rather than when the whole backward ends: a
+/// one-value buffer takes its place. Every op that read the output has added to it before the
+/// op's own backward runs, and nothing reads it again (the composed kernels' segments do the
+/// same).
+pub(crate) fn release<E, D: Storage<E>>(spent: &mut D::Vec, dev: &D) -> Result<(), D::Err> {
+    let mut one = dev.try_alloc_len(1)?;
+    std::mem::swap(spent, &mut one);
+    Ok(())
+}
+
 /// `buf` (as many values as `shape` has, laid out contiguously) as a tensor of `shape`.
 pub(crate) fn tensor_of<S: Shape, E: FloatDtype, D: HostAccess<E>>(
     dev: &D,
