@@ -30,6 +30,8 @@
 //!
 //! [`TrainDevice::Kernels`]: crate::TrainDevice::Kernels
 
+#[macro_use]
+mod delegate;
 pub mod composed;
 #[cfg(any(test, feature = "cuda"))]
 pub mod cudnn;
